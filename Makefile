@@ -1,0 +1,63 @@
+# NEXUS-X settlement platform. Two commands do everything on a fresh machine:
+#   make run    — install, start Kafka + workers, stream demo traffic with live progress (Ctrl-C stops all)
+#   make test   — install and run the whole test suite (what CI runs)
+SHELL := /bin/bash
+PY ?= python3.11
+VENV := .venv
+AIRFLOW_VENV := .venv-airflow
+STAMP_PLATFORM := $(VENV)/.installed-$(shell cat requirements/platform.lock pyproject.toml | sha1sum | cut -c1-12)
+STAMP_AIRFLOW := $(AIRFLOW_VENV)/.installed-$(shell cat requirements/airflow.lock pyproject.toml | sha1sum | cut -c1-12)
+PYTEST_ARGS ?=
+
+.PHONY: setup run test test-fast stop lint typecheck schemas bench clean
+
+setup: $(STAMP_PLATFORM) $(STAMP_AIRFLOW) system-deps kafka-jars
+
+$(STAMP_PLATFORM): requirements/platform.lock pyproject.toml
+	@test -x $(VENV)/bin/python || $(PY) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -r requirements/platform.lock
+	$(VENV)/bin/pip install -q --no-deps -e .
+	@rm -f $(VENV)/.installed-* && touch $@
+
+$(STAMP_AIRFLOW): requirements/airflow.lock pyproject.toml
+	@test -x $(AIRFLOW_VENV)/bin/python || $(PY) -m venv $(AIRFLOW_VENV)
+	$(AIRFLOW_VENV)/bin/pip install -q --upgrade pip
+	$(AIRFLOW_VENV)/bin/pip install -q -r requirements/airflow.lock
+	$(AIRFLOW_VENV)/bin/pip install -q --no-deps -e .
+	@rm -f $(AIRFLOW_VENV)/.installed-* && touch $@
+
+# Debian packages for servers the tests and demo start (Alertmanager, pdftoppm, Chromium).
+system-deps:
+	@bash infra/install-system-deps.sh
+
+kafka-jars: $(STAMP_PLATFORM)
+	@$(VENV)/bin/python -m infra.kafka.broker fetch
+
+run: setup
+	$(VENV)/bin/python -m streams.demo
+
+test: setup
+	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+test-fast: $(STAMP_PLATFORM)
+	$(VENV)/bin/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+stop:
+	-@$(VENV)/bin/python -m streams.demo --stop
+
+lint:
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check . || true
+
+typecheck:
+	$(VENV)/bin/mypy contracts domain streams
+
+schemas: $(STAMP_PLATFORM)
+	$(VENV)/bin/python -m contracts
+
+bench: $(STAMP_PLATFORM)
+	@for b in bench/bench_*.py; do echo "== $$b"; $(VENV)/bin/python $$b || exit 1; done
+
+clean: stop
+	rm -rf .local

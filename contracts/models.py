@@ -1,0 +1,542 @@
+"""One pydantic model per message on every topic (the wire contract).
+
+Money is integer units (K-AUS base units or fiat minor units), rates are decimal
+strings, timestamps carry an offset and are normalised to UTC, ids are supplied
+by the producer and double as idempotency keys. JSON Schemas in
+``contracts/schemas/`` are generated from these classes (``python -m contracts``).
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic.alias_generators import to_camel
+
+from domain.money import Currency
+
+from contracts.types import (
+    CONTRACT_CONFIG,
+    Bps,
+    DurationMs,
+    Id,
+    KausUnits,
+    MinorUnits,
+    PositiveKausUnits,
+    PriceUnitsPerKwh,
+    QuantityWh,
+    Rate,
+    SignedMinorUnits,
+    UtcDatetime,
+)
+
+
+class Contract(BaseModel):
+    """Base of every wire message: strict, immutable, unknown fields rejected."""
+
+    model_config = CONTRACT_CONFIG
+
+
+# --------------------------------------------------------------------------- enums
+
+
+class Side(StrEnum):
+    BUY = "BUY"
+    SELL = "SELL"
+
+
+class OrderType(StrEnum):
+    LIMIT = "LIMIT"
+    MARKET = "MARKET"
+
+
+class EnergySource(StrEnum):
+    SOLAR = "SOLAR"
+    WIND = "WIND"
+    HYDRO = "HYDRO"
+    GRID = "GRID"
+    STORAGE = "STORAGE"
+
+
+class Region(StrEnum):
+    """Settlement regions of the spec's rail table (§2.2)."""
+
+    KR = "KR"
+    US = "US"
+    EU = "EU"
+    JP = "JP"
+    SG = "SG"
+    AU = "AU"
+    HK = "HK"
+    AE = "AE"
+
+
+class Rail(StrEnum):
+    TOSS_PAYMENTS = "TOSS_PAYMENTS"
+    STRIPE_INSTANT = "STRIPE_INSTANT"
+    STRIPE_SEPA = "STRIPE_SEPA"
+    PAYPAY_BUSINESS = "PAYPAY_BUSINESS"
+    STRIPE_ASIA = "STRIPE_ASIA"
+    STRIPE_AU = "STRIPE_AU"
+    STRIPE_HK = "STRIPE_HK"
+    PAYFORT = "PAYFORT"
+    PAYPAL = "PAYPAL"
+    WISE = "WISE"
+    ALIPAY = "ALIPAY"
+
+
+class Provider(StrEnum):
+    PAYPAL = "PAYPAL"
+    STRIPE = "STRIPE"
+    WISE = "WISE"
+    TOSS = "TOSS"
+    ALIPAY = "ALIPAY"
+
+
+class FxSource(StrEnum):
+    NEXUS_INTERNAL = "NEXUS_INTERNAL"
+    BLOOMBERG = "BLOOMBERG"
+    REUTERS = "REUTERS"
+
+
+class PayerTier(StrEnum):
+    BRONZE = "BRONZE"
+    SILVER = "SILVER"
+    GOLD = "GOLD"
+    PLATINUM = "PLATINUM"
+    DIAMOND = "DIAMOND"
+
+
+class Severity(StrEnum):
+    INFO = "info"
+    WARNING = "warning"
+    CRITICAL = "critical"
+
+
+# --------------------------------------------------------------------------- energy market
+
+
+class SubmitOrder(Contract):
+    """Place an order in a market (delivery interval x grid region)."""
+
+    type: Literal["SUBMIT"] = "SUBMIT"
+    order_id: Id
+    market_id: Id = Field(description="delivery interval and grid region, e.g. 2026-11-24T10:00Z/KR-SEOUL")
+    account_id: Id
+    side: Side
+    order_type: OrderType
+    price_units_per_kwh: PriceUnitsPerKwh | None = Field(
+        default=None, description="limit price in K-AUS base units per kWh; required for LIMIT, absent for MARKET"
+    )
+    quantity_wh: QuantityWh
+    energy_source: EnergySource | None = Field(default=None, description="sellers: where the energy comes from")
+    submitted_at: UtcDatetime
+    expires_at: UtcDatetime | None = None
+
+    @model_validator(mode="after")
+    def _price_matches_type(self) -> SubmitOrder:
+        if self.order_type is OrderType.LIMIT and self.price_units_per_kwh is None:
+            raise ValueError("a LIMIT order needs price_units_per_kwh")
+        if self.order_type is OrderType.MARKET and self.price_units_per_kwh is not None:
+            raise ValueError("a MARKET order must not carry price_units_per_kwh")
+        return self
+
+
+class CancelOrder(Contract):
+    type: Literal["CANCEL"] = "CANCEL"
+    order_id: Id
+    market_id: Id
+    account_id: Id
+    requested_at: UtcDatetime
+
+
+class AmendOrder(Contract):
+    """Change price and/or quantity; raising quantity or changing price loses time priority."""
+
+    type: Literal["AMEND"] = "AMEND"
+    order_id: Id
+    market_id: Id
+    account_id: Id
+    new_price_units_per_kwh: PriceUnitsPerKwh | None = None
+    new_quantity_wh: QuantityWh | None = None
+    requested_at: UtcDatetime
+
+
+# Value of `energy.orders`: one command, told apart by its `type` field.
+OrderCommand = Annotated[SubmitOrder | CancelOrder | AmendOrder, Field(discriminator="type")]
+
+
+class OrderStatus(StrEnum):
+    ACCEPTED = "ACCEPTED"
+    REJECTED = "REJECTED"
+    CANCELLED = "CANCELLED"
+    AMENDED = "AMENDED"
+    EXPIRED = "EXPIRED"
+    FILLED = "FILLED"
+
+
+class OrderEvent(Contract):
+    """What happened to an order: the producer's answer, keyed by market."""
+
+    order_id: Id
+    market_id: Id
+    account_id: Id
+    status: OrderStatus
+    reason_code: str | None = None
+    reason: str | None = None
+    remaining_quantity_wh: Annotated[int, Field(ge=0)] = 0
+    sequence: Annotated[int, Field(ge=0)]
+    occurred_at: UtcDatetime
+
+
+class Trade(Contract):
+    trade_id: Id
+    market_id: Id
+    sequence: Annotated[int, Field(ge=0)]
+    buy_order_id: Id
+    sell_order_id: Id
+    buyer_account_id: Id
+    seller_account_id: Id
+    aggressor_side: Side
+    price_units_per_kwh: PriceUnitsPerKwh
+    quantity_wh: QuantityWh
+    notional_kaus_units: PositiveKausUnits
+    executed_at: UtcDatetime
+    matching_duration_us: Annotated[int, Field(ge=0)] | None = None
+
+
+class MarketPrice(Contract):
+    """Compacted per market: the latest price picture."""
+
+    market_id: Id
+    best_bid_units_per_kwh: PriceUnitsPerKwh | None = None
+    best_ask_units_per_kwh: PriceUnitsPerKwh | None = None
+    last_price_units_per_kwh: PriceUnitsPerKwh | None = None
+    vwap_units_per_kwh: PriceUnitsPerKwh | None = None
+    traded_quantity_wh: Annotated[int, Field(ge=0)] = 0
+    sequence: Annotated[int, Field(ge=0)]
+    as_of: UtcDatetime
+
+
+class TradeSettled(Contract):
+    """The settlement engine's result for one trade (spec §2.1 phases)."""
+
+    trade_id: Id
+    market_id: Id
+    buyer_account_id: Id
+    seller_account_id: Id
+    notional_kaus_units: PositiveKausUnits
+    fee_kaus_units: KausUnits
+    seller_net_kaus_units: KausUnits
+    delivered_wh: QuantityWh
+    carbon_credits_minted_milli: Annotated[int, Field(ge=0)] = 0
+    phase_durations_us: dict[str, Annotated[int, Field(ge=0)]] = Field(
+        default_factory=dict, description="matching, validation, transfer, minting"
+    )
+    settled_at: UtcDatetime
+
+
+class CarbonCreditMinted(Contract):
+    mint_id: Id
+    account_id: Id
+    trade_id: Id
+    credits_milli: Annotated[int, Field(gt=0)]
+    minted_at: UtcDatetime
+
+
+class DividendSource(StrEnum):
+    ENERGY_NODE = "ENERGY_NODE"
+    STAKING = "STAKING"
+
+
+class DividendDeclared(Contract):
+    dividend_id: Id
+    account_id: Id
+    source: DividendSource
+    amount_kaus_units: PositiveKausUnits
+    trade_id: Id | None = None
+    declared_at: UtcDatetime
+
+
+# --------------------------------------------------------------------------- ledger
+
+
+class TransferKind(StrEnum):
+    POSTED = "POSTED"
+    PENDING = "PENDING"
+    POST_PENDING = "POST_PENDING"
+    VOID_PENDING = "VOID_PENDING"
+
+
+class LedgerTransfer(Contract):
+    """A double-entry K-AUS movement, applied at most once per transfer_id."""
+
+    transfer_id: Id
+    kind: TransferKind = TransferKind.POSTED
+    debit_account_id: Id
+    credit_account_id: Id
+    amount_kaus_units: KausUnits
+    pending_id: Id | None = Field(default=None, description="for POST_PENDING / VOID_PENDING: the hold it resolves")
+    expires_at: UtcDatetime | None = Field(default=None, description="for PENDING: when the hold voids itself")
+    reason: str = Field(default="", max_length=200)
+    occurred_at: UtcDatetime
+
+    @model_validator(mode="after")
+    def _shape(self) -> LedgerTransfer:
+        if self.debit_account_id == self.credit_account_id:
+            raise ValueError("debit and credit accounts must differ")
+        if self.kind in (TransferKind.POST_PENDING, TransferKind.VOID_PENDING) and self.pending_id is None:
+            raise ValueError(f"{self.kind} needs pending_id")
+        return self
+
+
+# --------------------------------------------------------------------------- FX
+
+
+class FxRate(Contract):
+    """One quote: price of 1 `base` in `quote`, e.g. KAUS/USD 0.15 (1,000 K-AUS = 150.00 USD)."""
+
+    quote_id: Id
+    source: FxSource
+    base: Literal["KAUS", "USD", "EUR"] = "KAUS"
+    quote: Currency
+    rate: Rate
+    as_of: UtcDatetime
+
+
+# --------------------------------------------------------------------------- High-Speed Bridge
+
+
+class BridgeRequest(Contract):
+    """A card payment: K-AUS from the payer, fiat to the merchant (spec §2.2)."""
+
+    request_id: Id = Field(description="idempotency key; a duplicate returns the original result")
+    payer_account_id: Id
+    merchant_id: Id
+    merchant_program: Literal["AURA_SYDNEY", "NOMAD_MONTHLY"] | None = None
+    amount_minor: Annotated[MinorUnits, Field(gt=0)] = Field(description="fiat the merchant receives, minor units")
+    currency: Currency
+    region: Region
+    payer_tier: PayerTier
+    quoted_rate: Rate = Field(description="KAUS->currency rate the payer saw")
+    requested_at: UtcDatetime
+
+
+class BridgePhase(StrEnum):
+    BALANCE_LOCK = "BALANCE_LOCK"
+    FX_CONVERSION = "FX_CONVERSION"
+    MERCHANT_CREDIT = "MERCHANT_CREDIT"
+    CONFIRMATION = "CONFIRMATION"
+
+
+class BridgeSettlementCompleted(Contract):
+    request_id: Id
+    bridge_tx_id: Id
+    payer_account_id: Id
+    merchant_id: Id
+    region: Region
+    currency: Currency
+    amount_minor: MinorUnits
+    kaus_debited_units: PositiveKausUnits
+    rate: Rate
+    rail: Rail
+    provider_reference: str
+    provider_fee_minor: MinorUnits
+    cashback_kaus_units: KausUnits
+    ecosystem_bonus_kaus_units: KausUnits
+    phase_durations_ms: dict[BridgePhase, DurationMs]
+    total_duration_ms: DurationMs
+    completed_at: UtcDatetime
+
+
+class BridgeSettlementFailed(Contract):
+    request_id: Id
+    bridge_tx_id: Id | None = None
+    payer_account_id: Id
+    region: Region
+    currency: Currency
+    amount_minor: MinorUnits
+    failed_phase: BridgePhase
+    reason_code: str
+    reason: str
+    rail: Rail | None = None
+    phase_durations_ms: dict[BridgePhase, DurationMs] = Field(default_factory=dict)
+    failed_at: UtcDatetime
+
+
+# --------------------------------------------------------------------------- payouts (spec §2.3, §3)
+
+
+class PayoutTrigger(StrEnum):
+    THRESHOLD = "THRESHOLD"
+    SCHEDULE = "SCHEDULE"
+    DIVIDEND = "DIVIDEND"
+
+
+class AutoPayoutRule(Contract):
+    """Compacted by rule_id (spec §2.3 AutoPayoutRule, amounts in exact units)."""
+
+    rule_id: Id
+    account_id: Id
+    trigger_type: PayoutTrigger
+    threshold_kaus_units: KausUnits | None = None
+    schedule_type: Literal["DAILY", "WEEKLY", "MONTHLY"] | None = None
+    schedule_day: Annotated[int, Field(ge=0, le=31)] | None = None
+    schedule_time_utc: Annotated[str, Field(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")] | None = None
+    dividend_source: Literal["ENERGY_NODE", "STAKING", "ALL"] | None = None
+    dividend_min_kaus_units: KausUnits | None = None
+    payout_provider: Provider
+    payout_currency: Currency
+    payout_account: Annotated[str, Field(min_length=1, max_length=200)]
+    keep_minimum_kaus_units: KausUnits = 0
+    max_payout_per_tx_kaus_units: PositiveKausUnits
+    is_active: bool = True
+
+    @model_validator(mode="after")
+    def _trigger_fields(self) -> AutoPayoutRule:
+        if self.trigger_type is PayoutTrigger.THRESHOLD and self.threshold_kaus_units is None:
+            raise ValueError("THRESHOLD rules need threshold_kaus_units")
+        if self.trigger_type is PayoutTrigger.SCHEDULE and (self.schedule_type is None or self.schedule_time_utc is None):
+            raise ValueError("SCHEDULE rules need schedule_type and schedule_time_utc")
+        if self.trigger_type is PayoutTrigger.DIVIDEND and self.dividend_source is None:
+            raise ValueError("DIVIDEND rules need dividend_source")
+        return self
+
+
+class PayoutRequest(Contract):
+    payout_id: Id
+    rule_id: Id | None = None
+    account_id: Id
+    provider: Provider
+    currency: Currency
+    amount_kaus_units: PositiveKausUnits
+    payout_account: Annotated[str, Field(min_length=1, max_length=200)]
+    requested_at: UtcDatetime
+
+
+class PayoutStatus(StrEnum):
+    PAID = "PAID"
+    FAILED = "FAILED"
+
+
+class PayoutResult(Contract):
+    payout_id: Id
+    status: PayoutStatus
+    provider: Provider
+    provider_reference: str | None = None
+    currency: Currency
+    amount_minor: MinorUnits
+    fee_minor: MinorUnits
+    rate: Rate | None = None
+    reason: str | None = None
+    completed_at: UtcDatetime
+
+
+# --------------------------------------------------------------------------- governance feeds (alerting inputs)
+
+
+class KeyMetadata(Contract):
+    """HSM key lifecycle fact, compacted by key_id (feeds the key-expiry alert)."""
+
+    key_id: Id
+    label: str
+    algorithm: Literal["AES-256", "ECDSA-P256"]
+    created_at: UtcDatetime
+    expires_at: UtcDatetime
+    observed_at: UtcDatetime
+
+
+class MultisigState(StrEnum):
+    PENDING = "PENDING"
+    APPROVED = "APPROVED"
+    EXECUTED = "EXECUTED"
+    REJECTED = "REJECTED"
+
+
+class MultisigRequest(Contract):
+    """Multi-sig approval lifecycle (spec §4.2), compacted by request_id."""
+
+    request_id: Id
+    amount_kaus_units: KausUnits
+    required_signers: Annotated[int, Field(ge=1, le=7)]
+    signatures: Annotated[int, Field(ge=0, le=7)]
+    state: MultisigState
+    created_at: UtcDatetime
+    updated_at: UtcDatetime
+
+
+# --------------------------------------------------------------------------- alerts and audit
+
+
+class AlertState(StrEnum):
+    FIRING = "firing"
+    RESOLVED = "resolved"
+
+
+class Alert(Contract):
+    fingerprint: Id
+    rule: str
+    state: AlertState
+    severity: Severity
+    channel: Literal["slack", "pagerduty", "email", "sms"]
+    summary: str
+    labels: dict[str, str] = Field(default_factory=dict)
+    value: str | None = None
+    starts_at: UtcDatetime
+    ends_at: UtcDatetime | None = None
+
+
+class AuditActor(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, alias_generator=to_camel, populate_by_name=True)
+    user_id: str
+    ip: str | None = None
+    user_agent: str = "NEXUS-X/2.0"
+
+
+class AuditDetails(BaseModel):
+    """Spec §7.2 details, with exact types: amounts are decimal strings, duration in ms."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, alias_generator=to_camel, populate_by_name=True)
+    kaus_amount: str | None = Field(default=None, pattern=r"^-?[0-9]+\.[0-9]{6}$")
+    fiat_amount: str | None = Field(default=None, pattern=r"^-?[0-9]+(\.[0-9]{1,3})?$")
+    currency: Currency | None = None
+    exchange_rate: Rate | None = None
+    settlement_rail: Rail | None = None
+    duration: DurationMs | None = Field(default=None, description="milliseconds")
+
+
+class AuditRecord(BaseModel):
+    """Spec §7.2 audit trail shape (camelCase on the wire, as the spec shows)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, alias_generator=to_camel, populate_by_name=True)
+    audit_id: Id
+    timestamp: UtcDatetime
+    transaction_id: Id
+    action: str
+    actor: AuditActor
+    details: AuditDetails
+    signature: str | None = None
+    blockchain_ref: str | None = None
+
+
+# --------------------------------------------------------------------------- dead letters
+
+
+class DeadLetter(Contract):
+    """A message the platform could not accept, with everything needed to fix and replay it."""
+
+    source_topic: str
+    source_partition: Annotated[int, Field(ge=0)]
+    source_offset: Annotated[int, Field(ge=0)]
+    key_b64: str | None = Field(description="original key bytes, base64")
+    value_b64: str | None = Field(description="original value bytes, base64")
+    value_size_bytes: Annotated[int, Field(ge=0)]
+    reason_code: str
+    reason: str = Field(description="what is wrong and how to fix it, for a person")
+    errors: list[dict[str, str]] = Field(default_factory=list, description="one per failing field")
+    received_at: UtcDatetime
+
+
+__all__ = [name for name in dir() if not name.startswith("_")]
+_ = (Bps, SignedMinorUnits)  # exported for later contracts

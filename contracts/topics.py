@@ -1,0 +1,177 @@
+"""The topic registry: every topic declared once — name, key, partitions, retention, value model.
+
+Agents, producers, the schema generator, the warehouse loader and the docs all read
+this module; nothing else spells a topic name.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from functools import cached_property
+from typing import Any
+
+from pydantic import BaseModel, TypeAdapter
+
+from contracts import models as m
+
+DAY_MS = 86_400_000
+
+
+class Cleanup(StrEnum):
+    DELETE = "delete"
+    COMPACT = "compact"
+
+
+@dataclass(frozen=True)
+class Topic:
+    name: str
+    value_type: Any
+    key_field: str
+    description: str
+    partitions: int = 4
+    cleanup: Cleanup = Cleanup.DELETE
+    retention_ms: int | None = 7 * DAY_MS
+    upstream: bool = False  # produced by systems outside this platform: validated at ingress
+    max_message_bytes: int = 64 * 1024
+    example: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    @cached_property
+    def adapter(self) -> TypeAdapter[Any]:
+        return TypeAdapter(self.value_type)
+
+    def decode(self, raw: bytes | str) -> Any:
+        """Validate wire bytes into the typed message (raises pydantic.ValidationError)."""
+        return self.adapter.validate_json(raw)
+
+    def encode(self, value: Any) -> bytes:
+        return self.adapter.dump_json(value, by_alias=True)
+
+    def key_of(self, value: Any) -> bytes:
+        key = getattr(value, self.key_field)
+        assert isinstance(key, str) and key, f"{self.name}: empty key field {self.key_field}"
+        return key.encode()
+
+    def json_schema(self) -> dict[str, Any]:
+        schema = self.adapter.json_schema(by_alias=True)
+        schema["$id"] = f"https://schemas.nexus-x.io/{self.name}.schema.json"
+        schema["x-topic"] = {
+            "name": self.name,
+            "key": self.key_field,
+            "partitions": self.partitions,
+            "cleanup.policy": str(self.cleanup),
+            "retention.ms": self.retention_ms,
+            "max.message.bytes": self.max_message_bytes,
+        }
+        schema.setdefault("description", self.description)
+        return schema
+
+    def topic_config(self) -> dict[str, str]:
+        config = {"cleanup.policy": str(self.cleanup), "max.message.bytes": str(self.max_message_bytes * 4)}
+        if self.retention_ms is not None and self.cleanup is Cleanup.DELETE:
+            config["retention.ms"] = str(self.retention_ms)
+        return config
+
+
+# ----------------------------------------------------------------------------- the registry
+
+ENERGY_ORDERS = Topic(
+    "energy.orders", m.OrderCommand, "market_id",
+    "Order commands (SUBMIT / CANCEL / AMEND) from trading front ends; keyed by market so one "
+    "partition owns one order book.",
+    upstream=True,
+)
+ENERGY_ORDER_EVENTS = Topic(
+    "energy.orders.events", m.OrderEvent, "market_id",
+    "Order lifecycle answers: accepted, rejected (with reason), cancelled, amended, expired, filled.",
+)
+ENERGY_TRADES = Topic("energy.trades", m.Trade, "market_id", "Matched trades, in sequence per market.")
+ENERGY_PRICES = Topic(
+    "energy.prices", m.MarketPrice, "market_id",
+    "Latest best bid/ask, last price and VWAP per market.", cleanup=Cleanup.COMPACT, retention_ms=None,
+)
+ENERGY_SETTLEMENTS = Topic(
+    "energy.settlements", m.TradeSettled, "trade_id",
+    "One settlement result per trade: K-AUS moved, fee, delivery, carbon credits, phase timings.",
+)
+CARBON_CREDITS_MINTED = Topic(
+    "carbon.credits.minted", m.CarbonCreditMinted, "account_id", "Carbon credits minted to renewable sellers."
+)
+DIVIDENDS_DECLARED = Topic(
+    "dividends.declared", m.DividendDeclared, "account_id",
+    "Dividends owed to energy-node and staking holders; auto-payout consumes them.",
+)
+LEDGER_TRANSFERS = Topic(
+    "ledger.transfers", m.LedgerTransfer, "transfer_id",
+    "Every K-AUS double-entry movement applied by the ledger (including holds).", retention_ms=30 * DAY_MS,
+)
+FX_RATES = Topic(
+    "fx.rates", m.FxRate, "quote", "FX quotes from NEXUS_INTERNAL, BLOOMBERG and REUTERS; keyed by quote currency.",
+    upstream=True, retention_ms=DAY_MS,
+)
+BRIDGE_REQUESTS = Topic(
+    "bridge.requests", m.BridgeRequest, "payer_account_id",
+    "Card payments to settle over the High-Speed Bridge; keyed by payer so each payer's order holds.",
+    upstream=True,
+)
+BRIDGE_SETTLEMENTS_COMPLETED = Topic(
+    "bridge.settlements.completed", m.BridgeSettlementCompleted, "request_id",
+    "Settled card payments with rail, amounts and per-phase durations.", retention_ms=30 * DAY_MS,
+)
+BRIDGE_SETTLEMENTS_FAILED = Topic(
+    "bridge.settlements.failed", m.BridgeSettlementFailed, "request_id",
+    "Card payments that failed, with the phase and a reason; their hold is voided.", retention_ms=30 * DAY_MS,
+)
+PAYOUT_RULES = Topic(
+    "payouts.rules", m.AutoPayoutRule, "rule_id", "Auto-payout rules (spec §2.3).", upstream=True,
+    cleanup=Cleanup.COMPACT, retention_ms=None,
+)
+PAYOUT_REQUESTS = Topic("payouts.requests", m.PayoutRequest, "payout_id", "Payouts to execute.")
+PAYOUT_RESULTS = Topic("payouts.results", m.PayoutResult, "payout_id", "Executed or failed payouts.")
+GOVERNANCE_KEYS = Topic(
+    "governance.keys", m.KeyMetadata, "key_id", "HSM key metadata (expiry feeds alerting).", upstream=True,
+    cleanup=Cleanup.COMPACT, retention_ms=None,
+)
+GOVERNANCE_MULTISIG = Topic(
+    "governance.multisig", m.MultisigRequest, "request_id", "Multi-sig approval lifecycle.", upstream=True,
+    cleanup=Cleanup.COMPACT, retention_ms=None,
+)
+MONITORING_ALERTS = Topic(
+    "monitoring.alerts", m.Alert, "fingerprint", "Alerts fired and resolved, as sent to Alertmanager."
+)
+AUDIT_RECORDS = Topic(
+    "audit.records", m.AuditRecord, "transaction_id", "Audit trail, spec §7.2 shape.", retention_ms=365 * DAY_MS
+)
+PLATFORM_DEADLETTERS = Topic(
+    "platform.deadletters", m.DeadLetter, "source_topic",
+    "Messages rejected at ingress, with original bytes, origin and a reason.", retention_ms=30 * DAY_MS,
+    max_message_bytes=1024 * 1024,
+)
+
+TOPICS: dict[str, Topic] = {
+    t.name: t
+    for t in (
+        ENERGY_ORDERS, ENERGY_ORDER_EVENTS, ENERGY_TRADES, ENERGY_PRICES, ENERGY_SETTLEMENTS,
+        CARBON_CREDITS_MINTED, DIVIDENDS_DECLARED, LEDGER_TRANSFERS, FX_RATES, BRIDGE_REQUESTS,
+        BRIDGE_SETTLEMENTS_COMPLETED, BRIDGE_SETTLEMENTS_FAILED, PAYOUT_RULES, PAYOUT_REQUESTS,
+        PAYOUT_RESULTS, GOVERNANCE_KEYS, GOVERNANCE_MULTISIG, MONITORING_ALERTS, AUDIT_RECORDS,
+        PLATFORM_DEADLETTERS,
+    )
+}
+
+
+def topic(name: str) -> Topic:
+    try:
+        return TOPICS[name]
+    except KeyError:
+        raise KeyError(f"unknown topic {name!r}; declared topics: {', '.join(sorted(TOPICS))}") from None
+
+
+def schema_documents() -> dict[str, str]:
+    """File name -> JSON Schema text, deterministic (sorted keys, trailing newline)."""
+    return {f"{t.name}.schema.json": json.dumps(t.json_schema(), indent=2, sort_keys=True) + "\n" for t in TOPICS.values()}
+
+
+KeyFn = Callable[[BaseModel], bytes]
