@@ -1,0 +1,94 @@
+"""Test-side Kafka client: produce raw bytes, read topics back until a condition holds."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from contracts.topics import Topic
+from streams.settings import Settings
+from streams.topic_admin import ensure_topics
+
+
+@dataclass(frozen=True)
+class Record:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+class KafkaIO:
+    def __init__(self, bootstrap: str) -> None:
+        self.bootstrap = bootstrap
+        self._producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "enable.idempotence": True})
+
+    def ensure_topics(self) -> None:
+        ensure_topics(Settings(kafka_bootstrap_servers=self.bootstrap))
+
+    def produce(self, topic: Topic | str, key: bytes | None, value: bytes | None) -> None:
+        name = topic if isinstance(topic, str) else topic.name
+        self._producer.produce(name, key=key, value=value)
+        self._producer.poll(0)
+
+    def produce_messages(self, topic: Topic, messages: Iterable[Any]) -> int:
+        count = 0
+        for message in messages:
+            self.produce(topic, topic.key_of(message), topic.encode(message))
+            count += 1
+        self.flush()
+        return count
+
+    def flush(self) -> None:
+        remaining = self._producer.flush(30)
+        assert remaining == 0, f"{remaining} messages not delivered"
+
+    def read_all(self, topic: Topic | str, timeout_s: float = 10.0) -> list[Record]:
+        """Every record currently in the topic (from offset 0 to the high watermark)."""
+        name = topic if isinstance(topic, str) else topic.name
+        consumer = Consumer(
+            {"bootstrap.servers": self.bootstrap, "group.id": f"test-read-{uuid.uuid4().hex}",
+             "enable.auto.commit": False, "auto.offset.reset": "earliest"}
+        )
+        try:
+            meta = consumer.list_topics(name, timeout=timeout_s)
+            partitions = list(meta.topics[name].partitions)
+            ends = {}
+            for p in partitions:
+                _low, high = consumer.get_watermark_offsets(TopicPartition(name, p), timeout=timeout_s)
+                ends[p] = high
+            wanted = {p: end for p, end in ends.items() if end > 0}
+            consumer.assign([TopicPartition(name, p, 0) for p in wanted])
+            records: list[Record] = []
+            done = {p: False for p in wanted}
+            deadline = time.monotonic() + timeout_s
+            while wanted and not all(done.values()) and time.monotonic() < deadline:
+                for msg in consumer.consume(1000, timeout=0.5):
+                    if msg.error():
+                        continue
+                    records.append(Record(name, msg.partition(), msg.offset(), msg.key(), msg.value()))
+                    if msg.offset() >= wanted[msg.partition()] - 1:
+                        done[msg.partition()] = True
+            return records
+        finally:
+            consumer.close()
+
+    def wait_for(
+        self, topic: Topic | str, predicate: Callable[[list[Record]], bool], timeout_s: float = 60.0,
+        poll_s: float = 0.5,
+    ) -> list[Record]:
+        """Re-read the topic until `predicate(records)` holds; fail with what was seen."""
+        deadline = time.monotonic() + timeout_s
+        records: list[Record] = []
+        while time.monotonic() < deadline:
+            records = self.read_all(topic)
+            if predicate(records):
+                return records
+            time.sleep(poll_s)
+        raise AssertionError(f"timed out after {timeout_s}s waiting on {topic}; saw {len(records)} records")
