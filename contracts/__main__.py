@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from contracts.docs import render_readme
 from contracts.topics import schema_documents
 
 SCHEMA_DIR = Path(__file__).parent / "schemas"
@@ -18,7 +19,8 @@ def main() -> int:
             stale.unlink()
     for name, text in documents.items():
         (SCHEMA_DIR / name).write_text(text)
-    print(f"wrote {len(documents)} schemas to {SCHEMA_DIR}")
+    (SCHEMA_DIR.parent / "README.md").write_text(render_readme())
+    print(f"wrote {len(documents)} schemas to {SCHEMA_DIR} and contracts/README.md")
     return 0
 
 

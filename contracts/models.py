@@ -291,6 +291,35 @@ class LedgerTransfer(Contract):
         return self
 
 
+class Deposit(Contract):
+    """K-AUS arriving from outside the market (on-chain bridge-in, top-up): minted into an account."""
+
+    type: Literal["DEPOSIT"] = "DEPOSIT"
+    command_id: Id = Field(description="the transfer id; a re-sent deposit is applied once")
+    account_id: Id
+    amount_kaus_units: PositiveKausUnits
+    occurred_at: UtcDatetime
+
+
+class SettleTrade(Contract):
+    """Ask the ledger to settle one matched trade (emitted by the matching agent)."""
+
+    type: Literal["SETTLE_TRADE"] = "SETTLE_TRADE"
+    command_id: Id = Field(description="the trade id")
+    trade: Trade
+    seller_energy_source: EnergySource | None = None
+
+    @model_validator(mode="after")
+    def _ids_agree(self) -> SettleTrade:
+        if self.command_id != self.trade.trade_id:
+            raise ValueError("command_id must equal trade.trade_id")
+        return self
+
+
+# Value of `ledger.commands`: the ledger's single ordered input.
+LedgerCommand = Annotated[Deposit | SettleTrade, Field(discriminator="type")]
+
+
 # --------------------------------------------------------------------------- FX
 
 

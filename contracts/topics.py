@@ -107,6 +107,12 @@ LEDGER_TRANSFERS = Topic(
     "ledger.transfers", m.LedgerTransfer, "transfer_id",
     "Every K-AUS double-entry movement applied by the ledger (including holds).", retention_ms=30 * DAY_MS,
 )
+LEDGER_COMMANDS = Topic(
+    "ledger.commands", m.LedgerCommand, "command_id",
+    "The ledger's ordered input (deposits, trades to settle). One partition: the ledger is a single "
+    "writer, like TigerBeetle's, so every balance check sees every earlier movement.",
+    partitions=1, upstream=True, retention_ms=30 * DAY_MS,
+)
 FX_RATES = Topic(
     "fx.rates", m.FxRate, "quote", "FX quotes from NEXUS_INTERNAL, BLOOMBERG and REUTERS; keyed by quote currency.",
     upstream=True, retention_ms=DAY_MS,
@@ -154,7 +160,7 @@ TOPICS: dict[str, Topic] = {
     t.name: t
     for t in (
         ENERGY_ORDERS, ENERGY_ORDER_EVENTS, ENERGY_TRADES, ENERGY_PRICES, ENERGY_SETTLEMENTS,
-        CARBON_CREDITS_MINTED, DIVIDENDS_DECLARED, LEDGER_TRANSFERS, FX_RATES, BRIDGE_REQUESTS,
+        CARBON_CREDITS_MINTED, DIVIDENDS_DECLARED, LEDGER_COMMANDS, LEDGER_TRANSFERS, FX_RATES, BRIDGE_REQUESTS,
         BRIDGE_SETTLEMENTS_COMPLETED, BRIDGE_SETTLEMENTS_FAILED, PAYOUT_RULES, PAYOUT_REQUESTS,
         PAYOUT_RESULTS, GOVERNANCE_KEYS, GOVERNANCE_MULTISIG, MONITORING_ALERTS, AUDIT_RECORDS,
         PLATFORM_DEADLETTERS,

@@ -21,6 +21,8 @@ log = logging.getLogger("nexus.app")
 
 
 def make_app(settings: Settings) -> faust.App:
+    datadir = settings.data_dir / "faust" / settings.app_id
+    datadir.mkdir(parents=True, exist_ok=True)
     broker = ";".join(f"kafka://{server.strip()}" for server in settings.bootstrap_servers.split(","))
     return faust.App(
         settings.app_id,
@@ -39,7 +41,7 @@ def make_app(settings: Settings) -> faust.App:
         web_port=settings.worker_web_port,
         web_in_thread=False,
         logging_config=None,
-        datadir=str(settings.data_dir / "faust" / settings.app_id),
+        datadir=str(datadir),
     )
 
 

@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from contracts.models import DeadLetter
+from contracts.reason_codes import REASON_CODES
 from contracts.topics import Topic
 
 # Map pydantic error types to stable machine codes a producer team can switch on.

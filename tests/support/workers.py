@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-READY_MARK = "Ready"
+READY_MARK = "Worker ready"
 
 
 @dataclass

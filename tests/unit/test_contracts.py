@@ -126,3 +126,31 @@ def test_audit_record_has_spec_shape() -> None:
     assert wire["details"]["kausAmount"] == "1000.000000"
     assert wire["details"]["exchangeRate"] == "0.15"
     assert wire["timestamp"].startswith("2026-01-23T01:30:45.123")
+
+
+def test_contracts_readme_is_generated_from_the_registry() -> None:
+    from contracts.docs import render_readme
+
+    readme = (SCHEMA_DIR.parent / "README.md").read_text()
+    assert readme == render_readme(), "contracts/README.md is stale: run `make schemas`"
+
+
+def test_every_topic_has_a_valid_example_that_round_trips() -> None:
+    from contracts.examples import EXAMPLES
+
+    assert set(EXAMPLES) == set(TOPICS)
+    for name, example in EXAMPLES.items():
+        topic = TOPICS[name]
+        wire = topic.encode(example)
+        assert topic.decode(wire) == example, name
+        assert topic.key_of(example), name
+
+
+def test_every_ingress_code_is_documented() -> None:
+    from contracts.reason_codes import REASON_CODES
+    from streams import ingress
+
+    used = set(ingress._ERROR_CODES.values()) | {
+        "NEGATIVE_AMOUNT", "AMOUNT_TOO_LARGE", "NOT_FINITE", "EMPTY_KEY", "EMPTY_VALUE", "OVERSIZED", "KEY_MISMATCH",
+    }
+    assert used <= set(REASON_CODES), used - set(REASON_CODES)

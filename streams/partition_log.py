@@ -1,0 +1,55 @@
+"""Read one partition's records [start, end) straight from Kafka — used to rebuild state by replay."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+POLL_TIMEOUT_S = 1.0
+MAX_IDLE_POLLS = 30  # bounded: a partition that stops answering fails the rebuild, loudly
+
+
+def read_partition(
+    bootstrap: str, topic: str, partition: int, end_offset: int, start_offset: int | None = None
+) -> Iterator[tuple[int, bytes | None, bytes | None]]:
+    """Yield (offset, key, value) for offsets in [start, end_offset) of one partition."""
+    if end_offset <= 0:
+        return
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"nexus-replay-{uuid.uuid4().hex}",  # never commits: assign(), not subscribe()
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+            "fetch.max.bytes": 32 * 1024 * 1024,
+        }
+    )
+    try:
+        start = OFFSET_BEGINNING if start_offset is None else start_offset
+        consumer.assign([TopicPartition(topic, partition, start)])
+        idle = 0
+        while True:
+            batch = consumer.consume(5000, timeout=POLL_TIMEOUT_S)
+            if not batch:
+                idle += 1
+                if idle > MAX_IDLE_POLLS:
+                    raise TimeoutError(f"replay of {topic}[{partition}] stalled before offset {end_offset}")
+                continue
+            idle = 0
+            for msg in batch:
+                if msg.error():
+                    if msg.error().code() == -191:  # _PARTITION_EOF
+                        raise RuntimeError(
+                            f"replay of {topic}[{partition}] reached the end before offset {end_offset}"
+                        )
+                    raise RuntimeError(f"replay of {topic}[{partition}] failed: {msg.error()}")
+                offset = msg.offset()
+                if offset >= end_offset:
+                    return
+                yield offset, msg.key(), msg.value()
+                if offset == end_offset - 1:
+                    return
+    finally:
+        consumer.close()
