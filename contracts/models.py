@@ -11,10 +11,12 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
 from pydantic.alias_generators import to_camel
 
 from domain.money import Currency
+from domain.order_book import OrderType, Side
+from domain.trade_settlement import DividendSource, EnergySource
 
 from contracts.types import (
     CONTRACT_CONFIG,
@@ -39,24 +41,6 @@ class Contract(BaseModel):
 
 
 # --------------------------------------------------------------------------- enums
-
-
-class Side(StrEnum):
-    BUY = "BUY"
-    SELL = "SELL"
-
-
-class OrderType(StrEnum):
-    LIMIT = "LIMIT"
-    MARKET = "MARKET"
-
-
-class EnergySource(StrEnum):
-    SOLAR = "SOLAR"
-    WIND = "WIND"
-    HYDRO = "HYDRO"
-    GRID = "GRID"
-    STORAGE = "STORAGE"
 
 
 class Region(StrEnum):
@@ -220,9 +204,12 @@ class MarketPrice(Contract):
 
 
 class TradeSettled(Contract):
-    """The settlement engine's result for one trade (spec §2.1 phases)."""
+    """The settlement engine's result for one trade (spec §2.1 phases); REJECTED moves nothing."""
 
     trade_id: Id
+    status: Literal["SETTLED", "REJECTED"] = "SETTLED"
+    reason_code: str | None = None
+    reason: str | None = None
     market_id: Id
     buyer_account_id: Id
     seller_account_id: Id
@@ -243,11 +230,6 @@ class CarbonCreditMinted(Contract):
     trade_id: Id
     credits_milli: Annotated[int, Field(gt=0)]
     minted_at: UtcDatetime
-
-
-class DividendSource(StrEnum):
-    ENERGY_NODE = "ENERGY_NODE"
-    STAKING = "STAKING"
 
 
 class DividendDeclared(Contract):
@@ -316,8 +298,29 @@ class SettleTrade(Contract):
         return self
 
 
+class RegisterDividendHolder(Contract):
+    """Give an energy-node or staking holder a weight in future dividend declarations."""
+
+    type: Literal["REGISTER_HOLDER"] = "REGISTER_HOLDER"
+    command_id: Id
+    account_id: Id
+    source: DividendSource
+    weight: Annotated[StrictInt, Field(ge=0, le=10**18)]
+    occurred_at: UtcDatetime
+
+
+class DeclareDividends(Contract):
+    """Distribute the dividend pool pro rata to holders (sent by the ledger's epoch timer)."""
+
+    type: Literal["DECLARE_DIVIDENDS"] = "DECLARE_DIVIDENDS"
+    command_id: Id = Field(description="the declaration id, e.g. the epoch")
+    occurred_at: UtcDatetime
+
+
 # Value of `ledger.commands`: the ledger's single ordered input.
-LedgerCommand = Annotated[Deposit | SettleTrade, Field(discriminator="type")]
+LedgerCommand = Annotated[
+    Deposit | SettleTrade | RegisterDividendHolder | DeclareDividends, Field(discriminator="type")
+]
 
 
 # --------------------------------------------------------------------------- FX

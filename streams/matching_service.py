@@ -8,12 +8,13 @@ docs/state-and-recovery.md).
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from contracts import models as m
-from contracts.topics import ENERGY_ORDER_EVENTS, ENERGY_PRICES, ENERGY_TRADES, Topic
+from contracts.topics import ENERGY_ORDER_EVENTS, ENERGY_PRICES, ENERGY_TRADES, LEDGER_COMMANDS, Topic
 from domain import order_book as ob
 from domain.price_discovery import PriceDiscovery, PriceUpdate
 
@@ -78,8 +79,8 @@ def to_price(update: PriceUpdate) -> m.MarketPrice:
         best_ask_units_per_kwh=update.best_ask_units_per_kwh,
         last_price_units_per_kwh=update.last_price_units_per_kwh,
         vwap_units_per_kwh=update.vwap_units_per_kwh,
-        traded_quantity_wh=update.traded_quantity_wh,
-        sequence=update.seq,
+        traded_quantity_wh=update.volume_wh,
+        sequence=update.update_seq,
         as_of=from_ms(update.at_ms),
     )
 
@@ -95,25 +96,37 @@ class MatchingPartition:
     engine: ob.OrderBookEngine = field(default_factory=ob.OrderBookEngine)
     prices: PriceDiscovery = field(default_factory=PriceDiscovery)
     next_offset: int = 0  # the next input offset this state expects
+    # Where each sell order's energy comes from (carbon credits are minted for renewables only).
+    sources: dict[tuple[str, str], m.EnergySource] = field(default_factory=dict)
 
-    def apply(self, offset: int, message: Any | None, matching_duration_us: int | None = None) -> list[Output]:
+    def apply(self, offset: int, message: Any | None) -> list[Output]:
         """Apply the command at `offset` (None for a dead-lettered record: it only advances the offset)."""
-        assert offset == self.next_offset, f"partition {self.partition}: expected offset {self.next_offset}, got {offset}"
+        assert offset >= self.next_offset, f"partition {self.partition}: offset {offset} already applied"
         self.next_offset = offset + 1
         if message is None:
             return []
+        if isinstance(message, m.SubmitOrder) and message.energy_source is not None:
+            self.sources.setdefault((message.market_id, message.order_id), message.energy_source)
+        started_ns = time.perf_counter_ns()
         events = self.engine.handle(to_command(message))
+        # Measured, reported, never used for a decision or an id.
+        matching_duration_us = (time.perf_counter_ns() - started_ns) // 1000
         out: list[Output] = []
         for event in events:
             if isinstance(event, ob.Trade):
-                out.append((ENERGY_TRADES, to_trade(event, matching_duration_us)))
+                trade = to_trade(event, matching_duration_us)
+                out.append((ENERGY_TRADES, trade))
+                source = self.sources.get((event.market_id, event.sell_order_id))
+                out.append(
+                    (LEDGER_COMMANDS, m.SettleTrade(command_id=trade.trade_id, trade=trade, seller_energy_source=source))
+                )
             else:
                 order_event = _order_event(event)
                 if order_event is not None:
                     out.append((ENERGY_ORDER_EVENTS, order_event))
         book = self.engine.book(message.market_id)
-        if book is not None:
-            update = self.prices.observe(book, events)
+        if book is not None and events:
+            update = self.prices.observe(message.market_id, events, book.best_bid(), book.best_ask(), book.now_ms)
             if update is not None:
                 out.append((ENERGY_PRICES, to_price(update)))
         return out

@@ -22,7 +22,12 @@ class Settings(BaseSettings):
     topic_partitions_override: int | None = Field(default=None, description="force partition count for every topic")
 
     app_id: str = "nexus-settlement"
+    # Comma-separated agent modules to run in this worker (e.g. "matching,settlement"); empty = all.
+    agents: str = ""
     worker_web_port: int = 6066
+    # Static group membership: a restarted worker takes its predecessor's partitions at once, no rebalance.
+    worker_instance_id: str = "worker-1"
+    broker_session_timeout_s: float = 10.0
     metrics_port: int = 9464
     data_dir: Path = REPO_ROOT / ".local"
 
@@ -31,6 +36,28 @@ class Settings(BaseSettings):
 
     alertmanager_url: str = "http://127.0.0.1:19094"
     alertmanager_port: int = 19094
+
+    # --- monitoring & alerting (streams/agents/alerting.py, streams/metrics.py, infra/alertmanager/, dashboards/)
+    metrics_host: str = "127.0.0.1"  # 0.0.0.0 where Prometheus scrapes from another host
+    metrics_from_topics: bool = True  # settlement/DLQ metrics derived from the registry topics by the monitoring agent
+    alerting_rules_file: Path = REPO_ROOT / "infra" / "alerting" / "rules.toml"
+    alerting_post_timeout_s: float = 2.0  # one POST to Alertmanager
+    alerting_post_attempts: int = 3  # per delivery round; undelivered alerts are retried on the next round
+    alerting_lag_interval_s: float = 15.0  # consumer-lag gauge refresh
+    alerting_clock_control: bool = False  # tests only: POST /alerting/clock/ shifts the rule engine's clock
+    # Alertmanager receivers. Defaults point at the local sink (python -m infra.alertmanager.sink) for the demo.
+    alert_sink_port: int = 19096
+    alert_smtp_port: int = 19097
+    alert_slack_webhook_url: str = "http://127.0.0.1:19096/slack"
+    alert_slack_channel: str = "#settlement-alerts"
+    alert_pagerduty_url: str = "http://127.0.0.1:19096/pagerduty"  # real: https://events.pagerduty.com/v2/enqueue
+    alert_pagerduty_routing_key: str = "nexus-local-routing-key"
+    alert_sms_webhook_url: str = "http://127.0.0.1:19096/sms"
+    alert_smtp_smarthost: str = "127.0.0.1:19097"
+    alert_smtp_require_tls: bool = False
+    alert_email_from: str = "alertmanager@nexus-x.io"
+    alert_email_to: str = "settlement@nexus-x.io"
+    dashboard_port: int = 19098
 
     @property
     def local_kafka(self) -> bool:

@@ -20,7 +20,7 @@ def main() -> int:
     created = ensure_topics(settings)
     if created:
         logging.info("created topics: %s", ", ".join(sorted(created)))
-    agents = load_agents()
+    agents = load_agents(settings.agents)
     logging.info("agents loaded: %s", ", ".join(agents) or "none")
     worker = Worker(app, loglevel="INFO", redirect_stdouts=False, override_logging=False)
     worker.execute_from_commandline()

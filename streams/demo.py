@@ -1,0 +1,338 @@
+"""`make run`: start the platform locally and stream demo traffic through it, with live progress.
+
+    python -m streams.demo [--duration SECONDS] [--rate ORDERS_PER_S] [--stop]
+
+Starts (unless NEXUS_KAFKA_BOOTSTRAP_SERVERS points at a cluster) the local Kafka broker, creates the
+registry topics, starts the Faust worker as a child process, then produces seeded traffic — deposits,
+energy orders (with a few deliberately bad messages) — and shows what comes out. Ctrl-C (or the end of
+--duration) stops everything it started; `--stop` cleans up after a demo that was killed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter, defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from confluent_kafka import OFFSET_END, Consumer, Producer, TopicPartition
+from rich.console import Console, Group
+from rich.live import Live
+from rich.panel import Panel
+from rich.table import Table
+
+from contracts import models as m
+from contracts.topics import (
+    ENERGY_ORDERS,
+    ENERGY_PRICES,
+    ENERGY_SETTLEMENTS,
+    ENERGY_TRADES,
+    LEDGER_COMMANDS,
+    LEDGER_TRANSFERS,
+    PLATFORM_DEADLETTERS,
+    TOPICS,
+)
+from domain.money import kaus_to_decimal
+from domain.order_flow import demo_accounts, demo_markets, generate_orders
+from streams.matching_service import to_message
+from streams.settings import Settings, get_settings
+from streams.topic_admin import ensure_topics
+
+RUN_DIR_NAME = "run"
+WATCHED = (ENERGY_TRADES, ENERGY_SETTLEMENTS, ENERGY_PRICES, LEDGER_TRANSFERS, PLATFORM_DEADLETTERS)
+BAD_EVERY = 500  # one deliberately bad message per this many orders, to show dead-lettering
+DEPOSIT_KAUS_UNITS = 1_000_000 * 1_000_000  # 1,000,000 K-AUS per demo account
+
+
+def run_dir(settings: Settings) -> Path:
+    path = settings.data_dir / RUN_DIR_NAME
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+# ------------------------------------------------------------------------ processes
+
+
+@dataclass
+class Worker:
+    settings: Settings
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def log_path(self) -> Path:
+        return run_dir(self.settings) / "worker.log"
+
+    @property
+    def pid_path(self) -> Path:
+        return run_dir(self.settings) / "worker.pid"
+
+    def start(self, timeout_s: float = 90.0) -> float:
+        started = time.monotonic()
+        env = dict(os.environ, NEXUS_KAFKA_BOOTSTRAP_SERVERS=self.settings.bootstrap_servers, PYTHONUNBUFFERED="1")
+        log = self.log_path.open("wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "streams.worker"], stdout=log, stderr=subprocess.STDOUT, env=env,
+            start_new_session=True,
+        )
+        self.pid_path.write_text(str(self.proc.pid))
+        while time.monotonic() - started < timeout_s:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"the worker exited ({self.proc.returncode}); see {self.log_path}")
+            if "Worker ready" in self.log_path.read_text(errors="replace"):
+                return time.monotonic() - started
+            time.sleep(0.2)
+        raise TimeoutError(f"the worker was not ready after {timeout_s:.0f}s; see {self.log_path}")
+
+    def stop(self) -> None:
+        stop_pid_file(self.pid_path)
+
+
+def stop_pid_file(pid_path: Path, timeout_s: float = 20.0) -> bool:
+    """SIGTERM the process group recorded in pid_path, SIGKILL after timeout_s. True if one was running."""
+    if not pid_path.exists():
+        return False
+    pid = int(pid_path.read_text().strip() or 0)
+    pid_path.unlink(missing_ok=True)
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return False
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.2)
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    return True
+
+
+def local_broker(settings: Settings):  # type: ignore[no-untyped-def]
+    from infra.kafka.broker import LocalKafka
+
+    return LocalKafka(port=settings.kafka_port, controller_port=settings.kafka_controller_port)
+
+
+def stop_everything(settings: Settings, console: Console) -> None:
+    if stop_pid_file(run_dir(settings) / "worker.pid"):
+        console.print("stopped the worker")
+    if settings.local_kafka:
+        broker = local_broker(settings)
+        if broker.is_running():
+            broker.stop()
+            console.print(f"stopped the Kafka broker on {broker.bootstrap}")
+
+
+# ------------------------------------------------------------------------ traffic
+
+
+def deposits(accounts: list[str], now: datetime) -> Iterator[m.Deposit]:
+    for account in accounts:
+        yield m.Deposit(
+            command_id=f"demo-deposit:{account}", account_id=account, amount_kaus_units=DEPOSIT_KAUS_UNITS,
+            occurred_at=now,
+        )
+
+
+BAD_MESSAGES: list[tuple[bytes, bytes]] = [
+    (b"2026-11-24T10:00Z/KR-SEOUL", b'{"type": "SUBMIT", "order_id": '),  # truncated JSON
+    (b"2026-11-24T10:00Z/KR-SEOUL", b'{"type": "SUBMIT", "order_id": "bad-1", "market_id": "2026-11-24T10:00Z/KR-SEOUL",'
+     b' "account_id": "a", "side": "BUY", "order_type": "LIMIT", "price_units_per_kwh": 1.5e2,'
+     b' "quantity_wh": 100, "submitted_at": "2026-11-24T09:00:00Z"}'),  # float price
+    (b"", b'{"type": "CANCEL"}'),  # empty key
+]
+
+
+@dataclass
+class Traffic:
+    rate_per_s: int
+    produced: Counter[str] = field(default_factory=Counter)
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    def run(self, settings: Settings) -> None:
+        producer = Producer({"bootstrap.servers": settings.bootstrap_servers, "linger.ms": 5,
+                             "enable.idempotence": True})
+        seed = int(time.time())
+        markets = demo_markets(8)
+        accounts = demo_accounts(40)
+        now = datetime.now(UTC)
+        for deposit in deposits(accounts, now):
+            producer.produce(LEDGER_COMMANDS.name, key=LEDGER_COMMANDS.key_of(deposit), value=LEDGER_COMMANDS.encode(deposit))
+            self.produced["deposits"] += 1
+        producer.flush(10)
+        interval_s = 1.0 / max(self.rate_per_s, 1)
+        next_at = time.monotonic()
+        for i, command in enumerate(generate_orders(seed, 10_000_000, markets, accounts)):
+            if self.stop.is_set():
+                break
+            message = to_message(command)
+            producer.produce(ENERGY_ORDERS.name, key=ENERGY_ORDERS.key_of(message), value=ENERGY_ORDERS.encode(message))
+            self.produced["orders"] += 1
+            if i % BAD_EVERY == BAD_EVERY - 1:
+                key, value = BAD_MESSAGES[(i // BAD_EVERY) % len(BAD_MESSAGES)]
+                producer.produce(ENERGY_ORDERS.name, key=key, value=value)
+                self.produced["bad messages"] += 1
+            producer.poll(0)
+            next_at += interval_s
+            delay = next_at - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+        producer.flush(10)
+
+
+# ------------------------------------------------------------------------ what comes out
+
+
+@dataclass
+class Observed:
+    counts: Counter[str] = field(default_factory=Counter)
+    prices: dict[str, m.MarketPrice] = field(default_factory=dict)
+    balances: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    dead_letters: list[m.DeadLetter] = field(default_factory=list)
+    settle_us: list[int] = field(default_factory=list)
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    def run(self, settings: Settings) -> None:
+        consumer = Consumer({"bootstrap.servers": settings.bootstrap_servers, "group.id": f"demo-{os.getpid()}",
+                             "enable.auto.commit": False})
+        assignments = []
+        for topic in WATCHED:
+            meta = consumer.list_topics(topic.name, timeout=10).topics[topic.name]
+            assignments += [TopicPartition(topic.name, p, OFFSET_END) for p in meta.partitions]
+        consumer.assign(assignments)
+        while not self.stop.is_set():
+            for msg in consumer.consume(500, timeout=0.2):
+                if msg.error():
+                    continue
+                topic = TOPICS[msg.topic()]
+                value = topic.decode(msg.value())
+                self.counts[topic.name] += 1
+                if topic is ENERGY_PRICES:
+                    self.prices[value.market_id] = value
+                elif topic is LEDGER_TRANSFERS:
+                    self.balances[value.debit_account_id] -= value.amount_kaus_units
+                    self.balances[value.credit_account_id] += value.amount_kaus_units
+                elif topic is PLATFORM_DEADLETTERS:
+                    self.dead_letters.append(value)
+                elif topic is ENERGY_SETTLEMENTS:
+                    self.settle_us.append(sum(value.phase_durations_us.values()))
+        consumer.close()
+
+    def render(self, traffic: Traffic, elapsed_s: float) -> Group:
+        flow = Table(title=f"Flow after {elapsed_s:,.0f}s", show_header=True)
+        flow.add_column("stream")
+        flow.add_column("messages", justify="right")
+        flow.add_column("per second", justify="right")
+        rows = [
+            ("deposits produced", traffic.produced["deposits"]),
+            ("orders produced", traffic.produced["orders"]),
+            ("bad messages produced", traffic.produced["bad messages"]),
+            *((f"→ {t.name}", self.counts[t.name]) for t in WATCHED),
+        ]
+        for name, count in rows:
+            flow.add_row(name, f"{count:,}", f"{count / max(elapsed_s, 0.001):,.0f}")
+        prices = Table(title="Prices (K-AUS per kWh)")
+        for col in ("market", "bid", "ask", "last", "VWAP", "traded kWh"):
+            prices.add_column(col, justify="right" if col != "market" else "left")
+        for market_id in sorted(self.prices)[:8]:
+            p = self.prices[market_id]
+            fmt = lambda v: "—" if v is None else f"{kaus_to_decimal(v):.3f}"  # noqa: E731
+            prices.add_row(market_id, fmt(p.best_bid_units_per_kwh), fmt(p.best_ask_units_per_kwh),
+                           fmt(p.last_price_units_per_kwh), fmt(p.vwap_units_per_kwh), f"{p.traded_quantity_wh / 1000:,.1f}")
+        movers = Table(title="Balances moving (K-AUS, net since the demo started)")
+        movers.add_column("account")
+        movers.add_column("net change", justify="right")
+        for account, delta in sorted(self.balances.items(), key=lambda kv: -abs(kv[1]))[:8]:
+            movers.add_row(account, f"{kaus_to_decimal(delta):+,.6f}")
+        letters = Table(title="Latest dead letters")
+        letters.add_column("source")
+        letters.add_column("code")
+        letters.add_column("reason")
+        for letter in self.dead_letters[-3:]:
+            letters.add_row(f"{letter.source_topic}[{letter.source_partition}]@{letter.source_offset}",
+                            letter.reason_code, letter.reason[:90])
+        return Group(flow, prices, movers, letters)
+
+
+# ------------------------------------------------------------------------ main
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=float, default=0, help="seconds to run (0 = until Ctrl-C)")
+    parser.add_argument("--rate", type=int, default=500, help="orders per second to produce")
+    parser.add_argument("--stop", action="store_true", help="stop what an earlier demo left running")
+    args = parser.parse_args(argv)
+    console = Console()
+    settings = get_settings()
+    if args.stop:
+        stop_everything(settings, console)
+        return 0
+
+    worker = Worker(settings)
+    traffic = Traffic(args.rate)
+    observed = Observed()
+    threads: list[threading.Thread] = []
+    interrupted = False
+    try:
+        if settings.local_kafka:
+            from infra.kafka.broker import ensure_jars
+
+            with console.status("fetching Apache Kafka from Maven Central (cached after the first run)…"):
+                ensure_jars()
+            broker = local_broker(settings)
+            with console.status(f"starting Kafka (KRaft) on {broker.bootstrap}…"):
+                ready_s = broker.start(timeout_s=60, reuse=True)
+            console.print(f"[green]✓[/] Kafka broker ready on {broker.bootstrap} in {ready_s:.1f}s")
+        else:
+            console.print(f"[green]✓[/] using the existing Kafka cluster at {settings.bootstrap_servers}")
+        created = ensure_topics(settings)
+        console.print(f"[green]✓[/] {len(TOPICS)} registry topics present ({len(created)} created)")
+        with console.status("starting the Faust worker…"):
+            ready_s = worker.start()
+        console.print(f"[green]✓[/] Faust worker ready in {ready_s:.1f}s (log: {worker.log_path})")
+
+        threads = [
+            threading.Thread(target=observed.run, args=(settings,), daemon=True),
+            threading.Thread(target=traffic.run, args=(settings,), daemon=True),
+        ]
+        for thread in threads:
+            thread.start()
+        started = time.monotonic()
+        console.print(f"streaming ~{args.rate} orders/s — press Ctrl-C to stop")
+        with Live(console=console, refresh_per_second=2) as live:
+            while not args.duration or time.monotonic() - started < args.duration:
+                live.update(Panel(observed.render(traffic, time.monotonic() - started), title="NEXUS-X demo"))
+                time.sleep(0.5)
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        traffic.stop.set()
+        observed.stop.set()
+        for thread in threads:
+            thread.join(timeout=15)
+        with console.status("stopping…"):
+            worker.stop()
+            if settings.local_kafka:
+                local_broker(settings).stop()
+        console.print("[green]✓[/] stopped the worker" + (" and the broker" if settings.local_kafka else ""))
+    if observed.counts[ENERGY_TRADES.name] == 0 and not interrupted:
+        console.print(f"[red]no trades came out — see {worker.log_path}[/]")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,102 @@
+"""Replay-based recovery shared by every stateful agent (see docs/state-and-recovery.md).
+
+A `PartitionState` is a deterministic fold: `apply(offset, message)` returns the outputs
+of one input record. `ReplayingProcessor` owns one state per input partition, rebuilds
+it from the log when a partition is first seen (start, crash, rebalance), dead-letters
+bad records, and makes a batch's outputs durable before its offsets can be committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import faust
+
+from contracts.topics import Topic
+from streams import ingress
+from streams.app import app, decode, emit, send_dead_letter, settings
+from streams.partition_log import read_partition
+
+log = logging.getLogger("nexus.replay")
+
+
+class PartitionState(Protocol):
+    next_offset: int
+
+    def apply(self, offset: int, message: Any | None) -> list[tuple[Topic, Any]]: ...
+
+
+class ReplayingProcessor:
+    def __init__(self, topic: Topic, factory: Callable[[int], PartitionState]) -> None:
+        self.topic = topic
+        self.factory = factory
+        self.states: dict[int, PartitionState] = {}
+        self.on_outputs: Callable[[PartitionState, list[tuple[Topic, Any]]], None] | None = None
+
+    def rebuild(self, partition: int, until_offset: int) -> PartitionState:
+        started = time.perf_counter()
+        state = self.factory(partition)
+        count = 0
+        for offset, key, value in read_partition(settings.bootstrap_servers, self.topic.name, partition, until_offset):
+            decoded = ingress.validate(self.topic, key, value, settings.max_ingress_message_bytes)
+            state.apply(offset, None if isinstance(decoded, ingress.Rejected) else decoded)
+            count += 1
+        state.next_offset = until_offset
+        log.info("rebuilt %s[%d]: replayed %d records in %.2fs", self.topic.name, partition, count,
+                 time.perf_counter() - started)
+        return state
+
+    def forget(self, revoked: set[Any]) -> None:
+        # Another worker may own these partitions now: our copy would go stale.
+        for tp in revoked:
+            if tp.topic == self.topic.name:
+                self.states.pop(tp.partition, None)
+
+    async def process(self, events: list[faust.EventT]) -> None:
+        deliveries = []
+        for event in events:
+            message = event.message
+            state = self.states.get(message.partition)
+            if state is None or message.offset > state.next_offset:
+                state = await asyncio.to_thread(self.rebuild, message.partition, message.offset)
+                self.states[message.partition] = state
+            if message.offset < state.next_offset:
+                continue  # offered again after a rebalance: already applied and emitted
+            decoded = decode(self.topic, event)
+            if isinstance(decoded, ingress.Rejected):
+                state.apply(message.offset, None)
+                deliveries.append(await send_dead_letter(event, decoded))
+                continue
+            outputs = state.apply(message.offset, decoded)
+            for topic, output in outputs:
+                deliveries.append(await emit(topic, output))
+            if self.on_outputs is not None:
+                self.on_outputs(state, outputs)
+        if deliveries:
+            # Outputs acknowledged before this batch's offsets may be committed (acked on return).
+            await asyncio.gather(*deliveries)
+
+
+def replaying_agent(
+    topic: Topic, factory: Callable[[int], PartitionState], *, batch_max: int = 1000, within_s: float = 0.005
+) -> ReplayingProcessor:
+    processor = ReplayingProcessor(topic, factory)
+    channel = app.topic(topic.name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
+
+    async def consume(stream: faust.StreamT[bytes]) -> None:
+        async for events in stream.take_events(batch_max, within=within_s):
+            await processor.process(list(events))
+
+    consume.__name__ = f"process_{topic.name.replace('.', '_')}"
+    consume.__qualname__ = consume.__name__
+    app.agent(channel, name=f"nexus.{topic.name}")(consume)
+
+    async def forget_revoked(sender: Any, revoked: set[Any], **_: Any) -> None:
+        processor.forget(revoked)
+
+    app.on_partitions_revoked.connect(forget_revoked)
+    return processor
