@@ -65,7 +65,7 @@ def worker_factory(kafka_bootstrap: str, tmp_path: Path) -> Iterator[type[Worker
             data_dir=tmp_path / "worker",
             web_port=free_port(),
             metrics_port=free_port(),
-            extra_env=env,
+            extra_env={f"NEXUS_{name.upper()}": value for name, value in env.items()},
         )
         proc.start()
         started.append(proc)

@@ -37,6 +37,20 @@ class KafkaIO:
         self._producer.produce(name, key=key, value=value)
         self._producer.poll(0)
 
+    def produce_acked(self, topic: Topic | str, key: bytes | None, value: bytes | None) -> tuple[int, int]:
+        """Produce one record and wait for it: returns its (partition, offset)."""
+        name = topic if isinstance(topic, str) else topic.name
+        result: list[tuple[int, int]] = []
+
+        def delivered(err: Any, msg: Any) -> None:
+            assert err is None, err
+            result.append((msg.partition(), msg.offset()))
+
+        self._producer.produce(name, key=key, value=value, on_delivery=delivered)
+        self.flush()
+        assert result, "no delivery report"
+        return result[0]
+
     def produce_messages(self, topic: Topic, messages: Iterable[Any]) -> int:
         count = 0
         for message in messages:

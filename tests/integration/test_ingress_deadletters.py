@@ -1,0 +1,47 @@
+"""Issue 2 acceptance: every kind of bad input lands in the DLQ with its own reason, and the
+worker keeps processing: a valid order sent after them is accepted."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+
+from contracts.topics import ENERGY_ORDER_EVENTS, ENERGY_ORDERS, PLATFORM_DEADLETTERS
+from tests.unit.test_ingress import BAD_INPUTS
+
+pytestmark = pytest.mark.slow
+
+
+def test_bad_inputs_are_dead_lettered_and_valid_ones_still_flow(kafka, worker_factory, run_id) -> None:  # type: ignore[no-untyped-def]
+    worker_factory(agents="matching")
+    expected: dict[tuple[int, int], tuple[str, bytes | None]] = {}
+    for _label, key, value, code, _fragment in BAD_INPUTS:
+        expected[kafka.produce_acked(ENERGY_ORDERS, key, value)] = (code, value)
+    market = f"2026-11-24T10:00Z/T{run_id.upper()}"
+    good = {
+        "type": "SUBMIT", "order_id": f"good-{run_id}", "market_id": market, "account_id": f"acct-{run_id}",
+        "side": "BUY", "order_type": "LIMIT", "price_units_per_kwh": 150_000, "quantity_wh": 1_000,
+        "submitted_at": "2026-11-24T09:00:00Z",
+    }
+    kafka.produce_acked(ENERGY_ORDERS, market.encode(), json.dumps(good).encode())
+
+    def ours(records):  # type: ignore[no-untyped-def]
+        letters = (PLATFORM_DEADLETTERS.decode(r.value) for r in records)
+        return [d for d in letters if (d.source_partition, d.source_offset) in expected]
+
+    letters = ours(kafka.wait_for(PLATFORM_DEADLETTERS, lambda rs: len(ours(rs)) >= len(expected), timeout_s=90))
+    assert len(letters) == len(expected), "each bad message is dead-lettered exactly once"
+    for letter in letters:
+        code, original = expected[(letter.source_partition, letter.source_offset)]
+        assert letter.reason_code == code, letter.reason
+        assert letter.source_topic == ENERGY_ORDERS.name
+        assert base64.b64decode(letter.value_b64 or "") == (original or b""), "original bytes are kept"
+        assert letter.reason.startswith("energy.orders:")
+
+    def accepted(records):  # type: ignore[no-untyped-def]
+        events = (ENERGY_ORDER_EVENTS.decode(r.value) for r in records)
+        return [e.status for e in events if e.order_id == good["order_id"]]
+
+    kafka.wait_for(ENERGY_ORDER_EVENTS, lambda rs: accepted(rs) == ["ACCEPTED"], timeout_s=60)
