@@ -29,11 +29,10 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if existing:
         yield existing
         return
-    from infra.kafka.broker import LocalKafka
+    from infra.kafka.broker import LocalKafka, find_free_ports
 
-    broker = LocalKafka(
-        port=free_port(), controller_port=free_port(), data_dir=tmp_path_factory.mktemp("kafka") / "data"
-    )
+    port, controller_port = find_free_ports(2)
+    broker = LocalKafka(port=port, controller_port=controller_port, data_dir=tmp_path_factory.mktemp("kafka") / "data")
     broker.start(timeout_s=60)
     try:
         yield broker.bootstrap
