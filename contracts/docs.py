@@ -49,9 +49,8 @@ def render_readme() -> str:
     parts.append("|---|---|---|---|---|\n")
     for t in TOPICS.values():
         retention = "compacted" if t.retention_ms is None else f"{t.retention_ms // 86_400_000} days"
-        parts.append(
-            f"| `{t.name}` | `{t.key_field}` | {t.partitions} | {retention} | {'yes' if t.upstream else 'no (read it)'} |\n"
-        )
+        producer = "yes" if t.upstream else "no (read it)"
+        parts.append(f"| `{t.name}` | `{t.key_field}` | {t.partitions} | {retention} | {producer} |\n")
     for t in TOPICS.values():
         example = EXAMPLES[t.name]
         value = json.loads(t.encode(example))

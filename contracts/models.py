@@ -14,10 +14,6 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
 from pydantic.alias_generators import to_camel
 
-from domain.money import Currency
-from domain.order_book import OrderType, Side
-from domain.trade_settlement import DividendSource, EnergySource
-
 from contracts.types import (
     CONTRACT_CONFIG,
     Bps,
@@ -32,6 +28,9 @@ from contracts.types import (
     SignedMinorUnits,
     UtcDatetime,
 )
+from domain.money import Currency
+from domain.order_book import OrderType, Side
+from domain.trade_settlement import DividendSource, EnergySource
 
 
 class Contract(BaseModel):
@@ -429,7 +428,9 @@ class AutoPayoutRule(Contract):
     def _trigger_fields(self) -> AutoPayoutRule:
         if self.trigger_type is PayoutTrigger.THRESHOLD and self.threshold_kaus_units is None:
             raise ValueError("THRESHOLD rules need threshold_kaus_units")
-        if self.trigger_type is PayoutTrigger.SCHEDULE and (self.schedule_type is None or self.schedule_time_utc is None):
+        if self.trigger_type is PayoutTrigger.SCHEDULE and (
+            self.schedule_type is None or self.schedule_time_utc is None
+        ):
             raise ValueError("SCHEDULE rules need schedule_type and schedule_time_utc")
         if self.trigger_type is PayoutTrigger.DIVIDEND and self.dividend_source is None:
             raise ValueError("DIVIDEND rules need dividend_source")
@@ -572,3 +573,37 @@ class DeadLetter(Contract):
 
 __all__ = [name for name in dir() if not name.startswith("_")]
 _ = (Bps, SignedMinorUnits)  # exported for later contracts
+
+
+# --------------------------------------------------------------------------- bridge internals
+# Records the High-Speed Bridge keeps for itself (not an upstream contract). A payout intent is persisted
+# BEFORE the provider is called; an intent whose request has no completed/failed result after a restart is
+# re-queried (and, if the provider never received it, re-sent) under the same idempotency key.
+
+
+class BridgePayoutIntent(Contract):
+    """One payout about to be sent to a provider (domain.bridge.PayoutIntent); keyed by bridge_tx_id."""
+
+    intent_id: Id = Field(description="<bridge_tx_id>:<provider_attempt>:<send_no>")
+    bridge_tx_id: Id
+    idempotency_key: Id = Field(description="sent to the provider; equal to bridge_tx_id")
+    provider_attempt: Annotated[int, Field(ge=1, le=10)]
+    send_no: Annotated[int, Field(ge=1, le=10)]
+    rail: Rail
+    provider: Literal["PAYPAL", "STRIPE", "WISE", "TOSS", "ALIPAY", "PAYPAY", "PAYFORT"]
+    amount_minor: Annotated[MinorUnits, Field(gt=0)]
+    currency: Currency
+    fee_minor: MinorUnits
+    kaus_units: PositiveKausUnits
+    rate: Rate
+    lock_id: Id
+    locked_at: UtcDatetime
+    lock_expires_at: UtcDatetime
+    hold_id: Id
+    hold_units: PositiveKausUnits
+    tried_providers: list[Literal["PAYPAL", "STRIPE", "WISE", "TOSS", "ALIPAY", "PAYPAY", "PAYFORT"]]
+    request: BridgeRequest
+    created_at: UtcDatetime
+
+
+__all__ += ["BridgePayoutIntent"]  # the list above is computed before this section

@@ -47,6 +47,8 @@ class Topic:
         return self.adapter.validate_json(raw)
 
     def encode(self, value: Any) -> bytes:
+        if isinstance(value, BaseModel):  # the model's own serializer: no union dispatch on the hot path
+            return value.__pydantic_serializer__.to_json(value, by_alias=True)
         return self.adapter.dump_json(value, by_alias=True)
 
     def key_of(self, value: Any) -> bytes:
@@ -78,71 +80,117 @@ class Topic:
 # ----------------------------------------------------------------------------- the registry
 
 ENERGY_ORDERS = Topic(
-    "energy.orders", m.OrderCommand, "market_id",
+    "energy.orders",
+    m.OrderCommand,
+    "market_id",
     "Order commands (SUBMIT / CANCEL / AMEND) from trading front ends; keyed by market so one "
     "partition owns one order book.",
     upstream=True,
 )
 ENERGY_ORDER_EVENTS = Topic(
-    "energy.orders.events", m.OrderEvent, "market_id",
+    "energy.orders.events",
+    m.OrderEvent,
+    "market_id",
     "Order lifecycle answers: accepted, rejected (with reason), cancelled, amended, expired, filled.",
 )
 ENERGY_TRADES = Topic("energy.trades", m.Trade, "market_id", "Matched trades, in sequence per market.")
 ENERGY_PRICES = Topic(
-    "energy.prices", m.MarketPrice, "market_id",
-    "Latest best bid/ask, last price and VWAP per market.", cleanup=Cleanup.COMPACT, retention_ms=None,
+    "energy.prices",
+    m.MarketPrice,
+    "market_id",
+    "Latest best bid/ask, last price and VWAP per market.",
+    cleanup=Cleanup.COMPACT,
+    retention_ms=None,
 )
 ENERGY_SETTLEMENTS = Topic(
-    "energy.settlements", m.TradeSettled, "trade_id",
+    "energy.settlements",
+    m.TradeSettled,
+    "trade_id",
     "One settlement result per trade: K-AUS moved, fee, delivery, carbon credits, phase timings.",
 )
 CARBON_CREDITS_MINTED = Topic(
     "carbon.credits.minted", m.CarbonCreditMinted, "account_id", "Carbon credits minted to renewable sellers."
 )
 DIVIDENDS_DECLARED = Topic(
-    "dividends.declared", m.DividendDeclared, "account_id",
+    "dividends.declared",
+    m.DividendDeclared,
+    "account_id",
     "Dividends owed to energy-node and staking holders; auto-payout consumes them.",
 )
 LEDGER_TRANSFERS = Topic(
-    "ledger.transfers", m.LedgerTransfer, "transfer_id",
-    "Every K-AUS double-entry movement applied by the ledger (including holds).", retention_ms=30 * DAY_MS,
+    "ledger.transfers",
+    m.LedgerTransfer,
+    "transfer_id",
+    "Every K-AUS double-entry movement applied by the ledger (including holds).",
+    retention_ms=30 * DAY_MS,
 )
 LEDGER_COMMANDS = Topic(
-    "ledger.commands", m.LedgerCommand, "command_id",
+    "ledger.commands",
+    m.LedgerCommand,
+    "command_id",
     "The ledger's ordered input (deposits, trades to settle). One partition: the ledger is a single "
     "writer, like TigerBeetle's, so every balance check sees every earlier movement.",
-    partitions=1, upstream=True, retention_ms=30 * DAY_MS,
+    partitions=1,
+    upstream=True,
+    retention_ms=30 * DAY_MS,
 )
 FX_RATES = Topic(
-    "fx.rates", m.FxRate, "quote", "FX quotes from NEXUS_INTERNAL, BLOOMBERG and REUTERS; keyed by quote currency.",
-    upstream=True, retention_ms=DAY_MS,
+    "fx.rates",
+    m.FxRate,
+    "quote",
+    "FX quotes from NEXUS_INTERNAL, BLOOMBERG and REUTERS; keyed by quote currency.",
+    upstream=True,
+    retention_ms=DAY_MS,
 )
 BRIDGE_REQUESTS = Topic(
-    "bridge.requests", m.BridgeRequest, "payer_account_id",
+    "bridge.requests",
+    m.BridgeRequest,
+    "payer_account_id",
     "Card payments to settle over the High-Speed Bridge; keyed by payer so each payer's order holds.",
     upstream=True,
 )
 BRIDGE_SETTLEMENTS_COMPLETED = Topic(
-    "bridge.settlements.completed", m.BridgeSettlementCompleted, "request_id",
-    "Settled card payments with rail, amounts and per-phase durations.", retention_ms=30 * DAY_MS,
+    "bridge.settlements.completed",
+    m.BridgeSettlementCompleted,
+    "request_id",
+    "Settled card payments with rail, amounts and per-phase durations.",
+    retention_ms=30 * DAY_MS,
 )
 BRIDGE_SETTLEMENTS_FAILED = Topic(
-    "bridge.settlements.failed", m.BridgeSettlementFailed, "request_id",
-    "Card payments that failed, with the phase and a reason; their hold is voided.", retention_ms=30 * DAY_MS,
+    "bridge.settlements.failed",
+    m.BridgeSettlementFailed,
+    "request_id",
+    "Card payments that failed, with the phase and a reason; their hold is voided.",
+    retention_ms=30 * DAY_MS,
 )
 PAYOUT_RULES = Topic(
-    "payouts.rules", m.AutoPayoutRule, "rule_id", "Auto-payout rules (spec §2.3).", upstream=True,
-    cleanup=Cleanup.COMPACT, retention_ms=None,
+    "payouts.rules",
+    m.AutoPayoutRule,
+    "rule_id",
+    "Auto-payout rules (spec §2.3).",
+    upstream=True,
+    cleanup=Cleanup.COMPACT,
+    retention_ms=None,
 )
 PAYOUT_REQUESTS = Topic("payouts.requests", m.PayoutRequest, "payout_id", "Payouts to execute.")
 PAYOUT_RESULTS = Topic("payouts.results", m.PayoutResult, "payout_id", "Executed or failed payouts.")
 GOVERNANCE_KEYS = Topic(
-    "governance.keys", m.KeyMetadata, "key_id", "HSM key metadata (expiry feeds alerting).", upstream=True,
-    cleanup=Cleanup.COMPACT, retention_ms=None,
+    "governance.keys",
+    m.KeyMetadata,
+    "key_id",
+    "HSM key metadata (expiry feeds alerting).",
+    upstream=True,
+    cleanup=Cleanup.COMPACT,
+    retention_ms=None,
 )
 GOVERNANCE_MULTISIG = Topic(
-    "governance.multisig", m.MultisigRequest, "request_id", "Multi-sig approval lifecycle.", upstream=True,
-    cleanup=Cleanup.COMPACT, retention_ms=None,
+    "governance.multisig",
+    m.MultisigRequest,
+    "request_id",
+    "Multi-sig approval lifecycle.",
+    upstream=True,
+    cleanup=Cleanup.COMPACT,
+    retention_ms=None,
 )
 MONITORING_ALERTS = Topic(
     "monitoring.alerts", m.Alert, "fingerprint", "Alerts fired and resolved, as sent to Alertmanager."
@@ -151,18 +199,37 @@ AUDIT_RECORDS = Topic(
     "audit.records", m.AuditRecord, "transaction_id", "Audit trail, spec §7.2 shape.", retention_ms=365 * DAY_MS
 )
 PLATFORM_DEADLETTERS = Topic(
-    "platform.deadletters", m.DeadLetter, "source_topic",
-    "Messages rejected at ingress, with original bytes, origin and a reason.", retention_ms=30 * DAY_MS,
+    "platform.deadletters",
+    m.DeadLetter,
+    "source_topic",
+    "Messages rejected at ingress, with original bytes, origin and a reason.",
+    retention_ms=30 * DAY_MS,
     max_message_bytes=1024 * 1024,
 )
 
 TOPICS: dict[str, Topic] = {
     t.name: t
     for t in (
-        ENERGY_ORDERS, ENERGY_ORDER_EVENTS, ENERGY_TRADES, ENERGY_PRICES, ENERGY_SETTLEMENTS,
-        CARBON_CREDITS_MINTED, DIVIDENDS_DECLARED, LEDGER_COMMANDS, LEDGER_TRANSFERS, FX_RATES, BRIDGE_REQUESTS,
-        BRIDGE_SETTLEMENTS_COMPLETED, BRIDGE_SETTLEMENTS_FAILED, PAYOUT_RULES, PAYOUT_REQUESTS,
-        PAYOUT_RESULTS, GOVERNANCE_KEYS, GOVERNANCE_MULTISIG, MONITORING_ALERTS, AUDIT_RECORDS,
+        ENERGY_ORDERS,
+        ENERGY_ORDER_EVENTS,
+        ENERGY_TRADES,
+        ENERGY_PRICES,
+        ENERGY_SETTLEMENTS,
+        CARBON_CREDITS_MINTED,
+        DIVIDENDS_DECLARED,
+        LEDGER_COMMANDS,
+        LEDGER_TRANSFERS,
+        FX_RATES,
+        BRIDGE_REQUESTS,
+        BRIDGE_SETTLEMENTS_COMPLETED,
+        BRIDGE_SETTLEMENTS_FAILED,
+        PAYOUT_RULES,
+        PAYOUT_REQUESTS,
+        PAYOUT_RESULTS,
+        GOVERNANCE_KEYS,
+        GOVERNANCE_MULTISIG,
+        MONITORING_ALERTS,
+        AUDIT_RECORDS,
         PLATFORM_DEADLETTERS,
     )
 }
@@ -177,7 +244,9 @@ def topic(name: str) -> Topic:
 
 def schema_documents() -> dict[str, str]:
     """File name -> JSON Schema text, deterministic (sorted keys, trailing newline)."""
-    return {f"{t.name}.schema.json": json.dumps(t.json_schema(), indent=2, sort_keys=True) + "\n" for t in TOPICS.values()}
+    return {
+        f"{t.name}.schema.json": json.dumps(t.json_schema(), indent=2, sort_keys=True) + "\n" for t in TOPICS.values()
+    }
 
 
 KeyFn = Callable[[BaseModel], bytes]

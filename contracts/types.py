@@ -25,7 +25,9 @@ Id = Annotated[
 MAX_UNITS = 10**18
 KausUnits = Annotated[StrictInt, Field(ge=0, le=MAX_UNITS, description="K-AUS base units; 1 K-AUS = 1,000,000 units")]
 PositiveKausUnits = Annotated[StrictInt, Field(gt=0, le=MAX_UNITS, description="K-AUS base units (> 0)")]
-MinorUnits = Annotated[StrictInt, Field(ge=0, le=MAX_UNITS, description="fiat minor units (cents; whole units for JPY/KRW)")]
+MinorUnits = Annotated[
+    StrictInt, Field(ge=0, le=MAX_UNITS, description="fiat minor units (cents; whole units for JPY/KRW)")
+]
 SignedMinorUnits = Annotated[StrictInt, Field(ge=-MAX_UNITS, le=MAX_UNITS, description="signed fiat minor units")]
 QuantityWh = Annotated[StrictInt, Field(gt=0, le=10**12, description="energy in watt-hours")]
 PriceUnitsPerKwh = Annotated[StrictInt, Field(gt=0, le=10**15, description="K-AUS base units per kWh")]
@@ -39,9 +41,9 @@ def _decimal_string(value: object) -> object:
     if isinstance(value, Decimal):
         return value
     if not isinstance(value, str):
-        raise ValueError("must be a decimal string such as \"0.15\", not a JSON number")
+        raise ValueError('must be a decimal string such as "0.15", not a JSON number')
     if not re.fullmatch(RATE_PATTERN, value):
-        raise ValueError("must match digits[.up to 10 digits], e.g. \"1354.2100\"")
+        raise ValueError('must match digits[.up to 10 digits], e.g. "1354.2100"')
     return value
 
 
@@ -50,7 +52,9 @@ Rate = Annotated[
     Decimal,
     BeforeValidator(_decimal_string),
     Field(gt=0, max_digits=24, decimal_places=10, allow_inf_nan=False),
-    WithJsonSchema({"type": "string", "pattern": RATE_PATTERN, "description": "positive decimal string, e.g. \"0.1500\""}),
+    WithJsonSchema(
+        {"type": "string", "pattern": RATE_PATTERN, "description": 'positive decimal string, e.g. "0.1500"'}
+    ),
 ]
 Bps = Annotated[StrictInt, Field(ge=0, le=10_000, description="basis points")]
 
@@ -75,6 +79,7 @@ CONTRACT_CONFIG = ConfigDict(
 __all__ = [
     "CONTRACT_CONFIG",
     "Bps",
+    "Decimal",
     "DurationMs",
     "Id",
     "KausUnits",
@@ -85,5 +90,4 @@ __all__ = [
     "Rate",
     "SignedMinorUnits",
     "UtcDatetime",
-    "Decimal",
 ]

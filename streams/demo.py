@@ -11,6 +11,7 @@ energy orders (with a few deliberately bad messages) — and shows what comes ou
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import subprocess
@@ -79,7 +80,10 @@ class Worker:
         env = dict(os.environ, NEXUS_KAFKA_BOOTSTRAP_SERVERS=self.settings.bootstrap_servers, PYTHONUNBUFFERED="1")
         log = self.log_path.open("wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "streams.worker"], stdout=log, stderr=subprocess.STDOUT, env=env,
+            [sys.executable, "-m", "streams.worker"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
             start_new_session=True,
         )
         self.pid_path.write_text(str(self.proc.pid))
@@ -112,10 +116,8 @@ def stop_pid_file(pid_path: Path, timeout_s: float = 20.0) -> bool:
         except ProcessLookupError:
             return True
         time.sleep(0.2)
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
     return True
 
 
@@ -141,16 +143,21 @@ def stop_everything(settings: Settings, console: Console) -> None:
 def deposits(accounts: list[str], now: datetime) -> Iterator[m.Deposit]:
     for account in accounts:
         yield m.Deposit(
-            command_id=f"demo-deposit:{account}", account_id=account, amount_kaus_units=DEPOSIT_KAUS_UNITS,
+            command_id=f"demo-deposit:{account}",
+            account_id=account,
+            amount_kaus_units=DEPOSIT_KAUS_UNITS,
             occurred_at=now,
         )
 
 
 BAD_MESSAGES: list[tuple[bytes, bytes]] = [
     (b"2026-11-24T10:00Z/KR-SEOUL", b'{"type": "SUBMIT", "order_id": '),  # truncated JSON
-    (b"2026-11-24T10:00Z/KR-SEOUL", b'{"type": "SUBMIT", "order_id": "bad-1", "market_id": "2026-11-24T10:00Z/KR-SEOUL",'
-     b' "account_id": "a", "side": "BUY", "order_type": "LIMIT", "price_units_per_kwh": 1.5e2,'
-     b' "quantity_wh": 100, "submitted_at": "2026-11-24T09:00:00Z"}'),  # float price
+    (
+        b"2026-11-24T10:00Z/KR-SEOUL",
+        b'{"type": "SUBMIT", "order_id": "bad-1", "market_id": "2026-11-24T10:00Z/KR-SEOUL",'
+        b' "account_id": "a", "side": "BUY", "order_type": "LIMIT", "price_units_per_kwh": 1.5e2,'
+        b' "quantity_wh": 100, "submitted_at": "2026-11-24T09:00:00Z"}',
+    ),  # float price
     (b"", b'{"type": "CANCEL"}'),  # empty key
 ]
 
@@ -162,14 +169,17 @@ class Traffic:
     stop: threading.Event = field(default_factory=threading.Event)
 
     def run(self, settings: Settings) -> None:
-        producer = Producer({"bootstrap.servers": settings.bootstrap_servers, "linger.ms": 5,
-                             "enable.idempotence": True})
+        producer = Producer(
+            {"bootstrap.servers": settings.bootstrap_servers, "linger.ms": 5, "enable.idempotence": True}
+        )
         seed = int(time.time())
         markets = demo_markets(8)
         accounts = demo_accounts(40)
         now = datetime.now(UTC)
         for deposit in deposits(accounts, now):
-            producer.produce(LEDGER_COMMANDS.name, key=LEDGER_COMMANDS.key_of(deposit), value=LEDGER_COMMANDS.encode(deposit))
+            producer.produce(
+                LEDGER_COMMANDS.name, key=LEDGER_COMMANDS.key_of(deposit), value=LEDGER_COMMANDS.encode(deposit)
+            )
             self.produced["deposits"] += 1
         producer.flush(10)
         interval_s = 1.0 / max(self.rate_per_s, 1)
@@ -205,8 +215,13 @@ class Observed:
     stop: threading.Event = field(default_factory=threading.Event)
 
     def run(self, settings: Settings) -> None:
-        consumer = Consumer({"bootstrap.servers": settings.bootstrap_servers, "group.id": f"demo-{os.getpid()}",
-                             "enable.auto.commit": False})
+        consumer = Consumer(
+            {
+                "bootstrap.servers": settings.bootstrap_servers,
+                "group.id": f"demo-{os.getpid()}",
+                "enable.auto.commit": False,
+            }
+        )
         assignments = []
         for topic in WATCHED:
             meta = consumer.list_topics(topic.name, timeout=10).topics[topic.name]
@@ -214,10 +229,11 @@ class Observed:
         consumer.assign(assignments)
         while not self.stop.is_set():
             for msg in consumer.consume(500, timeout=0.2):
-                if msg.error():
+                name, raw = msg.topic(), msg.value()
+                if msg.error() or name is None or raw is None:
                     continue
-                topic = TOPICS[msg.topic()]
-                value = topic.decode(msg.value())
+                topic = TOPICS[name]
+                value = topic.decode(raw)
                 self.counts[topic.name] += 1
                 if topic is ENERGY_PRICES:
                     self.prices[value.market_id] = value
@@ -249,8 +265,14 @@ class Observed:
         for market_id in sorted(self.prices)[:8]:
             p = self.prices[market_id]
             fmt = lambda v: "—" if v is None else f"{kaus_to_decimal(v):.3f}"  # noqa: E731
-            prices.add_row(market_id, fmt(p.best_bid_units_per_kwh), fmt(p.best_ask_units_per_kwh),
-                           fmt(p.last_price_units_per_kwh), fmt(p.vwap_units_per_kwh), f"{p.traded_quantity_wh / 1000:,.1f}")
+            prices.add_row(
+                market_id,
+                fmt(p.best_bid_units_per_kwh),
+                fmt(p.best_ask_units_per_kwh),
+                fmt(p.last_price_units_per_kwh),
+                fmt(p.vwap_units_per_kwh),
+                f"{p.traded_quantity_wh / 1000:,.1f}",
+            )
         movers = Table(title="Balances moving (K-AUS, net since the demo started)")
         movers.add_column("account")
         movers.add_column("net change", justify="right")
@@ -261,8 +283,11 @@ class Observed:
         letters.add_column("code")
         letters.add_column("reason")
         for letter in self.dead_letters[-3:]:
-            letters.add_row(f"{letter.source_topic}[{letter.source_partition}]@{letter.source_offset}",
-                            letter.reason_code, letter.reason[:90])
+            letters.add_row(
+                f"{letter.source_topic}[{letter.source_partition}]@{letter.source_offset}",
+                letter.reason_code,
+                letter.reason[:90],
+            )
         return Group(flow, prices, movers, letters)
 
 

@@ -15,7 +15,6 @@ from typing import Any
 from pydantic import ValidationError
 
 from contracts.models import DeadLetter
-from contracts.reason_codes import REASON_CODES
 from contracts.topics import Topic
 
 # Map pydantic error types to stable machine codes a producer team can switch on.
@@ -97,9 +96,7 @@ def validate(topic: Topic, key: bytes | None, value: bytes | None, max_bytes: in
     if value is None or len(value) == 0:
         return Rejected("EMPTY_VALUE", f"{topic.name}: the message has no value; send a JSON object", [])
     if len(value) > limit:
-        return Rejected(
-            "OVERSIZED", f"{topic.name}: value is {len(value)} bytes, above the {limit}-byte limit", []
-        )
+        return Rejected("OVERSIZED", f"{topic.name}: value is {len(value)} bytes, above the {limit}-byte limit", [])
     if key is None or len(key) == 0:
         return Rejected(
             "EMPTY_KEY", f"{topic.name}: the message key is empty; set it to the value's {topic.key_field}", []
@@ -107,7 +104,7 @@ def validate(topic: Topic, key: bytes | None, value: bytes | None, max_bytes: in
     try:
         message = topic.decode(value)
     except ValidationError as exc:
-        details = [_classify(e)[1] for e in exc.errors(include_url=False)]
+        details = [_classify(dict(e))[1] for e in exc.errors(include_url=False)]
         first = details[0]
         more = f" (+{len(details) - 1} more)" if len(details) > 1 else ""
         if first["code"] == "MALFORMED_JSON":

@@ -32,28 +32,42 @@ PHASE_NAMES = {"validate_and_build_legs": "validation", "ledger_batch": "transfe
 
 def to_domain_trade(trade: m.Trade) -> ob.Trade:
     return ob.Trade(
-        trade.trade_id, trade.market_id, trade.sequence, to_ms(trade.executed_at), trade.buy_order_id,
-        trade.sell_order_id, trade.buyer_account_id, trade.seller_account_id, trade.price_units_per_kwh,
-        trade.quantity_wh, trade.notional_kaus_units, ob.Side(trade.aggressor_side),
+        trade.trade_id,
+        trade.market_id,
+        trade.sequence,
+        to_ms(trade.executed_at),
+        trade.buy_order_id,
+        trade.sell_order_id,
+        trade.buyer_account_id,
+        trade.seller_account_id,
+        trade.price_units_per_kwh,
+        trade.quantity_wh,
+        trade.notional_kaus_units,
+        ob.Side(trade.aggressor_side),
     )
 
 
 def transfer_record(result: TransferResult, reason: str) -> m.LedgerTransfer:
-    return m.LedgerTransfer(
-        transfer_id=result.transfer_id, debit_account_id=result.debit_account_id,
-        credit_account_id=result.credit_account_id, amount_kaus_units=result.amount_units, reason=reason,
+    return m.LedgerTransfer.model_construct(
+        transfer_id=result.transfer_id,
+        debit_account_id=result.debit_account_id,
+        credit_account_id=result.credit_account_id,
+        amount_kaus_units=result.amount_units,
+        reason=reason,
         occurred_at=from_ms(result.at_ms),
     )
 
 
 def audit_record(fact: ts.AuditFact) -> m.AuditRecord:
-    return m.AuditRecord(
+    return m.AuditRecord.model_construct(
         audit_id=f"AUDIT:{fact.transaction_id}:{fact.action}",
         timestamp=from_ms(fact.at_ms),
         transaction_id=fact.transaction_id,
         action=str(fact.action),
-        actor=m.AuditActor(user_id=fact.actor_account_id),
-        details=m.AuditDetails(kaus_amount=str(kaus_to_decimal(fact.kaus_amount_units))),
+        actor=m.AuditActor.model_construct(user_id=fact.actor_account_id, ip=None, user_agent="NEXUS-X/2.0"),
+        details=m.AuditDetails.model_construct(kaus_amount=str(kaus_to_decimal(fact.kaus_amount_units))),
+        signature=None,
+        blockchain_ref=None,
     )
 
 
@@ -93,8 +107,9 @@ class LedgerPartition:
         self._open(deposit.account_id)
         previous = self.ledger.result(deposit.command_id)
         result = self.ledger.apply(
-            LedgerTransferCommand(deposit.command_id, ts.SYS_MINT, deposit.account_id, deposit.amount_kaus_units,
-                                  DEPOSIT_CODE),
+            LedgerTransferCommand(
+                deposit.command_id, ts.SYS_MINT, deposit.account_id, deposit.amount_kaus_units, DEPOSIT_CODE
+            ),
             to_ms(deposit.occurred_at),
         )
         if previous is not None or result.status is not TransferStatus.POSTED:
@@ -117,21 +132,45 @@ class LedgerPartition:
         settled_at = from_ms(max(to_ms(trade.executed_at), self.ledger.clock_ms))
         out: list[Output] = []
         if outcome.status is ts.SettlementStatus.SETTLED:
-            out.extend((LEDGER_TRANSFERS, transfer_record(r, "trade settlement")) for r in outcome.transfers
-                       if r.status is TransferStatus.POSTED)
+            out.extend(
+                (LEDGER_TRANSFERS, transfer_record(r, "trade settlement"))
+                for r in outcome.transfers
+                if r.status is TransferStatus.POSTED
+            )
             if outcome.carbon_millicredits:
-                out.append((CARBON_CREDITS_MINTED, m.CarbonCreditMinted(
-                    mint_id=f"{trade.trade_id}/carbon", account_id=trade.seller_account_id, trade_id=trade.trade_id,
-                    credits_milli=outcome.carbon_millicredits, minted_at=settled_at,
-                )))
-        out.append((ENERGY_SETTLEMENTS, m.TradeSettled(
-            trade_id=trade.trade_id, status=str(outcome.status), reason_code=str(outcome.code) if outcome.code else None,
-            reason=outcome.reason or None, market_id=trade.market_id, buyer_account_id=trade.buyer_account_id,
-            seller_account_id=trade.seller_account_id, notional_kaus_units=outcome.notional_units,
-            fee_kaus_units=outcome.fee_units, seller_net_kaus_units=outcome.seller_net_units,
-            delivered_wh=trade.quantity_wh,
-            carbon_credits_minted_milli=outcome.carbon_millicredits, phase_durations_us=phases, settled_at=settled_at,
-        )))
+                out.append(
+                    (
+                        CARBON_CREDITS_MINTED,
+                        m.CarbonCreditMinted.model_construct(
+                            mint_id=f"{trade.trade_id}/carbon",
+                            account_id=trade.seller_account_id,
+                            trade_id=trade.trade_id,
+                            credits_milli=outcome.carbon_millicredits,
+                            minted_at=settled_at,
+                        ),
+                    )
+                )
+        out.append(
+            (
+                ENERGY_SETTLEMENTS,
+                m.TradeSettled.model_construct(
+                    trade_id=trade.trade_id,
+                    status="SETTLED" if outcome.status is ts.SettlementStatus.SETTLED else "REJECTED",
+                    reason_code=str(outcome.code) if outcome.code else None,
+                    reason=outcome.reason or None,
+                    market_id=trade.market_id,
+                    buyer_account_id=trade.buyer_account_id,
+                    seller_account_id=trade.seller_account_id,
+                    notional_kaus_units=outcome.notional_units,
+                    fee_kaus_units=outcome.fee_units,
+                    seller_net_kaus_units=outcome.seller_net_units,
+                    delivered_wh=trade.quantity_wh,
+                    carbon_credits_minted_milli=outcome.carbon_millicredits,
+                    phase_durations_us=phases,
+                    settled_at=settled_at,
+                ),
+            )
+        )
         out.extend((AUDIT_RECORDS, audit_record(fact)) for fact in outcome.audit)
         return out
 
@@ -139,14 +178,24 @@ class LedgerPartition:
         declaration = self.settler.declare_dividends(command.command_id, to_ms(command.occurred_at))
         if declaration.replayed:
             return []
-        out: list[Output] = [(LEDGER_TRANSFERS, transfer_record(r, "dividend")) for r in declaration.transfers
-                             if r.status is TransferStatus.POSTED]
+        out: list[Output] = [
+            (LEDGER_TRANSFERS, transfer_record(r, "dividend"))
+            for r in declaration.transfers
+            if r.status is TransferStatus.POSTED
+        ]
         out.extend(
-            (DIVIDENDS_DECLARED, m.DividendDeclared(
-                dividend_id=d.transfer_id, account_id=d.account_id, source=d.source, amount_kaus_units=d.amount_units,
-                declared_at=from_ms(d.declared_at_ms),
-            ))
-            for d in declaration.dividends if d.amount_units > 0
+            (
+                DIVIDENDS_DECLARED,
+                m.DividendDeclared(
+                    dividend_id=d.transfer_id,
+                    account_id=d.account_id,
+                    source=d.source,
+                    amount_kaus_units=d.amount_units,
+                    declared_at=from_ms(d.declared_at_ms),
+                ),
+            )
+            for d in declaration.dividends
+            if d.amount_units > 0
         )
         out.extend((AUDIT_RECORDS, audit_record(fact)) for fact in declaration.audit)
         return out

@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 from contracts import models as m
@@ -20,9 +21,14 @@ from domain.price_discovery import PriceDiscovery, PriceUpdate
 
 
 def to_ms(ts: datetime) -> int:
-    return int(ts.timestamp() * 1000) if ts.microsecond % 1000 == 0 else int(ts.timestamp()) * 1000 + ts.microsecond // 1000
+    return (
+        int(ts.timestamp() * 1000)
+        if ts.microsecond % 1000 == 0
+        else int(ts.timestamp()) * 1000 + ts.microsecond // 1000
+    )
 
 
+@lru_cache(maxsize=65_536)
 def from_ms(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, tz=UTC).replace(microsecond=(ms % 1000) * 1000)
 
@@ -30,50 +36,81 @@ def from_ms(ms: int) -> datetime:
 def to_command(message: m.SubmitOrder | m.CancelOrder | m.AmendOrder) -> ob.Command:
     if isinstance(message, m.SubmitOrder):
         return ob.SubmitOrder(
-            message.order_id, message.market_id, message.account_id, ob.Side(message.side),
-            ob.OrderType(message.order_type), message.price_units_per_kwh, message.quantity_wh,
-            to_ms(message.submitted_at), to_ms(message.expires_at) if message.expires_at else None,
+            message.order_id,
+            message.market_id,
+            message.account_id,
+            ob.Side(message.side),
+            ob.OrderType(message.order_type),
+            message.price_units_per_kwh,
+            message.quantity_wh,
+            to_ms(message.submitted_at),
+            to_ms(message.expires_at) if message.expires_at else None,
         )
     if isinstance(message, m.CancelOrder):
         return ob.CancelOrder(message.order_id, message.market_id, message.account_id, to_ms(message.requested_at))
     return ob.AmendOrder(
-        message.order_id, message.market_id, message.account_id, message.new_price_units_per_kwh,
-        message.new_quantity_wh, to_ms(message.requested_at),
+        message.order_id,
+        message.market_id,
+        message.account_id,
+        message.new_price_units_per_kwh,
+        message.new_quantity_wh,
+        to_ms(message.requested_at),
     )
 
 
+# Outputs are built with model_construct: their fields come from the domain core, whose invariants are
+# asserted there; tests/unit/test_services.py validates every output against its contract.
+
+
 def _order_event(event: ob.BookEvent) -> m.OrderEvent | None:
+    assert not isinstance(event, ob.Trade)
     at = from_ms(event.at_ms)
     common: dict[str, Any] = {
-        "order_id": event.order_id, "market_id": event.market_id, "account_id": event.account_id,
-        "sequence": event.seq, "occurred_at": at,
+        "order_id": event.order_id,
+        "market_id": event.market_id,
+        "account_id": event.account_id,
+        "sequence": event.seq,
+        "occurred_at": at,
     }
     if isinstance(event, ob.OrderAccepted):
-        return m.OrderEvent(status=m.OrderStatus.ACCEPTED, remaining_quantity_wh=event.quantity_wh, **common)
+        return m.OrderEvent.model_construct(
+            status=m.OrderStatus.ACCEPTED, remaining_quantity_wh=event.quantity_wh, **common
+        )
     if isinstance(event, ob.OrderRejected):
-        return m.OrderEvent(status=m.OrderStatus.REJECTED, reason_code=str(event.code), reason=event.reason, **common)
+        return m.OrderEvent.model_construct(
+            status=m.OrderStatus.REJECTED, reason_code=str(event.code), reason=event.reason, **common
+        )
     if isinstance(event, ob.OrderCancelled):
-        return m.OrderEvent(status=m.OrderStatus.CANCELLED, reason_code=str(event.reason), **common)
+        return m.OrderEvent.model_construct(status=m.OrderStatus.CANCELLED, reason_code=str(event.reason), **common)
     if isinstance(event, ob.OrderAmended):
-        return m.OrderEvent(status=m.OrderStatus.AMENDED, remaining_quantity_wh=event.quantity_wh, **common)
+        return m.OrderEvent.model_construct(
+            status=m.OrderStatus.AMENDED, remaining_quantity_wh=event.quantity_wh, **common
+        )
     if isinstance(event, ob.OrderExpired):
-        return m.OrderEvent(status=m.OrderStatus.EXPIRED, reason_code=str(event.reason), **common)
+        return m.OrderEvent.model_construct(status=m.OrderStatus.EXPIRED, reason_code=str(event.reason), **common)
     return None
 
 
 def to_trade(event: ob.Trade, matching_duration_us: int | None = None) -> m.Trade:
-    return m.Trade(
-        trade_id=event.trade_id, market_id=event.market_id, sequence=event.seq,
-        buy_order_id=event.buy_order_id, sell_order_id=event.sell_order_id,
-        buyer_account_id=event.buyer_account_id, seller_account_id=event.seller_account_id,
-        aggressor_side=m.Side(event.aggressor_side), price_units_per_kwh=event.price_units_per_kwh,
-        quantity_wh=event.quantity_wh, notional_kaus_units=event.notional_units,
-        executed_at=from_ms(event.at_ms), matching_duration_us=matching_duration_us,
+    return m.Trade.model_construct(
+        trade_id=event.trade_id,
+        market_id=event.market_id,
+        sequence=event.seq,
+        buy_order_id=event.buy_order_id,
+        sell_order_id=event.sell_order_id,
+        buyer_account_id=event.buyer_account_id,
+        seller_account_id=event.seller_account_id,
+        aggressor_side=m.Side(event.aggressor_side),
+        price_units_per_kwh=event.price_units_per_kwh,
+        quantity_wh=event.quantity_wh,
+        notional_kaus_units=event.notional_units,
+        executed_at=from_ms(event.at_ms),
+        matching_duration_us=matching_duration_us,
     )
 
 
 def to_price(update: PriceUpdate) -> m.MarketPrice:
-    return m.MarketPrice(
+    return m.MarketPrice.model_construct(
         market_id=update.market_id,
         best_bid_units_per_kwh=update.best_bid_units_per_kwh,
         best_ask_units_per_kwh=update.best_ask_units_per_kwh,
@@ -118,7 +155,12 @@ class MatchingPartition:
                 out.append((ENERGY_TRADES, trade))
                 source = self.sources.get((event.market_id, event.sell_order_id))
                 out.append(
-                    (LEDGER_COMMANDS, m.SettleTrade(command_id=trade.trade_id, trade=trade, seller_energy_source=source))
+                    (
+                        LEDGER_COMMANDS,
+                        m.SettleTrade.model_construct(
+                            command_id=trade.trade_id, trade=trade, seller_energy_source=source
+                        ),
+                    )
                 )
             else:
                 order_event = _order_event(event)
@@ -136,18 +178,28 @@ def to_message(cmd: ob.Command) -> m.SubmitOrder | m.CancelOrder | m.AmendOrder:
     """Domain command -> wire contract (what a producer sends); used by demo and load generators."""
     if isinstance(cmd, ob.SubmitOrder):
         return m.SubmitOrder(
-            order_id=cmd.order_id, market_id=cmd.market_id, account_id=cmd.account_id, side=m.Side(cmd.side),
-            order_type=m.OrderType(cmd.order_type), price_units_per_kwh=cmd.price_units_per_kwh,
-            quantity_wh=cmd.quantity_wh, submitted_at=from_ms(cmd.submitted_at_ms),
+            order_id=cmd.order_id,
+            market_id=cmd.market_id,
+            account_id=cmd.account_id,
+            side=m.Side(cmd.side),
+            order_type=m.OrderType(cmd.order_type),
+            price_units_per_kwh=cmd.price_units_per_kwh,
+            quantity_wh=cmd.quantity_wh,
+            submitted_at=from_ms(cmd.submitted_at_ms),
             expires_at=from_ms(cmd.expires_at_ms) if cmd.expires_at_ms is not None else None,
         )
     if isinstance(cmd, ob.CancelOrder):
         return m.CancelOrder(
-            order_id=cmd.order_id, market_id=cmd.market_id, account_id=cmd.account_id,
+            order_id=cmd.order_id,
+            market_id=cmd.market_id,
+            account_id=cmd.account_id,
             requested_at=from_ms(cmd.requested_at_ms),
         )
     return m.AmendOrder(
-        order_id=cmd.order_id, market_id=cmd.market_id, account_id=cmd.account_id,
-        new_price_units_per_kwh=cmd.new_price_units_per_kwh, new_quantity_wh=cmd.new_quantity_wh,
+        order_id=cmd.order_id,
+        market_id=cmd.market_id,
+        account_id=cmd.account_id,
+        new_price_units_per_kwh=cmd.new_price_units_per_kwh,
+        new_quantity_wh=cmd.new_quantity_wh,
         requested_at=from_ms(cmd.requested_at_ms),
     )

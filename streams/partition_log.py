@@ -39,13 +39,13 @@ def read_partition(
                 continue
             idle = 0
             for msg in batch:
-                if msg.error():
-                    if msg.error().code() == -191:  # _PARTITION_EOF
-                        raise RuntimeError(
-                            f"replay of {topic}[{partition}] reached the end before offset {end_offset}"
-                        )
-                    raise RuntimeError(f"replay of {topic}[{partition}] failed: {msg.error()}")
+                error = msg.error()
+                if error is not None:
+                    if error.code() == -191:  # _PARTITION_EOF
+                        raise RuntimeError(f"replay of {topic}[{partition}] reached the end before offset {end_offset}")
+                    raise RuntimeError(f"replay of {topic}[{partition}] failed: {error}")
                 offset = msg.offset()
+                assert offset is not None
                 if offset >= end_offset:
                     return
                 yield offset, msg.key(), msg.value()

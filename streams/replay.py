@@ -18,7 +18,7 @@ import faust
 
 from contracts.topics import Topic
 from streams import ingress
-from streams.app import app, decode, emit, send_dead_letter, settings
+from streams.app import app, dead_letter_nowait, decode, outbox, settings
 from streams.partition_log import read_partition
 
 log = logging.getLogger("nexus.replay")
@@ -46,8 +46,13 @@ class ReplayingProcessor:
             state.apply(offset, None if isinstance(decoded, ingress.Rejected) else decoded)
             count += 1
         state.next_offset = until_offset
-        log.info("rebuilt %s[%d]: replayed %d records in %.2fs", self.topic.name, partition, count,
-                 time.perf_counter() - started)
+        log.info(
+            "rebuilt %s[%d]: replayed %d records in %.2fs",
+            self.topic.name,
+            partition,
+            count,
+            time.perf_counter() - started,
+        )
         return state
 
     def forget(self, revoked: set[Any]) -> None:
@@ -57,7 +62,7 @@ class ReplayingProcessor:
                 self.states.pop(tp.partition, None)
 
     async def process(self, events: list[faust.EventT]) -> None:
-        deliveries = []
+        emitted = 0
         for event in events:
             message = event.message
             state = self.states.get(message.partition)
@@ -69,16 +74,18 @@ class ReplayingProcessor:
             decoded = decode(self.topic, event)
             if isinstance(decoded, ingress.Rejected):
                 state.apply(message.offset, None)
-                deliveries.append(await send_dead_letter(event, decoded))
+                dead_letter_nowait(event, decoded)
+                emitted += 1
                 continue
             outputs = state.apply(message.offset, decoded)
             for topic, output in outputs:
-                deliveries.append(await emit(topic, output))
+                outbox.emit_nowait(topic, output)
+            emitted += len(outputs)
             if self.on_outputs is not None:
                 self.on_outputs(state, outputs)
-        if deliveries:
+        if emitted:
             # Outputs acknowledged before this batch's offsets may be committed (acked on return).
-            await asyncio.gather(*deliveries)
+            await outbox.flush()
 
 
 def replaying_agent(
@@ -88,7 +95,7 @@ def replaying_agent(
     channel = app.topic(topic.name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
 
     async def consume(stream: faust.StreamT[bytes]) -> None:
-        async for events in stream.take_events(batch_max, within=within_s):
+        async for events in stream.take_events(batch_max, within=within_s):  # type: ignore[attr-defined]
             await processor.process(list(events))
 
     consume.__name__ = f"process_{topic.name.replace('.', '_')}"
@@ -98,5 +105,5 @@ def replaying_agent(
     async def forget_revoked(sender: Any, revoked: set[Any], **_: Any) -> None:
         processor.forget(revoked)
 
-    app.on_partitions_revoked.connect(forget_revoked)
+    app.on_partitions_revoked.connect(forget_revoked)  # type: ignore[arg-type]
     return processor

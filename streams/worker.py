@@ -1,6 +1,6 @@
 """Start the Faust worker: create registry topics, load agents, run until SIGTERM/SIGINT.
 
-    python -m streams.worker            (settings from NEXUS_* environment)
+python -m streams.worker            (settings from NEXUS_* environment)
 """
 
 from __future__ import annotations

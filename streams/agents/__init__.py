@@ -17,7 +17,9 @@ def load_agents(only: str = "") -> list[str]:
     wanted = {f"streams.agents.{n.strip()}" for n in only.split(",") if n.strip()}
     unknown = wanted - set(AGENT_MODULES)
     if unknown:
-        raise ValueError(f"unknown agents {sorted(unknown)}; choose from {[n.rsplit('.', 1)[1] for n in AGENT_MODULES]}")
+        raise ValueError(
+            f"unknown agents {sorted(unknown)}; choose from {[n.rsplit('.', 1)[1] for n in AGENT_MODULES]}"
+        )
     loaded = []
     for name in AGENT_MODULES:
         if wanted and name not in wanted:

@@ -21,8 +21,14 @@ def test_bad_inputs_are_dead_lettered_and_valid_ones_still_flow(kafka, worker_fa
         expected[kafka.produce_acked(ENERGY_ORDERS, key, value)] = (code, value)
     market = f"2026-11-24T10:00Z/T{run_id.upper()}"
     good = {
-        "type": "SUBMIT", "order_id": f"good-{run_id}", "market_id": market, "account_id": f"acct-{run_id}",
-        "side": "BUY", "order_type": "LIMIT", "price_units_per_kwh": 150_000, "quantity_wh": 1_000,
+        "type": "SUBMIT",
+        "order_id": f"good-{run_id}",
+        "market_id": market,
+        "account_id": f"acct-{run_id}",
+        "side": "BUY",
+        "order_type": "LIMIT",
+        "price_units_per_kwh": 150_000,
+        "quantity_wh": 1_000,
         "submitted_at": "2026-11-24T09:00:00Z",
     }
     kafka.produce_acked(ENERGY_ORDERS, market.encode(), json.dumps(good).encode())

@@ -40,8 +40,10 @@ def seeded_flow(run_id: str) -> tuple[list[m.Deposit], list[m.SubmitOrder | m.Ca
         m.Deposit(command_id=f"dep-{a}", account_id=a, amount_kaus_units=DEPOSIT_UNITS, occurred_at=start)
         for a in accounts
     ]
-    commands = [to_message(c) for c in generate_orders(20261124, ORDERS, markets, accounts,
-                                                       start_ms=int(start.timestamp() * 1000) + 60_000)]
+    commands = [
+        to_message(c)
+        for c in generate_orders(20261124, ORDERS, markets, accounts, start_ms=int(start.timestamp() * 1000) + 60_000)
+    ]
     return deposits, commands
 
 
@@ -106,8 +108,7 @@ def test_sigkill_mid_stream_loses_and_duplicates_nothing(kafka, worker_factory, 
     def settled_ids(records) -> set[str]:  # type: ignore[no-untyped-def]
         return {s.trade_id for s in (ENERGY_SETTLEMENTS.decode(r.value) for r in records) if s.market_id in markets}
 
-    trade_records = kafka.wait_for(ENERGY_TRADES, lambda rs: len(our_trades(rs)) >= len(expected_trades),
-                                   timeout_s=180)
+    kafka.wait_for(ENERGY_TRADES, lambda rs: len(our_trades(rs)) >= len(expected_trades), timeout_s=180)
     kafka.wait_for(ENERGY_SETTLEMENTS, lambda rs: len(settled_ids(rs)) >= len(expected_trades), timeout_s=180)
     time.sleep(2)  # let any re-emitted duplicates land too
 
@@ -130,8 +131,11 @@ def test_sigkill_mid_stream_loses_and_duplicates_nothing(kafka, worker_factory, 
     for account in accounts:
         assert balances[account] == expected_balances[account], account
     # Conservation: deposits = user balances + fees charged on our trades.
-    settlements = {s.trade_id: s for s in (ENERGY_SETTLEMENTS.decode(r.value)
-                                           for r in kafka.read_all(ENERGY_SETTLEMENTS)) if s.market_id in markets}
+    settlements = {
+        s.trade_id: s
+        for s in (ENERGY_SETTLEMENTS.decode(r.value) for r in kafka.read_all(ENERGY_SETTLEMENTS))
+        if s.market_id in markets
+    }
     assert all(s.status == "SETTLED" for s in settlements.values())
     fees = sum(s.fee_kaus_units for s in settlements.values())
     assert sum(balances[a] for a in accounts) + fees == DEPOSIT_UNITS * len(accounts)

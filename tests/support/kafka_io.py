@@ -67,8 +67,12 @@ class KafkaIO:
         """Every record currently in the topic (from offset 0 to the high watermark)."""
         name = topic if isinstance(topic, str) else topic.name
         consumer = Consumer(
-            {"bootstrap.servers": self.bootstrap, "group.id": f"test-read-{uuid.uuid4().hex}",
-             "enable.auto.commit": False, "auto.offset.reset": "earliest"}
+            {
+                "bootstrap.servers": self.bootstrap,
+                "group.id": f"test-read-{uuid.uuid4().hex}",
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+            }
         )
         try:
             meta = consumer.list_topics(name, timeout=timeout_s)
@@ -94,7 +98,10 @@ class KafkaIO:
             consumer.close()
 
     def wait_for(
-        self, topic: Topic | str, predicate: Callable[[list[Record]], bool], timeout_s: float = 60.0,
+        self,
+        topic: Topic | str,
+        predicate: Callable[[list[Record]], bool],
+        timeout_s: float = 60.0,
         poll_s: float = 0.5,
     ) -> list[Record]:
         """Re-read the topic until `predicate(records)` holds; fail with what was seen."""

@@ -46,7 +46,10 @@ class WorkerProcess:
         log = self.log_path.open("ab")
         self._log_offset = self.log_path.stat().st_size
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "streams.worker"], env=self.env(), stdout=log, stderr=subprocess.STDOUT,
+            [sys.executable, "-m", "streams.worker"],
+            env=self.env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
         self.starts += 1
@@ -55,7 +58,7 @@ class WorkerProcess:
 
     def log_text(self, since_start: bool = True) -> str:
         data = self.log_path.read_bytes()
-        return data[self._log_offset:].decode(errors="replace") if since_start else data.decode(errors="replace")
+        return data[self._log_offset :].decode(errors="replace") if since_start else data.decode(errors="replace")
 
     def wait_ready(self, timeout_s: float = 90.0) -> None:
         assert self.proc is not None

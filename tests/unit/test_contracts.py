@@ -54,8 +54,14 @@ def test_no_float_anywhere_in_money_schemas() -> None:
 
 def _submit(**over: object) -> dict[str, object]:
     base: dict[str, object] = {
-        "type": "SUBMIT", "order_id": "o-1", "market_id": "2026-11-24T10:00Z/KR-SEOUL", "account_id": "acct-1",
-        "side": "SELL", "order_type": "LIMIT", "price_units_per_kwh": 150_000, "quantity_wh": 1_000,
+        "type": "SUBMIT",
+        "order_id": "o-1",
+        "market_id": "2026-11-24T10:00Z/KR-SEOUL",
+        "account_id": "acct-1",
+        "side": "SELL",
+        "order_type": "LIMIT",
+        "price_units_per_kwh": 150_000,
+        "quantity_wh": 1_000,
         "submitted_at": "2026-11-24T09:00:00+09:00",
     }
     base.update(over)
@@ -116,8 +122,12 @@ def test_audit_record_has_spec_shape() -> None:
         action="SETTLEMENT_EXECUTED",
         actor=m.AuditActor(user_id="USER-1", ip="203.0.113.7"),
         details=m.AuditDetails(
-            kaus_amount="1000.000000", fiat_amount="150.00", currency=m.Currency.USD,
-            exchange_rate=Decimal("0.15"), settlement_rail=m.Rail.STRIPE_INSTANT, duration=487,
+            kaus_amount="1000.000000",
+            fiat_amount="150.00",
+            currency=m.Currency.USD,
+            exchange_rate=Decimal("0.15"),
+            settlement_rail=m.Rail.STRIPE_INSTANT,
+            duration=487,
         ),
     )
     wire = json.loads(record.model_dump_json(by_alias=True))
@@ -151,6 +161,12 @@ def test_every_ingress_code_is_documented() -> None:
     from streams import ingress
 
     used = set(ingress._ERROR_CODES.values()) | {
-        "NEGATIVE_AMOUNT", "AMOUNT_TOO_LARGE", "NOT_FINITE", "EMPTY_KEY", "EMPTY_VALUE", "OVERSIZED", "KEY_MISMATCH",
+        "NEGATIVE_AMOUNT",
+        "AMOUNT_TOO_LARGE",
+        "NOT_FINITE",
+        "EMPTY_KEY",
+        "EMPTY_VALUE",
+        "OVERSIZED",
+        "KEY_MISMATCH",
     }
     assert used <= set(REASON_CODES), used - set(REASON_CODES)

@@ -11,8 +11,14 @@ from streams.ingress import Origin, Rejected, dead_letter, original_value, valid
 
 KEY = b"2026-11-24T10:00Z/KR-SEOUL"
 GOOD = {
-    "type": "SUBMIT", "order_id": "o-1", "market_id": KEY.decode(), "account_id": "acct-1", "side": "BUY",
-    "order_type": "LIMIT", "price_units_per_kwh": 150_000, "quantity_wh": 1_000,
+    "type": "SUBMIT",
+    "order_id": "o-1",
+    "market_id": KEY.decode(),
+    "account_id": "acct-1",
+    "side": "BUY",
+    "order_type": "LIMIT",
+    "price_units_per_kwh": 150_000,
+    "quantity_wh": 1_000,
     "submitted_at": "2026-11-24T09:00:00Z",
 }
 
@@ -27,8 +33,13 @@ BAD_INPUTS = [
     ("not utf-8", KEY, b"\xff\xfe\x00", "MALFORMED_JSON", "not valid JSON"),
     ("wrong type", KEY, raw(quantity_wh="1000"), "WRONG_TYPE", "quantity_wh"),
     ("float amount", KEY, raw(price_units_per_kwh=1.5), "WRONG_TYPE", "price_units_per_kwh"),
-    ("missing field", KEY, json.dumps({k: v for k, v in GOOD.items() if k != "side"}).encode(), "MISSING_FIELD",
-     "side"),
+    (
+        "missing field",
+        KEY,
+        json.dumps({k: v for k, v in GOOD.items() if k != "side"}).encode(),
+        "MISSING_FIELD",
+        "side",
+    ),
     ("unknown enum", KEY, raw(side="HOLD"), "UNKNOWN_ENUM_VALUE", "'BUY' or 'SELL'"),
     ("unknown command", KEY, raw(type="REPLACE"), "UNKNOWN_MESSAGE_TYPE", "REPLACE"),
     ("negative amount", KEY, raw(quantity_wh=-5), "NEGATIVE_AMOUNT", "quantity_wh"),

@@ -1,0 +1,289 @@
+"""P2P market through real Kafka: order produced -> settled trade consumed.
+
+    python bench/bench_p2p_kafka.py [--orders 60000] [--latency-rate 1000] [--latency-s 15] [--modes faust,plain]
+
+For each mode (the Faust worker, and a plain confluent-kafka loop running the same services) on a
+fresh local broker: (1) latency at a fixed rate: for every trade, time from producing its aggressor
+order to consuming its settlement; (2) throughput: a burst of --orders orders produced as fast as
+possible, orders/s from first produce to the last settlement consumed. Prints p50/p95/p99, peak RSS of
+the worker process, and the Faust/plain ratio. Everything runs on this machine (broker included).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from confluent_kafka import Consumer, Producer
+from rich.console import Console
+from rich.table import Table
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from contracts import models as m
+from contracts.topics import ENERGY_ORDERS, ENERGY_SETTLEMENTS, ENERGY_TRADES, LEDGER_COMMANDS
+from domain.order_flow import generate_orders
+from infra.kafka.broker import LocalKafka, find_free_ports
+from streams.matching_service import MatchingPartition, to_message
+from streams.settings import Settings
+from streams.topic_admin import ensure_topics
+
+console = Console()
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+
+
+@dataclass
+class Flow:
+    """Pre-encoded orders and, per aggressor order id, the trades it should produce."""
+
+    records: list[tuple[bytes, bytes, str]]  # key, value, order id
+    aggressor_of: dict[str, str] = field(default_factory=dict)  # trade id -> aggressor order id
+
+
+def build_flow(tag: str, n: int, seed: int) -> Flow:
+    markets = [f"2026-11-24T{h:02d}:00Z/B{tag}" for h in range(10, 22)]
+    accounts = [f"acct-{tag}-{i}" for i in range(200)]
+    state = MatchingPartition(0)
+    flow = Flow([])
+    for i, cmd in enumerate(generate_orders(seed, n, markets, accounts)):
+        message = to_message(cmd)
+        flow.records.append((ENERGY_ORDERS.key_of(message), ENERGY_ORDERS.encode(message), message.order_id))
+        for topic, out in state.apply(i, message):
+            if topic is ENERGY_TRADES:
+                aggressor = out.buy_order_id if out.aggressor_side == "BUY" else out.sell_order_id
+                flow.aggressor_of[out.trade_id] = aggressor
+    return flow
+
+
+def deposits(tag: str) -> list[m.Deposit]:
+    at = datetime(2026, 11, 24, tzinfo=UTC)
+    return [
+        m.Deposit(command_id=f"dep-{tag}-{i}", account_id=f"acct-{tag}-{i}", amount_kaus_units=10**16, occurred_at=at)
+        for i in range(200)
+    ]
+
+
+class Observer(threading.Thread):
+    """Consumes settlements (and trades, for ids) and stamps their arrival time."""
+
+    def __init__(self, bootstrap: str) -> None:
+        super().__init__(daemon=True)
+        self.consumer = Consumer(
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": f"bench-{uuid.uuid4().hex}",
+                "auto.offset.reset": "latest",
+                "enable.auto.commit": False,
+            }
+        )
+        self.settled_at: dict[str, float] = {}
+        self.stop = threading.Event()
+        self.assigned = threading.Event()
+
+    def run(self) -> None:
+        self.consumer.subscribe([ENERGY_SETTLEMENTS.name], on_assign=lambda c, p: self.assigned.set())
+        while not self.stop.is_set():
+            for msg in self.consumer.consume(2000, timeout=0.1):
+                if msg.error():
+                    continue
+                now = time.perf_counter()
+                trade_id = json.loads(msg.value())["trade_id"]
+                self.settled_at.setdefault(trade_id, now)
+        self.consumer.close()
+
+
+def produce(
+    producer: Producer, records: list[tuple[bytes, bytes, str]], rate_per_s: float | None, sent_at: dict[str, float]
+) -> None:
+    interval = 1.0 / rate_per_s if rate_per_s else 0.0
+    start = time.perf_counter()
+    for i, (key, value, order_id) in enumerate(records):
+        if interval:
+            target = start + i * interval
+            while (now := time.perf_counter()) < target:
+                time.sleep(min(target - now, 0.001))
+        sent_at[order_id] = time.perf_counter()
+        while True:
+            try:
+                producer.produce(ENERGY_ORDERS.name, key=key, value=value)
+                break
+            except BufferError:
+                producer.poll(0.01)
+        producer.poll(0)
+    producer.flush(60)
+
+
+def wait_settled(observer: Observer, trade_ids: set[str], timeout_s: float) -> bool:
+    deadline = time.perf_counter() + timeout_s
+    while time.perf_counter() < deadline:
+        if trade_ids <= observer.settled_at.keys():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def peak_rss_mb(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
+def run_mode(mode: str, args: argparse.Namespace) -> dict[str, float]:
+    port, controller = find_free_ports(2)
+    data = Path(tempfile.mkdtemp(prefix=f"bench-{mode}-"))
+    broker = LocalKafka(port=port, controller_port=controller, data_dir=data / "kafka")
+    broker.start(timeout_s=60)
+    worker = None
+    try:
+        settings = Settings(kafka_bootstrap_servers=broker.bootstrap)
+        ensure_topics(settings)
+        tag = uuid.uuid4().hex[:6].upper()
+        producer = Producer(
+            {
+                "bootstrap.servers": broker.bootstrap,
+                "linger.ms": 2,
+                "enable.idempotence": True,
+                "queue.buffering.max.messages": 1_000_000,
+            }
+        )
+        for d in deposits(tag):
+            producer.produce(LEDGER_COMMANDS.name, key=LEDGER_COMMANDS.key_of(d), value=LEDGER_COMMANDS.encode(d))
+        producer.flush(30)
+        env = dict(
+            os.environ,
+            NEXUS_KAFKA_BOOTSTRAP_SERVERS=broker.bootstrap,
+            NEXUS_APP_ID=f"bench-{tag}",
+            NEXUS_AGENTS="matching,settlement",
+            NEXUS_DATA_DIR=str(data),
+            NEXUS_WORKER_WEB_PORT=str(port + 7),
+            PYTHONUNBUFFERED="1",
+        )
+        module = "streams.worker" if mode == "faust" else "streams.plain_loop"
+        log_path = data / "worker.log"
+        worker = subprocess.Popen(
+            [sys.executable, "-m", module],
+            env=env,
+            stdout=log_path.open("wb"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        while "Worker ready" not in log_path.read_text(errors="replace"):
+            if worker.poll() is not None:
+                raise RuntimeError(log_path.read_text()[-3000:])
+            time.sleep(0.2)
+        observer = Observer(broker.bootstrap)
+        observer.start()
+        observer.assigned.wait(30)
+        time.sleep(1)
+
+        # (1) latency at a fixed rate
+        n_latency = int(args.latency_rate * args.latency_s)
+        flow = build_flow(tag, n_latency + args.orders, seed=7)
+        latency_part = flow.records[:n_latency]
+        sent_at: dict[str, float] = {}
+        produce(producer, latency_part, args.latency_rate, sent_at)
+        latency_ids = {t for t, o in flow.aggressor_of.items() if o in sent_at}
+        ok = wait_settled(observer, latency_ids, 60)
+        latencies_ms = [
+            (observer.settled_at[t] - sent_at[flow.aggressor_of[t]]) * 1000
+            for t in latency_ids
+            if t in observer.settled_at
+        ]
+        # (2) throughput burst
+        burst = flow.records[n_latency:]
+        burst_sent: dict[str, float] = {}
+        started = time.perf_counter()
+        produce(producer, burst, None, burst_sent)
+        produced_s = time.perf_counter() - started
+        burst_ids = {t for t, o in flow.aggressor_of.items() if o in burst_sent}
+        ok_burst = wait_settled(observer, burst_ids, 600)
+        last = max((observer.settled_at[t] for t in burst_ids if t in observer.settled_at), default=started)
+        elapsed = last - started
+        observer.stop.set()
+        return {
+            "latency_ok": float(ok),
+            "trades_latency": len(latencies_ms),
+            "p50_ms": percentile(latencies_ms, 0.50),
+            "p95_ms": percentile(latencies_ms, 0.95),
+            "p99_ms": percentile(latencies_ms, 0.99),
+            "max_ms": max(latencies_ms, default=float("nan")),
+            "burst_ok": float(ok_burst),
+            "burst_orders": len(burst),
+            "burst_trades": len(burst_ids),
+            "produce_s": produced_s,
+            "burst_s": elapsed,
+            "orders_per_s": len(burst) / elapsed,
+            "worker_peak_rss_mb": peak_rss_mb(worker.pid),
+        }
+    finally:
+        if worker is not None and worker.poll() is None:
+            os.killpg(worker.pid, 15)
+            try:
+                worker.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(worker.pid, 9)
+        broker.stop()
+        broker.wipe()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--orders", type=int, default=60_000)
+    parser.add_argument("--latency-rate", type=float, default=1000)
+    parser.add_argument("--latency-s", type=float, default=15)
+    parser.add_argument("--modes", default="faust,plain")
+    args = parser.parse_args()
+    results = {}
+    for mode in args.modes.split(","):
+        with console.status(f"running {mode}…"):
+            results[mode] = run_mode(mode, args)
+        console.print(mode, results[mode])
+    table = Table(title="P2P through Kafka: order produced -> settlement consumed (2 cores, broker included)")
+    table.add_column("metric")
+    for mode in results:
+        table.add_column(mode, justify="right")
+    if len(results) == 2:
+        table.add_column("faust / plain", justify="right")
+    for key in (
+        "p50_ms",
+        "p95_ms",
+        "p99_ms",
+        "max_ms",
+        "trades_latency",
+        "orders_per_s",
+        "burst_orders",
+        "burst_trades",
+        "burst_s",
+        "worker_peak_rss_mb",
+    ):
+        row = [key] + [f"{r[key]:,.2f}" for r in results.values()]
+        if len(results) == 2:
+            a, b = results["faust"][key], results["plain"][key]
+            row.append(f"{a / b:.2f}" if b else "—")
+        table.add_row(*row)
+    console.print(table)
+    console.print(f"bench process peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,109 @@
+"""The same processing as the Faust agents, as a plain confluent-kafka loop (for comparison).
+
+    python -m streams.plain_loop            (matching + ledger, settings from NEXUS_*)
+
+Same services, same replay-on-assignment recovery, same rule: a batch's outputs are
+acknowledged before its offsets are committed. `bench/bench_p2p_kafka.py` runs both and
+reports what Faust costs.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+from typing import Any
+
+from confluent_kafka import Consumer, Message, Producer, TopicPartition
+
+from contracts.topics import ENERGY_ORDERS, LEDGER_COMMANDS, PLATFORM_DEADLETTERS, Topic
+from streams import ingress
+from streams.ledger_service import LedgerPartition
+from streams.matching_service import MatchingPartition
+from streams.partition_log import read_partition
+from streams.settings import get_settings
+from streams.topic_admin import ensure_topics
+
+log = logging.getLogger("nexus.plain")
+FACTORIES = {ENERGY_ORDERS.name: MatchingPartition, LEDGER_COMMANDS.name: LedgerPartition}
+INPUTS = {ENERGY_ORDERS.name: ENERGY_ORDERS, LEDGER_COMMANDS.name: LEDGER_COMMANDS}
+BATCH_MAX = 1000
+
+
+def main() -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = get_settings()
+    ensure_topics(settings)
+    bootstrap = settings.bootstrap_servers
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"{settings.app_id}-plain",
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+            "group.instance.id": f"{settings.worker_instance_id}-plain",
+            "session.timeout.ms": int(settings.broker_session_timeout_s * 1000),
+        }
+    )
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 2, "enable.idempotence": True})
+    states: dict[tuple[str, int], Any] = {}
+    stopping = False
+
+    def stop(*_: Any) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+
+    def revoked(_consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        for tp in partitions:
+            states.pop((tp.topic, tp.partition), None)
+
+    consumer.subscribe(list(INPUTS), on_revoke=revoked)
+    log.info("Worker ready (plain confluent-kafka loop)")
+
+    def emit(topic: Topic, message: Any) -> None:
+        producer.produce(topic.name, key=topic.key_of(message), value=topic.encode(message))
+
+    def rebuild(topic: Topic, partition: int, until: int) -> Any:
+        state = FACTORIES[topic.name](partition)
+        for offset, key, value in read_partition(bootstrap, topic.name, partition, until):
+            decoded = ingress.validate(topic, key, value, settings.max_ingress_message_bytes)
+            state.apply(offset, None if isinstance(decoded, ingress.Rejected) else decoded)
+        state.next_offset = until
+        return state
+
+    while not stopping:
+        batch: list[Message] = consumer.consume(BATCH_MAX, timeout=0.005)
+        if not batch:
+            continue
+        for msg in batch:
+            name, partition, offset = msg.topic(), msg.partition(), msg.offset()
+            if msg.error() or name is None or partition is None or offset is None:
+                continue
+            topic = INPUTS[name]
+            state = states.get((name, partition))
+            if state is None or offset > state.next_offset:
+                state = states[(name, partition)] = rebuild(topic, partition, offset)
+            if offset < state.next_offset:
+                continue
+            decoded = ingress.validate(topic, msg.key(), msg.value(), settings.max_ingress_message_bytes)
+            if isinstance(decoded, ingress.Rejected):
+                state.apply(offset, None)
+                origin = ingress.Origin(name, partition, offset)
+                emit(PLATFORM_DEADLETTERS, ingress.dead_letter(origin, msg.key(), msg.value(), decoded))
+                continue
+            for out_topic, output in state.apply(offset, decoded):
+                emit(out_topic, output)
+            producer.poll(0)
+        remaining = producer.flush(30)  # outputs acknowledged before the offsets are committed
+        assert remaining == 0, f"{remaining} outputs not delivered"
+        consumer.commit(asynchronous=False)
+    consumer.close()
+    producer.flush(10)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
