@@ -2,11 +2,13 @@
 #   make run    — install, start Kafka + workers, stream demo traffic with live progress (Ctrl-C stops all)
 #   make test   — install and run the whole test suite (what CI runs)
 SHELL := /bin/bash
-PY ?= python3.11
+# Debian's CPython 3.11 is built with optimisations (PGO/LTO) and runs this code ~2x faster than a
+# pyenv build without them; fall back to whatever python3.11 is on PATH.
+PY ?= $(shell test -x /usr/bin/python3.11 && echo /usr/bin/python3.11 || command -v python3.11)
 VENV := .venv
 AIRFLOW_VENV := .venv-airflow
-STAMP_PLATFORM := $(VENV)/.installed-$(shell cat requirements/platform.lock pyproject.toml | sha1sum | cut -c1-12)
-STAMP_AIRFLOW := $(AIRFLOW_VENV)/.installed-$(shell cat requirements/airflow.lock pyproject.toml | sha1sum | cut -c1-12)
+STAMP_PLATFORM := $(VENV)/.installed-$(shell (echo $(PY); cat requirements/platform.lock pyproject.toml) | sha1sum | cut -c1-12)
+STAMP_AIRFLOW := $(AIRFLOW_VENV)/.installed-$(shell (echo $(PY); cat requirements/airflow.lock pyproject.toml) | sha1sum | cut -c1-12)
 PYTEST_ARGS ?=
 
 .PHONY: setup run test test-fast stop lint typecheck schemas bench clean
@@ -14,14 +16,14 @@ PYTEST_ARGS ?=
 setup: $(STAMP_PLATFORM) $(STAMP_AIRFLOW) system-deps kafka-jars
 
 $(STAMP_PLATFORM): requirements/platform.lock pyproject.toml
-	@test -x $(VENV)/bin/python || $(PY) -m venv $(VENV)
+	@test "$$(readlink -f $(VENV)/bin/python)" = "$$(readlink -f $(PY))" || (rm -rf $(VENV) && $(PY) -m venv $(VENV))
 	$(VENV)/bin/pip install -q --upgrade pip
 	$(VENV)/bin/pip install -q -r requirements/platform.lock
 	$(VENV)/bin/pip install -q --no-deps -e .
 	@rm -f $(VENV)/.installed-* && touch $@
 
 $(STAMP_AIRFLOW): requirements/airflow.lock pyproject.toml
-	@test -x $(AIRFLOW_VENV)/bin/python || $(PY) -m venv $(AIRFLOW_VENV)
+	@test "$$(readlink -f $(AIRFLOW_VENV)/bin/python)" = "$$(readlink -f $(PY))" || (rm -rf $(AIRFLOW_VENV) && $(PY) -m venv $(AIRFLOW_VENV))
 	$(AIRFLOW_VENV)/bin/pip install -q --upgrade pip
 	$(AIRFLOW_VENV)/bin/pip install -q -r requirements/airflow.lock
 	$(AIRFLOW_VENV)/bin/pip install -q --no-deps -e .
