@@ -42,40 +42,61 @@ PlatformCollector(registry=REGISTRY)
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.25, 0.35, 0.5, 0.65, 0.8, 1.0, 1.5, 2.5, 5.0)
 
 BRIDGE_PHASE_SECONDS = Histogram(
-    "nexus_bridge_phase_duration_seconds", "High-Speed Bridge phase duration (spec §2.2 phases 1-4)",
-    ["phase", "region"], buckets=LATENCY_BUCKETS, registry=REGISTRY,
+    "nexus_bridge_phase_duration_seconds",
+    "High-Speed Bridge phase duration (spec §2.2 phases 1-4)",
+    ["phase", "region"],
+    buckets=LATENCY_BUCKETS,
+    registry=REGISTRY,
 )
 P2P_PHASE_SECONDS = Histogram(
-    "nexus_p2p_phase_duration_seconds", "P2P energy settlement phase duration (spec §2.1)",
-    ["phase"], buckets=LATENCY_BUCKETS, registry=REGISTRY,
+    "nexus_p2p_phase_duration_seconds",
+    "P2P energy settlement phase duration (spec §2.1)",
+    ["phase"],
+    buckets=LATENCY_BUCKETS,
+    registry=REGISTRY,
 )
 SETTLEMENT_SECONDS = Histogram(
-    "nexus_settlement_duration_seconds", "End-to-end settlement duration (bridge target 650 ms)",
-    ["flow", "region"], buckets=LATENCY_BUCKETS, registry=REGISTRY,
+    "nexus_settlement_duration_seconds",
+    "End-to-end settlement duration (bridge target 650 ms)",
+    ["flow", "region"],
+    buckets=LATENCY_BUCKETS,
+    registry=REGISTRY,
 )
 SETTLEMENTS = Counter(
-    "nexus_settlements", "Settlements by outcome, currency and rail", ["status", "currency", "rail"],
+    "nexus_settlements",
+    "Settlements by outcome, currency and rail",
+    ["status", "currency", "rail"],
     registry=REGISTRY,
 )
 SETTLED_KAUS = Counter(
-    "nexus_settled_kaus", "K-AUS moved by completed settlements (1 K-AUS = 1,000,000 base units)",
-    ["flow", "currency"], registry=REGISTRY,
+    "nexus_settled_kaus",
+    "K-AUS moved by completed settlements (1 K-AUS = 1,000,000 base units)",
+    ["flow", "currency"],
+    registry=REGISTRY,
 )
 BREAKER_STATE = Gauge(
-    "nexus_rail_breaker_state", "Circuit breaker per settlement rail: 0 closed, 1 half-open, 2 open", ["rail"],
+    "nexus_rail_breaker_state",
+    "Circuit breaker per settlement rail: 0 closed, 1 half-open, 2 open",
+    ["rail"],
     registry=REGISTRY,
 )
 CONSUMER_LAG = Gauge(
-    "nexus_consumer_lag_messages", "Messages not yet consumed by this worker's consumer group",
-    ["topic", "partition"], registry=REGISTRY,
+    "nexus_consumer_lag_messages",
+    "Messages not yet consumed by this worker's consumer group",
+    ["topic", "partition"],
+    registry=REGISTRY,
 )
 DEADLETTERS = Counter(
-    "nexus_deadletters", "Messages rejected into platform.deadletters", ["source_topic", "reason_code"],
+    "nexus_deadletters",
+    "Messages rejected into platform.deadletters",
+    ["source_topic", "reason_code"],
     registry=REGISTRY,
 )
 ALERTS_FIRING = Gauge("nexus_alerts_firing", "Alerts currently firing", ["alertname", "severity"], registry=REGISTRY)
 ALERT_DELIVERIES = Counter(
-    "nexus_alertmanager_posts", "Batches posted to Alertmanager, by result (ok, error)", ["result"],
+    "nexus_alertmanager_posts",
+    "Batches posted to Alertmanager, by result (ok, error)",
+    ["result"],
     registry=REGISTRY,
 )
 
@@ -167,8 +188,9 @@ def measure_consumer_lag(bootstrap: str, group_id: str, timeout_s: float = 5.0) 
     admin = AdminClient({"bootstrap.servers": bootstrap})
     future = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group_id)], request_timeout=timeout_s)
     committed: list[Any] = future[group_id].result(timeout=timeout_s).topic_partitions or []
-    probe = Consumer({"bootstrap.servers": bootstrap, "group.id": f"nexus-lag-{uuid.uuid4().hex[:8]}",
-                      "enable.auto.commit": False})
+    probe = Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": f"nexus-lag-{uuid.uuid4().hex[:8]}", "enable.auto.commit": False}
+    )
     lags: dict[tuple[str, int], int] = {}
     try:
         for tp in committed:

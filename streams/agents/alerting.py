@@ -4,8 +4,9 @@ Thin shell around ``domain.alert_rules`` (the pure engine; rules from ``infra/al
 
 * decodes settlement, FX and governance records (bad records go to the dead-letter topic), turns them
   into observations (``observations``) and Prometheus metrics (``record_metrics``);
-* evaluates the rules after every batch and on a timer (``evaluate_every`` in the rules file), so
-  time-based rules — key expiry, pending multi-sig, windows emptying — fire and resolve without events;
+* evaluates the rules as events arrive (at most every ``EVALUATE_MIN_S``) and on a timer (``evaluate_every``
+  in the rules file), so time-based rules — key expiry, pending multi-sig, windows emptying — fire and
+  resolve without events;
 * emits every transition to ``monitoring.alerts`` and hands transitions and periodic re-posts to a
   background delivery loop that POSTs them to Alertmanager (bounded timeout and attempts; the latest
   state per fingerprint is kept and retried, so a slow or absent Alertmanager never stalls the stream);
@@ -24,6 +25,7 @@ Windowed rules see the partitions this worker owns: run the monitoring agent as 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import Counter
@@ -58,13 +60,18 @@ from streams.partition_log import read_partition
 log = logging.getLogger("nexus.alerting")
 
 INPUTS: tuple[Topic, ...] = (
-    BRIDGE_SETTLEMENTS_COMPLETED, BRIDGE_SETTLEMENTS_FAILED, ENERGY_SETTLEMENTS, FX_RATES, GOVERNANCE_KEYS,
-    GOVERNANCE_MULTISIG, PLATFORM_DEADLETTERS,
+    BRIDGE_SETTLEMENTS_COMPLETED,
+    BRIDGE_SETTLEMENTS_FAILED,
+    ENERGY_SETTLEMENTS,
+    FX_RATES,
+    GOVERNANCE_KEYS,
+    GOVERNANCE_MULTISIG,
+    PLATFORM_DEADLETTERS,
 )
 ENTITY_TOPICS: tuple[Topic, ...] = (GOVERNANCE_KEYS, GOVERNANCE_MULTISIG)
-BATCH_MAX = 1000
-BATCH_WITHIN_S = 0.05
+EVALUATE_MIN_S = 0.2
 RETRY_BACKOFF_S = (0.2, 0.5, 1.0)
+WARN_EVERY_S = 60.0  # an unreachable Alertmanager is logged once a minute, not once a retry
 REGIONS = frozenset(r.value for r in m.Region)
 
 
@@ -84,25 +91,41 @@ def _seconds(millis: int) -> Decimal:
 def observations(message: Any) -> list[Observation]:
     """What one registry message tells the rule engine (see domain.alert_rules.SIGNALS)."""
     if isinstance(message, m.BridgeSettlementCompleted):
-        labels = {"flow": "bridge", "region": message.region.value, "currency": message.currency.value,
-                  "rail": message.rail.value, "status": "completed"}
+        labels = {
+            "flow": "bridge",
+            "region": message.region.value,
+            "currency": message.currency.value,
+            "rail": message.rail.value,
+            "status": "completed",
+        }
         sid = f"bridge:{message.request_id}"
         return [
             Sample("settlement_duration", message.completed_at, _seconds(message.total_duration_ms), labels, sid),
             Sample("settlement", message.completed_at, Decimal(1), labels, sid),
         ]
     if isinstance(message, m.BridgeSettlementFailed):
-        labels = {"flow": "bridge", "region": message.region.value, "currency": message.currency.value,
-                  "rail": message.rail.value if message.rail else "none", "status": "failed",
-                  "phase": message.failed_phase.value, "reason_code": message.reason_code}
+        labels = {
+            "flow": "bridge",
+            "region": message.region.value,
+            "currency": message.currency.value,
+            "rail": message.rail.value if message.rail else "none",
+            "status": "failed",
+            "phase": message.failed_phase.value,
+            "reason_code": message.reason_code,
+        }
         sid = f"bridge:{message.request_id}"
         return [
             Sample("settlement_failed", message.failed_at, Decimal(1), labels, sid),
             Sample("settlement", message.failed_at, Decimal(1), labels, sid),
         ]
     if isinstance(message, m.TradeSettled):
-        labels = {"flow": "p2p", "region": region_of_market(message.market_id), "currency": "KAUS",
-                  "rail": "LEDGER", "status": "completed"}
+        labels = {
+            "flow": "p2p",
+            "region": region_of_market(message.market_id),
+            "currency": "KAUS",
+            "rail": "LEDGER",
+            "status": "completed",
+        }
         sid = f"p2p:{message.trade_id}"
         out: list[Observation] = [Sample("settlement", message.settled_at, Decimal(1), labels, sid)]
         if message.phase_durations_us:
@@ -110,18 +133,40 @@ def observations(message: Any) -> list[Observation]:
             out.append(Sample("settlement_duration", message.settled_at, total, labels, sid))
         return out
     if isinstance(message, m.FxRate):
-        return [Sample("fx_rate", message.as_of, message.rate,
-                       {"pair": f"{message.base}/{message.quote.value}", "source": message.source.value},
-                       f"fx:{message.quote_id}")]
+        return [
+            Sample(
+                "fx_rate",
+                message.as_of,
+                message.rate,
+                {"pair": f"{message.base}/{message.quote.value}", "source": message.source.value},
+                f"fx:{message.quote_id}",
+            )
+        ]
     if isinstance(message, m.KeyMetadata):
-        return [Entity("key_expiry", message.key_id, message.observed_at, message.expires_at,
-                       {"key_id": message.key_id, "key_label": message.label, "algorithm": message.algorithm})]
+        return [
+            Entity(
+                "key_expiry",
+                message.key_id,
+                message.observed_at,
+                message.expires_at,
+                {"key_id": message.key_id, "key_label": message.label, "algorithm": message.algorithm},
+            )
+        ]
     if isinstance(message, m.MultisigRequest):
         pending = message.state is m.MultisigState.PENDING
-        return [Entity("multisig_pending", message.request_id, message.updated_at,
-                       message.created_at if pending else None,
-                       {"request_id": message.request_id, "required_signers": str(message.required_signers),
-                        "signatures": str(message.signatures)})]
+        return [
+            Entity(
+                "multisig_pending",
+                message.request_id,
+                message.updated_at,
+                message.created_at if pending else None,
+                {
+                    "request_id": message.request_id,
+                    "required_signers": str(message.required_signers),
+                    "signatures": str(message.signatures),
+                },
+            )
+        ]
     return []
 
 
@@ -138,8 +183,8 @@ def record_metrics(message: Any) -> None:
     elif isinstance(message, m.TradeSettled):
         metrics.count_settlement("completed", "KAUS", "LEDGER")
         metrics.add_settled_kaus("p2p", "KAUS", message.notional_kaus_units)
-        for phase, micros in message.phase_durations_us.items():
-            metrics.observe_p2p_phase(phase, micros / 1_000_000)
+        for p2p_phase, micros in message.phase_durations_us.items():
+            metrics.observe_p2p_phase(p2p_phase, micros / 1_000_000)
         if message.phase_durations_us:
             total = sum(message.phase_durations_us.values()) / 1_000_000
             metrics.observe_settlement("p2p", region_of_market(message.market_id), total)
@@ -163,13 +208,18 @@ class EngineClock:
         return at - self.offset
 
 
-def to_alert(notice: Notice, clock: EngineClock) -> m.Alert:
+def to_alert(notice: Notice, starts_at: datetime, ends_at: datetime | None) -> m.Alert:
     return m.Alert(
-        fingerprint=notice.fingerprint, rule=notice.rule,
+        fingerprint=notice.fingerprint,
+        rule=notice.rule,
         state=m.AlertState.FIRING if notice.firing else m.AlertState.RESOLVED,
-        severity=m.Severity(notice.severity), channel=cast(Any, notice.channel), summary=notice.summary,
-        labels=dict(notice.labels), value=notice.value, starts_at=clock.to_wall(notice.starts_at),
-        ends_at=clock.to_wall(notice.ends_at) if notice.ends_at is not None else None,
+        severity=m.Severity(notice.severity),
+        channel=cast(Any, notice.channel),
+        summary=notice.summary,
+        labels=dict(notice.labels),
+        value=notice.value,
+        starts_at=starts_at,
+        ends_at=ends_at,
     )
 
 
@@ -185,6 +235,7 @@ class Delivery:
         self.posted = 0
         self.failed_rounds = 0
         self._client: httpx.Client | None = None
+        self._last_warning = -WARN_EVERY_S
 
     def submit(self, alerts: Iterable[m.Alert]) -> None:
         for alert in alerts:
@@ -217,16 +268,18 @@ class Delivery:
         self.failed_rounds += 1
         for alert in batch:  # a newer state submitted meanwhile wins
             self.pending.setdefault(alert.fingerprint, alert)
-        log.warning("Alertmanager %s unreachable (%s); %d alert(s) kept for retry", self.base_url, error,
-                    len(self.pending))
+        if time.monotonic() - self._last_warning < WARN_EVERY_S:
+            return False
+        self._last_warning = time.monotonic()
+        log.warning(
+            "Alertmanager %s unreachable (%s); %d alert(s) kept for retry", self.base_url, error, len(self.pending)
+        )
         return False
 
     async def run(self, retry_every_s: float) -> None:
         while True:
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), timeout=retry_every_s)
-            except TimeoutError:
-                pass
             self.wake.clear()
             await self.deliver_once()
 
@@ -238,11 +291,13 @@ class Monitor:
         self.config = config
         self.engine = AlertEngine(config)
         self.clock = EngineClock()
-        self.delivery = Delivery(settings.alertmanager_url, settings.alerting_post_timeout_s,
-                                 settings.alerting_post_attempts)
+        self.delivery = Delivery(
+            settings.alertmanager_url, settings.alerting_post_timeout_s, settings.alerting_post_attempts
+        )
         self.received: Counter[str] = Counter()
         self.rejected: Counter[str] = Counter()
         self.transitions = 0
+        self._started: dict[str, datetime] = {}  # fingerprint -> wall-clock start of a firing alert
 
     def ingest(self, topic: Topic, message: Any, with_metrics: bool = True) -> None:
         self.received[topic.name] += 1
@@ -250,30 +305,53 @@ class Monitor:
         if with_metrics and settings.metrics_from_topics:
             record_metrics(message)
 
+    def _alert(self, notice: Notice) -> m.Alert:
+        """The wire alert, in wall-clock time (the engine's clock may run ahead in tests)."""
+        if notice.firing:
+            starts_at = self._started.setdefault(notice.fingerprint, self.clock.to_wall(notice.starts_at))
+            return to_alert(notice, starts_at, None)
+        starts_at = self._started.pop(notice.fingerprint, self.clock.to_wall(notice.starts_at))
+        assert notice.ends_at is not None
+        return to_alert(notice, starts_at, max(self.clock.to_wall(notice.ends_at), starts_at))
+
     async def evaluate(self) -> list[Awaitable[Any]]:
         """Judge the rules now; emit transitions, queue transitions and re-posts. Returns emit futures."""
         result = self.engine.evaluate(self.clock.now())
-        if result.to_send:
-            self.delivery.submit(to_alert(n, self.clock) for n in result.to_send)
-        futures = []
-        for notice in result.changes:
+        alerts = [self._alert(n) for n in result.to_send]
+        if alerts:
+            self.delivery.submit(alerts)
+        futures: list[Awaitable[Any]] = []
+        for notice, alert in zip(result.changes, alerts, strict=False):
             self.transitions += 1
-            log.info("alert %s %s %s: %s", notice.rule, "FIRING" if notice.firing else "RESOLVED",
-                     notice.fingerprint, notice.summary)
-            futures.append(await emit(MONITORING_ALERTS, to_alert(notice, self.clock)))
+            log.info(
+                "alert %s %s %s: %s",
+                notice.rule,
+                "FIRING" if notice.firing else "RESOLVED",
+                notice.fingerprint,
+                notice.summary,
+            )
+            futures.append(await emit(MONITORING_ALERTS, alert))
         if result.changes:
             metrics.set_alerts_firing(Counter((n.rule, n.severity) for n in self.engine.firing()))
         return futures
 
     def state(self) -> dict[str, Any]:
         return {
-            "now": self.clock.now().isoformat(), "offset_s": self.clock.offset.total_seconds(),
-            "received": dict(self.received), "rejected": dict(self.rejected), "transitions": self.transitions,
+            "now": self.clock.now().isoformat(),
+            "offset_s": self.clock.offset.total_seconds(),
+            "received": dict(self.received),
+            "rejected": dict(self.rejected),
+            "transitions": self.transitions,
             "engine": self.engine.stats(),
-            "firing": [{"fingerprint": n.fingerprint, "rule": n.rule, "value": n.value, "summary": n.summary}
-                       for n in self.engine.firing()],
-            "delivery": {"pending": len(self.delivery.pending), "posted": self.delivery.posted,
-                         "failed_rounds": self.delivery.failed_rounds},
+            "firing": [
+                {"fingerprint": n.fingerprint, "rule": n.rule, "value": n.value, "summary": n.summary}
+                for n in self.engine.firing()
+            ],
+            "delivery": {
+                "pending": len(self.delivery.pending),
+                "posted": self.delivery.posted,
+                "failed_rounds": self.delivery.failed_rounds,
+            },
         }
 
 
@@ -288,25 +366,29 @@ monitor = Monitor(CONFIG)
 # ----------------------------------------------------------------------------- Faust wiring
 
 
-@app.agent(app.topic(*(t.name for t in INPUTS), key_type=bytes, value_type=bytes, key_serializer="raw",
-                     value_serializer="raw"))
+@app.agent(
+    app.topic(*(t.name for t in INPUTS), key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
+)
 async def monitor_streams(stream: faust.StreamT[bytes]) -> None:
-    async for events in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
-        futures: list[Awaitable[Any]] = []
-        for event in events:
-            topic = TOPICS[event.message.topic]
-            decoded = decode(topic, event)
-            if isinstance(decoded, ingress.Rejected):
-                monitor.rejected[topic.name] += 1
-                if topic is PLATFORM_DEADLETTERS:  # never dead-letter a dead letter
-                    log.error("unreadable dead letter at offset %s: %s", event.message.offset, decoded.reason)
-                else:
-                    futures.append(await send_dead_letter(event, decoded))
-                continue
-            monitor.ingest(topic, decoded)
-        futures += await monitor.evaluate()
-        if futures:
-            await asyncio.gather(*futures)
+    # One event at a time (Faust acks each after its iteration); the rules are judged at most every
+    # EVALUATE_MIN_S here and on the timer, so a burst costs one evaluation per slice, not per event.
+    last_evaluation = 0.0
+    async for event in stream.events():
+        topic = TOPICS[event.message.topic]
+        decoded = decode(topic, event)
+        if isinstance(decoded, ingress.Rejected):
+            monitor.rejected[topic.name] += 1
+            if topic is PLATFORM_DEADLETTERS:  # never dead-letter a dead letter
+                log.error("unreadable dead letter at offset %s: %s", event.message.offset, decoded.reason)
+            else:
+                await (await send_dead_letter(event, decoded))
+            continue
+        monitor.ingest(topic, decoded)
+        if time.monotonic() - last_evaluation >= EVALUATE_MIN_S:
+            last_evaluation = time.monotonic()
+            futures = await monitor.evaluate()
+            if futures:
+                await asyncio.gather(*futures)
 
 
 @app.timer(interval=float(CONFIG.evaluate_every_s))
@@ -318,8 +400,9 @@ async def evaluate_rules() -> None:
 
 def read_compacted(bootstrap: str, topic: Topic) -> list[tuple[bytes | None, bytes | None]]:
     """Every record of a topic up to its current end (blocking; run in a thread)."""
-    probe = Consumer({"bootstrap.servers": bootstrap, "group.id": "nexus-alerting-bootstrap",
-                      "enable.auto.commit": False})
+    probe = Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": "nexus-alerting-bootstrap", "enable.auto.commit": False}
+    )
     try:
         partitions = list(probe.list_topics(topic.name, timeout=10).topics[topic.name].partitions)
         ends = {p: probe.get_watermark_offsets(TopicPartition(topic.name, p), timeout=10)[1] for p in partitions}

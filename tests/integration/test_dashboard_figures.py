@@ -1,0 +1,114 @@
+"""Dashboard figures (pure, fast) and the provisioned Grafana dashboard's queries against streams.metrics."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+from contracts import models as m
+from dashboards.figures import Figures, compact_number
+from streams import metrics
+from streams.settings import REPO_ROOT
+
+NOW = datetime(2031, 3, 1, 0, 30, tzinfo=UTC)
+
+
+def completed(
+    rid: str, at: datetime, ms: int = 400, region: m.Region = m.Region.KR, currency: m.Currency = m.Currency.KRW
+) -> m.BridgeSettlementCompleted:
+    return m.BridgeSettlementCompleted(
+        request_id=rid,
+        bridge_tx_id=f"B-{rid}",
+        payer_account_id="a",
+        merchant_id="mm",
+        region=region,
+        currency=currency,
+        amount_minor=1,
+        kaus_debited_units=2_000_000,
+        rate=Decimal("0.1"),
+        rail=m.Rail.TOSS_PAYMENTS,
+        provider_reference="p",
+        provider_fee_minor=0,
+        cashback_kaus_units=0,
+        ecosystem_bonus_kaus_units=0,
+        phase_durations_ms={},
+        total_duration_ms=ms,
+        completed_at=at,
+    )
+
+
+def test_windows_today_and_dedupe() -> None:
+    figures = Figures()
+    figures.add(completed("a", NOW - timedelta(minutes=10), 300))  # today
+    figures.add(completed("b", NOW - timedelta(hours=2), 500, m.Region.US, m.Currency.USD))  # yesterday, in 24 h
+    figures.add(completed("b", NOW - timedelta(hours=2), 500, m.Region.US, m.Currency.USD))  # replayed: once
+    figures.add(completed("c", NOW - timedelta(hours=25), 900))  # outside 24 h
+    figures.add(
+        m.BridgeSettlementFailed(
+            request_id="f",
+            payer_account_id="a",
+            region=m.Region.KR,
+            currency=m.Currency.KRW,
+            amount_minor=1,
+            failed_phase=m.BridgePhase.FX_CONVERSION,
+            reason_code="SLIPPAGE",
+            reason="r",
+            failed_at=NOW - timedelta(minutes=1),
+        )
+    )
+    s = figures.summary(NOW)
+    assert s["settlements_today"] == 1
+    assert s["bridge_completed_24h"] == 2 and s["bridge_failed_24h"] == 1
+    assert s["avg_settlement_ms"] == 400.0
+    assert s["success_rate"] == round(2 / 3, 6)
+    assert s["volume_24h_kaus"] == "4"
+    assert s["active_bridges"]["KR"] == 1 and s["active_bridges"]["US"] == 1 and s["active_bridges"]["AE"] == 0
+    assert s["display"]["success_rate"] == "66.67%" and s["display"]["avg_settlement"] == "400ms"
+    assert [c["currency"] for c in s["currency_breakdown"]] == ["KRW", "USD"]
+
+
+def test_alerts_follow_firing_and_resolved_records() -> None:
+    figures = Figures()
+    alert = m.Alert(
+        fingerprint="fp1",
+        rule="SettlementDelay",
+        state=m.AlertState.FIRING,
+        severity=m.Severity.WARNING,
+        channel="slack",
+        summary="slow",
+        starts_at=NOW,
+    )
+    figures.add(alert)
+    assert [a["rule"] for a in figures.summary(NOW)["firing_alerts"]] == ["SettlementDelay"]
+    figures.add(alert.model_copy(update={"state": m.AlertState.RESOLVED, "ends_at": NOW}))
+    assert figures.summary(NOW)["firing_alerts"] == []
+
+
+def test_compact_number() -> None:
+    assert compact_number(2_400_000) == "2.4M"
+    assert compact_number(12_847) == "12.8K"
+    assert compact_number(487) == "487"
+
+
+def test_grafana_dashboard_covers_spec_panels_with_existing_metrics() -> None:
+    dashboard = json.loads((REPO_ROOT / "dashboards" / "grafana" / "nexus-settlement.json").read_text())
+    titles = [p["title"] for p in dashboard["panels"]]
+    for wanted in (
+        "24H Volume",
+        "Settlements Today",
+        "Avg Settlement Time",
+        "Settlement Success Rate",
+        "Currency Breakdown",
+        "Active Bridges",
+    ):
+        assert any(t.startswith(wanted) for t in titles), f"no {wanted} panel"
+    exposed = {f.name for f in metrics.REGISTRY.collect()}
+    suffixes = ("_total", "_bucket", "_sum", "_count")
+    for panel in dashboard["panels"]:
+        for target in panel["targets"]:
+            for name in re.findall(r"\b(nexus_[a-z_]+)", target["expr"]):
+                base = next((name[: -len(s)] for s in suffixes if name.endswith(s)), name)
+                assert base in exposed or name in exposed, f"{panel['title']}: {name} is not in streams.metrics"
+            assert target["datasource"]["uid"] == "prometheus"
