@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Consumer, Producer, TopicPartition
 from rich.console import Console
 from rich.table import Table
 
@@ -96,7 +96,10 @@ class Observer(threading.Thread):
         self.assigned = threading.Event()
 
     def run(self) -> None:
-        self.consumer.subscribe([ENERGY_SETTLEMENTS.name], on_assign=lambda c, p: self.assigned.set())
+        # Assign every partition from the start: the settlements topic is empty when the bench begins.
+        meta = self.consumer.list_topics(ENERGY_SETTLEMENTS.name, timeout=30).topics[ENERGY_SETTLEMENTS.name]
+        self.consumer.assign([TopicPartition(ENERGY_SETTLEMENTS.name, p, 0) for p in meta.partitions])
+        self.assigned.set()
         while not self.stop.is_set():
             for msg in self.consumer.consume(2000, timeout=0.1):
                 if msg.error():
@@ -128,11 +131,13 @@ def produce(
     producer.flush(60)
 
 
-def wait_settled(observer: Observer, trade_ids: set[str], timeout_s: float) -> bool:
+def wait_settled(observer: Observer, trade_ids: set[str], timeout_s: float, worker: subprocess.Popen[bytes]) -> bool:
     deadline = time.perf_counter() + timeout_s
     while time.perf_counter() < deadline:
-        if trade_ids <= observer.settled_at.keys():
+        if len(trade_ids - observer.settled_at.keys()) == 0:
             return True
+        if worker.poll() is not None:
+            raise RuntimeError(f"the worker died with exit code {worker.returncode}")
         time.sleep(0.05)
     return False
 
@@ -202,7 +207,8 @@ def run_mode(mode: str, args: argparse.Namespace) -> dict[str, float]:
         sent_at: dict[str, float] = {}
         produce(producer, latency_part, args.latency_rate, sent_at)
         latency_ids = {t for t, o in flow.aggressor_of.items() if o in sent_at}
-        ok = wait_settled(observer, latency_ids, 60)
+        ok = wait_settled(observer, latency_ids, 60, worker)
+        console.print(f"{mode}: latency phase {len(observer.settled_at)}/{len(latency_ids)} settled")
         latencies_ms = [
             (observer.settled_at[t] - sent_at[flow.aggressor_of[t]]) * 1000
             for t in latency_ids
@@ -215,7 +221,7 @@ def run_mode(mode: str, args: argparse.Namespace) -> dict[str, float]:
         produce(producer, burst, None, burst_sent)
         produced_s = time.perf_counter() - started
         burst_ids = {t for t, o in flow.aggressor_of.items() if o in burst_sent}
-        ok_burst = wait_settled(observer, burst_ids, 600)
+        ok_burst = wait_settled(observer, burst_ids, 600, worker)
         last = max((observer.settled_at[t] for t in burst_ids if t in observer.settled_at), default=started)
         elapsed = last - started
         observer.stop.set()

@@ -71,7 +71,9 @@ class Topic:
         return schema
 
     def topic_config(self) -> dict[str, str]:
-        config = {"cleanup.policy": str(self.cleanup), "max.message.bytes": str(self.max_message_bytes * 4)}
+        # The per-record limit is enforced at ingress (max_message_bytes); the broker limit applies to a
+        # whole producer batch, so it stays at least Kafka's 1 MiB default.
+        config = {"cleanup.policy": str(self.cleanup), "max.message.bytes": str(max(1_048_588, self.max_message_bytes))}
         if self.retention_ms is not None and self.cleanup is Cleanup.DELETE:
             config["retention.ms"] = str(self.retention_ms)
         return config

@@ -96,8 +96,8 @@ class Outbox:
                     "bootstrap.servers": self._bootstrap,
                     "enable.idempotence": True,
                     "linger.ms": 2,
+                    "batch.size": 512 * 1024,
                     "queue.buffering.max.messages": self.MAX_QUEUED,
-                    "compression.type": "lz4",
                 }
             )
             self._poller = threading.Thread(target=self._poll_forever, name="outbox-poller", daemon=True)

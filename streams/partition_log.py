@@ -3,12 +3,29 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
+from contracts.topics import Topic
+from streams import ingress
+
 POLL_TIMEOUT_S = 1.0
 MAX_IDLE_POLLS = 30  # bounded: a partition that stops answering fails the rebuild, loudly
+
+
+def rebuild_state(
+    bootstrap: str, topic: Topic, partition: int, until_offset: int, factory: Callable[[int], Any], max_bytes: int
+) -> Any:
+    """A fresh state for `partition`, with every record before `until_offset` applied silently (no outputs)."""
+    state = factory(partition)
+    if until_offset > 0:  # an empty prefix needs no consumer: the common case at first start
+        for offset, key, value in read_partition(bootstrap, topic.name, partition, until_offset):
+            decoded = ingress.validate(topic, key, value, max_bytes)
+            state.apply(offset, None if isinstance(decoded, ingress.Rejected) else decoded)
+    state.next_offset = until_offset
+    return state
 
 
 def read_partition(

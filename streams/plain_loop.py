@@ -20,7 +20,7 @@ from contracts.topics import ENERGY_ORDERS, LEDGER_COMMANDS, PLATFORM_DEADLETTER
 from streams import ingress
 from streams.ledger_service import LedgerPartition
 from streams.matching_service import MatchingPartition
-from streams.partition_log import read_partition
+from streams.partition_log import rebuild_state
 from streams.settings import get_settings
 from streams.topic_admin import ensure_topics
 
@@ -45,7 +45,9 @@ def main() -> int:
             "session.timeout.ms": int(settings.broker_session_timeout_s * 1000),
         }
     )
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 2, "enable.idempotence": True})
+    producer = Producer(
+        {"bootstrap.servers": bootstrap, "linger.ms": 2, "enable.idempotence": True, "batch.size": 512 * 1024}
+    )
     states: dict[tuple[str, int], Any] = {}
     stopping = False
 
@@ -66,14 +68,6 @@ def main() -> int:
     def emit(topic: Topic, message: Any) -> None:
         producer.produce(topic.name, key=topic.key_of(message), value=topic.encode(message))
 
-    def rebuild(topic: Topic, partition: int, until: int) -> Any:
-        state = FACTORIES[topic.name](partition)
-        for offset, key, value in read_partition(bootstrap, topic.name, partition, until):
-            decoded = ingress.validate(topic, key, value, settings.max_ingress_message_bytes)
-            state.apply(offset, None if isinstance(decoded, ingress.Rejected) else decoded)
-        state.next_offset = until
-        return state
-
     while not stopping:
         batch: list[Message] = consumer.consume(BATCH_MAX, timeout=0.005)
         if not batch:
@@ -85,7 +79,9 @@ def main() -> int:
             topic = INPUTS[name]
             state = states.get((name, partition))
             if state is None or offset > state.next_offset:
-                state = states[(name, partition)] = rebuild(topic, partition, offset)
+                state = states[(name, partition)] = rebuild_state(
+                    bootstrap, topic, partition, offset, FACTORIES[name], settings.max_ingress_message_bytes
+                )
             if offset < state.next_offset:
                 continue
             decoded = ingress.validate(topic, msg.key(), msg.value(), settings.max_ingress_message_bytes)

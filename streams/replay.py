@@ -19,7 +19,7 @@ import faust
 from contracts.topics import Topic
 from streams import ingress
 from streams.app import app, dead_letter_nowait, decode, outbox, settings
-from streams.partition_log import read_partition
+from streams.partition_log import rebuild_state
 
 log = logging.getLogger("nexus.replay")
 
@@ -39,18 +39,19 @@ class ReplayingProcessor:
 
     def rebuild(self, partition: int, until_offset: int) -> PartitionState:
         started = time.perf_counter()
-        state = self.factory(partition)
-        count = 0
-        for offset, key, value in read_partition(settings.bootstrap_servers, self.topic.name, partition, until_offset):
-            decoded = ingress.validate(self.topic, key, value, settings.max_ingress_message_bytes)
-            state.apply(offset, None if isinstance(decoded, ingress.Rejected) else decoded)
-            count += 1
-        state.next_offset = until_offset
+        state: PartitionState = rebuild_state(
+            settings.bootstrap_servers,
+            self.topic,
+            partition,
+            until_offset,
+            self.factory,
+            settings.max_ingress_message_bytes,
+        )
         log.info(
-            "rebuilt %s[%d]: replayed %d records in %.2fs",
+            "rebuilt %s[%d] up to offset %d in %.2fs",
             self.topic.name,
             partition,
-            count,
+            until_offset,
             time.perf_counter() - started,
         )
         return state

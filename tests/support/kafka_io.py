@@ -27,15 +27,22 @@ class Record:
 class KafkaIO:
     def __init__(self, bootstrap: str) -> None:
         self.bootstrap = bootstrap
-        self._producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "enable.idempotence": True})
+        self._producer = Producer(
+            {"bootstrap.servers": bootstrap, "linger.ms": 5, "enable.idempotence": True, "batch.size": 512 * 1024}
+        )
+        self._errors: list[str] = []
 
     def ensure_topics(self) -> None:
         ensure_topics(Settings(kafka_bootstrap_servers=self.bootstrap))
 
     def produce(self, topic: Topic | str, key: bytes | None, value: bytes | None) -> None:
         name = topic if isinstance(topic, str) else topic.name
-        self._producer.produce(name, key=key, value=value)
+        self._producer.produce(name, key=key, value=value, on_delivery=self._delivered)
         self._producer.poll(0)
+
+    def _delivered(self, err: Any, msg: Any) -> None:
+        if err is not None:
+            self._errors.append(f"{msg.topic()}: {err}")
 
     def produce_acked(self, topic: Topic | str, key: bytes | None, value: bytes | None) -> tuple[int, int]:
         """Produce one record and wait for it: returns its (partition, offset)."""
@@ -62,6 +69,8 @@ class KafkaIO:
     def flush(self) -> None:
         remaining = self._producer.flush(30)
         assert remaining == 0, f"{remaining} messages not delivered"
+        errors, self._errors = self._errors, []
+        assert not errors, f"deliveries failed: {errors[:3]}"
 
     def read_all(self, topic: Topic | str, timeout_s: float = 10.0) -> list[Record]:
         """Every record currently in the topic (from offset 0 to the high watermark)."""
