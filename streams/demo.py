@@ -21,6 +21,7 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -128,8 +129,11 @@ def local_broker(settings: Settings):  # type: ignore[no-untyped-def]
 
 
 def stop_everything(settings: Settings, console: Console) -> None:
+    from infra.alerting.demo import stop_monitoring
+
     if stop_pid_file(run_dir(settings) / "worker.pid"):
         console.print("stopped the worker")
+    stop_monitoring(settings, console)
     if settings.local_kafka:
         broker = local_broker(settings)
         if broker.is_running():
@@ -246,7 +250,7 @@ class Observed:
                     self.settle_us.append(sum(value.phase_durations_us.values()))
         consumer.close()
 
-    def render(self, traffic: Traffic, elapsed_s: float) -> Group:
+    def render(self, traffic: Traffic, elapsed_s: float, *extra: Any) -> Group:
         flow = Table(title=f"Flow after {elapsed_s:,.0f}s", show_header=True)
         flow.add_column("stream")
         flow.add_column("messages", justify="right")
@@ -288,7 +292,7 @@ class Observed:
                 letter.reason_code,
                 letter.reason[:90],
             )
-        return Group(flow, prices, movers, letters)
+        return Group(flow, prices, movers, letters, *extra)
 
 
 # ------------------------------------------------------------------------ main
@@ -306,7 +310,10 @@ def main(argv: list[str] | None = None) -> int:
         stop_everything(settings, console)
         return 0
 
+    from infra.alerting.demo import MonitoringStack, produce_incident
+
     worker = Worker(settings)
+    monitoring: MonitoringStack | None = None
     traffic = Traffic(args.rate)
     observed = Observed()
     threads: list[threading.Thread] = []
@@ -328,6 +335,10 @@ def main(argv: list[str] | None = None) -> int:
         with console.status("starting the Faust worker…"):
             ready_s = worker.start()
         console.print(f"[green]✓[/] Faust worker ready in {ready_s:.1f}s (log: {worker.log_path})")
+        with console.status("starting Alertmanager, the notification sink and the dashboard…"):
+            monitoring = MonitoringStack(settings, console).start()
+        incidents = produce_incident(settings)
+        console.print(f"[green]✓[/] produced a scripted incident ({incidents} events) so each alert rule fires once")
 
         threads = [
             threading.Thread(target=observed.run, args=(settings,), daemon=True),
@@ -339,7 +350,8 @@ def main(argv: list[str] | None = None) -> int:
         console.print(f"streaming ~{args.rate} orders/s — press Ctrl-C to stop")
         with Live(console=console, refresh_per_second=2) as live:
             while not args.duration or time.monotonic() - started < args.duration:
-                live.update(Panel(observed.render(traffic, time.monotonic() - started), title="NEXUS-X demo"))
+                extra = [monitoring.render()] if monitoring is not None else []
+                live.update(Panel(observed.render(traffic, time.monotonic() - started, *extra), title="NEXUS-X demo"))
                 time.sleep(0.5)
     except KeyboardInterrupt:
         interrupted = True
@@ -349,6 +361,8 @@ def main(argv: list[str] | None = None) -> int:
         for thread in threads:
             thread.join(timeout=15)
         with console.status("stopping…"):
+            if monitoring is not None:
+                monitoring.stop()
             worker.stop()
             if settings.local_kafka:
                 local_broker(settings).stop()
