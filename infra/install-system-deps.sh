@@ -8,8 +8,17 @@ command -v amtool >/dev/null 2>&1 || needed+=(prometheus-alertmanager)
 command -v pdftoppm >/dev/null 2>&1 || needed+=(poppler-utils)
 command -v chromium >/dev/null 2>&1 || needed+=(chromium chromium-driver)
 command -v softhsm2-util >/dev/null 2>&1 || needed+=(softhsm2)
-if [ ${#needed[@]} -eq 0 ]; then exit 0; fi
-echo "installing Debian packages: ${needed[*]}"
-export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq
-apt-get install -y -qq --no-install-recommends "${needed[@]}" >/dev/null
+if [ ${#needed[@]} -gt 0 ]; then
+  echo "installing Debian packages: ${needed[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${needed[@]}" >/dev/null
+fi
+# Stripe's official mock server (a Go module), for the Stripe adapter test.
+STRIPE_MOCK_VERSION=v0.203.0
+if ! command -v stripe-mock >/dev/null 2>&1 && [ ! -x "$(go env GOPATH 2>/dev/null)/bin/stripe-mock" ]; then
+  if command -v go >/dev/null 2>&1; then
+    echo "installing stripe-mock ${STRIPE_MOCK_VERSION} (go install)"
+    go install "github.com/stripe/stripe-mock@${STRIPE_MOCK_VERSION}" || echo "stripe-mock could not be installed; its test will skip"
+  fi
+fi

@@ -1,0 +1,789 @@
+"""High-Speed Bridge core (spec §2.2): the four phases of a card settlement as a pure state machine.
+
+No I/O and no clock reads. The shell (``streams/providers/runner.py``, later the Faust agent) calls one
+transition per event, passing an :class:`Instant` (wall-clock ms for expiries and FX staleness, a
+monotonic µs reading for phase durations), executes the returned *effects* in order, and feeds their
+outcome to the next transition::
+
+    begin(payment, available_units, at, cfg)      -> PlaceHold | Done(Rejected)           phase 1
+    on_hold(tx, accepted, reason, at)             -> (nothing)  | Done(Rejected)
+    convert(tx, book, at, cfg)                    -> (nothing)  | VoidHold + Done           phase 2
+    route(tx, breakers, at, cfg)                  -> PayoutIntent | VoidHold + Done         phase 3
+    on_payout(tx, outcome, breakers, at, cfg)     -> RailOutcome + (PostHold | PayoutIntent
+                                                     | ResolvePayout | VoidHold + Done)
+    on_resolved(tx, outcome, breakers, at, cfg)   -> like on_payout, or ParkForRecovery
+    on_posted(tx, ok, reason, at)                 -> Transfer(s) + Done(Settled)             phase 4
+                                                     | VoidHold + Done(Rejected)
+    recover(intents, at)                          -> ResolvePayout per open intent
+
+Guarantees the transitions keep (and the tests prove):
+
+* **No K-AUS stays locked.** Every rejection after the hold was placed carries a :class:`VoidHold`, and
+  the result names the failed phase and a reason code. The one exception is an *unknown* payout outcome
+  (the provider cannot be reached even to ask): voiding then could leave the merchant paid and the payer
+  not debited, so the intent is parked (:class:`ParkForRecovery`) with its hold, and ``recover`` finishes
+  it; the hold's expiry (``hold_ttl_ms``, 10 minutes) bounds how long that can last.
+* **The merchant is paid at most once.** The shell persists each :class:`PayoutIntent` *before* calling
+  the provider; its ``idempotency_key`` is the bridge transaction id, and no provider is tried twice for
+  one payment (failover moves to a rail of another provider), so each provider holds at most one payout
+  per key. After a crash, ``recover`` re-queries each intent that has no result under the same key, and
+  re-sends it under the same key if the provider never received it.
+* **The hold covers the debit.** The hold is sized for the worst rate the slippage check can accept
+  (:func:`domain.fx.max_kaus_units_within_slippage`); the posted amount is the exact conversion at the
+  locked rate, never more than the hold.
+* **Duplicates.** :func:`admit` returns the original result for a request id already finished.
+
+Timeout policy: a provider timeout is ambiguous, so it is never followed by a failover directly. The
+intent is resolved on the same provider (``ResolvePayout``): found → paid; not found → re-sent under the
+same key (a late original is then deduplicated by the provider) while the rail's breaker admits calls,
+else failover; still unreachable after ``max_lookups`` → parked. A rate lock covers the decision to pay:
+an intent made inside the 5 s window is a commitment honoured by re-sends and recovery, but a failover
+(a new intent on another provider) needs a valid lock, otherwise the payment fails in FX_CONVERSION
+with RATE_LOCK_EXPIRED and the hold is voided.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Container, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from decimal import Decimal
+from enum import StrEnum
+from typing import NamedTuple, Protocol
+
+from domain.cashback import PayerTier, compute_rewards
+from domain.fx import (
+    FxBook,
+    FxPolicy,
+    RateLock,
+    StaleRate,
+    check_slippage,
+    lock_rate,
+    max_kaus_units_within_slippage,
+    minor_to_kaus_units,
+)
+from domain.money import Currency
+from domain.rails import (
+    DEFAULT_BREAKER,
+    RAILS,
+    Breakers,
+    CircuitBreaker,
+    NoRail,
+    Provider,
+    Rail,
+    Region,
+    select_rail,
+)
+
+
+class Phase(StrEnum):
+    BALANCE_LOCK = "BALANCE_LOCK"
+    FX_CONVERSION = "FX_CONVERSION"
+    MERCHANT_CREDIT = "MERCHANT_CREDIT"
+    CONFIRMATION = "CONFIRMATION"
+
+
+PHASES: tuple[Phase, ...] = tuple(Phase)
+
+
+class ReasonCode(StrEnum):
+    INSUFFICIENT_FUNDS = "INSUFFICIENT_FUNDS"
+    HOLD_REJECTED = "HOLD_REJECTED"
+    STALE_RATE = "STALE_RATE"
+    SLIPPAGE = "SLIPPAGE"
+    RATE_LOCK_EXPIRED = "RATE_LOCK_EXPIRED"
+    HOLD_INSUFFICIENT = "HOLD_INSUFFICIENT"
+    NO_RAIL = "NO_RAIL"
+    PROVIDER_DECLINED = "PROVIDER_DECLINED"
+    PAYOUT_FAILED = "PAYOUT_FAILED"
+    HOLD_POST_FAILED = "HOLD_POST_FAILED"
+
+
+# --------------------------------------------------------------------------- the ledger the bridge needs
+
+
+class LedgerRejected(Exception):
+    """The ledger refused an operation (insufficient funds, unknown or expired hold, ...)."""
+
+    def __init__(self, code: str, reason: str) -> None:
+        super().__init__(f"{code}: {reason}")
+        self.code = code
+        self.reason = reason
+
+
+class HoldLedger(Protocol):
+    """What the bridge needs from the K-AUS ledger (``domain/ledger.py`` plugs in here).
+
+    Every operation is keyed by ``transfer_id`` and applied at most once: repeating an applied id is a
+    no-op (this is what makes replay after a crash safe). Refusals raise :class:`LedgerRejected`.
+    ``post_hold`` moves at most the held amount and releases the rest; ``post_hold``/``void_hold``
+    resolve a hold exactly once. ``transfer`` is a posted movement from a system account (rewards,
+    ecosystem pool) that may run negative, so it does not fail for lack of funds.
+    """
+
+    def available_units(self, account_id: str) -> int: ...
+
+    def place_hold(
+        self, *, transfer_id: str, debit_account_id: str, credit_account_id: str, amount_units: int,
+        expires_at_ms: int,
+    ) -> None: ...
+
+    def post_hold(self, *, transfer_id: str, hold_id: str, amount_units: int) -> None: ...
+
+    def void_hold(self, *, transfer_id: str, hold_id: str) -> None: ...
+
+    def transfer(
+        self, *, transfer_id: str, debit_account_id: str, credit_account_id: str, amount_units: int
+    ) -> None: ...
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+@dataclass(frozen=True, slots=True)
+class Instant:
+    """A moment as the shell saw it: wall-clock epoch ms (expiries, FX age) and a monotonic µs reading."""
+
+    wall_ms: int
+    mono_us: int
+
+
+@dataclass(frozen=True, slots=True)
+class CardPayment:
+    """A bridge request (contracts.models.BridgeRequest) in domain types."""
+
+    request_id: str
+    payer_account_id: str
+    merchant_id: str
+    merchant_program: str | None
+    amount_minor: int
+    currency: Currency
+    region: Region
+    payer_tier: PayerTier
+    quoted_rate: Decimal
+    requested_at_ms: int
+
+    _fingerprint: str = field(init=False, repr=False, compare=False, default="")
+
+    def __post_init__(self) -> None:
+        assert isinstance(self.amount_minor, int) and self.amount_minor > 0, self.amount_minor
+        assert self.quoted_rate > 0
+        assert self.request_id and self.payer_account_id and self.merchant_id
+        object.__setattr__(self, "_fingerprint", self._digest())
+
+    def fingerprint(self) -> str:
+        """Identity of the payload (a re-sent request id with a different payload is flagged)."""
+        return self._fingerprint
+
+    def _digest(self) -> str:
+        text = "|".join((
+            self.request_id, self.payer_account_id, self.merchant_id, self.merchant_program or "",
+            str(self.amount_minor), self.currency.value, self.region.value, self.payer_tier.value,
+            str(self.quoted_rate),
+        ))
+        return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+@dataclass(frozen=True, slots=True)
+class BridgeConfig:
+    fx: FxPolicy = field(default_factory=FxPolicy)
+    hold_ttl_ms: int = 600_000
+    max_providers_per_payment: int = 3  # failover bound
+    max_sends_per_provider: int = 2  # the first send plus one re-send after a NOT_FOUND
+    max_lookups: int = 2  # ResolvePayout attempts before parking an unknown outcome
+    settlement_account_id: str = "bridge:settlement"
+    rewards_account_id: str = "bridge:rewards"
+    ecosystem_account_id: str = "bridge:ecosystem"
+    enabled_rails: frozenset[Rail] | None = None  # rails with an adapter; None = all
+
+    def __post_init__(self) -> None:
+        assert self.hold_ttl_ms > self.fx.lock_ms
+        assert self.max_providers_per_payment >= 1 and self.max_sends_per_provider >= 1 and self.max_lookups >= 1
+
+
+class PayoutStatus(StrEnum):
+    PAID = "PAID"  # the provider accepted the payout (a payout object exists under our key)
+    DECLINED = "DECLINED"  # the provider refused this payment (4xx about it): nothing was paid
+    UNAVAILABLE = "UNAVAILABLE"  # definitely not processed (connection refused, 5xx/429 before execution)
+    TIMEOUT = "TIMEOUT"  # no answer in time: the payout may or may not exist
+    NOT_FOUND = "NOT_FOUND"  # (lookups only) the provider has no payout under our key
+
+
+@dataclass(frozen=True, slots=True)
+class PayoutOutcome:
+    status: PayoutStatus
+    provider_reference: str | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+    http_status: int | None = None
+    replayed: bool = False  # the provider answered from its idempotency store
+
+    def describe(self) -> str:
+        parts = [self.status.value]
+        if self.http_status is not None:
+            parts.append(f"HTTP {self.http_status}")
+        if self.error_code:
+            parts.append(self.error_code)
+        if self.error_message:
+            parts.append(self.error_message)
+        return " ".join(parts)
+
+
+# --------------------------------------------------------------------------- effects
+
+
+@dataclass(frozen=True, slots=True)
+class PlaceHold:
+    transfer_id: str
+    debit_account_id: str
+    credit_account_id: str
+    amount_units: int
+    expires_at_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class PostHold:
+    transfer_id: str
+    hold_id: str
+    amount_units: int
+
+
+@dataclass(frozen=True, slots=True)
+class VoidHold:
+    transfer_id: str
+    hold_id: str
+    phase: Phase
+    reason_code: ReasonCode
+
+
+@dataclass(frozen=True, slots=True)
+class Transfer:
+    transfer_id: str
+    debit_account_id: str
+    credit_account_id: str
+    amount_units: int
+    memo: str
+
+
+@dataclass(frozen=True, slots=True)
+class PayoutIntent:
+    """Persist this, then call the provider. Self-contained: recovery rebuilds the transaction from it."""
+
+    bridge_tx_id: str
+    idempotency_key: str
+    provider_attempt: int  # 1 = first provider, 2 = first failover, ...
+    send_no: int  # sends of this intent on this provider (re-sends keep the key)
+    rail: Rail
+    provider: Provider
+    amount_minor: int
+    currency: Currency
+    fee_minor: int
+    kaus_units: int
+    rate: Decimal
+    lock_id: str
+    locked_at_ms: int
+    lock_expires_at_ms: int
+    hold_id: str
+    hold_units: int
+    tried_providers: tuple[Provider, ...]
+    payment: CardPayment
+    created_at_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvePayout:
+    """Ask the provider what became of ``intent`` (same idempotency key)."""
+
+    intent: PayoutIntent
+    lookup_no: int
+
+
+@dataclass(frozen=True, slots=True)
+class RailOutcome:
+    """Breaker bookkeeping for the shell: ``ok`` False counts as a consecutive failure of ``rail``."""
+
+    rail: Rail
+    ok: bool
+    at_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class ParkForRecovery:
+    intent: PayoutIntent
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Settled:
+    request_id: str
+    bridge_tx_id: str
+    payer_account_id: str
+    merchant_id: str
+    region: Region
+    currency: Currency
+    amount_minor: int
+    kaus_debited_units: int
+    rate: Decimal
+    rail: Rail
+    provider: Provider
+    provider_reference: str
+    provider_fee_minor: int
+    cashback_kaus_units: int
+    ecosystem_bonus_kaus_units: int
+    phase_durations_us: tuple[tuple[Phase, int], ...]
+    total_duration_us: int
+    completed_at_ms: int
+    fingerprint: str
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    request_id: str
+    bridge_tx_id: str | None
+    payer_account_id: str
+    region: Region
+    currency: Currency
+    amount_minor: int
+    failed_phase: Phase
+    reason_code: ReasonCode
+    reason: str
+    rail: Rail | None
+    phase_durations_us: tuple[tuple[Phase, int], ...]
+    failed_at_ms: int
+    fingerprint: str
+    hold_voided: bool
+    needs_reconciliation: bool = False  # the merchant was paid but the K-AUS could not be captured
+
+
+Result = Settled | Rejected
+
+
+@dataclass(frozen=True, slots=True)
+class Done:
+    result: Result
+
+
+Effect = (
+    PlaceHold | PostHold | VoidHold | Transfer | PayoutIntent | ResolvePayout | RailOutcome | ParkForRecovery | Done
+)
+
+
+# --------------------------------------------------------------------------- state
+
+
+class Stage(StrEnum):
+    HOLD_REQUESTED = "HOLD_REQUESTED"
+    HOLD_PLACED = "HOLD_PLACED"
+    RATE_LOCKED = "RATE_LOCKED"
+    PAYING = "PAYING"  # an intent is out
+    RESOLVING = "RESOLVING"  # asking the provider about an intent
+    PARKED = "PARKED"  # outcome unknown; waiting for recover()
+    POSTING = "POSTING"  # paid; capturing the hold
+    DONE = "DONE"
+
+
+class BridgeTx(NamedTuple):
+    """The state of one settlement (immutable; a NamedTuple because transitions copy it often)."""
+
+    payment: CardPayment
+    bridge_tx_id: str
+    stage: Stage
+    started_mono_us: int
+    phase: Phase
+    phase_started_mono_us: int
+    durations_us: tuple[int, int, int, int]
+    hold_id: str
+    hold_units: int = 0
+    lock: RateLock | None = None
+    kaus_units: int = 0
+    intent: PayoutIntent | None = None
+    tried_providers: tuple[Provider, ...] = ()
+    lookups: int = 0
+    provider_reference: str | None = None
+    result: Result | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    tx: BridgeTx
+    effects: tuple[Effect, ...]
+
+
+def bridge_tx_id_for(request_id: str) -> str:
+    """Deterministic (replay gives the same id) and short enough for suffixed transfer ids (≤ 100 chars)."""
+    if len(request_id) <= 93:
+        return f"BRIDGE-{request_id}"
+    return "BRIDGE-" + hashlib.sha256(request_id.encode()).hexdigest()[:40]
+
+
+# --------------------------------------------------------------------------- idempotency
+
+
+@dataclass(frozen=True, slots=True)
+class New:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Duplicate:
+    result: Result
+    same_payload: bool  # False: the id was reused for a different payment; the original result still stands
+
+
+@dataclass(frozen=True, slots=True)
+class InFlight:
+    bridge_tx_id: str
+
+
+def admit(
+    payment: CardPayment, finished: Mapping[str, Result], in_flight: Container[str]
+) -> New | Duplicate | InFlight:
+    original = finished.get(payment.request_id)
+    if original is not None:
+        return Duplicate(original, original.fingerprint == payment.fingerprint())
+    if payment.request_id in in_flight:
+        return InFlight(bridge_tx_id_for(payment.request_id))
+    return New()
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _close_phase(tx: BridgeTx, at: Instant, next_phase: Phase | None) -> BridgeTx:
+    spent = max(0, at.mono_us - tx.phase_started_mono_us)
+    durations = list(tx.durations_us)
+    durations[PHASES.index(tx.phase)] += spent
+    return tx._replace(
+        durations_us=(durations[0], durations[1], durations[2], durations[3]),
+        phase=next_phase or tx.phase,
+        phase_started_mono_us=at.mono_us,
+    )
+
+
+def _durations(tx: BridgeTx) -> tuple[tuple[Phase, int], ...]:
+    return tuple(zip(PHASES, tx.durations_us, strict=True))
+
+
+def _reject(
+    tx: BridgeTx, at: Instant, phase: Phase, code: ReasonCode, reason: str, *, void: bool,
+    needs_reconciliation: bool = False,
+) -> Step:
+    tx = _close_phase(tx, at, None)
+    p = tx.payment
+    result = Rejected(
+        request_id=p.request_id,
+        bridge_tx_id=tx.bridge_tx_id,
+        payer_account_id=p.payer_account_id,
+        region=p.region,
+        currency=p.currency,
+        amount_minor=p.amount_minor,
+        failed_phase=phase,
+        reason_code=code,
+        reason=reason,
+        rail=tx.intent.rail if tx.intent else None,
+        phase_durations_us=_durations(tx),
+        failed_at_ms=at.wall_ms,
+        fingerprint=p.fingerprint(),
+        hold_voided=void,
+        needs_reconciliation=needs_reconciliation,
+    )
+    effects: list[Effect] = []
+    if void:
+        effects.append(VoidHold(f"{tx.bridge_tx_id}:void", tx.hold_id, phase, code))
+    effects.append(Done(result))
+    return Step(tx._replace(stage=Stage.DONE, result=result), tuple(effects))
+
+
+def _expect(tx: BridgeTx, *stages: Stage) -> None:
+    assert tx.stage in stages, f"{tx.bridge_tx_id}: transition not allowed in stage {tx.stage} (expected {stages})"
+
+
+# --------------------------------------------------------------------------- phase 1: balance check & lock
+
+
+def begin(payment: CardPayment, available_units: int, at: Instant, cfg: BridgeConfig) -> Step:
+    """Phase 1: check the payer can cover the worst acceptable rate, and ask for a hold of that amount."""
+    bridge_tx_id = bridge_tx_id_for(payment.request_id)
+    hold_units = max_kaus_units_within_slippage(
+        payment.amount_minor, payment.quoted_rate, payment.currency, cfg.fx.slippage_limit_bps
+    )
+    tx = BridgeTx(
+        payment=payment,
+        bridge_tx_id=bridge_tx_id,
+        stage=Stage.HOLD_REQUESTED,
+        started_mono_us=at.mono_us,
+        phase=Phase.BALANCE_LOCK,
+        phase_started_mono_us=at.mono_us,
+        durations_us=(0, 0, 0, 0),
+        hold_id=f"{bridge_tx_id}:hold",
+        hold_units=hold_units,
+    )
+    if available_units < hold_units:
+        return _reject(
+            tx, at, Phase.BALANCE_LOCK, ReasonCode.INSUFFICIENT_FUNDS,
+            f"payer {payment.payer_account_id} has {available_units} K-AUS units available; "
+            f"{hold_units} are needed to cover {payment.amount_minor} {payment.currency} minor units at up to "
+            f"{cfg.fx.slippage_limit_bps} bps below the quoted rate {payment.quoted_rate}",
+            void=False,
+        )
+    hold = PlaceHold(tx.hold_id, payment.payer_account_id, cfg.settlement_account_id, hold_units,
+                     at.wall_ms + cfg.hold_ttl_ms)
+    return Step(tx, (hold,))
+
+
+def on_hold(tx: BridgeTx, accepted: bool, reason: str, at: Instant) -> Step:
+    _expect(tx, Stage.HOLD_REQUESTED)
+    if not accepted:
+        # The ledger refused the hold, so there is nothing to void.
+        return _reject(tx, at, Phase.BALANCE_LOCK, ReasonCode.HOLD_REJECTED, f"ledger refused the hold: {reason}",
+                       void=False)
+    return Step(_close_phase(tx._replace(stage=Stage.HOLD_PLACED), at, Phase.FX_CONVERSION), ())
+
+
+# --------------------------------------------------------------------------- phase 2: FX
+
+
+def convert(tx: BridgeTx, book: FxBook, at: Instant, cfg: BridgeConfig) -> Step:
+    """Phase 2: combined live rate → slippage check → lock for 5 s → exact K-AUS amount (rounded up)."""
+    _expect(tx, Stage.HOLD_PLACED)
+    p = tx.payment
+    try:
+        live = book.combined_rate(p.currency, at.wall_ms, policy=cfg.fx)
+    except StaleRate as exc:
+        return _reject(tx, at, Phase.FX_CONVERSION, ReasonCode.STALE_RATE, f"no fresh KAUS/{p.currency} rate: "
+                       f"{exc.reason}", void=True)
+    slip = check_slippage(p.quoted_rate, live.rate, cfg.fx.slippage_limit_bps)
+    if not slip.ok:
+        return _reject(tx, at, Phase.FX_CONVERSION, ReasonCode.SLIPPAGE, slip.reason, void=True)
+    lock = lock_rate(f"{tx.bridge_tx_id}:fx", live, at.wall_ms, cfg.fx)
+    kaus_units = minor_to_kaus_units(p.amount_minor, lock.rate, p.currency)
+    if kaus_units > tx.hold_units:  # unreachable by construction of the hold; guarded all the same
+        return _reject(tx, at, Phase.FX_CONVERSION, ReasonCode.HOLD_INSUFFICIENT,
+                       f"{kaus_units} K-AUS units needed but only {tx.hold_units} held", void=True)
+    tx = tx._replace(stage=Stage.RATE_LOCKED, lock=lock, kaus_units=kaus_units)
+    return Step(_close_phase(tx, at, Phase.MERCHANT_CREDIT), ())
+
+
+# --------------------------------------------------------------------------- phase 3: merchant credit
+
+
+def _excluded_rails(tried: tuple[Provider, ...]) -> set[Rail]:
+    return {r for r, s in RAILS.items() if s.provider in tried}
+
+
+def _new_intent(tx: BridgeTx, breakers: Breakers, at: Instant, cfg: BridgeConfig, last_error: str) -> Step:
+    p = tx.payment
+    lock = tx.lock
+    assert lock is not None
+    if not lock.is_valid(at.wall_ms):
+        return _reject(
+            tx, at, Phase.FX_CONVERSION, ReasonCode.RATE_LOCK_EXPIRED,
+            f"rate lock {lock.rate} expired at {lock.expires_at_ms} (now {at.wall_ms}) before a payout could be "
+            f"initiated{'; last payout error: ' + last_error if last_error else ''}",
+            void=True,
+        )
+    if len(tx.tried_providers) >= cfg.max_providers_per_payment:
+        return _reject(tx, at, Phase.MERCHANT_CREDIT, ReasonCode.PAYOUT_FAILED,
+                       f"payout failed on {len(tx.tried_providers)} provider(s) "
+                       f"({', '.join(tx.tried_providers)}); last error: {last_error}", void=True)
+    choice = select_rail(p.region, p.currency, p.amount_minor, breakers, at.wall_ms,
+                         exclude=_excluded_rails(tx.tried_providers), enabled=cfg.enabled_rails)
+    if isinstance(choice, NoRail):
+        code = ReasonCode.PAYOUT_FAILED if tx.tried_providers else ReasonCode.NO_RAIL
+        why = choice.reason + (f"; last payout error: {last_error}" if last_error else "")
+        return _reject(tx, at, Phase.MERCHANT_CREDIT, code, why, void=True)
+    tried = (*tx.tried_providers, choice.provider)
+    intent = PayoutIntent(
+        bridge_tx_id=tx.bridge_tx_id,
+        idempotency_key=tx.bridge_tx_id,
+        provider_attempt=len(tried),
+        send_no=1,
+        rail=choice.rail,
+        provider=choice.provider,
+        amount_minor=p.amount_minor,
+        currency=p.currency,
+        fee_minor=choice.fee_minor,
+        kaus_units=tx.kaus_units,
+        rate=lock.rate,
+        lock_id=lock.lock_id,
+        locked_at_ms=lock.locked_at_ms,
+        lock_expires_at_ms=lock.expires_at_ms,
+        hold_id=tx.hold_id,
+        hold_units=tx.hold_units,
+        tried_providers=tried,
+        payment=p,
+        created_at_ms=at.wall_ms,
+    )
+    return Step(tx._replace(stage=Stage.PAYING, intent=intent, tried_providers=tried, lookups=0), (intent,))
+
+
+def route(tx: BridgeTx, breakers: Breakers, at: Instant, cfg: BridgeConfig) -> Step:
+    """Phase 3 start: choose the rail and emit the payout intent (the shell persists it, then calls out)."""
+    _expect(tx, Stage.RATE_LOCKED)
+    return _new_intent(tx, breakers, at, cfg, "")
+
+
+def _paid(tx: BridgeTx, outcome: PayoutOutcome, at: Instant, pre: tuple[Effect, ...]) -> Step:
+    assert tx.intent is not None
+    reference = outcome.provider_reference or ""
+    tx = _close_phase(tx._replace(stage=Stage.POSTING, provider_reference=reference), at, Phase.CONFIRMATION)
+    post = PostHold(f"{tx.bridge_tx_id}:post", tx.hold_id, tx.kaus_units)
+    assert tx.kaus_units <= tx.hold_units
+    return Step(tx, (*pre, post))
+
+
+def _resend(tx: BridgeTx, at: Instant) -> Step:
+    assert tx.intent is not None
+    intent = replace(tx.intent, send_no=tx.intent.send_no + 1, created_at_ms=at.wall_ms)
+    return Step(tx._replace(stage=Stage.PAYING, intent=intent), (intent,))
+
+
+def on_payout(tx: BridgeTx, outcome: PayoutOutcome, breakers: Breakers, at: Instant, cfg: BridgeConfig) -> Step:
+    """The provider's answer to a payout intent."""
+    _expect(tx, Stage.PAYING)
+    intent = tx.intent
+    assert intent is not None
+    s = outcome.status
+    if s is PayoutStatus.PAID:
+        return _paid(tx, outcome, at, (RailOutcome(intent.rail, True, at.wall_ms),))
+    if s is PayoutStatus.DECLINED:
+        # The rail answered; the refusal is about this payment, so it is not a rail failure.
+        step = _reject(tx, at, Phase.MERCHANT_CREDIT, ReasonCode.PROVIDER_DECLINED,
+                       f"{intent.provider} declined the payout on {intent.rail}: {outcome.describe()}", void=True)
+        return Step(step.tx, (RailOutcome(intent.rail, True, at.wall_ms), *step.effects))
+    failed = RailOutcome(intent.rail, False, at.wall_ms)
+    if s is PayoutStatus.TIMEOUT:
+        resolve = ResolvePayout(intent, 1)
+        return Step(tx._replace(stage=Stage.RESOLVING, lookups=1), (failed, resolve))
+    # UNAVAILABLE (or NOT_FOUND, which a payout call should not return): definitely not paid → failover.
+    step = _new_intent(tx, breakers, at, cfg, f"{intent.rail}: {outcome.describe()}")
+    return Step(step.tx, (failed, *step.effects))
+
+
+def on_resolved(tx: BridgeTx, outcome: PayoutOutcome, breakers: Breakers, at: Instant, cfg: BridgeConfig) -> Step:
+    """The provider's answer to ``ResolvePayout`` (live after a timeout, or during recovery)."""
+    _expect(tx, Stage.RESOLVING)
+    intent = tx.intent
+    assert intent is not None
+    s = outcome.status
+    if s is PayoutStatus.PAID:
+        return _paid(tx, outcome, at, ())
+    if s is PayoutStatus.DECLINED:
+        return _reject(tx, at, Phase.MERCHANT_CREDIT, ReasonCode.PROVIDER_DECLINED,
+                       f"{intent.provider} declined the payout on {intent.rail}: {outcome.describe()}", void=True)
+    if s is PayoutStatus.NOT_FOUND:
+        # Never received: re-sending under the same key is safe (a late original is deduplicated).
+        if intent.send_no < cfg.max_sends_per_provider and breakers_allow(breakers, intent.rail, at.wall_ms):
+            return _resend(tx, at)
+        return _new_intent(tx, breakers, at, cfg, f"{intent.rail}: payout not found after {intent.send_no} send(s)")
+    # Still unknown (TIMEOUT / UNAVAILABLE while asking).
+    if tx.lookups < cfg.max_lookups:
+        return Step(tx._replace(lookups=tx.lookups + 1), (ResolvePayout(intent, tx.lookups + 1),))
+    reason = f"payout outcome unknown on {intent.rail} after {tx.lookups} lookup(s): {outcome.describe()}"
+    return Step(tx._replace(stage=Stage.PARKED), (ParkForRecovery(intent, reason),))
+
+
+def breakers_allow(breakers: Breakers, rail: Rail, now_ms: int) -> bool:
+    return breakers.get(rail, DEFAULT_BREAKER).allows(now_ms)
+
+
+# --------------------------------------------------------------------------- phase 4: confirmation & cashback
+
+
+def on_posted(tx: BridgeTx, ok: bool, reason: str, at: Instant, cfg: BridgeConfig) -> Step:
+    """Phase 4: the hold was captured (or not) → rewards → the settlement confirmation."""
+    _expect(tx, Stage.POSTING)
+    intent = tx.intent
+    assert intent is not None
+    if not ok:
+        # The merchant has been paid; releasing the hold keeps the payer's K-AUS unlocked, and the result is
+        # flagged so reconciliation recovers the debit.
+        return _reject(
+            tx, at, Phase.CONFIRMATION, ReasonCode.HOLD_POST_FAILED,
+            f"capturing {tx.kaus_units} K-AUS units failed ({reason}); merchant was paid on {intent.rail} "
+            f"(ref {tx.provider_reference}): reconcile",
+            void=True, needs_reconciliation=True,
+        )
+    p = tx.payment
+    rewards = compute_rewards(tx.kaus_units, p.payer_tier, p.merchant_program)
+    effects: list[Effect] = []
+    if rewards.cashback_kaus_units:
+        effects.append(Transfer(f"{tx.bridge_tx_id}:cashback", cfg.rewards_account_id, p.payer_account_id,
+                                rewards.cashback_kaus_units, f"cashback {p.payer_tier} {rewards.cashback_bps} bps"))
+    if rewards.ecosystem_bonus_kaus_units:
+        effects.append(Transfer(f"{tx.bridge_tx_id}:bonus", cfg.ecosystem_account_id, p.payer_account_id,
+                                rewards.ecosystem_bonus_kaus_units, f"ecosystem bonus {p.merchant_program}"))
+    tx = _close_phase(tx, at, None)
+    assert tx.lock is not None
+    result = Settled(
+        request_id=p.request_id,
+        bridge_tx_id=tx.bridge_tx_id,
+        payer_account_id=p.payer_account_id,
+        merchant_id=p.merchant_id,
+        region=p.region,
+        currency=p.currency,
+        amount_minor=p.amount_minor,
+        kaus_debited_units=tx.kaus_units,
+        rate=tx.lock.rate,
+        rail=intent.rail,
+        provider=intent.provider,
+        provider_reference=tx.provider_reference or "",
+        provider_fee_minor=intent.fee_minor,
+        cashback_kaus_units=rewards.cashback_kaus_units,
+        ecosystem_bonus_kaus_units=rewards.ecosystem_bonus_kaus_units,
+        phase_durations_us=_durations(tx),
+        total_duration_us=max(0, at.mono_us - tx.started_mono_us),
+        completed_at_ms=at.wall_ms,
+        fingerprint=p.fingerprint(),
+    )
+    effects.append(Done(result))
+    return Step(tx._replace(stage=Stage.DONE, result=result), tuple(effects))
+
+
+# --------------------------------------------------------------------------- recovery
+
+
+def resume(intent: PayoutIntent, at: Instant) -> BridgeTx:
+    """Rebuild the transaction of a persisted intent (phase timings before the crash are not known: 0)."""
+    lock = RateLock(intent.lock_id, "KAUS", intent.currency, intent.rate, intent.locked_at_ms,
+                    intent.lock_expires_at_ms)
+    return BridgeTx(
+        payment=intent.payment,
+        bridge_tx_id=intent.bridge_tx_id,
+        stage=Stage.RESOLVING,
+        started_mono_us=at.mono_us,
+        phase=Phase.MERCHANT_CREDIT,
+        phase_started_mono_us=at.mono_us,
+        durations_us=(0, 0, 0, 0),
+        hold_id=intent.hold_id,
+        hold_units=intent.hold_units,
+        lock=lock,
+        kaus_units=intent.kaus_units,
+        intent=intent,
+        tried_providers=intent.tried_providers,
+        lookups=1,
+    )
+
+
+def recover(intents_without_result: Iterable[PayoutIntent], at: Instant) -> list[Step]:
+    """After a restart: for each intent persisted without a result, ask its provider under the same key.
+
+    Only the latest intent of a bridge transaction matters (a later failover intent supersedes earlier
+    ones, which had a definite outcome); the shell passes one per bridge_tx_id.
+    """
+    steps = []
+    seen: set[str] = set()
+    for intent in intents_without_result:
+        assert intent.bridge_tx_id not in seen, f"two open intents for {intent.bridge_tx_id}"
+        seen.add(intent.bridge_tx_id)
+        tx = resume(intent, at)
+        steps.append(Step(tx, (ResolvePayout(intent, 1),)))
+    return steps
+
+
+def apply_rail_outcomes(breakers: dict[Rail, CircuitBreaker], effects: Iterable[Effect]) -> None:
+    """Convenience for shells: fold :class:`RailOutcome` effects into a mutable breaker registry."""
+    for e in effects:
+        if isinstance(e, RailOutcome):
+            b = breakers.get(e.rail, DEFAULT_BREAKER)
+            breakers[e.rail] = b.on_success(e.at_ms) if e.ok else b.on_failure(e.at_ms)

@@ -1,0 +1,1 @@
+"""Local payout-provider simulator (PayPal, Stripe, Wise, Toss, Alipay API subsets) with fault injection."""

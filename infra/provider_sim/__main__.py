@@ -1,0 +1,5 @@
+import sys
+
+from infra.provider_sim.launcher import main
+
+sys.exit(main())
