@@ -1,0 +1,92 @@
+"""Shared helpers for the reconciliation integration and DAG tests (imported explicitly, not via conftest)."""
+
+from __future__ import annotations
+
+import hashlib
+import socket
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import date
+from email import message_from_bytes
+from email.message import Message
+from pathlib import Path
+from typing import Any
+
+from warehouse.db import connect
+from warehouse.generator import GeneratorConfig, SeededPeriod, generate_period
+from warehouse.settings import ReconSettings
+
+FIRST_DAY = date(2026, 11, 1)
+STATE_TABLES = (
+    "raw_events", "raw_offsets", "raw_rejects", "meta_topic_offsets", "raw_provider_lines", "meta_statement_files",
+    "recon_results", "recon_runs", "recon_exceptions", "recon_exception_actions", "dq_results", "report_deliveries",
+    "fct_settlements", "dim_accounts",
+)
+
+
+def seed(home: Path, days: int = 3, per_day: int = 1200, breaks: int = 60, seed_value: int = 11,
+         **cfg: Any) -> tuple[SeededPeriod, ReconSettings]:
+    settings = ReconSettings(home=home, alert_on_critical=False, wait_for_schedule=False)
+    period = generate_period(seed_value, FIRST_DAY, days, GeneratorConfig(settlements_per_day=per_day,
+                                                                          breaks_per_class=breaks, **cfg))
+    period.write(settings.inbox, settings.statements)
+    return period, settings
+
+
+def table_digests(path: Path) -> dict[str, str]:
+    """Content hash of every state table (order-independent), to prove a re-run changes nothing."""
+    con = connect(path, read_only=True)
+    try:
+        out = {}
+        for table in STATE_TABLES:
+            rows = con.execute(f"SELECT * FROM {table}").fetchall()
+            out[table] = hashlib.sha256("\n".join(sorted(map(repr, rows))).encode()).hexdigest()
+        return out
+    finally:
+        con.close()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Inbox:
+    messages: list[Message] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def pdf_attachments(self) -> list[tuple[str, bytes]]:
+        out = []
+        for msg in self.messages:
+            for part in msg.walk():
+                if part.get_content_type() == "application/pdf":
+                    payload = part.get_payload(decode=True)
+                    assert isinstance(payload, bytes)
+                    out.append((part.get_filename() or "", payload))
+        return out
+
+
+@contextmanager
+def smtp_server() -> Iterator[tuple[int, Inbox]]:
+    """A real local SMTP server (aiosmtpd) collecting what it receives."""
+    from aiosmtpd.controller import Controller
+
+    inbox = Inbox()
+
+    class Handler:
+        async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+            with inbox.lock:
+                inbox.messages.append(message_from_bytes(envelope.content))
+            return "250 Message accepted for delivery"
+
+    port = free_port()
+    controller = Controller(Handler(), hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        yield port, inbox
+    finally:
+        controller.stop()

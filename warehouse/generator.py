@@ -1,0 +1,452 @@
+"""Seeded data for reconciliation: both sides (platform events and provider statements) with known breaks.
+
+Until the P2P and bridge issues land, this stands in for them: it emits the registry's contract messages
+(bridge completions/failures, payout requests/results, trade settlements, ledger transfers, FX quotes, audit
+records) as JSONL topic exports, and the matching provider statements in each provider's own format.
+
+Injected breaks (``breaks_per_class`` of each class over the period) and their expected classification are
+returned as ``truth``; legitimate noise that must *not* raise an exception is always present: fee rounding
+(±1 minor unit), FX rates rounded to the provider's published precision (and the amount rounding that goes
+with it), bookings just across the midnight cut-off within the grace, lines without references (tier 2) and
+batched payouts (tier 3).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import zlib
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+from decimal import ROUND_HALF_EVEN, Decimal
+from pathlib import Path
+from typing import Any
+
+from contracts import models as m
+from contracts import topics as t
+from domain.money import KAUS_UNITS_PER_TOKEN, MINOR_UNIT_EXPONENT, Currency
+from domain.variance_rules import BreakClass, Tolerances
+from warehouse.provider_statements import FORMATS, StatementLine, assign_line_ids, write_statement
+
+BASE_RATES: dict[Currency, Decimal] = {
+    Currency.USD: Decimal("0.15"), Currency.EUR: Decimal("0.138"), Currency.GBP: Decimal("0.118"),
+    Currency.JPY: Decimal("22.5"), Currency.KRW: Decimal("203.5"), Currency.AUD: Decimal("0.229"),
+    Currency.SGD: Decimal("0.201"), Currency.HKD: Decimal("1.17"), Currency.AED: Decimal("0.551"),
+    Currency.CNY: Decimal("1.085"),
+}
+
+# (kind, provider, rail, region, currencies, weight)
+_ROUTES: list[tuple[str, m.Provider, m.Rail | None, m.Region | None, tuple[Currency, ...], int]] = [
+    ("bridge", m.Provider.TOSS, m.Rail.TOSS_PAYMENTS, m.Region.KR, (Currency.KRW,), 22),
+    ("bridge", m.Provider.STRIPE, m.Rail.STRIPE_INSTANT, m.Region.US, (Currency.USD,), 18),
+    ("bridge", m.Provider.STRIPE, m.Rail.STRIPE_SEPA, m.Region.EU, (Currency.EUR,), 8),
+    ("bridge", m.Provider.STRIPE, m.Rail.STRIPE_ASIA, m.Region.SG, (Currency.SGD,), 4),
+    ("bridge", m.Provider.STRIPE, m.Rail.STRIPE_AU, m.Region.AU, (Currency.AUD,), 4),
+    ("bridge", m.Provider.STRIPE, m.Rail.STRIPE_HK, m.Region.HK, (Currency.HKD,), 3),
+    ("bridge", m.Provider.WISE, m.Rail.WISE, m.Region.EU, (Currency.EUR, Currency.GBP), 8),
+    ("bridge", m.Provider.ALIPAY, m.Rail.ALIPAY, m.Region.HK, (Currency.HKD, Currency.USD), 8),
+    ("payout", m.Provider.PAYPAL, None, None, (Currency.USD, Currency.EUR, Currency.GBP, Currency.AUD), 12),
+    ("payout", m.Provider.WISE, None, None, (Currency.EUR, Currency.GBP, Currency.USD), 8),
+    ("payout", m.Provider.STRIPE, None, None, (Currency.USD, Currency.EUR), 5),
+]
+_FEE_BPS = {m.Provider.STRIPE: 25, m.Provider.PAYPAL: 250, m.Provider.WISE: 80, m.Provider.TOSS: 230,
+            m.Provider.ALIPAY: 150}
+_VALUE_LAG_DAYS = {m.Provider.STRIPE: 0, m.Provider.PAYPAL: 0, m.Provider.WISE: 0, m.Provider.TOSS: 1,
+                   m.Provider.ALIPAY: 1}
+
+
+@dataclass
+class _Settlement:
+    sid: str
+    kind: str
+    provider: m.Provider
+    rail: m.Rail | None
+    region: m.Region | None
+    currency: Currency
+    amount: int
+    fee: int
+    rate: Decimal
+    settled_at: datetime
+    provider_reference: str | None
+    counterparty: str
+    payer: str
+    role: str = "normal"  # normal | tier2 | batch | late | injected class name
+
+
+@dataclass
+class _Line:
+    provider: m.Provider
+    line: StatementLine
+    truth: BreakClass | None = None  # expected class when the *line* carries the exception
+
+
+@dataclass
+class SeededPeriod:
+    days: list[date]
+    events: dict[date, dict[str, list[Any]]]
+    statements: dict[date, dict[m.Provider, list[StatementLine]]]
+    truth: dict[str, BreakClass]  # exception key ("S:<id>" / "L:<line id>") -> class expected after the last day
+    pending: set[str]  # keys expected to be pending (no exception) after the last day
+    settlements: int
+
+    def write(self, inbox_dir: Path, statements_dir: Path) -> None:
+        write_inbox(self.events, inbox_dir)
+        for day, by_provider in sorted(self.statements.items()):
+            for provider in FORMATS:
+                write_statement(provider, sorted(by_provider.get(provider, []), key=lambda x: x.created_at),
+                                statements_dir, day)
+
+
+@dataclass
+class GeneratorConfig:
+    settlements_per_day: int = 400
+    breaks_per_class: int = 10
+    batches_per_day: int = 3
+    tier2_share: float = 0.03
+    late_share: float = 0.02
+    trades_per_day: int = 150
+    failed_share: float = 0.005
+    missing_audit: int = 0
+    ledger_break: bool = False  # drop one ledger movement: the tie-out (a critical check) fails
+    tolerances: Tolerances = field(default_factory=Tolerances)
+
+
+def _q10(x: Decimal) -> Decimal:
+    return x.quantize(Decimal("0.0000000001"), rounding=ROUND_HALF_EVEN)
+
+
+def _kaus_units(amount_minor: int, ccy: Currency, rate: Decimal) -> int:
+    major = Decimal(amount_minor).scaleb(-MINOR_UNIT_EXPONENT[ccy])
+    return max(1, int((major / rate * KAUS_UNITS_PER_TOKEN).to_integral_value(rounding=ROUND_HALF_EVEN)))
+
+
+def _provider_ref(provider: m.Provider, rng: random.Random) -> str:
+    if provider is m.Provider.STRIPE:
+        return "po_" + "".join(rng.choices("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789", k=24))
+    if provider is m.Provider.TOSS:
+        return "tgen_" + "".join(rng.choices("0123456789ABCDEF", k=20))
+    if provider is m.Provider.WISE:
+        return f"TRANSFER-{rng.randrange(10**9, 10**10)}"
+    if provider is m.Provider.ALIPAY:
+        return f"2026{rng.randrange(10**21, 10**22)}"
+    return "".join(rng.choices("0123456789ABCDEFGHJKLMNPRSTUVWXY", k=17))
+
+
+def _amount(ccy: Currency, rng: random.Random) -> int:
+    major = Decimal(str(round(10 ** rng.uniform(0.7, 3.3), 2)))  # ~5 .. ~2000 in major units
+    if ccy in (Currency.KRW, Currency.JPY):
+        major *= 150
+    return max(1, int(major.scaleb(MINOR_UNIT_EXPONENT[ccy]).to_integral_value()))
+
+
+def _round_rate(rate: Decimal, places: int | None) -> Decimal:
+    if places is None:
+        return rate
+    return rate.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_EVEN)
+
+
+def generate_period(seed: int, first_day: date, days: int, cfg: GeneratorConfig | None = None) -> SeededPeriod:
+    cfg = cfg or GeneratorConfig()
+    tol = cfg.tolerances
+    rng = random.Random(seed)
+    day_list = [first_day + timedelta(days=i) for i in range(days)]
+    routes = _ROUTES
+    weights = [r[5] for r in routes]
+    settlements: list[_Settlement] = []
+    counter = 0
+
+    def new_settlement(day: date, role: str = "normal", route: Any = None,
+                       start_s: float = 60.0, end_s: float = 86_400 - 3_600.0) -> _Settlement:
+        nonlocal counter
+        counter += 1
+        kind, provider, rail, region, ccys, _ = route or rng.choices(routes, weights)[0]
+        ccy = rng.choice(ccys)
+        amount = _amount(ccy, rng)
+        fee = amount * _FEE_BPS[provider] // 10_000 + (25 if provider is m.Provider.STRIPE and MINOR_UNIT_EXPONENT[
+            ccy] == 2 else 0)
+        rate = _q10(BASE_RATES[ccy] * (1 + Decimal(rng.gauss(0, 0.001)).quantize(Decimal("0.000001"))))
+        settled = datetime.combine(day, time(), UTC) + timedelta(seconds=rng.uniform(start_s, end_s))
+        settled = settled.replace(microsecond=(settled.microsecond // 1000) * 1000)
+        prefix = "BR" if kind == "bridge" else "PO"
+        sid = f"{prefix}-{day:%Y%m%d}-{counter:06d}"
+        merchant = f"MERCHANT-{rng.randrange(1, 400):04d}" if kind == "bridge" else f"ACCT-{rng.randrange(1, 900):05d}"
+        s = _Settlement(sid, kind, provider, rail, region, ccy, amount, fee, rate, settled,
+                        _provider_ref(provider, rng), merchant, f"PAYER-{rng.randrange(1, 5000):05d}", role)
+        settlements.append(s)
+        return s
+
+    lines: list[_Line] = []
+    truth: dict[str, BreakClass] = {}
+    pending: set[str] = set()
+    fx_routes = [r for r in routes if FORMATS[r[1]].reports_fx]
+
+    def line_for(s: _Settlement, booked: datetime | None = None, **overrides: Any) -> StatementLine:
+        fmt = FORMATS[s.provider]
+        fx = _round_rate(s.rate, fmt.rate_places) if fmt.reports_fx else None
+        amount = s.amount
+        if fx is not None and rng.random() < 0.3:
+            # provider converts with its rounded rate: the amount moves by what the rounding explains
+            amount = int((Decimal(s.amount) * fx / s.rate).to_integral_value(rounding=ROUND_HALF_EVEN))
+        fee = s.fee + (rng.choice((-1, 1)) if rng.random() < 0.2 and s.fee > 0 else 0)
+        booked = booked or s.settled_at + timedelta(seconds=rng.uniform(0.2, 90))
+        values: dict[str, Any] = dict(
+            provider_reference=s.provider_reference or _provider_ref(s.provider, rng),
+            our_reference=s.sid, amount_minor=amount, fee_minor=fee, currency=s.currency, fx_rate=fx,
+            value_date=booked.date() + timedelta(days=_VALUE_LAG_DAYS[s.provider]), created_at=booked,
+            counterparty=None,
+        )
+        values.update(overrides)
+        return StatementLine(**values)
+
+    for d_i, day in enumerate(day_list):
+        last = d_i == len(day_list) - 1
+        day_start = datetime.combine(day, time(), UTC)
+        day_end = day_start + timedelta(days=1)
+        for _ in range(cfg.settlements_per_day):
+            s = new_settlement(day)
+            r = rng.random()
+            if r < cfg.tier2_share:
+                s.role = "tier2"
+                ref = s.provider_reference
+                s.provider_reference = None
+                lines.append(_Line(s.provider, line_for(
+                    s, s.settled_at + timedelta(seconds=rng.uniform(1, 300)), provider_reference=ref,
+                    our_reference=None)))
+            else:
+                lines.append(_Line(s.provider, line_for(s)))
+        # bookings across midnight within the grace (legitimate cut-off differences)
+        n_late = max(1, int(cfg.settlements_per_day * cfg.late_share))
+        grace_s = tol.cutoff_grace.total_seconds()
+        for _ in range(n_late):
+            s = new_settlement(day, "late", start_s=86_400 - grace_s + 30, end_s=86_400 - 60)
+            booked = s.settled_at + timedelta(seconds=rng.uniform(61, max(62.0, grace_s - 30)))
+            lines.append(_Line(s.provider, line_for(s, booked)))
+            if last and booked >= day_end:
+                pending.add(f"S:{s.sid}")
+        # batched payouts (many-to-one)
+        for b in range(cfg.batches_per_day):
+            batch_route = rng.choice([r for r in routes if r[0] == "payout" and r[1] in (m.Provider.PAYPAL,
+                                                                                         m.Provider.WISE)])
+            account = f"BATCHACCT-{day:%Y%m%d}-{b:02d}"
+            members = [new_settlement(day, "batch", batch_route, start_s=3_600, end_s=72_000) for _ in
+                       range(rng.randint(3, 5))]
+            ccy = members[0].currency
+            for s in members:
+                s.counterparty, s.provider_reference, s.currency = account, None, ccy
+            booked = max(s.settled_at for s in members) + timedelta(minutes=5)
+            lines.append(_Line(batch_route[1], StatementLine(
+                provider_reference=_provider_ref(batch_route[1], rng), our_reference=None,
+                amount_minor=sum(s.amount for s in members), fee_minor=sum(s.fee for s in members),
+                currency=ccy, fx_rate=None, value_date=booked.date(), created_at=booked, counterparty=account)))
+
+        # ------------------------------------------------------------------ injected breaks
+        per_day = _split(cfg.breaks_per_class, len(day_list), d_i)
+        timing_per_day = _split(cfg.breaks_per_class, len(day_list) - 1, d_i) if len(day_list) > 1 else 0
+        for cls in BreakClass:
+            n = timing_per_day if cls is BreakClass.TIMING else per_day
+            if cls is BreakClass.TIMING and last:
+                n = 0
+            for _ in range(n):
+                route: Any = rng.choice(fx_routes) if cls is BreakClass.FX_VARIANCE else None
+                if cls is BreakClass.MISSING_INTERNALLY:
+                    ghost = new_settlement(day, "ghost", start_s=600, end_s=86_400 - 2 * 3_600)
+                    settlements.remove(ghost)
+                    ghost_line = line_for(ghost, our_reference=None if rng.random() < 0.5 else f"GHOST-{ghost.sid}",
+                                          fx_rate=None)
+                    lines.append(_Line(ghost.provider, ghost_line, truth=cls))
+                    continue
+                if cls is BreakClass.TIMING:
+                    s = new_settlement(day, cls.value, route, start_s=43_200, end_s=81_000)
+                    booked = day_end + tol.cutoff_grace + timedelta(seconds=rng.uniform(60, 9_000))
+                    lines.append(_Line(s.provider, line_for(s, booked)))
+                    truth[f"S:{s.sid}"] = cls
+                    continue
+                s = new_settlement(day, cls.value, route, start_s=600, end_s=86_400 - 2 * 3_600)
+                truth[f"S:{s.sid}"] = cls
+                if cls is BreakClass.MISSING_AT_PROVIDER:
+                    continue
+                if cls is BreakClass.AMOUNT_VARIANCE:
+                    delta = max(tol.amount_minor + 2, s.amount // 50) * rng.choice((-1, 1))
+                    if s.amount + delta <= 0:
+                        delta = abs(delta)
+                    lines.append(_Line(s.provider, line_for(s, amount_minor=s.amount + delta)))
+                elif cls is BreakClass.FEE_VARIANCE:
+                    lines.append(_Line(s.provider, line_for(s, fee_minor=s.fee + max(tol.fee_minor + 2,
+                                                                                     s.fee // 5 + 3))))
+                elif cls is BreakClass.FX_VARIANCE:
+                    places = FORMATS[s.provider].rate_places
+                    bad = _round_rate(s.rate * (1 + Decimal(rng.choice((-1, 1))) * Decimal(
+                        str(round(rng.uniform(0.002, 0.01), 5)))), places)
+                    amount = int((Decimal(s.amount) * bad / s.rate).to_integral_value())
+                    lines.append(_Line(s.provider, line_for(s, fx_rate=bad, amount_minor=amount)))
+                elif cls is BreakClass.DUPLICATE:
+                    original = line_for(s)
+                    lines.append(_Line(s.provider, original))
+                    again = original.created_at + timedelta(minutes=rng.uniform(1, 60))
+                    if rng.random() < 0.5:
+                        dup = line_for(s, again)  # the same transaction reported twice
+                        dup = StatementLine(**{**_asdict(dup), "provider_reference": original.provider_reference})
+                    else:
+                        dup = line_for(s, again, provider_reference=_provider_ref(s.provider, rng))  # paid twice
+                    lines.append(_Line(s.provider, dup, truth=cls))
+                    del truth[f"S:{s.sid}"]
+
+    # ------------------------------------------------------------------ statements by booking day + line ids
+    statements: dict[date, dict[m.Provider, list[StatementLine]]] = defaultdict(lambda: defaultdict(list))
+    for ln in lines:
+        statements[ln.line.created_at.astimezone(UTC).date()][ln.provider].append(ln.line)
+    truth_lines = {id(ln.line): ln.truth for ln in lines if ln.truth is not None}
+    for day, by_provider in statements.items():
+        for provider, items in by_provider.items():
+            items.sort(key=lambda x: x.created_at)
+            for line, line_id in zip(items, assign_line_ids(provider, day, items), strict=True):
+                expected = truth_lines.get(id(line))
+                if expected is not None:
+                    truth[f"L:{line_id}"] = expected
+    for day in [*day_list, day_list[-1] + timedelta(days=1)]:
+        statements.setdefault(day, defaultdict(list))
+    events = _events(settlements, day_list, cfg, rng)
+    return SeededPeriod(day_list, events, {d: dict(v) for d, v in statements.items()}, truth, pending,
+                        len(settlements))
+
+
+def _asdict(line: StatementLine) -> dict[str, Any]:
+    return {f: getattr(line, f) for f in StatementLine.__slots__}
+
+
+def _split(total: int, parts: int, index: int) -> int:
+    if parts <= 0:
+        return 0
+    return total // parts + (1 if index < total % parts else 0)
+
+
+# --------------------------------------------------------------------------- platform events
+
+
+def _events(settlements: list[_Settlement], days: list[date], cfg: GeneratorConfig,
+            rng: random.Random) -> dict[date, dict[str, list[Any]]]:
+    out: dict[date, dict[str, list[Any]]] = defaultdict(lambda: defaultdict(list))
+
+    def emit(topic: t.Topic, value: Any, ts: datetime) -> None:
+        out[ts.astimezone(UTC).date()][topic.name].append(value)
+
+    ledger_dropped = not cfg.ledger_break
+    audits_missing = cfg.missing_audit
+    for s in settlements:
+        kaus = _kaus_units(s.amount, s.currency, s.rate)
+        if s.kind == "bridge":
+            assert s.rail is not None and s.region is not None
+            phases = {m.BridgePhase.BALANCE_LOCK: rng.randint(40, 150), m.BridgePhase.FX_CONVERSION: rng.randint(
+                60, 200), m.BridgePhase.MERCHANT_CREDIT: rng.randint(80, 220), m.BridgePhase.CONFIRMATION: rng.randint(
+                20, 100)}
+            tx = "BRIDGE-" + s.sid.split("-", 1)[1]
+            emit(t.BRIDGE_SETTLEMENTS_COMPLETED, m.BridgeSettlementCompleted(
+                request_id=s.sid, bridge_tx_id=tx, payer_account_id=s.payer, merchant_id=s.counterparty,
+                region=s.region, currency=s.currency, amount_minor=s.amount, kaus_debited_units=kaus, rate=s.rate,
+                rail=s.rail, provider_reference=s.provider_reference or "", provider_fee_minor=s.fee,
+                cashback_kaus_units=kaus // 100, ecosystem_bonus_kaus_units=0, phase_durations_ms=phases,
+                total_duration_ms=sum(phases.values()), completed_at=s.settled_at), s.settled_at)
+            audit_tx = tx
+        else:
+            requested = s.settled_at - timedelta(seconds=rng.uniform(1, 30))
+            emit(t.PAYOUT_REQUESTS, m.PayoutRequest(
+                payout_id=s.sid, account_id=s.counterparty, provider=s.provider, currency=s.currency,
+                amount_kaus_units=kaus, payout_account=f"{s.provider.value.lower()}:{s.counterparty}",
+                requested_at=requested), requested)
+            emit(t.PAYOUT_RESULTS, m.PayoutResult(
+                payout_id=s.sid, status=m.PayoutStatus.PAID, provider=s.provider,
+                provider_reference=s.provider_reference, currency=s.currency, amount_minor=s.amount,
+                fee_minor=s.fee, rate=s.rate, completed_at=s.settled_at), s.settled_at)
+            audit_tx = s.sid
+        if not ledger_dropped:
+            ledger_dropped = True
+        else:
+            emit(t.LEDGER_TRANSFERS, m.LedgerTransfer(
+                transfer_id=f"{s.sid}:debit", debit_account_id=s.payer if s.kind == "bridge" else s.counterparty,
+                credit_account_id="SETTLEMENT-POOL", amount_kaus_units=kaus,
+                reason=f"{s.kind}:{s.sid}", occurred_at=s.settled_at), s.settled_at)
+        if audits_missing > 0:
+            audits_missing -= 1
+        else:
+            emit(t.AUDIT_RECORDS, _audit(audit_tx, s, rng), s.settled_at)
+    # failed bridge settlements (no provider line, no exception)
+    for day in days:
+        for i in range(int(cfg.settlements_per_day * cfg.failed_share)):
+            ts = datetime.combine(day, time(), UTC) + timedelta(seconds=rng.uniform(0, 80_000))
+            emit(t.BRIDGE_SETTLEMENTS_FAILED, m.BridgeSettlementFailed(
+                request_id=f"BRF-{day:%Y%m%d}-{i:05d}", payer_account_id=f"PAYER-{i:05d}", region=m.Region.US,
+                currency=Currency.USD, amount_minor=1000 + i, failed_phase=m.BridgePhase.MERCHANT_CREDIT,
+                reason_code="RAIL_TIMEOUT", reason="STRIPE_INSTANT did not answer within 200 ms",
+                rail=m.Rail.STRIPE_INSTANT, failed_at=ts), ts)
+        # P2P trades settle on the ledger only
+        for i in range(cfg.trades_per_day):
+            ts = datetime.combine(day, time(), UTC) + timedelta(seconds=rng.uniform(0, 86_000))
+            trade_id = f"TR-{day:%Y%m%d}-{i:06d}"
+            qty = rng.randint(100, 50_000)
+            price = rng.randint(50_000, 200_000)
+            notional = qty * price // 1000
+            fee = notional // 500
+            emit(t.ENERGY_SETTLEMENTS, m.TradeSettled(
+                trade_id=trade_id, market_id=f"{day.isoformat()}T10:00Z/KR-SEOUL", buyer_account_id=f"ACC-B{i % 97}",
+                seller_account_id=f"ACC-S{i % 89}", notional_kaus_units=notional, fee_kaus_units=fee,
+                seller_net_kaus_units=notional - fee, delivered_wh=qty,
+                phase_durations_us={"matching": 35_000, "validation": 22_000, "transfer": 78_000, "minting": 41_000},
+                settled_at=ts), ts)
+            emit(t.LEDGER_TRANSFERS, m.LedgerTransfer(
+                transfer_id=f"{trade_id}:notional", debit_account_id=f"ACC-B{i % 97}",
+                credit_account_id=f"ACC-S{i % 89}", amount_kaus_units=notional, reason=f"trade:{trade_id}",
+                occurred_at=ts), ts)
+            emit(t.AUDIT_RECORDS, m.AuditRecord(
+                audit_id=f"AUDIT-{trade_id}", timestamp=ts, transaction_id=trade_id, action="SETTLEMENT_EXECUTED",
+                actor=m.AuditActor(user_id=f"ACC-B{i % 97}"), details=m.AuditDetails(
+                    kaus_amount=f"{Decimal(notional).scaleb(-6):.6f}")), ts)
+        for ccy, base in BASE_RATES.items():
+            for h in range(0, 24, 6):
+                ts = datetime.combine(day, time(h), UTC)
+                emit(t.FX_RATES, m.FxRate(quote_id=f"FX-{ccy}-{ts:%Y%m%d%H}", source=m.FxSource.NEXUS_INTERNAL,
+                                          quote=ccy, rate=base, as_of=ts), ts)
+    return {d: dict(v) for d, v in out.items()}
+
+
+def _audit(tx: str, s: _Settlement, rng: random.Random) -> m.AuditRecord:
+    major = Decimal(s.amount).scaleb(-MINOR_UNIT_EXPONENT[s.currency])
+    return m.AuditRecord(
+        audit_id=f"AUDIT-{s.sid}", timestamp=s.settled_at, transaction_id=tx, action="SETTLEMENT_EXECUTED",
+        actor=m.AuditActor(user_id=s.payer, ip=f"203.0.113.{rng.randrange(1, 250)}"),
+        details=m.AuditDetails(fiat_amount=f"{major:f}", currency=s.currency, exchange_rate=s.rate,
+                               settlement_rail=s.rail, duration=rng.randint(200, 640)),
+    )
+
+
+def write_inbox(events: dict[date, dict[str, list[Any]]], inbox_dir: Path) -> None:
+    """JSONL per topic per event day: {"partition", "offset", "timestamp_ms", "key", "value"} per line.
+
+    Offsets are contiguous per (topic, partition) across days, as a broker would assign them.
+    """
+    next_offset: dict[tuple[str, int], int] = defaultdict(int)
+    for day in sorted(events):
+        folder = Path(inbox_dir) / day.isoformat()
+        folder.mkdir(parents=True, exist_ok=True)
+        for topic_name, values in sorted(events[day].items()):
+            topic = t.topic(topic_name)
+            rows = []
+            for value in values:
+                key = topic.key_of(value)
+                partition = zlib.crc32(key) % topic.partitions
+                offset = next_offset[(topic_name, partition)]
+                next_offset[(topic_name, partition)] += 1
+                ts = _event_time(value)
+                rows.append(json.dumps({
+                    "partition": partition, "offset": offset, "timestamp_ms": int(ts.timestamp() * 1000),
+                    "key": key.decode(), "value": json.loads(topic.encode(value)),
+                }, separators=(",", ":")))
+            (folder / f"{topic_name}.jsonl").write_text("\n".join(rows) + "\n", encoding="utf-8")
+
+
+def _event_time(value: Any) -> datetime:
+    for attr in ("completed_at", "failed_at", "settled_at", "occurred_at", "requested_at", "as_of", "timestamp"):
+        ts = getattr(value, attr, None)
+        if isinstance(ts, datetime):
+            return ts
+    raise ValueError(f"no event time on {type(value).__name__}")
