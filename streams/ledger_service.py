@@ -133,7 +133,7 @@ class LedgerPartition:
         out: list[Output] = []
         if outcome.status is ts.SettlementStatus.SETTLED:
             out.extend(
-                (LEDGER_TRANSFERS, transfer_record(r, "trade settlement"))
+                (LEDGER_TRANSFERS, transfer_record(r, f"trade:{trade.trade_id}"))
                 for r in outcome.transfers
                 if r.status is TransferStatus.POSTED
             )
