@@ -28,8 +28,12 @@ from contracts.types import (
     SignedMinorUnits,
     UtcDatetime,
 )
+from domain.bridge import Phase as BridgePhase
+from domain.cashback import PayerTier
+from domain.fx import FxSource
 from domain.money import Currency
 from domain.order_book import OrderType, Side
+from domain.rails import Provider, Rail, Region
 from domain.trade_settlement import DividendSource, EnergySource
 
 
@@ -40,55 +44,6 @@ class Contract(BaseModel):
 
 
 # --------------------------------------------------------------------------- enums
-
-
-class Region(StrEnum):
-    """Settlement regions of the spec's rail table (§2.2)."""
-
-    KR = "KR"
-    US = "US"
-    EU = "EU"
-    JP = "JP"
-    SG = "SG"
-    AU = "AU"
-    HK = "HK"
-    AE = "AE"
-
-
-class Rail(StrEnum):
-    TOSS_PAYMENTS = "TOSS_PAYMENTS"
-    STRIPE_INSTANT = "STRIPE_INSTANT"
-    STRIPE_SEPA = "STRIPE_SEPA"
-    PAYPAY_BUSINESS = "PAYPAY_BUSINESS"
-    STRIPE_ASIA = "STRIPE_ASIA"
-    STRIPE_AU = "STRIPE_AU"
-    STRIPE_HK = "STRIPE_HK"
-    PAYFORT = "PAYFORT"
-    PAYPAL = "PAYPAL"
-    WISE = "WISE"
-    ALIPAY = "ALIPAY"
-
-
-class Provider(StrEnum):
-    PAYPAL = "PAYPAL"
-    STRIPE = "STRIPE"
-    WISE = "WISE"
-    TOSS = "TOSS"
-    ALIPAY = "ALIPAY"
-
-
-class FxSource(StrEnum):
-    NEXUS_INTERNAL = "NEXUS_INTERNAL"
-    BLOOMBERG = "BLOOMBERG"
-    REUTERS = "REUTERS"
-
-
-class PayerTier(StrEnum):
-    BRONZE = "BRONZE"
-    SILVER = "SILVER"
-    GOLD = "GOLD"
-    PLATINUM = "PLATINUM"
-    DIAMOND = "DIAMOND"
 
 
 class Severity(StrEnum):
@@ -352,13 +307,6 @@ class BridgeRequest(Contract):
     payer_tier: PayerTier
     quoted_rate: Rate = Field(description="KAUS->currency rate the payer saw")
     requested_at: UtcDatetime
-
-
-class BridgePhase(StrEnum):
-    BALANCE_LOCK = "BALANCE_LOCK"
-    FX_CONVERSION = "FX_CONVERSION"
-    MERCHANT_CREDIT = "MERCHANT_CREDIT"
-    CONFIRMATION = "CONFIRMATION"
 
 
 class BridgeSettlementCompleted(Contract):
