@@ -44,6 +44,7 @@ from contracts.topics import (
 )
 from domain.money import kaus_to_decimal
 from domain.order_flow import demo_accounts, demo_markets, generate_orders
+from streams.bridge_demo import BridgeDemo
 from streams.matching_service import to_message
 from streams.settings import Settings, get_settings
 from streams.topic_admin import ensure_topics
@@ -134,6 +135,10 @@ def stop_everything(settings: Settings, console: Console) -> None:
     if stop_pid_file(run_dir(settings) / "worker.pid"):
         console.print("stopped the worker")
     stop_monitoring(settings, console)
+    from infra.provider_sim.launcher import ProviderSimProcess
+
+    if ProviderSimProcess(port=settings.provider_sim_port, state_dir=settings.data_dir / "provider_sim").stop():
+        console.print("stopped the provider simulator")
     if settings.local_kafka:
         broker = local_broker(settings)
         if broker.is_running():
@@ -359,6 +364,7 @@ def main(argv: list[str] | None = None) -> int:
     traffic = Traffic(args.rate)
     observed = Observed()
     recon = Reconciliation(settings)
+    bridge: BridgeDemo | None = None
     threads: list[threading.Thread] = []
     interrupted = False
     try:
@@ -380,6 +386,10 @@ def main(argv: list[str] | None = None) -> int:
         console.print(f"[green]✓[/] Faust worker ready in {ready_s:.1f}s (log: {worker.log_path})")
         with console.status("starting Alertmanager, the notification sink and the dashboard…"):
             monitoring = MonitoringStack(settings, console).start()
+        bridge = BridgeDemo(settings, settings.provider_sim_port)
+        with console.status("starting the payout-provider simulator…"):
+            sim_s = bridge.start()
+        console.print(f"[green]✓[/] provider simulator ready in {sim_s:.1f}s; card payments start settling")
         incidents = produce_incident(settings)
         console.print(f"[green]✓[/] produced a scripted incident ({incidents} events) so each alert rule fires once")
 
@@ -395,6 +405,8 @@ def main(argv: list[str] | None = None) -> int:
         with Live(console=console, refresh_per_second=2) as live:
             while not args.duration or time.monotonic() - started < args.duration:
                 extra = [monitoring.render()] if monitoring is not None else []
+                if bridge is not None:
+                    extra.append(bridge.render())
                 extra.append(recon.render())
                 live.update(Panel(observed.render(traffic, time.monotonic() - started, *extra), title="NEXUS-X demo"))
                 time.sleep(0.5)
@@ -408,6 +420,8 @@ def main(argv: list[str] | None = None) -> int:
         with console.status("stopping…"):
             if monitoring is not None:
                 monitoring.stop()
+            if bridge is not None:
+                bridge.stop()
             worker.stop()
             if settings.local_kafka:
                 local_broker(settings).stop()

@@ -34,6 +34,7 @@ class Settings(BaseSettings):
     # Ingress: messages above this size are dead-lettered (the registry may lower it per topic).
     max_ingress_message_bytes: int = 64 * 1024
 
+    provider_sim_port: int = 19480  # the local payout-provider simulator (infra/provider_sim) in the demo
     alertmanager_url: str = "http://127.0.0.1:19094"
     alertmanager_port: int = 19094
 

@@ -23,9 +23,9 @@ def _port_open(port: int) -> bool:
 
 
 def test_demo_streams_events_and_leaves_nothing_running(tmp_path: Path) -> None:
-    ports = find_free_ports(8)
+    ports = find_free_ports(9)
     names = ["KAFKA_PORT", "KAFKA_CONTROLLER_PORT", "WORKER_WEB_PORT", "METRICS_PORT", "ALERTMANAGER_PORT",
-             "ALERT_SINK_PORT", "ALERT_SMTP_PORT", "DASHBOARD_PORT"]
+             "ALERT_SINK_PORT", "ALERT_SMTP_PORT", "DASHBOARD_PORT", "PROVIDER_SIM_PORT"]
     env = {k: v for k, v in os.environ.items() if k != "NEXUS_KAFKA_BOOTSTRAP_SERVERS"}
     env.update({f"NEXUS_{name}": str(port) for name, port in zip(names, ports, strict=True)})
     env.update(NEXUS_ALERTMANAGER_URL=f"http://127.0.0.1:{ports[4]}", NEXUS_DATA_DIR=str(tmp_path),
@@ -37,6 +37,7 @@ def test_demo_streams_events_and_leaves_nothing_running(tmp_path: Path) -> None:
     assert "Kafka broker ready" in out and "Faust worker ready" in out
     assert "→ energy.trades" in out and "→ energy.settlements" in out
     assert "Latest dead letters" in out and "MALFORMED_JSON" in out
+    assert "High-Speed Bridge" in out and "settled" in out
     assert "stopped the worker and the broker" in out
     for port in ports:
         assert not _port_open(port), f"something still listens on {port} after the demo stopped"
