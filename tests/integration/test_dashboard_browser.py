@@ -30,7 +30,7 @@ from contracts.topics import (
 )
 from dashboards.server import Dashboard
 from streams.settings import REPO_ROOT
-from tests.integration.alerting_fixtures import CheckedKafkaIO
+from tests.support.kafka_io import KafkaIO
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="chromium not installed")]
@@ -150,7 +150,7 @@ def words(text: str) -> str:
 
 def test_dashboard_panels_show_the_platform_numbers(kafka_bootstrap: str, run_id: str, tmp_path: Path) -> None:
     completed, failed, trades = seed(run_id)
-    io = CheckedKafkaIO(kafka_bootstrap)
+    io = KafkaIO(kafka_bootstrap)
     io.ensure_topics()
     io.produce_messages(BRIDGE_SETTLEMENTS_COMPLETED, completed)
     io.produce_messages(BRIDGE_SETTLEMENTS_FAILED, failed)
