@@ -40,6 +40,7 @@ from streams.settings import Settings
 from streams.topic_admin import ensure_topics
 
 console = Console()
+WARMUP_ORDERS = 500
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -101,7 +102,7 @@ class Observer(threading.Thread):
         self.consumer.assign([TopicPartition(ENERGY_SETTLEMENTS.name, p, 0) for p in meta.partitions])
         self.assigned.set()
         while not self.stop.is_set():
-            for msg in self.consumer.consume(2000, timeout=0.1):
+            for msg in self.consumer.consume(2000, timeout=0.005):  # returns at the timeout: keep it short
                 if msg.error():
                     continue
                 now = time.perf_counter()
@@ -200,9 +201,15 @@ def run_mode(mode: str, args: argparse.Namespace) -> dict[str, float]:
         observer.assigned.wait(30)
         time.sleep(1)
 
-        # (1) latency at a fixed rate
+        # (0) warm-up: group join, first rebuilds and connections happen before anything is timed
+        n_warm = WARMUP_ORDERS
         n_latency = int(args.latency_rate * args.latency_s)
-        flow = build_flow(tag, n_latency + args.orders, seed=7)
+        flow = build_flow(tag, n_warm + n_latency + args.orders, seed=7)
+        warm_sent: dict[str, float] = {}
+        produce(producer, flow.records[:n_warm], args.latency_rate, warm_sent)
+        wait_settled(observer, {t for t, o in flow.aggressor_of.items() if o in warm_sent}, 120, worker)
+        flow.records = flow.records[n_warm:]
+        # (1) latency at a fixed rate
         latency_part = flow.records[:n_latency]
         sent_at: dict[str, float] = {}
         produce(producer, latency_part, args.latency_rate, sent_at)
