@@ -26,7 +26,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -37,6 +36,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from string import Template
 
+from infra.processes import cmdline, pid_alive, port_bindable
 from streams.settings import Settings, get_settings
 
 HERE = Path(__file__).resolve().parent
@@ -104,35 +104,11 @@ def check_config(path: Path) -> str:
     return done.stdout
 
 
-def _port_free(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    with contextlib.suppress(OSError):
-        if Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z":
-            return False
-    return True
-
-
 def _is_alertmanager(pid: int) -> bool:
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
+    args = cmdline(pid)
+    if not args and not Path("/proc").is_dir():
         return True  # no /proc: trust the pid file
-    return bool(cmdline) and Path(cmdline[0].decode(errors="replace")).name == BINARY
+    return bool(args) and Path(args[0]).name == BINARY
 
 
 @dataclass
@@ -180,7 +156,7 @@ class LocalAlertmanager:
             pid = int(self.pid_file.read_text().strip())
         except (OSError, ValueError):
             return None
-        return pid if _pid_alive(pid) and _is_alertmanager(pid) else None
+        return pid if pid_alive(pid) and _is_alertmanager(pid) else None
 
     def is_ready(self, timeout_s: float = 1.0) -> bool:
         try:
@@ -219,7 +195,7 @@ class LocalAlertmanager:
         binary = shutil.which(BINARY)
         if binary is None:
             raise AlertmanagerError(f"{BINARY} not found; install it: bash infra/install-system-deps.sh")
-        if not _port_free(self.port):
+        if not port_bindable(self.port):
             raise AlertmanagerError(f"port {self.port} is in use; pick another: --port N (NEXUS_ALERTMANAGER_PORT)")
         self.render()
         storage = self.dir / "data"
@@ -296,7 +272,7 @@ class LocalAlertmanager:
                 return False
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            if not _pid_alive(pid):
+            if not pid_alive(pid):
                 return True
             time.sleep(0.05)
         return False

@@ -42,6 +42,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from infra.processes import cmdline, pid_alive, port_accepts, port_bindable
+
 __all__ = [
     "DEFAULT_CONTROLLER_PORT",
     "DEFAULT_PORT",
@@ -179,48 +181,6 @@ def find_free_ports(count: int = 2) -> list[int]:
             s.close()
 
 
-def _port_accepts(port: int, host: str = "127.0.0.1", timeout: float = 0.5) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
-def _port_bindable(port: int, host: str = "127.0.0.1") -> bool:
-    """True when a listener could bind the port now (SO_REUSEADDR, like the JVM, so TIME_WAIT is not 'busy')."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host, port))
-        except OSError:
-            return False
-    return True
-
-
-def _cmdline(pid: int) -> list[str]:
-    try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return []
-    return [a.decode(errors="replace") for a in raw.split(b"\0") if a]
-
-
-def _pid_alive(pid: int) -> bool:
-    """True if ``pid`` exists and is not a zombie."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return stat.rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True  # no /proc: trust kill(0)
-
-
 @dataclass(frozen=True)
 class _BrokerProc:
     """A live JVM running ``kafka.Kafka`` that this module started (recognised by its ``PROCESS_TAG``)."""
@@ -232,7 +192,7 @@ class _BrokerProc:
 
 def _broker_proc(pid: int) -> _BrokerProc | None:
     """Describe ``pid`` if it is one of our brokers, else None (always None without ``/proc``)."""
-    args = _cmdline(pid)
+    args = cmdline(pid)
     if BROKER_MAIN_CLASS not in args:
         return None
     tag = next((a[len(PROCESS_TAG) :] for a in args if a.startswith(PROCESS_TAG)), None)
@@ -252,7 +212,7 @@ def _our_brokers() -> list[_BrokerProc]:
     for entry in proc.iterdir():
         if entry.name.isdigit():
             info = _broker_proc(int(entry.name))
-            if info is not None and _pid_alive(info.pid):
+            if info is not None and pid_alive(info.pid):
                 found.append(info)
     return found
 
@@ -392,7 +352,7 @@ class LocalKafka:
 
     def _owns(self, pid: int) -> bool:
         """True if ``pid`` is a live broker of ours running with this instance's server.properties."""
-        if not _pid_alive(pid):
+        if not pid_alive(pid):
             return False
         if not Path("/proc").is_dir():  # cannot inspect command lines: trust our pid file
             return True
@@ -423,7 +383,7 @@ class LocalKafka:
 
     def is_ready(self, timeout_s: float = 2.0) -> bool:
         """True if the broker accepts connections and (with confluent_kafka installed) answers a metadata request."""
-        return _port_accepts(self.port) and self._metadata_ok(timeout_s) is not False
+        return port_accepts(self.port) and self._metadata_ok(timeout_s) is not False
 
     def _pid_on_port(self) -> int | None:
         """Any broker of ours serving this client port, whatever its data dir."""
@@ -500,7 +460,7 @@ class LocalKafka:
 
     def _check_ports_free(self) -> None:
         for what, port in (("broker", self.port), ("controller", self.controller_port)):
-            if _port_bindable(port):
+            if port_bindable(port):
                 continue
             holder = _listening_pid(port)
             info = _broker_proc(holder) if holder is not None else None
@@ -512,7 +472,7 @@ class LocalKafka:
                     f"client port {info.port}, config {info.properties}), not the one for data dir {self.dir}.\n"
                     f"Stop it: python -m infra.kafka.broker stop --port {info.port}   (or: kill {info.pid})"
                 )
-            who = f"pid {holder} ({' '.join(_cmdline(holder))[:120]})" if holder else "another process"
+            who = f"pid {holder} ({' '.join(cmdline(holder))[:120]})" if holder else "another process"
             raise LocalKafkaError(
                 f"The {what} port {port} is already in use by {who}, not by a broker of ours.\n"
                 "Pick free ports, e.g.: python -m infra.kafka.broker start --port 29092 --controller-port 29093"
@@ -602,7 +562,7 @@ class LocalKafka:
             dead = (
                 (self._proc.poll() is not None)
                 if self._proc is not None and self._proc.pid == pid
-                else (not _pid_alive(pid))
+                else (not pid_alive(pid))
             )
             if dead:
                 code = self._proc.returncode if self._proc is not None else None
@@ -617,7 +577,7 @@ class LocalKafka:
                     f"Retry with a larger timeout (--timeout) or read the logs.\n{self._diagnostics()}"
                 )
             if (
-                _port_accepts(self.port, timeout=min(0.5, remaining))
+                port_accepts(self.port, timeout=min(0.5, remaining))
                 and self._metadata_ok(min(2.0, max(remaining, 0.1))) is not False
             ):
                 return
@@ -671,10 +631,10 @@ class LocalKafka:
                 return False
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            if not _pid_alive(pid):
+            if not pid_alive(pid):
                 return True
             time.sleep(0.05)
-        return not _pid_alive(pid)
+        return not pid_alive(pid)
 
     def wipe(self) -> None:
         """Delete the data dir (all topics, offsets and the KRaft cluster id). Refuses while the broker runs."""

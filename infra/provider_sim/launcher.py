@@ -34,6 +34,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from infra.processes import cmdline, pid_alive
 from streams.providers.base import DEFAULT_SIM_PORT, REPO_ROOT
 
 STATE_DIR = REPO_ROOT / ".local" / "provider_sim"
@@ -41,26 +42,6 @@ STATE_DIR = REPO_ROOT / ".local" / "provider_sim"
 
 class SimError(RuntimeError):
     pass
-
-
-def _cmdline(pid: int) -> list[str]:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
-    except OSError:
-        return []
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return True
 
 
 class ProviderSimProcess:
@@ -86,9 +67,9 @@ class ProviderSimProcess:
         return self.state_dir / f"sim-{self.port}.log"
 
     def _ours(self, pid: int) -> bool:
-        args = _cmdline(pid)
+        args = cmdline(pid)
         if not args:
-            return _alive(pid)  # no /proc: trust our own pid file
+            return pid_alive(pid)  # no /proc: trust our own pid file
         return "infra.provider_sim" in args and "run" in args and str(self.port) in args
 
     @property
@@ -99,7 +80,7 @@ class ProviderSimProcess:
             pid = int(self.pid_file.read_text().split()[0])
         except (OSError, ValueError, IndexError):
             return None
-        return pid if _alive(pid) and self._ours(pid) else None
+        return pid if pid_alive(pid) and self._ours(pid) else None
 
     def healthy(self, timeout_s: float = 1.0) -> bool:
         try:
@@ -143,7 +124,7 @@ class ProviderSimProcess:
                 if self._proc is not None and self._proc.pid == pid:
                     if self._proc.poll() is not None:
                         return True
-                elif not _alive(pid):
+                elif not pid_alive(pid):
                     return True
                 time.sleep(0.05)
             with contextlib.suppress(ProcessLookupError):
