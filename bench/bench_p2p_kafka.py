@@ -103,10 +103,11 @@ class Observer(threading.Thread):
         self.assigned.set()
         while not self.stop.is_set():
             for msg in self.consumer.consume(2000, timeout=0.005):  # returns at the timeout: keep it short
-                if msg.error():
+                value = msg.value()
+                if msg.error() or value is None:
                     continue
                 now = time.perf_counter()
-                trade_id = json.loads(msg.value())["trade_id"]
+                trade_id = json.loads(value)["trade_id"]
                 self.settled_at.setdefault(trade_id, now)
         self.consumer.close()
 
@@ -158,7 +159,7 @@ def run_mode(mode: str, args: argparse.Namespace) -> dict[str, float]:
     data = Path(tempfile.mkdtemp(prefix=f"bench-{mode}-"))
     broker = LocalKafka(port=port, controller_port=controller, data_dir=data / "kafka")
     broker.start(timeout_s=60)
-    worker = None
+    workers: list[subprocess.Popen[bytes]] = []
     try:
         settings = Settings(kafka_bootstrap_servers=broker.bootstrap)
         ensure_topics(settings)
@@ -183,19 +184,32 @@ def run_mode(mode: str, args: argparse.Namespace) -> dict[str, float]:
             NEXUS_WORKER_WEB_PORT=str(port + 7),
             PYTHONUNBUFFERED="1",
         )
-        module = "streams.worker" if mode == "faust" else "streams.plain_loop"
-        log_path = data / "worker.log"
-        worker = subprocess.Popen(
-            [sys.executable, "-m", module],
-            env=env,
-            stdout=log_path.open("wb"),
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        while "Worker ready" not in log_path.read_text(errors="replace"):
-            if worker.poll() is not None:
-                raise RuntimeError(log_path.read_text()[-3000:])
-            time.sleep(0.2)
+        # "faust-split": matching and the ledger in two Faust worker processes (one per core).
+        module = "streams.plain_loop" if mode == "plain" else "streams.worker"
+        roles = ["matching", "settlement"] if mode == "faust-split" else ["matching,settlement"]
+        for i, role in enumerate(roles):
+            log_path = data / f"worker-{i}.log"
+            role_env = dict(
+                env,
+                NEXUS_AGENTS=role,
+                NEXUS_APP_ID=f"bench-{tag}-{i}",
+                NEXUS_WORKER_INSTANCE_ID=f"bench-{i}",
+                NEXUS_WORKER_WEB_PORT=str(port + 7 + i),
+            )
+            workers.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", module],
+                    env=role_env,
+                    stdout=log_path.open("wb"),
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            )
+            while "Worker ready" not in log_path.read_text(errors="replace"):
+                if workers[-1].poll() is not None:
+                    raise RuntimeError(log_path.read_text()[-3000:])
+                time.sleep(0.2)
+        worker = workers[0]
         observer = Observer(broker.bootstrap)
         observer.start()
         observer.assigned.wait(30)
@@ -245,15 +259,16 @@ def run_mode(mode: str, args: argparse.Namespace) -> dict[str, float]:
             "produce_s": produced_s,
             "burst_s": elapsed,
             "orders_per_s": len(burst) / elapsed,
-            "worker_peak_rss_mb": peak_rss_mb(worker.pid),
+            "worker_peak_rss_mb": sum(peak_rss_mb(p.pid) for p in workers),
         }
     finally:
-        if worker is not None and worker.poll() is None:
-            os.killpg(worker.pid, 15)
-            try:
-                worker.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(worker.pid, 9)
+        for proc in workers:
+            if proc.poll() is None:
+                os.killpg(proc.pid, 15)
+                try:
+                    proc.wait(20)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, 9)
         broker.stop()
         broker.wipe()
 
@@ -274,7 +289,8 @@ def main() -> int:
     table.add_column("metric")
     for mode in results:
         table.add_column(mode, justify="right")
-    if len(results) == 2:
+    both = "faust" in results and "plain" in results
+    if both:
         table.add_column("faust / plain", justify="right")
     for key in (
         "p50_ms",
@@ -289,7 +305,7 @@ def main() -> int:
         "worker_peak_rss_mb",
     ):
         row = [key] + [f"{r[key]:,.2f}" for r in results.values()]
-        if len(results) == 2:
+        if both:
             a, b = results["faust"][key], results["plain"][key]
             row.append(f"{a / b:.2f}" if b else "—")
         table.add_row(*row)
