@@ -1,12 +1,14 @@
 """Issue 2 acceptance: the run command brings the stack up, shows events flowing, and stops cleanly
-(no broker, worker, Alertmanager or dashboard process left behind)."""
+(no broker, worker, Alertmanager, simulator or dashboard left behind) — at the end of a run and on Ctrl-C."""
 
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -15,6 +17,18 @@ from infra.kafka.broker import find_free_ports
 
 pytestmark = pytest.mark.slow
 
+PORT_SETTINGS = [
+    "KAFKA_PORT",
+    "KAFKA_CONTROLLER_PORT",
+    "WORKER_WEB_PORT",
+    "METRICS_PORT",
+    "ALERTMANAGER_PORT",
+    "ALERT_SINK_PORT",
+    "ALERT_SMTP_PORT",
+    "DASHBOARD_PORT",
+    "PROVIDER_SIM_PORT",
+]
+
 
 def _port_open(port: int) -> bool:
     with socket.socket() as sock:
@@ -22,16 +36,34 @@ def _port_open(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
-def test_demo_streams_events_and_leaves_nothing_running(tmp_path: Path) -> None:
-    ports = find_free_ports(9)
-    names = ["KAFKA_PORT", "KAFKA_CONTROLLER_PORT", "WORKER_WEB_PORT", "METRICS_PORT", "ALERTMANAGER_PORT",
-             "ALERT_SINK_PORT", "ALERT_SMTP_PORT", "DASHBOARD_PORT", "PROVIDER_SIM_PORT"]
+def _demo_env(tmp_path: Path) -> tuple[dict[str, str], list[int]]:
+    """The demo on free ports with its own data dir, so it never meets a developer's running demo."""
+    ports = find_free_ports(len(PORT_SETTINGS))
     env = {k: v for k, v in os.environ.items() if k != "NEXUS_KAFKA_BOOTSTRAP_SERVERS"}
-    env.update({f"NEXUS_{name}": str(port) for name, port in zip(names, ports, strict=True)})
-    env.update(NEXUS_ALERTMANAGER_URL=f"http://127.0.0.1:{ports[4]}", NEXUS_DATA_DIR=str(tmp_path),
-               NEXUS_APP_ID="demo-test", COLUMNS="160")
-    run = subprocess.run([sys.executable, "-m", "streams.demo", "--duration", "20", "--rate", "200"], env=env,
-                         capture_output=True, text=True, timeout=300)
+    env.update({f"NEXUS_{name}": str(port) for name, port in zip(PORT_SETTINGS, ports, strict=True)})
+    env.update(
+        NEXUS_ALERTMANAGER_URL=f"http://127.0.0.1:{ports[4]}",
+        NEXUS_DATA_DIR=str(tmp_path),
+        NEXUS_APP_ID="demo-test",
+        COLUMNS="160",
+    )
+    return env, ports
+
+
+def _assert_nothing_listens(ports: list[int]) -> None:
+    for port in ports:
+        assert not _port_open(port), f"something still listens on {port} after the demo stopped"
+
+
+def test_demo_streams_events_and_leaves_nothing_running(tmp_path: Path) -> None:
+    env, ports = _demo_env(tmp_path)
+    run = subprocess.run(
+        [sys.executable, "-m", "streams.demo", "--duration", "20", "--rate", "200"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     out = run.stdout
     assert run.returncode == 0, out[-3000:] + run.stderr[-3000:]
     assert "Kafka broker ready" in out and "Faust worker ready" in out
@@ -39,6 +71,33 @@ def test_demo_streams_events_and_leaves_nothing_running(tmp_path: Path) -> None:
     assert "Latest dead letters" in out and "MALFORMED_JSON" in out
     assert "High-Speed Bridge" in out and "settled" in out
     assert "stopped the worker and the broker" in out
-    for port in ports:
-        assert not _port_open(port), f"something still listens on {port} after the demo stopped"
+    _assert_nothing_listens(ports)
     assert not (tmp_path / "run" / "worker.pid").exists()
+
+
+def test_ctrl_c_stops_everything_the_demo_started(tmp_path: Path) -> None:
+    """Ctrl-C in a terminal sends SIGINT to the foreground process group: the demo must clean up."""
+    env, ports = _demo_env(tmp_path)
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "streams.demo"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    assert demo.stdout is not None
+    seen = ""
+    deadline = time.monotonic() + 180
+    while "press Ctrl-C to stop" not in seen and time.monotonic() < deadline:
+        line = demo.stdout.readline()
+        if not line:
+            break
+        seen += line
+    assert "press Ctrl-C to stop" in seen, seen[-3000:]
+    time.sleep(5)
+    os.killpg(demo.pid, signal.SIGINT)
+    out, _ = demo.communicate(timeout=120)
+    assert demo.returncode == 0, out[-3000:]
+    assert "stopped the worker and the broker" in out
+    _assert_nothing_listens(ports)
