@@ -158,22 +158,19 @@ async def emit(topic: Topic, message: Any) -> asyncio.Future[None]:
     return await outbox.emit(topic, message)
 
 
-async def send_dead_letter(event: faust.EventT, reason: ingress.Rejected) -> Any:
+def _dead_letter(event: faust.EventT, reason: ingress.Rejected) -> Any:
     message = event.message
-    letter = ingress.dead_letter(
-        ingress.Origin(message.topic, message.partition, message.offset), message.key, message.value, reason
-    )
     log.warning("dead-lettered %s[%s]@%s: %s", message.topic, message.partition, message.offset, reason.reason)
-    return await emit(PLATFORM_DEADLETTERS, letter)
+    origin = ingress.Origin(message.topic, message.partition, message.offset)
+    return ingress.dead_letter(origin, message.key, message.value, reason)
+
+
+async def send_dead_letter(event: faust.EventT, reason: ingress.Rejected) -> Any:
+    return await emit(PLATFORM_DEADLETTERS, _dead_letter(event, reason))
 
 
 def dead_letter_nowait(event: faust.EventT, reason: ingress.Rejected) -> None:
-    message = event.message
-    letter = ingress.dead_letter(
-        ingress.Origin(message.topic, message.partition, message.offset), message.key, message.value, reason
-    )
-    log.warning("dead-lettered %s[%s]@%s: %s", message.topic, message.partition, message.offset, reason.reason)
-    outbox.emit_nowait(PLATFORM_DEADLETTERS, letter)
+    outbox.emit_nowait(PLATFORM_DEADLETTERS, _dead_letter(event, reason))
 
 
 def decode(topic: Topic, event: faust.EventT) -> Any | ingress.Rejected:

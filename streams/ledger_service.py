@@ -78,7 +78,6 @@ class LedgerPartition:
     partition: int = 0
     settler: ts.TradeSettler = field(default_factory=lambda: ts.TradeSettler(Ledger()))
     next_offset: int = 0
-    phase_us: dict[str, int] = field(default_factory=dict)  # last settlement's phases, for metrics
 
     @property
     def ledger(self) -> Ledger:
@@ -128,7 +127,6 @@ class LedgerPartition:
         phases = {PHASE_NAMES.get(name, name): ns // 1000 for name, ns in outcome.phase_ns}
         if trade.matching_duration_us is not None:
             phases = {"matching": trade.matching_duration_us, **phases}
-        self.phase_us = phases
         settled_at = from_ms(max(to_ms(trade.executed_at), self.ledger.clock_ms))
         out: list[Output] = []
         if outcome.status is ts.SettlementStatus.SETTLED:

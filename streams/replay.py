@@ -18,7 +18,7 @@ import faust
 
 from contracts.topics import Topic
 from streams import ingress
-from streams.app import app, dead_letter_nowait, decode, outbox, settings
+from streams.app import app, dead_letter_nowait, decode, faust_topic, outbox, settings
 from streams.partition_log import rebuild_state
 
 log = logging.getLogger("nexus.replay")
@@ -35,7 +35,6 @@ class ReplayingProcessor:
         self.topic = topic
         self.factory = factory
         self.states: dict[int, PartitionState] = {}
-        self.on_outputs: Callable[[PartitionState, list[tuple[Topic, Any]]], None] | None = None
 
     def rebuild(self, partition: int, until_offset: int) -> PartitionState:
         started = time.perf_counter()
@@ -82,8 +81,6 @@ class ReplayingProcessor:
             for topic, output in outputs:
                 outbox.emit_nowait(topic, output)
             emitted += len(outputs)
-            if self.on_outputs is not None:
-                self.on_outputs(state, outputs)
         if emitted:
             # Outputs acknowledged before this batch's offsets may be committed (acked on return).
             await outbox.flush()
@@ -93,7 +90,7 @@ def replaying_agent(
     topic: Topic, factory: Callable[[int], PartitionState], *, batch_max: int = 1000, within_s: float = 0.005
 ) -> ReplayingProcessor:
     processor = ReplayingProcessor(topic, factory)
-    channel = app.topic(topic.name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
+    channel = faust_topic(topic)
 
     async def consume(stream: faust.StreamT[bytes]) -> None:
         async for events in stream.take_events(batch_max, within=within_s):  # type: ignore[attr-defined]
