@@ -35,6 +35,7 @@ from contracts import models as m
 from contracts.topics import ENERGY_ORDERS, ENERGY_SETTLEMENTS, ENERGY_TRADES, LEDGER_COMMANDS
 from domain.order_flow import generate_orders
 from infra.kafka.broker import LocalKafka, find_free_ports
+from streams.kafka_clients import consumer_config, producer_config
 from streams.matching_service import MatchingPartition, to_message
 from streams.settings import Settings
 from streams.topic_admin import ensure_topics
@@ -84,14 +85,7 @@ class Observer(threading.Thread):
 
     def __init__(self, bootstrap: str) -> None:
         super().__init__(daemon=True)
-        self.consumer = Consumer(
-            {
-                "bootstrap.servers": bootstrap,
-                "group.id": f"bench-{uuid.uuid4().hex}",
-                "auto.offset.reset": "latest",
-                "enable.auto.commit": False,
-            }
-        )
+        self.consumer = Consumer(consumer_config(bootstrap, f"bench-{uuid.uuid4().hex}"))
         self.settled_at: dict[str, float] = {}
         self.stop = threading.Event()
         self.assigned = threading.Event()
@@ -164,14 +158,7 @@ def run_mode(mode: str, args: argparse.Namespace) -> dict[str, float]:
         settings = Settings(kafka_bootstrap_servers=broker.bootstrap)
         ensure_topics(settings)
         tag = uuid.uuid4().hex[:6].upper()
-        producer = Producer(
-            {
-                "bootstrap.servers": broker.bootstrap,
-                "linger.ms": 2,
-                "enable.idempotence": True,
-                "queue.buffering.max.messages": 1_000_000,
-            }
-        )
+        producer = Producer(producer_config(broker.bootstrap, queue_buffering_max_messages=1_000_000))
         for d in deposits(tag):
             producer.produce(LEDGER_COMMANDS.name, key=LEDGER_COMMANDS.key_of(d), value=LEDGER_COMMANDS.encode(d))
         producer.flush(30)

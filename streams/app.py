@@ -18,6 +18,7 @@ from faust.types import TP
 
 from contracts.topics import PLATFORM_DEADLETTERS, TOPICS, Topic
 from streams import ingress
+from streams.kafka_clients import producer_config
 from streams.settings import Settings, get_settings
 
 log = logging.getLogger("nexus.app")
@@ -92,13 +93,7 @@ class Outbox:
     def producer(self) -> Producer:
         if self._producer is None:
             self._producer = Producer(
-                {
-                    "bootstrap.servers": self._bootstrap,
-                    "enable.idempotence": True,
-                    "linger.ms": 2,
-                    "batch.size": 512 * 1024,
-                    "queue.buffering.max.messages": self.MAX_QUEUED,
-                }
+                producer_config(self._bootstrap, queue_buffering_max_messages=self.MAX_QUEUED)
             )
             self._poller = threading.Thread(target=self._poll_forever, name="outbox-poller", daemon=True)
             self._poller.start()

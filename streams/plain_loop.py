@@ -18,6 +18,7 @@ from confluent_kafka import Consumer, Message, Producer, TopicPartition
 
 from contracts.topics import ENERGY_ORDERS, LEDGER_COMMANDS, PLATFORM_DEADLETTERS, Topic
 from streams import ingress
+from streams.kafka_clients import consumer_config, producer_config
 from streams.ledger_service import LedgerPartition
 from streams.matching_service import MatchingPartition
 from streams.partition_log import rebuild_state
@@ -36,18 +37,14 @@ def main() -> int:
     ensure_topics(settings)
     bootstrap = settings.bootstrap_servers
     consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"{settings.app_id}-plain",
-            "enable.auto.commit": False,
-            "auto.offset.reset": "earliest",
-            "group.instance.id": f"{settings.worker_instance_id}-plain",
-            "session.timeout.ms": int(settings.broker_session_timeout_s * 1000),
-        }
+        consumer_config(
+            bootstrap,
+            f"{settings.app_id}-plain",
+            group_instance_id=f"{settings.worker_instance_id}-plain",
+            session_timeout_ms=int(settings.broker_session_timeout_s * 1000),
+        )
     )
-    producer = Producer(
-        {"bootstrap.servers": bootstrap, "linger.ms": 2, "enable.idempotence": True, "batch.size": 512 * 1024}
-    )
+    producer = Producer(producer_config(bootstrap))
     states: dict[tuple[str, int], Any] = {}
     stopping = False
 
