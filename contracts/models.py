@@ -271,10 +271,84 @@ class DeclareDividends(Contract):
     occurred_at: UtcDatetime
 
 
+class PlaceHold(Contract):
+    """Reserve K-AUS in a payer's account (two-phase transfer, phase one); voids itself at `expires_at`.
+
+    Answered on `ledger.outcomes`. Re-sending the same `command_id` for the same accounts and amount
+    returns the original outcome (the expiry may differ: a restarted requester computes a new one).
+    """
+
+    type: Literal["PLACE_HOLD"] = "PLACE_HOLD"
+    command_id: Id = Field(description="the hold id")
+    debit_account_id: Id
+    credit_account_id: Id
+    amount_kaus_units: PositiveKausUnits
+    expires_at: UtcDatetime
+    reason: str = Field(default="", max_length=200)
+    occurred_at: UtcDatetime
+
+
+class PostHold(Contract):
+    """Capture a hold (phase two): move `amount_kaus_units` (≤ the hold) and release the rest."""
+
+    type: Literal["POST_HOLD"] = "POST_HOLD"
+    command_id: Id
+    hold_id: Id
+    amount_kaus_units: PositiveKausUnits | None = Field(default=None, description="None: the whole hold")
+    occurred_at: UtcDatetime
+
+
+class VoidHold(Contract):
+    """Release a hold without moving anything."""
+
+    type: Literal["VOID_HOLD"] = "VOID_HOLD"
+    command_id: Id
+    hold_id: Id
+    occurred_at: UtcDatetime
+
+
+class RewardAccount(StrEnum):
+    """Issuance accounts rewards are paid from (they may run negative; finance funds them)."""
+
+    REWARDS = "bridge:rewards"
+    ECOSYSTEM = "bridge:ecosystem"
+
+
+class GrantReward(Contract):
+    """Pay a reward (bridge cashback, ecosystem bonus) from an issuance account; only those may be debited."""
+
+    type: Literal["GRANT_REWARD"] = "GRANT_REWARD"
+    command_id: Id
+    from_account_id: RewardAccount
+    account_id: Id
+    amount_kaus_units: PositiveKausUnits
+    reason: str = Field(default="", max_length=200)
+    occurred_at: UtcDatetime
+
+
 # Value of `ledger.commands`: the ledger's single ordered input.
 LedgerCommand = Annotated[
-    Deposit | SettleTrade | RegisterDividendHolder | DeclareDividends, Field(discriminator="type")
+    Deposit | SettleTrade | RegisterDividendHolder | DeclareDividends | PlaceHold | PostHold | VoidHold | GrantReward,
+    Field(discriminator="type"),
 ]
+
+
+class LedgerOutcomeStatus(StrEnum):
+    APPLIED = "APPLIED"
+    REJECTED = "REJECTED"
+
+
+class LedgerOutcome(Contract):
+    """The ledger's answer to a hold, post, void or reward command (requesters await it by command_id)."""
+
+    command_id: Id
+    command_type: Literal["PLACE_HOLD", "POST_HOLD", "VOID_HOLD", "GRANT_REWARD"]
+    status: LedgerOutcomeStatus
+    duplicate: bool = Field(default=False, description="the command was applied earlier; this is its outcome")
+    reason_code: str | None = Field(default=None, description="a domain.ledger.LedgerCode when REJECTED")
+    reason: str | None = None
+    amount_kaus_units: KausUnits = Field(description="held, moved or released; 0 when rejected")
+    occurred_at: UtcDatetime
 
 
 # --------------------------------------------------------------------------- FX
@@ -554,4 +628,32 @@ class BridgePayoutIntent(Contract):
     created_at: UtcDatetime
 
 
-__all__ += ["BridgePayoutIntent"]  # the list above is computed before this section
+class BridgeJournalEntry(Contract):
+    """The bridge's durable memory of one transaction, compacted by bridge_tx_id (exactly one of the three).
+
+    `intent`: a payout is about to be (or was) sent to the provider — after a crash it is resolved with the
+    provider under the same idempotency key, never sent as a new payout. `completed` / `failed`: the final
+    result; a duplicate request gets it back. The `*_us`, `provider` and `fingerprint` fields let a restarted
+    worker rebuild the exact result (the wire results round durations to ms).
+    """
+
+    bridge_tx_id: Id
+    request_id: Id
+    intent: BridgePayoutIntent | None = None
+    completed: BridgeSettlementCompleted | None = None
+    failed: BridgeSettlementFailed | None = None
+    fingerprint: str = Field(default="", max_length=128, description="hash of the request payload")
+    phase_durations_us: dict[BridgePhase, Annotated[StrictInt, Field(ge=0)]] = Field(default_factory=dict)
+    total_duration_us: Annotated[StrictInt, Field(ge=0)] | None = None
+    provider: Literal["PAYPAL", "STRIPE", "WISE", "TOSS", "ALIPAY", "PAYPAY", "PAYFORT"] | None = None
+    hold_voided: bool = False
+    needs_reconciliation: bool = False
+
+    @model_validator(mode="after")
+    def _one_state(self) -> BridgeJournalEntry:
+        if sum(x is not None for x in (self.intent, self.completed, self.failed)) != 1:
+            raise ValueError("exactly one of intent, completed, failed")
+        return self
+
+
+__all__ += ["BridgeJournalEntry", "BridgePayoutIntent"]  # the list above is computed before this section

@@ -136,6 +136,14 @@ LEDGER_COMMANDS = Topic(
     upstream=True,
     retention_ms=30 * DAY_MS,
 )
+LEDGER_OUTCOMES = Topic(
+    "ledger.outcomes",
+    m.LedgerOutcome,
+    "command_id",
+    "The ledger's answer to each hold, post, void and reward command; requesters await it by command_id "
+    "(a re-sent command is answered again with its original outcome).",
+    retention_ms=DAY_MS,
+)
 FX_RATES = Topic(
     "fx.rates",
     m.FxRate,
@@ -164,6 +172,16 @@ BRIDGE_SETTLEMENTS_FAILED = Topic(
     "request_id",
     "Card payments that failed, with the phase and a reason; their hold is voided.",
     retention_ms=30 * DAY_MS,
+)
+BRIDGE_PAYOUTS_JOURNAL = Topic(
+    "bridge.payouts.journal",
+    m.BridgeJournalEntry,
+    "bridge_tx_id",
+    "The bridge's intent-before-payout journal, compacted: the last entry per transaction is its open payout "
+    "intent or its result. Written to the partition number of the transaction's bridge.requests record, so "
+    "whichever worker owns that partition recovers its open payouts and answers its duplicates.",
+    cleanup=Cleanup.COMPACT,
+    retention_ms=None,
 )
 PAYOUT_RULES = Topic(
     "payouts.rules",
@@ -221,10 +239,12 @@ TOPICS: dict[str, Topic] = {
         DIVIDENDS_DECLARED,
         LEDGER_COMMANDS,
         LEDGER_TRANSFERS,
+        LEDGER_OUTCOMES,
         FX_RATES,
         BRIDGE_REQUESTS,
         BRIDGE_SETTLEMENTS_COMPLETED,
         BRIDGE_SETTLEMENTS_FAILED,
+        BRIDGE_PAYOUTS_JOURNAL,
         PAYOUT_RULES,
         PAYOUT_REQUESTS,
         PAYOUT_RESULTS,

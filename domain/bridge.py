@@ -501,8 +501,11 @@ def _expect(tx: BridgeTx, *stages: Stage) -> None:
 # --------------------------------------------------------------------------- phase 1: balance check & lock
 
 
-def begin(payment: CardPayment, available_units: int, at: Instant, cfg: BridgeConfig) -> Step:
-    """Phase 1: check the payer can cover the worst acceptable rate, and ask for a hold of that amount."""
+def begin(payment: CardPayment, available_units: int | None, at: Instant, cfg: BridgeConfig) -> Step:
+    """Phase 1: check the payer can cover the worst acceptable rate, and ask for a hold of that amount.
+
+    ``available_units`` None: the balance is not known here (the ledger is remote); the hold decides.
+    """
     bridge_tx_id = bridge_tx_id_for(payment.request_id)
     hold_units = max_kaus_units_within_slippage(
         payment.amount_minor, payment.quoted_rate, payment.currency, cfg.fx.slippage_limit_bps
@@ -518,7 +521,7 @@ def begin(payment: CardPayment, available_units: int, at: Instant, cfg: BridgeCo
         hold_id=f"{bridge_tx_id}:hold",
         hold_units=hold_units,
     )
-    if available_units < hold_units:
+    if available_units is not None and available_units < hold_units:
         return _reject(
             tx, at, Phase.BALANCE_LOCK, ReasonCode.INSUFFICIENT_FUNDS,
             f"payer {payment.payer_account_id} has {available_units} K-AUS units available; "
@@ -531,12 +534,12 @@ def begin(payment: CardPayment, available_units: int, at: Instant, cfg: BridgeCo
     return Step(tx, (hold,))
 
 
-def on_hold(tx: BridgeTx, accepted: bool, reason: str, at: Instant) -> Step:
+def on_hold(tx: BridgeTx, accepted: bool, reason: str, at: Instant, ledger_code: str = "") -> Step:
     _expect(tx, Stage.HOLD_REQUESTED)
     if not accepted:
         # The ledger refused the hold, so there is nothing to void.
-        return _reject(tx, at, Phase.BALANCE_LOCK, ReasonCode.HOLD_REJECTED, f"ledger refused the hold: {reason}",
-                       void=False)
+        code = ReasonCode.INSUFFICIENT_FUNDS if ledger_code == "INSUFFICIENT_FUNDS" else ReasonCode.HOLD_REJECTED
+        return _reject(tx, at, Phase.BALANCE_LOCK, code, f"ledger refused the hold: {reason}", void=False)
     return Step(_close_phase(tx._replace(stage=Stage.HOLD_PLACED), at, Phase.FX_CONVERSION), ())
 
 

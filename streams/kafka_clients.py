@@ -8,6 +8,8 @@ disables it; aiokafka (Faust's client) already sets TCP_NODELAY through asyncio.
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from typing import Any
 
 LOW_LATENCY: dict[str, Any] = {"socket.nagle.disable": True}
@@ -38,3 +40,56 @@ def consumer_config(bootstrap: str, group_id: str, **overrides: Any) -> dict[str
     }
     config.update({key.replace("_", "."): value for key, value in overrides.items()})
     return config
+
+
+class AsyncProducer:
+    """A librdkafka producer whose sends return asyncio futures resolved on the broker's ack.
+
+    A daemon thread serves delivery callbacks; each callback hands its result to the event loop that
+    made the send. The local queue is bounded (``max_queued``): a full queue waits for acks.
+    """
+
+    def __init__(self, bootstrap: str, *, max_queued: int = 100_000, **overrides: Any) -> None:
+        from confluent_kafka import Producer
+
+        self._producer = Producer(producer_config(bootstrap, queue_buffering_max_messages=max_queued, **overrides))
+        self._closed = threading.Event()
+        self._poller = threading.Thread(target=self._poll_forever, name="async-producer-poller", daemon=True)
+        self._poller.start()
+
+    def _poll_forever(self) -> None:
+        while not self._closed.is_set():
+            self._producer.poll(0.05)
+
+    def send(
+        self, topic: str, key: bytes, value: bytes, partition: int | None = None
+    ) -> asyncio.Future[None]:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+
+        def on_delivery(err: Any, _msg: Any) -> None:
+            loop.call_soon_threadsafe(_settle, future, err)
+
+        kwargs: dict[str, Any] = {"key": key, "value": value, "on_delivery": on_delivery}
+        if partition is not None:
+            kwargs["partition"] = partition
+        while True:
+            try:
+                self._producer.produce(topic, **kwargs)
+                return future
+            except BufferError:  # bounded queue full: let the poller drain acks
+                self._producer.poll(0.01)
+
+    def close(self, timeout_s: float = 10.0) -> int:
+        remaining = int(self._producer.flush(timeout_s))
+        self._closed.set()
+        return remaining
+
+
+def _settle(future: asyncio.Future[None], err: Any) -> None:
+    if future.done():
+        return
+    if err is None:
+        future.set_result(None)
+    else:
+        future.set_exception(RuntimeError(f"Kafka delivery failed: {err}"))

@@ -17,16 +17,31 @@ from contracts.topics import (
     CARBON_CREDITS_MINTED,
     DIVIDENDS_DECLARED,
     ENERGY_SETTLEMENTS,
+    LEDGER_OUTCOMES,
     LEDGER_TRANSFERS,
 )
+from domain import ledger as lg
 from domain import order_book as ob
 from domain import trade_settlement as ts
-from domain.ledger import Ledger, TransferResult, TransferStatus
+from domain.ledger import Ledger, PendingState, TransferResult, TransferStatus
 from domain.ledger import Transfer as LedgerTransferCommand
 from domain.money import kaus_to_decimal
 from streams.matching_service import Output, from_ms, to_ms
 
 DEPOSIT_CODE = "deposit"
+HOLD_EXPIRED = "hold expired"
+_TRANSFER_KIND = {
+    "PLACE_HOLD": m.TransferKind.PENDING,
+    "POST_HOLD": m.TransferKind.POST_PENDING,
+    "VOID_HOLD": m.TransferKind.VOID_PENDING,
+    "GRANT_REWARD": m.TransferKind.POSTED,
+}
+_NOT_PENDING_CODE = {
+    PendingState.POSTED: str(lg.LedgerCode.PENDING_ALREADY_POSTED),
+    PendingState.VOIDED: str(lg.LedgerCode.PENDING_ALREADY_VOIDED),
+    PendingState.EXPIRED: str(lg.LedgerCode.PENDING_EXPIRED),
+}
+HoldCommand = m.PlaceHold | m.PostHold | m.VoidHold | m.GrantReward
 PHASE_NAMES = {"validate_and_build_legs": "validation", "ledger_batch": "transfer_and_mint", "records": "records"}
 
 
@@ -99,8 +114,118 @@ class LedgerPartition:
         if isinstance(message, m.RegisterDividendHolder):
             self.settler.set_dividend_weight(message.account_id, message.source, message.weight)
             return []
-        assert isinstance(message, m.DeclareDividends)
-        return self._declare(message)
+        if isinstance(message, m.DeclareDividends):
+            return self._declare(message)
+        return self._hold_command(message)
+
+    # ------------------------------------------------------------------ two-phase holds and rewards
+
+    def _hold_command(self, command: HoldCommand) -> list[Output]:
+        now = to_ms(command.occurred_at)
+        out = self._expire_holds(now)  # an expired hold frees its K-AUS before this command is checked
+        if isinstance(command, m.PlaceHold):
+            self._open(command.credit_account_id)
+            hold = lg.PendingTransfer(
+                command.command_id,
+                command.debit_account_id,
+                command.credit_account_id,
+                command.amount_kaus_units,
+                command.reason or "hold",
+                to_ms(command.expires_at),
+            )
+            prior = self.ledger.command(command.command_id)
+            if isinstance(prior, lg.PendingTransfer) and prior._replace(expires_at_ms=0) == hold._replace(
+                expires_at_ms=0
+            ):
+                # A restarted requester re-sends its hold with a freshly computed expiry: same hold.
+                return [*out, (LEDGER_OUTCOMES, self._hold_replay(command, now))]
+            domain_command: lg.LedgerCommand = hold
+        elif isinstance(command, m.PostHold):
+            domain_command = lg.PostPending(command.command_id, command.hold_id, command.amount_kaus_units)
+        elif isinstance(command, m.VoidHold):
+            domain_command = lg.VoidPending(command.command_id, command.hold_id)
+        else:
+            self._open(command.account_id)
+            self.ledger.open_account(command.from_account_id.value, allow_negative=True)
+            domain_command = lg.Transfer(
+                command.command_id,
+                command.from_account_id.value,
+                command.account_id,
+                command.amount_kaus_units,
+                command.reason or "reward",
+            )
+        duplicate = self.ledger.result(command.command_id) is not None
+        result = self.ledger.apply(domain_command, now)
+        applied = result.status is not TransferStatus.REJECTED
+        if applied and not duplicate:
+            out.append((LEDGER_TRANSFERS, self._transfer_of(command, result)))
+        out.append(
+            (
+                LEDGER_OUTCOMES,
+                m.LedgerOutcome.model_construct(
+                    command_id=command.command_id,
+                    command_type=command.type,
+                    status=m.LedgerOutcomeStatus.APPLIED if applied else m.LedgerOutcomeStatus.REJECTED,
+                    duplicate=duplicate and applied,
+                    reason_code=None if applied else str(result.code),
+                    reason=None if applied else result.reason,
+                    amount_kaus_units=result.amount_units,
+                    occurred_at=from_ms(result.at_ms),
+                ),
+            )
+        )
+        return out
+
+    def _hold_replay(self, command: m.PlaceHold, now: int) -> m.LedgerOutcome:
+        view = self.ledger.pending(command.command_id)
+        assert view is not None
+        pending = view.state is PendingState.PENDING
+        return m.LedgerOutcome.model_construct(
+            command_id=command.command_id,
+            command_type=command.type,
+            status=m.LedgerOutcomeStatus.APPLIED if pending else m.LedgerOutcomeStatus.REJECTED,
+            duplicate=pending,
+            # Not pending any more: the requester must not go on as if it held the K-AUS.
+            reason_code=None if pending else _NOT_PENDING_CODE[view.state],
+            reason=None if pending else f"hold {command.command_id!r} is {view.state}",
+            amount_kaus_units=view.amount_units if pending else 0,
+            occurred_at=from_ms(max(now, self.ledger.clock_ms)),
+        )
+
+    def _transfer_of(self, command: HoldCommand, result: TransferResult) -> m.LedgerTransfer:
+        hold_id = command.hold_id if isinstance(command, m.PostHold | m.VoidHold) else None
+        expires = command.expires_at if isinstance(command, m.PlaceHold) else None
+        reason = command.reason if isinstance(command, m.PlaceHold | m.GrantReward) else ""
+        return m.LedgerTransfer.model_construct(
+            transfer_id=result.transfer_id,
+            kind=_TRANSFER_KIND[command.type],
+            debit_account_id=result.debit_account_id,
+            credit_account_id=result.credit_account_id,
+            amount_kaus_units=result.amount_units,
+            pending_id=hold_id,
+            expires_at=expires,
+            reason=reason,
+            occurred_at=from_ms(result.at_ms),
+        )
+
+    def _expire_holds(self, now_ms: int) -> list[Output]:
+        return [
+            (
+                LEDGER_TRANSFERS,
+                m.LedgerTransfer.model_construct(
+                    transfer_id=f"{e.pending_id}:expired",
+                    kind=m.TransferKind.VOID_PENDING,
+                    debit_account_id=e.debit_account_id,
+                    credit_account_id=e.credit_account_id,
+                    amount_kaus_units=e.amount_units,
+                    pending_id=e.pending_id,
+                    expires_at=None,
+                    reason=HOLD_EXPIRED,
+                    occurred_at=from_ms(e.expired_at_ms),
+                ),
+            )
+            for e in self.ledger.expire(now_ms)
+        ]
 
     def _deposit(self, deposit: m.Deposit) -> list[Output]:
         self._open(deposit.account_id)

@@ -34,6 +34,10 @@ class Settings(BaseSettings):
     # Ingress: messages above this size are dead-lettered (the registry may lower it per topic).
     max_ingress_message_bytes: int = 64 * 1024
 
+    # High-Speed Bridge agent: settlements in flight at once (a slow rail holds one slot) and admitted in total.
+    bridge_max_in_flight: int = Field(default=512, ge=1)
+    bridge_max_queued: int = Field(default=4096, ge=1)
+
     provider_sim_port: int = 19480  # the local payout-provider simulator (infra/provider_sim) in the demo
     alertmanager_url: str = "http://127.0.0.1:19094"
     alertmanager_port: int = 19094

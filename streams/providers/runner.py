@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import inspect
 import json
 import logging
 import os
@@ -234,6 +235,25 @@ def _dumps(obj: Any) -> bytes:
         return bytes(orjson.dumps(obj))
     except ImportError:  # orjson ships with the platform extra; stdlib json is the fallback
         return json.dumps(obj, separators=(",", ":")).encode()
+
+
+class AsyncHoldLedger(Protocol):
+    """:class:`domain.bridge.HoldLedger` over a remote ledger (``streams.bridge_service.KafkaHoldLedger``).
+
+    Same contract; ``available_units`` None means the balance is not known locally (the hold decides).
+    """
+
+    async def available_units(self, account_id: str) -> int | None: ...
+
+    async def place_hold(self, *, transfer_id: str, debit_account_id: str, credit_account_id: str,
+                         amount_units: int, expires_at_ms: int) -> None: ...
+
+    async def post_hold(self, *, transfer_id: str, hold_id: str, amount_units: int) -> None: ...
+
+    async def void_hold(self, *, transfer_id: str, hold_id: str) -> None: ...
+
+    async def transfer(self, *, transfer_id: str, debit_account_id: str, credit_account_id: str,
+                       amount_units: int) -> None: ...
 
 
 class IntentStore(Protocol):
@@ -587,7 +607,7 @@ class BridgeRunner:
     def __init__(
         self,
         *,
-        ledger: core.HoldLedger,
+        ledger: core.HoldLedger | AsyncHoldLedger,
         adapters: dict[Provider, ProviderAdapter],
         fx_book: Callable[[], FxBook],
         store: IntentStore | None = None,
@@ -641,11 +661,25 @@ class BridgeRunner:
         while self._tails:
             await asyncio.gather(*list(self._tails.values()), return_exceptions=True)
 
-    async def recover(self) -> list[Result]:
-        """Resume persisted intents without a result and parked ones; returns the results reached."""
-        pending = {i.bridge_tx_id: i for i in self.store.open_intents()}
-        pending.update(self._parked)
-        self._parked.clear()
+    def result_of(self, request_id: str) -> Result | None:
+        return self._results.get(request_id)
+
+    def remember(self, results: Iterable[Result]) -> None:
+        """Results persisted by an earlier run (a partition taken over): their duplicates get them back."""
+        for result in results:
+            self._results.setdefault(result.request_id, result)
+
+    async def recover(self, intents: Iterable[PayoutIntent] | None = None) -> list[Result]:
+        """Resume persisted intents without a result and parked ones; returns the results reached.
+
+        ``intents``: only these (e.g. one partition's, just loaded) instead of every open one in the store.
+        """
+        if intents is None:
+            pending = {i.bridge_tx_id: i for i in self.store.open_intents()}
+            pending.update(self._parked)
+            self._parked.clear()
+        else:
+            pending = {i.bridge_tx_id: i for i in intents}
         steps = core.recover(pending.values(), self.clock.now())
         self.stats.recovered += len(steps)
 
@@ -701,7 +735,7 @@ class BridgeRunner:
         fut: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
         self._in_flight[payment.request_id] = fut
         try:
-            available = self.ledger.available_units(payment.payer_account_id)
+            available = await _maybe_await(self.ledger.available_units(payment.payer_account_id))
             result = await self._drive(core.begin(payment, available, self.clock.now(), self.cfg))
             if result is None:  # parked: the outcome is unknown until recovery
                 raise PayoutParked(payment.request_id)
@@ -725,26 +759,29 @@ class BridgeRunner:
                     self.breakers[e.rail] = b.on_success(e.at_ms) if e.ok else b.on_failure(e.at_ms)
                 elif isinstance(e, PlaceHold):
                     try:
-                        ledger.place_hold(transfer_id=e.transfer_id, debit_account_id=e.debit_account_id,
-                                          credit_account_id=e.credit_account_id, amount_units=e.amount_units,
-                                          expires_at_ms=e.expires_at_ms)
+                        await _maybe_await(ledger.place_hold(
+                            transfer_id=e.transfer_id, debit_account_id=e.debit_account_id,
+                            credit_account_id=e.credit_account_id, amount_units=e.amount_units,
+                            expires_at_ms=e.expires_at_ms))
                         nxt = core.on_hold(tx, True, "", self.clock.now())
                     except LedgerRejected as exc:
-                        nxt = core.on_hold(tx, False, str(exc), self.clock.now())
+                        nxt = core.on_hold(tx, False, str(exc), self.clock.now(), exc.code)
                 elif isinstance(e, VoidHold):
                     try:
-                        ledger.void_hold(transfer_id=e.transfer_id, hold_id=e.hold_id)
+                        await _maybe_await(ledger.void_hold(transfer_id=e.transfer_id, hold_id=e.hold_id))
                     except LedgerRejected as exc:  # e.g. it expired on its own: nothing stays locked either way
                         log.info("void of %s: %s", e.hold_id, exc)
                 elif isinstance(e, PostHold):
                     try:
-                        ledger.post_hold(transfer_id=e.transfer_id, hold_id=e.hold_id, amount_units=e.amount_units)
+                        await _maybe_await(ledger.post_hold(transfer_id=e.transfer_id, hold_id=e.hold_id,
+                                                            amount_units=e.amount_units))
                         nxt = core.on_posted(tx, True, "", self.clock.now(), cfg)
                     except LedgerRejected as exc:
                         nxt = core.on_posted(tx, False, str(exc), self.clock.now(), cfg)
                 elif isinstance(e, Transfer):
-                    ledger.transfer(transfer_id=e.transfer_id, debit_account_id=e.debit_account_id,
-                                    credit_account_id=e.credit_account_id, amount_units=e.amount_units)
+                    await _maybe_await(ledger.transfer(
+                        transfer_id=e.transfer_id, debit_account_id=e.debit_account_id,
+                        credit_account_id=e.credit_account_id, amount_units=e.amount_units))
                 elif isinstance(e, PayoutIntent):
                     await self.store.persist_intent(e)  # durable BEFORE the provider hears of it
                     now = self.clock.now()
@@ -790,6 +827,11 @@ class BridgeRunner:
         except Exception as exc:  # an adapter bug must not lose the settlement: the outcome is unknown
             log.exception("adapter %s raised", intent.provider)
             return PayoutOutcome(PayoutStatus.TIMEOUT, error_code="ADAPTER_ERROR", error_message=repr(exc))
+
+
+async def _maybe_await(value: Any) -> Any:
+    """The ledger may be in process (plain calls) or remote (``streams.bridge_service``: coroutines)."""
+    return await value if inspect.isawaitable(value) else value
 
 
 class PayoutParked(Exception):

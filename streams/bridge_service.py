@@ -1,0 +1,465 @@
+"""Service layer of the High-Speed Bridge on Kafka: the runner, the platform ledger, the payout journal.
+
+No Faust here (``streams/agents/bridge.py`` only decodes, calls :class:`BridgeService` and acks):
+
+* :class:`KafkaHoldLedger` — the bridge's holds, captures, voids and rewards are commands on
+  ``ledger.commands`` (the single-writer ledger every K-AUS movement goes through); the ledger's answers
+  come back on ``ledger.outcomes`` and are matched to the waiting settlement by command id.
+* :class:`KafkaJournal` — intent-before-payout, on the compacted ``bridge.payouts.journal``, written to the
+  partition number of the request's ``bridge.requests`` record. Whoever owns that request partition reads
+  the journal partition first: open intents are resolved with the provider under the same idempotency
+  key (never paid twice), and results answer duplicates.
+* :class:`BridgeService` — per request: load its partition's journal once, submit to the runner (bounded
+  concurrency, per-payer order), emit the result, then ack the request so its offset may be committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+from contracts import models as m
+from contracts.topics import (
+    BRIDGE_PAYOUTS_JOURNAL,
+    BRIDGE_SETTLEMENTS_COMPLETED,
+    BRIDGE_SETTLEMENTS_FAILED,
+    FX_RATES,
+    LEDGER_COMMANDS,
+    LEDGER_OUTCOMES,
+    Topic,
+)
+from domain.bridge import LedgerRejected, PayoutIntent, Result, Settled, bridge_tx_id_for
+from domain.fx import FxBook
+from streams.fx_feed import to_domain as fx_to_domain
+from streams.kafka_clients import AsyncProducer, consumer_config
+from streams.partition_log import read_partition
+from streams.providers.runner import (
+    BridgeRunner,
+    PayoutParked,
+    _result_from_json,
+    _result_to_json,
+    intent_from_record,
+    intent_json,
+    payment_from_request,
+    result_json,
+)
+
+log = logging.getLogger("nexus.bridge")
+
+LEDGER_TIMEOUT_S = 10.0  # bounded wait for the ledger's answer; a lost answer fails the settlement, not the worker
+PARKED_RETRY_S = 5.0
+PARKED_RETRIES = 12
+
+
+def _at(ms: int | None = None) -> datetime:
+    ms = time.time_ns() // 1_000_000 if ms is None else ms
+    return datetime.fromtimestamp(ms // 1000, UTC).replace(microsecond=(ms % 1000) * 1000)
+
+
+# --------------------------------------------------------------------------- ledger answers
+
+
+class LedgerOutcomes:
+    """Reads ``ledger.outcomes`` from its end (every partition, no consumer group) and wakes waiters.
+
+    Started before any command is sent, so no answer can slip past. Waiters are keyed by command id; an
+    answer nobody waits for (another worker's, or one that came after its waiter timed out) is dropped.
+    """
+
+    def __init__(self, bootstrap: str) -> None:
+        self._consumer = Consumer(consumer_config(bootstrap, f"nexus-bridge-outcomes-{uuid.uuid4().hex}"))
+        self._waiters: dict[str, tuple[asyncio.AbstractEventLoop, asyncio.Future[m.LedgerOutcome]]] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="ledger-outcomes", daemon=True)
+
+    def start(self) -> None:
+        name = LEDGER_OUTCOMES.name
+        meta = self._consumer.list_topics(name, timeout=30).topics[name]
+        assignment = []
+        for p in sorted(meta.partitions):
+            _low, high = self._consumer.get_watermark_offsets(TopicPartition(name, p), timeout=30)
+            assignment.append(TopicPartition(name, p, high))
+        self._consumer.assign(assignment)
+        self._thread.start()
+
+    def expect(self, command_id: str) -> asyncio.Future[m.LedgerOutcome]:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[m.LedgerOutcome] = loop.create_future()
+        with self._lock:
+            self._waiters[command_id] = (loop, future)
+        return future
+
+    def forget(self, command_id: str) -> None:
+        with self._lock:
+            self._waiters.pop(command_id, None)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            for msg in self._consumer.consume(1000, timeout=0.05):
+                key, value = msg.key(), msg.value()
+                if msg.error() or key is None or value is None:
+                    continue
+                with self._lock:
+                    waiter = self._waiters.pop(key.decode(), None)
+                if waiter is None:
+                    continue
+                loop, future = waiter
+                try:
+                    outcome = LEDGER_OUTCOMES.decode(value)
+                except ValueError as exc:  # our own ledger wrote it: a bug, but never a stuck settlement
+                    loop.call_soon_threadsafe(_fail, future, exc)
+                    continue
+                loop.call_soon_threadsafe(_resolve, future, outcome)
+        self._consumer.close()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(5)
+
+
+def _resolve(future: asyncio.Future[m.LedgerOutcome], outcome: m.LedgerOutcome) -> None:
+    if not future.done():
+        future.set_result(outcome)
+
+
+def _fail(future: asyncio.Future[Any], exc: BaseException) -> None:
+    if not future.done():
+        future.set_exception(exc)
+
+
+class KafkaHoldLedger:
+    """:class:`streams.providers.runner.AsyncHoldLedger` on the platform ledger, through Kafka.
+
+    Holds and captures wait for the ledger's answer (a refusal raises :class:`LedgerRejected` with the
+    ledger's code). Voids wait too — the result then says truthfully that nothing stays locked. Rewards only
+    wait for Kafka's ack: they debit issuance accounts that may run negative, the ledger applies them in
+    order after the capture, and a re-send after a crash is deduplicated by id.
+    """
+
+    def __init__(self, producer: AsyncProducer, outcomes: LedgerOutcomes, reward_accounts: dict[str, str]) -> None:
+        self.producer = producer
+        self.outcomes = outcomes
+        self.reward_accounts = reward_accounts  # BridgeConfig account id -> contract RewardAccount value
+
+    async def available_units(self, account_id: str) -> int | None:
+        return None  # not known here: the hold is checked by the ledger, in order with every other movement
+
+    async def _send(self, command: Any) -> None:
+        await self.producer.send(LEDGER_COMMANDS.name, LEDGER_COMMANDS.key_of(command), LEDGER_COMMANDS.encode(command))
+
+    async def _ask(self, command: Any) -> m.LedgerOutcome:
+        answer = self.outcomes.expect(command.command_id)
+        try:
+            await self._send(command)
+            outcome = await asyncio.wait_for(answer, LEDGER_TIMEOUT_S)
+        except TimeoutError:
+            self.outcomes.forget(command.command_id)
+            raise LedgerRejected(
+                "LEDGER_TIMEOUT", f"no answer to {command.command_id} in {LEDGER_TIMEOUT_S}s"
+            ) from None
+        except BaseException:
+            self.outcomes.forget(command.command_id)
+            raise
+        if outcome.status is m.LedgerOutcomeStatus.REJECTED:
+            raise LedgerRejected(outcome.reason_code or "REJECTED", outcome.reason or "")
+        return outcome
+
+    async def place_hold(
+        self, *, transfer_id: str, debit_account_id: str, credit_account_id: str, amount_units: int, expires_at_ms: int
+    ) -> None:
+        command = m.PlaceHold(
+            command_id=transfer_id,
+            debit_account_id=debit_account_id,
+            credit_account_id=credit_account_id,
+            amount_kaus_units=amount_units,
+            expires_at=_at(expires_at_ms),
+            reason="bridge.hold",
+            occurred_at=_at(),
+        )
+        try:
+            await self._ask(command)
+        except LedgerRejected as exc:
+            if exc.code == "LEDGER_TIMEOUT":
+                # The hold may still land: release it (applied after it, in ledger order) so nothing stays locked.
+                void = m.VoidHold(command_id=f"{transfer_id}:void-timeout", hold_id=transfer_id, occurred_at=_at())
+                await self._send(void)
+            raise
+
+    async def post_hold(self, *, transfer_id: str, hold_id: str, amount_units: int) -> None:
+        await self._ask(
+            m.PostHold(command_id=transfer_id, hold_id=hold_id, amount_kaus_units=amount_units, occurred_at=_at())
+        )
+
+    async def void_hold(self, *, transfer_id: str, hold_id: str) -> None:
+        await self._ask(m.VoidHold(command_id=transfer_id, hold_id=hold_id, occurred_at=_at()))
+
+    async def transfer(
+        self, *, transfer_id: str, debit_account_id: str, credit_account_id: str, amount_units: int
+    ) -> None:
+        source = self.reward_accounts.get(debit_account_id)
+        if source is None:
+            raise LedgerRejected("NOT_A_REWARD_ACCOUNT", f"the bridge only pays rewards; {debit_account_id} is not one")
+        await self._send(
+            m.GrantReward(
+                command_id=transfer_id,
+                from_account_id=m.RewardAccount(source),
+                account_id=credit_account_id,
+                amount_kaus_units=amount_units,
+                reason="bridge.reward",
+                occurred_at=_at(),
+            )
+        )
+
+
+class FxRatesListener:
+    """Keeps the latest quote per source and currency from ``fx.rates`` (every partition, from the start).
+
+    Every bridge worker needs every currency, so this reads without a consumer group. The book is
+    immutable; a new one replaces it per batch, so a settlement reads one consistent book.
+    """
+
+    def __init__(self, bootstrap: str) -> None:
+        self._consumer = Consumer(consumer_config(bootstrap, f"nexus-bridge-fx-{uuid.uuid4().hex}"))
+        self.book = FxBook()
+        self.quotes_seen = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="fx-rates", daemon=True)
+
+    def start(self) -> None:
+        name = FX_RATES.name
+        meta = self._consumer.list_topics(name, timeout=30).topics[name]
+        self._consumer.assign([TopicPartition(name, p, OFFSET_BEGINNING) for p in sorted(meta.partitions)])
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            quotes = []
+            for msg in self._consumer.consume(1000, timeout=0.1):
+                value = msg.value()
+                if msg.error() or value is None:
+                    continue
+                try:
+                    quotes.append(fx_to_domain(FX_RATES.decode(value)))
+                except ValueError:
+                    log.warning("fx.rates: skipped an invalid quote at offset %s", msg.offset())
+            if quotes:
+                self.book = self.book.with_quotes(quotes)
+                self.quotes_seen += len(quotes)
+        self._consumer.close()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(5)
+
+
+# --------------------------------------------------------------------------- the journal
+
+
+def journal_of_intent(intent: PayoutIntent) -> m.BridgeJournalEntry:
+    return m.BridgeJournalEntry.model_validate(
+        {
+            "bridge_tx_id": intent.bridge_tx_id,
+            "request_id": intent.payment.request_id,
+            "intent": intent_json(intent),
+            "fingerprint": intent.payment.fingerprint(),
+        }
+    )
+
+
+def journal_of_result(result: Result, bridge_tx_id: str) -> m.BridgeJournalEntry:
+    stored = _result_to_json(result)
+    extra = stored["x"]
+    entry: dict[str, Any] = {
+        "bridge_tx_id": bridge_tx_id,
+        "request_id": result.request_id,
+        "completed" if stored["ok"] else "failed": stored["wire"],
+        "fingerprint": extra["fingerprint"],
+        "phase_durations_us": dict(extra["durations_us"]),
+    }
+    if isinstance(result, Settled):
+        entry.update(provider=extra["provider"], total_duration_us=extra["total_duration_us"])
+    else:
+        entry.update(hold_voided=extra["hold_voided"], needs_reconciliation=extra["needs_reconciliation"])
+    return m.BridgeJournalEntry.model_validate(entry)
+
+
+def result_of_journal(entry: m.BridgeJournalEntry) -> Result:
+    wire = entry.completed or entry.failed
+    assert wire is not None, "an intent entry has no result"
+    x: dict[str, Any] = {
+        "fingerprint": entry.fingerprint,
+        "durations_us": [[str(p), us] for p, us in entry.phase_durations_us.items()],
+        "provider": entry.provider,
+        "total_duration_us": entry.total_duration_us,
+        "hold_voided": entry.hold_voided,
+        "needs_reconciliation": entry.needs_reconciliation,
+    }
+    return _result_from_json({"ok": entry.completed is not None, "wire": wire.model_dump(mode="json"), "x": x})
+
+
+@dataclass
+class JournalPartition:
+    """What one journal partition says: results to answer duplicates with, intents still open."""
+
+    results: dict[str, Result] = field(default_factory=dict)
+    open_intents: dict[str, PayoutIntent] = field(default_factory=dict)
+
+
+class KafkaJournal:
+    """:class:`streams.providers.runner.IntentStore` on ``bridge.payouts.journal`` (see the module doc)."""
+
+    def __init__(self, bootstrap: str, producer: AsyncProducer) -> None:
+        self.bootstrap = bootstrap
+        self.producer = producer
+        self.partition_of: dict[str, int] = {}  # request id -> its bridge.requests partition
+
+    async def _write(self, entry: m.BridgeJournalEntry) -> None:
+        partition = self.partition_of.get(entry.request_id)
+        assert partition is not None, f"{entry.request_id}: journal partition unknown (request not admitted here)"
+        topic = BRIDGE_PAYOUTS_JOURNAL
+        await self.producer.send(topic.name, topic.key_of(entry), topic.encode(entry), partition=partition)
+
+    async def persist_intent(self, intent: PayoutIntent) -> None:
+        await self._write(journal_of_intent(intent))  # acked (acks=all) before the provider hears of it
+
+    async def persist_result(self, result: Result) -> None:
+        bridge_tx_id = result.bridge_tx_id or bridge_tx_id_for(result.request_id)
+        await self._write(journal_of_result(result, bridge_tx_id))
+        self.partition_of.pop(result.request_id, None)
+
+    def open_intents(self) -> list[PayoutIntent]:
+        return []  # recovery is per partition: see load()
+
+    def results(self) -> dict[str, Result]:
+        return {}
+
+    async def aclose(self) -> None:
+        return None
+
+    def load(self, partition: int) -> JournalPartition:
+        """Read one journal partition to its end (blocking: call it in a thread)."""
+        consumer = Consumer(consumer_config(self.bootstrap, f"nexus-journal-{uuid.uuid4().hex}"))
+        try:
+            _low, high = consumer.get_watermark_offsets(
+                TopicPartition(BRIDGE_PAYOUTS_JOURNAL.name, partition), timeout=30
+            )
+        finally:
+            consumer.close()
+        state = JournalPartition()
+        for _offset, _key, value in read_partition(self.bootstrap, BRIDGE_PAYOUTS_JOURNAL.name, partition, high):
+            if value is None:
+                continue
+            entry = BRIDGE_PAYOUTS_JOURNAL.decode(value)
+            self.partition_of[entry.request_id] = partition
+            if entry.intent is not None:
+                state.open_intents[entry.bridge_tx_id] = intent_from_record(entry.intent)
+            else:
+                state.open_intents.pop(entry.bridge_tx_id, None)
+                state.results[entry.request_id] = result_of_journal(entry)
+        return state
+
+
+# --------------------------------------------------------------------------- the service
+
+
+@dataclass
+class ServiceStats:
+    loaded_partitions: int = 0
+    recovered: int = 0
+    emitted: int = 0
+
+
+class BridgeService:
+    def __init__(self, runner: BridgeRunner, journal: KafkaJournal, producer: AsyncProducer) -> None:
+        self.runner = runner
+        self.journal = journal
+        self.producer = producer
+        self.stats = ServiceStats()
+        self._loaded: set[int] = set()
+        self._loading: dict[int, asyncio.Task[None]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def ensure_loaded(self, partition: int) -> None:
+        """First sight of a partition (start, crash, rebalance): finish its open payouts before new requests."""
+        if partition in self._loaded:
+            return
+        task = self._loading.get(partition)
+        if task is None:
+            task = self._loading[partition] = asyncio.create_task(self._load(partition))
+        await task
+
+    async def _load(self, partition: int) -> None:
+        state = await asyncio.to_thread(self.journal.load, partition)
+        self.runner.remember(state.results.values())
+        if state.open_intents:
+            log.warning("partition %d: resolving %d open payout intents", partition, len(state.open_intents))
+            for result in await self.runner.recover(state.open_intents.values()):
+                await self._emit(result, partition)
+            self.stats.recovered += len(state.open_intents)
+        self._loaded.add(partition)
+        self._loading.pop(partition, None)
+        self.stats.loaded_partitions += 1
+
+    def forget(self, partitions: Iterable[int]) -> None:
+        for p in partitions:
+            self._loaded.discard(p)
+
+    async def submit(self, request: m.BridgeRequest, partition: int, on_done: Callable[[], Any]) -> None:
+        """Admit one request (waits while the runner is full); ``on_done`` runs once its result is emitted."""
+        await self.ensure_loaded(partition)
+        self.journal.partition_of[request.request_id] = partition
+        payment = payment_from_request(request)
+        future = await self.runner.submit(payment)
+        task = asyncio.create_task(self._finish(payment.request_id, future, partition, on_done))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _finish(
+        self, request_id: str, future: asyncio.Future[Result], partition: int, on_done: Callable[[], Any]
+    ) -> None:
+        result: Result | None
+        try:
+            result = await future
+        except PayoutParked:
+            result = await self._resolve_parked(request_id)
+            if result is None:
+                log.error("%s: payout outcome still unknown; left unacked for recovery after restart", request_id)
+                return
+        except Exception:
+            log.exception("%s: settlement crashed; left unacked for recovery after restart", request_id)
+            return
+        await self._emit(result, partition)
+        on_done()
+
+    async def _resolve_parked(self, request_id: str) -> Result | None:
+        for _ in range(PARKED_RETRIES):  # bounded: after this, only a restart retries
+            await asyncio.sleep(PARKED_RETRY_S)
+            mine = [i for i in self.runner.parked if i.payment.request_id == request_id]
+            if not mine:
+                break
+            await self.runner.recover(mine)
+        return self.runner.result_of(request_id)
+
+    async def _emit(self, result: Result, partition: int) -> None:
+        topic: Topic = BRIDGE_SETTLEMENTS_COMPLETED if isinstance(result, Settled) else BRIDGE_SETTLEMENTS_FAILED
+        wire = result_json(result)
+        # Keyed by request id like the registry says; the value is the contract's JSON built directly.
+        value = topic.encode(topic.value_type.model_validate(wire))
+        await self.producer.send(topic.name, result.request_id.encode(), value)
+        self.stats.emitted += 1
+
+    async def drain(self) -> None:
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)

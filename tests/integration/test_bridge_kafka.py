@@ -1,0 +1,221 @@
+"""The High-Speed Bridge as a Faust agent on real Kafka, with the platform ledger and the provider simulator.
+
+Requests go to ``bridge.requests``; holds, captures, voids and rewards go through ``ledger.commands`` to the
+ledger agent (the single writer); payout intents go to the compacted ``bridge.payouts.journal`` before the
+provider is called. Checked here: a settlement moves K-AUS exactly (hold → capture → cashback), a failure
+voids the hold in the platform ledger, a duplicate request gets the original result without a second payout,
+and a worker SIGKILLed between the provider's payout and its result pays exactly once after restart.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from contracts import models as m
+from contracts.topics import (
+    BRIDGE_PAYOUTS_JOURNAL,
+    BRIDGE_REQUESTS,
+    BRIDGE_SETTLEMENTS_COMPLETED,
+    BRIDGE_SETTLEMENTS_FAILED,
+    FX_RATES,
+    LEDGER_COMMANDS,
+    LEDGER_TRANSFERS,
+)
+from domain.fx import FxBook
+from domain.money import Currency
+from infra.provider_sim.launcher import ProviderSimProcess
+from streams.fx_feed import domain_quotes, fx_quotes
+from tests.integration.provider_fixtures import provider_sim, sim, sim_keys_dir  # noqa: F401  (fixtures)
+from tests.support.kafka_io import KafkaIO, Record
+
+pytestmark = pytest.mark.slow
+
+FX_DAY = date(2026, 10, 30)
+FUNDS_UNITS = 10_000 * 1_000_000  # 10,000 K-AUS
+
+
+@pytest.fixture
+def fx_feed(kafka: KafkaIO) -> Iterator[None]:
+    """Fresh quotes from the three sources every 0.5 s (the bridge rejects quotes older than 10 s)."""
+    stop = threading.Event()
+
+    def publish() -> None:
+        while not stop.is_set():
+            kafka.produce_messages(FX_RATES, fx_quotes(FX_DAY, 0, datetime.now(UTC)))
+            stop.wait(0.5)
+
+    thread = threading.Thread(target=publish, daemon=True)
+    thread.start()
+    yield
+    stop.set()
+    thread.join(5)
+
+
+def quoted_rate(ccy: Currency) -> Decimal:
+    now = time.time_ns() // 1_000_000
+    return FxBook().with_quotes(domain_quotes(FX_DAY, 0, now)).combined_rate(ccy, now).rate
+
+
+def request(request_id: str, payer: str, amount_minor: int = 15_000, quoted: Decimal | None = None) -> m.BridgeRequest:
+    return m.BridgeRequest(
+        request_id=request_id,
+        payer_account_id=payer,
+        merchant_id="merchant-cafe-9",
+        amount_minor=amount_minor,
+        currency=Currency.USD,
+        region=m.Region.US,
+        payer_tier=m.PayerTier.GOLD,
+        quoted_rate=quoted if quoted is not None else quoted_rate(Currency.USD),
+        requested_at=datetime.now(UTC),
+    )
+
+
+def deposit(kafka: KafkaIO, account: str, units: int) -> None:
+    kafka.produce_messages(
+        LEDGER_COMMANDS,
+        [
+            m.Deposit(
+                command_id=f"dep-{account}", account_id=account, amount_kaus_units=units, occurred_at=datetime.now(UTC)
+            )
+        ],
+    )
+
+
+def values(records: list[Record]) -> list[dict[str, Any]]:
+    return [json.loads(r.value) for r in records if r.value]
+
+
+def results_for(kafka: KafkaIO, request_ids: set[str], timeout_s: float = 60) -> dict[str, list[dict[str, Any]]]:
+    found: dict[str, list[dict[str, Any]]] = {}
+
+    def seen(_: list[Record]) -> bool:
+        found.clear()
+        for topic in (BRIDGE_SETTLEMENTS_COMPLETED, BRIDGE_SETTLEMENTS_FAILED):
+            for v in values(kafka.read_all(topic)):
+                if v["request_id"] in request_ids:
+                    found.setdefault(v["request_id"], []).append({"topic": topic.name, **v})
+        return request_ids <= found.keys()
+
+    kafka.wait_for(BRIDGE_SETTLEMENTS_COMPLETED, seen, timeout_s=timeout_s)
+    return found
+
+
+def transfers_of(kafka: KafkaIO, account: str) -> list[dict[str, Any]]:
+    return [
+        v
+        for v in values(kafka.read_all(LEDGER_TRANSFERS))
+        if account in (v["debit_account_id"], v["credit_account_id"])
+    ]
+
+
+def balance(transfers: list[dict[str, Any]], account: str) -> int:
+    """Posted movements only: holds reserve, they do not move."""
+    total = 0
+    for t in transfers:
+        if t["kind"] in ("POSTED", "POST_PENDING"):
+            total += t["amount_kaus_units"] * ((t["credit_account_id"] == account) - (t["debit_account_id"] == account))
+    return total
+
+
+def open_holds(transfers: list[dict[str, Any]]) -> set[str]:
+    placed = {t["transfer_id"] for t in transfers if t["kind"] == "PENDING"}
+    resolved = {t["pending_id"] for t in transfers if t["kind"] in ("POST_PENDING", "VOID_PENDING")}
+    return placed - resolved
+
+
+def bridge_worker(worker_factory: Any, sim: ProviderSimProcess, keys_dir: Path, **env: str) -> Any:
+    return worker_factory(
+        agents="settlement,bridge",
+        provider_sim_url=sim.url,
+        provider_keys_dir=str(keys_dir),
+        provider_transport="aiohttp",
+        **env,
+    )
+
+
+def test_settles_through_the_platform_ledger_fails_cleanly_and_answers_duplicates(
+    kafka: KafkaIO, worker_factory: Any, sim: ProviderSimProcess, sim_keys_dir: Path, run_id: str, fx_feed: None
+) -> None:
+    rich, poor = f"acct-rich-{run_id}", f"acct-poor-{run_id}"
+    deposit(kafka, rich, FUNDS_UNITS)
+    deposit(kafka, poor, 1_000_000)  # 1 K-AUS: far too little for 150 USD
+    bridge_worker(worker_factory, sim, sim_keys_dir)
+    ok, broke, slipped = f"card-ok-{run_id}", f"card-broke-{run_id}", f"card-slip-{run_id}"
+    kafka.produce_messages(
+        BRIDGE_REQUESTS,
+        [
+            request(ok, rich),
+            request(broke, poor),
+            # the payer saw a rate 1% better than the market's: slippage ≥ 0.3% after the hold → the hold is voided
+            request(slipped, rich, quoted=(quoted_rate(Currency.USD) * Decimal("1.01")).quantize(Decimal("0.000001"))),
+        ],
+    )
+    first = results_for(kafka, {ok, broke, slipped})
+    kafka.produce_messages(BRIDGE_REQUESTS, [request(ok, rich)])  # a duplicate (same request id)
+    kafka.wait_for(BRIDGE_SETTLEMENTS_COMPLETED, lambda rs: sum(v["request_id"] == ok for v in values(rs)) == 2)
+
+    [settled] = first[ok]
+    assert settled["topic"] == BRIDGE_SETTLEMENTS_COMPLETED.name and settled["rail"] == "STRIPE_INSTANT"
+    [failed] = first[broke]
+    assert (failed["failed_phase"], failed["reason_code"]) == ("BALANCE_LOCK", "INSUFFICIENT_FUNDS")
+    [slip] = first[slipped]
+    assert (slip["failed_phase"], slip["reason_code"]) == ("FX_CONVERSION", "SLIPPAGE")
+
+    # the duplicate got the original result and the merchant was paid once
+    answers = [v for v in values(kafka.read_all(BRIDGE_SETTLEMENTS_COMPLETED)) if v["request_id"] == ok]
+    assert len(answers) == 2 and answers[0] == answers[1]
+    assert len(sim.payouts()) == 1
+
+    # the platform ledger: the payer paid exactly the settled K-AUS and got 3% (GOLD) back; nothing stays held
+    transfers = transfers_of(kafka, rich)
+    debited = settled["kaus_debited_units"]
+    assert settled["cashback_kaus_units"] == debited * 300 // 10_000
+    assert balance(transfers, rich) == FUNDS_UNITS - debited + settled["cashback_kaus_units"]
+    assert open_holds(transfers) == set()
+    slip_holds = [t for t in transfers if t["transfer_id"].startswith(f"BRIDGE-{slipped}")]
+    assert sorted(t["kind"] for t in slip_holds) == ["PENDING", "VOID_PENDING"]  # the failed phase voided its hold
+    assert balance(transfers_of(kafka, poor), poor) == 1_000_000  # the refused hold moved nothing
+
+
+def test_sigkill_between_payout_and_result_pays_once_after_restart(
+    kafka: KafkaIO, worker_factory: Any, sim: ProviderSimProcess, sim_keys_dir: Path, run_id: str, fx_feed: None
+) -> None:
+    payer = f"acct-kill-{run_id}"
+    deposit(kafka, payer, FUNDS_UNITS)
+    # The provider executes the payout but its answer never comes back (the worker waits up to 120 s).
+    sim.configure({"STRIPE_INSTANT": {"timeout_next": 1, "hang_ms": 60_000}})
+    worker = bridge_worker(worker_factory, sim, sim_keys_dir, provider_timeout_ms="120000")
+    request_id = f"card-kill-{run_id}"
+    kafka.produce_messages(BRIDGE_REQUESTS, [request(request_id, payer)])
+    deadline = time.monotonic() + 60
+    while sim.stats().get("STRIPE.payouts", 0) < 1:
+        assert time.monotonic() < deadline, "the provider never saw the payout"
+        time.sleep(0.1)
+    journal = [v for v in values(kafka.read_all(BRIDGE_PAYOUTS_JOURNAL)) if v["request_id"] == request_id]
+    assert [bool(v["intent"]) for v in journal] == [True]  # the intent was journaled before the call, no result
+    worker.kill()
+    assert len(sim.payouts()) == 1
+
+    worker.extra_env["NEXUS_PROVIDER_TIMEOUT_MS"] = "2000"
+    worker.start()  # same group: the unacked request is delivered again; the journal says a payout is out
+    results = results_for(kafka, {request_id})[request_id]
+    # Recovery emits the result; the re-delivered request is then a duplicate and gets the same one again.
+    result = results[0]
+    assert result["topic"] == BRIDGE_SETTLEMENTS_COMPLETED.name
+    assert all(r == result for r in results) and len(results) <= 2
+    assert len(sim.payouts()) == 1  # resolved with the provider under the same key, not paid again
+    journal = [v for v in values(kafka.read_all(BRIDGE_PAYOUTS_JOURNAL)) if v["request_id"] == request_id]
+    assert journal[-1]["completed"] is not None
+    transfers = transfers_of(kafka, payer)
+    assert open_holds(transfers) == set()
+    assert sum(t["kind"] == "POST_PENDING" for t in transfers) == 1
+    assert balance(transfers, payer) == FUNDS_UNITS - result["kaus_debited_units"] + result["cashback_kaus_units"]
