@@ -1,0 +1,120 @@
+"""The ledger service's two-phase holds and rewards (what the bridge sends on ledger.commands)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from contracts import models as m
+from contracts.topics import LEDGER_OUTCOMES, LEDGER_TRANSFERS, Topic
+from streams.ledger_service import LedgerPartition
+
+T0 = datetime(2026, 11, 24, 9, 0, tzinfo=UTC)
+PAYER = "acct-payer"
+SETTLEMENT = "bridge:settlement"
+
+
+class Driver:
+    def __init__(self) -> None:
+        self.ledger = LedgerPartition()
+        self.offset = 0
+
+    def send(self, message: Any) -> list[tuple[Topic, Any]]:
+        out = self.ledger.apply(self.offset, message)
+        self.offset += 1
+        for topic, record in out:  # every output is a valid contract message
+            topic.decode(topic.encode(record))
+        return out
+
+
+def outcome(out: list[tuple[Topic, Any]]) -> m.LedgerOutcome:
+    [answer] = [r for t, r in out if t is LEDGER_OUTCOMES]
+    return answer
+
+
+def transfers(out: list[tuple[Topic, Any]]) -> list[m.LedgerTransfer]:
+    return [r for t, r in out if t is LEDGER_TRANSFERS]
+
+
+def hold(hold_id: str, units: int, at: datetime = T0, ttl_s: int = 60) -> m.PlaceHold:
+    return m.PlaceHold(command_id=hold_id, debit_account_id=PAYER, credit_account_id=SETTLEMENT,
+                       amount_kaus_units=units, expires_at=at + timedelta(seconds=ttl_s), occurred_at=at)
+
+
+def funded(units: int = 1_000) -> Driver:
+    d = Driver()
+    d.send(m.Deposit(command_id="dep-1", account_id=PAYER, amount_kaus_units=units, occurred_at=T0))
+    return d
+
+
+def test_a_hold_reserves_funds_and_a_second_one_beyond_the_balance_is_refused() -> None:
+    d = funded(1_000)
+    placed = d.send(hold("h1", 700))
+    assert outcome(placed).status is m.LedgerOutcomeStatus.APPLIED and outcome(placed).amount_kaus_units == 700
+    assert [t.kind for t in transfers(placed)] == [m.TransferKind.PENDING]
+    refused = d.send(hold("h2", 301))
+    assert outcome(refused).status is m.LedgerOutcomeStatus.REJECTED
+    assert outcome(refused).reason_code == "INSUFFICIENT_FUNDS" and transfers(refused) == []
+    assert d.ledger.ledger.available(PAYER) == 300 and d.ledger.ledger.balance(PAYER) == 1_000
+
+
+def test_a_resent_hold_with_a_new_expiry_is_the_same_hold() -> None:
+    d = funded()
+    d.send(hold("h1", 400))
+    again = d.send(hold("h1", 400, at=T0 + timedelta(seconds=3)))  # a restarted requester computes a new expiry
+    assert outcome(again).status is m.LedgerOutcomeStatus.APPLIED and outcome(again).duplicate
+    assert transfers(again) == [] and d.ledger.ledger.held(PAYER) == 400
+    other = d.send(hold("h1", 401))  # same id, other amount: a conflict, not a duplicate
+    assert outcome(other).status is m.LedgerOutcomeStatus.REJECTED and outcome(other).reason_code == "ID_CONFLICT"
+
+
+def test_post_moves_part_of_the_hold_once_and_releases_the_rest() -> None:
+    d = funded(1_000)
+    d.send(hold("h1", 600))
+    post = m.PostHold(command_id="h1:post", hold_id="h1", amount_kaus_units=450, occurred_at=T0)
+    posted = d.send(post)
+    assert outcome(posted).status is m.LedgerOutcomeStatus.APPLIED
+    [record] = transfers(posted)
+    assert (record.kind, record.amount_kaus_units, record.pending_id) == (m.TransferKind.POST_PENDING, 450, "h1")
+    assert d.ledger.ledger.balance(PAYER) == 550 and d.ledger.ledger.held(PAYER) == 0
+    assert d.ledger.ledger.balance(SETTLEMENT) == 450
+    replay = d.send(post)
+    assert outcome(replay).duplicate and transfers(replay) == [] and d.ledger.ledger.balance(PAYER) == 550
+    void = d.send(m.VoidHold(command_id="h1:void", hold_id="h1", occurred_at=T0))
+    assert outcome(void).status is m.LedgerOutcomeStatus.REJECTED
+    assert outcome(void).reason_code == "PENDING_ALREADY_POSTED"
+
+
+def test_void_releases_everything() -> None:
+    d = funded(1_000)
+    d.send(hold("h1", 600))
+    voided = d.send(m.VoidHold(command_id="h1:void", hold_id="h1", occurred_at=T0))
+    assert outcome(voided).status is m.LedgerOutcomeStatus.APPLIED
+    assert [t.kind for t in transfers(voided)] == [m.TransferKind.VOID_PENDING]
+    assert d.ledger.ledger.available(PAYER) == 1_000 and d.ledger.ledger.balance(PAYER) == 1_000
+
+
+def test_an_expired_hold_frees_its_funds_before_the_next_command_and_cannot_be_resumed() -> None:
+    d = funded(1_000)
+    d.send(hold("h1", 900, ttl_s=5))
+    later = T0 + timedelta(seconds=6)
+    out = d.send(hold("h2", 800, at=later))  # fits only because h1 expired first
+    expired = [t for t in transfers(out) if t.kind is m.TransferKind.VOID_PENDING]
+    assert [(t.pending_id, t.amount_kaus_units, t.reason) for t in expired] == [("h1", 900, "hold expired")]
+    assert outcome(out).status is m.LedgerOutcomeStatus.APPLIED
+    resumed = d.send(hold("h1", 900, at=later))  # a restarted requester re-sends the expired hold
+    assert outcome(resumed).status is m.LedgerOutcomeStatus.REJECTED
+    assert outcome(resumed).reason_code == "PENDING_EXPIRED"
+
+
+def test_rewards_come_from_issuance_accounts_and_k_aus_is_conserved() -> None:
+    d = funded(1_000)
+    d.send(hold("h1", 500))
+    d.send(m.PostHold(command_id="h1:post", hold_id="h1", amount_kaus_units=500, occurred_at=T0))
+    granted = d.send(m.GrantReward(command_id="h1:cashback", from_account_id=m.RewardAccount.REWARDS,
+                                   account_id=PAYER, amount_kaus_units=15, occurred_at=T0))
+    assert outcome(granted).status is m.LedgerOutcomeStatus.APPLIED
+    ledger = d.ledger.ledger
+    assert ledger.balance(PAYER) == 515 and ledger.balance("bridge:rewards") == -15
+    balances = d.ledger.balances()
+    assert sum(balances.values()) == 0  # the deposit's mint account is the only other negative one
