@@ -22,9 +22,9 @@ import time
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from contracts import models as m
@@ -45,6 +45,7 @@ from streams.partition_log import read_partition
 from streams.providers.runner import (
     BridgeRunner,
     PayoutParked,
+    _iso,
     _result_from_json,
     _result_to_json,
     intent_from_record,
@@ -58,11 +59,6 @@ log = logging.getLogger("nexus.bridge")
 LEDGER_TIMEOUT_S = 10.0  # bounded wait for the ledger's answer; a lost answer fails the settlement, not the worker
 PARKED_RETRY_S = 5.0
 PARKED_RETRIES = 12
-
-
-def _at(ms: int | None = None) -> datetime:
-    ms = time.time_ns() // 1_000_000 if ms is None else ms
-    return datetime.fromtimestamp(ms // 1000, UTC).replace(microsecond=(ms % 1000) * 1000)
 
 
 # --------------------------------------------------------------------------- ledger answers
@@ -105,7 +101,8 @@ class LedgerOutcomes:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            for msg in self._consumer.consume(1000, timeout=0.05):
+            # consume() returns when the batch is full *or* at the timeout: keep the timeout short, it is latency.
+            for msg in self._consumer.consume(1000, timeout=0.002):
                 key, value = msg.key(), msg.value()
                 if msg.error() or key is None or value is None:
                     continue
@@ -155,21 +152,23 @@ class KafkaHoldLedger:
     async def available_units(self, account_id: str) -> int | None:
         return None  # not known here: the hold is checked by the ledger, in order with every other movement
 
-    async def _send(self, command: Any) -> None:
-        await self.producer.send(LEDGER_COMMANDS.name, LEDGER_COMMANDS.key_of(command), LEDGER_COMMANDS.encode(command))
+    async def _send(self, command: dict[str, Any]) -> None:
+        # Built as JSON directly (hot path); tests/unit/test_bridge_service.py validates each shape against
+        # the ledger.commands contract.
+        await self.producer.send(LEDGER_COMMANDS.name, command["command_id"].encode(), orjson.dumps(command))
 
-    async def _ask(self, command: Any) -> m.LedgerOutcome:
-        answer = self.outcomes.expect(command.command_id)
+    async def _ask(self, command: dict[str, Any]) -> m.LedgerOutcome:
+        command_id = command["command_id"]
+        answer = self.outcomes.expect(command_id)
         try:
             await self._send(command)
             outcome = await asyncio.wait_for(answer, LEDGER_TIMEOUT_S)
         except TimeoutError:
-            self.outcomes.forget(command.command_id)
-            raise LedgerRejected(
-                "LEDGER_TIMEOUT", f"no answer to {command.command_id} in {LEDGER_TIMEOUT_S}s"
-            ) from None
+            self.outcomes.forget(command_id)
+            reason = f"no answer to {command_id} in {LEDGER_TIMEOUT_S}s"
+            raise LedgerRejected("LEDGER_TIMEOUT", reason) from None
         except BaseException:
-            self.outcomes.forget(command.command_id)
+            self.outcomes.forget(command_id)
             raise
         if outcome.status is m.LedgerOutcomeStatus.REJECTED:
             raise LedgerRejected(outcome.reason_code or "REJECTED", outcome.reason or "")
@@ -178,31 +177,21 @@ class KafkaHoldLedger:
     async def place_hold(
         self, *, transfer_id: str, debit_account_id: str, credit_account_id: str, amount_units: int, expires_at_ms: int
     ) -> None:
-        command = m.PlaceHold(
-            command_id=transfer_id,
-            debit_account_id=debit_account_id,
-            credit_account_id=credit_account_id,
-            amount_kaus_units=amount_units,
-            expires_at=_at(expires_at_ms),
-            reason="bridge.hold",
-            occurred_at=_at(),
-        )
         try:
-            await self._ask(command)
+            await self._ask(
+                place_hold_command(transfer_id, debit_account_id, credit_account_id, amount_units, expires_at_ms)
+            )
         except LedgerRejected as exc:
             if exc.code == "LEDGER_TIMEOUT":
                 # The hold may still land: release it (applied after it, in ledger order) so nothing stays locked.
-                void = m.VoidHold(command_id=f"{transfer_id}:void-timeout", hold_id=transfer_id, occurred_at=_at())
-                await self._send(void)
+                await self._send(void_hold_command(f"{transfer_id}:void-timeout", transfer_id))
             raise
 
     async def post_hold(self, *, transfer_id: str, hold_id: str, amount_units: int) -> None:
-        await self._ask(
-            m.PostHold(command_id=transfer_id, hold_id=hold_id, amount_kaus_units=amount_units, occurred_at=_at())
-        )
+        await self._ask(post_hold_command(transfer_id, hold_id, amount_units))
 
     async def void_hold(self, *, transfer_id: str, hold_id: str) -> None:
-        await self._ask(m.VoidHold(command_id=transfer_id, hold_id=hold_id, occurred_at=_at()))
+        await self._ask(void_hold_command(transfer_id, hold_id))
 
     async def transfer(
         self, *, transfer_id: str, debit_account_id: str, credit_account_id: str, amount_units: int
@@ -210,16 +199,37 @@ class KafkaHoldLedger:
         source = self.reward_accounts.get(debit_account_id)
         if source is None:
             raise LedgerRejected("NOT_A_REWARD_ACCOUNT", f"the bridge only pays rewards; {debit_account_id} is not one")
-        await self._send(
-            m.GrantReward(
-                command_id=transfer_id,
-                from_account_id=m.RewardAccount(source),
-                account_id=credit_account_id,
-                amount_kaus_units=amount_units,
-                reason="bridge.reward",
-                occurred_at=_at(),
-            )
-        )
+        await self._send(grant_reward_command(transfer_id, source, credit_account_id, amount_units))
+
+
+def _now_iso() -> str:
+    return _iso(time.time_ns() // 1_000_000)
+
+
+def place_hold_command(hold_id: str, debit: str, credit: str, units: int, expires_at_ms: int) -> dict[str, Any]:
+    return {
+        "type": "PLACE_HOLD", "command_id": hold_id, "debit_account_id": debit, "credit_account_id": credit,
+        "amount_kaus_units": units, "expires_at": _iso(expires_at_ms), "reason": "bridge.hold",
+        "occurred_at": _now_iso(),
+    }  # fmt: skip
+
+
+def post_hold_command(command_id: str, hold_id: str, units: int) -> dict[str, Any]:
+    return {
+        "type": "POST_HOLD", "command_id": command_id, "hold_id": hold_id, "amount_kaus_units": units,
+        "occurred_at": _now_iso(),
+    }  # fmt: skip
+
+
+def void_hold_command(command_id: str, hold_id: str) -> dict[str, Any]:
+    return {"type": "VOID_HOLD", "command_id": command_id, "hold_id": hold_id, "occurred_at": _now_iso()}
+
+
+def grant_reward_command(command_id: str, source: str, account: str, units: int) -> dict[str, Any]:
+    return {
+        "type": "GRANT_REWARD", "command_id": command_id, "from_account_id": source, "account_id": account,
+        "amount_kaus_units": units, "reason": "bridge.reward", "occurred_at": _now_iso(),
+    }  # fmt: skip
 
 
 class FxRatesListener:
@@ -267,18 +277,18 @@ class FxRatesListener:
 # --------------------------------------------------------------------------- the journal
 
 
-def journal_of_intent(intent: PayoutIntent) -> m.BridgeJournalEntry:
-    return m.BridgeJournalEntry.model_validate(
-        {
-            "bridge_tx_id": intent.bridge_tx_id,
-            "request_id": intent.payment.request_id,
-            "intent": intent_json(intent),
-            "fingerprint": intent.payment.fingerprint(),
-        }
-    )
+def journal_of_intent(intent: PayoutIntent) -> dict[str, Any]:
+    """A ``BridgeJournalEntry`` (JSON-ready) for an intent about to be sent."""
+    return {
+        "bridge_tx_id": intent.bridge_tx_id,
+        "request_id": intent.payment.request_id,
+        "intent": intent_json(intent),
+        "fingerprint": intent.payment.fingerprint(),
+    }
 
 
-def journal_of_result(result: Result, bridge_tx_id: str) -> m.BridgeJournalEntry:
+def journal_of_result(result: Result, bridge_tx_id: str) -> dict[str, Any]:
+    """A ``BridgeJournalEntry`` (JSON-ready) closing a transaction with its result."""
     stored = _result_to_json(result)
     extra = stored["x"]
     entry: dict[str, Any] = {
@@ -292,7 +302,7 @@ def journal_of_result(result: Result, bridge_tx_id: str) -> m.BridgeJournalEntry
         entry.update(provider=extra["provider"], total_duration_us=extra["total_duration_us"])
     else:
         entry.update(hold_voided=extra["hold_voided"], needs_reconciliation=extra["needs_reconciliation"])
-    return m.BridgeJournalEntry.model_validate(entry)
+    return entry
 
 
 def result_of_journal(entry: m.BridgeJournalEntry) -> Result:
@@ -325,11 +335,12 @@ class KafkaJournal:
         self.producer = producer
         self.partition_of: dict[str, int] = {}  # request id -> its bridge.requests partition
 
-    async def _write(self, entry: m.BridgeJournalEntry) -> None:
-        partition = self.partition_of.get(entry.request_id)
-        assert partition is not None, f"{entry.request_id}: journal partition unknown (request not admitted here)"
-        topic = BRIDGE_PAYOUTS_JOURNAL
-        await self.producer.send(topic.name, topic.key_of(entry), topic.encode(entry), partition=partition)
+    async def _write(self, entry: dict[str, Any]) -> None:
+        request_id = entry["request_id"]
+        partition = self.partition_of.get(request_id)
+        assert partition is not None, f"{request_id}: journal partition unknown (request not admitted here)"
+        name = BRIDGE_PAYOUTS_JOURNAL.name
+        await self.producer.send(name, entry["bridge_tx_id"].encode(), orjson.dumps(entry), partition=partition)
 
     async def persist_intent(self, intent: PayoutIntent) -> None:
         await self._write(journal_of_intent(intent))  # acked (acks=all) before the provider hears of it
@@ -454,10 +465,8 @@ class BridgeService:
 
     async def _emit(self, result: Result, partition: int) -> None:
         topic: Topic = BRIDGE_SETTLEMENTS_COMPLETED if isinstance(result, Settled) else BRIDGE_SETTLEMENTS_FAILED
-        wire = result_json(result)
         # Keyed by request id like the registry says; the value is the contract's JSON built directly.
-        value = topic.encode(topic.value_type.model_validate(wire))
-        await self.producer.send(topic.name, result.request_id.encode(), value)
+        await self.producer.send(topic.name, result.request_id.encode(), orjson.dumps(result_json(result)))
         self.stats.emitted += 1
 
     async def drain(self) -> None:

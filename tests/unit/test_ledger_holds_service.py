@@ -37,8 +37,14 @@ def transfers(out: list[tuple[Topic, Any]]) -> list[m.LedgerTransfer]:
 
 
 def hold(hold_id: str, units: int, at: datetime = T0, ttl_s: int = 60) -> m.PlaceHold:
-    return m.PlaceHold(command_id=hold_id, debit_account_id=PAYER, credit_account_id=SETTLEMENT,
-                       amount_kaus_units=units, expires_at=at + timedelta(seconds=ttl_s), occurred_at=at)
+    return m.PlaceHold(
+        command_id=hold_id,
+        debit_account_id=PAYER,
+        credit_account_id=SETTLEMENT,
+        amount_kaus_units=units,
+        expires_at=at + timedelta(seconds=ttl_s),
+        occurred_at=at,
+    )
 
 
 def funded(units: int = 1_000) -> Driver:
@@ -111,8 +117,15 @@ def test_rewards_come_from_issuance_accounts_and_k_aus_is_conserved() -> None:
     d = funded(1_000)
     d.send(hold("h1", 500))
     d.send(m.PostHold(command_id="h1:post", hold_id="h1", amount_kaus_units=500, occurred_at=T0))
-    granted = d.send(m.GrantReward(command_id="h1:cashback", from_account_id=m.RewardAccount.REWARDS,
-                                   account_id=PAYER, amount_kaus_units=15, occurred_at=T0))
+    granted = d.send(
+        m.GrantReward(
+            command_id="h1:cashback",
+            from_account_id=m.RewardAccount.REWARDS,
+            account_id=PAYER,
+            amount_kaus_units=15,
+            occurred_at=T0,
+        )
+    )
     assert outcome(granted).status is m.LedgerOutcomeStatus.APPLIED
     ledger = d.ledger.ledger
     assert ledger.balance(PAYER) == 515 and ledger.balance("bridge:rewards") == -15

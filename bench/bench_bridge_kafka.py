@@ -1,0 +1,385 @@
+"""High-Speed Bridge through real Kafka: request produced -> settlement result consumed.
+
+    python bench/bench_bridge_kafka.py [--rate 2000] [--seconds 10] [--burst 20000]
+                                       [--spec-rate 200] [--spec-seconds 20] [--transport aiohttp]
+
+Everything runs on this machine: a fresh local Kafka broker, the provider simulator (infra/provider_sim),
+one Faust worker running the ledger agent and the bridge agent (``NEXUS_AGENTS=settlement,bridge``), an FX
+feed publishing the three sources every 0.5 s, and this process producing requests
+(``streams.providers.flow.card_payments``: the spec §5.1 region mix) and timing each result's arrival on
+``bridge.settlements.completed`` / ``.failed``. Per settlement the path is: request → bridge agent →
+PlaceHold on ``ledger.commands`` → ledger agent → ``ledger.outcomes`` → FX → journal intent
+(``bridge.payouts.journal``, acks=all) → provider over HTTP → PostHold round trip → rewards → journal
+result → result topic.
+
+Runs: (1) zero rail latency, open loop at ``--rate`` for ``--seconds`` (sustained rate and E2E
+p50/p95/p99); (2) zero latency, a burst of ``--burst`` requests as fast as they can be produced (max
+settlements/s); (3) the spec's rail latencies at ``--spec-rate``: per-rail p99 against rail latency + 20 ms
+and the spec §8.1 table per region. Prints peak RSS of the worker, the broker and the simulator.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from confluent_kafka import Consumer, Producer, TopicPartition
+from rich.console import Console
+from rich.table import Table
+
+from contracts import models as m
+from contracts.topics import (
+    BRIDGE_REQUESTS,
+    BRIDGE_SETTLEMENTS_COMPLETED,
+    BRIDGE_SETTLEMENTS_FAILED,
+    FX_RATES,
+    LEDGER_COMMANDS,
+)
+from domain.bridge import CardPayment
+from domain.rails import RAILS, Rail, Region
+from infra.kafka.broker import LocalKafka, find_free_ports
+from infra.provider_sim.launcher import ProviderSimProcess
+from streams.fx_feed import fx_quotes
+from streams.kafka_clients import consumer_config, producer_config
+from streams.providers.flow import card_payments
+from streams.providers.runner import request_json
+from streams.settings import Settings
+from streams.topic_admin import ensure_topics
+
+console = Console()
+FX_DAY = date(2026, 10, 30)
+PAYERS = 2_000
+SPEC_8_1 = {  # region: (avg, p95, p99, success %) as published in the spec
+    Region.KR: (312, 498, 612, "99.98"),
+    Region.US: (389, 545, 678, "99.97"),
+    Region.EU: (445, 598, 723, "99.95"),
+    Region.JP: (367, 521, 645, "99.97"),
+    Region.AU: (398, 556, 687, "99.96"),
+    Region.SG: (345, 512, 634, "99.98"),
+}
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+
+
+def peak_rss_mb(pid: int | None) -> float:
+    if pid is None:
+        return float("nan")
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
+class Observer(threading.Thread):
+    """Stamps the arrival of each request's first result."""
+
+    def __init__(self, bootstrap: str) -> None:
+        super().__init__(daemon=True)
+        self.consumer = Consumer(consumer_config(bootstrap, f"bench-{uuid.uuid4().hex}"))
+        self.results: dict[str, tuple[float, dict[str, Any]]] = {}
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        parts = []
+        for topic in (BRIDGE_SETTLEMENTS_COMPLETED, BRIDGE_SETTLEMENTS_FAILED):
+            meta = self.consumer.list_topics(topic.name, timeout=30).topics[topic.name]
+            parts += [TopicPartition(topic.name, p, 0) for p in meta.partitions]
+        self.consumer.assign(parts)
+        while not self.stop.is_set():
+            for msg in self.consumer.consume(2000, timeout=0.005):
+                value = msg.value()
+                if msg.error() or value is None:
+                    continue
+                now = time.perf_counter()
+                v = json.loads(value)
+                v["ok"] = msg.topic() == BRIDGE_SETTLEMENTS_COMPLETED.name
+                self.results.setdefault(v["request_id"], (now, v))
+        self.consumer.close()
+
+
+@dataclass
+class Run:
+    name: str
+    payments: list[CardPayment]
+    sent_at: dict[str, float] = field(default_factory=dict)
+    started: float = 0.0
+    produced_s: float = 0.0
+    complete: bool = False
+
+    def rows(self, observer: Observer) -> list[tuple[CardPayment, float, dict[str, Any]]]:
+        out = []
+        for p in self.payments:
+            got = observer.results.get(p.request_id)
+            if got is not None and p.request_id in self.sent_at:
+                out.append((p, (got[0] - self.sent_at[p.request_id]) * 1000, got[1]))
+        return out
+
+
+def produce(producer: Producer, run: Run, rate: float | None) -> None:
+    interval = 1.0 / rate if rate else 0.0
+    run.started = start = time.perf_counter()
+    for i, p in enumerate(run.payments):
+        if interval:
+            target = start + i * interval
+            while (now := time.perf_counter()) < target:
+                time.sleep(min(target - now, 0.001))
+        value = json.dumps(request_json(p), separators=(",", ":")).encode()
+        run.sent_at[p.request_id] = time.perf_counter()
+        while True:
+            try:
+                producer.produce(BRIDGE_REQUESTS.name, key=p.payer_account_id.encode(), value=value)
+                break
+            except BufferError:
+                producer.poll(0.01)
+        producer.poll(0)
+    producer.flush(60)
+    run.produced_s = time.perf_counter() - start
+
+
+def wait_done(observer: Observer, run: Run, timeout_s: float, worker: subprocess.Popen[bytes]) -> None:
+    deadline = time.perf_counter() + timeout_s
+    ids = [p.request_id for p in run.payments]
+    while time.perf_counter() < deadline:
+        if all(i in observer.results for i in ids):
+            run.complete = True
+            return
+        if worker.poll() is not None:
+            raise RuntimeError(f"the worker died with exit code {worker.returncode}")
+        time.sleep(0.05)
+
+
+def summary(run: Run, observer: Observer) -> dict[str, float]:
+    rows = run.rows(observer)
+    lats = [lat for _, lat, _ in rows]
+    last = max((observer.results[p.request_id][0] for p, _, _ in rows), default=run.started)
+    elapsed = last - run.started
+    return {
+        "results": len(rows),
+        "of": len(run.payments),
+        "per_s": len(rows) / elapsed if elapsed > 0 else float("nan"),
+        "offered_per_s": len(run.payments) / run.produced_s if run.produced_s else float("nan"),
+        "p50_ms": pct(lats, 0.50),
+        "p95_ms": pct(lats, 0.95),
+        "p99_ms": pct(lats, 0.99),
+        "max_ms": max(lats, default=float("nan")),
+        "success_pct": 100 * sum(1 for _, _, v in rows if v["ok"]) / len(rows) if rows else float("nan"),
+    }
+
+
+def phase_figures(run: Run, observer: Observer) -> str:
+    """Where the time goes, from each completed result's own phase durations."""
+    by_phase: dict[str, list[float]] = defaultdict(list)
+    for _, lat, v in run.rows(observer):
+        if v["ok"]:
+            for phase, ms in v["phase_durations_ms"].items():
+                by_phase[phase].append(ms)
+            by_phase["in worker (total)"].append(v["total_duration_ms"])
+            by_phase["outside worker"].append(lat - v["total_duration_ms"])
+    return ", ".join(f"{k} {pct(v, 0.5):.0f}/{pct(v, 0.99):.0f}" for k, v in by_phase.items())
+
+
+def region_table(run: Run, observer: Observer) -> Table:
+    by_region: dict[Region, list[tuple[float, bool]]] = defaultdict(list)
+    for p, lat, v in run.rows(observer):
+        by_region[p.region].append((lat, v["ok"]))
+    table = Table(title="Spec §8.1, this run (E2E ms through Kafka, rails at the spec's latencies)")
+    for col in ("region", "avg", "p95", "p99", "success", "n", "spec avg / p95 / p99 / success"):
+        table.add_column(col, justify="right")
+    for region in Region:
+        rows = by_region.get(region)
+        if not rows:
+            continue
+        lats = [lat for lat, _ in rows]
+        spec = SPEC_8_1.get(region)
+        table.add_row(
+            region.value,
+            f"{sum(lats) / len(lats):.1f}",
+            f"{pct(lats, 0.95):.1f}",
+            f"{pct(lats, 0.99):.1f}",
+            f"{100 * sum(ok for _, ok in rows) / len(rows):.2f}%",
+            str(len(rows)),
+            f"{spec[0]} / {spec[1]} / {spec[2]} / {spec[3]}%" if spec else "not in §8.1",
+        )
+    return table
+
+
+def rail_table(run: Run, observer: Observer, overhead_ms: float = 20.0) -> Table:
+    by_rail: dict[str, list[float]] = defaultdict(list)
+    for _, lat, v in run.rows(observer):
+        if v["ok"]:
+            by_rail[v["rail"]].append(lat)
+    table = Table(title=f"Per rail: E2E p99 vs rail latency + {overhead_ms:.0f} ms")
+    for col in ("rail", "n", "p50", "p99", "limit", "verdict"):
+        table.add_column(col, justify="right")
+    for rail, lats in sorted(by_rail.items()):
+        limit = RAILS[Rail(rail)].expected_latency_ms + overhead_ms
+        p99 = pct(lats, 0.99)
+        table.add_row(
+            rail,
+            str(len(lats)),
+            f"{pct(lats, 0.5):.1f}",
+            f"{p99:.1f}",
+            f"{limit:.0f}",
+            "ok" if p99 <= limit else "OVER",
+        )
+    return table
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rate", type=float, default=2000)
+    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--burst", type=int, default=20_000)
+    parser.add_argument("--spec-rate", type=float, default=200)
+    parser.add_argument("--spec-seconds", type=float, default=20)
+    parser.add_argument("--transport", default="aiohttp", choices=["httpx", "aiohttp", "raw"])
+    args = parser.parse_args()
+
+    port, controller, sim_port, web_port = find_free_ports(4)
+    data = Path(tempfile.mkdtemp(prefix="bench-bridge-"))
+    broker = LocalKafka(port=port, controller_port=controller, data_dir=data / "kafka")
+    keys = data / "keys"
+    sim = ProviderSimProcess(port=sim_port, state_dir=data / "sim", env={"NEXUS_PROVIDER_KEYS_DIR": str(keys)})
+    worker: subprocess.Popen[bytes] | None = None
+    stop_fx = threading.Event()
+    try:
+        with console.status("starting broker and provider simulator…"):
+            broker.start(timeout_s=90)
+            sim.start()
+        ensure_topics(Settings(kafka_bootstrap_servers=broker.bootstrap))
+        producer = Producer(producer_config(broker.bootstrap, queue_buffering_max_messages=1_000_000))
+        tag = uuid.uuid4().hex[:6]
+        now = datetime.now(UTC)
+        for i in range(PAYERS):
+            d = m.Deposit(
+                command_id=f"dep-{tag}-{i}", account_id=f"acct-payer-{i}", amount_kaus_units=10**15, occurred_at=now
+            )
+            producer.produce(LEDGER_COMMANDS.name, key=LEDGER_COMMANDS.key_of(d), value=LEDGER_COMMANDS.encode(d))
+        producer.flush(30)
+
+        def fx_feed() -> None:
+            fx_producer = Producer(producer_config(broker.bootstrap))
+            while not stop_fx.is_set():
+                for q in fx_quotes(FX_DAY, 0, datetime.now(UTC)):
+                    fx_producer.produce(FX_RATES.name, key=FX_RATES.key_of(q), value=FX_RATES.encode(q))
+                fx_producer.flush(5)
+                stop_fx.wait(0.5)
+
+        threading.Thread(target=fx_feed, daemon=True).start()
+        log_path = data / "worker.log"
+        env = dict(
+            os.environ,
+            NEXUS_KAFKA_BOOTSTRAP_SERVERS=broker.bootstrap,
+            NEXUS_APP_ID=f"bench-bridge-{tag}",
+            NEXUS_AGENTS="settlement,bridge",
+            NEXUS_DATA_DIR=str(data),
+            NEXUS_WORKER_WEB_PORT=str(web_port),
+            NEXUS_PROVIDER_SIM_URL=sim.url,
+            NEXUS_PROVIDER_KEYS_DIR=str(keys),
+            NEXUS_PROVIDER_TRANSPORT=args.transport,
+            PYTHONUNBUFFERED="1",
+        )
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "streams.worker"],
+            env=env,
+            stdout=log_path.open("wb"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        while "Worker ready" not in log_path.read_text(errors="replace"):
+            if worker.poll() is not None:
+                raise RuntimeError(log_path.read_text()[-3000:])
+            time.sleep(0.2)
+        observer = Observer(broker.bootstrap)
+        observer.start()
+        time.sleep(1)
+
+        def payments(n: int, name: str) -> list[CardPayment]:
+            return card_payments(
+                n, seed=hash(name) % 10_000, now_ms=time.time_ns() // 1_000_000, payers=PAYERS, prefix=f"{name}-{tag}"
+            )
+
+        zero = {rail.value: {"latency_ms": 0} for rail in Rail}
+        spec = {rail.value: {"latency_ms": s.expected_latency_ms} for rail, s in RAILS.items()}
+        runs: list[tuple[Run, dict[str, float]]] = []
+        plan = [
+            ("warm-up", zero, 500, 200.0),
+            (f"zero latency @ {args.rate:.0f}/s", zero, int(args.rate * args.seconds), args.rate),
+            ("zero latency, burst", zero, args.burst, None),
+            (f"spec latencies @ {args.spec_rate:.0f}/s", spec, int(args.spec_rate * args.spec_seconds), args.spec_rate),
+        ]
+        for index, (name, latencies, n, rate) in enumerate(plan):
+            if n <= 0:
+                continue
+            sim.configure(latencies)
+            run = Run(name, payments(n, f"run{index}"))
+            with console.status(f"{name}: {n} requests…"):
+                produce(producer, run, rate)
+                wait_done(observer, run, 600, worker)
+            s = summary(run, observer)
+            console.print(f"{name}: {s}")
+            console.print(f"  phase p50/p99 ms: {phase_figures(run, observer)}")
+            if name != "warm-up":
+                runs.append((run, s))
+        observer.stop.set()
+
+        table = Table(title="High-Speed Bridge through Kafka: request produced -> result consumed (2 cores, all local)")
+        table.add_column("run")
+        for col in ("results", "offered/s", "settled/s", "p50 ms", "p95 ms", "p99 ms", "max ms", "success"):
+            table.add_column(col, justify="right")
+        for run, s in runs:
+            table.add_row(
+                run.name,
+                f"{s['results']:.0f}/{s['of']:.0f}",
+                f"{s['offered_per_s']:,.0f}",
+                f"{s['per_s']:,.0f}",
+                f"{s['p50_ms']:.1f}",
+                f"{s['p95_ms']:.1f}",
+                f"{s['p99_ms']:.1f}",
+                f"{s['max_ms']:.1f}",
+                f"{s['success_pct']:.2f}%",
+            )
+        console.print(table)
+        spec_run = runs[-1][0]
+        console.print(rail_table(spec_run, observer))
+        console.print(region_table(spec_run, observer))
+        console.print(
+            f"peak RSS: worker {peak_rss_mb(worker.pid):.0f} MB, broker {peak_rss_mb(broker.pid):.0f} MB, "
+            f"simulator {peak_rss_mb(sim.pid):.0f} MB"
+        )
+        return 0
+    finally:
+        stop_fx.set()
+        if worker is not None and worker.poll() is None:
+            os.killpg(worker.pid, 15)
+            try:
+                worker.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(worker.pid, 9)
+        sim.stop()
+        broker.stop()
+        broker.wipe()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
