@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -245,7 +246,13 @@ def rail_table(run: Run, observer: Observer, overhead_ms: float = 20.0) -> Table
     return table
 
 
+def _interrupt(*_: Any) -> None:
+    raise KeyboardInterrupt
+
+
 def main() -> int:
+    # SIGTERM (e.g. timeout(1)) unwinds like Ctrl-C, so the finally below stops the broker and simulator.
+    signal.signal(signal.SIGTERM, _interrupt)
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rate", type=float, default=2000)
     parser.add_argument("--seconds", type=float, default=10)

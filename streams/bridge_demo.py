@@ -1,36 +1,44 @@
-"""The High-Speed Bridge stage of `make run`: card payments settling against the provider simulator.
+"""The High-Speed Bridge stage of `make run`: card payments settling through the bridge agent.
 
-Runs the bridge core and provider adapters (`streams.providers.runner.BridgeRunner`) against the
-local simulator with the spec's rail latencies, makes STRIPE_INSTANT fail three times so its
-circuit breaker opens and US payments fail over, and publishes every result to the registry's
-`bridge.settlements.completed` / `.failed` topics (the dashboard and the alerting agent read them).
-
-Not yet the production path: the runner holds K-AUS in its own in-memory hold ledger rather than the
-platform ledger behind `ledger.commands` (wiring the bridge into a Faust agent is the open part of
-issue 4).
+Starts the payout-provider simulator (infra/provider_sim) with the spec's rail latencies and makes
+STRIPE_INSTANT fail three times, so its circuit breaker opens and US payments fail over. Then it plays
+the upstream systems: an FX feed (three sources, every second) on `fx.rates`, deposits for the demo
+payers on `ledger.commands`, and card payments on `bridge.requests`. The worker's bridge agent settles
+them against the platform ledger (holds and captures on `ledger.commands`) and publishes to
+`bridge.settlements.completed` / `.failed`, which this stage, the dashboard and the alerting agent read.
 """
 
 from __future__ import annotations
 
-import asyncio
+import os
 import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
+from datetime import UTC, date, datetime
 from typing import Any
 
-from confluent_kafka import Producer
+from confluent_kafka import OFFSET_END, Consumer, Producer, TopicPartition
 from rich.table import Table
 
 from contracts import models as m
-from contracts.topics import BRIDGE_SETTLEMENTS_COMPLETED, BRIDGE_SETTLEMENTS_FAILED
+from contracts.topics import (
+    BRIDGE_REQUESTS,
+    BRIDGE_SETTLEMENTS_COMPLETED,
+    BRIDGE_SETTLEMENTS_FAILED,
+    FX_RATES,
+    LEDGER_COMMANDS,
+    TOPICS,
+)
 from domain.rails import RAILS, Rail
+from streams.kafka_clients import consumer_config, producer_config
 from streams.settings import Settings
 
 PAYMENTS = 400
 PAYMENTS_PER_S = 20
 FAILING_RAIL = Rail.STRIPE_INSTANT
+REQUEST_PREFIX = "demo-card"
+FX_DAY = date(2026, 10, 30)  # the ECB day the feed replays (streams.providers.flow quotes from it too)
 
 
 @dataclass
@@ -41,8 +49,9 @@ class BridgeDemo:
     by_rail: Counter[str] = field(default_factory=Counter)
     latest: list[str] = field(default_factory=list)
     error: str = ""
+    stopping: threading.Event = field(default_factory=threading.Event)
     _sim: Any = None
-    _thread: threading.Thread | None = None
+    _threads: list[threading.Thread] = field(default_factory=list)
 
     def start(self) -> float:
         from infra.provider_sim.launcher import ProviderSimProcess
@@ -54,76 +63,90 @@ class BridgeDemo:
         self._sim.configure(
             {FAILING_RAIL.value: {"latency_ms": RAILS[FAILING_RAIL].expected_latency_ms, "fail_next": 3}}
         )
-        self._thread = threading.Thread(target=self._run, name="bridge-demo", daemon=True)
-        self._thread.start()
+        for target in (self._feed, self._watch):
+            thread = threading.Thread(
+                target=self._guarded, args=(target,), name=f"bridge-{target.__name__}", daemon=True
+            )
+            thread.start()
+            self._threads.append(thread)
         return ready_s
 
-    def _run(self) -> None:
+    def _guarded(self, target: Any) -> None:
         try:
-            asyncio.run(self._settle_payments())
+            target()
         except Exception as exc:  # shown in the panel; the rest of the demo goes on
             self.error = f"{type(exc).__name__}: {exc}"
 
-    async def _settle_payments(self) -> None:
-        from domain.fx import FxBook
-        from streams.fx_feed import domain_quotes
-        from streams.providers import build_adapters
-        from streams.providers.base import ProviderSettings, make_transport
+    def _feed(self) -> None:
+        """Upstream: FX quotes every second, deposits once, then card payments at PAYMENTS_PER_S."""
+        from streams.fx_feed import fx_quotes
         from streams.providers.flow import card_payments
-        from streams.providers.runner import BridgeRunner, InMemoryHoldLedger, to_contract
+        from streams.providers.runner import request_from_payment
 
-        provider_settings = ProviderSettings(sim_url=f"http://127.0.0.1:{self.sim_port}")
-        transport = make_transport("aiohttp", provider_settings.max_connections)
+        producer = Producer(producer_config(self.settings.bootstrap_servers))
         now_ms = time.time_ns() // 1_000_000
-        payments = card_payments(PAYMENTS, seed=now_ms % 10_000, now_ms=now_ms, payers=50, prefix="demo-card")
-        ledger = InMemoryHoldLedger(journal=Path(self.settings.data_dir) / "provider_sim" / "demo-ledger.jsonl")
+        payments = card_payments(PAYMENTS, seed=now_ms % 10_000, now_ms=now_ms, payers=50, prefix=REQUEST_PREFIX)
+        at = datetime.now(UTC)
         for payer in sorted({p.payer_account_id for p in payments}):
-            ledger.deposit(f"seed:{payer}", payer, 1_000_000 * 1_000_000)
-        runner = BridgeRunner(
-            ledger=ledger,
-            adapters=build_adapters(provider_settings, transport),
-            fx_book=lambda: FxBook().with_quotes(domain_quotes(m_day(), 0, time.time_ns() // 1_000_000)),
-        )
-        producer = Producer({"bootstrap.servers": self.settings.bootstrap_servers, "linger.ms": 5})
-        futures = []
-        for payment in payments:
-            futures.append(await runner.submit(payment))
-            await asyncio.sleep(1 / PAYMENTS_PER_S)
-            self._collect(futures, producer, to_contract)
-        while futures:
-            await asyncio.sleep(0.2)
-            self._collect(futures, producer, to_contract)
-        producer.flush(10)
-        await transport.aclose()
-
-    def _collect(self, futures: list[Any], producer: Producer, to_contract: Any) -> None:
-        for future in [f for f in futures if f.done()]:
-            futures.remove(future)
-            if future.exception() is not None:
-                self.results["parked"] += 1
-                continue
-            record = to_contract(future.result())
-            topic = (
-                BRIDGE_SETTLEMENTS_COMPLETED
-                if isinstance(record, m.BridgeSettlementCompleted)
-                else (BRIDGE_SETTLEMENTS_FAILED)
+            deposit = m.Deposit(
+                command_id=f"demo-card-funds:{payer}",
+                account_id=payer,
+                amount_kaus_units=1_000_000 * 1_000_000,
+                occurred_at=at,
             )
-            producer.produce(topic.name, key=topic.key_of(record), value=topic.encode(record))
-            if isinstance(record, m.BridgeSettlementCompleted):
-                self.results["settled"] += 1
-                self.by_rail[f"{record.region}→{record.rail}"] += 1
-                phases = " ".join(
-                    f"{p.value.split('_')[0].lower()} {ms}" for p, ms in record.phase_durations_ms.items()
-                )
-                line = (
-                    f"{record.request_id} {record.amount_minor} {record.currency} via {record.rail}: "
-                    f"{record.total_duration_ms} ms ({phases})"
-                )
-            else:
-                self.results["failed"] += 1
-                line = f"{record.request_id} failed in {record.failed_phase}: {record.reason_code}"
-            self.latest = [*self.latest[-3:], line]
-        producer.poll(0)
+            producer.produce(
+                LEDGER_COMMANDS.name, key=LEDGER_COMMANDS.key_of(deposit), value=LEDGER_COMMANDS.encode(deposit)
+            )
+        next_fx = 0.0
+        for payment in payments:
+            if self.stopping.is_set():
+                break
+            if time.monotonic() >= next_fx:
+                for quote in fx_quotes(FX_DAY, 0, datetime.now(UTC)):
+                    producer.produce(FX_RATES.name, key=FX_RATES.key_of(quote), value=FX_RATES.encode(quote))
+                next_fx = time.monotonic() + 1.0
+            request = request_from_payment(payment)
+            producer.produce(
+                BRIDGE_REQUESTS.name, key=BRIDGE_REQUESTS.key_of(request), value=BRIDGE_REQUESTS.encode(request)
+            )
+            self.results["requested"] += 1
+            producer.poll(0)
+            self.stopping.wait(1 / PAYMENTS_PER_S)
+        producer.flush(10)
+
+    def _watch(self) -> None:
+        consumer = Consumer(consumer_config(self.settings.bootstrap_servers, f"demo-bridge-{os.getpid()}"))
+        parts = []
+        for topic in (BRIDGE_SETTLEMENTS_COMPLETED, BRIDGE_SETTLEMENTS_FAILED):
+            meta = consumer.list_topics(topic.name, timeout=10).topics[topic.name]
+            parts += [TopicPartition(topic.name, p, OFFSET_END) for p in meta.partitions]
+        consumer.assign(parts)
+        seen: set[str] = set()
+        while not self.stopping.is_set():
+            for msg in consumer.consume(500, timeout=0.2):
+                raw = msg.value()
+                if msg.error() or raw is None:
+                    continue
+                record = TOPICS[str(msg.topic())].decode(raw)
+                if record.request_id in seen or not record.request_id.startswith(REQUEST_PREFIX):
+                    continue  # a re-delivered request answered again, or the alerting stage's scripted incident
+                seen.add(record.request_id)
+                self._show(record)
+        consumer.close()
+
+    def _show(self, record: m.BridgeSettlementCompleted | m.BridgeSettlementFailed) -> None:
+        if isinstance(record, m.BridgeSettlementCompleted):
+            self.results["settled"] += 1
+            self.by_rail[f"{record.region}→{record.rail}"] += 1
+            phases = " ".join(f"{p.value.split('_')[0].lower()} {ms}" for p, ms in record.phase_durations_ms.items())
+            line = (
+                f"{record.request_id} {record.amount_minor} {record.currency} via {record.rail}: "
+                f"{record.total_duration_ms} ms ({phases})"
+            )
+        else:
+            self.results["failed"] += 1
+            line = f"{record.request_id} failed in {record.failed_phase}: {record.reason_code}"
+        self.latest = [*self.latest[-3:], line]
 
     def render(self) -> Table:
         table = Table(
@@ -142,11 +165,8 @@ class BridgeDemo:
         return table
 
     def stop(self) -> None:
+        self.stopping.set()
+        for thread in self._threads:
+            thread.join(timeout=10)
         if self._sim is not None:
             self._sim.stop()
-
-
-def m_day() -> Any:
-    from datetime import date
-
-    return date(2026, 10, 30)  # the ECB day the seeded payments were quoted on (streams.providers.flow)

@@ -21,7 +21,7 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +55,9 @@ BAD_EVERY = 500  # one deliberately bad message per this many orders, to show de
 DEPOSIT_KAUS_UNITS = 1_000_000 * 1_000_000  # 1,000,000 K-AUS per demo account
 
 
+MOVES_MONEY = (m.TransferKind.POSTED, m.TransferKind.POST_PENDING)  # holds reserve; voids release
+
+
 def run_dir(settings: Settings) -> Path:
     path = settings.data_dir / RUN_DIR_NAME
     path.mkdir(parents=True, exist_ok=True)
@@ -80,6 +83,9 @@ class Worker:
     def start(self, timeout_s: float = 90.0) -> float:
         started = time.monotonic()
         env = dict(os.environ, NEXUS_KAFKA_BOOTSTRAP_SERVERS=self.settings.bootstrap_servers, PYTHONUNBUFFERED="1")
+        # The bridge agent pays out through the demo's provider simulator.
+        env.setdefault("NEXUS_PROVIDER_SIM_URL", f"http://127.0.0.1:{self.settings.provider_sim_port}")
+        env.setdefault("NEXUS_PROVIDER_TRANSPORT", "aiohttp")
         log = self.log_path.open("wb")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "streams.worker"],
@@ -182,9 +188,12 @@ class Traffic:
             {"bootstrap.servers": settings.bootstrap_servers, "linger.ms": 5, "enable.idempotence": True}
         )
         seed = int(time.time())
-        markets = demo_markets(8)
-        accounts = demo_accounts(40)
         now = datetime.now(UTC)
+        # Delivery hours six hours ahead, so the flow's logical clock starts about now: the ledger's clock is
+        # the latest command time it has seen, and bridge holds (wall-clock expiry) must not look expired.
+        first_delivery = now.replace(minute=0, second=0, microsecond=0) + timedelta(hours=6)
+        markets = demo_markets(8, first_delivery=first_delivery.strftime("%Y-%m-%dT%H:%M"))
+        accounts = demo_accounts(40)
         for deposit in deposits(accounts, now):
             producer.produce(
                 LEDGER_COMMANDS.name, key=LEDGER_COMMANDS.key_of(deposit), value=LEDGER_COMMANDS.encode(deposit)
@@ -246,7 +255,7 @@ class Observed:
                 self.counts[topic.name] += 1
                 if topic is ENERGY_PRICES:
                     self.prices[value.market_id] = value
-                elif topic is LEDGER_TRANSFERS:
+                elif topic is LEDGER_TRANSFERS and value.kind in MOVES_MONEY:
                     self.balances[value.debit_account_id] -= value.amount_kaus_units
                     self.balances[value.credit_account_id] += value.amount_kaus_units
                 elif topic is PLATFORM_DEADLETTERS:
