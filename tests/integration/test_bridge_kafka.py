@@ -219,3 +219,33 @@ def test_sigkill_between_payout_and_result_pays_once_after_restart(
     assert open_holds(transfers) == set()
     assert sum(t["kind"] == "POST_PENDING" for t in transfers) == 1
     assert balance(transfers, payer) == FUNDS_UNITS - result["kaus_debited_units"] + result["cashback_kaus_units"]
+
+
+def test_a_slow_rail_does_not_stall_other_payments(
+    kafka: KafkaIO, worker_factory: Any, sim: ProviderSimProcess, sim_keys_dir: Path, run_id: str, fx_feed: None
+) -> None:
+    payer, others = f"acct-slow-{run_id}", [f"acct-fast-{run_id}-{i}" for i in range(5)]
+    for account in (payer, *others):
+        deposit(kafka, account, FUNDS_UNITS)
+    sim.configure({"STRIPE_INSTANT": {"latency_ms": 4_000}})  # US card payments take 4 s at the provider
+    bridge_worker(worker_factory, sim, sim_keys_dir, provider_timeout_ms="10000")
+    slow = f"card-slow-{run_id}"
+    kafka.produce_messages(BRIDGE_REQUESTS, [request(slow, payer)])
+    time.sleep(0.5)  # the slow one is in flight first
+    fast = [f"card-fast-{run_id}-{i}" for i in range(5)]
+    eur = quoted_rate(Currency.EUR)
+    kafka.produce_messages(
+        BRIDGE_REQUESTS,
+        [
+            request(rid, acct, amount_minor=5_000, quoted=eur).model_copy(
+                update={"currency": Currency.EUR, "region": m.Region.EU}
+            )
+            for rid, acct in zip(fast, others, strict=True)
+        ],
+    )
+    results = {r: v[0] for r, v in results_for(kafka, {slow, *fast}).items()}
+    assert all(v["topic"] == BRIDGE_SETTLEMENTS_COMPLETED.name for v in results.values())
+    assert results[slow]["total_duration_ms"] >= 4_000
+    # the payments that arrived after the slow one completed before it: nothing waited behind it
+    completed = {r: datetime.fromisoformat(v["completed_at"]) for r, v in results.items()}
+    assert all(completed[r] < completed[slow] for r in fast), completed
