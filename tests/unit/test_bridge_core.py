@@ -635,3 +635,16 @@ def test_step_functions_refuse_transitions_out_of_order() -> None:
     step = b.begin(payment(), 10_000 * K, h.clock.now(), h.cfg)
     with pytest.raises(AssertionError, match="not allowed"):
         b.convert(step.tx, h.book, h.clock.now(), h.cfg)
+
+
+def test_a_remote_ledger_decides_the_hold_and_keeps_its_refusal_code() -> None:
+    cfg = BridgeConfig()
+    clock = Clock()
+    step = b.begin(payment(), None, clock.now(), cfg)  # balance unknown here: the ledger will check it
+    [hold] = step.effects
+    assert isinstance(hold, PlaceHold) and hold.amount_units > 0
+    refused = result_of(b.on_hold(step.tx, False, "INSUFFICIENT_FUNDS: 1 available", clock.now(), "INSUFFICIENT_FUNDS"))
+    assert isinstance(refused, Rejected) and refused.reason_code is ReasonCode.INSUFFICIENT_FUNDS
+    other = result_of(b.on_hold(step.tx, False, "no account", clock.now(), "UNKNOWN_DEBIT_ACCOUNT"))
+    assert isinstance(other, Rejected) and other.reason_code is ReasonCode.HOLD_REJECTED
+    assert not refused.hold_voided and not other.hold_voided  # nothing was held, so nothing to void
