@@ -55,7 +55,7 @@ from domain.rails import RAILS, Rail, Region
 from infra.kafka.broker import LocalKafka, find_free_ports
 from infra.provider_sim.launcher import ProviderSimProcess
 from streams.fx_feed import fx_quotes
-from streams.kafka_clients import consumer_config, producer_config
+from streams.kafka_clients import consume_now, consumer_config, producer_config
 from streams.providers.flow import card_payments
 from streams.providers.runner import request_json
 from streams.settings import Settings
@@ -107,7 +107,7 @@ class Observer(threading.Thread):
             parts += [TopicPartition(topic.name, p, 0) for p in meta.partitions]
         self.consumer.assign(parts)
         while not self.stop.is_set():
-            for msg in self.consumer.consume(2000, timeout=0.005):
+            for msg in consume_now(self.consumer, 0.05, 2000):
                 value = msg.value()
                 if msg.error() or value is None:
                     continue

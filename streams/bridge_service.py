@@ -40,7 +40,7 @@ from contracts.topics import (
 from domain.bridge import LedgerRejected, PayoutIntent, Result, Settled, bridge_tx_id_for
 from domain.fx import FxBook
 from streams.fx_feed import to_domain as fx_to_domain
-from streams.kafka_clients import AsyncProducer, consumer_config
+from streams.kafka_clients import AsyncProducer, consume_now, consumer_config
 from streams.partition_log import read_partition
 from streams.providers.runner import (
     BridgeRunner,
@@ -101,8 +101,7 @@ class LedgerOutcomes:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            # consume() returns when the batch is full *or* at the timeout: keep the timeout short, it is latency.
-            for msg in self._consumer.consume(1000, timeout=0.002):
+            for msg in consume_now(self._consumer, 0.1):
                 key, value = msg.key(), msg.value()
                 if msg.error() or key is None or value is None:
                     continue

@@ -93,3 +93,15 @@ def _settle(future: asyncio.Future[None], err: Any) -> None:
         future.set_result(None)
     else:
         future.set_exception(RuntimeError(f"Kafka delivery failed: {err}"))
+
+
+def consume_now(consumer: Any, timeout_s: float, max_records: int = 1000) -> list[Any]:
+    """Records as soon as there is one, plus whatever else is already fetched (up to ``max_records``).
+
+    ``Consumer.consume(n, timeout)`` waits until it has *n* records or the timeout passes, so a batch
+    size above 1 turns the timeout into latency; waiting for one and then draining without waiting does not.
+    """
+    first = consumer.consume(1, timeout=timeout_s)
+    if not first:
+        return []
+    return [*first, *consumer.consume(max_records - 1, timeout=0)]
