@@ -91,6 +91,17 @@ def peak_rss_mb(pid: int | None) -> float:
     return float("nan")
 
 
+def cpu_s(pid: int | None) -> float:
+    """CPU seconds (user + system, all threads) a process has used: contention-proof cost accounting."""
+    if pid is None:
+        return float("nan")
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 class Observer(threading.Thread):
     """Stamps the arrival of each request's first result."""
 
@@ -340,10 +351,14 @@ def main() -> int:
                 continue
             sim.configure(latencies)
             run = Run(name, payments(n, f"run{index}"))
+            pids = {"worker": worker.pid, "broker": broker.pid, "simulator": sim.pid}
+            cpu_before = {k: cpu_s(pid) for k, pid in pids.items()}
             with console.status(f"{name}: {n} requests…"):
                 produce(producer, run, rate)
                 wait_done(observer, run, 600, worker)
             s = summary(run, observer)
+            for k, pid in pids.items():
+                s[f"{k}_cpu_ms_per_settlement"] = 1000 * (cpu_s(pid) - cpu_before[k]) / max(1, s["results"])
             console.print(f"{name}: {s}")
             console.print(f"  phase p50/p99 ms: {phase_figures(run, observer)}")
             if name != "warm-up":

@@ -450,7 +450,11 @@ class BridgeService:
         except Exception:
             log.exception("%s: settlement crashed; left unacked for recovery after restart", request_id)
             return
-        await self._emit(result, partition)
+        try:
+            await self._emit(result, partition)
+        except Exception:  # Kafka refused the result: leave the request unacked, a restart answers it again
+            log.exception("%s: result not published; left unacked", request_id)
+            return
         on_done()
 
     async def _resolve_parked(self, request_id: str) -> Result | None:
