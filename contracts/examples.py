@@ -30,6 +30,18 @@ _TRADE = m.Trade(
     matching_duration_us=35,
 )
 
+_BRIDGE_REQUEST = m.BridgeRequest(
+    request_id="card-7f3a",
+    payer_account_id="acct-consumer-12",
+    merchant_id="merchant-cafe-9",
+    amount_minor=15_000,
+    currency=m.Currency.USD,
+    region=m.Region.US,
+    payer_tier=m.PayerTier.GOLD,
+    quoted_rate=Decimal("0.1500"),
+    requested_at=T0,
+)
+
 EXAMPLES: dict[str, Any] = {
     "energy.orders": m.SubmitOrder(
         order_id="ord-s-3",
@@ -119,17 +131,7 @@ EXAMPLES: dict[str, Any] = {
         rate=Decimal("0.1500"),
         as_of=T0,
     ),
-    "bridge.requests": m.BridgeRequest(
-        request_id="card-7f3a",
-        payer_account_id="acct-consumer-12",
-        merchant_id="merchant-cafe-9",
-        amount_minor=15_000,
-        currency=m.Currency.USD,
-        region=m.Region.US,
-        payer_tier=m.PayerTier.GOLD,
-        quoted_rate=Decimal("0.1500"),
-        requested_at=T0,
-    ),
+    "bridge.requests": _BRIDGE_REQUEST,
     "bridge.settlements.completed": m.BridgeSettlementCompleted(
         request_id="card-7f3a",
         bridge_tx_id="BRIDGE-card-7f3a",
@@ -187,17 +189,7 @@ EXAMPLES: dict[str, Any] = {
             hold_id="BRIDGE-card-7f3a:hold",
             hold_units=1_003_009_028,
             tried_providers=["STRIPE"],
-            request=m.BridgeRequest(
-                request_id="card-7f3a",
-                payer_account_id="acct-consumer-12",
-                merchant_id="merchant-cafe-9",
-                amount_minor=15_000,
-                currency=m.Currency.USD,
-                region=m.Region.US,
-                payer_tier=m.PayerTier.GOLD,
-                quoted_rate=Decimal("0.1500"),
-                requested_at=T0,
-            ),
+            request=_BRIDGE_REQUEST,
             created_at=T0,
         ),
         fingerprint="9c1d0e7a",
