@@ -138,15 +138,23 @@ class KafkaHoldLedger:
     """:class:`streams.providers.runner.AsyncHoldLedger` on the platform ledger, through Kafka.
 
     Holds and captures wait for the ledger's answer (a refusal raises :class:`LedgerRejected` with the
-    ledger's code). Voids wait too — the result then says truthfully that nothing stays locked. Rewards only
-    wait for Kafka's ack: they debit issuance accounts that may run negative, the ledger applies them in
-    order after the capture, and a re-send after a crash is deduplicated by id.
+    ledger's code). Voids wait too — the result then says truthfully that nothing stays locked. Rewards do
+    not wait at all: they debit issuance accounts that may run negative, the ledger applies them in order
+    after the capture, and a re-send after a crash is deduplicated by id. Their Kafka acks are collected
+    per transaction; the journal awaits them (:meth:`rewards_acked`) before it records the result, so a
+    result is never durable while a reward it reports is not.
     """
 
     def __init__(self, producer: AsyncProducer, outcomes: LedgerOutcomes, reward_accounts: dict[str, str]) -> None:
         self.producer = producer
         self.outcomes = outcomes
         self.reward_accounts = reward_accounts  # BridgeConfig account id -> contract RewardAccount value
+        self._reward_acks: dict[str, list[asyncio.Future[None]]] = {}
+
+    async def rewards_acked(self, bridge_tx_id: str) -> None:
+        acks = self._reward_acks.pop(bridge_tx_id, [])
+        if acks:
+            await asyncio.gather(*acks)
 
     async def available_units(self, account_id: str) -> int | None:
         return None  # not known here: the hold is checked by the ledger, in order with every other movement
@@ -198,7 +206,9 @@ class KafkaHoldLedger:
         source = self.reward_accounts.get(debit_account_id)
         if source is None:
             raise LedgerRejected("NOT_A_REWARD_ACCOUNT", f"the bridge only pays rewards; {debit_account_id} is not one")
-        await self._send(grant_reward_command(transfer_id, source, credit_account_id, amount_units))
+        command = grant_reward_command(transfer_id, source, credit_account_id, amount_units)
+        ack = self.producer.send(LEDGER_COMMANDS.name, transfer_id.encode(), orjson.dumps(command))
+        self._reward_acks.setdefault(transfer_id.rsplit(":", 1)[0], []).append(ack)
 
 
 def _now_iso() -> str:
@@ -329,25 +339,38 @@ class JournalPartition:
 class KafkaJournal:
     """:class:`streams.providers.runner.IntentStore` on ``bridge.payouts.journal`` (see the module doc)."""
 
-    def __init__(self, bootstrap: str, producer: AsyncProducer) -> None:
+    def __init__(self, bootstrap: str, producer: AsyncProducer, ledger: KafkaHoldLedger | None = None) -> None:
         self.bootstrap = bootstrap
         self.producer = producer
+        self.ledger = ledger
         self.partition_of: dict[str, int] = {}  # request id -> its bridge.requests partition
+        self._result_acks: dict[str, asyncio.Future[None]] = {}
 
-    async def _write(self, entry: dict[str, Any]) -> None:
+    def _write(self, entry: dict[str, Any]) -> asyncio.Future[None]:
+        """Send an entry now (its partition is looked up before anything else can forget it); await to wait
+        for Kafka's ack."""
         request_id = entry["request_id"]
         partition = self.partition_of.get(request_id)
         assert partition is not None, f"{request_id}: journal partition unknown (request not admitted here)"
         name = BRIDGE_PAYOUTS_JOURNAL.name
-        await self.producer.send(name, entry["bridge_tx_id"].encode(), orjson.dumps(entry), partition=partition)
+        return self.producer.send(name, entry["bridge_tx_id"].encode(), orjson.dumps(entry), partition=partition)
 
     async def persist_intent(self, intent: PayoutIntent) -> None:
         await self._write(journal_of_intent(intent))  # acked (acks=all) before the provider hears of it
 
     async def persist_result(self, result: Result) -> None:
+        """Rewards acked first; then the entry is sent, and :meth:`result_acked` awaits it (in parallel
+        with publishing the result: the request is acked only after both)."""
         bridge_tx_id = result.bridge_tx_id or bridge_tx_id_for(result.request_id)
-        await self._write(journal_of_result(result, bridge_tx_id))
+        if self.ledger is not None:
+            await self.ledger.rewards_acked(bridge_tx_id)
+        self._result_acks[result.request_id] = self._write(journal_of_result(result, bridge_tx_id))
         self.partition_of.pop(result.request_id, None)
+
+    async def result_acked(self, request_id: str) -> None:
+        ack = self._result_acks.pop(request_id, None)
+        if ack is not None:
+            await ack
 
     def open_intents(self) -> list[PayoutIntent]:
         return []  # recovery is per partition: see load()
@@ -416,7 +439,7 @@ class BridgeService:
         if state.open_intents:
             log.warning("partition %d: resolving %d open payout intents", partition, len(state.open_intents))
             for result in await self.runner.recover(state.open_intents.values()):
-                await self._emit(result, partition)
+                await asyncio.gather(self._emit(result, partition), self.journal.result_acked(result.request_id))
             self.stats.recovered += len(state.open_intents)
         self._loaded.add(partition)
         self._loading.pop(partition, None)
@@ -451,7 +474,7 @@ class BridgeService:
             log.exception("%s: settlement crashed; left unacked for recovery after restart", request_id)
             return
         try:
-            await self._emit(result, partition)
+            await asyncio.gather(self._emit(result, partition), self.journal.result_acked(request_id))
         except Exception:  # Kafka refused the result: leave the request unacked, a restart answers it again
             log.exception("%s: result not published; left unacked", request_id)
             return

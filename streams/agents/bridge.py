@@ -52,7 +52,7 @@ async def build_service() -> BridgeService:
         outcomes,
         {cfg.rewards_account_id: "bridge:rewards", cfg.ecosystem_account_id: "bridge:ecosystem"},
     )
-    journal = KafkaJournal(bootstrap, producer)
+    journal = KafkaJournal(bootstrap, producer, ledger)
     runner = BridgeRunner(
         ledger=ledger,
         adapters=adapters,
