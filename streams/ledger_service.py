@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from contracts import models as m
+from contracts.construct import constructor
 from contracts.topics import (
     AUDIT_RECORDS,
     CARBON_CREDITS_MINTED,
@@ -27,6 +28,12 @@ from domain.money import kaus_to_decimal
 from streams.matching_service import Output, from_ms, to_ms
 
 DEPOSIT_CODE = "deposit"
+_LedgerTransfer = constructor(m.LedgerTransfer)
+_AuditRecord = constructor(m.AuditRecord)
+_AuditActor = constructor(m.AuditActor)
+_AuditDetails = constructor(m.AuditDetails)
+_CarbonCreditMinted = constructor(m.CarbonCreditMinted)
+_TradeSettled = constructor(m.TradeSettled)
 PHASE_NAMES = {"validate_and_build_legs": "validation", "ledger_batch": "transfer_and_mint", "records": "records"}
 
 
@@ -48,7 +55,7 @@ def to_domain_trade(trade: m.Trade) -> ob.Trade:
 
 
 def transfer_record(result: TransferResult, reason: str) -> m.LedgerTransfer:
-    return m.LedgerTransfer.model_construct(
+    return _LedgerTransfer(
         transfer_id=result.transfer_id,
         debit_account_id=result.debit_account_id,
         credit_account_id=result.credit_account_id,
@@ -59,13 +66,13 @@ def transfer_record(result: TransferResult, reason: str) -> m.LedgerTransfer:
 
 
 def audit_record(fact: ts.AuditFact) -> m.AuditRecord:
-    return m.AuditRecord.model_construct(
+    return _AuditRecord(
         audit_id=f"AUDIT:{fact.transaction_id}:{fact.action}",
         timestamp=from_ms(fact.at_ms),
         transaction_id=fact.transaction_id,
         action=str(fact.action),
-        actor=m.AuditActor.model_construct(user_id=fact.actor_account_id, ip=None, user_agent="NEXUS-X/2.0"),
-        details=m.AuditDetails.model_construct(kaus_amount=str(kaus_to_decimal(fact.kaus_amount_units))),
+        actor=_AuditActor(user_id=fact.actor_account_id, ip=None, user_agent="NEXUS-X/2.0"),
+        details=_AuditDetails(kaus_amount=str(kaus_to_decimal(fact.kaus_amount_units))),
         signature=None,
         blockchain_ref=None,
     )
@@ -139,7 +146,7 @@ class LedgerPartition:
                 out.append(
                     (
                         CARBON_CREDITS_MINTED,
-                        m.CarbonCreditMinted.model_construct(
+                        _CarbonCreditMinted(
                             mint_id=f"{trade.trade_id}/carbon",
                             account_id=trade.seller_account_id,
                             trade_id=trade.trade_id,
@@ -151,7 +158,7 @@ class LedgerPartition:
         out.append(
             (
                 ENERGY_SETTLEMENTS,
-                m.TradeSettled.model_construct(
+                _TradeSettled(
                     trade_id=trade.trade_id,
                     status="SETTLED" if outcome.status is ts.SettlementStatus.SETTLED else "REJECTED",
                     reason_code=str(outcome.code) if outcome.code else None,
