@@ -18,7 +18,7 @@ import faust
 
 from contracts.topics import Topic
 from streams import ingress
-from streams.app import app, dead_letter_nowait, decode, faust_topic, outbox, settings
+from streams.app import Outbox, app, dead_letter_nowait, decode, faust_topic, settings
 from streams.partition_log import rebuild_state
 
 log = logging.getLogger("nexus.replay")
@@ -35,6 +35,9 @@ class ReplayingProcessor:
         self.topic = topic
         self.factory = factory
         self.states: dict[int, PartitionState] = {}
+        # Its own producer: `flush` then waits for this agent's outputs only, not for another agent's
+        # records produced meanwhile (one shared producer made the agents wait on each other's batches).
+        self.outbox = Outbox(settings.bootstrap_servers)
 
     def rebuild(self, partition: int, until_offset: int) -> PartitionState:
         started = time.perf_counter()
@@ -74,16 +77,16 @@ class ReplayingProcessor:
             decoded = decode(self.topic, event)
             if isinstance(decoded, ingress.Rejected):
                 state.apply(message.offset, None)
-                dead_letter_nowait(event, decoded)
+                dead_letter_nowait(event, decoded, self.outbox)
                 emitted += 1
                 continue
             outputs = state.apply(message.offset, decoded)
             for topic, output in outputs:
-                outbox.emit_nowait(topic, output)
+                self.outbox.emit_nowait(topic, output)
             emitted += len(outputs)
         if emitted:
             # Outputs acknowledged before this batch's offsets may be committed (acked on return).
-            await outbox.flush()
+            await self.outbox.flush()
 
 
 def replaying_agent(
