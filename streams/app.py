@@ -119,6 +119,23 @@ class Outbox:
         if err is not None:
             self._failures.append(f"{msg.topic()}: {err}")
 
+    @staticmethod
+    def encode_all(outputs: list[tuple[Topic, Any]]) -> list[tuple[str, bytes, bytes]]:
+        """(topic, message) -> (topic name, key, value), ready for `send`."""
+        return [(topic.name, topic.key_of(message), topic.encode(message)) for topic, message in outputs]
+
+    def send(self, records: list[tuple[str, bytes, bytes]]) -> None:
+        """Queue encoded records, in order (what `emit_nowait` does for one message)."""
+        producer = self.producer
+        on_delivery = self._on_delivery
+        for name, key, value in records:
+            while True:
+                try:
+                    producer.produce(name, value, key, on_delivery=on_delivery)
+                    break
+                except BufferError:  # bounded queue full: wait for acks instead of growing without limit
+                    producer.poll(0.01)
+
     def emit_nowait(self, topic: Topic, message: Any) -> None:
         key, value = topic.key_of(message), topic.encode(message)
         producer = self.producer
@@ -176,7 +193,7 @@ async def emit(topic: Topic, message: Any) -> asyncio.Future[None]:
     return await outbox.emit(topic, message)
 
 
-def _dead_letter(event: faust.EventT, reason: ingress.Rejected) -> Any:
+def dead_letter_record(event: faust.EventT, reason: ingress.Rejected) -> Any:
     message = event.message
     log.warning("dead-lettered %s[%s]@%s: %s", message.topic, message.partition, message.offset, reason.reason)
     origin = ingress.Origin(message.topic, message.partition, message.offset)
@@ -184,11 +201,11 @@ def _dead_letter(event: faust.EventT, reason: ingress.Rejected) -> Any:
 
 
 async def send_dead_letter(event: faust.EventT, reason: ingress.Rejected) -> Any:
-    return await emit(PLATFORM_DEADLETTERS, _dead_letter(event, reason))
+    return await emit(PLATFORM_DEADLETTERS, dead_letter_record(event, reason))
 
 
-def dead_letter_nowait(event: faust.EventT, reason: ingress.Rejected, via: Outbox | None = None) -> None:
-    (via or outbox).emit_nowait(PLATFORM_DEADLETTERS, _dead_letter(event, reason))
+def dead_letter_nowait(event: faust.EventT, reason: ingress.Rejected) -> None:
+    outbox.emit_nowait(PLATFORM_DEADLETTERS, dead_letter_record(event, reason))
 
 
 def decode(topic: Topic, event: faust.EventT) -> Any | ingress.Rejected:
