@@ -65,6 +65,14 @@ def transfer_record(result: TransferResult, reason: str) -> m.LedgerTransfer:
     )
 
 
+def kaus_text(units: int) -> str:
+    """`str(kaus_to_decimal(units))` (scale 6, e.g. "1.500000") without Decimal arithmetic."""
+    if abs(units) >= 10**21:  # beyond any ledger amount: keep Decimal's own behaviour
+        return str(kaus_to_decimal(units))
+    whole, frac = divmod(abs(units), 1_000_000)
+    return f"{'-' if units < 0 else ''}{whole}.{frac:06d}"
+
+
 def audit_record(fact: ts.AuditFact) -> m.AuditRecord:
     return _AuditRecord(
         audit_id=f"AUDIT:{fact.transaction_id}:{fact.action}",
@@ -72,7 +80,7 @@ def audit_record(fact: ts.AuditFact) -> m.AuditRecord:
         transaction_id=fact.transaction_id,
         action=str(fact.action),
         actor=_AuditActor(user_id=fact.actor_account_id, ip=None, user_agent="NEXUS-X/2.0"),
-        details=_AuditDetails(kaus_amount=str(kaus_to_decimal(fact.kaus_amount_units))),
+        details=_AuditDetails(kaus_amount=kaus_text(fact.kaus_amount_units)),
         signature=None,
         blockchain_ref=None,
     )
