@@ -111,7 +111,13 @@ def replaying_agent(
             batch: list[faust.EventT] = list(events)
             records = processor.outbox.encode_all(await processor.outputs_of(batch))
             if pending is not None:
-                await pending  # raises if the previous batch's outputs failed: nothing more is sent
+                try:
+                    await pending  # raises if the previous batch's outputs failed: nothing more is sent
+                except BaseException:
+                    # This batch is applied but will not be sent: no state may claim it was (a redelivery
+                    # would be skipped as already emitted). States are rebuilt from the log when next needed.
+                    processor.states.clear()
+                    raise
             processor.outbox.send(records)
             pending = asyncio.ensure_future(processor.flush_and_ack(stream, batch, bool(records)))
             pending.add_done_callback(_report_failure)
