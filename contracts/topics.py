@@ -7,15 +7,23 @@ this module; nothing else spells a topic name.
 from __future__ import annotations
 
 import json
+import types
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from enum import StrEnum
+from datetime import datetime
+from enum import Enum, StrEnum
 from functools import cached_property
 from typing import Any
 
-from pydantic import BaseModel, TypeAdapter
+from pydantic import AwareDatetime, BaseModel, TypeAdapter
 
 from contracts import models as m
+
+try:  # the stream workers' environment has orjson; the Airflow one need not (encode then uses pydantic only)
+    import orjson
+except ImportError:  # pragma: no cover
+    orjson = None  # type: ignore[assignment]
 
 DAY_MS = 86_400_000
 
@@ -47,6 +55,11 @@ class Topic:
         return self.adapter.validate_json(raw)
 
     def encode(self, value: Any) -> bytes:
+        if _plain_json(type(value)):
+            try:
+                return orjson.dumps(value.__dict__, default=_plain_fields, option=orjson.OPT_UTC_Z)
+            except TypeError:  # e.g. an int beyond 64 bits: let pydantic say what it says
+                pass
         if isinstance(value, BaseModel):  # the model's own serializer: no union dispatch on the hot path
             return value.__pydantic_serializer__.to_json(value, by_alias=True)
         return self.adapter.dump_json(value, by_alias=True)
@@ -77,6 +90,65 @@ class Topic:
         if self.retention_ms is not None and self.cleanup is Cleanup.DELETE:
             config["retention.ms"] = str(self.retention_ms)
         return config
+
+
+# ----------------------------------------------------------------------------- fast JSON for plain models
+# A model whose fields are only str, int, bool, None, UTC datetimes, enums, literals, str-keyed dicts and
+# other such models, with no aliases, exclusions or custom serializers, serialises to the same bytes with
+# orjson over its __dict__ (fields in declaration order) as with pydantic's to_json, about 3x faster.
+# tests/unit/test_topics_encode.py holds the two to the same bytes.
+
+_PLAIN: dict[type, bool] = {}
+_LEAVES = (str, int, bool, type(None), datetime, AwareDatetime)
+
+
+def _plain_type(annotation: Any) -> bool:
+    origin = typing.get_origin(annotation)
+    if origin is typing.Literal:
+        return all(isinstance(a, str | int | bool) for a in typing.get_args(annotation))
+    if origin in (typing.Union, types.UnionType):
+        return all(_plain_type(a) for a in typing.get_args(annotation))
+    if origin is typing.Annotated:
+        return _plain_type(typing.get_args(annotation)[0])
+    if origin is dict:
+        key, item = typing.get_args(annotation)
+        return key is str and _plain_type(item)
+    if isinstance(annotation, type):
+        if issubclass(annotation, Enum):
+            return issubclass(annotation, str | int)
+        if issubclass(annotation, BaseModel):
+            return _plain_json(annotation)
+        return annotation in _LEAVES
+    return False
+
+
+def _plain_json(cls: type) -> bool:
+    plain = _PLAIN.get(cls)
+    if plain is None:
+        _PLAIN[cls] = False  # while deciding (a model that refers to itself is not plain)
+        plain = (
+            orjson is not None
+            and issubclass(cls, BaseModel)
+            and cls.model_config.get("extra") != "allow"
+            and cls.model_config.get("alias_generator") is None
+            and not cls.__private_attributes__
+            and not cls.__pydantic_root_model__
+            and not cls.__pydantic_decorators__.field_serializers
+            and not cls.__pydantic_decorators__.model_serializers
+            and not cls.__pydantic_decorators__.computed_fields
+            and all(
+                f.alias is None and f.serialization_alias is None and not f.exclude and _plain_type(f.annotation)
+                for f in cls.__pydantic_fields__.values()
+            )
+        )
+        _PLAIN[cls] = plain
+    return plain
+
+
+def _plain_fields(value: Any) -> dict[str, Any]:
+    if _plain_json(type(value)):
+        return value.__dict__  # type: ignore[no-any-return]
+    raise TypeError(f"not a plain model: {type(value).__name__}")
 
 
 # ----------------------------------------------------------------------------- the registry

@@ -79,6 +79,12 @@ class Outbox:
 
     `emit_nowait` queues a record; `flush` waits until Kafka acknowledged everything queued (agents call it
     before their batch's offsets may be committed). `emit` also returns a future for one record's ack.
+
+    The `emit_nowait` producer reports deliveries only on error (`delivery.report.only.error`): a success
+    costs no Python callback, and no poller thread competes with `flush` for the reports (librdkafka's flush
+    otherwise sleeps in 10 ms steps when another thread took the report that would have woken it). A failure
+    is still recorded, by `flush`, and raised. `emit` needs a report per record, so it has its own producer
+    and poller thread (created on first use; only the alerting agent uses it).
     """
 
     MAX_QUEUED = 500_000
@@ -86,36 +92,59 @@ class Outbox:
     def __init__(self, bootstrap: str) -> None:
         self._bootstrap = bootstrap
         self._producer: Producer | None = None
+        self._acked: Producer | None = None
         self._failures: list[str] = []
         self._poller: threading.Thread | None = None
+
+    def _new_producer(self, **overrides: Any) -> Producer:
+        return Producer(producer_config(self._bootstrap, queue_buffering_max_messages=self.MAX_QUEUED, **overrides))
 
     @property
     def producer(self) -> Producer:
         if self._producer is None:
-            self._producer = Producer(
-                producer_config(self._bootstrap, queue_buffering_max_messages=self.MAX_QUEUED)
-            )
-            self._poller = threading.Thread(target=self._poll_forever, name="outbox-poller", daemon=True)
-            self._poller.start()
+            self._producer = self._new_producer(delivery_report_only_error=True)
         return self._producer
 
-    def _poll_forever(self) -> None:
-        while True:
-            assert self._producer is not None
-            self._producer.poll(0.05)
+    @property
+    def acked_producer(self) -> Producer:
+        if self._acked is None:
+            self._acked = self._new_producer()
+            self._poller = threading.Thread(
+                target=_poll_forever, args=(self._acked,), name="outbox-poller", daemon=True
+            )
+            self._poller.start()
+        return self._acked
 
     def _on_delivery(self, err: Any, msg: Any) -> None:
         if err is not None:
             self._failures.append(f"{msg.topic()}: {err}")
 
+    @staticmethod
+    def encode_all(outputs: list[tuple[Topic, Any]]) -> list[tuple[str, bytes, bytes]]:
+        """(topic, message) -> (topic name, key, value), ready for `send`."""
+        return [(topic.name, topic.key_of(message), topic.encode(message)) for topic, message in outputs]
+
+    def send(self, records: list[tuple[str, bytes, bytes]]) -> None:
+        """Queue encoded records, in order (what `emit_nowait` does for one message)."""
+        producer = self.producer
+        on_delivery = self._on_delivery
+        for name, key, value in records:
+            while True:
+                try:
+                    producer.produce(name, value, key, on_delivery=on_delivery)
+                    break
+                except BufferError:  # bounded queue full: wait for acks instead of growing without limit
+                    producer.poll(0.01)
+
     def emit_nowait(self, topic: Topic, message: Any) -> None:
         key, value = topic.key_of(message), topic.encode(message)
+        producer = self.producer
         while True:
             try:
-                self.producer.produce(topic.name, key=key, value=value, on_delivery=self._on_delivery)
+                producer.produce(topic.name, value, key, on_delivery=self._on_delivery)
                 return
             except BufferError:  # bounded queue full: wait for acks instead of growing without limit
-                self.producer.poll(0.01)
+                producer.poll(0.01)
 
     async def emit(self, topic: Topic, message: Any) -> asyncio.Future[None]:
         loop = asyncio.get_running_loop()
@@ -126,14 +155,25 @@ class Outbox:
             loop.call_soon_threadsafe(_settle, future, err)
 
         key, value = topic.key_of(message), topic.encode(message)
-        self.producer.produce(topic.name, key=key, value=value, on_delivery=done)
+        self.acked_producer.produce(topic.name, key=key, value=value, on_delivery=done)
         return future
 
+    def _flush(self, timeout_s: float) -> int:
+        remaining = self.producer.flush(timeout_s)  # serves the (error) delivery reports too
+        if self._acked is not None:
+            remaining += self._acked.flush(timeout_s)
+        return remaining
+
     async def flush(self, timeout_s: float = 60.0) -> None:
-        remaining = await asyncio.to_thread(self.producer.flush, timeout_s)
+        remaining = await asyncio.to_thread(self._flush, timeout_s)
         if remaining or self._failures:
             failures, self._failures = self._failures[:5], []
             raise RuntimeError(f"{remaining} outputs unacknowledged after {timeout_s}s; failures: {failures}")
+
+
+def _poll_forever(producer: Producer) -> None:
+    while True:
+        producer.poll(0.05)
 
 
 def _settle(future: asyncio.Future[None], err: Any) -> None:
@@ -153,7 +193,7 @@ async def emit(topic: Topic, message: Any) -> asyncio.Future[None]:
     return await outbox.emit(topic, message)
 
 
-def _dead_letter(event: faust.EventT, reason: ingress.Rejected) -> Any:
+def dead_letter_record(event: faust.EventT, reason: ingress.Rejected) -> Any:
     message = event.message
     log.warning("dead-lettered %s[%s]@%s: %s", message.topic, message.partition, message.offset, reason.reason)
     origin = ingress.Origin(message.topic, message.partition, message.offset)
@@ -161,11 +201,11 @@ def _dead_letter(event: faust.EventT, reason: ingress.Rejected) -> Any:
 
 
 async def send_dead_letter(event: faust.EventT, reason: ingress.Rejected) -> Any:
-    return await emit(PLATFORM_DEADLETTERS, _dead_letter(event, reason))
+    return await emit(PLATFORM_DEADLETTERS, dead_letter_record(event, reason))
 
 
 def dead_letter_nowait(event: faust.EventT, reason: ingress.Rejected) -> None:
-    outbox.emit_nowait(PLATFORM_DEADLETTERS, _dead_letter(event, reason))
+    outbox.emit_nowait(PLATFORM_DEADLETTERS, dead_letter_record(event, reason))
 
 
 def decode(topic: Topic, event: faust.EventT) -> Any | ingress.Rejected:

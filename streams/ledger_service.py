@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from contracts import models as m
+from contracts.construct import constructor
 from contracts.topics import (
     AUDIT_RECORDS,
     CARBON_CREDITS_MINTED,
@@ -42,6 +43,13 @@ _NOT_PENDING_CODE = {
     PendingState.EXPIRED: str(lg.LedgerCode.PENDING_EXPIRED),
 }
 HoldCommand = m.PlaceHold | m.PostHold | m.VoidHold | m.GrantReward
+_LedgerTransfer = constructor(m.LedgerTransfer)
+_AuditRecord = constructor(m.AuditRecord)
+_AuditActor = constructor(m.AuditActor)
+_AuditDetails = constructor(m.AuditDetails)
+_CarbonCreditMinted = constructor(m.CarbonCreditMinted)
+_TradeSettled = constructor(m.TradeSettled)
+_LedgerOutcome = constructor(m.LedgerOutcome)
 PHASE_NAMES = {"validate_and_build_legs": "validation", "ledger_batch": "transfer_and_mint", "records": "records"}
 
 
@@ -63,7 +71,7 @@ def to_domain_trade(trade: m.Trade) -> ob.Trade:
 
 
 def transfer_record(result: TransferResult, reason: str) -> m.LedgerTransfer:
-    return m.LedgerTransfer.model_construct(
+    return _LedgerTransfer(
         transfer_id=result.transfer_id,
         debit_account_id=result.debit_account_id,
         credit_account_id=result.credit_account_id,
@@ -73,14 +81,22 @@ def transfer_record(result: TransferResult, reason: str) -> m.LedgerTransfer:
     )
 
 
+def kaus_text(units: int) -> str:
+    """`str(kaus_to_decimal(units))` (scale 6, e.g. "1.500000") without Decimal arithmetic."""
+    if abs(units) >= 10**21:  # beyond any ledger amount: keep Decimal's own behaviour
+        return str(kaus_to_decimal(units))
+    whole, frac = divmod(abs(units), 1_000_000)
+    return f"{'-' if units < 0 else ''}{whole}.{frac:06d}"
+
+
 def audit_record(fact: ts.AuditFact) -> m.AuditRecord:
-    return m.AuditRecord.model_construct(
+    return _AuditRecord(
         audit_id=f"AUDIT:{fact.transaction_id}:{fact.action}",
         timestamp=from_ms(fact.at_ms),
         transaction_id=fact.transaction_id,
         action=str(fact.action),
-        actor=m.AuditActor.model_construct(user_id=fact.actor_account_id, ip=None, user_agent="NEXUS-X/2.0"),
-        details=m.AuditDetails.model_construct(kaus_amount=str(kaus_to_decimal(fact.kaus_amount_units))),
+        actor=_AuditActor(user_id=fact.actor_account_id, ip=None, user_agent="NEXUS-X/2.0"),
+        details=_AuditDetails(kaus_amount=kaus_text(fact.kaus_amount_units)),
         signature=None,
         blockchain_ref=None,
     )
@@ -162,7 +178,7 @@ class LedgerPartition:
         out.append(
             (
                 LEDGER_OUTCOMES,
-                m.LedgerOutcome.model_construct(
+                _LedgerOutcome(
                     command_id=command.command_id,
                     command_type=command.type,
                     status=m.LedgerOutcomeStatus.APPLIED if applied else m.LedgerOutcomeStatus.REJECTED,
@@ -180,7 +196,7 @@ class LedgerPartition:
         view = self.ledger.pending(command.command_id)
         assert view is not None
         pending = view.state is PendingState.PENDING
-        return m.LedgerOutcome.model_construct(
+        return _LedgerOutcome(
             command_id=command.command_id,
             command_type=command.type,
             status=m.LedgerOutcomeStatus.APPLIED if pending else m.LedgerOutcomeStatus.REJECTED,
@@ -196,7 +212,7 @@ class LedgerPartition:
         hold_id = command.hold_id if isinstance(command, m.PostHold | m.VoidHold) else None
         expires = command.expires_at if isinstance(command, m.PlaceHold) else None
         reason = command.reason if isinstance(command, m.PlaceHold | m.GrantReward) else ""
-        return m.LedgerTransfer.model_construct(
+        return _LedgerTransfer(
             transfer_id=result.transfer_id,
             kind=_TRANSFER_KIND[command.type],
             debit_account_id=result.debit_account_id,
@@ -212,7 +228,7 @@ class LedgerPartition:
         return [
             (
                 LEDGER_TRANSFERS,
-                m.LedgerTransfer.model_construct(
+                _LedgerTransfer(
                     transfer_id=f"{e.pending_id}:expired",
                     kind=m.TransferKind.VOID_PENDING,
                     debit_account_id=e.debit_account_id,
@@ -264,7 +280,7 @@ class LedgerPartition:
                 out.append(
                     (
                         CARBON_CREDITS_MINTED,
-                        m.CarbonCreditMinted.model_construct(
+                        _CarbonCreditMinted(
                             mint_id=f"{trade.trade_id}/carbon",
                             account_id=trade.seller_account_id,
                             trade_id=trade.trade_id,
@@ -276,7 +292,7 @@ class LedgerPartition:
         out.append(
             (
                 ENERGY_SETTLEMENTS,
-                m.TradeSettled.model_construct(
+                _TradeSettled(
                     trade_id=trade.trade_id,
                     status="SETTLED" if outcome.status is ts.SettlementStatus.SETTLED else "REJECTED",
                     reason_code=str(outcome.code) if outcome.code else None,

@@ -15,6 +15,7 @@ from functools import lru_cache
 from typing import Any
 
 from contracts import models as m
+from contracts.construct import constructor
 from contracts.topics import ENERGY_ORDER_EVENTS, ENERGY_PRICES, ENERGY_TRADES, LEDGER_COMMANDS, Topic
 from domain import order_book as ob
 from domain.price_discovery import PriceDiscovery, PriceUpdate
@@ -58,8 +59,13 @@ def to_command(message: m.SubmitOrder | m.CancelOrder | m.AmendOrder) -> ob.Comm
     )
 
 
-# Outputs are built with model_construct: their fields come from the domain core, whose invariants are
-# asserted there; tests/unit/test_services.py validates every output against its contract.
+# Outputs are built without validation (contracts.construct, a fast model_construct): their fields come from
+# the domain core, whose invariants are asserted there; tests/unit/test_services.py validates every output
+# against its contract.
+_OrderEvent = constructor(m.OrderEvent)
+_Trade = constructor(m.Trade)
+_MarketPrice = constructor(m.MarketPrice)
+_SettleTrade = constructor(m.SettleTrade)
 
 
 def _order_event(event: ob.BookEvent) -> m.OrderEvent | None:
@@ -73,26 +79,20 @@ def _order_event(event: ob.BookEvent) -> m.OrderEvent | None:
         "occurred_at": at,
     }
     if isinstance(event, ob.OrderAccepted):
-        return m.OrderEvent.model_construct(
-            status=m.OrderStatus.ACCEPTED, remaining_quantity_wh=event.quantity_wh, **common
-        )
+        return _OrderEvent(status=m.OrderStatus.ACCEPTED, remaining_quantity_wh=event.quantity_wh, **common)
     if isinstance(event, ob.OrderRejected):
-        return m.OrderEvent.model_construct(
-            status=m.OrderStatus.REJECTED, reason_code=str(event.code), reason=event.reason, **common
-        )
+        return _OrderEvent(status=m.OrderStatus.REJECTED, reason_code=str(event.code), reason=event.reason, **common)
     if isinstance(event, ob.OrderCancelled):
-        return m.OrderEvent.model_construct(status=m.OrderStatus.CANCELLED, reason_code=str(event.reason), **common)
+        return _OrderEvent(status=m.OrderStatus.CANCELLED, reason_code=str(event.reason), **common)
     if isinstance(event, ob.OrderAmended):
-        return m.OrderEvent.model_construct(
-            status=m.OrderStatus.AMENDED, remaining_quantity_wh=event.quantity_wh, **common
-        )
+        return _OrderEvent(status=m.OrderStatus.AMENDED, remaining_quantity_wh=event.quantity_wh, **common)
     if isinstance(event, ob.OrderExpired):
-        return m.OrderEvent.model_construct(status=m.OrderStatus.EXPIRED, reason_code=str(event.reason), **common)
+        return _OrderEvent(status=m.OrderStatus.EXPIRED, reason_code=str(event.reason), **common)
     return None
 
 
 def to_trade(event: ob.Trade, matching_duration_us: int | None = None) -> m.Trade:
-    return m.Trade.model_construct(
+    return _Trade(
         trade_id=event.trade_id,
         market_id=event.market_id,
         sequence=event.seq,
@@ -110,7 +110,7 @@ def to_trade(event: ob.Trade, matching_duration_us: int | None = None) -> m.Trad
 
 
 def to_price(update: PriceUpdate) -> m.MarketPrice:
-    return m.MarketPrice.model_construct(
+    return _MarketPrice(
         market_id=update.market_id,
         best_bid_units_per_kwh=update.best_bid_units_per_kwh,
         best_ask_units_per_kwh=update.best_ask_units_per_kwh,
@@ -157,9 +157,7 @@ class MatchingPartition:
                 out.append(
                     (
                         LEDGER_COMMANDS,
-                        m.SettleTrade.model_construct(
-                            command_id=trade.trade_id, trade=trade, seller_energy_source=source
-                        ),
+                        _SettleTrade(command_id=trade.trade_id, trade=trade, seller_energy_source=source),
                     )
                 )
             else:

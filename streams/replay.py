@@ -16,9 +16,9 @@ from typing import Any, Protocol
 
 import faust
 
-from contracts.topics import Topic
+from contracts.topics import PLATFORM_DEADLETTERS, Topic
 from streams import ingress
-from streams.app import app, dead_letter_nowait, decode, faust_topic, outbox, settings
+from streams.app import Outbox, app, dead_letter_record, decode, faust_topic, settings
 from streams.partition_log import rebuild_state
 
 log = logging.getLogger("nexus.replay")
@@ -35,6 +35,9 @@ class ReplayingProcessor:
         self.topic = topic
         self.factory = factory
         self.states: dict[int, PartitionState] = {}
+        # Its own producer: `flush` then waits for this agent's outputs only, not for another agent's
+        # records produced meanwhile (one shared producer made the agents wait on each other's batches).
+        self.outbox = Outbox(settings.bootstrap_servers)
 
     def rebuild(self, partition: int, until_offset: int) -> PartitionState:
         started = time.perf_counter()
@@ -61,8 +64,9 @@ class ReplayingProcessor:
             if tp.topic == self.topic.name:
                 self.states.pop(tp.partition, None)
 
-    async def process(self, events: list[faust.EventT]) -> None:
-        emitted = 0
+    async def outputs_of(self, events: list[faust.EventT]) -> list[tuple[Topic, Any]]:
+        """Apply a batch to its partitions' states; return its outputs in order (nothing is sent yet)."""
+        outputs: list[tuple[Topic, Any]] = []
         for event in events:
             message = event.message
             state = self.states.get(message.partition)
@@ -74,16 +78,21 @@ class ReplayingProcessor:
             decoded = decode(self.topic, event)
             if isinstance(decoded, ingress.Rejected):
                 state.apply(message.offset, None)
-                dead_letter_nowait(event, decoded)
-                emitted += 1
+                outputs.append((PLATFORM_DEADLETTERS, dead_letter_record(event, decoded)))
                 continue
-            outputs = state.apply(message.offset, decoded)
-            for topic, output in outputs:
-                outbox.emit_nowait(topic, output)
-            emitted += len(outputs)
-        if emitted:
-            # Outputs acknowledged before this batch's offsets may be committed (acked on return).
-            await outbox.flush()
+            outputs.extend(state.apply(message.offset, decoded))
+        return outputs
+
+    async def flush_and_ack(self, stream: faust.StreamT[bytes], events: list[faust.EventT], sent: bool) -> None:
+        if sent:
+            await self.outbox.flush()
+        for event in events:  # only now may the batch's offsets be committed
+            await stream.ack(event)
+
+
+def _report_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("outputs of a batch were not acknowledged: %s", task.exception())
 
 
 def replaying_agent(
@@ -93,8 +102,25 @@ def replaying_agent(
     channel = faust_topic(topic)
 
     async def consume(stream: faust.StreamT[bytes]) -> None:
-        async for events in stream.take_events(batch_max, within=within_s):  # type: ignore[attr-defined]
-            await processor.process(list(events))
+        # Batch N+1 is decoded, applied and encoded while batch N's outputs are being acknowledged; its
+        # outputs are sent only once N's are acknowledged (and N's events acked), so what reaches Kafka, in
+        # which order, is as before. Each batch's events are acked (their offsets committable) only after
+        # its own outputs are acknowledged.
+        pending: asyncio.Task[None] | None = None
+        async for events in stream.noack_take(batch_max, within=within_s):  # type: ignore[attr-defined]
+            batch: list[faust.EventT] = list(events)
+            records = processor.outbox.encode_all(await processor.outputs_of(batch))
+            if pending is not None:
+                try:
+                    await pending  # raises if the previous batch's outputs failed: nothing more is sent
+                except BaseException:
+                    # This batch is applied but will not be sent: no state may claim it was (a redelivery
+                    # would be skipped as already emitted). States are rebuilt from the log when next needed.
+                    processor.states.clear()
+                    raise
+            processor.outbox.send(records)
+            pending = asyncio.ensure_future(processor.flush_and_ack(stream, batch, bool(records)))
+            pending.add_done_callback(_report_failure)
 
     consume.__name__ = f"process_{topic.name.replace('.', '_')}"
     consume.__qualname__ = consume.__name__

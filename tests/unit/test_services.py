@@ -101,3 +101,12 @@ def test_redelivered_settlement_is_not_applied_twice() -> None:
     assert ledger.apply(2, command) == []  # the same trade re-emitted later in the log
     assert ledger.balances() == balances
     assert balances["buyer"] == 10**9 - 150_000
+
+
+def test_kaus_text_matches_the_decimal_rendering() -> None:
+    from domain.money import kaus_to_decimal
+    from streams.ledger_service import kaus_text
+
+    samples = [0, 1, 5, 999_999, 1_000_000, 1_000_001, 123_456_789, 10**18, 10**21 - 1, 10**21, 10**25]
+    for units in samples + [-u for u in samples] + list(range(-2_000_100, 2_000_100, 7_919)):
+        assert kaus_text(units) == str(kaus_to_decimal(units)), units
