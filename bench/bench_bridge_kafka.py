@@ -4,7 +4,7 @@
                                        [--spec-rate 200] [--spec-seconds 20] [--transport aiohttp]
 
 Everything runs on this machine: a fresh local Kafka broker, the provider simulator (infra/provider_sim),
-one Faust worker running the ledger agent and the bridge agent (``NEXUS_AGENTS=settlement,bridge``), an FX
+two Faust workers, one running the ledger agent and one the bridge agent (``--workers one``: both in one), an FX
 feed publishing the three sources every 0.5 s, and this process producing requests
 (``streams.providers.flow.card_payments``: the spec §5.1 region mix) and timing each result's arrival on
 ``bridge.settlements.completed`` / ``.failed``. Per settlement the path is: request → bridge agent →
@@ -271,6 +271,12 @@ def main() -> int:
     parser.add_argument("--spec-rate", type=float, default=200)
     parser.add_argument("--spec-seconds", type=float, default=20)
     parser.add_argument("--transport", default="aiohttp", choices=["httpx", "aiohttp", "raw"])
+    parser.add_argument(
+        "--workers",
+        default="split",
+        choices=["split", "one"],
+        help="ledger and bridge agents in two worker processes (default) or one",
+    )
     args = parser.parse_args()
 
     port, controller, sim_port, web_port = find_free_ports(4)
@@ -278,7 +284,7 @@ def main() -> int:
     broker = LocalKafka(port=port, controller_port=controller, data_dir=data / "kafka")
     keys = data / "keys"
     sim = ProviderSimProcess(port=sim_port, state_dir=data / "sim", env={"NEXUS_PROVIDER_KEYS_DIR": str(keys)})
-    worker: subprocess.Popen[bytes] | None = None
+    workers: list[subprocess.Popen[bytes]] = []
     stop_fx = threading.Event()
     try:
         with console.status("starting broker and provider simulator…"):
@@ -304,30 +310,39 @@ def main() -> int:
                 stop_fx.wait(0.5)
 
         threading.Thread(target=fx_feed, daemon=True).start()
-        log_path = data / "worker.log"
         env = dict(
             os.environ,
             NEXUS_KAFKA_BOOTSTRAP_SERVERS=broker.bootstrap,
-            NEXUS_APP_ID=f"bench-bridge-{tag}",
-            NEXUS_AGENTS="settlement,bridge",
             NEXUS_DATA_DIR=str(data),
-            NEXUS_WORKER_WEB_PORT=str(web_port),
             NEXUS_PROVIDER_SIM_URL=sim.url,
             NEXUS_PROVIDER_KEYS_DIR=str(keys),
             NEXUS_PROVIDER_TRANSPORT=args.transport,
             PYTHONUNBUFFERED="1",
         )
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "streams.worker"],
-            env=env,
-            stdout=log_path.open("wb"),
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        while "Worker ready" not in log_path.read_text(errors="replace"):
-            if worker.poll() is not None:
-                raise RuntimeError(log_path.read_text()[-3000:])
-            time.sleep(0.2)
+        # "split": the ledger agent and the bridge agent in two worker processes (how it is deployed: in one
+        # process Faust's single intake loop holds ledger.commands back while the bridge stream is full).
+        roles = ["settlement", "bridge"] if args.workers == "split" else ["settlement,bridge"]
+        for i, role in enumerate(roles):
+            log_path = data / f"worker-{i}.log"
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "streams.worker"],
+                env=dict(
+                    env,
+                    NEXUS_AGENTS=role,
+                    NEXUS_APP_ID=f"bench-bridge-{tag}-{i}",
+                    NEXUS_WORKER_INSTANCE_ID=f"bench-{i}",
+                    NEXUS_WORKER_WEB_PORT=str(web_port + i),
+                ),
+                stdout=log_path.open("wb"),
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+            workers.append(proc)
+            while "Worker ready" not in log_path.read_text(errors="replace"):
+                if proc.poll() is not None:
+                    raise RuntimeError(log_path.read_text()[-3000:])
+                time.sleep(0.2)
+        worker = workers[-1]  # the bridge
         observer = Observer(broker.bootstrap)
         observer.start()
         time.sleep(1)
@@ -351,7 +366,7 @@ def main() -> int:
                 continue
             sim.configure(latencies)
             run = Run(name, payments(n, f"run{index}"))
-            pids = {"worker": worker.pid, "broker": broker.pid, "simulator": sim.pid}
+            pids = {f"worker{i}": w.pid for i, w in enumerate(workers)} | {"broker": broker.pid, "simulator": sim.pid}
             cpu_before = {k: cpu_s(pid) for k, pid in pids.items()}
             with console.status(f"{name}: {n} requests…"):
                 produce(producer, run, rate)
@@ -386,18 +401,20 @@ def main() -> int:
         console.print(rail_table(spec_run, observer))
         console.print(region_table(spec_run, observer))
         console.print(
-            f"peak RSS: worker {peak_rss_mb(worker.pid):.0f} MB, broker {peak_rss_mb(broker.pid):.0f} MB, "
+            f"peak RSS: workers {sum(peak_rss_mb(w.pid) for w in workers):.0f} MB, "
+            f"broker {peak_rss_mb(broker.pid):.0f} MB, "
             f"simulator {peak_rss_mb(sim.pid):.0f} MB"
         )
         return 0
     finally:
         stop_fx.set()
-        if worker is not None and worker.poll() is None:
-            os.killpg(worker.pid, 15)
-            try:
-                worker.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(worker.pid, 9)
+        for proc in workers:
+            if proc.poll() is None:
+                os.killpg(proc.pid, 15)
+                try:
+                    proc.wait(20)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, 9)
         sim.stop()
         broker.stop()
         broker.wipe()
