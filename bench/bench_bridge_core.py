@@ -56,11 +56,23 @@ from streams.providers.runner import BridgeRunner, FileIntentStore, LedgerHolds,
 
 FX_DAY = date(2026, 10, 30)
 SPEC_8_1 = {  # region: (avg, p95, p99, success %) as published in the spec
-    "Korea": (312, 498, 612, "99.98"), "USA": (389, 545, 678, "99.97"), "Europe": (445, 598, 723, "99.95"),
-    "Japan": (367, 521, 645, "99.97"), "Australia": (398, 556, 687, "99.96"), "Singapore": (345, 512, 634, "99.98"),
+    "Korea": (312, 498, 612, "99.98"),
+    "USA": (389, 545, 678, "99.97"),
+    "Europe": (445, 598, 723, "99.95"),
+    "Japan": (367, 521, 645, "99.97"),
+    "Australia": (398, 556, 687, "99.96"),
+    "Singapore": (345, 512, 634, "99.98"),
 }
-REGION_NAMES = {Region.KR: "Korea", Region.US: "USA", Region.EU: "Europe", Region.JP: "Japan", Region.AU: "Australia",
-                Region.SG: "Singapore", Region.HK: "Hong Kong", Region.AE: "UAE"}
+REGION_NAMES = {
+    Region.KR: "Korea",
+    Region.US: "USA",
+    Region.EU: "Europe",
+    Region.JP: "Japan",
+    Region.AU: "Australia",
+    Region.SG: "Singapore",
+    Region.HK: "Hong Kong",
+    Region.AE: "UAE",
+}
 
 
 def free_port() -> int:
@@ -183,8 +195,9 @@ async def open_loop(runner: BridgeRunner, payments: list[CardPayment], rate: flo
             fut = await runner.submit(p)
             done: asyncio.Future[None] = loop.create_future()
 
-            def record(f: asyncio.Future[Result], p: CardPayment = p, s: float = s,
-                       done: asyncio.Future[None] = done) -> None:
+            def record(
+                f: asyncio.Future[Result], p: CardPayment = p, s: float = s, done: asyncio.Future[None] = done
+            ) -> None:
                 r = None if f.cancelled() or f.exception() else f.result()
                 run.latency_ms.append((p, (time.perf_counter() - s) * 1000, r))
                 done.set_result(None)
@@ -202,18 +215,27 @@ def summarize(run: Run) -> dict[str, float]:
     lats = sorted(lat for _, lat, _ in run.latency_ms)
     ok = sum(1 for _, _, r in run.latency_ms if isinstance(r, Settled))
     n = len(run.latency_ms)
-    return {"n": n, "per_s": n / run.wall_s if run.wall_s else float("nan"), "per_cpu_s": n / run.cpu_s if run.cpu_s
-            else float("nan"), "sim_per_cpu_s": n / run.sim_cpu_s if run.sim_cpu_s > 0 else float("nan"),
-            "p50": pct(lats, 0.50), "p95": pct(lats, 0.95), "p99": pct(lats, 0.99),
-            "max": lats[-1] if lats else float("nan"), "success": 100 * ok / n if n else float("nan")}
+    return {
+        "n": n,
+        "per_s": n / run.wall_s if run.wall_s else float("nan"),
+        "per_cpu_s": n / run.cpu_s if run.cpu_s else float("nan"),
+        "sim_per_cpu_s": n / run.sim_cpu_s if run.sim_cpu_s > 0 else float("nan"),
+        "p50": pct(lats, 0.50),
+        "p95": pct(lats, 0.95),
+        "p99": pct(lats, 0.99),
+        "max": lats[-1] if lats else float("nan"),
+        "success": 100 * ok / n if n else float("nan"),
+    }
 
 
 def print_run(run: Run) -> dict[str, float]:
     s = summarize(run)
     sim = f", simulator {s['sim_per_cpu_s']:.0f}" if s["sim_per_cpu_s"] == s["sim_per_cpu_s"] else ""
-    print(f"  {run.name:<36} {s['n']:>6} settlements {s['per_s']:>6.0f}/s  (per CPU-s: bench {s['per_cpu_s']:.0f}{sim})"
-          f"  E2E p50 {s['p50']:.1f} ms  p95 {s['p95']:.1f}  p99 {s['p99']:.1f}  max {s['max']:.1f}"
-          f"  ok {s['success']:.2f}%")
+    print(
+        f"  {run.name:<36} {s['n']:>6} settlements {s['per_s']:>6.0f}/s  (per CPU-s: bench {s['per_cpu_s']:.0f}{sim})"
+        f"  E2E p50 {s['p50']:.1f} ms  p95 {s['p95']:.1f}  p99 {s['p99']:.1f}  max {s['max']:.1f}"
+        f"  ok {s['success']:.2f}%"
+    )
     return s
 
 
@@ -231,8 +253,10 @@ def region_table(run: Run) -> None:
         ok = 100 * sum(1 for _, good in rows if good) / len(rows)
         spec = SPEC_8_1.get(REGION_NAMES[region])
         spec_text = f"[{spec[0]} / {spec[1]} / {spec[2]} / {spec[3]}%]" if spec else "[not in §8.1]"
-        print(f"  {REGION_NAMES[region]:<11}{sum(lats) / len(lats):>8.1f}{pct(lats, 0.95):>8.1f}"
-              f"{pct(lats, 0.99):>8.1f}{ok:>9.2f}%   {len(rows):>5}   {spec_text}")
+        print(
+            f"  {REGION_NAMES[region]:<11}{sum(lats) / len(lats):>8.1f}{pct(lats, 0.95):>8.1f}"
+            f"{pct(lats, 0.99):>8.1f}{ok:>9.2f}%   {len(rows):>5}   {spec_text}"
+        )
 
 
 def rail_check(run: Run, overhead_ms: float) -> bool:
@@ -247,17 +271,29 @@ def rail_check(run: Run, overhead_ms: float) -> bool:
         limit = RAILS[rail].expected_latency_ms + overhead_ms
         good = pct(lats, 0.99) <= limit
         ok &= good
-        print(f"  {rail.value:<16} n={len(lats):>5}  p50 {pct(lats, 0.5):6.1f}  p99 {pct(lats, 0.99):6.1f} ms  "
-              f"limit {limit:.0f}  {'ok' if good else 'OVER'}")
+        print(
+            f"  {rail.value:<16} n={len(lats):>5}  p50 {pct(lats, 0.5):6.1f}  p99 {pct(lats, 0.99):6.1f} ms  "
+            f"limit {limit:.0f}  {'ok' if good else 'OVER'}"
+        )
     return ok
 
 
-async def make_runner(adapters: dict[Provider, Any], payments: list[CardPayment], store_kind: str,
-                      store_dir: Path, concurrency: int) -> BridgeRunner:
-    store = (MemoryIntentStore() if store_kind == "memory"
-             else FileIntentStore(store_dir / f"intents-{time.time_ns()}.jsonl", fsync=store_kind == "file"))
-    return BridgeRunner(ledger=funded_ledger(payments), adapters=adapters, fx_book=book_source(), store=store,
-                        max_in_flight=concurrency, max_queued=4 * concurrency)
+async def make_runner(
+    adapters: dict[Provider, Any], payments: list[CardPayment], store_kind: str, store_dir: Path, concurrency: int
+) -> BridgeRunner:
+    store = (
+        MemoryIntentStore()
+        if store_kind == "memory"
+        else FileIntentStore(store_dir / f"intents-{time.time_ns()}.jsonl", fsync=store_kind == "file")
+    )
+    return BridgeRunner(
+        ledger=funded_ledger(payments),
+        adapters=adapters,
+        fx_book=book_source(),
+        store=store,
+        max_in_flight=concurrency,
+        max_queued=4 * concurrency,
+    )
 
 
 async def main_async(args: argparse.Namespace) -> int:
@@ -266,22 +302,30 @@ async def main_async(args: argparse.Namespace) -> int:
     sim.start()
     global SIM_PID
     SIM_PID = sim.pid
-    settings = ProviderSettings(sim_url=sim.url, keys_dir=tmp / "keys", timeout_ms=2_000,
-                                max_connections=args.concurrency)
+    settings = ProviderSettings(
+        sim_url=sim.url, keys_dir=tmp / "keys", timeout_ms=2_000, max_connections=args.concurrency
+    )
     now_ms = time.time_ns() // 1_000_000
     n_zero = int(args.rate * args.seconds)
     n_spec = int(args.spec_rate * args.spec_seconds)
-    flows = {name: card_payments(n, seed=i, day=FX_DAY, now_ms=now_ms, payers=20_000, prefix=name)
-             for i, (name, n) in enumerate([("core", args.closed_n), ("closed", args.closed_n), ("open", n_zero),
-                                            ("spec", n_spec), ("warm", 300)])}
+    flows = {
+        name: card_payments(n, seed=i, day=FX_DAY, now_ms=now_ms, payers=20_000, prefix=name)
+        for i, (name, n) in enumerate(
+            [("core", args.closed_n), ("closed", args.closed_n), ("open", n_zero), ("spec", n_spec), ("warm", 300)]
+        )
+    }
     gc.collect()
     gc.freeze()
     ok = True
     try:
-        print(f"High-Speed Bridge benchmark — transport {args.transport}, concurrency {args.concurrency}, "
-              f"intent store {args.store}, simulator pid {sim.pid}")
-        instant = {p: InstantAdapter(p) for p in (Provider.STRIPE, Provider.TOSS, Provider.WISE, Provider.PAYPAL,
-                                                  Provider.ALIPAY)}
+        print(
+            f"High-Speed Bridge benchmark — transport {args.transport}, concurrency {args.concurrency}, "
+            f"intent store {args.store}, simulator pid {sim.pid}"
+        )
+        instant = {
+            p: InstantAdapter(p)
+            for p in (Provider.STRIPE, Provider.TOSS, Provider.WISE, Provider.PAYPAL, Provider.ALIPAY)
+        }
         runner = await make_runner(instant, flows["core"], args.store, tmp, args.concurrency)  # type: ignore[arg-type]
         print("\n1. core + shell only (in-process adapter, no HTTP)")
         print_run(await closed_loop(runner, flows["core"], "closed loop"))
@@ -295,12 +339,21 @@ async def main_async(args: argparse.Namespace) -> int:
         await closed_loop(runner, flows["warm"], "warm-up")  # connections, tokens
         c = print_run(await closed_loop(runner, flows["closed"], "(a) closed loop, max throughput"))
         projected = min(c["per_cpu_s"], c["sim_per_cpu_s"])
-        print(f"  → with one dedicated core each for bench and simulator: ~{projected:.0f}/s "
-              f"(the slower of the two per-CPU-second rates)")
+        print(
+            f"  → with one dedicated core each for bench and simulator: ~{projected:.0f}/s "
+            f"(the slower of the two per-CPU-second rates)"
+        )
         runner = await make_runner(adapters, [*flows["open"], *flows["warm"]], args.store, tmp, args.concurrency)
         await closed_loop(runner, flows["warm"], "warm-up")
-        s = print_run(await open_loop(runner, flows["open"], args.rate, args.seconds,
-                                      f"(b) open loop at {args.rate:.0f}/s for {args.seconds:.0f}s"))
+        s = print_run(
+            await open_loop(
+                runner,
+                flows["open"],
+                args.rate,
+                args.seconds,
+                f"(b) open loop at {args.rate:.0f}/s for {args.seconds:.0f}s",
+            )
+        )
         sustained = s["per_s"] >= 0.97 * args.rate and s["p99"] < 50 and s["success"] == 100
         print(f"  target ≥ {args.rate:.0f}/s sustained with p99 < 50 ms: {'MET' if sustained else 'NOT MET'}")
         ok &= sustained
@@ -329,9 +382,13 @@ def main() -> int:
     parser.add_argument("--spec-seconds", type=float, default=5.0)
     parser.add_argument("--closed-n", type=int, default=4_000)
     parser.add_argument("--concurrency", type=int, default=512)
-    parser.add_argument("--store", default="file", choices=["file", "file-nosync", "memory"],
-                        help="file: JSONL + fdatasync per group commit; file-nosync: page cache only (survives a "
-                             "process kill, not a power loss); memory: no persistence")
+    parser.add_argument(
+        "--store",
+        default="file",
+        choices=["file", "file-nosync", "memory"],
+        help="file: JSONL + fdatasync per group commit; file-nosync: page cache only (survives a "
+        "process kill, not a power loss); memory: no persistence",
+    )
     parser.add_argument("--check", action="store_true")
     return asyncio.run(main_async(parser.parse_args()))
 

@@ -61,6 +61,9 @@ from streams.providers.runner import request_json
 from streams.settings import Settings
 from streams.topic_admin import ensure_topics
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from measure import cpu_s, pct, peak_rss_mb
+
 console = Console()
 FX_DAY = date(2026, 10, 30)
 PAYERS = 2_000
@@ -72,34 +75,6 @@ SPEC_8_1 = {  # region: (avg, p95, p99, success %) as published in the spec
     Region.AU: (398, 556, 687, "99.96"),
     Region.SG: (345, 512, 634, "99.98"),
 }
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
-
-
-def peak_rss_mb(pid: int | None) -> float:
-    if pid is None:
-        return float("nan")
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return float("nan")
-
-
-def cpu_s(pid: int | None) -> float:
-    """CPU seconds (user + system, all threads) a process has used: contention-proof cost accounting."""
-    if pid is None:
-        return float("nan")
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return float("nan")
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 class Observer(threading.Thread):

@@ -40,13 +40,11 @@ from streams.matching_service import MatchingPartition, to_message
 from streams.settings import Settings
 from streams.topic_admin import ensure_topics
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from measure import pct, peak_rss_mb
+
 console = Console()
 WARMUP_ORDERS = 500
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
 
 @dataclass
@@ -138,16 +136,6 @@ def wait_settled(observer: Observer, trade_ids: set[str], timeout_s: float, work
     return False
 
 
-def peak_rss_mb(pid: int) -> float:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return float("nan")
-
-
 def run_mode(mode: str, args: argparse.Namespace) -> dict[str, float]:
     port, controller = find_free_ports(2)
     data = Path(tempfile.mkdtemp(prefix=f"bench-{mode}-"))
@@ -236,9 +224,9 @@ def run_mode(mode: str, args: argparse.Namespace) -> dict[str, float]:
         return {
             "latency_ok": float(ok),
             "trades_latency": len(latencies_ms),
-            "p50_ms": percentile(latencies_ms, 0.50),
-            "p95_ms": percentile(latencies_ms, 0.95),
-            "p99_ms": percentile(latencies_ms, 0.99),
+            "p50_ms": pct(latencies_ms, 0.50),
+            "p95_ms": pct(latencies_ms, 0.95),
+            "p99_ms": pct(latencies_ms, 0.99),
             "max_ms": max(latencies_ms, default=float("nan")),
             "burst_ok": float(ok_burst),
             "burst_orders": len(burst),

@@ -38,13 +38,32 @@ from warehouse.matching import RATE_DTYPE, match_polars, run_match_sql  # noqa: 
 DAY = datetime(2026, 11, 1, tzinfo=UTC)
 WINDOW_END = DAY + timedelta(days=1)
 PROVIDERS = ["STRIPE", "TOSS", "WISE", "PAYPAL", "ALIPAY"]
-CURRENCIES = {"STRIPE": ["USD", "EUR", "SGD", "AUD", "HKD"], "TOSS": ["KRW"], "WISE": ["EUR", "GBP", "USD"],
-              "PAYPAL": ["USD", "EUR", "GBP", "AUD"], "ALIPAY": ["HKD", "USD"]}
-BASE_RATE_E10 = {"USD": 1_500_000_000, "EUR": 1_380_000_000, "GBP": 1_180_000_000, "SGD": 2_010_000_000,
-                 "AUD": 2_290_000_000, "HKD": 11_700_000_000, "KRW": 2_035_000_000_000}
+CURRENCIES = {
+    "STRIPE": ["USD", "EUR", "SGD", "AUD", "HKD"],
+    "TOSS": ["KRW"],
+    "WISE": ["EUR", "GBP", "USD"],
+    "PAYPAL": ["USD", "EUR", "GBP", "AUD"],
+    "ALIPAY": ["HKD", "USD"],
+}
+BASE_RATE_E10 = {
+    "USD": 1_500_000_000,
+    "EUR": 1_380_000_000,
+    "GBP": 1_180_000_000,
+    "SGD": 2_010_000_000,
+    "AUD": 2_290_000_000,
+    "HKD": 11_700_000_000,
+    "KRW": 2_035_000_000_000,
+}
 FX_PLACES = {"WISE": 6, "ALIPAY": 8}
-CLASSES = ["missing_at_provider", "missing_internally", "amount_variance", "fee_variance", "fx_variance",
-           "duplicate", "timing"]
+CLASSES = [
+    "missing_at_provider",
+    "missing_internally",
+    "amount_variance",
+    "fee_variance",
+    "fx_variance",
+    "duplicate",
+    "timing",
+]
 
 
 def _ids(prefix: str, n: int, offset: int = 0) -> pl.Expr:
@@ -79,13 +98,15 @@ def generate(rows: int, out: Path, seed: int = 42) -> dict[str, int]:
     role[(u < 0.01) & ~late] = 1
     per_class = 0.0005
     cuts = 0.01
-    for k, cls in enumerate(["missing_at_provider", "amount_variance", "fee_variance", "fx_variance",
-                             "duplicate", "timing"]):
+    for k, cls in enumerate(
+        ["missing_at_provider", "amount_variance", "fee_variance", "fx_variance", "duplicate", "timing"]
+    ):
         sel = (u >= cuts) & (u < cuts + per_class) & ~late
         if cls == "fx_variance":
             sel &= np.isin(provider, ["WISE", "ALIPAY"])
-            sel |= (u >= cuts) & (u < cuts + per_class * 4) & ~late & np.isin(provider, ["WISE", "ALIPAY"]) & (
-                role == 0)
+            sel |= (
+                (u >= cuts) & (u < cuts + per_class * 4) & ~late & np.isin(provider, ["WISE", "ALIPAY"]) & (role == 0)
+            )
         role[sel & (role == 0)] = 3 + k
         cuts += per_class * (4 if cls == "fx_variance" else 1)
     # batch members: payouts of PAYPAL/WISE grouped 4 per batch account
@@ -114,29 +135,51 @@ def generate(rows: int, out: Path, seed: int = 42) -> dict[str, int]:
     timing = role == 8
     settled_us = np.where(timing, settled_us - int(86_400e6), settled_us)
 
-    s = pl.DataFrame({
-        "i": np.arange(n), "provider": provider, "currency": currency, "amount_minor": amount,
-        "fee_minor": fee, "rate_e10": rate_e10, "settled_us": settled_us, "role": role,
-        "cp_no": counterparty_no, "batch_no": batch_no,
-    }).with_columns(
+    s = pl.DataFrame(
+        {
+            "i": np.arange(n),
+            "provider": provider,
+            "currency": currency,
+            "amount_minor": amount,
+            "fee_minor": fee,
+            "rate_e10": rate_e10,
+            "settled_us": settled_us,
+            "role": role,
+            "cp_no": counterparty_no,
+            "batch_no": batch_no,
+        }
+    ).with_columns(
         counterparty=pl.when(pl.col("batch_no") >= 0)
         .then(pl.concat_str(pl.lit("BATCH"), pl.col("batch_no").cast(pl.String).str.zfill(7)))
         .otherwise(pl.concat_str(pl.lit("M"), pl.col("cp_no").cast(pl.String).str.zfill(6))),
         settlement_id=_ids("S", n),
-        provider_reference=pl.when(pl.col("role").is_in([1, 2])).then(None)
+        provider_reference=pl.when(pl.col("role").is_in([1, 2]))
+        .then(None)
         .otherwise(pl.concat_str(pl.lit("P"), pl.col("i").cast(pl.String).str.zfill(9))),
         fx_rate=(pl.col("rate_e10").cast(RATE_DTYPE) / pl.lit(10**10)).cast(RATE_DTYPE),
         settled_at=pl.from_epoch("settled_us", time_unit="us").dt.replace_time_zone("UTC"),
     )
-    settlements = s.select("settlement_id", "provider", "provider_reference", "counterparty", "currency",
-                           "amount_minor", "fee_minor", "fx_rate", "settled_at")
+    settlements = s.select(
+        "settlement_id",
+        "provider",
+        "provider_reference",
+        "counterparty",
+        "currency",
+        "amount_minor",
+        "fee_minor",
+        "fx_rate",
+        "settled_at",
+    )
 
     # ---- provider lines
     lag_us = rng.uniform(0.2e6, 90e6, n).astype(np.int64)
     booked = settled_us + lag_us
     booked = np.where(late, settled_us + rng.uniform(61e6, 1_700e6, n).astype(np.int64), booked)
-    booked = np.where(timing, int(WINDOW_END.timestamp() * 1e6) - int(86_400e6)
-                      + rng.uniform(2_000e6, 9_000e6, n).astype(np.int64), booked)
+    booked = np.where(
+        timing,
+        int(WINDOW_END.timestamp() * 1e6) - int(86_400e6) + rng.uniform(2_000e6, 9_000e6, n).astype(np.int64),
+        booked,
+    )
     booked = np.where(role == 1, settled_us + rng.uniform(1e6, 300e6, n).astype(np.int64), booked)
     fee_noise = np.where(rng.random(n) < 0.2, rng.choice([-1, 1], n), 0)
     l_amount = amount.copy()
@@ -149,52 +192,92 @@ def generate(rows: int, out: Path, seed: int = 42) -> dict[str, int]:
     bad = role == 6
     l_rate = np.where(bad, (rate_e10 * 1.005).astype(np.int64) // step * step, l_rate)
     l_amount = np.where(bad, (amount * 1.005).astype(np.int64), l_amount)
-    ln = pl.DataFrame({
-        "i": np.arange(n), "provider": provider, "currency": currency, "amount_minor": l_amount,
-        "fee_minor": l_fee, "l_rate": l_rate, "has_fx": fx_places > 0, "booked_us": booked, "role": role,
-    }).filter(~pl.col("role").is_in([2, 3]))  # batch members get one line per batch; missing_at_provider none
+    ln = pl.DataFrame(
+        {
+            "i": np.arange(n),
+            "provider": provider,
+            "currency": currency,
+            "amount_minor": l_amount,
+            "fee_minor": l_fee,
+            "l_rate": l_rate,
+            "has_fx": fx_places > 0,
+            "booked_us": booked,
+            "role": role,
+        }
+    ).filter(~pl.col("role").is_in([2, 3]))  # batch members get one line per batch; missing_at_provider none
     lines = ln.with_columns(
         line_id=pl.concat_str(pl.col("provider"), pl.lit(":2026-11-01:P"), pl.col("i").cast(pl.String).str.zfill(9)),
         provider_reference=pl.concat_str(pl.lit("P"), pl.col("i").cast(pl.String).str.zfill(9)),
-        our_reference=pl.when(pl.col("role") == 1).then(None)
+        our_reference=pl.when(pl.col("role") == 1)
+        .then(None)
         .otherwise(pl.concat_str(pl.lit("S"), pl.col("i").cast(pl.String).str.zfill(9))),
         counterparty=pl.lit(None, pl.String),
         fx_rate=pl.when(pl.col("has_fx")).then((pl.col("l_rate").cast(RATE_DTYPE) / pl.lit(10**10)).cast(RATE_DTYPE)),
         booked_at=pl.from_epoch("booked_us", time_unit="us").dt.replace_time_zone("UTC"),
     )
     dups = lines.filter(pl.col("role") == 7).with_columns(
-        line_id=pl.col("line_id") + "#2", booked_at=pl.col("booked_at") + pl.duration(minutes=5))
+        line_id=pl.col("line_id") + "#2", booked_at=pl.col("booked_at") + pl.duration(minutes=5)
+    )
     ghosts_n = int(n * per_class)
-    ghosts = pl.DataFrame({
-        "provider": rng.choice(PROVIDERS, ghosts_n), "amount_minor": rng.integers(10_000_000, 20_000_000, ghosts_n),
-        "fee_minor": rng.integers(1, 100, ghosts_n),
-        "booked_us": (DAY.timestamp() * 1e6 + rng.uniform(600, 80_000, ghosts_n) * 1e6).astype(np.int64),
-    }).with_columns(
-        line_id=_ids("GHOST:", ghosts_n), provider_reference=_ids("G", ghosts_n), our_reference=pl.lit(None, pl.String),
-        counterparty=pl.lit(None, pl.String), currency=pl.lit("USD"), fx_rate=pl.lit(None, RATE_DTYPE),
+    ghosts = pl.DataFrame(
+        {
+            "provider": rng.choice(PROVIDERS, ghosts_n),
+            "amount_minor": rng.integers(10_000_000, 20_000_000, ghosts_n),
+            "fee_minor": rng.integers(1, 100, ghosts_n),
+            "booked_us": (DAY.timestamp() * 1e6 + rng.uniform(600, 80_000, ghosts_n) * 1e6).astype(np.int64),
+        }
+    ).with_columns(
+        line_id=_ids("GHOST:", ghosts_n),
+        provider_reference=_ids("G", ghosts_n),
+        our_reference=pl.lit(None, pl.String),
+        counterparty=pl.lit(None, pl.String),
+        currency=pl.lit("USD"),
+        fx_rate=pl.lit(None, RATE_DTYPE),
         booked_at=pl.from_epoch("booked_us", time_unit="us").dt.replace_time_zone("UTC"),
     )
     batch_lines = (
         s.filter(pl.col("role") == 2)
         .group_by("counterparty", "provider", "currency")
-        .agg(amount_minor=pl.col("amount_minor").sum(), fee_minor=pl.col("fee_minor").sum(),
-             booked_at=pl.col("settled_at").max() + pl.duration(minutes=5))
-        .with_columns(line_id=pl.concat_str(pl.lit("BATCHLINE:"), pl.col("counterparty")),
-                      provider_reference=pl.concat_str(pl.lit("B"), pl.col("counterparty")),
-                      our_reference=pl.lit(None, pl.String), fx_rate=pl.lit(None, RATE_DTYPE))
+        .agg(
+            amount_minor=pl.col("amount_minor").sum(),
+            fee_minor=pl.col("fee_minor").sum(),
+            booked_at=pl.col("settled_at").max() + pl.duration(minutes=5),
+        )
+        .with_columns(
+            line_id=pl.concat_str(pl.lit("BATCHLINE:"), pl.col("counterparty")),
+            provider_reference=pl.concat_str(pl.lit("B"), pl.col("counterparty")),
+            our_reference=pl.lit(None, pl.String),
+            fx_rate=pl.lit(None, RATE_DTYPE),
+        )
     )
-    cols = ["line_id", "provider", "provider_reference", "our_reference", "counterparty", "currency", "amount_minor",
-            "fee_minor", "fx_rate", "booked_at"]
+    cols = [
+        "line_id",
+        "provider",
+        "provider_reference",
+        "our_reference",
+        "counterparty",
+        "currency",
+        "amount_minor",
+        "fee_minor",
+        "fx_rate",
+        "booked_at",
+    ]
     all_lines = pl.concat([lines.select(cols), dups.select(cols), ghosts.select(cols), batch_lines.select(cols)])
     out.mkdir(parents=True, exist_ok=True)
     settlements.write_parquet(out / "settlements.parquet")
     all_lines.write_parquet(out / "lines.parquet")
     expected = {
-        "missing_at_provider": int((role == 3).sum()), "amount_variance": int((role == 4).sum()),
-        "fee_variance": int((role == 5).sum()), "fx_variance": int((role == 6).sum()),
-        "duplicate": int((role == 7).sum()), "timing": int((role == 8).sum()), "missing_internally": ghosts_n,
-        "many_to_one_settlements": int((role == 2).sum()), "tier2": int((role == 1).sum()),
-        "settlements": n, "lines": all_lines.height,
+        "missing_at_provider": int((role == 3).sum()),
+        "amount_variance": int((role == 4).sum()),
+        "fee_variance": int((role == 5).sum()),
+        "fx_variance": int((role == 6).sum()),
+        "duplicate": int((role == 7).sum()),
+        "timing": int((role == 8).sum()),
+        "missing_internally": ghosts_n,
+        "many_to_one_settlements": int((role == 2).sum()),
+        "tier2": int((role == 1).sum()),
+        "settlements": n,
+        "lines": all_lines.height,
     }
     (out / "expected.json").write_text(json.dumps(expected, indent=1))
     return expected
@@ -208,9 +291,15 @@ def metrics(results: pl.DataFrame) -> dict[str, object]:
     breaks = results.filter(pl.col("outcome") == "break")
     by_class = dict(breaks.group_by("break_class").len().iter_rows())
     tiers = dict(results.filter(pl.col("outcome") == "matched").group_by("tier").len().iter_rows())
-    return {"settlements": s_total, "auto_matched": matched, "automatic_match_rate": round(matched / s_total, 6),
-            "exceptions": breaks.height, "pending": results.filter(pl.col("outcome") == "pending").height,
-            "breaks_by_class": by_class, "matched_by_tier": tiers}
+    return {
+        "settlements": s_total,
+        "auto_matched": matched,
+        "automatic_match_rate": round(matched / s_total, 6),
+        "exceptions": breaks.height,
+        "pending": results.filter(pl.col("outcome") == "pending").height,
+        "breaks_by_class": by_class,
+        "matched_by_tier": tiers,
+    }
 
 
 SQL_METRICS = """
@@ -227,9 +316,13 @@ def run(engine: str, data: Path) -> dict[str, object]:
     vocab = pl.Enum(sorted(set(PROVIDERS) | {c for cs in CURRENCIES.values() for c in cs}))
     t0 = time.perf_counter()
     if engine == "polars":
+
         def read(name: str) -> pl.DataFrame:
-            return pl.scan_parquet(data / name).with_columns(
-                pl.col("provider").cast(vocab), pl.col("currency").cast(vocab)).collect()
+            return (
+                pl.scan_parquet(data / name)
+                .with_columns(pl.col("provider").cast(vocab), pl.col("currency").cast(vocab))
+                .collect()
+            )
 
         inputs = [read("settlements.parquet"), read("lines.parquet")]
         t_read = time.perf_counter()
@@ -248,29 +341,51 @@ def run(engine: str, data: Path) -> dict[str, object]:
         con.execute("SET preserve_insertion_order = false")
         con.execute(f"SET temp_directory = '{data / 'duckdb_spill'}'")
         t_read = time.perf_counter()  # DuckDB scans the Parquet inside the match
-        run_match_sql(con, f"SELECT * FROM read_parquet('{data / 'settlements.parquet'}')",
-                      f"SELECT * FROM read_parquet('{data / 'lines.parquet'}')", tol, WINDOW_END)
+        run_match_sql(
+            con,
+            f"SELECT * FROM read_parquet('{data / 'settlements.parquet'}')",
+            f"SELECT * FROM read_parquet('{data / 'lines.parquet'}')",
+            tol,
+            WINDOW_END,
+        )
         t_match = time.perf_counter()
         row = con.execute(SQL_METRICS).fetchall()[0]
-        by_class = dict(con.execute("SELECT break_class, count(*) FROM m_results WHERE outcome = 'break'"
-                                    " GROUP BY ALL").fetchall())
-        tiers = dict(con.execute("SELECT tier, count(*) FROM m_results WHERE outcome = 'matched'"
-                                 " GROUP BY ALL").fetchall())
-        m = {"settlements": row[0], "auto_matched": row[1], "automatic_match_rate": round(row[1] / row[0], 6),
-             "exceptions": row[2], "pending": row[3], "breaks_by_class": by_class, "matched_by_tier": tiers}
+        by_class = dict(
+            con.execute("SELECT break_class, count(*) FROM m_results WHERE outcome = 'break' GROUP BY ALL").fetchall()
+        )
+        tiers = dict(
+            con.execute("SELECT tier, count(*) FROM m_results WHERE outcome = 'matched' GROUP BY ALL").fetchall()
+        )
+        m = {
+            "settlements": row[0],
+            "auto_matched": row[1],
+            "automatic_match_rate": round(row[1] / row[0], 6),
+            "exceptions": row[2],
+            "pending": row[3],
+            "breaks_by_class": by_class,
+            "matched_by_tier": tiers,
+        }
         con.execute(f"COPY m_results TO '{data / 'results_duckdb.parquet'}' (FORMAT parquet, COMPRESSION lz4)")
         con.close()
         (data / "bench.duckdb.tmp").unlink(missing_ok=True)
     t_end = time.perf_counter()
     expected = json.loads((data / "expected.json").read_text())
-    wrong = {c: (m["breaks_by_class"].get(c, 0), expected[c]) for c in CLASSES  # type: ignore[attr-defined]
-             if m["breaks_by_class"].get(c, 0) != expected[c]}  # type: ignore[attr-defined]
+    wrong = {
+        c: (m["breaks_by_class"].get(c, 0), expected[c])
+        for c in CLASSES  # type: ignore[attr-defined]
+        if m["breaks_by_class"].get(c, 0) != expected[c]
+    }  # type: ignore[attr-defined]
     return {
-        "engine": engine, "rows": expected["settlements"], "lines": expected["lines"],
-        "read_s": round(t_read - t0, 2), "match_classify_s": round(t_match - t_read, 2),
-        "metrics_write_s": round(t_end - t_match, 2), "total_s": round(t_end - t0, 2),
+        "engine": engine,
+        "rows": expected["settlements"],
+        "lines": expected["lines"],
+        "read_s": round(t_read - t0, 2),
+        "match_classify_s": round(t_match - t_read, 2),
+        "metrics_write_s": round(t_end - t_match, 2),
+        "total_s": round(t_end - t0, 2),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-        "metrics": m, "class_mismatches": wrong,
+        "metrics": m,
+        "class_mismatches": wrong,
     }
 
 
@@ -287,8 +402,11 @@ def main() -> int:
         if not (data / "expected.json").exists():
             t = time.perf_counter()
             exp = generate(args.rows, data)
-            print(f"generated {exp['settlements']:,} settlements / {exp['lines']:,} lines in "
-                  f"{time.perf_counter() - t:.1f}s -> {data}", flush=True)
+            print(
+                f"generated {exp['settlements']:,} settlements / {exp['lines']:,} lines in "
+                f"{time.perf_counter() - t:.1f}s -> {data}",
+                flush=True,
+            )
         if args.phase == "generate":
             return 0
     if args.phase == "run":
@@ -296,20 +414,38 @@ def main() -> int:
         print(json.dumps(out, default=str))
         return 0
     ok = True
-    for engine in (["polars", "duckdb"] if args.engine == "both" else [args.engine]):
-        proc = subprocess.run([sys.executable, __file__, "--rows", str(args.rows), "--data", str(args.data),
-                               "--engine", engine, "--phase", "run"], capture_output=True, text=True, check=False)
+    for engine in ["polars", "duckdb"] if args.engine == "both" else [args.engine]:
+        proc = subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--rows",
+                str(args.rows),
+                "--data",
+                str(args.data),
+                "--engine",
+                engine,
+                "--phase",
+                "run",
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         if proc.returncode != 0:
             print(proc.stdout, proc.stderr, file=sys.stderr)
             return proc.returncode
         out = json.loads(proc.stdout.strip().splitlines()[-1])
         status = "OK" if out["total_s"] <= 60 and out["peak_rss_mb"] <= 4096 and not out["class_mismatches"] else "FAIL"
         ok &= status == "OK"
-        print(f"{engine:7s} total {out['total_s']:6.2f}s (read {out['read_s']}s, match+classify "
-              f"{out['match_classify_s']}s, metrics+write {out['metrics_write_s']}s)  peak RSS "
-              f"{out['peak_rss_mb']:.0f} MB  match rate {out['metrics']['automatic_match_rate']}  "
-              f"breaks {out['metrics']['breaks_by_class']}  mismatches {out['class_mismatches'] or 'none'}  "
-              f"[{status}]", flush=True)
+        print(
+            f"{engine:7s} total {out['total_s']:6.2f}s (read {out['read_s']}s, match+classify "
+            f"{out['match_classify_s']}s, metrics+write {out['metrics_write_s']}s)  peak RSS "
+            f"{out['peak_rss_mb']:.0f} MB  match rate {out['metrics']['automatic_match_rate']}  "
+            f"breaks {out['metrics']['breaks_by_class']}  mismatches {out['class_mismatches'] or 'none'}  "
+            f"[{status}]",
+            flush=True,
+        )
         if args.json:
             with args.json.open("a") as fh:
                 fh.write(json.dumps(out) + "\n")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 from typing import Any
 
 import faust
@@ -18,7 +17,7 @@ from faust.types import TP
 
 from contracts.topics import PLATFORM_DEADLETTERS, TOPICS, Topic
 from streams import ingress
-from streams.kafka_clients import producer_config
+from streams.kafka_clients import AsyncProducer, producer_config
 from streams.settings import Settings, get_settings
 
 log = logging.getLogger("nexus.app")
@@ -83,8 +82,8 @@ class Outbox:
     The `emit_nowait` producer reports deliveries only on error (`delivery.report.only.error`): a success
     costs no Python callback, and no poller thread competes with `flush` for the reports (librdkafka's flush
     otherwise sleeps in 10 ms steps when another thread took the report that would have woken it). A failure
-    is still recorded, by `flush`, and raised. `emit` needs a report per record, so it has its own producer
-    and poller thread (created on first use; only the alerting agent uses it).
+    is still recorded, by `flush`, and raised. `emit` needs a report per record, so it goes through a
+    `streams.kafka_clients.AsyncProducer` (created on first use; the alerting agent and dead letters use it).
     """
 
     MAX_QUEUED = 500_000
@@ -92,9 +91,8 @@ class Outbox:
     def __init__(self, bootstrap: str) -> None:
         self._bootstrap = bootstrap
         self._producer: Producer | None = None
-        self._acked: Producer | None = None
+        self._acked: AsyncProducer | None = None
         self._failures: list[str] = []
-        self._poller: threading.Thread | None = None
 
     def _new_producer(self, **overrides: Any) -> Producer:
         return Producer(producer_config(self._bootstrap, queue_buffering_max_messages=self.MAX_QUEUED, **overrides))
@@ -106,13 +104,9 @@ class Outbox:
         return self._producer
 
     @property
-    def acked_producer(self) -> Producer:
+    def acked_producer(self) -> AsyncProducer:
         if self._acked is None:
-            self._acked = self._new_producer()
-            self._poller = threading.Thread(
-                target=_poll_forever, args=(self._acked,), name="outbox-poller", daemon=True
-            )
-            self._poller.start()
+            self._acked = AsyncProducer(self._bootstrap, max_queued=self.MAX_QUEUED)
         return self._acked
 
     def _on_delivery(self, err: Any, msg: Any) -> None:
@@ -147,16 +141,7 @@ class Outbox:
                 producer.poll(0.01)
 
     async def emit(self, topic: Topic, message: Any) -> asyncio.Future[None]:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[None] = loop.create_future()
-
-        def done(err: Any, msg: Any) -> None:
-            self._on_delivery(err, msg)
-            loop.call_soon_threadsafe(_settle, future, err)
-
-        key, value = topic.key_of(message), topic.encode(message)
-        self.acked_producer.produce(topic.name, key=key, value=value, on_delivery=done)
-        return future
+        return self.acked_producer.send(topic.name, topic.key_of(message), topic.encode(message))
 
     def _flush(self, timeout_s: float) -> int:
         remaining = self.producer.flush(timeout_s)  # serves the (error) delivery reports too
@@ -169,20 +154,6 @@ class Outbox:
         if remaining or self._failures:
             failures, self._failures = self._failures[:5], []
             raise RuntimeError(f"{remaining} outputs unacknowledged after {timeout_s}s; failures: {failures}")
-
-
-def _poll_forever(producer: Producer) -> None:
-    while True:
-        producer.poll(0.05)
-
-
-def _settle(future: asyncio.Future[None], err: Any) -> None:
-    if future.done():
-        return
-    if err is None:
-        future.set_result(None)
-    else:
-        future.set_exception(RuntimeError(f"delivery failed: {err}"))
 
 
 outbox = Outbox(settings.bootstrap_servers)

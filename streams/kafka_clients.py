@@ -61,9 +61,7 @@ class AsyncProducer:
         while not self._closed.is_set():
             self._producer.poll(0.05)
 
-    def send(
-        self, topic: str, key: bytes, value: bytes, partition: int | None = None
-    ) -> asyncio.Future[None]:
+    def send(self, topic: str, key: bytes, value: bytes, partition: int | None = None) -> asyncio.Future[None]:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
 
@@ -79,6 +77,10 @@ class AsyncProducer:
                 return future
             except BufferError:  # bounded queue full: let the poller drain acks
                 self._producer.poll(0.01)
+
+    def flush(self, timeout_s: float) -> int:
+        """Wait for every queued record's ack; returns how many are still unacknowledged."""
+        return int(self._producer.flush(timeout_s))
 
     def close(self, timeout_s: float = 10.0) -> int:
         remaining = int(self._producer.flush(timeout_s))
