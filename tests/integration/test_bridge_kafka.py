@@ -9,6 +9,7 @@ and a worker SIGKILLed between the provider's payout and its result pays exactly
 
 from __future__ import annotations
 
+import base64
 import json
 import threading
 import time
@@ -29,6 +30,7 @@ from contracts.topics import (
     FX_RATES,
     LEDGER_COMMANDS,
     LEDGER_TRANSFERS,
+    PLATFORM_DEADLETTERS,
 )
 from domain.fx import FxBook
 from domain.money import Currency
@@ -150,6 +152,9 @@ def test_settles_through_the_platform_ledger_fails_cleanly_and_answers_duplicate
     deposit(kafka, poor, 1_000_000)  # 1 K-AUS: far too little for 150 USD
     bridge_worker(worker_factory, sim, sim_keys_dir)
     ok, broke, slipped = f"card-ok-{run_id}", f"card-broke-{run_id}", f"card-slip-{run_id}"
+    # bad input first: a float amount is dead-lettered with its reason, and the agent keeps settling the rest
+    bad = request(f"card-bad-{run_id}", rich).model_dump(mode="json") | {"amount_minor": 150.0}
+    kafka.produce(BRIDGE_REQUESTS, rich.encode(), json.dumps(bad).encode())
     kafka.produce_messages(
         BRIDGE_REQUESTS,
         [
@@ -169,6 +174,13 @@ def test_settles_through_the_platform_ledger_fails_cleanly_and_answers_duplicate
     assert (failed["failed_phase"], failed["reason_code"]) == ("BALANCE_LOCK", "INSUFFICIENT_FUNDS")
     [slip] = first[slipped]
     assert (slip["failed_phase"], slip["reason_code"]) == ("FX_CONVERSION", "SLIPPAGE")
+
+    [letter] = [
+        d
+        for d in (PLATFORM_DEADLETTERS.decode(r.value) for r in kafka.read_all(PLATFORM_DEADLETTERS) if r.value)
+        if d.source_topic == BRIDGE_REQUESTS.name and f"card-bad-{run_id}".encode() in base64.b64decode(d.value_b64)
+    ]
+    assert letter.reason_code == "WRONG_TYPE" and "amount_minor" in letter.reason
 
     # the duplicate got the original result and the merchant was paid once
     answers = [v for v in values(kafka.read_all(BRIDGE_SETTLEMENTS_COMPLETED)) if v["request_id"] == ok]
