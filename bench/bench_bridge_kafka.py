@@ -63,6 +63,7 @@ from streams.topic_admin import ensure_topics
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from measure import cpu_s, pct, peak_rss_mb
+from workers import start_worker, stop_workers
 
 console = Console()
 FX_DAY = date(2026, 10, 30)
@@ -299,24 +300,14 @@ def main() -> int:
         roles = ["settlement", "bridge"] if args.workers == "split" else ["settlement,bridge"]
         for i, role in enumerate(roles):
             log_path = data / f"worker-{i}.log"
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "streams.worker"],
-                env=dict(
-                    env,
-                    NEXUS_AGENTS=role,
-                    NEXUS_APP_ID=f"bench-bridge-{tag}-{i}",
-                    NEXUS_WORKER_INSTANCE_ID=f"bench-{i}",
-                    NEXUS_WORKER_WEB_PORT=str(web_port + i),
-                ),
-                stdout=log_path.open("wb"),
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
+            role_env = dict(
+                env,
+                NEXUS_AGENTS=role,
+                NEXUS_APP_ID=f"bench-bridge-{tag}-{i}",
+                NEXUS_WORKER_INSTANCE_ID=f"bench-{i}",
+                NEXUS_WORKER_WEB_PORT=str(web_port + i),
             )
-            workers.append(proc)
-            while "Worker ready" not in log_path.read_text(errors="replace"):
-                if proc.poll() is not None:
-                    raise RuntimeError(log_path.read_text()[-3000:])
-                time.sleep(0.2)
+            workers.append(start_worker("streams.worker", role_env, log_path))
         worker = workers[-1]  # the bridge
         observer = Observer(broker.bootstrap)
         observer.start()
@@ -383,13 +374,7 @@ def main() -> int:
         return 0
     finally:
         stop_fx.set()
-        for proc in workers:
-            if proc.poll() is None:
-                os.killpg(proc.pid, 15)
-                try:
-                    proc.wait(20)
-                except subprocess.TimeoutExpired:
-                    os.killpg(proc.pid, 9)
+        stop_workers(workers)
         sim.stop()
         broker.stop()
         broker.wipe()

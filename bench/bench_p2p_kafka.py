@@ -42,6 +42,7 @@ from streams.topic_admin import ensure_topics
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from measure import pct, peak_rss_mb
+from workers import start_worker, stop_workers
 
 console = Console()
 WARMUP_ORDERS = 500
@@ -171,19 +172,7 @@ def run_mode(mode: str, args: argparse.Namespace) -> dict[str, float]:
                 NEXUS_WORKER_INSTANCE_ID=f"bench-{i}",
                 NEXUS_WORKER_WEB_PORT=str(port + 7 + i),
             )
-            workers.append(
-                subprocess.Popen(
-                    [sys.executable, "-m", module],
-                    env=role_env,
-                    stdout=log_path.open("wb"),
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
-            )
-            while "Worker ready" not in log_path.read_text(errors="replace"):
-                if workers[-1].poll() is not None:
-                    raise RuntimeError(log_path.read_text()[-3000:])
-                time.sleep(0.2)
+            workers.append(start_worker(module, role_env, log_path))
         worker = workers[0]
         observer = Observer(broker.bootstrap)
         observer.start()
@@ -237,13 +226,7 @@ def run_mode(mode: str, args: argparse.Namespace) -> dict[str, float]:
             "worker_peak_rss_mb": sum(peak_rss_mb(p.pid) for p in workers),
         }
     finally:
-        for proc in workers:
-            if proc.poll() is None:
-                os.killpg(proc.pid, 15)
-                try:
-                    proc.wait(20)
-                except subprocess.TimeoutExpired:
-                    os.killpg(proc.pid, 9)
+        stop_workers(workers)
         broker.stop()
         broker.wipe()
 

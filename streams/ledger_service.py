@@ -114,9 +114,17 @@ class LedgerPartition:
     def ledger(self) -> Ledger:
         return self.settler.ledger
 
+    def __post_init__(self) -> None:
+        # Issuance accounts rewards are paid from: they may run negative (finance funds them).
+        for account in m.RewardAccount:
+            self.ledger.open_account(account.value, allow_negative=True)
+
     def _open(self, *accounts: str) -> None:
+        """Open user accounts on first sight; an account already open keeps its settings."""
+        ledger = self.ledger
         for account in accounts:
-            self.ledger.open_account(account)
+            if not ledger.has_account(account):
+                ledger.open_account(account)
 
     def apply(self, offset: int, message: Any | None) -> list[Output]:
         assert offset >= self.next_offset, f"ledger: offset {offset} already applied (next {self.next_offset})"
@@ -162,7 +170,6 @@ class LedgerPartition:
             domain_command = lg.VoidPending(command.command_id, command.hold_id)
         else:
             self._open(command.account_id)
-            self.ledger.open_account(command.from_account_id.value, allow_negative=True)
             domain_command = lg.Transfer(
                 command.command_id,
                 command.from_account_id.value,

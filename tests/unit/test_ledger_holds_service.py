@@ -131,3 +131,30 @@ def test_rewards_come_from_issuance_accounts_and_k_aus_is_conserved() -> None:
     assert ledger.balance(PAYER) == 515 and ledger.balance("bridge:rewards") == -15
     balances = d.ledger.balances()
     assert sum(balances.values()) == 0  # the deposit's mint account is the only other negative one
+
+
+def test_commands_naming_an_issuance_account_in_any_order_never_crash_the_ledger() -> None:
+    d = funded(1_000)
+    # a hold crediting the rewards account must not reopen it with other settings (that raised before)
+    odd = d.send(
+        m.PlaceHold(
+            command_id="h-odd",
+            debit_account_id=PAYER,
+            credit_account_id="bridge:rewards",
+            amount_kaus_units=10,
+            expires_at=T0 + timedelta(seconds=60),
+            occurred_at=T0,
+        )
+    )
+    assert outcome(odd).status is m.LedgerOutcomeStatus.APPLIED
+    granted = d.send(
+        m.GrantReward(
+            command_id="r-1",
+            from_account_id=m.RewardAccount.REWARDS,
+            account_id=PAYER,
+            amount_kaus_units=5,
+            occurred_at=T0,
+        )
+    )
+    assert outcome(granted).status is m.LedgerOutcomeStatus.APPLIED
+    assert d.ledger.ledger.balance("bridge:rewards") == -5
