@@ -42,6 +42,7 @@ from domain.fx import FxBook
 from streams.fx_feed import to_domain as fx_to_domain
 from streams.kafka_clients import AsyncProducer, consume_now, consumer_config
 from streams.partition_log import read_partition
+from streams.providers.base import Transport
 from streams.providers.runner import (
     BridgeRunner,
     PayoutParked,
@@ -415,10 +416,19 @@ class ServiceStats:
 
 
 class BridgeService:
-    def __init__(self, runner: BridgeRunner, journal: KafkaJournal, producer: AsyncProducer) -> None:
+    def __init__(
+        self,
+        runner: BridgeRunner,
+        journal: KafkaJournal,
+        producer: AsyncProducer,
+        listeners: tuple[LedgerOutcomes | FxRatesListener, ...] = (),
+        transport: Transport | None = None,
+    ) -> None:
         self.runner = runner
         self.journal = journal
         self.producer = producer
+        self.listeners = listeners
+        self.transport = transport  # the adapters' HTTP connections
         self.stats = ServiceStats()
         self._loaded: set[int] = set()
         self._loading: dict[int, asyncio.Task[None]] = {}
@@ -495,6 +505,14 @@ class BridgeService:
         await self.producer.send(topic.name, result.request_id.encode(), orjson.dumps(result_json(result)))
         self.stats.emitted += 1
 
-    async def drain(self) -> None:
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+    def close(self, timeout_s: float = 10.0) -> None:
+        """Blocking: stop the listener threads and wait for what was already sent to be acknowledged."""
+        for listener in self.listeners:
+            listener.stop()
+        self.producer.close(timeout_s)
+
+    async def aclose(self) -> None:
+        """Close the provider connections, then :meth:`close`."""
+        if self.transport is not None:
+            await self.transport.aclose()
+        await asyncio.to_thread(self.close)

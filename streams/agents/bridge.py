@@ -63,7 +63,7 @@ async def build_service() -> BridgeService:
         max_queued=settings.bridge_max_queued,
     )
     log.info("bridge ready: %d adapters, %d in flight at most", len(adapters), settings.bridge_max_in_flight)
-    return BridgeService(runner, journal, producer)
+    return BridgeService(runner, journal, producer, listeners=(outcomes, fx), transport=transport)
 
 
 @app.agent(faust_topic(BRIDGE_REQUESTS), name="nexus.bridge.requests")
@@ -72,14 +72,18 @@ async def bridge(stream: faust.StreamT[bytes]) -> None:
     if _service is None:
         _service = await build_service()
     service = _service
-    async for event in stream.noack().events():  # type: ignore[attr-defined]
-        decoded = decode(BRIDGE_REQUESTS, event)
-        if isinstance(decoded, ingress.Rejected):
-            ack = await send_dead_letter(event, decoded)
-            await ack
-            event.ack()
-            continue
-        await service.submit(decoded, event.message.partition, event.ack)
+    try:
+        async for event in stream.noack().events():  # type: ignore[attr-defined]
+            decoded = decode(BRIDGE_REQUESTS, event)
+            if isinstance(decoded, ingress.Rejected):
+                ack = await send_dead_letter(event, decoded)
+                await ack
+                event.ack()
+                continue
+            await service.submit(decoded, event.message.partition, event.ack)
+    finally:  # worker stopping: unfinished requests stay unacked and are recovered on restart
+        _service = None
+        await service.aclose()
 
 
 @app.on_partitions_revoked.connect  # type: ignore[arg-type]
