@@ -58,12 +58,6 @@ class ReplayingProcessor:
         )
         return state
 
-    def forget(self, revoked: set[Any]) -> None:
-        # Another worker may own these partitions now: our copy would go stale.
-        for tp in revoked:
-            if tp.topic == self.topic.name:
-                self.states.pop(tp.partition, None)
-
     async def outputs_of(self, events: list[faust.EventT]) -> list[tuple[Topic, Any]]:
         """Apply a batch to its partitions' states; return its outputs in order (nothing is sent yet)."""
         outputs: list[tuple[Topic, Any]] = []
@@ -125,9 +119,10 @@ def replaying_agent(
     consume.__name__ = f"process_{topic.name.replace('.', '_')}"
     consume.__qualname__ = consume.__name__
     app.agent(channel, name=f"nexus.{topic.name}")(consume)
-
-    async def forget_revoked(sender: Any, revoked: set[Any], **_: Any) -> None:
-        processor.forget(revoked)
-
-    app.on_partitions_revoked.connect(forget_revoked)  # type: ignore[arg-type]
+    # States are kept when partitions are revoked. A state is a fold over an immutable input log, so the
+    # state at `next_offset` stays right whoever processes the partition meanwhile: if the partition comes
+    # back, records offered again below `next_offset` are skipped, and a gap (another worker moved on) is
+    # rebuilt from the log. Dropping states on revoke re-emitted every output since the last commit after
+    # each rebalance, even one that handed a lone worker its own partitions back. Memory stays bounded by
+    # the topic's partition count.
     return processor

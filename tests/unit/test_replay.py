@@ -1,0 +1,57 @@
+"""The replaying agent's state survives a rebalance: records offered again after partitions were revoked
+and handed back are not applied, nor their outputs emitted, a second time."""
+
+from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
+from typing import Any
+
+from faust.types import TP
+
+from contracts.topics import ENERGY_ORDERS, PLATFORM_DEADLETTERS
+from domain.order_flow import generate_orders
+from streams.agents.matching import matching
+from streams.app import app
+from streams.matching_service import to_message
+from tests.unit.test_ingress import BAD_INPUTS
+
+PARTITION = 5
+MARKET = "2026-11-24T10:00Z/KR-SEOUL"
+
+
+def _events() -> list[Any]:
+    records: list[tuple[bytes | None, bytes | None]] = [(key, value) for _l, key, value, _c, _f in BAD_INPUTS[:3]]
+    for cmd in generate_orders(3, 60, [MARKET], [f"acct-{i}" for i in range(6)]):
+        records.append((cmd.market_id.encode(), ENERGY_ORDERS.encode(to_message(cmd))))
+    return [
+        SimpleNamespace(
+            message=SimpleNamespace(
+                topic=ENERGY_ORDERS.name, partition=PARTITION, offset=offset, key=key, value=value, tp=None
+            )
+        )
+        for offset, (key, value) in enumerate(records)
+    ]
+
+
+def test_records_offered_again_after_a_rebalance_emit_nothing_twice() -> None:
+    async def scenario() -> tuple[list[Any], list[Any], list[Any]]:
+        events = _events()
+        first = await matching.outputs_of(events[:40])
+        # A rebalance before the batch's offsets were committed: Faust revokes, reassigns the same
+        # partition, and offers the records again from the last committed offset (here: the start).
+        tp = TP(ENERGY_ORDERS.name, PARTITION)
+        await app.on_partitions_revoked.send(revoked={tp})
+        await app.on_partitions_assigned.send(assigned={tp})
+        again = await matching.outputs_of(events)
+        return first, again, events
+
+    first, again, events = asyncio.run(scenario())
+    assert [t for t, _ in first].count(PLATFORM_DEADLETTERS) == 3
+    assert any(t is not PLATFORM_DEADLETTERS for t, _ in first), "the seeded orders produce outputs"
+    assert PLATFORM_DEADLETTERS not in [t for t, _ in again], "a bad record is dead-lettered once"
+    # Only the records after the first batch produce outputs, and exactly those a single pass gives.
+    matching.states.pop(PARTITION)
+    single = asyncio.run(matching.outputs_of(events))
+    # Compared by topic and key: dead letters carry their arrival time, trades their measured duration.
+    assert [(t.name, t.key_of(m)) for t, m in first + again] == [(t.name, t.key_of(m)) for t, m in single]
