@@ -35,7 +35,7 @@ from contracts import models as m
 from contracts.topics import ENERGY_ORDERS, ENERGY_SETTLEMENTS, ENERGY_TRADES, LEDGER_COMMANDS
 from domain.order_flow import generate_orders
 from infra.kafka.broker import LocalKafka, find_free_ports
-from streams.kafka_clients import consumer_config, producer_config
+from streams.kafka_clients import consume_now, consumer_config, producer_config
 from streams.matching_service import MatchingPartition, to_message
 from streams.settings import Settings
 from streams.topic_admin import ensure_topics
@@ -95,7 +95,7 @@ class Observer(threading.Thread):
         self.consumer.assign([TopicPartition(ENERGY_SETTLEMENTS.name, p, 0) for p in meta.partitions])
         self.assigned.set()
         while not self.stop.is_set():
-            for msg in self.consumer.consume(2000, timeout=0.005):  # returns at the timeout: keep it short
+            for msg in consume_now(self.consumer, 0.05, 2000):
                 value = msg.value()
                 if msg.error() or value is None:
                     continue
@@ -179,13 +179,15 @@ def run_mode(mode: str, args: argparse.Namespace) -> dict[str, float]:
         observer.assigned.wait(30)
         time.sleep(1)
 
-        # (0) warm-up: group join, first rebuilds and connections happen before anything is timed
-        n_warm = WARMUP_ORDERS
+        # (0) warm-up: group join, first rebuilds and connections happen before anything is timed, and the
+        # broker's JIT compiles its hot paths (on this machine that takes ~60-90 s of traffic, during which
+        # the C2 compiler alone uses half a core: a cold broker measures the JIT, not the platform).
+        n_warm = max(WARMUP_ORDERS, int(args.warm_s * args.latency_rate))
         n_latency = int(args.latency_rate * args.latency_s)
         flow = build_flow(tag, n_warm + n_latency + args.orders, seed=7)
         warm_sent: dict[str, float] = {}
         produce(producer, flow.records[:n_warm], args.latency_rate, warm_sent)
-        wait_settled(observer, {t for t, o in flow.aggressor_of.items() if o in warm_sent}, 120, worker)
+        wait_settled(observer, {t for t, o in flow.aggressor_of.items() if o in warm_sent}, 300, worker)
         flow.records = flow.records[n_warm:]
         # (1) latency at a fixed rate
         latency_part = flow.records[:n_latency]
@@ -237,6 +239,7 @@ def main() -> int:
     parser.add_argument("--latency-rate", type=float, default=1000)
     parser.add_argument("--latency-s", type=float, default=15)
     parser.add_argument("--modes", default="faust,plain")
+    parser.add_argument("--warm-s", type=float, default=90, help="traffic at --latency-rate before timing")
     args = parser.parse_args()
     results = {}
     for mode in args.modes.split(","):

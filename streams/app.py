@@ -36,7 +36,7 @@ def make_app(settings: Settings) -> faust.App:
         topic_partitions=4,
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
-        producer_linger_ms=2,
+        producer_linger_ms=0,  # as streams.kafka_clients.producer_config: no per-hop wait
         broker_commit_interval=0.5,
         consumer_group_instance_id=settings.worker_instance_id,
         broker_session_timeout=settings.broker_session_timeout_s,

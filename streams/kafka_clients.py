@@ -16,11 +16,17 @@ LOW_LATENCY: dict[str, Any] = {"socket.nagle.disable": True}
 
 
 def producer_config(bootstrap: str, **overrides: Any) -> dict[str, Any]:
-    """Idempotent, acks=all producer with a short linger: outputs of one batch travel together."""
+    """Idempotent, acks=all producer that sends at once.
+
+    No linger: our agents already hand the producer a whole batch of outputs at a time, and records
+    queued while a request is in flight still travel together. A 2 ms linger was paid on every hop and
+    on every per-batch flush (bench_p2p_kafka, warm broker, Faust at 1,000 orders/s: p50 2,864 ms with
+    2 ms, falling behind; 114 ms without).
+    """
     config: dict[str, Any] = {
         "bootstrap.servers": bootstrap,
         "enable.idempotence": True,
-        "linger.ms": 2,
+        "linger.ms": 0,
         "batch.size": 512 * 1024,
         **LOW_LATENCY,
     }

@@ -12,13 +12,14 @@ from __future__ import annotations
 import logging
 import signal
 import sys
+import time
 from typing import Any
 
 from confluent_kafka import Consumer, Message, Producer, TopicPartition
 
 from contracts.topics import ENERGY_ORDERS, LEDGER_COMMANDS, PLATFORM_DEADLETTERS, Topic
 from streams import ingress
-from streams.kafka_clients import consumer_config, producer_config
+from streams.kafka_clients import consume_now, consumer_config, producer_config
 from streams.ledger_service import LedgerPartition
 from streams.matching_service import MatchingPartition
 from streams.partition_log import rebuild_state
@@ -29,6 +30,7 @@ log = logging.getLogger("nexus.plain")
 FACTORIES = {ENERGY_ORDERS.name: MatchingPartition, LEDGER_COMMANDS.name: LedgerPartition}
 INPUTS = {ENERGY_ORDERS.name: ENERGY_ORDERS, LEDGER_COMMANDS.name: LEDGER_COMMANDS}
 BATCH_MAX = 1000
+COMMIT_EVERY_S = 0.05
 
 
 def main() -> int:
@@ -63,12 +65,17 @@ def main() -> int:
     log.info("Worker ready (plain confluent-kafka loop)")
 
     def emit(topic: Topic, message: Any) -> None:
-        producer.produce(topic.name, key=topic.key_of(message), value=topic.encode(message))
+        key, value = topic.key_of(message), topic.encode(message)
+        while True:
+            try:
+                producer.produce(topic.name, key=key, value=value)
+                return
+            except BufferError:  # bounded queue full: serve acks instead of growing
+                producer.poll(0.01)
 
+    last_commit = time.monotonic()
     while not stopping:
-        batch: list[Message] = consumer.consume(BATCH_MAX, timeout=0.005)
-        if not batch:
-            continue
+        batch: list[Message] = consume_now(consumer, 0.05, BATCH_MAX)
         for msg in batch:
             name, partition, offset = msg.topic(), msg.partition(), msg.offset()
             if msg.error() or name is None or partition is None or offset is None:
@@ -89,10 +96,15 @@ def main() -> int:
                 continue
             for out_topic, output in state.apply(offset, decoded):
                 emit(out_topic, output)
-            producer.poll(0)
-        remaining = producer.flush(30)  # outputs acknowledged before the offsets are committed
-        assert remaining == 0, f"{remaining} outputs not delivered"
-        consumer.commit(asynchronous=False)
+        producer.poll(0)
+        # Outputs flow without waiting for acks; every COMMIT_EVERY_S they are all acknowledged (flush),
+        # and only then is the position that produced them committed. Waiting for acks after every
+        # batch instead put a produce round trip and a commit round trip on every record's path.
+        if time.monotonic() - last_commit >= COMMIT_EVERY_S:
+            remaining = producer.flush(30)
+            assert remaining == 0, f"{remaining} outputs not delivered"
+            consumer.commit(asynchronous=True)
+            last_commit = time.monotonic()
     consumer.close()
     producer.flush(10)
     return 0
