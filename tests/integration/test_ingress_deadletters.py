@@ -34,15 +34,20 @@ def test_bad_inputs_are_dead_lettered_and_valid_ones_still_flow(kafka, worker_fa
     kafka.produce_acked(ENERGY_ORDERS, market.encode(), json.dumps(good).encode())
 
     def ours(records):  # type: ignore[no-untyped-def]
+        # The session broker keeps other tests' dead letters of other topics at the same partition and offset
+        # numbers (the bridge test's malformed request is bridge.requests[3]@0): match the topic too.
         letters = (PLATFORM_DEADLETTERS.decode(r.value) for r in records)
-        return [d for d in letters if (d.source_partition, d.source_offset) in expected]
+        return [
+            d
+            for d in letters
+            if d.source_topic == ENERGY_ORDERS.name and (d.source_partition, d.source_offset) in expected
+        ]
 
     letters = ours(kafka.wait_for(PLATFORM_DEADLETTERS, lambda rs: len(ours(rs)) >= len(expected), timeout_s=90))
     assert len(letters) == len(expected), "each bad message is dead-lettered exactly once"
     for letter in letters:
         code, original = expected[(letter.source_partition, letter.source_offset)]
         assert letter.reason_code == code, letter.reason
-        assert letter.source_topic == ENERGY_ORDERS.name
         assert base64.b64decode(letter.value_b64 or "") == (original or b""), "original bytes are kept"
         assert letter.reason.startswith("energy.orders:")
 
