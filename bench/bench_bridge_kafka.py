@@ -63,7 +63,7 @@ from streams.topic_admin import ensure_topics
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from measure import cpu_s, pct, peak_rss_mb
-from workers import start_worker, stop_workers
+from workers import start_role_workers, stop_workers
 
 console = Console()
 WARM_RATE = 100.0  # requests/s, below the split workers' ceiling
@@ -300,16 +300,7 @@ def main() -> int:
         # "split": the ledger agent and the bridge agent in two worker processes (how it is deployed: in one
         # process Faust's single intake loop holds ledger.commands back while the bridge stream is full).
         roles = ["settlement", "bridge"] if args.workers == "split" else ["settlement,bridge"]
-        for i, role in enumerate(roles):
-            log_path = data / f"worker-{i}.log"
-            role_env = dict(
-                env,
-                NEXUS_AGENTS=role,
-                NEXUS_APP_ID=f"bench-bridge-{tag}-{i}",
-                NEXUS_WORKER_INSTANCE_ID=f"bench-{i}",
-                NEXUS_WORKER_WEB_PORT=str(web_port + i),
-            )
-            workers.append(start_worker("streams.worker", role_env, log_path))
+        workers.extend(start_role_workers("streams.worker", env, roles, f"bench-bridge-{tag}", web_port, data))
         worker = workers[-1]  # the bridge
         observer = Observer(broker.bootstrap)
         observer.start()

@@ -42,7 +42,7 @@ from streams.topic_admin import ensure_topics
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from measure import pct, peak_rss_mb
-from workers import start_worker, stop_workers
+from workers import start_role_workers, stop_workers
 
 console = Console()
 WARMUP_ORDERS = 500
@@ -154,25 +154,13 @@ def run_mode(mode: str, args: argparse.Namespace) -> dict[str, float]:
         env = dict(
             os.environ,
             NEXUS_KAFKA_BOOTSTRAP_SERVERS=broker.bootstrap,
-            NEXUS_APP_ID=f"bench-{tag}",
-            NEXUS_AGENTS="matching,settlement",
             NEXUS_DATA_DIR=str(data),
-            NEXUS_WORKER_WEB_PORT=str(port + 7),
             PYTHONUNBUFFERED="1",
         )
         # "faust-split": matching and the ledger in two Faust worker processes (one per core).
         module = "streams.plain_loop" if mode == "plain" else "streams.worker"
         roles = ["matching", "settlement"] if mode == "faust-split" else ["matching,settlement"]
-        for i, role in enumerate(roles):
-            log_path = data / f"worker-{i}.log"
-            role_env = dict(
-                env,
-                NEXUS_AGENTS=role,
-                NEXUS_APP_ID=f"bench-{tag}-{i}",
-                NEXUS_WORKER_INSTANCE_ID=f"bench-{i}",
-                NEXUS_WORKER_WEB_PORT=str(port + 7 + i),
-            )
-            workers.append(start_worker(module, role_env, log_path))
+        workers.extend(start_role_workers(module, env, roles, f"bench-{tag}", port + 7, data))
         worker = workers[0]
         observer = Observer(broker.bootstrap)
         observer.start()

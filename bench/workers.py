@@ -30,6 +30,26 @@ def start_worker(module: str, env: dict[str, str], log_path: Path, timeout_s: fl
     return proc
 
 
+def start_role_workers(
+    module: str, env: dict[str, str], roles: list[str], app_id: str, web_port: int, log_dir: Path
+) -> list[subprocess.Popen[bytes]]:
+    """One worker per role (a comma-separated agent list), each its own consumer group and web port."""
+    return [
+        start_worker(
+            module,
+            dict(
+                env,
+                NEXUS_AGENTS=role,
+                NEXUS_APP_ID=f"{app_id}-{i}",
+                NEXUS_WORKER_INSTANCE_ID=f"bench-{i}",
+                NEXUS_WORKER_WEB_PORT=str(web_port + i),
+            ),
+            log_dir / f"worker-{i}.log",
+        )
+        for i, role in enumerate(roles)
+    ]
+
+
 def stop_workers(procs: list[subprocess.Popen[bytes]], timeout_s: float = 20.0) -> None:
     """SIGTERM each process group, SIGKILL what is still there after ``timeout_s``."""
     for proc in procs:
