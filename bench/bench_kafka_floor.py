@@ -1,6 +1,6 @@
 """What Kafka alone costs on this machine for the P2P flow's shape: a floor under bench_p2p_kafka.
 
-    python bench/bench_kafka_floor.py [--rate 1000] [--latency-s 10] [--orders 60000] [--warm-s 40]
+    python bench/bench_kafka_floor.py [--rate 1000] [--latency-s 10] [--orders 60000] [--warm-s 90]
 
 The P2P path has three Kafka hops: order -> matching worker -> ledger command -> ledger worker ->
 settlement -> consumer. Per order it moves ~5.4 records of ~275 bytes (measured from the services:
@@ -160,7 +160,7 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=1000)
     parser.add_argument("--latency-s", type=float, default=10)
     parser.add_argument("--orders", type=int, default=60_000)
-    parser.add_argument("--warm-s", type=float, default=40, help="traffic at 2x --rate first: the broker's JIT warms")
+    parser.add_argument("--warm-s", type=float, default=90, help="traffic at 2x --rate first: the broker's JIT warms")
     args = parser.parse_args()
 
     port, controller = find_free_ports(2)
