@@ -15,7 +15,7 @@ import sys
 import time
 from typing import Any
 
-from confluent_kafka import Consumer, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, Message, Producer
 
 from contracts.topics import ENERGY_ORDERS, LEDGER_COMMANDS, PLATFORM_DEADLETTERS, Topic
 from streams import ingress
@@ -57,11 +57,9 @@ def main() -> int:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
 
-    def revoked(_consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        for tp in partitions:
-            states.pop((tp.topic, tp.partition), None)
-
-    consumer.subscribe(list(INPUTS), on_revoke=revoked)
+    # States are kept across a rebalance, as in streams.replay: a fold over an immutable log stays right,
+    # records offered again below `next_offset` are skipped and a gap is rebuilt from the log.
+    consumer.subscribe(list(INPUTS))
     log.info("Worker ready (plain confluent-kafka loop)")
 
     def emit(topic: Topic, message: Any) -> None:

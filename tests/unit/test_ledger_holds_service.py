@@ -47,6 +47,16 @@ def hold(hold_id: str, units: int, at: datetime = T0, ttl_s: int = 60) -> m.Plac
     )
 
 
+def reward(command_id: str, units: int) -> m.GrantReward:
+    return m.GrantReward(
+        command_id=command_id,
+        from_account_id=m.RewardAccount.REWARDS,
+        account_id=PAYER,
+        amount_kaus_units=units,
+        occurred_at=T0,
+    )
+
+
 def funded(units: int = 1_000) -> Driver:
     d = Driver()
     d.send(m.Deposit(command_id="dep-1", account_id=PAYER, amount_kaus_units=units, occurred_at=T0))
@@ -117,15 +127,7 @@ def test_rewards_come_from_issuance_accounts_and_k_aus_is_conserved() -> None:
     d = funded(1_000)
     d.send(hold("h1", 500))
     d.send(m.PostHold(command_id="h1:post", hold_id="h1", amount_kaus_units=500, occurred_at=T0))
-    granted = d.send(
-        m.GrantReward(
-            command_id="h1:cashback",
-            from_account_id=m.RewardAccount.REWARDS,
-            account_id=PAYER,
-            amount_kaus_units=15,
-            occurred_at=T0,
-        )
-    )
+    granted = d.send(reward("h1:cashback", 15))
     assert outcome(granted).status is m.LedgerOutcomeStatus.APPLIED
     ledger = d.ledger.ledger
     assert ledger.balance(PAYER) == 515 and ledger.balance("bridge:rewards") == -15
@@ -147,14 +149,6 @@ def test_commands_naming_an_issuance_account_in_any_order_never_crash_the_ledger
         )
     )
     assert outcome(odd).status is m.LedgerOutcomeStatus.APPLIED
-    granted = d.send(
-        m.GrantReward(
-            command_id="r-1",
-            from_account_id=m.RewardAccount.REWARDS,
-            account_id=PAYER,
-            amount_kaus_units=5,
-            occurred_at=T0,
-        )
-    )
+    granted = d.send(reward("r-1", 5))
     assert outcome(granted).status is m.LedgerOutcomeStatus.APPLIED
     assert d.ledger.ledger.balance("bridge:rewards") == -5
