@@ -41,7 +41,7 @@ from streams.settings import Settings
 from streams.topic_admin import ensure_topics
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from measure import pct, peak_rss_mb
+from measure import cpu_s, pct, peak_rss_mb
 from workers import start_role_workers, stop_workers
 
 console = Console()
@@ -157,9 +157,9 @@ def run_mode(mode: str, args: argparse.Namespace) -> dict[str, float]:
             NEXUS_DATA_DIR=str(data),
             PYTHONUNBUFFERED="1",
         )
-        # "faust-split": matching and the ledger in two Faust worker processes (one per core).
-        module = "streams.plain_loop" if mode == "plain" else "streams.worker"
-        roles = ["matching", "settlement"] if mode == "faust-split" else ["matching,settlement"]
+        # "-split": matching and the ledger in two worker processes (one per core).
+        module = "streams.plain_loop" if mode.startswith("plain") else "streams.worker"
+        roles = ["matching", "settlement"] if mode.endswith("-split") else ["matching,settlement"]
         workers.extend(start_role_workers(module, env, roles, f"bench-{tag}", port + 7, data))
         worker = workers[0]
         observer = Observer(broker.bootstrap)
@@ -192,6 +192,8 @@ def run_mode(mode: str, args: argparse.Namespace) -> dict[str, float]:
         # (2) throughput burst
         burst = flow.records[n_latency:]
         burst_sent: dict[str, float] = {}
+        pids = {f"worker{i}": w.pid for i, w in enumerate(workers)} | {"broker": broker.pid}
+        cpu_before = {k: cpu_s(pid) for k, pid in pids.items()}
         started = time.perf_counter()
         produce(producer, burst, None, burst_sent)
         produced_s = time.perf_counter() - started
@@ -199,6 +201,8 @@ def run_mode(mode: str, args: argparse.Namespace) -> dict[str, float]:
         ok_burst = wait_settled(observer, burst_ids, 600, worker)
         last = max((observer.settled_at[t] for t in burst_ids if t in observer.settled_at), default=started)
         elapsed = last - started
+        # CPU per order while the burst ran (contention-proof: who spends the two cores).
+        cpu_us = {f"{k}_cpu_us_per_order": 1e6 * (cpu_s(pid) - cpu_before[k]) / len(burst) for k, pid in pids.items()}
         observer.stop.set()
         return {
             "latency_ok": float(ok),
@@ -214,6 +218,7 @@ def run_mode(mode: str, args: argparse.Namespace) -> dict[str, float]:
             "burst_s": elapsed,
             "orders_per_s": len(burst) / elapsed,
             "worker_peak_rss_mb": sum(peak_rss_mb(p.pid) for p in workers),
+            **cpu_us,
         }
     finally:
         stop_workers(workers)
@@ -252,11 +257,14 @@ def main() -> int:
         "burst_trades",
         "burst_s",
         "worker_peak_rss_mb",
+        *sorted({k for r in results.values() for k in r if k.endswith("_cpu_us_per_order")}),
     ):
-        row = [key] + [f"{r[key]:,.2f}" for r in results.values()]
-        if both:
+        row = [key] + [f"{r[key]:,.2f}" if key in r else "—" for r in results.values()]
+        if both and key in results["faust"] and key in results["plain"]:
             a, b = results["faust"][key], results["plain"][key]
             row.append(f"{a / b:.2f}" if b else "—")
+        elif both:
+            row.append("—")
         table.add_row(*row)
     console.print(table)
     console.print(f"bench process peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")

@@ -1,6 +1,7 @@
 """The same processing as the Faust agents, as a plain confluent-kafka loop (for comparison).
 
-    python -m streams.plain_loop            (matching + ledger, settings from NEXUS_*)
+    python -m streams.plain_loop            (matching + ledger, settings from NEXUS_*; NEXUS_AGENTS=matching or
+                                             settlement runs one of them)
 
 Same services, same replay-on-assignment recovery, same rule: a batch's outputs are
 acknowledged before its offsets are committed. `bench/bench_p2p_kafka.py` runs both and
@@ -19,6 +20,7 @@ from confluent_kafka import Consumer, Message, Producer
 
 from contracts.topics import ENERGY_ORDERS, LEDGER_COMMANDS, PLATFORM_DEADLETTERS, Topic
 from streams import ingress
+from streams.gc_policy import HeapPolicy
 from streams.kafka_clients import consume_now, consumer_config, producer_config
 from streams.ledger_service import LedgerPartition
 from streams.matching_service import MatchingPartition
@@ -28,7 +30,18 @@ from streams.topic_admin import ensure_topics
 
 log = logging.getLogger("nexus.plain")
 FACTORIES = {ENERGY_ORDERS.name: MatchingPartition, LEDGER_COMMANDS.name: LedgerPartition}
-INPUTS = {ENERGY_ORDERS.name: ENERGY_ORDERS, LEDGER_COMMANDS.name: LEDGER_COMMANDS}
+# The agent each input stands for (NEXUS_AGENTS picks a subset, as for the Faust worker).
+ROLES = {"matching": ENERGY_ORDERS, "settlement": LEDGER_COMMANDS}
+
+
+def inputs_for(agents: str) -> dict[str, Topic]:
+    wanted = [name.strip() for name in agents.split(",") if name.strip()] or list(ROLES)
+    unknown = sorted(set(wanted) - set(ROLES))
+    if unknown:
+        raise ValueError(f"the plain loop runs {sorted(ROLES)}; not {unknown}")
+    return {ROLES[name].name: ROLES[name] for name in wanted}
+
+
 BATCH_MAX = 1000
 COMMIT_EVERY_S = 0.05
 
@@ -47,6 +60,7 @@ def main() -> int:
         )
     )
     producer = Producer(producer_config(bootstrap))
+    inputs = inputs_for(settings.agents)
     states: dict[tuple[str, int], Any] = {}
     stopping = False
 
@@ -59,7 +73,7 @@ def main() -> int:
 
     # States are kept across a rebalance, as in streams.replay: a fold over an immutable log stays right,
     # records offered again below `next_offset` are skipped and a gap is rebuilt from the log.
-    consumer.subscribe(list(INPUTS))
+    consumer.subscribe(list(inputs))
     log.info("Worker ready (plain confluent-kafka loop)")
 
     def emit(topic: Topic, message: Any) -> None:
@@ -71,14 +85,17 @@ def main() -> int:
             except BufferError:  # bounded queue full: serve acks instead of growing
                 producer.poll(0.01)
 
+    heap = HeapPolicy(interval_s=settings.gc_freeze_interval_s or float("inf"))
+    heap.start()
     last_commit = time.monotonic()
     while not stopping:
+        heap.maybe_tick()
         batch: list[Message] = consume_now(consumer, 0.05, BATCH_MAX)
         for msg in batch:
             name, partition, offset = msg.topic(), msg.partition(), msg.offset()
             if msg.error() or name is None or partition is None or offset is None:
                 continue
-            topic = INPUTS[name]
+            topic = inputs[name]
             state = states.get((name, partition))
             if state is None or offset > state.next_offset:
                 state = states[(name, partition)] = rebuild_state(

@@ -30,6 +30,8 @@ class Settings(BaseSettings):
     broker_session_timeout_s: float = 10.0
     metrics_port: int = 9464
     data_dir: Path = REPO_ROOT / ".local"
+    # Collect-and-freeze period of the worker's garbage-collector policy (streams/gc_policy.py); 0 = off.
+    gc_freeze_interval_s: float = Field(default=0.5, ge=0)
 
     # Ingress: messages above this size are dead-lettered (the registry may lower it per topic).
     max_ingress_message_bytes: int = 64 * 1024

@@ -12,6 +12,7 @@ from faust.worker import Worker
 
 from streams.agents import load_agents
 from streams.app import app, settings
+from streams.gc_policy import HeapPolicy
 from streams.topic_admin import ensure_topics
 
 
@@ -22,6 +23,14 @@ def main() -> int:
         logging.info("created topics: %s", ", ".join(sorted(created)))
     agents = load_agents(settings.agents)
     logging.info("agents loaded: %s", ", ".join(agents) or "none")
+    if settings.gc_freeze_interval_s:
+        heap = HeapPolicy(interval_s=settings.gc_freeze_interval_s)
+
+        async def collect_and_freeze() -> None:
+            heap.tick()
+
+        app.timer(settings.gc_freeze_interval_s, name="nexus.gc_policy")(collect_and_freeze)
+        heap.start()
     worker = Worker(app, loglevel="INFO", redirect_stdouts=False, override_logging=False)
     worker.execute_from_commandline()
     return 0
