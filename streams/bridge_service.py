@@ -102,21 +102,25 @@ class LedgerOutcomes:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            for msg in consume_now(self._consumer, 0.1):
-                key, value = msg.key(), msg.value()
-                if msg.error() or key is None or value is None:
-                    continue
-                with self._lock:
-                    waiter = self._waiters.pop(key.decode(), None)
+            answers: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Any]]] = {}
+            batch = consume_now(self._consumer, 0.1)
+            with self._lock:  # once per batch: a contended lock per record handed the GIL over per record
+                waiters = [
+                    (self._waiters.pop(key.decode(), None), value)
+                    for msg in batch
+                    if not msg.error() and (key := msg.key()) is not None and (value := msg.value()) is not None
+                ]
+            for waiter, value in waiters:
                 if waiter is None:
                     continue
                 loop, future = waiter
                 try:
-                    outcome = LEDGER_OUTCOMES.decode(value)
+                    answer: Any = LEDGER_OUTCOMES.decode(value)
                 except ValueError as exc:  # our own ledger wrote it: a bug, but never a stuck settlement
-                    loop.call_soon_threadsafe(_fail, future, exc)
-                    continue
-                loop.call_soon_threadsafe(_resolve, future, outcome)
+                    answer = exc
+                answers.setdefault(loop, []).append((future, answer))
+            for loop, answered in answers.items():  # one wake-up per loop and batch, not per answer
+                loop.call_soon_threadsafe(_answer_all, answered)
         self._consumer.close()
 
     def stop(self) -> None:
@@ -125,14 +129,14 @@ class LedgerOutcomes:
             self._thread.join(5)
 
 
-def _resolve(future: asyncio.Future[m.LedgerOutcome], outcome: m.LedgerOutcome) -> None:
-    if not future.done():
-        future.set_result(outcome)
-
-
-def _fail(future: asyncio.Future[Any], exc: BaseException) -> None:
-    if not future.done():
-        future.set_exception(exc)
+def _answer_all(answered: list[tuple[asyncio.Future[Any], Any]]) -> None:
+    for future, answer in answered:
+        if future.done():
+            continue
+        if isinstance(answer, BaseException):
+            future.set_exception(answer)
+        else:
+            future.set_result(answer)
 
 
 class KafkaHoldLedger:

@@ -24,6 +24,8 @@ import logging
 import time
 from dataclasses import dataclass, field
 
+from streams.settings import Settings
+
 log = logging.getLogger("nexus.gc")
 
 
@@ -34,7 +36,15 @@ class HeapPolicy:
     ticks: int = 0
     last_pause_ms: float = 0.0
     max_pause_ms: float = 0.0
+    reclaimed: int = 0  # objects the periodic full collections found dead (cycles that died while frozen)
     _due: float = field(default=0.0, repr=False)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> HeapPolicy:
+        """The policy the settings ask for; an interval of 0 never ticks (start-up is still frozen)."""
+        interval_s = settings.gc_freeze_interval_s or float("inf")
+        full_every = settings.gc_full_collection_every_s
+        return cls(interval_s=interval_s, unfreeze_every=max(1, round(full_every / interval_s)) if full_every else 0)
 
     def start(self) -> None:
         """Freeze what start-up built (imports, configuration, rebuilt state) once it is all there."""
@@ -54,10 +64,14 @@ class HeapPolicy:
     def tick(self) -> None:
         started = time.perf_counter()
         self.ticks += 1
-        if self.unfreeze_every and self.ticks % self.unfreeze_every == 0:
+        full = bool(self.unfreeze_every) and self.ticks % self.unfreeze_every == 0
+        if full:
             gc.unfreeze()  # reclaim cycles that died after being frozen (see the module doc)
-        gc.collect()
+        collected = gc.collect()
         gc.freeze()
+        if full:
+            self.reclaimed += collected
+            log.info("gc policy: full collection reclaimed %d objects; %d frozen", collected, gc.get_freeze_count())
         self.last_pause_ms = (time.perf_counter() - started) * 1000
         self.max_pause_ms = max(self.max_pause_ms, self.last_pause_ms)
         self._due = time.monotonic() + self.interval_s

@@ -85,7 +85,7 @@ def main() -> int:
             except BufferError:  # bounded queue full: serve acks instead of growing
                 producer.poll(0.01)
 
-    heap = HeapPolicy(interval_s=settings.gc_freeze_interval_s or float("inf"))
+    heap = HeapPolicy.from_settings(settings)
     heap.start()
     last_commit = time.monotonic()
     while not stopping:

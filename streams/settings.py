@@ -32,6 +32,7 @@ class Settings(BaseSettings):
     data_dir: Path = REPO_ROOT / ".local"
     # Collect-and-freeze period of the worker's garbage-collector policy (streams/gc_policy.py); 0 = off.
     gc_freeze_interval_s: float = Field(default=0.5, ge=0)
+    gc_full_collection_every_s: float = Field(default=3600.0, ge=0)  # reclaims cycles that died while frozen
 
     # Ingress: messages above this size are dead-lettered (the registry may lower it per topic).
     max_ingress_message_bytes: int = 64 * 1024

@@ -24,7 +24,7 @@ def main() -> int:
     agents = load_agents(settings.agents)
     logging.info("agents loaded: %s", ", ".join(agents) or "none")
     if settings.gc_freeze_interval_s:
-        heap = HeapPolicy(interval_s=settings.gc_freeze_interval_s)
+        heap = HeapPolicy.from_settings(settings)
 
         async def collect_and_freeze() -> None:
             heap.tick()

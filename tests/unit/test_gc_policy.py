@@ -9,6 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from streams.gc_policy import HeapPolicy
+from streams.settings import Settings
 
 
 class Node:
@@ -63,3 +64,13 @@ def test_maybe_tick_waits_for_the_interval() -> None:
     policy._due = 0.0  # the interval has passed
     assert policy.maybe_tick() is True
     assert policy.ticks == 1
+
+
+def test_settings_pick_the_interval_and_the_full_collection_period() -> None:
+    policy = HeapPolicy.from_settings(Settings(gc_freeze_interval_s=0.5, gc_full_collection_every_s=60))
+    assert policy.interval_s == 0.5 and policy.unfreeze_every == 120
+    off = HeapPolicy.from_settings(Settings(gc_freeze_interval_s=0))
+    off.start()
+    assert off.maybe_tick() is False, "an interval of 0 must never tick"
+    never = HeapPolicy.from_settings(Settings(gc_full_collection_every_s=0))
+    assert never.unfreeze_every == 0
