@@ -50,10 +50,15 @@ WARMUP_ORDERS = 500
 
 @dataclass
 class Flow:
-    """Pre-encoded orders and, per aggressor order id, the trades it should produce."""
+    """Pre-encoded order commands and, per trade, the command record that produced it.
 
-    records: list[tuple[bytes, bytes, str]]  # key, value, order id
-    aggressor_of: dict[str, str] = field(default_factory=dict)  # trade id -> aggressor order id
+    Keyed by record, not by order id: an amend that trades carries the id of an order submitted
+    earlier, possibly in an earlier phase of the run, and was then counted in that phase (which then
+    waited for a trade only the next phase produces).
+    """
+
+    records: list[tuple[bytes, bytes, str]]  # key, value, record id (its position in the flow)
+    aggressor_of: dict[str, str] = field(default_factory=dict)  # trade id -> id of the record that made it
 
 
 def build_flow(tag: str, n: int, seed: int) -> Flow:
@@ -63,11 +68,10 @@ def build_flow(tag: str, n: int, seed: int) -> Flow:
     flow = Flow([])
     for i, cmd in enumerate(generate_orders(seed, n, markets, accounts)):
         message = to_message(cmd)
-        flow.records.append((ENERGY_ORDERS.key_of(message), ENERGY_ORDERS.encode(message), message.order_id))
+        flow.records.append((ENERGY_ORDERS.key_of(message), ENERGY_ORDERS.encode(message), str(i)))
         for topic, out in state.apply(i, message):
             if topic is ENERGY_TRADES:
-                aggressor = out.buy_order_id if out.aggressor_side == "BUY" else out.sell_order_id
-                flow.aggressor_of[out.trade_id] = aggressor
+                flow.aggressor_of[out.trade_id] = str(i)
     return flow
 
 
@@ -110,12 +114,12 @@ def produce(
 ) -> None:
     interval = 1.0 / rate_per_s if rate_per_s else 0.0
     start = time.perf_counter()
-    for i, (key, value, order_id) in enumerate(records):
+    for i, (key, value, record_id) in enumerate(records):
         if interval:
             target = start + i * interval
             while (now := time.perf_counter()) < target:
                 time.sleep(min(target - now, 0.001))
-        sent_at[order_id] = time.perf_counter()
+        sent_at[record_id] = time.perf_counter()
         while True:
             try:
                 producer.produce(ENERGY_ORDERS.name, key=key, value=value)

@@ -1,11 +1,14 @@
-"""The same processing as the Faust agents, as a plain confluent-kafka loop (for comparison).
+"""The same processing as the Faust matching and ledger agents, as a plain confluent-kafka loop.
+
+The P2P hot path's second runtime: the same services at about a third of Faust's CPU per order
+(docs/performance.md), under the same SIGKILL recovery test (tests/integration/test_p2p_recovery.py).
 
     python -m streams.plain_loop            (matching + ledger, settings from NEXUS_*; NEXUS_AGENTS=matching or
                                              settlement runs one of them)
 
-Same services, same replay-on-assignment recovery, same rule: a batch's outputs are
-acknowledged before its offsets are committed. `bench/bench_p2p_kafka.py` runs both and
-reports what Faust costs.
+Same services, same replay-on-assignment recovery, same dead letters, same rule: outputs are
+acknowledged before the offsets that produced them are committed. `bench/bench_p2p_kafka.py` runs
+both and reports what Faust costs.
 """
 
 from __future__ import annotations

@@ -57,7 +57,7 @@ def run_id() -> str:
 def worker_factory(kafka_bootstrap: str, tmp_path: Path) -> Iterator[type[WorkerProcess]]:
     started: list[WorkerProcess] = []
 
-    def start(app_id: str | None = None, **env: str) -> WorkerProcess:
+    def start(app_id: str | None = None, module: str = "streams.worker", **env: str) -> WorkerProcess:
         proc = WorkerProcess(
             bootstrap=kafka_bootstrap,
             app_id=app_id or f"nexus-test-{uuid.uuid4().hex[:8]}",
@@ -65,6 +65,7 @@ def worker_factory(kafka_bootstrap: str, tmp_path: Path) -> Iterator[type[Worker
             web_port=free_port(),
             metrics_port=free_port(),
             extra_env={f"NEXUS_{name.upper()}": value for name, value in env.items()},
+            module=module,
         )
         proc.start()
         started.append(proc)

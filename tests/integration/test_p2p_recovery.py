@@ -72,14 +72,17 @@ def _without_timing(trade: m.Trade) -> m.Trade:
     return trade.model_copy(update={"matching_duration_us": None})
 
 
-def test_sigkill_mid_stream_loses_and_duplicates_nothing(kafka, worker_factory, run_id) -> None:  # type: ignore[no-untyped-def]
+# Both runtimes drive the same services: the Faust worker, and the plain confluent-kafka loop that carries
+# the P2P hot path at higher throughput (docs/performance.md).
+@pytest.mark.parametrize("module", ["streams.worker", "streams.plain_loop"])
+def test_sigkill_mid_stream_loses_and_duplicates_nothing(kafka, worker_factory, run_id, module) -> None:  # type: ignore[no-untyped-def]
     deposits, commands = seeded_flow(run_id)
     expected_trades, expected_balances = reference_run(deposits, commands)
     assert len(expected_trades) > 500, "the seeded flow must trade enough to be a real test"
     accounts = {d.account_id for d in deposits}
     markets = {c.market_id for c in commands}
 
-    worker = worker_factory(agents="matching,settlement")
+    worker = worker_factory(agents="matching,settlement", module=module)
     kafka.produce_messages(LEDGER_COMMANDS, deposits)
 
     def produce_slowly() -> None:

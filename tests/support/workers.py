@@ -1,4 +1,4 @@
-"""Run `python -m streams.worker` as a real OS process (so tests can SIGKILL it)."""
+"""Run a worker (`python -m streams.worker`, or the plain loop) as a real OS process (so tests can SIGKILL it)."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ class WorkerProcess:
     web_port: int
     metrics_port: int
     extra_env: dict[str, str] = field(default_factory=dict)
+    module: str = "streams.worker"  # or "streams.plain_loop": the same services without Faust
     proc: subprocess.Popen[bytes] | None = None
     starts: int = 0
 
@@ -46,7 +47,7 @@ class WorkerProcess:
         log = self.log_path.open("ab")
         self._log_offset = self.log_path.stat().st_size
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "streams.worker"],
+            [sys.executable, "-m", self.module],
             env=self.env(),
             stdout=log,
             stderr=subprocess.STDOUT,
