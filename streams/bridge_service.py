@@ -104,7 +104,7 @@ class LedgerOutcomes:
         while not self._stop.is_set():
             answers: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Any]]] = {}
             batch = consume_now(self._consumer, 0.1)
-            with self._lock:  # once per batch: a contended lock per record handed the GIL over per record
+            with self._lock:  # once per batch, not per record
                 waiters = [
                     (self._waiters.pop(key.decode(), None), value)
                     for msg in batch
