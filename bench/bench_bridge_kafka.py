@@ -55,7 +55,7 @@ from domain.rails import RAILS, Rail, Region
 from infra.kafka.broker import LocalKafka, find_free_ports
 from infra.provider_sim.launcher import ProviderSimProcess
 from streams.fx_feed import fx_quotes
-from streams.kafka_clients import consume_now, consumer_config, producer_config
+from streams.kafka_clients import consume_now, consumer_config, produce_bounded, producer_config
 from streams.providers.flow import card_payments
 from streams.providers.runner import request_json
 from streams.settings import Settings
@@ -134,12 +134,7 @@ def produce(producer: Producer, run: Run, rate: float | None) -> None:
                 time.sleep(min(target - now, 0.001))
         value = json.dumps(request_json(p), separators=(",", ":")).encode()
         run.sent_at[p.request_id] = time.perf_counter()
-        while True:
-            try:
-                producer.produce(BRIDGE_REQUESTS.name, key=p.payer_account_id.encode(), value=value)
-                break
-            except BufferError:
-                producer.poll(0.01)
+        produce_bounded(producer, BRIDGE_REQUESTS.name, value, p.payer_account_id.encode())
         producer.poll(0)
     producer.flush(60)
     run.produced_s = time.perf_counter() - start

@@ -35,7 +35,7 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from infra.kafka.broker import LocalKafka, find_free_ports
-from streams.kafka_clients import consume_now, consumer_config, producer_config
+from streams.kafka_clients import consume_now, consumer_config, produce_bounded, producer_config
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from measure import cpu_s, pct
@@ -134,12 +134,7 @@ def produce(producer: Producer, first: int, n: int, rate: float | None, sent: di
                 time.sleep(min(target - now, 0.001))
         if seq % TRADE_EVERY == 0:
             sent[seq] = time.perf_counter()
-        while True:
-            try:
-                producer.produce("f.orders", b"%012d" % seq + pad, b"market-%d" % (seq % 12))
-                break
-            except BufferError:
-                producer.poll(0.01)
+        produce_bounded(producer, "f.orders", b"%012d" % seq + pad, b"market-%d" % (seq % 12))
         producer.poll(0)
     producer.flush(60)
 

@@ -35,7 +35,7 @@ from contracts import models as m
 from contracts.topics import ENERGY_ORDERS, ENERGY_SETTLEMENTS, ENERGY_TRADES, LEDGER_COMMANDS
 from domain.order_flow import generate_orders
 from infra.kafka.broker import LocalKafka, find_free_ports
-from streams.kafka_clients import consume_now, consumer_config, producer_config
+from streams.kafka_clients import consume_now, consumer_config, produce_bounded, producer_config
 from streams.matching_service import MatchingPartition, to_message
 from streams.settings import Settings
 from streams.topic_admin import ensure_topics
@@ -120,12 +120,7 @@ def produce(
             while (now := time.perf_counter()) < target:
                 time.sleep(min(target - now, 0.001))
         sent_at[record_id] = time.perf_counter()
-        while True:
-            try:
-                producer.produce(ENERGY_ORDERS.name, key=key, value=value)
-                break
-            except BufferError:
-                producer.poll(0.01)
+        produce_bounded(producer, ENERGY_ORDERS.name, value, key)
         producer.poll(0)
     producer.flush(60)
 

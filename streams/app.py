@@ -17,7 +17,7 @@ from faust.types import TP
 
 from contracts.topics import PLATFORM_DEADLETTERS, TOPICS, Topic
 from streams import ingress
-from streams.kafka_clients import AsyncProducer, producer_config
+from streams.kafka_clients import AsyncProducer, produce_bounded, producer_config
 from streams.settings import Settings, get_settings
 
 log = logging.getLogger("nexus.app")
@@ -123,22 +123,11 @@ class Outbox:
         producer = self.producer
         on_delivery = self._on_delivery
         for name, key, value in records:
-            while True:
-                try:
-                    producer.produce(name, value, key, on_delivery=on_delivery)
-                    break
-                except BufferError:  # bounded queue full: wait for acks instead of growing without limit
-                    producer.poll(0.01)
+            produce_bounded(producer, name, value, key, on_delivery=on_delivery)
 
     def emit_nowait(self, topic: Topic, message: Any) -> None:
         key, value = topic.key_of(message), topic.encode(message)
-        producer = self.producer
-        while True:
-            try:
-                producer.produce(topic.name, value, key, on_delivery=self._on_delivery)
-                return
-            except BufferError:  # bounded queue full: wait for acks instead of growing without limit
-                producer.poll(0.01)
+        produce_bounded(self.producer, topic.name, value, key, on_delivery=self._on_delivery)
 
     async def emit(self, topic: Topic, message: Any) -> asyncio.Future[None]:
         return self.acked_producer.send(topic.name, topic.key_of(message), topic.encode(message))

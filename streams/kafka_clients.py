@@ -93,15 +93,11 @@ class AsyncProducer:
         def on_delivery(err: Any, _msg: Any) -> None:
             note((loop, future, err))
 
-        kwargs: dict[str, Any] = {"key": key, "value": value, "on_delivery": on_delivery}
+        kwargs: dict[str, Any] = {"on_delivery": on_delivery}
         if partition is not None:
             kwargs["partition"] = partition
-        while True:
-            try:
-                self._producer.produce(topic, **kwargs)
-                return future
-            except BufferError:  # bounded queue full: let the poller drain acks
-                self._producer.poll(0.01)
+        produce_bounded(self._producer, topic, value, key, **kwargs)
+        return future
 
     def flush(self, timeout_s: float) -> int:
         """Wait for every queued record's ack; returns how many are still unacknowledged."""
@@ -123,6 +119,17 @@ def _settle_all(settled: list[tuple[asyncio.Future[None], Any]]) -> None:
             future.set_result(None)
         else:
             future.set_exception(RuntimeError(f"Kafka delivery failed: {err}"))
+
+
+def produce_bounded(producer: Any, topic: str, value: bytes | None, key: bytes | None = None, **kwargs: Any) -> None:
+    """``producer.produce``, but while the bounded local queue is full, serve acks and retry: a slow
+    broker slows the producer down instead of growing its queue without limit."""
+    while True:
+        try:
+            producer.produce(topic, value, key, **kwargs)
+            return
+        except BufferError:
+            producer.poll(0.01)
 
 
 def consume_now(consumer: Any, timeout_s: float, max_records: int = 1000) -> list[Any]:

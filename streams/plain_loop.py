@@ -24,7 +24,7 @@ from confluent_kafka import Consumer, Message, Producer
 from contracts.topics import ENERGY_ORDERS, LEDGER_COMMANDS, PLATFORM_DEADLETTERS, Topic
 from streams import ingress
 from streams.gc_policy import HeapPolicy
-from streams.kafka_clients import consume_now, consumer_config, producer_config
+from streams.kafka_clients import consume_now, consumer_config, produce_bounded, producer_config
 from streams.ledger_service import LedgerPartition
 from streams.matching_service import MatchingPartition
 from streams.partition_log import rebuild_state
@@ -80,13 +80,7 @@ def main() -> int:
     log.info("Worker ready (plain confluent-kafka loop)")
 
     def emit(topic: Topic, message: Any) -> None:
-        key, value = topic.key_of(message), topic.encode(message)
-        while True:
-            try:
-                producer.produce(topic.name, key=key, value=value)
-                return
-            except BufferError:  # bounded queue full: serve acks instead of growing
-                producer.poll(0.01)
+        produce_bounded(producer, topic.name, topic.encode(message), topic.key_of(message))
 
     heap = HeapPolicy.from_settings(settings)
     heap.start()
