@@ -1,7 +1,7 @@
 """The same processing as the Faust matching and ledger agents, as a plain confluent-kafka loop.
 
-The P2P hot path's second runtime: the same services at about a third of Faust's CPU per order
-(docs/performance.md), under the same SIGKILL recovery test (tests/integration/test_p2p_recovery.py).
+The same services at about a third of Faust's CPU per order (docs/performance.md). Not yet under
+the SIGKILL recovery test: consumer errors are skipped here without a word (see docs/performance.md).
 
     python -m streams.plain_loop            (matching + ledger, settings from NEXUS_*; NEXUS_AGENTS=matching or
                                              settlement runs one of them)
