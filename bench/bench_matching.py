@@ -1,6 +1,10 @@
 """In-process matching + settlement benchmark on one core.
 
     python bench/bench_matching.py [--orders 500000] [--markets 20] [--accounts 200] [--seed 42] [--check]
+    python bench/bench_matching.py --services [--orders 100000] [--markets 12] [--accounts 200] [--profile FILE]
+
+The default mode times the domain cores alone (below). ``--services`` times exactly what a P2P worker
+does per record, without Kafka: see ``bench_services``.
 
 1. Generates a seeded order stream with ``domain.order_flow.generate_orders``
    (mostly limit orders around a mid price, ~10 % cancels, ~5 % market orders,
@@ -29,7 +33,9 @@ import resource
 import sys
 import time
 from collections import Counter
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -231,6 +237,144 @@ def render(matching: dict[str, object], settlement: dict[str, object], args: arg
     return ok
 
 
+# --------------------------------------------------------------------------- --services: the worker path
+
+
+def services_flow(args: argparse.Namespace) -> tuple[list[tuple[bytes, bytes]], list[tuple[bytes, bytes]]]:
+    """(key, value) of every energy.orders record and of one deposit per account, encoded as producers do."""
+    from contracts import models as m
+    from contracts.topics import ENERGY_ORDERS, LEDGER_COMMANDS
+    from streams.matching_service import to_message
+
+    markets = demo_markets(args.markets)
+    accounts = demo_accounts(args.accounts)
+    at = datetime(2026, 11, 24, tzinfo=UTC)
+    deposits = [
+        m.Deposit(command_id=f"dep-{a}", account_id=a, amount_kaus_units=10**16, occurred_at=at) for a in accounts
+    ]
+    orders = [to_message(c) for c in generate_orders(args.seed, args.orders, markets, accounts)]
+    return (
+        [(ENERGY_ORDERS.key_of(o), ENERGY_ORDERS.encode(o)) for o in orders],
+        [(LEDGER_COMMANDS.key_of(d), LEDGER_COMMANDS.encode(d)) for d in deposits],
+    )
+
+
+def services_pass(orders: list[tuple[bytes, bytes]], deposits: list[tuple[bytes, bytes]]) -> dict[str, Any]:
+    """One pass of the worker path through fresh states: matching over every order, then the ledger.
+
+    Per record, as a worker does it: `ingress.validate` (decode) -> `apply` -> `Outbox.encode_all` (key and
+    value bytes). The ledger is fed the encoded `ledger.commands` records the matching pass produced (after
+    the deposits), so it decodes what Kafka would hand it. The worker's GC policy runs (collect and freeze
+    every 0.5 s, between records). CPU is `process_time` over each whole loop (GC ticks included) divided by
+    the orders; the per-order percentiles time only decode + apply + encode of that order (for the ledger:
+    of the commands that order's trades produced, 0 when it traded nothing).
+    """
+    from contracts.topics import ENERGY_ORDERS, LEDGER_COMMANDS
+    from streams import ingress
+    from streams.app import Outbox
+    from streams.gc_policy import HeapPolicy
+    from streams.ledger_service import LedgerPartition
+    from streams.matching_service import MatchingPartition
+    from streams.settings import get_settings
+
+    max_bytes = get_settings().max_ingress_message_bytes
+    validate, rejected, encode_all = ingress.validate, ingress.Rejected, Outbox.encode_all
+    clock = time.perf_counter_ns
+    n = len(orders)
+    counts: Counter[str] = Counter()
+    out_bytes = 0
+
+    matching = MatchingPartition(0)
+    commands: list[tuple[int, bytes, bytes]] = []  # (order index, key, value) of every ledger command
+    matching_ns = [0] * n
+    orders_topic, commands_name = ENERGY_ORDERS, LEDGER_COMMANDS.name
+    heap = HeapPolicy()
+    heap.start()
+    cpu_start = time.process_time()
+    for i, (key, value) in enumerate(orders):
+        heap.maybe_tick()
+        t0 = clock()
+        decoded = validate(orders_topic, key, value, max_bytes)
+        assert type(decoded) is not rejected, decoded
+        records = encode_all(matching.apply(i, decoded))
+        matching_ns[i] = clock() - t0
+        for name, out_key, out_value in records:
+            counts[name] += 1
+            out_bytes += len(out_value)
+            if name == commands_name:
+                commands.append((i, out_key, out_value))
+    matching_cpu_s = time.process_time() - cpu_start
+
+    ledger = LedgerPartition()
+    for offset, (key, value) in enumerate(deposits):
+        ledger.apply(offset, validate(LEDGER_COMMANDS, key, value, max_bytes))
+    ledger_ns = [0] * n
+    base = len(deposits)
+    ledger_topic = LEDGER_COMMANDS
+    heap.start()
+    cpu_start = time.process_time()
+    for offset, (i, key, value) in enumerate(commands, base):
+        heap.maybe_tick()
+        t0 = clock()
+        decoded = validate(ledger_topic, key, value, max_bytes)
+        assert type(decoded) is not rejected, decoded
+        records = encode_all(ledger.apply(offset, decoded))
+        ledger_ns[i] += clock() - t0
+        for name, _, out_value in records:
+            counts[name] += 1
+            out_bytes += len(out_value)
+    ledger_cpu_s = time.process_time() - cpu_start
+    ledger.ledger.check_invariants()
+
+    total_ns = sorted(a + b for a, b in zip(matching_ns, ledger_ns, strict=True))
+    matching_ns.sort()
+    ledger_ns.sort()
+    return {
+        "matching_us": matching_cpu_s / n * 1e6,
+        "ledger_us": ledger_cpu_s / n * 1e6,
+        "total_us": (matching_cpu_s + ledger_cpu_s) / n * 1e6,
+        "matching_pct": [percentile(matching_ns, q) for q in (0.5, 0.95, 0.99)],
+        "ledger_pct": [percentile(ledger_ns, q) for q in (0.5, 0.95, 0.99)],
+        "total_pct": [percentile(total_ns, q) for q in (0.5, 0.95, 0.99)],
+        "commands": len(commands),
+        "records": dict(sorted(counts.items())),
+        "records_per_order": sum(counts.values()) / n,
+        "bytes_per_record": out_bytes / max(1, sum(counts.values())),
+    }
+
+
+def bench_services(args: argparse.Namespace) -> int:
+    t = time.perf_counter()
+    orders, deposits = services_flow(args)
+    generation_s = time.perf_counter() - t
+    if args.profile:
+        import cProfile
+        import pstats
+
+        profiler = cProfile.Profile()
+        profiler.runcall(services_pass, orders, deposits)
+        profiler.dump_stats(args.profile)
+        pstats.Stats(profiler).sort_stats("tottime").print_stats(40)
+        return 0
+    runs = [services_pass(orders, deposits) for _ in range(args.repeat)]
+    ordered = sorted(runs, key=lambda run: float(run["total_us"]))
+    median = ordered[len(ordered) // 2]
+    print(
+        f"P2P worker path in-process (decode -> apply -> encode), python {sys.version.split()[0]}: "
+        f"{len(orders):,} orders over {args.markets} markets, {args.accounts} accounts, seed {args.seed} "
+        f"(generated in {generation_s:.1f} s, untimed); {median['commands']:,} ledger commands"
+    )
+    print(f"records per order {median['records_per_order']:.2f}, {median['bytes_per_record']:.0f} bytes per record")
+    print("records:", median["records"])
+    print("CPU us per order (process_time)   matching   ledger    total")
+    for label, run in [(f"pass {i}", run) for i, run in enumerate(runs, 1)] + [("median pass", median)]:
+        print(f"  {label:30s} {run['matching_us']:8.1f} {run['ledger_us']:8.1f} {run['total_us']:8.1f}")
+    for name in ("matching", "ledger", "total"):
+        p50, p95, p99 = median[f"{name}_pct"]
+        print(f"per-order {name:8s} p50 / p95 / p99: {p50:7.1f} / {p95:7.1f} / {p99:7.1f} us")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--orders", type=int, default=500_000)
@@ -240,7 +384,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--settle-limit", type=int, default=1_000_000, help="settle at most this many trades")
     parser.add_argument("--repeat", type=int, default=3, help="matching passes; the median one is reported")
     parser.add_argument("--check", action="store_true", help="exit 1 when below the matching targets")
+    parser.add_argument("--services", action="store_true", help="time the P2P worker path (decode, apply, encode)")
+    parser.add_argument("--profile", metavar="FILE", help="--services: one pass under cProfile, stats to FILE")
     args = parser.parse_args(argv)
+    if args.services:
+        return bench_services(args)
     matching, trades = bench_matching(args)
     settlement = bench_settlement(trades, demo_accounts(args.accounts), args.settle_limit)
     ok = render(matching, settlement, args)
