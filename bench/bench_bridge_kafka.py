@@ -66,6 +66,7 @@ from measure import cpu_s, pct, peak_rss_mb
 from workers import start_role_workers, stop_workers
 
 console = Console()
+RUNTIMES = {"settlement": "streams.plain_loop", "bridge": "streams.bridge_loop"}  # the plain runtime of each role
 WARM_RATE = 100.0  # requests/s, below the split workers' ceiling
 FX_DAY = date(2026, 10, 30)
 PAYERS = 2_000
@@ -250,6 +251,18 @@ def main() -> int:
         choices=["split", "one"],
         help="ledger and bridge agents in two worker processes (default) or one",
     )
+    parser.add_argument(
+        "--ledger-runtime",
+        default="plain",
+        choices=["faust", "plain"],
+        help="split workers: the ledger agent in a Faust worker or in streams.plain_loop",
+    )
+    parser.add_argument(
+        "--bridge-runtime",
+        default="plain",
+        choices=["faust", "plain"],
+        help="split workers: the bridge agent in a Faust worker or in streams.bridge_loop",
+    )
     args = parser.parse_args()
 
     port, controller, sim_port, web_port = find_free_ports(4)
@@ -294,8 +307,16 @@ def main() -> int:
         )
         # "split": the ledger agent and the bridge agent in two worker processes (how it is deployed: in one
         # process Faust's single intake loop holds ledger.commands back while the bridge stream is full).
-        roles = ["settlement", "bridge"] if args.workers == "split" else ["settlement,bridge"]
-        workers.extend(start_role_workers("streams.worker", env, roles, f"bench-bridge-{tag}", web_port, data))
+        if args.workers == "one":
+            workers.extend(
+                start_role_workers("streams.worker", env, ["settlement,bridge"], f"bb-{tag}", web_port, data)
+            )
+        else:
+            for role, runtime in (("settlement", args.ledger_runtime), ("bridge", args.bridge_runtime)):
+                (data / role).mkdir()
+                module = {"faust": "streams.worker", "plain": RUNTIMES[role]}[runtime]
+                workers.extend(start_role_workers(module, env, [role], f"bb-{tag}-{role}", web_port, data / role))
+                web_port += 1
         worker = workers[-1]  # the bridge
         observer = Observer(broker.bootstrap)
         observer.start()

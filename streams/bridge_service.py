@@ -37,12 +37,14 @@ from contracts.topics import (
     LEDGER_OUTCOMES,
     Topic,
 )
-from domain.bridge import LedgerRejected, PayoutIntent, Result, Settled, bridge_tx_id_for
+from domain.bridge import BridgeConfig, LedgerRejected, PayoutIntent, Result, Settled, bridge_tx_id_for
 from domain.fx import FxBook
+from domain.rails import RAILS
 from streams.fx_feed import to_domain as fx_to_domain
 from streams.kafka_clients import AsyncProducer, consume_now, consumer_config
 from streams.partition_log import read_partition
-from streams.providers.base import Transport
+from streams.providers import build_adapters
+from streams.providers.base import ProviderSettings, Transport, make_transport
 from streams.providers.runner import (
     BridgeRunner,
     PayoutParked,
@@ -54,6 +56,7 @@ from streams.providers.runner import (
     payment_from_request,
     result_json,
 )
+from streams.settings import Settings
 
 log = logging.getLogger("nexus.bridge")
 
@@ -520,3 +523,34 @@ class BridgeService:
         if self.transport is not None:
             await self.transport.aclose()
         await asyncio.to_thread(self.close)
+
+
+async def build_service(settings: Settings) -> BridgeService:
+    """The bridge's service with its Kafka ledger, journal, FX listener and provider adapters (any runtime)."""
+    bootstrap = settings.bootstrap_servers
+    producer = AsyncProducer(bootstrap)
+    outcomes = LedgerOutcomes(bootstrap)
+    fx = FxRatesListener(bootstrap)
+    await asyncio.to_thread(outcomes.start)  # before the first command: no answer can slip past
+    await asyncio.to_thread(fx.start)
+    provider_settings = ProviderSettings()
+    transport = make_transport(provider_settings.transport, provider_settings.max_connections)
+    adapters = build_adapters(provider_settings, transport)
+    cfg = BridgeConfig(enabled_rails=frozenset(r for r, spec in RAILS.items() if spec.provider in adapters))
+    ledger = KafkaHoldLedger(
+        producer,
+        outcomes,
+        {cfg.rewards_account_id: "bridge:rewards", cfg.ecosystem_account_id: "bridge:ecosystem"},
+    )
+    journal = KafkaJournal(bootstrap, producer, ledger)
+    runner = BridgeRunner(
+        ledger=ledger,
+        adapters=adapters,
+        fx_book=lambda: fx.book,
+        store=journal,
+        cfg=cfg,
+        max_in_flight=settings.bridge_max_in_flight,
+        max_queued=settings.bridge_max_queued,
+    )
+    log.info("bridge ready: %d adapters, %d in flight at most", len(adapters), settings.bridge_max_in_flight)
+    return BridgeService(runner, journal, producer, listeners=(outcomes, fx), transport=transport)
