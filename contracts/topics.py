@@ -19,6 +19,7 @@ from typing import Any
 from pydantic import AwareDatetime, BaseModel, TypeAdapter
 
 from contracts import models as m
+from contracts.construct import Encoded
 
 try:  # the stream workers' environment has orjson; the Airflow one need not (encode then uses pydantic only)
     import orjson
@@ -55,6 +56,8 @@ class Topic:
         return self.adapter.validate_json(raw)
 
     def encode(self, value: Any) -> bytes:
+        if type(value) is Encoded:  # written by the service itself (contracts.construct)
+            return value.value
         if _plain_json(type(value)):
             try:
                 return orjson.dumps(value.__dict__, default=_plain_fields, option=orjson.OPT_UTC_Z)
@@ -65,6 +68,8 @@ class Topic:
         return self.adapter.dump_json(value, by_alias=True)
 
     def key_of(self, value: Any) -> bytes:
+        if type(value) is Encoded:
+            return value.key
         key = getattr(value, self.key_field)
         assert isinstance(key, str) and key, f"{self.name}: empty key field {self.key_field}"
         return key.encode()

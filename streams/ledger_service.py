@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from contracts import models as m
-from contracts.construct import constructor
+from contracts.construct import Encoded, constructor, dump_json, utc_text
 from contracts.topics import (
     AUDIT_RECORDS,
     CARBON_CREDITS_MINTED,
@@ -44,21 +44,16 @@ _NOT_PENDING_CODE = {
 }
 HoldCommand = m.PlaceHold | m.PostHold | m.VoidHold | m.GrantReward
 _LedgerTransfer = constructor(m.LedgerTransfer)
-_AuditRecord = constructor(m.AuditRecord)
-_AuditActor = constructor(m.AuditActor)
-_AuditDetails = constructor(m.AuditDetails)
-_CarbonCreditMinted = constructor(m.CarbonCreditMinted)
-_TradeSettled = constructor(m.TradeSettled)
 _LedgerOutcome = constructor(m.LedgerOutcome)
 PHASE_NAMES = {"validate_and_build_legs": "validation", "ledger_batch": "transfer_and_mint", "records": "records"}
 
 
-def to_domain_trade(trade: m.Trade) -> ob.Trade:
+def to_domain_trade(trade: m.Trade, executed_at_ms: int | None = None) -> ob.Trade:
     return ob.Trade(
         trade.trade_id,
         trade.market_id,
         trade.sequence,
-        to_ms(trade.executed_at),
+        to_ms(trade.executed_at) if executed_at_ms is None else executed_at_ms,
         trade.buy_order_id,
         trade.sell_order_id,
         trade.buyer_account_id,
@@ -66,19 +61,37 @@ def to_domain_trade(trade: m.Trade) -> ob.Trade:
         trade.price_units_per_kwh,
         trade.quantity_wh,
         trade.notional_kaus_units,
-        ob.Side(trade.aggressor_side),
+        trade.aggressor_side,  # the contract's Side is the domain's
     )
 
 
-def transfer_record(result: TransferResult, reason: str) -> m.LedgerTransfer:
-    return _LedgerTransfer(
-        transfer_id=result.transfer_id,
-        debit_account_id=result.debit_account_id,
-        credit_account_id=result.credit_account_id,
-        amount_kaus_units=result.amount_units,
-        reason=reason,
-        occurred_at=from_ms(result.at_ms),
+# The settlement's records are encoded straight from the domain's results (contracts.construct.Encoded): no
+# model is built. Each dict lists its contract's fields in declaration order (AuditRecord's by their camelCase
+# aliases), as pydantic writes them; tests/unit/test_output_bytes.py holds every record to the bytes of its
+# validated model.
+_decode_transfer = LEDGER_TRANSFERS.decode
+_decode_audit = AUDIT_RECORDS.decode
+_decode_settlement = ENERGY_SETTLEMENTS.decode
+_decode_carbon = CARBON_CREDITS_MINTED.decode
+
+
+def transfer_record(result: TransferResult, reason: str) -> Encoded:
+    """The `ledger.transfers` record of a posted transfer."""
+    transfer_id = result.transfer_id
+    value = dump_json(
+        {
+            "transfer_id": transfer_id,
+            "kind": "POSTED",
+            "debit_account_id": result.debit_account_id,
+            "credit_account_id": result.credit_account_id,
+            "amount_kaus_units": result.amount_units,
+            "pending_id": None,
+            "expires_at": None,
+            "reason": reason,
+            "occurred_at": utc_text(result.at_ms),
+        }
     )
+    return Encoded(transfer_id.encode(), value, _decode_transfer)
 
 
 def kaus_text(units: int) -> str:
@@ -89,17 +102,29 @@ def kaus_text(units: int) -> str:
     return f"{'-' if units < 0 else ''}{whole}.{frac:06d}"
 
 
-def audit_record(fact: ts.AuditFact) -> m.AuditRecord:
-    return _AuditRecord(
-        audit_id=f"AUDIT:{fact.transaction_id}:{fact.action}",
-        timestamp=from_ms(fact.at_ms),
-        transaction_id=fact.transaction_id,
-        action=str(fact.action),
-        actor=_AuditActor(user_id=fact.actor_account_id, ip=None, user_agent="NEXUS-X/2.0"),
-        details=_AuditDetails(kaus_amount=kaus_text(fact.kaus_amount_units)),
-        signature=None,
-        blockchain_ref=None,
+def audit_record(fact: ts.AuditFact) -> Encoded:
+    """The spec §7.2 `audit.records` record of an audit fact (camelCase on the wire)."""
+    transaction_id, action = fact.transaction_id, str(fact.action)
+    value = dump_json(
+        {
+            "auditId": f"AUDIT:{transaction_id}:{action}",
+            "timestamp": utc_text(fact.at_ms),
+            "transactionId": transaction_id,
+            "action": action,
+            "actor": {"userId": fact.actor_account_id, "ip": None, "userAgent": "NEXUS-X/2.0"},
+            "details": {
+                "kausAmount": kaus_text(fact.kaus_amount_units),
+                "fiatAmount": None,
+                "currency": None,
+                "exchangeRate": None,
+                "settlementRail": None,
+                "duration": None,
+            },
+            "signature": None,
+            "blockchainRef": None,
+        }
     )
+    return Encoded(transaction_id.encode(), value, _decode_audit)
 
 
 @dataclass
@@ -131,6 +156,8 @@ class LedgerPartition:
         self.next_offset = offset + 1
         if message is None:
             return []
+        if type(message) is Encoded:  # a record handed over in-process (tests, benches), not through Kafka
+            message = message.model
         if isinstance(message, m.Deposit):
             return self._deposit(message)
         if isinstance(message, m.SettleTrade):
@@ -265,58 +292,54 @@ class LedgerPartition:
 
     def _settle(self, command: m.SettleTrade) -> list[Output]:
         trade = command.trade
-        self._open(trade.buyer_account_id, trade.seller_account_id)
+        trade_id, seller = trade.trade_id, trade.seller_account_id
+        self._open(trade.buyer_account_id, seller)
         if command.seller_energy_source is not None:
-            self.settler.register_seller_source(trade.seller_account_id, command.seller_energy_source)
-        outcome = self.settler.settle(to_domain_trade(trade), to_ms(trade.executed_at), clock=time.perf_counter_ns)
+            self.settler.register_seller_source(seller, command.seller_energy_source)
+        executed_ms = to_ms(trade.executed_at)
+        outcome = self.settler.settle(to_domain_trade(trade, executed_ms), executed_ms, clock=time.perf_counter_ns)
         if outcome.replayed:
             return []  # the same trade re-emitted after a matching-agent restart: settled once already
         # Spec §2.1 phases; the carbon mint is a leg of the same atomic ledger batch as the transfer.
         phases = {PHASE_NAMES.get(name, name): ns // 1000 for name, ns in outcome.phase_ns}
         if trade.matching_duration_us is not None:
             phases = {"matching": trade.matching_duration_us, **phases}
-        settled_at = from_ms(max(to_ms(trade.executed_at), self.ledger.clock_ms))
+        settled_at = utc_text(max(executed_ms, self.ledger.clock_ms))
         out: list[Output] = []
-        if outcome.status is ts.SettlementStatus.SETTLED:
+        settled = outcome.status is ts.SettlementStatus.SETTLED
+        if settled:
+            reason = f"trade:{trade_id}"
             out.extend(
-                (LEDGER_TRANSFERS, transfer_record(r, f"trade:{trade.trade_id}"))
+                (LEDGER_TRANSFERS, transfer_record(r, reason))
                 for r in outcome.transfers
                 if r.status is TransferStatus.POSTED
             )
             if outcome.carbon_millicredits:
-                out.append(
-                    (
-                        CARBON_CREDITS_MINTED,
-                        _CarbonCreditMinted(
-                            mint_id=f"{trade.trade_id}/carbon",
-                            account_id=trade.seller_account_id,
-                            trade_id=trade.trade_id,
-                            credits_milli=outcome.carbon_millicredits,
-                            minted_at=settled_at,
-                        ),
-                    )
-                )
-        out.append(
-            (
-                ENERGY_SETTLEMENTS,
-                _TradeSettled(
-                    trade_id=trade.trade_id,
-                    status="SETTLED" if outcome.status is ts.SettlementStatus.SETTLED else "REJECTED",
-                    reason_code=str(outcome.code) if outcome.code else None,
-                    reason=outcome.reason or None,
-                    market_id=trade.market_id,
-                    buyer_account_id=trade.buyer_account_id,
-                    seller_account_id=trade.seller_account_id,
-                    notional_kaus_units=outcome.notional_units,
-                    fee_kaus_units=outcome.fee_units,
-                    seller_net_kaus_units=outcome.seller_net_units,
-                    delivered_wh=trade.quantity_wh,
-                    carbon_credits_minted_milli=outcome.carbon_millicredits,
-                    phase_durations_us=phases,
-                    settled_at=settled_at,
-                ),
-            )
-        )
+                carbon = {
+                    "mint_id": f"{trade_id}/carbon",
+                    "account_id": seller,
+                    "trade_id": trade_id,
+                    "credits_milli": outcome.carbon_millicredits,
+                    "minted_at": settled_at,
+                }
+                out.append((CARBON_CREDITS_MINTED, Encoded(seller.encode(), dump_json(carbon), _decode_carbon)))
+        settlement = {
+            "trade_id": trade_id,
+            "status": "SETTLED" if settled else "REJECTED",
+            "reason_code": str(outcome.code) if outcome.code else None,
+            "reason": outcome.reason or None,
+            "market_id": trade.market_id,
+            "buyer_account_id": trade.buyer_account_id,
+            "seller_account_id": seller,
+            "notional_kaus_units": outcome.notional_units,
+            "fee_kaus_units": outcome.fee_units,
+            "seller_net_kaus_units": outcome.seller_net_units,
+            "delivered_wh": trade.quantity_wh,
+            "carbon_credits_minted_milli": outcome.carbon_millicredits,
+            "phase_durations_us": phases,
+            "settled_at": settled_at,
+        }
+        out.append((ENERGY_SETTLEMENTS, Encoded(trade_id.encode(), dump_json(settlement), _decode_settlement)))
         out.extend((AUDIT_RECORDS, audit_record(fact)) for fact in outcome.audit)
         return out
 

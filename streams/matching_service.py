@@ -15,7 +15,7 @@ from functools import lru_cache
 from typing import Any
 
 from contracts import models as m
-from contracts.construct import constructor
+from contracts.construct import Encoded, dump_json, utc_text
 from contracts.topics import ENERGY_ORDER_EVENTS, ENERGY_PRICES, ENERGY_TRADES, LEDGER_COMMANDS, Topic
 from domain import order_book as ob
 from domain.price_discovery import PriceDiscovery, PriceUpdate
@@ -59,67 +59,104 @@ def to_command(message: m.SubmitOrder | m.CancelOrder | m.AmendOrder) -> ob.Comm
     )
 
 
-# Outputs are built without validation (contracts.construct, a fast model_construct): their fields come from
-# the domain core, whose invariants are asserted there; tests/unit/test_services.py validates every output
-# against its contract.
-_OrderEvent = constructor(m.OrderEvent)
-_Trade = constructor(m.Trade)
-_MarketPrice = constructor(m.MarketPrice)
-_SettleTrade = constructor(m.SettleTrade)
+# Outputs are encoded straight from the domain events (contracts.construct.Encoded): no model is built. The
+# dicts list each contract's fields in declaration order, as pydantic writes them; tests/unit/test_output_bytes.py
+# holds every record to the bytes of its validated model, and test_services.py validates them.
+_ACCEPTED, _REJECTED, _CANCELLED = m.OrderStatus.ACCEPTED, m.OrderStatus.REJECTED, m.OrderStatus.CANCELLED
+_AMENDED, _EXPIRED = m.OrderStatus.AMENDED, m.OrderStatus.EXPIRED
+_decode_order_event = ENERGY_ORDER_EVENTS.decode
+_decode_trade = ENERGY_TRADES.decode
+_decode_price = ENERGY_PRICES.decode
+_decode_command = LEDGER_COMMANDS.decode
+_SOURCE_JSON: dict[m.EnergySource | None, bytes] = {None: b"null", **{s: dump_json(s) for s in m.EnergySource}}
 
 
-def _order_event(event: ob.BookEvent) -> m.OrderEvent | None:
-    assert not isinstance(event, ob.Trade)
-    at = from_ms(event.at_ms)
-    common: dict[str, Any] = {
-        "order_id": event.order_id,
-        "market_id": event.market_id,
-        "account_id": event.account_id,
-        "sequence": event.seq,
-        "occurred_at": at,
-    }
+def order_event_record(event: ob.BookEvent) -> Encoded | None:
+    """The `energy.orders.events` record of a book event (None for a trade: it has its own topic)."""
+    if isinstance(event, ob.Trade):
+        return None
+    reason_code: str | None = None
+    reason: str | None = None
+    remaining = 0
     if isinstance(event, ob.OrderAccepted):
-        return _OrderEvent(status=m.OrderStatus.ACCEPTED, remaining_quantity_wh=event.quantity_wh, **common)
-    if isinstance(event, ob.OrderRejected):
-        return _OrderEvent(status=m.OrderStatus.REJECTED, reason_code=str(event.code), reason=event.reason, **common)
-    if isinstance(event, ob.OrderCancelled):
-        return _OrderEvent(status=m.OrderStatus.CANCELLED, reason_code=str(event.reason), **common)
-    if isinstance(event, ob.OrderAmended):
-        return _OrderEvent(status=m.OrderStatus.AMENDED, remaining_quantity_wh=event.quantity_wh, **common)
-    if isinstance(event, ob.OrderExpired):
-        return _OrderEvent(status=m.OrderStatus.EXPIRED, reason_code=str(event.reason), **common)
-    return None
+        status, remaining = _ACCEPTED, event.quantity_wh
+    elif isinstance(event, ob.OrderRejected):
+        status, reason_code, reason = _REJECTED, str(event.code), event.reason
+    elif isinstance(event, ob.OrderCancelled):
+        status, reason_code = _CANCELLED, str(event.reason)
+    elif isinstance(event, ob.OrderAmended):
+        status, remaining = _AMENDED, event.quantity_wh
+    elif isinstance(event, ob.OrderExpired):
+        status, reason_code = _EXPIRED, str(event.reason)
+    else:
+        return None
+    market_id = event.market_id
+    value = dump_json(
+        {
+            "order_id": event.order_id,
+            "market_id": market_id,
+            "account_id": event.account_id,
+            "status": status,
+            "reason_code": reason_code,
+            "reason": reason,
+            "remaining_quantity_wh": remaining,
+            "sequence": event.seq,
+            "occurred_at": utc_text(event.at_ms),
+        }
+    )
+    return Encoded(market_id.encode(), value, _decode_order_event)
 
 
-def to_trade(event: ob.Trade, matching_duration_us: int | None = None) -> m.Trade:
-    return _Trade(
-        trade_id=event.trade_id,
-        market_id=event.market_id,
-        sequence=event.seq,
-        buy_order_id=event.buy_order_id,
-        sell_order_id=event.sell_order_id,
-        buyer_account_id=event.buyer_account_id,
-        seller_account_id=event.seller_account_id,
-        aggressor_side=m.Side(event.aggressor_side),
-        price_units_per_kwh=event.price_units_per_kwh,
-        quantity_wh=event.quantity_wh,
-        notional_kaus_units=event.notional_units,
-        executed_at=from_ms(event.at_ms),
-        matching_duration_us=matching_duration_us,
+def trade_value(event: ob.Trade, matching_duration_us: int | None = None) -> bytes:
+    """The `energy.trades` value of a trade (the `trade` of its SettleTrade command too)."""
+    return dump_json(
+        {
+            "trade_id": event.trade_id,
+            "market_id": event.market_id,
+            "sequence": event.seq,
+            "buy_order_id": event.buy_order_id,
+            "sell_order_id": event.sell_order_id,
+            "buyer_account_id": event.buyer_account_id,
+            "seller_account_id": event.seller_account_id,
+            "aggressor_side": event.aggressor_side,
+            "price_units_per_kwh": event.price_units_per_kwh,
+            "quantity_wh": event.quantity_wh,
+            "notional_kaus_units": event.notional_units,
+            "executed_at": utc_text(event.at_ms),
+            "matching_duration_us": matching_duration_us,
+        }
     )
 
 
-def to_price(update: PriceUpdate) -> m.MarketPrice:
-    return _MarketPrice(
-        market_id=update.market_id,
-        best_bid_units_per_kwh=update.best_bid_units_per_kwh,
-        best_ask_units_per_kwh=update.best_ask_units_per_kwh,
-        last_price_units_per_kwh=update.last_price_units_per_kwh,
-        vwap_units_per_kwh=update.vwap_units_per_kwh,
-        traded_quantity_wh=update.volume_wh,
-        sequence=update.update_seq,
-        as_of=from_ms(update.at_ms),
+def settle_trade_value(trade_id: str, trade: bytes, source: m.EnergySource | None) -> bytes:
+    """The `ledger.commands` value of a SettleTrade for the encoded `trade` (no second pass over its fields)."""
+    return b"".join(
+        (
+            b'{"type":"SETTLE_TRADE","command_id":',
+            dump_json(trade_id),
+            b',"trade":',
+            trade,
+            b',"seller_energy_source":',
+            _SOURCE_JSON[source],
+            b"}",
+        )
     )
+
+
+def price_record(update: PriceUpdate) -> Encoded:
+    value = dump_json(
+        {
+            "market_id": update.market_id,
+            "best_bid_units_per_kwh": update.best_bid_units_per_kwh,
+            "best_ask_units_per_kwh": update.best_ask_units_per_kwh,
+            "last_price_units_per_kwh": update.last_price_units_per_kwh,
+            "vwap_units_per_kwh": update.vwap_units_per_kwh,
+            "traded_quantity_wh": update.volume_wh,
+            "sequence": update.update_seq,
+            "as_of": utc_text(update.at_ms),
+        }
+    )
+    return Encoded(update.market_id.encode(), value, _decode_price)
 
 
 Output = tuple[Topic, Any]
@@ -150,25 +187,21 @@ class MatchingPartition:
         matching_duration_us = (time.perf_counter_ns() - started_ns) // 1000
         out: list[Output] = []
         for event in events:
-            if isinstance(event, ob.Trade):
-                trade = to_trade(event, matching_duration_us)
-                out.append((ENERGY_TRADES, trade))
+            if type(event) is ob.Trade:
+                trade = trade_value(event, matching_duration_us)
+                out.append((ENERGY_TRADES, Encoded(event.market_id.encode(), trade, _decode_trade)))
                 source = self.sources.get((event.market_id, event.sell_order_id))
-                out.append(
-                    (
-                        LEDGER_COMMANDS,
-                        _SettleTrade(command_id=trade.trade_id, trade=trade, seller_energy_source=source),
-                    )
-                )
+                command = settle_trade_value(event.trade_id, trade, source)
+                out.append((LEDGER_COMMANDS, Encoded(event.trade_id.encode(), command, _decode_command)))
             else:
-                order_event = _order_event(event)
+                order_event = order_event_record(event)
                 if order_event is not None:
                     out.append((ENERGY_ORDER_EVENTS, order_event))
         book = self.engine.book(message.market_id)
         if book is not None and events:
             update = self.prices.observe(message.market_id, events, book.best_bid(), book.best_ask(), book.now_ms)
             if update is not None:
-                out.append((ENERGY_PRICES, to_price(update)))
+                out.append((ENERGY_PRICES, price_record(update)))
         return out
 
 
