@@ -1,9 +1,10 @@
 """`make run`: start the platform locally and stream demo traffic through it, with live progress.
 
-    python -m streams.demo [--duration SECONDS] [--rate ORDERS_PER_S] [--stop]
+    python -m streams.demo [--duration SECONDS] [--rate ORDERS_PER_S] [--runtime faust|plain] [--stop]
 
 Starts (unless NEXUS_KAFKA_BOOTSTRAP_SERVERS points at a cluster) the local Kafka broker, creates the
-registry topics, starts the Faust worker as a child process, then produces seeded traffic — deposits,
+registry topics, starts the workers as child processes (``--runtime faust``: every agent in one Faust
+worker; ``plain``: the P2P services and the bridge on plain confluent-kafka loops, alerting in Faust), then produces seeded traffic — deposits,
 energy orders (with a few deliberately bad messages) — and shows what comes out. Ctrl-C (or the end of
 --duration) stops everything it started; `--stop` cleans up after a demo that was killed.
 """
@@ -69,26 +70,32 @@ def run_dir(settings: Settings) -> Path:
 
 @dataclass
 class Worker:
+    """One worker process of the demo: a runtime module and the agents (roles) it runs."""
+
     settings: Settings
+    name: str = "worker"
+    module: str = "streams.worker"
+    agents: str = ""  # NEXUS_AGENTS for it; empty = all of that runtime's roles
     proc: subprocess.Popen[bytes] | None = None
 
     @property
     def log_path(self) -> Path:
-        return run_dir(self.settings) / "worker.log"
+        return run_dir(self.settings) / f"{self.name}.log"
 
     @property
     def pid_path(self) -> Path:
-        return run_dir(self.settings) / "worker.pid"
+        return run_dir(self.settings) / f"{self.name}.pid"
 
     def start(self, timeout_s: float = 90.0) -> float:
         started = time.monotonic()
         env = dict(os.environ, NEXUS_KAFKA_BOOTSTRAP_SERVERS=self.settings.bootstrap_servers, PYTHONUNBUFFERED="1")
+        env["NEXUS_AGENTS"] = self.agents
         # The bridge agent pays out through the demo's provider simulator.
         env.setdefault("NEXUS_PROVIDER_SIM_URL", f"http://127.0.0.1:{self.settings.provider_sim_port}")
         env.setdefault("NEXUS_PROVIDER_TRANSPORT", "aiohttp")
         log = self.log_path.open("wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "streams.worker"],
+            [sys.executable, "-m", self.module],
             stdout=log,
             stderr=subprocess.STDOUT,
             env=env,
@@ -97,14 +104,29 @@ class Worker:
         self.pid_path.write_text(str(self.proc.pid))
         while time.monotonic() - started < timeout_s:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"the worker exited ({self.proc.returncode}); see {self.log_path}")
+                raise RuntimeError(f"the {self.name} worker exited ({self.proc.returncode}); see {self.log_path}")
             if "Worker ready" in self.log_path.read_text(errors="replace"):
                 return time.monotonic() - started
             time.sleep(0.2)
-        raise TimeoutError(f"the worker was not ready after {timeout_s:.0f}s; see {self.log_path}")
+        raise TimeoutError(f"the {self.name} worker was not ready after {timeout_s:.0f}s; see {self.log_path}")
 
     def stop(self) -> None:
         stop_pid_file(self.pid_path)
+
+
+def workers_for(settings: Settings, runtime: str) -> list[Worker]:
+    """faust: every agent in one Faust worker. plain: the P2P services (streams.plain_loop) and the bridge
+    (streams.bridge_loop) on plain confluent-kafka loops, the alerting agent in Faust (docs/performance.md)."""
+    if runtime == "faust":
+        return [Worker(settings)]
+    return [
+        Worker(settings, "p2p", "streams.plain_loop", "matching,settlement"),
+        Worker(settings, "bridge", "streams.bridge_loop"),
+        Worker(settings, "worker", "streams.worker", "alerting"),
+    ]
+
+
+WORKER_NAMES = ("worker", "p2p", "bridge")  # every name workers_for uses: --stop stops them all
 
 
 def stop_pid_file(pid_path: Path, timeout_s: float = 20.0) -> bool:
@@ -138,8 +160,9 @@ def local_broker(settings: Settings):  # type: ignore[no-untyped-def]
 def stop_everything(settings: Settings, console: Console) -> None:
     from infra.alerting.demo import stop_monitoring
 
-    if stop_pid_file(run_dir(settings) / "worker.pid"):
-        console.print("stopped the worker")
+    for name in WORKER_NAMES:
+        if stop_pid_file(run_dir(settings) / f"{name}.pid"):
+            console.print(f"stopped the {name} worker")
     stop_monitoring(settings, console)
     from infra.provider_sim.launcher import ProviderSimProcess
 
@@ -359,6 +382,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=0, help="seconds to run (0 = until Ctrl-C)")
     parser.add_argument("--rate", type=int, default=500, help="orders per second to produce")
     parser.add_argument("--stop", action="store_true", help="stop what an earlier demo left running")
+    parser.add_argument(
+        "--runtime",
+        choices=["faust", "plain"],
+        default=os.environ.get("NEXUS_DEMO_RUNTIME", "faust"),
+        help="faust: all agents in one Faust worker; plain: P2P and bridge on plain confluent-kafka loops",
+    )
     args = parser.parse_args(argv)
     console = Console()
     settings = get_settings()
@@ -368,7 +397,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from infra.alerting.demo import MonitoringStack, produce_incident
 
-    worker = Worker(settings)
+    workers = workers_for(settings, args.runtime)
     monitoring: MonitoringStack | None = None
     traffic = Traffic(args.rate)
     observed = Observed()
@@ -390,9 +419,11 @@ def main(argv: list[str] | None = None) -> int:
             console.print(f"[green]✓[/] using the existing Kafka cluster at {settings.bootstrap_servers}")
         created = ensure_topics(settings)
         console.print(f"[green]✓[/] {len(TOPICS)} registry topics present ({len(created)} created)")
-        with console.status("starting the Faust worker…"):
-            ready_s = worker.start()
-        console.print(f"[green]✓[/] Faust worker ready in {ready_s:.1f}s (log: {worker.log_path})")
+        for worker in workers:
+            what = "Faust worker" if worker.module == "streams.worker" else f"{worker.name} worker ({worker.module})"
+            with console.status(f"starting the {what}…"):
+                ready_s = worker.start()
+            console.print(f"[green]✓[/] {what} ready in {ready_s:.1f}s (log: {worker.log_path})")
         with console.status("starting Alertmanager, the notification sink and the dashboard…"):
             monitoring = MonitoringStack(settings, console).start()
         bridge = BridgeDemo(settings, settings.provider_sim_port)
@@ -431,12 +462,13 @@ def main(argv: list[str] | None = None) -> int:
                 monitoring.stop()
             if bridge is not None:
                 bridge.stop()
-            worker.stop()
+            for worker in workers:
+                worker.stop()
             if settings.local_kafka:
                 local_broker(settings).stop()
         console.print("[green]✓[/] stopped the worker" + (" and the broker" if settings.local_kafka else ""))
     if observed.counts[ENERGY_TRADES.name] == 0 and not interrupted:
-        console.print(f"[red]no trades came out — see {worker.log_path}[/]")
+        console.print(f"[red]no trades came out — see {', '.join(str(w.log_path) for w in workers)}[/]")
         return 1
     return 0
 

@@ -55,10 +55,11 @@ def _assert_nothing_listens(ports: list[int]) -> None:
         assert not _port_open(port), f"something still listens on {port} after the demo stopped"
 
 
-def test_demo_streams_events_and_leaves_nothing_running(tmp_path: Path) -> None:
+@pytest.mark.parametrize("runtime", ["faust", "plain"])
+def test_demo_streams_events_and_leaves_nothing_running(tmp_path: Path, runtime: str) -> None:
     env, ports = _demo_env(tmp_path)
     run = subprocess.run(
-        [sys.executable, "-m", "streams.demo", "--duration", "20", "--rate", "200"],
+        [sys.executable, "-m", "streams.demo", "--duration", "20", "--rate", "200", "--runtime", runtime],
         env=env,
         capture_output=True,
         text=True,
@@ -72,7 +73,9 @@ def test_demo_streams_events_and_leaves_nothing_running(tmp_path: Path) -> None:
     assert "High-Speed Bridge" in out and "settled" in out
     assert "stopped the worker and the broker" in out
     _assert_nothing_listens(ports)
-    assert not (tmp_path / "run" / "worker.pid").exists()
+    assert not list((tmp_path / "run").glob("*.pid"))
+    if runtime == "plain":
+        assert "p2p worker (streams.plain_loop) ready" in out and "bridge worker (streams.bridge_loop) ready" in out
 
 
 def test_ctrl_c_stops_everything_the_demo_started(tmp_path: Path) -> None:
