@@ -366,29 +366,39 @@ class TradeSettler:
             self._carbon_carry_wh[seller] = carbon_carry
         settled = _Settled(trade, fee, dividend, carbon, source, now_ms)
         self._settled[trade.trade_id] = settled
-        outcome = self._outcome(settled, replayed=False, phase_ns=())
+        outcome = self._outcome(settled, replayed=False, phase_ns=(), transfers=batch.results)
         if clock is not None:
             t3 = clock()
             phases = (("validate_and_build_legs", t1 - t0), ("ledger_batch", t2 - t1), ("records", t3 - t2))
-            outcome = outcome._replace(phase_ns=phases)
+            outcome = TradeSettlement._make((*outcome[:-1], phases))  # _replace costs ~2 us on 14 fields
         return outcome
 
-    def _outcome(self, s: _Settled, *, replayed: bool, phase_ns: tuple[tuple[str, int], ...]) -> TradeSettlement:
+    def _outcome(
+        self,
+        s: _Settled,
+        *,
+        replayed: bool,
+        phase_ns: tuple[tuple[str, int], ...],
+        transfers: tuple[TransferResult, ...] | None = None,
+    ) -> TradeSettlement:
+        """`transfers`: the batch's results when it was just applied (in leg order); else read from the ledger."""
         trade = s.trade
         trade_id = trade.trade_id
-        ledger = self._ledger
-        leg_ids = [f"{trade_id}/pay"]
-        if s.fee_units:
-            leg_ids.append(f"{trade_id}/fee")
-        if s.dividend_units:
-            leg_ids.append(f"{trade_id}/dividend")
-        if s.carbon_millicredits:
-            leg_ids.append(f"{trade_id}/carbon")
-        transfers = []
-        for leg_id in leg_ids:
-            result = ledger.result(leg_id)
-            assert result is not None, leg_id
-            transfers.append(result)
+        if transfers is None:
+            ledger = self._ledger
+            leg_ids = [f"{trade_id}/pay"]
+            if s.fee_units:
+                leg_ids.append(f"{trade_id}/fee")
+            if s.dividend_units:
+                leg_ids.append(f"{trade_id}/dividend")
+            if s.carbon_millicredits:
+                leg_ids.append(f"{trade_id}/carbon")
+            found = []
+            for leg_id in leg_ids:
+                result = ledger.result(leg_id)
+                assert result is not None, leg_id
+                found.append(result)
+            transfers = tuple(found)
         seller, buyer, at = trade.seller_account_id, trade.buyer_account_id, s.settled_at_ms
         audit = [
             AuditFact(
@@ -462,7 +472,7 @@ class TradeSettler:
             s.dividend_units,
             s.carbon_millicredits,
             delivery,
-            tuple(transfers),
+            transfers,
             tuple(audit),
             replayed,
             phase_ns,

@@ -73,6 +73,7 @@ _decode_transfer = LEDGER_TRANSFERS.decode
 _decode_audit = AUDIT_RECORDS.decode
 _decode_settlement = ENERGY_SETTLEMENTS.decode
 _decode_carbon = CARBON_CREDITS_MINTED.decode
+_POSTED = TransferStatus.POSTED
 
 
 def transfer_record(result: TransferResult, reason: str) -> Encoded:
@@ -96,10 +97,12 @@ def transfer_record(result: TransferResult, reason: str) -> Encoded:
 
 def kaus_text(units: int) -> str:
     """`str(kaus_to_decimal(units))` (scale 6, e.g. "1.500000") without Decimal arithmetic."""
+    if 0 <= units < 10**21:  # every audited amount
+        return f"{units // 1_000_000}.{units % 1_000_000:06d}"
     if abs(units) >= 10**21:  # beyond any ledger amount: keep Decimal's own behaviour
         return str(kaus_to_decimal(units))
-    whole, frac = divmod(abs(units), 1_000_000)
-    return f"{'-' if units < 0 else ''}{whole}.{frac:06d}"
+    whole, frac = divmod(-units, 1_000_000)
+    return f"-{whole}.{frac:06d}"
 
 
 def audit_record(fact: ts.AuditFact) -> Encoded:
@@ -309,11 +312,9 @@ class LedgerPartition:
         settled = outcome.status is ts.SettlementStatus.SETTLED
         if settled:
             reason = f"trade:{trade_id}"
-            out.extend(
-                (LEDGER_TRANSFERS, transfer_record(r, reason))
-                for r in outcome.transfers
-                if r.status is TransferStatus.POSTED
-            )
+            for result in outcome.transfers:
+                if result.status is _POSTED:
+                    out.append((LEDGER_TRANSFERS, transfer_record(result, reason)))
             if outcome.carbon_millicredits:
                 carbon = {
                     "mint_id": f"{trade_id}/carbon",
@@ -340,7 +341,8 @@ class LedgerPartition:
             "settled_at": settled_at,
         }
         out.append((ENERGY_SETTLEMENTS, Encoded(trade_id.encode(), dump_json(settlement), _decode_settlement)))
-        out.extend((AUDIT_RECORDS, audit_record(fact)) for fact in outcome.audit)
+        for fact in outcome.audit:
+            out.append((AUDIT_RECORDS, audit_record(fact)))
         return out
 
     def _declare(self, command: m.DeclareDividends) -> list[Output]:

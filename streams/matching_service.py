@@ -40,8 +40,8 @@ def to_command(message: m.SubmitOrder | m.CancelOrder | m.AmendOrder) -> ob.Comm
             message.order_id,
             message.market_id,
             message.account_id,
-            ob.Side(message.side),
-            ob.OrderType(message.order_type),
+            message.side,  # the contract's Side and OrderType are the domain's
+            message.order_type,
             message.price_units_per_kwh,
             message.quantity_wh,
             to_ms(message.submitted_at),
