@@ -80,3 +80,59 @@ def test_unknown_or_missing_fields_are_errors() -> None:
         make(user_id="u", nickname="x")
     with pytest.raises(TypeError, match="missing"):
         make(ip=None)
+
+
+# --------------------------------------------------------------------------- records encoded without a model
+
+
+def test_utc_text_is_how_pydantic_writes_the_instant() -> None:
+    import random
+
+    from contracts.construct import utc_text
+    from streams.matching_service import from_ms
+
+    rng = random.Random(3)
+    edges = [0, 1, 999, 1_000, 1_001, -1, -999, -1_000, -1_001, 1_764_000_000_000, 1_764_000_000_041]
+    edges += [-62_135_596_800_000, 253_402_300_799_999]  # 0001-01-01 and 9999-12-31T23:59:59.999
+    make, accepted = constructor(m.OrderEvent), m.OrderStatus.ACCEPTED
+    for ms in edges + [rng.randrange(-62_135_596_800_000, 253_402_300_800_000) for _ in range(3_000)]:
+        event = make(order_id="o", market_id="m", account_id="a", sequence=1, occurred_at=from_ms(ms), status=accepted)
+        assert f'"occurred_at":"{utc_text(ms)}"'.encode() in event.model_dump_json().encode(), ms
+
+
+def test_dump_json_writes_what_pydantic_writes() -> None:
+    from pydantic_core import to_json
+
+    from contracts.construct import dump_json
+
+    text = 'ctl\x00\x01\x1f\x7f\n\t\r\b\f ünïcödé 한국 😀 \u2028\u2029 q"uo\\te/sl'
+    value = {"s": text, "n": None, "t": True, "i": -5, "e": m.OrderStatus.FILLED, "d": {"k": 2**63 - 1}}
+    assert dump_json(value) == to_json(value)
+    beyond_orjson = {"big": 2**70, "neg": -(2**65), "s": text}  # orjson refuses ints beyond 64 bits
+    assert dump_json(beyond_orjson) == to_json(beyond_orjson)
+    assert dump_json("id:1/x") == b'"id:1/x"'
+
+
+def test_an_encoded_record_is_its_bytes_and_reads_as_its_validated_model() -> None:
+    from pydantic import ValidationError
+
+    from contracts.construct import Encoded
+    from contracts.topics import ENERGY_ORDER_EVENTS
+    from streams.app import Outbox
+
+    event = constructor(m.OrderEvent)(
+        order_id="o-1", market_id="mk", account_id="a", sequence=3, occurred_at=AT, status=m.OrderStatus.ACCEPTED
+    )
+    value = ENERGY_ORDER_EVENTS.encode(event)
+    record = Encoded(b"mk", value, ENERGY_ORDER_EVENTS.decode)
+    assert ENERGY_ORDER_EVENTS.encode(record) is value and ENERGY_ORDER_EVENTS.key_of(record) == b"mk"
+    assert Outbox.encode_all([(ENERGY_ORDER_EVENTS, record)]) == [("energy.orders.events", b"mk", value)]
+    assert record.model == event and record.order_id == "o-1" and record.status is m.OrderStatus.ACCEPTED
+    assert record.model is record.model  # decoded once
+    broken = Encoded(b"mk", value.replace(b'"sequence":3', b'"sequence":-3'), ENERGY_ORDER_EVENTS.decode)
+    with pytest.raises(ValidationError):
+        _ = broken.sequence  # reading it validates it
+    with pytest.raises(AttributeError):
+        _ = record.__deepcopy_hook__
+    with pytest.raises(TypeError):
+        hash(record)
