@@ -161,10 +161,10 @@ class LedgerPartition:
             return []
         if type(message) is Encoded:  # a record handed over in-process (tests, benches), not through Kafka
             message = message.model
+        if isinstance(message, m.SettleTrade):  # nearly every command
+            return self._settle(message)
         if isinstance(message, m.Deposit):
             return self._deposit(message)
-        if isinstance(message, m.SettleTrade):
-            return self._settle(message)
         if isinstance(message, m.RegisterDividendHolder):
             self.settler.set_dividend_weight(message.account_id, message.source, message.weight)
             return []
@@ -295,19 +295,25 @@ class LedgerPartition:
 
     def _settle(self, command: m.SettleTrade) -> list[Output]:
         trade = command.trade
-        trade_id, seller = trade.trade_id, trade.seller_account_id
-        self._open(trade.buyer_account_id, seller)
+        trade_id, buyer, seller = trade.trade_id, trade.buyer_account_id, trade.seller_account_id
+        settler = self.settler
+        ledger = settler.ledger
+        if not ledger.has_account(buyer):
+            ledger.open_account(buyer)
+        if not ledger.has_account(seller):
+            ledger.open_account(seller)
         if command.seller_energy_source is not None:
-            self.settler.register_seller_source(seller, command.seller_energy_source)
+            settler.register_seller_source(seller, command.seller_energy_source)
         executed_ms = to_ms(trade.executed_at)
-        outcome = self.settler.settle(to_domain_trade(trade, executed_ms), executed_ms, clock=time.perf_counter_ns)
+        outcome = settler.settle(to_domain_trade(trade, executed_ms), executed_ms, clock=time.perf_counter_ns)
         if outcome.replayed:
             return []  # the same trade re-emitted after a matching-agent restart: settled once already
         # Spec §2.1 phases; the carbon mint is a leg of the same atomic ledger batch as the transfer.
-        phases = {PHASE_NAMES.get(name, name): ns // 1000 for name, ns in outcome.phase_ns}
-        if trade.matching_duration_us is not None:
-            phases = {"matching": trade.matching_duration_us, **phases}
-        settled_at = utc_text(max(executed_ms, self.ledger.clock_ms))
+        matching_us = trade.matching_duration_us
+        phases = {} if matching_us is None else {"matching": matching_us}
+        for name, ns in outcome.phase_ns:
+            phases[PHASE_NAMES.get(name, name)] = ns // 1000
+        settled_at = utc_text(max(executed_ms, ledger.clock_ms))
         out: list[Output] = []
         settled = outcome.status is ts.SettlementStatus.SETTLED
         if settled:
@@ -330,7 +336,7 @@ class LedgerPartition:
             "reason_code": str(outcome.code) if outcome.code else None,
             "reason": outcome.reason or None,
             "market_id": trade.market_id,
-            "buyer_account_id": trade.buyer_account_id,
+            "buyer_account_id": buyer,
             "seller_account_id": seller,
             "notional_kaus_units": outcome.notional_units,
             "fee_kaus_units": outcome.fee_units,
