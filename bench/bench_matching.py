@@ -267,7 +267,8 @@ def services_pass(orders: list[tuple[bytes, bytes]], deposits: list[tuple[bytes,
     the deposits), so it decodes what Kafka would hand it. The worker's GC policy runs (collect and freeze
     every 0.5 s, between records). CPU is `process_time` over each whole loop (GC ticks included) divided by
     the orders; the per-order percentiles time only decode + apply + encode of that order (for the ledger:
-    of the commands that order's trades produced, 0 when it traded nothing).
+    of the commands that order's trades produced, 0 when it traded nothing), by the wall clock: on a busy
+    machine their tail includes time the core was given to other processes.
     """
     from contracts.topics import ENERGY_ORDERS, LEDGER_COMMANDS
     from streams import ingress
