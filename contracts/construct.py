@@ -132,7 +132,7 @@ def dump_json(data: Any) -> bytes:
     return to_json(data)
 
 
-@lru_cache(maxsize=1 << 16)
+@lru_cache(maxsize=1 << 12)  # an order's events, its trades and their settlement records share instants
 def utc_text(ms: int) -> str:
     """The JSON text of the UTC instant `ms` (milliseconds since the epoch), as pydantic and orjson write it.
 
