@@ -77,7 +77,9 @@ EXIT_FATAL = 3
 # Errors after which this worker cannot go on. librdkafka marks some fatal itself (a static member fenced by
 # another with the same group.instance.id); the others it would retry for ever, but only an operator fixes
 # them (credentials, ACLs). Everything else is logged and skipped: librdkafka retries it (reconnects,
-# re-joins the group) and no record is lost by skipping an error event.
+# re-joins the group) and no record is lost by skipping an error event. The code is checked, not only the flag:
+# librdkafka hands error_cb a fenced static member as _FATAL with fatal() False (seen with two workers
+# sharing NEXUS_WORKER_INSTANCE_ID: the first exited 3 two seconds after the second joined).
 EXIT_ON = frozenset(
     {
         KafkaError._FATAL,

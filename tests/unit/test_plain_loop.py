@@ -41,7 +41,8 @@ def test_an_agent_the_loop_does_not_run_is_an_error() -> None:
 FATAL = [
     KafkaError(KafkaError._FENCED, "static consumer fenced", fatal=True),
     KafkaError(KafkaError.FENCED_INSTANCE_ID, "fenced by another member with the same group.instance.id"),
-    KafkaError(KafkaError._FATAL, "fatal error"),
+    # What error_cb really receives for a fenced static member: code _FATAL, fatal() False.
+    KafkaError(KafkaError._FATAL, "Fatal error: Broker: Static consumer fenced by other consumer"),
     KafkaError(KafkaError._FAIL, "anything librdkafka flags fatal", fatal=True),
     KafkaError(KafkaError.GROUP_AUTHORIZATION_FAILED),
     KafkaError(KafkaError.TOPIC_AUTHORIZATION_FAILED),
