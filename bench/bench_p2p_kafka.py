@@ -171,7 +171,9 @@ def run_mode(mode: str, args: argparse.Namespace) -> dict[str, float]:
         # the C2 compiler alone uses half a core: a cold broker measures the JIT, not the platform).
         n_warm = max(WARMUP_ORDERS, int(args.warm_s * args.latency_rate))
         n_latency = int(args.latency_rate * args.latency_s)
-        flow = build_flow(tag, n_warm + n_latency + args.orders, seed=7)
+        n_sustain = int(args.sustain_rate * args.sustain_s)
+        flow = build_flow(tag, n_warm + n_latency + n_sustain + args.orders, seed=7)
+        pids = {f"worker{i}": w.pid for i, w in enumerate(workers)} | {"broker": broker.pid}
         warm_sent: dict[str, float] = {}
         produce(producer, flow.records[:n_warm], args.latency_rate, warm_sent)
         wait_settled(observer, {t for t, o in flow.aggressor_of.items() if o in warm_sent}, 300, worker)
@@ -188,10 +190,46 @@ def run_mode(mode: str, args: argparse.Namespace) -> dict[str, float]:
             for t in latency_ids
             if t in observer.settled_at
         ]
-        # (2) throughput burst
-        burst = flow.records[n_latency:]
+        # (2) sustained: an open loop at --sustain-rate for --sustain-s. Sustained means every order settles and
+        # the latency stays flat (no backlog that grows for as long as the rate lasts), not just a short peak.
+        sustain_part = flow.records[n_latency : n_latency + n_sustain]
+        sustain_sent: dict[str, float] = {}
+        sustain_cpu = {k: cpu_s(pid) for k, pid in pids.items()}
+        started = time.perf_counter()
+        produce(producer, sustain_part, args.sustain_rate, sustain_sent)
+        produced_s = time.perf_counter() - started
+        sustain_ids = {t for t, o in flow.aggressor_of.items() if o in sustain_sent}
+        ok_sustain = wait_settled(observer, sustain_ids, 300, worker)
+        sustain_ms = sorted(
+            (observer.settled_at[t] - sustain_sent[flow.aggressor_of[t]]) * 1000
+            for t in sustain_ids
+            if t in observer.settled_at
+        )
+        # Latency of the last tenth of the run against the first tenth: a backlog that builds shows here.
+        by_send = sorted(
+            (sustain_sent[flow.aggressor_of[t]], (observer.settled_at[t] - sustain_sent[flow.aggressor_of[t]]) * 1000)
+            for t in sustain_ids
+            if t in observer.settled_at
+        )
+        tenth = max(1, len(by_send) // 10)
+        sustain = {
+            "sustain_ok": float(ok_sustain),
+            "sustain_offered_per_s": len(sustain_part) / produced_s,
+            "sustain_p50_ms": pct(sustain_ms, 0.50),
+            "sustain_p95_ms": pct(sustain_ms, 0.95),
+            "sustain_p99_ms": pct(sustain_ms, 0.99),
+            "sustain_max_ms": max(sustain_ms, default=float("nan")),
+            "sustain_first_tenth_p99_ms": pct([lat for _, lat in by_send[:tenth]], 0.99),
+            "sustain_last_tenth_p99_ms": pct([lat for _, lat in by_send[-tenth:]], 0.99),
+            **{
+                f"sustain_{k}_cpu_us_per_order": 1e6 * (cpu_s(pid) - sustain_cpu[k]) / max(1, len(sustain_part))
+                for k, pid in pids.items()
+            },
+        }
+        console.print(f"{mode}: sustained {sustain}")
+        # (3) throughput burst
+        burst = flow.records[n_latency + n_sustain :]
         burst_sent: dict[str, float] = {}
-        pids = {f"worker{i}": w.pid for i, w in enumerate(workers)} | {"broker": broker.pid}
         cpu_before = {k: cpu_s(pid) for k, pid in pids.items()}
         started = time.perf_counter()
         produce(producer, burst, None, burst_sent)
@@ -218,6 +256,7 @@ def run_mode(mode: str, args: argparse.Namespace) -> dict[str, float]:
             "orders_per_s": len(burst) / elapsed,
             "worker_peak_rss_mb": sum(peak_rss_mb(p.pid) for p in workers),
             **cpu_us,
+            **sustain,
         }
     finally:
         stop_workers(workers)
@@ -230,6 +269,8 @@ def main() -> int:
     parser.add_argument("--orders", type=int, default=60_000)
     parser.add_argument("--latency-rate", type=float, default=1000)
     parser.add_argument("--latency-s", type=float, default=15)
+    parser.add_argument("--sustain-rate", type=float, default=5000, help="orders/s of the sustained phase")
+    parser.add_argument("--sustain-s", type=float, default=60)
     parser.add_argument("--modes", default="faust,plain")
     parser.add_argument("--warm-s", type=float, default=90, help="traffic at --latency-rate before timing")
     args = parser.parse_args()
@@ -257,6 +298,7 @@ def main() -> int:
         "burst_s",
         "worker_peak_rss_mb",
         *sorted({k for r in results.values() for k in r if k.endswith("_cpu_us_per_order")}),
+        *sorted({k for r in results.values() for k in r if k.startswith("sustain_") and "_cpu_" not in k}),
     ):
         row = [key] + [f"{r[key]:,.2f}" if key in r else "—" for r in results.values()]
         if both and key in results["faust"] and key in results["plain"]:
