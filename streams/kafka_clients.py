@@ -14,6 +14,8 @@ import threading
 from collections import deque
 from typing import Any
 
+from streams.settings import get_settings
+
 LOW_LATENCY: dict[str, Any] = {"socket.nagle.disable": True}
 
 
@@ -28,7 +30,7 @@ def producer_config(bootstrap: str, **overrides: Any) -> dict[str, Any]:
     config: dict[str, Any] = {
         "bootstrap.servers": bootstrap,
         "enable.idempotence": True,
-        "linger.ms": 0,
+        "linger.ms": get_settings().kafka_linger_ms,
         "batch.size": 512 * 1024,
         **LOW_LATENCY,
     }
@@ -38,12 +40,14 @@ def producer_config(bootstrap: str, **overrides: Any) -> dict[str, Any]:
 
 def consumer_config(bootstrap: str, group_id: str, **overrides: Any) -> dict[str, Any]:
     """Manual-commit consumer: callers commit only after their outputs are acknowledged."""
+    settings = get_settings()
     config: dict[str, Any] = {
         "bootstrap.servers": bootstrap,
         "group.id": group_id,
         "enable.auto.commit": False,
         "auto.offset.reset": "earliest",
-        "fetch.wait.max.ms": 100,
+        "fetch.min.bytes": settings.kafka_fetch_min_bytes,
+        "fetch.wait.max.ms": settings.kafka_fetch_wait_max_ms,
         **LOW_LATENCY,
     }
     config.update({key.replace("_", "."): value for key, value in overrides.items()})

@@ -20,6 +20,12 @@ class Settings(BaseSettings):
     kafka_controller_port: int = 19093
     topic_replication_factor: int = Field(default=1, ge=1)
     topic_partitions_override: int | None = Field(default=None, description="force partition count for every topic")
+    # librdkafka batching, for every client from streams.kafka_clients (docs/performance.md has the trade-off):
+    # a producer waits up to kafka_linger_ms to fill a batch; a fetch returns once kafka_fetch_min_bytes are
+    # there or kafka_fetch_wait_max_ms passed. Defaults favour latency (send and return at once).
+    kafka_linger_ms: float = Field(default=0.0, ge=0)
+    kafka_fetch_min_bytes: int = Field(default=1, ge=1)
+    kafka_fetch_wait_max_ms: int = Field(default=100, ge=0)
 
     app_id: str = "nexus-settlement"
     # Comma-separated agent modules to run in this worker (e.g. "matching,settlement"); empty = all.
