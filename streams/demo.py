@@ -5,8 +5,9 @@
 Starts (unless NEXUS_KAFKA_BOOTSTRAP_SERVERS points at a cluster) the local Kafka broker, creates the
 registry topics, starts the workers as child processes (``--runtime faust``: every agent in one Faust
 worker; ``plain``: the P2P services and the bridge on plain confluent-kafka loops, alerting in Faust),
-then produces seeded traffic — deposits, energy orders (with a few deliberately bad messages) — and shows what comes out. Ctrl-C (or the end of
---duration) stops everything it started; `--stop` cleans up after a demo that was killed.
+then produces seeded traffic — deposits, energy orders (with a few deliberately bad messages) — and shows
+what comes out. Ctrl-C (or the end of --duration) stops everything it started; `--stop` cleans up after a
+demo that was killed.
 """
 
 from __future__ import annotations
