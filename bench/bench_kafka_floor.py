@@ -63,11 +63,13 @@ def relay(bootstrap: str, role: str) -> int:
     signal.signal(signal.SIGTERM, stop)
     filler = b"x" * RECORD
     last_commit = time.monotonic()
+    positions: dict[int, int] = {}  # partition -> next offset, of records handled (as streams.plain_loop)
     print(READY, flush=True)
     while not stopping:
         for msg in consume_now(consumer, 0.05, 2000):
             if msg.error():
                 continue
+            positions[msg.partition() or 0] = (msg.offset() or 0) + 1
             key, value = msg.key(), msg.value() or b""
             if role == "matching":
                 producer.produce("f.events", filler, key)  # the order's event
@@ -85,7 +87,10 @@ def relay(bootstrap: str, role: str) -> int:
         producer.poll(0)
         if time.monotonic() - last_commit >= COMMIT_EVERY_S:
             producer.flush(30)  # outputs acknowledged before the offsets that produced them are committed
-            consumer.commit(asynchronous=True)
+            # Explicit offsets: a bare commit() carries the consumer's stored offsets, which run ahead of the
+            # records handled (the plain loop's lost-trades bug, docs/state-and-recovery.md).
+            if positions:
+                consumer.commit(offsets=[TopicPartition(source, p, o) for p, o in positions.items()], asynchronous=True)
             last_commit = time.monotonic()
     producer.flush(10)
     consumer.close()
