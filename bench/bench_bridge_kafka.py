@@ -4,11 +4,12 @@
                                        [--spec-rate 200] [--spec-seconds 20] [--transport aiohttp]
 
 Everything runs on this machine: a fresh local Kafka broker, the provider simulator (infra/provider_sim),
-two Faust workers, one running the ledger agent and one the bridge agent (``--workers one``: both in one), an FX
-feed publishing the three sources every 0.5 s, and this process producing requests
-(``streams.providers.flow.card_payments``: the spec §5.1 region mix) and timing each result's arrival on
-``bridge.settlements.completed`` / ``.failed``. Per settlement the path is: request → bridge agent →
-PlaceHold on ``ledger.commands`` → ledger agent → ``ledger.outcomes`` → FX → journal intent
+two workers, one running the ledger and one the bridge (each on the plain runtime, ``streams.plain_loop`` /
+``streams.bridge_loop``, or on Faust: ``--ledger-runtime`` / ``--bridge-runtime``; ``--workers one``: both
+agents in one Faust worker), an FX feed publishing the three sources every 0.5 s, and this process producing
+requests (``streams.providers.flow.card_payments``: the spec §5.1 region mix) and timing each result's arrival
+on ``bridge.settlements.completed`` / ``.failed``. Per settlement the path is: request → bridge →
+PlaceHold on ``ledger.commands`` → ledger → ``ledger.outcomes`` → FX → journal intent
 (``bridge.payouts.journal``, acks=all) → provider over HTTP → PostHold round trip → rewards → journal
 result → result topic.
 
