@@ -29,7 +29,7 @@ from contracts.topics import BRIDGE_REQUESTS, PLATFORM_DEADLETTERS
 from streams import ingress
 from streams.bridge_service import BridgeService, build_service
 from streams.gc_policy import HeapPolicy
-from streams.kafka_clients import consume_now, consumer_config
+from streams.kafka_clients import consume_now, consumer_config, describe, must_exit
 from streams.settings import Settings, get_settings
 from streams.topic_admin import ensure_topics
 
@@ -139,9 +139,9 @@ class BridgeLoop:
     async def _admit(self, msg: Message) -> None:
         err = msg.error()
         if err is not None:
-            if err.fatal():
-                raise RuntimeError(f"fatal consumer error, restart the worker: {err}")
-            log.warning("consumer error (librdkafka retries): %s", err)
+            if must_exit(err):  # a restart re-joins; unfinished requests are recovered from the journal
+                raise RuntimeError(f"consumer error, cannot go on; restart the worker: {describe(err)}")
+            log.warning("consumer error, librdkafka retries it: %s", describe(err))
             return
         partition, offset = msg.partition(), msg.offset()
         assert partition is not None and offset is not None

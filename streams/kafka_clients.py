@@ -14,6 +14,8 @@ import threading
 from collections import deque
 from typing import Any
 
+from confluent_kafka import KafkaError
+
 from streams.settings import get_settings
 
 LOW_LATENCY: dict[str, Any] = {"socket.nagle.disable": True}
@@ -146,3 +148,31 @@ def consume_now(consumer: Any, timeout_s: float, max_records: int = 1000) -> lis
     if not first:
         return []
     return [*first, *consumer.consume(max_records - 1, timeout=0)]
+
+
+# Errors after which this worker cannot go on. librdkafka marks some fatal itself (a static member fenced by
+# another with the same group.instance.id); the others it would retry for ever, but only an operator fixes
+# them (credentials, ACLs). Everything else is logged and skipped: librdkafka retries it (reconnects,
+# re-joins the group) and no record is lost by skipping an error event. The code is checked, not only the flag:
+# librdkafka hands error_cb a fenced static member as _FATAL with fatal() False (seen with two workers
+# sharing NEXUS_WORKER_INSTANCE_ID: the first exited 3 two seconds after the second joined).
+EXIT_ON = frozenset(
+    {
+        KafkaError._FATAL,
+        KafkaError._FENCED,
+        KafkaError.FENCED_INSTANCE_ID,
+        KafkaError._AUTHENTICATION,
+        KafkaError.SASL_AUTHENTICATION_FAILED,
+        KafkaError.TOPIC_AUTHORIZATION_FAILED,
+        KafkaError.GROUP_AUTHORIZATION_FAILED,
+    }
+)
+
+
+def must_exit(error: KafkaError) -> bool:
+    """True for a consumer/producer error that leaves the client unusable; False for one to log and skip."""
+    return bool(error.fatal()) or error.code() in EXIT_ON
+
+
+def describe(error: KafkaError) -> str:
+    return f"{error.name()} (code {error.code()}, fatal={error.fatal()}, retriable={error.retriable()}): {error.str()}"

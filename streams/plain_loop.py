@@ -45,7 +45,14 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 from contracts.topics import ENERGY_ORDERS, LEDGER_COMMANDS, PLATFORM_DEADLETTERS, Topic
 from streams import ingress
 from streams.gc_policy import HeapPolicy
-from streams.kafka_clients import consume_now, consumer_config, produce_bounded, producer_config
+from streams.kafka_clients import (
+    consume_now,
+    consumer_config,
+    describe,
+    must_exit,
+    produce_bounded,
+    producer_config,
+)
 from streams.ledger_service import LedgerPartition
 from streams.matching_service import MatchingPartition
 from streams.partition_log import rebuild_state
@@ -73,33 +80,6 @@ FLUSH_TIMEOUT_S = 30.0
 # one. If none succeeds for this long, the worker exits: a restart re-joins and replays.
 COMMIT_PATIENCE_S = 60.0
 EXIT_FATAL = 3
-
-# Errors after which this worker cannot go on. librdkafka marks some fatal itself (a static member fenced by
-# another with the same group.instance.id); the others it would retry for ever, but only an operator fixes
-# them (credentials, ACLs). Everything else is logged and skipped: librdkafka retries it (reconnects,
-# re-joins the group) and no record is lost by skipping an error event. The code is checked, not only the flag:
-# librdkafka hands error_cb a fenced static member as _FATAL with fatal() False (seen with two workers
-# sharing NEXUS_WORKER_INSTANCE_ID: the first exited 3 two seconds after the second joined).
-EXIT_ON = frozenset(
-    {
-        KafkaError._FATAL,
-        KafkaError._FENCED,
-        KafkaError.FENCED_INSTANCE_ID,
-        KafkaError._AUTHENTICATION,
-        KafkaError.SASL_AUTHENTICATION_FAILED,
-        KafkaError.TOPIC_AUTHORIZATION_FAILED,
-        KafkaError.GROUP_AUTHORIZATION_FAILED,
-    }
-)
-
-
-def must_exit(error: KafkaError) -> bool:
-    """True for a consumer/producer error that leaves the client unusable; False for one to log and skip."""
-    return bool(error.fatal()) or error.code() in EXIT_ON
-
-
-def describe(error: KafkaError) -> str:
-    return f"{error.name()} (code {error.code()}, fatal={error.fatal()}, retriable={error.retriable()}): {error.str()}"
 
 
 class WorkerFailed(Exception):
