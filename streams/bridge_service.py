@@ -354,11 +354,11 @@ class KafkaJournal:
         self.partition_of: dict[str, int] = {}  # request id -> its bridge.requests partition
         self._result_acks: dict[str, asyncio.Future[None]] = {}
 
-    def _write(self, entry: dict[str, Any]) -> asyncio.Future[None]:
-        """Send an entry now (its partition is looked up before anything else can forget it); await to wait
-        for Kafka's ack."""
+    def _write(self, entry: dict[str, Any], partition: int | None = None) -> asyncio.Future[None]:
+        """Send an entry now to its request's partition; await the future to wait for Kafka's ack."""
         request_id = entry["request_id"]
-        partition = self.partition_of.get(request_id)
+        if partition is None:
+            partition = self.partition_of.get(request_id)
         assert partition is not None, f"{request_id}: journal partition unknown (request not admitted here)"
         name = BRIDGE_PAYOUTS_JOURNAL.name
         return self.producer.send(name, entry["bridge_tx_id"].encode(), orjson.dumps(entry), partition=partition)
@@ -367,13 +367,22 @@ class KafkaJournal:
         await self._write(journal_of_intent(intent))  # acked (acks=all) before the provider hears of it
 
     async def persist_result(self, result: Result) -> None:
-        """Rewards acked first; then the entry is sent, and :meth:`result_acked` awaits it (in parallel
-        with publishing the result: the request is acked only after both)."""
+        """Journal the result once the rewards it reports are acknowledged, without waiting here: the result
+        is published meanwhile, and :meth:`result_acked` (awaited before the request is acked) waits for both.
+        A crash before the entry is durable leaves the intent open, and recovery re-sends the rewards under
+        the same ids: a result is never journaled while a reward it reports is not durable."""
         bridge_tx_id = result.bridge_tx_id or bridge_tx_id_for(result.request_id)
-        if self.ledger is not None:
-            await self.ledger.rewards_acked(bridge_tx_id)
-        self._result_acks[result.request_id] = self._write(journal_of_result(result, bridge_tx_id))
-        self.partition_of.pop(result.request_id, None)
+        entry = journal_of_result(result, bridge_tx_id)
+        partition = self.partition_of.pop(result.request_id, None)
+        assert partition is not None, f"{result.request_id}: journal partition unknown (request not admitted here)"
+        ledger = self.ledger
+
+        async def after_rewards() -> None:
+            if ledger is not None:
+                await ledger.rewards_acked(bridge_tx_id)
+            await self._write(entry, partition)
+
+        self._result_acks[result.request_id] = asyncio.ensure_future(after_rewards())
 
     async def result_acked(self, request_id: str) -> None:
         ack = self._result_acks.pop(request_id, None)

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import orjson
 
 from contracts import models as m
-from contracts.topics import BRIDGE_SETTLEMENTS_COMPLETED, BRIDGE_SETTLEMENTS_FAILED, LEDGER_COMMANDS
+from contracts.topics import (
+    BRIDGE_PAYOUTS_JOURNAL,
+    BRIDGE_SETTLEMENTS_COMPLETED,
+    BRIDGE_SETTLEMENTS_FAILED,
+    LEDGER_COMMANDS,
+)
 from domain.bridge import PayoutIntent, Rejected, Settled
 from streams.bridge_service import (
+    KafkaHoldLedger,
+    KafkaJournal,
     grant_reward_command,
     journal_of_intent,
     journal_of_result,
@@ -57,3 +66,49 @@ def test_result_json_is_the_contract_message() -> None:
         decoded = topic.decode(raw)  # valid, and every field written explicitly
         assert set(orjson.loads(raw)) == set(type(decoded).model_fields)
         assert decoded.request_id == result.request_id
+
+
+class _RecordingProducer:
+    """AsyncProducer's send, with acks the test resolves by hand."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes, asyncio.Future[None]]] = []
+
+    def send(self, topic: str, key: bytes, value: bytes, partition: int | None = None) -> asyncio.Future[None]:
+        ack: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.sent.append((topic, key, ack))
+        return ack
+
+    def topics(self) -> list[str]:
+        return [topic for topic, _key, _ack in self.sent]
+
+
+def test_a_result_is_journaled_only_after_its_rewards_are_acked_but_published_without_waiting() -> None:
+    h = harness()
+    settled = result_of(h.run(payment()))
+    assert isinstance(settled, Settled) and settled.cashback_kaus_units > 0
+
+    async def scenario() -> None:
+        producer = _RecordingProducer()
+        ledger = KafkaHoldLedger(producer, outcomes=None, reward_accounts={"bridge:rewards": "bridge:rewards"})  # type: ignore[arg-type]
+        journal = KafkaJournal("unused:9092", producer, ledger)  # type: ignore[arg-type]
+        journal.partition_of[settled.request_id] = 2
+        await ledger.transfer(
+            transfer_id=f"{settled.bridge_tx_id}:cashback",
+            debit_account_id="bridge:rewards",
+            credit_account_id=settled.payer_account_id,
+            amount_units=settled.cashback_kaus_units,
+        )
+        await asyncio.wait_for(journal.persist_result(settled), 1)  # returns at once: the result can go out
+        acked = asyncio.ensure_future(journal.result_acked(settled.request_id))
+        await asyncio.sleep(0)
+        assert producer.topics() == [LEDGER_COMMANDS.name]  # no journal entry while the reward is unacked
+        producer.sent[0][2].set_result(None)  # the reward is durable
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert producer.topics() == [LEDGER_COMMANDS.name, BRIDGE_PAYOUTS_JOURNAL.name]
+        assert not acked.done()  # the request may be acked only once the journal entry is durable too
+        producer.sent[1][2].set_result(None)
+        await asyncio.wait_for(acked, 1)
+
+    asyncio.run(scenario())
