@@ -67,7 +67,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from measure import cpu_s, pct, peak_rss_mb
 from workers import start_role_workers, stop_workers
 
-console = Console()
+console = Console(width=max(Console().width, 130))  # the per-rail table stays readable in a log
 RUNTIMES = {"settlement": "streams.plain_loop", "bridge": "streams.bridge_loop"}  # the plain runtime of each role
 WARM_RATE = 100.0  # requests/s, below the split workers' ceiling
 FX_DAY = date(2026, 10, 30)
