@@ -115,19 +115,21 @@ class Worker:
         stop_pid_file(self.pid_path)
 
 
+# Per runtime, the demo's worker processes: (name, module, NEXUS_AGENTS). faust: every agent in one Faust
+# worker. plain: the P2P services (streams.plain_loop) and the bridge (streams.bridge_loop) on plain
+# confluent-kafka loops, the alerting agent in Faust (docs/performance.md).
+RUNTIMES: dict[str, tuple[tuple[str, str, str], ...]] = {
+    "faust": (("worker", "streams.worker", ""),),
+    "plain": (
+        ("p2p", "streams.plain_loop", "matching,settlement"),
+        ("bridge", "streams.bridge_loop", ""),
+        ("worker", "streams.worker", "alerting"),
+    ),
+}
+
+
 def workers_for(settings: Settings, runtime: str) -> list[Worker]:
-    """faust: every agent in one Faust worker. plain: the P2P services (streams.plain_loop) and the bridge
-    (streams.bridge_loop) on plain confluent-kafka loops, the alerting agent in Faust (docs/performance.md)."""
-    if runtime == "faust":
-        return [Worker(settings)]
-    return [
-        Worker(settings, "p2p", "streams.plain_loop", "matching,settlement"),
-        Worker(settings, "bridge", "streams.bridge_loop"),
-        Worker(settings, "worker", "streams.worker", "alerting"),
-    ]
-
-
-WORKER_NAMES = ("worker", "p2p", "bridge")  # every name workers_for uses: --stop stops them all
+    return [Worker(settings, name, module, agents) for name, module, agents in RUNTIMES[runtime]]
 
 
 def stop_pid_file(pid_path: Path, timeout_s: float = 20.0) -> bool:
@@ -161,7 +163,7 @@ def local_broker(settings: Settings):  # type: ignore[no-untyped-def]
 def stop_everything(settings: Settings, console: Console) -> None:
     from infra.alerting.demo import stop_monitoring
 
-    for name in WORKER_NAMES:
+    for name in sorted({name for workers in RUNTIMES.values() for name, _, _ in workers}):
         if stop_pid_file(run_dir(settings) / f"{name}.pid"):
             console.print(f"stopped the {name} worker")
     stop_monitoring(settings, console)
@@ -385,8 +387,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stop", action="store_true", help="stop what an earlier demo left running")
     parser.add_argument(
         "--runtime",
-        choices=["faust", "plain"],
-        default=os.environ.get("NEXUS_DEMO_RUNTIME", "faust"),
+        choices=sorted(RUNTIMES),
+        default="faust",
         help="faust: all agents in one Faust worker; plain: P2P and bridge on plain confluent-kafka loops",
     )
     args = parser.parse_args(argv)
