@@ -15,7 +15,6 @@ import faust
 from confluent_kafka import Producer
 from faust.types import TP
 
-from contracts.construct import Encoded
 from contracts.topics import PLATFORM_DEADLETTERS, TOPICS, Topic
 from streams import ingress
 from streams.kafka_clients import AsyncProducer, produce_bounded, producer_config
@@ -116,13 +115,8 @@ class Outbox:
 
     @staticmethod
     def encode_all(outputs: list[tuple[Topic, Any]]) -> list[tuple[str, bytes, bytes]]:
-        """(topic, message) -> (topic name, key, value), ready for `send`. A service's `Encoded` record is its bytes."""
-        return [
-            (topic.name, message.key, message.value)
-            if type(message) is Encoded
-            else (topic.name, topic.key_of(message), topic.encode(message))
-            for topic, message in outputs
-        ]
+        """(topic, message) -> (topic name, key, value), ready for `send` (an `Encoded` record is its bytes)."""
+        return [(topic.name, topic.key_of(message), topic.encode(message)) for topic, message in outputs]
 
     def send(self, records: list[tuple[str, bytes, bytes]]) -> None:
         """Queue encoded records, in order (what `emit_nowait` does for one message)."""

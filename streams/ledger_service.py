@@ -298,10 +298,7 @@ class LedgerPartition:
         trade_id, buyer, seller = trade.trade_id, trade.buyer_account_id, trade.seller_account_id
         settler = self.settler
         ledger = settler.ledger
-        if not ledger.has_account(buyer):
-            ledger.open_account(buyer)
-        if not ledger.has_account(seller):
-            ledger.open_account(seller)
+        self._open(buyer, seller)
         if command.seller_energy_source is not None:
             settler.register_seller_source(seller, command.seller_energy_source)
         executed_ms = to_ms(trade.executed_at)

@@ -236,7 +236,7 @@ def run() -> int:
     ensure_topics(settings)
     bootstrap = settings.bootstrap_servers
     health = Health()
-    consumer_conf, producer_conf = client_configs(settings, health, os.environ.get("NEXUS_PLAIN_KAFKA_DEBUG", ""))
+    consumer_conf, producer_conf = client_configs(settings, health, settings.plain_kafka_debug)
     consumer = Consumer(consumer_conf)
     producer = Producer(producer_conf)
     inputs = inputs_for(settings.agents)

@@ -26,6 +26,8 @@ class Settings(BaseSettings):
     kafka_linger_ms: float = Field(default=0.0, ge=0)
     kafka_fetch_min_bytes: int = Field(default=1, ge=1)
     kafka_fetch_wait_max_ms: int = Field(default=100, ge=0)
+    # librdkafka debug contexts for the plain loop's consumer (e.g. "cgrp"): the group protocol in its log.
+    plain_kafka_debug: str = ""
 
     app_id: str = "nexus-settlement"
     # Comma-separated agent modules to run in this worker (e.g. "matching,settlement"); empty = all.
