@@ -14,7 +14,7 @@ import base64
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -136,33 +136,30 @@ def open_holds(transfers: list[dict[str, Any]]) -> set[str]:
 
 
 @pytest.fixture(params=["faust", "plain"])
-def runtime(request: pytest.FixtureRequest) -> str:
-    """faust: the ledger and bridge agents in one Faust worker; plain: the ledger in streams.plain_loop and the
-    bridge in streams.bridge_loop, two processes (the bridge's is the one returned, the one a test kills)."""
-    return str(request.param)
+def start_bridge(
+    request: pytest.FixtureRequest, worker_factory: Any, sim: ProviderSimProcess, sim_keys_dir: Path
+) -> Callable[..., Any]:
+    """Starts the ledger and the bridge against the simulator, in each runtime. faust: both agents in one Faust
+    worker; plain: the ledger in streams.plain_loop and the bridge in streams.bridge_loop, two processes (the
+    bridge's is the one returned, the one a test kills)."""
+    provider = {"provider_sim_url": sim.url, "provider_keys_dir": str(sim_keys_dir), "provider_transport": "aiohttp"}
 
+    def start(**env: str) -> Any:
+        if request.param == "faust":
+            return worker_factory(agents="settlement,bridge", **provider, **env)
+        worker_factory(module="streams.plain_loop", agents="settlement")
+        return worker_factory(module="streams.bridge_loop", **provider, **env)
 
-def bridge_worker(worker_factory: Any, sim: ProviderSimProcess, keys_dir: Path, runtime: str, **env: str) -> Any:
-    provider = {"provider_sim_url": sim.url, "provider_keys_dir": str(keys_dir), "provider_transport": "aiohttp"}
-    if runtime == "faust":
-        return worker_factory(agents="settlement,bridge", **provider, **env)
-    worker_factory(module="streams.plain_loop", agents="settlement")
-    return worker_factory(module="streams.bridge_loop", **provider, **env)
+    return start
 
 
 def test_settles_through_the_platform_ledger_fails_cleanly_and_answers_duplicates(
-    kafka: KafkaIO,
-    worker_factory: Any,
-    sim: ProviderSimProcess,
-    sim_keys_dir: Path,
-    run_id: str,
-    fx_feed: None,
-    runtime: str,
+    kafka: KafkaIO, sim: ProviderSimProcess, run_id: str, fx_feed: None, start_bridge: Callable[..., Any]
 ) -> None:
     rich, poor = f"acct-rich-{run_id}", f"acct-poor-{run_id}"
     deposit(kafka, rich, FUNDS_UNITS)
     deposit(kafka, poor, 1_000_000)  # 1 K-AUS: far too little for 150 USD
-    bridge_worker(worker_factory, sim, sim_keys_dir, runtime)
+    start_bridge()
     ok, broke, slipped = f"card-ok-{run_id}", f"card-broke-{run_id}", f"card-slip-{run_id}"
     # bad input first: a float amount is dead-lettered with its reason, and the agent keeps settling the rest
     bad = request(f"card-bad-{run_id}", rich).model_dump(mode="json") | {"amount_minor": 150.0}
@@ -211,19 +208,13 @@ def test_settles_through_the_platform_ledger_fails_cleanly_and_answers_duplicate
 
 
 def test_sigkill_between_payout_and_result_pays_once_after_restart(
-    kafka: KafkaIO,
-    worker_factory: Any,
-    sim: ProviderSimProcess,
-    sim_keys_dir: Path,
-    run_id: str,
-    fx_feed: None,
-    runtime: str,
+    kafka: KafkaIO, sim: ProviderSimProcess, run_id: str, fx_feed: None, start_bridge: Callable[..., Any]
 ) -> None:
     payer = f"acct-kill-{run_id}"
     deposit(kafka, payer, FUNDS_UNITS)
     # The provider executes the payout but its answer never comes back (the worker waits up to 120 s).
     sim.configure({"STRIPE_INSTANT": {"timeout_next": 1, "hang_ms": 60_000}})
-    worker = bridge_worker(worker_factory, sim, sim_keys_dir, runtime, provider_timeout_ms="120000")
+    worker = start_bridge(provider_timeout_ms="120000")
     request_id = f"card-kill-{run_id}"
     kafka.produce_messages(BRIDGE_REQUESTS, [request(request_id, payer)])
     deadline = time.monotonic() + 60
@@ -252,19 +243,13 @@ def test_sigkill_between_payout_and_result_pays_once_after_restart(
 
 
 def test_a_slow_rail_does_not_stall_other_payments(
-    kafka: KafkaIO,
-    worker_factory: Any,
-    sim: ProviderSimProcess,
-    sim_keys_dir: Path,
-    run_id: str,
-    fx_feed: None,
-    runtime: str,
+    kafka: KafkaIO, sim: ProviderSimProcess, run_id: str, fx_feed: None, start_bridge: Callable[..., Any]
 ) -> None:
     payer, others = f"acct-slow-{run_id}", [f"acct-fast-{run_id}-{i}" for i in range(5)]
     for account in (payer, *others):
         deposit(kafka, account, FUNDS_UNITS)
     sim.configure({"STRIPE_INSTANT": {"latency_ms": 4_000}})  # US card payments take 4 s at the provider
-    bridge_worker(worker_factory, sim, sim_keys_dir, runtime, provider_timeout_ms="10000")
+    start_bridge(provider_timeout_ms="10000")
     slow = f"card-slow-{run_id}"
     kafka.produce_messages(BRIDGE_REQUESTS, [request(slow, payer)])
     time.sleep(0.5)  # the slow one is in flight first
