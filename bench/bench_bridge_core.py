@@ -17,7 +17,7 @@ Runs:
    ``--rate`` for ``--seconds``: E2E latency (submit → result) p50/p95/p99 at a sustained arrival rate.
    Throughput is also reported per CPU-second of each process (this process, and the simulator from
    /proc), which is what a shared machine can still measure; the default transport is the minimal
-   keep-alive HTTP/1.1 client (``--transport raw``), aiohttp and httpx are options.
+   lean HTTP/1.1 client (``--transport lean``, streams/providers/lean_http.py), aiohttp and httpx are options.
 3. **spec rail latencies** (§2.2: Toss 180 ms ... Stripe SEPA 250 ms; fallbacks Wise 320 ms), open loop at
    ``--spec-rate``: per-rail p99 against rail latency + 20 ms, and the §8.1 table per region.
 
@@ -375,7 +375,7 @@ async def main_async(args: argparse.Namespace) -> int:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--transport", default="raw", choices=["raw", "aiohttp", "httpx"])
+    parser.add_argument("--transport", default="lean", choices=["lean", "aiohttp", "httpx"])
     parser.add_argument("--rate", type=float, default=2_000.0, help="open-loop arrivals/s at zero latency")
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--spec-rate", type=float, default=200.0)

@@ -281,7 +281,7 @@ def main() -> int:
     parser.add_argument("--payers", type=int, default=2_000, help="payer accounts the requests are spread over")
     parser.add_argument("--spec-rate", type=float, default=200)
     parser.add_argument("--spec-seconds", type=float, default=20)
-    parser.add_argument("--transport", default="aiohttp", choices=["httpx", "aiohttp", "raw"])
+    parser.add_argument("--transport", default="lean", choices=["lean", "httpx", "aiohttp"])
     parser.add_argument(
         "--workers",
         default="split",

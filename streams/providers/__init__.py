@@ -32,7 +32,7 @@ def build_adapters(
     from streams.providers.wise import WiseAdapter
 
     settings = settings or ProviderSettings()
-    transport = transport or make_transport(settings.transport, settings.max_connections)
+    transport = transport or make_transport(settings.transport, settings.max_connections, settings.ca_file)
     merchants = merchants or DerivedMerchantDirectory()
     classes = {
         Provider.PAYPAL: PayPalAdapter,

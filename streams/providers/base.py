@@ -62,9 +62,10 @@ class ProviderSettings(BaseSettings):
 
     timeout_ms: int = Field(default=2_000, ge=1, le=120_000)
     max_connections: int = Field(default=256, ge=1)
-    # httpx is the default; aiohttp costs ~10x less CPU per call here (see bench/bench_bridge_core.py);
-    # "raw" is the minimal client for the loopback simulator only (plain http, no TLS).
-    transport: str = Field(default="httpx", pattern="^(httpx|aiohttp|raw)$")
+    # "lean" (streams/providers/lean_http.py) costs the bridge's one thread the least CPU per call; httpx and
+    # aiohttp are the general-purpose alternatives (bench/bench_bridge_core.py, bench/bench_bridge_kafka.py).
+    transport: str = Field(default="lean", pattern="^(lean|httpx|aiohttp)$")
+    ca_file: Path | None = None  # extra trust for the providers' TLS certificates (lean transport); None: system
 
     paypal_client_id: str = "nexus-sim-client"
     paypal_client_secret: SecretStr = SecretStr("nexus-sim-secret")
@@ -153,7 +154,10 @@ class HttpxTransport:
         seconds = timeout_ms / 1000
         try:
             r = await self._client.request(
-                request.method, request.url, headers=list(request.headers), content=request.body or None,
+                request.method,
+                request.url,
+                headers=list(request.headers),
+                content=request.body or None,
                 timeout=httpx.Timeout(seconds, pool=seconds),
             )
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
@@ -191,7 +195,10 @@ class AiohttpTransport:
             # aiohttp's own timer, not a cancellation from outside: cancelling aiohttp mid-request can leave
             # the half-used keep-alive connection in its pool, and the next request on it then hangs.
             async with session.request(
-                request.method, request.url, headers=list(request.headers), data=request.body or None,
+                request.method,
+                request.url,
+                headers=list(request.headers),
+                data=request.body or None,
                 timeout=aiohttp.ClientTimeout(total=timeout_ms / 1000),
             ) as r:
                 body = await r.read()
@@ -207,126 +214,16 @@ class AiohttpTransport:
             self._session = None
 
 
-class _RawConnection(asyncio.Protocol):
-    """One keep-alive HTTP/1.1 connection; one request at a time (no pipelining)."""
+def make_transport(kind: str = "httpx", max_connections: int = 256, ca_file: Path | None = None) -> Transport:
+    if kind == "lean":
+        from streams.providers.lean_http import LeanHttpTransport  # it imports this module's types
 
-    def __init__(self) -> None:
-        self.transport: asyncio.Transport | None = None
-        self.buf = bytearray()
-        self.waiter: asyncio.Future[HttpResponse] | None = None
-        self.closed = False
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
-        if self.waiter is not None and not self.waiter.done():
-            self.waiter.set_exception(TimedOut(f"connection lost: {exc!r}"))
-
-    def data_received(self, data: bytes) -> None:
-        self.buf += data
-        if self.waiter is None or self.waiter.done():
-            return
-        end = self.buf.find(b"\r\n\r\n")
-        if end < 0:
-            return
-        head = bytes(self.buf[:end]).decode("latin-1").split("\r\n")
-        headers = {}
-        for line in head[1:]:
-            name, _, value = line.partition(":")
-            headers[name.strip().lower()] = value.strip()
-        if "content-length" not in headers:
-            self.waiter.set_exception(TimedOut("raw transport needs Content-Length responses"))
-            return
-        total = end + 4 + int(headers["content-length"])
-        if len(self.buf) < total:
-            return
-        body = bytes(self.buf[end + 4:total])
-        del self.buf[:total]
-        if headers.get("connection", "").lower() == "close":
-            self.closed = True
-        self.waiter.set_result(HttpResponse(int(head[0].split(" ", 2)[1]), headers, body))
-
-
-class RawHttpTransport:
-    """A minimal HTTP/1.1 client on asyncio protocols: plain http, Content-Length bodies, keep-alive pool.
-
-    Several times cheaper in CPU than aiohttp/httpx; meant for the loopback simulator in the benchmark (no
-    TLS, no chunked encoding, no redirects). Same error contract as the other transports.
-    """
-
-    def __init__(self, max_connections: int = 256) -> None:
-        # Connections are opened on demand and idle ones kept; the runner's max_in_flight bounds how many.
-        self._idle: dict[tuple[str, int], list[_RawConnection]] = {}
-        self._targets: dict[str, tuple[str, int, str]] = {}
-
-    def _target(self, url: str) -> tuple[str, int, str]:
-        # (host, port, path) for the URL; the scheme://host:port prefix is parsed once per distinct prefix
-        scheme_end = url.index("://") + 3
-        slash = url.find("/", scheme_end)
-        prefix, path = (url, "/") if slash < 0 else (url[:slash], url[slash:])
-        hit = self._targets.get(prefix)
-        if hit is None:
-            if not url.startswith("http://"):
-                raise ConnectFailed(f"raw transport speaks plain http only: {url}")
-            host, _, port = prefix[scheme_end:].partition(":")
-            hit = self._targets[prefix] = (host, int(port or 80), "")
-        return hit[0], hit[1], path
-
-    async def send(self, request: HttpRequest, timeout_ms: int) -> HttpResponse:
-        host, port, path = self._target(request.url)
-        loop = asyncio.get_running_loop()
-        pool = self._idle.setdefault((host, port), [])
-        conn = None
-        while pool:
-            candidate = pool.pop()
-            if not candidate.closed:
-                conn = candidate
-                break
-        try:
-            async with asyncio.timeout(timeout_ms / 1000):
-                if conn is None:
-                    try:
-                        _, conn = await loop.create_connection(_RawConnection, host, port)
-                    except OSError as exc:
-                        raise ConnectFailed(f"{type(exc).__name__}: {exc}") from exc
-                head = [f"{request.method} {path} HTTP/1.1", f"Host: {host}:{port}",
-                        f"Content-Length: {len(request.body)}"]
-                head.extend(f"{k}: {v}" for k, v in request.headers)
-                conn.waiter = loop.create_future()
-                assert conn.transport is not None
-                conn.transport.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + request.body)
-                response = await conn.waiter
-        except TimeoutError as exc:
-            if conn is not None and conn.transport is not None:
-                conn.transport.close()  # an answer may still arrive: never reuse this connection
-            raise TimedOut("TimeoutError") from exc
-        conn.waiter = None
-        if conn.closed:
-            assert conn.transport is not None
-            conn.transport.close()
-        else:
-            pool.append(conn)
-        return response
-
-    async def aclose(self) -> None:
-        for pool in self._idle.values():
-            for conn in pool:
-                if conn.transport is not None:
-                    conn.transport.close()
-        self._idle.clear()
-
-
-def make_transport(kind: str = "httpx", max_connections: int = 256) -> Transport:
+        return LeanHttpTransport(max_connections, ca_file=ca_file)
     if kind == "aiohttp":
         return AiohttpTransport(max_connections)
-    if kind == "raw":
-        return RawHttpTransport(max_connections)
     if kind == "httpx":
         return HttpxTransport(max_connections)
-    raise ValueError(f"unknown transport {kind!r}; use 'httpx', 'aiohttp' or 'raw'")
+    raise ValueError(f"unknown transport {kind!r}; use 'lean', 'httpx' or 'aiohttp'")
 
 
 # --------------------------------------------------------------------------- merchants
@@ -406,9 +303,7 @@ def _form_key(key: str) -> str:
 
 def form_encode(pairs: list[tuple[str, str]]) -> bytes:
     """``application/x-www-form-urlencoded`` like ``urlencode`` (same output), without quoting safe values."""
-    return "&".join(
-        f"{_form_key(k)}={v if _FORM_SAFE.fullmatch(v) else quote_plus(v)}" for k, v in pairs
-    ).encode()
+    return "&".join(f"{_form_key(k)}={v if _FORM_SAFE.fullmatch(v) else quote_plus(v)}" for k, v in pairs).encode()
 
 
 def basic_auth(user: str, password: str) -> str:
@@ -465,11 +360,18 @@ class HttpAdapter:
         except ConnectFailed as exc:
             return PayoutOutcome(PayoutStatus.UNAVAILABLE, error_code="CONNECT_FAILED", error_message=str(exc))
         except (TimedOut, TimeoutError) as exc:
-            return PayoutOutcome(PayoutStatus.TIMEOUT, error_code="TIMEOUT",
-                                 error_message=f"no answer from {self.provider} within {bound_ms} ms ({exc})")
+            return PayoutOutcome(
+                PayoutStatus.TIMEOUT,
+                error_code="TIMEOUT",
+                error_message=f"no answer from {self.provider} within {bound_ms} ms ({exc})",
+            )
 
     @staticmethod
     def unparseable(resp: HttpResponse, what: str) -> PayoutOutcome:
         # A 2xx we cannot read: the payout probably exists, so treat it like a lost answer and resolve it.
-        return PayoutOutcome(PayoutStatus.TIMEOUT, http_status=resp.status, error_code="UNPARSEABLE_RESPONSE",
-                             error_message=f"{what}: {resp.body[:200]!r}")
+        return PayoutOutcome(
+            PayoutStatus.TIMEOUT,
+            http_status=resp.status,
+            error_code="UNPARSEABLE_RESPONSE",
+            error_message=f"{what}: {resp.body[:200]!r}",
+        )

@@ -293,7 +293,7 @@ def test_stripe_key_reused_with_other_parameters_is_an_idempotency_error(
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", ["httpx", "aiohttp"])
+@pytest.mark.parametrize("kind", ["lean", "httpx", "aiohttp"])
 def test_transports_classify_success_timeout_and_refusal_alike(
     sim: ProviderSimProcess, sim_keys_dir: Path, kind: str
 ) -> None:
