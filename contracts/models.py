@@ -288,6 +288,23 @@ class PlaceHold(Contract):
     occurred_at: UtcDatetime
 
 
+class RewardAccount(StrEnum):
+    """Issuance accounts rewards are paid from (they may run negative; finance funds them)."""
+
+    REWARDS = "bridge:rewards"
+    ECOSYSTEM = "bridge:ecosystem"
+
+
+class RewardGrant(Contract):
+    """A reward paid with a capture (`PostHold.rewards`): a posted transfer from an issuance account."""
+
+    transfer_id: Id = Field(description="the reward's own transfer id (its idempotency key)")
+    from_account_id: RewardAccount
+    account_id: Id = Field(description="the account credited (the payer)")
+    amount_kaus_units: PositiveKausUnits
+    reason: str = Field(default="", max_length=200)
+
+
 class PostHold(Contract):
     """Capture a hold (phase two): move `amount_kaus_units` (≤ the hold) and release the rest."""
 
@@ -295,6 +312,15 @@ class PostHold(Contract):
     command_id: Id
     hold_id: Id
     amount_kaus_units: PositiveKausUnits | None = Field(default=None, description="None: the whole hold")
+    rewards: list[RewardGrant] = Field(
+        default_factory=list,
+        max_length=16,
+        description=(
+            "rewards the ledger applies right after the capture, only if the capture applies (one atomic "
+            "step: a reward that cannot apply rejects the whole command); each is deduplicated by its own "
+            "transfer id, so a re-sent capture applies those of its rewards not applied yet and none twice"
+        ),
+    )
     occurred_at: UtcDatetime
 
 
@@ -307,15 +333,11 @@ class VoidHold(Contract):
     occurred_at: UtcDatetime
 
 
-class RewardAccount(StrEnum):
-    """Issuance accounts rewards are paid from (they may run negative; finance funds them)."""
-
-    REWARDS = "bridge:rewards"
-    ECOSYSTEM = "bridge:ecosystem"
-
-
 class GrantReward(Contract):
-    """Pay a reward (bridge cashback, ecosystem bonus) from an issuance account; only those may be debited."""
+    """Pay a reward from an issuance account on its own; only those may be debited.
+
+    The bridge no longer sends it: its cashback and ecosystem bonus ride on the capture (`PostHold.rewards`).
+    """
 
     type: Literal["GRANT_REWARD"] = "GRANT_REWARD"
     command_id: Id

@@ -12,9 +12,13 @@ outcome to the next transition::
     on_payout(tx, outcome, breakers, at, cfg)     -> RailOutcome + (PostHold | PayoutIntent
                                                      | ResolvePayout | VoidHold + Done)
     on_resolved(tx, outcome, breakers, at, cfg)   -> like on_payout, or ParkForRecovery
-    on_posted(tx, ok, reason, at)                 -> Transfer(s) + Done(Settled)             phase 4
+    on_posted(tx, ok, reason, at, cfg)            -> Done(Settled)                           phase 4
                                                      | VoidHold + Done(Rejected)
     recover(intents, at)                          -> ResolvePayout per open intent
+
+The capture (:class:`PostHold`) carries the payment's rewards (cashback, ecosystem bonus): the ledger
+applies them right after the capture and only if it applies, each once by its own transfer id, so a
+captured payment is rewarded exactly once and an uncaptured one never.
 
 Guarantees the transitions keep (and the tests prove):
 
@@ -45,7 +49,7 @@ with RATE_LOCK_EXPIRED and the hold is voided.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Container, Iterable, Mapping
+from collections.abc import Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from enum import StrEnum
@@ -117,24 +121,28 @@ class HoldLedger(Protocol):
     Every operation is keyed by ``transfer_id`` and applied at most once: repeating an applied id is a
     no-op (this is what makes replay after a crash safe). Refusals raise :class:`LedgerRejected`.
     ``post_hold`` moves at most the held amount and releases the rest; ``post_hold``/``void_hold``
-    resolve a hold exactly once. ``transfer`` is a posted movement from a system account (rewards,
-    ecosystem pool) that may run negative, so it does not fail for lack of funds.
+    resolve a hold exactly once. ``post_hold``'s ``rewards`` are posted movements from issuance accounts
+    (rewards, ecosystem pool; they may run negative), applied right after the capture and only if it
+    applies, each at most once by its own transfer id: a repeated capture applies those not applied yet.
     """
 
     def available_units(self, account_id: str) -> int: ...
 
     def place_hold(
-        self, *, transfer_id: str, debit_account_id: str, credit_account_id: str, amount_units: int,
+        self,
+        *,
+        transfer_id: str,
+        debit_account_id: str,
+        credit_account_id: str,
+        amount_units: int,
         expires_at_ms: int,
     ) -> None: ...
 
-    def post_hold(self, *, transfer_id: str, hold_id: str, amount_units: int) -> None: ...
+    def post_hold(
+        self, *, transfer_id: str, hold_id: str, amount_units: int, rewards: Sequence[Reward] = ()
+    ) -> None: ...
 
     def void_hold(self, *, transfer_id: str, hold_id: str) -> None: ...
-
-    def transfer(
-        self, *, transfer_id: str, debit_account_id: str, credit_account_id: str, amount_units: int
-    ) -> None: ...
 
 
 # --------------------------------------------------------------------------- inputs
@@ -176,11 +184,19 @@ class CardPayment:
         return self._fingerprint
 
     def _digest(self) -> str:
-        text = "|".join((
-            self.request_id, self.payer_account_id, self.merchant_id, self.merchant_program or "",
-            str(self.amount_minor), self.currency.value, self.region.value, self.payer_tier.value,
-            str(self.quoted_rate),
-        ))
+        text = "|".join(
+            (
+                self.request_id,
+                self.payer_account_id,
+                self.merchant_id,
+                self.merchant_program or "",
+                str(self.amount_minor),
+                self.currency.value,
+                self.region.value,
+                self.payer_tier.value,
+                str(self.quoted_rate),
+            )
+        )
         return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
@@ -242,10 +258,24 @@ class PlaceHold:
 
 
 @dataclass(frozen=True, slots=True)
+class Reward:
+    """A reward paid with the capture: a posted transfer from an issuance account to the payer."""
+
+    transfer_id: str
+    debit_account_id: str  # the issuance account (may run negative)
+    credit_account_id: str  # the payer
+    amount_units: int
+    memo: str
+
+
+@dataclass(frozen=True, slots=True)
 class PostHold:
+    """Capture the hold; the ledger then applies ``rewards`` (only if the capture applies, each once)."""
+
     transfer_id: str
     hold_id: str
     amount_units: int
+    rewards: tuple[Reward, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,15 +284,6 @@ class VoidHold:
     hold_id: str
     phase: Phase
     reason_code: ReasonCode
-
-
-@dataclass(frozen=True, slots=True)
-class Transfer:
-    transfer_id: str
-    debit_account_id: str
-    credit_account_id: str
-    amount_units: int
-    memo: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -363,9 +384,7 @@ class Done:
     result: Result
 
 
-Effect = (
-    PlaceHold | PostHold | VoidHold | Transfer | PayoutIntent | ResolvePayout | RailOutcome | ParkForRecovery | Done
-)
+Effect = PlaceHold | PostHold | VoidHold | PayoutIntent | ResolvePayout | RailOutcome | ParkForRecovery | Done
 
 
 # --------------------------------------------------------------------------- state
@@ -465,7 +484,13 @@ def _durations(tx: BridgeTx) -> tuple[tuple[Phase, int], ...]:
 
 
 def _reject(
-    tx: BridgeTx, at: Instant, phase: Phase, code: ReasonCode, reason: str, *, void: bool,
+    tx: BridgeTx,
+    at: Instant,
+    phase: Phase,
+    code: ReasonCode,
+    reason: str,
+    *,
+    void: bool,
     needs_reconciliation: bool = False,
 ) -> Step:
     tx = _close_phase(tx, at, None)
@@ -523,14 +548,18 @@ def begin(payment: CardPayment, available_units: int | None, at: Instant, cfg: B
     )
     if available_units is not None and available_units < hold_units:
         return _reject(
-            tx, at, Phase.BALANCE_LOCK, ReasonCode.INSUFFICIENT_FUNDS,
+            tx,
+            at,
+            Phase.BALANCE_LOCK,
+            ReasonCode.INSUFFICIENT_FUNDS,
             f"payer {payment.payer_account_id} has {available_units} K-AUS units available; "
             f"{hold_units} are needed to cover {payment.amount_minor} {payment.currency} minor units at up to "
             f"{cfg.fx.slippage_limit_bps} bps below the quoted rate {payment.quoted_rate}",
             void=False,
         )
-    hold = PlaceHold(tx.hold_id, payment.payer_account_id, cfg.settlement_account_id, hold_units,
-                     at.wall_ms + cfg.hold_ttl_ms)
+    hold = PlaceHold(
+        tx.hold_id, payment.payer_account_id, cfg.settlement_account_id, hold_units, at.wall_ms + cfg.hold_ttl_ms
+    )
     return Step(tx, (hold,))
 
 
@@ -553,16 +582,28 @@ def convert(tx: BridgeTx, book: FxBook, at: Instant, cfg: BridgeConfig) -> Step:
     try:
         live = book.combined_rate(p.currency, at.wall_ms, policy=cfg.fx)
     except StaleRate as exc:
-        return _reject(tx, at, Phase.FX_CONVERSION, ReasonCode.STALE_RATE, f"no fresh KAUS/{p.currency} rate: "
-                       f"{exc.reason}", void=True)
+        return _reject(
+            tx,
+            at,
+            Phase.FX_CONVERSION,
+            ReasonCode.STALE_RATE,
+            f"no fresh KAUS/{p.currency} rate: {exc.reason}",
+            void=True,
+        )
     slip = check_slippage(p.quoted_rate, live.rate, cfg.fx.slippage_limit_bps)
     if not slip.ok:
         return _reject(tx, at, Phase.FX_CONVERSION, ReasonCode.SLIPPAGE, slip.reason, void=True)
     lock = lock_rate(f"{tx.bridge_tx_id}:fx", live, at.wall_ms, cfg.fx)
     kaus_units = minor_to_kaus_units(p.amount_minor, lock.rate, p.currency)
     if kaus_units > tx.hold_units:  # unreachable by construction of the hold; guarded all the same
-        return _reject(tx, at, Phase.FX_CONVERSION, ReasonCode.HOLD_INSUFFICIENT,
-                       f"{kaus_units} K-AUS units needed but only {tx.hold_units} held", void=True)
+        return _reject(
+            tx,
+            at,
+            Phase.FX_CONVERSION,
+            ReasonCode.HOLD_INSUFFICIENT,
+            f"{kaus_units} K-AUS units needed but only {tx.hold_units} held",
+            void=True,
+        )
     tx = tx._replace(stage=Stage.RATE_LOCKED, lock=lock, kaus_units=kaus_units)
     return Step(_close_phase(tx, at, Phase.MERCHANT_CREDIT), ())
 
@@ -580,17 +621,33 @@ def _new_intent(tx: BridgeTx, breakers: Breakers, at: Instant, cfg: BridgeConfig
     assert lock is not None
     if not lock.is_valid(at.wall_ms):
         return _reject(
-            tx, at, Phase.FX_CONVERSION, ReasonCode.RATE_LOCK_EXPIRED,
+            tx,
+            at,
+            Phase.FX_CONVERSION,
+            ReasonCode.RATE_LOCK_EXPIRED,
             f"rate lock {lock.rate} expired at {lock.expires_at_ms} (now {at.wall_ms}) before a payout could be "
             f"initiated{'; last payout error: ' + last_error if last_error else ''}",
             void=True,
         )
     if len(tx.tried_providers) >= cfg.max_providers_per_payment:
-        return _reject(tx, at, Phase.MERCHANT_CREDIT, ReasonCode.PAYOUT_FAILED,
-                       f"payout failed on {len(tx.tried_providers)} provider(s) "
-                       f"({', '.join(tx.tried_providers)}); last error: {last_error}", void=True)
-    choice = select_rail(p.region, p.currency, p.amount_minor, breakers, at.wall_ms,
-                         exclude=_excluded_rails(tx.tried_providers), enabled=cfg.enabled_rails)
+        return _reject(
+            tx,
+            at,
+            Phase.MERCHANT_CREDIT,
+            ReasonCode.PAYOUT_FAILED,
+            f"payout failed on {len(tx.tried_providers)} provider(s) "
+            f"({', '.join(tx.tried_providers)}); last error: {last_error}",
+            void=True,
+        )
+    choice = select_rail(
+        p.region,
+        p.currency,
+        p.amount_minor,
+        breakers,
+        at.wall_ms,
+        exclude=_excluded_rails(tx.tried_providers),
+        enabled=cfg.enabled_rails,
+    )
     if isinstance(choice, NoRail):
         code = ReasonCode.PAYOUT_FAILED if tx.tried_providers else ReasonCode.NO_RAIL
         why = choice.reason + (f"; last payout error: {last_error}" if last_error else "")
@@ -626,11 +683,39 @@ def route(tx: BridgeTx, breakers: Breakers, at: Instant, cfg: BridgeConfig) -> S
     return _new_intent(tx, breakers, at, cfg, "")
 
 
-def _paid(tx: BridgeTx, outcome: PayoutOutcome, at: Instant, pre: tuple[Effect, ...]) -> Step:
+def _rewards(tx: BridgeTx, cfg: BridgeConfig) -> tuple[Reward, ...]:
+    """The payment's rewards, on the K-AUS actually debited (``domain.cashback``); zero amounts are left out."""
+    p = tx.payment
+    rewards = compute_rewards(tx.kaus_units, p.payer_tier, p.merchant_program)
+    out: tuple[Reward, ...] = ()
+    if rewards.cashback_kaus_units:
+        out = (
+            Reward(
+                f"{tx.bridge_tx_id}:cashback",
+                cfg.rewards_account_id,
+                p.payer_account_id,
+                rewards.cashback_kaus_units,
+                f"cashback {p.payer_tier} {rewards.cashback_bps} bps",
+            ),
+        )
+    if rewards.ecosystem_bonus_kaus_units:
+        out += (
+            Reward(
+                f"{tx.bridge_tx_id}:bonus",
+                cfg.ecosystem_account_id,
+                p.payer_account_id,
+                rewards.ecosystem_bonus_kaus_units,
+                f"ecosystem bonus {p.merchant_program}",
+            ),
+        )
+    return out
+
+
+def _paid(tx: BridgeTx, outcome: PayoutOutcome, at: Instant, pre: tuple[Effect, ...], cfg: BridgeConfig) -> Step:
     assert tx.intent is not None
     reference = outcome.provider_reference or ""
     tx = _close_phase(tx._replace(stage=Stage.POSTING, provider_reference=reference), at, Phase.CONFIRMATION)
-    post = PostHold(f"{tx.bridge_tx_id}:post", tx.hold_id, tx.kaus_units)
+    post = PostHold(f"{tx.bridge_tx_id}:post", tx.hold_id, tx.kaus_units, _rewards(tx, cfg))
     assert tx.kaus_units <= tx.hold_units
     return Step(tx, (*pre, post))
 
@@ -648,11 +733,17 @@ def on_payout(tx: BridgeTx, outcome: PayoutOutcome, breakers: Breakers, at: Inst
     assert intent is not None
     s = outcome.status
     if s is PayoutStatus.PAID:
-        return _paid(tx, outcome, at, (RailOutcome(intent.rail, True, at.wall_ms),))
+        return _paid(tx, outcome, at, (RailOutcome(intent.rail, True, at.wall_ms),), cfg)
     if s is PayoutStatus.DECLINED:
         # The rail answered; the refusal is about this payment, so it is not a rail failure.
-        step = _reject(tx, at, Phase.MERCHANT_CREDIT, ReasonCode.PROVIDER_DECLINED,
-                       f"{intent.provider} declined the payout on {intent.rail}: {outcome.describe()}", void=True)
+        step = _reject(
+            tx,
+            at,
+            Phase.MERCHANT_CREDIT,
+            ReasonCode.PROVIDER_DECLINED,
+            f"{intent.provider} declined the payout on {intent.rail}: {outcome.describe()}",
+            void=True,
+        )
         return Step(step.tx, (RailOutcome(intent.rail, True, at.wall_ms), *step.effects))
     failed = RailOutcome(intent.rail, False, at.wall_ms)
     if s is PayoutStatus.TIMEOUT:
@@ -670,10 +761,16 @@ def on_resolved(tx: BridgeTx, outcome: PayoutOutcome, breakers: Breakers, at: In
     assert intent is not None
     s = outcome.status
     if s is PayoutStatus.PAID:
-        return _paid(tx, outcome, at, ())
+        return _paid(tx, outcome, at, (), cfg)
     if s is PayoutStatus.DECLINED:
-        return _reject(tx, at, Phase.MERCHANT_CREDIT, ReasonCode.PROVIDER_DECLINED,
-                       f"{intent.provider} declined the payout on {intent.rail}: {outcome.describe()}", void=True)
+        return _reject(
+            tx,
+            at,
+            Phase.MERCHANT_CREDIT,
+            ReasonCode.PROVIDER_DECLINED,
+            f"{intent.provider} declined the payout on {intent.rail}: {outcome.describe()}",
+            void=True,
+        )
     if s is PayoutStatus.NOT_FOUND:
         # Never received: re-sending under the same key is safe (a late original is deduplicated).
         if intent.send_no < cfg.max_sends_per_provider and breakers_allow(breakers, intent.rail, at.wall_ms):
@@ -694,7 +791,7 @@ def breakers_allow(breakers: Breakers, rail: Rail, now_ms: int) -> bool:
 
 
 def on_posted(tx: BridgeTx, ok: bool, reason: str, at: Instant, cfg: BridgeConfig) -> Step:
-    """Phase 4: the hold was captured (or not) → rewards → the settlement confirmation."""
+    """Phase 4: the hold was captured with its rewards (or neither was) → the settlement confirmation."""
     _expect(tx, Stage.POSTING)
     intent = tx.intent
     assert intent is not None
@@ -702,20 +799,18 @@ def on_posted(tx: BridgeTx, ok: bool, reason: str, at: Instant, cfg: BridgeConfi
         # The merchant has been paid; releasing the hold keeps the payer's K-AUS unlocked, and the result is
         # flagged so reconciliation recovers the debit.
         return _reject(
-            tx, at, Phase.CONFIRMATION, ReasonCode.HOLD_POST_FAILED,
+            tx,
+            at,
+            Phase.CONFIRMATION,
+            ReasonCode.HOLD_POST_FAILED,
             f"capturing {tx.kaus_units} K-AUS units failed ({reason}); merchant was paid on {intent.rail} "
             f"(ref {tx.provider_reference}): reconcile",
-            void=True, needs_reconciliation=True,
+            void=True,
+            needs_reconciliation=True,
         )
     p = tx.payment
+    # The same amounts the capture's rewards carried (_rewards): recomputed, as they depend on tx alone.
     rewards = compute_rewards(tx.kaus_units, p.payer_tier, p.merchant_program)
-    effects: list[Effect] = []
-    if rewards.cashback_kaus_units:
-        effects.append(Transfer(f"{tx.bridge_tx_id}:cashback", cfg.rewards_account_id, p.payer_account_id,
-                                rewards.cashback_kaus_units, f"cashback {p.payer_tier} {rewards.cashback_bps} bps"))
-    if rewards.ecosystem_bonus_kaus_units:
-        effects.append(Transfer(f"{tx.bridge_tx_id}:bonus", cfg.ecosystem_account_id, p.payer_account_id,
-                                rewards.ecosystem_bonus_kaus_units, f"ecosystem bonus {p.merchant_program}"))
     tx = _close_phase(tx, at, None)
     assert tx.lock is not None
     result = Settled(
@@ -739,8 +834,7 @@ def on_posted(tx: BridgeTx, ok: bool, reason: str, at: Instant, cfg: BridgeConfi
         completed_at_ms=at.wall_ms,
         fingerprint=p.fingerprint(),
     )
-    effects.append(Done(result))
-    return Step(tx._replace(stage=Stage.DONE, result=result), tuple(effects))
+    return Step(tx._replace(stage=Stage.DONE, result=result), (Done(result),))
 
 
 # --------------------------------------------------------------------------- recovery
@@ -748,8 +842,9 @@ def on_posted(tx: BridgeTx, ok: bool, reason: str, at: Instant, cfg: BridgeConfi
 
 def resume(intent: PayoutIntent, at: Instant) -> BridgeTx:
     """Rebuild the transaction of a persisted intent (phase timings before the crash are not known: 0)."""
-    lock = RateLock(intent.lock_id, "KAUS", intent.currency, intent.rate, intent.locked_at_ms,
-                    intent.lock_expires_at_ms)
+    lock = RateLock(
+        intent.lock_id, "KAUS", intent.currency, intent.rate, intent.locked_at_ms, intent.lock_expires_at_ms
+    )
     return BridgeTx(
         payment=intent.payment,
         bridge_tx_id=intent.bridge_tx_id,

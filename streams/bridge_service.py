@@ -2,9 +2,9 @@
 
 No Faust here (``streams/agents/bridge.py`` only decodes, calls :class:`BridgeService` and acks):
 
-* :class:`KafkaHoldLedger` — the bridge's holds, captures, voids and rewards are commands on
-  ``ledger.commands`` (the single-writer ledger every K-AUS movement goes through); the ledger's answers
-  come back on ``ledger.outcomes`` and are matched to the waiting settlement by command id.
+* :class:`KafkaHoldLedger` — the bridge's holds, captures (carrying the payment's rewards) and voids are
+  commands on ``ledger.commands`` (the single-writer ledger every K-AUS movement goes through); the
+  ledger's answers come back on ``ledger.outcomes`` and are matched to the waiting settlement by command id.
 * :class:`KafkaJournal` — intent-before-payout, on the compacted ``bridge.payouts.journal``, written to the
   partition number of the request's ``bridge.requests`` record. Whoever owns that request partition reads
   the journal partition first: open intents are resolved with the provider under the same idempotency
@@ -20,7 +20,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,7 +37,7 @@ from contracts.topics import (
     LEDGER_OUTCOMES,
     Topic,
 )
-from domain.bridge import BridgeConfig, LedgerRejected, PayoutIntent, Result, Settled, bridge_tx_id_for
+from domain.bridge import BridgeConfig, LedgerRejected, PayoutIntent, Result, Reward, Settled, bridge_tx_id_for
 from domain.fx import FxBook
 from domain.rails import RAILS
 from streams.fx_feed import to_domain as fx_to_domain
@@ -146,37 +146,33 @@ class KafkaHoldLedger:
     """:class:`streams.providers.runner.AsyncHoldLedger` on the platform ledger, through Kafka.
 
     Holds and captures wait for the ledger's answer (a refusal raises :class:`LedgerRejected` with the
-    ledger's code). Voids wait too — the result then says truthfully that nothing stays locked. Rewards do
-    not wait at all: they debit issuance accounts that may run negative, the ledger applies them in order
-    after the capture, and a re-send after a crash is deduplicated by id. Their Kafka acks are collected
-    per transaction; the journal awaits them (:meth:`rewards_acked`) before it records the result, so a
-    result is never durable while a reward it reports is not.
+    ledger's code). Voids wait too — the result then says truthfully that nothing stays locked. The rewards
+    ride on the capture (``POST_HOLD``'s ``rewards``): the ledger applies them with it, atomically and each
+    once by its own id (a re-sent capture after a crash applies none twice), so the capture's APPLIED
+    outcome proves its rewards are applied too, and nothing else needs to be awaited for them.
+
+    Commands are produced without a delivery report (:meth:`AsyncProducer.send_unacked`): their answer is
+    the outcome, and a command lost on its way surfaces like a lost answer, as ``LEDGER_TIMEOUT``.
     """
 
     def __init__(self, producer: AsyncProducer, outcomes: LedgerOutcomes, reward_accounts: dict[str, str]) -> None:
         self.producer = producer
         self.outcomes = outcomes
         self.reward_accounts = reward_accounts  # BridgeConfig account id -> contract RewardAccount value
-        self._reward_acks: dict[str, list[asyncio.Future[None]]] = {}
-
-    async def rewards_acked(self, bridge_tx_id: str) -> None:
-        acks = self._reward_acks.pop(bridge_tx_id, [])
-        if acks:
-            await asyncio.gather(*acks)
 
     async def available_units(self, account_id: str) -> int | None:
         return None  # not known here: the hold is checked by the ledger, in order with every other movement
 
-    async def _send(self, command: dict[str, Any]) -> None:
+    def _send(self, command: dict[str, Any]) -> None:
         # Built as JSON directly (hot path); tests/unit/test_bridge_service.py validates each shape against
-        # the ledger.commands contract.
-        await self.producer.send(LEDGER_COMMANDS.name, command["command_id"].encode(), orjson.dumps(command))
+        # the ledger.commands contract. No delivery report: the outcome (or its timeout) is the answer.
+        self.producer.send_unacked(LEDGER_COMMANDS.name, command["command_id"].encode(), orjson.dumps(command))
 
     async def _ask(self, command: dict[str, Any]) -> m.LedgerOutcome:
         command_id = command["command_id"]
         answer = self.outcomes.expect(command_id)
         try:
-            await self._send(command)
+            self._send(command)
             outcome = await asyncio.wait_for(answer, LEDGER_TIMEOUT_S)
         except TimeoutError:
             self.outcomes.forget(command_id)
@@ -199,24 +195,23 @@ class KafkaHoldLedger:
         except LedgerRejected as exc:
             if exc.code == "LEDGER_TIMEOUT":
                 # The hold may still land: release it (applied after it, in ledger order) so nothing stays locked.
-                await self._send(void_hold_command(f"{transfer_id}:void-timeout", transfer_id))
+                self._send(void_hold_command(f"{transfer_id}:void-timeout", transfer_id))
             raise
 
-    async def post_hold(self, *, transfer_id: str, hold_id: str, amount_units: int) -> None:
-        await self._ask(post_hold_command(transfer_id, hold_id, amount_units))
+    async def post_hold(
+        self, *, transfer_id: str, hold_id: str, amount_units: int, rewards: Sequence[Reward] = ()
+    ) -> None:
+        grants = []
+        for r in rewards:
+            source = self.reward_accounts.get(r.debit_account_id)
+            if source is None:
+                why = f"rewards come from issuance accounts; {r.debit_account_id} is not one"
+                raise LedgerRejected("NOT_A_REWARD_ACCOUNT", why)
+            grants.append(reward_grant(r.transfer_id, source, r.credit_account_id, r.amount_units))
+        await self._ask(post_hold_command(transfer_id, hold_id, amount_units, grants))
 
     async def void_hold(self, *, transfer_id: str, hold_id: str) -> None:
         await self._ask(void_hold_command(transfer_id, hold_id))
-
-    async def transfer(
-        self, *, transfer_id: str, debit_account_id: str, credit_account_id: str, amount_units: int
-    ) -> None:
-        source = self.reward_accounts.get(debit_account_id)
-        if source is None:
-            raise LedgerRejected("NOT_A_REWARD_ACCOUNT", f"the bridge only pays rewards; {debit_account_id} is not one")
-        command = grant_reward_command(transfer_id, source, credit_account_id, amount_units)
-        ack = self.producer.send(LEDGER_COMMANDS.name, transfer_id.encode(), orjson.dumps(command))
-        self._reward_acks.setdefault(transfer_id.rsplit(":", 1)[0], []).append(ack)
 
 
 def _now_iso() -> str:
@@ -231,10 +226,13 @@ def place_hold_command(hold_id: str, debit: str, credit: str, units: int, expire
     }  # fmt: skip
 
 
-def post_hold_command(command_id: str, hold_id: str, units: int) -> dict[str, Any]:
+def post_hold_command(
+    command_id: str, hold_id: str, units: int, rewards: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    """``rewards``: :func:`reward_grant` s, applied by the ledger with the capture (each once, by its id)."""
     return {
         "type": "POST_HOLD", "command_id": command_id, "hold_id": hold_id, "amount_kaus_units": units,
-        "occurred_at": _now_iso(),
+        "rewards": rewards or [], "occurred_at": _now_iso(),
     }  # fmt: skip
 
 
@@ -242,10 +240,11 @@ def void_hold_command(command_id: str, hold_id: str) -> dict[str, Any]:
     return {"type": "VOID_HOLD", "command_id": command_id, "hold_id": hold_id, "occurred_at": _now_iso()}
 
 
-def grant_reward_command(command_id: str, source: str, account: str, units: int) -> dict[str, Any]:
+def reward_grant(transfer_id: str, source: str, account: str, units: int) -> dict[str, Any]:
+    """A ``RewardGrant`` of a capture: ``source`` is a contract ``RewardAccount`` value."""
     return {
-        "type": "GRANT_REWARD", "command_id": command_id, "from_account_id": source, "account_id": account,
-        "amount_kaus_units": units, "reason": "bridge.reward", "occurred_at": _now_iso(),
+        "transfer_id": transfer_id, "from_account_id": source, "account_id": account, "amount_kaus_units": units,
+        "reason": "bridge.reward",
     }  # fmt: skip
 
 
@@ -347,10 +346,9 @@ class JournalPartition:
 class KafkaJournal:
     """:class:`streams.providers.runner.IntentStore` on ``bridge.payouts.journal`` (see the module doc)."""
 
-    def __init__(self, bootstrap: str, producer: AsyncProducer, ledger: KafkaHoldLedger | None = None) -> None:
+    def __init__(self, bootstrap: str, producer: AsyncProducer) -> None:
         self.bootstrap = bootstrap
         self.producer = producer
-        self.ledger = ledger
         self.partition_of: dict[str, int] = {}  # request id -> its bridge.requests partition
         self._result_acks: dict[str, asyncio.Future[None]] = {}
 
@@ -367,22 +365,18 @@ class KafkaJournal:
         await self._write(journal_of_intent(intent))  # acked (acks=all) before the provider hears of it
 
     async def persist_result(self, result: Result) -> None:
-        """Journal the result once the rewards it reports are acknowledged, without waiting here: the result
-        is published meanwhile, and :meth:`result_acked` (awaited before the request is acked) waits for both.
-        A crash before the entry is durable leaves the intent open, and recovery re-sends the rewards under
-        the same ids: a result is never journaled while a reward it reports is not durable."""
+        """Journal the result without waiting here: the result is published meanwhile, and
+        :meth:`result_acked` (awaited before the request is acked) waits for the entry's ack.
+
+        Nothing else is awaited: a result is reached only after the capture's APPLIED outcome, and the
+        rewards it reports ride on that capture, so the ledger has applied them already. A crash before the
+        entry is durable leaves the intent open; recovery resolves it and re-sends the capture with the
+        same rewards, which the ledger applies none twice (each by its own id)."""
         bridge_tx_id = result.bridge_tx_id or bridge_tx_id_for(result.request_id)
         entry = journal_of_result(result, bridge_tx_id)
         partition = self.partition_of.pop(result.request_id, None)
         assert partition is not None, f"{result.request_id}: journal partition unknown (request not admitted here)"
-        ledger = self.ledger
-
-        async def after_rewards() -> None:
-            if ledger is not None:
-                await ledger.rewards_acked(bridge_tx_id)
-            await self._write(entry, partition)
-
-        self._result_acks[result.request_id] = asyncio.ensure_future(after_rewards())
+        self._result_acks[result.request_id] = self._write(entry, partition)
 
     async def result_acked(self, request_id: str) -> None:
         ack = self._result_acks.pop(request_id, None)
@@ -551,7 +545,7 @@ async def build_service(settings: Settings) -> BridgeService:
         outcomes,
         {cfg.rewards_account_id: "bridge:rewards", cfg.ecosystem_account_id: "bridge:ecosystem"},
     )
-    journal = KafkaJournal(bootstrap, producer, ledger)
+    journal = KafkaJournal(bootstrap, producer)
     runner = BridgeRunner(
         ledger=ledger,
         adapters=adapters,

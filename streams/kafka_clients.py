@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import threading
 from collections import deque
 from typing import Any
@@ -17,6 +18,8 @@ from typing import Any
 from confluent_kafka import KafkaError
 
 from streams.settings import get_settings
+
+log = logging.getLogger("nexus.kafka")
 
 LOW_LATENCY: dict[str, Any] = {"socket.nagle.disable": True}
 
@@ -64,12 +67,19 @@ class AsyncProducer:
     per poll instead of per acknowledged record (measured: no change in the bridge's burst throughput,
     which is bounded elsewhere; see docs/performance.md). The local queue is bounded (``max_queued``):
     a full queue waits for acks.
+
+    :meth:`send_unacked` produces with no delivery callback at all, for records whose answer comes another
+    way (a ledger command's outcome): no per-record Python callback or future. A failed delivery of one
+    is not reported per record; client-level errors (brokers down, a fatal idempotence error) are logged
+    by the producer's ``error_cb``.
     """
 
     def __init__(self, bootstrap: str, *, max_queued: int = 100_000, **overrides: Any) -> None:
         from confluent_kafka import Producer
 
-        self._producer = Producer(producer_config(bootstrap, queue_buffering_max_messages=max_queued, **overrides))
+        config = producer_config(bootstrap, queue_buffering_max_messages=max_queued, **overrides)
+        config["error_cb"] = _log_error
+        self._producer = Producer(config)
         self._delivered: deque[tuple[asyncio.AbstractEventLoop, asyncio.Future[None], Any]] = deque()
         self._closed = threading.Event()
         self._poller = threading.Thread(target=self._poll_forever, name="async-producer-poller", daemon=True)
@@ -105,6 +115,13 @@ class AsyncProducer:
         produce_bounded(self._producer, topic, value, key, **kwargs)
         return future
 
+    def send_unacked(self, topic: str, key: bytes, value: bytes, partition: int | None = None) -> None:
+        """Produce without a delivery report (see the class doc): the caller learns of a loss another way."""
+        if partition is None:
+            produce_bounded(self._producer, topic, value, key)
+        else:
+            produce_bounded(self._producer, topic, value, key, partition=partition)
+
     def flush(self, timeout_s: float) -> int:
         """Wait for every queued record's ack; returns how many are still unacknowledged."""
         remaining = int(self._producer.flush(timeout_s))
@@ -115,6 +132,14 @@ class AsyncProducer:
         remaining = self.flush(timeout_s)
         self._closed.set()
         return remaining
+
+
+def _log_error(error: KafkaError) -> None:
+    """The producer's error_cb: client-level errors, which librdkafka retries unless they are fatal."""
+    if must_exit(error):
+        log.error("producer error, the producer cannot go on: %s", describe(error))
+    else:
+        log.warning("producer error, librdkafka retries it: %s", describe(error))
 
 
 def _settle_all(settled: list[tuple[asyncio.Future[None], Any]]) -> None:

@@ -196,6 +196,8 @@ class LedgerPartition:
             domain_command: lg.LedgerCommand = hold
         elif isinstance(command, m.PostHold):
             domain_command = lg.PostPending(command.command_id, command.hold_id, command.amount_kaus_units)
+            if command.rewards:
+                return self._post_with_rewards(command, domain_command, now, out)
         elif isinstance(command, m.VoidHold):
             domain_command = lg.VoidPending(command.command_id, command.hold_id)
         else:
@@ -222,6 +224,58 @@ class LedgerPartition:
                     duplicate=duplicate and applied,
                     reason_code=None if applied else str(result.code),
                     reason=None if applied else result.reason,
+                    amount_kaus_units=result.amount_units,
+                    occurred_at=from_ms(result.at_ms),
+                ),
+            )
+        )
+        return out
+
+    def _post_with_rewards(
+        self, command: m.PostHold, post: lg.PostPending, now: int, out: list[Output]
+    ) -> list[Output]:
+        """A capture and its rewards as one atomic ledger batch: the rewards apply only if the capture does.
+
+        Every command of the batch is deduplicated by its own id, so a re-sent capture (a bridge restart)
+        applies those of its rewards not applied yet and none twice; a `ledger.transfers` record is written
+        for each newly applied one. One outcome answers the whole command, with the capture's amount.
+        """
+        ledger = self.ledger
+        rewards = command.rewards
+        self._open(*(r.account_id for r in rewards))
+        grants = [
+            lg.Transfer(r.transfer_id, r.from_account_id.value, r.account_id, r.amount_kaus_units, r.reason or "reward")
+            for r in rewards
+        ]
+        duplicate = ledger.result(command.command_id) is not None
+        new = [ledger.result(r.transfer_id) is None for r in rewards]
+        batch = ledger.apply_batch([post, *grants], now)
+        result = batch.results[0]
+        code: str | None = None
+        reason: str | None = None
+        if batch.ok:
+            if not duplicate:
+                out.append((LEDGER_TRANSFERS, self._transfer_of(command, result)))
+            out.extend(
+                (LEDGER_TRANSFERS, transfer_record(r, reward.reason))
+                for r, reward, fresh in zip(batch.results[1:], rewards, new, strict=True)
+                if fresh
+            )
+        else:
+            # The failing command's code; "LINKED_EVENT_FAILED" names the others. A reward's is prefixed with its id.
+            failed = next((r for r in batch.results if r.code is not lg.LedgerCode.LINKED_EVENT_FAILED), result)
+            code = str(failed.code)
+            reason = failed.reason if failed is result else f"reward {failed.transfer_id!r}: {failed.reason}"
+        out.append(
+            (
+                LEDGER_OUTCOMES,
+                _LedgerOutcome(
+                    command_id=command.command_id,
+                    command_type=command.type,
+                    status=m.LedgerOutcomeStatus.APPLIED if batch.ok else m.LedgerOutcomeStatus.REJECTED,
+                    duplicate=duplicate and batch.ok,
+                    reason_code=code,
+                    reason=reason,
                     amount_kaus_units=result.amount_units,
                     occurred_at=from_ms(result.at_ms),
                 ),

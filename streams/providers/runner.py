@@ -2,7 +2,8 @@
 
 What it adds to the core, and nothing else:
 
-* **Effects executed in order**: holds/posts/voids/transfers on the :class:`~domain.bridge.HoldLedger`,
+* **Effects executed in order**: holds, captures (with their rewards) and voids on the
+  :class:`~domain.bridge.HoldLedger`,
   breaker bookkeeping, and for a :class:`~domain.bridge.PayoutIntent`: *persist the intent, then call the
   provider* (``IntentStore.persist_intent`` returns only once the record is durable), then feed the outcome
   back. Every result is persisted too; a request id with a stored result is a duplicate.
@@ -30,7 +31,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -54,9 +55,9 @@ from domain.bridge import (
     Rejected,
     ResolvePayout,
     Result,
+    Reward,
     Settled,
     Step,
-    Transfer,
     VoidHold,
 )
 from domain.cashback import PayerTier
@@ -96,19 +97,31 @@ def _us_to_ms(us: int) -> int:
 
 def payment_from_request(req: m.BridgeRequest) -> CardPayment:
     return CardPayment(
-        request_id=req.request_id, payer_account_id=req.payer_account_id, merchant_id=req.merchant_id,
-        merchant_program=req.merchant_program, amount_minor=req.amount_minor, currency=req.currency,
-        region=Region(req.region.value), payer_tier=PayerTier(req.payer_tier.value), quoted_rate=req.quoted_rate,
+        request_id=req.request_id,
+        payer_account_id=req.payer_account_id,
+        merchant_id=req.merchant_id,
+        merchant_program=req.merchant_program,
+        amount_minor=req.amount_minor,
+        currency=req.currency,
+        region=Region(req.region.value),
+        payer_tier=PayerTier(req.payer_tier.value),
+        quoted_rate=req.quoted_rate,
         requested_at_ms=_ms(req.requested_at),
     )
 
 
 def request_from_payment(p: CardPayment) -> m.BridgeRequest:
     return m.BridgeRequest(
-        request_id=p.request_id, payer_account_id=p.payer_account_id, merchant_id=p.merchant_id,
+        request_id=p.request_id,
+        payer_account_id=p.payer_account_id,
+        merchant_id=p.merchant_id,
         merchant_program=p.merchant_program,
-        amount_minor=p.amount_minor, currency=p.currency, region=m.Region(p.region.value),
-        payer_tier=m.PayerTier(p.payer_tier.value), quoted_rate=p.quoted_rate, requested_at=_dt(p.requested_at_ms),
+        amount_minor=p.amount_minor,
+        currency=p.currency,
+        region=m.Region(p.region.value),
+        payer_tier=m.PayerTier(p.payer_tier.value),
+        quoted_rate=p.quoted_rate,
+        requested_at=_dt(p.requested_at_ms),
     )
 
 
@@ -119,9 +132,15 @@ def _iso(ms: int) -> str:
 def request_json(p: CardPayment) -> dict[str, Any]:
     """``bridge.requests`` JSON of a payment, built directly (the hot path skips pydantic)."""
     return {
-        "request_id": p.request_id, "payer_account_id": p.payer_account_id, "merchant_id": p.merchant_id,
-        "merchant_program": p.merchant_program, "amount_minor": p.amount_minor, "currency": str(p.currency),
-        "region": str(p.region), "payer_tier": str(p.payer_tier), "quoted_rate": format_rate(p.quoted_rate),
+        "request_id": p.request_id,
+        "payer_account_id": p.payer_account_id,
+        "merchant_id": p.merchant_id,
+        "merchant_program": p.merchant_program,
+        "amount_minor": p.amount_minor,
+        "currency": str(p.currency),
+        "region": str(p.region),
+        "payer_tier": str(p.payer_tier),
+        "quoted_rate": format_rate(p.quoted_rate),
         "requested_at": _iso(p.requested_at_ms),
     }
 
@@ -131,21 +150,36 @@ def result_json(result: Result) -> dict[str, Any]:
     durations = {str(p): _us_to_ms(us) for p, us in result.phase_durations_us}
     if isinstance(result, Settled):
         return {
-            "request_id": result.request_id, "bridge_tx_id": result.bridge_tx_id,
-            "payer_account_id": result.payer_account_id, "merchant_id": result.merchant_id,
-            "region": str(result.region), "currency": str(result.currency), "amount_minor": result.amount_minor,
-            "kaus_debited_units": result.kaus_debited_units, "rate": format_rate(result.rate),
-            "rail": str(result.rail), "provider_reference": result.provider_reference,
-            "provider_fee_minor": result.provider_fee_minor, "cashback_kaus_units": result.cashback_kaus_units,
-            "ecosystem_bonus_kaus_units": result.ecosystem_bonus_kaus_units, "phase_durations_ms": durations,
-            "total_duration_ms": _us_to_ms(result.total_duration_us), "completed_at": _iso(result.completed_at_ms),
+            "request_id": result.request_id,
+            "bridge_tx_id": result.bridge_tx_id,
+            "payer_account_id": result.payer_account_id,
+            "merchant_id": result.merchant_id,
+            "region": str(result.region),
+            "currency": str(result.currency),
+            "amount_minor": result.amount_minor,
+            "kaus_debited_units": result.kaus_debited_units,
+            "rate": format_rate(result.rate),
+            "rail": str(result.rail),
+            "provider_reference": result.provider_reference,
+            "provider_fee_minor": result.provider_fee_minor,
+            "cashback_kaus_units": result.cashback_kaus_units,
+            "ecosystem_bonus_kaus_units": result.ecosystem_bonus_kaus_units,
+            "phase_durations_ms": durations,
+            "total_duration_ms": _us_to_ms(result.total_duration_us),
+            "completed_at": _iso(result.completed_at_ms),
         }
     return {
-        "request_id": result.request_id, "bridge_tx_id": result.bridge_tx_id,
-        "payer_account_id": result.payer_account_id, "region": str(result.region), "currency": str(result.currency),
-        "amount_minor": result.amount_minor, "failed_phase": str(result.failed_phase),
-        "reason_code": str(result.reason_code), "reason": result.reason[:2000],
-        "rail": str(result.rail) if result.rail else None, "phase_durations_ms": durations,
+        "request_id": result.request_id,
+        "bridge_tx_id": result.bridge_tx_id,
+        "payer_account_id": result.payer_account_id,
+        "region": str(result.region),
+        "currency": str(result.currency),
+        "amount_minor": result.amount_minor,
+        "failed_phase": str(result.failed_phase),
+        "reason_code": str(result.reason_code),
+        "reason": result.reason[:2000],
+        "rail": str(result.rail) if result.rail else None,
+        "phase_durations_ms": durations,
         "failed_at": _iso(result.failed_at_ms),
     }
 
@@ -160,13 +194,25 @@ def to_contract(result: Result) -> m.BridgeSettlementCompleted | m.BridgeSettlem
 def intent_json(i: PayoutIntent) -> dict[str, Any]:
     """``BridgePayoutIntent`` JSON of an intent, built directly (persisted before every provider call)."""
     return {
-        "intent_id": f"{i.bridge_tx_id}:{i.provider_attempt}:{i.send_no}", "bridge_tx_id": i.bridge_tx_id,
-        "idempotency_key": i.idempotency_key, "provider_attempt": i.provider_attempt, "send_no": i.send_no,
-        "rail": str(i.rail), "provider": str(i.provider), "amount_minor": i.amount_minor,
-        "currency": str(i.currency), "fee_minor": i.fee_minor, "kaus_units": i.kaus_units,
-        "rate": format_rate(i.rate), "lock_id": i.lock_id, "locked_at": _iso(i.locked_at_ms),
-        "lock_expires_at": _iso(i.lock_expires_at_ms), "hold_id": i.hold_id, "hold_units": i.hold_units,
-        "tried_providers": [str(p) for p in i.tried_providers], "request": request_json(i.payment),
+        "intent_id": f"{i.bridge_tx_id}:{i.provider_attempt}:{i.send_no}",
+        "bridge_tx_id": i.bridge_tx_id,
+        "idempotency_key": i.idempotency_key,
+        "provider_attempt": i.provider_attempt,
+        "send_no": i.send_no,
+        "rail": str(i.rail),
+        "provider": str(i.provider),
+        "amount_minor": i.amount_minor,
+        "currency": str(i.currency),
+        "fee_minor": i.fee_minor,
+        "kaus_units": i.kaus_units,
+        "rate": format_rate(i.rate),
+        "lock_id": i.lock_id,
+        "locked_at": _iso(i.locked_at_ms),
+        "lock_expires_at": _iso(i.lock_expires_at_ms),
+        "hold_id": i.hold_id,
+        "hold_units": i.hold_units,
+        "tried_providers": [str(p) for p in i.tried_providers],
+        "request": request_json(i.payment),
         "created_at": _iso(i.created_at_ms),
     }
 
@@ -177,12 +223,25 @@ def intent_to_record(i: PayoutIntent) -> m.BridgePayoutIntent:
 
 def intent_from_record(r: m.BridgePayoutIntent) -> PayoutIntent:
     return PayoutIntent(
-        bridge_tx_id=r.bridge_tx_id, idempotency_key=r.idempotency_key, provider_attempt=r.provider_attempt,
-        send_no=r.send_no, rail=Rail(r.rail.value), provider=Provider(r.provider), amount_minor=r.amount_minor,
-        currency=r.currency, fee_minor=r.fee_minor, kaus_units=r.kaus_units, rate=r.rate, lock_id=r.lock_id,
-        locked_at_ms=_ms(r.locked_at), lock_expires_at_ms=_ms(r.lock_expires_at), hold_id=r.hold_id,
-        hold_units=r.hold_units, tried_providers=tuple(Provider(p) for p in r.tried_providers),
-        payment=payment_from_request(r.request), created_at_ms=_ms(r.created_at),
+        bridge_tx_id=r.bridge_tx_id,
+        idempotency_key=r.idempotency_key,
+        provider_attempt=r.provider_attempt,
+        send_no=r.send_no,
+        rail=Rail(r.rail.value),
+        provider=Provider(r.provider),
+        amount_minor=r.amount_minor,
+        currency=r.currency,
+        fee_minor=r.fee_minor,
+        kaus_units=r.kaus_units,
+        rate=r.rate,
+        lock_id=r.lock_id,
+        locked_at_ms=_ms(r.locked_at),
+        lock_expires_at_ms=_ms(r.lock_expires_at),
+        hold_id=r.hold_id,
+        hold_units=r.hold_units,
+        tried_providers=tuple(Provider(p) for p in r.tried_providers),
+        payment=payment_from_request(r.request),
+        created_at_ms=_ms(r.created_at),
     )
 
 
@@ -205,22 +264,42 @@ def _result_from_json(d: dict[str, Any]) -> Result:
     if d["ok"]:
         c = m.BridgeSettlementCompleted.model_validate(d["wire"])
         return Settled(
-            request_id=c.request_id, bridge_tx_id=c.bridge_tx_id, payer_account_id=c.payer_account_id,
-            merchant_id=c.merchant_id, region=Region(c.region.value), currency=c.currency,
-            amount_minor=c.amount_minor, kaus_debited_units=c.kaus_debited_units, rate=c.rate,
-            rail=Rail(c.rail.value), provider=Provider(x["provider"]), provider_reference=c.provider_reference,
-            provider_fee_minor=c.provider_fee_minor, cashback_kaus_units=c.cashback_kaus_units,
-            ecosystem_bonus_kaus_units=c.ecosystem_bonus_kaus_units, phase_durations_us=durations,
-            total_duration_us=int(x["total_duration_us"]), completed_at_ms=_ms(c.completed_at),
+            request_id=c.request_id,
+            bridge_tx_id=c.bridge_tx_id,
+            payer_account_id=c.payer_account_id,
+            merchant_id=c.merchant_id,
+            region=Region(c.region.value),
+            currency=c.currency,
+            amount_minor=c.amount_minor,
+            kaus_debited_units=c.kaus_debited_units,
+            rate=c.rate,
+            rail=Rail(c.rail.value),
+            provider=Provider(x["provider"]),
+            provider_reference=c.provider_reference,
+            provider_fee_minor=c.provider_fee_minor,
+            cashback_kaus_units=c.cashback_kaus_units,
+            ecosystem_bonus_kaus_units=c.ecosystem_bonus_kaus_units,
+            phase_durations_us=durations,
+            total_duration_us=int(x["total_duration_us"]),
+            completed_at_ms=_ms(c.completed_at),
             fingerprint=x["fingerprint"],
         )
     f = m.BridgeSettlementFailed.model_validate(d["wire"])
     return Rejected(
-        request_id=f.request_id, bridge_tx_id=f.bridge_tx_id, payer_account_id=f.payer_account_id,
-        region=Region(f.region.value), currency=f.currency, amount_minor=f.amount_minor,
-        failed_phase=core.Phase(f.failed_phase.value), reason_code=core.ReasonCode(f.reason_code), reason=f.reason,
-        rail=Rail(f.rail.value) if f.rail else None, phase_durations_us=durations, failed_at_ms=_ms(f.failed_at),
-        fingerprint=x["fingerprint"], hold_voided=bool(x["hold_voided"]),
+        request_id=f.request_id,
+        bridge_tx_id=f.bridge_tx_id,
+        payer_account_id=f.payer_account_id,
+        region=Region(f.region.value),
+        currency=f.currency,
+        amount_minor=f.amount_minor,
+        failed_phase=core.Phase(f.failed_phase.value),
+        reason_code=core.ReasonCode(f.reason_code),
+        reason=f.reason,
+        rail=Rail(f.rail.value) if f.rail else None,
+        phase_durations_us=durations,
+        failed_at_ms=_ms(f.failed_at),
+        fingerprint=x["fingerprint"],
+        hold_voided=bool(x["hold_voided"]),
         needs_reconciliation=bool(x["needs_reconciliation"]),
     )
 
@@ -245,15 +324,15 @@ class AsyncHoldLedger(Protocol):
 
     async def available_units(self, account_id: str) -> int | None: ...
 
-    async def place_hold(self, *, transfer_id: str, debit_account_id: str, credit_account_id: str,
-                         amount_units: int, expires_at_ms: int) -> None: ...
+    async def place_hold(
+        self, *, transfer_id: str, debit_account_id: str, credit_account_id: str, amount_units: int, expires_at_ms: int
+    ) -> None: ...
 
-    async def post_hold(self, *, transfer_id: str, hold_id: str, amount_units: int) -> None: ...
+    async def post_hold(
+        self, *, transfer_id: str, hold_id: str, amount_units: int, rewards: Sequence[Reward] = ()
+    ) -> None: ...
 
     async def void_hold(self, *, transfer_id: str, hold_id: str) -> None: ...
-
-    async def transfer(self, *, transfer_id: str, debit_account_id: str, credit_account_id: str,
-                       amount_units: int) -> None: ...
 
 
 class IntentStore(Protocol):
@@ -395,12 +474,18 @@ class InMemoryHoldLedger:
     """A minimal two-phase K-AUS ledger implementing :class:`domain.bridge.HoldLedger` (stand-in, see module doc).
 
     Holds reduce the available balance until posted (≤ held amount, the rest released) or voided, exactly
-    once; an expired hold cannot be posted. Transfer ids are idempotency keys. With ``journal`` every applied
-    operation is appended (flushed to the OS, which survives SIGKILL) and replayed on construction.
+    once; an expired hold cannot be posted. A capture's rewards are applied with it (one journal line: both or
+    neither survive a crash); a repeated capture applies those of its rewards not applied yet. Transfer ids are
+    idempotency keys. With ``journal`` every applied operation is appended (flushed to the OS, which survives
+    SIGKILL) and replayed on construction.
     """
 
-    def __init__(self, balances: dict[str, int] | None = None, journal: Path | None = None,
-                 clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000) -> None:
+    def __init__(
+        self,
+        balances: dict[str, int] | None = None,
+        journal: Path | None = None,
+        clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+    ) -> None:
         self.balances: dict[str, int] = dict(balances or {})
         self.holds: dict[str, _Hold] = {}
         self.applied: set[str] = set()
@@ -433,28 +518,50 @@ class InMemoryHoldLedger:
 
     def available_units(self, account_id: str) -> int:
         now = self.clock_ms()
-        held = sum(h.amount for h in self.holds.values()
-                   if h.state == "PENDING" and h.debit == account_id and h.expires_at_ms > now)
+        held = sum(
+            h.amount
+            for h in self.holds.values()
+            if h.state == "PENDING" and h.debit == account_id and h.expires_at_ms > now
+        )
         return self.balances.get(account_id, 0) - held
 
-    def place_hold(self, *, transfer_id: str, debit_account_id: str, credit_account_id: str, amount_units: int,
-                   expires_at_ms: int) -> None:
+    def place_hold(
+        self, *, transfer_id: str, debit_account_id: str, credit_account_id: str, amount_units: int, expires_at_ms: int
+    ) -> None:
         if transfer_id in self.applied:
             return
         if self.available_units(debit_account_id) < amount_units:
             raise LedgerRejected("INSUFFICIENT_FUNDS", f"{debit_account_id} cannot cover {amount_units} units")
-        kw = dict(transfer_id=transfer_id, debit_account_id=debit_account_id, credit_account_id=credit_account_id,
-                  amount_units=amount_units, expires_at_ms=expires_at_ms)
+        kw = dict(
+            transfer_id=transfer_id,
+            debit_account_id=debit_account_id,
+            credit_account_id=credit_account_id,
+            amount_units=amount_units,
+            expires_at_ms=expires_at_ms,
+        )
         self._place_hold(**kw)  # type: ignore[arg-type]
         self._log("place_hold", **kw)
 
-    def _place_hold(self, transfer_id: str, debit_account_id: str, credit_account_id: str, amount_units: int,
-                    expires_at_ms: int) -> None:
+    def _place_hold(
+        self, transfer_id: str, debit_account_id: str, credit_account_id: str, amount_units: int, expires_at_ms: int
+    ) -> None:
         self.holds[transfer_id] = _Hold(debit_account_id, credit_account_id, amount_units, expires_at_ms)
         self.applied.add(transfer_id)
 
-    def post_hold(self, *, transfer_id: str, hold_id: str, amount_units: int) -> None:
-        if transfer_id in self.applied:
+    def post_hold(self, *, transfer_id: str, hold_id: str, amount_units: int, rewards: Sequence[Reward] = ()) -> None:
+        grants: list[dict[str, Any]] = [
+            {
+                "transfer_id": r.transfer_id,
+                "debit_account_id": r.debit_account_id,
+                "credit_account_id": r.credit_account_id,
+                "amount_units": r.amount_units,
+            }
+            for r in rewards
+            if r.transfer_id not in self.applied
+        ]
+        if transfer_id in self.applied:  # a repeated capture: only its rewards not applied yet
+            for grant in grants:
+                self.transfer(**grant)
             return
         h = self.holds.get(hold_id)
         if h is None:
@@ -465,15 +572,20 @@ class InMemoryHoldLedger:
             raise LedgerRejected("HOLD_EXPIRED", f"{hold_id} expired at {h.expires_at_ms}")
         if amount_units > h.amount:
             raise LedgerRejected("EXCEEDS_HOLD", f"{amount_units} > held {h.amount}")
-        self._post_hold(transfer_id=transfer_id, hold_id=hold_id, amount_units=amount_units)
-        self._log("post_hold", transfer_id=transfer_id, hold_id=hold_id, amount_units=amount_units)
+        self._post_hold(transfer_id=transfer_id, hold_id=hold_id, amount_units=amount_units, rewards=grants)
+        self._log("post_hold", transfer_id=transfer_id, hold_id=hold_id, amount_units=amount_units, rewards=grants)
 
-    def _post_hold(self, transfer_id: str, hold_id: str, amount_units: int) -> None:
+    def _post_hold(
+        self, transfer_id: str, hold_id: str, amount_units: int, rewards: Sequence[dict[str, Any]] = ()
+    ) -> None:
         h = self.holds[hold_id]
         h.state = "POSTED"
         self.balances[h.debit] = self.balances.get(h.debit, 0) - amount_units
         self.balances[h.credit] = self.balances.get(h.credit, 0) + amount_units
         self.applied.add(transfer_id)
+        for grant in rewards:  # journaled on the capture's line (older journals: none here, "transfer" lines)
+            if grant["transfer_id"] not in self.applied:
+                self._transfer(**grant)
 
     def void_hold(self, *, transfer_id: str, hold_id: str) -> None:
         if transfer_id in self.applied:
@@ -491,8 +603,12 @@ class InMemoryHoldLedger:
     def transfer(self, *, transfer_id: str, debit_account_id: str, credit_account_id: str, amount_units: int) -> None:
         if transfer_id in self.applied:
             return
-        kw = dict(transfer_id=transfer_id, debit_account_id=debit_account_id, credit_account_id=credit_account_id,
-                  amount_units=amount_units)
+        kw = dict(
+            transfer_id=transfer_id,
+            debit_account_id=debit_account_id,
+            credit_account_id=credit_account_id,
+            amount_units=amount_units,
+        )
         self._transfer(**kw)  # type: ignore[arg-type]
         self._log("transfer", **kw)
 
@@ -510,12 +626,17 @@ class LedgerHolds:
 
     Holds are ``PendingTransfer`` s (code ``bridge.hold``), captures ``PostPending``, releases ``VoidPending``,
     rewards ``Transfer`` s (code ``bridge.reward``) from the rewards/ecosystem accounts, which are opened with
-    ``allow_negative`` (issuance accounts). A rejected command raises :class:`LedgerRejected` with the
-    ledger's code. Time comes from ``clock_ms`` (the ledger never reads a clock).
+    ``allow_negative`` (issuance accounts); a capture and its rewards are one atomic ledger batch, as in the
+    ledger service. A rejected command raises :class:`LedgerRejected` with the ledger's code. Time comes from
+    ``clock_ms`` (the ledger never reads a clock).
     """
 
-    def __init__(self, ledger: Any, cfg: BridgeConfig | None = None,
-                 clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000) -> None:
+    def __init__(
+        self,
+        ledger: Any,
+        cfg: BridgeConfig | None = None,
+        clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+    ) -> None:
         from domain import ledger as lg
 
         self._lg = lg
@@ -534,19 +655,33 @@ class LedgerHolds:
     def available_units(self, account_id: str) -> int:
         return int(self.ledger.available(account_id)) if self.ledger.has_account(account_id) else 0
 
-    def place_hold(self, *, transfer_id: str, debit_account_id: str, credit_account_id: str, amount_units: int,
-                   expires_at_ms: int) -> None:
-        self._apply(self._lg.PendingTransfer(transfer_id, debit_account_id, credit_account_id, amount_units,
-                                             "bridge.hold", expires_at_ms))
+    def place_hold(
+        self, *, transfer_id: str, debit_account_id: str, credit_account_id: str, amount_units: int, expires_at_ms: int
+    ) -> None:
+        self._apply(
+            self._lg.PendingTransfer(
+                transfer_id, debit_account_id, credit_account_id, amount_units, "bridge.hold", expires_at_ms
+            )
+        )
 
-    def post_hold(self, *, transfer_id: str, hold_id: str, amount_units: int) -> None:
-        self._apply(self._lg.PostPending(transfer_id, hold_id, amount_units))
+    def post_hold(self, *, transfer_id: str, hold_id: str, amount_units: int, rewards: Sequence[Reward] = ()) -> None:
+        lg = self._lg
+        post = lg.PostPending(transfer_id, hold_id, amount_units)
+        if not rewards:
+            self._apply(post)
+            return
+        grants = [
+            lg.Transfer(r.transfer_id, r.debit_account_id, r.credit_account_id, r.amount_units, "bridge.reward")
+            for r in rewards
+        ]
+        batch = self.ledger.apply_batch([post, *grants], self.clock_ms())
+        if not batch.ok:
+            failed = next((r for r in batch.results if r.code is not lg.LedgerCode.LINKED_EVENT_FAILED), None)
+            failed = failed or batch.results[0]
+            raise LedgerRejected(str(failed.code), failed.reason)
 
     def void_hold(self, *, transfer_id: str, hold_id: str) -> None:
         self._apply(self._lg.VoidPending(transfer_id, hold_id))
-
-    def transfer(self, *, transfer_id: str, debit_account_id: str, credit_account_id: str, amount_units: int) -> None:
-        self._apply(self._lg.Transfer(transfer_id, debit_account_id, credit_account_id, amount_units, "bridge.reward"))
 
 
 # --------------------------------------------------------------------------- the runner
@@ -622,8 +757,7 @@ class BridgeRunner:
         self.adapters = adapters
         self.fx_book = fx_book
         self.store: IntentStore = store or MemoryIntentStore()
-        self.cfg = cfg or BridgeConfig(enabled_rails=frozenset(
-            r for r in Rail if core.RAILS[r].provider in adapters))
+        self.cfg = cfg or BridgeConfig(enabled_rails=frozenset(r for r in Rail if core.RAILS[r].provider in adapters))
         self.breakers = breakers if breakers is not None else new_breakers()
         self.clock: Clock = clock or SystemClock()
         self.on_result = on_result
@@ -696,8 +830,7 @@ class BridgeRunner:
 
     # ---------------------------------------------------------------- internals
 
-    async def _run(self, payment: CardPayment, prev: asyncio.Task[None] | None,
-                   fut: asyncio.Future[Result]) -> None:
+    async def _run(self, payment: CardPayment, prev: asyncio.Task[None] | None, fut: asyncio.Future[Result]) -> None:
         if prev is not None:
             await asyncio.wait([prev])  # this payer's previous payment finishes first
         try:
@@ -726,8 +859,9 @@ class BridgeRunner:
             self.stats.duplicates += 1
             if not admission.same_payload:
                 self.stats.duplicate_mismatches += 1
-                log.warning("request id %s reused with a different payload; returning the original result",
-                            payment.request_id)
+                log.warning(
+                    "request id %s reused with a different payload; returning the original result", payment.request_id
+                )
             return admission.result
         if isinstance(admission, core.InFlight):
             self.stats.duplicates += 1
@@ -759,10 +893,15 @@ class BridgeRunner:
                     self.breakers[e.rail] = b.on_success(e.at_ms) if e.ok else b.on_failure(e.at_ms)
                 elif isinstance(e, PlaceHold):
                     try:
-                        await _maybe_await(ledger.place_hold(
-                            transfer_id=e.transfer_id, debit_account_id=e.debit_account_id,
-                            credit_account_id=e.credit_account_id, amount_units=e.amount_units,
-                            expires_at_ms=e.expires_at_ms))
+                        await _maybe_await(
+                            ledger.place_hold(
+                                transfer_id=e.transfer_id,
+                                debit_account_id=e.debit_account_id,
+                                credit_account_id=e.credit_account_id,
+                                amount_units=e.amount_units,
+                                expires_at_ms=e.expires_at_ms,
+                            )
+                        )
                         nxt = core.on_hold(tx, True, "", self.clock.now())
                     except LedgerRejected as exc:
                         nxt = core.on_hold(tx, False, str(exc), self.clock.now(), exc.code)
@@ -772,16 +911,18 @@ class BridgeRunner:
                     except LedgerRejected as exc:  # e.g. it expired on its own: nothing stays locked either way
                         log.info("void of %s: %s", e.hold_id, exc)
                 elif isinstance(e, PostHold):
-                    try:
-                        await _maybe_await(ledger.post_hold(transfer_id=e.transfer_id, hold_id=e.hold_id,
-                                                            amount_units=e.amount_units))
+                    try:  # the rewards ride on the capture: applied with it, each once
+                        await _maybe_await(
+                            ledger.post_hold(
+                                transfer_id=e.transfer_id,
+                                hold_id=e.hold_id,
+                                amount_units=e.amount_units,
+                                rewards=e.rewards,
+                            )
+                        )
                         nxt = core.on_posted(tx, True, "", self.clock.now(), cfg)
                     except LedgerRejected as exc:
                         nxt = core.on_posted(tx, False, str(exc), self.clock.now(), cfg)
-                elif isinstance(e, Transfer):
-                    await _maybe_await(ledger.transfer(
-                        transfer_id=e.transfer_id, debit_account_id=e.debit_account_id,
-                        credit_account_id=e.credit_account_id, amount_units=e.amount_units))
                 elif isinstance(e, PayoutIntent):
                     await self.store.persist_intent(e)  # durable BEFORE the provider hears of it
                     now = self.clock.now()
@@ -820,8 +961,9 @@ class BridgeRunner:
     async def _call(self, intent: PayoutIntent, *, lookup: bool) -> PayoutOutcome:
         adapter = self.adapters.get(intent.provider)
         if adapter is None:
-            return PayoutOutcome(PayoutStatus.UNAVAILABLE, error_code="NO_ADAPTER",
-                                 error_message=f"no adapter for {intent.provider}")
+            return PayoutOutcome(
+                PayoutStatus.UNAVAILABLE, error_code="NO_ADAPTER", error_message=f"no adapter for {intent.provider}"
+            )
         try:
             return await (adapter.lookup(intent) if lookup else adapter.payout(intent))
         except Exception as exc:  # an adapter bug must not lose the settlement: the outcome is unknown
@@ -842,8 +984,11 @@ class PayoutParked(Exception):
 
 
 def _load_requests(path: Path) -> list[CardPayment]:
-    return [payment_from_request(m.BridgeRequest.model_validate_json(line))
-            for line in path.read_text().splitlines() if line.strip()]
+    return [
+        payment_from_request(m.BridgeRequest.model_validate_json(line))
+        for line in path.read_text().splitlines()
+        if line.strip()
+    ]
 
 
 async def _cli(args: Any) -> dict[str, Any]:
@@ -867,8 +1012,7 @@ async def _cli(args: Any) -> dict[str, Any]:
     def book() -> FxBook:
         return FxBook().with_quotes(domain_quotes(day, 0, time.time_ns() // 1_000_000))
 
-    runner = BridgeRunner(ledger=ledger, adapters=adapters, fx_book=book, store=store,
-                          max_in_flight=args.concurrency)
+    runner = BridgeRunner(ledger=ledger, adapters=adapters, fx_book=book, store=store, max_in_flight=args.concurrency)
     print(json.dumps({"event": "started", "pid": os.getpid(), "open_intents": len(store.open_intents())}), flush=True)
     recovered = await runner.recover()
     futures = [await runner.submit(p) for p in payments]
@@ -898,8 +1042,12 @@ def main(argv: Iterable[str] | None = None) -> int:
     parser.add_argument("--state-dir", required=True)
     parser.add_argument("--requests", required=True, help="JSON lines of bridge.requests messages")
     parser.add_argument("--sim-url", default="")
-    parser.add_argument("--transport", default="", choices=["", "httpx", "aiohttp", "raw"],
-                        help="default: NEXUS_PROVIDER_TRANSPORT (httpx)")
+    parser.add_argument(
+        "--transport",
+        default="",
+        choices=["", "httpx", "aiohttp", "raw"],
+        help="default: NEXUS_PROVIDER_TRANSPORT (httpx)",
+    )
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--seed-units", type=int, default=1_000_000 * 1_000_000)
     parser.add_argument("--fx-day", default="2026-10-30")

@@ -8,7 +8,7 @@ recovering, failover, duplicates, recovery of persisted intents → exactly one 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal as D
 
@@ -37,9 +37,9 @@ from domain.bridge import (
     ReasonCode,
     Rejected,
     ResolvePayout,
+    Reward,
     Settled,
     Step,
-    Transfer,
     VoidHold,
 )
 from domain.cashback import PayerTier
@@ -78,8 +78,9 @@ class FakeLedger:
         held = sum(h.amount for h in self.holds.values() if h.state == "PENDING" and h.debit == account_id)
         return self.balances.get(account_id, 0) - held
 
-    def place_hold(self, *, transfer_id: str, debit_account_id: str, credit_account_id: str, amount_units: int,
-                   expires_at_ms: int) -> None:
+    def place_hold(
+        self, *, transfer_id: str, debit_account_id: str, credit_account_id: str, amount_units: int, expires_at_ms: int
+    ) -> None:
         if transfer_id in self.applied:
             return
         if self.refuse_hold:
@@ -89,17 +90,23 @@ class FakeLedger:
         self.holds[transfer_id] = Hold(debit_account_id, credit_account_id, amount_units, expires_at_ms)
         self.applied.add(transfer_id)
 
-    def post_hold(self, *, transfer_id: str, hold_id: str, amount_units: int) -> None:
-        if transfer_id in self.applied:
-            return
-        if self.refuse_post:
-            raise LedgerRejected("REFUSED", self.refuse_post)
-        h = self.holds[hold_id]
-        assert h.state == "PENDING" and amount_units <= h.amount
-        h.state = "POSTED"
-        self.balances[h.debit] = self.balances.get(h.debit, 0) - amount_units
-        self.balances[h.credit] = self.balances.get(h.credit, 0) + amount_units
-        self.applied.add(transfer_id)
+    def post_hold(self, *, transfer_id: str, hold_id: str, amount_units: int, rewards: Sequence[Reward] = ()) -> None:
+        if transfer_id not in self.applied:
+            if self.refuse_post:
+                raise LedgerRejected("REFUSED", self.refuse_post)
+            h = self.holds[hold_id]
+            assert h.state == "PENDING" and amount_units <= h.amount
+            h.state = "POSTED"
+            self.balances[h.debit] = self.balances.get(h.debit, 0) - amount_units
+            self.balances[h.credit] = self.balances.get(h.credit, 0) + amount_units
+            self.applied.add(transfer_id)
+        for r in rewards:  # only once the capture applied (or had applied); each once
+            self.transfer(
+                transfer_id=r.transfer_id,
+                debit_account_id=r.debit_account_id,
+                credit_account_id=r.credit_account_id,
+                amount_units=r.amount_units,
+            )
 
     def void_hold(self, *, transfer_id: str, hold_id: str) -> None:
         if transfer_id in self.applied:
@@ -144,8 +151,12 @@ class FakeProviders:
         if behaviour == DOWN:
             return PayoutOutcome(PayoutStatus.UNAVAILABLE, http_status=503, error_code="service_unavailable")
         if behaviour == DECLINE:
-            return PayoutOutcome(PayoutStatus.DECLINED, http_status=400, error_code="account_closed",
-                                 error_message="The bank account has been closed")
+            return PayoutOutcome(
+                PayoutStatus.DECLINED,
+                http_status=400,
+                error_code="account_closed",
+                error_message="The bank account has been closed",
+            )
         if behaviour == LOST_REQUEST:
             return PayoutOutcome(PayoutStatus.TIMEOUT)
         self.payouts.setdefault(key, intent)
@@ -158,8 +169,9 @@ class FakeProviders:
         if self.lookup_script and self.lookup_script.popleft() == DOWN:
             return PayoutOutcome(PayoutStatus.TIMEOUT)
         if (intent.provider, intent.idempotency_key) in self.payouts:
-            return PayoutOutcome(PayoutStatus.PAID, provider_reference=f"ref-{intent.provider}-{intent.bridge_tx_id}",
-                                 replayed=True)
+            return PayoutOutcome(
+                PayoutStatus.PAID, provider_reference=f"ref-{intent.provider}-{intent.bridge_tx_id}", replayed=True
+            )
         return PayoutOutcome(PayoutStatus.NOT_FOUND, http_status=404)
 
     def count(self, bridge_tx_id: str) -> int:
@@ -181,16 +193,25 @@ class Clock:
 
 def fx_book(rate: str = "0.15", ccy: Currency = Currency.USD, at_ms: int = T0) -> FxBook:
     r = D(rate)
-    return FxBook(FxPolicy()).with_quotes([
-        Quote(FxSource.NEXUS_INTERNAL.value, "KAUS", ccy, r, at_ms),
-        Quote(FxSource.BLOOMBERG.value, "KAUS", ccy, r + D("0.0001") * (1 if r < 100 else 100), at_ms),
-        Quote(FxSource.REUTERS.value, "KAUS", ccy, r - D("0.0001") * (1 if r < 100 else 100), at_ms),
-    ])
+    return FxBook(FxPolicy()).with_quotes(
+        [
+            Quote(FxSource.NEXUS_INTERNAL.value, "KAUS", ccy, r, at_ms),
+            Quote(FxSource.BLOOMBERG.value, "KAUS", ccy, r + D("0.0001") * (1 if r < 100 else 100), at_ms),
+            Quote(FxSource.REUTERS.value, "KAUS", ccy, r - D("0.0001") * (1 if r < 100 else 100), at_ms),
+        ]
+    )
 
 
-def payment(request_id: str = "card-1", amount_minor: int = 15_000, ccy: Currency = Currency.USD,
-            region: Region = Region.US, tier: PayerTier = PayerTier.GOLD, program: str | None = None,
-            quoted: str = "0.15", payer: str = PAYER) -> CardPayment:
+def payment(
+    request_id: str = "card-1",
+    amount_minor: int = 15_000,
+    ccy: Currency = Currency.USD,
+    region: Region = Region.US,
+    tier: PayerTier = PayerTier.GOLD,
+    program: str | None = None,
+    quoted: str = "0.15",
+    payer: str = PAYER,
+) -> CardPayment:
     return CardPayment(request_id, payer, "merchant-cafe-9", program, amount_minor, ccy, region, tier, D(quoted), T0)
 
 
@@ -220,9 +241,13 @@ class Harness:
             for e in step.effects:
                 if isinstance(e, PlaceHold):
                     try:
-                        self.ledger.place_hold(transfer_id=e.transfer_id, debit_account_id=e.debit_account_id,
-                                               credit_account_id=e.credit_account_id, amount_units=e.amount_units,
-                                               expires_at_ms=e.expires_at_ms)
+                        self.ledger.place_hold(
+                            transfer_id=e.transfer_id,
+                            debit_account_id=e.debit_account_id,
+                            credit_account_id=e.credit_account_id,
+                            amount_units=e.amount_units,
+                            expires_at_ms=e.expires_at_ms,
+                        )
                         nxt = b.on_hold(tx, True, "", self.clock.now())
                     except LedgerRejected as exc:
                         nxt = b.on_hold(tx, False, exc.reason, self.clock.now())
@@ -230,14 +255,12 @@ class Harness:
                     self.ledger.void_hold(transfer_id=e.transfer_id, hold_id=e.hold_id)
                 elif isinstance(e, PostHold):
                     try:
-                        self.ledger.post_hold(transfer_id=e.transfer_id, hold_id=e.hold_id,
-                                              amount_units=e.amount_units)
+                        self.ledger.post_hold(
+                            transfer_id=e.transfer_id, hold_id=e.hold_id, amount_units=e.amount_units, rewards=e.rewards
+                        )
                         nxt = b.on_posted(tx, True, "", self.clock.now(), cfg)
                     except LedgerRejected as exc:
                         nxt = b.on_posted(tx, False, exc.reason, self.clock.now(), cfg)
-                elif isinstance(e, Transfer):
-                    self.ledger.transfer(transfer_id=e.transfer_id, debit_account_id=e.debit_account_id,
-                                         credit_account_id=e.credit_account_id, amount_units=e.amount_units)
                 elif isinstance(e, PayoutIntent):
                     self.breakers[e.rail] = self.breakers[e.rail].on_call(self.clock.now().wall_ms)
                     if self.before_call:
@@ -294,6 +317,30 @@ def test_spec_example_settles_with_exact_amounts_and_phase_durations() -> None:
     assert h.providers.count("BRIDGE-card-1") == 1
 
 
+def test_the_rewards_ride_on_the_capture_and_confirmation_emits_no_transfer() -> None:
+    h = harness()
+    r = result_of(h.run(payment(program="AURA_SYDNEY")))
+    assert isinstance(r, Settled)
+    [post] = [e for e in h.effects if isinstance(e, PostHold)]
+    assert (post.transfer_id, post.hold_id, post.amount_units) == (
+        "BRIDGE-card-1:post",
+        "BRIDGE-card-1:hold",
+        1_000 * K,
+    )
+    assert post.rewards == (
+        Reward("BRIDGE-card-1:cashback", "bridge:rewards", PAYER, 30 * K, "cashback GOLD 300 bps"),
+        Reward("BRIDGE-card-1:bonus", "bridge:ecosystem", PAYER, 3 * K, "ecosystem bonus AURA_SYDNEY"),
+    )
+    # the result reports what the capture carried; after the capture only the result follows
+    assert (r.cashback_kaus_units, r.ecosystem_bonus_kaus_units) == tuple(x.amount_units for x in post.rewards)
+    assert isinstance(h.effects[-1], Done) and isinstance(h.effects[-2], PostHold)
+    # a merchant outside the ecosystem programs: the cashback alone
+    plain = harness()
+    plain.run(payment(tier=PayerTier.BRONZE))
+    [plain_post] = [e for e in plain.effects if isinstance(e, PostHold)]
+    assert [(x.transfer_id, x.amount_units) for x in plain_post.rewards] == [("BRIDGE-card-1:cashback", 10 * K)]
+
+
 def test_hold_is_sized_for_the_worst_accepted_rate_and_post_is_the_exact_debit() -> None:
     h = harness(book=fx_book("0.1496"))  # live 0.1496 = 0.2667% below the quote: accepted
     r = result_of(h.run(payment()))
@@ -308,8 +355,18 @@ def test_hold_is_sized_for_the_worst_accepted_rate_and_post_is_the_exact_debit()
 
 def test_krw_settlement_whole_won_and_units_rounded_up() -> None:
     h = harness(book=fx_book("210.4321", Currency.KRW))
-    r = result_of(h.run(payment(amount_minor=20_000, ccy=Currency.KRW, region=Region.KR, quoted="210.4321",
-                                tier=PayerTier.DIAMOND, program="NOMAD_MONTHLY")))
+    r = result_of(
+        h.run(
+            payment(
+                amount_minor=20_000,
+                ccy=Currency.KRW,
+                region=Region.KR,
+                quoted="210.4321",
+                tier=PayerTier.DIAMOND,
+                program="NOMAD_MONTHLY",
+            )
+        )
+    )
     assert isinstance(r, Settled) and r.rail is Rail.TOSS_PAYMENTS
     assert r.kaus_debited_units == 95_042_534  # 20,000 / 210.4321 = 95.0425339.. K-AUS → up
     assert r.provider_fee_minor == 460  # 2.3% of 20,000 won
@@ -387,8 +444,11 @@ def test_phase3_provider_decline_voids_and_does_not_count_against_the_rail() -> 
     h.providers.on(Rail.STRIPE_INSTANT, DECLINE)
     r = result_of(h.run(payment()))
     assert isinstance(r, Rejected)
-    assert (r.failed_phase, r.reason_code, r.rail) == (Phase.MERCHANT_CREDIT, ReasonCode.PROVIDER_DECLINED,
-                                                       Rail.STRIPE_INSTANT)
+    assert (r.failed_phase, r.reason_code, r.rail) == (
+        Phase.MERCHANT_CREDIT,
+        ReasonCode.PROVIDER_DECLINED,
+        Rail.STRIPE_INSTANT,
+    )
     assert "account_closed" in r.reason
     assert h.breakers[Rail.STRIPE_INSTANT].consecutive_failures == 0
     assert h.ledger.pending() == [] and h.providers.payouts == {}
@@ -415,7 +475,9 @@ def test_phase3_failover_pays_on_the_next_rail_once() -> None:
     assert [(o.rail, o.ok) for o in outcomes] == [(Rail.STRIPE_INSTANT, False), (Rail.WISE, True)]
     intents = [e for e in h.effects if isinstance(e, PayoutIntent)]
     assert [(i.provider_attempt, i.tried_providers) for i in intents] == [
-        (1, (Provider.STRIPE,)), (2, (Provider.STRIPE, Provider.WISE))]
+        (1, (Provider.STRIPE,)),
+        (2, (Provider.STRIPE, Provider.WISE)),
+    ]
     assert h.providers.count("BRIDGE-card-1") == 1
 
 
@@ -450,7 +512,9 @@ def test_timeout_with_the_request_lost_is_resent_under_the_same_key() -> None:
     assert isinstance(r, Settled) and r.rail is Rail.STRIPE_INSTANT
     sends = [e for e in h.effects if isinstance(e, PayoutIntent)]
     assert [(s.rail, s.send_no, s.idempotency_key) for s in sends] == [
-        (Rail.STRIPE_INSTANT, 1, "BRIDGE-card-1"), (Rail.STRIPE_INSTANT, 2, "BRIDGE-card-1")]
+        (Rail.STRIPE_INSTANT, 1, "BRIDGE-card-1"),
+        (Rail.STRIPE_INSTANT, 2, "BRIDGE-card-1"),
+    ]
     assert h.providers.count("BRIDGE-card-1") == 1
 
 
@@ -483,7 +547,10 @@ def test_phase4_capture_failure_voids_and_flags_reconciliation() -> None:
     assert (r.failed_phase, r.reason_code) == (Phase.CONFIRMATION, ReasonCode.HOLD_POST_FAILED)
     assert r.needs_reconciliation and r.hold_voided and "merchant was paid" in r.reason
     assert h.ledger.pending() == []
-    assert not any(isinstance(e, Transfer) for e in h.effects)  # no cashback on an uncaptured payment
+    [post] = [e for e in h.effects if isinstance(e, PostHold)]
+    assert [r.transfer_id for r in post.rewards] == ["BRIDGE-card-1:cashback"]  # sent with the capture ...
+    assert "bridge:rewards" not in h.ledger.balances  # ... and not paid: the capture did not apply
+    assert h.ledger.balances[PAYER] == 10_000 * K
 
 
 # --------------------------------------------------------------------------- circuit breaker across payments
@@ -548,9 +615,13 @@ def _intent_then_crash(h: Harness, p: CardPayment) -> PayoutIntent:
     step = b.begin(p, h.ledger.available_units(p.payer_account_id), h.clock.now(), h.cfg)
     hold = step.effects[0]
     assert isinstance(hold, PlaceHold)
-    h.ledger.place_hold(transfer_id=hold.transfer_id, debit_account_id=hold.debit_account_id,
-                        credit_account_id=hold.credit_account_id, amount_units=hold.amount_units,
-                        expires_at_ms=hold.expires_at_ms)
+    h.ledger.place_hold(
+        transfer_id=hold.transfer_id,
+        debit_account_id=hold.debit_account_id,
+        credit_account_id=hold.credit_account_id,
+        amount_units=hold.amount_units,
+        expires_at_ms=hold.expires_at_ms,
+    )
     step = b.on_hold(step.tx, True, "", h.clock.now())
     step = b.convert(step.tx, h.book, h.clock.now(), h.cfg)
     step = b.route(step.tx, h.breakers, h.clock.now(), h.cfg)
@@ -600,8 +671,10 @@ BEHAVIOURS = st.sampled_from([OK, DOWN, DECLINE, LOST_RESPONSE, LOST_REQUEST])
 
 @settings(max_examples=200, deadline=None)
 @given(
-    stripe=st.lists(BEHAVIOURS, max_size=3), wise=st.lists(BEHAVIOURS, max_size=3),
-    paypal=st.lists(BEHAVIOURS, max_size=3), lookups=st.lists(st.sampled_from([OK, DOWN]), max_size=4),
+    stripe=st.lists(BEHAVIOURS, max_size=3),
+    wise=st.lists(BEHAVIOURS, max_size=3),
+    paypal=st.lists(BEHAVIOURS, max_size=3),
+    lookups=st.lists(st.sampled_from([OK, DOWN]), max_size=4),
     post_fails=st.booleans(),
 )
 def test_no_kaus_stays_locked_and_the_merchant_is_paid_at_most_once(

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
+from typing import Any
 
 import orjson
+import pytest
 
 from contracts import models as m
 from contracts.topics import (
@@ -13,16 +16,16 @@ from contracts.topics import (
     BRIDGE_SETTLEMENTS_FAILED,
     LEDGER_COMMANDS,
 )
-from domain.bridge import PayoutIntent, Rejected, Settled
+from domain.bridge import LedgerRejected, PayoutIntent, PostHold, Rejected, Settled
 from streams.bridge_service import (
     KafkaHoldLedger,
     KafkaJournal,
-    grant_reward_command,
     journal_of_intent,
     journal_of_result,
     place_hold_command,
     post_hold_command,
     result_of_journal,
+    reward_grant,
     void_hold_command,
 )
 from streams.providers.runner import intent_from_record, result_json
@@ -30,17 +33,29 @@ from tests.unit.test_bridge_core import fx_book, harness, payment, result_of
 
 
 def test_ledger_commands_are_valid_contract_messages() -> None:
+    rewards = [
+        reward_grant("BRIDGE-card-1:cashback", "bridge:rewards", "acct-1", 30),
+        reward_grant("BRIDGE-card-1:bonus", "bridge:ecosystem", "acct-1", 3),
+    ]
     decoded = [
         LEDGER_COMMANDS.decode(orjson.dumps(c))
         for c in (
             place_hold_command("BRIDGE-card-1:hold", "acct-1", "bridge:settlement", 1_003, 1_800_000_000_000),
             post_hold_command("BRIDGE-card-1:post", "BRIDGE-card-1:hold", 1_000),
             void_hold_command("BRIDGE-card-1:void", "BRIDGE-card-1:hold"),
-            grant_reward_command("BRIDGE-card-1:cashback", "bridge:rewards", "acct-1", 30),
+            post_hold_command("BRIDGE-card-2:post", "BRIDGE-card-2:hold", 1_000, rewards),
         )
     ]
-    assert [type(d) for d in decoded] == [m.PlaceHold, m.PostHold, m.VoidHold, m.GrantReward]
-    assert decoded[0].amount_kaus_units == 1_003 and decoded[3].from_account_id is m.RewardAccount.REWARDS
+    assert [type(d) for d in decoded] == [m.PlaceHold, m.PostHold, m.VoidHold, m.PostHold]
+    assert decoded[0].amount_kaus_units == 1_003
+    plain, with_rewards = decoded[1], decoded[3]
+    assert isinstance(plain, m.PostHold) and plain.rewards == []
+    assert isinstance(with_rewards, m.PostHold)
+    assert [(g.transfer_id, g.from_account_id, g.account_id, g.amount_kaus_units) for g in with_rewards.rewards] == [
+        ("BRIDGE-card-1:cashback", m.RewardAccount.REWARDS, "acct-1", 30),
+        ("BRIDGE-card-1:bonus", m.RewardAccount.ECOSYSTEM, "acct-1", 3),
+    ]
+    assert {g.reason for g in with_rewards.rewards} == {"bridge.reward"}
 
 
 def test_journal_round_trips_intents_and_results_exactly() -> None:
@@ -69,46 +84,141 @@ def test_result_json_is_the_contract_message() -> None:
 
 
 class _RecordingProducer:
-    """AsyncProducer's send, with acks the test resolves by hand."""
+    """AsyncProducer's send (with acks the test resolves by hand) and send_unacked (no ack at all)."""
 
     def __init__(self) -> None:
         self.sent: list[tuple[str, bytes, asyncio.Future[None]]] = []
+        self.unacked: list[tuple[str, bytes, bytes]] = []
 
     def send(self, topic: str, key: bytes, value: bytes, partition: int | None = None) -> asyncio.Future[None]:
         ack: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.sent.append((topic, key, ack))
         return ack
 
+    def send_unacked(self, topic: str, key: bytes, value: bytes, partition: int | None = None) -> None:
+        self.unacked.append((topic, key, value))
+
     def topics(self) -> list[str]:
         return [topic for topic, _key, _ack in self.sent]
 
 
-def test_a_result_is_journaled_only_after_its_rewards_are_acked_but_published_without_waiting() -> None:
+class _Outcomes:
+    """LedgerOutcomes' expect/forget; the test answers by hand (or never: a lost command)."""
+
+    def __init__(self) -> None:
+        self.waiting: dict[str, asyncio.Future[m.LedgerOutcome]] = {}
+
+    def expect(self, command_id: str) -> asyncio.Future[m.LedgerOutcome]:
+        future: asyncio.Future[m.LedgerOutcome] = asyncio.get_running_loop().create_future()
+        self.waiting[command_id] = future
+        return future
+
+    def forget(self, command_id: str) -> None:
+        self.waiting.pop(command_id, None)
+
+    def answer(self, command_id: str, status: m.LedgerOutcomeStatus, **kw: Any) -> None:
+        outcome = m.LedgerOutcome(
+            command_id=command_id,
+            command_type="POST_HOLD",
+            status=status,
+            amount_kaus_units=kw.pop("amount_kaus_units", 0),
+            occurred_at=datetime(2026, 11, 24, tzinfo=UTC),
+            **kw,
+        )
+        self.waiting.pop(command_id).set_result(outcome)
+
+
+REWARD_ACCOUNTS = {"bridge:rewards": "bridge:rewards", "bridge:ecosystem": "bridge:ecosystem"}
+
+
+def test_a_capture_is_one_unacked_command_carrying_its_rewards() -> None:
+    h = harness()
+    settled = result_of(h.run(payment(program="AURA_SYDNEY")))
+    assert isinstance(settled, Settled)
+    [post] = [e for e in h.effects if isinstance(e, PostHold)]
+    assert len(post.rewards) == 2
+
+    async def scenario() -> None:
+        producer, outcomes = _RecordingProducer(), _Outcomes()
+        ledger = KafkaHoldLedger(producer, outcomes, REWARD_ACCOUNTS)  # type: ignore[arg-type]
+        call = asyncio.ensure_future(
+            ledger.post_hold(
+                transfer_id=post.transfer_id, hold_id=post.hold_id, amount_units=post.amount_units, rewards=post.rewards
+            )
+        )
+        await asyncio.sleep(0)
+        assert producer.sent == [] and len(producer.unacked) == 1  # no delivery future: the outcome answers
+        topic, key, value = producer.unacked[0]
+        command = LEDGER_COMMANDS.decode(value)
+        assert topic == LEDGER_COMMANDS.name and key == post.transfer_id.encode()
+        assert isinstance(command, m.PostHold) and command.amount_kaus_units == post.amount_units
+        assert [
+            (g.transfer_id, g.from_account_id.value, g.account_id, g.amount_kaus_units) for g in command.rewards
+        ] == [(r.transfer_id, r.debit_account_id, r.credit_account_id, r.amount_units) for r in post.rewards]
+        assert not call.done()  # waits for the ledger's answer
+        outcomes.answer(post.transfer_id, m.LedgerOutcomeStatus.APPLIED, amount_kaus_units=post.amount_units)
+        await asyncio.wait_for(call, 1)
+
+        refused = asyncio.ensure_future(
+            ledger.post_hold(transfer_id="BRIDGE-card-2:post", hold_id="BRIDGE-card-2:hold", amount_units=5)
+        )
+        await asyncio.sleep(0)
+        outcomes.answer(
+            "BRIDGE-card-2:post",
+            m.LedgerOutcomeStatus.REJECTED,
+            reason_code="PENDING_EXPIRED",
+            reason="expired",
+        )
+        with pytest.raises(LedgerRejected) as rejected:
+            await asyncio.wait_for(refused, 1)
+        assert rejected.value.code == "PENDING_EXPIRED"
+
+    asyncio.run(scenario())
+
+
+def test_a_lost_hold_command_times_out_and_is_voided_in_ledger_order(monkeypatch: pytest.MonkeyPatch) -> None:
+    from streams import bridge_service
+
+    monkeypatch.setattr(bridge_service, "LEDGER_TIMEOUT_S", 0.01)
+
+    async def scenario() -> None:
+        producer, outcomes = _RecordingProducer(), _Outcomes()
+        ledger = KafkaHoldLedger(producer, outcomes, REWARD_ACCOUNTS)  # type: ignore[arg-type]
+        with pytest.raises(LedgerRejected) as timed_out:
+            await ledger.place_hold(
+                transfer_id="BRIDGE-card-1:hold",
+                debit_account_id="acct-1",
+                credit_account_id="bridge:settlement",
+                amount_units=1_003,
+                expires_at_ms=1_800_000_000_000,
+            )
+        assert timed_out.value.code == "LEDGER_TIMEOUT" and outcomes.waiting == {}
+        commands = [LEDGER_COMMANDS.decode(value) for _topic, _key, value in producer.unacked]
+        assert [type(c) for c in commands] == [m.PlaceHold, m.VoidHold]
+        void = commands[1]
+        assert isinstance(void, m.VoidHold) and void.hold_id == "BRIDGE-card-1:hold"
+        assert void.command_id == "BRIDGE-card-1:hold:void-timeout"
+
+    asyncio.run(scenario())
+
+
+def test_a_result_is_journaled_at_once_and_the_request_waits_only_for_that_entry() -> None:
     h = harness()
     settled = result_of(h.run(payment()))
     assert isinstance(settled, Settled) and settled.cashback_kaus_units > 0
 
     async def scenario() -> None:
         producer = _RecordingProducer()
-        ledger = KafkaHoldLedger(producer, outcomes=None, reward_accounts={"bridge:rewards": "bridge:rewards"})  # type: ignore[arg-type]
-        journal = KafkaJournal("unused:9092", producer, ledger)  # type: ignore[arg-type]
+        journal = KafkaJournal("unused:9092", producer)  # type: ignore[arg-type]
         journal.partition_of[settled.request_id] = 2
-        await ledger.transfer(
-            transfer_id=f"{settled.bridge_tx_id}:cashback",
-            debit_account_id="bridge:rewards",
-            credit_account_id=settled.payer_account_id,
-            amount_units=settled.cashback_kaus_units,
-        )
+        # The capture's APPLIED outcome came first and its rewards rode on it: nothing else to wait for.
         await asyncio.wait_for(journal.persist_result(settled), 1)  # returns at once: the result can go out
+        assert producer.topics() == [BRIDGE_PAYOUTS_JOURNAL.name] and producer.unacked == []
         acked = asyncio.ensure_future(journal.result_acked(settled.request_id))
-        await asyncio.sleep(0)
-        assert producer.topics() == [LEDGER_COMMANDS.name]  # no journal entry while the reward is unacked
-        producer.sent[0][2].set_result(None)  # the reward is durable
         for _ in range(5):
             await asyncio.sleep(0)
-        assert producer.topics() == [LEDGER_COMMANDS.name, BRIDGE_PAYOUTS_JOURNAL.name]
-        assert not acked.done()  # the request may be acked only once the journal entry is durable too
-        producer.sent[1][2].set_result(None)
+        assert not acked.done()  # the request may be acked only once the journal entry is durable
+        producer.sent[0][2].set_result(None)
         await asyncio.wait_for(acked, 1)
 
     asyncio.run(scenario())

@@ -1,10 +1,15 @@
-"""produce_bounded: a full local queue makes the producer serve acks and retry, never drop or grow."""
+"""produce_bounded: a full local queue makes the producer serve acks and retry, never drop or grow; send_unacked."""
 
 from __future__ import annotations
 
+import logging
+import time
 from typing import Any
 
-from streams.kafka_clients import produce_bounded
+import pytest
+from confluent_kafka import KafkaError
+
+from streams.kafka_clients import AsyncProducer, produce_bounded
 
 
 class FullTwice:
@@ -29,3 +34,44 @@ def test_a_full_queue_is_waited_out_and_the_record_sent_once() -> None:
     produce_bounded(producer, "energy.orders", b"v", b"k", partition=3)
     assert producer.polls == 2
     assert producer.produced == [("energy.orders", b"v", b"k", {"partition": 3})]
+
+
+class RecordingProducer:
+    """confluent_kafka.Producer as AsyncProducer uses it: the config it was built with and what it produced."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.config = config
+        self.produced: list[tuple[Any, ...]] = []
+
+    def produce(self, topic: str, value: bytes | None, key: bytes | None, **kwargs: Any) -> None:
+        self.produced.append((topic, value, key, kwargs))
+
+    def poll(self, timeout_s: float) -> int:
+        time.sleep(timeout_s)
+        return 0
+
+    def flush(self, timeout_s: float) -> int:
+        return 0
+
+
+def test_send_unacked_produces_without_a_delivery_callback_and_errors_are_logged(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import confluent_kafka
+
+    monkeypatch.setattr(confluent_kafka, "Producer", RecordingProducer)
+    producer = AsyncProducer("127.0.0.1:9")
+    try:
+        fake = producer._producer
+        assert isinstance(fake, RecordingProducer)
+        producer.send_unacked("ledger.commands", b"k", b"v")
+        producer.send_unacked("ledger.commands", b"k2", b"v2", partition=0)
+        assert fake.produced == [
+            ("ledger.commands", b"v", b"k", {}),
+            ("ledger.commands", b"v2", b"k2", {"partition": 0}),
+        ]
+        with caplog.at_level(logging.WARNING, logger="nexus.kafka"):
+            fake.config["error_cb"](KafkaError(KafkaError._ALL_BROKERS_DOWN))
+        assert "_ALL_BROKERS_DOWN" in caplog.text
+    finally:
+        producer.close(0)

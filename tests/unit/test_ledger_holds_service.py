@@ -152,3 +152,111 @@ def test_commands_naming_an_issuance_account_in_any_order_never_crash_the_ledger
     granted = d.send(reward("r-1", 5))
     assert outcome(granted).status is m.LedgerOutcomeStatus.APPLIED
     assert d.ledger.ledger.balance("bridge:rewards") == -5
+
+
+# --------------------------------------------------------------------------- rewards riding on the capture
+
+
+def grant(transfer_id: str, units: int, source: m.RewardAccount = m.RewardAccount.REWARDS) -> m.RewardGrant:
+    return m.RewardGrant(
+        transfer_id=transfer_id,
+        from_account_id=source,
+        account_id=PAYER,
+        amount_kaus_units=units,
+        reason="bridge.reward",
+    )
+
+
+CASHBACK = grant("h1:cashback", 15)
+BONUS = grant("h1:bonus", 2, m.RewardAccount.ECOSYSTEM)
+
+
+def post(*rewards: m.RewardGrant, at: datetime = T0, units: int = 500) -> m.PostHold:
+    return m.PostHold(
+        command_id="h1:post", hold_id="h1", amount_kaus_units=units, rewards=list(rewards), occurred_at=at
+    )
+
+
+def test_a_capture_applies_its_rewards_once_with_one_outcome() -> None:
+    d = funded(1_000)
+    d.send(hold("h1", 600))
+    out = d.send(post(CASHBACK, BONUS))
+    answer = outcome(out)  # one outcome for the whole command
+    assert (answer.command_id, answer.status, answer.duplicate) == ("h1:post", m.LedgerOutcomeStatus.APPLIED, False)
+    assert answer.amount_kaus_units == 500
+    records = transfers(out)
+    assert [(t.transfer_id, t.kind, t.debit_account_id, t.amount_kaus_units) for t in records] == [
+        ("h1:post", m.TransferKind.POST_PENDING, PAYER, 500),
+        ("h1:cashback", m.TransferKind.POSTED, "bridge:rewards", 15),
+        ("h1:bonus", m.TransferKind.POSTED, "bridge:ecosystem", 2),
+    ]
+    assert [t for t, _ in out][-1] is LEDGER_OUTCOMES  # the records come before the answer
+    for record in records[1:]:  # a reward's record is exactly GRANT_REWARD's, as pydantic writes it
+        assert record.credit_account_id == PAYER and record.reason == "bridge.reward" and record.pending_id is None
+        raw = LEDGER_TRANSFERS.encode(record)  # the bytes the ledger worker produces
+        model = LEDGER_TRANSFERS.decode(raw)
+        assert raw == model.__pydantic_serializer__.to_json(model, by_alias=True)
+    ledger = d.ledger.ledger
+    assert ledger.balance(PAYER) == 1_000 - 500 + 17 and ledger.held(PAYER) == 0
+    assert ledger.balance("bridge:rewards") == -15 and ledger.balance("bridge:ecosystem") == -2
+    assert sum(d.ledger.balances().values()) == 0
+
+
+def test_a_resent_capture_applies_no_reward_twice_but_one_that_was_missing() -> None:
+    d = funded(1_000)
+    d.send(hold("h1", 600))
+    d.send(post(CASHBACK))  # e.g. sent before the bonus was known
+    again = d.send(post(CASHBACK, BONUS, at=T0 + timedelta(seconds=2)))  # a restarted bridge re-sends the capture
+    answer = outcome(again)
+    assert answer.status is m.LedgerOutcomeStatus.APPLIED and answer.duplicate and answer.amount_kaus_units == 500
+    assert [(t.transfer_id, t.kind) for t in transfers(again)] == [("h1:bonus", m.TransferKind.POSTED)]
+    same = d.send(post(CASHBACK, BONUS, at=T0 + timedelta(seconds=3)))
+    assert outcome(same).status is m.LedgerOutcomeStatus.APPLIED and outcome(same).duplicate
+    assert transfers(same) == []
+    ledger = d.ledger.ledger
+    assert ledger.balance(PAYER) == 1_000 - 500 + 17
+    assert ledger.balance("bridge:rewards") == -15 and ledger.balance("bridge:ecosystem") == -2
+
+
+def test_a_rejected_capture_applies_no_reward() -> None:
+    d = funded(1_000)
+    d.send(hold("h1", 600))
+    d.send(m.VoidHold(command_id="h1:void", hold_id="h1", occurred_at=T0))
+    voided = d.send(post(CASHBACK, BONUS))
+    assert outcome(voided).status is m.LedgerOutcomeStatus.REJECTED
+    assert outcome(voided).reason_code == "PENDING_ALREADY_VOIDED" and outcome(voided).amount_kaus_units == 0
+    assert transfers(voided) == []
+
+    d.send(hold("h2", 600, ttl_s=5))
+    late = T0 + timedelta(seconds=6)
+    expired = d.send(
+        m.PostHold(
+            command_id="h2:post",
+            hold_id="h2",
+            amount_kaus_units=500,
+            rewards=[grant("h2:cashback", 15)],
+            occurred_at=late,
+        )
+    )
+    assert outcome(expired).status is m.LedgerOutcomeStatus.REJECTED
+    assert outcome(expired).reason_code == "PENDING_EXPIRED"
+    assert [t.kind for t in transfers(expired)] == [m.TransferKind.VOID_PENDING]  # the expiry, no reward
+    ledger = d.ledger.ledger
+    assert ledger.balance(PAYER) == 1_000 and ledger.held(PAYER) == 0
+    assert ledger.balance("bridge:rewards") == 0 and ledger.balance("bridge:ecosystem") == 0
+    for reward_id in ("h1:cashback", "h1:bonus", "h2:cashback"):
+        assert ledger.result(reward_id) is None
+
+
+def test_a_reward_that_cannot_apply_rejects_the_whole_capture() -> None:
+    d = funded(1_000)
+    d.send(reward("h1:cashback", 99))  # the id already names another transfer
+    d.send(hold("h1", 600))
+    refused = d.send(post(CASHBACK, BONUS))
+    answer = outcome(refused)
+    assert answer.status is m.LedgerOutcomeStatus.REJECTED and answer.reason_code == "ID_CONFLICT"
+    assert answer.reason is not None and "h1:cashback" in answer.reason
+    assert transfers(refused) == []
+    ledger = d.ledger.ledger
+    assert ledger.held(PAYER) == 600 and ledger.balance(PAYER) == 1_099  # the hold is still there to void
+    assert ledger.result("h1:bonus") is None

@@ -116,6 +116,7 @@ def seeded_records(monkeypatch: pytest.MonkeyPatch) -> list[Record]:
         ledger_offset += 1
 
     # Two accounts can hardly pay (their trades are rejected), one never deposits at all.
+    message: BaseModel
     for i, account in enumerate(ACCOUNTS[:-1]):
         message = deposit(account, 10**13 if i < 13 else 200_000)
         settle(LEDGER_COMMANDS.key_of(message), LEDGER_COMMANDS.encode(message))
@@ -199,3 +200,42 @@ def test_the_flow_covers_every_p2p_output(records: list[Record]) -> None:
         assert fragment in values, fragment
     statuses = Counter(m.OrderEvent.model_validate_json(v).status for n, _, v in records if n == "energy.orders.events")
     assert set(statuses) == set(m.OrderStatus) - {m.OrderStatus.FILLED}, statuses
+
+
+def test_a_capture_with_rewards_writes_the_pydantic_encoding_of_each_record() -> None:
+    """Kept out of the seeded flow (its digests predate rewards riding on the capture)."""
+    at = START + timedelta(days=1)
+    payer = ACCOUNTS[0]
+    hold = {"debit_account_id": payer, "credit_account_id": "bridge:settlement", "occurred_at": at}
+    rewards = [
+        m.RewardGrant(
+            transfer_id="p1:cashback",
+            from_account_id=m.RewardAccount.REWARDS,
+            account_id=payer,
+            amount_kaus_units=120,
+            reason="bridge.reward",
+        ),
+        m.RewardGrant(
+            transfer_id="p1:bonus", from_account_id=m.RewardAccount.ECOSYSTEM, account_id=payer, amount_kaus_units=12
+        ),
+    ]
+    commands = [
+        deposit(payer, 10**9),
+        m.PlaceHold(command_id="h1", amount_kaus_units=5_000, expires_at=at + timedelta(seconds=60), **hold),
+        m.PostHold(command_id="p1", hold_id="h1", amount_kaus_units=4_000, rewards=rewards, occurred_at=at),
+        m.PostHold(command_id="p1", hold_id="h1", amount_kaus_units=4_000, rewards=rewards, occurred_at=at),
+    ]
+    ledger = LedgerPartition()
+    records: list[Record] = []
+    for offset, message in enumerate(commands):
+        command = ingress.validate(LEDGER_COMMANDS, LEDGER_COMMANDS.key_of(message), LEDGER_COMMANDS.encode(message))
+        assert not isinstance(command, ingress.Rejected), command
+        records.extend(Outbox.encode_all(ledger.apply(offset, command)))
+    kinds = [(n, TOPICS[n].decode(v).transfer_id if n == "ledger.transfers" else None) for n, _, v in records]
+    assert [t for n, t in kinds if n == "ledger.transfers"] == ["dep-acct-00", "h1", "p1", "p1:cashback", "p1:bonus"]
+    assert sum(1 for n, _ in kinds if n == "ledger.outcomes") == 3
+    for name, key, value in records:
+        topic = TOPICS[name]
+        model = topic.decode(value)
+        assert value == model.__pydantic_serializer__.to_json(model, by_alias=True), (name, value)
+        assert key == topic.key_of(model), (name, key)
