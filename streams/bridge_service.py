@@ -537,7 +537,9 @@ async def build_service(settings: Settings) -> BridgeService:
     await asyncio.to_thread(outcomes.start)  # before the first command: no answer can slip past
     await asyncio.to_thread(fx.start)
     provider_settings = ProviderSettings()
-    transport = make_transport(provider_settings.transport, provider_settings.max_connections)
+    transport = make_transport(
+        provider_settings.transport, provider_settings.max_connections, provider_settings.ca_file
+    )
     adapters = build_adapters(provider_settings, transport)
     cfg = BridgeConfig(enabled_rails=frozenset(r for r, spec in RAILS.items() if spec.provider in adapters))
     ledger = KafkaHoldLedger(

@@ -1005,7 +1005,7 @@ async def _cli(args: Any) -> dict[str, Any]:
         ledger.deposit(f"seed:{payer}", payer, args.seed_units)
     store = FileIntentStore(state / "intents.jsonl", fsync=not args.no_fsync)
     settings = ProviderSettings(**({"sim_url": args.sim_url} if args.sim_url else {}))
-    transport = make_transport(args.transport or settings.transport, settings.max_connections)
+    transport = make_transport(args.transport or settings.transport, settings.max_connections, settings.ca_file)
     adapters = build_adapters(settings, transport)
     day = date.fromisoformat(args.fx_day)
 
@@ -1045,8 +1045,8 @@ def main(argv: Iterable[str] | None = None) -> int:
     parser.add_argument(
         "--transport",
         default="",
-        choices=["", "httpx", "aiohttp", "raw"],
-        help="default: NEXUS_PROVIDER_TRANSPORT (httpx)",
+        choices=["", "lean", "httpx", "aiohttp"],
+        help="default: NEXUS_PROVIDER_TRANSPORT (lean)",
     )
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--seed-units", type=int, default=1_000_000 * 1_000_000)
