@@ -61,7 +61,9 @@ class ProviderSettings(BaseSettings):
     alipay_url: str = ""  # the gateway, e.g. https://openapi.alipay.com/gateway.do
 
     timeout_ms: int = Field(default=2_000, ge=1, le=120_000)
-    max_connections: int = Field(default=256, ge=1)
+    # Per provider host; at least NEXUS_BRIDGE_MAX_IN_FLIGHT (512), or calls queue for a connection (httpx,
+    # aiohttp) or connections are closed and reopened (lean: it keeps this many idle ones).
+    max_connections: int = Field(default=512, ge=1)
     # "lean" (streams/providers/lean_http.py) costs the bridge's one thread the least CPU per call; httpx and
     # aiohttp are the general-purpose alternatives (bench/bench_bridge_core.py, bench/bench_bridge_kafka.py).
     transport: str = Field(default="lean", pattern="^(lean|httpx|aiohttp)$")
@@ -138,9 +140,9 @@ class Transport(Protocol):
 
 
 class HttpxTransport:
-    """The default transport (httpx.AsyncClient, keep-alive pool)."""
+    """httpx.AsyncClient with a keep-alive pool: general purpose, several times the lean transport's CPU per call."""
 
-    def __init__(self, max_connections: int = 256) -> None:
+    def __init__(self, max_connections: int = 512) -> None:
         import httpx
 
         self._httpx = httpx
@@ -173,7 +175,7 @@ class HttpxTransport:
 class AiohttpTransport:
     """A faster transport (aiohttp), same contract; used by the benchmark where client CPU is the limit."""
 
-    def __init__(self, max_connections: int = 256) -> None:
+    def __init__(self, max_connections: int = 512) -> None:
         self._max = max_connections
         self._session: Any = None
 
@@ -214,7 +216,7 @@ class AiohttpTransport:
             self._session = None
 
 
-def make_transport(kind: str = "httpx", max_connections: int = 256, ca_file: Path | None = None) -> Transport:
+def make_transport(kind: str = "lean", max_connections: int = 512, ca_file: Path | None = None) -> Transport:
     if kind == "lean":
         from streams.providers.lean_http import LeanHttpTransport  # it imports this module's types
 

@@ -229,7 +229,7 @@ class LeanHttpTransport:
     """:class:`streams.providers.base.Transport` on :class:`_Connection` pools (see the module doc)."""
 
     def __init__(
-        self, max_connections: int = 256, *, ca_file: Path | None = None, max_body_bytes: int = MAX_BODY_BYTES
+        self, max_connections: int = 512, *, ca_file: Path | None = None, max_body_bytes: int = MAX_BODY_BYTES
     ) -> None:
         assert max_connections >= 1
         self.max_connections = max_connections  # idle connections kept per target; the runner bounds the rest

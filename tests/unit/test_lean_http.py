@@ -349,3 +349,18 @@ def test_https_with_a_trusted_certificate_and_refused_with_an_unknown_one(tmp_pa
         assert len(server.requests) == 2  # the refused client never sent its request
 
     run(main())
+
+
+def test_concurrent_calls_open_connections_and_at_most_max_connections_stay_idle() -> None:
+    async def main() -> None:
+        async with Server(lambda n, _r: ok()) as server:
+            t = LeanHttpTransport(max_connections=2)
+            first = await asyncio.gather(*(t.send(post(server.url), 1000) for _ in range(3)))
+            assert t.connections_opened == 3  # one request at a time per connection
+            assert sum(len(pool) for pool in t._idle.values()) == 2  # the third was closed, not pooled
+            second = await asyncio.gather(*(t.send(post(server.url), 1000) for _ in range(2)))
+            await t.aclose()
+        assert [r.status for r in (*first, *second)] == [200] * 5
+        assert t.connections_opened == 3  # the two kept were reused
+
+    run(main())
