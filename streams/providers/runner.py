@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from contracts import models as m
+from contracts.construct import utc_text_ms
 from domain import bridge as core
 from domain.bridge import (
     BridgeConfig,
@@ -126,7 +127,7 @@ def request_from_payment(p: CardPayment) -> m.BridgeRequest:
 
 
 def _iso(ms: int) -> str:
-    return _dt(ms).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return utc_text_ms(ms)  # hot path: exact integer arithmetic, the second's text cached (test_construct.py)
 
 
 def request_json(p: CardPayment) -> dict[str, Any]:

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import random
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from pydantic import BaseModel
 
 from contracts import models as m
-from contracts.construct import constructor
+from contracts.construct import constructor, utc_text_ms
 
 AT = datetime(2026, 11, 24, 10, 0, 0, 123000, tzinfo=UTC)
 CASES: list[tuple[type[BaseModel], dict[str, Any]]] = [
@@ -136,3 +137,24 @@ def test_an_encoded_record_is_its_bytes_and_reads_as_its_validated_model() -> No
         _ = record.__deepcopy_hook__
     with pytest.raises(TypeError):
         hash(record)
+
+
+@pytest.mark.parametrize(
+    "ms",
+    [0, 999, 1_000, 1_796_413_481_041, 1_796_413_481_000, 1_796_413_481_999, 253_402_300_799_999, 951_782_400_500],
+)
+def test_utc_text_ms_is_isoformat_with_milliseconds(ms: int) -> None:
+    assert utc_text_ms(ms) == exact_iso_ms(ms)
+
+
+def exact_iso_ms(ms: int) -> str:
+    # Integer arithmetic: fromtimestamp(ms / 1000) goes through a float and is off by 1 ms near year 9999.
+    instant = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=ms)
+    return instant.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def test_utc_text_ms_over_random_instants() -> None:
+    rng = random.Random(7)
+    for _ in range(5_000):
+        ms = rng.randrange(1_700_000_000_000, 1_900_000_000_000)
+        assert utc_text_ms(ms) == exact_iso_ms(ms), ms
