@@ -239,6 +239,7 @@ class LeanHttpTransport:
         self._idle: dict[tuple[str, str, int], list[_Connection]] = {}
         self._targets: dict[str, tuple[str, str, int, str]] = {}  # scheme://host:port -> parts and Host
         self.connections_opened = 0
+        self._closed = False
 
     def _tls(self) -> ssl.SSLContext:
         if self._ssl is None:
@@ -289,9 +290,9 @@ class LeanHttpTransport:
             if conn is not None:
                 conn.close()
             raise
-        if not conn.closed and len(pool) < self.max_connections:
+        if not conn.closed and not self._closed and len(pool) < self.max_connections:
             pool.append(conn)
-        else:
+        else:  # answered with "close", pool full, or this transport closed while the call was out
             conn.close()
         return response
 
@@ -309,6 +310,7 @@ class LeanHttpTransport:
         return conn
 
     async def aclose(self) -> None:
+        self._closed = True
         for pool in self._idle.values():
             for conn in pool:
                 conn.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import ssl
 from collections.abc import Awaitable, Callable
@@ -362,5 +363,34 @@ def test_concurrent_calls_open_connections_and_at_most_max_connections_stay_idle
             await t.aclose()
         assert [r.status for r in (*first, *second)] == [200] * 5
         assert t.connections_opened == 3  # the two kept were reused
+
+    run(main())
+
+
+def test_a_call_that_returns_after_aclose_does_not_leave_its_connection_open() -> None:
+    async def main() -> None:
+        release = asyncio.Event()
+        client_closed = asyncio.Event()
+
+        async def slow_ok(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await read_request(reader)
+            await release.wait()
+            writer.write(ok()[0])
+            await writer.drain()
+            with contextlib.suppress(TimeoutError):  # keeps its side open: only the client can close it
+                if await asyncio.wait_for(reader.read(), 1.0) == b"":
+                    client_closed.set()
+            writer.close()
+
+        server = await asyncio.start_server(slow_ok, "127.0.0.1", 0)
+        url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+        t = LeanHttpTransport()
+        call = asyncio.create_task(t.send(post(url), 2000))
+        await asyncio.sleep(0.05)
+        await t.aclose()  # shutting down while the call is out
+        release.set()
+        assert (await call).status == 200
+        await asyncio.wait_for(client_closed.wait(), 0.5)  # closed, not kept in a pool nobody will close
+        server.close()
 
     run(main())
