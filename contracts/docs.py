@@ -48,7 +48,10 @@ def render_readme() -> str:
     parts.append("\n## Topics\n\n| topic | key | partitions | cleanup / retention | you produce it? |\n")
     parts.append("|---|---|---|---|---|\n")
     for t in TOPICS.values():
-        retention = "compacted" if t.retention_ms is None else f"{t.retention_ms // 86_400_000} days"
+        if t.kept_forever:
+            retention = "kept forever"
+        else:
+            retention = "compacted" if t.retention_ms is None else f"{t.retention_ms // 86_400_000} days"
         producer = "yes" if t.upstream else "no (read it)"
         parts.append(f"| `{t.name}` | `{t.key_field}` | {t.partitions} | {retention} | {producer} |\n")
     for t in TOPICS.values():

@@ -27,6 +27,7 @@ except ImportError:  # pragma: no cover
     orjson = None  # type: ignore[assignment]
 
 DAY_MS = 86_400_000
+KEEP_FOREVER = -1  # retention.ms / retention.bytes of a topic some state is a fold over: never deleted
 
 
 class Cleanup(StrEnum):
@@ -94,7 +95,13 @@ class Topic:
         config = {"cleanup.policy": str(self.cleanup), "max.message.bytes": str(max(1_048_588, self.max_message_bytes))}
         if self.retention_ms is not None and self.cleanup is Cleanup.DELETE:
             config["retention.ms"] = str(self.retention_ms)
+        if self.kept_forever:  # neither age nor size may delete it (a broker's log.retention.bytes would)
+            config["retention.bytes"] = str(KEEP_FOREVER)
         return config
+
+    @property
+    def kept_forever(self) -> bool:
+        return self.retention_ms == KEEP_FOREVER and self.cleanup is Cleanup.DELETE
 
 
 # ----------------------------------------------------------------------------- fast JSON for plain models
@@ -208,10 +215,11 @@ LEDGER_COMMANDS = Topic(
     m.LedgerCommand,
     "command_id",
     "The ledger's ordered input (deposits, trades to settle). One partition: the ledger is a single "
-    "writer, like TigerBeetle's, so every balance check sees every earlier movement.",
+    "writer, like TigerBeetle's, so every balance check sees every earlier movement. Kept forever: the "
+    "ledger's balances are a fold over it, rebuilt by replay (no snapshots yet).",
     partitions=1,
     upstream=True,
-    retention_ms=30 * DAY_MS,
+    retention_ms=KEEP_FOREVER,
 )
 LEDGER_OUTCOMES = Topic(
     "ledger.outcomes",

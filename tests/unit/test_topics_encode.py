@@ -93,3 +93,12 @@ def test_models_with_aliases_decimals_or_lists_keep_pydantic() -> None:
     assert _plain_json(m.Trade) and _plain_json(m.SettleTrade) and _plain_json(m.TradeSettled)
     for model in (m.AuditRecord, m.FxRate, m.BridgeSettlementCompleted, m.DeadLetter):
         assert not _plain_json(model)
+
+
+def test_the_ledger_input_is_never_deleted_by_retention() -> None:
+    # The ledger's balances are a fold over ledger.commands (replayed on restart): a deleted old segment
+    # would drop old deposits from every rebuild.
+    config = LEDGER_COMMANDS.topic_config()
+    assert LEDGER_COMMANDS.kept_forever
+    assert (config["retention.ms"], config["retention.bytes"]) == ("-1", "-1")
+    assert "retention.bytes" not in ENERGY_ORDERS.topic_config()  # other topics keep the broker's bounds
