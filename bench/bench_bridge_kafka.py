@@ -176,6 +176,12 @@ def summary(run: Run, observer: Observer) -> dict[str, float]:
 WALL_MINUS_PERF_MS = (time.time() - time.perf_counter()) * 1000
 
 
+def way_out_ms(p: CardPayment, result: dict[str, Any], observer: Observer) -> float:
+    """From the result's own completed_at (the worker's clock) to its arrival here, to ms resolution."""
+    completed_ms = datetime.fromisoformat(result["completed_at"]).timestamp() * 1000
+    return observer.results[p.request_id][0] * 1000 + WALL_MINUS_PERF_MS - completed_ms
+
+
 def phase_figures(run: Run, observer: Observer) -> str:
     """Where the time goes, from each completed result's own phase durations. Outside the worker splits at
     the result's completed_at: before it the request's way in, after it the result's way out (reward and
@@ -187,9 +193,7 @@ def phase_figures(run: Run, observer: Observer) -> str:
                 by_phase[phase].append(ms)
             by_phase["in worker (total)"].append(v["total_duration_ms"])
             by_phase["outside worker"].append(lat - v["total_duration_ms"])
-            completed_ms = datetime.fromisoformat(v["completed_at"]).timestamp() * 1000
-            out_ms = observer.results[p.request_id][0] * 1000 + WALL_MINUS_PERF_MS - completed_ms
-            by_phase["  of which way out"].append(out_ms)
+            by_phase["  of which way out"].append(way_out_ms(p, v, observer))
     return ", ".join(f"{k} {pct(v, 0.5):.0f}/{pct(v, 0.99):.0f}" for k, v in by_phase.items())
 
 
@@ -202,8 +206,7 @@ def overhead_tail(run: Run, observer: Observer, share: float = 0.02) -> str:
         if not v["ok"]:
             continue
         rail_ms = RAILS[Rail(v["rail"])].expected_latency_ms
-        completed_ms = datetime.fromisoformat(v["completed_at"]).timestamp() * 1000
-        out_ms = observer.results[p.request_id][0] * 1000 + WALL_MINUS_PERF_MS - completed_ms
+        out_ms = way_out_ms(p, v, observer)
         parts = {k: float(ms) for k, ms in v["phase_durations_ms"].items()}
         parts["MERCHANT_CREDIT"] = parts.get("MERCHANT_CREDIT", 0.0) - rail_ms
         parts["way in"] = lat - v["total_duration_ms"] - out_ms

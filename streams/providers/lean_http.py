@@ -198,7 +198,6 @@ class _Connection(asyncio.Protocol):
         return None
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
         self._ended(exc)
 
     def _ended(self, exc: Exception | None) -> None:
