@@ -48,6 +48,7 @@ from domain.fx import FxBook
 from domain.ledger import Ledger
 from domain.rails import RAILS, Provider, Rail, Region
 from infra.provider_sim.launcher import ProviderSimProcess
+from streams import event_loop
 from streams.fx_feed import domain_quotes
 from streams.providers import build_adapters
 from streams.providers.base import ProviderSettings, make_transport
@@ -390,7 +391,7 @@ def main() -> int:
         "process kill, not a power loss); memory: no persistence",
     )
     parser.add_argument("--check", action="store_true")
-    return asyncio.run(main_async(parser.parse_args()))
+    return event_loop.run(main_async(parser.parse_args()))  # NEXUS_EVENT_LOOP, like the bridge worker
 
 
 if __name__ == "__main__":

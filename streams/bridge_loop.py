@@ -28,7 +28,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
 from contracts.topics import BRIDGE_REQUESTS, PLATFORM_DEADLETTERS
-from streams import ingress
+from streams import event_loop, ingress
 from streams.bridge_service import BridgeService, build_service
 from streams.gc_policy import HeapPolicy
 from streams.kafka_clients import consume_now, consumer_config, describe, must_exit
@@ -126,7 +126,7 @@ class BridgeLoop:
 
     async def run(self) -> None:
         self.consumer.subscribe([BRIDGE_REQUESTS.name], on_assign=self._on_assign, on_revoke=self._on_revoke)
-        log.info("Worker ready (bridge on a plain confluent-kafka consumer)")
+        log.info("Worker ready (bridge on a plain confluent-kafka consumer, %s event loop)", event_loop.running_kind())
         committer = asyncio.create_task(self._commit_periodically())
         try:
             while not self.stopping.is_set():
@@ -214,7 +214,7 @@ def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = get_settings()
     ensure_topics(settings)
-    return asyncio.run(serve(settings))
+    return event_loop.run(serve(settings), settings.event_loop)
 
 
 if __name__ == "__main__":

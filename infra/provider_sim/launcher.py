@@ -45,8 +45,14 @@ class SimError(RuntimeError):
 
 
 class ProviderSimProcess:
-    def __init__(self, port: int = DEFAULT_SIM_PORT, host: str = "127.0.0.1", state_dir: Path = STATE_DIR,
-                 env: dict[str, str] | None = None, nice: int = 0) -> None:
+    def __init__(
+        self,
+        port: int = DEFAULT_SIM_PORT,
+        host: str = "127.0.0.1",
+        state_dir: Path = STATE_DIR,
+        env: dict[str, str] | None = None,
+        nice: int = 0,
+    ) -> None:
         self.port = port
         self.host = host
         self.state_dir = Path(state_dir)
@@ -98,8 +104,14 @@ class ProviderSimProcess:
         t0 = time.monotonic()
         with self.log_file.open("ab") as log:
             self._proc = subprocess.Popen(
-                cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=REPO_ROOT, env=env,
-                start_new_session=True, preexec_fn=(lambda: os.nice(self.nice)) if self.nice else None,
+                cmd,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=REPO_ROOT,
+                env=env,
+                start_new_session=True,
+                preexec_fn=(lambda: os.nice(self.nice)) if self.nice else None,
             )
         self.pid_file.write_text(f"{self._proc.pid}\n")
         while time.monotonic() - t0 < timeout_s:
@@ -140,8 +152,9 @@ class ProviderSimProcess:
 
     def _admin(self, method: str, path: str, body: Any = None, timeout_s: float = 10.0) -> Any:
         data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(self.url + path, data=data, method=method,
-                                     headers={"Content-Type": "application/json"})
+        req = urllib.request.Request(
+            self.url + path, data=data, method=method, headers={"Content-Type": "application/json"}
+        )
         try:
             with urllib.request.urlopen(req, timeout=timeout_s) as resp:
                 return json.loads(resp.read())
@@ -179,6 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     sim = ProviderSimProcess(args.port, args.host)
     if args.command == "run":
         from infra.provider_sim.server import serve
+        from streams import event_loop
 
         async def forever() -> None:
             runner = await serve(args.host, args.port, seed=args.seed)
@@ -186,11 +200,12 @@ def main(argv: list[str] | None = None) -> int:
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, stop.set)
-            print(f"provider simulator listening on http://{args.host}:{args.port} (pid {os.getpid()})", flush=True)
+            where = f"http://{args.host}:{args.port} (pid {os.getpid()}, {event_loop.running_kind()} event loop)"
+            print(f"provider simulator listening on {where}", flush=True)
             await stop.wait()
             await runner.cleanup()
 
-        asyncio.run(forever())
+        event_loop.run(forever())
         return 0
     if args.command == "start":
         secs = sim.start()

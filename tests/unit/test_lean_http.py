@@ -12,14 +12,26 @@ from typing import Any
 
 import pytest
 
+from streams import event_loop
+from streams.event_loop import LoopKind
 from streams.providers.base import ConnectFailed, HttpRequest, TimedOut, make_transport
 from streams.providers.lean_http import LeanHttpTransport, ProtocolError, _Parser
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
 
+LOOP: LoopKind = "asyncio"
+
+
+@pytest.fixture(autouse=True, params=["asyncio", "uvloop"])
+def loop_kind(request: pytest.FixtureRequest) -> None:
+    """Every test on both event loops: the workers run on uvloop (whose transports are not asyncio.Transport)."""
+    global LOOP
+    LOOP = request.param
+
+
 def run(coro: Awaitable[Any]) -> Any:
-    return asyncio.run(coro)  # type: ignore[arg-type]
+    return event_loop.run(coro, LOOP)  # type: ignore[arg-type]
 
 
 async def read_request(reader: asyncio.StreamReader) -> tuple[str, dict[str, str], bytes]:
