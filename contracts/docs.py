@@ -53,7 +53,12 @@ def render_readme() -> str:
         else:
             retention = "compacted" if t.retention_ms is None else f"{t.retention_ms // 86_400_000} days"
         producer = "yes" if t.upstream else "no (read it)"
-        parts.append(f"| `{t.name}` | `{t.key_field}` | {t.partitions} | {retention} | {producer} |\n")
+        partitions = str(t.partitions)
+        if t.fixed_partitions:
+            partitions += " (fixed)"
+        elif t.copartitioned_with:
+            partitions += f" (as `{t.copartitioned_with}`)"
+        parts.append(f"| `{t.name}` | `{t.key_field}` | {partitions} | {retention} | {producer} |\n")
     for t in TOPICS.values():
         example = EXAMPLES[t.name]
         value = json.loads(t.encode(example))

@@ -42,6 +42,11 @@ class Topic:
     key_field: str
     description: str
     partitions: int = 4
+    # The count is part of the topic's meaning (the ledger is one writer over one ordered log): a deployment's
+    # partition override does not apply to it, and an existing topic with another count is refused at start.
+    fixed_partitions: bool = False
+    # Written by another topic's partition numbers (the bridge journal by bridge.requests'): same count, always.
+    copartitioned_with: str | None = None
     cleanup: Cleanup = Cleanup.DELETE
     retention_ms: int | None = 7 * DAY_MS
     upstream: bool = False  # produced by systems outside this platform: validated at ingress
@@ -86,6 +91,10 @@ class Topic:
             "retention.ms": self.retention_ms,
             "max.message.bytes": self.max_message_bytes,
         }
+        if self.fixed_partitions:
+            schema["x-topic"]["partitions.fixed"] = True
+        if self.copartitioned_with:
+            schema["x-topic"]["partitions.same.as"] = self.copartitioned_with
         schema.setdefault("description", self.description)
         return schema
 
@@ -98,6 +107,10 @@ class Topic:
         if self.kept_forever:  # neither age nor size may delete it (a broker's log.retention.bytes would)
             config["retention.bytes"] = str(KEEP_FOREVER)
         return config
+
+    def partitions_with(self, override: int | None) -> int:
+        """Partitions to create under a deployment's override (``NEXUS_TOPIC_PARTITIONS_OVERRIDE``)."""
+        return self.partitions if self.fixed_partitions or override is None else override
 
     @property
     def kept_forever(self) -> bool:
@@ -218,6 +231,7 @@ LEDGER_COMMANDS = Topic(
     "writer, like TigerBeetle's, so every balance check sees every earlier movement. Kept forever: the "
     "ledger's balances are a fold over it, rebuilt by replay (no snapshots yet).",
     partitions=1,
+    fixed_partitions=True,
     upstream=True,
     retention_ms=KEEP_FOREVER,
 )
@@ -265,6 +279,7 @@ BRIDGE_PAYOUTS_JOURNAL = Topic(
     "The bridge's intent-before-payout journal, compacted: the last entry per transaction is its open payout "
     "intent or its result. Written to the partition number of the transaction's bridge.requests record, so "
     "whichever worker owns that partition recovers its open payouts and answers its duplicates.",
+    copartitioned_with="bridge.requests",
     cleanup=Cleanup.COMPACT,
     retention_ms=None,
 )
@@ -340,6 +355,11 @@ TOPICS: dict[str, Topic] = {
         PLATFORM_DEADLETTERS,
     )
 }
+
+for _t in TOPICS.values():  # a co-partitioned pair is declared with one count, and neither side is fixed alone
+    if _t.copartitioned_with is not None:
+        _lead = TOPICS[_t.copartitioned_with]
+        assert _t.partitions == _lead.partitions and _t.fixed_partitions == _lead.fixed_partitions, _t.name
 
 
 def topic(name: str) -> Topic:

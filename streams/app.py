@@ -66,7 +66,7 @@ def faust_topic(topic: Topic) -> faust.TopicT:
             value_type=bytes,
             key_serializer="raw",
             value_serializer="raw",
-            partitions=settings.topic_partitions_override or topic.partitions,
+            partitions=topic.partitions_with(settings.topic_partitions_override),
             allow_empty=True,
         )
         _faust_topics[topic.name] = handle

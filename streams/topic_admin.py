@@ -3,6 +3,12 @@
 Topics some state is a fold over (``Topic.kept_forever``: the ledger's input) must never lose a record to
 retention, or a rebuild would miss old deposits. An existing such topic (created before, or by hand) gets
 its retention set to forever on every start: that is a correctness setting, not a tuning one.
+
+Partition counts are tuning too, except where they are part of a topic's meaning: the ledger's input has
+exactly one partition (one writer over one ordered log; a second partition would get its own ledger, with
+balances split between them, and every hold would be refused), and the bridge's journal is written by
+``bridge.requests``' partition numbers. ``NEXUS_TOPIC_PARTITIONS_OVERRIDE`` does not apply to the first, and
+an existing topic that breaks either rule stops the start with what to change.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ def ensure_topics(settings: Settings, topics: list[Topic] | None = None) -> list
     new = [
         NewTopic(
             t.name,
-            num_partitions=settings.topic_partitions_override or t.partitions,
+            num_partitions=t.partitions_with(settings.topic_partitions_override),
             replication_factor=settings.topic_replication_factor,
             config=t.topic_config(),
         )
@@ -37,17 +43,49 @@ def ensure_topics(settings: Settings, topics: list[Topic] | None = None) -> list
         if t.name not in existing
     ]
     _keep_forever(admin, [t for t in wanted if t.kept_forever and t.name in existing])
-    if not new:
-        return []
     created = []
-    for name, future in admin.create_topics(new, operation_timeout=TIMEOUT_S).items():
+    for name, future in admin.create_topics(new, operation_timeout=TIMEOUT_S).items() if new else ():
         try:
             future.result(timeout=TIMEOUT_S)
             created.append(name)
         except Exception as exc:  # TOPIC_ALREADY_EXISTS from a concurrent creator is fine
             if "TOPIC_ALREADY_EXISTS" not in str(exc):
                 raise RuntimeError(f"could not create topic {name}: {exc}") from exc
+    check_partitions(admin, wanted)
     return created
+
+
+def check_partitions(admin: AdminClient, topics: list[Topic]) -> None:
+    """Refuse to start on a topic whose partition count breaks its meaning (see the module doc)."""
+    ruled = [t for t in topics if t.fixed_partitions or t.copartitioned_with]
+    if not ruled:
+        return
+    names = {t.name for t in ruled} | {t.copartitioned_with for t in ruled if t.copartitioned_with}
+    counts = partition_counts(admin, sorted(names))
+    for t in ruled:
+        have = counts.get(t.name)
+        if have is None:
+            continue  # not on the cluster (a subset was ensured): whoever creates it creates it right
+        if t.fixed_partitions and have != t.partitions:
+            raise RuntimeError(
+                f"topic {t.name} has {have} partitions; it must have exactly {t.partitions}: each partition "
+                f"would get its own ledger, with balances split between them. Recreate {t.name} with "
+                f"{t.partitions} partition(s), moving its records over in their order (it is the ledger's "
+                "whole history), and do not apply NEXUS_TOPIC_PARTITIONS_OVERRIDE to it by hand."
+            )
+        lead = t.copartitioned_with
+        if lead is not None and counts.get(lead) not in (None, have):
+            raise RuntimeError(
+                f"topic {t.name} has {have} partitions and {lead} has {counts[lead]}; they must have the same "
+                f"count ({t.name} is written by {lead}'s partition numbers, and recovery reads it per partition). "
+                f"Add partitions to the smaller one (kafka-topics.sh --alter --partitions N) before starting."
+            )
+
+
+def partition_counts(admin: AdminClient, names: list[str]) -> dict[str, int]:
+    """Partitions per topic, for the named topics that exist."""
+    listed = admin.list_topics(timeout=TIMEOUT_S).topics
+    return {name: len(listed[name].partitions) for name in names if name in listed}
 
 
 def _keep_forever(admin: AdminClient, topics: list[Topic]) -> None:

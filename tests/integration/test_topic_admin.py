@@ -1,13 +1,15 @@
-"""ensure_topics on a real broker: a topic some state is a fold over keeps every record, even one made before."""
+"""ensure_topics on a real broker: a fold's input keeps every record, even one made before; partition counts
+that are part of a topic's meaning survive an override and are checked on existing topics."""
 
 from __future__ import annotations
 
-from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
+import pytest
+from confluent_kafka.admin import AdminClient, ConfigResource, NewPartitions, NewTopic
 
 from contracts import models as m
 from contracts.topics import DAY_MS, KEEP_FOREVER, LEDGER_COMMANDS, Topic
 from streams.settings import Settings
-from streams.topic_admin import ensure_topics
+from streams.topic_admin import ensure_topics, partition_counts
 
 
 def retention_of(admin: AdminClient, name: str) -> dict[str, str]:
@@ -34,3 +36,34 @@ def test_the_ledger_input_and_an_existing_fold_input_are_kept_forever(kafka_boot
     other = f"test.plain.{run_id}"
     ensure_topics(settings, [Topic(other, m.LedgerCommand, "command_id", "an ordinary topic", retention_ms=DAY_MS)])
     assert retention_of(admin, other)["retention.ms"] == str(DAY_MS)  # ordinary topics keep their bounds
+
+
+def test_an_override_does_not_split_a_single_writer_and_a_wrong_existing_count_stops_the_start(
+    kafka_bootstrap: str, run_id: str
+) -> None:
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    settings = Settings(kafka_bootstrap_servers=kafka_bootstrap, topic_partitions_override=3)
+    single = Topic(f"test.single.{run_id}", m.LedgerCommand, "command_id", "one writer", partitions=1,
+                   fixed_partitions=True)  # fmt: skip
+    ordinary = Topic(f"test.ordinary.{run_id}", m.LedgerCommand, "command_id", "scales out")
+    assert sorted(ensure_topics(settings, [single, ordinary])) == sorted([single.name, ordinary.name])
+    assert partition_counts(admin, [single.name, ordinary.name]) == {single.name: 1, ordinary.name: 3}
+
+    # A single-writer topic made by hand with 2 partitions: the start stops and says what to do.
+    split = Topic(f"test.split.{run_id}", m.LedgerCommand, "command_id", "one writer", partitions=1,
+                  fixed_partitions=True)  # fmt: skip
+    admin.create_topics([NewTopic(split.name, 2, 1)])[split.name].result(timeout=30)
+    with pytest.raises(RuntimeError, match=rf"{split.name} has 2 partitions; it must have exactly 1"):
+        ensure_topics(settings, [split])
+
+
+def test_a_journal_with_fewer_partitions_than_its_requests_stops_the_start(kafka_bootstrap: str, run_id: str) -> None:
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    settings = Settings(kafka_bootstrap_servers=kafka_bootstrap)
+    requests = Topic(f"test.requests.{run_id}", m.BridgeRequest, "payer_account_id", "requests")
+    journal = Topic(f"test.journal.{run_id}", m.BridgeJournalEntry, "bridge_tx_id", "journal",
+                    copartitioned_with=requests.name)  # fmt: skip
+    assert len(ensure_topics(settings, [requests, journal])) == 2  # made together: same count, accepted
+    admin.create_partitions([NewPartitions(requests.name, 6)])[requests.name].result(timeout=30)
+    with pytest.raises(RuntimeError, match=rf"{journal.name} has 4 partitions and {requests.name} has 6"):
+        ensure_topics(settings, [requests, journal])

@@ -9,7 +9,15 @@ from pydantic import BaseModel
 
 from contracts import models as m
 from contracts.construct import Encoded, constructor
-from contracts.topics import ENERGY_ORDER_EVENTS, ENERGY_ORDERS, LEDGER_COMMANDS, _plain_json
+from contracts.topics import (
+    BRIDGE_PAYOUTS_JOURNAL,
+    BRIDGE_REQUESTS,
+    ENERGY_ORDER_EVENTS,
+    ENERGY_ORDERS,
+    LEDGER_COMMANDS,
+    TOPICS,
+    _plain_json,
+)
 from domain.order_flow import generate_orders
 from streams import ingress
 from streams.ledger_service import LedgerPartition
@@ -102,3 +110,20 @@ def test_the_ledger_input_is_never_deleted_by_retention() -> None:
     assert LEDGER_COMMANDS.kept_forever
     assert (config["retention.ms"], config["retention.bytes"]) == ("-1", "-1")
     assert "retention.bytes" not in ENERGY_ORDERS.topic_config()  # other topics keep the broker's bounds
+
+
+def test_a_partition_override_never_splits_the_ledger() -> None:
+    # Each ledger.commands partition gets its own LedgerPartition: with 4, a payer's deposit and its hold land in
+    # different ledgers and every hold is refused (seen: NEXUS_TOPIC_PARTITIONS_OVERRIDE=4, 0% settled).
+    assert LEDGER_COMMANDS.fixed_partitions and LEDGER_COMMANDS.partitions == 1
+    assert LEDGER_COMMANDS.partitions_with(8) == 1
+    assert BRIDGE_REQUESTS.partitions_with(8) == 8 and BRIDGE_REQUESTS.partitions_with(None) == 4
+    assert [t.name for t in TOPICS.values() if t.fixed_partitions] == [LEDGER_COMMANDS.name]
+
+
+def test_the_bridge_journal_has_its_requests_partition_count() -> None:
+    assert BRIDGE_PAYOUTS_JOURNAL.copartitioned_with == BRIDGE_REQUESTS.name
+    for override in (None, 2, 12):  # created under any override, the pair keeps one count
+        assert BRIDGE_PAYOUTS_JOURNAL.partitions_with(override) == BRIDGE_REQUESTS.partitions_with(override)
+    assert BRIDGE_PAYOUTS_JOURNAL.json_schema()["x-topic"]["partitions.same.as"] == BRIDGE_REQUESTS.name
+    assert LEDGER_COMMANDS.json_schema()["x-topic"]["partitions.fixed"] is True
