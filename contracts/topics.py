@@ -356,10 +356,16 @@ TOPICS: dict[str, Topic] = {
     )
 }
 
-for _t in TOPICS.values():  # a co-partitioned pair is declared with one count, and neither side is fixed alone
-    if _t.copartitioned_with is not None:
-        _lead = TOPICS[_t.copartitioned_with]
-        assert _t.partitions == _lead.partitions and _t.fixed_partitions == _lead.fixed_partitions, _t.name
+
+def _check_copartitioned() -> None:
+    """A co-partitioned pair is declared with one count, and neither side is fixed alone."""
+    for t in TOPICS.values():
+        if t.copartitioned_with is not None:
+            lead = TOPICS[t.copartitioned_with]
+            assert t.partitions == lead.partitions and t.fixed_partitions == lead.fixed_partitions, t.name
+
+
+_check_copartitioned()
 
 
 def topic(name: str) -> Topic:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from streams.event_loop import LoopKind
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -48,7 +49,7 @@ class Settings(BaseSettings):
 
     # Event loop of the asyncio processes we run ourselves (the bridge's plain runtime, the provider simulator):
     # uvloop spends less CPU per socket event than asyncio's own loop (docs/performance.md); "asyncio" is the fallback.
-    event_loop: Literal["uvloop", "asyncio"] = "uvloop"
+    event_loop: LoopKind = "uvloop"
 
     # High-Speed Bridge agent: settlements in flight at once (a slow rail holds one slot) and admitted in total.
     bridge_max_in_flight: int = Field(default=512, ge=1)

@@ -69,9 +69,10 @@ def check_partitions(admin: AdminClient, topics: list[Topic]) -> None:
         if t.fixed_partitions and have != t.partitions:
             raise RuntimeError(
                 f"topic {t.name} has {have} partitions; it must have exactly {t.partitions}: each partition "
-                f"would get its own ledger, with balances split between them. Recreate {t.name} with "
-                f"{t.partitions} partition(s), moving its records over in their order (it is the ledger's "
-                "whole history), and do not apply NEXUS_TOPIC_PARTITIONS_OVERRIDE to it by hand."
+                "would get its own single writer and its own state (for the ledger: a payer's balance in one, "
+                f"their holds in another). Recreate {t.name} with {t.partitions} partition(s), moving its "
+                "records over in their order (the state is a fold over them); "
+                "NEXUS_TOPIC_PARTITIONS_OVERRIDE never applies to it."
             )
         lead = t.copartitioned_with
         if lead is not None and counts.get(lead) not in (None, have):
