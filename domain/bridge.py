@@ -736,14 +736,7 @@ def on_payout(tx: BridgeTx, outcome: PayoutOutcome, breakers: Breakers, at: Inst
         return _paid(tx, outcome, at, (RailOutcome(intent.rail, True, at.wall_ms),), cfg)
     if s is PayoutStatus.DECLINED:
         # The rail answered; the refusal is about this payment, so it is not a rail failure.
-        step = _reject(
-            tx,
-            at,
-            Phase.MERCHANT_CREDIT,
-            ReasonCode.PROVIDER_DECLINED,
-            f"{intent.provider} declined the payout on {intent.rail}: {outcome.describe()}",
-            void=True,
-        )
+        step = _declined(tx, intent, outcome, at)
         return Step(step.tx, (RailOutcome(intent.rail, True, at.wall_ms), *step.effects))
     failed = RailOutcome(intent.rail, False, at.wall_ms)
     if s is PayoutStatus.TIMEOUT:
@@ -752,6 +745,18 @@ def on_payout(tx: BridgeTx, outcome: PayoutOutcome, breakers: Breakers, at: Inst
     # UNAVAILABLE (or NOT_FOUND, which a payout call should not return): definitely not paid → failover.
     step = _new_intent(tx, breakers, at, cfg, f"{intent.rail}: {outcome.describe()}")
     return Step(step.tx, (failed, *step.effects))
+
+
+def _declined(tx: BridgeTx, intent: PayoutIntent, outcome: PayoutOutcome, at: Instant) -> Step:
+    """The provider refused this payment (live or when asked afterwards): nothing was paid, the hold is voided."""
+    return _reject(
+        tx,
+        at,
+        Phase.MERCHANT_CREDIT,
+        ReasonCode.PROVIDER_DECLINED,
+        f"{intent.provider} declined the payout on {intent.rail}: {outcome.describe()}",
+        void=True,
+    )
 
 
 def on_resolved(tx: BridgeTx, outcome: PayoutOutcome, breakers: Breakers, at: Instant, cfg: BridgeConfig) -> Step:
@@ -763,14 +768,7 @@ def on_resolved(tx: BridgeTx, outcome: PayoutOutcome, breakers: Breakers, at: In
     if s is PayoutStatus.PAID:
         return _paid(tx, outcome, at, (), cfg)
     if s is PayoutStatus.DECLINED:
-        return _reject(
-            tx,
-            at,
-            Phase.MERCHANT_CREDIT,
-            ReasonCode.PROVIDER_DECLINED,
-            f"{intent.provider} declined the payout on {intent.rail}: {outcome.describe()}",
-            void=True,
-        )
+        return _declined(tx, intent, outcome, at)
     if s is PayoutStatus.NOT_FOUND:
         # Never received: re-sending under the same key is safe (a late original is deduplicated).
         if intent.send_no < cfg.max_sends_per_provider and breakers_allow(breakers, intent.rail, at.wall_ms):
