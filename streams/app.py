@@ -129,7 +129,7 @@ class Outbox:
         key, value = topic.key_of(message), topic.encode(message)
         produce_bounded(self.producer, topic.name, value, key, on_delivery=self._on_delivery)
 
-    async def emit(self, topic: Topic, message: Any) -> asyncio.Future[None]:
+    async def emit(self, topic: Topic, message: Any) -> asyncio.Future[int]:
         return self.acked_producer.send(topic.name, topic.key_of(message), topic.encode(message))
 
     def _flush(self, timeout_s: float) -> int:
@@ -148,8 +148,8 @@ class Outbox:
 outbox = Outbox(settings.bootstrap_servers)
 
 
-async def emit(topic: Topic, message: Any) -> asyncio.Future[None]:
-    """Serialise via the registry and send; returns a future that resolves when Kafka acknowledged it."""
+async def emit(topic: Topic, message: Any) -> asyncio.Future[int]:
+    """Serialise via the registry and send; the future resolves to its offset once Kafka acknowledged it."""
     return await outbox.emit(topic, message)
 
 

@@ -159,7 +159,7 @@ class BridgeLoop:
                 PLATFORM_DEADLETTERS.name, PLATFORM_DEADLETTERS.key_of(letter), PLATFORM_DEADLETTERS.encode(letter)
             )
 
-            def acked(sent: asyncio.Future[None]) -> None:
+            def acked(sent: asyncio.Future[int]) -> None:
                 if not sent.cancelled() and sent.exception() is None:
                     self.offsets.finished(partition, offset)
                 else:  # left unfinished: a restart reads the record again and dead-letters it again

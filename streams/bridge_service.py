@@ -16,11 +16,12 @@ No Faust here (``streams/agents/bridge.py`` only decodes, calls :class:`BridgeSe
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,7 +57,9 @@ from streams.providers.runner import (
     payment_from_request,
     result_json,
 )
+from streams.result_index import JournalProgress, ResultIndex
 from streams.settings import Settings
+from streams.topic_admin import topic_id
 
 log = logging.getLogger("nexus.bridge")
 
@@ -337,32 +340,58 @@ def result_of_journal(entry: m.BridgeJournalEntry) -> Result:
 
 @dataclass
 class JournalPartition:
-    """What one journal partition says: results to answer duplicates with, intents still open."""
+    """What one journal partition says: intents still open, where its checkpoint may go, and (without a
+    result index only) every result, to answer duplicates with."""
 
     results: dict[str, Result] = field(default_factory=dict)
     open_intents: dict[str, PayoutIntent] = field(default_factory=dict)
+    progress: JournalProgress = field(default_factory=lambda: JournalProgress(0))
+    read_from: int = 0
+    entries_read: int = 0
+
+
+REPLAY_COMMIT_EVERY = 10_000  # entries per transaction while a partition is read into the index
+
+
+def result_of_entry(value: bytes) -> Result:
+    """A result journal entry's bytes (as the index stores them) back to the result."""
+    return result_of_journal(BRIDGE_PAYOUTS_JOURNAL.decode(value))
 
 
 class KafkaJournal:
-    """:class:`streams.providers.runner.IntentStore` on ``bridge.payouts.journal`` (see the module doc)."""
+    """:class:`streams.providers.runner.IntentStore` on ``bridge.payouts.journal`` (see the module doc).
 
-    def __init__(self, bootstrap: str, producer: AsyncProducer) -> None:
+    With a :class:`ResultIndex`, results live in its file and a partition's load reads the journal only
+    from the index's checkpoint; ``progress`` tracks, per loaded partition, where the next checkpoint may be.
+    """
+
+    def __init__(self, bootstrap: str, producer: AsyncProducer, index: ResultIndex | None = None) -> None:
         self.bootstrap = bootstrap
         self.producer = producer
-        self.partition_of: dict[str, int] = {}  # request id -> its bridge.requests partition
-        self._result_acks: dict[str, asyncio.Future[None]] = {}
+        self.index = index
+        self.progress: dict[int, JournalProgress] = {}  # loaded journal partitions
+        self.partition_of: dict[str, int] = {}  # request id -> its bridge.requests partition, while unfinished
+        self._result_acks: dict[str, asyncio.Future[int]] = {}
 
-    def _write(self, entry: dict[str, Any], partition: int | None = None) -> asyncio.Future[None]:
+    def _write(self, entry: dict[str, Any], partition: int | None = None) -> tuple[asyncio.Future[int], bytes]:
         """Send an entry now to its request's partition; await the future to wait for Kafka's ack."""
         request_id = entry["request_id"]
         if partition is None:
             partition = self.partition_of.get(request_id)
         assert partition is not None, f"{request_id}: journal partition unknown (request not admitted here)"
+        value = orjson.dumps(entry)
         name = BRIDGE_PAYOUTS_JOURNAL.name
-        return self.producer.send(name, entry["bridge_tx_id"].encode(), orjson.dumps(entry), partition=partition)
+        return self.producer.send(name, entry["bridge_tx_id"].encode(), value, partition=partition), value
 
     async def persist_intent(self, intent: PayoutIntent) -> None:
-        await self._write(journal_of_intent(intent))  # acked (acks=all) before the provider hears of it
+        partition = self.partition_of.get(intent.payment.request_id)
+        progress = self.progress.get(partition) if partition is not None else None
+        if progress is not None:
+            progress.intent_open(intent.bridge_tx_id)  # before it is sent: no checkpoint may pass it
+        ack, _value = self._write(journal_of_intent(intent), partition)
+        offset = await ack  # acked (acks=all) before the provider hears of it
+        if progress is not None:
+            progress.acked(offset)
 
     async def persist_result(self, result: Result) -> None:
         """Journal the result without waiting here: the result is published meanwhile, and
@@ -376,7 +405,20 @@ class KafkaJournal:
         entry = journal_of_result(result, bridge_tx_id)
         partition = self.partition_of.pop(result.request_id, None)
         assert partition is not None, f"{result.request_id}: journal partition unknown (request not admitted here)"
-        self._result_acks[result.request_id] = self._write(entry, partition)
+        ack, value = self._write(entry, partition)
+        self._result_acks[result.request_id] = ack
+
+        def durable(sent: asyncio.Future[int], request_id: str = result.request_id) -> None:
+            if sent.cancelled() or sent.exception() is not None:
+                return  # the intent stays open in the progress: the next load resolves it
+            offset = sent.result()
+            progress = self.progress.get(partition)
+            if progress is not None:  # not revoked meanwhile
+                progress.closed(bridge_tx_id, offset)
+            if self.index is not None:  # in the same callback: a commit sees both or neither
+                self.index.acked(request_id, partition, value)
+
+        ack.add_done_callback(durable)
 
     async def result_acked(self, request_id: str) -> None:
         ack = self._result_acks.pop(request_id, None)
@@ -386,32 +428,71 @@ class KafkaJournal:
     def open_intents(self) -> list[PayoutIntent]:
         return []  # recovery is per partition: see load()
 
-    def results(self) -> dict[str, Result]:
-        return {}
+    def results(self) -> MutableMapping[str, Result]:
+        """What the runner checks every request against: the index, or (without one) a plain dict."""
+        return self.index if self.index is not None else {}
 
     async def aclose(self) -> None:
         return None
 
+    def forget(self, partitions: Iterable[int]) -> None:
+        for p in partitions:
+            self.progress.pop(p, None)  # its last committed checkpoint stays: a later load resumes there
+
+    def checkpoints(self) -> dict[int, int]:
+        return {p: progress.checkpoint() for p, progress in self.progress.items()}
+
     def load(self, partition: int) -> JournalPartition:
-        """Read one journal partition to its end (blocking: call it in a thread)."""
+        """Read one journal partition from the index's checkpoint (or the beginning) to its end; write its
+        results into the index as they come (blocking: call it in a thread)."""
         consumer = Consumer(consumer_config(self.bootstrap, f"nexus-journal-{uuid.uuid4().hex}"))
         try:
-            _low, high = consumer.get_watermark_offsets(
+            low, high = consumer.get_watermark_offsets(
                 TopicPartition(BRIDGE_PAYOUTS_JOURNAL.name, partition), timeout=30
             )
         finally:
             consumer.close()
-        state = JournalPartition()
-        for _offset, _key, value in read_partition(self.bootstrap, BRIDGE_PAYOUTS_JOURNAL.name, partition, high):
+        start = low
+        if self.index is not None:
+            checkpoint = self.index.checkpoint(partition)
+            if checkpoint is not None and checkpoint > high:
+                log.warning(
+                    "journal partition %d ends at %d, before the index's checkpoint %d: reading it all again",
+                    partition, high, checkpoint,
+                )  # fmt: skip
+                self.index.reset(partition)
+            elif checkpoint is not None:
+                start = max(low, checkpoint)
+        state = JournalPartition(progress=JournalProgress(start), read_from=start)
+        rows: list[tuple[str, int, bytes]] = []
+        intents: dict[str, PayoutIntent] = state.open_intents
+        entries = read_partition(self.bootstrap, BRIDGE_PAYOUTS_JOURNAL.name, partition, high, start)
+        for offset, _key, value in entries if high > start else ():
+            state.entries_read += 1
             if value is None:
+                state.progress.acked(offset)
                 continue
             entry = BRIDGE_PAYOUTS_JOURNAL.decode(value)
-            self.partition_of[entry.request_id] = partition
             if entry.intent is not None:
-                state.open_intents[entry.bridge_tx_id] = intent_from_record(entry.intent)
-            else:
-                state.open_intents.pop(entry.bridge_tx_id, None)
+                intents[entry.bridge_tx_id] = intent_from_record(entry.intent)
+                state.progress.intent_open(entry.bridge_tx_id, offset)
+                state.progress.acked(offset)
+                continue
+            intents.pop(entry.bridge_tx_id, None)
+            state.progress.closed(entry.bridge_tx_id, offset)
+            if self.index is None:
                 state.results[entry.request_id] = result_of_journal(entry)
+                continue
+            rows.append((entry.request_id, partition, value))
+            if len(rows) >= REPLAY_COMMIT_EVERY:
+                self.index.commit(rows, {partition: state.progress.checkpoint()})
+                rows = []
+        if high > start:
+            state.progress.acked(high - 1)  # every entry below the end is reflected now, open intents aside
+        if self.index is not None:
+            self.index.commit(rows, {partition: state.progress.checkpoint()})
+        for intent in intents.values():
+            self.partition_of[intent.payment.request_id] = partition
         return state
 
 
@@ -421,8 +502,13 @@ class KafkaJournal:
 @dataclass
 class ServiceStats:
     loaded_partitions: int = 0
+    journal_entries_read: int = 0
     recovered: int = 0
     emitted: int = 0
+    checkpoints: int = 0
+
+
+CHECKPOINT_EVERY_S = 1.0  # how often acknowledged results move into the index file, with their checkpoints
 
 
 class BridgeService:
@@ -443,6 +529,8 @@ class BridgeService:
         self._loaded: set[int] = set()
         self._loading: dict[int, asyncio.Task[None]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._checkpointing: asyncio.Task[None] | None = None
+        self._checkpoint_lock = asyncio.Lock()
 
     async def ensure_loaded(self, partition: int) -> None:
         """First sight of a partition (start, crash, rebalance): finish its open payouts before new requests."""
@@ -455,7 +543,14 @@ class BridgeService:
 
     async def _load(self, partition: int) -> None:
         state = await asyncio.to_thread(self.journal.load, partition)
+        self.journal.progress[partition] = state.progress  # before recovery: its results close intents there
         self.runner.remember(state.results.values())
+        self.stats.journal_entries_read += state.entries_read
+        log.info(
+            "journal partition %d read from offset %d: %d entries, %d payouts open",
+            partition, state.read_from, state.entries_read, len(state.open_intents),
+        )  # fmt: skip
+        self._start_checkpointing()
         if state.open_intents:
             log.warning("partition %d: resolving %d open payout intents", partition, len(state.open_intents))
             for result in await self.runner.recover(state.open_intents.values()):
@@ -466,8 +561,31 @@ class BridgeService:
         self.stats.loaded_partitions += 1
 
     def forget(self, partitions: Iterable[int]) -> None:
+        partitions = list(partitions)
         for p in partitions:
             self._loaded.discard(p)
+        self.journal.forget(partitions)
+
+    def _start_checkpointing(self) -> None:
+        if self.journal.index is not None and self._checkpointing is None:
+            self._checkpointing = asyncio.create_task(self._checkpoint_periodically())
+
+    async def _checkpoint_periodically(self) -> None:
+        while True:
+            await asyncio.sleep(CHECKPOINT_EVERY_S)
+            await self.checkpoint()
+
+    async def checkpoint(self) -> None:
+        """Write the results whose journal entries are acknowledged, with the checkpoints that cover them."""
+        index = self.journal.index
+        if index is None:
+            return
+        async with self._checkpoint_lock:
+            rows, checkpoints = index.take_acked(), self.journal.checkpoints()  # together: consistent
+            if rows or checkpoints:
+                await asyncio.to_thread(index.commit, rows, checkpoints)
+                index.written(rows)
+                self.stats.checkpoints += 1
 
     async def submit(self, request: m.BridgeRequest, partition: int, on_done: Callable[[], Any]) -> None:
         """Admit one request (waits while the runner is full); ``on_done`` runs once its result is emitted."""
@@ -526,6 +644,15 @@ class BridgeService:
         if self.transport is not None:
             await self.transport.aclose()
         await asyncio.to_thread(self.close)
+        for _ in range(3):  # the acks the flush handed over settle their futures, whose callbacks note them
+            await asyncio.sleep(0)
+        if self._checkpointing is not None:
+            self._checkpointing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._checkpointing
+        await self.checkpoint()
+        if self.journal.index is not None:
+            self.journal.index.close()
 
 
 async def build_service(settings: Settings) -> BridgeService:
@@ -547,7 +674,9 @@ async def build_service(settings: Settings) -> BridgeService:
         outcomes,
         {cfg.rewards_account_id: "bridge:rewards", cfg.ecosystem_account_id: "bridge:ecosystem"},
     )
-    journal = KafkaJournal(bootstrap, producer)
+    journal_id = await asyncio.to_thread(topic_id, bootstrap, BRIDGE_PAYOUTS_JOURNAL.name)
+    index = ResultIndex(settings.bridge_result_index_path, journal_id, result_of_entry)
+    journal = KafkaJournal(bootstrap, producer, index)
     runner = BridgeRunner(
         ledger=ledger,
         adapters=adapters,

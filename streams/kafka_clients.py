@@ -62,7 +62,8 @@ def consumer_config(bootstrap: str, group_id: str, **overrides: Any) -> dict[str
 class AsyncProducer:
     """A librdkafka producer whose sends return asyncio futures resolved on the broker's ack.
 
-    A daemon thread serves delivery callbacks. They only note the result; after each poll the thread
+    A daemon thread serves delivery callbacks. They only note the result (and the record's offset, which
+    the future resolves to: the bridge's result index checkpoints journal offsets); after each poll the thread
     hands everything it noted to each event loop in one call: one self-pipe write and one GIL hand-over
     per poll instead of per acknowledged record (measured: no change in the bridge's burst throughput,
     which is bounded elsewhere; see docs/performance.md). The local queue is bounded (``max_queued``):
@@ -80,7 +81,7 @@ class AsyncProducer:
         config = producer_config(bootstrap, queue_buffering_max_messages=max_queued, **overrides)
         config["error_cb"] = _log_error
         self._producer = Producer(config)
-        self._delivered: deque[tuple[asyncio.AbstractEventLoop, asyncio.Future[None], Any]] = deque()
+        self._delivered: deque[tuple[asyncio.AbstractEventLoop, asyncio.Future[int], Any, int]] = deque()
         self._closed = threading.Event()
         self._poller = threading.Thread(target=self._poll_forever, name="async-producer-poller", daemon=True)
         self._poller.start()
@@ -92,22 +93,23 @@ class AsyncProducer:
 
     def _hand_over(self) -> None:
         """Settle the noted deliveries: one call per event loop (deque pops are thread-safe)."""
-        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[None], Any]]] = {}
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[int], Any, int]]] = {}
         delivered = self._delivered
         while delivered:
-            loop, future, err = delivered.popleft()
-            by_loop.setdefault(loop, []).append((future, err))
+            loop, future, err, offset = delivered.popleft()
+            by_loop.setdefault(loop, []).append((future, err, offset))
         for loop, settled in by_loop.items():
             with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits for these any more
                 loop.call_soon_threadsafe(_settle_all, settled)
 
-    def send(self, topic: str, key: bytes, value: bytes, partition: int | None = None) -> asyncio.Future[None]:
+    def send(self, topic: str, key: bytes, value: bytes, partition: int | None = None) -> asyncio.Future[int]:
+        """Produce; the future resolves to the record's offset once the broker has acknowledged it."""
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[None] = loop.create_future()
+        future: asyncio.Future[int] = loop.create_future()
         note = self._delivered.append
 
-        def on_delivery(err: Any, _msg: Any) -> None:
-            note((loop, future, err))
+        def on_delivery(err: Any, msg: Any) -> None:
+            note((loop, future, err, -1 if err is not None else msg.offset()))
 
         kwargs: dict[str, Any] = {"on_delivery": on_delivery}
         if partition is not None:
@@ -142,12 +144,12 @@ def _log_error(error: KafkaError) -> None:
         log.warning("producer error, librdkafka retries it: %s", describe(error))
 
 
-def _settle_all(settled: list[tuple[asyncio.Future[None], Any]]) -> None:
-    for future, err in settled:
+def _settle_all(settled: list[tuple[asyncio.Future[int], Any, int]]) -> None:
+    for future, err, offset in settled:
         if future.done():
             continue
         if err is None:
-            future.set_result(None)
+            future.set_result(offset)
         else:
             future.set_exception(RuntimeError(f"Kafka delivery failed: {err}"))
 

@@ -55,6 +55,11 @@ class Settings(BaseSettings):
     bridge_max_in_flight: int = Field(default=512, ge=1)
     bridge_max_queued: int = Field(default=4096, ge=1)
 
+    @property
+    def bridge_result_index_path(self) -> Path:
+        """The bridge's local result index (streams/result_index.py): one file per worker instance."""
+        return self.data_dir / "bridge" / f"results-{self.app_id}-{self.worker_instance_id}.sqlite3"
+
     provider_sim_port: int = 19480  # the local payout-provider simulator (infra/provider_sim) in the demo
     alertmanager_url: str = "http://127.0.0.1:19094"
     alertmanager_port: int = 19094

@@ -113,3 +113,13 @@ def _keep_forever(admin: AdminClient, topics: list[Topic]) -> None:
                 f"could not set {resource.name} to keep every record (retention.ms=-1, retention.bytes=-1): {exc}. "
                 "Its state is rebuilt from the whole topic; grant AlterConfigs on it or set them by hand."
             ) from exc
+
+
+def topic_id(bootstrap: str, name: str) -> str:
+    """The cluster's id of a topic: it changes when the topic is deleted and created again, or on another
+    cluster, so local state derived from the topic can tell that it no longer matches."""
+    from confluent_kafka import TopicCollection
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    [future] = admin.describe_topics(TopicCollection([name]), request_timeout=TIMEOUT_S).values()
+    return str(future.result(timeout=TIMEOUT_S).topic_id)

@@ -31,7 +31,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -345,7 +345,7 @@ class IntentStore(Protocol):
 
     def open_intents(self) -> list[PayoutIntent]: ...
 
-    def results(self) -> dict[str, Result]: ...
+    def results(self) -> MutableMapping[str, Result]: ...
 
     async def aclose(self) -> None: ...
 
@@ -763,7 +763,7 @@ class BridgeRunner:
         self.clock: Clock = clock or SystemClock()
         self.on_result = on_result
         self.stats = RunnerStats()
-        self._results: dict[str, Result] = self.store.results()
+        self._results: MutableMapping[str, Result] = self.store.results()
         self._in_flight: dict[str, asyncio.Future[Result]] = {}
         self._parked: dict[str, PayoutIntent] = {}
         self._slots = FifoSlots(max_in_flight)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -270,3 +271,33 @@ def test_a_slow_rail_does_not_stall_other_payments(
     # the payments that arrived after the slow one completed before it: nothing waited behind it
     completed = {r: datetime.fromisoformat(v["completed_at"]) for r, v in results.items()}
     assert all(completed[r] < completed[slow] for r in fast), completed
+
+
+def test_a_restart_reads_the_journal_from_its_checkpoint_and_still_answers_old_duplicates(
+    kafka: KafkaIO, sim: ProviderSimProcess, run_id: str, fx_feed: None, start_bridge: Callable[..., Any]
+) -> None:
+    payer = f"acct-index-{run_id}"
+    deposit(kafka, payer, FUNDS_UNITS)
+    worker = start_bridge()
+    first = [f"card-index-{run_id}-{i}" for i in range(6)]
+    kafka.produce_messages(BRIDGE_REQUESTS, [request(r, payer) for r in first])
+    originals = {r: v[0] for r, v in results_for(kafka, set(first)).items()}
+    assert all(v["topic"] == BRIDGE_SETTLEMENTS_COMPLETED.name for v in originals.values())
+    payouts = len(sim.payouts())
+    time.sleep(3)  # the periodic checkpoint (every 1 s) writes the acknowledged results to the index file
+    worker.kill()  # SIGKILL: no final checkpoint, no memory carried over
+
+    worker.start()
+    new = f"card-index-{run_id}-new"
+    kafka.produce_messages(BRIDGE_REQUESTS, [request(first[0], payer), request(new, payer)])
+    answers = results_for(kafka, {new})
+    kafka.wait_for(BRIDGE_SETTLEMENTS_COMPLETED, lambda rs: sum(v["request_id"] == first[0] for v in values(rs)) == 2)
+    [duplicate] = [v for v in values(kafka.read_all(BRIDGE_SETTLEMENTS_COMPLETED)) if v["request_id"] == first[0]][1:]
+    assert duplicate == {k: v for k, v in originals[first[0]].items() if k != "topic"}  # from the file: same result
+    assert answers[new][0]["topic"] == BRIDGE_SETTLEMENTS_COMPLETED.name
+    assert len(sim.payouts()) == payouts + 1  # the duplicate paid nothing
+    # The restart read the journal from the checkpoint: nothing (without the index it reads every entry
+    # of the partition, at least the 12 this test wrote).
+    reads = re.findall(r"journal partition (\d+) read from offset (\d+): (\d+) entries", worker.log_text())
+    assert reads, worker.log_text()[-3000:]
+    assert [int(n) for _p, _o, n in reads] == [0] * len(reads)
