@@ -6,10 +6,13 @@ the upstream systems: an FX feed (three sources, every second) on `fx.rates`, de
 payers on `ledger.commands`, and card payments on `bridge.requests`. The worker's bridge agent settles
 them against the platform ledger (holds and captures on `ledger.commands`) and publishes to
 `bridge.settlements.completed` / `.failed`, which this stage, the dashboard and the alerting agent read.
+A few seconds in, it sends the first payments again (same request ids, as a retrying upstream would): each gets
+its original result back, from the bridge's result index, and the provider sees no second payout.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -32,10 +35,13 @@ from contracts.topics import (
 )
 from domain.rails import RAILS, Rail
 from streams.kafka_clients import consumer_config, producer_config
+from streams.result_index import summary
 from streams.settings import Settings
 
 PAYMENTS = 400
 PAYMENTS_PER_S = 20
+DUPLICATES = 10  # the first payments, sent again once DUPLICATES_AFTER have been requested
+DUPLICATES_AFTER = 60
 FAILING_RAIL = Rail.STRIPE_INSTANT
 REQUEST_PREFIX = "demo-card"
 FX_DAY = date(2026, 10, 30)  # the ECB day the feed replays (streams.providers.flow quotes from it too)
@@ -48,6 +54,9 @@ class BridgeDemo:
     results: Counter[str] = field(default_factory=Counter)
     by_rail: Counter[str] = field(default_factory=Counter)
     latest: list[str] = field(default_factory=list)
+    first_answers: dict[str, bytes] = field(default_factory=dict)
+    payouts: int = 0
+    index: str = ""
     error: str = ""
     stopping: threading.Event = field(default_factory=threading.Event)
     _sim: Any = None
@@ -110,6 +119,13 @@ class BridgeDemo:
                 BRIDGE_REQUESTS.name, key=BRIDGE_REQUESTS.key_of(request), value=BRIDGE_REQUESTS.encode(request)
             )
             self.results["requested"] += 1
+            if self.results["requested"] == DUPLICATES_AFTER:  # a retrying upstream: the same request ids again
+                for again in payments[:DUPLICATES]:
+                    retry = request_from_payment(again)
+                    producer.produce(
+                        BRIDGE_REQUESTS.name, key=BRIDGE_REQUESTS.key_of(retry), value=BRIDGE_REQUESTS.encode(retry)
+                    )
+                    self.results["duplicates sent"] += 1
             producer.poll(0)
             self.stopping.wait(1 / PAYMENTS_PER_S)
         producer.flush(10)
@@ -121,17 +137,31 @@ class BridgeDemo:
             meta = consumer.list_topics(topic.name, timeout=10).topics[topic.name]
             parts += [TopicPartition(topic.name, p, OFFSET_END) for p in meta.partitions]
         consumer.assign(parts)
-        seen: set[str] = set()
+        next_look = 0.0
         while not self.stopping.is_set():
             for msg in consumer.consume(500, timeout=0.2):
                 raw = msg.value()
                 if msg.error() or raw is None:
                     continue
                 record = TOPICS[str(msg.topic())].decode(raw)
-                if record.request_id in seen or not record.request_id.startswith(REQUEST_PREFIX):
-                    continue  # a re-delivered request answered again, or the alerting stage's scripted incident
-                seen.add(record.request_id)
+                if not record.request_id.startswith(REQUEST_PREFIX):
+                    continue  # the alerting stage's scripted incident
+                first = self.first_answers.get(record.request_id)
+                if first is not None:  # a duplicate (or a re-delivered request) answered again
+                    self.results["duplicates answered, same result" if first == raw else "answers differing"] += 1
+                    continue
+                self.first_answers[record.request_id] = raw
                 self._show(record)
+            if time.monotonic() >= next_look:  # what the provider and the bridge's result index say
+                next_look = time.monotonic() + 2.0
+                # the simulator busy or stopping (SimError is a RuntimeError): the figure stays as it was
+                with contextlib.suppress(OSError, ValueError, RuntimeError):
+                    self.payouts = len(self._sim.payouts()) if self._sim is not None else 0
+                found = summary(self.settings.bridge_result_index_path)
+                if found is not None:
+                    count, checkpoints = found
+                    marks = ", ".join(f"p{p}@{o}" for p, o in checkpoints.items())
+                    self.index = f"{count} results on disk, journal checkpoints {marks or '—'}"
         consumer.close()
 
     def _show(self, record: m.BridgeSettlementCompleted | m.BridgeSettlementFailed) -> None:
@@ -160,6 +190,8 @@ class BridgeDemo:
         table.add_row("results", ", ".join(f"{k} {v}" for k, v in sorted(self.results.items())) or "starting…")
         us = {k: v for k, v in self.by_rail.items() if k.startswith("US")}
         table.add_row("US rails used", ", ".join(f"{k} {v}" for k, v in sorted(us.items())) or "—")
+        table.add_row("provider payouts", f"{self.payouts} (the simulator's count, every 2 s; duplicates add none)")
+        table.add_row("result index", self.index or "—")
         for line in self.latest:
             table.add_row("latest", line)
         return table

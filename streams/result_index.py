@@ -189,3 +189,18 @@ class ResultIndex(MutableMapping[str, Result]):
         with self._lock:
             self._writer.close()
         self._reader.close()
+
+
+def summary(path: Path) -> tuple[int, dict[int, int]] | None:
+    """Results in an index file and its checkpoints, read-only (for the demo and operators); None if absent."""
+    if not path.exists():
+        return None
+    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+    try:
+        (count,) = con.execute(SQL["count_results"]).fetchone()
+        checkpoints = {int(p): int(o) for p, o in con.execute(SQL["checkpoints"]).fetchall()}
+    except sqlite3.OperationalError:  # created but not yet initialised by its worker
+        return None
+    finally:
+        con.close()
+    return int(count), checkpoints

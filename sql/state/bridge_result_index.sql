@@ -58,3 +58,6 @@ ON CONFLICT (partition) DO UPDATE SET next_offset = excluded.next_offset;
 
 -- name: count_results
 SELECT count(*) FROM results;
+
+-- name: checkpoints
+SELECT partition, next_offset FROM checkpoints ORDER BY partition;

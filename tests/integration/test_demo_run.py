@@ -71,6 +71,7 @@ def test_demo_streams_events_and_leaves_nothing_running(tmp_path: Path, runtime:
     assert "→ energy.trades" in out and "→ energy.settlements" in out
     assert "Latest dead letters" in out and "MALFORMED_JSON" in out
     assert "High-Speed Bridge" in out and "settled" in out
+    assert "duplicates answered, same result" in out and "results on disk" in out  # the result index
     assert "stopped the worker and the broker" in out
     _assert_nothing_listens(ports)
     assert not list((tmp_path / "run").glob("*.pid"))
