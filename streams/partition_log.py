@@ -10,6 +10,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from contracts.topics import Topic
 from streams import ingress
+from streams.gc_policy import collection_paused
 from streams.kafka_clients import consume_now
 
 POLL_TIMEOUT_S = 1.0
@@ -17,14 +18,28 @@ MAX_IDLE_POLLS = 30  # bounded: a partition that stops answering fails the rebui
 
 
 def rebuild_state(
-    bootstrap: str, topic: Topic, partition: int, until_offset: int, factory: Callable[[int], Any], max_bytes: int
+    bootstrap: str,
+    topic: Topic,
+    partition: int,
+    until_offset: int,
+    factory: Callable[[int], Any],
+    max_bytes: int,
+    snapshot: Callable[[int, int], Any | None] | None = None,
 ) -> Any:
-    """A fresh state for `partition`, with every record before `until_offset` applied silently (no outputs)."""
-    state = factory(partition)
-    if until_offset > 0:  # an empty prefix needs no consumer: the common case at first start
-        for offset, key, value in read_partition(bootstrap, topic.name, partition, until_offset):
-            decoded = ingress.validate(topic, key, value, max_bytes)
-            state.apply(offset, None if isinstance(decoded, ingress.Rejected) else decoded)
+    """A state for `partition` with every record before `until_offset` applied silently (no outputs).
+
+    ``snapshot(partition, until_offset)``, if given, may return a state restored at some ``next_offset`` at or
+    below ``until_offset``: only the records from there on are replayed."""
+    with collection_paused():
+        state = snapshot(partition, until_offset) if snapshot is not None and until_offset > 0 else None
+        if state is None:
+            state = factory(partition)
+        assert state.next_offset <= until_offset, f"{topic.name}[{partition}]: state ahead of {until_offset}"
+        if until_offset > state.next_offset:  # an empty rest needs no consumer: the common case at first start
+            entries = read_partition(bootstrap, topic.name, partition, until_offset, state.next_offset or None)
+            for offset, key, value in entries:
+                decoded = ingress.validate(topic, key, value, max_bytes)
+                state.apply(offset, None if isinstance(decoded, ingress.Rejected) else decoded)
     state.next_offset = until_offset
     return state
 

@@ -54,10 +54,11 @@ from streams.kafka_clients import (
     producer_config,
 )
 from streams.ledger_service import LedgerPartition
+from streams.ledger_snapshots import LedgerSnapshots
 from streams.matching_service import MatchingPartition
 from streams.partition_log import rebuild_state
 from streams.settings import Settings, get_settings
-from streams.topic_admin import ensure_topics
+from streams.topic_admin import ensure_topics, topic_id
 
 log = logging.getLogger("nexus.plain")
 FACTORIES = {ENERGY_ORDERS.name: MatchingPartition, LEDGER_COMMANDS.name: LedgerPartition}
@@ -241,6 +242,19 @@ def run() -> int:
     producer = Producer(producer_conf)
     inputs = inputs_for(settings.agents)
     states: dict[tuple[str, int], Any] = {}
+    snapshots = ledger_snapshots(settings) if LEDGER_COMMANDS.name in inputs else None
+    snapshot_taken_at = float("-inf")  # the first commit after a start takes one: a rebuild is not paid twice
+    snapshot_offsets: dict[int, int] = {}  # partition -> next_offset of the last snapshot started or restored
+
+    def restored(partition: int, until_offset: int) -> Any:
+        assert snapshots is not None
+        state = snapshots.load(partition, until_offset)
+        if state is not None:
+            snapshot_offsets[partition] = state.next_offset
+            name, offset = LEDGER_COMMANDS.name, state.next_offset
+            log.info("%s[%d] restored from the snapshot at offset %d", name, partition, offset)
+        return state
+
     positions = Positions()
     stopping = False
 
@@ -306,7 +320,13 @@ def run() -> int:
             if state is None or offset > state.next_offset:
                 started = time.monotonic()
                 state = states[(name, partition)] = rebuild_state(
-                    bootstrap, topic, partition, offset, FACTORIES[name], settings.max_ingress_message_bytes
+                    bootstrap,
+                    topic,
+                    partition,
+                    offset,
+                    FACTORIES[name],
+                    settings.max_ingress_message_bytes,
+                    restored if snapshots is not None and name == LEDGER_COMMANDS.name else None,
                 )
                 log.info(
                     "%s[%d] rebuilt up to offset %d in %.1f s", name, partition, offset, time.monotonic() - started
@@ -330,6 +350,13 @@ def run() -> int:
         if due and time.monotonic() - last_commit >= COMMIT_EVERY_S:
             commit_acknowledged(consumer, producer, health, positions, asynchronous=True)
             last_commit = time.monotonic()
+            # Right after the flush: the ledger's state is at the positions just committed, between batches.
+            if snapshots is not None and last_commit - snapshot_taken_at >= settings.ledger_snapshot_every_s:
+                snapshot_taken_at = last_commit
+                for (name, partition), state in states.items():
+                    fresh = name == LEDGER_COMMANDS.name and state.next_offset > snapshot_offsets.get(partition, 0)
+                    if fresh and snapshots.write_in_background(state):
+                        snapshot_offsets[partition] = state.next_offset
     log.info("stopping: flushing outputs, committing, leaving the group")
     try:
         commit_acknowledged(consumer, producer, health, positions, asynchronous=False)
@@ -337,7 +364,17 @@ def run() -> int:
         log.warning("final commit failed (the next start replays from the last commit): %s", failure)
     positions.forget(positions.snapshot())  # committed: nothing left for on_revoke during close()
     consumer.close()
+    if snapshots is not None:
+        snapshots.wait()
     return 0
+
+
+def ledger_snapshots(settings: Settings) -> LedgerSnapshots | None:
+    """The ledger's snapshot files (streams/ledger_snapshots.py), or None when NEXUS_LEDGER_SNAPSHOT_EVERY_S is 0."""
+    if not settings.ledger_snapshot_every_s:
+        return None
+    directory = settings.data_dir / "snapshots" / settings.app_id
+    return LedgerSnapshots(directory, topic_id(settings.bootstrap_servers, LEDGER_COMMANDS.name))
 
 
 def commit_acknowledged(

@@ -44,6 +44,10 @@ class Settings(BaseSettings):
     gc_freeze_interval_s: float = Field(default=0.5, ge=0)
     gc_full_collection_every_s: float = Field(default=3600.0, ge=0)  # reclaims cycles that died while frozen
 
+    # The plain ledger loop writes a snapshot of the ledger this often (streams/ledger_snapshots.py), so a
+    # restart replays ledger.commands from there instead of from the beginning; 0 = never.
+    ledger_snapshot_every_s: float = Field(default=300.0, ge=0)
+
     # Ingress: messages above this size are dead-lettered (the registry may lower it per topic).
     max_ingress_message_bytes: int = 64 * 1024
 
