@@ -78,8 +78,8 @@ class HeapPolicy:
 @contextlib.contextmanager
 def collection_paused() -> Iterator[None]:
     """No cycle collection while building a large state (a replay, a snapshot load): each automatic full
-    collection would walk everything built so far, most of the build's time (a 97,000-command ledger: a
-    snapshot load 4.7 s with collections, 1.9 s without; docs/performance.md). Cycles made meanwhile are
+    collection would walk everything built so far, much of the build's time (a 97,000-command ledger: a
+    replay 6.0 s with collections, 3.5 s without; docs/performance.md). Cycles made meanwhile are
     collected once it ends, by the next collection."""
     was_enabled = gc.isenabled()
     gc.disable()

@@ -46,7 +46,7 @@ class Settings(BaseSettings):
 
     # The plain ledger loop writes a snapshot of the ledger this often (streams/ledger_snapshots.py), so a
     # restart replays ledger.commands from there instead of from the beginning; 0 = never.
-    ledger_snapshot_every_s: float = Field(default=300.0, ge=0)
+    ledger_snapshot_every_s: float = Field(default=600.0, ge=0)
 
     # Ingress: messages above this size are dead-lettered (the registry may lower it per topic).
     max_ingress_message_bytes: int = 64 * 1024
