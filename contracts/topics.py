@@ -50,6 +50,9 @@ class Topic:
     cleanup: Cleanup = Cleanup.DELETE
     retention_ms: int | None = 7 * DAY_MS
     upstream: bool = False  # produced by systems outside this platform: validated at ingress
+    # The broker stamps each record when it appends it (LogAppendTime), so a consumer has a time no producer
+    # chose: the ledger bounds every command's own time by it (a clock far ahead would expire every hold).
+    broker_timestamps: bool = False
     max_message_bytes: int = 64 * 1024
     example: dict[str, Any] = field(default_factory=dict, compare=False)
 
@@ -95,6 +98,8 @@ class Topic:
             schema["x-topic"]["partitions.fixed"] = True
         if self.copartitioned_with:
             schema["x-topic"]["partitions.same.as"] = self.copartitioned_with
+        if self.broker_timestamps:
+            schema["x-topic"]["message.timestamp.type"] = "LogAppendTime"
         schema.setdefault("description", self.description)
         return schema
 
@@ -106,6 +111,8 @@ class Topic:
             config["retention.ms"] = str(self.retention_ms)
         if self.kept_forever:  # neither age nor size may delete it (a broker's log.retention.bytes would)
             config["retention.bytes"] = str(KEEP_FOREVER)
+        if self.broker_timestamps:
+            config["message.timestamp.type"] = "LogAppendTime"
         return config
 
     def partitions_with(self, override: int | None) -> int:
@@ -229,11 +236,13 @@ LEDGER_COMMANDS = Topic(
     "command_id",
     "The ledger's ordered input (deposits, trades to settle). One partition: the ledger is a single "
     "writer, like TigerBeetle's, so every balance check sees every earlier movement. Kept forever: the "
-    "ledger's balances are a fold over it, rebuilt by replay (no snapshots yet).",
+    "ledger's balances are a fold over it, rebuilt by replay (from a local snapshot where there is one). "
+    "The broker timestamps each record; a command's occurred_at counts for at most one minute past it.",
     partitions=1,
     fixed_partitions=True,
     upstream=True,
     retention_ms=KEEP_FOREVER,
+    broker_timestamps=True,
 )
 LEDGER_OUTCOMES = Topic(
     "ledger.outcomes",

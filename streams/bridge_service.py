@@ -467,7 +467,7 @@ class KafkaJournal:
         rows: list[tuple[str, int, bytes]] = []
         intents: dict[str, PayoutIntent] = state.open_intents
         entries = read_partition(self.bootstrap, BRIDGE_PAYOUTS_JOURNAL.name, partition, high, start)
-        for offset, _key, value in entries if high > start else ():
+        for offset, _key, value, _ms in entries if high > start else ():
             state.entries_read += 1
             if value is None:
                 state.progress.acked(offset)

@@ -45,6 +45,11 @@ _NOT_PENDING_CODE = {
 HoldCommand = m.PlaceHold | m.PostHold | m.VoidHold | m.GrantReward
 _LedgerTransfer = constructor(m.LedgerTransfer)
 _LedgerOutcome = constructor(m.LedgerOutcome)
+# A command's own time (occurred_at, a trade's executed_at) counts for at most this far past the broker's append
+# time of its record (ledger.commands has LogAppendTime): the ledger's clock only moves forward, so one command
+# stamped years ahead would otherwise expire every hold from then on. Deterministic on replay (the broker's
+# timestamp is stored with the record). A card hold lives 10 minutes (BridgeConfig.hold_ttl_ms), far above it.
+MAX_CLOCK_SKEW_MS = 60_000
 PHASE_NAMES = {"validate_and_build_legs": "validation", "ledger_batch": "transfer_and_mint", "records": "records"}
 
 
@@ -137,6 +142,7 @@ class LedgerPartition:
     partition: int = 0
     settler: ts.TradeSettler = field(default_factory=lambda: ts.TradeSettler(Ledger()))
     next_offset: int = 0
+    _record_ms: int | None = field(default=None, repr=False, compare=False)  # the command being applied
 
     @property
     def ledger(self) -> Ledger:
@@ -147,6 +153,11 @@ class LedgerPartition:
         for account in m.RewardAccount:
             self.ledger.open_account(account.value, allow_negative=True)
 
+    def _time(self, stamped_ms: int) -> int:
+        """The time a command counts at: its own, but never more than MAX_CLOCK_SKEW_MS past its record's."""
+        record_ms = self._record_ms
+        return stamped_ms if record_ms is None else min(stamped_ms, record_ms + MAX_CLOCK_SKEW_MS)
+
     def _open(self, *accounts: str) -> None:
         """Open user accounts on first sight; an account already open keeps its settings."""
         ledger = self.ledger
@@ -154,9 +165,11 @@ class LedgerPartition:
             if not ledger.has_account(account):
                 ledger.open_account(account)
 
-    def apply(self, offset: int, message: Any | None) -> list[Output]:
+    def apply(self, offset: int, message: Any | None, record_ms: int | None = None) -> list[Output]:
+        """Apply the command at ``offset``; ``record_ms``: its record's broker timestamp (bounds its time)."""
         assert offset >= self.next_offset, f"ledger: offset {offset} already applied (next {self.next_offset})"
         self.next_offset = offset + 1
+        self._record_ms = record_ms
         if message is None:
             return []
         if type(message) is Encoded:  # a record handed over in-process (tests, benches), not through Kafka
@@ -175,7 +188,7 @@ class LedgerPartition:
     # ------------------------------------------------------------------ two-phase holds and rewards
 
     def _hold_command(self, command: HoldCommand) -> list[Output]:
-        now = to_ms(command.occurred_at)
+        now = self._time(to_ms(command.occurred_at))
         out = self._expire_holds(now)  # an expired hold frees its K-AUS before this command is checked
         if isinstance(command, m.PlaceHold):
             self._open(command.credit_account_id)
@@ -341,7 +354,7 @@ class LedgerPartition:
             LedgerTransferCommand(
                 deposit.command_id, ts.SYS_MINT, deposit.account_id, deposit.amount_kaus_units, DEPOSIT_CODE
             ),
-            to_ms(deposit.occurred_at),
+            self._time(to_ms(deposit.occurred_at)),
         )
         if previous is not None or result.status is not TransferStatus.POSTED:
             return []  # a re-sent deposit: applied once already
@@ -356,7 +369,9 @@ class LedgerPartition:
         if command.seller_energy_source is not None:
             settler.register_seller_source(seller, command.seller_energy_source)
         executed_ms = to_ms(trade.executed_at)
-        outcome = settler.settle(to_domain_trade(trade, executed_ms), executed_ms, clock=time.perf_counter_ns)
+        # The trade keeps its executed_at (its content: a re-emitted copy must compare equal); the clock is bounded.
+        now_ms = self._time(executed_ms)
+        outcome = settler.settle(to_domain_trade(trade, executed_ms), now_ms, clock=time.perf_counter_ns)
         if outcome.replayed:
             return []  # the same trade re-emitted after a matching-agent restart: settled once already
         # Spec §2.1 phases; the carbon mint is a leg of the same atomic ledger batch as the transfer.
@@ -364,7 +379,7 @@ class LedgerPartition:
         phases = {} if matching_us is None else {"matching": matching_us}
         for name, ns in outcome.phase_ns:
             phases[PHASE_NAMES.get(name, name)] = ns // 1000
-        settled_at = utc_text(max(executed_ms, ledger.clock_ms))
+        settled_at = utc_text(max(now_ms, ledger.clock_ms))
         out: list[Output] = []
         settled = outcome.status is ts.SettlementStatus.SETTLED
         if settled:
@@ -403,7 +418,7 @@ class LedgerPartition:
         return out
 
     def _declare(self, command: m.DeclareDividends) -> list[Output]:
-        declaration = self.settler.declare_dividends(command.command_id, to_ms(command.occurred_at))
+        declaration = self.settler.declare_dividends(command.command_id, self._time(to_ms(command.occurred_at)))
         if declaration.replayed:
             return []
         out: list[Output] = [

@@ -173,8 +173,9 @@ class MatchingPartition:
     # Where each sell order's energy comes from (carbon credits are minted for renewables only).
     sources: dict[tuple[str, str], m.EnergySource] = field(default_factory=dict)
 
-    def apply(self, offset: int, message: Any | None) -> list[Output]:
-        """Apply the command at `offset` (None for a dead-lettered record: it only advances the offset)."""
+    def apply(self, offset: int, message: Any | None, record_ms: int | None = None) -> list[Output]:
+        """Apply the command at `offset` (None for a dead-lettered record: it only advances the offset).
+        ``record_ms`` (the record's broker time) is not used here: orders carry their own time."""
         assert offset >= self.next_offset, f"partition {self.partition}: offset {offset} already applied"
         self.next_offset = offset + 1
         if message is None:

@@ -6,7 +6,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, TIMESTAMP_NOT_AVAILABLE, Consumer, TopicPartition
 
 from contracts.topics import Topic
 from streams import ingress
@@ -37,17 +37,17 @@ def rebuild_state(
         assert state.next_offset <= until_offset, f"{topic.name}[{partition}]: state ahead of {until_offset}"
         if until_offset > state.next_offset:  # an empty rest needs no consumer: the common case at first start
             entries = read_partition(bootstrap, topic.name, partition, until_offset, state.next_offset or None)
-            for offset, key, value in entries:
+            for offset, key, value, record_ms in entries:
                 decoded = ingress.validate(topic, key, value, max_bytes)
-                state.apply(offset, None if isinstance(decoded, ingress.Rejected) else decoded)
+                state.apply(offset, None if isinstance(decoded, ingress.Rejected) else decoded, record_ms)
     state.next_offset = until_offset
     return state
 
 
 def read_partition(
     bootstrap: str, topic: str, partition: int, end_offset: int, start_offset: int | None = None
-) -> Iterator[tuple[int, bytes | None, bytes | None]]:
-    """Yield (offset, key, value) for offsets in [start, end_offset) of one partition."""
+) -> Iterator[tuple[int, bytes | None, bytes | None, int | None]]:
+    """Yield (offset, key, value, timestamp in ms or None) for offsets in [start, end_offset) of one partition."""
     if end_offset <= 0:
         return
     consumer = Consumer(
@@ -83,7 +83,8 @@ def read_partition(
                 assert offset is not None
                 if offset >= end_offset:
                     return
-                yield offset, msg.key(), msg.value()
+                kind, timestamp_ms = msg.timestamp()
+                yield offset, msg.key(), msg.value(), None if kind == TIMESTAMP_NOT_AVAILABLE else timestamp_ms
                 if offset == end_offset - 1:
                     return
     finally:

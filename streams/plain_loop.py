@@ -40,7 +40,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import (
+    TIMESTAMP_NOT_AVAILABLE,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
 
 from contracts.topics import ENERGY_ORDERS, LEDGER_COMMANDS, PLATFORM_DEADLETTERS, Topic
 from streams import ingress
@@ -339,7 +347,9 @@ def run() -> int:
                 origin = ingress.Origin(name, partition, offset)
                 emit(PLATFORM_DEADLETTERS, ingress.dead_letter(origin, msg.key(), msg.value(), decoded))
                 continue
-            for out_topic, output in state.apply(offset, decoded):
+            kind, stamped_ms = msg.timestamp()
+            record_ms = None if kind == TIMESTAMP_NOT_AVAILABLE else stamped_ms  # the broker's, on ledger.commands
+            for out_topic, output in state.apply(offset, decoded, record_ms):
                 emit(out_topic, output)
         producer.poll(0)
         # Outputs flow without waiting for acks; every COMMIT_EVERY_S they are all acknowledged (flush),

@@ -27,7 +27,7 @@ log = logging.getLogger("nexus.replay")
 class PartitionState(Protocol):
     next_offset: int
 
-    def apply(self, offset: int, message: Any | None) -> list[tuple[Topic, Any]]: ...
+    def apply(self, offset: int, message: Any | None, record_ms: int | None = None) -> list[tuple[Topic, Any]]: ...
 
 
 class ReplayingProcessor:
@@ -74,7 +74,9 @@ class ReplayingProcessor:
                 state.apply(message.offset, None)
                 outputs.append((PLATFORM_DEADLETTERS, dead_letter_record(event, decoded)))
                 continue
-            outputs.extend(state.apply(message.offset, decoded))
+            stamped_s = getattr(message, "timestamp", None)  # Faust: seconds, the broker's on ledger.commands
+            record_ms = int(stamped_s * 1000) if stamped_s else None
+            outputs.extend(state.apply(message.offset, decoded, record_ms))
         return outputs
 
     async def flush_and_ack(self, stream: faust.StreamT[bytes], events: list[faust.EventT], sent: bool) -> None:

@@ -42,7 +42,7 @@ def ensure_topics(settings: Settings, topics: list[Topic] | None = None) -> list
         for t in wanted
         if t.name not in existing
     ]
-    _keep_forever(admin, [t for t in wanted if t.kept_forever and t.name in existing])
+    _enforce_configs(admin, [t for t in wanted if t.name in existing])
     created = []
     for name, future in admin.create_topics(new, operation_timeout=TIMEOUT_S).items() if new else ():
         try:
@@ -89,29 +89,30 @@ def partition_counts(admin: AdminClient, names: list[str]) -> dict[str, int]:
     return {name: len(listed[name].partitions) for name in names if name in listed}
 
 
-def _keep_forever(admin: AdminClient, topics: list[Topic]) -> None:
-    """Set retention.ms and retention.bytes to -1 on existing topics that must keep every record."""
-    if not topics:
+CORRECTNESS_CONFIGS = ("retention.ms", "retention.bytes", "message.timestamp.type")
+
+
+def _enforce_configs(admin: AdminClient, topics: list[Topic]) -> None:
+    """Set the configs existing topics need to be right, not only fast: retention -1 where state is a fold
+    over every record (``kept_forever``), broker timestamps where a consumer bounds producers' clocks."""
+    resources = []
+    for t in topics:
+        wanted = {k: v for k, v in t.topic_config().items() if k in CORRECTNESS_CONFIGS}
+        if not t.kept_forever:
+            wanted = {k: v for k, v in wanted.items() if not k.startswith("retention.")}
+        if wanted:
+            entries = [ConfigEntry(k, v, incremental_operation=AlterConfigOpType.SET) for k, v in wanted.items()]
+            resources.append(ConfigResource(ConfigResource.Type.TOPIC, t.name, incremental_configs=entries))
+    if not resources:
         return
-    resources = [
-        ConfigResource(
-            ConfigResource.Type.TOPIC,
-            t.name,
-            incremental_configs=[
-                ConfigEntry(name, value, incremental_operation=AlterConfigOpType.SET)
-                for name, value in t.topic_config().items()
-                if name.startswith("retention.")
-            ],
-        )
-        for t in topics
-    ]
     for resource, future in admin.incremental_alter_configs(resources).items():
         try:
             future.result(timeout=TIMEOUT_S)
         except Exception as exc:
             raise RuntimeError(
-                f"could not set {resource.name} to keep every record (retention.ms=-1, retention.bytes=-1): {exc}. "
-                "Its state is rebuilt from the whole topic; grant AlterConfigs on it or set them by hand."
+                f"could not set {resource.name}'s {', '.join(CORRECTNESS_CONFIGS)} as the registry says: {exc}. "
+                "Its consumers rely on them (state rebuilt from the whole topic, broker timestamps); grant "
+                "AlterConfigs on it or set them by hand (contracts/topics.py has the values)."
             ) from exc
 
 

@@ -410,7 +410,7 @@ def read_compacted(bootstrap: str, topic: Topic) -> list[tuple[bytes | None, byt
         probe.close()
     records: list[tuple[bytes | None, bytes | None]] = []
     for partition, end in ends.items():
-        records += [(key, value) for _offset, key, value in read_partition(bootstrap, topic.name, partition, end)]
+        records += [(key, value) for _offset, key, value, _ms in read_partition(bootstrap, topic.name, partition, end)]
     return records
 
 

@@ -301,3 +301,28 @@ def test_a_restart_reads_the_journal_from_its_checkpoint_and_still_answers_old_d
     reads = re.findall(r"journal partition (\d+) read from offset (\d+): (\d+) entries", worker.log_text())
     assert reads, worker.log_text()[-3000:]
     assert [int(n) for _p, _o, n in reads] == [0] * len(reads)
+
+
+def test_a_deposit_stamped_years_ahead_does_not_expire_the_holds_that_follow(
+    kafka: KafkaIO, sim: ProviderSimProcess, run_id: str, fx_feed: None, start_bridge: Callable[..., Any]
+) -> None:
+    """An upstream system with a clock ten years ahead: the ledger bounds that deposit's time by the broker's
+    append time (ledger.commands has LogAppendTime), so card holds placed after it are not born expired."""
+    from datetime import timedelta
+
+    payer = f"acct-skew-{run_id}"
+    ahead = m.Deposit(
+        command_id=f"dep-{payer}",
+        account_id=payer,
+        amount_kaus_units=FUNDS_UNITS,
+        occurred_at=datetime.now(UTC) + timedelta(days=3650),
+    )
+    kafka.produce_messages(LEDGER_COMMANDS, [ahead])
+    start_bridge()
+    paid = f"card-skew-{run_id}"
+    kafka.produce_messages(BRIDGE_REQUESTS, [request(paid, payer)])
+    [result] = results_for(kafka, {paid})[paid]
+    assert result["topic"] == BRIDGE_SETTLEMENTS_COMPLETED.name, result  # not failed: PENDING_EXPIRED
+    transfers = transfers_of(kafka, payer)
+    assert open_holds(transfers) == set()
+    assert balance(transfers, payer) == FUNDS_UNITS - result["kaus_debited_units"] + result["cashback_kaus_units"]

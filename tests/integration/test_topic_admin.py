@@ -67,3 +67,36 @@ def test_a_journal_with_fewer_partitions_than_its_requests_stops_the_start(kafka
     admin.create_partitions([NewPartitions(requests.name, 6)])[requests.name].result(timeout=30)
     with pytest.raises(RuntimeError, match=rf"{journal.name} has 4 partitions and {requests.name} has 6"):
         ensure_topics(settings, [requests, journal])
+
+
+def test_an_existing_topic_gets_broker_timestamps_and_records_carry_the_append_time(
+    kafka_bootstrap: str, run_id: str
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from confluent_kafka import Producer
+
+    from streams.partition_log import read_partition
+
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    settings = Settings(kafka_bootstrap_servers=kafka_bootstrap)
+    name = f"test.stamped.{run_id}"
+    admin.create_topics([NewTopic(name, 1, 1)])[name].result(timeout=30)  # made before: CreateTime
+    stamped = Topic(name, m.LedgerCommand, "command_id", "a ledger-like input", broker_timestamps=True)
+    ensure_topics(settings, [stamped])
+    resource = ConfigResource(ConfigResource.Type.TOPIC, name)
+    config = admin.describe_configs([resource])[resource].result(timeout=30)
+    assert config["message.timestamp.type"].value == "LogAppendTime"
+
+    # A producer whose clock is ten years ahead stamps its record so; the broker's time replaces it.
+    producer = Producer({"bootstrap.servers": kafka_bootstrap})
+    ahead_ms = int((datetime.now(UTC) + timedelta(days=3650)).timestamp() * 1000)
+    producer.produce(name, b"x", b"k", timestamp=ahead_ms)
+    assert producer.flush(30) == 0
+    [(offset, _key, _value, record_ms)] = list(read_partition(kafka_bootstrap, name, 0, 1))
+    assert offset == 0 and record_ms is not None
+    assert abs(record_ms - datetime.now(UTC).timestamp() * 1000) < 60_000  # the append time, not ahead_ms
+    ensure_topics(settings, [LEDGER_COMMANDS])
+    resource = ConfigResource(ConfigResource.Type.TOPIC, LEDGER_COMMANDS.name)
+    config = admin.describe_configs([resource])[resource].result(timeout=30)
+    assert config["message.timestamp.type"].value == "LogAppendTime"

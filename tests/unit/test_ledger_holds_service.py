@@ -260,3 +260,30 @@ def test_a_reward_that_cannot_apply_rejects_the_whole_capture() -> None:
     ledger = d.ledger.ledger
     assert ledger.held(PAYER) == 600 and ledger.balance(PAYER) == 1_099  # the hold is still there to void
     assert ledger.result("h1:bonus") is None
+
+
+def test_a_command_stamped_far_ahead_does_not_move_the_ledger_clock_past_its_broker_time() -> None:
+    """One upstream deposit with a clock years ahead must not expire every card hold from then on."""
+    from streams.ledger_service import MAX_CLOCK_SKEW_MS
+
+    d = Driver()
+    appended_ms = int(T0.timestamp() * 1000)  # the broker's append time of each record below
+    future = T0 + timedelta(days=3650)
+    d.ledger.apply(
+        0, m.Deposit(command_id="dep-1", account_id=PAYER, amount_kaus_units=1_000, occurred_at=future), appended_ms
+    )
+    assert d.ledger.ledger.clock_ms == appended_ms + MAX_CLOCK_SKEW_MS  # bounded, not ten years ahead
+    placed = d.ledger.apply(1, hold("h1", 700, ttl_s=600), appended_ms)  # the bridge's hold: 10 minutes
+    assert outcome(placed).status is m.LedgerOutcomeStatus.APPLIED
+    posted = d.ledger.apply(
+        2, m.PostHold(command_id="h1:post", hold_id="h1", amount_kaus_units=700, occurred_at=T0), appended_ms + 1_000
+    )
+    assert outcome(posted).status is m.LedgerOutcomeStatus.APPLIED  # not PENDING_EXPIRED
+    assert d.ledger.ledger.balance(PAYER) == 300
+
+
+def test_without_a_broker_time_a_command_counts_at_its_own_time() -> None:
+    d = Driver()
+    future = T0 + timedelta(days=1)
+    d.send(m.Deposit(command_id="dep-1", account_id=PAYER, amount_kaus_units=1_000, occurred_at=future))
+    assert d.ledger.ledger.clock_ms == int(future.timestamp() * 1000)  # in-process callers, tests: as before
