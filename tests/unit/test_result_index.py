@@ -139,19 +139,31 @@ class _Producer:
         return ack
 
 
-def test_the_journal_checkpoints_past_a_transaction_only_once_its_result_is_durable(tmp_path: Path) -> None:
+def settled_with_intent(request_id: str) -> tuple[Settled, PayoutIntent]:
     h = harness()
-    settled = result_of(h.run(payment("card-9")))
+    settled = result_of(h.run(payment(request_id)))
     assert isinstance(settled, Settled)
     [intent] = [e for e in h.effects if isinstance(e, PayoutIntent)]
+    return settled, intent
+
+
+def journal_on(
+    tmp_path: Path, request_id: str, partition: int, next_offset: int
+) -> tuple[_Producer, ResultIndex, KafkaJournal]:
+    """A journal over a recording producer and a fresh index, with ``request_id`` admitted on ``partition``."""
+    producer = _Producer()
+    index = ResultIndex(tmp_path / "results.sqlite3", "journal-1", result_of_entry)
+    journal = KafkaJournal("unused:9092", producer, index)  # type: ignore[arg-type]
+    journal.progress[partition] = JournalProgress(next_offset)
+    journal.partition_of[request_id] = partition
+    return producer, index, journal
+
+
+def test_the_journal_checkpoints_past_a_transaction_only_once_its_result_is_durable(tmp_path: Path) -> None:
+    settled, intent = settled_with_intent("card-9")
 
     async def scenario() -> None:
-        producer = _Producer()
-        index = ResultIndex(tmp_path / "results.sqlite3", "journal-1", result_of_entry)
-        journal = KafkaJournal("unused:9092", producer, index)  # type: ignore[arg-type]
-        journal.progress[3] = JournalProgress(20)
-        journal.partition_of[settled.request_id] = 3
-
+        producer, index, journal = journal_on(tmp_path, settled.request_id, partition=3, next_offset=20)
         sending = asyncio.ensure_future(journal.persist_intent(intent))
         await asyncio.sleep(0)
         assert journal.checkpoints() == {3: 20}  # registered before its ack
@@ -174,17 +186,10 @@ def test_the_journal_checkpoints_past_a_transaction_only_once_its_result_is_dura
 
 
 def test_a_result_entry_that_fails_leaves_its_intent_open(tmp_path: Path) -> None:
-    h = harness()
-    settled = result_of(h.run(payment("card-8")))
-    assert isinstance(settled, Settled)
-    [intent] = [e for e in h.effects if isinstance(e, PayoutIntent)]
+    settled, intent = settled_with_intent("card-8")
 
     async def scenario() -> None:
-        producer = _Producer()
-        index = ResultIndex(tmp_path / "results.sqlite3", "journal-1", result_of_entry)
-        journal = KafkaJournal("unused:9092", producer, index)  # type: ignore[arg-type]
-        journal.progress[0] = JournalProgress(0)
-        journal.partition_of[settled.request_id] = 0
+        producer, index, journal = journal_on(tmp_path, settled.request_id, partition=0, next_offset=0)
         sending = asyncio.ensure_future(journal.persist_intent(intent))
         await asyncio.sleep(0)
         producer.sent[0][3].set_result(0)
