@@ -39,7 +39,6 @@ SUFFIX = ".snapshot"
 @dataclass(frozen=True)
 class SnapshotFile:
     path: Path
-    partition: int
     next_offset: int
 
 
@@ -63,7 +62,7 @@ class LedgerSnapshots:
                 offset = int(path.name.removesuffix(SUFFIX).rsplit("-", 1)[1])
             except ValueError:
                 continue
-            found.append(SnapshotFile(path, partition, offset))
+            found.append(SnapshotFile(path, offset))
         return sorted(found, key=lambda f: f.next_offset, reverse=True)
 
     def load(self, partition: int, until_offset: int) -> LedgerPartition | None:

@@ -140,7 +140,7 @@ class ResultIndex(MutableMapping[str, Result]):
 
     def __len__(self) -> int:
         (count,) = self._reader.execute(SQL["count_results"]).fetchone()
-        return int(count) + sum(1 for r in self._recent if r not in self._acked)
+        return int(count) + len(self._recent)  # recent ones are not in the file yet
 
     def __contains__(self, request_id: object) -> bool:
         if not isinstance(request_id, str):
@@ -176,7 +176,9 @@ class ResultIndex(MutableMapping[str, Result]):
                 self._recent.pop(request_id, None)
 
     def checkpoint(self, partition: int) -> int | None:
-        row = self._reader.execute(SQL["checkpoint"], (partition,)).fetchone()
+        """Called from a partition's load (a thread): through the writer, not the event loop's reader."""
+        with self._lock:
+            row = self._writer.execute(SQL["checkpoint"], (partition,)).fetchone()
         return None if row is None else int(row[0])
 
     def reset(self, partition: int) -> None:
