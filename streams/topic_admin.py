@@ -31,7 +31,7 @@ def ensure_topics(settings: Settings, topics: list[Topic] | None = None) -> list
     """Create missing topics from the registry; return the names created."""
     wanted = topics if topics is not None else list(TOPICS.values())
     admin = AdminClient({"bootstrap.servers": settings.bootstrap_servers})
-    existing = set(admin.list_topics(timeout=TIMEOUT_S).topics)
+    listed = set(admin.list_topics(timeout=TIMEOUT_S).topics)
     new = [
         NewTopic(
             t.name,
@@ -40,17 +40,18 @@ def ensure_topics(settings: Settings, topics: list[Topic] | None = None) -> list
             config=t.topic_config(),
         )
         for t in wanted
-        if t.name not in existing
+        if t.name not in listed
     ]
-    _enforce_configs(admin, [t for t in wanted if t.name in existing])
     created = []
     for name, future in admin.create_topics(new, operation_timeout=TIMEOUT_S).items() if new else ():
         try:
             future.result(timeout=TIMEOUT_S)
             created.append(name)
-        except Exception as exc:  # TOPIC_ALREADY_EXISTS from a concurrent creator is fine
+        except Exception as exc:  # TOPIC_ALREADY_EXISTS: made meanwhile, or not yet in the metadata listed above
             if "TOPIC_ALREADY_EXISTS" not in str(exc):
                 raise RuntimeError(f"could not create topic {name}: {exc}") from exc
+    # Every topic this call did not create existed already, whatever the listing said: its configs are set.
+    _enforce_configs(admin, [t for t in wanted if t.name not in created])
     check_partitions(admin, wanted)
     return created
 
