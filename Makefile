@@ -39,7 +39,7 @@ kafka-jars: $(STAMP_PLATFORM)
 	@$(VENV)/bin/python -m infra.kafka.broker fetch
 
 run: setup
-	$(VENV)/bin/python -m streams.demo --runtime $(RUNTIME)
+	$(VENV)/bin/python -m devtools.demo --runtime $(RUNTIME)
 
 test: setup
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
@@ -48,7 +48,7 @@ test-fast: $(STAMP_PLATFORM)
 	$(VENV)/bin/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 stop:
-	-@$(VENV)/bin/python -m streams.demo --stop
+	-@$(VENV)/bin/python -m devtools.demo --stop
 
 lint:
 	$(VENV)/bin/ruff check .

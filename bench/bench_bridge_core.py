@@ -7,7 +7,7 @@ Pipeline per settlement, in one asyncio process: ``BridgeRunner`` (per-payer ord
 → ``domain.bridge`` (phases 1-4) on the platform ledger (``domain.ledger.Ledger`` via ``LedgerHolds``) →
 FX book of the three ECB-derived sources → intent persisted (``FileIntentStore``, group commit + fsync) →
 the provider adapter over HTTP to the simulator (a separate process: the machine's second core) → result.
-The flow is ``streams.providers.flow.card_payments`` (spec §5.1 region mix). Kafka is not involved (the
+The flow is ``devtools.card_flow.card_payments`` (spec §5.1 region mix). Kafka is not involved (the
 end-to-end-through-Kafka numbers come from the worker benchmark).
 
 Runs:
@@ -17,7 +17,7 @@ Runs:
    ``--rate`` for ``--seconds``: E2E latency (submit → result) p50/p95/p99 at a sustained arrival rate.
    Throughput is also reported per CPU-second of each process (this process, and the simulator from
    /proc), which is what a shared machine can still measure; the default transport is the minimal
-   lean HTTP/1.1 client (``--transport lean``, streams/providers/lean_http.py), aiohttp and httpx are options.
+   lean HTTP/1.1 client (``--transport lean``, streams/bridge/providers/lean_http.py), aiohttp and httpx are options.
 3. **spec rail latencies** (§2.2: Toss 180 ms ... Stripe SEPA 250 ms; fallbacks Wise 320 ms), open loop at
    ``--spec-rate``: per-rail p99 against rail latency + 20 ms, and the §8.1 table per region.
 
@@ -43,17 +43,17 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from devtools.card_flow import card_payments
+from devtools.fx_feed import domain_quotes
+from devtools.provider_sim.launcher import ProviderSimProcess
 from domain.bridge import CardPayment, PayoutIntent, PayoutOutcome, PayoutStatus, Result, Settled
 from domain.fx import FxBook
 from domain.ledger import Ledger
 from domain.rails import RAILS, Provider, Rail, Region
-from infra.provider_sim.launcher import ProviderSimProcess
-from streams import event_loop
-from streams.fx_feed import domain_quotes
-from streams.providers import build_adapters
-from streams.providers.base import ProviderSettings, make_transport
-from streams.providers.flow import card_payments
-from streams.providers.runner import BridgeRunner, FileIntentStore, LedgerHolds, MemoryIntentStore
+from streams.bridge.providers import build_adapters
+from streams.bridge.providers.base import ProviderSettings, make_transport
+from streams.bridge.runner import BridgeRunner, FileIntentStore, LedgerHolds, MemoryIntentStore
+from streams.kafka import event_loop
 
 FX_DAY = date(2026, 10, 30)
 SPEC_8_1 = {  # region: (avg, p95, p99, success %) as published in the spec

@@ -4,10 +4,10 @@
                                        [--spec-rate 200] [--spec-seconds 20] [--transport aiohttp]
 
 Everything runs on this machine: a fresh local Kafka broker, the provider simulator (infra/provider_sim),
-two workers, one running the ledger and one the bridge (each on the plain runtime, ``streams.plain_loop`` /
-``streams.bridge_loop``, or on Faust: ``--ledger-runtime`` / ``--bridge-runtime``; ``--workers one``: both
+two workers, one running the ledger and one the bridge (each on the plain runtime, ``streams.kafka.plain_driver`` /
+``streams.bridge.loop``, or on Faust: ``--ledger-runtime`` / ``--bridge-runtime``; ``--workers one``: both
 agents in one Faust worker), an FX feed publishing the three sources every 0.5 s, and this process producing
-requests (``streams.providers.flow.card_payments``: the spec §5.1 region mix) and timing each result's arrival
+requests (``devtools.card_flow.card_payments``: the spec §5.1 region mix) and timing each result's arrival
 on ``bridge.settlements.completed`` / ``.failed``. Per settlement the path is: request → bridge →
 PlaceHold on ``ledger.commands`` → ledger → ``ledger.outcomes`` → FX → journal intent
 (``bridge.payouts.journal``, acks=all) → provider over HTTP → PostHold round trip → rewards → journal
@@ -52,23 +52,26 @@ from contracts.topics import (
     FX_RATES,
     LEDGER_COMMANDS,
 )
+from devtools.card_flow import card_payments
+from devtools.fx_feed import fx_quotes
+from devtools.provider_sim.launcher import ProviderSimProcess
 from domain.bridge import CardPayment
 from domain.rails import RAILS, Rail, Region
 from infra.kafka.broker import LocalKafka, find_free_ports
-from infra.provider_sim.launcher import ProviderSimProcess
-from streams.fx_feed import fx_quotes
-from streams.kafka_clients import consume_now, consumer_config, produce_bounded, producer_config
-from streams.providers.flow import card_payments
-from streams.providers.runner import request_json
+from streams.bridge.runner import request_json
+from streams.kafka.clients import consume_now, consumer_config, produce_bounded, producer_config
+from streams.kafka.topic_admin import ensure_topics
 from streams.settings import Settings
-from streams.topic_admin import ensure_topics
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from measure import cpu_s, pct, peak_rss_mb
 from workers import start_role_workers, stop_workers
 
 console = Console(width=max(Console().width, 130))  # the per-rail table stays readable in a log
-RUNTIMES = {"settlement": "streams.plain_loop", "bridge": "streams.bridge_loop"}  # the plain runtime of each role
+RUNTIMES = {
+    "settlement": "streams.kafka.plain_driver",
+    "bridge": "streams.bridge.loop",
+}  # the plain runtime of each role
 WARM_RATE = 100.0  # requests/s, below the split workers' ceiling
 FX_DAY = date(2026, 10, 30)
 SPEC_8_1 = {  # region: (avg, p95, p99, success %) as published in the spec
@@ -328,13 +331,13 @@ def main() -> int:
         "--ledger-runtime",
         default="plain",
         choices=["faust", "plain"],
-        help="split workers: the ledger agent in a Faust worker or in streams.plain_loop",
+        help="split workers: the ledger agent in a Faust worker or in streams.kafka.plain_driver",
     )
     parser.add_argument(
         "--bridge-runtime",
         default="plain",
         choices=["faust", "plain"],
-        help="split workers: the bridge agent in a Faust worker or in streams.bridge_loop",
+        help="split workers: the bridge agent in a Faust worker or in streams.bridge.loop",
     )
     args = parser.parse_args()
 

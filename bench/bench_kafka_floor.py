@@ -35,7 +35,7 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from infra.kafka.broker import LocalKafka, find_free_ports
-from streams.kafka_clients import consume_now, consumer_config, produce_bounded, producer_config
+from streams.kafka.clients import consume_now, consumer_config, produce_bounded, producer_config
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from measure import cpu_s, pct
@@ -63,7 +63,7 @@ def relay(bootstrap: str, role: str) -> int:
     signal.signal(signal.SIGTERM, stop)
     filler = b"x" * RECORD
     last_commit = time.monotonic()
-    positions: dict[int, int] = {}  # partition -> next offset, of records handled (as streams.plain_loop)
+    positions: dict[int, int] = {}  # partition -> next offset, of records handled (as streams.kafka.plain_driver)
     print(READY, flush=True)
     while not stopping:
         for msg in consume_now(consumer, 0.05, 2000):

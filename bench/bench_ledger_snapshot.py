@@ -1,4 +1,4 @@
-"""Ledger snapshots (streams/ledger_snapshots.py): what a restart saves, and what a snapshot costs.
+"""Ledger snapshots (streams/p2p/snapshots.py): what a restart saves, and what a snapshot costs.
 
     python bench/bench_ledger_snapshot.py [--orders 200000] [--accounts 2000]
 
@@ -31,12 +31,12 @@ from measure import peak_rss_mb
 
 from contracts import models as m
 from contracts.topics import ENERGY_ORDERS, LEDGER_COMMANDS
-from domain.order_flow import generate_orders
-from streams import ingress
-from streams.gc_policy import collection_paused
-from streams.ledger_service import LedgerPartition
-from streams.ledger_snapshots import LedgerSnapshots
-from streams.matching_service import MatchingPartition, to_message
+from devtools.order_flow import generate_orders
+from streams.kafka import ingress
+from streams.kafka.gc_policy import collection_paused
+from streams.p2p.ledger import LedgerPartition
+from streams.p2p.matching import MatchingPartition, to_message
+from streams.p2p.snapshots import LedgerSnapshots
 
 console = Console()
 AT = datetime(2026, 11, 24, 9, 0, tzinfo=UTC)
@@ -83,7 +83,7 @@ def main() -> int:
         for key, wire in wires:
             ingress.validate(LEDGER_COMMANDS, key, wire)
         decode_s = time.perf_counter() - t0
-    with collection_paused():  # as streams.partition_log.rebuild_state replays
+    with collection_paused():  # as streams.kafka.partition_log.rebuild_state replays
         state, replay_s = replay()
     transfers = len(state.ledger.to_dict()["transfers"])
 

@@ -6,7 +6,7 @@
 The default mode times the domain cores alone (below). ``--services`` times exactly what a P2P worker
 does per record, without Kafka: see ``bench_services``.
 
-1. Generates a seeded order stream with ``domain.order_flow.generate_orders``
+1. Generates a seeded order stream with ``devtools.order_flow.generate_orders``
    (mostly limit orders around a mid price, ~10 % cancels, ~5 % market orders,
    ~3 % amends) *before* timing, then freezes those objects out of the cyclic
    GC (``gc.freeze()``): a live shell holds one decoded command at a time, not
@@ -39,9 +39,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from devtools.order_flow import demo_accounts, demo_markets, generate_orders
 from domain.ledger import Ledger, Transfer
 from domain.order_book import Command, OrderBookEngine, OrderRejected, Trade
-from domain.order_flow import demo_accounts, demo_markets, generate_orders
 from domain.trade_settlement import SYS_MINT, DividendSource, EnergySource, TradeSettler
 
 TARGET_ORDERS_PER_S = 100_000
@@ -244,7 +244,7 @@ def services_flow(args: argparse.Namespace) -> tuple[list[tuple[bytes, bytes]], 
     """(key, value) of every energy.orders record and of one deposit per account, encoded as producers do."""
     from contracts import models as m
     from contracts.topics import ENERGY_ORDERS, LEDGER_COMMANDS
-    from streams.matching_service import to_message
+    from streams.p2p.matching import to_message
 
     markets = demo_markets(args.markets)
     accounts = demo_accounts(args.accounts)
@@ -271,11 +271,11 @@ def services_pass(orders: list[tuple[bytes, bytes]], deposits: list[tuple[bytes,
     machine their tail includes time the core was given to other processes.
     """
     from contracts.topics import ENERGY_ORDERS, LEDGER_COMMANDS
-    from streams import ingress
-    from streams.app import Outbox
-    from streams.gc_policy import HeapPolicy
-    from streams.ledger_service import LedgerPartition
-    from streams.matching_service import MatchingPartition
+    from streams.kafka import ingress
+    from streams.kafka.faust_app import Outbox
+    from streams.kafka.gc_policy import HeapPolicy
+    from streams.p2p.ledger import LedgerPartition
+    from streams.p2p.matching import MatchingPartition
     from streams.settings import get_settings
 
     max_bytes = get_settings().max_ingress_message_bytes

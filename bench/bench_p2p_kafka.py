@@ -33,12 +33,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from contracts import models as m
 from contracts.topics import ENERGY_ORDERS, ENERGY_SETTLEMENTS, ENERGY_TRADES, LEDGER_COMMANDS
-from domain.order_flow import generate_orders
+from devtools.order_flow import generate_orders
 from infra.kafka.broker import LocalKafka, find_free_ports
-from streams.kafka_clients import consume_now, consumer_config, produce_bounded, producer_config
-from streams.matching_service import MatchingPartition, to_message
+from streams.kafka.clients import consume_now, consumer_config, produce_bounded, producer_config
+from streams.kafka.topic_admin import ensure_topics
+from streams.p2p.matching import MatchingPartition, to_message
 from streams.settings import Settings
-from streams.topic_admin import ensure_topics
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from measure import cpu_s, pct, peak_rss_mb
@@ -157,7 +157,7 @@ def run_mode(mode: str, args: argparse.Namespace) -> dict[str, float]:
             PYTHONUNBUFFERED="1",
         )
         # "-split": matching and the ledger in two worker processes (one per core).
-        module = "streams.plain_loop" if mode.startswith("plain") else "streams.worker"
+        module = "streams.kafka.plain_driver" if mode.startswith("plain") else "streams.worker"
         roles = ["matching", "settlement"] if mode.endswith("-split") else ["matching,settlement"]
         workers.extend(start_role_workers(module, env, roles, f"bench-{tag}", port + 7, data))
         worker = workers[0]

@@ -1,4 +1,4 @@
-"""The bridge's result index (streams/result_index.py): what answering duplicates costs, in memory and time.
+"""The bridge's result index (streams/bridge/result_index.py): what answering duplicates costs, in memory and time.
 
     python bench/bench_result_index.py [--results 200000] [--kafka]
 
@@ -34,8 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from measure import pct
 
 from domain.bridge import Result, Settled
-from streams.bridge_service import journal_of_result, result_of_entry
-from streams.result_index import ResultIndex
+from streams.bridge.result_index import ResultIndex
+from streams.bridge.service import journal_of_result, result_of_entry
 from tests.unit.test_bridge_core import harness, payment, result_of
 
 console = Console()
@@ -130,10 +130,10 @@ def with_kafka(n: int, dirpath: Path) -> None:
 
     from contracts.topics import BRIDGE_PAYOUTS_JOURNAL
     from infra.kafka.broker import LocalKafka, find_free_ports
-    from streams.bridge_service import KafkaJournal
-    from streams.kafka_clients import AsyncProducer, producer_config
+    from streams.bridge.service import KafkaJournal
+    from streams.kafka.clients import AsyncProducer, producer_config
+    from streams.kafka.topic_admin import ensure_topics, topic_id
     from streams.settings import Settings
-    from streams.topic_admin import ensure_topics, topic_id
 
     port, controller = find_free_ports(2)
     broker = LocalKafka(port=port, controller_port=controller, data_dir=dirpath / "kafka")

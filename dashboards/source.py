@@ -24,7 +24,7 @@ from contracts.topics import (
     TOPICS,
 )
 from dashboards.figures import Figures
-from streams import ingress
+from streams.kafka import ingress
 
 log = logging.getLogger("nexus.dashboard")
 FOLLOWED = (BRIDGE_SETTLEMENTS_COMPLETED, BRIDGE_SETTLEMENTS_FAILED, ENERGY_SETTLEMENTS, MONITORING_ALERTS)

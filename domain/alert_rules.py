@@ -1,10 +1,10 @@
 """Alert rule engine (spec §5.2): windows, thresholds, fingerprints, firing/resolved transitions, dedupe.
 
 Pure: standard library only, no I/O, and no clock — every call that depends on time takes ``now``.
-The Faust agent (``streams/agents/alerting.py``) turns registry messages into *observations*, feeds
+The Faust agent (``streams/alerting/agent.py``) turns registry messages into *observations*, feeds
 them in, calls ``evaluate(now)`` and ships what comes out to Alertmanager.
 
-Rules come from a TOML file (``infra/alerting/rules.toml``) so a threshold, a window, a severity or
+Rules come from a TOML file (``streams/alerting/rules.toml``) so a threshold, a window, a severity or
 a channel changes without a code change. Two kinds of signal feed them:
 
 * **samples** — one value at one event time (a settlement's duration, a failure, an FX quote). A

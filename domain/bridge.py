@@ -1,6 +1,6 @@
 """High-Speed Bridge core (spec §2.2): the four phases of a card settlement as a pure state machine.
 
-No I/O and no clock reads. The shell (``streams/providers/runner.py``, later the Faust agent) calls one
+No I/O and no clock reads. The shell (``streams/bridge/runner.py``, later the Faust agent) calls one
 transition per event, passing an :class:`Instant` (wall-clock ms for expiries and FX staleness, a
 monotonic µs reading for phase durations), executes the returned *effects* in order, and feeds their
 outcome to the next transition::

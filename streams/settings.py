@@ -8,7 +8,7 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from streams.event_loop import LoopKind
+from streams.kafka.event_loop import LoopKind
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -22,7 +22,7 @@ class Settings(BaseSettings):
     kafka_controller_port: int = 19093
     topic_replication_factor: int = Field(default=1, ge=1)
     topic_partitions_override: int | None = Field(default=None, description="force partition count for every topic")
-    # librdkafka batching, for every client from streams.kafka_clients (docs/performance.md has the trade-off):
+    # librdkafka batching, for every client from streams.kafka.clients (docs/performance.md has the trade-off):
     # a producer waits up to kafka_linger_ms to fill a batch; a fetch returns once kafka_fetch_min_bytes are
     # there or kafka_fetch_wait_max_ms passed. Defaults favour latency (send and return at once).
     kafka_linger_ms: float = Field(default=0.0, ge=0)
@@ -40,11 +40,11 @@ class Settings(BaseSettings):
     broker_session_timeout_s: float = 10.0
     metrics_port: int = 9464
     data_dir: Path = REPO_ROOT / ".local"
-    # Collect-and-freeze period of the worker's garbage-collector policy (streams/gc_policy.py); 0 = off.
+    # Collect-and-freeze period of the worker's garbage-collector policy (streams/kafka/gc_policy.py); 0 = off.
     gc_freeze_interval_s: float = Field(default=0.5, ge=0)
     gc_full_collection_every_s: float = Field(default=3600.0, ge=0)  # reclaims cycles that died while frozen
 
-    # The plain ledger loop writes a snapshot of the ledger this often (streams/ledger_snapshots.py), so a
+    # The plain ledger loop writes a snapshot of the ledger this often (streams/p2p/snapshots.py), so a
     # restart replays ledger.commands from there instead of from the beginning; 0 = never.
     ledger_snapshot_every_s: float = Field(default=600.0, ge=0)
 
@@ -61,22 +61,22 @@ class Settings(BaseSettings):
 
     @property
     def bridge_result_index_path(self) -> Path:
-        """The bridge's local result index (streams/result_index.py): one file per worker instance."""
+        """The bridge's local result index (streams/bridge/result_index.py): one file per worker instance."""
         return self.data_dir / "bridge" / f"results-{self.app_id}-{self.worker_instance_id}.sqlite3"
 
     provider_sim_port: int = 19480  # the local payout-provider simulator (infra/provider_sim) in the demo
     alertmanager_url: str = "http://127.0.0.1:19094"
     alertmanager_port: int = 19094
 
-    # --- monitoring & alerting (streams/agents/alerting.py, streams/metrics.py, infra/alertmanager/, dashboards/)
+    # --- monitoring & alerting (streams/alerting/, infra/alertmanager/, dashboards/)
     metrics_host: str = "127.0.0.1"  # 0.0.0.0 where Prometheus scrapes from another host
     metrics_from_topics: bool = True  # settlement/DLQ metrics derived from the registry topics by the monitoring agent
-    alerting_rules_file: Path = REPO_ROOT / "infra" / "alerting" / "rules.toml"
+    alerting_rules_file: Path = REPO_ROOT / "streams" / "alerting" / "rules.toml"
     alerting_post_timeout_s: float = 2.0  # one POST to Alertmanager
     alerting_post_attempts: int = 3  # per delivery round; undelivered alerts are retried on the next round
     alerting_lag_interval_s: float = 15.0  # consumer-lag gauge refresh
     alerting_clock_control: bool = False  # tests only: POST /alerting/clock/ shifts the rule engine's clock
-    # Alertmanager receivers. Defaults point at the local sink (python -m infra.alertmanager.sink) for the demo.
+    # Alertmanager receivers. Defaults point at the local sink (python -m devtools.alert_sink) for the demo.
     alert_sink_port: int = 19096
     alert_smtp_port: int = 19097
     alert_slack_webhook_url: str = "http://127.0.0.1:19096/slack"

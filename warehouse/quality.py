@@ -86,28 +86,43 @@ def _suites() -> list[Suite]:
         ]
 
     return [
-        Suite("snapshot_completeness", True, """
+        Suite(
+            "snapshot_completeness",
+            True,
+            """
             SELECT m.topic, m."partition", m.high_offset - m.low_offset AS expected_offsets,
                    (SELECT count(*) FROM raw_offsets o WHERE o.topic = m.topic AND o."partition" = m."partition"
                       AND o."offset" >= m.low_offset AND o."offset" < m.high_offset) AS accounted_offsets
             FROM meta_topic_offsets m""",
-              lambda e: [e.ExpectColumnPairValuesToBeEqual(column_A="expected_offsets",
-                                                           column_B="accounted_offsets")]),
+            lambda e: [e.ExpectColumnPairValuesToBeEqual(column_A="expected_offsets", column_B="accounted_offsets")],
+        ),
         Suite("settlements", True, "SELECT * FROM fct_settlements WHERE settled_date = $day", settlements),
         Suite("provider_lines", True, "SELECT * FROM stg_provider_lines WHERE statement_date = $day", lines),
-        Suite("statements_delivered", True,
-              "SELECT provider, sha256 IS NOT NULL AS delivered FROM meta_statement_files WHERE statement_date = $day",
-              lambda e: [e.ExpectColumnValuesToBeInSet(column="delivered", value_set=[True]),
-                         e.ExpectTableRowCountToEqual(value=len(STATEMENT_PROVIDERS))]),
-        Suite("ledger_tieout", True, "SELECT * FROM mart_ledger_tieout WHERE day = $day OR currency = 'UNKNOWN'",
-              lambda e: [e.ExpectColumnValuesToBeBetween(column="difference_kaus_units", min_value=0, max_value=0),
-                         e.ExpectColumnValuesToBeBetween(column="settlements_without_ledger", min_value=0,
-                                                         max_value=0),
-                         e.ExpectColumnValuesToBeBetween(column="orphan_ledger_movements", min_value=0,
-                                                         max_value=0)]),
-        Suite("audit_coverage", False,
-              "SELECT settlement_id, has_audit FROM fct_settlements WHERE settled_date = $day AND status = 'completed'",
-              lambda e: [e.ExpectColumnValuesToBeInSet(column="has_audit", value_set=[True])]),
+        Suite(
+            "statements_delivered",
+            True,
+            "SELECT provider, sha256 IS NOT NULL AS delivered FROM meta_statement_files WHERE statement_date = $day",
+            lambda e: [
+                e.ExpectColumnValuesToBeInSet(column="delivered", value_set=[True]),
+                e.ExpectTableRowCountToEqual(value=len(STATEMENT_PROVIDERS)),
+            ],
+        ),
+        Suite(
+            "ledger_tieout",
+            True,
+            "SELECT * FROM mart_ledger_tieout WHERE day = $day OR currency = 'UNKNOWN'",
+            lambda e: [
+                e.ExpectColumnValuesToBeBetween(column="difference_kaus_units", min_value=0, max_value=0),
+                e.ExpectColumnValuesToBeBetween(column="settlements_without_ledger", min_value=0, max_value=0),
+                e.ExpectColumnValuesToBeBetween(column="orphan_ledger_movements", min_value=0, max_value=0),
+            ],
+        ),
+        Suite(
+            "audit_coverage",
+            False,
+            "SELECT settlement_id, has_audit FROM fct_settlements WHERE settled_date = $day AND status = 'completed'",
+            lambda e: [e.ExpectColumnValuesToBeInSet(column="has_audit", value_set=[True])],
+        ),
     ]
 
 
@@ -148,19 +163,32 @@ def run_checks(con: duckdb.DuckDBPyConnection, day: date) -> list[CheckResult]:
         for r in validation.results:
             cfg = r.expectation_config
             kwargs = cfg.kwargs
-            target = kwargs.get("column") or "|".join(filter(None, [kwargs.get("column_A"), kwargs.get("column_B")])) \
+            target = (
+                kwargs.get("column")
+                or "|".join(filter(None, [kwargs.get("column_A"), kwargs.get("column_B")]))
                 or "table"
-            results.append(CheckResult(suite_def.name, cfg.type, target, bool(r.success), suite_def.critical,
-                                       _observed(r)))
+            )
+            results.append(
+                CheckResult(suite_def.name, cfg.type, target, bool(r.success), suite_def.critical, _observed(r))
+            )
     return results
 
 
 def store_results(con: duckdb.DuckDBPyConnection, day: date, results: list[CheckResult]) -> None:
     con.execute("DELETE FROM dq_results WHERE recon_date = $d", {"d": day})
     for r in results:
-        con.execute("INSERT INTO dq_results VALUES ($d, $s, $e, $t, $ok, $c, $o) ON CONFLICT DO NOTHING",
-                    {"d": day, "s": r.suite, "e": r.expectation, "t": r.target, "ok": r.success, "c": r.critical,
-                     "o": r.observed})
+        con.execute(
+            "INSERT INTO dq_results VALUES ($d, $s, $e, $t, $ok, $c, $o) ON CONFLICT DO NOTHING",
+            {
+                "d": day,
+                "s": r.suite,
+                "e": r.expectation,
+                "t": r.target,
+                "ok": r.success,
+                "c": r.critical,
+                "o": r.observed,
+            },
+        )
 
 
 def critical_failures(results: list[CheckResult]) -> list[CheckResult]:
@@ -170,23 +198,26 @@ def critical_failures(results: list[CheckResult]) -> list[CheckResult]:
 def alert_for(day: date, failures: list[CheckResult]) -> Alert:
     names = ", ".join(sorted({f"{f.suite}.{f.expectation}({f.target})" for f in failures}))
     return Alert(
-        fingerprint=f"recon-dq-{day.isoformat()}", rule="ReconciliationDataQualityCritical",
-        state=AlertState.FIRING, severity=Severity.CRITICAL, channel="pagerduty",
+        fingerprint=f"recon-dq-{day.isoformat()}",
+        rule="ReconciliationDataQualityCritical",
+        state=AlertState.FIRING,
+        severity=Severity.CRITICAL,
+        channel="pagerduty",
         summary=f"Reconciliation for {day} stopped before the report: {len(failures)} critical data-quality "
-                f"check(s) failed: {names}"[:1000],
+        f"check(s) failed: {names}"[:1000],
         labels={"recon_date": day.isoformat(), "component": "reconciliation"},
-        value=str(len(failures)), starts_at=datetime.now(UTC),
+        value=str(len(failures)),
+        starts_at=datetime.now(UTC),
     )
 
 
-def raise_on_critical(day: date, results: list[CheckResult], alertmanager_url: str | None,
-                      client: Any = None) -> None:
+def raise_on_critical(day: date, results: list[CheckResult], alertmanager_url: str | None, client: Any = None) -> None:
     failures = critical_failures(results)
     if not failures:
         return
     note = ""
     if alertmanager_url:
-        from streams.alertmanager import post_alerts
+        from streams.alerting.alertmanager import post_alerts
 
         try:
             post_alerts(alertmanager_url, [alert_for(day, failures)], client=client)

@@ -53,7 +53,7 @@ class ReconSettings(BaseSettings):
     report_to: str = "settlement@nexus-x.io"
     trend_days: int = Field(default=14, ge=1)
 
-    # Alerting: critical data-quality failures are posted here (streams.alertmanager.post_alerts).
+    # Alerting: critical data-quality failures are posted here (streams.alerting.alertmanager.post_alerts).
     alertmanager_url: str | None = Field(default=None, description="default: streams settings alertmanager_url")
     alert_on_critical: bool = True
 

@@ -20,13 +20,13 @@ from typing import Any
 import httpx
 import pytest
 
+from devtools.alert_sink import Record, Sink
 from infra.alertmanager.launcher import LocalAlertmanager, Timings
-from infra.alertmanager.sink import Record, Sink
 from streams.settings import REPO_ROOT, Settings
 from tests.support.kafka_io import KafkaIO
 from tests.support.workers import WorkerProcess
 
-RULES_FILE = REPO_ROOT / "infra" / "alerting" / "rules.toml"
+RULES_FILE = REPO_ROOT / "streams" / "alerting" / "rules.toml"
 
 
 def free_port() -> int:
@@ -51,9 +51,9 @@ def fast_rules(tmp: Path) -> Path:
 
 @dataclass
 class AlertingWorker(WorkerProcess):
-    """A worker process running only the alerting agent (python -m infra.alerting.worker)."""
+    """A worker process running only the alerting agent (python -m streams.alerting.worker)."""
 
-    module: str = "infra.alerting.worker"
+    module: str = "streams.alerting.worker"
 
     def start(self, wait: bool = True, timeout_s: float = 90.0) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)

@@ -19,12 +19,12 @@ from typing import Any, TypeVar
 
 import pytest
 
+from devtools.provider_sim.launcher import ProviderSimProcess
 from domain.bridge import CardPayment, PayoutIntent, bridge_tx_id_for
 from domain.cashback import PayerTier
 from domain.money import Currency
 from domain.rails import RAILS, Rail, Region, fee_minor
-from infra.provider_sim.launcher import ProviderSimProcess
-from streams.providers.base import ProviderSettings
+from streams.bridge.providers.base import ProviderSettings
 
 T = TypeVar("T")
 NOW_MS = time.time_ns() // 1_000_000
@@ -48,8 +48,11 @@ def sim_keys_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def provider_sim(tmp_path_factory: pytest.TempPathFactory, sim_keys_dir: Path) -> Iterator[ProviderSimProcess]:
     """One simulator process for the session (its own port, keys and pid file)."""
-    sim = ProviderSimProcess(port=free_port(), state_dir=tmp_path_factory.mktemp("provider-sim"),
-                             env={"NEXUS_PROVIDER_KEYS_DIR": str(sim_keys_dir)})
+    sim = ProviderSimProcess(
+        port=free_port(),
+        state_dir=tmp_path_factory.mktemp("provider-sim"),
+        env={"NEXUS_PROVIDER_KEYS_DIR": str(sim_keys_dir)},
+    )
     sim.start()
     try:
         yield sim
@@ -78,25 +81,46 @@ def sim_env(sim: ProviderSimProcess, keys_dir: Path, **extra: str) -> dict[str, 
     return {**os.environ, "NEXUS_PROVIDER_SIM_URL": sim.url, "NEXUS_PROVIDER_KEYS_DIR": str(keys_dir), **extra}
 
 
-def make_payment(request_id: str, amount_minor: int, currency: Currency, region: Region = Region.US,
-                 quoted: str = "0.15", payer: str = "acct-payer-1", merchant: str = "merchant-cafe-9",
-                 tier: PayerTier = PayerTier.GOLD) -> CardPayment:
-    return CardPayment(request_id, payer, merchant, None, amount_minor, currency, region, tier, Decimal(quoted),
-                       NOW_MS)
+def make_payment(
+    request_id: str,
+    amount_minor: int,
+    currency: Currency,
+    region: Region = Region.US,
+    quoted: str = "0.15",
+    payer: str = "acct-payer-1",
+    merchant: str = "merchant-cafe-9",
+    tier: PayerTier = PayerTier.GOLD,
+) -> CardPayment:
+    return CardPayment(request_id, payer, merchant, None, amount_minor, currency, region, tier, Decimal(quoted), NOW_MS)
 
 
-def make_intent(rail: Rail, amount_minor: int, currency: Currency, request_id: str = "card-it-1",
-                send_no: int = 1) -> PayoutIntent:
+def make_intent(
+    rail: Rail, amount_minor: int, currency: Currency, request_id: str = "card-it-1", send_no: int = 1
+) -> PayoutIntent:
     spec = RAILS[rail]
     tx = bridge_tx_id_for(request_id)
     payment = make_payment(request_id, amount_minor, currency)
     now = time.time_ns() // 1_000_000
     return PayoutIntent(
-        bridge_tx_id=tx, idempotency_key=tx, provider_attempt=1, send_no=send_no, rail=rail, provider=spec.provider,
-        amount_minor=amount_minor, currency=currency, fee_minor=fee_minor(spec.provider, amount_minor, currency),
-        kaus_units=1_000_000_000, rate=Decimal("0.15"), lock_id=f"{tx}:fx", locked_at_ms=now,
-        lock_expires_at_ms=now + 5_000, hold_id=f"{tx}:hold", hold_units=1_003_009_028,
-        tried_providers=(spec.provider,), payment=payment, created_at_ms=now,
+        bridge_tx_id=tx,
+        idempotency_key=tx,
+        provider_attempt=1,
+        send_no=send_no,
+        rail=rail,
+        provider=spec.provider,
+        amount_minor=amount_minor,
+        currency=currency,
+        fee_minor=fee_minor(spec.provider, amount_minor, currency),
+        kaus_units=1_000_000_000,
+        rate=Decimal("0.15"),
+        lock_id=f"{tx}:fx",
+        locked_at_ms=now,
+        lock_expires_at_ms=now + 5_000,
+        hold_id=f"{tx}:hold",
+        hold_units=1_003_009_028,
+        tried_providers=(spec.provider,),
+        payment=payment,
+        created_at_ms=now,
     )
 
 
@@ -104,8 +128,11 @@ def stripe_mock_binary() -> str | None:
     found = shutil.which("stripe-mock")
     if found:
         return found
-    for base in (os.environ.get("GOBIN"), os.environ.get("GOPATH") and os.path.join(os.environ["GOPATH"], "bin"),
-                 os.path.expanduser("~/go/bin")):
+    for base in (
+        os.environ.get("GOBIN"),
+        os.environ.get("GOPATH") and os.path.join(os.environ["GOPATH"], "bin"),
+        os.path.expanduser("~/go/bin"),
+    ):
         if base and os.path.isfile(os.path.join(base, "stripe-mock")):
             return os.path.join(base, "stripe-mock")
     return None
@@ -120,8 +147,9 @@ def stripe_mock_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     port = free_port()
     log = tmp_path_factory.mktemp("stripe-mock") / "stripe-mock.log"
     with log.open("wb") as fh:
-        proc = subprocess.Popen([binary, "-http-addr", f"127.0.0.1:{port}"], stdout=fh, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [binary, "-http-addr", f"127.0.0.1:{port}"], stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+        )
     try:
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:

@@ -23,7 +23,7 @@ pytestmark = pytest.mark.skipif(
     shutil.which("amtool") is None, reason="amtool not installed (infra/install-system-deps.sh)"
 )
 
-RULES = load_rules((REPO_ROOT / "infra" / "alerting" / "rules.toml").read_text())
+RULES = load_rules((REPO_ROOT / "streams" / "alerting" / "rules.toml").read_text())
 
 # Spec §5.2: channel and escalation per alert type.
 SPEC = {

@@ -1,5 +1,5 @@
 """The High-Speed Bridge on real Kafka, with the platform ledger and the provider simulator, in both runtimes
-(Faust agents, or the plain confluent-kafka loops: ``streams.plain_loop`` ledger + ``streams.bridge_loop``).
+(Faust agents, or the plain confluent-kafka loops: ``streams.kafka.plain_driver`` ledger + ``streams.bridge.loop``).
 
 Requests go to ``bridge.requests``; holds, captures, voids and rewards go through ``ledger.commands`` to the
 ledger agent (the single writer); payout intents go to the compacted ``bridge.payouts.journal`` before the
@@ -34,10 +34,10 @@ from contracts.topics import (
     LEDGER_TRANSFERS,
     PLATFORM_DEADLETTERS,
 )
+from devtools.fx_feed import domain_quotes, fx_quotes
+from devtools.provider_sim.launcher import ProviderSimProcess
 from domain.fx import FxBook
 from domain.money import Currency
-from infra.provider_sim.launcher import ProviderSimProcess
-from streams.fx_feed import domain_quotes, fx_quotes
 from tests.integration.provider_fixtures import provider_sim, sim, sim_keys_dir  # noqa: F401  (fixtures)
 from tests.support.kafka_io import KafkaIO, Record
 
@@ -141,15 +141,15 @@ def start_bridge(
     request: pytest.FixtureRequest, worker_factory: Any, sim: ProviderSimProcess, sim_keys_dir: Path
 ) -> Callable[..., Any]:
     """Starts the ledger and the bridge against the simulator, in each runtime. faust: both agents in one Faust
-    worker; plain: the ledger in streams.plain_loop and the bridge in streams.bridge_loop, two processes (the
+    worker; plain: the ledger in streams.kafka.plain_driver and the bridge in streams.bridge.loop, two processes (the
     bridge's is the one returned, the one a test kills)."""
     provider = {"provider_sim_url": sim.url, "provider_keys_dir": str(sim_keys_dir), "provider_transport": "aiohttp"}
 
     def start(**env: str) -> Any:
         if request.param == "faust":
             return worker_factory(agents="settlement,bridge", **provider, **env)
-        worker_factory(module="streams.plain_loop", agents="settlement")
-        return worker_factory(module="streams.bridge_loop", **provider, **env)
+        worker_factory(module="streams.kafka.plain_driver", agents="settlement")
+        return worker_factory(module="streams.bridge.loop", **provider, **env)
 
     return start
 

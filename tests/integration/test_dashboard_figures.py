@@ -1,4 +1,4 @@
-"""Dashboard figures (pure, fast) and the provisioned Grafana dashboard's queries against streams.metrics."""
+"""Dashboard figures (pure, fast) and the provisioned Grafana dashboard's queries against streams.alerting.metrics."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from decimal import Decimal
 
 from contracts import models as m
 from dashboards.figures import Figures, compact_number
-from streams import metrics
+from streams.alerting import metrics
 from streams.settings import REPO_ROOT
 
 NOW = datetime(2031, 3, 1, 0, 30, tzinfo=UTC)
@@ -110,5 +110,7 @@ def test_grafana_dashboard_covers_spec_panels_with_existing_metrics() -> None:
         for target in panel["targets"]:
             for name in re.findall(r"\b(nexus_[a-z_]+)", target["expr"]):
                 base = next((name[: -len(s)] for s in suffixes if name.endswith(s)), name)
-                assert base in exposed or name in exposed, f"{panel['title']}: {name} is not in streams.metrics"
+                assert base in exposed or name in exposed, (
+                    f"{panel['title']}: {name} is not in streams.alerting.metrics"
+                )
             assert target["datasource"]["uid"] == "prometheus"

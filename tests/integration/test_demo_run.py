@@ -59,7 +59,7 @@ def _assert_nothing_listens(ports: list[int]) -> None:
 def test_demo_streams_events_and_leaves_nothing_running(tmp_path: Path, runtime: str) -> None:
     env, ports = _demo_env(tmp_path)
     run = subprocess.run(
-        [sys.executable, "-m", "streams.demo", "--duration", "20", "--rate", "200", "--runtime", runtime],
+        [sys.executable, "-m", "devtools.demo", "--duration", "20", "--rate", "200", "--runtime", runtime],
         env=env,
         capture_output=True,
         text=True,
@@ -76,14 +76,17 @@ def test_demo_streams_events_and_leaves_nothing_running(tmp_path: Path, runtime:
     _assert_nothing_listens(ports)
     assert not list((tmp_path / "run").glob("*.pid"))
     if runtime == "plain":
-        assert "p2p worker (streams.plain_loop) ready" in out and "bridge worker (streams.bridge_loop) ready" in out
+        assert (
+            "p2p worker (streams.kafka.plain_driver) ready" in out
+            and "bridge worker (streams.bridge.loop) ready" in out
+        )
 
 
 def test_ctrl_c_stops_everything_the_demo_started(tmp_path: Path) -> None:
     """Ctrl-C in a terminal sends SIGINT to the foreground process group: the demo must clean up."""
     env, ports = _demo_env(tmp_path)
     demo = subprocess.Popen(
-        [sys.executable, "-m", "streams.demo"],
+        [sys.executable, "-m", "devtools.demo"],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

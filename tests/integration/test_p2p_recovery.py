@@ -21,9 +21,9 @@ import pytest
 
 from contracts import models as m
 from contracts.topics import ENERGY_ORDERS, ENERGY_SETTLEMENTS, ENERGY_TRADES, LEDGER_COMMANDS, LEDGER_TRANSFERS
-from domain.order_flow import generate_orders
-from streams.ledger_service import LedgerPartition
-from streams.matching_service import MatchingPartition, to_message
+from devtools.order_flow import generate_orders
+from streams.p2p.ledger import LedgerPartition
+from streams.p2p.matching import MatchingPartition, to_message
 
 pytestmark = pytest.mark.slow
 
@@ -73,10 +73,10 @@ def _without_timing(trade: m.Trade) -> m.Trade:
     return trade.model_copy(update={"matching_duration_us": None})
 
 
-# The Faust worker, and the plain confluent-kafka loop driving the same services (streams.plain_loop). The
+# The Faust worker, and the plain confluent-kafka loop driving the same services (streams.kafka.plain_driver). The
 # loop failed here while it committed with a bare async commit, which can carry the offsets of records consumed
 # but not yet processed; a kill then lost their trades (docs/performance.md, "Runtimes").
-@pytest.mark.parametrize("module", ["streams.worker", "streams.plain_loop"])
+@pytest.mark.parametrize("module", ["streams.worker", "streams.kafka.plain_driver"])
 def test_sigkill_mid_stream_loses_and_duplicates_nothing(kafka, worker_factory, run_id, module) -> None:  # type: ignore[no-untyped-def]
     deposits, commands = seeded_flow(run_id)
     expected_trades, expected_balances = reference_run(deposits, commands)
@@ -84,7 +84,7 @@ def test_sigkill_mid_stream_loses_and_duplicates_nothing(kafka, worker_factory, 
     accounts = {d.account_id for d in deposits}
     markets = {c.market_id for c in commands}
 
-    # The plain loop snapshots its ledger every second here (streams/ledger_snapshots.py): restarts then
+    # The plain loop snapshots its ledger every second here (streams/p2p/snapshots.py): restarts then
     # restore from a snapshot and replay only the rest, and must still lose and duplicate nothing.
     worker = worker_factory(agents="matching,settlement", module=module, ledger_snapshot_every_s="1")
     kafka.produce_messages(LEDGER_COMMANDS, deposits)
@@ -103,7 +103,7 @@ def test_sigkill_mid_stream_loses_and_duplicates_nothing(kafka, worker_factory, 
         worker.start()
     producer.join()
     assert worker.starts == KILLS + 1
-    if module == "streams.plain_loop":  # a kill often lands before a restart reaches its first ledger record
+    if module == "streams.kafka.plain_driver":  # a kill often lands before a restart reaches its first ledger record
         log_text = worker.log_text(since_start=False)
         restores = log_text.count("ledger.commands[0] restored from the snapshot at offset")
         rebuilds = len(re.findall(r"ledger\.commands\[0\] rebuilt up to offset [1-9]", log_text))

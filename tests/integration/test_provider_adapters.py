@@ -22,14 +22,15 @@ from urllib.parse import parse_qsl
 
 import pytest
 
+from devtools.card_flow import card_payments
+from devtools.fx_feed import domain_quotes
+from devtools.provider_sim.launcher import ProviderSimProcess
 from domain.bridge import PayoutStatus, Rejected, Settled
 from domain.fx import FxBook
 from domain.money import Currency
 from domain.rails import BreakerState, CircuitBreaker, Provider, Rail, Region, new_breakers
-from infra.provider_sim.launcher import ProviderSimProcess
-from streams.fx_feed import domain_quotes
-from streams.providers import build_adapters
-from streams.providers.alipay import (
+from streams.bridge.providers import build_adapters
+from streams.bridge.providers.alipay import (
     TRANSFER,
     build_gateway_request,
     ensure_dev_keys,
@@ -39,14 +40,13 @@ from streams.providers.alipay import (
     sign_content,
     transfer_biz_content,
 )
-from streams.providers.base import ProviderSettings, make_transport
-from streams.providers.flow import card_payments
-from streams.providers.paypal import build_payout_request as paypal_request
-from streams.providers.runner import BridgeRunner, InMemoryHoldLedger, request_from_payment
-from streams.providers.stripe import StripeAdapter
-from streams.providers.stripe import build_payout_request as stripe_request
-from streams.providers.toss import build_payout_request as toss_request
-from streams.providers.wise import sign_sca_token
+from streams.bridge.providers.base import ProviderSettings, make_transport
+from streams.bridge.providers.paypal import build_payout_request as paypal_request
+from streams.bridge.providers.stripe import StripeAdapter
+from streams.bridge.providers.stripe import build_payout_request as stripe_request
+from streams.bridge.providers.toss import build_payout_request as toss_request
+from streams.bridge.providers.wise import sign_sca_token
+from streams.bridge.runner import BridgeRunner, InMemoryHoldLedger, request_from_payment
 from tests.integration.provider_fixtures import (  # fixtures are imported: they live beside, not in conftest.py
     make_intent,
     make_payment,
@@ -111,9 +111,14 @@ def test_alipay_request_is_rsa2_signed_over_sorted_params(tmp_path: Path) -> Non
     intent = make_intent(Rail.ALIPAY, 10_000, Currency.CNY)
     from datetime import UTC, datetime
 
-    req = build_gateway_request("https://openapi.alipay.com/gateway.do", "2021", load_private_key(keys /
-                                "app_private.pem"), TRANSFER, transfer_biz_content(intent, "m@x.cn", "M"),
-                                datetime(2026, 11, 24, 1, 2, 3, tzinfo=UTC))
+    req = build_gateway_request(
+        "https://openapi.alipay.com/gateway.do",
+        "2021",
+        load_private_key(keys / "app_private.pem"),
+        TRANSFER,
+        transfer_biz_content(intent, "m@x.cn", "M"),
+        datetime(2026, 11, 24, 1, 2, 3, tzinfo=UTC),
+    )
     params = dict(parse_qsl(req.body.decode()))
     assert params["sign_type"] == "RSA2" and params["timestamp"] == "2026-11-24 09:02:03"  # Beijing time
     assert json.loads(params["biz_content"])["trans_amount"] == "100.00"
@@ -150,8 +155,13 @@ def with_adapter(settings: ProviderSettings, provider: Provider, body: Any, tran
 @pytest.mark.slow
 @pytest.mark.parametrize(("provider", "rail", "ccy", "amount", "decline_code"), CASES)
 def test_adapter_success_records_exactly_one_payout_with_the_spec_fee(
-    sim: ProviderSimProcess, sim_settings: ProviderSettings, provider: Provider, rail: Rail, ccy: Currency,
-    amount: int, decline_code: str,
+    sim: ProviderSimProcess,
+    sim_settings: ProviderSettings,
+    provider: Provider,
+    rail: Rail,
+    ccy: Currency,
+    amount: int,
+    decline_code: str,
 ) -> None:
     intent = make_intent(rail, amount, ccy)
     outcome = with_adapter(sim_settings, provider, lambda a: a.payout(intent))
@@ -165,8 +175,13 @@ def test_adapter_success_records_exactly_one_payout_with_the_spec_fee(
 @pytest.mark.slow
 @pytest.mark.parametrize(("provider", "rail", "ccy", "amount", "decline_code"), CASES)
 def test_adapter_is_idempotent_per_key(
-    sim: ProviderSimProcess, sim_settings: ProviderSettings, provider: Provider, rail: Rail, ccy: Currency,
-    amount: int, decline_code: str,
+    sim: ProviderSimProcess,
+    sim_settings: ProviderSettings,
+    provider: Provider,
+    rail: Rail,
+    ccy: Currency,
+    amount: int,
+    decline_code: str,
 ) -> None:
     intent = make_intent(rail, amount, ccy)
 
@@ -185,8 +200,13 @@ def test_adapter_is_idempotent_per_key(
 @pytest.mark.slow
 @pytest.mark.parametrize(("provider", "rail", "ccy", "amount", "decline_code"), CASES)
 def test_adapter_parses_the_providers_errors(
-    sim: ProviderSimProcess, sim_settings: ProviderSettings, provider: Provider, rail: Rail, ccy: Currency,
-    amount: int, decline_code: str,
+    sim: ProviderSimProcess,
+    sim_settings: ProviderSettings,
+    provider: Provider,
+    rail: Rail,
+    ccy: Currency,
+    amount: int,
+    decline_code: str,
 ) -> None:
     sim.configure({rail.value: {"decline_next": 1}})
     declined = with_adapter(sim_settings, provider, lambda a: a.payout(make_intent(rail, amount, ccy, "card-decl")))
@@ -200,7 +220,12 @@ def test_adapter_parses_the_providers_errors(
 @pytest.mark.slow
 @pytest.mark.parametrize(("provider", "rail", "ccy", "amount", "decline_code"), CASES)
 def test_adapter_timeout_is_bounded_and_the_lost_answer_is_recovered_by_lookup(
-    sim: ProviderSimProcess, sim_keys_dir: Path, provider: Provider, rail: Rail, ccy: Currency, amount: int,
+    sim: ProviderSimProcess,
+    sim_keys_dir: Path,
+    provider: Provider,
+    rail: Rail,
+    ccy: Currency,
+    amount: int,
     decline_code: str,
 ) -> None:
     sim.configure({rail.value: {"timeout_next": 1, "hang_ms": 5_000}})  # executed, answer lost
@@ -222,7 +247,12 @@ def test_adapter_timeout_is_bounded_and_the_lost_answer_is_recovered_by_lookup(
 @pytest.mark.slow
 @pytest.mark.parametrize(("provider", "rail", "ccy", "amount", "decline_code"), CASES)
 def test_lost_request_is_not_paid_until_resolved_and_then_once(
-    sim: ProviderSimProcess, sim_keys_dir: Path, provider: Provider, rail: Rail, ccy: Currency, amount: int,
+    sim: ProviderSimProcess,
+    sim_keys_dir: Path,
+    provider: Provider,
+    rail: Rail,
+    ccy: Currency,
+    amount: int,
     decline_code: str,
 ) -> None:
     sim.configure({rail.value: {"drop_next": 1, "hang_ms": 2_000}})  # never executed
@@ -250,14 +280,25 @@ def test_lost_request_is_not_paid_until_resolved_and_then_once(
 @pytest.mark.slow
 @pytest.mark.parametrize(("provider", "rail", "ccy", "amount", "decline_code"), CASES)
 def test_rejected_credentials_make_the_rail_unavailable(
-    sim: ProviderSimProcess, sim_keys_dir: Path, provider: Provider, rail: Rail, ccy: Currency, amount: int,
+    sim: ProviderSimProcess,
+    sim_keys_dir: Path,
+    provider: Provider,
+    rail: Rail,
+    ccy: Currency,
+    amount: int,
     decline_code: str,
 ) -> None:
     from pydantic import SecretStr
 
-    bad = settings_for(sim, sim_keys_dir, paypal_client_secret=SecretStr("wrong"),
-                       stripe_secret_key=SecretStr("sk_test_wrong"), wise_api_token=SecretStr("wrong"),
-                       toss_secret_key=SecretStr("test_sk_wrong"), alipay_app_id="2099000000000000")
+    bad = settings_for(
+        sim,
+        sim_keys_dir,
+        paypal_client_secret=SecretStr("wrong"),
+        stripe_secret_key=SecretStr("sk_test_wrong"),
+        wise_api_token=SecretStr("wrong"),
+        toss_secret_key=SecretStr("test_sk_wrong"),
+        alipay_app_id="2099000000000000",
+    )
     outcome = with_adapter(bad, provider, lambda a: a.payout(make_intent(rail, amount, ccy)))
     assert outcome.status is PayoutStatus.UNAVAILABLE, outcome
     assert sim.payouts() == []
@@ -308,8 +349,9 @@ def test_transports_classify_success_timeout_and_refusal_alike(
     lost, ok = with_adapter(s, Provider.STRIPE, body, transport=kind)
     assert lost.status is PayoutStatus.TIMEOUT and ok.status is PayoutStatus.PAID
     closed = settings_for(sim, sim_keys_dir, sim_url="http://127.0.0.1:9")  # nothing listens: refused
-    refused = with_adapter(closed, Provider.STRIPE, lambda a: a.payout(make_intent(Rail.STRIPE_INSTANT, 100,
-                                                                                   Currency.USD, "t3")), kind)
+    refused = with_adapter(
+        closed, Provider.STRIPE, lambda a: a.payout(make_intent(Rail.STRIPE_INSTANT, 100, Currency.USD, "t3")), kind
+    )
     assert refused.status is PayoutStatus.UNAVAILABLE and refused.error_code == "CONNECT_FAILED", refused
 
 
@@ -321,7 +363,7 @@ def test_stripe_adapter_against_stripe_mock(stripe_mock_url: str, tmp_path: Path
     """stripe-mock validates requests against Stripe's OpenAPI spec and answers with fixture objects."""
     from pydantic import SecretStr
 
-    from streams.providers.stripe import parse_payout_response
+    from streams.bridge.providers.stripe import parse_payout_response
 
     settings = ProviderSettings(stripe_url=stripe_mock_url, keys_dir=tmp_path)
     intent = make_intent(Rail.STRIPE_INSTANT, 15_000, Currency.USD)
@@ -477,7 +519,7 @@ def test_runner_provider_timeout_resolved_by_lookup(sim: ProviderSimProcess, sim
 def test_runner_parks_an_unknown_outcome_keeps_the_hold_and_recovers_once(
     sim: ProviderSimProcess, sim_keys_dir: Path
 ) -> None:
-    from streams.providers.runner import PayoutParked
+    from streams.bridge.runner import PayoutParked
 
     p = _usd("card-park")
     ledger = _funded([p], units=10**10)
@@ -532,8 +574,13 @@ def test_slow_rail_does_not_stall_others_and_payer_order_holds(
 
         await asyncio.gather(*(track(p) for p in [*slow, *fast, *ordered]))
 
-    runner_run(sim_settings, _funded([*slow, *fast, *ordered]), body, max_in_flight=16,
-               on_result=lambda r: completion_order.append(r.request_id))
+    runner_run(
+        sim_settings,
+        _funded([*slow, *fast, *ordered]),
+        body,
+        max_in_flight=16,
+        on_result=lambda r: completion_order.append(r.request_id),
+    )
     slowest_fast = max(done_at[p.request_id] for p in fast)
     fastest_slow = min(done_at[p.request_id] for p in slow)
     assert slowest_fast < 1.0 and fastest_slow >= 1.5, (slowest_fast, fastest_slow)
@@ -559,21 +606,23 @@ class _ScriptedAdapter:
         if status is PayoutStatus.PAID:
             self.paid.setdefault(intent.idempotency_key, f"ref-{intent.idempotency_key}")
             return PayoutOutcome(status, provider_reference=self.paid[intent.idempotency_key])
-        return PayoutOutcome(status, error_code="scripted", http_status=503 if status is PayoutStatus.UNAVAILABLE
-                             else 400)
+        return PayoutOutcome(
+            status, error_code="scripted", http_status=503 if status is PayoutStatus.UNAVAILABLE else 400
+        )
 
     async def lookup(self, intent: Any) -> Any:
         from domain.bridge import PayoutOutcome
 
         ref = self.paid.get(intent.idempotency_key)
-        return PayoutOutcome(PayoutStatus.PAID, provider_reference=ref) if ref else PayoutOutcome(
-            PayoutStatus.NOT_FOUND)
+        return (
+            PayoutOutcome(PayoutStatus.PAID, provider_reference=ref) if ref else PayoutOutcome(PayoutStatus.NOT_FOUND)
+        )
 
 
 def _platform_ledger(payer: str, units: int) -> Any:
     from domain.ledger import Ledger
     from domain.ledger import Transfer as LedgerTransfer
-    from streams.providers.runner import LedgerHolds
+    from streams.bridge.runner import LedgerHolds
 
     ledger = Ledger()
     ledger.open_account("sys:mint", allow_negative=True)
@@ -630,7 +679,7 @@ def test_shell_refuses_a_hold_the_ledger_cannot_cover() -> None:
 
 
 def test_file_intent_store_survives_reopen_and_a_torn_tail(tmp_path: Path) -> None:
-    from streams.providers.runner import FileIntentStore
+    from streams.bridge.runner import FileIntentStore
 
     path = tmp_path / "intents.jsonl"
     a = make_intent(Rail.STRIPE_INSTANT, 15_000, Currency.USD, "card-s1")
@@ -661,16 +710,22 @@ def test_fx_feed_cli_publishes_to_the_registry_topic(kafka_bootstrap: str) -> No
     io = KafkaIO(kafka_bootstrap)
     io.ensure_topics()
     day = "2025-06-13"  # a day no other test uses: its quote ids are ours
-    proc = subprocess.run([sys.executable, "-m", "streams.fx_feed", "--day", day, "--count", "1", "--bootstrap",
-                           kafka_bootstrap], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "devtools.fx_feed", "--day", day, "--count", "1", "--bootstrap", kafka_bootstrap],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     records = io.wait_for(FX_RATES, lambda rs: sum(day in (r.value or b"").decode() for r in rs) >= 30)
     ours = [FX_RATES.decode(r.value) for r in records if r.value and day.encode() in r.value]
     assert len(ours) == 3 * len(Currency)
-    assert all(r.key == FX_RATES.key_of(FX_RATES.decode(r.value)) for r in records if r.value and day.encode()
-               in r.value)
-    assert {(q.source.value, q.quote) for q in ours} == {(s, c) for s in ("NEXUS_INTERNAL", "BLOOMBERG", "REUTERS")
-                                                        for c in Currency}
+    assert all(
+        r.key == FX_RATES.key_of(FX_RATES.decode(r.value)) for r in records if r.value and day.encode() in r.value
+    )
+    assert {(q.source.value, q.quote) for q in ours} == {
+        (s, c) for s in ("NEXUS_INTERNAL", "BLOOMBERG", "REUTERS") for c in Currency
+    }
 
 
 # --------------------------------------------------------------------------- SIGKILL between payout and result
@@ -678,9 +733,19 @@ def test_fx_feed_cli_publishes_to_the_registry_topic(kafka_bootstrap: str) -> No
 
 def _start_worker(tmp: Path, reqs: Path, sim: ProviderSimProcess, keys: Path, timeout_ms: int) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "streams.providers.runner", "--state-dir", str(tmp / "state"), "--requests", str(reqs),
-         "--no-fsync"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "streams.bridge.runner",
+            "--state-dir",
+            str(tmp / "state"),
+            "--requests",
+            str(reqs),
+            "--no-fsync",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
         env=sim_env(sim, keys, NEXUS_PROVIDER_TIMEOUT_MS=str(timeout_ms)),
     )
 
@@ -753,4 +818,3 @@ def test_sigkill_between_payout_and_result_pays_exactly_once_after_restart(
     again = _summary(_start_worker(tmp_path, reqs, sim, sim_keys_dir, timeout_ms=2_000))
     assert again["recovered"] == [] and len(sim.payouts()) == 1
     assert again["balances"] == summary["balances"]
-

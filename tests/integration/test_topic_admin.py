@@ -10,8 +10,8 @@ from confluent_kafka.admin import AdminClient, ConfigResource, NewPartitions, Ne
 
 from contracts import models as m
 from contracts.topics import DAY_MS, KEEP_FOREVER, LEDGER_COMMANDS, Topic
+from streams.kafka.topic_admin import ensure_topics, partition_counts
 from streams.settings import Settings
-from streams.topic_admin import ensure_topics, partition_counts
 
 
 def retention_of(admin: AdminClient, name: str) -> dict[str, str]:
@@ -78,7 +78,7 @@ def test_an_existing_topic_gets_broker_timestamps_and_records_carry_the_append_t
 
     from confluent_kafka import Producer
 
-    from streams.partition_log import read_partition
+    from streams.kafka.partition_log import read_partition
 
     admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
     settings = Settings(kafka_bootstrap_servers=kafka_bootstrap)
@@ -109,7 +109,7 @@ def test_a_topic_missing_from_the_listing_but_already_made_still_gets_its_config
 ) -> None:
     """Just after a create (or with another creator racing), the metadata may not list a topic yet; creating
     it then answers TOPIC_ALREADY_EXISTS, and its retention must still be set (seen once in CI)."""
-    import streams.topic_admin as topic_admin
+    import streams.kafka.topic_admin as topic_admin
 
     admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
     name = f"test.unlisted.{run_id}"

@@ -11,8 +11,8 @@ from typing import Any
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from contracts.topics import Topic
+from streams.kafka.topic_admin import ensure_topics
 from streams.settings import Settings
-from streams.topic_admin import ensure_topics
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ class WorkerProcess:
     web_port: int
     metrics_port: int
     extra_env: dict[str, str] = field(default_factory=dict)
-    module: str = "streams.worker"  # or "streams.plain_loop": the same services without Faust
+    module: str = "streams.worker"  # or "streams.kafka.plain_driver": the same services without Faust
     proc: subprocess.Popen[bytes] | None = None
     starts: int = 0
 

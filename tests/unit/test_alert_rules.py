@@ -19,7 +19,7 @@ from domain.alert_rules import (
     parse_quantity,
 )
 
-RULES_FILE = Path(__file__).resolve().parents[2] / "infra" / "alerting" / "rules.toml"
+RULES_FILE = Path(__file__).resolve().parents[2] / "streams" / "alerting" / "rules.toml"
 T0 = datetime(2026, 1, 23, 10, 0, tzinfo=UTC)
 
 
@@ -384,7 +384,7 @@ def test_unused_signals_are_ignored_and_windows_are_pruned() -> None:
 
 def test_registry_messages_map_to_signals() -> None:
     from contracts import models as m
-    from streams.agents.alerting import observations, region_of_market
+    from streams.alerting.agent import observations, region_of_market
 
     failed = m.BridgeSettlementFailed(
         request_id="r9",

@@ -17,7 +17,8 @@ from contracts.topics import (
     LEDGER_COMMANDS,
 )
 from domain.bridge import LedgerRejected, PayoutIntent, PostHold, Rejected, Settled
-from streams.bridge_service import (
+from streams.bridge.runner import intent_from_record, result_json
+from streams.bridge.service import (
     KafkaHoldLedger,
     KafkaJournal,
     journal_of_intent,
@@ -28,7 +29,6 @@ from streams.bridge_service import (
     reward_grant,
     void_hold_command,
 )
-from streams.providers.runner import intent_from_record, result_json
 from tests.unit.test_bridge_core import fx_book, harness, payment, result_of
 
 
@@ -177,7 +177,7 @@ def test_a_capture_is_one_unacked_command_carrying_its_rewards() -> None:
 
 
 def test_a_lost_hold_command_times_out_and_is_voided_in_ledger_order(monkeypatch: pytest.MonkeyPatch) -> None:
-    from streams import bridge_service
+    from streams.bridge import service as bridge_service
 
     monkeypatch.setattr(bridge_service, "LEDGER_TIMEOUT_S", 0.01)
 

@@ -90,7 +90,7 @@ def test_utc_text_is_how_pydantic_writes_the_instant() -> None:
     import random
 
     from contracts.construct import utc_text
-    from streams.matching_service import from_ms
+    from streams.p2p.matching import from_ms
 
     rng = random.Random(3)
     edges = [0, 1, 999, 1_000, 1_001, -1, -999, -1_000, -1_001, 1_764_000_000_000, 1_764_000_000_041]
@@ -119,7 +119,7 @@ def test_an_encoded_record_is_its_bytes_and_reads_as_its_validated_model() -> No
 
     from contracts.construct import Encoded
     from contracts.topics import ENERGY_ORDER_EVENTS
-    from streams.app import Outbox
+    from streams.kafka.faust_app import Outbox
 
     event = constructor(m.OrderEvent)(
         order_id="o-1", market_id="mk", account_id="a", sequence=3, occurred_at=AT, status=m.OrderStatus.ACCEPTED

@@ -158,7 +158,7 @@ def test_every_topic_has_a_valid_example_that_round_trips() -> None:
 
 def test_every_ingress_code_is_documented() -> None:
     from contracts.reason_codes import REASON_CODES
-    from streams import ingress
+    from streams.kafka import ingress
 
     used = set(ingress._ERROR_CODES.values()) | {
         "NEGATIVE_AMOUNT",

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from streams import event_loop
+from streams.kafka import event_loop
 from streams.settings import Settings
 
 

@@ -53,8 +53,11 @@ def test_one_outlier_source_cannot_move_the_median() -> None:
 
 
 def test_two_fresh_sources_take_the_mean_rounded_half_even_to_10dp() -> None:
-    b = book(q(FxSource.BLOOMBERG, "0.1500000001"), q(FxSource.REUTERS, "0.1500000002"), q(FxSource.NEXUS_INTERNAL,
-             "0.2", age_ms=60_000))
+    b = book(
+        q(FxSource.BLOOMBERG, "0.1500000001"),
+        q(FxSource.REUTERS, "0.1500000002"),
+        q(FxSource.NEXUS_INTERNAL, "0.2", age_ms=60_000),
+    )
     # mean = 0.15000000015 → half-even at 10 dp → 0.1500000002 (2 is even)
     assert b.combined_rate(USD, NOW).rate == D("0.1500000002")
     assert median_rate([D("0.1500000001"), D("0.1500000004")]) == D("0.1500000002")  # 0.15000000025 → ...02
@@ -68,8 +71,9 @@ def test_newest_quote_per_source_wins_and_late_older_quotes_are_ignored() -> Non
 
 
 def test_stale_rate_when_every_quote_is_older_than_the_limit() -> None:
-    b = book(q(FxSource.BLOOMBERG, "0.15", age_ms=10_001), q(FxSource.REUTERS, "0.15", age_ms=20_000),
-             max_age_ms=10_000)
+    b = book(
+        q(FxSource.BLOOMBERG, "0.15", age_ms=10_001), q(FxSource.REUTERS, "0.15", age_ms=20_000), max_age_ms=10_000
+    )
     with pytest.raises(StaleRate) as err:
         b.combined_rate(USD, NOW)
     assert "10001 ms old" in err.value.reason
@@ -83,8 +87,9 @@ def test_staleness_limit_is_inclusive_and_configurable() -> None:
 
 
 def test_stale_sources_are_left_out_of_the_median() -> None:
-    b = book(q(FxSource.BLOOMBERG, "0.1500"), q(FxSource.REUTERS, "0.1502"), q(FxSource.NEXUS_INTERNAL, "0.9",
-             age_ms=11_000))
+    b = book(
+        q(FxSource.BLOOMBERG, "0.1500"), q(FxSource.REUTERS, "0.1502"), q(FxSource.NEXUS_INTERNAL, "0.9", age_ms=11_000)
+    )
     assert b.combined_rate(USD, NOW).rate == D("0.1501")
 
 
@@ -193,14 +198,14 @@ def test_format_rate() -> None:
     assert format_rate(D("10")) == "10"
 
 
-# --------------------------------------------------------------------------- the ECB replay feed (streams/fx_feed.py)
+# --------------------------------------------------------------------------- the ECB replay feed (devtools/fx_feed.py)
 
 
 def test_fx_feed_quotes_are_three_sources_per_currency_priced_from_ecb() -> None:
     from datetime import date
 
     from contracts.models import FxRate
-    from streams.fx_feed import AED_PER_USD, KAUS_USD, ecb_rates, fx_quotes, kaus_mid_rates
+    from devtools.fx_feed import AED_PER_USD, KAUS_USD, ecb_rates, fx_quotes, kaus_mid_rates
 
     day = date(2026, 10, 30)
     quotes = fx_quotes(day, seed=0)
@@ -225,7 +230,7 @@ def test_fx_feed_quotes_are_three_sources_per_currency_priced_from_ecb() -> None
 def test_fx_feed_uses_the_latest_fixing_on_days_without_one() -> None:
     from datetime import date
 
-    from streams.fx_feed import ecb_rates
+    from devtools.fx_feed import ecb_rates
 
     saturday = date(2026, 10, 31)
     fixing_day, _ = ecb_rates(saturday)

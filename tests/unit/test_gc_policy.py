@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from streams.gc_policy import HeapPolicy
+from streams.kafka.gc_policy import HeapPolicy
 from streams.settings import Settings
 
 

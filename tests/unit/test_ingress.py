@@ -7,7 +7,7 @@ import json
 import pytest
 
 from contracts.topics import ENERGY_ORDERS, FX_RATES
-from streams.ingress import Origin, Rejected, dead_letter, original_value, validate
+from streams.kafka.ingress import Origin, Rejected, dead_letter, original_value, validate
 
 KEY = b"2026-11-24T10:00Z/KR-SEOUL"
 GOOD = {

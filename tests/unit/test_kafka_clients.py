@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from confluent_kafka import KafkaError
 
-from streams.kafka_clients import AsyncProducer, produce_bounded
+from streams.kafka.clients import AsyncProducer, produce_bounded
 
 
 class FullTwice:

@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
-from streams import event_loop
-from streams.event_loop import LoopKind
-from streams.providers.base import ConnectFailed, HttpRequest, TimedOut, make_transport
-from streams.providers.lean_http import LeanHttpTransport, ProtocolError, _Parser
+from streams.bridge.providers.base import ConnectFailed, HttpRequest, TimedOut, make_transport
+from streams.bridge.providers.lean_http import LeanHttpTransport, ProtocolError, _Parser
+from streams.kafka import event_loop
+from streams.kafka.event_loop import LoopKind
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 

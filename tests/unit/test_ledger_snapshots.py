@@ -13,11 +13,11 @@ import pytest
 
 from contracts import models as m
 from contracts.topics import ENERGY_ORDERS, LEDGER_COMMANDS
-from domain.order_flow import generate_orders
-from streams import ingress
-from streams.ledger_service import LedgerPartition
-from streams.ledger_snapshots import KEEP, LedgerSnapshots
-from streams.matching_service import MatchingPartition, to_message
+from devtools.order_flow import generate_orders
+from streams.kafka import ingress
+from streams.p2p.ledger import LedgerPartition
+from streams.p2p.matching import MatchingPartition, to_message
+from streams.p2p.snapshots import KEEP, LedgerSnapshots
 from tests.unit.test_services import ACCOUNTS, MARKETS
 
 AT = datetime(2026, 11, 24, 9, 0, tzinfo=UTC)

@@ -1,4 +1,4 @@
-"""streams.metrics: names, labels and units of the exposition; metrics derived from registry messages."""
+"""streams.alerting.metrics: names, labels and units of the exposition; metrics derived from registry messages."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from contracts import models as m
-from streams import metrics
+from streams.alerting import metrics
 
 
 def sample(name: str, labels: dict[str, str]) -> float | None:
@@ -59,7 +59,7 @@ def test_helpers_expose_the_documented_series() -> None:
 
 
 def test_metrics_derived_from_registry_messages() -> None:
-    from streams.agents.alerting import record_metrics
+    from streams.alerting.agent import record_metrics
 
     t = datetime(2026, 1, 23, tzinfo=UTC)
     labels = {"flow": "bridge", "currency": "JPY"}

@@ -10,6 +10,7 @@ from collections import defaultdict
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from devtools.order_flow import demo_accounts, demo_markets, generate_orders
 from domain.order_book import (
     AmendOrder,
     BookEvent,
@@ -33,7 +34,6 @@ from domain.order_book import (
     format_market_id,
     parse_market_id,
 )
-from domain.order_flow import demo_accounts, demo_markets, generate_orders
 
 M = "2026-11-24T10:00Z/KR-SEOUL"
 DELIVERY_MS = parse_market_id(M).delivery_start_ms

@@ -28,11 +28,13 @@ from pydantic import BaseModel
 
 from contracts import models as m
 from contracts.topics import ENERGY_ORDERS, LEDGER_COMMANDS, TOPICS
-from domain.order_flow import generate_orders
-from streams import ingress, ledger_service, matching_service
-from streams.app import Outbox
-from streams.ledger_service import LedgerPartition
-from streams.matching_service import MatchingPartition, to_message
+from devtools.order_flow import generate_orders
+from streams.kafka import ingress
+from streams.kafka.faust_app import Outbox
+from streams.p2p import ledger as ledger_service
+from streams.p2p import matching as matching_service
+from streams.p2p.ledger import LedgerPartition
+from streams.p2p.matching import MatchingPartition, to_message
 
 ORDERS = 20_000
 MARKETS = [f"2026-11-24T{h:02d}:00Z/KR-SEOUL" for h in (10, 11, 12)] + ["2026-11-24T10:00Z/AU-NSW"]

@@ -10,8 +10,8 @@ import pytest
 from confluent_kafka import KafkaError, TopicPartition
 
 from contracts.topics import ENERGY_ORDERS, LEDGER_COMMANDS
-from streams import plain_loop
-from streams.plain_loop import (
+from streams.kafka import plain_driver as plain_loop
+from streams.kafka.plain_driver import (
     COMMIT_PATIENCE_S,
     EXIT_FATAL,
     Health,

@@ -6,8 +6,8 @@ import json
 import random
 from fractions import Fraction
 
+from devtools.order_flow import demo_accounts, demo_markets, generate_orders
 from domain.order_book import OrderBookEngine, Side, Trade
-from domain.order_flow import demo_accounts, demo_markets, generate_orders
 from domain.price_discovery import PriceDiscovery, round_half_even
 
 M = "2026-11-24T10:00Z/KR-SEOUL"

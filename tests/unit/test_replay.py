@@ -10,10 +10,10 @@ from typing import Any
 from faust.types import TP
 
 from contracts.topics import ENERGY_ORDERS, PLATFORM_DEADLETTERS
-from domain.order_flow import generate_orders
-from streams.agents.matching import matching
-from streams.app import app
-from streams.matching_service import to_message
+from devtools.order_flow import generate_orders
+from streams.kafka.faust_app import app
+from streams.p2p.matching import to_message
+from streams.p2p.matching_agent import matching
 from tests.unit.test_ingress import BAD_INPUTS
 
 PARTITION = 5

@@ -11,8 +11,8 @@ import orjson
 import pytest
 
 from domain.bridge import PayoutIntent, Result, Settled
-from streams.bridge_service import KafkaJournal, journal_of_result, result_of_entry
-from streams.result_index import SQL, JournalProgress, ResultIndex, load_statements
+from streams.bridge.result_index import SQL, JournalProgress, ResultIndex, load_statements
+from streams.bridge.service import KafkaJournal, journal_of_result, result_of_entry
 from tests.unit.test_bridge_core import harness, payment, result_of
 
 # ------------------------------------------------------------------ JournalProgress (pure)

@@ -6,10 +6,10 @@ from datetime import UTC, datetime
 
 from contracts import models as m
 from contracts.topics import ENERGY_ORDERS, ENERGY_SETTLEMENTS, ENERGY_TRADES, LEDGER_COMMANDS, LEDGER_TRANSFERS
-from domain.order_flow import generate_orders
-from streams import ingress
-from streams.ledger_service import LedgerPartition
-from streams.matching_service import MatchingPartition, to_message
+from devtools.order_flow import generate_orders
+from streams.kafka import ingress
+from streams.p2p.ledger import LedgerPartition
+from streams.p2p.matching import MatchingPartition, to_message
 
 MARKETS = [f"2026-11-24T{h:02d}:00Z/KR-SEOUL" for h in (10, 11, 12)]
 ACCOUNTS = [f"acct-{i}" for i in range(12)]
@@ -105,7 +105,7 @@ def test_redelivered_settlement_is_not_applied_twice() -> None:
 
 def test_kaus_text_matches_the_decimal_rendering() -> None:
     from domain.money import kaus_to_decimal
-    from streams.ledger_service import kaus_text
+    from streams.p2p.ledger import kaus_text
 
     samples = [0, 1, 5, 999_999, 1_000_000, 1_000_001, 123_456_789, 10**18, 10**21 - 1, 10**21, 10**25]
     for units in samples + [-u for u in samples] + list(range(-2_000_100, 2_000_100, 7_919)):

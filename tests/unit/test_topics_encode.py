@@ -18,10 +18,10 @@ from contracts.topics import (
     TOPICS,
     _plain_json,
 )
-from domain.order_flow import generate_orders
-from streams import ingress
-from streams.ledger_service import LedgerPartition
-from streams.matching_service import MatchingPartition, to_message
+from devtools.order_flow import generate_orders
+from streams.kafka import ingress
+from streams.p2p.ledger import LedgerPartition
+from streams.p2p.matching import MatchingPartition, to_message
 
 
 def pydantic_json(value: BaseModel | Encoded) -> bytes:

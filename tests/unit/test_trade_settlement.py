@@ -6,9 +6,9 @@ import json
 import random
 from itertools import count
 
+from devtools.order_flow import demo_accounts, demo_markets, generate_orders
 from domain.ledger import Asset, Ledger, LedgerCode, Transfer, TransferStatus
 from domain.order_book import OrderBookEngine, Side, Trade
-from domain.order_flow import demo_accounts, demo_markets, generate_orders
 from domain.trade_settlement import (
     SYS_CARBON,
     SYS_DIVIDENDS,

@@ -1,0 +1,255 @@
+"""A local stand-in for Slack, PagerDuty, the SMS gateway and the mail server: records what Alertmanager sends.
+
+HTTP (one port): ``POST /slack`` (incoming-webhook JSON), ``POST /pagerduty`` (Events API v2, answered
+``202`` like PagerDuty), ``POST /sms`` (Alertmanager webhook JSON; the SMS text a gateway would send is
+rendered by ``sms_text``). SMTP (optional second port, aiosmtpd): every mail. Each notification becomes
+one JSON line in ``path`` and one entry in ``records()``::
+
+    {"channel": "pagerduty", "received_at": "...", "path": "/pagerduty", "body": {...}}
+    {"channel": "email", "received_at": "...", "subject": "...", "to": [...], "text": "...", "html": "..."}
+
+CLI (demo)::
+
+    python -m devtools.alert_sink [--port 19096] [--smtp-port 19097] [--out .local/alertmanager/sink.jsonl]
+"""
+
+from __future__ import annotations
+
+import argparse
+import email
+import email.policy
+import json
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from streams.settings import get_settings
+
+CHANNELS = ("slack", "pagerduty", "sms")
+SMS_LIMIT = 160
+
+Record = dict[str, Any]
+
+
+def sms_text(webhook: dict[str, Any]) -> str:
+    """The SMS a gateway sends for one Alertmanager webhook payload (at most 160 characters)."""
+    status = "RESOLVED" if webhook.get("status") == "resolved" else "FIRING"
+    alerts = webhook.get("alerts", [])
+    name = webhook.get("commonLabels", {}).get("alertname") or webhook.get("groupLabels", {}).get("alertname", "?")
+    first = alerts[0].get("annotations", {}).get("summary", "") if alerts else ""
+    more = f" (+{len(alerts) - 1} more)" if len(alerts) > 1 else ""
+    text = f"NEXUS-X {status} {name}: {first}{more}"
+    return text if len(text) <= SMS_LIMIT else text[: SMS_LIMIT - 1] + "…"
+
+
+class Sink:
+    """Records notifications; start() binds the ports (0 = any free port), stop() releases them."""
+
+    def __init__(self, path: Path, port: int = 0, smtp_port: int | None = None, host: str = "127.0.0.1") -> None:
+        self.path = Path(path)
+        self.host = host
+        self._port = port
+        self._smtp_port = smtp_port
+        self._records: list[Record] = []
+        self._lock = threading.Condition()
+        self._http: ThreadingHTTPServer | None = None
+        self._smtp: Any = None
+        self.on_record: Callable[[Record], None] | None = None
+
+    # -- addresses
+
+    @property
+    def port(self) -> int:
+        assert self._http is not None, "sink not started"
+        return int(self._http.server_address[1])
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def smtp_port(self) -> int | None:
+        return None if self._smtp is None else int(self._smtp.port)
+
+    @property
+    def smarthost(self) -> str:
+        return f"{self.host}:{self.smtp_port}"
+
+    # -- records
+
+    def add(self, record: Record) -> None:
+        record = {"received_at": datetime.now(UTC).isoformat(), **record}
+        with self._lock:
+            self._records.append(record)
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self.path.open("a") as out:
+                out.write(json.dumps(record, sort_keys=True) + "\n")
+            self._lock.notify_all()
+        if self.on_record is not None:
+            self.on_record(record)
+
+    def records(self, channel: str | None = None) -> list[Record]:
+        with self._lock:
+            return [r for r in self._records if channel is None or r["channel"] == channel]
+
+    def wait_for(self, predicate: Callable[[list[Record]], bool], timeout_s: float) -> list[Record]:
+        """Block until ``predicate(all records)`` holds; AssertionError with what arrived otherwise."""
+        deadline = time.monotonic() + timeout_s
+        with self._lock:
+            while not predicate(list(self._records)):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    seen = [summarize(r) for r in self._records]
+                    raise AssertionError(f"sink: condition not met within {timeout_s}s; received {seen}")
+                self._lock.wait(remaining)
+            return list(self._records)
+
+    # -- lifecycle
+
+    def start(self) -> Sink:
+        sink = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length)
+                channel = self.path.strip("/").split("/")[0].split("?")[0]
+                try:
+                    body: Any = json.loads(raw)
+                except ValueError:
+                    body = raw.decode(errors="replace")
+                record: Record = {
+                    "channel": channel if channel in CHANNELS else "other",
+                    "path": self.path,
+                    "body": body,
+                    "content_type": self.headers.get("Content-Type", ""),
+                }
+                if channel == "sms" and isinstance(body, dict):
+                    record["sms_text"] = sms_text(body)
+                sink.add(record)
+                if channel == "pagerduty":
+                    dedup = body.get("dedup_key", "") if isinstance(body, dict) else ""
+                    self._reply(202, {"status": "success", "message": "Event processed", "dedup_key": dedup})
+                else:
+                    self._reply(200, "ok")
+
+            def do_GET(self) -> None:
+                self._reply(200, {"records": len(sink.records())})
+
+            def _reply(self, status: int, body: Any) -> None:
+                data = body.encode() if isinstance(body, str) else json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "text/plain" if isinstance(body, str) else "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self._http = ThreadingHTTPServer((self.host, self._port), Handler)
+        self._http.daemon_threads = True
+        threading.Thread(target=self._http.serve_forever, name="alert-sink-http", daemon=True).start()
+        if self._smtp_port is not None:
+            self._start_smtp()
+        return self
+
+    def _start_smtp(self) -> None:
+        from aiosmtpd.controller import Controller
+
+        sink = self
+
+        class MailHandler:
+            async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+                message = email.message_from_bytes(envelope.content, policy=email.policy.default)
+                text = message.get_body(("plain",))
+                html = message.get_body(("html",))
+                sink.add(
+                    {
+                        "channel": "email",
+                        "mail_from": envelope.mail_from,
+                        "to": list(envelope.rcpt_tos),
+                        "subject": str(message["Subject"]),
+                        "text": text.get_content() if text else "",
+                        "html": html.get_content() if html else "",
+                    }
+                )
+                return "250 Message accepted for delivery"
+
+        port = self._smtp_port or 0
+        if port == 0:
+            import socket
+
+            with socket.socket() as probe:
+                probe.bind((self.host, 0))
+                port = int(probe.getsockname()[1])
+        self._smtp = Controller(MailHandler(), hostname=self.host, port=port)
+        self._smtp.start()
+
+    def stop(self) -> None:
+        if self._http is not None:
+            self._http.shutdown()
+            self._http.server_close()
+            self._http = None
+        if self._smtp is not None:
+            self._smtp.stop()
+            self._smtp = None
+
+    def __enter__(self) -> Sink:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def summarize(record: Record) -> str:
+    """One line per notification, for consoles and assertion messages."""
+    channel = record["channel"]
+    body = record.get("body")
+    if channel == "email":
+        return f"email  {record.get('subject')}"
+    if channel == "slack" and isinstance(body, dict):
+        attachment = (body.get("attachments") or [{}])[0]
+        return f"slack  {attachment.get('title', '')}"
+    if channel == "pagerduty" and isinstance(body, dict):
+        summary = body.get("payload", {}).get("summary", "")
+        return f"pager  {body.get('event_action')} {summary} (dedup {str(body.get('dedup_key', ''))[:12]})"
+    if channel == "sms":
+        return f"sms    {record.get('sms_text', '')}"
+    return f"{channel} {record.get('path')}"
+
+
+def read_records(path: Path) -> list[Record]:
+    """Records written by a sink in another process."""
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def main(argv: list[str] | None = None) -> int:
+    settings = get_settings()
+    parser = argparse.ArgumentParser(prog="python -m devtools.alert_sink", description=__doc__.split("\n")[0])
+    parser.add_argument("--port", type=int, default=settings.alert_sink_port)
+    parser.add_argument("--smtp-port", type=int, default=settings.alert_smtp_port)
+    parser.add_argument("--out", type=Path, default=settings.data_dir / "alertmanager" / "sink.jsonl")
+    args = parser.parse_args(argv)
+    sink = Sink(args.out, port=args.port, smtp_port=args.smtp_port)
+    sink.on_record = lambda record: print(summarize(record), flush=True)
+    sink.start()
+    print(f"sink on {sink.url} (/slack /pagerduty /sms), SMTP {sink.smarthost}, recording to {args.out}", flush=True)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    stop.wait()
+    sink.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

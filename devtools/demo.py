@@ -1,0 +1,480 @@
+"""`make run`: start the platform locally and stream demo traffic through it, with live progress.
+
+    python -m devtools.demo [--duration SECONDS] [--rate ORDERS_PER_S] [--runtime faust|plain] [--stop]
+
+Starts (unless NEXUS_KAFKA_BOOTSTRAP_SERVERS points at a cluster) the local Kafka broker, creates the
+registry topics, starts the workers as child processes (``--runtime faust``: every agent in one Faust
+worker; ``plain``: the P2P services and the bridge on plain confluent-kafka loops, alerting in Faust),
+then produces seeded traffic — deposits, energy orders (with a few deliberately bad messages) — and shows
+what comes out. Ctrl-C (or the end of --duration) stops everything it started; `--stop` cleans up after a
+demo that was killed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter, defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import OFFSET_END, Consumer, Producer, TopicPartition
+from rich.console import Console, Group
+from rich.live import Live
+from rich.panel import Panel
+from rich.table import Table
+
+from contracts import models as m
+from contracts.topics import (
+    ENERGY_ORDERS,
+    ENERGY_PRICES,
+    ENERGY_SETTLEMENTS,
+    ENERGY_TRADES,
+    LEDGER_COMMANDS,
+    LEDGER_TRANSFERS,
+    PLATFORM_DEADLETTERS,
+    TOPICS,
+)
+from devtools.bridge_demo import BridgeDemo
+from devtools.order_flow import demo_accounts, demo_markets, generate_orders
+from domain.money import kaus_to_decimal
+from streams.kafka.topic_admin import ensure_topics
+from streams.p2p.matching import to_message
+from streams.settings import Settings, get_settings
+
+RUN_DIR_NAME = "run"
+WATCHED = (ENERGY_TRADES, ENERGY_SETTLEMENTS, ENERGY_PRICES, LEDGER_TRANSFERS, PLATFORM_DEADLETTERS)
+BAD_EVERY = 500  # one deliberately bad message per this many orders, to show dead-lettering
+DEPOSIT_KAUS_UNITS = 1_000_000 * 1_000_000  # 1,000,000 K-AUS per demo account
+
+
+MOVES_MONEY = (m.TransferKind.POSTED, m.TransferKind.POST_PENDING)  # holds reserve; voids release
+
+
+def run_dir(settings: Settings) -> Path:
+    path = settings.data_dir / RUN_DIR_NAME
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+# ------------------------------------------------------------------------ processes
+
+
+@dataclass
+class Worker:
+    """One worker process of the demo: a runtime module and the agents (roles) it runs."""
+
+    settings: Settings
+    name: str = "worker"
+    module: str = "streams.worker"
+    agents: str = ""  # NEXUS_AGENTS for it; empty = all of that runtime's roles
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def log_path(self) -> Path:
+        return run_dir(self.settings) / f"{self.name}.log"
+
+    @property
+    def pid_path(self) -> Path:
+        return run_dir(self.settings) / f"{self.name}.pid"
+
+    def start(self, timeout_s: float = 90.0) -> float:
+        started = time.monotonic()
+        env = dict(os.environ, NEXUS_KAFKA_BOOTSTRAP_SERVERS=self.settings.bootstrap_servers, PYTHONUNBUFFERED="1")
+        env["NEXUS_AGENTS"] = self.agents
+        # The bridge agent pays out through the demo's provider simulator.
+        env.setdefault("NEXUS_PROVIDER_SIM_URL", f"http://127.0.0.1:{self.settings.provider_sim_port}")
+        env.setdefault("NEXUS_PROVIDER_TRANSPORT", "aiohttp")
+        log = self.log_path.open("wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", self.module],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
+        self.pid_path.write_text(str(self.proc.pid))
+        while time.monotonic() - started < timeout_s:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"the {self.name} worker exited ({self.proc.returncode}); see {self.log_path}")
+            if "Worker ready" in self.log_path.read_text(errors="replace"):
+                return time.monotonic() - started
+            time.sleep(0.2)
+        raise TimeoutError(f"the {self.name} worker was not ready after {timeout_s:.0f}s; see {self.log_path}")
+
+    def stop(self) -> None:
+        stop_pid_file(self.pid_path)
+
+
+# Per runtime, the demo's worker processes: (name, module, NEXUS_AGENTS). faust: every agent in one Faust
+# worker. plain: the P2P services (streams.kafka.plain_driver) and the bridge (streams.bridge.loop) on plain
+# confluent-kafka loops, the alerting agent in Faust (docs/performance.md).
+RUNTIMES: dict[str, tuple[tuple[str, str, str], ...]] = {
+    "faust": (("worker", "streams.worker", ""),),
+    "plain": (
+        ("p2p", "streams.kafka.plain_driver", "matching,settlement"),
+        ("bridge", "streams.bridge.loop", ""),
+        ("worker", "streams.worker", "alerting"),
+    ),
+}
+
+
+def workers_for(settings: Settings, runtime: str) -> list[Worker]:
+    return [Worker(settings, name, module, agents) for name, module, agents in RUNTIMES[runtime]]
+
+
+def stop_pid_file(pid_path: Path, timeout_s: float = 20.0) -> bool:
+    """SIGTERM the process group recorded in pid_path, SIGKILL after timeout_s. True if one was running."""
+    if not pid_path.exists():
+        return False
+    pid = int(pid_path.read_text().strip() or 0)
+    pid_path.unlink(missing_ok=True)
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return False
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.2)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)
+    return True
+
+
+def local_broker(settings: Settings):  # type: ignore[no-untyped-def]
+    from infra.kafka.broker import LocalKafka
+
+    return LocalKafka(port=settings.kafka_port, controller_port=settings.kafka_controller_port)
+
+
+def stop_everything(settings: Settings, console: Console) -> None:
+    from devtools.alerting_demo import stop_monitoring
+
+    for name in sorted({name for workers in RUNTIMES.values() for name, _, _ in workers}):
+        if stop_pid_file(run_dir(settings) / f"{name}.pid"):
+            console.print(f"stopped the {name} worker")
+    stop_monitoring(settings, console)
+    from devtools.provider_sim.launcher import ProviderSimProcess
+
+    if ProviderSimProcess(port=settings.provider_sim_port, state_dir=settings.data_dir / "provider_sim").stop():
+        console.print("stopped the provider simulator")
+    if settings.local_kafka:
+        broker = local_broker(settings)
+        if broker.is_running():
+            broker.stop()
+            console.print(f"stopped the Kafka broker on {broker.bootstrap}")
+
+
+# ------------------------------------------------------------------------ traffic
+
+
+def deposits(accounts: list[str], now: datetime) -> Iterator[m.Deposit]:
+    for account in accounts:
+        yield m.Deposit(
+            command_id=f"demo-deposit:{account}",
+            account_id=account,
+            amount_kaus_units=DEPOSIT_KAUS_UNITS,
+            occurred_at=now,
+        )
+
+
+BAD_MESSAGES: list[tuple[bytes, bytes]] = [
+    (b"2026-11-24T10:00Z/KR-SEOUL", b'{"type": "SUBMIT", "order_id": '),  # truncated JSON
+    (
+        b"2026-11-24T10:00Z/KR-SEOUL",
+        b'{"type": "SUBMIT", "order_id": "bad-1", "market_id": "2026-11-24T10:00Z/KR-SEOUL",'
+        b' "account_id": "a", "side": "BUY", "order_type": "LIMIT", "price_units_per_kwh": 1.5e2,'
+        b' "quantity_wh": 100, "submitted_at": "2026-11-24T09:00:00Z"}',
+    ),  # float price
+    (b"", b'{"type": "CANCEL"}'),  # empty key
+]
+
+
+@dataclass
+class Traffic:
+    rate_per_s: int
+    produced: Counter[str] = field(default_factory=Counter)
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    def run(self, settings: Settings) -> None:
+        producer = Producer(
+            {"bootstrap.servers": settings.bootstrap_servers, "linger.ms": 5, "enable.idempotence": True}
+        )
+        seed = int(time.time())
+        now = datetime.now(UTC)
+        # Delivery hours six hours ahead, so the flow's logical clock starts about now: the ledger's clock is
+        # the latest command time it has seen, and bridge holds (wall-clock expiry) must not look expired.
+        first_delivery = now.replace(minute=0, second=0, microsecond=0) + timedelta(hours=6)
+        markets = demo_markets(8, first_delivery=first_delivery.strftime("%Y-%m-%dT%H:%M"))
+        accounts = demo_accounts(40)
+        for deposit in deposits(accounts, now):
+            producer.produce(
+                LEDGER_COMMANDS.name, key=LEDGER_COMMANDS.key_of(deposit), value=LEDGER_COMMANDS.encode(deposit)
+            )
+            self.produced["deposits"] += 1
+        producer.flush(10)
+        interval_s = 1.0 / max(self.rate_per_s, 1)
+        next_at = time.monotonic()
+        for i, command in enumerate(generate_orders(seed, 10_000_000, markets, accounts)):
+            if self.stop.is_set():
+                break
+            message = to_message(command)
+            producer.produce(ENERGY_ORDERS.name, key=ENERGY_ORDERS.key_of(message), value=ENERGY_ORDERS.encode(message))
+            self.produced["orders"] += 1
+            if i % BAD_EVERY == BAD_EVERY - 1:
+                key, value = BAD_MESSAGES[(i // BAD_EVERY) % len(BAD_MESSAGES)]
+                producer.produce(ENERGY_ORDERS.name, key=key, value=value)
+                self.produced["bad messages"] += 1
+            producer.poll(0)
+            next_at += interval_s
+            delay = next_at - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+        producer.flush(10)
+
+
+# ------------------------------------------------------------------------ what comes out
+
+
+@dataclass
+class Observed:
+    counts: Counter[str] = field(default_factory=Counter)
+    prices: dict[str, m.MarketPrice] = field(default_factory=dict)
+    balances: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    dead_letters: list[m.DeadLetter] = field(default_factory=list)
+    settle_us: list[int] = field(default_factory=list)
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    def run(self, settings: Settings) -> None:
+        consumer = Consumer(
+            {
+                "bootstrap.servers": settings.bootstrap_servers,
+                "group.id": f"demo-{os.getpid()}",
+                "enable.auto.commit": False,
+            }
+        )
+        assignments = []
+        for topic in WATCHED:
+            meta = consumer.list_topics(topic.name, timeout=10).topics[topic.name]
+            assignments += [TopicPartition(topic.name, p, OFFSET_END) for p in meta.partitions]
+        consumer.assign(assignments)
+        while not self.stop.is_set():
+            for msg in consumer.consume(500, timeout=0.2):
+                name, raw = msg.topic(), msg.value()
+                if msg.error() or name is None or raw is None:
+                    continue
+                topic = TOPICS[name]
+                value = topic.decode(raw)
+                self.counts[topic.name] += 1
+                if topic is ENERGY_PRICES:
+                    self.prices[value.market_id] = value
+                elif topic is LEDGER_TRANSFERS and value.kind in MOVES_MONEY:
+                    self.balances[value.debit_account_id] -= value.amount_kaus_units
+                    self.balances[value.credit_account_id] += value.amount_kaus_units
+                elif topic is PLATFORM_DEADLETTERS:
+                    self.dead_letters.append(value)
+                elif topic is ENERGY_SETTLEMENTS:
+                    self.settle_us.append(sum(value.phase_durations_us.values()))
+        consumer.close()
+
+    def render(self, traffic: Traffic, elapsed_s: float, *extra: Any) -> Group:
+        flow = Table(title=f"Flow after {elapsed_s:,.0f}s", show_header=True)
+        flow.add_column("stream")
+        flow.add_column("messages", justify="right")
+        flow.add_column("per second", justify="right")
+        rows = [
+            ("deposits produced", traffic.produced["deposits"]),
+            ("orders produced", traffic.produced["orders"]),
+            ("bad messages produced", traffic.produced["bad messages"]),
+            *((f"→ {t.name}", self.counts[t.name]) for t in WATCHED),
+        ]
+        for name, count in rows:
+            flow.add_row(name, f"{count:,}", f"{count / max(elapsed_s, 0.001):,.0f}")
+        prices = Table(title="Prices (K-AUS per kWh)")
+        for col in ("market", "bid", "ask", "last", "VWAP", "traded kWh"):
+            prices.add_column(col, justify="right" if col != "market" else "left")
+        for market_id in sorted(self.prices)[:8]:
+            p = self.prices[market_id]
+            fmt = lambda v: "—" if v is None else f"{kaus_to_decimal(v):.3f}"  # noqa: E731
+            prices.add_row(
+                market_id,
+                fmt(p.best_bid_units_per_kwh),
+                fmt(p.best_ask_units_per_kwh),
+                fmt(p.last_price_units_per_kwh),
+                fmt(p.vwap_units_per_kwh),
+                f"{p.traded_quantity_wh / 1000:,.1f}",
+            )
+        movers = Table(title="Balances moving (K-AUS, net since the demo started)")
+        movers.add_column("account")
+        movers.add_column("net change", justify="right")
+        for account, delta in sorted(self.balances.items(), key=lambda kv: -abs(kv[1]))[:8]:
+            movers.add_row(account, f"{kaus_to_decimal(delta):+,.6f}")
+        letters = Table(title="Latest dead letters")
+        letters.add_column("source")
+        letters.add_column("code")
+        letters.add_column("reason")
+        for letter in self.dead_letters[-3:]:
+            letters.add_row(
+                f"{letter.source_topic}[{letter.source_partition}]@{letter.source_offset}",
+                letter.reason_code,
+                letter.reason[:90],
+            )
+        return Group(flow, prices, movers, letters, *extra)
+
+
+# ------------------------------------------------------------------------ reconciliation
+
+
+@dataclass
+class Reconciliation:
+    """The nightly reconciliation of a seeded day (DuckDB + Polars + GX + PDF), run beside the stream."""
+
+    settings: Settings
+    figures: dict[str, Any] = field(default_factory=dict)
+    error: str = ""
+
+    def run(self) -> None:
+        import io
+
+        from warehouse.demo import run_demo
+
+        try:  # a console that is not a terminal: no spinner competing with the live view
+            self.figures = run_demo(Console(file=io.StringIO()), home=self.settings.data_dir / "recon-demo")
+        except Exception as exc:  # shown in the panel; the stream demo goes on
+            self.error = f"{type(exc).__name__}: {exc}"
+
+    def render(self) -> Table:
+        table = Table(title="Daily reconciliation of a seeded day (warehouse/, DuckDB + Polars + GX)")
+        table.add_column("metric")
+        table.add_column("value")
+        if self.error:
+            table.add_row("failed", self.error[:120])
+        elif not self.figures:
+            table.add_row("running…", "snapshot → provider sync → variance → exceptions → PDF report")
+        else:
+            f = self.figures
+            table.add_row("date", str(f["recon_date"]))
+            table.add_row("automatic match rate", f"{float(f['automatic_match_rate']) * 100:.2f}%")
+            table.add_row("exception rate", f"{float(f['exception_rate']) * 100:.2f}%")
+            table.add_row("audit trail coverage", f"{float(f['audit_trail_coverage']) * 100:.2f}%")
+            table.add_row(
+                "exceptions by class", ", ".join(f"{k} {v}" for k, v in sorted(f["exceptions_by_class"].items()))
+            )
+            table.add_row("report", str(f["pdf"]))
+        return table
+
+
+# ------------------------------------------------------------------------ main
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=float, default=0, help="seconds to run (0 = until Ctrl-C)")
+    parser.add_argument("--rate", type=int, default=500, help="orders per second to produce")
+    parser.add_argument("--stop", action="store_true", help="stop what an earlier demo left running")
+    parser.add_argument(
+        "--runtime",
+        choices=sorted(RUNTIMES),
+        default="faust",
+        help="faust: all agents in one Faust worker; plain: P2P and bridge on plain confluent-kafka loops",
+    )
+    args = parser.parse_args(argv)
+    console = Console()
+    settings = get_settings()
+    if args.stop:
+        stop_everything(settings, console)
+        return 0
+
+    from devtools.alerting_demo import MonitoringStack, produce_incident
+
+    workers = workers_for(settings, args.runtime)
+    monitoring: MonitoringStack | None = None
+    traffic = Traffic(args.rate)
+    observed = Observed()
+    recon = Reconciliation(settings)
+    bridge: BridgeDemo | None = None
+    threads: list[threading.Thread] = []
+    interrupted = False
+    try:
+        if settings.local_kafka:
+            from infra.kafka.broker import ensure_jars
+
+            with console.status("fetching Apache Kafka from Maven Central (cached after the first run)…"):
+                ensure_jars()
+            broker = local_broker(settings)
+            with console.status(f"starting Kafka (KRaft) on {broker.bootstrap}…"):
+                ready_s = broker.start(timeout_s=60, reuse=True)
+            console.print(f"[green]✓[/] Kafka broker ready on {broker.bootstrap} in {ready_s:.1f}s")
+        else:
+            console.print(f"[green]✓[/] using the existing Kafka cluster at {settings.bootstrap_servers}")
+        created = ensure_topics(settings)
+        console.print(f"[green]✓[/] {len(TOPICS)} registry topics present ({len(created)} created)")
+        for worker in workers:
+            what = "Faust worker" if worker.module == "streams.worker" else f"{worker.name} worker ({worker.module})"
+            with console.status(f"starting the {what}…"):
+                ready_s = worker.start()
+            console.print(f"[green]✓[/] {what} ready in {ready_s:.1f}s (log: {worker.log_path})")
+        with console.status("starting Alertmanager, the notification sink and the dashboard…"):
+            monitoring = MonitoringStack(settings, console).start()
+        bridge = BridgeDemo(settings, settings.provider_sim_port)
+        with console.status("starting the payout-provider simulator…"):
+            sim_s = bridge.start()
+        console.print(f"[green]✓[/] provider simulator ready in {sim_s:.1f}s; card payments start settling")
+        incidents = produce_incident(settings)
+        console.print(f"[green]✓[/] produced a scripted incident ({incidents} events) so each alert rule fires once")
+
+        threads = [
+            threading.Thread(target=observed.run, args=(settings,), daemon=True),
+            threading.Thread(target=traffic.run, args=(settings,), daemon=True),
+            threading.Thread(target=recon.run, daemon=True),
+        ]
+        for thread in threads:
+            thread.start()
+        started = time.monotonic()
+        console.print(f"streaming ~{args.rate} orders/s — press Ctrl-C to stop")
+        with Live(console=console, refresh_per_second=2) as live:
+            while not args.duration or time.monotonic() - started < args.duration:
+                extra = [monitoring.render()] if monitoring is not None else []
+                if bridge is not None:
+                    extra.append(bridge.render())
+                extra.append(recon.render())
+                live.update(Panel(observed.render(traffic, time.monotonic() - started, *extra), title="NEXUS-X demo"))
+                time.sleep(0.5)
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        traffic.stop.set()
+        observed.stop.set()
+        for thread in threads:
+            thread.join(timeout=15)
+        with console.status("stopping…"):
+            if monitoring is not None:
+                monitoring.stop()
+            if bridge is not None:
+                bridge.stop()
+            for worker in workers:
+                worker.stop()
+            if settings.local_kafka:
+                local_broker(settings).stop()
+        console.print("[green]✓[/] stopped the worker" + (" and the broker" if settings.local_kafka else ""))
+    if observed.counts[ENERGY_TRADES.name] == 0 and not interrupted:
+        console.print(f"[red]no trades came out — see {', '.join(str(w.log_path) for w in workers)}[/]")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

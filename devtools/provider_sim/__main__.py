@@ -1,0 +1,5 @@
+import sys
+
+from devtools.provider_sim.launcher import main
+
+sys.exit(main())

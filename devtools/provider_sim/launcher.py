@@ -1,0 +1,219 @@
+"""Run the provider simulator as a background process (pid file, health wait) and talk to its admin API.
+
+CLI (``python -m devtools.provider_sim``)::
+
+    python -m devtools.provider_sim start [--port 19480]   # detached; pid file .local/provider_sim/sim-<port>.pid
+    python -m devtools.provider_sim status
+    python -m devtools.provider_sim stop
+    python -m devtools.provider_sim run                    # foreground (what ``start`` spawns)
+
+Library::
+
+    sim = ProviderSimProcess(port=free_port(), state_dir=tmp)
+    sim.start()
+    sim.configure({"STRIPE_INSTANT": {"latency_ms": 220, "fail_next": 3}})
+    sim.payouts()            # every payout the simulator made
+    sim.stop()
+
+Only processes this module started are ever signalled: the pid must come from our pid file and its command
+line must be ``-m devtools.provider_sim run --port <port>``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from infra.processes import cmdline, pid_alive
+from streams.bridge.providers.base import DEFAULT_SIM_PORT, REPO_ROOT
+
+STATE_DIR = REPO_ROOT / ".local" / "provider_sim"
+
+
+class SimError(RuntimeError):
+    pass
+
+
+class ProviderSimProcess:
+    def __init__(
+        self,
+        port: int = DEFAULT_SIM_PORT,
+        host: str = "127.0.0.1",
+        state_dir: Path = STATE_DIR,
+        env: dict[str, str] | None = None,
+        nice: int = 0,
+    ) -> None:
+        self.port = port
+        self.host = host
+        self.state_dir = Path(state_dir)
+        self.env = env or {}
+        self.nice = nice
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.state_dir / f"sim-{self.port}.pid"
+
+    @property
+    def log_file(self) -> Path:
+        return self.state_dir / f"sim-{self.port}.log"
+
+    def _ours(self, pid: int) -> bool:
+        args = cmdline(pid)
+        if not args:
+            return pid_alive(pid)  # no /proc: trust our own pid file
+        return "devtools.provider_sim" in args and "run" in args and str(self.port) in args
+
+    @property
+    def pid(self) -> int | None:
+        if self._proc is not None and self._proc.poll() is None:
+            return self._proc.pid
+        try:
+            pid = int(self.pid_file.read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+        return pid if pid_alive(pid) and self._ours(pid) else None
+
+    def healthy(self, timeout_s: float = 1.0) -> bool:
+        try:
+            return bool(self._admin("GET", "/_admin/health", timeout_s=timeout_s).get("ok"))
+        except (OSError, SimError, ValueError):
+            return False
+
+    def start(self, timeout_s: float = 20.0) -> float:
+        if self.pid is not None:
+            raise SimError(f"provider simulator already running on {self.url} (pid {self.pid}); stop it first")
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        cmd = [sys.executable, "-m", "devtools.provider_sim", "run", "--host", self.host, "--port", str(self.port)]
+        env = {**os.environ, **self.env}
+        env.setdefault("PYTHONPATH", str(REPO_ROOT))
+        t0 = time.monotonic()
+        with self.log_file.open("ab") as log:
+            self._proc = subprocess.Popen(
+                cmd,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=REPO_ROOT,
+                env=env,
+                start_new_session=True,
+                preexec_fn=(lambda: os.nice(self.nice)) if self.nice else None,
+            )
+        self.pid_file.write_text(f"{self._proc.pid}\n")
+        while time.monotonic() - t0 < timeout_s:
+            if self._proc.poll() is not None:
+                tail = self.log_file.read_text(errors="replace")[-2000:]
+                raise SimError(f"provider simulator exited with {self._proc.returncode} during start:\n{tail}")
+            if self.healthy(0.5):
+                return time.monotonic() - t0
+            time.sleep(0.05)
+        self.stop()
+        raise SimError(f"provider simulator did not answer on {self.url} within {timeout_s:.0f}s; see {self.log_file}")
+
+    def stop(self, timeout_s: float = 5.0) -> bool:
+        pid = self.pid
+        try:
+            if pid is None:
+                return False
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+            deadline = time.monotonic() + timeout_s
+            while time.monotonic() < deadline:
+                if self._proc is not None and self._proc.pid == pid:
+                    if self._proc.poll() is not None:
+                        return True
+                elif not pid_alive(pid):
+                    return True
+                time.sleep(0.05)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            if self._proc is not None and self._proc.pid == pid:
+                self._proc.wait(5)
+            return True
+        finally:
+            self.pid_file.unlink(missing_ok=True)
+            self._proc = None
+
+    # ------------------------------------------------------------------ admin API
+
+    def _admin(self, method: str, path: str, body: Any = None, timeout_s: float = 10.0) -> Any:
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(
+            self.url + path, data=data, method=method, headers={"Content-Type": "application/json"}
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=timeout_s) as resp:
+                return json.loads(resp.read())
+        except urllib.error.HTTPError as exc:
+            raise SimError(f"{method} {path}: HTTP {exc.code} {exc.read()[:300]!r}") from exc
+
+    def configure(self, patch: dict[str, dict[str, Any]]) -> Any:
+        return self._admin("POST", "/_admin/config", patch)
+
+    def reset(self) -> Any:
+        return self._admin("POST", "/_admin/reset", {})
+
+    def payouts(self, **query: str) -> list[dict[str, Any]]:
+        qs = urllib.parse.urlencode(query)
+        return list(self._admin("GET", "/_admin/payouts" + (f"?{qs}" if qs else ""))["payouts"])
+
+    def stats(self) -> dict[str, int]:
+        return dict(self._admin("GET", "/_admin/stats"))
+
+    def statements(self, out_dir: Path, day: str | None = None) -> list[Path]:
+        answer = self._admin("POST", "/_admin/statements", {"dir": str(out_dir), "day": day})
+        return [Path(f) for f in answer["files"]]
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    import asyncio
+
+    parser = argparse.ArgumentParser(prog="python -m devtools.provider_sim", description=__doc__.split("\n\n")[0])
+    parser.add_argument("command", choices=["start", "stop", "status", "run"])
+    parser.add_argument("--port", type=int, default=int(os.environ.get("NEXUS_PROVIDER_SIM_PORT", DEFAULT_SIM_PORT)))
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    sim = ProviderSimProcess(args.port, args.host)
+    if args.command == "run":
+        from devtools.provider_sim.server import serve
+        from streams.kafka import event_loop
+
+        async def forever() -> None:
+            runner = await serve(args.host, args.port, seed=args.seed)
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, stop.set)
+            where = f"http://{args.host}:{args.port} (pid {os.getpid()}, {event_loop.running_kind()} event loop)"
+            print(f"provider simulator listening on {where}", flush=True)
+            await stop.wait()
+            await runner.cleanup()
+
+        event_loop.run(forever())
+        return 0
+    if args.command == "start":
+        secs = sim.start()
+        print(f"provider simulator ready on {sim.url} in {secs:.1f}s (pid {sim.pid}); log {sim.log_file}")
+        return 0
+    if args.command == "stop":
+        print("stopped" if sim.stop() else "not running")
+        return 0
+    pid = sim.pid
+    print(f"running on {sim.url} (pid {pid})" if pid and sim.healthy() else "stopped")
+    return 0 if pid else 1

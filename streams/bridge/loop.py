@@ -1,0 +1,221 @@
+"""The bridge's service on a plain confluent-kafka consumer: ``streams/bridge/agent.py`` without Faust.
+
+    python -m streams.bridge.loop          (settings from NEXUS_*; run the ledger in another process)
+
+Same :class:`streams.bridge.service.BridgeService`, same journal recovery, same manual acks: a request's
+offset becomes committable only once its result is journaled and emitted, and what is committed is the
+lowest offset of its partition still unfinished (:class:`OffsetTracker`), so a crash re-delivers exactly the
+unfinished requests, which the journal and the ledger's idempotent commands turn into answers or recoveries.
+Bad requests are dead-lettered with their bytes and reason, and their offsets complete once the dead letter
+is acknowledged.
+
+Why it exists: with the ledger on ``streams.kafka.plain_driver`` (where the bridge's throughput came from: the Faust
+ledger agent was its queue, docs/performance.md), the bridge needs no Faust worker either. Measured, its CPU
+per settlement is about the Faust agent's (1.21 vs 1.27 ms): the bridge's cost is its own work, not Faust's
+intake. ``bench/bench_bridge_kafka.py --bridge-runtime`` compares the two.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections import deque
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
+
+from contracts.topics import BRIDGE_REQUESTS, PLATFORM_DEADLETTERS
+from streams.bridge.service import BridgeService, build_service
+from streams.kafka import event_loop, ingress
+from streams.kafka.clients import consume_now, consumer_config, describe, must_exit
+from streams.kafka.gc_policy import HeapPolicy
+from streams.kafka.topic_admin import ensure_topics
+from streams.settings import Settings, get_settings
+
+log = logging.getLogger("nexus.bridge_loop")
+
+BATCH_MAX = 500
+POLL_S = 0.05
+COMMIT_EVERY_S = 0.2
+
+
+class OffsetTracker:
+    """Which input offsets may be committed: per partition, everything below the oldest unfinished record.
+
+    Records finish out of order (a slow rail holds one request while later ones complete); Kafka commits a
+    position, so the position may only pass a record once it and every record before it are finished.
+    """
+
+    def __init__(self) -> None:
+        self._open: dict[int, deque[int]] = {}  # partition -> offsets handed out, in order
+        self._finished: dict[int, set[int]] = {}
+        self._position: dict[int, int] = {}  # partition -> next offset to commit
+        self._committed: dict[int, int] = {}
+
+    def started(self, partition: int, offset: int) -> None:
+        started = self._open.setdefault(partition, deque())
+        assert not started or offset > started[-1], f"partition {partition}: offset {offset} handed out twice"
+        started.append(offset)
+        self._finished.setdefault(partition, set())
+
+    def finished(self, partition: int, offset: int) -> None:
+        started, finished = self._open.get(partition), self._finished.get(partition)
+        if started is None or finished is None:
+            return  # the partition was revoked meanwhile: its new owner decides
+        finished.add(offset)
+        while started and started[0] in finished:
+            done = started.popleft()
+            finished.discard(done)
+            self._position[partition] = done + 1
+
+    def to_commit(self) -> dict[int, int]:
+        """Positions that moved since the last call (partition -> next offset to read)."""
+        moved = {p: o for p, o in self._position.items() if self._committed.get(p) != o}
+        self._committed.update(moved)
+        return moved
+
+    def unfinished(self) -> int:
+        return sum(len(started) for started in self._open.values())
+
+    def forget(self, partitions: list[int]) -> None:
+        for p in partitions:
+            for table in (self._open, self._finished, self._position, self._committed):
+                table.pop(p, None)
+
+
+class BridgeLoop:
+    def __init__(self, settings: Settings, service: BridgeService) -> None:
+        self.settings = settings
+        self.service = service
+        self.offsets = OffsetTracker()
+        self.loop = asyncio.get_running_loop()
+        self.stopping = asyncio.Event()
+        # Changed by the rebalance callbacks through the event loop, in order with the batches they precede.
+        self.assigned: set[int] = set()
+        config = consumer_config(
+            settings.bootstrap_servers,
+            f"{settings.app_id}-bridge",
+            group_instance_id=f"{settings.worker_instance_id}-bridge",
+            session_timeout_ms=int(settings.broker_session_timeout_s * 1000),
+        )
+        self.consumer = Consumer({**config, "on_commit": self._on_commit})
+
+    # librdkafka calls these from inside consume(), in the polling thread: hand the change to the event loop.
+    def _on_assign(self, _consumer: Any, partitions: list[TopicPartition]) -> None:
+        got = [tp.partition for tp in partitions]
+        log.info("assigned %s", sorted(got))
+        self.loop.call_soon_threadsafe(self.assigned.update, got)
+
+    def _on_revoke(self, _consumer: Any, partitions: list[TopicPartition]) -> None:
+        lost = [tp.partition for tp in partitions]
+        log.info("revoked %s", sorted(lost))
+        self.loop.call_soon_threadsafe(self._forget, lost)
+
+    def _forget(self, partitions: list[int]) -> None:
+        self.assigned.difference_update(partitions)  # records of theirs still in hand are left to the new owner
+        self.offsets.forget(partitions)
+        self.service.forget(partitions)
+
+    @staticmethod
+    def _on_commit(err: Any, partitions: list[TopicPartition]) -> None:
+        if err is not None and err.code() != KafkaError._NO_OFFSET:
+            log.warning("offset commit failed (the next one covers it): %s", err)
+
+    async def run(self) -> None:
+        self.consumer.subscribe([BRIDGE_REQUESTS.name], on_assign=self._on_assign, on_revoke=self._on_revoke)
+        log.info("Worker ready (bridge on a plain confluent-kafka consumer, %s event loop)", event_loop.running_kind())
+        committer = asyncio.create_task(self._commit_periodically())
+        try:
+            while not self.stopping.is_set():
+                batch = await asyncio.to_thread(consume_now, self.consumer, POLL_S, BATCH_MAX)
+                for msg in batch:
+                    await self._admit(msg)
+        finally:
+            committer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await committer
+
+    async def _admit(self, msg: Message) -> None:
+        err = msg.error()
+        if err is not None:
+            if must_exit(err):  # a restart re-joins; unfinished requests are recovered from the journal
+                raise RuntimeError(f"consumer error, cannot go on; restart the worker: {describe(err)}")
+            log.warning("consumer error, librdkafka retries it: %s", describe(err))
+            return
+        partition, offset = msg.partition(), msg.offset()
+        assert partition is not None and offset is not None
+        if partition not in self.assigned:
+            return
+        self.offsets.started(partition, offset)
+        decoded = ingress.validate(BRIDGE_REQUESTS, msg.key(), msg.value(), self.settings.max_ingress_message_bytes)
+        if isinstance(decoded, ingress.Rejected):
+            origin = ingress.Origin(BRIDGE_REQUESTS.name, partition, offset)
+            letter = ingress.dead_letter(origin, msg.key(), msg.value(), decoded)
+            log.warning("dead-lettered %s[%s]@%s: %s", BRIDGE_REQUESTS.name, partition, offset, decoded.reason)
+            ack = self.service.producer.send(
+                PLATFORM_DEADLETTERS.name, PLATFORM_DEADLETTERS.key_of(letter), PLATFORM_DEADLETTERS.encode(letter)
+            )
+
+            def acked(sent: asyncio.Future[int]) -> None:
+                if not sent.cancelled() and sent.exception() is None:
+                    self.offsets.finished(partition, offset)
+                else:  # left unfinished: a restart reads the record again and dead-letters it again
+                    log.error("dead letter for %s[%s]@%s not acknowledged", BRIDGE_REQUESTS.name, partition, offset)
+
+            ack.add_done_callback(acked)
+            return
+        await self.service.submit(decoded, partition, lambda: self.offsets.finished(partition, offset))
+
+    async def _commit_periodically(self) -> None:
+        while True:
+            await asyncio.sleep(COMMIT_EVERY_S)
+            self.commit()
+
+    def commit(self) -> None:
+        moved = self.offsets.to_commit()
+        if moved:
+            positions = [TopicPartition(BRIDGE_REQUESTS.name, p, o) for p, o in moved.items()]
+            self.consumer.commit(offsets=positions, asynchronous=True)
+
+    async def close(self) -> None:
+        await self.service.aclose()  # in-flight settlements stay unacked: a restart recovers them
+        self.commit()
+        log.info("stopped; %d requests unfinished, left to recovery", self.offsets.unfinished())
+        await asyncio.to_thread(self.consumer.close)
+
+
+async def serve(settings: Settings) -> int:
+    service = await build_service(settings)
+    bridge = BridgeLoop(settings, service)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        bridge.loop.add_signal_handler(sig, bridge.stopping.set)
+    heap = HeapPolicy.from_settings(settings)
+    heap.start()
+
+    async def collect_and_freeze() -> None:
+        while True:
+            await asyncio.sleep(heap.interval_s)
+            heap.tick()
+
+    gc_task = asyncio.create_task(collect_and_freeze()) if settings.gc_freeze_interval_s else None
+    try:
+        await bridge.run()
+    finally:
+        if gc_task is not None:
+            gc_task.cancel()
+        await bridge.close()
+    return 0
+
+
+def main() -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = get_settings()
+    ensure_topics(settings)
+    return event_loop.run(serve(settings), settings.event_loop)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,379 @@
+"""What every payout adapter shares: the protocol, HTTP transports with bounded timeouts, settings, merchants.
+
+An adapter turns a :class:`domain.bridge.PayoutIntent` into the provider's real HTTP request (pure
+``build_*`` functions), sends it through a :class:`Transport`, and maps the answer to a
+:class:`domain.bridge.PayoutOutcome`:
+
+* ``PAID`` — the provider accepted the payout (an object exists under our idempotency key);
+* ``DECLINED`` — a 4xx about this payment (bad destination, invalid amount ...): nothing was paid;
+* ``UNAVAILABLE`` — definitely not executed: connection refused/pool exhausted before sending, HTTP 503
+  or 429, or 401/403 (our credentials are rejected, so the whole rail is unusable until fixed);
+* ``TIMEOUT`` — no answer within the bound, the connection dropped mid-request, or HTTP 500/502/504:
+  the payout may exist, so the core resolves it (``lookup``) under the same key before failing over.
+
+Timeouts are bounded twice: by the transport's own timeout (``timeout_ms``, total per call) and by an
+``asyncio.timeout`` guard 1 s later, so even a transport whose timer fails cannot hold a settlement longer
+than ``timeout_ms`` + 1 s. ``lookup(intent)`` takes the whole intent, not just the key: for providers whose documented
+recovery is to replay the create call under the same idempotency key (Stripe, PayPal, Wise, Toss) the
+request body is needed to replay it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import json
+import re
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import quote_plus
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from domain.bridge import PayoutIntent, PayoutOutcome, PayoutStatus
+from domain.rails import Provider
+
+DEFAULT_SIM_PORT = 19480
+_GUARD_S = 1.0  # outer safety bound on top of each transport's own timeout
+REPO_ROOT = Path(__file__).resolve().parents[3]
+
+
+# --------------------------------------------------------------------------- settings
+
+
+class ProviderSettings(BaseSettings):
+    """Provider endpoints and secrets (env prefix ``NEXUS_PROVIDER_``); defaults talk to the local simulator."""
+
+    model_config = SettingsConfigDict(env_prefix="NEXUS_PROVIDER_", env_file=".env", extra="ignore")
+
+    sim_url: str = f"http://127.0.0.1:{DEFAULT_SIM_PORT}"
+    paypal_url: str = ""  # empty: the simulator
+    stripe_url: str = ""
+    wise_url: str = ""
+    toss_url: str = ""
+    alipay_url: str = ""  # the gateway, e.g. https://openapi.alipay.com/gateway.do
+
+    timeout_ms: int = Field(default=2_000, ge=1, le=120_000)
+    # Per provider host; at least NEXUS_BRIDGE_MAX_IN_FLIGHT (512), or calls queue for a connection (httpx,
+    # aiohttp) or connections are closed and reopened (lean: it keeps this many idle ones).
+    max_connections: int = Field(default=512, ge=1)
+    # "lean" (streams/bridge/providers/lean_http.py) costs the bridge's one thread the least CPU per call; httpx and
+    # aiohttp are the general-purpose alternatives (bench/bench_bridge_core.py, bench/bench_bridge_kafka.py).
+    transport: str = Field(default="lean", pattern="^(lean|httpx|aiohttp)$")
+    ca_file: Path | None = None  # extra trust for the providers' TLS certificates (lean transport); None: system
+
+    paypal_client_id: str = "nexus-sim-client"
+    paypal_client_secret: SecretStr = SecretStr("nexus-sim-secret")
+    stripe_secret_key: SecretStr = SecretStr("sk_test_51NexusSim0123456789abcdefABCDEF")
+    wise_api_token: SecretStr = SecretStr("wise-sim-api-token")
+    wise_profile_id: int = 16_000_001
+    wise_signing_key: SecretStr = SecretStr("wise-sim-sca-signing-key")
+    toss_secret_key: SecretStr = SecretStr("test_sk_nexus_sim_0123456789")
+    alipay_app_id: str = "2021000000000001"
+    # PEM files; when absent, a development key pair is generated under keys_dir (the simulator reads it too).
+    alipay_app_private_key_file: Path | None = None
+    alipay_public_key_file: Path | None = None
+    keys_dir: Path = REPO_ROOT / ".local" / "provider_sim" / "keys"
+
+    def url(self, provider: Provider) -> str:
+        explicit = {
+            Provider.PAYPAL: self.paypal_url,
+            Provider.STRIPE: self.stripe_url,
+            Provider.WISE: self.wise_url,
+            Provider.TOSS: self.toss_url,
+            Provider.ALIPAY: self.alipay_url,
+        }.get(provider, "")
+        if explicit:
+            return explicit.rstrip("/")
+        base = self.sim_url.rstrip("/")
+        return f"{base}/gateway.do" if provider is Provider.ALIPAY else base
+
+
+# --------------------------------------------------------------------------- HTTP
+
+
+@dataclass(frozen=True, slots=True)
+class HttpRequest:
+    method: str
+    url: str
+    headers: tuple[tuple[str, str], ...]
+    body: bytes = b""
+
+    def header(self, name: str) -> str | None:
+        lname = name.lower()
+        return next((v for k, v in self.headers if k.lower() == lname), None)
+
+
+@dataclass(frozen=True, slots=True)
+class HttpResponse:
+    status: int
+    headers: Mapping[str, str]  # lower-case names
+    body: bytes
+
+    def json(self) -> Any:
+        return loads_exact(self.body)
+
+
+class TransportError(Exception):
+    pass
+
+
+class ConnectFailed(TransportError):
+    """The request was definitely not sent (connection refused, no pooled connection in time)."""
+
+
+class TimedOut(TransportError):
+    """Sent (or maybe sent) but no complete answer in time: the outcome is unknown."""
+
+
+class Transport(Protocol):
+    async def send(self, request: HttpRequest, timeout_ms: int) -> HttpResponse: ...
+
+    async def aclose(self) -> None: ...
+
+
+class HttpxTransport:
+    """httpx.AsyncClient with a keep-alive pool: general purpose, several times the lean transport's CPU per call."""
+
+    def __init__(self, max_connections: int = 512) -> None:
+        import httpx
+
+        self._httpx = httpx
+        self._client = httpx.AsyncClient(
+            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+            timeout=None,
+        )
+
+    async def send(self, request: HttpRequest, timeout_ms: int) -> HttpResponse:
+        httpx = self._httpx
+        seconds = timeout_ms / 1000
+        try:
+            r = await self._client.request(
+                request.method,
+                request.url,
+                headers=list(request.headers),
+                content=request.body or None,
+                timeout=httpx.Timeout(seconds, pool=seconds),
+            )
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+            raise ConnectFailed(f"{type(exc).__name__}: {exc}") from exc
+        except (httpx.TimeoutException, httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
+            raise TimedOut(f"{type(exc).__name__}: {exc}") from exc
+        return HttpResponse(r.status_code, {k.lower(): v for k, v in r.headers.items()}, r.content)
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+
+class AiohttpTransport:
+    """A faster transport (aiohttp), same contract; used by the benchmark where client CPU is the limit."""
+
+    def __init__(self, max_connections: int = 512) -> None:
+        self._max = max_connections
+        self._session: Any = None
+
+    def _ensure(self) -> Any:
+        if self._session is None:
+            import aiohttp
+
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=self._max, limit_per_host=self._max, ttl_dns_cache=300),
+                auto_decompress=False,
+            )
+        return self._session
+
+    async def send(self, request: HttpRequest, timeout_ms: int) -> HttpResponse:
+        import aiohttp
+
+        session = self._ensure()
+        try:
+            # aiohttp's own timer, not a cancellation from outside: cancelling aiohttp mid-request can leave
+            # the half-used keep-alive connection in its pool, and the next request on it then hangs.
+            async with session.request(
+                request.method,
+                request.url,
+                headers=list(request.headers),
+                data=request.body or None,
+                timeout=aiohttp.ClientTimeout(total=timeout_ms / 1000),
+            ) as r:
+                body = await r.read()
+                return HttpResponse(r.status, {k.lower(): v for k, v in r.headers.items()}, body)
+        except aiohttp.ClientConnectorError as exc:
+            raise ConnectFailed(f"{type(exc).__name__}: {exc}") from exc
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise TimedOut(f"{type(exc).__name__}: {exc}") from exc
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+def make_transport(kind: str = "lean", max_connections: int = 512, ca_file: Path | None = None) -> Transport:
+    if kind == "lean":
+        from streams.bridge.providers.lean_http import LeanHttpTransport  # it imports this module's types
+
+        return LeanHttpTransport(max_connections, ca_file=ca_file)
+    if kind == "aiohttp":
+        return AiohttpTransport(max_connections)
+    if kind == "httpx":
+        return HttpxTransport(max_connections)
+    raise ValueError(f"unknown transport {kind!r}; use 'lean', 'httpx' or 'aiohttp'")
+
+
+# --------------------------------------------------------------------------- merchants
+
+
+@dataclass(frozen=True, slots=True)
+class MerchantPayoutAccount:
+    """Where each provider pays a merchant (onboarding data; the bridge request only names the merchant)."""
+
+    merchant_id: str
+    stripe_account: str  # Stripe-Account header (the connected account)
+    stripe_destination: str  # external account (bank account / card) of that connected account
+    paypal_receiver: str  # e-mail
+    wise_recipient_id: int  # targetAccount
+    toss_submall_id: str  # ≤ 20 chars
+    alipay_identity: str  # ALIPAY_LOGON_ID
+    alipay_name: str
+
+
+class MerchantDirectory(Protocol):
+    def account(self, merchant_id: str) -> MerchantPayoutAccount: ...
+
+
+class DerivedMerchantDirectory:
+    """Deterministic payout accounts derived from the merchant id (simulator, demo, tests)."""
+
+    def account(self, merchant_id: str) -> MerchantPayoutAccount:
+        h = hashlib.sha256(merchant_id.encode()).hexdigest()
+        slug = re.sub(r"[^a-z0-9]+", "-", merchant_id.lower()).strip("-")[:40] or "merchant"
+        return MerchantPayoutAccount(
+            merchant_id=merchant_id,
+            stripe_account=f"acct_{h[:16]}",
+            stripe_destination=f"ba_{h[16:40]}",
+            paypal_receiver=f"{slug}@merchants.nexus-x.io",
+            wise_recipient_id=100_000_000 + int(h[:7], 16),
+            toss_submall_id=f"nx{h[:18]}",
+            alipay_identity=f"{slug}@merchants.nexus-x.cn",
+            alipay_name=merchant_id[:64],
+        )
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def loads_exact(body: bytes | str) -> Any:
+    """JSON with numbers that have a fraction read as Decimal (never float)."""
+    return json.loads(body, parse_float=Decimal)
+
+
+_NUM = "__json_number__"
+_NUM_RE = re.compile(rf'"{_NUM}(-?[0-9]+(?:[.][0-9]+)?)"')
+
+
+def dumps(obj: Any) -> bytes:
+    text = json.dumps(obj, separators=(",", ":"), ensure_ascii=False, default=_decimal_default)
+    return _NUM_RE.sub(r"\1", text).encode() if _NUM in text else text.encode()
+
+
+def json_number(d: Decimal) -> str:
+    """A Decimal that ``dumps`` writes as a JSON number literal with exactly its digits (Wise's amounts)."""
+    return f"{_NUM}{d:f}"
+
+
+def _decimal_default(o: Any) -> Any:
+    if isinstance(o, Decimal):
+        return f"{o:f}"
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+_FORM_SAFE = re.compile(r"[A-Za-z0-9_.~-]*")
+
+
+@lru_cache(maxsize=256)
+def _form_key(key: str) -> str:
+    return quote_plus(key)
+
+
+def form_encode(pairs: list[tuple[str, str]]) -> bytes:
+    """``application/x-www-form-urlencoded`` like ``urlencode`` (same output), without quoting safe values."""
+    return "&".join(f"{_form_key(k)}={v if _FORM_SAFE.fullmatch(v) else quote_plus(v)}" for k, v in pairs).encode()
+
+
+def basic_auth(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+_NEXUS_NS = uuid.UUID("6f1c5e2a-4c1d-5d4e-9a1b-1e8a5c0b7d21")
+
+
+def uuid_for_key(key: str) -> str:
+    """A stable UUID for providers whose idempotency field must be a UUID (Wise customerTransactionId)."""
+    return str(uuid.uuid5(_NEXUS_NS, key))
+
+
+def classify_status(status: int) -> PayoutStatus | None:
+    """None for 2xx; otherwise what an HTTP error status means for a money-moving call (module doc)."""
+    if 200 <= status < 300:
+        return None
+    if status in (429, 503, 401, 403):
+        return PayoutStatus.UNAVAILABLE
+    if status >= 500:
+        return PayoutStatus.TIMEOUT
+    return PayoutStatus.DECLINED
+
+
+class ProviderAdapter(Protocol):
+    provider: Provider
+
+    async def payout(self, intent: PayoutIntent) -> PayoutOutcome: ...
+
+    async def lookup(self, intent: PayoutIntent) -> PayoutOutcome: ...
+
+
+class HttpAdapter:
+    """Base of the HTTP adapters: bounded send, transport errors → outcomes."""
+
+    provider: Provider
+
+    def __init__(self, settings: ProviderSettings, transport: Transport, merchants: MerchantDirectory) -> None:
+        self.settings = settings
+        self.transport = transport
+        self.merchants = merchants
+        self.base_url = settings.url(self.provider)
+        self.timeout_ms = settings.timeout_ms
+
+    async def send(self, request: HttpRequest, timeout_ms: int | None = None) -> HttpResponse | PayoutOutcome:
+        bound_ms = timeout_ms or self.timeout_ms
+        try:
+            # Every transport enforces bound_ms itself; this outer guard only catches a transport whose timer
+            # fails (it is 1 s later so it never pre-empts them: cancelling aiohttp from outside can corrupt
+            # its connection pool).
+            async with asyncio.timeout(bound_ms / 1000 + _GUARD_S):
+                return await self.transport.send(request, bound_ms)
+        except ConnectFailed as exc:
+            return PayoutOutcome(PayoutStatus.UNAVAILABLE, error_code="CONNECT_FAILED", error_message=str(exc))
+        except (TimedOut, TimeoutError) as exc:
+            return PayoutOutcome(
+                PayoutStatus.TIMEOUT,
+                error_code="TIMEOUT",
+                error_message=f"no answer from {self.provider} within {bound_ms} ms ({exc})",
+            )
+
+    @staticmethod
+    def unparseable(resp: HttpResponse, what: str) -> PayoutOutcome:
+        # A 2xx we cannot read: the payout probably exists, so treat it like a lost answer and resolve it.
+        return PayoutOutcome(
+            PayoutStatus.TIMEOUT,
+            http_status=resp.status,
+            error_code="UNPARSEABLE_RESPONSE",
+            error_message=f"{what}: {resp.body[:200]!r}",
+        )

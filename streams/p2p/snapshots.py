@@ -1,0 +1,162 @@
+"""Snapshots of the ledger's state, so that a restart replays ``ledger.commands`` from a recent offset
+instead of from the beginning (the topic is kept forever: a full replay grows with the ledger's history).
+
+A snapshot is the state after every command below ``next_offset``, as plain data (the domain's own
+``TradeSettler.to_dict``, whose ``from_dict`` re-checks every invariant), in a local file. It only
+accelerates the silent replay a restart does anyway: a restart that must rebuild up to offset *U* takes the
+newest snapshot at or below *U* and replays the rest. One above *U* (taken after records whose outputs may
+not be acknowledged, then a crash) is never used; a corrupt, foreign (another ``ledger.commands``: its
+topic id is in the file) or unreadable one is skipped for the next older, and without any the replay
+starts at the beginning, as before. The latest ``KEEP`` are kept.
+
+Writing one must not stall the single writer: :meth:`LedgerSnapshots.write_in_background` forks, and the
+child (a copy-on-write image of the state at that instant, between two batches) serialises it, writes
+``*.tmp``, fsyncs and renames, then exits. At most one child at a time.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import os
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from domain.trade_settlement import TradeSettler
+from streams.p2p.ledger import LedgerPartition
+
+log = logging.getLogger("nexus.ledger_snapshots")
+
+FORMAT = "nexus-x.ledger-partition-snapshot/1"
+KEEP = 2  # the newest may be above a restart's offset (its commit was lost): the previous one is then used
+SUFFIX = ".snapshot"
+
+
+@dataclass(frozen=True)
+class SnapshotFile:
+    path: Path
+    next_offset: int
+
+
+class LedgerSnapshots:
+    def __init__(self, directory: Path, topic_id: str) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.directory = directory
+        self.topic_id = topic_id
+        self._child: int | None = None
+        self._child_offset = 0
+        for stale in directory.glob("*.tmp"):  # a child killed mid-write
+            stale.unlink(missing_ok=True)
+
+    # ------------------------------------------------------------------ reading
+
+    def files(self, partition: int) -> list[SnapshotFile]:
+        """This partition's snapshots, newest first."""
+        found = []
+        for path in self.directory.glob(f"ledger-{partition}-*{SUFFIX}"):
+            try:
+                offset = int(path.name.removesuffix(SUFFIX).rsplit("-", 1)[1])
+            except ValueError:
+                continue
+            found.append(SnapshotFile(path, offset))
+        return sorted(found, key=lambda f: f.next_offset, reverse=True)
+
+    def load(self, partition: int, until_offset: int) -> LedgerPartition | None:
+        """The newest usable snapshot at or below ``until_offset``, restored and checked; None if there is none."""
+        for snapshot in self.files(partition):
+            if snapshot.next_offset > until_offset:
+                log.info(
+                    "ledger snapshot at offset %d is past the restart's offset %d: not used",
+                    snapshot.next_offset, until_offset,
+                )  # fmt: skip
+                continue
+            try:
+                state = restore(zlib.decompress(snapshot.path.read_bytes()), self.topic_id, partition)
+            except Exception as exc:  # any defect means "not this one": the log is the truth
+                log.warning("ledger snapshot %s not used: %s: %s", snapshot.path.name, type(exc).__name__, exc)
+                continue
+            assert state.next_offset == snapshot.next_offset, snapshot.path
+            return state
+        return None
+
+    # ------------------------------------------------------------------ writing
+
+    def write(self, state: LedgerPartition) -> Path:
+        """Serialise and write one snapshot now (blocking; the forked child calls this)."""
+        data = zlib.compress(serialise(state, self.topic_id), 1)
+        final = self.directory / f"ledger-{state.partition}-{state.next_offset:020d}{SUFFIX}"
+        tmp = final.with_suffix(".tmp")
+        with open(tmp, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, final)
+        for old in self.files(state.partition)[KEEP:]:
+            old.path.unlink(missing_ok=True)
+        return final
+
+    def write_in_background(self, state: LedgerPartition) -> bool:
+        """Fork a child that writes ``state`` as it is now; False if one is still writing."""
+        if self.busy():
+            return False
+        offset = state.next_offset
+        pid = os.fork()
+        if pid == 0:  # the child: a frozen image of the state; no Kafka, no logging locks, no cleanup
+            gc.disable()  # no collection may run a finaliser that touches the parent's clients
+            code = 1
+            try:
+                self.write(state)
+                code = 0
+            finally:
+                os._exit(code)
+        self._child, self._child_offset = pid, offset
+        return True
+
+    def busy(self) -> bool:
+        """Reap a finished child (logging how it ended); True while one is still writing."""
+        if self._child is None:
+            return False
+        pid, status = os.waitpid(self._child, os.WNOHANG)
+        if pid == 0:
+            return True
+        code = os.waitstatus_to_exitcode(status)
+        if code == 0:
+            log.info("ledger snapshot written at offset %d", self._child_offset)
+        else:
+            log.error("ledger snapshot at offset %d failed (exit %d); the next one retries", self._child_offset, code)
+        self._child = None
+        return False
+
+    def wait(self) -> None:
+        """Block until a writing child ends (shutdown, tests)."""
+        if self._child is not None:
+            os.waitpid(self._child, 0)
+            self._child = None
+
+
+def serialise(state: LedgerPartition, topic_id: str) -> bytes:
+    return orjson.dumps(
+        {
+            "format": FORMAT,
+            "topic_id": topic_id,
+            "partition": state.partition,
+            "next_offset": state.next_offset,
+            "settler": state.settler.to_dict(),
+        }
+    )
+
+
+def restore(raw: bytes, topic_id: str, partition: int) -> LedgerPartition:
+    data: dict[str, Any] = orjson.loads(raw)
+    if data.get("format") != FORMAT:
+        raise ValueError(f"unknown format {data.get('format')!r}")
+    if data["topic_id"] != topic_id:
+        raise ValueError(f"taken from another ledger.commands (topic id {data['topic_id']}, now {topic_id})")
+    if data["partition"] != partition:
+        raise ValueError(f"taken from partition {data['partition']}, not {partition}")
+    settler = TradeSettler.from_dict(data["settler"])  # re-checks every invariant
+    return LedgerPartition(partition=partition, settler=settler, next_offset=int(data["next_offset"]))
