@@ -27,7 +27,8 @@ from domain import trade_settlement as ts
 from domain.ledger import Ledger, PendingState, TransferResult, TransferStatus
 from domain.ledger import Transfer as LedgerTransferCommand
 from domain.money import kaus_to_decimal
-from streams.p2p.matching import Output, from_ms, to_ms
+from domain.timeconv import from_ms, to_ms
+from streams.p2p.matching import Output
 
 DEPOSIT_CODE = "deposit"
 HOLD_EXPIRED = "hold expired"

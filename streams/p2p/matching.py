@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from functools import lru_cache
 from typing import Any
 
 from contracts import models as m
@@ -19,19 +17,7 @@ from contracts.construct import Encoded, dump_json, utc_text
 from contracts.topics import ENERGY_ORDER_EVENTS, ENERGY_PRICES, ENERGY_TRADES, LEDGER_COMMANDS, Topic
 from domain import order_book as ob
 from domain.price_discovery import PriceDiscovery, PriceUpdate
-
-
-def to_ms(ts: datetime) -> int:
-    return (
-        int(ts.timestamp() * 1000)
-        if ts.microsecond % 1000 == 0
-        else int(ts.timestamp()) * 1000 + ts.microsecond // 1000
-    )
-
-
-@lru_cache(maxsize=65_536)
-def from_ms(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, tz=UTC).replace(microsecond=(ms % 1000) * 1000)
+from domain.timeconv import from_ms, to_ms
 
 
 def to_command(message: m.SubmitOrder | m.CancelOrder | m.AmendOrder) -> ob.Command:

@@ -90,7 +90,7 @@ def test_utc_text_is_how_pydantic_writes_the_instant() -> None:
     import random
 
     from contracts.construct import utc_text
-    from streams.p2p.matching import from_ms
+    from domain.timeconv import from_ms
 
     rng = random.Random(3)
     edges = [0, 1, 999, 1_000, 1_001, -1, -999, -1_000, -1_001, 1_764_000_000_000, 1_764_000_000_041]
