@@ -54,6 +54,7 @@ from streams.bridge.providers import build_adapters
 from streams.bridge.providers.base import ProviderSettings, make_transport
 from streams.bridge.runner import BridgeRunner, FileIntentStore, LedgerHolds, MemoryIntentStore
 from streams.kafka import event_loop
+from streams.settings import get_settings
 
 FX_DAY = date(2026, 10, 30)
 SPEC_8_1 = {  # region: (avg, p95, p99, success %) as published in the spec
@@ -391,7 +392,7 @@ def main() -> int:
         "process kill, not a power loss); memory: no persistence",
     )
     parser.add_argument("--check", action="store_true")
-    return event_loop.run(main_async(parser.parse_args()))  # NEXUS_EVENT_LOOP, like the bridge worker
+    return event_loop.run(main_async(parser.parse_args()), get_settings().event_loop)
 
 
 if __name__ == "__main__":

@@ -205,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
             await stop.wait()
             await runner.cleanup()
 
-        event_loop.run(forever())
+        event_loop.run(forever(), get_settings().event_loop)
         return 0
     if args.command == "start":
         secs = sim.start()

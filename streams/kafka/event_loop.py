@@ -1,9 +1,7 @@
-"""Runs a coroutine on the configured event loop (``NEXUS_EVENT_LOOP``): uvloop by default, asyncio on request.
+"""Runs a coroutine on the event loop a setting names (``NEXUS_EVENT_LOOP``): uvloop, or asyncio's own.
 
-Why uvloop: the bridge's work is small messages on many sockets (Kafka hand-overs, provider HTTP), so the loop's
-own cost per event counts. Measured on the same VM (``bench/bench_bridge_kafka.py``): burst 1,181 → 1,344
-settlements/s, bridge CPU 0.70 → 0.61 ms per settlement. Our code only uses the public asyncio API, so either
-loop runs it; the unit tests of the HTTP transport run on both.
+uvloop spends less CPU per socket event, which counts for the bridge's many small messages
+(figures in docs/performance.md); our code uses only the public asyncio API, so either loop runs it.
 """
 
 from __future__ import annotations
@@ -12,20 +10,16 @@ import asyncio
 from collections.abc import Coroutine
 from typing import Any, Literal, TypeVar
 
+import uvloop
+
 T = TypeVar("T")
 
 LoopKind = Literal["uvloop", "asyncio"]
 
 
-def run(main: Coroutine[Any, Any, T], kind: LoopKind | None = None) -> T:
-    """``asyncio.run(main)`` on the loop ``kind`` (default: the platform setting)."""
-    if kind is None:
-        from streams.settings import get_settings
-
-        kind = get_settings().event_loop
+def run(main: Coroutine[Any, Any, T], kind: LoopKind) -> T:
+    """``asyncio.run(main)`` on the loop ``kind`` (callers pass ``Settings.event_loop``)."""
     if kind == "uvloop":
-        import uvloop
-
         return uvloop.run(main)
     assert kind == "asyncio", f"unknown event loop {kind!r}"
     return asyncio.run(main)
