@@ -193,6 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "run":
         from devtools.provider_sim.server import serve
         from streams.kafka import event_loop
+        from streams.settings import get_settings
 
         async def forever() -> None:
             runner = await serve(args.host, args.port, seed=args.seed)
