@@ -71,7 +71,6 @@ from domain.rails import (
     DEFAULT_BREAKER,
     RAILS,
     Breakers,
-    CircuitBreaker,
     NoRail,
     Provider,
     Rail,
@@ -876,10 +875,3 @@ def recover(intents_without_result: Iterable[PayoutIntent], at: Instant) -> list
         steps.append(Step(tx, (ResolvePayout(intent, 1),)))
     return steps
 
-
-def apply_rail_outcomes(breakers: dict[Rail, CircuitBreaker], effects: Iterable[Effect]) -> None:
-    """Convenience for shells: fold :class:`RailOutcome` effects into a mutable breaker registry."""
-    for e in effects:
-        if isinstance(e, RailOutcome):
-            b = breakers.get(e.rail, DEFAULT_BREAKER)
-            breakers[e.rail] = b.on_success(e.at_ms) if e.ok else b.on_failure(e.at_ms)

@@ -454,8 +454,3 @@ def exception_key(result: ReconResult) -> str:
     """Stable identity of the item an exception is about (settlement first, else the line)."""
     return f"S:{result.settlement_id}" if result.settlement_id else f"L:{result.line_id}"
 
-
-def utc(ts: datetime) -> datetime:
-    if ts.tzinfo is None:
-        raise ValueError("naive datetime: reconciliation works in timezone-aware UTC")
-    return ts.astimezone(UTC)

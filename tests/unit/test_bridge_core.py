@@ -45,7 +45,7 @@ from domain.bridge import (
 from domain.cashback import PayerTier
 from domain.fx import FxBook, FxPolicy, FxSource, Quote
 from domain.money import Currency
-from domain.rails import BreakerState, CircuitBreaker, Provider, Rail, Region, new_breakers
+from domain.rails import DEFAULT_BREAKER, BreakerState, CircuitBreaker, Provider, Rail, Region, new_breakers
 
 T0 = 1_790_000_000_000
 K = 1_000_000
@@ -235,7 +235,10 @@ class Harness:
         cfg = self.cfg
         while True:
             self.effects.extend(step.effects)
-            b.apply_rail_outcomes(self.breakers, step.effects)
+            for e in step.effects:  # the shell's breaker bookkeeping, as streams/bridge/runner.py does it
+                if isinstance(e, RailOutcome):
+                    breaker = self.breakers.get(e.rail, DEFAULT_BREAKER)
+                    self.breakers[e.rail] = breaker.on_success(e.at_ms) if e.ok else breaker.on_failure(e.at_ms)
             tx = step.tx
             nxt: Step | None = None
             for e in step.effects:
