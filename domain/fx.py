@@ -108,9 +108,7 @@ def median_rate(rates: list[Decimal]) -> Decimal:
 
 def _fraction_to_rate(value: Fraction) -> Decimal:
     scaled = value * 10**RATE_PLACES
-    return Decimal(_round_half_even(scaled.numerator, scaled.denominator)).scaleb(-RATE_PLACES).quantize(
-        _RATE_QUANTUM
-    )
+    return Decimal(_round_half_even(scaled.numerator, scaled.denominator)).scaleb(-RATE_PLACES).quantize(_RATE_QUANTUM)
 
 
 @dataclass(frozen=True)
@@ -162,7 +160,8 @@ class FxBook:
                 raise StaleRate(base, str(quote), "no quote received from any source")
             newest_age_ms = now_ms - max(q.as_of_ms for q in known)
             raise StaleRate(
-                base, str(quote),
+                base,
+                str(quote),
                 f"{len(fresh)} fresh source(s), need {p.min_fresh_sources}; newest quote is "
                 f"{newest_age_ms} ms old (limit {p.max_age_ms} ms)",
             )
@@ -191,8 +190,10 @@ class SlippageCheck:
         # Truncated for display, so a move just under the limit never reads as the limit itself.
         moved = self.slippage_bps
         pct = (Decimal(moved.numerator) / Decimal(moved.denominator) / 100).quantize(Decimal("0.0001"), ROUND_DOWN)
-        return (f"rate moved {pct}% from the quoted {self.quoted} to {self.live} "
-                f"(limit: under {Decimal(self.limit_bps) / 100:.2f}%)")
+        return (
+            f"rate moved {pct}% from the quoted {self.quoted} to {self.live} "
+            f"(limit: under {Decimal(self.limit_bps) / 100:.2f}%)"
+        )
 
 
 def slippage_bps(quoted: Decimal, live: Decimal) -> Fraction:
@@ -281,8 +282,7 @@ def max_kaus_units_within_slippage(amount_minor: int, quoted: Decimal, currency:
     assert 0 < limit_bps < BPS_PER_UNIT
     num, den = _ratio(quoted)  # worst = num / den x (10,000 - limit) / 10,000
     exp = MINOR_UNIT_EXPONENT[currency]
-    return _ceil_div(amount_minor * den * BPS_PER_UNIT * 10**KAUS_DECIMALS,
-                     num * (BPS_PER_UNIT - limit_bps) * 10**exp)
+    return _ceil_div(amount_minor * den * BPS_PER_UNIT * 10**KAUS_DECIMALS, num * (BPS_PER_UNIT - limit_bps) * 10**exp)
 
 
 def format_rate(rate: Decimal) -> str:

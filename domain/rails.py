@@ -137,11 +137,28 @@ def _flat(bps: int) -> dict[Currency, int]:
 
 # Stripe's fixed part: "25¢-equivalent", as a static table so fees stay pure and reviewable.
 STRIPE_FIXED_MINOR: dict[Currency, int] = {
-    C.USD: 25, C.EUR: 25, C.GBP: 20, C.JPY: 40, C.KRW: 350, C.AUD: 40, C.SGD: 35, C.HKD: 200, C.AED: 92, C.CNY: 180,
+    C.USD: 25,
+    C.EUR: 25,
+    C.GBP: 20,
+    C.JPY: 40,
+    C.KRW: 350,
+    C.AUD: 40,
+    C.SGD: 35,
+    C.HKD: 200,
+    C.AED: 92,
+    C.CNY: 180,
 }
 WISE_BPS: dict[Currency, int] = {
-    C.USD: 50, C.EUR: 50, C.GBP: 50, C.AUD: 100, C.SGD: 100, C.HKD: 100, C.JPY: 100,
-    C.KRW: 150, C.AED: 150, C.CNY: 150,
+    C.USD: 50,
+    C.EUR: 50,
+    C.GBP: 50,
+    C.AUD: 100,
+    C.SGD: 100,
+    C.HKD: 100,
+    C.JPY: 100,
+    C.KRW: 150,
+    C.AED: 150,
+    C.CNY: 150,
 }
 assert set(STRIPE_FIXED_MINOR) == set(WISE_BPS) == set(Currency)
 
@@ -218,8 +235,9 @@ class CircuitBreaker:
         if state is BreakerState.OPEN:
             return self  # already open; late failures do not extend the cool-down
         if state is BreakerState.HALF_OPEN:
-            return replace(self, consecutive_failures=self.consecutive_failures + 1, opened_at_ms=now_ms,
-                           probe_started_at_ms=None)
+            return replace(
+                self, consecutive_failures=self.consecutive_failures + 1, opened_at_ms=now_ms, probe_started_at_ms=None
+            )
         failures = self.consecutive_failures + 1
         opened = now_ms if failures >= self.failure_threshold else None
         return replace(self, consecutive_failures=failures, opened_at_ms=opened)
@@ -290,7 +308,8 @@ def select_rail(
             state = breakers.get(spec.rail, DEFAULT_BREAKER).state(now_ms)
             skipped.append((spec.rail, f"circuit breaker {state.value}"))
         else:
-            return RailChoice(spec, fee_minor(spec.provider, amount_minor, currency), spec.region is None,
-                              tuple(skipped))
+            return RailChoice(
+                spec, fee_minor(spec.provider, amount_minor, currency), spec.region is None, tuple(skipped)
+            )
     detail = "; ".join(f"{r.value}: {why}" for r, why in skipped)
     return NoRail(f"no available rail for {currency} in {region} ({detail})", tuple(skipped))

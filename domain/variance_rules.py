@@ -153,7 +153,10 @@ def fx_within(internal_rate: Decimal | None, provider_rate: Decimal | None, tol:
 
 
 def amount_within(
-    internal_amount: int, provider_amount: int, internal_rate: Decimal | None, provider_rate: Decimal | None,
+    internal_amount: int,
+    provider_amount: int,
+    internal_rate: Decimal | None,
+    provider_rate: Decimal | None,
     tol: Tolerances,
 ) -> bool:
     """|gap| <= amount_minor + the part of the gap the (in-tolerance) rate difference explains.
@@ -250,16 +253,34 @@ def reconcile(
     for line_id, cands in line_cands.items():
         if line_id not in done_l:
             ln = line_by_id[line_id]
-            results.append(ReconResult(None, line_id, MatchTier.REFERENCE, Outcome.BREAK, BreakClass.DUPLICATE,
-                                       amount_delta_minor=ln.amount_minor, fee_delta_minor=ln.fee_minor,
-                                       related_id=cands[0].settlement_id))
+            results.append(
+                ReconResult(
+                    None,
+                    line_id,
+                    MatchTier.REFERENCE,
+                    Outcome.BREAK,
+                    BreakClass.DUPLICATE,
+                    amount_delta_minor=ln.amount_minor,
+                    fee_delta_minor=ln.fee_minor,
+                    related_id=cands[0].settlement_id,
+                )
+            )
             done_l.add(line_id)
     for sid in settle_cands:
         if sid not in done_s:
             s = by_id[sid]
-            results.append(ReconResult(sid, None, MatchTier.REFERENCE, Outcome.BREAK, BreakClass.DUPLICATE,
-                                       amount_delta_minor=-s.amount_minor, fee_delta_minor=-s.fee_minor,
-                                       related_id=best_line[sid].line_id))
+            results.append(
+                ReconResult(
+                    sid,
+                    None,
+                    MatchTier.REFERENCE,
+                    Outcome.BREAK,
+                    BreakClass.DUPLICATE,
+                    amount_delta_minor=-s.amount_minor,
+                    fee_delta_minor=-s.fee_minor,
+                    related_id=best_line[sid].line_id,
+                )
+            )
             done_s.add(sid)
 
     # ---- tier 2: amount / currency / time within tolerance, mutual nearest
@@ -284,9 +305,17 @@ def reconcile(
         if s.settlement_id in done_s:
             continue
         outcome = classify_unmatched_settlement(s, window_end, tol)
-        results.append(ReconResult(s.settlement_id, None, MatchTier.NONE, outcome,
-                                   BreakClass.MISSING_AT_PROVIDER if outcome is Outcome.BREAK else None,
-                                   amount_delta_minor=-s.amount_minor, fee_delta_minor=-s.fee_minor))
+        results.append(
+            ReconResult(
+                s.settlement_id,
+                None,
+                MatchTier.NONE,
+                outcome,
+                BreakClass.MISSING_AT_PROVIDER if outcome is Outcome.BREAK else None,
+                amount_delta_minor=-s.amount_minor,
+                fee_delta_minor=-s.fee_minor,
+            )
+        )
     for ln in lines:
         if ln.line_id in done_l:
             continue
@@ -294,22 +323,44 @@ def reconcile(
             ln.our_reference is not None and ln.our_reference in prior.settlement_ids
         ):
             related = ln.our_reference if ln.our_reference in prior.settlement_ids else ln.provider_reference
-            results.append(ReconResult(None, ln.line_id, MatchTier.REFERENCE, Outcome.BREAK, BreakClass.DUPLICATE,
-                                       amount_delta_minor=ln.amount_minor, fee_delta_minor=ln.fee_minor,
-                                       related_id=related))
+            results.append(
+                ReconResult(
+                    None,
+                    ln.line_id,
+                    MatchTier.REFERENCE,
+                    Outcome.BREAK,
+                    BreakClass.DUPLICATE,
+                    amount_delta_minor=ln.amount_minor,
+                    fee_delta_minor=ln.fee_minor,
+                    related_id=related,
+                )
+            )
             continue
         outcome = classify_unmatched_line(ln, window_end, tol)
-        results.append(ReconResult(None, ln.line_id, MatchTier.NONE, outcome,
-                                   BreakClass.MISSING_INTERNALLY if outcome is Outcome.BREAK else None,
-                                   amount_delta_minor=ln.amount_minor, fee_delta_minor=ln.fee_minor))
+        results.append(
+            ReconResult(
+                None,
+                ln.line_id,
+                MatchTier.NONE,
+                outcome,
+                BreakClass.MISSING_INTERNALLY if outcome is Outcome.BREAK else None,
+                amount_delta_minor=ln.amount_minor,
+                fee_delta_minor=ln.fee_minor,
+            )
+        )
     return results
 
 
 def _pair(s: InternalSettlement, ln: ProviderLine, tier: MatchTier, tol: Tolerances) -> ReconResult:
     brk = classify_pair(s, ln, tol)
     return ReconResult(
-        s.settlement_id, ln.line_id, tier, Outcome.BREAK if brk else Outcome.MATCHED, brk,
-        amount_delta_minor=ln.amount_minor - s.amount_minor, fee_delta_minor=ln.fee_minor - s.fee_minor,
+        s.settlement_id,
+        ln.line_id,
+        tier,
+        Outcome.BREAK if brk else Outcome.MATCHED,
+        brk,
+        amount_delta_minor=ln.amount_minor - s.amount_minor,
+        fee_delta_minor=ln.fee_minor - s.fee_minor,
     )
 
 
@@ -362,9 +413,10 @@ def _tier3_batches(
         if not members or len(members) < 2 or key in chosen:
             continue
         n = len(members)
-        if abs(sum(s.amount_minor for s in members) - ln.amount_minor) <= n * tol.amount_minor and abs(
-            sum(s.fee_minor for s in members) - ln.fee_minor
-        ) <= n * tol.fee_minor:
+        if (
+            abs(sum(s.amount_minor for s in members) - ln.amount_minor) <= n * tol.amount_minor
+            and abs(sum(s.fee_minor for s in members) - ln.fee_minor) <= n * tol.fee_minor
+        ):
             chosen[key] = ln
     return [(groups[key], ln) for key, ln in chosen.items()]
 
@@ -453,4 +505,3 @@ def age_days(opened_on: date, as_of: date) -> int:
 def exception_key(result: ReconResult) -> str:
     """Stable identity of the item an exception is about (settlement first, else the line)."""
     return f"S:{result.settlement_id}" if result.settlement_id else f"L:{result.line_id}"
-
