@@ -1,13 +1,17 @@
 """One valid example message per topic, built from the models (so an example can never be invalid).
 
-Rendered into contracts/README.md by `python -m contracts`.
+Rendered into contracts/README.md by `python -m contracts`. Tests and demos build their messages from
+these too: ``example(topic, **fields)`` (or a typed builder such as ``bridge_completed``) is the example
+with some fields replaced, validated again like any message.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
 
 from contracts import models as m
 
@@ -279,3 +283,54 @@ EXAMPLES: dict[str, Any] = {
         received_at=T0,
     ),
 }
+
+
+_M = TypeVar("_M", bound=BaseModel)
+
+
+def example(topic: str, **fields: Any) -> Any:
+    """The example of ``topic`` with ``fields`` replaced; validated again, so the result is a valid message."""
+    base = EXAMPLES[topic]
+    return type(base).model_validate(base.model_dump() | fields)
+
+
+def _typed(model: type[_M], topic: str, fields: dict[str, Any]) -> _M:
+    built = example(topic, **fields)
+    assert isinstance(built, model)
+    return built
+
+
+def trade(**fields: Any) -> m.Trade:
+    return _typed(m.Trade, "energy.trades", fields)
+
+
+def trade_settled(**fields: Any) -> m.TradeSettled:
+    return _typed(m.TradeSettled, "energy.settlements", fields)
+
+
+def fx_rate(**fields: Any) -> m.FxRate:
+    return _typed(m.FxRate, "fx.rates", fields)
+
+
+def bridge_completed(**fields: Any) -> m.BridgeSettlementCompleted:
+    return _typed(m.BridgeSettlementCompleted, "bridge.settlements.completed", fields)
+
+
+def bridge_failed(**fields: Any) -> m.BridgeSettlementFailed:
+    return _typed(m.BridgeSettlementFailed, "bridge.settlements.failed", fields)
+
+
+def key_metadata(**fields: Any) -> m.KeyMetadata:
+    return _typed(m.KeyMetadata, "governance.keys", fields)
+
+
+def multisig(**fields: Any) -> m.MultisigRequest:
+    return _typed(m.MultisigRequest, "governance.multisig", fields)
+
+
+def alert(**fields: Any) -> m.Alert:
+    return _typed(m.Alert, "monitoring.alerts", fields)
+
+
+def audit_record(**fields: Any) -> m.AuditRecord:
+    return _typed(m.AuditRecord, "audit.records", fields)
