@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import re
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 
+from contracts import examples
 from contracts import models as m
 from dashboards.figures import Figures, compact_number
 from streams.alerting import metrics
@@ -18,22 +18,13 @@ NOW = datetime(2031, 3, 1, 0, 30, tzinfo=UTC)
 def completed(
     rid: str, at: datetime, ms: int = 400, region: m.Region = m.Region.KR, currency: m.Currency = m.Currency.KRW
 ) -> m.BridgeSettlementCompleted:
-    return m.BridgeSettlementCompleted(
+    return examples.bridge_completed(
         request_id=rid,
         bridge_tx_id=f"B-{rid}",
-        payer_account_id="a",
-        merchant_id="mm",
         region=region,
         currency=currency,
-        amount_minor=1,
         kaus_debited_units=2_000_000,
-        rate=Decimal("0.1"),
         rail=m.Rail.TOSS_PAYMENTS,
-        provider_reference="p",
-        provider_fee_minor=0,
-        cashback_kaus_units=0,
-        ecosystem_bonus_kaus_units=0,
-        phase_durations_ms={},
         total_duration_ms=ms,
         completed_at=at,
     )
@@ -45,19 +36,8 @@ def test_windows_today_and_dedupe() -> None:
     figures.add(completed("b", NOW - timedelta(hours=2), 500, m.Region.US, m.Currency.USD))  # yesterday, in 24 h
     figures.add(completed("b", NOW - timedelta(hours=2), 500, m.Region.US, m.Currency.USD))  # replayed: once
     figures.add(completed("c", NOW - timedelta(hours=25), 900))  # outside 24 h
-    figures.add(
-        m.BridgeSettlementFailed(
-            request_id="f",
-            payer_account_id="a",
-            region=m.Region.KR,
-            currency=m.Currency.KRW,
-            amount_minor=1,
-            failed_phase=m.BridgePhase.FX_CONVERSION,
-            reason_code="SLIPPAGE",
-            reason="r",
-            failed_at=NOW - timedelta(minutes=1),
-        )
-    )
+    failed = examples.bridge_failed(region=m.Region.KR, currency=m.Currency.KRW, failed_at=NOW - timedelta(minutes=1))
+    figures.add(failed)
     s = figures.summary(NOW)
     assert s["settlements_today"] == 1
     assert s["bridge_completed_24h"] == 2 and s["bridge_failed_24h"] == 1
@@ -71,15 +51,7 @@ def test_windows_today_and_dedupe() -> None:
 
 def test_alerts_follow_firing_and_resolved_records() -> None:
     figures = Figures()
-    alert = m.Alert(
-        fingerprint="fp1",
-        rule="SettlementDelay",
-        state=m.AlertState.FIRING,
-        severity=m.Severity.WARNING,
-        channel="slack",
-        summary="slow",
-        starts_at=NOW,
-    )
+    alert = examples.alert(rule="SettlementDelay", severity=m.Severity.WARNING, channel="slack", starts_at=NOW)
     figures.add(alert)
     assert [a["rule"] for a in figures.summary(NOW)["firing_alerts"]] == ["SettlementDelay"]
     figures.add(alert.model_copy(update={"state": m.AlertState.RESOLVED, "ends_at": NOW}))

@@ -383,55 +383,27 @@ def test_unused_signals_are_ignored_and_windows_are_pruned() -> None:
 
 
 def test_registry_messages_map_to_signals() -> None:
+    from contracts import examples
     from contracts import models as m
     from streams.alerting.agent import observations, region_of_market
 
-    failed = m.BridgeSettlementFailed(
-        request_id="r9",
-        payer_account_id="a",
-        region=m.Region.EU,
-        currency=m.Currency.EUR,
-        amount_minor=2_000,
-        failed_phase=m.BridgePhase.FX_CONVERSION,
-        reason_code="SLIPPAGE",
-        reason="moved",
-        failed_at=T0,
-    )
+    failed = examples.bridge_failed(request_id="r9", reason_code="SLIPPAGE", rail=None, failed_at=T0)
     obs = observations(failed)
     assert [(o.signal, o.labels["reason_code"], o.labels["rail"], o.id) for o in obs if isinstance(o, Sample)] == [
         ("settlement_failed", "SLIPPAGE", "none", "bridge:r9"),
         ("settlement", "SLIPPAGE", "none", "bridge:r9"),
     ]
-    quote_obs = observations(
-        m.FxRate(quote_id="q1", source=m.FxSource.REUTERS, quote=m.Currency.KRW, rate=Decimal("1354.21"), as_of=T0)
-    )
+    quote_obs = observations(examples.fx_rate(quote=m.Currency.KRW, rate=Decimal("1354.21"), as_of=T0))
     assert [(o.signal, o.value, o.labels["pair"]) for o in quote_obs if isinstance(o, Sample)] == [
         ("fx_rate", Decimal("1354.21"), "KAUS/KRW")
     ]
-    approved = m.MultisigRequest(
-        request_id="ms",
-        amount_kaus_units=1,
-        required_signers=3,
-        signatures=3,
-        state=m.MultisigState.APPROVED,
-        created_at=T0,
-        updated_at=T0 + TWO_HOURS,
+    approved = examples.multisig(
+        request_id="ms", signatures=4, state=m.MultisigState.APPROVED, created_at=T0, updated_at=T0 + TWO_HOURS
     )
     assert [(o.key, o.reference, o.version) for o in observations(approved) if isinstance(o, Entity)] == [
         ("ms", None, T0 + TWO_HOURS)
     ]
-    trade = m.TradeSettled(
-        trade_id="t1",
-        market_id="2026-11-24T10:00Z/KR-SEOUL",
-        buyer_account_id="b",
-        seller_account_id="s",
-        notional_kaus_units=375_000,
-        fee_kaus_units=937,
-        seller_net_kaus_units=374_063,
-        delivered_wh=2_500,
-        phase_durations_us={"matching": 35_000, "transfer": 1_000_000},
-        settled_at=T0,
-    )
+    trade = examples.trade_settled(phase_durations_us={"matching": 35_000, "transfer": 1_000_000}, settled_at=T0)
     durations = [o.value for o in observations(trade) if isinstance(o, Sample) and o.signal == "settlement_duration"]
     assert durations == [Decimal("1.035")]
     assert region_of_market("2026-11-24T10:00Z/KR-SEOUL") == "KR"

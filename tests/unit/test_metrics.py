@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import urllib.request
 from datetime import UTC, datetime
-from decimal import Decimal
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from contracts import examples
 from contracts import models as m
 from streams.alerting import metrics
 
@@ -65,21 +65,11 @@ def test_metrics_derived_from_registry_messages() -> None:
     labels = {"flow": "bridge", "currency": "JPY"}
     before = sample("nexus_settled_kaus_total", labels) or 0
     record_metrics(
-        m.BridgeSettlementCompleted(
-            request_id="r1",
-            bridge_tx_id="BRIDGE-r1",
-            payer_account_id="a",
-            merchant_id="mm",
+        examples.bridge_completed(
             region=m.Region.JP,
             currency=m.Currency.JPY,
-            amount_minor=1500,
             kaus_debited_units=2_500_000,
-            rate=Decimal("0.6"),
             rail=m.Rail.PAYPAY_BUSINESS,
-            provider_reference="p",
-            provider_fee_minor=0,
-            cashback_kaus_units=0,
-            ecosystem_bonus_kaus_units=0,
             phase_durations_ms={m.BridgePhase.MERCHANT_CREDIT: 200},
             total_duration_ms=480,
             completed_at=t,
@@ -89,17 +79,8 @@ def test_metrics_derived_from_registry_messages() -> None:
     assert (sample("nexus_settlement_duration_seconds_count", {"flow": "bridge", "region": "JP"}) or 0) >= 1
     assert (sample("nexus_bridge_phase_duration_seconds_count", {"phase": "MERCHANT_CREDIT", "region": "JP"}) or 0) >= 1
     record_metrics(
-        m.TradeSettled(
-            trade_id="t1",
-            market_id="2026-11-24T10:00Z/KR-SEOUL",
-            buyer_account_id="b",
-            seller_account_id="s",
-            notional_kaus_units=375_000,
-            fee_kaus_units=937,
-            seller_net_kaus_units=374_063,
-            delivered_wh=2_500,
-            phase_durations_us={"matching": 35, "transfer": 40},
-            settled_at=t,
+        examples.trade_settled(
+            market_id="2026-11-24T10:00Z/KR-SEOUL", phase_durations_us={"matching": 35, "transfer": 40}, settled_at=t
         )
     )
     assert (sample("nexus_p2p_phase_duration_seconds_count", {"phase": "matching"}) or 0) >= 1
