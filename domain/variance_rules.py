@@ -223,65 +223,9 @@ def reconcile(
     if len(line_by_id) != len(lines):
         raise ValueError("line ids must be unique")
 
-    results: list[ReconResult] = []
     done_s: set[str] = set()
     done_l: set[str] = set()
-
-    # ---- tier 1: references
-    by_pref: dict[tuple[str, str], list[InternalSettlement]] = defaultdict(list)
-    for s in settlements:
-        if s.provider_reference:
-            by_pref[(s.provider, s.provider_reference)].append(s)
-    line_cands: dict[str, list[InternalSettlement]] = {}
-    for ln in lines:
-        cands = by_pref.get((ln.provider, ln.provider_reference), [])
-        if not cands and ln.our_reference and ln.our_reference in by_id:
-            cands = [by_id[ln.our_reference]]
-        if cands:
-            line_cands[ln.line_id] = sorted(cands, key=lambda s: (s.settled_at, s.settlement_id))
-    settle_cands: dict[str, list[ProviderLine]] = defaultdict(list)
-    for line_id, cands in line_cands.items():
-        for s in cands:
-            settle_cands[s.settlement_id].append(line_by_id[line_id])
-    best_line = {sid: min(ls, key=lambda ln: (ln.booked_at, ln.line_id)) for sid, ls in settle_cands.items()}
-    for line_id, cands in line_cands.items():
-        s = cands[0]
-        if best_line[s.settlement_id].line_id == line_id:
-            results.append(_pair(s, line_by_id[line_id], MatchTier.REFERENCE, tol))
-            done_s.add(s.settlement_id)
-            done_l.add(line_id)
-    for line_id, cands in line_cands.items():
-        if line_id not in done_l:
-            ln = line_by_id[line_id]
-            results.append(
-                ReconResult(
-                    None,
-                    line_id,
-                    MatchTier.REFERENCE,
-                    Outcome.BREAK,
-                    BreakClass.DUPLICATE,
-                    amount_delta_minor=ln.amount_minor,
-                    fee_delta_minor=ln.fee_minor,
-                    related_id=cands[0].settlement_id,
-                )
-            )
-            done_l.add(line_id)
-    for sid in settle_cands:
-        if sid not in done_s:
-            s = by_id[sid]
-            results.append(
-                ReconResult(
-                    sid,
-                    None,
-                    MatchTier.REFERENCE,
-                    Outcome.BREAK,
-                    BreakClass.DUPLICATE,
-                    amount_delta_minor=-s.amount_minor,
-                    fee_delta_minor=-s.fee_minor,
-                    related_id=best_line[sid].line_id,
-                )
-            )
-            done_s.add(sid)
+    results = _reference_tier(settlements, lines, by_id, line_by_id, tol, done_s, done_l)
 
     # ---- tier 2: amount / currency / time within tolerance, mutual nearest
     rest_s = [s for s in settlements if s.settlement_id not in done_s]
@@ -300,7 +244,85 @@ def reconcile(
             done_s.add(s.settlement_id)
         done_l.add(ln.line_id)
 
-    # ---- leftovers
+    results.extend(_leftovers(settlements, lines, done_s, done_l, tol, window_end, prior))
+    return results
+
+
+def _reference_tier(
+    settlements: Sequence[InternalSettlement],
+    lines: Sequence[ProviderLine],
+    by_id: Mapping[str, InternalSettlement],
+    line_by_id: Mapping[str, ProviderLine],
+    tol: Tolerances,
+    done_s: set[str],
+    done_l: set[str],
+) -> list[ReconResult]:
+    """Tier 1: pairs that are each other's first reference candidate; other candidates are DUPLICATEs."""
+    results: list[ReconResult] = []
+    line_cands = _reference_candidates(settlements, lines, by_id)
+    settle_cands: dict[str, list[ProviderLine]] = defaultdict(list)
+    for line_id, cands in line_cands.items():
+        for s in cands:
+            settle_cands[s.settlement_id].append(line_by_id[line_id])
+    best_line = {sid: min(ls, key=lambda ln: (ln.booked_at, ln.line_id)) for sid, ls in settle_cands.items()}
+    for line_id, cands in line_cands.items():
+        s = cands[0]
+        if best_line[s.settlement_id].line_id == line_id:
+            results.append(_pair(s, line_by_id[line_id], MatchTier.REFERENCE, tol))
+            done_s.add(s.settlement_id)
+            done_l.add(line_id)
+    for line_id, cands in line_cands.items():
+        if line_id not in done_l:
+            results.append(_duplicate_line(line_by_id[line_id], cands[0].settlement_id))
+            done_l.add(line_id)
+    for sid in settle_cands:
+        if sid not in done_s:
+            s = by_id[sid]
+            results.append(
+                ReconResult(
+                    sid,
+                    None,
+                    MatchTier.REFERENCE,
+                    Outcome.BREAK,
+                    BreakClass.DUPLICATE,
+                    amount_delta_minor=-s.amount_minor,
+                    fee_delta_minor=-s.fee_minor,
+                    related_id=best_line[sid].line_id,
+                )
+            )
+            done_s.add(sid)
+    return results
+
+
+def _reference_candidates(
+    settlements: Sequence[InternalSettlement], lines: Sequence[ProviderLine], by_id: Mapping[str, InternalSettlement]
+) -> dict[str, list[InternalSettlement]]:
+    """line id -> the settlements it references (provider reference, else our reference), earliest first."""
+    by_pref: dict[tuple[str, str], list[InternalSettlement]] = defaultdict(list)
+    for s in settlements:
+        if s.provider_reference:
+            by_pref[(s.provider, s.provider_reference)].append(s)
+    line_cands: dict[str, list[InternalSettlement]] = {}
+    for ln in lines:
+        cands = by_pref.get((ln.provider, ln.provider_reference), [])
+        if not cands and ln.our_reference and ln.our_reference in by_id:
+            cands = [by_id[ln.our_reference]]
+        if cands:
+            line_cands[ln.line_id] = sorted(cands, key=lambda s: (s.settled_at, s.settlement_id))
+    return line_cands
+
+
+def _leftovers(
+    settlements: Sequence[InternalSettlement],
+    lines: Sequence[ProviderLine],
+    done_s: set[str],
+    done_l: set[str],
+    tol: Tolerances,
+    window_end: datetime,
+    prior: PriorMatches,
+) -> list[ReconResult]:
+    """Items no tier paired: PENDING near the cut-off, DUPLICATE of an earlier day's match, else MISSING."""
+    results: list[ReconResult] = []
     for s in settlements:
         if s.settlement_id in done_s:
             continue
@@ -323,18 +345,7 @@ def reconcile(
             ln.our_reference is not None and ln.our_reference in prior.settlement_ids
         ):
             related = ln.our_reference if ln.our_reference in prior.settlement_ids else ln.provider_reference
-            results.append(
-                ReconResult(
-                    None,
-                    ln.line_id,
-                    MatchTier.REFERENCE,
-                    Outcome.BREAK,
-                    BreakClass.DUPLICATE,
-                    amount_delta_minor=ln.amount_minor,
-                    fee_delta_minor=ln.fee_minor,
-                    related_id=related,
-                )
-            )
+            results.append(_duplicate_line(ln, related))
             continue
         outcome = classify_unmatched_line(ln, window_end, tol)
         results.append(
@@ -349,6 +360,19 @@ def reconcile(
             )
         )
     return results
+
+
+def _duplicate_line(ln: ProviderLine, related_id: str | None) -> ReconResult:
+    return ReconResult(
+        None,
+        ln.line_id,
+        MatchTier.REFERENCE,
+        Outcome.BREAK,
+        BreakClass.DUPLICATE,
+        amount_delta_minor=ln.amount_minor,
+        fee_delta_minor=ln.fee_minor,
+        related_id=related_id,
+    )
 
 
 def _pair(s: InternalSettlement, ln: ProviderLine, tier: MatchTier, tol: Tolerances) -> ReconResult:
