@@ -33,7 +33,7 @@ import tomllib
 from bisect import bisect_right, insort
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, Literal
@@ -244,30 +244,17 @@ _RULE_KEYS = {
 
 def _rule(raw: Mapping[str, Any], index: int) -> Rule:
     where = f"rules[{index}]" + (f" ({raw['name']})" if isinstance(raw.get("name"), str) else "")
-
-    def need(key: str) -> Any:
-        if key not in raw:
-            raise RuleConfigError(f"{where}: missing '{key}'")
-        return raw[key]
-
-    def one_of(key: str, allowed: Iterable[str]) -> str:
-        value = need(key)
-        allowed = tuple(allowed)
-        if value not in allowed:
-            raise RuleConfigError(f"{where}: {key} = {value!r}; allowed: {', '.join(allowed)}")
-        return str(value)
-
     unknown = set(raw) - _RULE_KEYS
     if unknown:
         raise RuleConfigError(
             f"{where}: unknown field(s) {', '.join(sorted(unknown))}; allowed: {', '.join(sorted(_RULE_KEYS))}"
         )
-    name = need("name")
+    name = _need(raw, where, "name")
     if not isinstance(name, str) or not _NAME.match(name):
         raise RuleConfigError(f"{where}: name must be an identifier such as SettlementDelay, got {name!r}")
-    signal_name = one_of("signal", SIGNALS)
+    signal_name = _one_of(raw, where, "signal", SIGNALS)
     signal = SIGNALS[signal_name]
-    aggregate = one_of("aggregate", AGGREGATES)
+    aggregate = _one_of(raw, where, "aggregate", AGGREGATES)
     agg_kind, agg_unit = AGGREGATES[aggregate]
     if agg_kind != signal.kind:
         fitting = [a for a, (k, _) in AGGREGATES.items() if k == signal.kind]
@@ -276,38 +263,11 @@ def _rule(raw: Mapping[str, Any], index: int) -> Rule:
             f"{signal_name!r}; use one of {', '.join(fitting)}"
         )
     unit: Unit = agg_unit or signal.unit
-    op = one_of("op", OPS)
-    raw_threshold = need("threshold")
-    try:
-        threshold, threshold_unit = parse_quantity(raw_threshold)
-    except ValueError as exc:
-        raise RuleConfigError(f"{where}: threshold: {exc}") from None
-    if threshold_unit != unit and not (unit == "rate" and threshold_unit == "count"):
-        example = {"duration": '"1000ms" or "2h"', "ratio": '"0.5%"', "count": "5000", "rate": '"1.25"'}[unit]
-        raise RuleConfigError(
-            f"{where}: threshold {raw_threshold!r} is a {threshold_unit} but {aggregate} of "
-            f"{signal_name} is a {unit}; write it like {example}"
-        )
-    window_s: Decimal | None = None
-    window_text = ""
-    if signal.kind == "sample":
-        window_text = str(need("window"))
-        try:
-            window_s = parse_duration(window_text)
-        except ValueError as exc:
-            raise RuleConfigError(f"{where}: window: {exc}") from None
-        if window_s <= 0:
-            raise RuleConfigError(f"{where}: window must be positive")
-    elif "window" in raw:
-        raise RuleConfigError(f"{where}: entity rules have no window (each {signal_name} is judged on its own)")
-    group_by = tuple(raw.get("group_by", ()))
-    detail_by = tuple(raw.get("detail_by", ()))
-    for key, labels in (("group_by", group_by), ("detail_by", detail_by)):
-        bad = [label for label in labels if label not in signal.labels]
-        if bad:
-            raise RuleConfigError(f"{where}: {key} {bad} not labels of {signal_name}; it has {list(signal.labels)}")
-    if signal.kind == "entity" and group_by:
-        raise RuleConfigError(f"{where}: entity rules are grouped by their key; remove group_by")
+    op = _one_of(raw, where, "op", OPS)
+    raw_threshold = _need(raw, where, "threshold")
+    threshold = _rule_threshold(raw_threshold, where, unit, f"{aggregate} of {signal_name}")
+    window_s, window_text = _rule_window(raw, where, signal)
+    group_by, detail_by = _rule_labels(raw, where, signal)
     summary = raw.get("summary", "{rule}: {value} (threshold {threshold})")
     if not isinstance(summary, str):
         raise RuleConfigError(f"{where}: summary must be a string")
@@ -320,15 +280,73 @@ def _rule(raw: Mapping[str, Any], index: int) -> Rule:
         unit=unit,
         window_s=window_s,
         group_by=group_by,
-        severity=one_of("severity", SEVERITIES),
-        channel=one_of("channel", CHANNELS),
-        escalation=one_of("escalation", ESCALATIONS),
+        severity=_one_of(raw, where, "severity", SEVERITIES),
+        channel=_one_of(raw, where, "channel", CHANNELS),
+        escalation=_one_of(raw, where, "escalation", ESCALATIONS),
         summary=summary,
         threshold_text=str(raw_threshold),
         window_text=window_text,
         detail_by=detail_by,
         description=str(raw.get("description", "")),
     )
+
+
+def _need(raw: Mapping[str, Any], where: str, key: str) -> Any:
+    if key not in raw:
+        raise RuleConfigError(f"{where}: missing '{key}'")
+    return raw[key]
+
+
+def _one_of(raw: Mapping[str, Any], where: str, key: str, allowed: Iterable[str]) -> str:
+    value = _need(raw, where, key)
+    allowed = tuple(allowed)
+    if value not in allowed:
+        raise RuleConfigError(f"{where}: {key} = {value!r}; allowed: {', '.join(allowed)}")
+    return str(value)
+
+
+def _rule_threshold(raw_threshold: object, where: str, unit: Unit, measured: str) -> Decimal:
+    """The threshold in the unit of what the rule measures (a bare number also passes as a rate)."""
+    try:
+        threshold, threshold_unit = parse_quantity(raw_threshold)
+    except ValueError as exc:
+        raise RuleConfigError(f"{where}: threshold: {exc}") from None
+    if threshold_unit != unit and not (unit == "rate" and threshold_unit == "count"):
+        example = {"duration": '"1000ms" or "2h"', "ratio": '"0.5%"', "count": "5000", "rate": '"1.25"'}[unit]
+        raise RuleConfigError(
+            f"{where}: threshold {raw_threshold!r} is a {threshold_unit} but {measured} is a {unit}; "
+            f"write it like {example}"
+        )
+    return threshold
+
+
+def _rule_window(raw: Mapping[str, Any], where: str, signal: Signal) -> tuple[Decimal | None, str]:
+    """Sample rules need a positive window; entity rules must not have one."""
+    if signal.kind == "sample":
+        window_text = str(_need(raw, where, "window"))
+        try:
+            window_s = parse_duration(window_text)
+        except ValueError as exc:
+            raise RuleConfigError(f"{where}: window: {exc}") from None
+        if window_s <= 0:
+            raise RuleConfigError(f"{where}: window must be positive")
+        return window_s, window_text
+    if "window" in raw:
+        raise RuleConfigError(f"{where}: entity rules have no window (each {signal.name} is judged on its own)")
+    return None, ""
+
+
+def _rule_labels(raw: Mapping[str, Any], where: str, signal: Signal) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(group_by, detail_by): labels the signal carries; entity rules are grouped by their key only."""
+    group_by = tuple(raw.get("group_by", ()))
+    detail_by = tuple(raw.get("detail_by", ()))
+    for key, labels in (("group_by", group_by), ("detail_by", detail_by)):
+        bad = [label for label in labels if label not in signal.labels]
+        if bad:
+            raise RuleConfigError(f"{where}: {key} {bad} not labels of {signal.name}; it has {list(signal.labels)}")
+    if signal.kind == "entity" and group_by:
+        raise RuleConfigError(f"{where}: entity rules are grouped by their key; remove group_by")
+    return group_by, detail_by
 
 
 def load_rules(text: str) -> RulesConfig:
@@ -616,21 +634,7 @@ class AlertEngine:
                     reposts.append(current.notice)
             for fp in [fp for fp, f in self._firing.items() if f.notice.rule == rule.name and fp not in crossing]:
                 ended = self._firing.pop(fp).notice
-                changes.append(
-                    Notice(
-                        fingerprint=ended.fingerprint,
-                        rule=ended.rule,
-                        firing=False,
-                        severity=ended.severity,
-                        channel=ended.channel,
-                        escalation=ended.escalation,
-                        labels=ended.labels,
-                        value=ended.value,
-                        summary=ended.summary,
-                        starts_at=ended.starts_at,
-                        ends_at=now,
-                    )
-                )
+                changes.append(replace(ended, firing=False, ends_at=now))
         return Evaluation(changes, reposts)
 
     def _prune(self, now: datetime) -> None:
