@@ -383,22 +383,46 @@ class TradeSettler:
     ) -> TradeSettlement:
         """`transfers`: the batch's results when it was just applied (in leg order); else read from the ledger."""
         trade = s.trade
-        trade_id = trade.trade_id
         if transfers is None:
-            ledger = self._ledger
-            leg_ids = [f"{trade_id}/pay"]
-            if s.fee_units:
-                leg_ids.append(f"{trade_id}/fee")
-            if s.dividend_units:
-                leg_ids.append(f"{trade_id}/dividend")
-            if s.carbon_millicredits:
-                leg_ids.append(f"{trade_id}/carbon")
-            found = []
-            for leg_id in leg_ids:
-                result = ledger.result(leg_id)
-                assert result is not None, leg_id
-                found.append(result)
-            transfers = tuple(found)
+            transfers = self._leg_results(s)
+        return TradeSettlement(
+            trade.trade_id,
+            _SETTLED,
+            None,
+            "",
+            trade.notional_units,
+            s.fee_units,
+            trade.notional_units - s.fee_units,
+            s.dividend_units,
+            s.carbon_millicredits,
+            _delivery(trade, s.source),
+            transfers,
+            self._audit_facts(s),
+            replayed,
+            phase_ns,
+        )
+
+    def _leg_results(self, s: _Settled) -> tuple[TransferResult, ...]:
+        """The ledger's results for a settled trade's legs, in the order settle() built them."""
+        trade_id = s.trade.trade_id
+        leg_ids = [f"{trade_id}/pay"]
+        if s.fee_units:
+            leg_ids.append(f"{trade_id}/fee")
+        if s.dividend_units:
+            leg_ids.append(f"{trade_id}/dividend")
+        if s.carbon_millicredits:
+            leg_ids.append(f"{trade_id}/carbon")
+        found = []
+        for leg_id in leg_ids:
+            result = self._ledger.result(leg_id)
+            assert result is not None, leg_id
+            found.append(result)
+        return tuple(found)
+
+    def _audit_facts(self, s: _Settled) -> tuple[AuditFact, ...]:
+        """One fact for the execution, plus one per fee, pool accrual and carbon mint that moved anything."""
+        trade = s.trade
+        trade_id = trade.trade_id
         seller, buyer, at = trade.seller_account_id, trade.buyer_account_id, s.settled_at_ms
         audit = [
             AuditFact(
@@ -455,28 +479,7 @@ class TradeSettler:
                     ),
                 )
             )
-        delivery_start: int | None
-        try:
-            delivery_start = parse_market_id(trade.market_id).delivery_start_ms
-        except ValueError:
-            delivery_start = None
-        delivery = EnergyDelivery(trade_id, trade.market_id, buyer, seller, trade.quantity_wh, s.source, delivery_start)
-        return TradeSettlement(
-            trade_id,
-            _SETTLED,
-            None,
-            "",
-            trade.notional_units,
-            s.fee_units,
-            trade.notional_units - s.fee_units,
-            s.dividend_units,
-            s.carbon_millicredits,
-            delivery,
-            transfers,
-            tuple(audit),
-            replayed,
-            phase_ns,
-        )
+        return tuple(audit)
 
     def _rejected(
         self,
@@ -696,6 +699,23 @@ def _invalid_trade(trade: Trade) -> str | None:
     if scaled % WH_PER_KWH or scaled // WH_PER_KWH != trade.notional_units:
         return "notional_units is not exactly price_units_per_kwh * quantity_wh / 1000"
     return None
+
+
+def _delivery(trade: Trade, source: EnergySource) -> EnergyDelivery:
+    delivery_start: int | None
+    try:
+        delivery_start = parse_market_id(trade.market_id).delivery_start_ms
+    except ValueError:
+        delivery_start = None  # a market id without the standard form still settles
+    return EnergyDelivery(
+        trade.trade_id,
+        trade.market_id,
+        trade.buyer_account_id,
+        trade.seller_account_id,
+        trade.quantity_wh,
+        source,
+        delivery_start,
+    )
 
 
 def _trade_to_dict(trade: Trade) -> dict[str, Any]:
