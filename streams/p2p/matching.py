@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from contracts import ledger_codec
 from contracts import models as m
 from contracts.construct import Encoded, dump_json, utc_text
 from contracts.topics import ENERGY_ORDER_EVENTS, ENERGY_PRICES, ENERGY_TRADES, LEDGER_COMMANDS, Topic
@@ -116,17 +117,7 @@ def trade_value(event: ob.Trade, matching_duration_us: int | None = None) -> byt
 
 def settle_trade_value(trade_id: str, trade: bytes, source: m.EnergySource | None) -> bytes:
     """The `ledger.commands` value of a SettleTrade for the encoded `trade` (no second pass over its fields)."""
-    return b"".join(
-        (
-            b'{"type":"SETTLE_TRADE","command_id":',
-            dump_json(trade_id),
-            b',"trade":',
-            trade,
-            b',"seller_energy_source":',
-            _SOURCE_JSON[source],
-            b"}",
-        )
-    )
+    return ledger_codec.settle_trade(trade_id, trade, source)
 
 
 def price_record(update: PriceUpdate) -> Encoded:
