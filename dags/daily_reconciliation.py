@@ -103,8 +103,16 @@ def daily_reconciliation() -> None:
         return run(_day(context))
 
     (
-        snapshot() >> wait_for_0200() >> provider_sync() >> data_quality() >> wait_for_0300() >> variance()
-        >> wait_for_0400() >> exception_review() >> wait_for_0500() >> report()
+        snapshot()
+        >> wait_for_0200()
+        >> provider_sync()
+        >> data_quality()
+        >> wait_for_0300()
+        >> variance()
+        >> wait_for_0400()
+        >> exception_review()
+        >> wait_for_0500()
+        >> report()
     )
 
 

@@ -27,15 +27,17 @@ DAG_ID = "daily_reconciliation"
 
 def airflow_env(airflow_home: Path = DEFAULT_HOME, extra: dict[str, str] | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW__")}
-    env.update({
-        "AIRFLOW_HOME": str(Path(airflow_home).resolve()),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
-        "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
-        "GX_ANALYTICS_ENABLED": "False",
-        "PYTHONPATH": str(REPO),
-    })
+    env.update(
+        {
+            "AIRFLOW_HOME": str(Path(airflow_home).resolve()),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
+            "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
+            "GX_ANALYTICS_ENABLED": "False",
+            "PYTHONPATH": str(REPO),
+        }
+    )
     env.update(extra or {})
     return env
 
@@ -49,14 +51,21 @@ def airflow_bin() -> Path:
 
 def migrate(env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess[str]:
     Path(env["AIRFLOW_HOME"]).mkdir(parents=True, exist_ok=True)
-    return subprocess.run([str(airflow_bin()), "db", "migrate"], env=env, capture_output=True, text=True,
-                          timeout=timeout, check=True)
+    return subprocess.run(
+        [str(airflow_bin()), "db", "migrate"], env=env, capture_output=True, text=True, timeout=timeout, check=True
+    )
 
 
 def dags_test(logical_date: str, env: dict[str, str], timeout: float = 900) -> subprocess.CompletedProcess[str]:
     """``airflow dags test daily_reconciliation <date>``; check=False so callers can show the log."""
-    return subprocess.run([str(airflow_bin()), "dags", "test", DAG_ID, logical_date], env=env, capture_output=True,
-                          text=True, timeout=timeout, check=False)
+    return subprocess.run(
+        [str(airflow_bin()), "dags", "test", DAG_ID, logical_date],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def last_run_state(env: dict[str, str]) -> str | None:

@@ -57,8 +57,11 @@ def _parser() -> argparse.ArgumentParser:
     ls.add_argument("--limit", type=int, default=50)
     show = esub.add_parser("show")
     show.add_argument("exception_id")
-    for name, help_text in (("approve", "accept the break as explained"), ("correct", "a correcting entry was booked"),
-                            ("write-off", "write the difference off")):
+    for name, help_text in (
+        ("approve", "accept the break as explained"),
+        ("correct", "a correcting entry was booked"),
+        ("write-off", "write the difference off"),
+    ):
         a = esub.add_parser(name, help=help_text)
         a.add_argument("exception_id")
         a.add_argument("--reason", required=True, help="why; kept in the audit trail")
@@ -72,8 +75,10 @@ def _run(day: date, send: bool) -> int:
 
     settings = get_recon_settings()
     steps: list[tuple[str, Any]] = [
-        ("snapshot (01:00)", pipeline.snapshot), ("provider sync (02:00)", pipeline.provider_sync),
-        ("data quality", pipeline.data_quality), ("variance analysis (03:00)", pipeline.variance),
+        ("snapshot (01:00)", pipeline.snapshot),
+        ("provider sync (02:00)", pipeline.provider_sync),
+        ("data quality", pipeline.data_quality),
+        ("variance analysis (03:00)", pipeline.variance),
         ("exception review (04:00)", pipeline.exception_review),
         ("report (05:00)", lambda d, s: pipeline.report(d, s, send=send)),
     ]
@@ -87,8 +92,15 @@ def _run(day: date, send: bool) -> int:
     table = Table(title=f"Reconciliation {day}")
     table.add_column("metric")
     table.add_column("value", justify="right")
-    for key in ("settlements", "auto_matched", "exceptions", "pending", "automatic_match_rate", "exception_rate",
-                "audit_trail_coverage"):
+    for key in (
+        "settlements",
+        "auto_matched",
+        "exceptions",
+        "pending",
+        "automatic_match_rate",
+        "exception_rate",
+        "audit_trail_coverage",
+    ):
         table.add_row(key, str(v[key]))
     for cls, n in v["breaks_by_class"].items():
         table.add_row(f"  {cls}", str(n))
@@ -104,8 +116,10 @@ def _exceptions(args: argparse.Namespace) -> int:
 
     settings = get_recon_settings()
     if not settings.warehouse_path.exists():
-        err.print(f"[red]no warehouse at {settings.warehouse_path}[/]: run the DAG or "
-                  "`python -m warehouse.cli run --date ...` first (or set NEXUS_RECON_HOME)")
+        err.print(
+            f"[red]no warehouse at {settings.warehouse_path}[/]: run the DAG or "
+            "`python -m warehouse.cli run --date ...` first (or set NEXUS_RECON_HOME)"
+        )
         return 2
     with warehouse(settings.warehouse_path) as con:
         if args.action in ("list", "show"):
@@ -113,9 +127,12 @@ def _exceptions(args: argparse.Namespace) -> int:
                 from warehouse.db import query
 
                 rows = query(con, "SELECT * FROM recon_exceptions WHERE exception_id = $e", {"e": args.exception_id})
-                actions = query(con, "SELECT acted_at, action, actor, from_state, to_state, from_class, to_class,"
-                                     " reason FROM recon_exception_actions WHERE exception_id = $e ORDER BY acted_at",
-                                {"e": args.exception_id})
+                actions = query(
+                    con,
+                    "SELECT acted_at, action, actor, from_state, to_state, from_class, to_class,"
+                    " reason FROM recon_exception_actions WHERE exception_id = $e ORDER BY acted_at",
+                    {"e": args.exception_id},
+                )
                 if rows.is_empty():
                     err.print(f"[red]no exception {args.exception_id!r}[/]; see `exceptions list`")
                     return 1
@@ -124,8 +141,7 @@ def _exceptions(args: argparse.Namespace) -> int:
                 frame = actions
                 title = "history"
             else:
-                frame = list_exceptions(con, None if args.state == "all" else args.state, args.break_class,
-                                        args.limit)
+                frame = list_exceptions(con, None if args.state == "all" else args.state, args.break_class, args.limit)
                 title = f"{args.state} exceptions"
             table = Table(title=title)
             for col in frame.columns:
@@ -134,8 +150,11 @@ def _exceptions(args: argparse.Namespace) -> int:
                 table.add_row(*["" if v is None else str(v) for v in row])
             console.print(table)
             return 0
-        target = {"approve": ExceptionState.APPROVED, "correct": ExceptionState.CORRECTED,
-                  "write-off": ExceptionState.WRITTEN_OFF}[args.action]
+        target = {
+            "approve": ExceptionState.APPROVED,
+            "correct": ExceptionState.CORRECTED,
+            "write-off": ExceptionState.WRITTEN_OFF,
+        }[args.action]
         try:
             done = act(con, args.exception_id, target, args.actor, args.reason)
         except ExceptionNotFound as e:
@@ -144,8 +163,10 @@ def _exceptions(args: argparse.Namespace) -> int:
         except InvalidTransition as e:
             err.print(f"[red]{e}[/]")
             return 1
-        console.print(f"[green]{done['exception_id']}[/] {done['break_class']} -> [bold]{done['state']}[/] "
-                      f"by {done['resolved_by']}: {done['resolution_reason']}")
+        console.print(
+            f"[green]{done['exception_id']}[/] {done['break_class']} -> [bold]{done['state']}[/] "
+            f"by {done['resolved_by']}: {done['resolution_reason']}"
+        )
         return 0
 
 
@@ -154,11 +175,14 @@ def _seed(args: argparse.Namespace) -> int:
     from warehouse.settings import get_recon_settings
 
     s = get_recon_settings()
-    period = generate_period(args.seed, args.date, args.days, GeneratorConfig(settlements_per_day=args.per_day,
-                                                                              breaks_per_class=args.breaks))
+    period = generate_period(
+        args.seed, args.date, args.days, GeneratorConfig(settlements_per_day=args.per_day, breaks_per_class=args.breaks)
+    )
     period.write(s.inbox, s.statements)
-    console.print(f"seeded {period.settlements} settlements over {args.days} day(s) into {s.inbox} and "
-                  f"{s.statements} ({len(period.truth)} injected breaks)")
+    console.print(
+        f"seeded {period.settlements} settlements over {args.days} day(s) into {s.inbox} and "
+        f"{s.statements} ({len(period.truth)} injected breaks)"
+    )
     return 0
 
 

@@ -42,8 +42,9 @@ def query(con: duckdb.DuckDBPyConnection, sql: str, params: Mapping[str, Any] | 
     return con.sql(sql, params=dict(params) if params else None).pl()
 
 
-def run_sql_file(con: duckdb.DuckDBPyConnection, relpath: str, params: Mapping[str, Any] | None = None
-                 ) -> pl.DataFrame | None:
+def run_sql_file(
+    con: duckdb.DuckDBPyConnection, relpath: str, params: Mapping[str, Any] | None = None
+) -> pl.DataFrame | None:
     """Run every statement of a file under sql/; return the last statement's rows if it is a query."""
     statements = render_file(relpath)
     params = params or {}

@@ -20,18 +20,23 @@ def run_demo(console: Console, home: Path | None = None, per_day: int = 300, bre
 
     home = home or Path(tempfile.mkdtemp(prefix="nexus-recon-demo-"))
     settings = ReconSettings(home=home, alert_on_critical=False, wait_for_schedule=False)
-    period = generate_period(2026, DEMO_FIRST_DAY, 2, GeneratorConfig(settlements_per_day=per_day,
-                                                                      breaks_per_class=breaks))
+    period = generate_period(
+        2026, DEMO_FIRST_DAY, 2, GeneratorConfig(settlements_per_day=per_day, breaks_per_class=breaks)
+    )
     period.write(settings.inbox, settings.statements)
-    console.print(f"[bold]reconciliation[/]: seeded {period.settlements} settlements and {len(period.truth)} "
-                  f"injected breaks in {home}")
+    console.print(
+        f"[bold]reconciliation[/]: seeded {period.settlements} settlements and {len(period.truth)} "
+        f"injected breaks in {home}"
+    )
     last: dict[str, Any] = {}
     for day in period.days:
         with console.status(f"reconciling {day}"):
             last = pipeline.run_day(day, settings, send=False)
         v = last["variance"]
-        console.print(f"  {day}: match rate {float(v['automatic_match_rate']) * 100:.2f}%, "
-                      f"{v['exceptions']} exceptions, {v['pending']} pending")
+        console.print(
+            f"  {day}: match rate {float(v['automatic_match_rate']) * 100:.2f}%, "
+            f"{v['exceptions']} exceptions, {v['pending']} pending"
+        )
     v = last["variance"]
     return {
         "recon_date": v["recon_date"],

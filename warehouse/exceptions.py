@@ -42,8 +42,10 @@ def _audit(action_id: str, exception: dict[str, Any], action: str, actor: str, a
     ccy = exception.get("currency")
     details: dict[str, Any] = {}
     if isinstance(ccy, str) and ccy in Currency.__members__:
-        details = {"fiat_amount": str(Money(int(exception["amount_delta_minor"]), Currency(ccy)).to_decimal()),
-                   "currency": Currency(ccy)}
+        details = {
+            "fiat_amount": str(Money(int(exception["amount_delta_minor"]), Currency(ccy)).to_decimal()),
+            "currency": Currency(ccy),
+        }
     record = AuditRecord(
         audit_id=_ID_SAFE.sub("_", f"AUDIT-RECON-{action_id}")[:128],
         timestamp=at,
@@ -55,15 +57,37 @@ def _audit(action_id: str, exception: dict[str, Any], action: str, actor: str, a
     return record.model_dump_json(by_alias=True)
 
 
-def _log_action(con: duckdb.DuckDBPyConnection, action_id: str, exc: dict[str, Any], action: str,
-                from_state: str | None, to_state: str, from_class: str | None, to_class: str | None, actor: str,
-                reason: str, recon_date: date | None, at: datetime) -> None:
+def _log_action(
+    con: duckdb.DuckDBPyConnection,
+    action_id: str,
+    exc: dict[str, Any],
+    action: str,
+    from_state: str | None,
+    to_state: str,
+    from_class: str | None,
+    to_class: str | None,
+    actor: str,
+    reason: str,
+    recon_date: date | None,
+    at: datetime,
+) -> None:
     con.execute(
         "INSERT INTO recon_exception_actions VALUES ($id, $e, $a, $fs, $ts, $fc, $tc, $actor, $reason, $d, $at, $audit)"
         " ON CONFLICT DO NOTHING",
-        {"id": action_id, "e": exc["exception_id"], "a": action, "fs": from_state, "ts": to_state, "fc": from_class,
-         "tc": to_class, "actor": actor, "reason": reason, "d": recon_date, "at": at,
-         "audit": _audit(action_id, exc, action, actor, at)},
+        {
+            "id": action_id,
+            "e": exc["exception_id"],
+            "a": action,
+            "fs": from_state,
+            "ts": to_state,
+            "fc": from_class,
+            "tc": to_class,
+            "actor": actor,
+            "reason": reason,
+            "d": recon_date,
+            "at": at,
+            "audit": _audit(action_id, exc, action, actor, at),
+        },
     )
 
 
@@ -81,7 +105,9 @@ def sync_exceptions(con: duckdb.DuckDBPyConnection, day: date) -> ReviewSummary:
     results = query(con, "SELECT * FROM recon_results WHERE recon_date = $d", {"d": day})
     breaks = results.filter(pl.col("outcome") == "break").with_columns(
         exception_id=pl.when(pl.col("settlement_id").is_not_null())
-        .then(pl.lit("S:") + pl.col("settlement_id")).otherwise(pl.lit("L:") + pl.col("line_id")))
+        .then(pl.lit("S:") + pl.col("settlement_id"))
+        .otherwise(pl.lit("L:") + pl.col("line_id"))
+    )
     existing = {r["exception_id"]: r for r in query(con, "SELECT * FROM recon_exceptions").iter_rows(named=True)}
     opened = reclassified = resolved = 0
     con.execute("BEGIN")
@@ -90,41 +116,87 @@ def sync_exceptions(con: duckdb.DuckDBPyConnection, day: date) -> ReviewSummary:
             key = row["exception_id"]
             cur = existing.get(key)
             if cur is None:
-                exc = {"exception_id": key, "break_class": row["break_class"], "state": str(ExceptionState.OPEN),
-                       "provider": row["provider"], "currency": row["currency"],
-                       "settlement_id": row["settlement_id"], "line_id": row["line_id"],
-                       "related_id": row["related_id"], "amount_delta_minor": row["amount_delta_minor"],
-                       "fee_delta_minor": row["fee_delta_minor"]}
+                exc = {
+                    "exception_id": key,
+                    "break_class": row["break_class"],
+                    "state": str(ExceptionState.OPEN),
+                    "provider": row["provider"],
+                    "currency": row["currency"],
+                    "settlement_id": row["settlement_id"],
+                    "line_id": row["line_id"],
+                    "related_id": row["related_id"],
+                    "amount_delta_minor": row["amount_delta_minor"],
+                    "fee_delta_minor": row["fee_delta_minor"],
+                }
                 con.execute(
                     "INSERT INTO recon_exceptions VALUES ($exception_id, $break_class, $state, $provider, $currency,"
                     " $settlement_id, $line_id, $related_id, $amount_delta_minor, $fee_delta_minor, $d, $at, $d, 0,"
-                    " NULL, NULL, NULL)", {**exc, "d": day, "at": at})
-                _log_action(con, f"{key}|opened", exc, "opened", None, "open", None, row["break_class"],
-                            SYSTEM_ACTOR, f"{row['break_class']} found by the {day} reconciliation", day, at)
+                    " NULL, NULL, NULL)",
+                    {**exc, "d": day, "at": at},
+                )
+                _log_action(
+                    con,
+                    f"{key}|opened",
+                    exc,
+                    "opened",
+                    None,
+                    "open",
+                    None,
+                    row["break_class"],
+                    SYSTEM_ACTOR,
+                    f"{row['break_class']} found by the {day} reconciliation",
+                    day,
+                    at,
+                )
                 existing[key] = {**exc, "opened_on": day, "last_seen_on": day}
                 opened += 1
                 continue
-            if cur["state"] == ExceptionState.OPEN and cur["break_class"] != row["break_class"] \
-                    and day >= cur["last_seen_on"]:
+            if (
+                cur["state"] == ExceptionState.OPEN
+                and cur["break_class"] != row["break_class"]
+                and day >= cur["last_seen_on"]
+            ):
                 con.execute(
                     "UPDATE recon_exceptions SET break_class = $c, line_id = coalesce($l, line_id),"
                     " related_id = coalesce($r, related_id), amount_delta_minor = $a, fee_delta_minor = $f"
                     " WHERE exception_id = $e",
-                    {"c": row["break_class"], "l": row["line_id"], "r": row["related_id"],
-                     "a": row["amount_delta_minor"], "f": row["fee_delta_minor"], "e": key})
-                _log_action(con, f"{key}|reclassified|{day}", cur, "reclassified", "open", "open",
-                            cur["break_class"], row["break_class"], SYSTEM_ACTOR,
-                            f"re-checked on {day}: now {row['break_class']}", day, at)
+                    {
+                        "c": row["break_class"],
+                        "l": row["line_id"],
+                        "r": row["related_id"],
+                        "a": row["amount_delta_minor"],
+                        "f": row["fee_delta_minor"],
+                        "e": key,
+                    },
+                )
+                _log_action(
+                    con,
+                    f"{key}|reclassified|{day}",
+                    cur,
+                    "reclassified",
+                    "open",
+                    "open",
+                    cur["break_class"],
+                    row["break_class"],
+                    SYSTEM_ACTOR,
+                    f"re-checked on {day}: now {row['break_class']}",
+                    day,
+                    at,
+                )
                 reclassified += 1
-            con.execute("UPDATE recon_exceptions SET last_seen_on = greatest(last_seen_on, $d) WHERE exception_id = $e",
-                        {"d": day, "e": key})
+            con.execute(
+                "UPDATE recon_exceptions SET last_seen_on = greatest(last_seen_on, $d) WHERE exception_id = $e",
+                {"d": day, "e": key},
+            )
 
         # items that reconcile today (or whose line is now paired) close their open exception
         paired = results.filter(pl.col("settlement_id").is_not_null() & pl.col("line_id").is_not_null())
         matched_s = paired.filter(pl.col("outcome") == "matched").select(
-            exception_id=pl.lit("S:") + pl.col("settlement_id"), tier=pl.col("tier"), other=pl.col("line_id"))
-        lines_paired = paired.select(exception_id=pl.lit("L:") + pl.col("line_id"), tier=pl.col("tier"),
-                                     other=pl.col("settlement_id"))
+            exception_id=pl.lit("S:") + pl.col("settlement_id"), tier=pl.col("tier"), other=pl.col("line_id")
+        )
+        lines_paired = paired.select(
+            exception_id=pl.lit("L:") + pl.col("line_id"), tier=pl.col("tier"), other=pl.col("settlement_id")
+        )
         for row in pl.concat([matched_s, lines_paired]).unique("exception_id").iter_rows(named=True):
             cur = existing.get(row["exception_id"])
             if cur is None or cur["state"] != ExceptionState.OPEN or cur.get("opened_on", day) > day:
@@ -133,26 +205,43 @@ def sync_exceptions(con: duckdb.DuckDBPyConnection, day: date) -> ReviewSummary:
             con.execute(
                 "UPDATE recon_exceptions SET state = 'corrected', resolved_at = $at, resolved_by = $who,"
                 " resolution_reason = $why WHERE exception_id = $e AND state = 'open'",
-                {"at": at, "who": SYSTEM_ACTOR, "why": reason, "e": row["exception_id"]})
-            _log_action(con, f"{row['exception_id']}|auto_resolved|{day}", cur, "auto_resolved", "open",
-                        "corrected", cur["break_class"], cur["break_class"], SYSTEM_ACTOR, reason, day, at)
+                {"at": at, "who": SYSTEM_ACTOR, "why": reason, "e": row["exception_id"]},
+            )
+            _log_action(
+                con,
+                f"{row['exception_id']}|auto_resolved|{day}",
+                cur,
+                "auto_resolved",
+                "open",
+                "corrected",
+                cur["break_class"],
+                cur["break_class"],
+                SYSTEM_ACTOR,
+                reason,
+                day,
+                at,
+            )
             resolved += 1
 
         # age what is still open (monotone, so re-running an earlier day never rejuvenates)
         con.execute(
             "UPDATE recon_exceptions SET age_days = greatest(age_days, date_diff('day', opened_on, $d))"
-            " WHERE state = 'open' AND opened_on <= $d", {"d": day})
+            " WHERE state = 'open' AND opened_on <= $d",
+            {"d": day},
+        )
         con.execute("COMMIT")
     except Exception:
         con.execute("ROLLBACK")
         raise
-    stats = con.execute("SELECT count(*), coalesce(max(age_days), 0) FROM recon_exceptions WHERE state = 'open'"
-                        ).fetchall()[0]
+    stats = con.execute(
+        "SELECT count(*), coalesce(max(age_days), 0) FROM recon_exceptions WHERE state = 'open'"
+    ).fetchall()[0]
     return ReviewSummary(opened, reclassified, resolved, int(stats[0]), int(stats[1]))
 
 
-def list_exceptions(con: duckdb.DuckDBPyConnection, state: str | None = "open", break_class: str | None = None,
-                    limit: int = 50) -> pl.DataFrame:
+def list_exceptions(
+    con: duckdb.DuckDBPyConnection, state: str | None = "open", break_class: str | None = None, limit: int = 50
+) -> pl.DataFrame:
     where, params = [], {}
     if state:
         where.append("state = $state")
@@ -160,20 +249,29 @@ def list_exceptions(con: duckdb.DuckDBPyConnection, state: str | None = "open", 
     if break_class:
         where.append("break_class = $cls")
         params["cls"] = break_class
-    sql = ("SELECT exception_id, break_class, state, provider, currency, amount_delta_minor, fee_delta_minor,"
-           " opened_on, age_days, related_id, resolved_by, resolution_reason FROM recon_exceptions"
-           + (" WHERE " + " AND ".join(where) if where else "")
-           + f" ORDER BY age_days DESC, abs(amount_delta_minor) DESC, exception_id LIMIT {int(limit)}")
+    sql = (
+        "SELECT exception_id, break_class, state, provider, currency, amount_delta_minor, fee_delta_minor,"
+        " opened_on, age_days, related_id, resolved_by, resolution_reason FROM recon_exceptions"
+        + (" WHERE " + " AND ".join(where) if where else "")
+        + f" ORDER BY age_days DESC, abs(amount_delta_minor) DESC, exception_id LIMIT {int(limit)}"
+    )
     return query(con, sql, params)
 
 
-def act(con: duckdb.DuckDBPyConnection, exception_id: str, target: ExceptionState, actor: str, reason: str,
-        now: datetime | None = None) -> dict[str, Any]:
+def act(
+    con: duckdb.DuckDBPyConnection,
+    exception_id: str,
+    target: ExceptionState,
+    actor: str,
+    reason: str,
+    now: datetime | None = None,
+) -> dict[str, Any]:
     """A person approves / corrects / writes off an open exception (with a reason)."""
     rows = query(con, "SELECT * FROM recon_exceptions WHERE exception_id = $e", {"e": exception_id}).to_dicts()
     if not rows:
-        raise ExceptionNotFound(f"no exception {exception_id!r}; list open ones with "
-                                "`python -m warehouse.cli exceptions list`")
+        raise ExceptionNotFound(
+            f"no exception {exception_id!r}; list open ones with `python -m warehouse.cli exceptions list`"
+        )
     cur = rows[0]
     new_state = transition(ExceptionState(cur["state"]), target, reason)  # raises InvalidTransition
     at = now or datetime.now(UTC)
@@ -181,11 +279,24 @@ def act(con: duckdb.DuckDBPyConnection, exception_id: str, target: ExceptionStat
     try:
         con.execute(
             "UPDATE recon_exceptions SET state = $s, resolved_at = $at, resolved_by = $who, resolution_reason = $why"
-            " WHERE exception_id = $e", {"s": str(new_state), "at": at, "who": actor, "why": reason,
-                                          "e": exception_id})
+            " WHERE exception_id = $e",
+            {"s": str(new_state), "at": at, "who": actor, "why": reason, "e": exception_id},
+        )
         action_id = f"{exception_id}|{new_state}|{at.isoformat()}"
-        _log_action(con, action_id, cur, str(new_state), cur["state"], str(new_state), cur["break_class"],
-                    cur["break_class"], actor, reason, None, at)
+        _log_action(
+            con,
+            action_id,
+            cur,
+            str(new_state),
+            cur["state"],
+            str(new_state),
+            cur["break_class"],
+            cur["break_class"],
+            actor,
+            reason,
+            None,
+            at,
+        )
         con.execute("COMMIT")
     except Exception:
         con.execute("ROLLBACK")

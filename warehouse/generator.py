@@ -30,9 +30,15 @@ from domain.variance_rules import BreakClass, Tolerances
 from warehouse.provider_statements import FORMATS, StatementLine, assign_line_ids, write_statement
 
 BASE_RATES: dict[Currency, Decimal] = {
-    Currency.USD: Decimal("0.15"), Currency.EUR: Decimal("0.138"), Currency.GBP: Decimal("0.118"),
-    Currency.JPY: Decimal("22.5"), Currency.KRW: Decimal("203.5"), Currency.AUD: Decimal("0.229"),
-    Currency.SGD: Decimal("0.201"), Currency.HKD: Decimal("1.17"), Currency.AED: Decimal("0.551"),
+    Currency.USD: Decimal("0.15"),
+    Currency.EUR: Decimal("0.138"),
+    Currency.GBP: Decimal("0.118"),
+    Currency.JPY: Decimal("22.5"),
+    Currency.KRW: Decimal("203.5"),
+    Currency.AUD: Decimal("0.229"),
+    Currency.SGD: Decimal("0.201"),
+    Currency.HKD: Decimal("1.17"),
+    Currency.AED: Decimal("0.551"),
     Currency.CNY: Decimal("1.085"),
 }
 
@@ -50,10 +56,20 @@ _ROUTES: list[tuple[str, m.Provider, m.Rail | None, m.Region | None, tuple[Curre
     ("payout", m.Provider.WISE, None, None, (Currency.EUR, Currency.GBP, Currency.USD), 8),
     ("payout", m.Provider.STRIPE, None, None, (Currency.USD, Currency.EUR), 5),
 ]
-_FEE_BPS = {m.Provider.STRIPE: 25, m.Provider.PAYPAL: 250, m.Provider.WISE: 80, m.Provider.TOSS: 230,
-            m.Provider.ALIPAY: 150}
-_VALUE_LAG_DAYS = {m.Provider.STRIPE: 0, m.Provider.PAYPAL: 0, m.Provider.WISE: 0, m.Provider.TOSS: 1,
-                   m.Provider.ALIPAY: 1}
+_FEE_BPS = {
+    m.Provider.STRIPE: 25,
+    m.Provider.PAYPAL: 250,
+    m.Provider.WISE: 80,
+    m.Provider.TOSS: 230,
+    m.Provider.ALIPAY: 150,
+}
+_VALUE_LAG_DAYS = {
+    m.Provider.STRIPE: 0,
+    m.Provider.PAYPAL: 0,
+    m.Provider.WISE: 0,
+    m.Provider.TOSS: 1,
+    m.Provider.ALIPAY: 1,
+}
 
 
 @dataclass
@@ -94,8 +110,9 @@ class SeededPeriod:
         write_inbox(self.events, inbox_dir)
         for day, by_provider in sorted(self.statements.items()):
             for provider in FORMATS:
-                write_statement(provider, sorted(by_provider.get(provider, []), key=lambda x: x.created_at),
-                                statements_dir, day)
+                write_statement(
+                    provider, sorted(by_provider.get(provider, []), key=lambda x: x.created_at), statements_dir, day
+                )
 
 
 @dataclass
@@ -156,23 +173,39 @@ def generate_period(seed: int, first_day: date, days: int, cfg: GeneratorConfig 
     settlements: list[_Settlement] = []
     counter = 0
 
-    def new_settlement(day: date, role: str = "normal", route: Any = None,
-                       start_s: float = 60.0, end_s: float = 86_400 - 3_600.0) -> _Settlement:
+    def new_settlement(
+        day: date, role: str = "normal", route: Any = None, start_s: float = 60.0, end_s: float = 86_400 - 3_600.0
+    ) -> _Settlement:
         nonlocal counter
         counter += 1
         kind, provider, rail, region, ccys, _ = route or rng.choices(routes, weights)[0]
         ccy = rng.choice(ccys)
         amount = _amount(ccy, rng)
-        fee = amount * _FEE_BPS[provider] // 10_000 + (25 if provider is m.Provider.STRIPE and MINOR_UNIT_EXPONENT[
-            ccy] == 2 else 0)
+        fee = amount * _FEE_BPS[provider] // 10_000 + (
+            25 if provider is m.Provider.STRIPE and MINOR_UNIT_EXPONENT[ccy] == 2 else 0
+        )
         rate = _q10(BASE_RATES[ccy] * (1 + Decimal(rng.gauss(0, 0.001)).quantize(Decimal("0.000001"))))
         settled = datetime.combine(day, time(), UTC) + timedelta(seconds=rng.uniform(start_s, end_s))
         settled = settled.replace(microsecond=(settled.microsecond // 1000) * 1000)
         prefix = "BR" if kind == "bridge" else "PO"
         sid = f"{prefix}-{day:%Y%m%d}-{counter:06d}"
         merchant = f"MERCHANT-{rng.randrange(1, 400):04d}" if kind == "bridge" else f"ACCT-{rng.randrange(1, 900):05d}"
-        s = _Settlement(sid, kind, provider, rail, region, ccy, amount, fee, rate, settled,
-                        _provider_ref(provider, rng), merchant, f"PAYER-{rng.randrange(1, 5000):05d}", role)
+        s = _Settlement(
+            sid,
+            kind,
+            provider,
+            rail,
+            region,
+            ccy,
+            amount,
+            fee,
+            rate,
+            settled,
+            _provider_ref(provider, rng),
+            merchant,
+            f"PAYER-{rng.randrange(1, 5000):05d}",
+            role,
+        )
         settlements.append(s)
         return s
 
@@ -192,8 +225,13 @@ def generate_period(seed: int, first_day: date, days: int, cfg: GeneratorConfig 
         booked = booked or s.settled_at + timedelta(seconds=rng.uniform(0.2, 90))
         values: dict[str, Any] = dict(
             provider_reference=s.provider_reference or _provider_ref(s.provider, rng),
-            our_reference=s.sid, amount_minor=amount, fee_minor=fee, currency=s.currency, fx_rate=fx,
-            value_date=booked.date() + timedelta(days=_VALUE_LAG_DAYS[s.provider]), created_at=booked,
+            our_reference=s.sid,
+            amount_minor=amount,
+            fee_minor=fee,
+            currency=s.currency,
+            fx_rate=fx,
+            value_date=booked.date() + timedelta(days=_VALUE_LAG_DAYS[s.provider]),
+            created_at=booked,
             counterparty=None,
         )
         values.update(overrides)
@@ -210,9 +248,17 @@ def generate_period(seed: int, first_day: date, days: int, cfg: GeneratorConfig 
                 s.role = "tier2"
                 ref = s.provider_reference
                 s.provider_reference = None
-                lines.append(_Line(s.provider, line_for(
-                    s, s.settled_at + timedelta(seconds=rng.uniform(1, 300)), provider_reference=ref,
-                    our_reference=None)))
+                lines.append(
+                    _Line(
+                        s.provider,
+                        line_for(
+                            s,
+                            s.settled_at + timedelta(seconds=rng.uniform(1, 300)),
+                            provider_reference=ref,
+                            our_reference=None,
+                        ),
+                    )
+                )
             else:
                 lines.append(_Line(s.provider, line_for(s)))
         # bookings across midnight within the grace (legitimate cut-off differences)
@@ -226,19 +272,33 @@ def generate_period(seed: int, first_day: date, days: int, cfg: GeneratorConfig 
                 pending.add(f"S:{s.sid}")
         # batched payouts (many-to-one)
         for b in range(cfg.batches_per_day):
-            batch_route = rng.choice([r for r in routes if r[0] == "payout" and r[1] in (m.Provider.PAYPAL,
-                                                                                         m.Provider.WISE)])
+            batch_route = rng.choice(
+                [r for r in routes if r[0] == "payout" and r[1] in (m.Provider.PAYPAL, m.Provider.WISE)]
+            )
             account = f"BATCHACCT-{day:%Y%m%d}-{b:02d}"
-            members = [new_settlement(day, "batch", batch_route, start_s=3_600, end_s=72_000) for _ in
-                       range(rng.randint(3, 5))]
+            members = [
+                new_settlement(day, "batch", batch_route, start_s=3_600, end_s=72_000) for _ in range(rng.randint(3, 5))
+            ]
             ccy = members[0].currency
             for s in members:
                 s.counterparty, s.provider_reference, s.currency = account, None, ccy
             booked = max(s.settled_at for s in members) + timedelta(minutes=5)
-            lines.append(_Line(batch_route[1], StatementLine(
-                provider_reference=_provider_ref(batch_route[1], rng), our_reference=None,
-                amount_minor=sum(s.amount for s in members), fee_minor=sum(s.fee for s in members),
-                currency=ccy, fx_rate=None, value_date=booked.date(), created_at=booked, counterparty=account)))
+            lines.append(
+                _Line(
+                    batch_route[1],
+                    StatementLine(
+                        provider_reference=_provider_ref(batch_route[1], rng),
+                        our_reference=None,
+                        amount_minor=sum(s.amount for s in members),
+                        fee_minor=sum(s.fee for s in members),
+                        currency=ccy,
+                        fx_rate=None,
+                        value_date=booked.date(),
+                        created_at=booked,
+                        counterparty=account,
+                    ),
+                )
+            )
 
         # ------------------------------------------------------------------ injected breaks
         per_day = _split(cfg.breaks_per_class, len(day_list), d_i)
@@ -252,8 +312,9 @@ def generate_period(seed: int, first_day: date, days: int, cfg: GeneratorConfig 
                 if cls is BreakClass.MISSING_INTERNALLY:
                     ghost = new_settlement(day, "ghost", start_s=600, end_s=86_400 - 2 * 3_600)
                     settlements.remove(ghost)
-                    ghost_line = line_for(ghost, our_reference=None if rng.random() < 0.5 else f"GHOST-{ghost.sid}",
-                                          fx_rate=None)
+                    ghost_line = line_for(
+                        ghost, our_reference=None if rng.random() < 0.5 else f"GHOST-{ghost.sid}", fx_rate=None
+                    )
                     lines.append(_Line(ghost.provider, ghost_line, truth=cls))
                     continue
                 if cls is BreakClass.TIMING:
@@ -272,12 +333,15 @@ def generate_period(seed: int, first_day: date, days: int, cfg: GeneratorConfig 
                         delta = abs(delta)
                     lines.append(_Line(s.provider, line_for(s, amount_minor=s.amount + delta)))
                 elif cls is BreakClass.FEE_VARIANCE:
-                    lines.append(_Line(s.provider, line_for(s, fee_minor=s.fee + max(tol.fee_minor + 2,
-                                                                                     s.fee // 5 + 3))))
+                    lines.append(
+                        _Line(s.provider, line_for(s, fee_minor=s.fee + max(tol.fee_minor + 2, s.fee // 5 + 3)))
+                    )
                 elif cls is BreakClass.FX_VARIANCE:
                     places = FORMATS[s.provider].rate_places
-                    bad = _round_rate(s.rate * (1 + Decimal(rng.choice((-1, 1))) * Decimal(
-                        str(round(rng.uniform(0.002, 0.01), 5)))), places)
+                    bad = _round_rate(
+                        s.rate * (1 + Decimal(rng.choice((-1, 1))) * Decimal(str(round(rng.uniform(0.002, 0.01), 5)))),
+                        places,
+                    )
                     amount = int((Decimal(s.amount) * bad / s.rate).to_integral_value())
                     lines.append(_Line(s.provider, line_for(s, fx_rate=bad, amount_minor=amount)))
                 elif cls is BreakClass.DUPLICATE:
@@ -307,8 +371,7 @@ def generate_period(seed: int, first_day: date, days: int, cfg: GeneratorConfig 
     for day in [*day_list, day_list[-1] + timedelta(days=1)]:
         statements.setdefault(day, defaultdict(list))
     events = _events(settlements, day_list, cfg, rng)
-    return SeededPeriod(day_list, events, {d: dict(v) for d, v in statements.items()}, truth, pending,
-                        len(settlements))
+    return SeededPeriod(day_list, events, {d: dict(v) for d, v in statements.items()}, truth, pending, len(settlements))
 
 
 def _asdict(line: StatementLine) -> dict[str, Any]:
@@ -324,8 +387,9 @@ def _split(total: int, parts: int, index: int) -> int:
 # --------------------------------------------------------------------------- platform events
 
 
-def _events(settlements: list[_Settlement], days: list[date], cfg: GeneratorConfig,
-            rng: random.Random) -> dict[date, dict[str, list[Any]]]:
+def _events(
+    settlements: list[_Settlement], days: list[date], cfg: GeneratorConfig, rng: random.Random
+) -> dict[date, dict[str, list[Any]]]:
     out: dict[date, dict[str, list[Any]]] = defaultdict(lambda: defaultdict(list))
 
     def emit(topic: t.Topic, value: Any, ts: datetime) -> None:
@@ -337,35 +401,83 @@ def _events(settlements: list[_Settlement], days: list[date], cfg: GeneratorConf
         kaus = _kaus_units(s.amount, s.currency, s.rate)
         if s.kind == "bridge":
             assert s.rail is not None and s.region is not None
-            phases = {m.BridgePhase.BALANCE_LOCK: rng.randint(40, 150), m.BridgePhase.FX_CONVERSION: rng.randint(
-                60, 200), m.BridgePhase.MERCHANT_CREDIT: rng.randint(80, 220), m.BridgePhase.CONFIRMATION: rng.randint(
-                20, 100)}
+            phases = {
+                m.BridgePhase.BALANCE_LOCK: rng.randint(40, 150),
+                m.BridgePhase.FX_CONVERSION: rng.randint(60, 200),
+                m.BridgePhase.MERCHANT_CREDIT: rng.randint(80, 220),
+                m.BridgePhase.CONFIRMATION: rng.randint(20, 100),
+            }
             tx = "BRIDGE-" + s.sid.split("-", 1)[1]
-            emit(t.BRIDGE_SETTLEMENTS_COMPLETED, m.BridgeSettlementCompleted(
-                request_id=s.sid, bridge_tx_id=tx, payer_account_id=s.payer, merchant_id=s.counterparty,
-                region=s.region, currency=s.currency, amount_minor=s.amount, kaus_debited_units=kaus, rate=s.rate,
-                rail=s.rail, provider_reference=s.provider_reference or "", provider_fee_minor=s.fee,
-                cashback_kaus_units=kaus // 100, ecosystem_bonus_kaus_units=0, phase_durations_ms=phases,
-                total_duration_ms=sum(phases.values()), completed_at=s.settled_at), s.settled_at)
+            emit(
+                t.BRIDGE_SETTLEMENTS_COMPLETED,
+                m.BridgeSettlementCompleted(
+                    request_id=s.sid,
+                    bridge_tx_id=tx,
+                    payer_account_id=s.payer,
+                    merchant_id=s.counterparty,
+                    region=s.region,
+                    currency=s.currency,
+                    amount_minor=s.amount,
+                    kaus_debited_units=kaus,
+                    rate=s.rate,
+                    rail=s.rail,
+                    provider_reference=s.provider_reference or "",
+                    provider_fee_minor=s.fee,
+                    cashback_kaus_units=kaus // 100,
+                    ecosystem_bonus_kaus_units=0,
+                    phase_durations_ms=phases,
+                    total_duration_ms=sum(phases.values()),
+                    completed_at=s.settled_at,
+                ),
+                s.settled_at,
+            )
             audit_tx = tx
         else:
             requested = s.settled_at - timedelta(seconds=rng.uniform(1, 30))
-            emit(t.PAYOUT_REQUESTS, m.PayoutRequest(
-                payout_id=s.sid, account_id=s.counterparty, provider=s.provider, currency=s.currency,
-                amount_kaus_units=kaus, payout_account=f"{s.provider.value.lower()}:{s.counterparty}",
-                requested_at=requested), requested)
-            emit(t.PAYOUT_RESULTS, m.PayoutResult(
-                payout_id=s.sid, status=m.PayoutStatus.PAID, provider=s.provider,
-                provider_reference=s.provider_reference, currency=s.currency, amount_minor=s.amount,
-                fee_minor=s.fee, rate=s.rate, completed_at=s.settled_at), s.settled_at)
+            emit(
+                t.PAYOUT_REQUESTS,
+                m.PayoutRequest(
+                    payout_id=s.sid,
+                    account_id=s.counterparty,
+                    provider=s.provider,
+                    currency=s.currency,
+                    amount_kaus_units=kaus,
+                    payout_account=f"{s.provider.value.lower()}:{s.counterparty}",
+                    requested_at=requested,
+                ),
+                requested,
+            )
+            emit(
+                t.PAYOUT_RESULTS,
+                m.PayoutResult(
+                    payout_id=s.sid,
+                    status=m.PayoutStatus.PAID,
+                    provider=s.provider,
+                    provider_reference=s.provider_reference,
+                    currency=s.currency,
+                    amount_minor=s.amount,
+                    fee_minor=s.fee,
+                    rate=s.rate,
+                    completed_at=s.settled_at,
+                ),
+                s.settled_at,
+            )
             audit_tx = s.sid
         if not ledger_dropped:
             ledger_dropped = True
         else:
-            emit(t.LEDGER_TRANSFERS, m.LedgerTransfer(
-                transfer_id=f"{s.sid}:debit", debit_account_id=s.payer if s.kind == "bridge" else s.counterparty,
-                credit_account_id="SETTLEMENT-POOL", amount_kaus_units=kaus,
-                reason=f"{s.kind}:{s.sid}", occurred_at=s.settled_at), s.settled_at)
+            emit(
+                t.LEDGER_TRANSFERS,
+                m.LedgerTransfer(
+                    transfer_id=f"{s.sid}:debit",
+                    debit_account_id=s.payer if s.kind == "bridge" else s.counterparty,
+                    credit_account_id="SETTLEMENT-POOL",
+                    amount_kaus_units=kaus,
+                    reason=f"{s.kind}:{s.sid}",
+                    occurred_at=s.settled_at,
+                ),
+                s.settled_at,
+            )
         if audits_missing > 0:
             audits_missing -= 1
         else:
@@ -374,11 +486,22 @@ def _events(settlements: list[_Settlement], days: list[date], cfg: GeneratorConf
     for day in days:
         for i in range(int(cfg.settlements_per_day * cfg.failed_share)):
             ts = datetime.combine(day, time(), UTC) + timedelta(seconds=rng.uniform(0, 80_000))
-            emit(t.BRIDGE_SETTLEMENTS_FAILED, m.BridgeSettlementFailed(
-                request_id=f"BRF-{day:%Y%m%d}-{i:05d}", payer_account_id=f"PAYER-{i:05d}", region=m.Region.US,
-                currency=Currency.USD, amount_minor=1000 + i, failed_phase=m.BridgePhase.MERCHANT_CREDIT,
-                reason_code="RAIL_TIMEOUT", reason="STRIPE_INSTANT did not answer within 200 ms",
-                rail=m.Rail.STRIPE_INSTANT, failed_at=ts), ts)
+            emit(
+                t.BRIDGE_SETTLEMENTS_FAILED,
+                m.BridgeSettlementFailed(
+                    request_id=f"BRF-{day:%Y%m%d}-{i:05d}",
+                    payer_account_id=f"PAYER-{i:05d}",
+                    region=m.Region.US,
+                    currency=Currency.USD,
+                    amount_minor=1000 + i,
+                    failed_phase=m.BridgePhase.MERCHANT_CREDIT,
+                    reason_code="RAIL_TIMEOUT",
+                    reason="STRIPE_INSTANT did not answer within 200 ms",
+                    rail=m.Rail.STRIPE_INSTANT,
+                    failed_at=ts,
+                ),
+                ts,
+            )
         # P2P trades settle on the ledger only
         for i in range(cfg.trades_per_day):
             ts = datetime.combine(day, time(), UTC) + timedelta(seconds=rng.uniform(0, 86_000))
@@ -387,35 +510,83 @@ def _events(settlements: list[_Settlement], days: list[date], cfg: GeneratorConf
             price = rng.randint(50_000, 200_000)
             notional = qty * price // 1000
             fee = notional // 500
-            emit(t.ENERGY_SETTLEMENTS, m.TradeSettled(
-                trade_id=trade_id, market_id=f"{day.isoformat()}T10:00Z/KR-SEOUL", buyer_account_id=f"ACC-B{i % 97}",
-                seller_account_id=f"ACC-S{i % 89}", notional_kaus_units=notional, fee_kaus_units=fee,
-                seller_net_kaus_units=notional - fee, delivered_wh=qty,
-                phase_durations_us={"matching": 35_000, "validation": 22_000, "transfer": 78_000, "minting": 41_000},
-                settled_at=ts), ts)
-            emit(t.LEDGER_TRANSFERS, m.LedgerTransfer(
-                transfer_id=f"{trade_id}:notional", debit_account_id=f"ACC-B{i % 97}",
-                credit_account_id=f"ACC-S{i % 89}", amount_kaus_units=notional, reason=f"trade:{trade_id}",
-                occurred_at=ts), ts)
-            emit(t.AUDIT_RECORDS, m.AuditRecord(
-                audit_id=f"AUDIT-{trade_id}", timestamp=ts, transaction_id=trade_id, action="SETTLEMENT_EXECUTED",
-                actor=m.AuditActor(user_id=f"ACC-B{i % 97}"), details=m.AuditDetails(
-                    kaus_amount=f"{Decimal(notional).scaleb(-6):.6f}")), ts)
+            emit(
+                t.ENERGY_SETTLEMENTS,
+                m.TradeSettled(
+                    trade_id=trade_id,
+                    market_id=f"{day.isoformat()}T10:00Z/KR-SEOUL",
+                    buyer_account_id=f"ACC-B{i % 97}",
+                    seller_account_id=f"ACC-S{i % 89}",
+                    notional_kaus_units=notional,
+                    fee_kaus_units=fee,
+                    seller_net_kaus_units=notional - fee,
+                    delivered_wh=qty,
+                    phase_durations_us={
+                        "matching": 35_000,
+                        "validation": 22_000,
+                        "transfer": 78_000,
+                        "minting": 41_000,
+                    },
+                    settled_at=ts,
+                ),
+                ts,
+            )
+            emit(
+                t.LEDGER_TRANSFERS,
+                m.LedgerTransfer(
+                    transfer_id=f"{trade_id}:notional",
+                    debit_account_id=f"ACC-B{i % 97}",
+                    credit_account_id=f"ACC-S{i % 89}",
+                    amount_kaus_units=notional,
+                    reason=f"trade:{trade_id}",
+                    occurred_at=ts,
+                ),
+                ts,
+            )
+            emit(
+                t.AUDIT_RECORDS,
+                m.AuditRecord(
+                    audit_id=f"AUDIT-{trade_id}",
+                    timestamp=ts,
+                    transaction_id=trade_id,
+                    action="SETTLEMENT_EXECUTED",
+                    actor=m.AuditActor(user_id=f"ACC-B{i % 97}"),
+                    details=m.AuditDetails(kaus_amount=f"{Decimal(notional).scaleb(-6):.6f}"),
+                ),
+                ts,
+            )
         for ccy, base in BASE_RATES.items():
             for h in range(0, 24, 6):
                 ts = datetime.combine(day, time(h), UTC)
-                emit(t.FX_RATES, m.FxRate(quote_id=f"FX-{ccy}-{ts:%Y%m%d%H}", source=m.FxSource.NEXUS_INTERNAL,
-                                          quote=ccy, rate=base, as_of=ts), ts)
+                emit(
+                    t.FX_RATES,
+                    m.FxRate(
+                        quote_id=f"FX-{ccy}-{ts:%Y%m%d%H}",
+                        source=m.FxSource.NEXUS_INTERNAL,
+                        quote=ccy,
+                        rate=base,
+                        as_of=ts,
+                    ),
+                    ts,
+                )
     return {d: dict(v) for d, v in out.items()}
 
 
 def _audit(tx: str, s: _Settlement, rng: random.Random) -> m.AuditRecord:
     major = Decimal(s.amount).scaleb(-MINOR_UNIT_EXPONENT[s.currency])
     return m.AuditRecord(
-        audit_id=f"AUDIT-{s.sid}", timestamp=s.settled_at, transaction_id=tx, action="SETTLEMENT_EXECUTED",
+        audit_id=f"AUDIT-{s.sid}",
+        timestamp=s.settled_at,
+        transaction_id=tx,
+        action="SETTLEMENT_EXECUTED",
         actor=m.AuditActor(user_id=s.payer, ip=f"203.0.113.{rng.randrange(1, 250)}"),
-        details=m.AuditDetails(fiat_amount=f"{major:f}", currency=s.currency, exchange_rate=s.rate,
-                               settlement_rail=s.rail, duration=rng.randint(200, 640)),
+        details=m.AuditDetails(
+            fiat_amount=f"{major:f}",
+            currency=s.currency,
+            exchange_rate=s.rate,
+            settlement_rail=s.rail,
+            duration=rng.randint(200, 640),
+        ),
     )
 
 
@@ -437,10 +608,18 @@ def write_inbox(events: dict[date, dict[str, list[Any]]], inbox_dir: Path) -> No
                 offset = next_offset[(topic_name, partition)]
                 next_offset[(topic_name, partition)] += 1
                 ts = _event_time(value)
-                rows.append(json.dumps({
-                    "partition": partition, "offset": offset, "timestamp_ms": int(ts.timestamp() * 1000),
-                    "key": key.decode(), "value": json.loads(topic.encode(value)),
-                }, separators=(",", ":")))
+                rows.append(
+                    json.dumps(
+                        {
+                            "partition": partition,
+                            "offset": offset,
+                            "timestamp_ms": int(ts.timestamp() * 1000),
+                            "key": key.decode(),
+                            "value": json.loads(topic.encode(value)),
+                        },
+                        separators=(",", ":"),
+                    )
+                )
             (folder / f"{topic_name}.jsonl").write_text("\n".join(rows) + "\n", encoding="utf-8")
 
 

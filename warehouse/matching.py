@@ -43,19 +43,38 @@ RATE_DTYPE = pl.Decimal(38, 10)
 TS_DTYPE = pl.Datetime("us", "UTC")
 
 SETTLEMENT_SCHEMA: dict[str, Any] = {
-    "settlement_id": pl.String, "provider": pl.String, "provider_reference": pl.String, "counterparty": pl.String,
-    "currency": pl.String, "amount_minor": pl.Int64, "fee_minor": pl.Int64, "fx_rate": RATE_DTYPE,
+    "settlement_id": pl.String,
+    "provider": pl.String,
+    "provider_reference": pl.String,
+    "counterparty": pl.String,
+    "currency": pl.String,
+    "amount_minor": pl.Int64,
+    "fee_minor": pl.Int64,
+    "fx_rate": RATE_DTYPE,
     "settled_at": TS_DTYPE,
 }
 LINE_SCHEMA: dict[str, Any] = {
-    "line_id": pl.String, "provider": pl.String, "provider_reference": pl.String, "our_reference": pl.String,
-    "counterparty": pl.String, "currency": pl.String, "amount_minor": pl.Int64, "fee_minor": pl.Int64,
-    "fx_rate": RATE_DTYPE, "booked_at": TS_DTYPE,
+    "line_id": pl.String,
+    "provider": pl.String,
+    "provider_reference": pl.String,
+    "our_reference": pl.String,
+    "counterparty": pl.String,
+    "currency": pl.String,
+    "amount_minor": pl.Int64,
+    "fee_minor": pl.Int64,
+    "fx_rate": RATE_DTYPE,
+    "booked_at": TS_DTYPE,
 }
 PRIOR_SCHEMA: dict[str, Any] = {"provider": pl.String, "provider_reference": pl.String, "settlement_id": pl.String}
 RESULT_SCHEMA: dict[str, Any] = {
-    "settlement_id": pl.String, "line_id": pl.String, "tier": pl.String, "outcome": pl.String,
-    "break_class": pl.String, "amount_delta_minor": pl.Int64, "fee_delta_minor": pl.Int64, "related_id": pl.String,
+    "settlement_id": pl.String,
+    "line_id": pl.String,
+    "tier": pl.String,
+    "outcome": pl.String,
+    "break_class": pl.String,
+    "amount_delta_minor": pl.Int64,
+    "fee_delta_minor": pl.Int64,
+    "related_id": pl.String,
 }
 MAX_AMOUNT_MINOR = 10**13  # keeps amount x scaled rate inside int128 in the vectorised inequality
 
@@ -76,16 +95,37 @@ class MatchInputs:
 
 def settlements_frame(items: Iterable[InternalSettlement]) -> pl.DataFrame:
     rows = [
-        (s.settlement_id, s.provider, s.provider_reference, s.counterparty, s.currency, s.amount_minor, s.fee_minor,
-         s.fx_rate, s.settled_at) for s in items
+        (
+            s.settlement_id,
+            s.provider,
+            s.provider_reference,
+            s.counterparty,
+            s.currency,
+            s.amount_minor,
+            s.fee_minor,
+            s.fx_rate,
+            s.settled_at,
+        )
+        for s in items
     ]
     return pl.DataFrame(rows, schema=SETTLEMENT_SCHEMA, orient="row")
 
 
 def lines_frame(items: Iterable[ProviderLine]) -> pl.DataFrame:
     rows = [
-        (ln.line_id, ln.provider, ln.provider_reference, ln.our_reference, ln.counterparty, ln.currency,
-         ln.amount_minor, ln.fee_minor, ln.fx_rate, ln.booked_at) for ln in items
+        (
+            ln.line_id,
+            ln.provider,
+            ln.provider_reference,
+            ln.our_reference,
+            ln.counterparty,
+            ln.currency,
+            ln.amount_minor,
+            ln.fee_minor,
+            ln.fx_rate,
+            ln.booked_at,
+        )
+        for ln in items
     ]
     return pl.DataFrame(rows, schema=LINE_SCHEMA, orient="row")
 
@@ -105,16 +145,29 @@ def lines_from_frame(df: pl.DataFrame) -> list[ProviderLine]:
 
 
 def prior_from_frame(df: pl.DataFrame) -> PriorMatches:
-    refs = frozenset((p, r) for p, r in df.filter(pl.col("provider_reference").is_not_null())
-                     .select("provider", "provider_reference").iter_rows())
+    refs = frozenset(
+        (p, r)
+        for p, r in df.filter(pl.col("provider_reference").is_not_null())
+        .select("provider", "provider_reference")
+        .iter_rows()
+    )
     sids = frozenset(df.filter(pl.col("settlement_id").is_not_null())["settlement_id"].to_list())
     return PriorMatches(refs, sids)
 
 
 def results_frame(results: Sequence[ReconResult]) -> pl.DataFrame:
     rows = [
-        (r.settlement_id, r.line_id, str(r.tier), str(r.outcome), r.break_class and str(r.break_class),
-         r.amount_delta_minor, r.fee_delta_minor, r.related_id) for r in results
+        (
+            r.settlement_id,
+            r.line_id,
+            str(r.tier),
+            str(r.outcome),
+            r.break_class and str(r.break_class),
+            r.amount_delta_minor,
+            r.fee_delta_minor,
+            r.related_id,
+        )
+        for r in results
     ]
     return pl.DataFrame(rows, schema=RESULT_SCHEMA, orient="row")
 
@@ -122,12 +175,18 @@ def results_frame(results: Sequence[ReconResult]) -> pl.DataFrame:
 def results_from_frame(df: pl.DataFrame) -> list[ReconResult]:
     out = []
     for row in df.select(list(RESULT_SCHEMA)).iter_rows(named=True):
-        out.append(ReconResult(
-            settlement_id=row["settlement_id"], line_id=row["line_id"], tier=MatchTier(row["tier"]),
-            outcome=Outcome(row["outcome"]), break_class=BreakClass(row["break_class"]) if row["break_class"] else None,
-            amount_delta_minor=row["amount_delta_minor"], fee_delta_minor=row["fee_delta_minor"],
-            related_id=row["related_id"],
-        ))
+        out.append(
+            ReconResult(
+                settlement_id=row["settlement_id"],
+                line_id=row["line_id"],
+                tier=MatchTier(row["tier"]),
+                outcome=Outcome(row["outcome"]),
+                break_class=BreakClass(row["break_class"]) if row["break_class"] else None,
+                amount_delta_minor=row["amount_delta_minor"],
+                fee_delta_minor=row["fee_delta_minor"],
+                related_id=row["related_id"],
+            )
+        )
     return out
 
 
@@ -148,8 +207,14 @@ OUTCOME_ENUM = pl.Enum([o.value for o in Outcome])
 CLASS_ENUM = pl.Enum([c.value for c in BreakClass])
 CHUNK = 2_000_000
 _PART_SCHEMA: dict[str, Any] = {
-    "si": pl.UInt32, "li": pl.UInt32, "tier": TIER_ENUM, "outcome": OUTCOME_ENUM, "break_class": CLASS_ENUM,
-    "amount_delta_minor": pl.Int64, "fee_delta_minor": pl.Int64, "related_id": pl.String,
+    "si": pl.UInt32,
+    "li": pl.UInt32,
+    "tier": TIER_ENUM,
+    "outcome": OUTCOME_ENUM,
+    "break_class": CLASS_ENUM,
+    "amount_delta_minor": pl.Int64,
+    "fee_delta_minor": pl.Int64,
+    "related_id": pl.String,
 }
 
 
@@ -159,8 +224,11 @@ def _micros(td: Any) -> int:
 
 def _encode(s: pl.DataFrame, ln: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     """provider/currency -> one shared Enum (cheap joins and compares); row indices si / li."""
-    if isinstance(s.schema["provider"], pl.Enum) and s.schema["provider"] == ln.schema["provider"] \
-            and s.schema["provider"] == s.schema["currency"] == ln.schema["currency"]:
+    if (
+        isinstance(s.schema["provider"], pl.Enum)
+        and s.schema["provider"] == ln.schema["provider"]
+        and s.schema["provider"] == s.schema["currency"] == ln.schema["currency"]
+    ):
         enum = s.schema["provider"]
     else:
         vocab: set[str] = set()
@@ -184,25 +252,36 @@ def _string_join(left: pl.DataFrame, left_key: str, right: pl.DataFrame, right_k
     """Inner join li x si on equal strings: joined on a 64-bit hash (light), then checked on the strings (exact)."""
     lk = left.filter(pl.col(left_key).is_not_null()).select("li", left_key)
     rk = right.filter(pl.col(right_key).is_not_null()).select("si", right_key)
-    j = (lk.select("li", h=pl.col(left_key).hash(seed=1))
-         .join(rk.select("si", h=pl.col(right_key).hash(seed=1)), on="h", how="inner")
-         .select("li", "si"))
+    j = (
+        lk.select("li", h=pl.col(left_key).hash(seed=1))
+        .join(rk.select("si", h=pl.col(right_key).hash(seed=1)), on="h", how="inner")
+        .select("li", "si")
+    )
     lv = left[left_key].gather(j["li"])  # li / si are row positions in the full frames
     rv = right[right_key].gather(j["si"])
     return j.filter(lv == rv)
 
 
-def _classify_chunk(pairs: pl.DataFrame, s: pl.DataFrame, ln: pl.DataFrame, tier: MatchTier,
-                    tol: Tolerances) -> pl.DataFrame:
+def _classify_chunk(
+    pairs: pl.DataFrame, s: pl.DataFrame, ln: pl.DataFrame, tier: MatchTier, tol: Tolerances
+) -> pl.DataFrame:
     si, li = pairs["si"], pairs["li"]
-    g = pl.DataFrame({
-        "si": si, "li": li,
-        "s_ccy": s["currency"].gather(si), "l_ccy": ln["currency"].gather(li),
-        "s_amount": s["amount_minor"].gather(si), "l_amount": ln["amount_minor"].gather(li),
-        "s_fee": s["fee_minor"].gather(si), "l_fee": ln["fee_minor"].gather(li),
-        "s_fx": s["fx_rate"].gather(si), "l_fx": ln["fx_rate"].gather(li),
-        "settled_at": s["settled_at"].gather(si), "booked_at": ln["booked_at"].gather(li),
-    })
+    g = pl.DataFrame(
+        {
+            "si": si,
+            "li": li,
+            "s_ccy": s["currency"].gather(si),
+            "l_ccy": ln["currency"].gather(li),
+            "s_amount": s["amount_minor"].gather(si),
+            "l_amount": ln["amount_minor"].gather(li),
+            "s_fee": s["fee_minor"].gather(si),
+            "l_fee": ln["fee_minor"].gather(li),
+            "s_fx": s["fx_rate"].gather(si),
+            "l_fx": ln["fx_rate"].gather(li),
+            "settled_at": s["settled_at"].gather(si),
+            "booked_at": ln["booked_at"].gather(li),
+        }
+    )
     grace = _micros(tol.cutoff_grace)
     ri, rp = pl.col("ri"), pl.col("rp")
     gap = (pl.col("l_amount") - pl.col("s_amount")).abs().cast(pl.Int128)
@@ -210,30 +289,43 @@ def _classify_chunk(pairs: pl.DataFrame, s: pl.DataFrame, ln: pl.DataFrame, tier
     fx_bad = both & ((rp - ri).abs() * 1_000_000 > pl.lit(tol.fx_rate_ppm, pl.Int128) * ri)
     amount_bad = (
         pl.when(both)
-        .then(gap * ri > pl.lit(tol.amount_minor, pl.Int128) * ri
-              + pl.col("s_amount").cast(pl.Int128) * (rp - ri).abs())
+        .then(
+            gap * ri > pl.lit(tol.amount_minor, pl.Int128) * ri + pl.col("s_amount").cast(pl.Int128) * (rp - ri).abs()
+        )
         .otherwise(gap > tol.amount_minor)
     )
     fee_bad = (pl.col("l_fee") - pl.col("s_fee")).abs() > tol.fee_minor
     lag = (pl.col("booked_at") - pl.col("settled_at")).dt.total_microseconds().abs()
     timing = (pl.col("settled_at").dt.date() != pl.col("booked_at").dt.date()) & (lag > grace)
     cls = (
-        pl.when(pl.col("s_ccy") != pl.col("l_ccy")).then(pl.lit(BreakClass.AMOUNT_VARIANCE.value))
-        .when(fx_bad).then(pl.lit(BreakClass.FX_VARIANCE.value))
-        .when(amount_bad).then(pl.lit(BreakClass.AMOUNT_VARIANCE.value))
-        .when(fee_bad).then(pl.lit(BreakClass.FEE_VARIANCE.value))
-        .when(timing).then(pl.lit(BreakClass.TIMING.value))
+        pl.when(pl.col("s_ccy") != pl.col("l_ccy"))
+        .then(pl.lit(BreakClass.AMOUNT_VARIANCE.value))
+        .when(fx_bad)
+        .then(pl.lit(BreakClass.FX_VARIANCE.value))
+        .when(amount_bad)
+        .then(pl.lit(BreakClass.AMOUNT_VARIANCE.value))
+        .when(fee_bad)
+        .then(pl.lit(BreakClass.FEE_VARIANCE.value))
+        .when(timing)
+        .then(pl.lit(BreakClass.TIMING.value))
         .otherwise(pl.lit(None, pl.String))
         .cast(CLASS_ENUM)
     )
     return (
-        g.with_columns(ri=(pl.col("s_fx") * pl.lit(RATE_SCALE)).cast(pl.Int128),
-                       rp=(pl.col("l_fx") * pl.lit(RATE_SCALE)).cast(pl.Int128))
+        g.with_columns(
+            ri=(pl.col("s_fx") * pl.lit(RATE_SCALE)).cast(pl.Int128),
+            rp=(pl.col("l_fx") * pl.lit(RATE_SCALE)).cast(pl.Int128),
+        )
         .with_columns(break_class=cls)
         .select(
-            "si", "li", pl.lit(tier.value).cast(TIER_ENUM).alias("tier"),
-            pl.when(pl.col("break_class").is_null()).then(pl.lit(Outcome.MATCHED.value))
-            .otherwise(pl.lit(Outcome.BREAK.value)).cast(OUTCOME_ENUM).alias("outcome"),
+            "si",
+            "li",
+            pl.lit(tier.value).cast(TIER_ENUM).alias("tier"),
+            pl.when(pl.col("break_class").is_null())
+            .then(pl.lit(Outcome.MATCHED.value))
+            .otherwise(pl.lit(Outcome.BREAK.value))
+            .cast(OUTCOME_ENUM)
+            .alias("outcome"),
             "break_class",
             (pl.col("l_amount") - pl.col("s_amount")).alias("amount_delta_minor"),
             (pl.col("l_fee") - pl.col("s_fee")).alias("fee_delta_minor"),
@@ -242,8 +334,9 @@ def _classify_chunk(pairs: pl.DataFrame, s: pl.DataFrame, ln: pl.DataFrame, tier
     )
 
 
-def _classify(pairs: pl.DataFrame, s: pl.DataFrame, ln: pl.DataFrame, tier: MatchTier,
-              tol: Tolerances) -> list[pl.DataFrame]:
+def _classify(
+    pairs: pl.DataFrame, s: pl.DataFrame, ln: pl.DataFrame, tier: MatchTier, tol: Tolerances
+) -> list[pl.DataFrame]:
     return [_classify_chunk(pairs.slice(i, CHUNK), s, ln, tier, tol) for i in range(0, max(pairs.height, 1), CHUNK)]
 
 
@@ -255,8 +348,15 @@ def _part(df: pl.DataFrame, **cols: pl.Expr) -> pl.DataFrame:
     return df.select(exprs)
 
 
-def match_polars(settlements: pl.DataFrame, lines: pl.DataFrame, tol: Tolerances, window_end: datetime,
-                 prior: pl.DataFrame | None = None, *, compact: bool = False) -> pl.DataFrame:
+def match_polars(
+    settlements: pl.DataFrame,
+    lines: pl.DataFrame,
+    tol: Tolerances,
+    window_end: datetime,
+    prior: pl.DataFrame | None = None,
+    *,
+    compact: bool = False,
+) -> pl.DataFrame:
     """The Polars engine. ``compact`` keeps tier/outcome/break_class as Enums (less memory at 10M rows)."""
     s0 = settlements.select(list(SETTLEMENT_SCHEMA))
     l0 = lines.select(list(LINE_SCHEMA))
@@ -276,34 +376,60 @@ def match_polars(settlements: pl.DataFrame, lines: pl.DataFrame, tol: Tolerances
     c1 = _string_join(ln, "provider_reference", s, "provider_reference")
     c1 = c1.filter(ln["provider"].gather(c1["li"]) == s["provider"].gather(c1["si"]))
     l_has_c1 = _mask(ln.height, c1["li"])
-    c2 = _string_join(ln.with_columns(pl.when(l_has_c1).then(None).otherwise(pl.col("our_reference"))
-                                      .alias("our_reference")), "our_reference", s, "settlement_id")
+    c2 = _string_join(
+        ln.with_columns(pl.when(l_has_c1).then(None).otherwise(pl.col("our_reference")).alias("our_reference")),
+        "our_reference",
+        s,
+        "settlement_id",
+    )
     cands = pl.concat([c1, c2])
     del c1, c2
     multi_flag = cands["li"].is_duplicated() | cands["si"].is_duplicated()
     single = cands.filter(~multi_flag)
     multi = cands.filter(multi_flag)
     m = multi.with_columns(
-        s["settled_at"].gather(multi["si"]).alias("settled_at"), s["settlement_id"].gather(multi["si"]).alias("sid"),
-        ln["booked_at"].gather(multi["li"]).alias("booked_at"), ln["line_id"].gather(multi["li"]).alias("lid"))
+        s["settled_at"].gather(multi["si"]).alias("settled_at"),
+        s["settlement_id"].gather(multi["si"]).alias("sid"),
+        ln["booked_at"].gather(multi["li"]).alias("booked_at"),
+        ln["line_id"].gather(multi["li"]).alias("lid"),
+    )
     choice = m.sort(["li", "settled_at", "sid"]).unique("li", keep="first", maintain_order=True).select("li", "si")
-    best = (m.sort(["si", "booked_at", "lid"]).unique("si", keep="first", maintain_order=True)
-            .select("si", pl.col("li").alias("best_li")))
+    best = (
+        m.sort(["si", "booked_at", "lid"])
+        .unique("si", keep="first", maintain_order=True)
+        .select("si", pl.col("li").alias("best_li"))
+    )
     acc_multi = choice.join(best, on="si").filter(pl.col("best_li") == pl.col("li")).select("li", "si")
     accepted = pl.concat([single, acc_multi])
     parts += _classify(accepted, s, ln, MatchTier.REFERENCE, tol)
     dup_lines = choice.join(acc_multi, on="li", how="anti")
-    parts.append(_part(dup_lines, si=pl.lit(None), tier=pl.lit(MatchTier.REFERENCE.value),
-                       outcome=pl.lit(Outcome.BREAK.value), break_class=pl.lit(BreakClass.DUPLICATE.value))
-                 .with_columns(amount_delta_minor=ln["amount_minor"].gather(dup_lines["li"]),
-                               fee_delta_minor=ln["fee_minor"].gather(dup_lines["li"]),
-                               related_id=s["settlement_id"].gather(dup_lines["si"])))
+    parts.append(
+        _part(
+            dup_lines,
+            si=pl.lit(None),
+            tier=pl.lit(MatchTier.REFERENCE.value),
+            outcome=pl.lit(Outcome.BREAK.value),
+            break_class=pl.lit(BreakClass.DUPLICATE.value),
+        ).with_columns(
+            amount_delta_minor=ln["amount_minor"].gather(dup_lines["li"]),
+            fee_delta_minor=ln["fee_minor"].gather(dup_lines["li"]),
+            related_id=s["settlement_id"].gather(dup_lines["si"]),
+        )
+    )
     dup_s = best.join(acc_multi, on="si", how="anti")
-    parts.append(_part(dup_s, li=pl.lit(None), tier=pl.lit(MatchTier.REFERENCE.value),
-                       outcome=pl.lit(Outcome.BREAK.value), break_class=pl.lit(BreakClass.DUPLICATE.value))
-                 .with_columns(amount_delta_minor=-s["amount_minor"].gather(dup_s["si"]),
-                               fee_delta_minor=-s["fee_minor"].gather(dup_s["si"]),
-                               related_id=ln["line_id"].gather(dup_s["best_li"])))
+    parts.append(
+        _part(
+            dup_s,
+            li=pl.lit(None),
+            tier=pl.lit(MatchTier.REFERENCE.value),
+            outcome=pl.lit(Outcome.BREAK.value),
+            break_class=pl.lit(BreakClass.DUPLICATE.value),
+        ).with_columns(
+            amount_delta_minor=-s["amount_minor"].gather(dup_s["si"]),
+            fee_delta_minor=-s["fee_minor"].gather(dup_s["si"]),
+            related_id=ln["line_id"].gather(dup_s["best_li"]),
+        )
+    )
     s_rest = s.filter(~_mask(s.height, cands["si"]))
     l_rest = ln.filter(~_mask(ln.height, cands["li"]))
     del cands, single, multi, m, accepted
@@ -316,26 +442,41 @@ def match_polars(settlements: pl.DataFrame, lines: pl.DataFrame, tol: Tolerances
     window = _micros(tol.match_window)
     width = tol.amount_minor + 1
     s2 = s_rest.select("si", "provider", "currency", "amount_minor", "settled_at").with_columns(
-        tb=pl.col("settled_at").dt.epoch("us") // window, ab=pl.col("amount_minor") // width)
-    l2 = (l_rest.select("li", "provider", "currency", "amount_minor", "booked_at")
-          .with_columns(tb=pl.concat_list([pl.col("booked_at").dt.epoch("us") // window + k for k in (-1, 0, 1)]),
-                        ab=pl.concat_list([pl.col("amount_minor") // width + k for k in (-1, 0, 1)]))
-          .explode("tb").explode("ab"))
+        tb=pl.col("settled_at").dt.epoch("us") // window, ab=pl.col("amount_minor") // width
+    )
+    l2 = (
+        l_rest.select("li", "provider", "currency", "amount_minor", "booked_at")
+        .with_columns(
+            tb=pl.concat_list([pl.col("booked_at").dt.epoch("us") // window + k for k in (-1, 0, 1)]),
+            ab=pl.concat_list([pl.col("amount_minor") // width + k for k in (-1, 0, 1)]),
+        )
+        .explode("tb")
+        .explode("ab")
+    )
     pairs2 = (
         l2.join(s2, on=["provider", "currency", "tb", "ab"], suffix="_s")
-        .with_columns(dt=(pl.col("booked_at") - pl.col("settled_at")).dt.total_microseconds().abs(),
-                      da=(pl.col("amount_minor") - pl.col("amount_minor_s")).abs())
+        .with_columns(
+            dt=(pl.col("booked_at") - pl.col("settled_at")).dt.total_microseconds().abs(),
+            da=(pl.col("amount_minor") - pl.col("amount_minor_s")).abs(),
+        )
         .filter((pl.col("dt") <= window) & (pl.col("da") <= tol.amount_minor))
         .select("li", "si", "dt", "da")
     )
-    pairs2 = pairs2.with_columns(s["settlement_id"].gather(pairs2["si"]).alias("settlement_id"),
-                                 ln["line_id"].gather(pairs2["li"]).alias("line_id"))
-    best_for_line = (pairs2.sort(["li", "dt", "da", "settlement_id"])
-                     .unique("li", keep="first", maintain_order=True).select("li", "si"))
-    best_for_s = (pairs2.sort(["si", "dt", "da", "line_id"])
-                  .unique("si", keep="first", maintain_order=True).select("si", pl.col("li").alias("best_li")))
-    accepted2 = (best_for_line.join(best_for_s, on="si").filter(pl.col("best_li") == pl.col("li"))
-                 .select("li", "si"))
+    pairs2 = pairs2.with_columns(
+        s["settlement_id"].gather(pairs2["si"]).alias("settlement_id"),
+        ln["line_id"].gather(pairs2["li"]).alias("line_id"),
+    )
+    best_for_line = (
+        pairs2.sort(["li", "dt", "da", "settlement_id"])
+        .unique("li", keep="first", maintain_order=True)
+        .select("li", "si")
+    )
+    best_for_s = (
+        pairs2.sort(["si", "dt", "da", "line_id"])
+        .unique("si", keep="first", maintain_order=True)
+        .select("si", pl.col("li").alias("best_li"))
+    )
+    accepted2 = best_for_line.join(best_for_s, on="si").filter(pl.col("best_li") == pl.col("li")).select("li", "si")
     parts += _classify(accepted2, s, ln, MatchTier.TOLERANCE, tol)
     s_rest = s_rest.filter(~pl.col("si").is_in(accepted2["si"].implode()))
     l_rest = l_rest.filter(~pl.col("li").is_in(accepted2["li"].implode()))
@@ -354,45 +495,82 @@ def match_polars(settlements: pl.DataFrame, lines: pl.DataFrame, tol: Tolerances
         .with_columns(day=pl.col("booked_at").dt.date())
         .select("li", "line_id", *key, "amount_minor", "fee_minor")
         .join(groups, on=key)
-        .filter(((pl.col("amount") - pl.col("amount_minor")).abs() <= pl.col("n") * tol.amount_minor)
-                & ((pl.col("fee") - pl.col("fee_minor")).abs() <= pl.col("n") * tol.fee_minor))
+        .filter(
+            ((pl.col("amount") - pl.col("amount_minor")).abs() <= pl.col("n") * tol.amount_minor)
+            & ((pl.col("fee") - pl.col("fee_minor")).abs() <= pl.col("n") * tol.fee_minor)
+        )
         .sort("line_id")
         .unique(key, keep="first", maintain_order=True)
         .select("li", pl.col("members").alias("si"))
         .explode("si")
     )
-    parts.append(_part(batch, tier=pl.lit(MatchTier.MANY_TO_ONE.value), outcome=pl.lit(Outcome.MATCHED.value),
-                       amount_delta_minor=pl.lit(0), fee_delta_minor=pl.lit(0)))
+    parts.append(
+        _part(
+            batch,
+            tier=pl.lit(MatchTier.MANY_TO_ONE.value),
+            outcome=pl.lit(Outcome.MATCHED.value),
+            amount_delta_minor=pl.lit(0),
+            fee_delta_minor=pl.lit(0),
+        )
+    )
     s_rest = s_rest.filter(~pl.col("si").is_in(batch["si"].implode()))
     l_rest = l_rest.filter(~pl.col("li").is_in(batch["li"].implode()))
 
     # ---- leftovers
     grace_start = window_end - tol.cutoff_grace
     in_grace_s = (pl.col("settled_at") >= grace_start) & (pl.col("settled_at") < window_end)
-    parts.append(_part(
-        s_rest, tier=pl.lit(MatchTier.NONE.value),
-        outcome=pl.when(in_grace_s).then(pl.lit(Outcome.PENDING.value)).otherwise(pl.lit(Outcome.BREAK.value)),
-        break_class=pl.when(in_grace_s).then(pl.lit(None, pl.String))
-        .otherwise(pl.lit(BreakClass.MISSING_AT_PROVIDER.value)),
-        amount_delta_minor=-pl.col("amount_minor"), fee_delta_minor=-pl.col("fee_minor")))
-    prior_refs = (prior.filter(pl.col("provider_reference").is_not_null())
-                  .select(pl.col("provider").cast(pl.String), "provider_reference", prior_ref=pl.lit(True)).unique())
-    prior_ids = prior.filter(pl.col("settlement_id").is_not_null()).select(
-        pl.col("settlement_id").alias("our_reference"), prior_id=pl.lit(True)).unique()
-    lr = (l_rest.with_columns(provider_s=pl.col("provider").cast(pl.String))
-          .join(prior_refs.rename({"provider": "provider_s"}), on=["provider_s", "provider_reference"], how="left")
-          .join(prior_ids, on="our_reference", how="left"))
+    parts.append(
+        _part(
+            s_rest,
+            tier=pl.lit(MatchTier.NONE.value),
+            outcome=pl.when(in_grace_s).then(pl.lit(Outcome.PENDING.value)).otherwise(pl.lit(Outcome.BREAK.value)),
+            break_class=pl.when(in_grace_s)
+            .then(pl.lit(None, pl.String))
+            .otherwise(pl.lit(BreakClass.MISSING_AT_PROVIDER.value)),
+            amount_delta_minor=-pl.col("amount_minor"),
+            fee_delta_minor=-pl.col("fee_minor"),
+        )
+    )
+    prior_refs = (
+        prior.filter(pl.col("provider_reference").is_not_null())
+        .select(pl.col("provider").cast(pl.String), "provider_reference", prior_ref=pl.lit(True))
+        .unique()
+    )
+    prior_ids = (
+        prior.filter(pl.col("settlement_id").is_not_null())
+        .select(pl.col("settlement_id").alias("our_reference"), prior_id=pl.lit(True))
+        .unique()
+    )
+    lr = (
+        l_rest.with_columns(provider_s=pl.col("provider").cast(pl.String))
+        .join(prior_refs.rename({"provider": "provider_s"}), on=["provider_s", "provider_reference"], how="left")
+        .join(prior_ids, on="our_reference", how="left")
+    )
     is_dup = pl.col("prior_ref").fill_null(False) | pl.col("prior_id").fill_null(False)
     in_grace_l = (pl.col("booked_at") >= grace_start) & (pl.col("booked_at") < window_end)
-    parts.append(_part(
-        lr, tier=pl.when(is_dup).then(pl.lit(MatchTier.REFERENCE.value)).otherwise(pl.lit(MatchTier.NONE.value)),
-        outcome=pl.when(is_dup).then(pl.lit(Outcome.BREAK.value)).when(in_grace_l)
-        .then(pl.lit(Outcome.PENDING.value)).otherwise(pl.lit(Outcome.BREAK.value)),
-        break_class=pl.when(is_dup).then(pl.lit(BreakClass.DUPLICATE.value)).when(in_grace_l)
-        .then(pl.lit(None, pl.String)).otherwise(pl.lit(BreakClass.MISSING_INTERNALLY.value)),
-        amount_delta_minor=pl.col("amount_minor"), fee_delta_minor=pl.col("fee_minor"),
-        related_id=pl.when(pl.col("prior_id").fill_null(False)).then(pl.col("our_reference"))
-        .when(is_dup).then(pl.col("provider_reference")).otherwise(pl.lit(None, pl.String))))
+    parts.append(
+        _part(
+            lr,
+            tier=pl.when(is_dup).then(pl.lit(MatchTier.REFERENCE.value)).otherwise(pl.lit(MatchTier.NONE.value)),
+            outcome=pl.when(is_dup)
+            .then(pl.lit(Outcome.BREAK.value))
+            .when(in_grace_l)
+            .then(pl.lit(Outcome.PENDING.value))
+            .otherwise(pl.lit(Outcome.BREAK.value)),
+            break_class=pl.when(is_dup)
+            .then(pl.lit(BreakClass.DUPLICATE.value))
+            .when(in_grace_l)
+            .then(pl.lit(None, pl.String))
+            .otherwise(pl.lit(BreakClass.MISSING_INTERNALLY.value)),
+            amount_delta_minor=pl.col("amount_minor"),
+            fee_delta_minor=pl.col("fee_minor"),
+            related_id=pl.when(pl.col("prior_id").fill_null(False))
+            .then(pl.col("our_reference"))
+            .when(is_dup)
+            .then(pl.col("provider_reference"))
+            .otherwise(pl.lit(None, pl.String)),
+        )
+    )
 
     s_ids, l_ids = s["settlement_id"], ln["line_id"]
     del s, ln, s_rest, l_rest, lr  # free the attribute columns before the id strings are gathered
@@ -401,7 +579,12 @@ def match_polars(settlements: pl.DataFrame, lines: pl.DataFrame, tol: Tolerances
     out = out.select(
         s_ids.gather(out["si"]).alias("settlement_id"),
         l_ids.gather(out["li"]).alias("line_id"),
-        "tier", "outcome", "break_class", "amount_delta_minor", "fee_delta_minor", "related_id",
+        "tier",
+        "outcome",
+        "break_class",
+        "amount_delta_minor",
+        "fee_delta_minor",
+        "related_id",
     )
     if compact:
         return out
@@ -411,16 +594,20 @@ def match_polars(settlements: pl.DataFrame, lines: pl.DataFrame, tol: Tolerances
 # --------------------------------------------------------------------------- DuckDB engine
 
 
-def run_match_sql(con: Any, settlements: Any, lines: Any, tol: Tolerances, window_end: datetime,
-                  prior: Any = None) -> None:
+def run_match_sql(
+    con: Any, settlements: Any, lines: Any, tol: Tolerances, window_end: datetime, prior: Any = None
+) -> None:
     """Run ``sql/recon/match.sql``; results are left in the temp table ``m_results``.
 
     Inputs are frames DuckDB can scan, or SQL text (e.g. ``SELECT * FROM read_parquet('...')``).
     """
     from warehouse.sqlrunner import render_file
 
-    inputs = {"m_settlements_in": settlements, "m_lines_in": lines,
-              "m_prior_in": prior if prior is not None else MatchInputs.empty_prior()}
+    inputs = {
+        "m_settlements_in": settlements,
+        "m_lines_in": lines,
+        "m_prior_in": prior if prior is not None else MatchInputs.empty_prior(),
+    }
     registered = []
     for name, value in inputs.items():
         if isinstance(value, str):
@@ -429,8 +616,12 @@ def run_match_sql(con: Any, settlements: Any, lines: Any, tol: Tolerances, windo
             con.register(name, value)
             registered.append(name)
     params = {
-        "amount_tol": tol.amount_minor, "fee_tol": tol.fee_minor, "fx_ppm": tol.fx_rate_ppm,
-        "window_us": _micros(tol.match_window), "grace_us": _micros(tol.cutoff_grace), "window_end": window_end,
+        "amount_tol": tol.amount_minor,
+        "fee_tol": tol.fee_minor,
+        "fx_ppm": tol.fx_rate_ppm,
+        "window_us": _micros(tol.match_window),
+        "grace_us": _micros(tol.cutoff_grace),
+        "window_end": window_end,
     }
     try:
         for statement in render_file("recon/match.sql"):
@@ -440,24 +631,36 @@ def run_match_sql(con: Any, settlements: Any, lines: Any, tol: Tolerances, windo
             con.unregister(name)
 
 
-def match_duckdb(con: Any, settlements: Any, lines: Any, tol: Tolerances, window_end: datetime,
-                 prior: Any = None) -> pl.DataFrame:
+def match_duckdb(
+    con: Any, settlements: Any, lines: Any, tol: Tolerances, window_end: datetime, prior: Any = None
+) -> pl.DataFrame:
     """The DuckDB engine: ``sql/recon/match.sql`` over the given frames/relations."""
     run_match_sql(con, settlements, lines, tol, window_end, prior)
     return con.sql("SELECT * FROM m_results").pl().cast(RESULT_SCHEMA)  # type: ignore[no-any-return]
 
 
-def reference_results(settlements: pl.DataFrame, lines: pl.DataFrame, tol: Tolerances, window_end: datetime,
-                      prior: pl.DataFrame | None = None) -> pl.DataFrame:
+def reference_results(
+    settlements: pl.DataFrame,
+    lines: pl.DataFrame,
+    tol: Tolerances,
+    window_end: datetime,
+    prior: pl.DataFrame | None = None,
+) -> pl.DataFrame:
     """The pure rules over the same frames (for tests and small samples)."""
     from domain.variance_rules import reconcile
 
     prior_m = prior_from_frame(prior) if prior is not None else None
-    return results_frame(reconcile(settlements_from_frame(settlements), lines_from_frame(lines), tol, window_end,
-                                   prior_m))
+    return results_frame(
+        reconcile(settlements_from_frame(settlements), lines_from_frame(lines), tol, window_end, prior_m)
+    )
 
 
 __all__ = [
-    "LINE_SCHEMA", "RESULT_SCHEMA", "SETTLEMENT_SCHEMA", "Decimal", "match_duckdb", "match_polars",
+    "LINE_SCHEMA",
+    "RESULT_SCHEMA",
+    "SETTLEMENT_SCHEMA",
+    "Decimal",
+    "match_duckdb",
+    "match_polars",
     "reference_results",
 ]

@@ -81,8 +81,11 @@ def data_quality(day: date, settings: ReconSettings | None = None, alert_client:
 
         url = get_settings().alertmanager_url
     quality.raise_on_critical(day, results, url if s.alert_on_critical else None, client=alert_client)
-    return {"recon_date": day.isoformat(), "checks": len(results),
-            "failed": [f"{r.suite}.{r.target}" for r in results if not r.success]}
+    return {
+        "recon_date": day.isoformat(),
+        "checks": len(results),
+        "failed": [f"{r.suite}.{r.target}" for r in results if not r.success],
+    }
 
 
 # --------------------------------------------------------------------------- 03:00 variance analysis
@@ -105,18 +108,24 @@ def variance(day: date, settings: ReconSettings | None = None) -> dict[str, Any]
             results = match_polars(settlements, lines, tol, window_end, prior)
         elapsed = _time.perf_counter() - started
         enriched = (
-            results.join(settlements.select("settlement_id", s_provider="provider", s_currency="currency"),
-                         on="settlement_id", how="left")
+            results.join(
+                settlements.select("settlement_id", s_provider="provider", s_currency="currency"),
+                on="settlement_id",
+                how="left",
+            )
             .join(lines.select("line_id", l_provider="provider", l_currency="currency"), on="line_id", how="left")
-            .with_columns(provider=pl.coalesce("s_provider", "l_provider"),
-                          currency=pl.coalesce("s_currency", "l_currency"))
+            .with_columns(
+                provider=pl.coalesce("s_provider", "l_provider"), currency=pl.coalesce("s_currency", "l_currency")
+            )
             .select(pl.lit(day).alias("recon_date"), *RESULT_SCHEMA, "provider", "currency")
             .unique(subset=["settlement_id", "line_id"], keep="first")
             .sort(["settlement_id", "line_id"], nulls_last=True)
         )
         audit = con.execute(
             "SELECT count(*) FILTER (WHERE has_audit), count(*) FROM fct_settlements"
-            " WHERE settled_date = $d AND status = 'completed'", {"d": day}).fetchall()[0]
+            " WHERE settled_date = $d AND status = 'completed'",
+            {"d": day},
+        ).fetchall()[0]
         metrics = compute_metrics(results_from_frame(results), int(audit[0]), int(audit[1]))
         con.execute("BEGIN")
         try:
@@ -127,29 +136,49 @@ def variance(day: date, settings: ReconSettings | None = None) -> dict[str, Any]
             con.execute(
                 "INSERT OR REPLACE INTO recon_runs VALUES ($d, $engine, $n, $auto, $exc, $pend, $amr, $er, $atc,"
                 " $by_class, $tol)",
-                {"d": day, "engine": s.engine, "n": metrics.settlements, "auto": metrics.auto_matched,
-                 "exc": metrics.exceptions, "pend": metrics.pending, "amr": metrics.automatic_match_rate,
-                 "er": metrics.exception_rate, "atc": metrics.audit_trail_coverage,
-                 "by_class": json.dumps({str(k): v for k, v in metrics.breaks_by_class.items()}),
-                 "tol": json.dumps(_tolerance_doc(s))})
+                {
+                    "d": day,
+                    "engine": s.engine,
+                    "n": metrics.settlements,
+                    "auto": metrics.auto_matched,
+                    "exc": metrics.exceptions,
+                    "pend": metrics.pending,
+                    "amr": metrics.automatic_match_rate,
+                    "er": metrics.exception_rate,
+                    "atc": metrics.audit_trail_coverage,
+                    "by_class": json.dumps({str(k): v for k, v in metrics.breaks_by_class.items()}),
+                    "tol": json.dumps(_tolerance_doc(s)),
+                },
+            )
             con.execute("COMMIT")
         except Exception:
             con.execute("ROLLBACK")
             raise
     return {
-        "recon_date": day.isoformat(), "engine": s.engine, "match_seconds": round(elapsed, 3),
-        "settlements_in": settlements.height, "lines_in": lines.height, "settlements": metrics.settlements,
-        "auto_matched": metrics.auto_matched, "exceptions": metrics.exceptions, "pending": metrics.pending,
-        "automatic_match_rate": str(metrics.automatic_match_rate), "exception_rate": str(metrics.exception_rate),
+        "recon_date": day.isoformat(),
+        "engine": s.engine,
+        "match_seconds": round(elapsed, 3),
+        "settlements_in": settlements.height,
+        "lines_in": lines.height,
+        "settlements": metrics.settlements,
+        "auto_matched": metrics.auto_matched,
+        "exceptions": metrics.exceptions,
+        "pending": metrics.pending,
+        "automatic_match_rate": str(metrics.automatic_match_rate),
+        "exception_rate": str(metrics.exception_rate),
         "audit_trail_coverage": str(metrics.audit_trail_coverage),
         "breaks_by_class": {str(k): v for k, v in metrics.breaks_by_class.items()},
     }
 
 
 def _tolerance_doc(s: ReconSettings) -> dict[str, Any]:
-    return {"amount_minor": s.amount_tolerance_minor, "fee_minor": s.fee_tolerance_minor,
-            "fx_ppm": s.fx_tolerance_ppm, "match_window_min": s.match_window_minutes,
-            "cutoff_grace_min": s.cutoff_grace_minutes}
+    return {
+        "amount_minor": s.amount_tolerance_minor,
+        "fee_minor": s.fee_tolerance_minor,
+        "fx_ppm": s.fx_tolerance_ppm,
+        "match_window_min": s.match_window_minutes,
+        "cutoff_grace_min": s.cutoff_grace_minutes,
+    }
 
 
 # --------------------------------------------------------------------------- 04:00 exception review
@@ -170,23 +199,35 @@ def report_data(con: Any, day: date, s: ReconSettings) -> ReportData:
     if not runs:
         raise RuntimeError(f"no variance analysis for {day}: run the variance step (03:00) first")
     daily = query(con, "SELECT * FROM mart_recon_daily WHERE recon_date = $d", {"d": day}).to_dicts()[0]
-    trend = query(con, "SELECT recon_date, automatic_match_rate, exceptions FROM recon_runs"
-                       " WHERE recon_date <= $d AND recon_date > $start ORDER BY recon_date",
-                  {"d": day, "start": day - timedelta(days=s.trend_days)}).to_dicts()
-    totals = query(con, "SELECT currency, count(*) AS settlements, sum(amount_minor) AS amount_minor,"
-                        " sum(fee_minor) AS fee_minor FROM fct_settlements"
-                        " WHERE settled_date = $d AND status = 'completed' GROUP BY currency ORDER BY currency",
-                   {"d": day}).to_dicts()
+    trend = query(
+        con,
+        "SELECT recon_date, automatic_match_rate, exceptions FROM recon_runs"
+        " WHERE recon_date <= $d AND recon_date > $start ORDER BY recon_date",
+        {"d": day, "start": day - timedelta(days=s.trend_days)},
+    ).to_dicts()
+    totals = query(
+        con,
+        "SELECT currency, count(*) AS settlements, sum(amount_minor) AS amount_minor,"
+        " sum(fee_minor) AS fee_minor FROM fct_settlements"
+        " WHERE settled_date = $d AND status = 'completed' GROUP BY currency ORDER BY currency",
+        {"d": day},
+    ).to_dicts()
     queue = query(con, "SELECT * FROM mart_exception_queue WHERE opened_on <= $d LIMIT 12", {"d": day}).to_dicts()
-    dq = query(con, "SELECT * FROM dq_results WHERE recon_date = $d ORDER BY suite, expectation, target",
-               {"d": day}).to_dicts()
+    dq = query(
+        con, "SELECT * FROM dq_results WHERE recon_date = $d ORDER BY suite, expectation, target", {"d": day}
+    ).to_dicts()
     hours = daily.get("avg_resolution_hours")
     return ReportData(
-        recon_date=day, run=runs[0], resolution_hours=None if hours is None else Decimal(str(hours)),
+        recon_date=day,
+        run=runs[0],
+        resolution_hours=None if hours is None else Decimal(str(hours)),
         open_exceptions=int(daily.get("open_exceptions") or 0),
         totals=[{**t, "amount_minor": int(t["amount_minor"]), "fee_minor": int(t["fee_minor"])} for t in totals],
         breaks_by_class={k: int(v) for k, v in json.loads(runs[0]["breaks_by_class"]).items()},
-        trend=trend, queue=queue, dq=dq, engine=runs[0]["engine"],
+        trend=trend,
+        queue=queue,
+        dq=dq,
+        engine=runs[0]["engine"],
         tolerances=", ".join(f"{k}={v}" for k, v in json.loads(runs[0]["tolerances"]).items()),
     )
 
@@ -198,27 +239,49 @@ def report(day: date, settings: ReconSettings | None = None, send: bool = True) 
         pdf = render_pdf(data, s.reports / f"recon-{day.isoformat()}.pdf")
         digest = sha256(pdf)
         archived = archive(pdf, s.archive, day)
-        already = con.execute("SELECT count(*) FROM report_deliveries WHERE recon_date = $d AND sha256 = $h",
-                              {"d": day, "h": digest}).fetchall()[0][0]
+        already = con.execute(
+            "SELECT count(*) FROM report_deliveries WHERE recon_date = $d AND sha256 = $h", {"d": day, "h": digest}
+        ).fetchall()[0][0]
         sent = False
-        summary = (f"match rate {Decimal(str(data.run['automatic_match_rate'])) * 100:.2f}%, "
-                   f"{data.run['exceptions']} exceptions, {data.open_exceptions} open")
+        summary = (
+            f"match rate {Decimal(str(data.run['automatic_match_rate'])) * 100:.2f}%, "
+            f"{data.run['exceptions']} exceptions, {data.open_exceptions} open"
+        )
         if send and not already:
-            send_email(pdf, day, summary, host=s.smtp_host, port=s.smtp_port, sender=s.report_from,
-                       to=s.report_to, starttls=s.smtp_starttls, user=s.smtp_user, password=s.smtp_password)
-            con.execute("INSERT INTO report_deliveries VALUES ($d, $h, $p, $a, $to, $at)",
-                        {"d": day, "h": digest, "p": str(pdf), "a": str(archived), "to": s.report_to,
-                         "at": datetime.now(UTC)})
+            send_email(
+                pdf,
+                day,
+                summary,
+                host=s.smtp_host,
+                port=s.smtp_port,
+                sender=s.report_from,
+                to=s.report_to,
+                starttls=s.smtp_starttls,
+                user=s.smtp_user,
+                password=s.smtp_password,
+            )
+            con.execute(
+                "INSERT INTO report_deliveries VALUES ($d, $h, $p, $a, $to, $at)",
+                {"d": day, "h": digest, "p": str(pdf), "a": str(archived), "to": s.report_to, "at": datetime.now(UTC)},
+            )
             sent = True
-    return {"recon_date": day.isoformat(), "pdf": str(pdf), "archived": str(archived), "sha256": digest,
-            "emailed": sent, "already_sent": bool(already), "summary": summary}
+    return {
+        "recon_date": day.isoformat(),
+        "pdf": str(pdf),
+        "archived": str(archived),
+        "sha256": digest,
+        "emailed": sent,
+        "already_sent": bool(already),
+        "summary": summary,
+    }
 
 
 # --------------------------------------------------------------------------- everything, in process
 
 
-def run_day(day: date, settings: ReconSettings | None = None, *, send: bool = True,
-            alert_client: Any = None) -> dict[str, Any]:
+def run_day(
+    day: date, settings: ReconSettings | None = None, *, send: bool = True, alert_client: Any = None
+) -> dict[str, Any]:
     s = _settings(settings)
     out: dict[str, Any] = {}
     out["snapshot"] = snapshot(day, s)
@@ -234,5 +297,14 @@ def exception_classes() -> list[str]:
     return [c.value for c in BreakClass]
 
 
-__all__ = ["Path", "data_quality", "exception_review", "provider_sync", "recon_day_for", "report", "run_day",
-           "snapshot", "variance"]
+__all__ = [
+    "Path",
+    "data_quality",
+    "exception_review",
+    "provider_sync",
+    "recon_day_for",
+    "report",
+    "run_day",
+    "snapshot",
+    "variance",
+]

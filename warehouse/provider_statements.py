@@ -127,8 +127,18 @@ def _write_text(path: Path, text: str) -> Path:
 # --------------------------------------------------------------------------- Stripe
 
 STRIPE_COLUMNS = [
-    "balance_transaction_id", "created_utc", "available_on_utc", "currency", "gross", "fee", "net",
-    "reporting_category", "source_id", "description", "connected_account", "payment_metadata[nexus_tx_id]",
+    "balance_transaction_id",
+    "created_utc",
+    "available_on_utc",
+    "currency",
+    "gross",
+    "fee",
+    "net",
+    "reporting_category",
+    "source_id",
+    "description",
+    "connected_account",
+    "payment_metadata[nexus_tx_id]",
 ]
 _STRIPE_TS = "%Y-%m-%d %H:%M:%S"
 
@@ -140,13 +150,22 @@ def write_stripe_statement(lines: list[StatementLine], path: Path) -> Path:
     for ln in lines:
         gross = -_major(ln.amount_minor, ln.currency)  # a payout leaves the balance
         fee = _major(ln.fee_minor, ln.currency)
-        w.writerow([
-            "txn_" + ln.provider_reference.removeprefix("po_"),
-            ln.created_at.astimezone(UTC).strftime(_STRIPE_TS),
-            datetime.combine(ln.value_date, datetime.min.time()).strftime(_STRIPE_TS),
-            ln.currency.value.lower(), f"{gross:f}", f"{fee:f}", f"{gross - fee:f}",
-            "payout", ln.provider_reference, "NEXUS-X settlement", ln.counterparty or "", ln.our_reference or "",
-        ])
+        w.writerow(
+            [
+                "txn_" + ln.provider_reference.removeprefix("po_"),
+                ln.created_at.astimezone(UTC).strftime(_STRIPE_TS),
+                datetime.combine(ln.value_date, datetime.min.time()).strftime(_STRIPE_TS),
+                ln.currency.value.lower(),
+                f"{gross:f}",
+                f"{fee:f}",
+                f"{gross - fee:f}",
+                "payout",
+                ln.provider_reference,
+                "NEXUS-X settlement",
+                ln.counterparty or "",
+                ln.our_reference or "",
+            ]
+        )
     return _write_text(path, buf.getvalue())
 
 
@@ -158,27 +177,40 @@ def parse_stripe_statement(path: Path) -> list[StatementLine]:
             _require(row, STRIPE_COLUMNS, where)
             ccy = _currency(row["currency"], where)
             gross = _minor(row["gross"].lstrip("-"), ccy, where + " gross")
-            out.append(StatementLine(
-                provider_reference=row["source_id"],
-                our_reference=row["payment_metadata[nexus_tx_id]"] or None,
-                amount_minor=gross,
-                fee_minor=_minor(row["fee"], ccy, where + " fee"),
-                currency=ccy,
-                fx_rate=None,
-                value_date=datetime.strptime(row["available_on_utc"], _STRIPE_TS).date(),
-                created_at=datetime.strptime(row["created_utc"], _STRIPE_TS).replace(tzinfo=UTC),
-                counterparty=row["connected_account"] or None,
-            ))
+            out.append(
+                StatementLine(
+                    provider_reference=row["source_id"],
+                    our_reference=row["payment_metadata[nexus_tx_id]"] or None,
+                    amount_minor=gross,
+                    fee_minor=_minor(row["fee"], ccy, where + " fee"),
+                    currency=ccy,
+                    fx_rate=None,
+                    value_date=datetime.strptime(row["available_on_utc"], _STRIPE_TS).date(),
+                    created_at=datetime.strptime(row["created_utc"], _STRIPE_TS).replace(tzinfo=UTC),
+                    counterparty=row["connected_account"] or None,
+                )
+            )
     return out
 
 
 # --------------------------------------------------------------------------- PayPal Settlement Report (SRF)
 
 PAYPAL_COLUMNS = [
-    "Transaction ID", "Invoice ID", "PayPal Reference ID", "PayPal Reference ID Type", "Transaction Event Code",
-    "Transaction Initiation Date", "Transaction Completion Date", "Transaction Debit or Credit",
-    "Gross Transaction Amount", "Gross Transaction Currency", "Fee Debit or Credit", "Fee Amount", "Fee Currency",
-    "Custom Field", "Consumer ID",
+    "Transaction ID",
+    "Invoice ID",
+    "PayPal Reference ID",
+    "PayPal Reference ID Type",
+    "Transaction Event Code",
+    "Transaction Initiation Date",
+    "Transaction Completion Date",
+    "Transaction Debit or Credit",
+    "Gross Transaction Amount",
+    "Gross Transaction Currency",
+    "Fee Debit or Credit",
+    "Fee Amount",
+    "Fee Currency",
+    "Custom Field",
+    "Consumer ID",
 ]
 _PAYPAL_TS = "%Y/%m/%d %H:%M:%S %z"
 _PAYPAL_IMPLIED_DECIMALS = 2  # every currency, e.g. 100.00 USD and 100 JPY are both 10000
@@ -204,19 +236,33 @@ def write_paypal_statement(lines: list[StatementLine], path: Path) -> Path:
     day = min((ln.created_at for ln in lines), default=datetime.now(UTC)).astimezone(UTC)
     w.writerow(["RH", day.strftime(_PAYPAL_TS), "A", "NEXUSXMERCHANT", "011"])
     w.writerow(["FH", "01"])
-    w.writerow(["SH", day.strftime("%Y/%m/%d 00:00:00 +0000"), day.strftime("%Y/%m/%d 23:59:59 +0000"),
-                "NEXUSXMERCHANT", ""])
+    w.writerow(
+        ["SH", day.strftime("%Y/%m/%d 00:00:00 +0000"), day.strftime("%Y/%m/%d 23:59:59 +0000"), "NEXUSXMERCHANT", ""]
+    )
     w.writerow(["CH", *PAYPAL_COLUMNS])
     for ln in lines:
         ts = ln.created_at.astimezone(UTC).strftime(_PAYPAL_TS)
         done = datetime.combine(ln.value_date, ln.created_at.astimezone(UTC).time(), UTC).strftime(_PAYPAL_TS)
-        w.writerow([
-            "SB", ln.provider_reference, ln.our_reference or "",
-            f"BATCH-{ln.provider_reference}" if ln.counterparty else "", "TXN" if ln.counterparty else "",
-            "T0001", ts, done, "DR",
-            _paypal_amount(ln.amount_minor, ln.currency), ln.currency.value, "DR",
-            _paypal_amount(ln.fee_minor, ln.currency), ln.currency.value, "", ln.counterparty or "",
-        ])
+        w.writerow(
+            [
+                "SB",
+                ln.provider_reference,
+                ln.our_reference or "",
+                f"BATCH-{ln.provider_reference}" if ln.counterparty else "",
+                "TXN" if ln.counterparty else "",
+                "T0001",
+                ts,
+                done,
+                "DR",
+                _paypal_amount(ln.amount_minor, ln.currency),
+                ln.currency.value,
+                "DR",
+                _paypal_amount(ln.fee_minor, ln.currency),
+                ln.currency.value,
+                "",
+                ln.counterparty or "",
+            ]
+        )
     w.writerow(["SF", str(len(lines))])
     w.writerow(["SC", str(len(lines))])
     w.writerow(["RF", str(len(lines))])
@@ -247,17 +293,21 @@ def parse_paypal_statement(path: Path) -> list[StatementLine]:
                 fee_ccy = _currency(row["Fee Currency"] or ccy.value, where)
                 if fee_ccy != ccy:
                     raise StatementFormatError(f"{where}: fee in {fee_ccy} on a {ccy} transaction is not supported")
-                out.append(StatementLine(
-                    provider_reference=row["Transaction ID"],
-                    our_reference=row["Invoice ID"] or None,
-                    amount_minor=_paypal_minor(row["Gross Transaction Amount"], ccy, where),
-                    fee_minor=_paypal_minor(row["Fee Amount"] or "0", ccy, where),
-                    currency=ccy,
-                    fx_rate=None,
-                    value_date=datetime.strptime(row["Transaction Completion Date"], _PAYPAL_TS).astimezone(UTC).date(),
-                    created_at=datetime.strptime(row["Transaction Initiation Date"], _PAYPAL_TS).astimezone(UTC),
-                    counterparty=row["Consumer ID"] or None,
-                ))
+                out.append(
+                    StatementLine(
+                        provider_reference=row["Transaction ID"],
+                        our_reference=row["Invoice ID"] or None,
+                        amount_minor=_paypal_minor(row["Gross Transaction Amount"], ccy, where),
+                        fee_minor=_paypal_minor(row["Fee Amount"] or "0", ccy, where),
+                        currency=ccy,
+                        fx_rate=None,
+                        value_date=datetime.strptime(row["Transaction Completion Date"], _PAYPAL_TS)
+                        .astimezone(UTC)
+                        .date(),
+                        created_at=datetime.strptime(row["Transaction Initiation Date"], _PAYPAL_TS).astimezone(UTC),
+                        counterparty=row["Consumer ID"] or None,
+                    )
+                )
                 body_rows += 1
             elif kind == "SF":
                 footer_count = int(fields[0])
@@ -281,29 +331,36 @@ def write_wise_statement(lines: list[StatementLine], path: Path) -> Path:
     for ccy, items in sorted(by_ccy.items()):
         txs = []
         for ln in items:
-            txs.append({
-                "type": "DEBIT",
-                "date": ln.created_at.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z"),
-                "amount": _wise_money(ln.amount_minor + ln.fee_minor, ccy, -1),  # total debited, fees included
-                "totalFees": _wise_money(ln.fee_minor, ccy),
-                "details": {
-                    "type": "TRANSFER",
-                    "description": f"Sent money to {ln.counterparty or 'merchant'}",
-                    "recipient": {"name": ln.counterparty or "", "bankAccount": ln.counterparty or ""},
-                    "paymentReference": ln.our_reference or "",
-                },
-                "exchangeDetails": None if ln.fx_rate is None else {
-                    "toAmount": _wise_money(ln.amount_minor, ccy), "rate": ln.fx_rate,
-                },
-                "valueDate": ln.value_date.isoformat(),
-                "referenceNumber": ln.provider_reference,
-            })
-        statements.append({
-            "accountHolder": {"type": "BUSINESS", "businessName": "NEXUS-X"},
-            "issuer": {"name": "Wise Payments Limited"},
-            "transactions": txs,
-            "query": {"currency": ccy.value, "type": "COMPACT"},
-        })
+            txs.append(
+                {
+                    "type": "DEBIT",
+                    "date": ln.created_at.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z"),
+                    "amount": _wise_money(ln.amount_minor + ln.fee_minor, ccy, -1),  # total debited, fees included
+                    "totalFees": _wise_money(ln.fee_minor, ccy),
+                    "details": {
+                        "type": "TRANSFER",
+                        "description": f"Sent money to {ln.counterparty or 'merchant'}",
+                        "recipient": {"name": ln.counterparty or "", "bankAccount": ln.counterparty or ""},
+                        "paymentReference": ln.our_reference or "",
+                    },
+                    "exchangeDetails": None
+                    if ln.fx_rate is None
+                    else {
+                        "toAmount": _wise_money(ln.amount_minor, ccy),
+                        "rate": ln.fx_rate,
+                    },
+                    "valueDate": ln.value_date.isoformat(),
+                    "referenceNumber": ln.provider_reference,
+                }
+            )
+        statements.append(
+            {
+                "accountHolder": {"type": "BUSINESS", "businessName": "NEXUS-X"},
+                "issuer": {"name": "Wise Payments Limited"},
+                "transactions": txs,
+                "query": {"currency": ccy.value, "type": "COMPACT"},
+            }
+        )
     return _write_text(path, _json_dump(statements) + "\n")
 
 
@@ -322,17 +379,19 @@ def parse_wise_statement(path: Path) -> list[StatementLine]:
                 details = tx.get("details") or {}
                 fx = tx.get("exchangeDetails")
                 created = datetime.fromisoformat(tx["date"].replace("Z", "+00:00")).astimezone(UTC)
-                out.append(StatementLine(
-                    provider_reference=tx["referenceNumber"],
-                    our_reference=details.get("paymentReference") or None,
-                    amount_minor=total - fee,
-                    fee_minor=fee,
-                    currency=ccy,
-                    fx_rate=Decimal(fx["rate"]) if fx else None,
-                    value_date=date.fromisoformat(tx.get("valueDate") or created.date().isoformat()),
-                    created_at=created,
-                    counterparty=(details.get("recipient") or {}).get("bankAccount") or None,
-                ))
+                out.append(
+                    StatementLine(
+                        provider_reference=tx["referenceNumber"],
+                        our_reference=details.get("paymentReference") or None,
+                        amount_minor=total - fee,
+                        fee_minor=fee,
+                        currency=ccy,
+                        fx_rate=Decimal(fx["rate"]) if fx else None,
+                        value_date=date.fromisoformat(tx.get("valueDate") or created.date().isoformat()),
+                        created_at=created,
+                        counterparty=(details.get("recipient") or {}).get("bankAccount") or None,
+                    )
+                )
             except KeyError as exc:
                 raise StatementFormatError(f"{where}: missing field {exc}") from exc
     return out
@@ -347,23 +406,25 @@ def write_toss_statement(lines: list[StatementLine], path: Path) -> Path:
         if ln.currency is not Currency.KRW:
             raise ValueError(f"Toss Payments settles KRW only, got {ln.currency} for {ln.provider_reference}")
         vat = ln.fee_minor // 11  # fee quoted VAT-inclusive (10%)
-        rows.append({
-            "mId": "nexusx",
-            "paymentKey": ln.provider_reference,
-            "transactionKey": "tr_" + ln.provider_reference,
-            "orderId": ln.our_reference or "",
-            "currency": "KRW",
-            "method": "TRANSFER",
-            "amount": ln.amount_minor,
-            "interestFee": 0,
-            "fees": [{"type": "BASE", "fee": ln.fee_minor - vat}],
-            "supplyAmount": ln.fee_minor - vat,
-            "vat": vat,
-            "payOutAmount": ln.amount_minor - ln.fee_minor,
-            "approvedAt": ln.created_at.astimezone(KST).isoformat(timespec="seconds"),
-            "soldDate": ln.created_at.astimezone(KST).date().isoformat(),
-            "paidOutDate": ln.value_date.isoformat(),
-        })
+        rows.append(
+            {
+                "mId": "nexusx",
+                "paymentKey": ln.provider_reference,
+                "transactionKey": "tr_" + ln.provider_reference,
+                "orderId": ln.our_reference or "",
+                "currency": "KRW",
+                "method": "TRANSFER",
+                "amount": ln.amount_minor,
+                "interestFee": 0,
+                "fees": [{"type": "BASE", "fee": ln.fee_minor - vat}],
+                "supplyAmount": ln.fee_minor - vat,
+                "vat": vat,
+                "payOutAmount": ln.amount_minor - ln.fee_minor,
+                "approvedAt": ln.created_at.astimezone(KST).isoformat(timespec="seconds"),
+                "soldDate": ln.created_at.astimezone(KST).date().isoformat(),
+                "paidOutDate": ln.value_date.isoformat(),
+            }
+        )
     return _write_text(path, _json_dump(rows) + "\n")
 
 
@@ -375,17 +436,19 @@ def parse_toss_statement(path: Path) -> list[StatementLine]:
         try:
             ccy = _currency(row["currency"], where)
             amount = int(row["amount"])
-            out.append(StatementLine(
-                provider_reference=row["paymentKey"],
-                our_reference=row["orderId"] or None,
-                amount_minor=amount,
-                fee_minor=amount - int(row["payOutAmount"]),
-                currency=ccy,
-                fx_rate=None,
-                value_date=date.fromisoformat(row["paidOutDate"]),
-                created_at=datetime.fromisoformat(row["approvedAt"]).astimezone(UTC),
-                counterparty=None,
-            ))
+            out.append(
+                StatementLine(
+                    provider_reference=row["paymentKey"],
+                    our_reference=row["orderId"] or None,
+                    amount_minor=amount,
+                    fee_minor=amount - int(row["payOutAmount"]),
+                    currency=ccy,
+                    fx_rate=None,
+                    value_date=date.fromisoformat(row["paidOutDate"]),
+                    created_at=datetime.fromisoformat(row["approvedAt"]).astimezone(UTC),
+                    counterparty=None,
+                )
+            )
         except KeyError as exc:
             raise StatementFormatError(f"{where}: missing field {exc}") from exc
     return out
@@ -394,8 +457,20 @@ def parse_toss_statement(path: Path) -> list[StatementLine]:
 # --------------------------------------------------------------------------- Alipay cross-border settlement file
 
 ALIPAY_COLUMNS = [
-    "Partner_transaction_id", "Transaction_id", "Amount", "Rmb_amount", "Fee", "Settlement", "Rmb_settlement",
-    "Currency", "Rate", "Payment_time", "Settlement_time", "Type", "Status", "Remarks",
+    "Partner_transaction_id",
+    "Transaction_id",
+    "Amount",
+    "Rmb_amount",
+    "Fee",
+    "Settlement",
+    "Rmb_settlement",
+    "Currency",
+    "Rate",
+    "Payment_time",
+    "Settlement_time",
+    "Type",
+    "Status",
+    "Remarks",
 ]
 _ALIPAY_TS = "%Y-%m-%d %H:%M:%S"
 
@@ -408,15 +483,24 @@ def write_alipay_statement(lines: list[StatementLine], path: Path) -> Path:
         amount = _major(ln.amount_minor, ln.currency)
         fee = _major(ln.fee_minor, ln.currency)
         rate = ln.fx_rate if ln.fx_rate is not None else Decimal(1)
-        w.writerow([
-            ln.our_reference or "", ln.provider_reference, f"{amount:f}",
-            f"{(amount * rate).quantize(Decimal('0.01')):f}", f"{fee:f}", f"{amount - fee:f}",
-            f"{((amount - fee) * rate).quantize(Decimal('0.01')):f}", ln.currency.value,
-            _rate_text(ln.fx_rate, 8) if ln.fx_rate is not None else "",
-            ln.created_at.astimezone(CST).strftime(_ALIPAY_TS),
-            datetime.combine(ln.value_date, datetime.min.time()).strftime(_ALIPAY_TS), "P", "L",
-            ln.counterparty or "",
-        ])
+        w.writerow(
+            [
+                ln.our_reference or "",
+                ln.provider_reference,
+                f"{amount:f}",
+                f"{(amount * rate).quantize(Decimal('0.01')):f}",
+                f"{fee:f}",
+                f"{amount - fee:f}",
+                f"{((amount - fee) * rate).quantize(Decimal('0.01')):f}",
+                ln.currency.value,
+                _rate_text(ln.fx_rate, 8) if ln.fx_rate is not None else "",
+                ln.created_at.astimezone(CST).strftime(_ALIPAY_TS),
+                datetime.combine(ln.value_date, datetime.min.time()).strftime(_ALIPAY_TS),
+                "P",
+                "L",
+                ln.counterparty or "",
+            ]
+        )
     return _write_text(path, buf.getvalue())
 
 
@@ -429,17 +513,19 @@ def parse_alipay_statement(path: Path) -> list[StatementLine]:
             if row["Type"] != "P":
                 continue  # refunds (R) are not settlements of ours
             ccy = _currency(row["Currency"], where)
-            out.append(StatementLine(
-                provider_reference=row["Transaction_id"],
-                our_reference=row["Partner_transaction_id"] or None,
-                amount_minor=_minor(row["Amount"], ccy, where + " Amount"),
-                fee_minor=_minor(row["Fee"], ccy, where + " Fee"),
-                currency=ccy,
-                fx_rate=Decimal(row["Rate"]).normalize() if row["Rate"] else None,
-                value_date=datetime.strptime(row["Settlement_time"], _ALIPAY_TS).date(),
-                created_at=datetime.strptime(row["Payment_time"], _ALIPAY_TS).replace(tzinfo=CST).astimezone(UTC),
-                counterparty=row["Remarks"] or None,
-            ))
+            out.append(
+                StatementLine(
+                    provider_reference=row["Transaction_id"],
+                    our_reference=row["Partner_transaction_id"] or None,
+                    amount_minor=_minor(row["Amount"], ccy, where + " Amount"),
+                    fee_minor=_minor(row["Fee"], ccy, where + " Fee"),
+                    currency=ccy,
+                    fx_rate=Decimal(row["Rate"]).normalize() if row["Rate"] else None,
+                    value_date=datetime.strptime(row["Settlement_time"], _ALIPAY_TS).date(),
+                    created_at=datetime.strptime(row["Payment_time"], _ALIPAY_TS).replace(tzinfo=CST).astimezone(UTC),
+                    counterparty=row["Remarks"] or None,
+                )
+            )
     return out
 
 
@@ -460,16 +546,26 @@ class StatementFormat:
 
 
 FORMATS: dict[Provider, StatementFormat] = {
-    Provider.STRIPE: StatementFormat(Provider.STRIPE, "stripe_balance_change_from_activity.csv",
-                                     write_stripe_statement, parse_stripe_statement, False, None),
-    Provider.PAYPAL: StatementFormat(Provider.PAYPAL, "paypal_STL.csv", write_paypal_statement,
-                                     parse_paypal_statement, False, None),
-    Provider.WISE: StatementFormat(Provider.WISE, "wise_balance_statements.json", write_wise_statement,
-                                   parse_wise_statement, True, 6),
-    Provider.TOSS: StatementFormat(Provider.TOSS, "toss_settlements.json", write_toss_statement,
-                                   parse_toss_statement, False, None),
-    Provider.ALIPAY: StatementFormat(Provider.ALIPAY, "alipay_settle.csv", write_alipay_statement,
-                                     parse_alipay_statement, True, 8),
+    Provider.STRIPE: StatementFormat(
+        Provider.STRIPE,
+        "stripe_balance_change_from_activity.csv",
+        write_stripe_statement,
+        parse_stripe_statement,
+        False,
+        None,
+    ),
+    Provider.PAYPAL: StatementFormat(
+        Provider.PAYPAL, "paypal_STL.csv", write_paypal_statement, parse_paypal_statement, False, None
+    ),
+    Provider.WISE: StatementFormat(
+        Provider.WISE, "wise_balance_statements.json", write_wise_statement, parse_wise_statement, True, 6
+    ),
+    Provider.TOSS: StatementFormat(
+        Provider.TOSS, "toss_settlements.json", write_toss_statement, parse_toss_statement, False, None
+    ),
+    Provider.ALIPAY: StatementFormat(
+        Provider.ALIPAY, "alipay_settle.csv", write_alipay_statement, parse_alipay_statement, True, 8
+    ),
 }
 
 

@@ -39,15 +39,20 @@ def sync_statements(con: duckdb.DuckDBPyConnection, statements_dir: Path, day: d
     for provider, fmt in FORMATS.items():
         path = statement_path(statements_dir, day, provider)
         if not path.exists():
-            con.execute("""
+            con.execute(
+                """
                 INSERT INTO meta_statement_files VALUES ($p, $d, $path, NULL, 0, $now)
                 ON CONFLICT DO NOTHING
-            """, {"p": provider.value, "d": day, "path": str(path), "now": now})
+            """,
+                {"p": provider.value, "d": day, "path": str(path), "now": now},
+            )
             out.append(StatementImport(provider.value, str(path), False, 0, 0, False))
             continue
         sha = _sha256(path)
-        rows = con.execute("SELECT sha256 FROM meta_statement_files WHERE provider = $p AND statement_date = $d",
-                           {"p": provider.value, "d": day}).fetchall()
+        rows = con.execute(
+            "SELECT sha256 FROM meta_statement_files WHERE provider = $p AND statement_date = $d",
+            {"p": provider.value, "d": day},
+        ).fetchall()
         previous = rows[0] if rows else None
         lines = fmt.parse(path)
         ids = assign_line_ids(provider, day, lines)
@@ -56,14 +61,17 @@ def sync_statements(con: duckdb.DuckDBPyConnection, statements_dir: Path, day: d
         con.execute("BEGIN")
         try:
             if replaced:
-                con.execute("DELETE FROM raw_provider_lines WHERE provider = $p AND statement_date = $d",
-                            {"p": provider.value, "d": day})
+                con.execute(
+                    "DELETE FROM raw_provider_lines WHERE provider = $p AND statement_date = $d",
+                    {"p": provider.value, "d": day},
+                )
             before = con.execute("SELECT count(*) FROM raw_provider_lines").fetchall()[0]
             con.register("stmt_lines", frame)
             con.execute("INSERT INTO raw_provider_lines SELECT * FROM stmt_lines ON CONFLICT DO NOTHING")
             con.unregister("stmt_lines")
             after = con.execute("SELECT count(*) FROM raw_provider_lines").fetchall()[0]
-            con.execute("""
+            con.execute(
+                """
                 INSERT INTO meta_statement_files VALUES ($p, $d, $path, $sha, $n, $now)
                 ON CONFLICT (provider, statement_date) DO UPDATE SET
                     loaded_at = CASE WHEN meta_statement_files.sha256 IS DISTINCT FROM excluded.sha256
@@ -71,7 +79,9 @@ def sync_statements(con: duckdb.DuckDBPyConnection, statements_dir: Path, day: d
                     path = CASE WHEN meta_statement_files.sha256 IS DISTINCT FROM excluded.sha256
                                 THEN excluded.path ELSE meta_statement_files.path END,
                     sha256 = excluded.sha256, lines = excluded.lines
-            """, {"p": provider.value, "d": day, "path": str(path), "sha": sha, "n": len(lines), "now": now})
+            """,
+                {"p": provider.value, "d": day, "path": str(path), "sha": sha, "n": len(lines), "now": now},
+            )
             con.execute("COMMIT")
         except Exception:
             con.execute("ROLLBACK")
@@ -83,13 +93,40 @@ def sync_statements(con: duckdb.DuckDBPyConnection, statements_dir: Path, day: d
 
 def _frame(provider: Provider, day: date, lines: list, ids: list[str], path: Path, now: datetime) -> pl.DataFrame:
     return pl.DataFrame(
-        [(lid, provider.value, day, ln.provider_reference, ln.our_reference, ln.counterparty, ln.currency.value,
-          ln.amount_minor, ln.fee_minor, ln.fx_rate, ln.value_date, ln.created_at, str(path), now)
-         for ln, lid in zip(lines, ids, strict=True)],
-        schema={"line_id": pl.String, "provider": pl.String, "statement_date": pl.Date,
-                "provider_reference": pl.String, "our_reference": pl.String, "counterparty": pl.String,
-                "currency": pl.String, "amount_minor": pl.Int64, "fee_minor": pl.Int64, "fx_rate": RATE_DTYPE,
-                "value_date": pl.Date, "booked_at": pl.Datetime("us", "UTC"), "source_file": pl.String,
-                "loaded_at": pl.Datetime("us", "UTC")},
+        [
+            (
+                lid,
+                provider.value,
+                day,
+                ln.provider_reference,
+                ln.our_reference,
+                ln.counterparty,
+                ln.currency.value,
+                ln.amount_minor,
+                ln.fee_minor,
+                ln.fx_rate,
+                ln.value_date,
+                ln.created_at,
+                str(path),
+                now,
+            )
+            for ln, lid in zip(lines, ids, strict=True)
+        ],
+        schema={
+            "line_id": pl.String,
+            "provider": pl.String,
+            "statement_date": pl.Date,
+            "provider_reference": pl.String,
+            "our_reference": pl.String,
+            "counterparty": pl.String,
+            "currency": pl.String,
+            "amount_minor": pl.Int64,
+            "fee_minor": pl.Int64,
+            "fx_rate": RATE_DTYPE,
+            "value_date": pl.Date,
+            "booked_at": pl.Datetime("us", "UTC"),
+            "source_file": pl.String,
+            "loaded_at": pl.Datetime("us", "UTC"),
+        },
         orient="row",
     )

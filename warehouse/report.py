@@ -72,15 +72,30 @@ def _kpi_rows(data: ReportData) -> list[list[Any]]:
     run = data.run
     rows: list[list[Any]] = [["Metric (spec §6.2)", "Target", "Actual", "Status"]]
     checks = [
-        ("Automatic match rate", "> 99.5%", _pct(run["automatic_match_rate"]),
-         Decimal(str(run["automatic_match_rate"])) > TARGETS["automatic_match_rate"]),
-        ("Exception rate", "< 0.5%", _pct(run["exception_rate"]),
-         Decimal(str(run["exception_rate"])) < TARGETS["exception_rate"]),
-        ("Resolution time", "< 4 hours",
-         "none resolved yet" if data.resolution_hours is None else f"{data.resolution_hours:.1f} h",
-         data.resolution_hours is None or data.resolution_hours < TARGETS["resolution_hours"]),
-        ("Audit trail coverage", "100%", _pct(run["audit_trail_coverage"]),
-         Decimal(str(run["audit_trail_coverage"])) >= TARGETS["audit_trail_coverage"]),
+        (
+            "Automatic match rate",
+            "> 99.5%",
+            _pct(run["automatic_match_rate"]),
+            Decimal(str(run["automatic_match_rate"])) > TARGETS["automatic_match_rate"],
+        ),
+        (
+            "Exception rate",
+            "< 0.5%",
+            _pct(run["exception_rate"]),
+            Decimal(str(run["exception_rate"])) < TARGETS["exception_rate"],
+        ),
+        (
+            "Resolution time",
+            "< 4 hours",
+            "none resolved yet" if data.resolution_hours is None else f"{data.resolution_hours:.1f} h",
+            data.resolution_hours is None or data.resolution_hours < TARGETS["resolution_hours"],
+        ),
+        (
+            "Audit trail coverage",
+            "100%",
+            _pct(run["audit_trail_coverage"]),
+            Decimal(str(run["audit_trail_coverage"])) >= TARGETS["audit_trail_coverage"],
+        ),
     ]
     for name, target, actual, ok in checks:
         rows.append([name, target, actual, "MET" if ok else "MISSED"])
@@ -90,17 +105,22 @@ def _kpi_rows(data: ReportData) -> list[list[Any]]:
 def _table(rows: list[list[Any]], widths: list[float], status_col: int | None = None, text_cols: int = 1) -> Table:
     table = Table(rows, colWidths=widths, repeatRows=1)
     style = [
-        ("BACKGROUND", (0, 0), (-1, 0), NAVY), ("TEXTCOLOR", (0, 0), (-1, 0), colors.white),
-        ("FONTNAME", (0, 0), (-1, 0), "Helvetica-Bold"), ("FONTSIZE", (0, 0), (-1, -1), 8.5),
+        ("BACKGROUND", (0, 0), (-1, 0), NAVY),
+        ("TEXTCOLOR", (0, 0), (-1, 0), colors.white),
+        ("FONTNAME", (0, 0), (-1, 0), "Helvetica-Bold"),
+        ("FONTSIZE", (0, 0), (-1, -1), 8.5),
         ("ROWBACKGROUNDS", (0, 1), (-1, -1), [colors.white, colors.HexColor("#f1f3f8")]),
-        ("GRID", (0, 0), (-1, -1), 0.25, colors.HexColor("#c5cad6")), ("ALIGN", (text_cols, 1), (-1, -1), "RIGHT"),
+        ("GRID", (0, 0), (-1, -1), 0.25, colors.HexColor("#c5cad6")),
+        ("ALIGN", (text_cols, 1), (-1, -1), "RIGHT"),
         ("VALIGN", (0, 0), (-1, -1), "MIDDLE"),
     ]
     if status_col is not None:
         for i, row in enumerate(rows[1:], start=1):
             color = OK if row[status_col] in ("MET", "PASS") else BAD
-            style += [("TEXTCOLOR", (status_col, i), (status_col, i), color),
-                      ("FONTNAME", (status_col, i), (status_col, i), "Helvetica-Bold")]
+            style += [
+                ("TEXTCOLOR", (status_col, i), (status_col, i), color),
+                ("FONTNAME", (status_col, i), (status_col, i), "Helvetica-Bold"),
+            ]
     table.setStyle(TableStyle(style))
     return table
 
@@ -128,16 +148,18 @@ def _bar_chart(by_class: dict[str, int]) -> Drawing:
 
 def _trend_chart(trend: list[dict[str, Any]]) -> Drawing:
     drawing = Drawing(170 * mm, 58 * mm)
-    drawing.add(String(12 * mm, 54 * mm, "Trend: automatic match rate (%) by recon day", fontSize=9,
-                       fontName="Helvetica-Bold"))
+    drawing.add(
+        String(12 * mm, 54 * mm, "Trend: automatic match rate (%) by recon day", fontSize=9, fontName="Helvetica-Bold")
+    )
     if not trend:
         return drawing
     plot = LinePlot()
     plot.x, plot.y, plot.width, plot.height = 14 * mm, 10 * mm, 148 * mm, 38 * mm
     base = trend[0]["recon_date"]
     # reportlab charts plot floats: these are display coordinates, not money
-    points = [((row["recon_date"] - base).days, float(Decimal(str(row["automatic_match_rate"])) * 100))
-              for row in trend]
+    points = [
+        ((row["recon_date"] - base).days, float(Decimal(str(row["automatic_match_rate"])) * 100)) for row in trend
+    ]
     plot.data = [points, [(p[0], 99.5) for p in points]]
     plot.lines[0].strokeColor = NAVY
     plot.lines[0].strokeWidth = 1.6
@@ -167,30 +189,43 @@ def render_pdf(data: ReportData, path: Path) -> Path:
     run = data.run
     story: list[Any] = [
         Paragraph("NEXUS-X Daily Settlement Reconciliation", h1),
-        Paragraph(f"Recon day <b>{data.recon_date.isoformat()}</b> (UTC) &nbsp;·&nbsp; "
-                  f"{run['settlements']:,} settlements decided, {run['auto_matched']:,} matched automatically, "
-                  f"{run['exceptions']:,} exceptions raised, {run['pending']:,} pending next statement, "
-                  f"{data.open_exceptions:,} open in the queue", styles["Normal"]),
+        Paragraph(
+            f"Recon day <b>{data.recon_date.isoformat()}</b> (UTC) &nbsp;·&nbsp; "
+            f"{run['settlements']:,} settlements decided, {run['auto_matched']:,} matched automatically, "
+            f"{run['exceptions']:,} exceptions raised, {run['pending']:,} pending next statement, "
+            f"{data.open_exceptions:,} open in the queue",
+            styles["Normal"],
+        ),
         Spacer(1, 4 * mm),
         _table(_kpi_rows(data), [62 * mm, 32 * mm, 32 * mm, 30 * mm], status_col=3),
         Paragraph("Settlement totals (completed)", h2),
     ]
     totals = [["Currency", "Settlements", "Amount", "Fees"]]
     for row in data.totals:
-        totals.append([row["currency"], f"{row['settlements']:,}", _fmt_amount(row["amount_minor"], row["currency"]),
-                       _fmt_amount(row["fee_minor"], row["currency"])])
-    story += [_table(totals, [30 * mm, 36 * mm, 50 * mm, 40 * mm]), Spacer(1, 3 * mm),
-              _bar_chart(data.breaks_by_class)]
-    by_class = [["Break class", "Count"]] + [[c.value, f"{data.breaks_by_class.get(c.value, 0):,}"]
-                                             for c in BreakClass]
+        totals.append(
+            [
+                row["currency"],
+                f"{row['settlements']:,}",
+                _fmt_amount(row["amount_minor"], row["currency"]),
+                _fmt_amount(row["fee_minor"], row["currency"]),
+            ]
+        )
+    story += [_table(totals, [30 * mm, 36 * mm, 50 * mm, 40 * mm]), Spacer(1, 3 * mm), _bar_chart(data.breaks_by_class)]
+    by_class = [["Break class", "Count"]] + [[c.value, f"{data.breaks_by_class.get(c.value, 0):,}"] for c in BreakClass]
     story += [_table(by_class, [70 * mm, 30 * mm]), _trend_chart(data.trend)]
     story.append(Paragraph("Oldest open exceptions", h2))
     queue = [["Exception", "Class", "Provider", "Δ amount", "Age (d)"]]
     for row in data.queue:
         eid = row["exception_id"]
-        queue.append([eid if len(eid) <= 40 else eid[:39] + "…", row["break_class"], row["provider"] or "-",
-                      _fmt_amount(row["amount_delta_minor"], row["currency"] or "USD") + f" {row['currency'] or ''}",
-                      str(row["age_days"])])
+        queue.append(
+            [
+                eid if len(eid) <= 40 else eid[:39] + "…",
+                row["break_class"],
+                row["provider"] or "-",
+                _fmt_amount(row["amount_delta_minor"], row["currency"] or "USD") + f" {row['currency'] or ''}",
+                str(row["age_days"]),
+            ]
+        )
     story.append(_table(queue, [72 * mm, 32 * mm, 18 * mm, 38 * mm, 14 * mm], text_cols=3))
     dq_failed = [r for r in data.dq if not r["success"]]
     story.append(Paragraph("Data quality (Great Expectations)", h2))
@@ -199,19 +234,42 @@ def render_pdf(data: ReportData, path: Path) -> Path:
         rows = [r for r in data.dq if r["suite"] == suite]
         failed = [r for r in rows if not r["success"]]
         critical = any(r["critical"] for r in rows)
-        dq_rows.append([suite + ("" if critical else " (warning)"), str(len(rows)), str(len(failed)),
-                        "PASS" if not failed else "FAIL"])
+        dq_rows.append(
+            [
+                suite + ("" if critical else " (warning)"),
+                str(len(rows)),
+                str(len(failed)),
+                "PASS" if not failed else "FAIL",
+            ]
+        )
     story.append(_table(dq_rows, [70 * mm, 25 * mm, 25 * mm, 25 * mm], status_col=3))
     if dq_failed:
-        story.append(Paragraph("Non-critical findings: " + "; ".join(
-            f"{r['suite']}.{r['target']} ({r['observed']})" for r in dq_failed), small))
-    story += [Spacer(1, 4 * mm), Paragraph(
-        f"Variance engine: {data.engine}. Tolerances: {data.tolerances}. Matching tiers: provider reference, "
-        "amount/currency/time within tolerance, many-to-one batches. Generated by the NEXUS-X reconciliation DAG.",
-        small)]
-    doc = SimpleDocTemplate(str(path), pagesize=A4, leftMargin=16 * mm, rightMargin=16 * mm, topMargin=14 * mm,
-                            bottomMargin=14 * mm, title=f"NEXUS-X reconciliation {data.recon_date}",
-                            author="NEXUS-X Settlement Team", invariant=1)
+        story.append(
+            Paragraph(
+                "Non-critical findings: "
+                + "; ".join(f"{r['suite']}.{r['target']} ({r['observed']})" for r in dq_failed),
+                small,
+            )
+        )
+    story += [
+        Spacer(1, 4 * mm),
+        Paragraph(
+            f"Variance engine: {data.engine}. Tolerances: {data.tolerances}. Matching tiers: provider reference, "
+            "amount/currency/time within tolerance, many-to-one batches. Generated by the NEXUS-X reconciliation DAG.",
+            small,
+        ),
+    ]
+    doc = SimpleDocTemplate(
+        str(path),
+        pagesize=A4,
+        leftMargin=16 * mm,
+        rightMargin=16 * mm,
+        topMargin=14 * mm,
+        bottomMargin=14 * mm,
+        title=f"NEXUS-X reconciliation {data.recon_date}",
+        author="NEXUS-X Settlement Team",
+        invariant=1,
+    )
     doc.build(story)
     return path
 
@@ -228,8 +286,19 @@ def archive(path: Path, archive_dir: Path, day: date) -> Path:
     return dest
 
 
-def send_email(path: Path, day: date, summary: str, *, host: str, port: int, sender: str, to: str,
-               starttls: bool = False, user: str | None = None, password: str | None = None) -> None:
+def send_email(
+    path: Path,
+    day: date,
+    summary: str,
+    *,
+    host: str,
+    port: int,
+    sender: str,
+    to: str,
+    starttls: bool = False,
+    user: str | None = None,
+    password: str | None = None,
+) -> None:
     msg = EmailMessage()
     msg["Subject"] = f"NEXUS-X reconciliation {day.isoformat()}: {summary}"
     msg["From"] = sender
@@ -244,5 +313,7 @@ def send_email(path: Path, day: date, summary: str, *, host: str, port: int, sen
                 smtp.login(user, password or "")
             smtp.send_message(msg)
     except OSError as exc:
-        raise RuntimeError(f"could not send the report through SMTP {host}:{port}: {exc}. Check "
-                           "NEXUS_RECON_SMTP_HOST/PORT; the PDF is kept at " + str(path)) from exc
+        raise RuntimeError(
+            f"could not send the report through SMTP {host}:{port}: {exc}. Check "
+            "NEXUS_RECON_SMTP_HOST/PORT; the PDF is kept at " + str(path)
+        ) from exc

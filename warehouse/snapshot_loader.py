@@ -30,8 +30,15 @@ from contracts import topics as t
 
 # The topics the warehouse snapshots, and the field that identifies one event on each.
 SNAPSHOT_TOPICS: tuple[t.Topic, ...] = (
-    t.ENERGY_TRADES, t.ENERGY_SETTLEMENTS, t.LEDGER_TRANSFERS, t.FX_RATES, t.BRIDGE_SETTLEMENTS_COMPLETED,
-    t.BRIDGE_SETTLEMENTS_FAILED, t.PAYOUT_REQUESTS, t.PAYOUT_RESULTS, t.AUDIT_RECORDS,
+    t.ENERGY_TRADES,
+    t.ENERGY_SETTLEMENTS,
+    t.LEDGER_TRANSFERS,
+    t.FX_RATES,
+    t.BRIDGE_SETTLEMENTS_COMPLETED,
+    t.BRIDGE_SETTLEMENTS_FAILED,
+    t.PAYOUT_REQUESTS,
+    t.PAYOUT_RESULTS,
+    t.AUDIT_RECORDS,
 )
 EVENT_ID_FIELD: dict[str, str] = {
     t.ENERGY_TRADES.name: "trade_id",
@@ -44,8 +51,16 @@ EVENT_ID_FIELD: dict[str, str] = {
     t.PAYOUT_RESULTS.name: "payout_id",
     t.AUDIT_RECORDS.name: "audit_id",
 }
-_TIME_FIELDS = ("completed_at", "failed_at", "settled_at", "executed_at", "occurred_at", "requested_at", "as_of",
-                "timestamp")
+_TIME_FIELDS = (
+    "completed_at",
+    "failed_at",
+    "settled_at",
+    "executed_at",
+    "occurred_at",
+    "requested_at",
+    "as_of",
+    "timestamp",
+)
 BATCH_SIZE = 20_000
 
 
@@ -65,14 +80,22 @@ class LoadStats:
     rejected: dict[str, int] = field(default_factory=lambda: defaultdict(int))
 
     def merge(self, other: LoadStats) -> None:
-        for mine, theirs in ((self.read, other.read), (self.landed, other.landed),
-                             (self.duplicates, other.duplicates), (self.rejected, other.rejected)):
+        for mine, theirs in (
+            (self.read, other.read),
+            (self.landed, other.landed),
+            (self.duplicates, other.duplicates),
+            (self.rejected, other.rejected),
+        ):
             for k, v in theirs.items():
                 mine[k] += v
 
     def as_dict(self) -> dict[str, dict[str, int]]:
-        return {"read": dict(self.read), "landed": dict(self.landed), "duplicates": dict(self.duplicates),
-                "rejected": dict(self.rejected)}
+        return {
+            "read": dict(self.read),
+            "landed": dict(self.landed),
+            "duplicates": dict(self.duplicates),
+            "rejected": dict(self.rejected),
+        }
 
 
 def event_time(value: Any) -> datetime:
@@ -83,8 +106,11 @@ def event_time(value: Any) -> datetime:
     raise ValueError(f"{type(value).__name__} carries no event time")
 
 
-def land_records(con: duckdb.DuckDBPyConnection, records: Iterable[SourceRecord],
-                 bounds: dict[tuple[str, int], tuple[int, int]] | None = None) -> LoadStats:
+def land_records(
+    con: duckdb.DuckDBPyConnection,
+    records: Iterable[SourceRecord],
+    bounds: dict[tuple[str, int], tuple[int, int]] | None = None,
+) -> LoadStats:
     """Validate and land; re-landing the same records changes nothing. ``bounds``: (low, high) read per partition."""
     stats = LoadStats()
     batch: list[SourceRecord] = []
@@ -124,13 +150,34 @@ def _land_batch(con: duckdb.DuckDBPyConnection, batch: Sequence[SourceRecord]) -
             rejects.append((rec.topic, rec.partition, rec.offset, " | ".join(reason[:6])[:2000], raw[:100_000]))
             offsets.append((rec.topic, rec.partition, rec.offset, None))
             stats.rejected[rec.topic] += 1
-    ev = pl.DataFrame(events, schema={"topic": pl.String, "event_id": pl.String, "partition": pl.Int32,
-                                      "offset": pl.Int64, "event_ts": pl.Datetime("us", "UTC"),
-                                      "payload": pl.String}, orient="row")
-    off = pl.DataFrame(offsets, schema={"topic": pl.String, "partition": pl.Int32, "offset": pl.Int64,
-                                        "event_id": pl.String}, orient="row")
-    rej = pl.DataFrame(rejects, schema={"topic": pl.String, "partition": pl.Int32, "offset": pl.Int64,
-                                        "reason": pl.String, "payload": pl.String}, orient="row")
+    ev = pl.DataFrame(
+        events,
+        schema={
+            "topic": pl.String,
+            "event_id": pl.String,
+            "partition": pl.Int32,
+            "offset": pl.Int64,
+            "event_ts": pl.Datetime("us", "UTC"),
+            "payload": pl.String,
+        },
+        orient="row",
+    )
+    off = pl.DataFrame(
+        offsets,
+        schema={"topic": pl.String, "partition": pl.Int32, "offset": pl.Int64, "event_id": pl.String},
+        orient="row",
+    )
+    rej = pl.DataFrame(
+        rejects,
+        schema={
+            "topic": pl.String,
+            "partition": pl.Int32,
+            "offset": pl.Int64,
+            "reason": pl.String,
+            "payload": pl.String,
+        },
+        orient="row",
+    )
     now = datetime.now(UTC)
     con.register("batch_events", ev)
     con.register("batch_offsets", off)
@@ -138,13 +185,16 @@ def _land_batch(con: duckdb.DuckDBPyConnection, batch: Sequence[SourceRecord]) -
     try:
         con.execute("BEGIN")
         before = con.execute("SELECT count(*) FROM raw_events").fetchall()[0]
-        con.execute("""
+        con.execute(
+            """
             INSERT INTO raw_events
             SELECT b.topic, b.event_id, b."partition", b."offset", b.event_ts, CAST(b.payload AS JSON), $now
             FROM batch_events b
             ANTI JOIN raw_events r ON r.topic = b.topic AND r.event_id = b.event_id
             QUALIFY row_number() OVER (PARTITION BY b.topic, b.event_id ORDER BY b."partition", b."offset") = 1
-        """, {"now": now})
+        """,
+            {"now": now},
+        )
         after = con.execute("SELECT count(*) FROM raw_events").fetchall()[0]
         con.execute("""
             INSERT INTO raw_offsets
@@ -177,12 +227,15 @@ def _land_batch(con: duckdb.DuckDBPyConnection, batch: Sequence[SourceRecord]) -
 def _landed_by_topic(con: duckdb.DuckDBPyConnection, ev: pl.DataFrame, now: datetime) -> list[tuple[str, int]]:
     con.register("ev_keys", ev.select("topic", "event_id", "partition", "offset"))
     try:
-        rows = con.execute("""
+        rows = con.execute(
+            """
             SELECT r.topic, count(*) FROM raw_events r
             JOIN ev_keys k ON k.topic = r.topic AND k.event_id = r.event_id
                           AND k."partition" = r."partition" AND k."offset" = r."offset"
             WHERE r.loaded_at = $now GROUP BY r.topic
-        """, {"now": now}).fetchall()
+        """,
+            {"now": now},
+        ).fetchall()
     finally:
         con.unregister("ev_keys")
     return [(str(a), int(b)) for a, b in rows]
@@ -191,7 +244,8 @@ def _landed_by_topic(con: duckdb.DuckDBPyConnection, ev: pl.DataFrame, now: date
 def _record_offsets(con: duckdb.DuckDBPyConnection, bounds: dict[tuple[str, int], tuple[int, int]]) -> None:
     now = datetime.now(UTC)
     for (topic, partition), (low, high) in sorted(bounds.items()):
-        con.execute("""
+        con.execute(
+            """
             INSERT INTO meta_topic_offsets VALUES ($topic, $partition, $low, $high, $now)
             ON CONFLICT (topic, "partition") DO UPDATE SET
                 updated_at = CASE WHEN least(meta_topic_offsets.low_offset, excluded.low_offset)
@@ -201,7 +255,9 @@ def _record_offsets(con: duckdb.DuckDBPyConnection, bounds: dict[tuple[str, int]
                                   THEN excluded.updated_at ELSE meta_topic_offsets.updated_at END,
                 low_offset = least(meta_topic_offsets.low_offset, excluded.low_offset),
                 high_offset = greatest(meta_topic_offsets.high_offset, excluded.high_offset)
-        """, {"topic": topic, "partition": partition, "low": low, "high": high, "now": now})
+        """,
+            {"topic": topic, "partition": partition, "low": low, "high": high, "now": now},
+        )
 
 
 # --------------------------------------------------------------------------- JSONL source
@@ -220,8 +276,12 @@ def jsonl_records(inbox_dir: Path, day: date, topics: Iterable[t.Topic] = SNAPSH
                 try:
                     row = json.loads(line)
                     value = row["value"]
-                    yield SourceRecord(topic.name, int(row["partition"]), int(row["offset"]),
-                                       value if isinstance(value, str) else json.dumps(value, separators=(",", ":")))
+                    yield SourceRecord(
+                        topic.name,
+                        int(row["partition"]),
+                        int(row["offset"]),
+                        value if isinstance(value, str) else json.dumps(value, separators=(",", ":")),
+                    )
                 except (KeyError, ValueError, TypeError) as exc:
                     raise ValueError(f"{path}:{n}: not an export row {{partition, offset, value}}: {exc}") from exc
 
@@ -229,8 +289,10 @@ def jsonl_records(inbox_dir: Path, day: date, topics: Iterable[t.Topic] = SNAPSH
 def load_jsonl_day(con: duckdb.DuckDBPyConnection, inbox_dir: Path, day: date) -> LoadStats:
     folder = Path(inbox_dir) / day.isoformat()
     if not folder.is_dir():
-        raise FileNotFoundError(f"no topic export for {day} in {folder}; run the exporter (or the seeded generator)"
-                                " or set NEXUS_RECON_SNAPSHOT_SOURCE=kafka")
+        raise FileNotFoundError(
+            f"no topic export for {day} in {folder}; run the exporter (or the seeded generator)"
+            " or set NEXUS_RECON_SNAPSHOT_SOURCE=kafka"
+        )
     return land_records(con, jsonl_records(inbox_dir, day))
 
 
@@ -239,10 +301,18 @@ def load_jsonl_day(con: duckdb.DuckDBPyConnection, inbox_dir: Path, day: date) -
 ConsumerFactory = Callable[[dict[str, Any]], Any]
 
 
-def load_kafka_window(con: duckdb.DuckDBPyConnection, start: datetime, end: datetime, *,
-                      topics: Sequence[t.Topic] = SNAPSHOT_TOPICS, bootstrap_servers: str | None = None,
-                      group_id: str = "nexus-recon-snapshot", consumer_factory: ConsumerFactory | None = None,
-                      timeout_s: float = 30.0, poll_timeout_s: float = 1.0) -> LoadStats:
+def load_kafka_window(
+    con: duckdb.DuckDBPyConnection,
+    start: datetime,
+    end: datetime,
+    *,
+    topics: Sequence[t.Topic] = SNAPSHOT_TOPICS,
+    bootstrap_servers: str | None = None,
+    group_id: str = "nexus-recon-snapshot",
+    consumer_factory: ConsumerFactory | None = None,
+    timeout_s: float = 30.0,
+    poll_timeout_s: float = 1.0,
+) -> LoadStats:
     """Consume [start, end) by record timestamp from every partition of ``topics`` and land it."""
     from confluent_kafka import TopicPartition  # imported here: the Airflow venv may not have it
 
@@ -254,18 +324,25 @@ def load_kafka_window(con: duckdb.DuckDBPyConnection, start: datetime, end: date
         from streams.settings import get_settings
 
         bootstrap_servers = get_settings().bootstrap_servers
-    consumer = consumer_factory({
-        "bootstrap.servers": bootstrap_servers, "group.id": group_id, "enable.auto.commit": False,
-        "auto.offset.reset": "earliest", "enable.partition.eof": False,
-    })
+    consumer = consumer_factory(
+        {
+            "bootstrap.servers": bootstrap_servers,
+            "group.id": group_id,
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+            "enable.partition.eof": False,
+        }
+    )
     try:
         meta = consumer.list_topics(timeout=timeout_s)
         start_ms, end_ms = int(start.timestamp() * 1000), int(end.timestamp() * 1000)
         wanted = []
         for topic in topics:
             if topic.name not in meta.topics:
-                raise RuntimeError(f"topic {topic.name} does not exist on {bootstrap_servers}; create the registry's"
-                                   " topics first (python -m streams ... create-topics)")
+                raise RuntimeError(
+                    f"topic {topic.name} does not exist on {bootstrap_servers}; create the registry's"
+                    " topics first (python -m streams ... create-topics)"
+                )
             wanted += [(topic.name, p) for p in meta.topics[topic.name].partitions]
         starts = consumer.offsets_for_times([TopicPartition(n, p, start_ms) for n, p in wanted], timeout=timeout_s)
         ends = consumer.offsets_for_times([TopicPartition(n, p, end_ms) for n, p in wanted], timeout=timeout_s)
@@ -287,8 +364,10 @@ def load_kafka_window(con: duckdb.DuckDBPyConnection, start: datetime, end: date
                 msg = consumer.poll(poll_timeout_s)
                 if msg is None:
                     if (datetime.now(UTC) - idle_since).total_seconds() > timeout_s:
-                        raise TimeoutError(f"no messages for {timeout_s}s while partitions {sorted(remaining)} "
-                                           "had not reached the window end; is the broker reachable?")
+                        raise TimeoutError(
+                            f"no messages for {timeout_s}s while partitions {sorted(remaining)} "
+                            "had not reached the window end; is the broker reachable?"
+                        )
                     continue
                 idle_since = datetime.now(UTC)
                 if msg.error():

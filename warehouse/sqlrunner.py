@@ -75,8 +75,7 @@ def parse_model(path: Path) -> Model:
     header = dict(_HEADER.findall(text))
     if "model" not in header or "materialized" not in header or "grain" not in header:
         raise SqlModelError(f"{path}: needs '-- model:', '-- materialized:' and '-- grain:' header lines")
-    return Model(path, header["model"].strip(), header["materialized"].strip(), header["grain"].strip(),
-                 render(text))
+    return Model(path, header["model"].strip(), header["materialized"].strip(), header["grain"].strip(), render(text))
 
 
 def models(layer: str) -> list[Model]:
@@ -100,8 +99,9 @@ def build_layer(con: Any, layer: str) -> list[str]:
         except Exception as exc:
             if isinstance(exc, SqlModelError):
                 raise
-            raise SqlModelError(f"building {model.name} from {model.path.relative_to(SQL_DIR.parent)} failed: "
-                                f"{exc}") from exc
+            raise SqlModelError(
+                f"building {model.name} from {model.path.relative_to(SQL_DIR.parent)} failed: {exc}"
+            ) from exc
         built.append(model.name)
     return built
 

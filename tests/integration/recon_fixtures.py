@@ -20,17 +20,30 @@ from warehouse.settings import ReconSettings
 
 FIRST_DAY = date(2026, 11, 1)
 STATE_TABLES = (
-    "raw_events", "raw_offsets", "raw_rejects", "meta_topic_offsets", "raw_provider_lines", "meta_statement_files",
-    "recon_results", "recon_runs", "recon_exceptions", "recon_exception_actions", "dq_results", "report_deliveries",
-    "fct_settlements", "dim_accounts",
+    "raw_events",
+    "raw_offsets",
+    "raw_rejects",
+    "meta_topic_offsets",
+    "raw_provider_lines",
+    "meta_statement_files",
+    "recon_results",
+    "recon_runs",
+    "recon_exceptions",
+    "recon_exception_actions",
+    "dq_results",
+    "report_deliveries",
+    "fct_settlements",
+    "dim_accounts",
 )
 
 
-def seed(home: Path, days: int = 3, per_day: int = 1200, breaks: int = 60, seed_value: int = 11,
-         **cfg: Any) -> tuple[SeededPeriod, ReconSettings]:
+def seed(
+    home: Path, days: int = 3, per_day: int = 1200, breaks: int = 60, seed_value: int = 11, **cfg: Any
+) -> tuple[SeededPeriod, ReconSettings]:
     settings = ReconSettings(home=home, alert_on_critical=False, wait_for_schedule=False)
-    period = generate_period(seed_value, FIRST_DAY, days, GeneratorConfig(settlements_per_day=per_day,
-                                                                          breaks_per_class=breaks, **cfg))
+    period = generate_period(
+        seed_value, FIRST_DAY, days, GeneratorConfig(settlements_per_day=per_day, breaks_per_class=breaks, **cfg)
+    )
     period.write(settings.inbox, settings.statements)
     return period, settings
 

@@ -39,16 +39,32 @@ print(json.dumps(out))
 
 def test_dag_integrity() -> None:
     env = airflow_env(REPO / ".local" / "airflow" / "dagbag")
-    proc = subprocess.run([str(AIRFLOW_VENV / "bin" / "python"), "-c", INTEGRITY, str(REPO / "dags")], env=env,
-                          capture_output=True, text=True, timeout=300, check=False)
+    proc = subprocess.run(
+        [str(AIRFLOW_VENV / "bin" / "python"), "-c", INTEGRITY, str(REPO / "dags")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     info = json.loads(proc.stdout.strip().splitlines()[-1])
     assert info["import_errors"] == {}
     assert DAG_ID in info["dag_ids"]
     assert info["schedule"] == "0 1 * * *" and info["catchup"] is False and info["max_active_runs"] == 1
     tasks = info["tasks"]
-    chain = ["snapshot", "wait_for_0200", "provider_sync", "data_quality", "wait_for_0300", "variance",
-             "wait_for_0400", "exception_review", "wait_for_0500", "report"]
+    chain = [
+        "snapshot",
+        "wait_for_0200",
+        "provider_sync",
+        "data_quality",
+        "wait_for_0300",
+        "variance",
+        "wait_for_0400",
+        "exception_review",
+        "wait_for_0500",
+        "report",
+    ]
     assert set(tasks) == set(chain)
     for upstream, task in itertools.pairwise(chain):
         assert tasks[task]["upstream"] == [upstream], task
@@ -68,10 +84,15 @@ def test_dags_test_is_idempotent_and_ages_exceptions(tmp_path: Path) -> None:
     airflow_home = REPO / ".local" / "airflow" / "dags-test"
     shutil.rmtree(airflow_home, ignore_errors=True)
     with smtp_server() as (port, inbox):
-        env = airflow_env(airflow_home, {
-            "NEXUS_RECON_HOME": str(settings.home), "NEXUS_RECON_SMTP_HOST": "127.0.0.1",
-            "NEXUS_RECON_SMTP_PORT": str(port), "NEXUS_RECON_ALERT_ON_CRITICAL": "false",
-        })
+        env = airflow_env(
+            airflow_home,
+            {
+                "NEXUS_RECON_HOME": str(settings.home),
+                "NEXUS_RECON_SMTP_HOST": "127.0.0.1",
+                "NEXUS_RECON_SMTP_PORT": str(port),
+                "NEXUS_RECON_ALERT_ON_CRITICAL": "false",
+            },
+        )
         migrate(env)
         d1, d2 = period.days
         _run(d2.isoformat(), env)  # logical date 11-02 reconciles 11-01

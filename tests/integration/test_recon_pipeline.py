@@ -29,15 +29,17 @@ def reconciled(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     for day in period.days:
         pipeline.run_day(day, settings, send=False)
         with warehouse(settings.warehouse_path) as con:
-            ages[day] = dict(con.execute("SELECT exception_id, age_days FROM recon_exceptions WHERE state = 'open'")
-                             .fetchall())
+            ages[day] = dict(
+                con.execute("SELECT exception_id, age_days FROM recon_exceptions WHERE state = 'open'").fetchall()
+            )
     return {"period": period, "settings": settings, "ages": ages}
 
 
 def _open(settings: ReconSettings) -> dict[str, str]:
     with warehouse(settings.warehouse_path) as con:
-        return dict(con.execute("SELECT exception_id, break_class FROM recon_exceptions WHERE state = 'open'")
-                    .fetchall())
+        return dict(
+            con.execute("SELECT exception_id, break_class FROM recon_exceptions WHERE state = 'open'").fetchall()
+        )
 
 
 def test_every_injected_break_is_found_and_classified(reconciled: dict[str, Any]) -> None:
@@ -57,11 +59,17 @@ def test_cutoff_items_are_pending_not_exceptions(reconciled: dict[str, Any]) -> 
     period, settings = reconciled["period"], reconciled["settings"]
     last = period.days[-1]
     with warehouse(settings.warehouse_path) as con:
-        pending = {f"S:{r[0]}" for r in con.execute(
-            "SELECT settlement_id FROM recon_results WHERE recon_date = $d AND outcome = 'pending'"
-            " AND settlement_id IS NOT NULL", {"d": last}).fetchall()}
-        tiers = dict(con.execute("SELECT tier, count(*) FROM recon_results WHERE outcome = 'matched' GROUP BY tier")
-                     .fetchall())
+        pending = {
+            f"S:{r[0]}"
+            for r in con.execute(
+                "SELECT settlement_id FROM recon_results WHERE recon_date = $d AND outcome = 'pending'"
+                " AND settlement_id IS NOT NULL",
+                {"d": last},
+            ).fetchall()
+        }
+        tiers = dict(
+            con.execute("SELECT tier, count(*) FROM recon_results WHERE outcome = 'matched' GROUP BY tier").fetchall()
+        )
     assert period.pending and period.pending <= pending
     assert tiers["reference"] > 1000 and tiers["tolerance"] > 40 and tiers["many_to_one"] > 20
 
@@ -122,8 +130,9 @@ def test_report_is_emailed_once_with_the_pdf(reconciled: dict[str, Any], tmp_pat
     assert "match rate" in inbox.messages[0]["Subject"]
 
 
-def test_exception_review_cli_is_audited(reconciled: dict[str, Any], tmp_path: Path,
-                                         monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_exception_review_cli_is_audited(
+    reconciled: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     from warehouse import cli
     from warehouse.settings import get_recon_settings
 
@@ -133,8 +142,12 @@ def test_exception_review_cli_is_audited(reconciled: dict[str, Any], tmp_path: P
     try:
         assert cli.main(["exceptions", "list", "--class", "fee_variance", "--limit", "3"]) == 0
         con = connect(tmp_path / "warehouse.duckdb", read_only=True)
-        ids = [r[0] for r in con.execute("SELECT exception_id FROM recon_exceptions WHERE state = 'open'"
-                                         " ORDER BY exception_id LIMIT 3").fetchall()]
+        ids = [
+            r[0]
+            for r in con.execute(
+                "SELECT exception_id FROM recon_exceptions WHERE state = 'open' ORDER BY exception_id LIMIT 3"
+            ).fetchall()
+        ]
         con.close()
         assert cli.main(["exceptions", "approve", ids[0], "--reason", "provider confirmed", "--actor", "ana"]) == 0
         assert cli.main(["exceptions", "correct", ids[1], "--reason", "ADJ-77 booked", "--actor", "ana"]) == 0
@@ -145,17 +158,24 @@ def test_exception_review_cli_is_audited(reconciled: dict[str, Any], tmp_path: P
         assert "cannot move an exception from approved" in err and "no exception 'S:NOPE'" in err
         assert cli.main(["exceptions", "show", ids[1]]) == 0
         con = connect(tmp_path / "warehouse.duckdb", read_only=True)
-        states = dict(con.execute("SELECT exception_id, state FROM recon_exceptions WHERE exception_id IN (?, ?, ?)",
-                                  ids).fetchall())
-        actions = con.execute("SELECT actor, action, reason, audit_record FROM recon_exception_actions"
-                              " WHERE actor IN ('ana', 'cfo') ORDER BY acted_at").fetchall()
+        states = dict(
+            con.execute(
+                "SELECT exception_id, state FROM recon_exceptions WHERE exception_id IN (?, ?, ?)", ids
+            ).fetchall()
+        )
+        actions = con.execute(
+            "SELECT actor, action, reason, audit_record FROM recon_exception_actions"
+            " WHERE actor IN ('ana', 'cfo') ORDER BY acted_at"
+        ).fetchall()
         con.close()
     finally:
         get_recon_settings.cache_clear()
     assert states == {ids[0]: "approved", ids[1]: "corrected", ids[2]: "written_off"}
-    assert [(a[0], a[1], a[2]) for a in actions] == [("ana", "approved", "provider confirmed"),
-                                                     ("ana", "corrected", "ADJ-77 booked"),
-                                                     ("cfo", "written_off", "below materiality")]
+    assert [(a[0], a[1], a[2]) for a in actions] == [
+        ("ana", "approved", "provider confirmed"),
+        ("ana", "corrected", "ADJ-77 booked"),
+        ("cfo", "written_off", "below materiality"),
+    ]
     record = AuditRecord.model_validate_json(actions[0][3])
     assert record.action == "RECON_EXCEPTION_APPROVED" and record.actor.user_id == "ana"
 
@@ -172,8 +192,10 @@ def test_critical_quality_failure_stops_before_the_report_and_alerts(tmp_path: P
     day = period.days[0]
     pipeline.snapshot(day, settings)
     pipeline.provider_sync(day, settings)
-    with httpx.Client(transport=httpx.MockTransport(handler)) as client, \
-            pytest.raises(CriticalDataQualityError, match="ledger_tieout") as caught:
+    with (
+        httpx.Client(transport=httpx.MockTransport(handler)) as client,
+        pytest.raises(CriticalDataQualityError, match="ledger_tieout") as caught,
+    ):
         pipeline.data_quality(day, settings, alert_client=client)
     assert "report is held back" in str(caught.value)
     [(path, body)] = posted

@@ -22,9 +22,16 @@ AT = datetime(2026, 11, 1, 9, tzinfo=UTC)
 
 
 def _payout(i: int) -> m.PayoutResult:
-    return m.PayoutResult(payout_id=f"PO-{i}", status=m.PayoutStatus.PAID, provider=m.Provider.PAYPAL,
-                          provider_reference=f"PP{i}", currency=Currency.USD, amount_minor=1000 + i, fee_minor=25,
-                          completed_at=AT + timedelta(seconds=i))
+    return m.PayoutResult(
+        payout_id=f"PO-{i}",
+        status=m.PayoutStatus.PAID,
+        provider=m.Provider.PAYPAL,
+        provider_reference=f"PP{i}",
+        currency=Currency.USD,
+        amount_minor=1000 + i,
+        fee_minor=25,
+        completed_at=AT + timedelta(seconds=i),
+    )
 
 
 def _rec(i: int, offset: int, value: Any = None, partition: int = 0) -> SourceRecord:
@@ -49,7 +56,7 @@ def test_landing_is_idempotent_on_the_event_id(con: Any) -> None:
     assert scalar(con, "SELECT count(*) FROM raw_events") == 5
     statuses = dict(con.execute("SELECT status, count(*) FROM raw_offsets GROUP BY status").fetchall())
     assert statuses == {"landed": 5, "duplicate": 1}
-    hw = con.execute('SELECT low_offset, high_offset FROM meta_topic_offsets').fetchall()
+    hw = con.execute("SELECT low_offset, high_offset FROM meta_topic_offsets").fetchall()
     assert hw == [(0, 6)]
 
 
@@ -66,8 +73,10 @@ def test_invalid_messages_are_rejected_with_a_reason(con: Any) -> None:
 def test_jsonl_day_and_missing_export(con: Any, tmp_path: Path) -> None:
     folder = tmp_path / "2026-11-01"
     folder.mkdir()
-    rows = [json.dumps({"partition": 1, "offset": 10 + i, "value": json.loads(t.PAYOUT_RESULTS.encode(_payout(i)))})
-            for i in range(3)]
+    rows = [
+        json.dumps({"partition": 1, "offset": 10 + i, "value": json.loads(t.PAYOUT_RESULTS.encode(_payout(i)))})
+        for i in range(3)
+    ]
     (folder / f"{t.PAYOUT_RESULTS.name}.jsonl").write_text("\n".join(rows) + "\n")
     stats = load_jsonl_day(con, tmp_path, date(2026, 11, 1))
     assert stats.landed == {t.PAYOUT_RESULTS.name: 3}
@@ -113,7 +122,9 @@ class _FakeConsumer:
         class Meta:
             topics: ClassVar[dict[str, Any]] = {
                 tp.name: type("T", (), {"partitions": {0: None} if tp is t.PAYOUT_RESULTS else {}})()
-                for tp in t.TOPICS.values()}
+                for tp in t.TOPICS.values()
+            }
+
         return Meta()
 
     def offsets_for_times(self, tps: list[Any], timeout: float) -> list[Any]:
@@ -131,8 +142,9 @@ class _FakeConsumer:
         return 0, 6
 
     def assign(self, tps: list[Any]) -> None:
-        self.queue = [msg for tp in tps for msg in self.msgs if msg.partition() == tp.partition and
-                      msg.offset() >= tp.offset]
+        self.queue = [
+            msg for tp in tps for msg in self.msgs if msg.partition() == tp.partition and msg.offset() >= tp.offset
+        ]
 
     def poll(self, timeout: float) -> _Msg | None:
         return self.queue.pop(0) if self.queue else None
@@ -142,9 +154,16 @@ class _FakeConsumer:
 
 
 def test_kafka_window_lands_only_the_window(con: Any) -> None:
-    stats = load_kafka_window(con, AT + timedelta(minutes=30), AT + timedelta(minutes=90),
-                              topics=[t.PAYOUT_RESULTS], bootstrap_servers="fake:9092",
-                              consumer_factory=_FakeConsumer, timeout_s=2, poll_timeout_s=0.01)
+    stats = load_kafka_window(
+        con,
+        AT + timedelta(minutes=30),
+        AT + timedelta(minutes=90),
+        topics=[t.PAYOUT_RESULTS],
+        bootstrap_servers="fake:9092",
+        consumer_factory=_FakeConsumer,
+        timeout_s=2,
+        poll_timeout_s=0.01,
+    )
     assert stats.landed == {t.PAYOUT_RESULTS.name: 2}
     assert con.execute("SELECT low_offset, high_offset FROM meta_topic_offsets").fetchall() == [(1, 3)]
 

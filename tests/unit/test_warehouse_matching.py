@@ -37,8 +37,14 @@ def con() -> duckdb.DuckDBPyConnection:
     return c
 
 
-def _assert_same(settlements: pl.DataFrame, lines: pl.DataFrame, tol: Tolerances, end: datetime,
-                 prior: pl.DataFrame | None, con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
+def _assert_same(
+    settlements: pl.DataFrame,
+    lines: pl.DataFrame,
+    tol: Tolerances,
+    end: datetime,
+    prior: pl.DataFrame | None,
+    con: duckdb.DuckDBPyConnection,
+) -> pl.DataFrame:
     ref = normalise(reference_results(settlements, lines, tol, end, prior))
     pol = normalise(match_polars(settlements, lines, tol, end, prior))
     ddb = normalise(match_duckdb(con, settlements, lines, tol, end, prior))
@@ -58,20 +64,52 @@ def _frames_from_period(seed: int) -> tuple[pl.DataFrame, pl.DataFrame]:
     accounts = {r.payout_id: r.account_id for r in events[t.PAYOUT_REQUESTS.name]}
     items = []
     for e in events[t.BRIDGE_SETTLEMENTS_COMPLETED.name]:
-        items.append(InternalSettlement(e.request_id, RAIL_PROVIDER.get(e.rail, "STRIPE"), e.provider_reference or None,
-                                        e.merchant_id, e.currency.value, e.amount_minor, e.provider_fee_minor, e.rate,
-                                        e.completed_at))
+        items.append(
+            InternalSettlement(
+                e.request_id,
+                RAIL_PROVIDER.get(e.rail, "STRIPE"),
+                e.provider_reference or None,
+                e.merchant_id,
+                e.currency.value,
+                e.amount_minor,
+                e.provider_fee_minor,
+                e.rate,
+                e.completed_at,
+            )
+        )
     for e in events[t.PAYOUT_RESULTS.name]:
-        items.append(InternalSettlement(e.payout_id, e.provider.value, e.provider_reference, accounts[e.payout_id],
-                                        e.currency.value, e.amount_minor, e.fee_minor, e.rate, e.completed_at))
+        items.append(
+            InternalSettlement(
+                e.payout_id,
+                e.provider.value,
+                e.provider_reference,
+                accounts[e.payout_id],
+                e.currency.value,
+                e.amount_minor,
+                e.fee_minor,
+                e.rate,
+                e.completed_at,
+            )
+        )
     lines = []
     for day in (DAY.date(),):
         for provider, stmt in period.statements[day].items():
             stmt = sorted(stmt, key=lambda x: x.created_at)
             for line, lid in zip(stmt, assign_line_ids(provider, day, stmt), strict=True):
-                lines.append(ProviderLine(lid, provider.value, line.provider_reference, line.our_reference,
-                                          line.counterparty, line.currency.value, line.amount_minor, line.fee_minor,
-                                          line.fx_rate, line.created_at))
+                lines.append(
+                    ProviderLine(
+                        lid,
+                        provider.value,
+                        line.provider_reference,
+                        line.our_reference,
+                        line.counterparty,
+                        line.currency.value,
+                        line.amount_minor,
+                        line.fee_minor,
+                        line.fx_rate,
+                        line.created_at,
+                    )
+                )
     return settlements_frame(items), lines_frame(lines)
 
 
@@ -81,8 +119,14 @@ def test_engines_match_pure_rules_on_seeded_day(con: duckdb.DuckDBPyConnection) 
     tiers = set(ref["tier"].to_list())
     assert {"reference", "tolerance", "many_to_one", "none"} <= tiers
     classes = set(ref["break_class"].drop_nulls().to_list())
-    assert {"missing_at_provider", "missing_internally", "amount_variance", "fee_variance", "fx_variance",
-            "duplicate"} <= classes
+    assert {
+        "missing_at_provider",
+        "missing_internally",
+        "amount_variance",
+        "fee_variance",
+        "fx_variance",
+        "duplicate",
+    } <= classes
 
 
 def _adversarial(seed: int) -> tuple[list[InternalSettlement], list[ProviderLine], PriorMatches]:
@@ -93,26 +137,46 @@ def _adversarial(seed: int) -> tuple[list[InternalSettlement], list[ProviderLine
     for i in range(rng.randint(5, 40)):
         at = END - timedelta(minutes=rng.choice([5, 20, 40, 60 * 20, 60 * 23 + 50]), seconds=rng.randint(0, 59))
         rate = rng.choice([None, Decimal("0.1500000000"), Decimal("203.4567891234")])
-        settlements.append(InternalSettlement(
-            f"S{i}", rng.choice(providers), rng.choice([None, f"r{rng.randint(0, 12)}"]),
-            rng.choice([None, "C1", "C2"]), rng.choice(ccys), rng.choice([100, 101, 102, 5_000, 5_001]),
-            rng.choice([1, 2, 5]), rate, at))
+        settlements.append(
+            InternalSettlement(
+                f"S{i}",
+                rng.choice(providers),
+                rng.choice([None, f"r{rng.randint(0, 12)}"]),
+                rng.choice([None, "C1", "C2"]),
+                rng.choice(ccys),
+                rng.choice([100, 101, 102, 5_000, 5_001]),
+                rng.choice([1, 2, 5]),
+                rate,
+                at,
+            )
+        )
     for j in range(rng.randint(5, 40)):
         base = rng.choice(settlements) if settlements and rng.random() < 0.8 else None
-        at = (base.settled_at if base else END - timedelta(hours=3)) + timedelta(minutes=rng.choice(
-            [-3, 0, 1, 2, 14, 16, 35, 70]), seconds=rng.randint(0, 59))
+        at = (base.settled_at if base else END - timedelta(hours=3)) + timedelta(
+            minutes=rng.choice([-3, 0, 1, 2, 14, 16, 35, 70]), seconds=rng.randint(0, 59)
+        )
         rate = None
         if base and base.fx_rate is not None and rng.random() < 0.7:
             rate = base.fx_rate * rng.choice([Decimal(1), Decimal("1.00004"), Decimal("1.00006"), Decimal("1.01")])
             rate = rate.quantize(Decimal("0.0000000001"))
-        lines.append(ProviderLine(
-            f"L{j}", base.provider if base and rng.random() < 0.9 else rng.choice(providers),
-            (base.provider_reference if base and base.provider_reference and rng.random() < 0.6
-             else f"r{rng.randint(0, 12)}"),
-            rng.choice([None, base.settlement_id if base else None, f"S{rng.randint(0, 50)}"]),
-            rng.choice([None, "C1", "C2"]), base.currency if base and rng.random() < 0.9 else rng.choice(ccys),
-            (base.amount_minor if base else 100) + rng.choice([0, 0, 1, 2, 300, 205, 301]),
-            (base.fee_minor if base else 1) + rng.choice([0, 1, 2, 3]), rate, at))
+        lines.append(
+            ProviderLine(
+                f"L{j}",
+                base.provider if base and rng.random() < 0.9 else rng.choice(providers),
+                (
+                    base.provider_reference
+                    if base and base.provider_reference and rng.random() < 0.6
+                    else f"r{rng.randint(0, 12)}"
+                ),
+                rng.choice([None, base.settlement_id if base else None, f"S{rng.randint(0, 50)}"]),
+                rng.choice([None, "C1", "C2"]),
+                base.currency if base and rng.random() < 0.9 else rng.choice(ccys),
+                (base.amount_minor if base else 100) + rng.choice([0, 0, 1, 2, 300, 205, 301]),
+                (base.fee_minor if base else 1) + rng.choice([0, 1, 2, 3]),
+                rate,
+                at,
+            )
+        )
     prior = PriorMatches(frozenset({("STRIPE", "r11"), ("WISE", "r12")}), frozenset({"S49", "S48"}))
     return settlements, lines, prior
 
@@ -120,8 +184,13 @@ def _adversarial(seed: int) -> tuple[list[InternalSettlement], list[ProviderLine
 @pytest.mark.parametrize("seed", range(40))
 def test_engines_match_pure_rules_on_adversarial_samples(seed: int, con: duckdb.DuckDBPyConnection) -> None:
     settlements, lines, prior = _adversarial(seed)
-    tol = Tolerances(amount_minor=1, fee_minor=1, fx_rate_ppm=50, match_window=timedelta(minutes=15),
-                     cutoff_grace=timedelta(minutes=30))
+    tol = Tolerances(
+        amount_minor=1,
+        fee_minor=1,
+        fx_rate_ppm=50,
+        match_window=timedelta(minutes=15),
+        cutoff_grace=timedelta(minutes=30),
+    )
     _assert_same(settlements_frame(settlements), lines_frame(lines), tol, END, prior_frame(prior), con)
 
 

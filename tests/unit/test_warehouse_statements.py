@@ -29,21 +29,36 @@ from warehouse.provider_statements import (
 AT = datetime(2026, 11, 1, 23, 58, 7, tzinfo=UTC)
 
 
-def _line(ccy: Currency, amount: int, fee: int, fx: str | None = None, ref: str = "REF-1",
-          ours: str | None = "BR-20261101-000001", cp: str | None = None) -> StatementLine:
+def _line(
+    ccy: Currency,
+    amount: int,
+    fee: int,
+    fx: str | None = None,
+    ref: str = "REF-1",
+    ours: str | None = "BR-20261101-000001",
+    cp: str | None = None,
+) -> StatementLine:
     return StatementLine(ref, ours, amount, fee, ccy, Decimal(fx) if fx else None, date(2026, 11, 2), AT, cp)
 
 
 SAMPLES = {
-    Provider.STRIPE: [_line(Currency.USD, 150_00, 62, ref="po_1AbC"), _line(Currency.EUR, 1, 0, ref="po_2", ours=None,
-                                                                           cp="acct_77")],
-    Provider.PAYPAL: [_line(Currency.USD, 150_00, 375, ref="8MC585209K746392H"),
-                      _line(Currency.JPY, 1500, 38, ref="9XY", ours=None, cp="ACCT-1")],
-    Provider.WISE: [_line(Currency.EUR, 867_32, 6_88, fx="0.137946", ref="TRANSFER-1", cp="GB33BUKB"),
-                    _line(Currency.GBP, 5_00, 1, ref="TRANSFER-2")],
+    Provider.STRIPE: [
+        _line(Currency.USD, 150_00, 62, ref="po_1AbC"),
+        _line(Currency.EUR, 1, 0, ref="po_2", ours=None, cp="acct_77"),
+    ],
+    Provider.PAYPAL: [
+        _line(Currency.USD, 150_00, 375, ref="8MC585209K746392H"),
+        _line(Currency.JPY, 1500, 38, ref="9XY", ours=None, cp="ACCT-1"),
+    ],
+    Provider.WISE: [
+        _line(Currency.EUR, 867_32, 6_88, fx="0.137946", ref="TRANSFER-1", cp="GB33BUKB"),
+        _line(Currency.GBP, 5_00, 1, ref="TRANSFER-2"),
+    ],
     Provider.TOSS: [_line(Currency.KRW, 1_234_567, 28_395, ref="tgen_ABC")],
-    Provider.ALIPAY: [_line(Currency.HKD, 39_30, 59, fx="1.16999999", ref="2026000123"),
-                      _line(Currency.USD, 10_00, 15, ref="2026000124")],
+    Provider.ALIPAY: [
+        _line(Currency.HKD, 39_30, 59, fx="1.16999999", ref="2026000123"),
+        _line(Currency.USD, 10_00, 15, ref="2026000124"),
+    ],
 }
 
 
@@ -116,7 +131,13 @@ def test_wrong_file_is_reported_with_location(tmp_path: Path) -> None:
 
 
 def test_line_ids_are_stable_and_number_repeats() -> None:
-    lines = [_line(Currency.USD, 1, 0, ref="po_1"), _line(Currency.USD, 1, 0, ref="po_1"),
-             _line(Currency.USD, 1, 0, ref="po_2")]
+    lines = [
+        _line(Currency.USD, 1, 0, ref="po_1"),
+        _line(Currency.USD, 1, 0, ref="po_1"),
+        _line(Currency.USD, 1, 0, ref="po_2"),
+    ]
     assert assign_line_ids(Provider.STRIPE, date(2026, 11, 1), lines) == [
-        "STRIPE:2026-11-01:po_1", "STRIPE:2026-11-01:po_1#2", "STRIPE:2026-11-01:po_2"]
+        "STRIPE:2026-11-01:po_1",
+        "STRIPE:2026-11-01:po_1#2",
+        "STRIPE:2026-11-01:po_2",
+    ]
