@@ -4,7 +4,7 @@
                                        [--spec-rate 200] [--spec-seconds 20] [--transport aiohttp]
 
 Everything runs on this machine: a fresh local Kafka broker, the provider simulator (infra/provider_sim),
-two workers, one running the ledger and one the bridge (each on the plain runtime, ``streams.kafka.plain_driver`` /
+two workers, one running the ledger and one the bridge (each on the plain runtime, ``streams.p2p`` /
 ``streams.bridge.loop``, or on Faust: ``--ledger-runtime`` / ``--bridge-runtime``; ``--workers one``: both
 agents in one Faust worker), an FX feed publishing the three sources every 0.5 s, and this process producing
 requests (``devtools.card_flow.card_payments``: the spec §5.1 region mix) and timing each result's arrival
@@ -69,7 +69,7 @@ from workers import start_role_workers, stop_workers
 
 console = Console(width=max(Console().width, 130))  # the per-rail table stays readable in a log
 RUNTIMES = {
-    "settlement": "streams.kafka.plain_driver",
+    "settlement": "streams.p2p",
     "bridge": "streams.bridge.loop",
 }  # the plain runtime of each role
 WARM_RATE = 100.0  # requests/s, below the split workers' ceiling
@@ -331,7 +331,7 @@ def main() -> int:
         "--ledger-runtime",
         default="plain",
         choices=["faust", "plain"],
-        help="split workers: the ledger agent in a Faust worker or in streams.kafka.plain_driver",
+        help="split workers: the ledger agent in a Faust worker or in streams.p2p",
     )
     parser.add_argument(
         "--bridge-runtime",

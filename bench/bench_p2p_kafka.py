@@ -157,7 +157,7 @@ def run_mode(mode: str, args: argparse.Namespace) -> dict[str, float]:
             PYTHONUNBUFFERED="1",
         )
         # "-split": matching and the ledger in two worker processes (one per core).
-        module = "streams.kafka.plain_driver" if mode.startswith("plain") else "streams.worker"
+        module = "streams.p2p" if mode.startswith("plain") else "streams.worker"
         roles = ["matching", "settlement"] if mode.endswith("-split") else ["matching,settlement"]
         workers.extend(start_role_workers(module, env, roles, f"bench-{tag}", port + 7, data))
         worker = workers[0]

@@ -116,12 +116,12 @@ class Worker:
 
 
 # Per runtime, the demo's worker processes: (name, module, NEXUS_AGENTS). faust: every agent in one Faust
-# worker. plain: the P2P services (streams.kafka.plain_driver) and the bridge (streams.bridge.loop) on plain
+# worker. plain: the P2P services (streams.p2p) and the bridge (streams.bridge.loop) on plain
 # confluent-kafka loops, the alerting agent in Faust (docs/performance.md).
 RUNTIMES: dict[str, tuple[tuple[str, str, str], ...]] = {
     "faust": (("worker", "streams.worker", ""),),
     "plain": (
-        ("p2p", "streams.kafka.plain_driver", "matching,settlement"),
+        ("p2p", "streams.p2p", "matching,settlement"),
         ("bridge", "streams.bridge.loop", ""),
         ("worker", "streams.worker", "alerting"),
     ),

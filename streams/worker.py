@@ -1,6 +1,6 @@
-"""Start the Faust worker: create registry topics, load agents, run until SIGTERM/SIGINT.
+"""The Faust worker's composition root: settings, topics, the app and the agents of the roles asked for.
 
-python -m streams.worker            (settings from NEXUS_* environment)
+    python -m streams.worker            (settings from NEXUS_*; NEXUS_AGENTS picks roles, empty = all)
 """
 
 from __future__ import annotations
@@ -9,40 +9,38 @@ import importlib
 import logging
 import sys
 
+import faust
 from faust.worker import Worker
 
-from streams.kafka.faust_app import app, settings
+from streams.kafka.faust_app import make_app
 from streams.kafka.gc_policy import HeapPolicy
 from streams.kafka.topic_admin import ensure_topics
+from streams.settings import Settings, get_settings
 
-# A role is the Faust agent module that runs it; NEXUS_AGENTS picks a subset (empty = every role).
-AGENT_MODULES = {
-    "matching": "streams.p2p.matching_agent",
-    "settlement": "streams.p2p.ledger_agent",
-    "bridge": "streams.bridge.agent",
-    "alerting": "streams.alerting.agent",
+# A role is the "module:function" that adds its agents, timers and pages to the app: function(app, settings).
+ROLE_MODULES = {
+    "matching": "streams.p2p.agents:register_matching",
+    "settlement": "streams.p2p.agents:register_settlement",
+    "bridge": "streams.bridge.agent:register",
+    "alerting": "streams.alerting.agent:register",
 }
 
 
-def load_agents(only: str = "") -> list[str]:
-    """Import (and so register) the agent modules of the roles in `only` ("matching,settlement"; empty = all)."""
-    wanted = [n.strip() for n in only.split(",") if n.strip()] or list(AGENT_MODULES)
-    unknown = sorted(set(wanted) - set(AGENT_MODULES))
+def roles_of(agents: str) -> list[str]:
+    """The roles named in a comma-separated list ("matching,settlement"); empty = every role."""
+    wanted = [n.strip() for n in agents.split(",") if n.strip()] or list(ROLE_MODULES)
+    unknown = sorted(set(wanted) - set(ROLE_MODULES))
     if unknown:
-        raise ValueError(f"unknown agents {unknown}; choose from {sorted(AGENT_MODULES)}")
-    loaded = [AGENT_MODULES[name] for name in AGENT_MODULES if name in wanted]
-    for module in loaded:
-        importlib.import_module(module)
-    return loaded
+        raise ValueError(f"unknown agents {unknown}; choose from {sorted(ROLE_MODULES)}")
+    return [name for name in ROLE_MODULES if name in wanted]
 
 
-def main() -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    created = ensure_topics(settings)
-    if created:
-        logging.info("created topics: %s", ", ".join(sorted(created)))
-    agents = load_agents(settings.agents)
-    logging.info("agents loaded: %s", ", ".join(agents) or "none")
+def bootstrap(settings: Settings, roles: list[str]) -> faust.App:
+    """The app with the agents of `roles` registered (and the GC policy's timer)."""
+    app = make_app(settings)
+    for role in roles:
+        module, function = ROLE_MODULES[role].split(":")
+        getattr(importlib.import_module(module), function)(app, settings)
     if settings.gc_freeze_interval_s:
         heap = HeapPolicy.from_settings(settings)
 
@@ -51,6 +49,18 @@ def main() -> int:
 
         app.timer(settings.gc_freeze_interval_s, name="nexus.gc_policy")(collect_and_freeze)
         heap.start()
+    return app
+
+
+def main(agents: str | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = get_settings()
+    created = ensure_topics(settings)
+    if created:
+        logging.info("created topics: %s", ", ".join(sorted(created)))
+    roles = roles_of(settings.agents if agents is None else agents)
+    app = bootstrap(settings, roles)
+    logging.info("agents loaded: %s", ", ".join(roles))
     worker = Worker(app, loglevel="INFO", redirect_stdouts=False, override_logging=False)
     worker.execute_from_commandline()
     return 0

@@ -9,25 +9,13 @@ every partition (NEXUS_APP_ID must then differ from the settlement workers', e.g
 
 from __future__ import annotations
 
-import logging
 import sys
 
-from faust.worker import Worker
+from streams import worker
 
 
 def main() -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from streams.kafka.faust_app import app, settings
-    from streams.kafka.topic_admin import ensure_topics
-
-    created = ensure_topics(settings)
-    if created:
-        logging.info("created topics: %s", ", ".join(sorted(created)))
-    import streams.alerting.agent  # noqa: F401  (registers the agent, timers and web views)
-
-    worker = Worker(app, loglevel="INFO", redirect_stdouts=False, override_logging=False)
-    worker.execute_from_commandline()
-    return 0
+    return worker.main("alerting")
 
 
 if __name__ == "__main__":

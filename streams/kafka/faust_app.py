@@ -1,8 +1,8 @@
-"""The Faust application: one app object, registry topics bound to it, the dead-letter path.
+"""The Faust runtime's shared parts: the app factory, registry topics bound to an app, the outbox.
 
-Agents live in ``streams/<flow>/*.py``; each only decodes (``streams.kafka.ingress``), calls
-the domain core and emits. Values travel as raw bytes so that validation errors are
-ours to catch (Faust's own deserialisation would crash the agent on a bad record).
+Flows register their agents with ``register(app, settings)`` (called by ``streams.worker.bootstrap``);
+nothing here is built at import time. Values travel as raw bytes so that validation errors are ours to
+catch (Faust's own deserialisation would crash the agent on a bad record).
 """
 
 from __future__ import annotations
@@ -13,12 +13,11 @@ from typing import Any
 
 import faust
 from confluent_kafka import Producer
-from faust.types import TP
 
-from contracts.topics import PLATFORM_DEADLETTERS, TOPICS, Topic
+from contracts.topics import Topic
 from streams.kafka import ingress
 from streams.kafka.clients import AsyncProducer, produce_bounded, producer_config
-from streams.settings import Settings, get_settings
+from streams.settings import Settings
 
 log = logging.getLogger("nexus.app")
 
@@ -51,14 +50,10 @@ def make_app(settings: Settings) -> faust.App:
     )
 
 
-settings = get_settings()
-app = make_app(settings)
-_faust_topics: dict[str, faust.TopicT] = {}
-
-
-def faust_topic(topic: Topic) -> faust.TopicT:
-    """The Faust handle of a registry topic (raw bytes in and out)."""
-    handle = _faust_topics.get(topic.name)
+def faust_topic(app: faust.App, topic: Topic, settings: Settings) -> faust.TopicT:
+    """The Faust handle of a registry topic (raw bytes in and out), one per app and topic."""
+    handles: dict[str, faust.TopicT] = app.__dict__.setdefault("_nexus_topics", {})
+    handle = handles.get(topic.name)
     if handle is None:
         handle = app.topic(
             topic.name,
@@ -69,7 +64,7 @@ def faust_topic(topic: Topic) -> faust.TopicT:
             partitions=topic.partitions_with(settings.topic_partitions_override),
             allow_empty=True,
         )
-        _faust_topics[topic.name] = handle
+        handles[topic.name] = handle
     return handle
 
 
@@ -145,14 +140,6 @@ class Outbox:
             raise RuntimeError(f"{remaining} outputs unacknowledged after {timeout_s}s; failures: {failures}")
 
 
-outbox = Outbox(settings.bootstrap_servers)
-
-
-async def emit(topic: Topic, message: Any) -> asyncio.Future[int]:
-    """Serialise via the registry and send; the future resolves to its offset once Kafka acknowledged it."""
-    return await outbox.emit(topic, message)
-
-
 def dead_letter_record(event: faust.EventT, reason: ingress.Rejected) -> Any:
     message = event.message
     log.warning("dead-lettered %s[%s]@%s: %s", message.topic, message.partition, message.offset, reason.reason)
@@ -160,21 +147,9 @@ def dead_letter_record(event: faust.EventT, reason: ingress.Rejected) -> Any:
     return ingress.dead_letter(origin, message.key, message.value, reason)
 
 
-async def send_dead_letter(event: faust.EventT, reason: ingress.Rejected) -> Any:
-    return await emit(PLATFORM_DEADLETTERS, dead_letter_record(event, reason))
-
-
-def dead_letter_nowait(event: faust.EventT, reason: ingress.Rejected) -> None:
-    outbox.emit_nowait(PLATFORM_DEADLETTERS, dead_letter_record(event, reason))
-
-
-def decode(topic: Topic, event: faust.EventT) -> Any | ingress.Rejected:
+def decode(topic: Topic, event: faust.EventT, max_bytes: int) -> Any | ingress.Rejected:
     message = event.message
-    return ingress.validate(topic, message.key, message.value, settings.max_ingress_message_bytes)
+    return ingress.validate(topic, message.key, message.value, max_bytes)
 
 
-def tp_of(event: faust.EventT) -> TP:
-    return event.message.tp
-
-
-__all__ = ["TOPICS", "app", "decode", "emit", "faust_topic", "make_app", "outbox", "send_dead_letter", "settings"]
+__all__ = ["Outbox", "dead_letter_record", "decode", "faust_topic", "make_app"]

@@ -1,5 +1,5 @@
 """The High-Speed Bridge on real Kafka, with the platform ledger and the provider simulator, in both runtimes
-(Faust agents, or the plain confluent-kafka loops: ``streams.kafka.plain_driver`` ledger + ``streams.bridge.loop``).
+(Faust agents, or the plain confluent-kafka loops: ``streams.p2p`` ledger + ``streams.bridge.loop``).
 
 Requests go to ``bridge.requests``; holds, captures, voids and rewards go through ``ledger.commands`` to the
 ledger agent (the single writer); payout intents go to the compacted ``bridge.payouts.journal`` before the
@@ -141,14 +141,14 @@ def start_bridge(
     request: pytest.FixtureRequest, worker_factory: Any, sim: ProviderSimProcess, sim_keys_dir: Path
 ) -> Callable[..., Any]:
     """Starts the ledger and the bridge against the simulator, in each runtime. faust: both agents in one Faust
-    worker; plain: the ledger in streams.kafka.plain_driver and the bridge in streams.bridge.loop, two processes (the
+    worker; plain: the ledger in streams.p2p and the bridge in streams.bridge.loop, two processes (the
     bridge's is the one returned, the one a test kills)."""
     provider = {"provider_sim_url": sim.url, "provider_keys_dir": str(sim_keys_dir), "provider_transport": "aiohttp"}
 
     def start(**env: str) -> Any:
         if request.param == "faust":
             return worker_factory(agents="settlement,bridge", **provider, **env)
-        worker_factory(module="streams.kafka.plain_driver", agents="settlement")
+        worker_factory(module="streams.p2p", agents="settlement")
         return worker_factory(module="streams.bridge.loop", **provider, **env)
 
     return start

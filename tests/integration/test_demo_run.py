@@ -77,7 +77,7 @@ def test_demo_streams_events_and_leaves_nothing_running(tmp_path: Path, runtime:
     assert not list((tmp_path / "run").glob("*.pid"))
     if runtime == "plain":
         assert (
-            "p2p worker (streams.kafka.plain_driver) ready" in out
+            "p2p worker (streams.p2p) ready" in out
             and "bridge worker (streams.bridge.loop) ready" in out
         )
 

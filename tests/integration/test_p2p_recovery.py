@@ -73,10 +73,10 @@ def _without_timing(trade: m.Trade) -> m.Trade:
     return trade.model_copy(update={"matching_duration_us": None})
 
 
-# The Faust worker, and the plain confluent-kafka loop driving the same services (streams.kafka.plain_driver). The
+# The Faust worker, and the plain confluent-kafka loop driving the same services (streams.p2p). The
 # loop failed here while it committed with a bare async commit, which can carry the offsets of records consumed
 # but not yet processed; a kill then lost their trades (docs/performance.md, "Runtimes").
-@pytest.mark.parametrize("module", ["streams.worker", "streams.kafka.plain_driver"])
+@pytest.mark.parametrize("module", ["streams.worker", "streams.p2p"])
 def test_sigkill_mid_stream_loses_and_duplicates_nothing(kafka, worker_factory, run_id, module) -> None:  # type: ignore[no-untyped-def]
     deposits, commands = seeded_flow(run_id)
     expected_trades, expected_balances = reference_run(deposits, commands)
@@ -103,7 +103,7 @@ def test_sigkill_mid_stream_loses_and_duplicates_nothing(kafka, worker_factory, 
         worker.start()
     producer.join()
     assert worker.starts == KILLS + 1
-    if module == "streams.kafka.plain_driver":  # a kill often lands before a restart reaches its first ledger record
+    if module == "streams.p2p":  # a kill often lands before a restart reaches its first ledger record
         log_text = worker.log_text(since_start=False)
         restores = log_text.count("ledger.commands[0] restored from the snapshot at offset")
         rebuilds = len(re.findall(r"ledger\.commands\[0\] rebuilt up to offset [1-9]", log_text))

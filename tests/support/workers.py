@@ -21,7 +21,8 @@ class WorkerProcess:
     web_port: int
     metrics_port: int
     extra_env: dict[str, str] = field(default_factory=dict)
-    module: str = "streams.worker"  # or "streams.kafka.plain_driver": the same services without Faust
+    module: str = "streams.worker"  # or "streams.p2p": the same services without Faust
+    cwd: Path | None = None  # the process's working directory (None: the test's)
     proc: subprocess.Popen[bytes] | None = None
     starts: int = 0
 
@@ -52,6 +53,7 @@ class WorkerProcess:
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            cwd=self.cwd,
         )
         self.starts += 1
         if wait:

@@ -10,8 +10,9 @@ import pytest
 from confluent_kafka import KafkaError, TopicPartition
 
 from contracts.topics import ENERGY_ORDERS, LEDGER_COMMANDS
-from streams.kafka import plain_driver as plain_loop
-from streams.kafka.plain_driver import (
+from streams.kafka import plain_driver
+from streams.kafka.clients import must_exit
+from streams.kafka.commits import (
     COMMIT_PATIENCE_S,
     EXIT_FATAL,
     Health,
@@ -19,10 +20,14 @@ from streams.kafka.plain_driver import (
     WorkerFailed,
     client_configs,
     commit_acknowledged,
-    inputs_for,
-    must_exit,
+    partitions_text,
 )
+from streams.p2p.processors import ROLES, roles_of
 from streams.settings import Settings
+
+
+def inputs_for(agents: str) -> dict[str, object]:
+    return {ROLES[role].name: ROLES[role] for role in roles_of(agents)}
 
 
 def test_roles_pick_inputs() -> None:
@@ -103,10 +108,9 @@ def test_a_failed_exit_is_non_zero_and_immediate(monkeypatch: pytest.MonkeyPatch
         exits.append(code)
         raise SystemExit(code)
 
-    monkeypatch.setattr(plain_loop, "run", fail)
-    monkeypatch.setattr(plain_loop.os, "_exit", record_exit)
+    monkeypatch.setattr(plain_driver.os, "_exit", record_exit)
     with pytest.raises(SystemExit):
-        plain_loop.main()
+        plain_driver.main(fail)
     assert exits == [EXIT_FATAL] and EXIT_FATAL != 0
 
 
@@ -258,5 +262,5 @@ def test_partition_lists_read_well_in_the_log() -> None:
     partitions: list[Any] = [TopicPartition("energy.orders", p) for p in (3, 0, 1)] + [
         TopicPartition("ledger.commands", 0)
     ]
-    assert plain_loop.partitions_text(partitions) == "energy.orders[0, 1, 3], ledger.commands[0]"
-    assert plain_loop.partitions_text([]) == "nothing"
+    assert partitions_text(partitions) == "energy.orders[0, 1, 3], ledger.commands[0]"
+    assert partitions_text([]) == "nothing"

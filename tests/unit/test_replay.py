@@ -1,4 +1,4 @@
-"""The replaying agent's state survives a rebalance: records offered again after partitions were revoked
+"""The Faust driver's processor state survives a rebalance: records offered again after partitions were revoked
 and handed back are not applied, nor their outputs emitted, a second time."""
 
 from __future__ import annotations
@@ -7,13 +7,13 @@ import asyncio
 from types import SimpleNamespace
 from typing import Any
 
-from faust.types import TP
-
 from contracts.topics import ENERGY_ORDERS, PLATFORM_DEADLETTERS
 from devtools.order_flow import generate_orders
-from streams.kafka.faust_app import app
+from streams.kafka.faust_app import Outbox
+from streams.kafka.faust_driver import FaustDriver
 from streams.p2p.matching import to_message
-from streams.p2p.matching_agent import matching
+from streams.p2p.processors import matching_processor
+from streams.settings import Settings
 from tests.unit.test_ingress import BAD_INPUTS
 
 PARTITION = 5
@@ -35,14 +35,13 @@ def _events() -> list[Any]:
 
 
 def test_records_offered_again_after_a_rebalance_emit_nothing_twice() -> None:
+    matching = FaustDriver(matching_processor(Settings()), Outbox("127.0.0.1:1"))  # nothing is sent
+
     async def scenario() -> tuple[list[Any], list[Any], list[Any]]:
         events = _events()
         first = await matching.outputs_of(events[:40])
         # A rebalance before the batch's offsets were committed: Faust revokes, reassigns the same
         # partition, and offers the records again from the last committed offset (here: the start).
-        tp = TP(ENERGY_ORDERS.name, PARTITION)
-        await app.on_partitions_revoked.send(revoked={tp})
-        await app.on_partitions_assigned.send(assigned={tp})
         again = await matching.outputs_of(events)
         return first, again, events
 
@@ -51,7 +50,7 @@ def test_records_offered_again_after_a_rebalance_emit_nothing_twice() -> None:
     assert any(t is not PLATFORM_DEADLETTERS for t, _ in first), "the seeded orders produce outputs"
     assert PLATFORM_DEADLETTERS not in [t for t, _ in again], "a bad record is dead-lettered once"
     # Only the records after the first batch produce outputs, and exactly those a single pass gives.
-    matching.states.pop(PARTITION)
+    matching.processor.states.pop(PARTITION)
     single = asyncio.run(matching.outputs_of(events))
     # Compared by topic and key: dead letters carry their arrival time, trades their measured duration.
     assert [(t.name, t.key_of(m)) for t, m in first + again] == [(t.name, t.key_of(m)) for t, m in single]

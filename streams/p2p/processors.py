@@ -1,0 +1,55 @@
+"""The P2P market's record processors (spec §2.1): matching over energy.orders, the ledger over ledger.commands.
+
+Both runtimes build them here: the Faust agents (`streams.p2p.agents`) and the plain loop (`python -m streams.p2p`).
+"""
+
+from __future__ import annotations
+
+from contracts.topics import ENERGY_ORDERS, LEDGER_COMMANDS, Topic
+from streams.kafka.processor import RecordProcessor
+from streams.kafka.topic_admin import topic_id
+from streams.p2p.ledger import LedgerPartition
+from streams.p2p.matching import MatchingPartition
+from streams.p2p.snapshots import LedgerSnapshots
+from streams.settings import Settings
+
+# The role each input stands for (NEXUS_AGENTS picks a subset, as for the Faust worker).
+ROLES: dict[str, Topic] = {"matching": ENERGY_ORDERS, "settlement": LEDGER_COMMANDS}
+
+
+def matching_processor(settings: Settings) -> RecordProcessor:
+    return RecordProcessor(
+        ENERGY_ORDERS, MatchingPartition, settings.bootstrap_servers, settings.max_ingress_message_bytes
+    )
+
+
+def ledger_processor(settings: Settings) -> RecordProcessor:
+    """The ledger, restored from its newest usable snapshot and snapshotted every NEXUS_LEDGER_SNAPSHOT_EVERY_S."""
+    snapshots = None
+    if settings.ledger_snapshot_every_s:
+        directory = settings.data_dir / "snapshots" / settings.app_id
+        snapshots = LedgerSnapshots(directory, topic_id(settings.bootstrap_servers, LEDGER_COMMANDS.name))
+    return RecordProcessor(
+        LEDGER_COMMANDS,
+        LedgerPartition,
+        settings.bootstrap_servers,
+        settings.max_ingress_message_bytes,
+        snapshots=snapshots,
+        snapshot_every_s=settings.ledger_snapshot_every_s,
+    )
+
+
+BUILDERS = {"matching": matching_processor, "settlement": ledger_processor}
+
+
+def roles_of(agents: str) -> list[str]:
+    wanted = [name.strip() for name in agents.split(",") if name.strip()] or list(ROLES)
+    unknown = sorted(set(wanted) - set(ROLES))
+    if unknown:
+        raise ValueError(f"the P2P loop runs {sorted(ROLES)}; not {unknown}")
+    return [name for name in ROLES if name in wanted]
+
+
+def processors_for(agents: str, settings: Settings) -> dict[str, RecordProcessor]:
+    """Input topic name -> its processor, for the roles in `agents` (empty = both)."""
+    return {ROLES[role].name: BUILDERS[role](settings) for role in roles_of(agents)}
