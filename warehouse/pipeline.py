@@ -15,7 +15,8 @@ from typing import Any
 
 import polars as pl
 
-from domain.variance_rules import BreakClass, compute_metrics
+from domain.variance_rules import ReconMetrics, compute_metrics
+from streams.settings import get_settings
 from warehouse import exceptions as exc_queue
 from warehouse import quality
 from warehouse.db import query, run_sql_file, warehouse
@@ -77,8 +78,6 @@ def data_quality(day: date, settings: ReconSettings | None = None, alert_client:
         quality.store_results(con, day, results)
     url = s.alertmanager_url
     if url is None and s.alert_on_critical:
-        from streams.settings import get_settings
-
         url = get_settings().alertmanager_url
     quality.raise_on_critical(day, results, url if s.alert_on_critical else None, client=alert_client)
     return {
@@ -107,53 +106,14 @@ def variance(day: date, settings: ReconSettings | None = None) -> dict[str, Any]
         else:
             results = match_polars(settlements, lines, tol, window_end, prior)
         elapsed = _time.perf_counter() - started
-        enriched = (
-            results.join(
-                settlements.select("settlement_id", s_provider="provider", s_currency="currency"),
-                on="settlement_id",
-                how="left",
-            )
-            .join(lines.select("line_id", l_provider="provider", l_currency="currency"), on="line_id", how="left")
-            .with_columns(
-                provider=pl.coalesce("s_provider", "l_provider"), currency=pl.coalesce("s_currency", "l_currency")
-            )
-            .select(pl.lit(day).alias("recon_date"), *RESULT_SCHEMA, "provider", "currency")
-            .unique(subset=["settlement_id", "line_id"], keep="first")
-            .sort(["settlement_id", "line_id"], nulls_last=True)
-        )
+        enriched = _with_provider_and_currency(results, settlements, lines, day)
         audit = con.execute(
             "SELECT count(*) FILTER (WHERE has_audit), count(*) FROM fct_settlements"
             " WHERE settled_date = $d AND status = 'completed'",
             {"d": day},
         ).fetchall()[0]
         metrics = compute_metrics(results_from_frame(results), int(audit[0]), int(audit[1]))
-        con.execute("BEGIN")
-        try:
-            con.execute("DELETE FROM recon_results WHERE recon_date = $d", {"d": day})
-            con.register("day_results", enriched)
-            con.execute("INSERT INTO recon_results SELECT * FROM day_results")
-            con.unregister("day_results")
-            con.execute(
-                "INSERT OR REPLACE INTO recon_runs VALUES ($d, $engine, $n, $auto, $exc, $pend, $amr, $er, $atc,"
-                " $by_class, $tol)",
-                {
-                    "d": day,
-                    "engine": s.engine,
-                    "n": metrics.settlements,
-                    "auto": metrics.auto_matched,
-                    "exc": metrics.exceptions,
-                    "pend": metrics.pending,
-                    "amr": metrics.automatic_match_rate,
-                    "er": metrics.exception_rate,
-                    "atc": metrics.audit_trail_coverage,
-                    "by_class": json.dumps({str(k): v for k, v in metrics.breaks_by_class.items()}),
-                    "tol": json.dumps(_tolerance_doc(s)),
-                },
-            )
-            con.execute("COMMIT")
-        except Exception:
-            con.execute("ROLLBACK")
-            raise
+        _store_variance(con, day, s, enriched, metrics)
     return {
         "recon_date": day.isoformat(),
         "engine": s.engine,
@@ -169,6 +129,57 @@ def variance(day: date, settings: ReconSettings | None = None) -> dict[str, Any]
         "audit_trail_coverage": str(metrics.audit_trail_coverage),
         "breaks_by_class": {str(k): v for k, v in metrics.breaks_by_class.items()},
     }
+
+
+def _with_provider_and_currency(
+    results: pl.DataFrame, settlements: pl.DataFrame, lines: pl.DataFrame, day: date
+) -> pl.DataFrame:
+    """The engine's rows plus provider and currency from either side, as ``recon_results`` stores them."""
+    return (
+        results.join(
+            settlements.select("settlement_id", s_provider="provider", s_currency="currency"),
+            on="settlement_id",
+            how="left",
+        )
+        .join(lines.select("line_id", l_provider="provider", l_currency="currency"), on="line_id", how="left")
+        .with_columns(
+            provider=pl.coalesce("s_provider", "l_provider"), currency=pl.coalesce("s_currency", "l_currency")
+        )
+        .select(pl.lit(day).alias("recon_date"), *RESULT_SCHEMA, "provider", "currency")
+        .unique(subset=["settlement_id", "line_id"], keep="first")
+        .sort(["settlement_id", "line_id"], nulls_last=True)
+    )
+
+
+def _store_variance(con: Any, day: date, s: ReconSettings, enriched: pl.DataFrame, metrics: ReconMetrics) -> None:
+    """Replace the day's results and run row in one transaction, so a re-run never leaves half a day."""
+    con.execute("BEGIN")
+    try:
+        con.execute("DELETE FROM recon_results WHERE recon_date = $d", {"d": day})
+        con.register("day_results", enriched)
+        con.execute("INSERT INTO recon_results SELECT * FROM day_results")
+        con.unregister("day_results")
+        con.execute(
+            "INSERT OR REPLACE INTO recon_runs VALUES ($d, $engine, $n, $auto, $exc, $pend, $amr, $er, $atc,"
+            " $by_class, $tol)",
+            {
+                "d": day,
+                "engine": s.engine,
+                "n": metrics.settlements,
+                "auto": metrics.auto_matched,
+                "exc": metrics.exceptions,
+                "pend": metrics.pending,
+                "amr": metrics.automatic_match_rate,
+                "er": metrics.exception_rate,
+                "atc": metrics.audit_trail_coverage,
+                "by_class": json.dumps({str(k): v for k, v in metrics.breaks_by_class.items()}),
+                "tol": json.dumps(_tolerance_doc(s)),
+            },
+        )
+        con.execute("COMMIT")
+    except Exception:
+        con.execute("ROLLBACK")
+        raise
 
 
 def _tolerance_doc(s: ReconSettings) -> dict[str, Any]:
@@ -291,10 +302,6 @@ def run_day(
     out["exception_review"] = exception_review(day, s)
     out["report"] = report(day, s, send=send)
     return out
-
-
-def exception_classes() -> list[str]:
-    return [c.value for c in BreakClass]
 
 
 __all__ = [
