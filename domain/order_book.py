@@ -605,23 +605,7 @@ class OrderBook:
         if not remaining:
             orders[order_id] = None
             return events
-        # Rest the remainder (inlined _rest: this is the most common path).
-        self._priority = priority = self._priority + 1
-        order = _Order(order_id, account_id, side, price, remaining, priority, expires)
-        if side is _BUY:
-            book, keys, key = self._bids, self._bid_keys, price
-        else:
-            book, keys, key = self._asks, self._ask_keys, -price
-        level = book.get(price)
-        if level is None:
-            level = book[price] = _Level()
-            insort(keys, key)
-        level.orders.append(order)
-        level.quantity_wh += remaining
-        orders[order_id] = order
-        self._open_count += 1
-        if expires is not None:
-            heappush(self._expiry_heap, (expires, priority, order))
+        self._rest(order_id, account_id, side, price, remaining, expires)
         return events
 
     def _submit_market(
@@ -655,19 +639,7 @@ class OrderBook:
         assert order is not None
         self._remove(order)
         self._seq += 1
-        events.append(
-            OrderCancelled(
-                self.market_id,
-                self._seq,
-                now,
-                order.order_id,
-                order.account_id,
-                order.side,
-                order.price,
-                order.remaining,
-                _USER_REQUESTED,
-            )
-        )
+        events.append(_cancelled(self.market_id, self._seq, now, order, _USER_REQUESTED))
         return events
 
     def amend(self, cmd: AmendOrder) -> list[BookEvent]:
@@ -768,38 +740,14 @@ class OrderBook:
                 continue  # filled, cancelled or re-queued by amend since
             self._remove(order)
             self._seq += 1
-            events.append(
-                OrderExpired(
-                    self.market_id,
-                    self._seq,
-                    expires_at,
-                    order.order_id,
-                    order.account_id,
-                    order.side,
-                    order.price,
-                    order.remaining,
-                    _ORDER_EXPIRY,
-                )
-            )
+            events.append(_expired(self.market_id, self._seq, expires_at, order, _ORDER_EXPIRY))
 
     def _close(self, at_ms: int, events: list[BookEvent]) -> None:
         self._closed = True
         # Priority order makes the Expired events deterministic and meaningful.
         for order in sorted(self._live_orders(), key=lambda o: o.priority):
             self._seq += 1
-            events.append(
-                OrderExpired(
-                    self.market_id,
-                    self._seq,
-                    at_ms,
-                    order.order_id,
-                    order.account_id,
-                    order.side,
-                    order.price,
-                    order.remaining,
-                    _GATE_CLOSURE,
-                )
-            )
+            events.append(_expired(self.market_id, self._seq, at_ms, order, _GATE_CLOSURE))
             order.live = False
             self._orders[order.order_id] = None
         self._open_count = 0
@@ -834,11 +782,9 @@ class OrderBook:
         if self._closed:
             return RejectCode.GATE_CLOSED, f"gate closed at {self._gate_ms} ms"
         config = self.config
-        quantity = cmd.quantity_wh
-        if quantity <= 0 or quantity > config.max_order_quantity_wh:
-            return RejectCode.INVALID_QUANTITY, f"quantity must be 1..{config.max_order_quantity_wh} Wh"
-        if quantity % config.lot_size_wh:
-            return RejectCode.LOT_SIZE, f"quantity {quantity} Wh is not a multiple of lot {config.lot_size_wh} Wh"
+        rejection = self._check_quantity(cmd.quantity_wh)
+        if rejection is not None:
+            return rejection
         if cmd.order_type is _LIMIT:
             price = cmd.price_units_per_kwh
             if price is None:
@@ -887,14 +833,20 @@ class OrderBook:
             return RejectCode.NOT_OWNER, f"order {order_id!r} belongs to another account"
         return None
 
-    def _check_amend(self, cmd: AmendOrder, order: _Order) -> tuple[RejectCode, str] | None:
+    def _check_quantity(self, quantity: int) -> tuple[RejectCode, str] | None:
         config = self.config
+        if quantity <= 0 or quantity > config.max_order_quantity_wh:
+            return RejectCode.INVALID_QUANTITY, f"quantity must be 1..{config.max_order_quantity_wh} Wh"
+        if quantity % config.lot_size_wh:
+            return RejectCode.LOT_SIZE, f"quantity {quantity} Wh is not a multiple of lot {config.lot_size_wh} Wh"
+        return None
+
+    def _check_amend(self, cmd: AmendOrder, order: _Order) -> tuple[RejectCode, str] | None:
         quantity = cmd.new_quantity_wh
         if quantity is not None:
-            if quantity <= 0 or quantity > config.max_order_quantity_wh:
-                return RejectCode.INVALID_QUANTITY, f"quantity must be 1..{config.max_order_quantity_wh} Wh"
-            if quantity % config.lot_size_wh:
-                return RejectCode.LOT_SIZE, f"quantity {quantity} Wh is not a multiple of lot {config.lot_size_wh} Wh"
+            rejection = self._check_quantity(quantity)
+            if rejection is not None:
+                return rejection
         price = cmd.new_price_units_per_kwh
         if price is not None:
             rejection = self._check_price(price)
@@ -924,10 +876,6 @@ class OrderBook:
         else:
             book, keys, sign = self._bids, self._bid_keys, 1
         remaining = quantity
-        orders = self._orders
-        market_id = self.market_id
-        seq = self._seq
-        closed_orders = 0
         trade_price = 0
         while remaining and keys:
             key = keys[-1]
@@ -935,85 +883,89 @@ class OrderBook:
                 break
             price = key * sign
             level = book[price]
-            queue = level.orders
-            while queue:
-                resting = queue[0]
-                if not resting.live:
-                    queue.popleft()
-                    level.dead -= 1
-                    continue
-                if resting.account_id == account_id:
-                    queue.popleft()
-                    resting.live = False
-                    orders[resting.order_id] = None
-                    closed_orders += 1
-                    level.quantity_wh -= resting.remaining
-                    seq += 1
-                    events.append(
-                        OrderCancelled(
-                            market_id,
-                            seq,
-                            now,
-                            resting.order_id,
-                            resting.account_id,
-                            resting.side,
-                            price,
-                            resting.remaining,
-                            _SELF_TRADE_PREVENTION,
-                        )
-                    )
-                    continue
-                resting_remaining = resting.remaining
-                fill = resting_remaining if resting_remaining < remaining else remaining
-                seq += 1
-                notional_scaled = price * fill
-                assert notional_scaled % WH_PER_KWH == 0
-                if side is _BUY:
-                    buy_id, sell_id, buyer, seller = order_id, resting.order_id, account_id, resting.account_id
-                else:
-                    buy_id, sell_id, buyer, seller = resting.order_id, order_id, resting.account_id, account_id
-                events.append(
-                    _tuple_new(
-                        Trade,
-                        (
-                            f"{market_id}:{seq}",
-                            market_id,
-                            seq,
-                            now,
-                            buy_id,
-                            sell_id,
-                            buyer,
-                            seller,
-                            price,
-                            fill,
-                            notional_scaled // WH_PER_KWH,
-                            side,
-                        ),
-                    )
-                )
+            level_remaining = self._match_level(level, price, order_id, account_id, side, remaining, now, events)
+            if level_remaining < remaining:  # traded here: self-trade cancels fill nothing
                 trade_price = price
-                remaining -= fill
-                level.quantity_wh -= fill
-                if fill == resting_remaining:
-                    queue.popleft()
-                    resting.remaining = 0
-                    resting.live = False
-                    orders[resting.order_id] = None
-                    closed_orders += 1
-                else:
-                    resting.remaining = resting_remaining - fill
-                if not remaining:
-                    break
+            remaining = level_remaining
             if not level.quantity_wh:
                 del book[price]
                 keys.pop()
-        self._seq = seq
-        self._open_count -= closed_orders
         if trade_price and trade_price != self._last_price:
             self._last_price = trade_price
             self._set_reference(trade_price)
         assert 0 <= remaining <= quantity
         return remaining
+
+    def _match_level(
+        self,
+        level: _Level,
+        price: int,
+        order_id: str,
+        account_id: str,
+        side: Side,
+        quantity: int,
+        now: int,
+        events: list[BookEvent],
+    ) -> int:
+        """Fill an aggressor from one price level in time priority; return its unfilled quantity."""
+        remaining = quantity
+        orders = self._orders
+        market_id = self.market_id
+        seq = self._seq
+        closed_orders = 0
+        queue = level.orders
+        while queue:
+            resting = queue[0]
+            if not resting.live:
+                queue.popleft()
+                level.dead -= 1
+                continue
+            if resting.account_id == account_id:
+                seq += 1
+                self._cancel_self_trade(level, resting, seq, now, events)
+                closed_orders += 1
+                continue
+            resting_remaining = resting.remaining
+            fill = resting_remaining if resting_remaining < remaining else remaining
+            seq += 1
+            notional_scaled = price * fill
+            assert notional_scaled % WH_PER_KWH == 0
+            if side is _BUY:
+                buy_id, sell_id, buyer, seller = order_id, resting.order_id, account_id, resting.account_id
+            else:
+                buy_id, sell_id, buyer, seller = resting.order_id, order_id, resting.account_id, account_id
+            trade_id, notional = f"{market_id}:{seq}", notional_scaled // WH_PER_KWH
+            events.append(
+                _tuple_new(
+                    Trade, (trade_id, market_id, seq, now, buy_id, sell_id, buyer, seller, price, fill, notional, side)
+                )
+            )
+            remaining -= fill
+            level.quantity_wh -= fill
+            if fill == resting_remaining:
+                queue.popleft()
+                resting.remaining = 0
+                resting.live = False
+                orders[resting.order_id] = None
+                closed_orders += 1
+            else:
+                resting.remaining = resting_remaining - fill
+            if not remaining:
+                break
+        self._seq = seq
+        self._open_count -= closed_orders
+        return remaining
+
+    def _cancel_self_trade(self, level: _Level, resting: _Order, seq: int, now: int, events: list[BookEvent]) -> None:
+        """Cancel-resting self-trade prevention: the front order of ``level`` leaves the book.
+
+        The caller counts it out of the open orders and owns ``seq``.
+        """
+        level.orders.popleft()
+        resting.live = False
+        self._orders[resting.order_id] = None
+        level.quantity_wh -= resting.remaining
+        events.append(_cancelled(self.market_id, seq, now, resting, _SELF_TRADE_PREVENTION))
 
     def _rest(
         self, order_id: str, account_id: str, side: Side, price: int, quantity: int, expires_at_ms: int | None
@@ -1092,6 +1044,16 @@ class OrderBook:
 
 def _view(o: _Order) -> RestingOrder:
     return RestingOrder(o.order_id, o.account_id, o.side, o.price, o.remaining, o.priority, o.expires_at_ms)
+
+
+def _cancelled(market_id: str, seq: int, at_ms: int, o: _Order, reason: CancelReason) -> OrderCancelled:
+    """A resting order's cancellation, for its whole open quantity."""
+    return OrderCancelled(market_id, seq, at_ms, o.order_id, o.account_id, o.side, o.price, o.remaining, reason)
+
+
+def _expired(market_id: str, seq: int, at_ms: int, o: _Order, reason: ExpiryReason) -> OrderExpired:
+    """A resting order's expiry, for its whole open quantity."""
+    return OrderExpired(market_id, seq, at_ms, o.order_id, o.account_id, o.side, o.price, o.remaining, reason)
 
 
 # --- routing ----------------------------------------------------------------
