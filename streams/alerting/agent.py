@@ -1,6 +1,7 @@
 """Monitoring agent: registry streams -> spec §5.2 alert rules -> Alertmanager and ``monitoring.alerts``; metrics.
 
-Thin shell around ``domain.alert_rules`` (the pure engine; rules from ``streams/alerting/rules.toml``):
+Thin shell around ``domain.alert_rules`` (the pure engine; rules from ``streams/alerting/rules.toml``);
+``register(app, settings)`` adds it to a Faust app (``streams.worker`` calls it for the ``alerting`` role):
 
 * decodes settlement, FX and governance records (bad records go to the dead-letter topic), turns them
   into observations (``observations``) and Prometheus metrics (``record_metrics``);
@@ -39,37 +40,27 @@ import httpx
 from confluent_kafka import Consumer, TopicPartition
 
 from contracts import models as m
-from contracts.topics import (
-    BRIDGE_SETTLEMENTS_COMPLETED,
-    BRIDGE_SETTLEMENTS_FAILED,
-    ENERGY_SETTLEMENTS,
-    FX_RATES,
-    GOVERNANCE_KEYS,
-    GOVERNANCE_MULTISIG,
-    MONITORING_ALERTS,
-    PLATFORM_DEADLETTERS,
-    TOPICS,
-    Topic,
-)
+from contracts import topics
+from contracts.topics import MONITORING_ALERTS, PLATFORM_DEADLETTERS, TOPICS, Topic
 from domain.alert_rules import AlertEngine, Entity, Notice, Observation, RulesConfig, Sample, load_rules
 from streams.alerting import metrics
 from streams.alerting.alertmanager import post_alerts
 from streams.kafka import ingress
-from streams.kafka.faust_app import app, decode, emit, send_dead_letter, settings
+from streams.kafka.faust_app import Outbox, dead_letter_record, decode
 from streams.kafka.partition_log import read_partition
+from streams.settings import Settings
 
 log = logging.getLogger("nexus.alerting")
 
+ENTITY_TOPICS: tuple[Topic, ...] = (topics.GOVERNANCE_KEYS, topics.GOVERNANCE_MULTISIG)
 INPUTS: tuple[Topic, ...] = (
-    BRIDGE_SETTLEMENTS_COMPLETED,
-    BRIDGE_SETTLEMENTS_FAILED,
-    ENERGY_SETTLEMENTS,
-    FX_RATES,
-    GOVERNANCE_KEYS,
-    GOVERNANCE_MULTISIG,
+    topics.BRIDGE_SETTLEMENTS_COMPLETED,
+    topics.BRIDGE_SETTLEMENTS_FAILED,
+    topics.ENERGY_SETTLEMENTS,
+    topics.FX_RATES,
+    *ENTITY_TOPICS,
     PLATFORM_DEADLETTERS,
 )
-ENTITY_TOPICS: tuple[Topic, ...] = (GOVERNANCE_KEYS, GOVERNANCE_MULTISIG)
 EVALUATE_MIN_S = 0.2
 RETRY_BACKOFF_S = (0.2, 0.5, 1.0)
 WARN_EVERY_S = 60.0  # an unreachable Alertmanager is logged once a minute, not once a retry
@@ -89,85 +80,81 @@ def _seconds(millis: int) -> Decimal:
     return Decimal(millis) / 1000
 
 
+def _bridge_completed(message: m.BridgeSettlementCompleted) -> list[Observation]:
+    labels = {
+        "flow": "bridge",
+        "region": message.region.value,
+        "currency": message.currency.value,
+        "rail": message.rail.value,
+        "status": "completed",
+    }
+    sid = f"bridge:{message.request_id}"
+    return [
+        Sample("settlement_duration", message.completed_at, _seconds(message.total_duration_ms), labels, sid),
+        Sample("settlement", message.completed_at, Decimal(1), labels, sid),
+    ]
+
+
+def _bridge_failed(message: m.BridgeSettlementFailed) -> list[Observation]:
+    labels = {
+        "flow": "bridge",
+        "region": message.region.value,
+        "currency": message.currency.value,
+        "rail": message.rail.value if message.rail else "none",
+        "status": "failed",
+        "phase": message.failed_phase.value,
+        "reason_code": message.reason_code,
+    }
+    sid = f"bridge:{message.request_id}"
+    return [
+        Sample("settlement_failed", message.failed_at, Decimal(1), labels, sid),
+        Sample("settlement", message.failed_at, Decimal(1), labels, sid),
+    ]
+
+
+def _trade_settled(message: m.TradeSettled) -> list[Observation]:
+    labels = {
+        "flow": "p2p",
+        "region": region_of_market(message.market_id),
+        "currency": "KAUS",
+        "rail": "LEDGER",
+        "status": "completed",
+    }
+    sid = f"p2p:{message.trade_id}"
+    out: list[Observation] = [Sample("settlement", message.settled_at, Decimal(1), labels, sid)]
+    if message.phase_durations_us:
+        total = Decimal(sum(message.phase_durations_us.values())) / 1_000_000
+        out.append(Sample("settlement_duration", message.settled_at, total, labels, sid))
+    return out
+
+
+def _multisig(message: m.MultisigRequest) -> list[Observation]:
+    pending = message.state is m.MultisigState.PENDING
+    labels = {
+        "request_id": message.request_id,
+        "required_signers": str(message.required_signers),
+        "signatures": str(message.signatures),
+    }
+    created_at = message.created_at if pending else None
+    return [Entity("multisig_pending", message.request_id, message.updated_at, created_at, labels)]
+
+
 def observations(message: Any) -> list[Observation]:
     """What one registry message tells the rule engine (see domain.alert_rules.SIGNALS)."""
     if isinstance(message, m.BridgeSettlementCompleted):
-        labels = {
-            "flow": "bridge",
-            "region": message.region.value,
-            "currency": message.currency.value,
-            "rail": message.rail.value,
-            "status": "completed",
-        }
-        sid = f"bridge:{message.request_id}"
-        return [
-            Sample("settlement_duration", message.completed_at, _seconds(message.total_duration_ms), labels, sid),
-            Sample("settlement", message.completed_at, Decimal(1), labels, sid),
-        ]
+        return _bridge_completed(message)
     if isinstance(message, m.BridgeSettlementFailed):
-        labels = {
-            "flow": "bridge",
-            "region": message.region.value,
-            "currency": message.currency.value,
-            "rail": message.rail.value if message.rail else "none",
-            "status": "failed",
-            "phase": message.failed_phase.value,
-            "reason_code": message.reason_code,
-        }
-        sid = f"bridge:{message.request_id}"
-        return [
-            Sample("settlement_failed", message.failed_at, Decimal(1), labels, sid),
-            Sample("settlement", message.failed_at, Decimal(1), labels, sid),
-        ]
+        return _bridge_failed(message)
     if isinstance(message, m.TradeSettled):
-        labels = {
-            "flow": "p2p",
-            "region": region_of_market(message.market_id),
-            "currency": "KAUS",
-            "rail": "LEDGER",
-            "status": "completed",
-        }
-        sid = f"p2p:{message.trade_id}"
-        out: list[Observation] = [Sample("settlement", message.settled_at, Decimal(1), labels, sid)]
-        if message.phase_durations_us:
-            total = Decimal(sum(message.phase_durations_us.values())) / 1_000_000
-            out.append(Sample("settlement_duration", message.settled_at, total, labels, sid))
-        return out
+        return _trade_settled(message)
     if isinstance(message, m.FxRate):
-        return [
-            Sample(
-                "fx_rate",
-                message.as_of,
-                message.rate,
-                {"pair": f"{message.base}/{message.quote.value}", "source": message.source.value},
-                f"fx:{message.quote_id}",
-            )
-        ]
+        pair = {"pair": f"{message.base}/{message.quote.value}", "source": message.source.value}
+        return [Sample("fx_rate", message.as_of, message.rate, pair, f"fx:{message.quote_id}")]
     if isinstance(message, m.KeyMetadata):
-        return [
-            Entity(
-                "key_expiry",
-                message.key_id,
-                message.observed_at,
-                message.expires_at,
-                {"key_id": message.key_id, "key_label": message.label, "algorithm": message.algorithm},
-            )
-        ]
+        key = {"key_id": message.key_id, "key_label": message.label, "algorithm": message.algorithm}
+        return [Entity("key_expiry", message.key_id, message.observed_at, message.expires_at, key)]
     if isinstance(message, m.MultisigRequest):
-        pending = message.state is m.MultisigState.PENDING
-        return [
-            Entity(
-                "multisig_pending",
-                message.request_id,
-                message.updated_at,
-                message.created_at if pending else None,
-                {
-                    "request_id": message.request_id,
-                    "required_signers": str(message.required_signers),
-                    "signatures": str(message.signatures),
-                },
-            )
-        ]
+        return _multisig(message)
     return []
 
 
@@ -286,10 +273,12 @@ class Delivery:
 
 
 class Monitor:
-    """Engine + clock + delivery + per-topic counters: everything the agent, timer and web views share."""
+    """Engine + clock + delivery + per-topic counters: everything the agent, timers and web views share."""
 
-    def __init__(self, config: RulesConfig) -> None:
+    def __init__(self, config: RulesConfig, settings: Settings, outbox: Outbox) -> None:
         self.config = config
+        self.settings = settings
+        self.outbox = outbox
         self.engine = AlertEngine(config)
         self.clock = EngineClock()
         self.delivery = Delivery(
@@ -300,10 +289,23 @@ class Monitor:
         self.transitions = 0
         self._started: dict[str, datetime] = {}  # fingerprint -> wall-clock start of a firing alert
 
-    def ingest(self, topic: Topic, message: Any, with_metrics: bool = True) -> None:
+    async def receive(self, event: faust.EventT) -> None:
+        """Decode one record and observe it; an unreadable one is counted and dead-lettered (acked)."""
+        topic = TOPICS[event.message.topic]
+        decoded = decode(topic, event, self.settings.max_ingress_message_bytes)
+        if not isinstance(decoded, ingress.Rejected):
+            self.ingest(topic, decoded)
+            return
+        self.rejected[topic.name] += 1
+        if topic is PLATFORM_DEADLETTERS:  # never dead-letter a dead letter
+            log.error("unreadable dead letter at offset %s: %s", event.message.offset, decoded.reason)
+            return
+        await (await self.outbox.emit(PLATFORM_DEADLETTERS, dead_letter_record(event, decoded)))
+
+    def ingest(self, topic: Topic, message: Any) -> None:
         self.received[topic.name] += 1
         self.engine.observe_all(observations(message))
-        if with_metrics and settings.metrics_from_topics:
+        if self.settings.metrics_from_topics:
             record_metrics(message)
 
     def _alert(self, notice: Notice) -> m.Alert:
@@ -331,10 +333,16 @@ class Monitor:
                 notice.fingerprint,
                 notice.summary,
             )
-            futures.append(await emit(MONITORING_ALERTS, alert))
+            futures.append(await self.outbox.emit(MONITORING_ALERTS, alert))
         if result.changes:
             metrics.set_alerts_firing(Counter((n.rule, n.severity) for n in self.engine.firing()))
         return futures
+
+    async def evaluate_acked(self) -> None:
+        """`evaluate`, then wait until Kafka acknowledged every transition it emitted."""
+        futures = await self.evaluate()
+        if futures:
+            await asyncio.gather(*futures)
 
     def state(self) -> dict[str, Any]:
         return {
@@ -356,47 +364,7 @@ class Monitor:
         }
 
 
-def load_config() -> RulesConfig:
-    return load_rules(settings.alerting_rules_file.read_text())
-
-
-CONFIG = load_config()
-monitor = Monitor(CONFIG)
-
-
-# ----------------------------------------------------------------------------- Faust wiring
-
-
-@app.agent(
-    app.topic(*(t.name for t in INPUTS), key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
-)
-async def monitor_streams(stream: faust.StreamT[bytes]) -> None:
-    # One event at a time (Faust acks each after its iteration); the rules are judged at most every
-    # EVALUATE_MIN_S here and on the timer, so a burst costs one evaluation per slice, not per event.
-    last_evaluation = 0.0
-    async for event in stream.events():
-        topic = TOPICS[event.message.topic]
-        decoded = decode(topic, event)
-        if isinstance(decoded, ingress.Rejected):
-            monitor.rejected[topic.name] += 1
-            if topic is PLATFORM_DEADLETTERS:  # never dead-letter a dead letter
-                log.error("unreadable dead letter at offset %s: %s", event.message.offset, decoded.reason)
-            else:
-                await (await send_dead_letter(event, decoded))
-            continue
-        monitor.ingest(topic, decoded)
-        if time.monotonic() - last_evaluation >= EVALUATE_MIN_S:
-            last_evaluation = time.monotonic()
-            futures = await monitor.evaluate()
-            if futures:
-                await asyncio.gather(*futures)
-
-
-@app.timer(interval=float(CONFIG.evaluate_every_s))
-async def evaluate_rules() -> None:
-    futures = await monitor.evaluate()
-    if futures:
-        await asyncio.gather(*futures)
+# ----------------------------------------------------------------------------- start-up: governance entities
 
 
 def read_compacted(bootstrap: str, topic: Topic) -> list[tuple[bytes | None, bytes | None]]:
@@ -415,11 +383,8 @@ def read_compacted(bootstrap: str, topic: Topic) -> list[tuple[bytes | None, byt
     return records
 
 
-@app.task
-async def start_monitoring() -> None:
-    """Metrics endpoint, Alertmanager delivery loop, and governance entities rebuilt from their compacted topics."""
-    metrics.start_metrics_server(settings.metrics_port, settings.metrics_host)
-    app.add_future(monitor.delivery.run(retry_every_s=max(float(CONFIG.evaluate_every_s), 1.0)))
+async def rebuild_entities(monitor: Monitor, settings: Settings) -> None:
+    """Observe every governance entity on its compacted topic, so a restart forgets no pending request."""
     started = time.perf_counter()
     for topic in ENTITY_TOPICS:
         try:
@@ -434,22 +399,59 @@ async def start_monitoring() -> None:
         log.info("rebuilt %d %s record(s) in %.2fs", len(records), topic.name, time.perf_counter() - started)
 
 
-@app.timer(interval=settings.alerting_lag_interval_s)
-async def report_consumer_lag() -> None:
-    try:
-        await asyncio.to_thread(metrics.measure_consumer_lag, settings.bootstrap_servers, app.conf.id)
-    except Exception as exc:
-        log.warning("consumer lag not measured: %s", exc)
+# ----------------------------------------------------------------------------- Faust wiring
 
 
-@app.page("/alerting/state/")
-async def alerting_state(web: faust.web.View, request: faust.web.Request) -> faust.web.Response:
-    return web.json(monitor.state())
+def register(app: faust.App, settings: Settings) -> None:
+    """Add the monitoring agent, its timers, its start-up task and its web pages to `app`."""
+    config = load_rules(settings.alerting_rules_file.read_text())
+    monitor = Monitor(config, settings, Outbox(settings.bootstrap_servers))
+    inputs = app.topic(
+        *(t.name for t in INPUTS), key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
+    )
+
+    async def monitor_streams(stream: faust.StreamT[bytes]) -> None:
+        # One event at a time (Faust acks each after its iteration); the rules are judged at most every
+        # EVALUATE_MIN_S here and on the timer, so a burst costs one evaluation per slice, not per event.
+        last_evaluation = 0.0
+        async for event in stream.events():
+            await monitor.receive(event)
+            if time.monotonic() - last_evaluation >= EVALUATE_MIN_S:
+                last_evaluation = time.monotonic()
+                await monitor.evaluate_acked()
+
+    async def start_monitoring() -> None:
+        """Metrics endpoint, Alertmanager delivery loop, and governance entities rebuilt from their topics."""
+        metrics.start_metrics_server(settings.metrics_port, settings.metrics_host)
+        app.add_future(monitor.delivery.run(retry_every_s=max(float(config.evaluate_every_s), 1.0)))
+        await rebuild_entities(monitor, settings)
+
+    async def evaluate_rules() -> None:
+        await monitor.evaluate_acked()
+
+    async def report_consumer_lag() -> None:
+        try:
+            await asyncio.to_thread(metrics.measure_consumer_lag, settings.bootstrap_servers, app.conf.id)
+        except Exception as exc:
+            log.warning("consumer lag not measured: %s", exc)
+
+    app.agent(inputs, name="nexus.alerting.monitor_streams")(monitor_streams)
+    app.timer(float(config.evaluate_every_s), name="nexus.alerting.evaluate_rules")(evaluate_rules)
+    app.timer(settings.alerting_lag_interval_s, name="nexus.alerting.consumer_lag")(report_consumer_lag)
+    app.task(start_monitoring)
+    register_pages(app, monitor, clock_control=settings.alerting_clock_control)
 
 
-if settings.alerting_clock_control:
+def register_pages(app: faust.App, monitor: Monitor, clock_control: bool) -> None:
+    """``GET /alerting/state/``; with `clock_control` (tests only) also ``/alerting/clock/``."""
 
-    @app.page("/alerting/clock/")
+    async def alerting_state(web: faust.web.View, request: faust.web.Request) -> faust.web.Response:
+        return web.json(monitor.state())
+
+    app.page("/alerting/state/", name="nexus.alerting.state")(alerting_state)
+    if not clock_control:
+        return
+
     class AlertingClock(faust.web.View):
         """Tests only: ``POST {"advance_s": N}`` moves the engine clock forward and evaluates at once."""
 
@@ -459,7 +461,7 @@ if settings.alerting_clock_control:
         async def post(self, request: faust.web.Request) -> faust.web.Response:
             body = await request.json()
             monitor.clock.offset += timedelta(seconds=float(body.get("advance_s", 0)))
-            futures = await monitor.evaluate()
-            if futures:
-                await asyncio.gather(*futures)
+            await monitor.evaluate_acked()
             return self.json(monitor.state())
+
+    app.page("/alerting/clock/", name="nexus.alerting.clock")(AlertingClock)
