@@ -1,4 +1,4 @@
-"""``python -m infra.alerting check [RULES_FILE]`` — validate a rules file and print the rules it defines."""
+"""``python -m streams.alerting check [RULES_FILE]`` — validate a rules file and print the rules it defines."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from domain.alert_rules import RuleConfigError, load_rules
+from streams.settings import get_settings
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -13,12 +14,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args or args[0] != "check":
         print(__doc__, file=sys.stderr)
         return 2
-    if len(args) > 1:
-        path = Path(args[1])
-    else:
-        from streams.settings import get_settings
-
-        path = get_settings().alerting_rules_file
+    path = Path(args[1]) if len(args) > 1 else get_settings().alerting_rules_file
     try:
         config = load_rules(path.read_text())
     except (OSError, RuleConfigError) as exc:

@@ -21,6 +21,8 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
+from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, TopicPartition
+from confluent_kafka.admin import AdminClient
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -182,9 +184,6 @@ def measure_consumer_lag(bootstrap: str, group_id: str, timeout_s: float = 5.0) 
     Blocking (network); call it from a thread. Partitions without a committed offset count from the low
     watermark.
     """
-    from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, TopicPartition
-    from confluent_kafka.admin import AdminClient
-
     admin = AdminClient({"bootstrap.servers": bootstrap})
     future = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group_id)], request_timeout=timeout_s)
     committed: list[Any] = future[group_id].result(timeout=timeout_s).topic_partitions or []
