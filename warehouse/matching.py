@@ -36,7 +36,9 @@ from domain.variance_rules import (
     ProviderLine,
     ReconResult,
     Tolerances,
+    reconcile,
 )
+from warehouse.sqlrunner import render_file
 
 RATE_SCALE = 10**10  # rates carry at most 10 fractional digits (contracts.types.Rate)
 RATE_DTYPE = pl.Decimal(38, 10)
@@ -197,10 +199,10 @@ def normalise(df: pl.DataFrame) -> pl.DataFrame:
 
 # --------------------------------------------------------------------------- Polars engine
 #
-# Memory matters at 10M rows a side: items are addressed by row index (si / li, u32) once the string joins on
-# references are done, provider and currency are dictionary-encoded (one Enum shared by both sides), exact
-# string tie-breaks are only computed for the few items with more than one candidate, and pairs are classified
-# in chunks.
+# Memory bounds the day size one worker can match, so: items are addressed by row index (si / li, u32) once the
+# string joins on references are done, provider and currency are dictionary-encoded (one Enum shared by both
+# sides), exact string tie-breaks are only computed for the few items with more than one candidate, and pairs
+# are classified in chunks.
 
 TIER_ENUM = pl.Enum([t.value for t in MatchTier])
 OUTCOME_ENUM = pl.Enum([o.value for o in Outcome])
@@ -357,22 +359,58 @@ def match_polars(
     *,
     compact: bool = False,
 ) -> pl.DataFrame:
-    """The Polars engine. ``compact`` keeps tier/outcome/break_class as Enums (less memory at 10M rows)."""
+    """The Polars engine. ``compact`` keeps tier/outcome/break_class as Enums (less memory on large days)."""
+    s, ln = _prepare(settlements, lines)
+    del settlements, lines  # the engine may own the frames now: columns dropped below are then freed
+    prior = prior if prior is not None else MatchInputs.empty_prior()
+    cands = _reference_candidates(s, ln)
+    parts = _reference_tier(cands, s, ln, tol)
+    s_rest = s.filter(~_mask(s.height, cands["si"]))
+    l_rest = ln.filter(~_mask(ln.height, cands["li"]))
+    del cands
+    # only what classification and the output need stays at full size
+    s = s.select("si", "settlement_id", "currency", "amount_minor", "fee_minor", "fx_rate", "settled_at")
+    ln = ln.select("li", "line_id", "currency", "amount_minor", "fee_minor", "fx_rate", "booked_at")
+    accepted2 = _tolerance_pairs(s_rest, l_rest, s, ln, tol)
+    parts += _classify(accepted2, s, ln, MatchTier.TOLERANCE, tol)
+    s_rest = s_rest.filter(~pl.col("si").is_in(accepted2["si"].implode()))
+    l_rest = l_rest.filter(~pl.col("li").is_in(accepted2["li"].implode()))
+    batch = _many_to_one_pairs(s_rest, l_rest, tol)
+    parts.append(
+        _part(
+            batch,
+            tier=pl.lit(MatchTier.MANY_TO_ONE.value),
+            outcome=pl.lit(Outcome.MATCHED.value),
+            amount_delta_minor=pl.lit(0),
+            fee_delta_minor=pl.lit(0),
+        )
+    )
+    s_rest = s_rest.filter(~pl.col("si").is_in(batch["si"].implode()))
+    l_rest = l_rest.filter(~pl.col("li").is_in(batch["li"].implode()))
+    grace_start = window_end - tol.cutoff_grace
+    parts.append(_unmatched_settlements(s_rest, grace_start, window_end))
+    parts.append(_unmatched_lines(l_rest, prior, grace_start, window_end))
+    s_ids, l_ids = s["settlement_id"], ln["line_id"]
+    del s, ln, s_rest, l_rest  # free the attribute columns before the id strings are gathered
+    return _assemble(parts, s_ids, l_ids, compact)
+
+
+def _prepare(settlements: pl.DataFrame, lines: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The engine's columns in the engine's types, encoded; rejects amounts the int128 comparison cannot hold."""
     s0 = settlements.select(list(SETTLEMENT_SCHEMA))
     l0 = lines.select(list(LINE_SCHEMA))
     s0 = s0.cast({k: v for k, v in SETTLEMENT_SCHEMA.items() if k not in ("provider", "currency")})
     l0 = l0.cast({k: v for k, v in LINE_SCHEMA.items() if k not in ("provider", "currency")})
     if s0.height and s0["amount_minor"].max() >= MAX_AMOUNT_MINOR:  # type: ignore[operator]
         raise ValueError(f"amount_minor >= {MAX_AMOUNT_MINOR} would overflow the int128 comparison")
-    del settlements, lines  # the engine may own the frames now: columns dropped below are then freed
-    s, ln = _encode(s0, l0)
-    del s0, l0
-    prior = prior if prior is not None else MatchInputs.empty_prior()
-    parts: list[pl.DataFrame] = []
+    return _encode(s0, l0)
 
-    # ---- tier 1: references
-    # string joins go through a 64-bit hash then an exact check (a string-keyed join of 10M x 10M holds ~1 GB
-    # more); the provider must match too
+
+def _reference_candidates(s: pl.DataFrame, ln: pl.DataFrame) -> pl.DataFrame:
+    """Tier 1 candidate pairs (li, si): same provider and provider reference, else our reference = settlement id.
+
+    String joins go through a 64-bit hash then an exact check, which holds far less than a string-keyed join.
+    """
     c1 = _string_join(ln, "provider_reference", s, "provider_reference")
     c1 = c1.filter(ln["provider"].gather(c1["li"]) == s["provider"].gather(c1["si"]))
     l_has_c1 = _mask(ln.height, c1["li"])
@@ -382,8 +420,11 @@ def match_polars(
         s,
         "settlement_id",
     )
-    cands = pl.concat([c1, c2])
-    del c1, c2
+    return pl.concat([c1, c2])
+
+
+def _reference_tier(cands: pl.DataFrame, s: pl.DataFrame, ln: pl.DataFrame, tol: Tolerances) -> list[pl.DataFrame]:
+    """Tier 1 results: pairs that choose each other are classified, the other candidates are duplicates."""
     multi_flag = cands["li"].is_duplicated() | cands["si"].is_duplicated()
     single = cands.filter(~multi_flag)
     multi = cands.filter(multi_flag)
@@ -400,17 +441,10 @@ def match_polars(
         .select("si", pl.col("li").alias("best_li"))
     )
     acc_multi = choice.join(best, on="si").filter(pl.col("best_li") == pl.col("li")).select("li", "si")
-    accepted = pl.concat([single, acc_multi])
-    parts += _classify(accepted, s, ln, MatchTier.REFERENCE, tol)
+    parts = _classify(pl.concat([single, acc_multi]), s, ln, MatchTier.REFERENCE, tol)
     dup_lines = choice.join(acc_multi, on="li", how="anti")
     parts.append(
-        _part(
-            dup_lines,
-            si=pl.lit(None),
-            tier=pl.lit(MatchTier.REFERENCE.value),
-            outcome=pl.lit(Outcome.BREAK.value),
-            break_class=pl.lit(BreakClass.DUPLICATE.value),
-        ).with_columns(
+        _duplicate_part(dup_lines, "si").with_columns(
             amount_delta_minor=ln["amount_minor"].gather(dup_lines["li"]),
             fee_delta_minor=ln["fee_minor"].gather(dup_lines["li"]),
             related_id=s["settlement_id"].gather(dup_lines["si"]),
@@ -418,27 +452,34 @@ def match_polars(
     )
     dup_s = best.join(acc_multi, on="si", how="anti")
     parts.append(
-        _part(
-            dup_s,
-            li=pl.lit(None),
-            tier=pl.lit(MatchTier.REFERENCE.value),
-            outcome=pl.lit(Outcome.BREAK.value),
-            break_class=pl.lit(BreakClass.DUPLICATE.value),
-        ).with_columns(
+        _duplicate_part(dup_s, "li").with_columns(
             amount_delta_minor=-s["amount_minor"].gather(dup_s["si"]),
             fee_delta_minor=-s["fee_minor"].gather(dup_s["si"]),
             related_id=ln["line_id"].gather(dup_s["best_li"]),
         )
     )
-    s_rest = s.filter(~_mask(s.height, cands["si"]))
-    l_rest = ln.filter(~_mask(ln.height, cands["li"]))
-    del cands, single, multi, m, accepted
-    # only what classification and the output need stays at full size
-    s = s.select("si", "settlement_id", "currency", "amount_minor", "fee_minor", "fx_rate", "settled_at")
-    ln = ln.select("li", "line_id", "currency", "amount_minor", "fee_minor", "fx_rate", "booked_at")
+    return parts
 
-    # ---- tier 2: tolerance, mutual nearest. Candidates are looked up by (amount bucket, time bucket) and the
-    # neighbouring buckets, which contain every pair within tolerance; the filter after the join is exact.
+
+def _duplicate_part(df: pl.DataFrame, missing_side: str) -> pl.DataFrame:
+    """A tier-1 duplicate row for one side only (``missing_side`` is "si" or "li")."""
+    return _part(
+        df,
+        **{missing_side: pl.lit(None)},
+        tier=pl.lit(MatchTier.REFERENCE.value),
+        outcome=pl.lit(Outcome.BREAK.value),
+        break_class=pl.lit(BreakClass.DUPLICATE.value),
+    )
+
+
+def _tolerance_pairs(
+    s_rest: pl.DataFrame, l_rest: pl.DataFrame, s: pl.DataFrame, ln: pl.DataFrame, tol: Tolerances
+) -> pl.DataFrame:
+    """Tier 2: mutual nearest pairs (li, si) within the amount tolerance and the match window.
+
+    Candidates are looked up by (amount bucket, time bucket) and the neighbouring buckets, which contain every
+    pair within tolerance; the filter after the join is exact.
+    """
     window = _micros(tol.match_window)
     width = tol.amount_minor + 1
     s2 = s_rest.select("si", "provider", "currency", "amount_minor", "settled_at").with_columns(
@@ -476,12 +517,11 @@ def match_polars(
         .unique("si", keep="first", maintain_order=True)
         .select("si", pl.col("li").alias("best_li"))
     )
-    accepted2 = best_for_line.join(best_for_s, on="si").filter(pl.col("best_li") == pl.col("li")).select("li", "si")
-    parts += _classify(accepted2, s, ln, MatchTier.TOLERANCE, tol)
-    s_rest = s_rest.filter(~pl.col("si").is_in(accepted2["si"].implode()))
-    l_rest = l_rest.filter(~pl.col("li").is_in(accepted2["li"].implode()))
+    return best_for_line.join(best_for_s, on="si").filter(pl.col("best_li") == pl.col("li")).select("li", "si")
 
-    # ---- tier 3: many-to-one
+
+def _many_to_one_pairs(s_rest: pl.DataFrame, l_rest: pl.DataFrame, tol: Tolerances) -> pl.DataFrame:
+    """Tier 3: one line per (provider, currency, counterparty, day) group of two or more settlements it sums."""
     key = ["provider", "currency", "counterparty", "day"]
     groups = (
         s_rest.filter(pl.col("counterparty").is_not_null())
@@ -490,7 +530,7 @@ def match_polars(
         .agg(n=pl.len(), amount=pl.col("amount_minor").sum(), fee=pl.col("fee_minor").sum(), members=pl.col("si"))
         .filter(pl.col("n") >= 2)
     )
-    batch = (
+    return (
         l_rest.filter(pl.col("counterparty").is_not_null())
         .with_columns(day=pl.col("booked_at").dt.date())
         .select("li", "line_id", *key, "amount_minor", "fee_minor")
@@ -504,33 +544,27 @@ def match_polars(
         .select("li", pl.col("members").alias("si"))
         .explode("si")
     )
-    parts.append(
-        _part(
-            batch,
-            tier=pl.lit(MatchTier.MANY_TO_ONE.value),
-            outcome=pl.lit(Outcome.MATCHED.value),
-            amount_delta_minor=pl.lit(0),
-            fee_delta_minor=pl.lit(0),
-        )
-    )
-    s_rest = s_rest.filter(~pl.col("si").is_in(batch["si"].implode()))
-    l_rest = l_rest.filter(~pl.col("li").is_in(batch["li"].implode()))
 
-    # ---- leftovers
-    grace_start = window_end - tol.cutoff_grace
+
+def _unmatched_settlements(s_rest: pl.DataFrame, grace_start: datetime, window_end: datetime) -> pl.DataFrame:
+    """Settlements no tier matched: pending inside the cut-off grace, else missing at the provider."""
     in_grace_s = (pl.col("settled_at") >= grace_start) & (pl.col("settled_at") < window_end)
-    parts.append(
-        _part(
-            s_rest,
-            tier=pl.lit(MatchTier.NONE.value),
-            outcome=pl.when(in_grace_s).then(pl.lit(Outcome.PENDING.value)).otherwise(pl.lit(Outcome.BREAK.value)),
-            break_class=pl.when(in_grace_s)
-            .then(pl.lit(None, pl.String))
-            .otherwise(pl.lit(BreakClass.MISSING_AT_PROVIDER.value)),
-            amount_delta_minor=-pl.col("amount_minor"),
-            fee_delta_minor=-pl.col("fee_minor"),
-        )
+    return _part(
+        s_rest,
+        tier=pl.lit(MatchTier.NONE.value),
+        outcome=pl.when(in_grace_s).then(pl.lit(Outcome.PENDING.value)).otherwise(pl.lit(Outcome.BREAK.value)),
+        break_class=pl.when(in_grace_s)
+        .then(pl.lit(None, pl.String))
+        .otherwise(pl.lit(BreakClass.MISSING_AT_PROVIDER.value)),
+        amount_delta_minor=-pl.col("amount_minor"),
+        fee_delta_minor=-pl.col("fee_minor"),
     )
+
+
+def _unmatched_lines(
+    l_rest: pl.DataFrame, prior: pl.DataFrame, grace_start: datetime, window_end: datetime
+) -> pl.DataFrame:
+    """Lines no tier matched: a duplicate of an earlier day's match, pending inside the grace, else missing."""
     prior_refs = (
         prior.filter(pl.col("provider_reference").is_not_null())
         .select(pl.col("provider").cast(pl.String), "provider_reference", prior_ref=pl.lit(True))
@@ -548,34 +582,33 @@ def match_polars(
     )
     is_dup = pl.col("prior_ref").fill_null(False) | pl.col("prior_id").fill_null(False)
     in_grace_l = (pl.col("booked_at") >= grace_start) & (pl.col("booked_at") < window_end)
-    parts.append(
-        _part(
-            lr,
-            tier=pl.when(is_dup).then(pl.lit(MatchTier.REFERENCE.value)).otherwise(pl.lit(MatchTier.NONE.value)),
-            outcome=pl.when(is_dup)
-            .then(pl.lit(Outcome.BREAK.value))
-            .when(in_grace_l)
-            .then(pl.lit(Outcome.PENDING.value))
-            .otherwise(pl.lit(Outcome.BREAK.value)),
-            break_class=pl.when(is_dup)
-            .then(pl.lit(BreakClass.DUPLICATE.value))
-            .when(in_grace_l)
-            .then(pl.lit(None, pl.String))
-            .otherwise(pl.lit(BreakClass.MISSING_INTERNALLY.value)),
-            amount_delta_minor=pl.col("amount_minor"),
-            fee_delta_minor=pl.col("fee_minor"),
-            related_id=pl.when(pl.col("prior_id").fill_null(False))
-            .then(pl.col("our_reference"))
-            .when(is_dup)
-            .then(pl.col("provider_reference"))
-            .otherwise(pl.lit(None, pl.String)),
-        )
+    return _part(
+        lr,
+        tier=pl.when(is_dup).then(pl.lit(MatchTier.REFERENCE.value)).otherwise(pl.lit(MatchTier.NONE.value)),
+        outcome=pl.when(is_dup)
+        .then(pl.lit(Outcome.BREAK.value))
+        .when(in_grace_l)
+        .then(pl.lit(Outcome.PENDING.value))
+        .otherwise(pl.lit(Outcome.BREAK.value)),
+        break_class=pl.when(is_dup)
+        .then(pl.lit(BreakClass.DUPLICATE.value))
+        .when(in_grace_l)
+        .then(pl.lit(None, pl.String))
+        .otherwise(pl.lit(BreakClass.MISSING_INTERNALLY.value)),
+        amount_delta_minor=pl.col("amount_minor"),
+        fee_delta_minor=pl.col("fee_minor"),
+        related_id=pl.when(pl.col("prior_id").fill_null(False))
+        .then(pl.col("our_reference"))
+        .when(is_dup)
+        .then(pl.col("provider_reference"))
+        .otherwise(pl.lit(None, pl.String)),
     )
 
-    s_ids, l_ids = s["settlement_id"], ln["line_id"]
-    del s, ln, s_rest, l_rest, lr  # free the attribute columns before the id strings are gathered
+
+def _assemble(parts: list[pl.DataFrame], s_ids: pl.Series, l_ids: pl.Series, compact: bool) -> pl.DataFrame:
+    """All parts in one frame, row indices replaced by the settlement and line ids."""
     out = pl.concat([p.select(list(_PART_SCHEMA)) for p in parts], rechunk=False)
-    del parts
+    parts.clear()  # the caller's list too: the parts are freed before the id strings are gathered
     out = out.select(
         s_ids.gather(out["si"]).alias("settlement_id"),
         l_ids.gather(out["li"]).alias("line_id"),
@@ -601,8 +634,6 @@ def run_match_sql(
 
     Inputs are frames DuckDB can scan, or SQL text (e.g. ``SELECT * FROM read_parquet('...')``).
     """
-    from warehouse.sqlrunner import render_file
-
     inputs = {
         "m_settlements_in": settlements,
         "m_lines_in": lines,
@@ -647,8 +678,6 @@ def reference_results(
     prior: pl.DataFrame | None = None,
 ) -> pl.DataFrame:
     """The pure rules over the same frames (for tests and small samples)."""
-    from domain.variance_rules import reconcile
-
     prior_m = prior_from_frame(prior) if prior is not None else None
     return results_frame(
         reconcile(settlements_from_frame(settlements), lines_from_frame(lines), tol, window_end, prior_m)
