@@ -31,7 +31,7 @@ from enum import StrEnum
 from fractions import Fraction
 from types import MappingProxyType
 
-from domain.money import KAUS_DECIMALS, MINOR_UNIT_EXPONENT, Currency
+from domain.money import KAUS_DECIMALS, MINOR_UNIT_EXPONENT, Currency, round_half_even
 
 RATE_PLACES = 10  # the wire's rate precision (contracts.types.Rate)
 _RATE_QUANTUM = Decimal(1).scaleb(-RATE_PLACES)
@@ -108,7 +108,7 @@ def median_rate(rates: list[Decimal]) -> Decimal:
 
 def _fraction_to_rate(value: Fraction) -> Decimal:
     scaled = value * 10**RATE_PLACES
-    return Decimal(_round_half_even(scaled.numerator, scaled.denominator)).scaleb(-RATE_PLACES).quantize(_RATE_QUANTUM)
+    return Decimal(round_half_even(scaled.numerator, scaled.denominator)).scaleb(-RATE_PLACES).quantize(_RATE_QUANTUM)
 
 
 @dataclass(frozen=True)
@@ -235,15 +235,6 @@ def lock_rate(lock_id: str, combined: CombinedRate, now_ms: int, policy: FxPolic
 # --------------------------------------------------------------------------- exact conversion
 
 
-def _round_half_even(num: int, den: int) -> int:
-    assert den > 0
-    q, r = divmod(num, den)
-    twice = 2 * r
-    if twice > den or (twice == den and q % 2 == 1):
-        q += 1
-    return q
-
-
 def _ceil_div(num: int, den: int) -> int:
     assert den > 0
     return -((-num) // den)
@@ -261,7 +252,7 @@ def kaus_to_minor(kaus_units: int, rate: Decimal, currency: Currency) -> int:
     num, den = _ratio(rate)
     exp = MINOR_UNIT_EXPONENT[currency]
     # minor = units / 10^6 * rate * 10^exp
-    return _round_half_even(kaus_units * num * 10**exp, den * 10**KAUS_DECIMALS)
+    return round_half_even(kaus_units * num * 10**exp, den * 10**KAUS_DECIMALS)
 
 
 def minor_to_kaus_units(amount_minor: int, rate: Decimal, currency: Currency) -> int:

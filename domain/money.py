@@ -96,6 +96,16 @@ def round_to_minor(amount: Decimal, currency: Currency) -> int:
     return int(amount.scaleb(exp).quantize(Decimal(1), rounding=ROUND_HALF_EVEN))
 
 
+def round_half_even(numerator: int, denominator: int) -> int:
+    """numerator/denominator rounded to the nearest int, ties to even (denominator > 0)."""
+    assert denominator > 0
+    quotient, remainder = divmod(numerator, denominator)
+    twice = 2 * remainder
+    if twice > denominator or (twice == denominator and quotient % 2 == 1):
+        quotient += 1
+    return quotient
+
+
 def kaus_to_decimal(units: int) -> Decimal:
     """K-AUS base units as a Decimal token amount with fixed scale 6."""
     return Decimal(units).scaleb(-KAUS_DECIMALS).quantize(Decimal(1).scaleb(-KAUS_DECIMALS))

@@ -21,6 +21,7 @@ from collections.abc import Iterable
 from fractions import Fraction
 from typing import Any, NamedTuple
 
+from domain.money import round_half_even
 from domain.order_book import BookEvent, Trade
 
 WH_PER_KWH = 1_000
@@ -39,16 +40,6 @@ class PriceUpdate(NamedTuple):
     volume_wh: int
     notional_units: int  # Σ price*qty/1000: K-AUS base units traded, exact
     trade_count: int
-
-
-def round_half_even(numerator: int, denominator: int) -> int:
-    """numerator/denominator rounded to the nearest int, ties to even (denominator > 0)."""
-    assert denominator > 0
-    quotient, remainder = divmod(numerator, denominator)
-    twice = 2 * remainder
-    if twice > denominator or (twice == denominator and quotient % 2 == 1):
-        quotient += 1
-    return quotient
 
 
 class MarketPriceState:
