@@ -10,8 +10,9 @@ AIRFLOW_VENV := .venv-airflow
 STAMP_PLATFORM := $(VENV)/.installed-$(shell (echo $(PY); cat requirements/platform.lock pyproject.toml) | sha1sum | cut -c1-12)
 STAMP_AIRFLOW := $(AIRFLOW_VENV)/.installed-$(shell (echo $(PY); cat requirements/airflow.lock pyproject.toml) | sha1sum | cut -c1-12)
 PYTEST_ARGS ?=
-# make run RUNTIME=plain: P2P services and the bridge on plain confluent-kafka loops (docs/performance.md)
-RUNTIME ?= faust
+# make run RUNTIME=plain: P2P services and the bridge on plain confluent-kafka loops (docs/performance.md);
+# unset, the runtime is the setting NEXUS_RUNTIME (default faust, streams/settings.py).
+RUNTIME ?=
 
 .PHONY: setup run test test-fast stop lint typecheck schemas bench clean
 
@@ -39,7 +40,7 @@ kafka-jars: $(STAMP_PLATFORM)
 	@$(VENV)/bin/python -m infra.kafka.broker fetch
 
 run: setup
-	$(VENV)/bin/python -m devtools.demo --runtime $(RUNTIME)
+	$(VENV)/bin/python -m devtools.demo $(if $(RUNTIME),--runtime $(RUNTIME))
 
 test: setup
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)

@@ -388,7 +388,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--runtime",
         choices=sorted(RUNTIMES),
-        default="faust",
+        default=get_settings().runtime,
         help="faust: all agents in one Faust worker; plain: P2P and bridge on plain confluent-kafka loops",
     )
     args = parser.parse_args(argv)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -30,6 +31,10 @@ class Settings(BaseSettings):
     kafka_fetch_wait_max_ms: int = Field(default=100, ge=0)
     # librdkafka debug contexts for the plain loop's consumer (e.g. "cgrp"): the group protocol in its log.
     plain_kafka_debug: str = ""
+
+    # The runtime `make run`, `nexus worker` and `nexus demo` use. Faust is the platform's design (every agent,
+    # alerting included); "plain" drives the same processors on confluent-kafka loops where throughput matters.
+    runtime: Literal["faust", "plain"] = "faust"
 
     app_id: str = "nexus-settlement"
     # Comma-separated agent modules to run in this worker (e.g. "matching,settlement"); empty = all.
