@@ -874,4 +874,3 @@ def recover(intents_without_result: Iterable[PayoutIntent], at: Instant) -> list
         tx = resume(intent, at)
         steps.append(Step(tx, (ResolvePayout(intent, 1),)))
     return steps
-

@@ -223,7 +223,7 @@ class _Declared(NamedTuple):
     payouts: tuple[tuple[str, DividendSource, int, int], ...]  # (account, source, weight, amount)
 
 
-# Enum member lookups cost ~170 ns each in CPython 3.11; the per-trade path uses these.
+# An enum member lookup is a slow class-attribute lookup; the per-trade path uses these aliases.
 _SETTLED = SettlementStatus.SETTLED
 _REJECTED = SettlementStatus.REJECTED
 _GRID_MIX = EnergySource.GRID_MIX
@@ -370,7 +370,7 @@ class TradeSettler:
         if clock is not None:
             t3 = clock()
             phases = (("validate_and_build_legs", t1 - t0), ("ledger_batch", t2 - t1), ("records", t3 - t2))
-            outcome = TradeSettlement._make((*outcome[:-1], phases))  # _replace costs ~2 us on 14 fields
+            outcome = TradeSettlement._make((*outcome[:-1], phases))  # cheaper than _replace on 14 fields
         return outcome
 
     def _outcome(
