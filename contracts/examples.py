@@ -1,8 +1,7 @@
 """One valid example message per topic, built from the models (so an example can never be invalid).
 
 Rendered into contracts/README.md by `python -m contracts`. Tests and demos build their messages from
-these too: ``example(topic, **fields)`` (or a typed builder such as ``bridge_completed``) is the example
-with some fields replaced, validated again like any message.
+these too: ``build(model, **fields)`` is the example of that model with some fields replaced.
 """
 
 from __future__ import annotations
@@ -286,51 +285,12 @@ EXAMPLES: dict[str, Any] = {
 
 
 _M = TypeVar("_M", bound=BaseModel)
+_BY_MODEL: dict[type[BaseModel], BaseModel] = {type(e): e for e in EXAMPLES.values()}
 
 
-def example(topic: str, **fields: Any) -> Any:
-    """The example of ``topic`` with ``fields`` replaced; validated again, so the result is a valid message."""
-    base = EXAMPLES[topic]
-    return type(base).model_validate(base.model_dump() | fields)
+def build(model: type[_M], **fields: Any) -> _M:
+    """The example ``model`` message with ``fields`` replaced, validated again (so it is a valid message too).
 
-
-def _typed(model: type[_M], topic: str, fields: dict[str, Any]) -> _M:
-    built = example(topic, **fields)
-    assert isinstance(built, model)
-    return built
-
-
-def trade(**fields: Any) -> m.Trade:
-    return _typed(m.Trade, "energy.trades", fields)
-
-
-def trade_settled(**fields: Any) -> m.TradeSettled:
-    return _typed(m.TradeSettled, "energy.settlements", fields)
-
-
-def fx_rate(**fields: Any) -> m.FxRate:
-    return _typed(m.FxRate, "fx.rates", fields)
-
-
-def bridge_completed(**fields: Any) -> m.BridgeSettlementCompleted:
-    return _typed(m.BridgeSettlementCompleted, "bridge.settlements.completed", fields)
-
-
-def bridge_failed(**fields: Any) -> m.BridgeSettlementFailed:
-    return _typed(m.BridgeSettlementFailed, "bridge.settlements.failed", fields)
-
-
-def key_metadata(**fields: Any) -> m.KeyMetadata:
-    return _typed(m.KeyMetadata, "governance.keys", fields)
-
-
-def multisig(**fields: Any) -> m.MultisigRequest:
-    return _typed(m.MultisigRequest, "governance.multisig", fields)
-
-
-def alert(**fields: Any) -> m.Alert:
-    return _typed(m.Alert, "monitoring.alerts", fields)
-
-
-def audit_record(**fields: Any) -> m.AuditRecord:
-    return _typed(m.AuditRecord, "audit.records", fields)
+    For tests and demos: ``build(m.BridgeSettlementFailed, request_id="r9", failed_at=now)``.
+    """
+    return model.model_validate(_BY_MODEL[model].model_dump() | fields)

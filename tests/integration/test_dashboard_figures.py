@@ -6,8 +6,8 @@ import json
 import re
 from datetime import UTC, datetime, timedelta
 
-from contracts import examples
 from contracts import models as m
+from contracts.examples import build
 from dashboards.figures import Figures, compact_number
 from streams.alerting import metrics
 from streams.settings import REPO_ROOT
@@ -18,7 +18,8 @@ NOW = datetime(2031, 3, 1, 0, 30, tzinfo=UTC)
 def completed(
     rid: str, at: datetime, ms: int = 400, region: m.Region = m.Region.KR, currency: m.Currency = m.Currency.KRW
 ) -> m.BridgeSettlementCompleted:
-    return examples.bridge_completed(
+    return build(
+        m.BridgeSettlementCompleted,
         request_id=rid,
         bridge_tx_id=f"B-{rid}",
         region=region,
@@ -36,7 +37,9 @@ def test_windows_today_and_dedupe() -> None:
     figures.add(completed("b", NOW - timedelta(hours=2), 500, m.Region.US, m.Currency.USD))  # yesterday, in 24 h
     figures.add(completed("b", NOW - timedelta(hours=2), 500, m.Region.US, m.Currency.USD))  # replayed: once
     figures.add(completed("c", NOW - timedelta(hours=25), 900))  # outside 24 h
-    failed = examples.bridge_failed(region=m.Region.KR, currency=m.Currency.KRW, failed_at=NOW - timedelta(minutes=1))
+    failed = build(
+        m.BridgeSettlementFailed, region=m.Region.KR, currency=m.Currency.KRW, failed_at=NOW - timedelta(minutes=1)
+    )
     figures.add(failed)
     s = figures.summary(NOW)
     assert s["settlements_today"] == 1
@@ -51,7 +54,7 @@ def test_windows_today_and_dedupe() -> None:
 
 def test_alerts_follow_firing_and_resolved_records() -> None:
     figures = Figures()
-    alert = examples.alert(rule="SettlementDelay", severity=m.Severity.WARNING, channel="slack", starts_at=NOW)
+    alert = build(m.Alert, rule="SettlementDelay", severity=m.Severity.WARNING, channel="slack", starts_at=NOW)
     figures.add(alert)
     assert [a["rule"] for a in figures.summary(NOW)["firing_alerts"]] == ["SettlementDelay"]
     figures.add(alert.model_copy(update={"state": m.AlertState.RESOLVED, "ends_at": NOW}))

@@ -383,27 +383,32 @@ def test_unused_signals_are_ignored_and_windows_are_pruned() -> None:
 
 
 def test_registry_messages_map_to_signals() -> None:
-    from contracts import examples
     from contracts import models as m
+    from contracts.examples import build
     from streams.alerting.agent import observations, region_of_market
 
-    failed = examples.bridge_failed(request_id="r9", reason_code="SLIPPAGE", rail=None, failed_at=T0)
+    failed = build(m.BridgeSettlementFailed, request_id="r9", reason_code="SLIPPAGE", rail=None, failed_at=T0)
     obs = observations(failed)
     assert [(o.signal, o.labels["reason_code"], o.labels["rail"], o.id) for o in obs if isinstance(o, Sample)] == [
         ("settlement_failed", "SLIPPAGE", "none", "bridge:r9"),
         ("settlement", "SLIPPAGE", "none", "bridge:r9"),
     ]
-    quote_obs = observations(examples.fx_rate(quote=m.Currency.KRW, rate=Decimal("1354.21"), as_of=T0))
+    quote_obs = observations(build(m.FxRate, quote=m.Currency.KRW, rate=Decimal("1354.21"), as_of=T0))
     assert [(o.signal, o.value, o.labels["pair"]) for o in quote_obs if isinstance(o, Sample)] == [
         ("fx_rate", Decimal("1354.21"), "KAUS/KRW")
     ]
-    approved = examples.multisig(
-        request_id="ms", signatures=4, state=m.MultisigState.APPROVED, created_at=T0, updated_at=T0 + TWO_HOURS
+    approved = build(
+        m.MultisigRequest,
+        request_id="ms",
+        signatures=4,
+        state=m.MultisigState.APPROVED,
+        created_at=T0,
+        updated_at=T0 + TWO_HOURS,
     )
     assert [(o.key, o.reference, o.version) for o in observations(approved) if isinstance(o, Entity)] == [
         ("ms", None, T0 + TWO_HOURS)
     ]
-    trade = examples.trade_settled(phase_durations_us={"matching": 35_000, "transfer": 1_000_000}, settled_at=T0)
+    trade = build(m.TradeSettled, phase_durations_us={"matching": 35_000, "transfer": 1_000_000}, settled_at=T0)
     durations = [o.value for o in observations(trade) if isinstance(o, Sample) and o.signal == "settlement_duration"]
     assert durations == [Decimal("1.035")]
     assert region_of_market("2026-11-24T10:00Z/KR-SEOUL") == "KR"

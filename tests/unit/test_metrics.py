@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from contracts import examples
 from contracts import models as m
+from contracts.examples import build
 from streams.alerting import metrics
 
 
@@ -65,7 +65,8 @@ def test_metrics_derived_from_registry_messages() -> None:
     labels = {"flow": "bridge", "currency": "JPY"}
     before = sample("nexus_settled_kaus_total", labels) or 0
     record_metrics(
-        examples.bridge_completed(
+        build(
+            m.BridgeSettlementCompleted,
             region=m.Region.JP,
             currency=m.Currency.JPY,
             kaus_debited_units=2_500_000,
@@ -79,8 +80,11 @@ def test_metrics_derived_from_registry_messages() -> None:
     assert (sample("nexus_settlement_duration_seconds_count", {"flow": "bridge", "region": "JP"}) or 0) >= 1
     assert (sample("nexus_bridge_phase_duration_seconds_count", {"phase": "MERCHANT_CREDIT", "region": "JP"}) or 0) >= 1
     record_metrics(
-        examples.trade_settled(
-            market_id="2026-11-24T10:00Z/KR-SEOUL", phase_durations_us={"matching": 35, "transfer": 40}, settled_at=t
+        build(
+            m.TradeSettled,
+            market_id="2026-11-24T10:00Z/KR-SEOUL",
+            phase_durations_us={"matching": 35, "transfer": 40},
+            settled_at=t,
         )
     )
     assert (sample("nexus_p2p_phase_duration_seconds_count", {"phase": "matching"}) or 0) >= 1
