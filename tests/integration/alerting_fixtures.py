@@ -8,8 +8,6 @@ stopped at the end of the module.
 from __future__ import annotations
 
 import socket
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -54,22 +52,7 @@ class AlertingWorker(WorkerProcess):
     """A worker process running only the alerting agent (python -m streams.alerting.worker)."""
 
     module: str = "streams.alerting.worker"
-
-    def start(self, wait: bool = True, timeout_s: float = 90.0) -> None:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        log = self.log_path.open("ab")
-        self._log_offset = self.log_path.stat().st_size
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", self.module],
-            env=self.env(),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            cwd=REPO_ROOT,
-        )
-        self.starts += 1
-        if wait:
-            self.wait_ready(timeout_s)
+    cwd: Path | None = REPO_ROOT
 
 
 def classify(record: Record) -> tuple[str, str, str]:

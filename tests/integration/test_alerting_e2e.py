@@ -16,6 +16,7 @@ from decimal import Decimal
 import pytest
 
 from contracts import models as m
+from contracts.examples import build
 from contracts.topics import (
     BRIDGE_SETTLEMENTS_COMPLETED,
     BRIDGE_SETTLEMENTS_FAILED,
@@ -45,21 +46,13 @@ def completed(
     request_id: str, at: datetime, total_ms: int, region: m.Region = m.Region.US
 ) -> m.BridgeSettlementCompleted:
     quarter = total_ms // 4
-    return m.BridgeSettlementCompleted(
+    return build(
+        m.BridgeSettlementCompleted,
         request_id=request_id,
         bridge_tx_id=f"BRIDGE-{request_id}",
-        payer_account_id="acct-payer-1",
-        merchant_id="merchant-1",
         region=region,
         currency=m.Currency.USD,
-        amount_minor=15_000,
-        kaus_debited_units=1_000_000_000,
-        rate=Decimal("0.15"),
         rail=m.Rail.STRIPE_INSTANT,
-        provider_reference=f"po_{request_id}",
-        provider_fee_minor=63,
-        cashback_kaus_units=0,
-        ecosystem_bonus_kaus_units=0,
         phase_durations_ms=dict.fromkeys(PHASES[:3], quarter) | {PHASES[3]: total_ms - 3 * quarter},
         total_duration_ms=total_ms,
         completed_at=at,
@@ -67,22 +60,20 @@ def completed(
 
 
 def failed(request_id: str, at: datetime, region: m.Region = m.Region.KR) -> m.BridgeSettlementFailed:
-    return m.BridgeSettlementFailed(
+    return build(
+        m.BridgeSettlementFailed,
         request_id=request_id,
-        payer_account_id="acct-payer-1",
         region=region,
         currency=m.Currency.KRW,
-        amount_minor=20_000,
         failed_phase=m.BridgePhase.MERCHANT_CREDIT,
         reason_code="RAIL_TIMEOUT",
-        reason="TOSS_PAYMENTS did not answer within 300 ms",
         rail=m.Rail.TOSS_PAYMENTS,
         failed_at=at,
     )
 
 
 def fx(quote_id: str, at: datetime, rate: str, source: m.FxSource) -> m.FxRate:
-    return m.FxRate(quote_id=quote_id, source=source, quote=m.Currency.EUR, rate=Decimal(rate), as_of=at)
+    return build(m.FxRate, quote_id=quote_id, source=source, quote=m.Currency.EUR, rate=Decimal(rate), as_of=at)
 
 
 def isolate(stack: AlertingStack) -> int:
@@ -98,6 +89,13 @@ def counts(notifications: list[tuple[str, str, str]]) -> dict[tuple[str, str, st
     for n in notifications:
         out[n] = out.get(n, 0) + 1
     return out
+
+
+def notified_exactly(stack: AlertingStack, expected: dict[tuple[str, str, str], int], since: int) -> None:
+    """Wait for the expected notifications, then a quiet spell: exactly those arrived (re-posts included)."""
+    stack.wait_notifications(expected, since=since)
+    time.sleep(QUIET_S)
+    assert counts(stack.notifications(since)) == expected
 
 
 def test_event_thresholds_just_under_stay_quiet_crossing_notifies_once_then_resolves(
@@ -166,9 +164,7 @@ def test_event_thresholds_just_under_stay_quiet_crossing_notifies_once_then_reso
         ("slack", "FxSlippage", "resolved"): 1,
         ("email", "HighVolume", "resolved"): 1,
     }
-    stack.wait_notifications(resolved, since=cleared, timeout_s=20)
-    time.sleep(QUIET_S)
-    assert counts(stack.notifications(cleared)) == resolved
+    notified_exactly(stack, resolved, since=cleared)
 
     # Every transition is on monitoring.alerts, with a stable fingerprint per alert.
     wanted = {
@@ -195,10 +191,10 @@ def test_time_based_rules_fire_without_events_and_resolve(alerting_stack: Alerti
     stack.kafka.produce_messages(
         GOVERNANCE_KEYS,
         [
-            m.KeyMetadata(
+            build(
+                m.KeyMetadata,
                 key_id=key_id,
                 label="settlement signing key",
-                algorithm="ECDSA-P256",
                 created_at=now - timedelta(days=83),
                 expires_at=now + timedelta(days=7, seconds=20),
                 observed_at=now,
@@ -208,11 +204,9 @@ def test_time_based_rules_fire_without_events_and_resolve(alerting_stack: Alerti
     stack.kafka.produce_messages(
         GOVERNANCE_MULTISIG,
         [
-            m.MultisigRequest(
+            build(
+                m.MultisigRequest,
                 request_id=request_id,
-                amount_kaus_units=60_000_000_000_000,
-                required_signers=4,
-                signatures=2,
                 state=m.MultisigState.PENDING,
                 created_at=now - timedelta(hours=2) + timedelta(seconds=20),
                 updated_at=now,
@@ -227,9 +221,7 @@ def test_time_based_rules_fire_without_events_and_resolve(alerting_stack: Alerti
     # 21 s later, with no new event, both cross (the timer evaluates them).
     stack.advance(21)
     firing = {("sms", "MultisigPending", "firing"): 1, ("email", "HsmKeyExpiry", "firing"): 1}
-    stack.wait_notifications(firing, since=mark)
-    time.sleep(QUIET_S)
-    assert counts(stack.notifications(mark)) == firing
+    notified_exactly(stack, firing, since=mark)
     records = stack.records(mark)
     sms = next(r for r in records if r["channel"] == "sms")
     assert sms["body"]["version"] == "4" and sms["body"]["receiver"] == "sms"
@@ -249,23 +241,17 @@ def test_time_based_rules_fire_without_events_and_resolve(alerting_stack: Alerti
     stack.kafka.produce_messages(
         GOVERNANCE_KEYS,
         [
-            m.KeyMetadata(
-                key_id=key_id,
-                label="settlement signing key",
-                algorithm="ECDSA-P256",
-                created_at=later,
-                expires_at=later + timedelta(days=90),
-                observed_at=later,
+            build(
+                m.KeyMetadata, key_id=key_id, created_at=later, expires_at=later + timedelta(days=90), observed_at=later
             )
         ],
     )
     stack.kafka.produce_messages(
         GOVERNANCE_MULTISIG,
         [
-            m.MultisigRequest(
+            build(
+                m.MultisigRequest,
                 request_id=request_id,
-                amount_kaus_units=60_000_000_000_000,
-                required_signers=4,
                 signatures=4,
                 state=m.MultisigState.APPROVED,
                 created_at=now - timedelta(hours=2) + timedelta(seconds=20),
@@ -274,9 +260,7 @@ def test_time_based_rules_fire_without_events_and_resolve(alerting_stack: Alerti
         ],
     )
     resolved = {("sms", "MultisigPending", "resolved"): 1, ("email", "HsmKeyExpiry", "resolved"): 1}
-    stack.wait_notifications(resolved, since=cleared)
-    time.sleep(QUIET_S)
-    assert counts(stack.notifications(cleared)) == resolved
+    notified_exactly(stack, resolved, since=cleared)
 
 
 def test_burst_of_1000_failures_pages_once_and_mutes_the_delay_it_causes(
@@ -323,9 +307,7 @@ def test_burst_of_1000_failures_pages_once_and_mutes_the_delay_it_causes(
     cleared = len(stack.sink.records())
     stack.advance(6 * 60)
     resolve = {("pagerduty", "SettlementFailed", "resolved"): 1}
-    stack.wait_notifications(resolve, since=cleared)
-    time.sleep(QUIET_S)
-    assert counts(stack.notifications(cleared)) == resolve  # and no late Slack message for the muted delay
+    notified_exactly(stack, resolve, since=cleared)  # and no late Slack message for the muted delay
     resolved = next(r["body"] for r in stack.records(cleared) if r["channel"] == "pagerduty")
     assert resolved["dedup_key"] == event["dedup_key"]
 
