@@ -11,6 +11,7 @@ import pytest
 from pydantic import ValidationError
 
 from contracts import models as m
+from contracts.examples import build
 from contracts.topics import ENERGY_ORDERS, FX_RATES, TOPICS, schema_documents
 
 SCHEMA_DIR = Path(__file__).resolve().parents[2] / "contracts" / "schemas"
@@ -115,20 +116,10 @@ def test_rates_are_exact_decimal_strings() -> None:
 
 
 def test_audit_record_has_spec_shape() -> None:
-    record = m.AuditRecord(
-        audit_id="AUDIT-2026-01-23-000001",
+    record = build(  # the example's details: 1000 K-AUS settled at 0.15
+        m.AuditRecord,
         timestamp=datetime(2026, 1, 23, 10, 30, 45, 123000, tzinfo=timezone(timedelta(hours=9))),
-        transaction_id="BRIDGE-1",
-        action="SETTLEMENT_EXECUTED",
         actor=m.AuditActor(user_id="USER-1", ip="203.0.113.7"),
-        details=m.AuditDetails(
-            kaus_amount="1000.000000",
-            fiat_amount="150.00",
-            currency=m.Currency.USD,
-            exchange_rate=Decimal("0.15"),
-            settlement_rail=m.Rail.STRIPE_INSTANT,
-            duration=487,
-        ),
     )
     wire = json.loads(record.model_dump_json(by_alias=True))
     assert set(wire) >= {"auditId", "timestamp", "transactionId", "action", "actor", "details", "signature"}

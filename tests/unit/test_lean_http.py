@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from streams.bridge.providers.base import ConnectFailed, HttpRequest, TimedOut, make_transport
+from streams.bridge.providers.base import ConnectFailed, HttpRequest, HttpResponse, TimedOut, make_transport
 from streams.bridge.providers.lean_http import LeanHttpTransport, ProtocolError, _Parser
 from streams.kafka import event_loop
 from streams.kafka.event_loop import LoopKind
@@ -194,6 +194,18 @@ def test_sends_the_request_and_reuses_the_connection() -> None:
     run(main())
 
 
+async def two_posts(
+    answer: Callable[[int, tuple[str, dict[str, str], bytes]], list[bytes] | None],
+) -> tuple[Server, LeanHttpTransport, HttpResponse, HttpResponse]:
+    """Two requests in turn on one transport (closed after), to a server answering with ``answer``."""
+    async with Server(answer) as server:
+        t = LeanHttpTransport()
+        first = await t.send(post(server.url), 1000)
+        second = await t.send(post(server.url), 1000)
+        await t.aclose()
+    return server, t, first, second
+
+
 def test_chunked_answer_in_pieces_then_the_connection_is_reused() -> None:
     def answer(n: int, _r: object) -> list[bytes]:
         return (
@@ -202,16 +214,9 @@ def test_chunked_answer_in_pieces_then_the_connection_is_reused() -> None:
             else ok()
         )
 
-    async def main() -> None:
-        async with Server(answer) as server:
-            t = LeanHttpTransport()
-            first = await t.send(post(server.url), 1000)
-            second = await t.send(post(server.url), 1000)
-            await t.aclose()
-        assert first.json() == {"a": 1} and second.json() == {"id": "po_1"}
-        assert server.connections == 1
-
-    run(main())
+    server, _t, first, second = run(two_posts(answer))
+    assert first.json() == {"a": 1} and second.json() == {"id": "po_1"}
+    assert server.connections == 1
 
 
 def test_connection_close_and_body_to_the_end_are_read_and_not_reused() -> None:
@@ -220,17 +225,10 @@ def test_connection_close_and_body_to_the_end_are_read_and_not_reused() -> None:
             return [*ok(extra="Connection: close\r\n"), b"<close>"]
         return [b"HTTP/1.1 200 OK\r\n\r\n", b"until the end", b"<close>"]
 
-    async def main() -> None:
-        async with Server(answer) as server:
-            t = LeanHttpTransport()
-            first = await t.send(post(server.url), 1000)
-            second = await t.send(post(server.url), 1000)
-            await t.aclose()
-        assert first.json() == {"id": "po_1"}
-        assert second.body == b"until the end<close>"  # the server's marker went out as body bytes too
-        assert t.connections_opened == 2
-
-    run(main())
+    _server, t, first, second = run(two_posts(answer))
+    assert first.json() == {"id": "po_1"}
+    assert second.body == b"until the end<close>"  # the server's marker went out as body bytes too
+    assert t.connections_opened == 2
 
 
 def test_a_silent_server_times_out_and_its_connection_is_never_reused() -> None:
@@ -249,6 +247,13 @@ def test_a_silent_server_times_out_and_its_connection_is_never_reused() -> None:
     run(main())
 
 
+async def answered_then_closed(t: LeanHttpTransport, url: str, connections_opened: int) -> None:
+    """The next request is answered 200; then ``t`` closes, having opened ``connections_opened`` in all."""
+    assert (await t.send(post(url), 1000)).status == 200
+    await t.aclose()
+    assert t.connections_opened == connections_opened
+
+
 def test_a_dropped_connection_or_garbage_is_an_unknown_outcome() -> None:
     answers = {1: [b'HTTP/1.1 200 OK\r\nContent-Length: 50\r\n\r\n{"id"', b"<close>"], 2: [b"garbage\r\n\r\n"]}
 
@@ -259,9 +264,7 @@ def test_a_dropped_connection_or_garbage_is_an_unknown_outcome() -> None:
                 await t.send(post(server.url), 1000)
             with pytest.raises(TimedOut, match="unreadable"):
                 await t.send(post(server.url), 1000)
-            assert (await t.send(post(server.url), 1000)).status == 200
-            await t.aclose()
-        assert t.connections_opened == 3
+            await answered_then_closed(t, server.url, connections_opened=3)
 
     run(main())
 
@@ -273,9 +276,7 @@ def test_an_idle_connection_the_server_closed_is_skipped() -> None:
             assert isinstance(t, LeanHttpTransport)
             await t.send(post(server.url), 1000)  # the server closes after answering (without saying so)
             await asyncio.sleep(0.05)
-            assert (await t.send(post(server.url), 1000)).status == 200
-            await t.aclose()
-        assert t.connections_opened == 2
+            await answered_then_closed(t, server.url, connections_opened=2)
 
     run(main())
 
