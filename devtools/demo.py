@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import os
 import signal
 import subprocess
@@ -44,9 +45,12 @@ from contracts.topics import (
     PLATFORM_DEADLETTERS,
     TOPICS,
 )
+from devtools.alerting_demo import MonitoringStack, produce_incident, stop_monitoring
 from devtools.bridge_demo import BridgeDemo
 from devtools.order_flow import demo_accounts, demo_markets, generate_orders
+from devtools.provider_sim.launcher import ProviderSimProcess
 from domain.money import kaus_to_decimal
+from infra.kafka.broker import LocalKafka, ensure_jars
 from streams.kafka.topic_admin import ensure_topics
 from streams.p2p.matching import to_message
 from streams.settings import Settings, get_settings
@@ -154,21 +158,15 @@ def stop_pid_file(pid_path: Path, timeout_s: float = 20.0) -> bool:
     return True
 
 
-def local_broker(settings: Settings):  # type: ignore[no-untyped-def]
-    from infra.kafka.broker import LocalKafka
-
+def local_broker(settings: Settings) -> LocalKafka:
     return LocalKafka(port=settings.kafka_port, controller_port=settings.kafka_controller_port)
 
 
 def stop_everything(settings: Settings, console: Console) -> None:
-    from devtools.alerting_demo import stop_monitoring
-
     for name in sorted({name for workers in RUNTIMES.values() for name, _, _ in workers}):
         if stop_pid_file(run_dir(settings) / f"{name}.pid"):
             console.print(f"stopped the {name} worker")
     stop_monitoring(settings, console)
-    from devtools.provider_sim.launcher import ProviderSimProcess
-
     if ProviderSimProcess(port=settings.provider_sim_port, state_dir=settings.data_dir / "provider_sim").stop():
         console.print("stopped the provider simulator")
     if settings.local_kafka:
@@ -347,9 +345,7 @@ class Reconciliation:
     error: str = ""
 
     def run(self) -> None:
-        import io
-
-        from warehouse.demo import run_demo
+        from warehouse.demo import run_demo  # Great Expectations loads slowly: not on the demo's start path
 
         try:  # a console that is not a terminal: no spinner competing with the live view
             self.figures = run_demo(Console(file=io.StringIO()), home=self.settings.data_dir / "recon-demo")
@@ -380,7 +376,7 @@ class Reconciliation:
 # ------------------------------------------------------------------------ main
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=float, default=0, help="seconds to run (0 = until Ctrl-C)")
     parser.add_argument("--rate", type=int, default=500, help="orders per second to produce")
@@ -391,87 +387,113 @@ def main(argv: list[str] | None = None) -> int:
         default=get_settings().runtime,
         help="faust: all agents in one Faust worker; plain: P2P and bridge on plain confluent-kafka loops",
     )
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def start_kafka(settings: Settings, console: Console) -> None:
+    """The local broker (unless a cluster is configured) and the registry topics."""
+    if settings.local_kafka:
+        with console.status("fetching Apache Kafka from Maven Central (cached after the first run)…"):
+            ensure_jars()
+        broker = local_broker(settings)
+        with console.status(f"starting Kafka (KRaft) on {broker.bootstrap}…"):
+            ready_s = broker.start(timeout_s=60, reuse=True)
+        console.print(f"[green]✓[/] Kafka broker ready on {broker.bootstrap} in {ready_s:.1f}s")
+    else:
+        console.print(f"[green]✓[/] using the existing Kafka cluster at {settings.bootstrap_servers}")
+    created = ensure_topics(settings)
+    console.print(f"[green]✓[/] {len(TOPICS)} registry topics present ({len(created)} created)")
+
+
+def start_workers(workers: list[Worker], console: Console) -> None:
+    for worker in workers:
+        what = "Faust worker" if worker.module == "streams.worker" else f"{worker.name} worker ({worker.module})"
+        with console.status(f"starting the {what}…"):
+            ready_s = worker.start()
+        console.print(f"[green]✓[/] {what} ready in {ready_s:.1f}s (log: {worker.log_path})")
+
+
+class Demo:
+    """Everything the demo starts, streams and stops, in that order."""
+
+    def __init__(self, settings: Settings, console: Console, args: argparse.Namespace) -> None:
+        self.settings, self.console, self.args = settings, console, args
+        self.workers = workers_for(settings, args.runtime)
+        self.traffic = Traffic(args.rate)
+        self.observed = Observed()
+        self.recon = Reconciliation(settings)
+        self.monitoring: MonitoringStack | None = None
+        self.bridge: BridgeDemo | None = None
+        self.threads: list[threading.Thread] = []
+
+    def start(self) -> None:
+        settings, console = self.settings, self.console
+        start_kafka(settings, console)
+        start_workers(self.workers, console)
+        with console.status("starting Alertmanager, the notification sink and the dashboard…"):
+            self.monitoring = MonitoringStack(settings, console).start()
+        self.bridge = BridgeDemo(settings, settings.provider_sim_port)
+        with console.status("starting the payout-provider simulator…"):
+            sim_s = self.bridge.start()
+        console.print(f"[green]✓[/] provider simulator ready in {sim_s:.1f}s; card payments start settling")
+        incidents = produce_incident(settings)
+        console.print(f"[green]✓[/] produced a scripted incident ({incidents} events) so each alert rule fires once")
+        self.threads = [
+            threading.Thread(target=self.observed.run, args=(settings,), daemon=True),
+            threading.Thread(target=self.traffic.run, args=(settings,), daemon=True),
+            threading.Thread(target=self.recon.run, daemon=True),
+        ]
+        for thread in self.threads:
+            thread.start()
+
+    def stream(self) -> None:
+        started = time.monotonic()
+        self.console.print(f"streaming ~{self.args.rate} orders/s — press Ctrl-C to stop")
+        with Live(console=self.console, refresh_per_second=2) as live:
+            while not self.args.duration or time.monotonic() - started < self.args.duration:
+                extra = [self.monitoring.render()] if self.monitoring is not None else []
+                if self.bridge is not None:
+                    extra.append(self.bridge.render())
+                extra.append(self.recon.render())
+                view = self.observed.render(self.traffic, time.monotonic() - started, *extra)
+                live.update(Panel(view, title="NEXUS-X demo"))
+                time.sleep(0.5)
+
+    def stop(self) -> None:
+        self.traffic.stop.set()
+        self.observed.stop.set()
+        for thread in self.threads:
+            thread.join(timeout=15)
+        with self.console.status("stopping…"):
+            if self.monitoring is not None:
+                self.monitoring.stop()
+            if self.bridge is not None:
+                self.bridge.stop()
+            for worker in self.workers:
+                worker.stop()
+            if self.settings.local_kafka:
+                local_broker(self.settings).stop()
+        self.console.print("[green]✓[/] stopped the worker" + (" and the broker" if self.settings.local_kafka else ""))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     console = Console()
     settings = get_settings()
     if args.stop:
         stop_everything(settings, console)
         return 0
-
-    from devtools.alerting_demo import MonitoringStack, produce_incident
-
-    workers = workers_for(settings, args.runtime)
-    monitoring: MonitoringStack | None = None
-    traffic = Traffic(args.rate)
-    observed = Observed()
-    recon = Reconciliation(settings)
-    bridge: BridgeDemo | None = None
-    threads: list[threading.Thread] = []
+    demo = Demo(settings, console, args)
     interrupted = False
     try:
-        if settings.local_kafka:
-            from infra.kafka.broker import ensure_jars
-
-            with console.status("fetching Apache Kafka from Maven Central (cached after the first run)…"):
-                ensure_jars()
-            broker = local_broker(settings)
-            with console.status(f"starting Kafka (KRaft) on {broker.bootstrap}…"):
-                ready_s = broker.start(timeout_s=60, reuse=True)
-            console.print(f"[green]✓[/] Kafka broker ready on {broker.bootstrap} in {ready_s:.1f}s")
-        else:
-            console.print(f"[green]✓[/] using the existing Kafka cluster at {settings.bootstrap_servers}")
-        created = ensure_topics(settings)
-        console.print(f"[green]✓[/] {len(TOPICS)} registry topics present ({len(created)} created)")
-        for worker in workers:
-            what = "Faust worker" if worker.module == "streams.worker" else f"{worker.name} worker ({worker.module})"
-            with console.status(f"starting the {what}…"):
-                ready_s = worker.start()
-            console.print(f"[green]✓[/] {what} ready in {ready_s:.1f}s (log: {worker.log_path})")
-        with console.status("starting Alertmanager, the notification sink and the dashboard…"):
-            monitoring = MonitoringStack(settings, console).start()
-        bridge = BridgeDemo(settings, settings.provider_sim_port)
-        with console.status("starting the payout-provider simulator…"):
-            sim_s = bridge.start()
-        console.print(f"[green]✓[/] provider simulator ready in {sim_s:.1f}s; card payments start settling")
-        incidents = produce_incident(settings)
-        console.print(f"[green]✓[/] produced a scripted incident ({incidents} events) so each alert rule fires once")
-
-        threads = [
-            threading.Thread(target=observed.run, args=(settings,), daemon=True),
-            threading.Thread(target=traffic.run, args=(settings,), daemon=True),
-            threading.Thread(target=recon.run, daemon=True),
-        ]
-        for thread in threads:
-            thread.start()
-        started = time.monotonic()
-        console.print(f"streaming ~{args.rate} orders/s — press Ctrl-C to stop")
-        with Live(console=console, refresh_per_second=2) as live:
-            while not args.duration or time.monotonic() - started < args.duration:
-                extra = [monitoring.render()] if monitoring is not None else []
-                if bridge is not None:
-                    extra.append(bridge.render())
-                extra.append(recon.render())
-                live.update(Panel(observed.render(traffic, time.monotonic() - started, *extra), title="NEXUS-X demo"))
-                time.sleep(0.5)
+        demo.start()
+        demo.stream()
     except KeyboardInterrupt:
         interrupted = True
     finally:
-        traffic.stop.set()
-        observed.stop.set()
-        for thread in threads:
-            thread.join(timeout=15)
-        with console.status("stopping…"):
-            if monitoring is not None:
-                monitoring.stop()
-            if bridge is not None:
-                bridge.stop()
-            for worker in workers:
-                worker.stop()
-            if settings.local_kafka:
-                local_broker(settings).stop()
-        console.print("[green]✓[/] stopped the worker" + (" and the broker" if settings.local_kafka else ""))
-    if observed.counts[ENERGY_TRADES.name] == 0 and not interrupted:
-        console.print(f"[red]no trades came out — see {', '.join(str(w.log_path) for w in workers)}[/]")
+        demo.stop()
+    if demo.observed.counts[ENERGY_TRADES.name] == 0 and not interrupted:
+        console.print(f"[red]no trades came out — see {', '.join(str(w.log_path) for w in demo.workers)}[/]")
         return 1
     return 0
 
