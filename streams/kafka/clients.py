@@ -15,7 +15,7 @@ import threading
 from collections import deque
 from typing import Any
 
-from confluent_kafka import KafkaError
+from confluent_kafka import KafkaError, Producer
 
 from streams.settings import get_settings
 
@@ -76,7 +76,6 @@ class AsyncProducer:
     """
 
     def __init__(self, bootstrap: str, *, max_queued: int = 100_000, **overrides: Any) -> None:
-        from confluent_kafka import Producer
 
         config = producer_config(bootstrap, queue_buffering_max_messages=max_queued, **overrides)
         config["error_cb"] = _log_error

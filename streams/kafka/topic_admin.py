@@ -13,6 +13,7 @@ an existing topic that breaks either rule stops the start with what to change.
 
 from __future__ import annotations
 
+from confluent_kafka import TopicCollection
 from confluent_kafka.admin import (
     AdminClient,
     AlterConfigOpType,
@@ -120,7 +121,6 @@ def _enforce_configs(admin: AdminClient, topics: list[Topic]) -> None:
 def topic_id(bootstrap: str, name: str) -> str:
     """The cluster's id of a topic: it changes when the topic is deleted and created again, or on another
     cluster, so local state derived from the topic can tell that it no longer matches."""
-    from confluent_kafka import TopicCollection
 
     admin = AdminClient({"bootstrap.servers": bootstrap})
     [future] = admin.describe_topics(TopicCollection([name]), request_timeout=TIMEOUT_S).values()
