@@ -17,6 +17,7 @@ import json
 import random
 import zlib
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
@@ -165,20 +166,44 @@ def _round_rate(rate: Decimal, places: int | None) -> Decimal:
 
 def generate_period(seed: int, first_day: date, days: int, cfg: GeneratorConfig | None = None) -> SeededPeriod:
     cfg = cfg or GeneratorConfig()
-    tol = cfg.tolerances
     rng = random.Random(seed)
     day_list = [first_day + timedelta(days=i) for i in range(days)]
-    routes = _ROUTES
-    weights = [r[5] for r in routes]
-    settlements: list[_Settlement] = []
-    counter = 0
+    period = _PeriodBuilder(cfg, rng)
+    for d_i, day in enumerate(day_list):
+        last = d_i == len(day_list) - 1
+        day_end = datetime.combine(day, time(), UTC) + timedelta(days=1)
+        period.regular(day)
+        period.late(day, day_end, last)
+        period.batches(day)
+        per_day = _split(cfg.breaks_per_class, len(day_list), d_i)
+        timing_per_day = _split(cfg.breaks_per_class, len(day_list) - 1, d_i) if len(day_list) > 1 else 0
+        period.breaks(day, day_end, per_day, 0 if last else timing_per_day)
+    statements = period.statements(day_list)
+    events = _events(period.settlements, day_list, cfg, rng)
+    return SeededPeriod(day_list, events, statements, period.truth, period.pending, len(period.settlements))
+
+
+class _PeriodBuilder:
+    """Both sides of a period as they are drawn. One RNG serves every step, so the order of calls fixes the data."""
+
+    def __init__(self, cfg: GeneratorConfig, rng: random.Random) -> None:
+        self.cfg = cfg
+        self.tol = cfg.tolerances
+        self.rng = rng
+        self.weights = [r[5] for r in _ROUTES]
+        self.fx_routes = [r for r in _ROUTES if FORMATS[r[1]].reports_fx]
+        self.settlements: list[_Settlement] = []
+        self.lines: list[_Line] = []
+        self.truth: dict[str, BreakClass] = {}
+        self.pending: set[str] = set()
+        self.counter = 0
 
     def new_settlement(
-        day: date, role: str = "normal", route: Any = None, start_s: float = 60.0, end_s: float = 86_400 - 3_600.0
+        self, day: date, role: str = "normal", route: Any = None, start_s: float = 60.0, end_s: float = 86_400 - 3_600.0
     ) -> _Settlement:
-        nonlocal counter
-        counter += 1
-        kind, provider, rail, region, ccys, _ = route or rng.choices(routes, weights)[0]
+        rng = self.rng
+        self.counter += 1
+        kind, provider, rail, region, ccys, _ = route or rng.choices(_ROUTES, self.weights)[0]
         ccy = rng.choice(ccys)
         amount = _amount(ccy, rng)
         fee = amount * _FEE_BPS[provider] // 10_000 + (
@@ -188,7 +213,7 @@ def generate_period(seed: int, first_day: date, days: int, cfg: GeneratorConfig 
         settled = datetime.combine(day, time(), UTC) + timedelta(seconds=rng.uniform(start_s, end_s))
         settled = settled.replace(microsecond=(settled.microsecond // 1000) * 1000)
         prefix = "BR" if kind == "bridge" else "PO"
-        sid = f"{prefix}-{day:%Y%m%d}-{counter:06d}"
+        sid = f"{prefix}-{day:%Y%m%d}-{self.counter:06d}"
         merchant = f"MERCHANT-{rng.randrange(1, 400):04d}" if kind == "bridge" else f"ACCT-{rng.randrange(1, 900):05d}"
         s = _Settlement(
             sid,
@@ -206,15 +231,11 @@ def generate_period(seed: int, first_day: date, days: int, cfg: GeneratorConfig 
             f"PAYER-{rng.randrange(1, 5000):05d}",
             role,
         )
-        settlements.append(s)
+        self.settlements.append(s)
         return s
 
-    lines: list[_Line] = []
-    truth: dict[str, BreakClass] = {}
-    pending: set[str] = set()
-    fx_routes = [r for r in routes if FORMATS[r[1]].reports_fx]
-
-    def line_for(s: _Settlement, booked: datetime | None = None, **overrides: Any) -> StatementLine:
+    def line_for(self, s: _Settlement, booked: datetime | None = None, **overrides: Any) -> StatementLine:
+        rng = self.rng
         fmt = FORMATS[s.provider]
         fx = _round_rate(s.rate, fmt.rate_places) if fmt.reports_fx else None
         amount = s.amount
@@ -237,141 +258,130 @@ def generate_period(seed: int, first_day: date, days: int, cfg: GeneratorConfig 
         values.update(overrides)
         return StatementLine(**values)
 
-    for d_i, day in enumerate(day_list):
-        last = d_i == len(day_list) - 1
-        day_start = datetime.combine(day, time(), UTC)
-        day_end = day_start + timedelta(days=1)
-        for _ in range(cfg.settlements_per_day):
-            s = new_settlement(day)
-            r = rng.random()
-            if r < cfg.tier2_share:
+    def regular(self, day: date) -> None:
+        """The day's ordinary settlements, a share of them reported without our reference (tier 2)."""
+        for _ in range(self.cfg.settlements_per_day):
+            s = self.new_settlement(day)
+            if self.rng.random() < self.cfg.tier2_share:
                 s.role = "tier2"
                 ref = s.provider_reference
                 s.provider_reference = None
-                lines.append(
-                    _Line(
-                        s.provider,
-                        line_for(
-                            s,
-                            s.settled_at + timedelta(seconds=rng.uniform(1, 300)),
-                            provider_reference=ref,
-                            our_reference=None,
-                        ),
-                    )
-                )
+                booked = s.settled_at + timedelta(seconds=self.rng.uniform(1, 300))
+                line = self.line_for(s, booked, provider_reference=ref, our_reference=None)
+                self.lines.append(_Line(s.provider, line))
             else:
-                lines.append(_Line(s.provider, line_for(s)))
-        # bookings across midnight within the grace (legitimate cut-off differences)
-        n_late = max(1, int(cfg.settlements_per_day * cfg.late_share))
-        grace_s = tol.cutoff_grace.total_seconds()
-        for _ in range(n_late):
-            s = new_settlement(day, "late", start_s=86_400 - grace_s + 30, end_s=86_400 - 60)
-            booked = s.settled_at + timedelta(seconds=rng.uniform(61, max(62.0, grace_s - 30)))
-            lines.append(_Line(s.provider, line_for(s, booked)))
+                self.lines.append(_Line(s.provider, self.line_for(s)))
+
+    def late(self, day: date, day_end: datetime, last: bool) -> None:
+        """Bookings across midnight within the grace (legitimate cut-off differences)."""
+        grace_s = self.tol.cutoff_grace.total_seconds()
+        for _ in range(max(1, int(self.cfg.settlements_per_day * self.cfg.late_share))):
+            s = self.new_settlement(day, "late", start_s=86_400 - grace_s + 30, end_s=86_400 - 60)
+            booked = s.settled_at + timedelta(seconds=self.rng.uniform(61, max(62.0, grace_s - 30)))
+            self.lines.append(_Line(s.provider, self.line_for(s, booked)))
             if last and booked >= day_end:
-                pending.add(f"S:{s.sid}")
-        # batched payouts (many-to-one)
-        for b in range(cfg.batches_per_day):
-            batch_route = rng.choice(
-                [r for r in routes if r[0] == "payout" and r[1] in (m.Provider.PAYPAL, m.Provider.WISE)]
+                self.pending.add(f"S:{s.sid}")
+
+    def batches(self, day: date) -> None:
+        """Batched payouts: one statement line for several settlements (tier 3, many-to-one)."""
+        rng = self.rng
+        for b in range(self.cfg.batches_per_day):
+            route = rng.choice(
+                [r for r in _ROUTES if r[0] == "payout" and r[1] in (m.Provider.PAYPAL, m.Provider.WISE)]
             )
             account = f"BATCHACCT-{day:%Y%m%d}-{b:02d}"
             members = [
-                new_settlement(day, "batch", batch_route, start_s=3_600, end_s=72_000) for _ in range(rng.randint(3, 5))
+                self.new_settlement(day, "batch", route, start_s=3_600, end_s=72_000) for _ in range(rng.randint(3, 5))
             ]
             ccy = members[0].currency
             for s in members:
                 s.counterparty, s.provider_reference, s.currency = account, None, ccy
             booked = max(s.settled_at for s in members) + timedelta(minutes=5)
-            lines.append(
-                _Line(
-                    batch_route[1],
-                    StatementLine(
-                        provider_reference=_provider_ref(batch_route[1], rng),
-                        our_reference=None,
-                        amount_minor=sum(s.amount for s in members),
-                        fee_minor=sum(s.fee for s in members),
-                        currency=ccy,
-                        fx_rate=None,
-                        value_date=booked.date(),
-                        created_at=booked,
-                        counterparty=account,
-                    ),
-                )
+            line = StatementLine(
+                provider_reference=_provider_ref(route[1], rng),
+                our_reference=None,
+                amount_minor=sum(s.amount for s in members),
+                fee_minor=sum(s.fee for s in members),
+                currency=ccy,
+                fx_rate=None,
+                value_date=booked.date(),
+                created_at=booked,
+                counterparty=account,
             )
+            self.lines.append(_Line(route[1], line))
 
-        # ------------------------------------------------------------------ injected breaks
-        per_day = _split(cfg.breaks_per_class, len(day_list), d_i)
-        timing_per_day = _split(cfg.breaks_per_class, len(day_list) - 1, d_i) if len(day_list) > 1 else 0
+    def breaks(self, day: date, day_end: datetime, per_class: int, timing: int) -> None:
+        """Injected breaks: ``per_class`` of every class but timing, which gets ``timing``."""
         for cls in BreakClass:
-            n = timing_per_day if cls is BreakClass.TIMING else per_day
-            if cls is BreakClass.TIMING and last:
-                n = 0
-            for _ in range(n):
-                route: Any = rng.choice(fx_routes) if cls is BreakClass.FX_VARIANCE else None
+            for _ in range(timing if cls is BreakClass.TIMING else per_class):
+                route: Any = self.rng.choice(self.fx_routes) if cls is BreakClass.FX_VARIANCE else None
                 if cls is BreakClass.MISSING_INTERNALLY:
-                    ghost = new_settlement(day, "ghost", start_s=600, end_s=86_400 - 2 * 3_600)
-                    settlements.remove(ghost)
-                    ghost_line = line_for(
-                        ghost, our_reference=None if rng.random() < 0.5 else f"GHOST-{ghost.sid}", fx_rate=None
-                    )
-                    lines.append(_Line(ghost.provider, ghost_line, truth=cls))
-                    continue
-                if cls is BreakClass.TIMING:
-                    s = new_settlement(day, cls.value, route, start_s=43_200, end_s=81_000)
-                    booked = day_end + tol.cutoff_grace + timedelta(seconds=rng.uniform(60, 9_000))
-                    lines.append(_Line(s.provider, line_for(s, booked)))
-                    truth[f"S:{s.sid}"] = cls
-                    continue
-                s = new_settlement(day, cls.value, route, start_s=600, end_s=86_400 - 2 * 3_600)
-                truth[f"S:{s.sid}"] = cls
-                if cls is BreakClass.MISSING_AT_PROVIDER:
-                    continue
-                if cls is BreakClass.AMOUNT_VARIANCE:
-                    delta = max(tol.amount_minor + 2, s.amount // 50) * rng.choice((-1, 1))
-                    if s.amount + delta <= 0:
-                        delta = abs(delta)
-                    lines.append(_Line(s.provider, line_for(s, amount_minor=s.amount + delta)))
-                elif cls is BreakClass.FEE_VARIANCE:
-                    lines.append(
-                        _Line(s.provider, line_for(s, fee_minor=s.fee + max(tol.fee_minor + 2, s.fee // 5 + 3)))
-                    )
-                elif cls is BreakClass.FX_VARIANCE:
-                    places = FORMATS[s.provider].rate_places
-                    bad = _round_rate(
-                        s.rate * (1 + Decimal(rng.choice((-1, 1))) * Decimal(str(round(rng.uniform(0.002, 0.01), 5)))),
-                        places,
-                    )
-                    amount = int((Decimal(s.amount) * bad / s.rate).to_integral_value())
-                    lines.append(_Line(s.provider, line_for(s, fx_rate=bad, amount_minor=amount)))
-                elif cls is BreakClass.DUPLICATE:
-                    original = line_for(s)
-                    lines.append(_Line(s.provider, original))
-                    again = original.created_at + timedelta(minutes=rng.uniform(1, 60))
-                    if rng.random() < 0.5:
-                        dup = line_for(s, again)  # the same transaction reported twice
-                        dup = StatementLine(**{**_asdict(dup), "provider_reference": original.provider_reference})
-                    else:
-                        dup = line_for(s, again, provider_reference=_provider_ref(s.provider, rng))  # paid twice
-                    lines.append(_Line(s.provider, dup, truth=cls))
-                    del truth[f"S:{s.sid}"]
+                    self._ghost_line(day)
+                elif cls is BreakClass.TIMING:
+                    s = self.new_settlement(day, cls.value, route, start_s=43_200, end_s=81_000)
+                    booked = day_end + self.tol.cutoff_grace + timedelta(seconds=self.rng.uniform(60, 9_000))
+                    self.lines.append(_Line(s.provider, self.line_for(s, booked)))
+                    self.truth[f"S:{s.sid}"] = cls
+                else:
+                    s = self.new_settlement(day, cls.value, route, start_s=600, end_s=86_400 - 2 * 3_600)
+                    self.truth[f"S:{s.sid}"] = cls
+                    self._break_line(cls, s)
 
-    # ------------------------------------------------------------------ statements by booking day + line ids
-    statements: dict[date, dict[m.Provider, list[StatementLine]]] = defaultdict(lambda: defaultdict(list))
-    for ln in lines:
-        statements[ln.line.created_at.astimezone(UTC).date()][ln.provider].append(ln.line)
-    truth_lines = {id(ln.line): ln.truth for ln in lines if ln.truth is not None}
-    for day, by_provider in statements.items():
-        for provider, items in by_provider.items():
-            items.sort(key=lambda x: x.created_at)
-            for line, line_id in zip(items, assign_line_ids(provider, day, items), strict=True):
-                expected = truth_lines.get(id(line))
-                if expected is not None:
-                    truth[f"L:{line_id}"] = expected
-    for day in [*day_list, day_list[-1] + timedelta(days=1)]:
-        statements.setdefault(day, defaultdict(list))
-    events = _events(settlements, day_list, cfg, rng)
-    return SeededPeriod(day_list, events, {d: dict(v) for d, v in statements.items()}, truth, pending, len(settlements))
+    def _ghost_line(self, day: date) -> None:
+        """A provider line for a settlement we never recorded (missing internally)."""
+        ghost = self.new_settlement(day, "ghost", start_s=600, end_s=86_400 - 2 * 3_600)
+        self.settlements.remove(ghost)
+        ours = None if self.rng.random() < 0.5 else f"GHOST-{ghost.sid}"
+        line = self.line_for(ghost, our_reference=ours, fx_rate=None)
+        self.lines.append(_Line(ghost.provider, line, truth=BreakClass.MISSING_INTERNALLY))
+
+    def _break_line(self, cls: BreakClass, s: _Settlement) -> None:
+        """The provider side of a settlement that breaks as ``cls`` (none when it is missing at the provider)."""
+        rng, tol = self.rng, self.tol
+        if cls is BreakClass.AMOUNT_VARIANCE:
+            delta = max(tol.amount_minor + 2, s.amount // 50) * rng.choice((-1, 1))
+            if s.amount + delta <= 0:
+                delta = abs(delta)
+            self.lines.append(_Line(s.provider, self.line_for(s, amount_minor=s.amount + delta)))
+        elif cls is BreakClass.FEE_VARIANCE:
+            fee = s.fee + max(tol.fee_minor + 2, s.fee // 5 + 3)
+            self.lines.append(_Line(s.provider, self.line_for(s, fee_minor=fee)))
+        elif cls is BreakClass.FX_VARIANCE:
+            places = FORMATS[s.provider].rate_places
+            bad = _round_rate(
+                s.rate * (1 + Decimal(rng.choice((-1, 1))) * Decimal(str(round(rng.uniform(0.002, 0.01), 5)))),
+                places,
+            )
+            amount = int((Decimal(s.amount) * bad / s.rate).to_integral_value())
+            self.lines.append(_Line(s.provider, self.line_for(s, fx_rate=bad, amount_minor=amount)))
+        elif cls is BreakClass.DUPLICATE:
+            original = self.line_for(s)
+            self.lines.append(_Line(s.provider, original))
+            again = original.created_at + timedelta(minutes=rng.uniform(1, 60))
+            if rng.random() < 0.5:
+                dup = self.line_for(s, again)  # the same transaction reported twice
+                dup = StatementLine(**{**_asdict(dup), "provider_reference": original.provider_reference})
+            else:
+                dup = self.line_for(s, again, provider_reference=_provider_ref(s.provider, rng))  # paid twice
+            self.lines.append(_Line(s.provider, dup, truth=cls))
+            del self.truth[f"S:{s.sid}"]
+
+    def statements(self, day_list: list[date]) -> dict[date, dict[m.Provider, list[StatementLine]]]:
+        """Lines grouped by booking day and provider; a line carrying a break adds its line id to ``truth``."""
+        statements: dict[date, dict[m.Provider, list[StatementLine]]] = defaultdict(lambda: defaultdict(list))
+        for ln in self.lines:
+            statements[ln.line.created_at.astimezone(UTC).date()][ln.provider].append(ln.line)
+        truth_lines = {id(ln.line): ln.truth for ln in self.lines if ln.truth is not None}
+        for day, by_provider in statements.items():
+            for provider, items in by_provider.items():
+                items.sort(key=lambda x: x.created_at)
+                for line, line_id in zip(items, assign_line_ids(provider, day, items), strict=True):
+                    expected = truth_lines.get(id(line))
+                    if expected is not None:
+                        self.truth[f"L:{line_id}"] = expected
+        for day in [*day_list, day_list[-1] + timedelta(days=1)]:
+            statements.setdefault(day, defaultdict(list))
+        return {d: dict(v) for d, v in statements.items()}
 
 
 def _asdict(line: StatementLine) -> dict[str, Any]:
@@ -387,6 +397,9 @@ def _split(total: int, parts: int, index: int) -> int:
 # --------------------------------------------------------------------------- platform events
 
 
+Emit = Callable[[t.Topic, Any, datetime], None]
+
+
 def _events(
     settlements: list[_Settlement], days: list[date], cfg: GeneratorConfig, rng: random.Random
 ) -> dict[date, dict[str, list[Any]]]:
@@ -399,70 +412,7 @@ def _events(
     audits_missing = cfg.missing_audit
     for s in settlements:
         kaus = _kaus_units(s.amount, s.currency, s.rate)
-        if s.kind == "bridge":
-            assert s.rail is not None and s.region is not None
-            phases = {
-                m.BridgePhase.BALANCE_LOCK: rng.randint(40, 150),
-                m.BridgePhase.FX_CONVERSION: rng.randint(60, 200),
-                m.BridgePhase.MERCHANT_CREDIT: rng.randint(80, 220),
-                m.BridgePhase.CONFIRMATION: rng.randint(20, 100),
-            }
-            tx = "BRIDGE-" + s.sid.split("-", 1)[1]
-            emit(
-                t.BRIDGE_SETTLEMENTS_COMPLETED,
-                m.BridgeSettlementCompleted(
-                    request_id=s.sid,
-                    bridge_tx_id=tx,
-                    payer_account_id=s.payer,
-                    merchant_id=s.counterparty,
-                    region=s.region,
-                    currency=s.currency,
-                    amount_minor=s.amount,
-                    kaus_debited_units=kaus,
-                    rate=s.rate,
-                    rail=s.rail,
-                    provider_reference=s.provider_reference or "",
-                    provider_fee_minor=s.fee,
-                    cashback_kaus_units=kaus // 100,
-                    ecosystem_bonus_kaus_units=0,
-                    phase_durations_ms=phases,
-                    total_duration_ms=sum(phases.values()),
-                    completed_at=s.settled_at,
-                ),
-                s.settled_at,
-            )
-            audit_tx = tx
-        else:
-            requested = s.settled_at - timedelta(seconds=rng.uniform(1, 30))
-            emit(
-                t.PAYOUT_REQUESTS,
-                m.PayoutRequest(
-                    payout_id=s.sid,
-                    account_id=s.counterparty,
-                    provider=s.provider,
-                    currency=s.currency,
-                    amount_kaus_units=kaus,
-                    payout_account=f"{s.provider.value.lower()}:{s.counterparty}",
-                    requested_at=requested,
-                ),
-                requested,
-            )
-            emit(
-                t.PAYOUT_RESULTS,
-                m.PayoutResult(
-                    payout_id=s.sid,
-                    status=m.PayoutStatus.PAID,
-                    provider=s.provider,
-                    provider_reference=s.provider_reference,
-                    currency=s.currency,
-                    amount_minor=s.amount,
-                    fee_minor=s.fee,
-                    rate=s.rate,
-                    completed_at=s.settled_at,
-                ),
-                s.settled_at,
-            )
-            audit_tx = s.sid
+        audit_tx = _bridge_events(emit, s, kaus, rng) if s.kind == "bridge" else _payout_events(emit, s, kaus, rng)
         if not ledger_dropped:
             ledger_dropped = True
         else:
@@ -482,94 +432,168 @@ def _events(
             audits_missing -= 1
         else:
             emit(t.AUDIT_RECORDS, _audit(audit_tx, s, rng), s.settled_at)
-    # failed bridge settlements (no provider line, no exception)
     for day in days:
-        for i in range(int(cfg.settlements_per_day * cfg.failed_share)):
-            ts = datetime.combine(day, time(), UTC) + timedelta(seconds=rng.uniform(0, 80_000))
-            emit(
-                t.BRIDGE_SETTLEMENTS_FAILED,
-                m.BridgeSettlementFailed(
-                    request_id=f"BRF-{day:%Y%m%d}-{i:05d}",
-                    payer_account_id=f"PAYER-{i:05d}",
-                    region=m.Region.US,
-                    currency=Currency.USD,
-                    amount_minor=1000 + i,
-                    failed_phase=m.BridgePhase.MERCHANT_CREDIT,
-                    reason_code="RAIL_TIMEOUT",
-                    reason="STRIPE_INSTANT did not answer within 200 ms",
-                    rail=m.Rail.STRIPE_INSTANT,
-                    failed_at=ts,
-                ),
-                ts,
-            )
-        # P2P trades settle on the ledger only
-        for i in range(cfg.trades_per_day):
-            ts = datetime.combine(day, time(), UTC) + timedelta(seconds=rng.uniform(0, 86_000))
-            trade_id = f"TR-{day:%Y%m%d}-{i:06d}"
-            qty = rng.randint(100, 50_000)
-            price = rng.randint(50_000, 200_000)
-            notional = qty * price // 1000
-            fee = notional // 500
-            emit(
-                t.ENERGY_SETTLEMENTS,
-                m.TradeSettled(
-                    trade_id=trade_id,
-                    market_id=f"{day.isoformat()}T10:00Z/KR-SEOUL",
-                    buyer_account_id=f"ACC-B{i % 97}",
-                    seller_account_id=f"ACC-S{i % 89}",
-                    notional_kaus_units=notional,
-                    fee_kaus_units=fee,
-                    seller_net_kaus_units=notional - fee,
-                    delivered_wh=qty,
-                    phase_durations_us={
-                        "matching": 35_000,
-                        "validation": 22_000,
-                        "transfer": 78_000,
-                        "minting": 41_000,
-                    },
-                    settled_at=ts,
-                ),
-                ts,
-            )
-            emit(
-                t.LEDGER_TRANSFERS,
-                m.LedgerTransfer(
-                    transfer_id=f"{trade_id}:notional",
-                    debit_account_id=f"ACC-B{i % 97}",
-                    credit_account_id=f"ACC-S{i % 89}",
-                    amount_kaus_units=notional,
-                    reason=f"trade:{trade_id}",
-                    occurred_at=ts,
-                ),
-                ts,
-            )
-            emit(
-                t.AUDIT_RECORDS,
-                m.AuditRecord(
-                    audit_id=f"AUDIT-{trade_id}",
-                    timestamp=ts,
-                    transaction_id=trade_id,
-                    action="SETTLEMENT_EXECUTED",
-                    actor=m.AuditActor(user_id=f"ACC-B{i % 97}"),
-                    details=m.AuditDetails(kaus_amount=f"{Decimal(notional).scaleb(-6):.6f}"),
-                ),
-                ts,
-            )
-        for ccy, base in BASE_RATES.items():
-            for h in range(0, 24, 6):
-                ts = datetime.combine(day, time(h), UTC)
-                emit(
-                    t.FX_RATES,
-                    m.FxRate(
-                        quote_id=f"FX-{ccy}-{ts:%Y%m%d%H}",
-                        source=m.FxSource.NEXUS_INTERNAL,
-                        quote=ccy,
-                        rate=base,
-                        as_of=ts,
-                    ),
-                    ts,
-                )
+        _failed_bridge_events(emit, day, cfg, rng)
+        _trade_events(emit, day, cfg, rng)
+        _fx_events(emit, day)
     return {d: dict(v) for d, v in out.items()}
+
+
+def _bridge_events(emit: Emit, s: _Settlement, kaus: int, rng: random.Random) -> str:
+    """A completed bridge settlement; returns the transaction id its audit record names."""
+    assert s.rail is not None and s.region is not None
+    phases = {
+        m.BridgePhase.BALANCE_LOCK: rng.randint(40, 150),
+        m.BridgePhase.FX_CONVERSION: rng.randint(60, 200),
+        m.BridgePhase.MERCHANT_CREDIT: rng.randint(80, 220),
+        m.BridgePhase.CONFIRMATION: rng.randint(20, 100),
+    }
+    tx = "BRIDGE-" + s.sid.split("-", 1)[1]
+    emit(
+        t.BRIDGE_SETTLEMENTS_COMPLETED,
+        m.BridgeSettlementCompleted(
+            request_id=s.sid,
+            bridge_tx_id=tx,
+            payer_account_id=s.payer,
+            merchant_id=s.counterparty,
+            region=s.region,
+            currency=s.currency,
+            amount_minor=s.amount,
+            kaus_debited_units=kaus,
+            rate=s.rate,
+            rail=s.rail,
+            provider_reference=s.provider_reference or "",
+            provider_fee_minor=s.fee,
+            cashback_kaus_units=kaus // 100,
+            ecosystem_bonus_kaus_units=0,
+            phase_durations_ms=phases,
+            total_duration_ms=sum(phases.values()),
+            completed_at=s.settled_at,
+        ),
+        s.settled_at,
+    )
+    return tx
+
+
+def _payout_events(emit: Emit, s: _Settlement, kaus: int, rng: random.Random) -> str:
+    """A payout's request and result; returns the transaction id its audit record names."""
+    requested = s.settled_at - timedelta(seconds=rng.uniform(1, 30))
+    emit(
+        t.PAYOUT_REQUESTS,
+        m.PayoutRequest(
+            payout_id=s.sid,
+            account_id=s.counterparty,
+            provider=s.provider,
+            currency=s.currency,
+            amount_kaus_units=kaus,
+            payout_account=f"{s.provider.value.lower()}:{s.counterparty}",
+            requested_at=requested,
+        ),
+        requested,
+    )
+    emit(
+        t.PAYOUT_RESULTS,
+        m.PayoutResult(
+            payout_id=s.sid,
+            status=m.PayoutStatus.PAID,
+            provider=s.provider,
+            provider_reference=s.provider_reference,
+            currency=s.currency,
+            amount_minor=s.amount,
+            fee_minor=s.fee,
+            rate=s.rate,
+            completed_at=s.settled_at,
+        ),
+        s.settled_at,
+    )
+    return s.sid
+
+
+def _failed_bridge_events(emit: Emit, day: date, cfg: GeneratorConfig, rng: random.Random) -> None:
+    """Failed bridge settlements: no provider line, and no exception either."""
+    for i in range(int(cfg.settlements_per_day * cfg.failed_share)):
+        ts = datetime.combine(day, time(), UTC) + timedelta(seconds=rng.uniform(0, 80_000))
+        emit(
+            t.BRIDGE_SETTLEMENTS_FAILED,
+            m.BridgeSettlementFailed(
+                request_id=f"BRF-{day:%Y%m%d}-{i:05d}",
+                payer_account_id=f"PAYER-{i:05d}",
+                region=m.Region.US,
+                currency=Currency.USD,
+                amount_minor=1000 + i,
+                failed_phase=m.BridgePhase.MERCHANT_CREDIT,
+                reason_code="RAIL_TIMEOUT",
+                reason="STRIPE_INSTANT did not answer within 200 ms",
+                rail=m.Rail.STRIPE_INSTANT,
+                failed_at=ts,
+            ),
+            ts,
+        )
+
+
+def _trade_events(emit: Emit, day: date, cfg: GeneratorConfig, rng: random.Random) -> None:
+    """P2P trades: they settle on the ledger only, so they must tie out without a provider line."""
+    for i in range(cfg.trades_per_day):
+        ts = datetime.combine(day, time(), UTC) + timedelta(seconds=rng.uniform(0, 86_000))
+        trade_id = f"TR-{day:%Y%m%d}-{i:06d}"
+        qty = rng.randint(100, 50_000)
+        price = rng.randint(50_000, 200_000)
+        notional = qty * price // 1000
+        fee = notional // 500
+        emit(
+            t.ENERGY_SETTLEMENTS,
+            m.TradeSettled(
+                trade_id=trade_id,
+                market_id=f"{day.isoformat()}T10:00Z/KR-SEOUL",
+                buyer_account_id=f"ACC-B{i % 97}",
+                seller_account_id=f"ACC-S{i % 89}",
+                notional_kaus_units=notional,
+                fee_kaus_units=fee,
+                seller_net_kaus_units=notional - fee,
+                delivered_wh=qty,
+                phase_durations_us={"matching": 35_000, "validation": 22_000, "transfer": 78_000, "minting": 41_000},
+                settled_at=ts,
+            ),
+            ts,
+        )
+        emit(
+            t.LEDGER_TRANSFERS,
+            m.LedgerTransfer(
+                transfer_id=f"{trade_id}:notional",
+                debit_account_id=f"ACC-B{i % 97}",
+                credit_account_id=f"ACC-S{i % 89}",
+                amount_kaus_units=notional,
+                reason=f"trade:{trade_id}",
+                occurred_at=ts,
+            ),
+            ts,
+        )
+        emit(
+            t.AUDIT_RECORDS,
+            m.AuditRecord(
+                audit_id=f"AUDIT-{trade_id}",
+                timestamp=ts,
+                transaction_id=trade_id,
+                action="SETTLEMENT_EXECUTED",
+                actor=m.AuditActor(user_id=f"ACC-B{i % 97}"),
+                details=m.AuditDetails(kaus_amount=f"{Decimal(notional).scaleb(-6):.6f}"),
+            ),
+            ts,
+        )
+
+
+def _fx_events(emit: Emit, day: date) -> None:
+    """The internal FX quotes, every six hours."""
+    for ccy, base in BASE_RATES.items():
+        for h in range(0, 24, 6):
+            ts = datetime.combine(day, time(h), UTC)
+            emit(
+                t.FX_RATES,
+                m.FxRate(
+                    quote_id=f"FX-{ccy}-{ts:%Y%m%d%H}", source=m.FxSource.NEXUS_INTERNAL, quote=ccy, rate=base, as_of=ts
+                ),
+                ts,
+            )
 
 
 def _audit(tx: str, s: _Settlement, rng: random.Random) -> m.AuditRecord:
