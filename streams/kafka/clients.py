@@ -76,7 +76,6 @@ class AsyncProducer:
     """
 
     def __init__(self, bootstrap: str, *, max_queued: int = 100_000, **overrides: Any) -> None:
-
         config = producer_config(bootstrap, queue_buffering_max_messages=max_queued, **overrides)
         config["error_cb"] = _log_error
         self._producer = Producer(config)

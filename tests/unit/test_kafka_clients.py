@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from confluent_kafka import KafkaError
 
+from streams.kafka import clients
 from streams.kafka.clients import AsyncProducer, produce_bounded
 
 
@@ -57,9 +58,7 @@ class RecordingProducer:
 def test_send_unacked_produces_without_a_delivery_callback_and_errors_are_logged(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    import confluent_kafka
-
-    monkeypatch.setattr(confluent_kafka, "Producer", RecordingProducer)
+    monkeypatch.setattr(clients, "Producer", RecordingProducer)
     producer = AsyncProducer("127.0.0.1:9")
     try:
         fake = producer._producer
