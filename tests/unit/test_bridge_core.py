@@ -78,6 +78,16 @@ class FakeLedger:
         held = sum(h.amount for h in self.holds.values() if h.state == "PENDING" and h.debit == account_id)
         return self.balances.get(account_id, 0) - held
 
+    def apply_hold(self, hold: PlaceHold) -> None:
+        """The core's PlaceHold effect, as the shell hands it to the ledger."""
+        self.place_hold(
+            transfer_id=hold.transfer_id,
+            debit_account_id=hold.debit_account_id,
+            credit_account_id=hold.credit_account_id,
+            amount_units=hold.amount_units,
+            expires_at_ms=hold.expires_at_ms,
+        )
+
     def place_hold(
         self, *, transfer_id: str, debit_account_id: str, credit_account_id: str, amount_units: int, expires_at_ms: int
     ) -> None:
@@ -244,13 +254,7 @@ class Harness:
             for e in step.effects:
                 if isinstance(e, PlaceHold):
                     try:
-                        self.ledger.place_hold(
-                            transfer_id=e.transfer_id,
-                            debit_account_id=e.debit_account_id,
-                            credit_account_id=e.credit_account_id,
-                            amount_units=e.amount_units,
-                            expires_at_ms=e.expires_at_ms,
-                        )
+                        self.ledger.apply_hold(e)
                         nxt = b.on_hold(tx, True, "", self.clock.now())
                     except LedgerRejected as exc:
                         nxt = b.on_hold(tx, False, exc.reason, self.clock.now())
@@ -618,13 +622,7 @@ def _intent_then_crash(h: Harness, p: CardPayment) -> PayoutIntent:
     step = b.begin(p, h.ledger.available_units(p.payer_account_id), h.clock.now(), h.cfg)
     hold = step.effects[0]
     assert isinstance(hold, PlaceHold)
-    h.ledger.place_hold(
-        transfer_id=hold.transfer_id,
-        debit_account_id=hold.debit_account_id,
-        credit_account_id=hold.credit_account_id,
-        amount_units=hold.amount_units,
-        expires_at_ms=hold.expires_at_ms,
-    )
+    h.ledger.apply_hold(hold)
     step = b.on_hold(step.tx, True, "", h.clock.now())
     step = b.convert(step.tx, h.book, h.clock.now(), h.cfg)
     step = b.route(step.tx, h.breakers, h.clock.now(), h.cfg)
