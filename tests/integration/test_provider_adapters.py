@@ -14,7 +14,7 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -22,10 +22,12 @@ from urllib.parse import parse_qsl
 
 import pytest
 
+from contracts.bridge_codec import request_from_payment
+from devtools.bridge_stand_ins import InMemoryHoldLedger
 from devtools.card_flow import card_payments
 from devtools.fx_feed import domain_quotes
 from devtools.provider_sim.launcher import ProviderSimProcess
-from domain.bridge import PayoutStatus, Rejected, Settled
+from domain.bridge import PayoutIntent, PayoutStatus, Rejected, Settled
 from domain.fx import FxBook
 from domain.money import Currency
 from domain.rails import BreakerState, CircuitBreaker, Provider, Rail, Region, new_breakers
@@ -46,7 +48,7 @@ from streams.bridge.providers.stripe import StripeAdapter
 from streams.bridge.providers.stripe import build_payout_request as stripe_request
 from streams.bridge.providers.toss import build_payout_request as toss_request
 from streams.bridge.providers.wise import sign_sca_token
-from streams.bridge.runner import BridgeRunner, InMemoryHoldLedger, request_from_payment
+from streams.bridge.runner import BridgeRunner
 from tests.integration.provider_fixtures import (  # fixtures are imported: they live beside, not in conftest.py
     make_intent,
     make_payment,
@@ -62,14 +64,44 @@ from tests.integration.provider_fixtures import (  # fixtures are imported: they
 
 _FIXTURES = (provider_sim, sim, sim_keys_dir, sim_settings, stripe_mock_url)
 
+
+@dataclass(frozen=True)
+class Case:
+    """One adapter under test: its provider and rail, a payout it makes, the decline code its simulator answers."""
+
+    provider: Provider
+    rail: Rail
+    ccy: Currency
+    amount: int
+    decline_code: str
+
+    def intent(self, request_id: str = "card-it-1") -> PayoutIntent:
+        return make_intent(self.rail, self.amount, self.ccy, request_id)
+
+
 CASES = [
-    pytest.param(Provider.STRIPE, Rail.STRIPE_INSTANT, Currency.USD, 15_000, "bank_account_unusable", id="stripe"),
-    pytest.param(Provider.PAYPAL, Rail.PAYPAL, Currency.USD, 15_000, "RECEIVER_UNREGISTERED", id="paypal"),
-    pytest.param(Provider.WISE, Rail.WISE, Currency.JPY, 2_300, "transfer.recipient.invalid", id="wise"),
-    pytest.param(Provider.TOSS, Rail.TOSS_PAYMENTS, Currency.KRW, 20_000, "NOT_FOUND_SUB_MALL", id="toss"),
-    pytest.param(Provider.ALIPAY, Rail.ALIPAY, Currency.CNY, 10_000, "PAYEE_NOT_EXIST", id="alipay"),
+    pytest.param(
+        Case(Provider.STRIPE, Rail.STRIPE_INSTANT, Currency.USD, 15_000, "bank_account_unusable"), id="stripe"
+    ),
+    pytest.param(Case(Provider.PAYPAL, Rail.PAYPAL, Currency.USD, 15_000, "RECEIVER_UNREGISTERED"), id="paypal"),
+    pytest.param(Case(Provider.WISE, Rail.WISE, Currency.JPY, 2_300, "transfer.recipient.invalid"), id="wise"),
+    pytest.param(Case(Provider.TOSS, Rail.TOSS_PAYMENTS, Currency.KRW, 20_000, "NOT_FOUND_SUB_MALL"), id="toss"),
+    pytest.param(Case(Provider.ALIPAY, Rail.ALIPAY, Currency.CNY, 10_000, "PAYEE_NOT_EXIST"), id="alipay"),
 ]
+
+
+@pytest.fixture(params=CASES)
+def case(request: pytest.FixtureRequest) -> Case:
+    """Each adapter in turn (the tests that take it run once per provider)."""
+    return request.param  # type: ignore[no-any-return]
+
+
 FX_DAY = date(2026, 10, 30)
+
+
+def fx_book() -> FxBook:
+    """The FX feed's quotes for FX_DAY, stamped now (what the runner converts at)."""
+    return FxBook().with_quotes(domain_quotes(FX_DAY, 0, time.time_ns() // 1_000_000))
 
 
 # --------------------------------------------------------------------------- pure request shapes (no server)
@@ -153,37 +185,22 @@ def with_adapter(settings: ProviderSettings, provider: Provider, body: Any, tran
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("provider", "rail", "ccy", "amount", "decline_code"), CASES)
 def test_adapter_success_records_exactly_one_payout_with_the_spec_fee(
-    sim: ProviderSimProcess,
-    sim_settings: ProviderSettings,
-    provider: Provider,
-    rail: Rail,
-    ccy: Currency,
-    amount: int,
-    decline_code: str,
+    sim: ProviderSimProcess, sim_settings: ProviderSettings, case: Case
 ) -> None:
-    intent = make_intent(rail, amount, ccy)
-    outcome = with_adapter(sim_settings, provider, lambda a: a.payout(intent))
+    intent = case.intent()
+    outcome = with_adapter(sim_settings, case.provider, lambda a: a.payout(intent))
     assert outcome.status is PayoutStatus.PAID and outcome.provider_reference
     (payout,) = sim.payouts()
-    assert (payout["provider"], payout["amount_minor"], payout["currency"]) == (provider.value, amount, ccy.value)
+    expected = (case.provider.value, case.amount, case.ccy.value)
+    assert (payout["provider"], payout["amount_minor"], payout["currency"]) == expected
     assert payout["fee_minor"] == intent.fee_minor
     assert payout["provider_reference"] == outcome.provider_reference
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("provider", "rail", "ccy", "amount", "decline_code"), CASES)
-def test_adapter_is_idempotent_per_key(
-    sim: ProviderSimProcess,
-    sim_settings: ProviderSettings,
-    provider: Provider,
-    rail: Rail,
-    ccy: Currency,
-    amount: int,
-    decline_code: str,
-) -> None:
-    intent = make_intent(rail, amount, ccy)
+def test_adapter_is_idempotent_per_key(sim: ProviderSimProcess, sim_settings: ProviderSettings, case: Case) -> None:
+    intent = case.intent()
 
     async def body(adapter: Any) -> list[Any]:
         first = await adapter.payout(intent)
@@ -191,45 +208,31 @@ def test_adapter_is_idempotent_per_key(
         looked = await adapter.lookup(intent)
         return [first, again, looked]
 
-    first, again, looked = with_adapter(sim_settings, provider, body)
+    first, again, looked = with_adapter(sim_settings, case.provider, body)
     assert {o.status for o in (first, again, looked)} == {PayoutStatus.PAID}
     assert first.provider_reference == again.provider_reference == looked.provider_reference
     assert len(sim.payouts()) == 1
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("provider", "rail", "ccy", "amount", "decline_code"), CASES)
 def test_adapter_parses_the_providers_errors(
-    sim: ProviderSimProcess,
-    sim_settings: ProviderSettings,
-    provider: Provider,
-    rail: Rail,
-    ccy: Currency,
-    amount: int,
-    decline_code: str,
+    sim: ProviderSimProcess, sim_settings: ProviderSettings, case: Case
 ) -> None:
-    sim.configure({rail.value: {"decline_next": 1}})
-    declined = with_adapter(sim_settings, provider, lambda a: a.payout(make_intent(rail, amount, ccy, "card-decl")))
-    assert declined.status is PayoutStatus.DECLINED and declined.error_code == decline_code, declined
-    sim.configure({rail.value: {"fail_next": 1}})
-    down = with_adapter(sim_settings, provider, lambda a: a.payout(make_intent(rail, amount, ccy, "card-down")))
+    sim.configure({case.rail.value: {"decline_next": 1}})
+    declined = with_adapter(sim_settings, case.provider, lambda a: a.payout(case.intent("card-decl")))
+    assert declined.status is PayoutStatus.DECLINED and declined.error_code == case.decline_code, declined
+    sim.configure({case.rail.value: {"fail_next": 1}})
+    down = with_adapter(sim_settings, case.provider, lambda a: a.payout(case.intent("card-down")))
     assert down.status is PayoutStatus.UNAVAILABLE and down.http_status == 503, down
     assert sim.payouts() == []
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("provider", "rail", "ccy", "amount", "decline_code"), CASES)
 def test_adapter_timeout_is_bounded_and_the_lost_answer_is_recovered_by_lookup(
-    sim: ProviderSimProcess,
-    sim_keys_dir: Path,
-    provider: Provider,
-    rail: Rail,
-    ccy: Currency,
-    amount: int,
-    decline_code: str,
+    sim: ProviderSimProcess, sim_keys_dir: Path, case: Case
 ) -> None:
-    sim.configure({rail.value: {"timeout_next": 1, "hang_ms": 5_000}})  # executed, answer lost
-    intent = make_intent(rail, amount, ccy)
+    sim.configure({case.rail.value: {"timeout_next": 1, "hang_ms": 5_000}})  # executed, answer lost
+    intent = case.intent()
 
     async def body(adapter: Any) -> tuple[Any, float, Any]:
         t0 = time.monotonic()
@@ -237,26 +240,19 @@ def test_adapter_timeout_is_bounded_and_the_lost_answer_is_recovered_by_lookup(
         elapsed = time.monotonic() - t0
         return outcome, elapsed, await adapter.lookup(intent)
 
-    outcome, elapsed, looked = with_adapter(settings_for(sim, sim_keys_dir, timeout_ms=300), provider, body)
+    outcome, elapsed, looked = with_adapter(settings_for(sim, sim_keys_dir, timeout_ms=300), case.provider, body)
     assert outcome.status is PayoutStatus.TIMEOUT
-    assert elapsed < 2.0, f"{provider} timeout not bounded: {elapsed:.2f}s"  # 300 ms + the calls before it
+    assert elapsed < 2.0, f"{case.provider} timeout not bounded: {elapsed:.2f}s"  # 300 ms + the calls before it
     assert looked.status is PayoutStatus.PAID
     assert len(sim.payouts()) == 1
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("provider", "rail", "ccy", "amount", "decline_code"), CASES)
 def test_lost_request_is_not_paid_until_resolved_and_then_once(
-    sim: ProviderSimProcess,
-    sim_keys_dir: Path,
-    provider: Provider,
-    rail: Rail,
-    ccy: Currency,
-    amount: int,
-    decline_code: str,
+    sim: ProviderSimProcess, sim_keys_dir: Path, case: Case
 ) -> None:
-    sim.configure({rail.value: {"drop_next": 1, "hang_ms": 2_000}})  # never executed
-    intent = make_intent(rail, amount, ccy)
+    sim.configure({case.rail.value: {"drop_next": 1, "hang_ms": 2_000}})  # never executed
+    intent = case.intent()
 
     async def body(adapter: Any) -> tuple[Any, int, Any, Any]:
         sent = await adapter.payout(intent)
@@ -265,9 +261,11 @@ def test_lost_request_is_not_paid_until_resolved_and_then_once(
         resent = await adapter.payout(replace(intent, send_no=2)) if looked.status is PayoutStatus.NOT_FOUND else None
         return sent, paid_before, looked, resent
 
-    sent, paid_before, looked, resent = with_adapter(settings_for(sim, sim_keys_dir, timeout_ms=300), provider, body)
+    sent, paid_before, looked, resent = with_adapter(
+        settings_for(sim, sim_keys_dir, timeout_ms=300), case.provider, body
+    )
     assert sent.status is PayoutStatus.TIMEOUT and paid_before == 0
-    if provider is Provider.ALIPAY:
+    if case.provider is Provider.ALIPAY:
         # a real read-only lookup: the provider never got it → NOT_FOUND; the core then re-sends the same key
         assert looked.status is PayoutStatus.NOT_FOUND and looked.error_code == "ORDER_NOT_EXIST"
         assert resent is not None and resent.status is PayoutStatus.PAID
@@ -278,15 +276,8 @@ def test_lost_request_is_not_paid_until_resolved_and_then_once(
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("provider", "rail", "ccy", "amount", "decline_code"), CASES)
 def test_rejected_credentials_make_the_rail_unavailable(
-    sim: ProviderSimProcess,
-    sim_keys_dir: Path,
-    provider: Provider,
-    rail: Rail,
-    ccy: Currency,
-    amount: int,
-    decline_code: str,
+    sim: ProviderSimProcess, sim_keys_dir: Path, case: Case
 ) -> None:
     from pydantic import SecretStr
 
@@ -299,7 +290,7 @@ def test_rejected_credentials_make_the_rail_unavailable(
         toss_secret_key=SecretStr("test_sk_wrong"),
         alipay_app_id="2099000000000000",
     )
-    outcome = with_adapter(bad, provider, lambda a: a.payout(make_intent(rail, amount, ccy)))
+    outcome = with_adapter(bad, case.provider, lambda a: a.payout(case.intent()))
     assert outcome.status is PayoutStatus.UNAVAILABLE, outcome
     assert sim.payouts() == []
 
@@ -397,10 +388,7 @@ def runner_run(settings: ProviderSettings, ledger: InMemoryHoldLedger, body: Any
         transport = make_transport("httpx")
         adapters = build_adapters(settings, transport)
 
-        def book() -> FxBook:
-            return FxBook().with_quotes(domain_quotes(FX_DAY, 0, time.time_ns() // 1_000_000))
-
-        runner = BridgeRunner(ledger=ledger, adapters=adapters, fx_book=book, **kw)
+        runner = BridgeRunner(ledger=ledger, adapters=adapters, fx_book=fx_book, **kw)
         try:
             return await body(runner)
         finally:
@@ -620,9 +608,9 @@ class _ScriptedAdapter:
 
 
 def _platform_ledger(payer: str, units: int) -> Any:
+    from devtools.bridge_stand_ins import LedgerHolds
     from domain.ledger import Ledger
     from domain.ledger import Transfer as LedgerTransfer
-    from streams.bridge.runner import LedgerHolds
 
     ledger = Ledger()
     ledger.open_account("sys:mint", allow_negative=True)
@@ -638,11 +626,8 @@ def test_shell_on_the_platform_ledger_settles_and_voids() -> None:
     stripe = _ScriptedAdapter(Provider.STRIPE, [PayoutStatus.PAID, PayoutStatus.DECLINED])
 
     async def body() -> tuple[Any, Any]:
-        def book() -> FxBook:
-            return FxBook().with_quotes(domain_quotes(FX_DAY, 0, time.time_ns() // 1_000_000))
-
         adapters: dict[Provider, Any] = {Provider.STRIPE: stripe}
-        runner = BridgeRunner(ledger=holds, adapters=adapters, fx_book=book)
+        runner = BridgeRunner(ledger=holds, adapters=adapters, fx_book=fx_book)
         ok = await runner.settle(_usd("card-led-1", payer="acct-led"))
         bad = await runner.settle(_usd("card-led-2", payer="acct-led"))
         return ok, bad
@@ -666,10 +651,7 @@ def test_shell_refuses_a_hold_the_ledger_cannot_cover() -> None:
     async def body() -> Any:
         adapters: dict[Provider, Any] = {Provider.STRIPE: _ScriptedAdapter(Provider.STRIPE)}
 
-        def book() -> FxBook:
-            return FxBook().with_quotes(domain_quotes(FX_DAY, 0, time.time_ns() // 1_000_000))
-
-        runner = BridgeRunner(ledger=holds, adapters=adapters, fx_book=book)
+        runner = BridgeRunner(ledger=holds, adapters=adapters, fx_book=fx_book)
         return await runner.settle(_usd("card-poor", payer="acct-poor"))
 
     r = run(body())
@@ -679,7 +661,7 @@ def test_shell_refuses_a_hold_the_ledger_cannot_cover() -> None:
 
 
 def test_file_intent_store_survives_reopen_and_a_torn_tail(tmp_path: Path) -> None:
-    from streams.bridge.runner import FileIntentStore
+    from devtools.bridge_stand_ins import FileIntentStore
 
     path = tmp_path / "intents.jsonl"
     a = make_intent(Rail.STRIPE_INSTANT, 15_000, Currency.USD, "card-s1")
@@ -736,7 +718,7 @@ def _start_worker(tmp: Path, reqs: Path, sim: ProviderSimProcess, keys: Path, ti
         [
             sys.executable,
             "-m",
-            "streams.bridge.runner",
+            "devtools.bridge_cli",
             "--state-dir",
             str(tmp / "state"),
             "--requests",
