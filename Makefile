@@ -18,19 +18,20 @@ RUNTIME ?=
 
 setup: $(STAMP_PLATFORM) $(STAMP_AIRFLOW) system-deps kafka-jars
 
+# A virtualenv on $(PY) with a lock installed and this project (editable); $(1) = venv, $(2) = lock, $@ = stamp.
+define install_venv
+	@test "$$(readlink -f $(1)/bin/python)" = "$$(readlink -f $(PY))" || (rm -rf $(1) && $(PY) -m venv $(1))
+	$(1)/bin/pip install -q --upgrade pip
+	$(1)/bin/pip install -q -r $(2)
+	$(1)/bin/pip install -q --no-deps -e .
+	@rm -f $(1)/.installed-* && touch $@
+endef
+
 $(STAMP_PLATFORM): requirements/platform.lock pyproject.toml
-	@test "$$(readlink -f $(VENV)/bin/python)" = "$$(readlink -f $(PY))" || (rm -rf $(VENV) && $(PY) -m venv $(VENV))
-	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -r requirements/platform.lock
-	$(VENV)/bin/pip install -q --no-deps -e .
-	@rm -f $(VENV)/.installed-* && touch $@
+	$(call install_venv,$(VENV),requirements/platform.lock)
 
 $(STAMP_AIRFLOW): requirements/airflow.lock pyproject.toml
-	@test "$$(readlink -f $(AIRFLOW_VENV)/bin/python)" = "$$(readlink -f $(PY))" || (rm -rf $(AIRFLOW_VENV) && $(PY) -m venv $(AIRFLOW_VENV))
-	$(AIRFLOW_VENV)/bin/pip install -q --upgrade pip
-	$(AIRFLOW_VENV)/bin/pip install -q -r requirements/airflow.lock
-	$(AIRFLOW_VENV)/bin/pip install -q --no-deps -e .
-	@rm -f $(AIRFLOW_VENV)/.installed-* && touch $@
+	$(call install_venv,$(AIRFLOW_VENV),requirements/airflow.lock)
 
 # Debian packages for servers the tests and demo start (Alertmanager, pdftoppm, Chromium).
 system-deps:

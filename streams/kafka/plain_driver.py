@@ -16,16 +16,8 @@ from typing import Any
 from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Consumer, KafkaException, Message, Producer, TopicPartition
 
 from streams.kafka.clients import consume_now, produce_bounded
-from streams.kafka.commits import (
-    EXIT_FATAL,
-    FLUSH_TIMEOUT_S,
-    Health,
-    Positions,
-    WorkerFailed,
-    client_configs,
-    commit_acknowledged,
-    partitions_text,
-)
+from streams.kafka import commits
+from streams.kafka.commits import Health, Positions, commit_acknowledged
 from streams.kafka.gc_policy import HeapPolicy
 from streams.kafka.processor import RecordProcessor
 from streams.settings import Settings
@@ -38,15 +30,15 @@ COMMIT_EVERY_S = 0.05
 
 
 def main(run: Callable[[], int]) -> int:
-    """Run a plain worker; a `WorkerFailed` ends the process at once with EXIT_FATAL and what to do."""
+    """Run a plain worker; a `commits.WorkerFailed` ends the process at once with commits.EXIT_FATAL and what to do."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return run()
-    except WorkerFailed as failure:
+    except commits.WorkerFailed as failure:
         log.critical("%s", failure)
         logging.shutdown()
         # At once, as a SIGKILL would: no flush, no commit, no group leave that could block on a broken client.
-        os._exit(EXIT_FATAL)
+        os._exit(commits.EXIT_FATAL)
 
 
 class Rebalance:
@@ -56,16 +48,16 @@ class Rebalance:
         self.producer, self.health, self.positions = producer, health, positions
 
     def on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        log.info("assigned %s", partitions_text(partitions))
+        log.info("assigned %s", commits.partitions_text(partitions))
 
     def on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        log.info("revoked %s", partitions_text(partitions))
+        log.info("revoked %s", commits.partitions_text(partitions))
         # Outputs acknowledged, then their offsets committed; if that fails the next owner replays (repeats only).
         offsets = self.positions.snapshot(partitions)
         self.positions.forget(partitions)
         if not offsets:
             return
-        if self.producer.flush(FLUSH_TIMEOUT_S) or self.health.undelivered:
+        if self.producer.flush(commits.FLUSH_TIMEOUT_S) or self.health.undelivered:
             self.health.fatal = self.health.fatal or "outputs not acknowledged while partitions were revoked"
             return
         try:
@@ -74,14 +66,14 @@ class Rebalance:
             log.warning("commit on revocation failed (the next owner replays from the last commit): %s", failure)
 
     def on_lost(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        log.warning("lost %s (session timed out or fenced; rebuilt if assigned again)", partitions_text(partitions))
+        log.warning("lost %s (session timed out or fenced; rebuilt if assigned again)", commits.partitions_text(partitions))
         self.positions.forget(partitions)
 
 
 def run(settings: Settings, processors: dict[str, RecordProcessor]) -> int:
     """Drive `processors` (input topic name -> processor) until SIGTERM/SIGINT."""
     health = Health()
-    consumer_conf, producer_conf = client_configs(settings, health, settings.plain_kafka_debug)
+    consumer_conf, producer_conf = commits.client_configs(settings, health, settings.plain_kafka_debug)
     consumer, producer = Consumer(consumer_conf), Producer(producer_conf)
     positions = Positions()
     rebalance = Rebalance(producer, health, positions)
