@@ -185,6 +185,12 @@ def _plain_fields(value: Any) -> dict[str, Any]:
 
 # ----------------------------------------------------------------------------- the registry
 
+
+def compacted(name: str, value_type: Any, key_field: str, description: str, **options: Any) -> Topic:
+    """A topic the broker compacts and keeps for ever: the last record per key is the current state."""
+    return Topic(name, value_type, key_field, description, cleanup=Cleanup.COMPACT, retention_ms=None, **options)
+
+
 ENERGY_ORDERS = Topic(
     "energy.orders",
     m.OrderCommand,
@@ -200,13 +206,8 @@ ENERGY_ORDER_EVENTS = Topic(
     "Order lifecycle answers: accepted, rejected (with reason), cancelled, amended, expired, filled.",
 )
 ENERGY_TRADES = Topic("energy.trades", m.Trade, "market_id", "Matched trades, in sequence per market.")
-ENERGY_PRICES = Topic(
-    "energy.prices",
-    m.MarketPrice,
-    "market_id",
-    "Latest best bid/ask, last price and VWAP per market.",
-    cleanup=Cleanup.COMPACT,
-    retention_ms=None,
+ENERGY_PRICES = compacted(
+    "energy.prices", m.MarketPrice, "market_id", "Latest best bid/ask, last price and VWAP per market."
 )
 ENERGY_SETTLEMENTS = Topic(
     "energy.settlements",
@@ -281,7 +282,7 @@ BRIDGE_SETTLEMENTS_FAILED = Topic(
     "Card payments that failed, with the phase and a reason; their hold is voided.",
     retention_ms=30 * DAY_MS,
 )
-BRIDGE_PAYOUTS_JOURNAL = Topic(
+BRIDGE_PAYOUTS_JOURNAL = compacted(
     "bridge.payouts.journal",
     m.BridgeJournalEntry,
     "bridge_tx_id",
@@ -289,37 +290,15 @@ BRIDGE_PAYOUTS_JOURNAL = Topic(
     "intent or its result. Written to the partition number of the transaction's bridge.requests record, so "
     "whichever worker owns that partition recovers its open payouts and answers its duplicates.",
     copartitioned_with="bridge.requests",
-    cleanup=Cleanup.COMPACT,
-    retention_ms=None,
 )
-PAYOUT_RULES = Topic(
-    "payouts.rules",
-    m.AutoPayoutRule,
-    "rule_id",
-    "Auto-payout rules (spec §2.3).",
-    upstream=True,
-    cleanup=Cleanup.COMPACT,
-    retention_ms=None,
-)
+PAYOUT_RULES = compacted("payouts.rules", m.AutoPayoutRule, "rule_id", "Auto-payout rules (spec §2.3).", upstream=True)
 PAYOUT_REQUESTS = Topic("payouts.requests", m.PayoutRequest, "payout_id", "Payouts to execute.")
 PAYOUT_RESULTS = Topic("payouts.results", m.PayoutResult, "payout_id", "Executed or failed payouts.")
-GOVERNANCE_KEYS = Topic(
-    "governance.keys",
-    m.KeyMetadata,
-    "key_id",
-    "HSM key metadata (expiry feeds alerting).",
-    upstream=True,
-    cleanup=Cleanup.COMPACT,
-    retention_ms=None,
+GOVERNANCE_KEYS = compacted(
+    "governance.keys", m.KeyMetadata, "key_id", "HSM key metadata (expiry feeds alerting).", upstream=True
 )
-GOVERNANCE_MULTISIG = Topic(
-    "governance.multisig",
-    m.MultisigRequest,
-    "request_id",
-    "Multi-sig approval lifecycle.",
-    upstream=True,
-    cleanup=Cleanup.COMPACT,
-    retention_ms=None,
+GOVERNANCE_MULTISIG = compacted(
+    "governance.multisig", m.MultisigRequest, "request_id", "Multi-sig approval lifecycle.", upstream=True
 )
 MONITORING_ALERTS = Topic(
     "monitoring.alerts", m.Alert, "fingerprint", "Alerts fired and resolved, as sent to Alertmanager."
