@@ -15,8 +15,8 @@ from typing import Any
 
 from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Consumer, KafkaException, Message, Producer, TopicPartition
 
-from streams.kafka.clients import consume_now, produce_bounded
 from streams.kafka import commits
+from streams.kafka.clients import consume_now, produce_bounded
 from streams.kafka.commits import Health, Positions, commit_acknowledged
 from streams.kafka.gc_policy import HeapPolicy
 from streams.kafka.processor import RecordProcessor
@@ -66,7 +66,9 @@ class Rebalance:
             log.warning("commit on revocation failed (the next owner replays from the last commit): %s", failure)
 
     def on_lost(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        log.warning("lost %s (session timed out or fenced; rebuilt if assigned again)", commits.partitions_text(partitions))
+        log.warning(
+            "lost %s (session timed out or fenced; rebuilt if assigned again)", commits.partitions_text(partitions)
+        )
         self.positions.forget(partitions)
 
 
