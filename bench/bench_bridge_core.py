@@ -43,6 +43,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from devtools.bridge_stand_ins import FileIntentStore, LedgerHolds
 from devtools.card_flow import card_payments
 from devtools.fx_feed import domain_quotes
 from devtools.provider_sim.launcher import ProviderSimProcess
@@ -52,7 +53,7 @@ from domain.ledger import Ledger
 from domain.rails import RAILS, Provider, Rail, Region
 from streams.bridge.providers import build_adapters
 from streams.bridge.providers.base import ProviderSettings, make_transport
-from streams.bridge.runner import BridgeRunner, FileIntentStore, LedgerHolds, MemoryIntentStore
+from streams.bridge.runner import BridgeRunner, MemoryIntentStore
 from streams.kafka import event_loop
 from streams.settings import get_settings
 

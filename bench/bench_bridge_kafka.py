@@ -45,6 +45,7 @@ from rich.console import Console
 from rich.table import Table
 
 from contracts import models as m
+from contracts.bridge_codec import request_json
 from contracts.topics import (
     BRIDGE_REQUESTS,
     BRIDGE_SETTLEMENTS_COMPLETED,
@@ -58,7 +59,6 @@ from devtools.provider_sim.launcher import ProviderSimProcess
 from domain.bridge import CardPayment
 from domain.rails import RAILS, Rail, Region
 from infra.kafka.broker import LocalKafka, find_free_ports
-from streams.bridge.runner import request_json
 from streams.kafka.clients import consume_now, consumer_config, produce_bounded, producer_config
 from streams.kafka.topic_admin import ensure_topics
 from streams.settings import Settings

@@ -33,9 +33,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from measure import pct
 
+from contracts.bridge_codec import journal_of_result, result_of_entry
 from domain.bridge import Result, Settled
 from streams.bridge.result_index import ResultIndex
-from streams.bridge.service import journal_of_result, result_of_entry
 from tests.unit.test_bridge_core import harness, payment, result_of
 
 console = Console()
@@ -130,7 +130,7 @@ def with_kafka(n: int, dirpath: Path) -> None:
 
     from contracts.topics import BRIDGE_PAYOUTS_JOURNAL
     from infra.kafka.broker import LocalKafka, find_free_ports
-    from streams.bridge.service import KafkaJournal
+    from streams.bridge.journal import KafkaJournal
     from streams.kafka.clients import AsyncProducer, producer_config
     from streams.kafka.topic_admin import ensure_topics, topic_id
     from streams.settings import Settings

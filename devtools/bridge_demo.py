@@ -88,9 +88,9 @@ class BridgeDemo:
 
     def _feed(self) -> None:
         """Upstream: FX quotes every second, deposits once, then card payments at PAYMENTS_PER_S."""
+        from contracts.bridge_codec import request_from_payment
         from devtools.card_flow import card_payments
         from devtools.fx_feed import fx_quotes
-        from streams.bridge.runner import request_from_payment
 
         producer = Producer(producer_config(self.settings.bootstrap_servers))
         now_ms = time.time_ns() // 1_000_000

@@ -30,6 +30,7 @@ from decimal import ROUND_HALF_EVEN, Decimal
 from functools import lru_cache
 from pathlib import Path
 
+from contracts.bridge_codec import quote_of_rate
 from contracts.models import FxRate, FxSource
 from domain.fx import Quote
 from domain.money import Currency
@@ -116,14 +117,10 @@ def fx_quotes(day: date, seed: int = 0, as_of: datetime | None = None) -> list[F
     return out
 
 
-def to_domain(rate: FxRate) -> Quote:
-    return Quote(rate.source.value, rate.base, rate.quote, rate.rate, int(rate.as_of.timestamp() * 1000), rate.quote_id)
-
-
 def domain_quotes(day: date, seed: int = 0, now_ms: int | None = None) -> list[Quote]:
     """``fx_quotes`` as domain quotes, stamped at ``now_ms`` when given (fresh for the bridge)."""
     as_of = datetime.fromtimestamp(now_ms / 1000, UTC) if now_ms is not None else None
-    return [to_domain(r) for r in fx_quotes(day, seed, as_of)]
+    return [quote_of_rate(r) for r in fx_quotes(day, seed, as_of)]
 
 
 def main(argv: list[str] | None = None) -> int:

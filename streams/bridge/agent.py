@@ -1,10 +1,9 @@
-"""Bridge agent: bridge.requests -> four-phase settlement -> bridge.settlements.completed / .failed.
+"""The bridge on Faust: bridge.requests -> four-phase settlement -> bridge.settlements.completed / .failed.
 
-Only decodes, hands the request to `streams.bridge.service.BridgeService` and acks. Acks are manual:
-a request's offset becomes committable only after its result is journaled and emitted, while other
-requests keep flowing (a slow rail holds one runner slot, not the stream). Faust commits the highest
-contiguous acked offset per partition, so a crash re-delivers exactly the unfinished requests, which
-the journal and the ledger's idempotent commands turn into no-ops or recoveries.
+A thin driver: it hands each raw record to :meth:`streams.bridge.service.BridgeService.handle` with the event's
+``ack``, and Faust commits the highest contiguous acked offset per partition. A record is acked only once its
+result is journaled and emitted (or its dead letter acknowledged), so a crash re-delivers exactly the unfinished
+requests, which the journal and the ledger's idempotent commands turn into answers or recoveries.
 """
 
 from __future__ import annotations
@@ -16,34 +15,35 @@ import faust
 
 from contracts.topics import BRIDGE_REQUESTS
 from streams.bridge.service import BridgeService, build_service
-from streams.kafka import ingress
-from streams.kafka.faust_app import app, decode, faust_topic, send_dead_letter, settings
+from streams.kafka.faust_app import faust_topic
+from streams.settings import Settings
 
 log = logging.getLogger("nexus.agents.bridge")
-_service: BridgeService | None = None
 
 
-@app.agent(faust_topic(BRIDGE_REQUESTS), name="nexus.bridge.requests")
-async def bridge(stream: faust.StreamT[bytes]) -> None:
-    global _service
-    if _service is None:
-        _service = await build_service(settings)
-    service = _service
-    try:
-        async for event in stream.noack().events():  # type: ignore[attr-defined]
-            decoded = decode(BRIDGE_REQUESTS, event)
-            if isinstance(decoded, ingress.Rejected):
-                ack = await send_dead_letter(event, decoded)
-                await ack
-                event.ack()
-                continue
-            await service.submit(decoded, event.message.partition, event.ack)
-    finally:  # worker stopping: unfinished requests stay unacked and are recovered on restart
-        _service = None
-        await service.aclose()
+def register(app: faust.App, settings: Settings) -> None:
+    """Add the bridge agent and its partitions-revoked handler to ``app``; the service is built when the agent
+    starts."""
+    running: list[BridgeService] = []  # the agent's service while it runs (one agent instance)
+
+    async def bridge(stream: faust.StreamT[bytes]) -> None:
+        service = await build_service(settings)
+        running.append(service)
+        try:
+            async for event in stream.noack().events():  # type: ignore[attr-defined]
+                message = event.message
+                await service.handle(message.key, message.value, message.partition, message.offset, event.ack)
+        finally:  # worker stopping: unfinished requests stay unacked and are recovered on restart
+            running.remove(service)
+            await service.aclose()
+
+    async def forget_revoked(sender: Any, revoked: set[Any], **_: Any) -> None:
+        lost = [tp.partition for tp in revoked if tp.topic == BRIDGE_REQUESTS.name]
+        for service in running:
+            service.forget(lost)
+
+    app.agent(faust_topic(app, BRIDGE_REQUESTS, settings), name="nexus.bridge.requests")(bridge)
+    app.on_partitions_revoked.connect(forget_revoked)  # type: ignore[arg-type]
 
 
-@app.on_partitions_revoked.connect  # type: ignore[arg-type]
-async def _forget_revoked(sender: Any, revoked: set[Any], **_: Any) -> None:
-    if _service is not None:
-        _service.forget(tp.partition for tp in revoked if tp.topic == BRIDGE_REQUESTS.name)
+__all__ = ["register"]

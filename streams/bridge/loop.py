@@ -1,18 +1,12 @@
-"""The bridge's service on a plain confluent-kafka consumer: ``streams/bridge/agent.py`` without Faust.
+"""The bridge on a plain confluent-kafka consumer: the same :class:`streams.bridge.service.BridgeService` as the
+Faust agent (``streams/bridge/agent.py``), driven by a consume loop.
 
-    python -m streams.bridge.loop          (settings from NEXUS_*; run the ledger in another process)
+    python -m streams.bridge          (or python -m streams.bridge.loop; settings from NEXUS_*; the ledger runs
+                                       in another process)
 
-Same :class:`streams.bridge.service.BridgeService`, same journal recovery, same manual acks: a request's
-offset becomes committable only once its result is journaled and emitted, and what is committed is the
-lowest offset of its partition still unfinished (:class:`OffsetTracker`), so a crash re-delivers exactly the
-unfinished requests, which the journal and the ledger's idempotent commands turn into answers or recoveries.
-Bad requests are dead-lettered with their bytes and reason, and their offsets complete once the dead letter
-is acknowledged.
-
-Why it exists: with the ledger on ``streams.kafka.plain_driver`` (where the bridge's throughput came from: the Faust
-ledger agent was its queue, docs/performance.md), the bridge needs no Faust worker either. Measured, its CPU
-per settlement is about the Faust agent's (1.21 vs 1.27 ms): the bridge's cost is its own work, not Faust's
-intake. ``bench/bench_bridge_kafka.py --bridge-runtime`` compares the two.
+A thin driver: it consumes, hands each raw record to :meth:`BridgeService.handle`, and commits per partition the
+lowest offset still unfinished (:class:`OffsetTracker`): records finish out of order (a slow rail holds one
+request while later ones complete), so a crash re-delivers exactly the unfinished requests.
 """
 
 from __future__ import annotations
@@ -22,14 +16,14 @@ import contextlib
 import logging
 import signal
 import sys
-from collections import deque
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
-from contracts.topics import BRIDGE_REQUESTS, PLATFORM_DEADLETTERS
+from contracts.topics import BRIDGE_REQUESTS
+from streams.bridge.offsets import OffsetTracker
 from streams.bridge.service import BridgeService, build_service
-from streams.kafka import event_loop, ingress
+from streams.kafka import event_loop
 from streams.kafka.clients import consume_now, consumer_config, describe, must_exit
 from streams.kafka.gc_policy import HeapPolicy
 from streams.kafka.topic_admin import ensure_topics
@@ -40,50 +34,6 @@ log = logging.getLogger("nexus.bridge_loop")
 BATCH_MAX = 500
 POLL_S = 0.05
 COMMIT_EVERY_S = 0.2
-
-
-class OffsetTracker:
-    """Which input offsets may be committed: per partition, everything below the oldest unfinished record.
-
-    Records finish out of order (a slow rail holds one request while later ones complete); Kafka commits a
-    position, so the position may only pass a record once it and every record before it are finished.
-    """
-
-    def __init__(self) -> None:
-        self._open: dict[int, deque[int]] = {}  # partition -> offsets handed out, in order
-        self._finished: dict[int, set[int]] = {}
-        self._position: dict[int, int] = {}  # partition -> next offset to commit
-        self._committed: dict[int, int] = {}
-
-    def started(self, partition: int, offset: int) -> None:
-        started = self._open.setdefault(partition, deque())
-        assert not started or offset > started[-1], f"partition {partition}: offset {offset} handed out twice"
-        started.append(offset)
-        self._finished.setdefault(partition, set())
-
-    def finished(self, partition: int, offset: int) -> None:
-        started, finished = self._open.get(partition), self._finished.get(partition)
-        if started is None or finished is None:
-            return  # the partition was revoked meanwhile: its new owner decides
-        finished.add(offset)
-        while started and started[0] in finished:
-            done = started.popleft()
-            finished.discard(done)
-            self._position[partition] = done + 1
-
-    def to_commit(self) -> dict[int, int]:
-        """Positions that moved since the last call (partition -> next offset to read)."""
-        moved = {p: o for p, o in self._position.items() if self._committed.get(p) != o}
-        self._committed.update(moved)
-        return moved
-
-    def unfinished(self) -> int:
-        return sum(len(started) for started in self._open.values())
-
-    def forget(self, partitions: list[int]) -> None:
-        for p in partitions:
-            for table in (self._open, self._finished, self._position, self._committed):
-                table.pop(p, None)
 
 
 class BridgeLoop:
@@ -150,27 +100,12 @@ class BridgeLoop:
         if partition not in self.assigned:
             return
         self.offsets.started(partition, offset)
-        decoded = ingress.validate(BRIDGE_REQUESTS, msg.key(), msg.value(), self.settings.max_ingress_message_bytes)
-        if isinstance(decoded, ingress.Rejected):
-            origin = ingress.Origin(BRIDGE_REQUESTS.name, partition, offset)
-            letter = ingress.dead_letter(origin, msg.key(), msg.value(), decoded)
-            log.warning("dead-lettered %s[%s]@%s: %s", BRIDGE_REQUESTS.name, partition, offset, decoded.reason)
-            ack = self.service.producer.send(
-                PLATFORM_DEADLETTERS.name, PLATFORM_DEADLETTERS.key_of(letter), PLATFORM_DEADLETTERS.encode(letter)
-            )
-
-            def acked(sent: asyncio.Future[int]) -> None:
-                if not sent.cancelled() and sent.exception() is None:
-                    self.offsets.finished(partition, offset)
-                else:  # left unfinished: a restart reads the record again and dead-letters it again
-                    log.error("dead letter for %s[%s]@%s not acknowledged", BRIDGE_REQUESTS.name, partition, offset)
-
-            ack.add_done_callback(acked)
-            return
-        await self.service.submit(decoded, partition, lambda: self.offsets.finished(partition, offset))
+        await self.service.handle(
+            msg.key(), msg.value(), partition, offset, lambda: self.offsets.finished(partition, offset)
+        )
 
     async def _commit_periodically(self) -> None:
-        while True:
+        while not self.stopping.is_set():  # run() cancels it when the loop stops
             await asyncio.sleep(COMMIT_EVERY_S)
             self.commit()
 
@@ -196,7 +131,7 @@ async def serve(settings: Settings) -> int:
     heap.start()
 
     async def collect_and_freeze() -> None:
-        while True:
+        while not bridge.stopping.is_set():
             await asyncio.sleep(heap.interval_s)
             heap.tick()
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from streams.bridge.loop import OffsetTracker
+from streams.bridge.offsets import OffsetTracker
 
 
 def test_a_slow_request_holds_the_position_of_its_partition_only() -> None:

@@ -9,7 +9,15 @@ from typing import Any
 import orjson
 import pytest
 
+from contracts import ledger_codec
 from contracts import models as m
+from contracts.bridge_codec import (
+    intent_from_record,
+    journal_of_intent,
+    journal_of_result,
+    result_json,
+    result_of_journal,
+)
 from contracts.topics import (
     BRIDGE_PAYOUTS_JOURNAL,
     BRIDGE_SETTLEMENTS_COMPLETED,
@@ -17,33 +25,27 @@ from contracts.topics import (
     LEDGER_COMMANDS,
 )
 from domain.bridge import LedgerRejected, PayoutIntent, PostHold, Rejected, Settled
-from streams.bridge.runner import intent_from_record, result_json
-from streams.bridge.service import (
-    KafkaHoldLedger,
-    KafkaJournal,
-    journal_of_intent,
-    journal_of_result,
-    place_hold_command,
-    post_hold_command,
-    result_of_journal,
-    reward_grant,
-    void_hold_command,
-)
+from streams.bridge import ledger_client
+from streams.bridge.journal import KafkaJournal
+from streams.bridge.ledger_client import KafkaHoldLedger
 from tests.unit.test_bridge_core import fx_book, harness, payment, result_of
 
 
 def test_ledger_commands_are_valid_contract_messages() -> None:
     rewards = [
-        reward_grant("BRIDGE-card-1:cashback", "bridge:rewards", "acct-1", 30),
-        reward_grant("BRIDGE-card-1:bonus", "bridge:ecosystem", "acct-1", 3),
+        ledger_codec.RewardGrant("BRIDGE-card-1:cashback", m.RewardAccount.REWARDS, "acct-1", 30),
+        ledger_codec.RewardGrant("BRIDGE-card-1:bonus", m.RewardAccount.ECOSYSTEM, "acct-1", 3),
     ]
+    now_ms = 1_700_000_000_123
     decoded = [
-        LEDGER_COMMANDS.decode(orjson.dumps(c))
+        LEDGER_COMMANDS.decode(c)
         for c in (
-            place_hold_command("BRIDGE-card-1:hold", "acct-1", "bridge:settlement", 1_003, 1_800_000_000_000),
-            post_hold_command("BRIDGE-card-1:post", "BRIDGE-card-1:hold", 1_000),
-            void_hold_command("BRIDGE-card-1:void", "BRIDGE-card-1:hold"),
-            post_hold_command("BRIDGE-card-2:post", "BRIDGE-card-2:hold", 1_000, rewards),
+            ledger_codec.place_hold(
+                "BRIDGE-card-1:hold", "acct-1", "bridge:settlement", 1_003, 1_800_000_000_000, now_ms
+            ),
+            ledger_codec.post_hold("BRIDGE-card-1:post", "BRIDGE-card-1:hold", 1_000, (), now_ms),
+            ledger_codec.void_hold("BRIDGE-card-1:void", "BRIDGE-card-1:hold", now_ms),
+            ledger_codec.post_hold("BRIDGE-card-2:post", "BRIDGE-card-2:hold", 1_000, rewards, now_ms),
         )
     ]
     assert [type(d) for d in decoded] == [m.PlaceHold, m.PostHold, m.VoidHold, m.PostHold]
@@ -128,7 +130,7 @@ class _Outcomes:
         self.waiting.pop(command_id).set_result(outcome)
 
 
-REWARD_ACCOUNTS = {"bridge:rewards": "bridge:rewards", "bridge:ecosystem": "bridge:ecosystem"}
+REWARD_ACCOUNTS = {"bridge:rewards": m.RewardAccount.REWARDS, "bridge:ecosystem": m.RewardAccount.ECOSYSTEM}
 
 
 def test_a_capture_is_one_unacked_command_carrying_its_rewards() -> None:
@@ -177,9 +179,7 @@ def test_a_capture_is_one_unacked_command_carrying_its_rewards() -> None:
 
 
 def test_a_lost_hold_command_times_out_and_is_voided_in_ledger_order(monkeypatch: pytest.MonkeyPatch) -> None:
-    from streams.bridge import service as bridge_service
-
-    monkeypatch.setattr(bridge_service, "LEDGER_TIMEOUT_S", 0.01)
+    monkeypatch.setattr(ledger_client, "LEDGER_TIMEOUT_S", 0.01)
 
     async def scenario() -> None:
         producer, outcomes = _RecordingProducer(), _Outcomes()

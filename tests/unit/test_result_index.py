@@ -10,9 +10,10 @@ from typing import Any
 import orjson
 import pytest
 
+from contracts.bridge_codec import journal_of_result, result_of_entry
 from domain.bridge import PayoutIntent, Result, Settled
+from streams.bridge.journal import KafkaJournal
 from streams.bridge.result_index import SQL, JournalProgress, ResultIndex, load_statements
-from streams.bridge.service import KafkaJournal, journal_of_result, result_of_entry
 from tests.unit.test_bridge_core import harness, payment, result_of
 
 # ------------------------------------------------------------------ JournalProgress (pure)

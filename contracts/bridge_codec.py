@@ -1,0 +1,305 @@
+"""The High-Speed Bridge's wire formats <-> its domain records (``domain.bridge``, ``domain.fx``).
+
+JSON of ``bridge.requests``, ``bridge.settlements.completed`` / ``.failed`` and ``bridge.payouts.journal``, built
+directly from the domain records on the hot path (no pydantic model per record); tests/unit/test_bridge_service.py
+holds each to its contract. Decoding goes through the validated models. Times are exact (``domain.timeconv``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from contracts import models as m
+from contracts.construct import utc_text_ms
+from contracts.topics import BRIDGE_PAYOUTS_JOURNAL
+from domain.bridge import CardPayment, PayoutIntent, Phase, ReasonCode, Rejected, Result, Settled
+from domain.cashback import PayerTier
+from domain.fx import Quote, format_rate
+from domain.rails import Provider, Rail, Region
+from domain.timeconv import from_ms, to_ms, us_to_ms
+
+REASON_CHARS_MAX = 2000  # the contract's bound on a failure's reason text
+
+# --------------------------------------------------------------------------- bridge.requests
+
+
+def payment_from_request(req: m.BridgeRequest) -> CardPayment:
+    return CardPayment(
+        request_id=req.request_id,
+        payer_account_id=req.payer_account_id,
+        merchant_id=req.merchant_id,
+        merchant_program=req.merchant_program,
+        amount_minor=req.amount_minor,
+        currency=req.currency,
+        region=Region(req.region.value),
+        payer_tier=PayerTier(req.payer_tier.value),
+        quoted_rate=req.quoted_rate,
+        requested_at_ms=to_ms(req.requested_at),
+    )
+
+
+def request_from_payment(p: CardPayment) -> m.BridgeRequest:
+    return m.BridgeRequest(
+        request_id=p.request_id,
+        payer_account_id=p.payer_account_id,
+        merchant_id=p.merchant_id,
+        merchant_program=p.merchant_program,
+        amount_minor=p.amount_minor,
+        currency=p.currency,
+        region=m.Region(p.region.value),
+        payer_tier=m.PayerTier(p.payer_tier.value),
+        quoted_rate=p.quoted_rate,
+        requested_at=from_ms(p.requested_at_ms),
+    )
+
+
+def iso(ms: int) -> str:
+    """The bridge's timestamps: exact integer arithmetic, the second's text cached (test_construct.py)."""
+    return utc_text_ms(ms)
+
+
+def request_json(p: CardPayment) -> dict[str, Any]:
+    """``bridge.requests`` JSON of a payment."""
+    return {
+        "request_id": p.request_id,
+        "payer_account_id": p.payer_account_id,
+        "merchant_id": p.merchant_id,
+        "merchant_program": p.merchant_program,
+        "amount_minor": p.amount_minor,
+        "currency": str(p.currency),
+        "region": str(p.region),
+        "payer_tier": str(p.payer_tier),
+        "quoted_rate": format_rate(p.quoted_rate),
+        "requested_at": iso(p.requested_at_ms),
+    }
+
+
+# --------------------------------------------------------------------------- bridge.settlements.*
+
+
+def result_json(result: Result) -> dict[str, Any]:
+    """The wire JSON of a result in the contract's shape (``bridge.settlements.completed`` / ``.failed``)."""
+    durations = {str(p): us_to_ms(us) for p, us in result.phase_durations_us}
+    if isinstance(result, Settled):
+        return {
+            "request_id": result.request_id,
+            "bridge_tx_id": result.bridge_tx_id,
+            "payer_account_id": result.payer_account_id,
+            "merchant_id": result.merchant_id,
+            "region": str(result.region),
+            "currency": str(result.currency),
+            "amount_minor": result.amount_minor,
+            "kaus_debited_units": result.kaus_debited_units,
+            "rate": format_rate(result.rate),
+            "rail": str(result.rail),
+            "provider_reference": result.provider_reference,
+            "provider_fee_minor": result.provider_fee_minor,
+            "cashback_kaus_units": result.cashback_kaus_units,
+            "ecosystem_bonus_kaus_units": result.ecosystem_bonus_kaus_units,
+            "phase_durations_ms": durations,
+            "total_duration_ms": us_to_ms(result.total_duration_us),
+            "completed_at": iso(result.completed_at_ms),
+        }
+    return {
+        "request_id": result.request_id,
+        "bridge_tx_id": result.bridge_tx_id,
+        "payer_account_id": result.payer_account_id,
+        "region": str(result.region),
+        "currency": str(result.currency),
+        "amount_minor": result.amount_minor,
+        "failed_phase": str(result.failed_phase),
+        "reason_code": str(result.reason_code),
+        "reason": result.reason[:REASON_CHARS_MAX],
+        "rail": str(result.rail) if result.rail else None,
+        "phase_durations_ms": durations,
+        "failed_at": iso(result.failed_at_ms),
+    }
+
+
+def result_to_json(result: Result) -> dict[str, Any]:
+    """A result as stored (wire JSON plus what the wire leaves out: ``x``), read back by :func:`result_from_json`."""
+    wire = result_json(result)
+    extra: dict[str, Any] = {
+        "fingerprint": result.fingerprint,
+        "durations_us": [[str(p), us] for p, us in result.phase_durations_us],
+    }
+    if isinstance(result, Settled):
+        extra.update(provider=str(result.provider), total_duration_us=result.total_duration_us)
+    else:
+        extra.update(hold_voided=result.hold_voided, needs_reconciliation=result.needs_reconciliation)
+    return {"ok": isinstance(result, Settled), "wire": wire, "x": extra}
+
+
+def result_from_json(d: dict[str, Any]) -> Result:
+    x = d["x"]
+    durations = tuple((Phase(p), int(us)) for p, us in x["durations_us"])
+    if d["ok"]:
+        c = m.BridgeSettlementCompleted.model_validate(d["wire"])
+        return Settled(
+            request_id=c.request_id,
+            bridge_tx_id=c.bridge_tx_id,
+            payer_account_id=c.payer_account_id,
+            merchant_id=c.merchant_id,
+            region=Region(c.region.value),
+            currency=c.currency,
+            amount_minor=c.amount_minor,
+            kaus_debited_units=c.kaus_debited_units,
+            rate=c.rate,
+            rail=Rail(c.rail.value),
+            provider=Provider(x["provider"]),
+            provider_reference=c.provider_reference,
+            provider_fee_minor=c.provider_fee_minor,
+            cashback_kaus_units=c.cashback_kaus_units,
+            ecosystem_bonus_kaus_units=c.ecosystem_bonus_kaus_units,
+            phase_durations_us=durations,
+            total_duration_us=int(x["total_duration_us"]),
+            completed_at_ms=to_ms(c.completed_at),
+            fingerprint=x["fingerprint"],
+        )
+    f = m.BridgeSettlementFailed.model_validate(d["wire"])
+    return Rejected(
+        request_id=f.request_id,
+        bridge_tx_id=f.bridge_tx_id,
+        payer_account_id=f.payer_account_id,
+        region=Region(f.region.value),
+        currency=f.currency,
+        amount_minor=f.amount_minor,
+        failed_phase=Phase(f.failed_phase.value),
+        reason_code=ReasonCode(f.reason_code),
+        reason=f.reason,
+        rail=Rail(f.rail.value) if f.rail else None,
+        phase_durations_us=durations,
+        failed_at_ms=to_ms(f.failed_at),
+        fingerprint=x["fingerprint"],
+        hold_voided=bool(x["hold_voided"]),
+        needs_reconciliation=bool(x["needs_reconciliation"]),
+    )
+
+
+# --------------------------------------------------------------------------- payout intents
+
+
+def intent_json(i: PayoutIntent) -> dict[str, Any]:
+    """``BridgePayoutIntent`` JSON of an intent (persisted before every provider call)."""
+    return {
+        "intent_id": f"{i.bridge_tx_id}:{i.provider_attempt}:{i.send_no}",
+        "bridge_tx_id": i.bridge_tx_id,
+        "idempotency_key": i.idempotency_key,
+        "provider_attempt": i.provider_attempt,
+        "send_no": i.send_no,
+        "rail": str(i.rail),
+        "provider": str(i.provider),
+        "amount_minor": i.amount_minor,
+        "currency": str(i.currency),
+        "fee_minor": i.fee_minor,
+        "kaus_units": i.kaus_units,
+        "rate": format_rate(i.rate),
+        "lock_id": i.lock_id,
+        "locked_at": iso(i.locked_at_ms),
+        "lock_expires_at": iso(i.lock_expires_at_ms),
+        "hold_id": i.hold_id,
+        "hold_units": i.hold_units,
+        "tried_providers": [str(p) for p in i.tried_providers],
+        "request": request_json(i.payment),
+        "created_at": iso(i.created_at_ms),
+    }
+
+
+def intent_from_record(r: m.BridgePayoutIntent) -> PayoutIntent:
+    return PayoutIntent(
+        bridge_tx_id=r.bridge_tx_id,
+        idempotency_key=r.idempotency_key,
+        provider_attempt=r.provider_attempt,
+        send_no=r.send_no,
+        rail=Rail(r.rail.value),
+        provider=Provider(r.provider),
+        amount_minor=r.amount_minor,
+        currency=r.currency,
+        fee_minor=r.fee_minor,
+        kaus_units=r.kaus_units,
+        rate=r.rate,
+        lock_id=r.lock_id,
+        locked_at_ms=to_ms(r.locked_at),
+        lock_expires_at_ms=to_ms(r.lock_expires_at),
+        hold_id=r.hold_id,
+        hold_units=r.hold_units,
+        tried_providers=tuple(Provider(p) for p in r.tried_providers),
+        payment=payment_from_request(r.request),
+        created_at_ms=to_ms(r.created_at),
+    )
+
+
+# --------------------------------------------------------------------------- bridge.payouts.journal
+
+
+def journal_of_intent(intent: PayoutIntent) -> dict[str, Any]:
+    """A ``BridgeJournalEntry`` (JSON-ready) for an intent about to be sent."""
+    return {
+        "bridge_tx_id": intent.bridge_tx_id,
+        "request_id": intent.payment.request_id,
+        "intent": intent_json(intent),
+        "fingerprint": intent.payment.fingerprint(),
+    }
+
+
+def journal_of_result(result: Result, bridge_tx_id: str) -> dict[str, Any]:
+    """A ``BridgeJournalEntry`` (JSON-ready) closing a transaction with its result."""
+    stored = result_to_json(result)
+    extra = stored["x"]
+    entry: dict[str, Any] = {
+        "bridge_tx_id": bridge_tx_id,
+        "request_id": result.request_id,
+        "completed" if stored["ok"] else "failed": stored["wire"],
+        "fingerprint": extra["fingerprint"],
+        "phase_durations_us": dict(extra["durations_us"]),
+    }
+    if isinstance(result, Settled):
+        entry.update(provider=extra["provider"], total_duration_us=extra["total_duration_us"])
+    else:
+        entry.update(hold_voided=extra["hold_voided"], needs_reconciliation=extra["needs_reconciliation"])
+    return entry
+
+
+def result_of_journal(entry: m.BridgeJournalEntry) -> Result:
+    wire = entry.completed or entry.failed
+    assert wire is not None, "an intent entry has no result"
+    x: dict[str, Any] = {
+        "fingerprint": entry.fingerprint,
+        "durations_us": [[str(p), us] for p, us in entry.phase_durations_us.items()],
+        "provider": entry.provider,
+        "total_duration_us": entry.total_duration_us,
+        "hold_voided": entry.hold_voided,
+        "needs_reconciliation": entry.needs_reconciliation,
+    }
+    return result_from_json({"ok": entry.completed is not None, "wire": wire.model_dump(mode="json"), "x": x})
+
+
+def result_of_entry(value: bytes) -> Result:
+    """A result journal entry's bytes (as the result index stores them) back to the result."""
+    return result_of_journal(BRIDGE_PAYOUTS_JOURNAL.decode(value))
+
+
+# --------------------------------------------------------------------------- fx.rates
+
+
+def quote_of_rate(rate: m.FxRate) -> Quote:
+    """An ``fx.rates`` record as the FX book's quote."""
+    return Quote(rate.source.value, rate.base, rate.quote, rate.rate, to_ms(rate.as_of), rate.quote_id)
+
+
+__all__ = [
+    "intent_from_record",
+    "intent_json",
+    "iso",
+    "journal_of_intent",
+    "journal_of_result",
+    "payment_from_request",
+    "quote_of_rate",
+    "request_from_payment",
+    "request_json",
+    "result_from_json",
+    "result_json",
+    "result_of_entry",
+    "result_of_journal",
+    "result_to_json",
+]
