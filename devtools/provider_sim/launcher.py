@@ -21,20 +21,17 @@ line must be ``-m devtools.provider_sim run --port <port>``.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
-import subprocess
 import sys
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any
 
-from infra.processes import cmdline, pid_alive
+from infra.processes import ManagedProcess, cmdline_matches
 from streams.bridge.providers.base import DEFAULT_SIM_PORT, REPO_ROOT
 
 STATE_DIR = REPO_ROOT / ".local" / "provider_sim"
@@ -58,7 +55,9 @@ class ProviderSimProcess:
         self.state_dir = Path(state_dir)
         self.env = env or {}
         self.nice = nice
-        self._proc: subprocess.Popen[bytes] | None = None
+        self._process = ManagedProcess(
+            f"The provider simulator on {self.url}", self.pid_file, self.log_file, self._ours, SimError
+        )
 
     @property
     def url(self) -> str:
@@ -73,20 +72,13 @@ class ProviderSimProcess:
         return self.state_dir / f"sim-{self.port}.log"
 
     def _ours(self, pid: int) -> bool:
-        args = cmdline(pid)
-        if not args:
-            return pid_alive(pid)  # no /proc: trust our own pid file
-        return "devtools.provider_sim" in args and "run" in args and str(self.port) in args
+        return cmdline_matches(
+            pid, lambda args: "devtools.provider_sim" in args and "run" in args and str(self.port) in args
+        )
 
     @property
     def pid(self) -> int | None:
-        if self._proc is not None and self._proc.poll() is None:
-            return self._proc.pid
-        try:
-            pid = int(self.pid_file.read_text().split()[0])
-        except (OSError, ValueError, IndexError):
-            return None
-        return pid if pid_alive(pid) and self._ours(pid) else None
+        return self._process.pid
 
     def healthy(self, timeout_s: float = 1.0) -> bool:
         try:
@@ -101,52 +93,13 @@ class ProviderSimProcess:
         cmd = [sys.executable, "-m", "devtools.provider_sim", "run", "--host", self.host, "--port", str(self.port)]
         env = {**os.environ, **self.env}
         env.setdefault("PYTHONPATH", str(REPO_ROOT))
-        t0 = time.monotonic()
-        with self.log_file.open("ab") as log:
-            self._proc = subprocess.Popen(
-                cmd,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                cwd=REPO_ROOT,
-                env=env,
-                start_new_session=True,
-                preexec_fn=(lambda: os.nice(self.nice)) if self.nice else None,
-            )
-        self.pid_file.write_text(f"{self._proc.pid}\n")
-        while time.monotonic() - t0 < timeout_s:
-            if self._proc.poll() is not None:
-                tail = self.log_file.read_text(errors="replace")[-2000:]
-                raise SimError(f"provider simulator exited with {self._proc.returncode} during start:\n{tail}")
-            if self.healthy(0.5):
-                return time.monotonic() - t0
-            time.sleep(0.05)
-        self.stop()
-        raise SimError(f"provider simulator did not answer on {self.url} within {timeout_s:.0f}s; see {self.log_file}")
+        preexec = (lambda: os.nice(self.nice)) if self.nice else None
+        return self._process.start(
+            cmd, lambda left_s: self.healthy(min(0.5, left_s)), timeout_s, REPO_ROOT, env=env, preexec_fn=preexec
+        )
 
     def stop(self, timeout_s: float = 5.0) -> bool:
-        pid = self.pid
-        try:
-            if pid is None:
-                return False
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
-            deadline = time.monotonic() + timeout_s
-            while time.monotonic() < deadline:
-                if self._proc is not None and self._proc.pid == pid:
-                    if self._proc.poll() is not None:
-                        return True
-                elif not pid_alive(pid):
-                    return True
-                time.sleep(0.05)
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-            if self._proc is not None and self._proc.pid == pid:
-                self._proc.wait(5)
-            return True
-        finally:
-            self.pid_file.unlink(missing_ok=True)
-            self._proc = None
+        return self._process.stop(timeout_s, kill_wait_s=5.0)
 
     # ------------------------------------------------------------------ admin API
 

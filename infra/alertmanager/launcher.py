@@ -21,11 +21,8 @@ HA clustering is disabled (``--cluster.listen-address=``): one local instance.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -36,7 +33,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from string import Template
 
-from infra.processes import cmdline, pid_alive, port_bindable
+from infra.processes import ManagedProcess, cmdline_matches, port_bindable
 from streams.settings import Settings, get_settings
 
 HERE = Path(__file__).resolve().parent
@@ -105,10 +102,7 @@ def check_config(path: Path) -> str:
 
 
 def _is_alertmanager(pid: int) -> bool:
-    args = cmdline(pid)
-    if not args and not Path("/proc").is_dir():
-        return True  # no /proc: trust the pid file
-    return bool(args) and Path(args[0]).name == BINARY
+    return cmdline_matches(pid, lambda args: Path(args[0]).name == BINARY)
 
 
 @dataclass
@@ -119,11 +113,14 @@ class LocalAlertmanager:
     data_dir: Path | None = None
     settings: Settings = field(default_factory=get_settings)
     timings: Timings = field(default_factory=Timings)
-    _proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
+    _process: ManagedProcess = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.port = self.port or self.settings.alertmanager_port
         self.data_dir = Path(self.data_dir or self.settings.data_dir / "alertmanager").resolve()
+        self._process = ManagedProcess(
+            f"Alertmanager on {self.url}", self.pid_file, self.log_file, _is_alertmanager, AlertmanagerError
+        )
 
     # -- paths
 
@@ -152,11 +149,7 @@ class LocalAlertmanager:
 
     @property
     def pid(self) -> int | None:
-        try:
-            pid = int(self.pid_file.read_text().strip())
-        except (OSError, ValueError):
-            return None
-        return pid if pid_alive(pid) and _is_alertmanager(pid) else None
+        return self._process.pid
 
     def is_ready(self, timeout_s: float = 1.0) -> bool:
         try:
@@ -209,28 +202,10 @@ class LocalAlertmanager:
             f"--web.external-url={self.url}",
             "--log.level=info",
         ]
-        with open(self.log_file, "ab") as log:
-            log.write(f"\n===== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(cmd)}\n".encode())
-            log.flush()
-            self._proc = subprocess.Popen(
-                cmd,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=self.dir,
-                start_new_session=True,
-            )
-        self.pid_file.write_text(f"{self._proc.pid}\n")
-        deadline = t0 + timeout_s
-        while time.monotonic() < deadline:
-            if self._proc.poll() is not None:
-                self.pid_file.unlink(missing_ok=True)
-                raise AlertmanagerError(f"Alertmanager exited with {self._proc.returncode}:\n{self._log_tail()}")
-            if self.is_ready(0.5):
-                return time.monotonic() - t0
-            time.sleep(0.05)
-        self.stop()
-        raise AlertmanagerError(f"Alertmanager not ready on {self.url} after {timeout_s:.0f}s:\n{self._log_tail()}")
+        self._process.start(
+            cmd, lambda left_s: self.is_ready(min(0.5, left_s)), t0 + timeout_s - time.monotonic(), self.dir
+        )
+        return time.monotonic() - t0
 
     def reload(self) -> None:
         """Re-render the config and tell the running process to load it (POST /-/reload)."""
@@ -242,46 +217,7 @@ class LocalAlertmanager:
 
     def stop(self, timeout_s: float = 10.0) -> bool:
         """SIGTERM the process group, SIGKILL after ``timeout_s``; False if nothing ran. Idempotent."""
-        pid = self.pid
-        try:
-            if pid is None:
-                return False
-            self._signal(pid, signal.SIGTERM)
-            if not self._wait_gone(pid, timeout_s):
-                self._signal(pid, signal.SIGKILL)
-                self._wait_gone(pid, 5.0)
-            return True
-        finally:
-            self.pid_file.unlink(missing_ok=True)
-            self._proc = None
-
-    @staticmethod
-    def _signal(pid: int, sig: signal.Signals) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            if os.getpgid(pid) == pid:
-                os.killpg(pid, sig)
-            else:
-                os.kill(pid, sig)
-
-    def _wait_gone(self, pid: int, timeout_s: float) -> bool:
-        if self._proc is not None and self._proc.pid == pid:
-            try:
-                self._proc.wait(timeout_s)
-                return True
-            except subprocess.TimeoutExpired:
-                return False
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if not pid_alive(pid):
-                return True
-            time.sleep(0.05)
-        return False
-
-    def _log_tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
+        return self._process.stop(timeout_s)
 
     def __enter__(self) -> LocalAlertmanager:
         self.start()

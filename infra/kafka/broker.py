@@ -31,7 +31,6 @@ import fcntl
 import hashlib
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -42,7 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from infra.processes import cmdline, pid_alive, port_accepts, port_bindable
+from infra.processes import ManagedProcess, cmdline, pid_alive, port_accepts, port_bindable, tail_file
 
 __all__ = [
     "DEFAULT_CONTROLLER_PORT",
@@ -79,6 +78,9 @@ ENV_BOOTSTRAP = "NEXUS_KAFKA_BOOTSTRAP_SERVERS"
 
 class LocalKafkaError(RuntimeError):
     """Anything that prevents fetching, starting or stopping the local broker. The message says what to do."""
+
+
+_RETRY_HINT = "Retry with a larger timeout (--timeout) or read the logs."
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -249,16 +251,6 @@ def _tail_text(text: str, lines: int) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
-def _tail_file(path: Path, lines: int = 40) -> str:
-    try:
-        with open(path, "rb") as fh:
-            fh.seek(0, os.SEEK_END)
-            fh.seek(max(0, fh.tell() - 64 * 1024))
-            return _tail_text(fh.read().decode(errors="replace"), lines)
-    except OSError:
-        return ""
-
-
 def _random_cluster_id() -> str:
     """Same format as ``kafka-storage random-uuid``: base64url of 16 random bytes, no padding, not starting '-'."""
     while True:
@@ -299,13 +291,16 @@ class LocalKafka:
     extra_properties: dict[str, str] = field(default_factory=dict)
     #: Extra JVM options for the broker (placed before the main class).
     extra_jvm_args: tuple[str, ...] = ()
-    _proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False, compare=False)
+    _process: ManagedProcess = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.port == self.controller_port:
             raise ValueError("port and controller_port must differ")
         self.data_dir = Path(self.data_dir or LOCAL_ROOT / f"data-{self.port}").resolve()
         self.libs_dir = Path(self.libs_dir).resolve()
+        self._process = ManagedProcess(
+            f"The Kafka broker on {self.bootstrap}", self.pid_file, self.stdout_log, self._owns, LocalKafkaError
+        )
 
     # -- paths -------------------------------------------------------------------------------------------------------
 
@@ -344,16 +339,8 @@ class LocalKafka:
 
     # -- state -------------------------------------------------------------------------------------------------------
 
-    def _pid_from_file(self) -> int | None:
-        try:
-            return int(self.pid_file.read_text().split()[0])
-        except (OSError, ValueError, IndexError):
-            return None
-
     def _owns(self, pid: int) -> bool:
-        """True if ``pid`` is a live broker of ours running with this instance's server.properties."""
-        if not pid_alive(pid):
-            return False
+        """True if ``pid`` is a broker of ours running with this instance's server.properties."""
         if not Path("/proc").is_dir():  # cannot inspect command lines: trust our pid file
             return True
         info = _broker_proc(pid)
@@ -367,10 +354,8 @@ class LocalKafka:
         started with this data dir's server.properties (e.g. after the pid file was deleted). A stale pid file (dead
         process, or a pid reused by an unrelated process) is ignored.
         """
-        if self._proc is not None and self._proc.poll() is None:
-            return self._proc.pid
-        pid = self._pid_from_file()
-        if pid is not None and self._owns(pid):
+        pid = self._process.pid
+        if pid is not None:
             return pid
         for info in _our_brokers():
             if info.properties == str(self.properties_file):
@@ -494,7 +479,7 @@ class LocalKafka:
                     f"A local Kafka broker is already running for {self.bootstrap} (pid {running}, data {self.dir}). "
                     f"Use it as is, or stop it first: python -m infra.kafka.broker stop --port {self.port}"
                 )
-            self._wait_ready(t0, timeout_s, running)
+            self._process.wait_ready(running, self._answers, t0 + timeout_s, self._diagnostics, _RETRY_HINT)
             return time.monotonic() - t0
         self.pid_file.unlink(missing_ok=True)  # stale: process gone or pid reused by something else
         if shutil.which(self.java) is None:
@@ -520,20 +505,15 @@ class LocalKafka:
             *self._jvm_base()[1:],
             BROKER_MAIN_CLASS, str(self.properties_file),
         ]  # fmt: skip
-        with open(self.stdout_log, "ab") as out:
-            out.write(f"\n===== {time.strftime('%Y-%m-%d %H:%M:%S')} starting: {' '.join(cmd)}\n".encode())
-            out.flush()
-            self._proc = subprocess.Popen(
-                cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                cwd=self.dir, start_new_session=True,
-            )  # fmt: skip
-        self.pid_file.write_text(f"{self._proc.pid}\n")
-        try:
-            self._wait_ready(t0, timeout_s, self._proc.pid)
-        except BaseException:
-            self.stop()
-            raise
+        left_s = timeout_s - (time.monotonic() - t0)  # the fetch and the format count against the timeout too
+        self._process.start(cmd, self._answers, left_s, self.dir, diagnostics=self._diagnostics, hint=_RETRY_HINT)
         return time.monotonic() - t0
+
+    def _answers(self, remaining_s: float) -> bool:
+        return (
+            port_accepts(self.port, timeout=min(0.5, remaining_s))
+            and self._metadata_ok(min(2.0, max(remaining_s, 0.1))) is not False
+        )
 
     def _metadata_ok(self, timeout_s: float) -> bool | None:
         """True/False from a real metadata request; None if confluent_kafka is not installed."""
@@ -551,37 +531,10 @@ class LocalKafka:
     def _diagnostics(self) -> str:
         parts = []
         for path in (self.server_log, self.stdout_log):
-            tail = _tail_file(path, 30)
+            tail = tail_file(path, 30)
             if tail:
                 parts.append(f"--- last lines of {path} ---\n{tail}")
         return "\n".join(parts) or f"(no log output in {self.logs_dir})"
-
-    def _wait_ready(self, t0: float, timeout_s: float, pid: int) -> None:
-        deadline = t0 + timeout_s
-        while True:
-            dead = (
-                (self._proc.poll() is not None)
-                if self._proc is not None and self._proc.pid == pid
-                else (not pid_alive(pid))
-            )
-            if dead:
-                code = self._proc.returncode if self._proc is not None else None
-                raise LocalKafkaError(
-                    f"The Kafka broker (pid {pid}) exited during startup"
-                    f"{f' with code {code}' if code is not None else ''}.\n{self._diagnostics()}"
-                )
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise LocalKafkaError(
-                    f"The Kafka broker on {self.bootstrap} was not ready within {timeout_s:.0f}s; it was stopped. "
-                    f"Retry with a larger timeout (--timeout) or read the logs.\n{self._diagnostics()}"
-                )
-            if (
-                port_accepts(self.port, timeout=min(0.5, remaining))
-                and self._metadata_ok(min(2.0, max(remaining, 0.1))) is not False
-            ):
-                return
-            time.sleep(0.1)
 
     def stop(self, timeout_s: float = 10.0, *, by_port: bool = False) -> bool:
         """Stop the broker: SIGTERM to its process group (clean shutdown), SIGKILL after ``timeout_s``.
@@ -593,48 +546,10 @@ class LocalKafka:
         pid = self.pid
         if pid is None and by_port:
             pid = self._pid_on_port()
-        try:
-            if pid is None:
-                return False
-            self._signal(pid, signal.SIGTERM)
-            if not self._wait_gone(pid, timeout_s):
-                _err(f"Kafka broker pid {pid} did not stop within {timeout_s:.0f}s; killing it.")
-                self._signal(pid, signal.SIGKILL)
-                if not self._wait_gone(pid, 10.0):
-                    raise LocalKafkaError(
-                        f"Kafka broker pid {pid} survived SIGKILL; check it: ps -o pid,stat,cmd {pid}"
-                    )
-            return True
-        finally:
+        if pid is None:
             self.pid_file.unlink(missing_ok=True)
-            if self._proc is not None and self._proc.poll() is not None:
-                self._proc = None
-
-    @staticmethod
-    def _signal(pid: int, sig: signal.Signals) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            try:
-                pgid = os.getpgid(pid)
-            except ProcessLookupError:
-                return
-            if pgid == pid:  # we started it as a session/group leader: take the whole group
-                os.killpg(pgid, sig)
-            else:
-                os.kill(pid, sig)
-
-    def _wait_gone(self, pid: int, timeout_s: float) -> bool:
-        if self._proc is not None and self._proc.pid == pid:
-            try:
-                self._proc.wait(timeout=timeout_s)
-                return True
-            except subprocess.TimeoutExpired:
-                return False
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if not pid_alive(pid):
-                return True
-            time.sleep(0.05)
-        return not pid_alive(pid)
+            return False
+        return self._process.stop(timeout_s, pid=pid)
 
     def wipe(self) -> None:
         """Delete the data dir (all topics, offsets and the KRaft cluster id). Refuses while the broker runs."""
