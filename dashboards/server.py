@@ -14,17 +14,17 @@ from __future__ import annotations
 import argparse
 import json
 import mimetypes
-import signal
 import sys
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 from dashboards.figures import Figures
 from dashboards.source import TopicTail
+from infra.http_serving import QuietHandler, run_until_signalled, serve_in_background, shut_down
 
 STATIC = Path(__file__).resolve().parent / "static"
 
@@ -70,7 +70,7 @@ class Dashboard:
     def start(self) -> Dashboard:
         dashboard = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_GET(self) -> None:
                 path = self.path.split("?", 1)[0]
                 if path == "/api/summary":
@@ -88,27 +88,16 @@ class Dashboard:
                     self._send(200, file.read_bytes(), kind)
 
             def _send(self, status: int, body: bytes, kind: str) -> None:
-                self.send_response(status)
-                self.send_header("Content-Type", kind + ("; charset=utf-8" if kind.startswith("text") else ""))
-                self.send_header("Content-Length", str(len(body)))
-                self.send_header("Cache-Control", "no-store")
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
+                kind += "; charset=utf-8" if kind.startswith("text") else ""
+                self.send_body(status, body, kind, {"Cache-Control": "no-store"})
 
         self.tail.start()
-        self._http = ThreadingHTTPServer((self._host, self._port), Handler)
-        self._http.daemon_threads = True
-        threading.Thread(target=self._http.serve_forever, name="dashboard-http", daemon=True).start()
+        self._http = serve_in_background(self._host, self._port, Handler, "dashboard-http")
         return self
 
     def stop(self) -> None:
-        if self._http is not None:
-            self._http.shutdown()
-            self._http.server_close()
-            self._http = None
+        shut_down(self._http)
+        self._http = None
         self.tail.stop()
 
     def __enter__(self) -> Dashboard:
@@ -128,13 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bootstrap", default=settings.bootstrap_servers)
     args = parser.parse_args(argv)
     dashboard = Dashboard(args.bootstrap, port=args.port, host=args.host).start()
-    print(f"dashboard on {dashboard.url}/ (Kafka {args.bootstrap})", flush=True)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    stop.wait()
-    dashboard.stop()
-    return 0
+    return run_until_signalled(f"dashboard on {dashboard.url}/ (Kafka {args.bootstrap})", dashboard.stop)
 
 
 if __name__ == "__main__":

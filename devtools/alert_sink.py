@@ -19,16 +19,16 @@ import argparse
 import email
 import email.policy
 import json
-import signal
 import sys
 import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from infra.http_serving import QuietHandler, run_until_signalled, serve_in_background, shut_down
 from streams.settings import get_settings
 
 CHANNELS = ("slack", "pagerduty", "sms")
@@ -115,7 +115,7 @@ class Sink:
     def start(self) -> Sink:
         sink = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length)
@@ -143,19 +143,12 @@ class Sink:
                 self._reply(200, {"records": len(sink.records())})
 
             def _reply(self, status: int, body: Any) -> None:
-                data = body.encode() if isinstance(body, str) else json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "text/plain" if isinstance(body, str) else "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                if isinstance(body, str):
+                    self.send_body(status, body.encode(), "text/plain")
+                else:
+                    self.send_body(status, json.dumps(body).encode(), "application/json")
 
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self._http = ThreadingHTTPServer((self.host, self._port), Handler)
-        self._http.daemon_threads = True
-        threading.Thread(target=self._http.serve_forever, name="alert-sink-http", daemon=True).start()
+        self._http = serve_in_background(self.host, self._port, Handler, "alert-sink-http")
         if self._smtp_port is not None:
             self._start_smtp()
         return self
@@ -193,10 +186,8 @@ class Sink:
         self._smtp.start()
 
     def stop(self) -> None:
-        if self._http is not None:
-            self._http.shutdown()
-            self._http.server_close()
-            self._http = None
+        shut_down(self._http)
+        self._http = None
         if self._smtp is not None:
             self._smtp.stop()
             self._smtp = None
@@ -242,13 +233,8 @@ def main(argv: list[str] | None = None) -> int:
     sink = Sink(args.out, port=args.port, smtp_port=args.smtp_port)
     sink.on_record = lambda record: print(summarize(record), flush=True)
     sink.start()
-    print(f"sink on {sink.url} (/slack /pagerduty /sms), SMTP {sink.smarthost}, recording to {args.out}", flush=True)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    stop.wait()
-    sink.stop()
-    return 0
+    where = f"sink on {sink.url} (/slack /pagerduty /sms), SMTP {sink.smarthost}, recording to {args.out}"
+    return run_until_signalled(where, sink.stop)
 
 
 if __name__ == "__main__":
