@@ -117,31 +117,43 @@ def stop_monitoring(settings: Settings, console: Console) -> None:
 def incident(now: datetime) -> list[tuple[Topic, Any]]:
     """One of each §5.2 alert: slow settlement, failures, a high FX move, an expiring key, a stuck multi-sig."""
     tag = now.strftime("%H%M%S")
-    out: list[tuple[Topic, Any]] = [
-        (
-            BRIDGE_SETTLEMENTS_COMPLETED,
-            m.BridgeSettlementCompleted(
-                request_id=f"demo-slow-{tag}",
-                bridge_tx_id=f"BRIDGE-demo-slow-{tag}",
-                payer_account_id="acct-demo-1",
-                merchant_id="merchant-demo",
-                region=m.Region.KR,
-                currency=m.Currency.KRW,
-                amount_minor=150_000,
-                kaus_debited_units=1_000_000_000,
-                rate=Decimal("150"),
-                rail=m.Rail.TOSS_PAYMENTS,
-                provider_reference="demo",
-                provider_fee_minor=0,
-                cashback_kaus_units=0,
-                ecosystem_bonus_kaus_units=0,
-                phase_durations_ms={m.BridgePhase.MERCHANT_CREDIT: 1_300, m.BridgePhase.BALANCE_LOCK: 140},
-                total_duration_ms=1_440,
-                completed_at=now,
-            ),
-        )
+    return [
+        _slow_settlement(now, tag),
+        *_failed_settlements(now, tag, count=25),
+        *_fx_move(now, tag),
+        *_governance(now, tag),
     ]
-    out += [
+
+
+def _slow_settlement(now: datetime, tag: str) -> tuple[Topic, Any]:
+    """A KR settlement whose merchant credit took 1.3 s (SettlementDelay)."""
+    return (
+        BRIDGE_SETTLEMENTS_COMPLETED,
+        m.BridgeSettlementCompleted(
+            request_id=f"demo-slow-{tag}",
+            bridge_tx_id=f"BRIDGE-demo-slow-{tag}",
+            payer_account_id="acct-demo-1",
+            merchant_id="merchant-demo",
+            region=m.Region.KR,
+            currency=m.Currency.KRW,
+            amount_minor=150_000,
+            kaus_debited_units=1_000_000_000,
+            rate=Decimal("150"),
+            rail=m.Rail.TOSS_PAYMENTS,
+            provider_reference="demo",
+            provider_fee_minor=0,
+            cashback_kaus_units=0,
+            ecosystem_bonus_kaus_units=0,
+            phase_durations_ms={m.BridgePhase.MERCHANT_CREDIT: 1_300, m.BridgePhase.BALANCE_LOCK: 140},
+            total_duration_ms=1_440,
+            completed_at=now,
+        ),
+    )
+
+
+def _failed_settlements(now: datetime, tag: str, count: int) -> list[tuple[Topic, Any]]:
+    """US payments failing on STRIPE_INSTANT, enough of them for SettlementFailed."""
+    return [
         (
             BRIDGE_SETTLEMENTS_FAILED,
             m.BridgeSettlementFailed(
@@ -157,43 +169,42 @@ def incident(now: datetime) -> list[tuple[Topic, Any]]:
                 failed_at=now,
             ),
         )
-        for i in range(25)
+        for i in range(count)
     ]
-    out += [
+
+
+def _fx_move(now: datetime, tag: str) -> list[tuple[Topic, Any]]:
+    """Two JPY quotes 0.87% apart (the FX deviation alert)."""
+    quotes = ((m.FxSource.BLOOMBERG, Decimal("23.10")), (m.FxSource.REUTERS, Decimal("23.30")))
+    return [
         (
             FX_RATES,
             m.FxRate(quote_id=f"demo-{tag}-{source.value}", source=source, quote=m.Currency.JPY, rate=rate, as_of=now),
         )
-        for source, rate in ((m.FxSource.BLOOMBERG, Decimal("23.10")), (m.FxSource.REUTERS, Decimal("23.30")))
+        for source, rate in quotes
     ]
-    out.append(
-        (
-            GOVERNANCE_KEYS,
-            m.KeyMetadata(
-                key_id=f"hsm-demo-{tag}",
-                label="settlement signing key",
-                algorithm="ECDSA-P256",
-                created_at=now - timedelta(days=87),
-                expires_at=now + timedelta(days=3),
-                observed_at=now,
-            ),
-        )
+
+
+def _governance(now: datetime, tag: str) -> list[tuple[Topic, Any]]:
+    """A signing key expiring in 3 days and a multi-sig request pending for 2h05m."""
+    key = m.KeyMetadata(
+        key_id=f"hsm-demo-{tag}",
+        label="settlement signing key",
+        algorithm="ECDSA-P256",
+        created_at=now - timedelta(days=87),
+        expires_at=now + timedelta(days=3),
+        observed_at=now,
     )
-    out.append(
-        (
-            GOVERNANCE_MULTISIG,
-            m.MultisigRequest(
-                request_id=f"msig-demo-{tag}",
-                amount_kaus_units=60_000_000_000_000,
-                required_signers=4,
-                signatures=2,
-                state=m.MultisigState.PENDING,
-                created_at=now - timedelta(hours=2, minutes=5),
-                updated_at=now,
-            ),
-        )
+    multisig = m.MultisigRequest(
+        request_id=f"msig-demo-{tag}",
+        amount_kaus_units=60_000_000_000_000,
+        required_signers=4,
+        signatures=2,
+        state=m.MultisigState.PENDING,
+        created_at=now - timedelta(hours=2, minutes=5),
+        updated_at=now,
     )
-    return out
+    return [(GOVERNANCE_KEYS, key), (GOVERNANCE_MULTISIG, multisig)]
 
 
 def produce_incident(settings: Settings) -> int:

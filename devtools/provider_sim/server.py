@@ -310,6 +310,37 @@ class ProviderSim:
             body["links"] = links
         return _json(status, body)
 
+    def _paypal_unavailable(self, status: int) -> web.Response:
+        if status == 503:
+            return self._paypal_error(status, "SERVICE_UNAVAILABLE", "Service Unavailable.")
+        return self._paypal_error(status, "INTERNAL_SERVICE_ERROR", "An internal service error has occurred.")
+
+    def _paypal_duplicate(self, base: str, original: Stored) -> web.Response:
+        """PayPal refuses a sender_batch_id it has seen, with a link to the original batch."""
+        batch_id = json.loads(original.body)["batch_header"]["payout_batch_id"]
+        self.stats["PAYPAL.duplicates"] += 1
+        issue = {
+            "field": "SENDER_BATCH_ID",
+            "location": "body",
+            "issue": "Batch with given sender_batch_id already exists",
+        }
+        link = {
+            "href": f"{base}/v1/payments/payouts/{batch_id}",
+            "rel": "self",
+            "method": "GET",
+            "encType": "application/json",
+        }
+        return self._paypal_error(400, "USER_BUSINESS_ERROR", "User business error.", [issue], [link])
+
+    def _paypal_declined(self) -> web.Response:
+        issue = {
+            "field": "items[0].receiver",
+            "location": "body",
+            "issue": "RECEIVER_UNREGISTERED",
+            "description": "Receiver is unregistered",
+        }
+        return self._paypal_error(422, "UNPROCESSABLE_ENTITY", "The requested action could not be performed.", [issue])
+
     async def paypal_token(self, request: web.Request) -> web.Response:
         s = self.settings
         if request.headers.get("Authorization") != basic_auth(
@@ -359,29 +390,8 @@ class ProviderSim:
         base = f"http://{request.host}"
 
         async def execute() -> web.Response:
-            if key in self.stored:  # sender_batch_id seen: refuse with a link to the original
-                batch_id = json.loads(self.stored[key].body)["batch_header"]["payout_batch_id"]
-                self.stats["PAYPAL.duplicates"] += 1
-                return self._paypal_error(
-                    400,
-                    "USER_BUSINESS_ERROR",
-                    "User business error.",
-                    [
-                        {
-                            "field": "SENDER_BATCH_ID",
-                            "location": "body",
-                            "issue": "Batch with given sender_batch_id already exists",
-                        }
-                    ],
-                    [
-                        {
-                            "href": f"{base}/v1/payments/payouts/{batch_id}",
-                            "rel": "self",
-                            "method": "GET",
-                            "encType": "application/json",
-                        }
-                    ],
-                )
+            if key in self.stored:
+                return self._paypal_duplicate(base, self.stored[key])
             batch_id = _ref("", "paypal", batch_id_in, n=13, upper=True)
             rec = self._record(
                 Provider.PAYPAL, "PAYPAL", batch_id_in, batch_id_in, batch_id, amount_minor, currency, receiver
@@ -416,29 +426,7 @@ class ProviderSim:
             self.paypal_batches[batch_id] = dumps(success)
             return web.Response(status=201, body=payload, content_type="application/json")
 
-        return await self._money_call(
-            "PAYPAL",
-            "PAYPAL",
-            execute,
-            lambda status: self._paypal_error(
-                status,
-                "SERVICE_UNAVAILABLE" if status == 503 else "INTERNAL_SERVICE_ERROR",
-                "Service Unavailable." if status == 503 else "An internal service error has occurred.",
-            ),
-            lambda: self._paypal_error(
-                422,
-                "UNPROCESSABLE_ENTITY",
-                "The requested action could not be performed.",
-                [
-                    {
-                        "field": "items[0].receiver",
-                        "location": "body",
-                        "issue": "RECEIVER_UNREGISTERED",
-                        "description": "Receiver is unregistered",
-                    }
-                ],
-            ),
-        )
+        return await self._money_call("PAYPAL", "PAYPAL", execute, self._paypal_unavailable, self._paypal_declined)
 
     async def paypal_get_batch(self, request: web.Request) -> web.Response:
         if not self._paypal_authorized(request):
@@ -475,6 +463,77 @@ class ProviderSim:
             )
         return None
 
+    def _stripe_unavailable(self, status: int) -> web.Response:
+        message = "Stripe is temporarily unavailable; please retry." if status == 503 else "An unknown error occurred"
+        return self._stripe_error(status, "api_error", message)
+
+    def _stripe_declined(self) -> web.Response:
+        return self._stripe_error(
+            400,
+            "invalid_request_error",
+            "The destination bank account cannot be used for payouts: it was closed.",
+            code="bank_account_unusable",
+            param="destination",
+        )
+
+    @staticmethod
+    def _stripe_replay(stored: Stored, headers: dict[str, str]) -> web.Response:
+        return web.Response(status=stored.status, body=stored.body, content_type="application/json", headers=headers)
+
+    def _stripe_seen_key(self, key: tuple[str, str], idem: str, fingerprint: str) -> web.Response | None:
+        """Stripe's answer to a repeated Idempotency-Key: the stored response, a mismatch, or 409 while in flight."""
+        stored = self.stored.get(key)
+        if stored is not None:
+            if stored.fingerprint != fingerprint:
+                return self._stripe_error(
+                    400,
+                    "idempotency_error",
+                    f"Keys for idempotent requests can only be used with the same parameters they were first "
+                    f"used with. Try using a key other than '{idem}' if you meant to execute a different request.",
+                )
+            self.stats["STRIPE.replays"] += 1
+            return self._stripe_replay(stored, {"Idempotent-Replayed": "true", "Idempotency-Key": idem})
+        if key in self.executing:
+            return self._stripe_error(
+                409,
+                "idempotency_error",
+                "There is currently another in-progress request using this Stripe API "
+                "Idempotency Key. Please try again later.",
+                code="idempotency_key_in_use",
+            )
+        return None
+
+    @staticmethod
+    def _stripe_payout_object(
+        payout_id: str, amount: int, currency: Currency, form: dict[str, str], metadata: dict[str, str]
+    ) -> dict[str, Any]:
+        created = int(time.time())
+        return {
+            "id": payout_id,
+            "object": "payout",
+            "amount": amount,
+            "arrival_date": created,
+            "automatic": False,
+            "balance_transaction": "txn_" + payout_id[3:],
+            "created": created,
+            "currency": currency.value.lower(),
+            "description": form.get("description"),
+            "destination": form.get("destination"),
+            "failure_balance_transaction": None,
+            "failure_code": None,
+            "failure_message": None,
+            "livemode": False,
+            "metadata": metadata,
+            "method": form.get("method", "standard"),
+            "original_payout": None,
+            "reconciliation_status": "not_applicable",
+            "reversed_by": None,
+            "source_type": "card",
+            "statement_descriptor": None,
+            "status": "paid" if form.get("method") == "instant" else "pending",
+            "type": "bank_account",
+        }
+
     async def stripe_payout(self, request: web.Request) -> web.Response:
         denied = self._stripe_auth(request)
         if denied:
@@ -484,32 +543,11 @@ class ProviderSim:
         idem = request.headers.get("Idempotency-Key")
         account = request.headers["Stripe-Account"]
         fingerprint = hashlib.sha256((account + "|" + "&".join(sorted(raw.split("&")))).encode()).hexdigest()
-        if idem:
-            key = ("STRIPE", f"{account}|{idem}")
-            stored = self.stored.get(key)
-            if stored is not None:
-                if stored.fingerprint != fingerprint:
-                    return self._stripe_error(
-                        400,
-                        "idempotency_error",
-                        f"Keys for idempotent requests can only be used with the same parameters they were first "
-                        f"used with. Try using a key other than '{idem}' if you meant to execute a different request.",
-                    )
-                self.stats["STRIPE.replays"] += 1
-                return web.Response(
-                    status=stored.status,
-                    body=stored.body,
-                    content_type="application/json",
-                    headers={"Idempotent-Replayed": "true", "Idempotency-Key": idem},
-                )
-            if key in self.executing:
-                return self._stripe_error(
-                    409,
-                    "idempotency_error",
-                    "There is currently another in-progress request using this Stripe API "
-                    "Idempotency Key. Please try again later.",
-                    code="idempotency_key_in_use",
-                )
+        key = ("STRIPE", f"{account}|{idem}") if idem else None
+        if key is not None and idem:
+            seen = self._stripe_seen_key(key, idem, fingerprint)
+            if seen is not None:
+                return seen
         try:
             amount = int(form["amount"])
             currency = Currency(form["currency"].upper())
@@ -527,77 +565,21 @@ class ProviderSim:
         metadata = {k[len("metadata[") : -1]: v for k, v in form.items() if k.startswith("metadata[")}
 
         async def execute() -> web.Response:
+            if key is not None and key in self.stored:  # executed while we waited (concurrent duplicate): replay
+                return self._stripe_replay(self.stored[key], {"Idempotent-Replayed": "true"})
             payout_id = _ref("po_", "stripe", account, idem or secrets.token_hex(8))
             self._record(
                 Provider.STRIPE, rail, idem or "", metadata.get("nexus_tx_id", ""), payout_id, amount, currency, account
             )
-            created = int(time.time())
-            obj = {
-                "id": payout_id,
-                "object": "payout",
-                "amount": amount,
-                "arrival_date": created,
-                "automatic": False,
-                "balance_transaction": "txn_" + payout_id[3:],
-                "created": created,
-                "currency": currency.value.lower(),
-                "description": form.get("description"),
-                "destination": form.get("destination"),
-                "failure_balance_transaction": None,
-                "failure_code": None,
-                "failure_message": None,
-                "livemode": False,
-                "metadata": metadata,
-                "method": form.get("method", "standard"),
-                "original_payout": None,
-                "reconciliation_status": "not_applicable",
-                "reversed_by": None,
-                "source_type": "card",
-                "statement_descriptor": None,
-                "status": "paid" if form.get("method") == "instant" else "pending",
-                "type": "bank_account",
-            }
-            payload = dumps(obj)
-            if idem:
-                self.stored[("STRIPE", f"{account}|{idem}")] = Stored(fingerprint, 200, payload)
+            payload = dumps(self._stripe_payout_object(payout_id, amount, currency, form, metadata))
+            if key is not None:
+                self.stored[key] = Stored(fingerprint, 200, payload)
             self.stripe_payouts[payout_id] = (account, payload)
-            return web.Response(
-                status=200,
-                body=payload,
-                content_type="application/json",
-                headers={"Request-Id": f"req_{secrets.token_hex(7)}"},
-            )
-
-        async def guarded() -> web.Response:
-            if idem:
-                k = ("STRIPE", f"{account}|{idem}")
-                if k in self.stored:  # executed while we waited (concurrent duplicate): replay
-                    s = self.stored[k]
-                    return web.Response(
-                        status=s.status,
-                        body=s.body,
-                        content_type="application/json",
-                        headers={"Idempotent-Replayed": "true"},
-                    )
-            return await execute()
+            headers = {"Request-Id": f"req_{secrets.token_hex(7)}"}
+            return web.Response(status=200, body=payload, content_type="application/json", headers=headers)
 
         return await self._money_call(
-            rail,
-            "STRIPE",
-            guarded,
-            lambda status: self._stripe_error(
-                status,
-                "api_error",
-                "Stripe is temporarily unavailable; please retry." if status == 503 else "An unknown error occurred",
-            ),
-            lambda: self._stripe_error(
-                400,
-                "invalid_request_error",
-                "The destination bank account cannot be used for payouts: it was closed.",
-                code="bank_account_unusable",
-                param="destination",
-            ),
-            busy_key=("STRIPE", f"{account}|{idem}") if idem else None,
+            rail, "STRIPE", execute, self._stripe_unavailable, self._stripe_declined, busy_key=key
         )
 
     async def stripe_get_payout(self, request: web.Request) -> web.Response:
@@ -775,6 +757,16 @@ class ProviderSim:
     def _toss_error(self, status: int, code: str, message: str) -> web.Response:
         return _json(status, {"code": code, "message": message})
 
+    def _toss_unavailable(self, status: int) -> web.Response:
+        return self._toss_error(
+            status,
+            "FAILED_INTERNAL_SYSTEM_PROCESSING",
+            "내부 시스템 처리 작업이 실패했습니다. 잠시 후 다시 시도해주세요.",
+        )
+
+    def _toss_declined(self) -> web.Response:
+        return self._toss_error(400, "NOT_FOUND_SUB_MALL", "존재하지 않는 서브몰입니다.")
+
     async def toss_payout(self, request: web.Request) -> web.Response:
         expected = basic_auth(self.settings.toss_secret_key.get_secret_value(), "")
         if request.headers.get("Authorization") != expected:
@@ -829,17 +821,7 @@ class ProviderSim:
                 self.stored[("TOSS", idem)] = Stored(fingerprint, 200, payload)
             return web.Response(status=200, body=payload, content_type="application/json")
 
-        return await self._money_call(
-            "TOSS_PAYMENTS",
-            "TOSS",
-            execute,
-            lambda status: self._toss_error(
-                status,
-                "FAILED_INTERNAL_SYSTEM_PROCESSING",
-                "내부 시스템 처리 작업이 실패했습니다. 잠시 후 다시 시도해주세요.",
-            ),
-            lambda: self._toss_error(400, "NOT_FOUND_SUB_MALL", "존재하지 않는 서브몰입니다."),
-        )
+        return await self._money_call("TOSS_PAYMENTS", "TOSS", execute, self._toss_unavailable, self._toss_declined)
 
     async def toss_get_payout(self, request: web.Request) -> web.Response:
         expected = basic_auth(self.settings.toss_secret_key.get_secret_value(), "")
@@ -852,6 +834,10 @@ class ProviderSim:
 
     # ------------------------------------------------------------------ Alipay
 
+    def _alipay_failure(self, method: str, code: str, sub_code: str, sub_msg: str) -> web.Response:
+        msg = {"40001": "Missing Required Arguments", "40002": "Invalid Arguments", "40004": "Business Failed"}[code]
+        return self._alipay_answer(method, {"code": code, "msg": msg, "sub_code": sub_code, "sub_msg": sub_msg})
+
     def _alipay_answer(self, method: str, value: dict[str, Any]) -> web.Response:
         text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
         signature = rsa2_sign(self._alipay_private, text)
@@ -862,74 +848,33 @@ class ProviderSim:
         params = dict(parse_qsl((await request.read()).decode("utf-8"), keep_blank_values=True))
         method = params.get("method", "")
         if params.get("app_id") != self.settings.alipay_app_id:
-            return self._alipay_answer(
-                method or "error",
-                {
-                    "code": "40002",
-                    "msg": "Invalid Arguments",
-                    "sub_code": "isv.invalid-app-id",
-                    "sub_msg": "无效的AppID参数",
-                },
-            )
+            return self._alipay_failure(method or "error", "40002", "isv.invalid-app-id", "无效的AppID参数")
         if params.get("sign_type") != "RSA2" or not rsa2_verify(
             self._app_public, sign_content(params), params.get("sign", "")
         ):
-            return self._alipay_answer(
-                method,
-                {
-                    "code": "40002",
-                    "msg": "Invalid Arguments",
-                    "sub_code": "isv.invalid-signature",
-                    "sub_msg": "验签出错",
-                },
-            )
+            return self._alipay_failure(method, "40002", "isv.invalid-signature", "验签出错")
         try:
             biz = json.loads(params["biz_content"])
         except (KeyError, ValueError):
-            return self._alipay_answer(
-                method,
-                {
-                    "code": "40001",
-                    "msg": "Missing Required Arguments",
-                    "sub_code": "isv.missing-biz-content",
-                    "sub_msg": "缺少业务参数",
-                },
-            )
+            return self._alipay_failure(method, "40001", "isv.missing-biz-content", "缺少业务参数")
         if method == QUERY:
             return self._alipay_query(biz)
         if method != TRANSFER:
-            return self._alipay_answer(
-                method,
-                {
-                    "code": "40002",
-                    "msg": "Invalid Arguments",
-                    "sub_code": "isv.invalid-method",
-                    "sub_msg": "不存在的方法名",
-                },
-            )
+            return self._alipay_failure(method, "40002", "isv.invalid-method", "不存在的方法名")
         try:
             out_no = str(biz["out_biz_no"])
             amount = Money.from_decimal(Decimal(str(biz["trans_amount"])), Currency.CNY)
             identity = str(biz["payee_info"]["identity"])
         except (KeyError, TypeError, ValueError, ArithmeticError) as exc:
-            return self._alipay_answer(
-                method,
-                {"code": "40002", "msg": "Invalid Arguments", "sub_code": "isv.invalid-parameter", "sub_msg": str(exc)},
-            )
+            return self._alipay_failure(method, "40002", "isv.invalid-parameter", str(exc))
         fingerprint = f"{amount.minor_units}|{identity}"
 
         async def execute() -> web.Response:
             existing = self.alipay_orders.get(out_no)
             if existing is not None:
                 if existing[0] != fingerprint:
-                    return self._alipay_answer(
-                        method,
-                        {
-                            "code": "40004",
-                            "msg": "Business Failed",
-                            "sub_code": "PAYMENT_INFO_INCONSISTENCY",
-                            "sub_msg": "两次请求商户单号一样，但是参数不一致",
-                        },
+                    return self._alipay_failure(
+                        method, "40004", "PAYMENT_INFO_INCONSISTENCY", "两次请求商户单号一样，但是参数不一致"
                     )
                 self.stats["ALIPAY.replays"] += 1
                 return self._alipay_answer(method, existing[1])
@@ -955,19 +900,13 @@ class ProviderSim:
             "ALIPAY",
             execute,
             lambda status: web.Response(status=status, text="Service Unavailable"),
-            lambda: self._alipay_answer(
-                method,
-                {"code": "40004", "msg": "Business Failed", "sub_code": "PAYEE_NOT_EXIST", "sub_msg": "收款账号不存在"},
-            ),
+            lambda: self._alipay_failure(method, "40004", "PAYEE_NOT_EXIST", "收款账号不存在"),
         )
 
     def _alipay_query(self, biz: dict[str, Any]) -> web.Response:
         found = self.alipay_orders.get(str(biz.get("out_biz_no", "")))
         if found is None:
-            return self._alipay_answer(
-                QUERY,
-                {"code": "40004", "msg": "Business Failed", "sub_code": "ORDER_NOT_EXIST", "sub_msg": "转账订单不存在"},
-            )
+            return self._alipay_failure(QUERY, "40004", "ORDER_NOT_EXIST", "转账订单不存在")
         value = found[1]
         rec = next(p for p in self.payouts if p.provider == "ALIPAY" and p.our_reference == value["out_biz_no"])
         return self._alipay_answer(
