@@ -57,7 +57,7 @@ lint:
 	$(VENV)/bin/ruff format --check . || true
 
 typecheck:
-	$(VENV)/bin/mypy contracts domain streams
+	$(VENV)/bin/mypy contracts domain streams devtools
 
 schemas: $(STAMP_PLATFORM)
 	$(VENV)/bin/python -m contracts
