@@ -113,116 +113,12 @@ def sync_exceptions(con: duckdb.DuckDBPyConnection, day: date) -> ReviewSummary:
     con.execute("BEGIN")
     try:
         for row in breaks.iter_rows(named=True):
-            key = row["exception_id"]
-            cur = existing.get(key)
-            if cur is None:
-                exc = {
-                    "exception_id": key,
-                    "break_class": row["break_class"],
-                    "state": str(ExceptionState.OPEN),
-                    "provider": row["provider"],
-                    "currency": row["currency"],
-                    "settlement_id": row["settlement_id"],
-                    "line_id": row["line_id"],
-                    "related_id": row["related_id"],
-                    "amount_delta_minor": row["amount_delta_minor"],
-                    "fee_delta_minor": row["fee_delta_minor"],
-                }
-                con.execute(
-                    "INSERT INTO recon_exceptions VALUES ($exception_id, $break_class, $state, $provider, $currency,"
-                    " $settlement_id, $line_id, $related_id, $amount_delta_minor, $fee_delta_minor, $d, $at, $d, 0,"
-                    " NULL, NULL, NULL)",
-                    {**exc, "d": day, "at": at},
-                )
-                _log_action(
-                    con,
-                    f"{key}|opened",
-                    exc,
-                    "opened",
-                    None,
-                    "open",
-                    None,
-                    row["break_class"],
-                    SYSTEM_ACTOR,
-                    f"{row['break_class']} found by the {day} reconciliation",
-                    day,
-                    at,
-                )
-                existing[key] = {**exc, "opened_on": day, "last_seen_on": day}
+            change = _review_break(con, row, existing, day, at)
+            if change == "opened":
                 opened += 1
-                continue
-            if (
-                cur["state"] == ExceptionState.OPEN
-                and cur["break_class"] != row["break_class"]
-                and day >= cur["last_seen_on"]
-            ):
-                con.execute(
-                    "UPDATE recon_exceptions SET break_class = $c, line_id = coalesce($l, line_id),"
-                    " related_id = coalesce($r, related_id), amount_delta_minor = $a, fee_delta_minor = $f"
-                    " WHERE exception_id = $e",
-                    {
-                        "c": row["break_class"],
-                        "l": row["line_id"],
-                        "r": row["related_id"],
-                        "a": row["amount_delta_minor"],
-                        "f": row["fee_delta_minor"],
-                        "e": key,
-                    },
-                )
-                _log_action(
-                    con,
-                    f"{key}|reclassified|{day}",
-                    cur,
-                    "reclassified",
-                    "open",
-                    "open",
-                    cur["break_class"],
-                    row["break_class"],
-                    SYSTEM_ACTOR,
-                    f"re-checked on {day}: now {row['break_class']}",
-                    day,
-                    at,
-                )
+            elif change == "reclassified":
                 reclassified += 1
-            con.execute(
-                "UPDATE recon_exceptions SET last_seen_on = greatest(last_seen_on, $d) WHERE exception_id = $e",
-                {"d": day, "e": key},
-            )
-
-        # items that reconcile today (or whose line is now paired) close their open exception
-        paired = results.filter(pl.col("settlement_id").is_not_null() & pl.col("line_id").is_not_null())
-        matched_s = paired.filter(pl.col("outcome") == "matched").select(
-            exception_id=pl.lit("S:") + pl.col("settlement_id"), tier=pl.col("tier"), other=pl.col("line_id")
-        )
-        lines_paired = paired.select(
-            exception_id=pl.lit("L:") + pl.col("line_id"), tier=pl.col("tier"), other=pl.col("settlement_id")
-        )
-        for row in pl.concat([matched_s, lines_paired]).unique("exception_id").iter_rows(named=True):
-            cur = existing.get(row["exception_id"])
-            if cur is None or cur["state"] != ExceptionState.OPEN or cur.get("opened_on", day) > day:
-                continue
-            reason = f"reconciled on {day}: paired with {row['other']} ({row['tier']} match)"
-            con.execute(
-                "UPDATE recon_exceptions SET state = 'corrected', resolved_at = $at, resolved_by = $who,"
-                " resolution_reason = $why WHERE exception_id = $e AND state = 'open'",
-                {"at": at, "who": SYSTEM_ACTOR, "why": reason, "e": row["exception_id"]},
-            )
-            _log_action(
-                con,
-                f"{row['exception_id']}|auto_resolved|{day}",
-                cur,
-                "auto_resolved",
-                "open",
-                "corrected",
-                cur["break_class"],
-                cur["break_class"],
-                SYSTEM_ACTOR,
-                reason,
-                day,
-                at,
-            )
-            resolved += 1
-
+        resolved = _auto_resolve(con, results, existing, day, at)
         # age what is still open (monotone, so re-running an earlier day never rejuvenates)
         con.execute(
             "UPDATE recon_exceptions SET age_days = greatest(age_days, date_diff('day', opened_on, $d))"
@@ -237,6 +133,131 @@ def sync_exceptions(con: duckdb.DuckDBPyConnection, day: date) -> ReviewSummary:
         "SELECT count(*), coalesce(max(age_days), 0) FROM recon_exceptions WHERE state = 'open'"
     ).fetchall()[0]
     return ReviewSummary(opened, reclassified, resolved, int(stats[0]), int(stats[1]))
+
+
+def _review_break(
+    con: duckdb.DuckDBPyConnection, row: dict[str, Any], existing: dict[str, Any], day: date, at: datetime
+) -> str | None:
+    """One of the day's breaks: open a new exception, or reclassify an open one and mark it seen."""
+    key = row["exception_id"]
+    cur = existing.get(key)
+    if cur is None:
+        _open_exception(con, row, existing, day, at)
+        return "opened"
+    change = None
+    if cur["state"] == ExceptionState.OPEN and cur["break_class"] != row["break_class"] and day >= cur["last_seen_on"]:
+        con.execute(
+            "UPDATE recon_exceptions SET break_class = $c, line_id = coalesce($l, line_id),"
+            " related_id = coalesce($r, related_id), amount_delta_minor = $a, fee_delta_minor = $f"
+            " WHERE exception_id = $e",
+            {
+                "c": row["break_class"],
+                "l": row["line_id"],
+                "r": row["related_id"],
+                "a": row["amount_delta_minor"],
+                "f": row["fee_delta_minor"],
+                "e": key,
+            },
+        )
+        _log_action(
+            con,
+            f"{key}|reclassified|{day}",
+            cur,
+            "reclassified",
+            "open",
+            "open",
+            cur["break_class"],
+            row["break_class"],
+            SYSTEM_ACTOR,
+            f"re-checked on {day}: now {row['break_class']}",
+            day,
+            at,
+        )
+        change = "reclassified"
+    con.execute(
+        "UPDATE recon_exceptions SET last_seen_on = greatest(last_seen_on, $d) WHERE exception_id = $e",
+        {"d": day, "e": key},
+    )
+    return change
+
+
+def _open_exception(
+    con: duckdb.DuckDBPyConnection, row: dict[str, Any], existing: dict[str, Any], day: date, at: datetime
+) -> None:
+    key = row["exception_id"]
+    exc = {
+        "exception_id": key,
+        "break_class": row["break_class"],
+        "state": str(ExceptionState.OPEN),
+        "provider": row["provider"],
+        "currency": row["currency"],
+        "settlement_id": row["settlement_id"],
+        "line_id": row["line_id"],
+        "related_id": row["related_id"],
+        "amount_delta_minor": row["amount_delta_minor"],
+        "fee_delta_minor": row["fee_delta_minor"],
+    }
+    con.execute(
+        "INSERT INTO recon_exceptions VALUES ($exception_id, $break_class, $state, $provider, $currency,"
+        " $settlement_id, $line_id, $related_id, $amount_delta_minor, $fee_delta_minor, $d, $at, $d, 0,"
+        " NULL, NULL, NULL)",
+        {**exc, "d": day, "at": at},
+    )
+    _log_action(
+        con,
+        f"{key}|opened",
+        exc,
+        "opened",
+        None,
+        "open",
+        None,
+        row["break_class"],
+        SYSTEM_ACTOR,
+        f"{row['break_class']} found by the {day} reconciliation",
+        day,
+        at,
+    )
+    existing[key] = {**exc, "opened_on": day, "last_seen_on": day}
+
+
+def _auto_resolve(
+    con: duckdb.DuckDBPyConnection, results: pl.DataFrame, existing: dict[str, Any], day: date, at: datetime
+) -> int:
+    """Items that reconcile today (or whose line is now paired) close their open exception; returns how many."""
+    paired = results.filter(pl.col("settlement_id").is_not_null() & pl.col("line_id").is_not_null())
+    matched_s = paired.filter(pl.col("outcome") == "matched").select(
+        exception_id=pl.lit("S:") + pl.col("settlement_id"), tier=pl.col("tier"), other=pl.col("line_id")
+    )
+    lines_paired = paired.select(
+        exception_id=pl.lit("L:") + pl.col("line_id"), tier=pl.col("tier"), other=pl.col("settlement_id")
+    )
+    resolved = 0
+    for row in pl.concat([matched_s, lines_paired]).unique("exception_id").iter_rows(named=True):
+        cur = existing.get(row["exception_id"])
+        if cur is None or cur["state"] != ExceptionState.OPEN or cur.get("opened_on", day) > day:
+            continue
+        reason = f"reconciled on {day}: paired with {row['other']} ({row['tier']} match)"
+        con.execute(
+            "UPDATE recon_exceptions SET state = 'corrected', resolved_at = $at, resolved_by = $who,"
+            " resolution_reason = $why WHERE exception_id = $e AND state = 'open'",
+            {"at": at, "who": SYSTEM_ACTOR, "why": reason, "e": row["exception_id"]},
+        )
+        _log_action(
+            con,
+            f"{row['exception_id']}|auto_resolved|{day}",
+            cur,
+            "auto_resolved",
+            "open",
+            "corrected",
+            cur["break_class"],
+            cur["break_class"],
+            SYSTEM_ACTOR,
+            reason,
+            day,
+            at,
+        )
+        resolved += 1
+    return resolved
 
 
 def list_exceptions(
