@@ -76,12 +76,12 @@ def fx(quote_id: str, at: datetime, rate: str, source: m.FxSource) -> m.FxRate:
     return build(m.FxRate, quote_id=quote_id, source=source, quote=m.Currency.EUR, rate=Decimal(rate), as_of=at)
 
 
-def isolate(stack: AlertingStack) -> int:
-    """Move the engine clock past every window (10 min) and wait until nothing fires; return the sink mark."""
+def isolate(stack: AlertingStack) -> tuple[int, datetime]:
+    """Move the engine clock past every window (10 min), wait until nothing fires; the sink mark and the engine now."""
     stack.advance(600)
     stack.wait_state(lambda s: not s["firing"] and not s["delivery"]["pending"])
     time.sleep(1.5)  # resolves of a previous test, if any, reach the sink
-    return len(stack.sink.records())
+    return len(stack.sink.records()), stack.now()
 
 
 def counts(notifications: list[tuple[str, str, str]]) -> dict[tuple[str, str, str], int]:
@@ -102,8 +102,7 @@ def test_event_thresholds_just_under_stay_quiet_crossing_notifies_once_then_reso
     alerting_stack: AlertingStack, run_id: str
 ) -> None:
     stack = alerting_stack
-    mark = isolate(stack)
-    now = stack.now()
+    mark, now = isolate(stack)
     received = stack.state()["received"]
     done_completed = received.get(BRIDGE_SETTLEMENTS_COMPLETED.name, 0)
     done_fx = received.get(FX_RATES.name, 0)
@@ -183,8 +182,7 @@ def test_event_thresholds_just_under_stay_quiet_crossing_notifies_once_then_reso
 
 def test_time_based_rules_fire_without_events_and_resolve(alerting_stack: AlertingStack, run_id: str) -> None:
     stack = alerting_stack
-    mark = isolate(stack)
-    now = stack.now()
+    mark, now = isolate(stack)
     received = stack.state()["received"]
     key_id, request_id = f"hsm-{run_id}", f"msig-{run_id}"
     # 20 s short of each threshold: 7 days + 20 s left on the key, the request pending 2 h - 20 s.
@@ -267,8 +265,7 @@ def test_burst_of_1000_failures_pages_once_and_mutes_the_delay_it_causes(
     alerting_stack: AlertingStack, run_id: str
 ) -> None:
     stack = alerting_stack
-    mark = isolate(stack)
-    now = stack.now()
+    mark, now = isolate(stack)
     started = time.monotonic()
     stack.kafka.produce_messages(
         BRIDGE_SETTLEMENTS_FAILED,

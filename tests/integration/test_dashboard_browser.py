@@ -15,13 +15,13 @@ import shutil
 import subprocess
 import time
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 from pathlib import Path
 
 import httpx
 import pytest
 
 from contracts import models as m
+from contracts.examples import build
 from contracts.topics import (
     BRIDGE_SETTLEMENTS_COMPLETED,
     BRIDGE_SETTLEMENTS_FAILED,
@@ -70,21 +70,14 @@ def seed(run_id: str) -> tuple[list[m.BridgeSettlementCompleted], list[m.BridgeS
             at = NOW - timedelta(minutes=(n * 7) % (23 * 60))  # spread over the last 23 h (some before midnight)
             total = 380 + (n * 37) % 240  # 380..619 ms
             completed.append(
-                m.BridgeSettlementCompleted(
+                build(
+                    m.BridgeSettlementCompleted,
                     request_id=f"{run_id}-{region.value}-{i}",
                     bridge_tx_id=f"BRIDGE-{run_id}-{n}",
-                    payer_account_id="acct-1",
-                    merchant_id="merchant-1",
                     region=region,
                     currency=currency,
-                    amount_minor=15_000,
                     kaus_debited_units=1_000_000_000 + n * 1_000,
-                    rate=Decimal("0.15"),
                     rail=rail,
-                    provider_reference=f"po-{n}",
-                    provider_fee_minor=63,
-                    cashback_kaus_units=0,
-                    ecosystem_bonus_kaus_units=0,
                     phase_durations_ms={m.BridgePhase.MERCHANT_CREDIT: total - 100, m.BridgePhase.BALANCE_LOCK: 100},
                     total_duration_ms=total,
                     completed_at=at,
@@ -95,29 +88,23 @@ def seed(run_id: str) -> tuple[list[m.BridgeSettlementCompleted], list[m.BridgeS
         completed[0].model_copy(update={"request_id": f"{run_id}-old", "completed_at": NOW - timedelta(hours=30)})
     )
     failed = [
-        m.BridgeSettlementFailed(
+        build(
+            m.BridgeSettlementFailed,
             request_id=f"{run_id}-f{i}",
-            payer_account_id="acct-1",
             region=m.Region.KR,
             currency=m.Currency.KRW,
-            amount_minor=20_000,
             failed_phase=m.BridgePhase.MERCHANT_CREDIT,
             reason_code="RAIL_TIMEOUT",
-            reason="timeout",
             failed_at=NOW - timedelta(hours=i + 1),
         )
         for i in range(3)
     ]
     trades = [
-        m.TradeSettled(
+        build(
+            m.TradeSettled,
             trade_id=f"{run_id}-t{i}",
             market_id="2031-03-01T10:00Z/KR-SEOUL",
-            buyer_account_id="b",
-            seller_account_id="s",
             notional_kaus_units=375_000_000,
-            fee_kaus_units=937,
-            seller_net_kaus_units=374_063,
-            delivered_wh=2_500,
             phase_durations_us={"matching": 35_000},
             settled_at=NOW - timedelta(minutes=10 + i),
         )
@@ -158,11 +145,11 @@ def test_dashboard_panels_show_the_platform_numbers(kafka_bootstrap: str, run_id
     io.produce_messages(
         MONITORING_ALERTS,
         [
-            m.Alert(
+            build(
+                m.Alert,
                 fingerprint=f"dash-{run_id}",
                 rule="SettlementFailed",
                 state=m.AlertState.FIRING,
-                severity=m.Severity.CRITICAL,
                 channel="pagerduty",
                 summary="3 settlement(s) failed in the last 5m (region: KR 3; reason_code: RAIL_TIMEOUT 3)",
                 labels={"escalation": "immediate"},
