@@ -160,13 +160,19 @@ def journal_on(
     return producer, index, journal
 
 
+async def intent_sent(journal: KafkaJournal, intent: PayoutIntent) -> asyncio.Future[None]:
+    """Start persisting ``intent`` and let it reach the producer; its ack is the test's to give."""
+    sending = asyncio.ensure_future(journal.persist_intent(intent))
+    await asyncio.sleep(0)
+    return sending
+
+
 def test_the_journal_checkpoints_past_a_transaction_only_once_its_result_is_durable(tmp_path: Path) -> None:
     settled, intent = settled_with_intent("card-9")
 
     async def scenario() -> None:
         producer, index, journal = journal_on(tmp_path, settled.request_id, partition=3, next_offset=20)
-        sending = asyncio.ensure_future(journal.persist_intent(intent))
-        await asyncio.sleep(0)
+        sending = await intent_sent(journal, intent)
         assert journal.checkpoints() == {3: 20}  # registered before its ack
         producer.sent[0][3].set_result(20)
         await sending
@@ -191,8 +197,7 @@ def test_a_result_entry_that_fails_leaves_its_intent_open(tmp_path: Path) -> Non
 
     async def scenario() -> None:
         producer, index, journal = journal_on(tmp_path, settled.request_id, partition=0, next_offset=0)
-        sending = asyncio.ensure_future(journal.persist_intent(intent))
-        await asyncio.sleep(0)
+        sending = await intent_sent(journal, intent)
         producer.sent[0][3].set_result(0)
         await sending
         await journal.persist_result(settled)
