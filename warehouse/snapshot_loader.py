@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -27,6 +27,7 @@ import polars as pl
 from pydantic import ValidationError
 
 from contracts import topics as t
+from streams.settings import get_settings
 
 # The topics the warehouse snapshots, and the field that identifies one event on each.
 SNAPSHOT_TOPICS: tuple[t.Topic, ...] = (
@@ -131,8 +132,40 @@ def land_records(
     return stats
 
 
+_EVENT_SCHEMA: dict[str, Any] = {
+    "topic": pl.String,
+    "event_id": pl.String,
+    "partition": pl.Int32,
+    "offset": pl.Int64,
+    "event_ts": pl.Datetime("us", "UTC"),
+    "payload": pl.String,
+}
+_OFFSET_SCHEMA: dict[str, Any] = {"topic": pl.String, "partition": pl.Int32, "offset": pl.Int64, "event_id": pl.String}
+_REJECT_SCHEMA: dict[str, Any] = {
+    "topic": pl.String,
+    "partition": pl.Int32,
+    "offset": pl.Int64,
+    "reason": pl.String,
+    "payload": pl.String,
+}
+
+
 def _land_batch(con: duckdb.DuckDBPyConnection, batch: Sequence[SourceRecord]) -> LoadStats:
     stats = LoadStats()
+    ev, off, rej = _decode_batch(batch, stats)
+    now = datetime.now(UTC)
+    inserted = _insert_batch(con, ev, off, rej, now)
+    if ev.height:
+        for topic_name, n in _landed_by_topic(con, ev, now):
+            stats.landed[topic_name] += n
+        for topic_name, n in ev.group_by("topic").len().iter_rows():
+            stats.duplicates[topic_name] += n - stats.landed.get(topic_name, 0)
+    assert sum(stats.landed.values()) == inserted, (stats.landed, inserted)
+    return stats
+
+
+def _decode_batch(batch: Sequence[SourceRecord], stats: LoadStats) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    """Events, offsets (every record's, with its event id or none) and rejects; counts read and rejected."""
     events: list[tuple[str, str, int, int, datetime, str]] = []
     offsets: list[tuple[str, int, int, str | None]] = []
     rejects: list[tuple[str, int, int, str, str]] = []
@@ -150,35 +183,17 @@ def _land_batch(con: duckdb.DuckDBPyConnection, batch: Sequence[SourceRecord]) -
             rejects.append((rec.topic, rec.partition, rec.offset, " | ".join(reason[:6])[:2000], raw[:100_000]))
             offsets.append((rec.topic, rec.partition, rec.offset, None))
             stats.rejected[rec.topic] += 1
-    ev = pl.DataFrame(
-        events,
-        schema={
-            "topic": pl.String,
-            "event_id": pl.String,
-            "partition": pl.Int32,
-            "offset": pl.Int64,
-            "event_ts": pl.Datetime("us", "UTC"),
-            "payload": pl.String,
-        },
-        orient="row",
+    return (
+        pl.DataFrame(events, schema=_EVENT_SCHEMA, orient="row"),
+        pl.DataFrame(offsets, schema=_OFFSET_SCHEMA, orient="row"),
+        pl.DataFrame(rejects, schema=_REJECT_SCHEMA, orient="row"),
     )
-    off = pl.DataFrame(
-        offsets,
-        schema={"topic": pl.String, "partition": pl.Int32, "offset": pl.Int64, "event_id": pl.String},
-        orient="row",
-    )
-    rej = pl.DataFrame(
-        rejects,
-        schema={
-            "topic": pl.String,
-            "partition": pl.Int32,
-            "offset": pl.Int64,
-            "reason": pl.String,
-            "payload": pl.String,
-        },
-        orient="row",
-    )
-    now = datetime.now(UTC)
+
+
+def _insert_batch(
+    con: duckdb.DuckDBPyConnection, ev: pl.DataFrame, off: pl.DataFrame, rej: pl.DataFrame, now: datetime
+) -> int:
+    """Land one batch in one transaction (the first copy of an event wins); returns how many events it added."""
     con.register("batch_events", ev)
     con.register("batch_offsets", off)
     con.register("batch_rejects", rej)
@@ -215,13 +230,7 @@ def _land_batch(con: duckdb.DuckDBPyConnection, batch: Sequence[SourceRecord]) -
         for name in ("batch_events", "batch_offsets", "batch_rejects"):
             con.unregister(name)
     assert before is not None and after is not None
-    if ev.height:
-        for topic_name, n in _landed_by_topic(con, ev, now):
-            stats.landed[topic_name] += n
-        for topic_name, n in ev.group_by("topic").len().iter_rows():
-            stats.duplicates[topic_name] += n - stats.landed.get(topic_name, 0)
-    assert sum(stats.landed.values()) == after[0] - before[0], (stats.landed, after[0] - before[0])
-    return stats
+    return int(after[0] - before[0])
 
 
 def _landed_by_topic(con: duckdb.DuckDBPyConnection, ev: pl.DataFrame, now: datetime) -> list[tuple[str, int]]:
@@ -321,8 +330,6 @@ def load_kafka_window(
 
         consumer_factory = Consumer
     if bootstrap_servers is None:
-        from streams.settings import get_settings
-
         bootstrap_servers = get_settings().bootstrap_servers
     consumer = consumer_factory(
         {
@@ -334,53 +341,70 @@ def load_kafka_window(
         }
     )
     try:
-        meta = consumer.list_topics(timeout=timeout_s)
-        start_ms, end_ms = int(start.timestamp() * 1000), int(end.timestamp() * 1000)
-        wanted = []
-        for topic in topics:
-            if topic.name not in meta.topics:
-                raise RuntimeError(
-                    f"topic {topic.name} does not exist on {bootstrap_servers}; create the registry's"
-                    " topics first (python -m streams ... create-topics)"
-                )
-            wanted += [(topic.name, p) for p in meta.topics[topic.name].partitions]
-        starts = consumer.offsets_for_times([TopicPartition(n, p, start_ms) for n, p in wanted], timeout=timeout_s)
-        ends = consumer.offsets_for_times([TopicPartition(n, p, end_ms) for n, p in wanted], timeout=timeout_s)
-        bounds: dict[tuple[str, int], tuple[int, int]] = {}
-        assign = []
-        for s_tp, e_tp in zip(starts, ends, strict=True):
-            _low, high = consumer.get_watermark_offsets(TopicPartition(s_tp.topic, s_tp.partition), timeout=timeout_s)
-            first = s_tp.offset if s_tp.offset >= 0 else high
-            stop = e_tp.offset if e_tp.offset >= 0 else high
-            bounds[(s_tp.topic, s_tp.partition)] = (first, stop)
-            if first < stop:
-                assign.append(TopicPartition(s_tp.topic, s_tp.partition, first))
-        consumer.assign(assign)
-        remaining = {(tp.topic, tp.partition) for tp in assign}
-
-        def records() -> Iterable[SourceRecord]:
-            idle_since = datetime.now(UTC)
-            while remaining:
-                msg = consumer.poll(poll_timeout_s)
-                if msg is None:
-                    if (datetime.now(UTC) - idle_since).total_seconds() > timeout_s:
-                        raise TimeoutError(
-                            f"no messages for {timeout_s}s while partitions {sorted(remaining)} "
-                            "had not reached the window end; is the broker reachable?"
-                        )
-                    continue
-                idle_since = datetime.now(UTC)
-                if msg.error():
-                    raise RuntimeError(f"Kafka error on {msg.topic()}[{msg.partition()}]: {msg.error()}")
-                topic_name, partition, offset = msg.topic(), msg.partition(), msg.offset()
-                assert topic_name is not None and partition is not None and offset is not None
-                key = (str(topic_name), int(partition))
-                stop = bounds[key][1]
-                if offset < stop:
-                    yield SourceRecord(key[0], key[1], offset, msg.value() or b"")
-                if offset >= stop - 1:
-                    remaining.discard(key)
-
-        return land_records(con, records(), bounds)
+        bounds = _assign_window(consumer, TopicPartition, topics, (start, end), bootstrap_servers, timeout_s)
+        return land_records(con, _window_records(consumer, bounds, timeout_s, poll_timeout_s), bounds)
     finally:
         consumer.close()
+
+
+def _assign_window(
+    consumer: Any,
+    topic_partition: Any,  # confluent_kafka.TopicPartition, imported by the caller
+    topics: Sequence[t.Topic],
+    window: tuple[datetime, datetime],
+    bootstrap_servers: str,
+    timeout_s: float,
+) -> dict[tuple[str, int], tuple[int, int]]:
+    """Assign every partition with records in the window at its first one; returns (first, stop) per partition."""
+    start, end = window
+    meta = consumer.list_topics(timeout=timeout_s)
+    start_ms, end_ms = int(start.timestamp() * 1000), int(end.timestamp() * 1000)
+    wanted = []
+    for topic in topics:
+        if topic.name not in meta.topics:
+            raise RuntimeError(
+                f"topic {topic.name} does not exist on {bootstrap_servers}; create the registry's"
+                " topics first (python -m streams ... create-topics)"
+            )
+        wanted += [(topic.name, p) for p in meta.topics[topic.name].partitions]
+    starts = consumer.offsets_for_times([topic_partition(n, p, start_ms) for n, p in wanted], timeout=timeout_s)
+    ends = consumer.offsets_for_times([topic_partition(n, p, end_ms) for n, p in wanted], timeout=timeout_s)
+    bounds: dict[tuple[str, int], tuple[int, int]] = {}
+    assign = []
+    for s_tp, e_tp in zip(starts, ends, strict=True):
+        _low, high = consumer.get_watermark_offsets(topic_partition(s_tp.topic, s_tp.partition), timeout=timeout_s)
+        first = s_tp.offset if s_tp.offset >= 0 else high
+        stop = e_tp.offset if e_tp.offset >= 0 else high
+        bounds[(s_tp.topic, s_tp.partition)] = (first, stop)
+        if first < stop:
+            assign.append(topic_partition(s_tp.topic, s_tp.partition, first))
+    consumer.assign(assign)
+    return bounds
+
+
+def _window_records(
+    consumer: Any, bounds: dict[tuple[str, int], tuple[int, int]], timeout_s: float, poll_timeout_s: float
+) -> Iterator[SourceRecord]:
+    """The assigned partitions' records before each one's stop offset; ends when every partition reached it."""
+    remaining = {key for key, (first, stop) in bounds.items() if first < stop}
+    idle_since = datetime.now(UTC)
+    while remaining:
+        msg = consumer.poll(poll_timeout_s)
+        if msg is None:
+            if (datetime.now(UTC) - idle_since).total_seconds() > timeout_s:
+                raise TimeoutError(
+                    f"no messages for {timeout_s}s while partitions {sorted(remaining)} "
+                    "had not reached the window end; is the broker reachable?"
+                )
+            continue
+        idle_since = datetime.now(UTC)
+        if msg.error():
+            raise RuntimeError(f"Kafka error on {msg.topic()}[{msg.partition()}]: {msg.error()}")
+        topic_name, partition, offset = msg.topic(), msg.partition(), msg.offset()
+        assert topic_name is not None and partition is not None and offset is not None
+        key = (str(topic_name), int(partition))
+        stop = bounds[key][1]
+        if offset < stop:
+            yield SourceRecord(key[0], key[1], offset, msg.value() or b"")
+        if offset >= stop - 1:
+            remaining.discard(key)
