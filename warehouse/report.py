@@ -200,49 +200,18 @@ def render_pdf(data: ReportData, path: Path) -> Path:
         _table(_kpi_rows(data), [62 * mm, 32 * mm, 32 * mm, 30 * mm], status_col=3),
         Paragraph("Settlement totals (completed)", h2),
     ]
-    totals = [["Currency", "Settlements", "Amount", "Fees"]]
-    for row in data.totals:
-        totals.append(
-            [
-                row["currency"],
-                f"{row['settlements']:,}",
-                _fmt_amount(row["amount_minor"], row["currency"]),
-                _fmt_amount(row["fee_minor"], row["currency"]),
-            ]
-        )
-    story += [_table(totals, [30 * mm, 36 * mm, 50 * mm, 40 * mm]), Spacer(1, 3 * mm), _bar_chart(data.breaks_by_class)]
+    story += [
+        _table(_totals_rows(data), [30 * mm, 36 * mm, 50 * mm, 40 * mm]),
+        Spacer(1, 3 * mm),
+        _bar_chart(data.breaks_by_class),
+    ]
     by_class = [["Break class", "Count"]] + [[c.value, f"{data.breaks_by_class.get(c.value, 0):,}"] for c in BreakClass]
     story += [_table(by_class, [70 * mm, 30 * mm]), _trend_chart(data.trend)]
     story.append(Paragraph("Oldest open exceptions", h2))
-    queue = [["Exception", "Class", "Provider", "Δ amount", "Age (d)"]]
-    for row in data.queue:
-        eid = row["exception_id"]
-        queue.append(
-            [
-                eid if len(eid) <= 40 else eid[:39] + "…",
-                row["break_class"],
-                row["provider"] or "-",
-                _fmt_amount(row["amount_delta_minor"], row["currency"] or "USD") + f" {row['currency'] or ''}",
-                str(row["age_days"]),
-            ]
-        )
-    story.append(_table(queue, [72 * mm, 32 * mm, 18 * mm, 38 * mm, 14 * mm], text_cols=3))
-    dq_failed = [r for r in data.dq if not r["success"]]
+    story.append(_table(_queue_rows(data), [72 * mm, 32 * mm, 18 * mm, 38 * mm, 14 * mm], text_cols=3))
     story.append(Paragraph("Data quality (Great Expectations)", h2))
-    dq_rows = [["Suite", "Checks", "Failed", "Status"]]
-    for suite in sorted({r["suite"] for r in data.dq}):
-        rows = [r for r in data.dq if r["suite"] == suite]
-        failed = [r for r in rows if not r["success"]]
-        critical = any(r["critical"] for r in rows)
-        dq_rows.append(
-            [
-                suite + ("" if critical else " (warning)"),
-                str(len(rows)),
-                str(len(failed)),
-                "PASS" if not failed else "FAIL",
-            ]
-        )
-    story.append(_table(dq_rows, [70 * mm, 25 * mm, 25 * mm, 25 * mm], status_col=3))
+    story.append(_table(_dq_rows(data), [70 * mm, 25 * mm, 25 * mm, 25 * mm], status_col=3))
+    dq_failed = [r for r in data.dq if not r["success"]]
     if dq_failed:
         story.append(
             Paragraph(
@@ -272,6 +241,54 @@ def render_pdf(data: ReportData, path: Path) -> Path:
     )
     doc.build(story)
     return path
+
+
+def _totals_rows(data: ReportData) -> list[list[str]]:
+    rows = [["Currency", "Settlements", "Amount", "Fees"]]
+    for row in data.totals:
+        rows.append(
+            [
+                row["currency"],
+                f"{row['settlements']:,}",
+                _fmt_amount(row["amount_minor"], row["currency"]),
+                _fmt_amount(row["fee_minor"], row["currency"]),
+            ]
+        )
+    return rows
+
+
+def _queue_rows(data: ReportData) -> list[list[str]]:
+    rows = [["Exception", "Class", "Provider", "Δ amount", "Age (d)"]]
+    for row in data.queue:
+        eid = row["exception_id"]
+        rows.append(
+            [
+                eid if len(eid) <= 40 else eid[:39] + "…",
+                row["break_class"],
+                row["provider"] or "-",
+                _fmt_amount(row["amount_delta_minor"], row["currency"] or "USD") + f" {row['currency'] or ''}",
+                str(row["age_days"]),
+            ]
+        )
+    return rows
+
+
+def _dq_rows(data: ReportData) -> list[list[str]]:
+    """One row per suite; a suite without critical checks is marked a warning."""
+    rows = [["Suite", "Checks", "Failed", "Status"]]
+    for suite in sorted({r["suite"] for r in data.dq}):
+        checks = [r for r in data.dq if r["suite"] == suite]
+        failed = [r for r in checks if not r["success"]]
+        critical = any(r["critical"] for r in checks)
+        rows.append(
+            [
+                suite + ("" if critical else " (warning)"),
+                str(len(checks)),
+                str(len(failed)),
+                "PASS" if not failed else "FAIL",
+            ]
+        )
+    return rows
 
 
 def sha256(path: Path) -> str:
