@@ -1,14 +1,14 @@
-"""Payout provider adapters for the High-Speed Bridge (spec §3.1-3.2) and the shell that drives the core.
+"""Payout provider adapters for the High-Speed Bridge (spec §3.1-3.2).
 
-``build_adapters`` wires one adapter per provider that has one (PayPal, Stripe, Wise, Toss, Alipay);
-``enabled_rails`` tells the core which rails can be used (PayPay and PayFort have no adapter yet, so
-Japan and the UAE fail over to Wise). Fees come from :mod:`domain.rails` (one schedule for the core, the
-adapters and the simulator).
+``build_adapters`` wires one adapter per provider that has one (PayPal, Stripe, Wise, Toss, Alipay); PayPay
+and PayFort have no adapter yet, so Japan and the UAE fail over to Wise. Fees come from :mod:`domain.rails`
+(one schedule for the core, the adapters and the simulator).
 """
 
 from __future__ import annotations
 
-from domain.rails import RAILS, Provider, Rail
+from domain.rails import Provider
+from streams.bridge.providers.alipay import AlipayAdapter
 from streams.bridge.providers.base import (
     DerivedMerchantDirectory,
     MerchantDirectory,
@@ -17,6 +17,10 @@ from streams.bridge.providers.base import (
     Transport,
     make_transport,
 )
+from streams.bridge.providers.paypal import PayPalAdapter
+from streams.bridge.providers.stripe import StripeAdapter
+from streams.bridge.providers.toss import TossAdapter
+from streams.bridge.providers.wise import WiseAdapter
 
 
 def build_adapters(
@@ -25,12 +29,6 @@ def build_adapters(
     merchants: MerchantDirectory | None = None,
     providers: frozenset[Provider] | None = None,
 ) -> dict[Provider, ProviderAdapter]:
-    from streams.bridge.providers.alipay import AlipayAdapter
-    from streams.bridge.providers.paypal import PayPalAdapter
-    from streams.bridge.providers.stripe import StripeAdapter
-    from streams.bridge.providers.toss import TossAdapter
-    from streams.bridge.providers.wise import WiseAdapter
-
     settings = settings or ProviderSettings()
     transport = transport or make_transport(settings.transport, settings.max_connections, settings.ca_file)
     merchants = merchants or DerivedMerchantDirectory()
@@ -44,8 +42,4 @@ def build_adapters(
     return {p: cls(settings, transport, merchants) for p, cls in classes.items() if providers is None or p in providers}
 
 
-def enabled_rails(adapters: dict[Provider, ProviderAdapter]) -> frozenset[Rail]:
-    return frozenset(r for r, spec in RAILS.items() if spec.provider in adapters)
-
-
-__all__ = ["ProviderAdapter", "ProviderSettings", "build_adapters", "enabled_rails"]
+__all__ = ["ProviderAdapter", "ProviderSettings", "build_adapters"]

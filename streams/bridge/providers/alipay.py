@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import fcntl
+import hashlib
 import json
 import re
 from datetime import UTC, datetime, timedelta, timezone
@@ -138,8 +139,6 @@ def out_biz_no(key: str) -> str:
     # Alipay: at most 64 characters of letters, digits, '_' and '-'.
     if re.fullmatch(r"[A-Za-z0-9_-]{1,64}", key):
         return key
-    import hashlib
-
     return "NX" + hashlib.sha256(key.encode()).hexdigest()[:40]
 
 

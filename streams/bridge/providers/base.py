@@ -26,7 +26,6 @@ import hashlib
 import json
 import re
 import uuid
-from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from functools import lru_cache
@@ -34,11 +33,23 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import quote_plus
 
+import aiohttp
+import httpx
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from domain.bridge import PayoutIntent, PayoutOutcome, PayoutStatus
 from domain.rails import Provider
+from streams.bridge.providers.http import (
+    ConnectFailed,
+    HttpRequest,
+    HttpResponse,
+    TimedOut,
+    Transport,
+)
+from streams.bridge.providers.http import TransportError as TransportError  # re-exported for the adapters
+from streams.bridge.providers.http import loads_exact as loads_exact
+from streams.bridge.providers.lean_http import LeanHttpTransport
 
 DEFAULT_SIM_PORT = 19480
 _GUARD_S = 1.0  # outer safety bound on top of each transport's own timeout
@@ -99,52 +110,10 @@ class ProviderSettings(BaseSettings):
 # --------------------------------------------------------------------------- HTTP
 
 
-@dataclass(frozen=True, slots=True)
-class HttpRequest:
-    method: str
-    url: str
-    headers: tuple[tuple[str, str], ...]
-    body: bytes = b""
-
-    def header(self, name: str) -> str | None:
-        lname = name.lower()
-        return next((v for k, v in self.headers if k.lower() == lname), None)
-
-
-@dataclass(frozen=True, slots=True)
-class HttpResponse:
-    status: int
-    headers: Mapping[str, str]  # lower-case names
-    body: bytes
-
-    def json(self) -> Any:
-        return loads_exact(self.body)
-
-
-class TransportError(Exception):
-    pass
-
-
-class ConnectFailed(TransportError):
-    """The request was definitely not sent (connection refused, no pooled connection in time)."""
-
-
-class TimedOut(TransportError):
-    """Sent (or maybe sent) but no complete answer in time: the outcome is unknown."""
-
-
-class Transport(Protocol):
-    async def send(self, request: HttpRequest, timeout_ms: int) -> HttpResponse: ...
-
-    async def aclose(self) -> None: ...
-
-
 class HttpxTransport:
     """httpx.AsyncClient with a keep-alive pool: general purpose, several times the lean transport's CPU per call."""
 
     def __init__(self, max_connections: int = 512) -> None:
-        import httpx
-
         self._httpx = httpx
         self._client = httpx.AsyncClient(
             limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
@@ -181,8 +150,6 @@ class AiohttpTransport:
 
     def _ensure(self) -> Any:
         if self._session is None:
-            import aiohttp
-
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=self._max, limit_per_host=self._max, ttl_dns_cache=300),
                 auto_decompress=False,
@@ -190,8 +157,6 @@ class AiohttpTransport:
         return self._session
 
     async def send(self, request: HttpRequest, timeout_ms: int) -> HttpResponse:
-        import aiohttp
-
         session = self._ensure()
         try:
             # aiohttp's own timer, not a cancellation from outside: cancelling aiohttp mid-request can leave
@@ -218,8 +183,6 @@ class AiohttpTransport:
 
 def make_transport(kind: str = "lean", max_connections: int = 512, ca_file: Path | None = None) -> Transport:
     if kind == "lean":
-        from streams.bridge.providers.lean_http import LeanHttpTransport  # it imports this module's types
-
         return LeanHttpTransport(max_connections, ca_file=ca_file)
     if kind == "aiohttp":
         return AiohttpTransport(max_connections)
@@ -268,11 +231,6 @@ class DerivedMerchantDirectory:
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def loads_exact(body: bytes | str) -> Any:
-    """JSON with numbers that have a fraction read as Decimal (never float)."""
-    return json.loads(body, parse_float=Decimal)
 
 
 _NUM = "__json_number__"
@@ -331,6 +289,24 @@ def classify_status(status: int) -> PayoutStatus | None:
     return PayoutStatus.DECLINED
 
 
+def answered(
+    resp: HttpResponse, reference: str, failure_code: str | None, failure_message: str | None, replayed: bool = False
+) -> PayoutOutcome:
+    """The outcome of a payout the provider answered about: PAID, or DECLINED with the provider's failure."""
+    if failure_code is None:
+        return PayoutOutcome(
+            PayoutStatus.PAID, provider_reference=reference, http_status=resp.status, replayed=replayed
+        )
+    return PayoutOutcome(
+        PayoutStatus.DECLINED,
+        provider_reference=reference,
+        http_status=resp.status,
+        error_code=failure_code,
+        error_message=failure_message,
+        replayed=replayed,
+    )
+
+
 class ProviderAdapter(Protocol):
     provider: Provider
 
@@ -377,3 +353,21 @@ class HttpAdapter:
             error_code="UNPARSEABLE_RESPONSE",
             error_message=f"{what}: {resp.body[:200]!r}",
         )
+
+
+class ReplayingAdapter(HttpAdapter):
+    """An adapter whose payout is one request, and whose lookup sends it again under the same idempotency key:
+    the provider answers with the stored outcome, or executes the payout if it never got the original."""
+
+    def build(self, intent: PayoutIntent) -> HttpRequest:
+        raise NotImplementedError
+
+    def parse(self, resp: HttpResponse) -> PayoutOutcome:
+        raise NotImplementedError
+
+    async def payout(self, intent: PayoutIntent) -> PayoutOutcome:
+        resp = await self.send(self.build(intent))
+        return resp if isinstance(resp, PayoutOutcome) else self.parse(resp)
+
+    async def lookup(self, intent: PayoutIntent) -> PayoutOutcome:
+        return await self.payout(intent)

@@ -11,7 +11,7 @@ one Python thread. What it speaks is what the providers' payout APIs need and no
 * response bodies framed by ``Content-Length``, ``Transfer-Encoding: chunked`` or the end of the
   connection; bodies over ``max_body_bytes`` are refused; no redirects, no compression (we do not ask).
 
-Error contract (the same as the other transports, :mod:`streams.bridge.providers.base`): :class:`ConnectFailed`
+Error contract (the same as the other transports, :mod:`streams.bridge.providers.http`): :class:`ConnectFailed`
 when the request was certainly not sent (connection refused, TLS handshake refused); :class:`TimedOut` when
 it was (or may have been) sent and no whole answer came within ``timeout_ms``, the connection dropped, or
 the answer was not HTTP. A connection that timed out or answered garbage is closed, never reused.
@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import cast
 from urllib.parse import urlsplit
 
-from streams.bridge.providers.base import ConnectFailed, HttpRequest, HttpResponse, TimedOut
+from streams.bridge.providers.http import ConnectFailed, HttpRequest, HttpResponse, TimedOut
 
 MAX_BODY_BYTES = 1 << 20  # payout APIs answer in a few KiB; anything near this is not an answer to us
 MAX_HEAD_BYTES = 64 << 10

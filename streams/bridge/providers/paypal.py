@@ -83,7 +83,7 @@ def build_payout_request(intent: PayoutIntent, base_url: str, token: str, receiv
 
 
 def parse_batch(resp: HttpResponse) -> PayoutOutcome:
-    body = _json(resp)
+    body = resp.json_or_none()
     header = body.get("batch_header") if isinstance(body, dict) else None
     if not isinstance(header, dict) or not header.get("payout_batch_id"):
         return HttpAdapter.unparseable(resp, "PayPal payout batch")
@@ -100,7 +100,7 @@ def parse_batch(resp: HttpResponse) -> PayoutOutcome:
 
 def duplicate_batch_link(resp: HttpResponse) -> str | None:
     """The HATEOAS link to the original batch when PayPal rejects a reused sender_batch_id."""
-    body = _json(resp)
+    body = resp.json_or_none()
     if resp.status != 400 or not isinstance(body, dict):
         return None
     issues = " ".join(str(d.get("issue", "")) for d in body.get("details", []) if isinstance(d, dict))
@@ -113,7 +113,7 @@ def duplicate_batch_link(resp: HttpResponse) -> str | None:
 
 
 def parse_error(resp: HttpResponse) -> PayoutOutcome:
-    body = _json(resp)
+    body = resp.json_or_none()
     body = body if isinstance(body, dict) else {}
     name = str(body.get("name") or f"HTTP_{resp.status}")
     details = body.get("details") or []
@@ -124,13 +124,6 @@ def parse_error(resp: HttpResponse) -> PayoutOutcome:
         kind = PayoutStatus.UNAVAILABLE
     # The issue (e.g. RECEIVER_UNREGISTERED) says more than the generic name (UNPROCESSABLE_ENTITY).
     return PayoutOutcome(kind, http_status=resp.status, error_code=issue or name, error_message=message)
-
-
-def _json(resp: HttpResponse) -> Any:
-    try:
-        return resp.json()
-    except ValueError:
-        return None
 
 
 class PayPalAdapter(HttpAdapter):
@@ -161,7 +154,7 @@ class PayPalAdapter(HttpAdapter):
                     error_code="OAUTH_" + (resp.error_code or ""),
                     error_message=resp.error_message,
                 )
-            body = _json(resp)
+            body = resp.json_or_none()
             if resp.status != 200 or not isinstance(body, dict) or not body.get("access_token"):
                 return PayoutOutcome(
                     PayoutStatus.UNAVAILABLE,

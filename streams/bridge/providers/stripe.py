@@ -19,7 +19,15 @@ from __future__ import annotations
 from domain.bridge import PayoutIntent, PayoutOutcome, PayoutStatus
 from domain.money import kaus_to_decimal
 from domain.rails import Provider
-from streams.bridge.providers.base import HttpAdapter, HttpRequest, HttpResponse, classify_status, form_encode
+from streams.bridge.providers.base import (
+    HttpAdapter,
+    HttpRequest,
+    HttpResponse,
+    ReplayingAdapter,
+    answered,
+    classify_status,
+    form_encode,
+)
 
 _ACCEPTED = {"pending", "in_transit", "paid"}
 
@@ -54,26 +62,13 @@ def build_payout_request(
 def parse_payout_response(resp: HttpResponse) -> PayoutOutcome:
     replayed = resp.headers.get("idempotent-replayed", "").lower() == "true"
     kind = classify_status(resp.status)
-    try:
-        body = resp.json()
-    except ValueError:
-        body = None
+    body = resp.json_or_none()
     if kind is None:
         if not isinstance(body, dict) or body.get("object") != "payout" or not body.get("id"):
             return HttpAdapter.unparseable(resp, "Stripe payout")
         status = body.get("status")
-        if status in _ACCEPTED:
-            return PayoutOutcome(
-                PayoutStatus.PAID, provider_reference=body["id"], http_status=resp.status, replayed=replayed
-            )
-        return PayoutOutcome(
-            PayoutStatus.DECLINED,
-            provider_reference=body["id"],
-            http_status=resp.status,
-            error_code=body.get("failure_code") or f"payout_{status}",
-            error_message=body.get("failure_message"),
-            replayed=replayed,
-        )
+        failure = None if status in _ACCEPTED else body.get("failure_code") or f"payout_{status}"
+        return answered(resp, body["id"], failure, body.get("failure_message"), replayed)
     err = body.get("error") if isinstance(body, dict) else None
     err = err if isinstance(err, dict) else {}
     code = err.get("code") or err.get("type") or f"http_{resp.status}"
@@ -84,8 +79,12 @@ def parse_payout_response(resp: HttpResponse) -> PayoutOutcome:
     return PayoutOutcome(kind, http_status=resp.status, error_code=code, error_message=message, replayed=replayed)
 
 
-class StripeAdapter(HttpAdapter):
+class StripeAdapter(ReplayingAdapter):
+    """Replaying under the same Idempotency-Key returns the stored outcome (or executes it if Stripe never
+    received the original): never a second payout."""
+
     provider = Provider.STRIPE
+    parse = staticmethod(parse_payout_response)
 
     def build(self, intent: PayoutIntent) -> HttpRequest:
         acct = self.merchants.account(intent.payment.merchant_id)
@@ -96,12 +95,3 @@ class StripeAdapter(HttpAdapter):
             acct.stripe_account,
             acct.stripe_destination,
         )
-
-    async def payout(self, intent: PayoutIntent) -> PayoutOutcome:
-        resp = await self.send(self.build(intent))
-        return resp if isinstance(resp, PayoutOutcome) else parse_payout_response(resp)
-
-    async def lookup(self, intent: PayoutIntent) -> PayoutOutcome:
-        # Replaying under the same Idempotency-Key returns the stored outcome (or executes it if Stripe
-        # never received the original) — never a second payout.
-        return await self.payout(intent)

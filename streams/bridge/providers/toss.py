@@ -19,7 +19,16 @@ from datetime import UTC, datetime, timedelta, timezone
 from domain.bridge import PayoutIntent, PayoutOutcome, PayoutStatus
 from domain.money import Currency
 from domain.rails import Provider
-from streams.bridge.providers.base import HttpAdapter, HttpRequest, HttpResponse, basic_auth, classify_status, dumps
+from streams.bridge.providers.base import (
+    HttpAdapter,
+    HttpRequest,
+    HttpResponse,
+    ReplayingAdapter,
+    answered,
+    basic_auth,
+    classify_status,
+    dumps,
+)
 
 KST = timezone(timedelta(hours=9))
 _ACCEPTED = {"REQUESTED", "IN_PROGRESS", "COMPLETED"}
@@ -54,24 +63,14 @@ def build_payout_request(intent: PayoutIntent, base_url: str, secret_key: str, s
 
 def parse_payout_response(resp: HttpResponse) -> PayoutOutcome:
     kind = classify_status(resp.status)
-    try:
-        body = resp.json()
-    except ValueError:
-        body = None
+    body = resp.json_or_none()
     if kind is None:
         if not isinstance(body, list) or not body or not isinstance(body[0], dict) or not body[0].get("payoutKey"):
             return HttpAdapter.unparseable(resp, "Toss payout")
         payout = body[0]
-        if payout.get("status") in _ACCEPTED:
-            return PayoutOutcome(PayoutStatus.PAID, provider_reference=payout["payoutKey"], http_status=resp.status)
         failure = payout.get("failure") or {}
-        return PayoutOutcome(
-            PayoutStatus.DECLINED,
-            provider_reference=payout["payoutKey"],
-            http_status=resp.status,
-            error_code=failure.get("code") or f"PAYOUT_{payout.get('status')}",
-            error_message=failure.get("message"),
-        )
+        code = None if payout.get("status") in _ACCEPTED else failure.get("code") or f"PAYOUT_{payout.get('status')}"
+        return answered(resp, payout["payoutKey"], code, failure.get("message"))
     body = body if isinstance(body, dict) else {}
     code = str(body.get("code") or f"HTTP_{resp.status}")
     if code in _RAIL_LEVEL:
@@ -79,16 +78,12 @@ def parse_payout_response(resp: HttpResponse) -> PayoutOutcome:
     return PayoutOutcome(kind, http_status=resp.status, error_code=code, error_message=body.get("message"))
 
 
-class TossAdapter(HttpAdapter):
+class TossAdapter(ReplayingAdapter):
+    """The same Idempotency-Key makes Toss return the stored response."""
+
     provider = Provider.TOSS
+    parse = staticmethod(parse_payout_response)
 
     def build(self, intent: PayoutIntent) -> HttpRequest:
         submall = self.merchants.account(intent.payment.merchant_id).toss_submall_id
         return build_payout_request(intent, self.base_url, self.settings.toss_secret_key.get_secret_value(), submall)
-
-    async def payout(self, intent: PayoutIntent) -> PayoutOutcome:
-        resp = await self.send(self.build(intent))
-        return resp if isinstance(resp, PayoutOutcome) else parse_payout_response(resp)
-
-    async def lookup(self, intent: PayoutIntent) -> PayoutOutcome:
-        return await self.payout(intent)  # same Idempotency-Key → Toss returns the stored response

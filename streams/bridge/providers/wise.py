@@ -28,7 +28,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-from typing import Any
 
 from domain.bridge import PayoutIntent, PayoutOutcome, PayoutStatus
 from domain.money import Money
@@ -106,7 +105,7 @@ def build_fund_request(
 
 
 def parse_error(resp: HttpResponse) -> PayoutOutcome:
-    body = _json(resp)
+    body = resp.json_or_none()
     code, message = f"HTTP_{resp.status}", None
     if isinstance(body, dict):
         errors = body.get("errors")
@@ -124,7 +123,7 @@ def parse_error(resp: HttpResponse) -> PayoutOutcome:
 def parse_fund_response(resp: HttpResponse, transfer_id: int) -> PayoutOutcome:
     if classify_status(resp.status) is not None:
         return parse_error(resp)
-    body = _json(resp)
+    body = resp.json_or_none()
     if not isinstance(body, dict) or "status" not in body:
         return HttpAdapter.unparseable(resp, "Wise payment")
     if body["status"] == "COMPLETED":
@@ -132,13 +131,6 @@ def parse_fund_response(resp: HttpResponse, transfer_id: int) -> PayoutOutcome:
     code = str(body.get("errorCode") or f"payment_{body['status']}")
     kind = PayoutStatus.UNAVAILABLE if code in _RAIL_LEVEL else PayoutStatus.DECLINED
     return PayoutOutcome(kind, provider_reference=str(transfer_id), http_status=resp.status, error_code=code)
-
-
-def _json(resp: HttpResponse) -> Any:
-    try:
-        return resp.json()
-    except ValueError:
-        return None
 
 
 class WiseAdapter(HttpAdapter):
@@ -165,7 +157,7 @@ class WiseAdapter(HttpAdapter):
                 if out.status is not PayoutStatus.TIMEOUT
                 else PayoutOutcome(PayoutStatus.UNAVAILABLE, http_status=out.http_status, error_code=out.error_code)
             )
-        quote = _json(resp)
+        quote = resp.json_or_none()
         if not isinstance(quote, dict) or not quote.get("id"):
             return PayoutOutcome(PayoutStatus.UNAVAILABLE, http_status=resp.status, error_code="QUOTE_UNPARSEABLE")
 
@@ -174,7 +166,7 @@ class WiseAdapter(HttpAdapter):
             return resp  # an unfunded transfer moves no money, but its existence is unknown: resolve later
         if resp.status not in (200, 201):
             return parse_error(resp)
-        transfer = _json(resp)
+        transfer = resp.json_or_none()
         if not isinstance(transfer, dict) or not transfer.get("id"):
             return HttpAdapter.unparseable(resp, "Wise transfer")
         transfer_id = int(transfer["id"])
