@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from contracts import models as m
+from contracts.examples import build
 from contracts.topics import ENERGY_ORDERS, ENERGY_SETTLEMENTS, ENERGY_TRADES, LEDGER_COMMANDS, LEDGER_TRANSFERS
 from devtools.order_flow import generate_orders
 from streams.kafka import ingress
@@ -80,15 +81,10 @@ def test_redelivered_settlement_is_not_applied_twice() -> None:
     ledger = LedgerPartition()
     at = datetime(2026, 11, 24, tzinfo=UTC)
     ledger.apply(0, m.Deposit(command_id="d1", account_id="buyer", amount_kaus_units=10**9, occurred_at=at))
-    trade = m.Trade(
-        trade_id="2026-11-24T10:00Z/KR:1",
-        market_id="2026-11-24T10:00Z/KR",
-        sequence=1,
-        buy_order_id="b",
-        sell_order_id="s",
+    trade = build(
+        m.Trade,
         buyer_account_id="buyer",
         seller_account_id="seller",
-        aggressor_side=m.Side.BUY,
         price_units_per_kwh=150_000,
         quantity_wh=1_000,
         notional_kaus_units=150_000,
