@@ -222,3 +222,23 @@ def test_a_result_is_journaled_at_once_and_the_request_waits_only_for_that_entry
         await asyncio.wait_for(acked, 1)
 
     asyncio.run(scenario())
+
+
+def test_a_bad_request_is_dead_lettered_and_finishes_only_once_the_dead_letter_is_acknowledged() -> None:
+    from contracts.topics import PLATFORM_DEADLETTERS
+    from streams.bridge.service import BridgeService
+
+    async def scenario() -> None:
+        producer = _RecordingProducer()
+        journal = KafkaJournal("unused:9092", producer)  # type: ignore[arg-type]
+        service = BridgeService(None, journal, producer)  # type: ignore[arg-type]  # a bad record never reaches it
+        finished: list[int] = []
+        await service.handle(b"card-1", b"{not json", 3, 41, lambda: finished.append(41))
+        assert producer.topics() == [PLATFORM_DEADLETTERS.name]
+        await asyncio.sleep(0)
+        assert finished == []  # its offset stays uncommitted until the dead letter is durable
+        producer.sent[0][2].set_result(None)
+        await asyncio.sleep(0)
+        assert finished == [41]
+
+    asyncio.run(scenario())

@@ -1,8 +1,7 @@
 """A lean HTTP/1.1 client on asyncio protocols, for the payout adapters' one-request-one-answer calls.
 
-Why our own: per payout call it costs a fraction of aiohttp's CPU (bench_bridge_kafka, zero rail latency: the
-bridge worker's CPU per settlement 0.95 ms with aiohttp, 0.73 ms with this), and the bridge worker is
-one Python thread. What it speaks is what the providers' payout APIs need and no more:
+Why our own: per payout call it costs a fraction of aiohttp's CPU (docs/performance.md has the figures), and the
+bridge worker is one Python thread. What it speaks is what the providers' payout APIs need and no more:
 
 * ``http://`` and ``https://`` (TLS through :mod:`ssl`, certificates verified against the system store or
   ``ca_file``; SNI and host name checked);
