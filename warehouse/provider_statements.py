@@ -31,7 +31,7 @@ import csv
 import io
 import json
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal
@@ -124,6 +124,23 @@ def _write_text(path: Path, text: str) -> Path:
     return path
 
 
+def _write_csv(path: Path, columns: list[str], rows: Iterable[list[str]]) -> Path:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(columns)
+    w.writerows(rows)
+    return _write_text(path, buf.getvalue())
+
+
+def _csv_rows(path: Path, columns: list[str], encoding: str) -> Iterator[tuple[str, dict[str, str]]]:
+    """Each data row with its ``file:line`` (for messages), checked to have the provider's columns."""
+    with Path(path).open(newline="", encoding=encoding) as fh:
+        for i, row in enumerate(csv.DictReader(fh), start=2):
+            where = f"{path}:{i}"
+            _require(row, columns, where)
+            yield where, row
+
+
 # --------------------------------------------------------------------------- Stripe
 
 STRIPE_COLUMNS = [
@@ -144,52 +161,46 @@ _STRIPE_TS = "%Y-%m-%d %H:%M:%S"
 
 
 def write_stripe_statement(lines: list[StatementLine], path: Path) -> Path:
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(STRIPE_COLUMNS)
-    for ln in lines:
-        gross = -_major(ln.amount_minor, ln.currency)  # a payout leaves the balance
-        fee = _major(ln.fee_minor, ln.currency)
-        w.writerow(
-            [
-                "txn_" + ln.provider_reference.removeprefix("po_"),
-                ln.created_at.astimezone(UTC).strftime(_STRIPE_TS),
-                datetime.combine(ln.value_date, datetime.min.time()).strftime(_STRIPE_TS),
-                ln.currency.value.lower(),
-                f"{gross:f}",
-                f"{fee:f}",
-                f"{gross - fee:f}",
-                "payout",
-                ln.provider_reference,
-                "NEXUS-X settlement",
-                ln.counterparty or "",
-                ln.our_reference or "",
-            ]
-        )
-    return _write_text(path, buf.getvalue())
+    return _write_csv(path, STRIPE_COLUMNS, map(_stripe_row, lines))
+
+
+def _stripe_row(ln: StatementLine) -> list[str]:
+    gross = -_major(ln.amount_minor, ln.currency)  # a payout leaves the balance
+    fee = _major(ln.fee_minor, ln.currency)
+    return [
+        "txn_" + ln.provider_reference.removeprefix("po_"),
+        ln.created_at.astimezone(UTC).strftime(_STRIPE_TS),
+        datetime.combine(ln.value_date, datetime.min.time()).strftime(_STRIPE_TS),
+        ln.currency.value.lower(),
+        f"{gross:f}",
+        f"{fee:f}",
+        f"{gross - fee:f}",
+        "payout",
+        ln.provider_reference,
+        "NEXUS-X settlement",
+        ln.counterparty or "",
+        ln.our_reference or "",
+    ]
 
 
 def parse_stripe_statement(path: Path) -> list[StatementLine]:
     out = []
-    with Path(path).open(newline="", encoding="utf-8") as fh:
-        for i, row in enumerate(csv.DictReader(fh), start=2):
-            where = f"{path}:{i}"
-            _require(row, STRIPE_COLUMNS, where)
-            ccy = _currency(row["currency"], where)
-            gross = _minor(row["gross"].lstrip("-"), ccy, where + " gross")
-            out.append(
-                StatementLine(
-                    provider_reference=row["source_id"],
-                    our_reference=row["payment_metadata[nexus_tx_id]"] or None,
-                    amount_minor=gross,
-                    fee_minor=_minor(row["fee"], ccy, where + " fee"),
-                    currency=ccy,
-                    fx_rate=None,
-                    value_date=datetime.strptime(row["available_on_utc"], _STRIPE_TS).date(),
-                    created_at=datetime.strptime(row["created_utc"], _STRIPE_TS).replace(tzinfo=UTC),
-                    counterparty=row["connected_account"] or None,
-                )
+    for where, row in _csv_rows(path, STRIPE_COLUMNS, "utf-8"):
+        ccy = _currency(row["currency"], where)
+        gross = _minor(row["gross"].lstrip("-"), ccy, where + " gross")
+        out.append(
+            StatementLine(
+                provider_reference=row["source_id"],
+                our_reference=row["payment_metadata[nexus_tx_id]"] or None,
+                amount_minor=gross,
+                fee_minor=_minor(row["fee"], ccy, where + " fee"),
+                currency=ccy,
+                fx_rate=None,
+                value_date=datetime.strptime(row["available_on_utc"], _STRIPE_TS).date(),
+                created_at=datetime.strptime(row["created_utc"], _STRIPE_TS).replace(tzinfo=UTC),
+                counterparty=row["connected_account"] or None,
             )
+        )
     return out
 
 
@@ -476,56 +487,50 @@ _ALIPAY_TS = "%Y-%m-%d %H:%M:%S"
 
 
 def write_alipay_statement(lines: list[StatementLine], path: Path) -> Path:
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(ALIPAY_COLUMNS)
-    for ln in lines:
-        amount = _major(ln.amount_minor, ln.currency)
-        fee = _major(ln.fee_minor, ln.currency)
-        rate = ln.fx_rate if ln.fx_rate is not None else Decimal(1)
-        w.writerow(
-            [
-                ln.our_reference or "",
-                ln.provider_reference,
-                f"{amount:f}",
-                f"{(amount * rate).quantize(Decimal('0.01')):f}",
-                f"{fee:f}",
-                f"{amount - fee:f}",
-                f"{((amount - fee) * rate).quantize(Decimal('0.01')):f}",
-                ln.currency.value,
-                _rate_text(ln.fx_rate, 8) if ln.fx_rate is not None else "",
-                ln.created_at.astimezone(CST).strftime(_ALIPAY_TS),
-                datetime.combine(ln.value_date, datetime.min.time()).strftime(_ALIPAY_TS),
-                "P",
-                "L",
-                ln.counterparty or "",
-            ]
-        )
-    return _write_text(path, buf.getvalue())
+    return _write_csv(path, ALIPAY_COLUMNS, map(_alipay_row, lines))
+
+
+def _alipay_row(ln: StatementLine) -> list[str]:
+    amount = _major(ln.amount_minor, ln.currency)
+    fee = _major(ln.fee_minor, ln.currency)
+    rate = ln.fx_rate if ln.fx_rate is not None else Decimal(1)
+    return [
+        ln.our_reference or "",
+        ln.provider_reference,
+        f"{amount:f}",
+        f"{(amount * rate).quantize(Decimal('0.01')):f}",
+        f"{fee:f}",
+        f"{amount - fee:f}",
+        f"{((amount - fee) * rate).quantize(Decimal('0.01')):f}",
+        ln.currency.value,
+        _rate_text(ln.fx_rate, 8) if ln.fx_rate is not None else "",
+        ln.created_at.astimezone(CST).strftime(_ALIPAY_TS),
+        datetime.combine(ln.value_date, datetime.min.time()).strftime(_ALIPAY_TS),
+        "P",
+        "L",
+        ln.counterparty or "",
+    ]
 
 
 def parse_alipay_statement(path: Path) -> list[StatementLine]:
     out = []
-    with Path(path).open(newline="", encoding="utf-8-sig") as fh:
-        for i, row in enumerate(csv.DictReader(fh), start=2):
-            where = f"{path}:{i}"
-            _require(row, ALIPAY_COLUMNS, where)
-            if row["Type"] != "P":
-                continue  # refunds (R) are not settlements of ours
-            ccy = _currency(row["Currency"], where)
-            out.append(
-                StatementLine(
-                    provider_reference=row["Transaction_id"],
-                    our_reference=row["Partner_transaction_id"] or None,
-                    amount_minor=_minor(row["Amount"], ccy, where + " Amount"),
-                    fee_minor=_minor(row["Fee"], ccy, where + " Fee"),
-                    currency=ccy,
-                    fx_rate=Decimal(row["Rate"]).normalize() if row["Rate"] else None,
-                    value_date=datetime.strptime(row["Settlement_time"], _ALIPAY_TS).date(),
-                    created_at=datetime.strptime(row["Payment_time"], _ALIPAY_TS).replace(tzinfo=CST).astimezone(UTC),
-                    counterparty=row["Remarks"] or None,
-                )
+    for where, row in _csv_rows(path, ALIPAY_COLUMNS, "utf-8-sig"):
+        if row["Type"] != "P":
+            continue  # refunds (R) are not settlements of ours
+        ccy = _currency(row["Currency"], where)
+        out.append(
+            StatementLine(
+                provider_reference=row["Transaction_id"],
+                our_reference=row["Partner_transaction_id"] or None,
+                amount_minor=_minor(row["Amount"], ccy, where + " Amount"),
+                fee_minor=_minor(row["Fee"], ccy, where + " Fee"),
+                currency=ccy,
+                fx_rate=Decimal(row["Rate"]).normalize() if row["Rate"] else None,
+                value_date=datetime.strptime(row["Settlement_time"], _ALIPAY_TS).date(),
+                created_at=datetime.strptime(row["Payment_time"], _ALIPAY_TS).replace(tzinfo=CST).astimezone(UTC),
+                counterparty=row["Remarks"] or None,
             )
+        )
     return out
 
 
