@@ -96,40 +96,17 @@ class MatchInputs:
 
 
 def settlements_frame(items: Iterable[InternalSettlement]) -> pl.DataFrame:
-    rows = [
-        (
-            s.settlement_id,
-            s.provider,
-            s.provider_reference,
-            s.counterparty,
-            s.currency,
-            s.amount_minor,
-            s.fee_minor,
-            s.fx_rate,
-            s.settled_at,
-        )
-        for s in items
-    ]
-    return pl.DataFrame(rows, schema=SETTLEMENT_SCHEMA, orient="row")
+    return _records_frame(items, SETTLEMENT_SCHEMA)
 
 
 def lines_frame(items: Iterable[ProviderLine]) -> pl.DataFrame:
-    rows = [
-        (
-            ln.line_id,
-            ln.provider,
-            ln.provider_reference,
-            ln.our_reference,
-            ln.counterparty,
-            ln.currency,
-            ln.amount_minor,
-            ln.fee_minor,
-            ln.fx_rate,
-            ln.booked_at,
-        )
-        for ln in items
-    ]
-    return pl.DataFrame(rows, schema=LINE_SCHEMA, orient="row")
+    return _records_frame(items, LINE_SCHEMA)
+
+
+def _records_frame(items: Iterable[Any], schema: dict[str, Any]) -> pl.DataFrame:
+    """One row per record; the schema's column names are the record's field names."""
+    rows = [tuple(getattr(item, name) for name in schema) for item in items]
+    return pl.DataFrame(rows, schema=schema, orient="row")
 
 
 def prior_frame(prior: PriorMatches) -> pl.DataFrame:
