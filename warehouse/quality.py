@@ -30,6 +30,7 @@ import polars as pl
 
 from contracts.models import Alert, AlertState, Provider, Rail, Severity
 from domain.money import Currency
+from streams.alerting.alertmanager import post_alerts
 from warehouse.db import query
 from warehouse.provider_statements import FORMATS
 
@@ -63,6 +64,11 @@ class Suite:
     expectations: Callable[[Any], list[Any]]  # gx.expectations module -> expectations
 
 
+def _non_negative(e: Any, *columns: str) -> list[Any]:
+    """Money columns hold unsigned minor units on both sides; the direction comes from the flow, not a sign."""
+    return [e.ExpectColumnValuesToBeBetween(column=c, min_value=0) for c in columns]
+
+
 def _suites() -> list[Suite]:
     def settlements(e: Any) -> list[Any]:
         return [
@@ -70,8 +76,7 @@ def _suites() -> list[Suite]:
             e.ExpectColumnValuesToBeUnique(column="settlement_id"),
             e.ExpectColumnValuesToBeInSet(column="currency", value_set=CURRENCIES),
             e.ExpectColumnValuesToBeInSet(column="rail", value_set=RAILS),
-            e.ExpectColumnValuesToBeBetween(column="amount_minor", min_value=0),
-            e.ExpectColumnValuesToBeBetween(column="fee_minor", min_value=0),
+            *_non_negative(e, "amount_minor", "fee_minor"),
             e.ExpectColumnValuesToNotBeNull(column="settled_at"),
         ]
 
@@ -80,8 +85,7 @@ def _suites() -> list[Suite]:
             e.ExpectColumnValuesToBeUnique(column="line_id"),
             e.ExpectColumnValuesToBeInSet(column="provider", value_set=PROVIDERS),
             e.ExpectColumnValuesToBeInSet(column="currency", value_set=CURRENCIES),
-            e.ExpectColumnValuesToBeBetween(column="amount_minor", min_value=0),
-            e.ExpectColumnValuesToBeBetween(column="fee_minor", min_value=0),
+            *_non_negative(e, "amount_minor", "fee_minor"),
             e.ExpectColumnValuesToNotBeNull(column="provider_reference"),
         ]
 
@@ -217,8 +221,6 @@ def raise_on_critical(day: date, results: list[CheckResult], alertmanager_url: s
         return
     note = ""
     if alertmanager_url:
-        from streams.alerting.alertmanager import post_alerts
-
         try:
             post_alerts(alertmanager_url, [alert_for(day, failures)], client=client)
             note = f" An alert was posted to {alertmanager_url}."
