@@ -19,6 +19,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from warehouse.cli import main as cli_main
+
 REPO = Path(__file__).resolve().parents[1]
 AIRFLOW_VENV = REPO / ".venv-airflow"
 DEFAULT_HOME = REPO / ".local" / "airflow"
@@ -87,8 +89,6 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--days", type=int, default=2)
     args = ap.parse_args(argv)
     if args.cmd == "seed":
-        from warehouse.cli import main as cli_main
-
         return cli_main(["seed", "--date", args.date, "--days", str(args.days)])
     env = airflow_env(args.airflow_home)
     try:

@@ -25,6 +25,11 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from domain.variance_rules import ExceptionState, InvalidTransition
+from warehouse import pipeline
+from warehouse.db import query, warehouse
+from warehouse.exceptions import ExceptionNotFound, act, list_exceptions
+from warehouse.generator import GeneratorConfig, generate_period
+from warehouse.settings import get_recon_settings
 
 console = Console()
 err = Console(stderr=True)
@@ -70,9 +75,6 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _run(day: date, send: bool) -> int:
-    from warehouse import pipeline
-    from warehouse.settings import get_recon_settings
-
     settings = get_recon_settings()
     steps: list[tuple[str, Any]] = [
         ("snapshot (01:00)", pipeline.snapshot),
@@ -110,10 +112,6 @@ def _run(day: date, send: bool) -> int:
 
 
 def _exceptions(args: argparse.Namespace) -> int:
-    from warehouse.db import warehouse
-    from warehouse.exceptions import ExceptionNotFound, act, list_exceptions
-    from warehouse.settings import get_recon_settings
-
     settings = get_recon_settings()
     if not settings.warehouse_path.exists():
         err.print(
@@ -124,8 +122,6 @@ def _exceptions(args: argparse.Namespace) -> int:
     with warehouse(settings.warehouse_path) as con:
         if args.action in ("list", "show"):
             if args.action == "show":
-                from warehouse.db import query
-
                 rows = query(con, "SELECT * FROM recon_exceptions WHERE exception_id = $e", {"e": args.exception_id})
                 actions = query(
                     con,
@@ -171,9 +167,6 @@ def _exceptions(args: argparse.Namespace) -> int:
 
 
 def _seed(args: argparse.Namespace) -> int:
-    from warehouse.generator import GeneratorConfig, generate_period
-    from warehouse.settings import get_recon_settings
-
     s = get_recon_settings()
     period = generate_period(
         args.seed, args.date, args.days, GeneratorConfig(settlements_per_day=args.per_day, breaks_per_class=args.breaks)

@@ -9,15 +9,15 @@ from typing import Any
 
 from rich.console import Console
 
+from warehouse import pipeline
+from warehouse.generator import GeneratorConfig, generate_period
+from warehouse.settings import ReconSettings
+
 DEMO_FIRST_DAY = date(2026, 11, 1)
 
 
 def run_demo(console: Console, home: Path | None = None, per_day: int = 300, breaks: int = 12) -> dict[str, Any]:
     """Seed two days (so carried items and ageing show), reconcile both, return the second day's figures."""
-    from warehouse import pipeline
-    from warehouse.generator import GeneratorConfig, generate_period
-    from warehouse.settings import ReconSettings
-
     home = home or Path(tempfile.mkdtemp(prefix="nexus-recon-demo-"))
     settings = ReconSettings(home=home, alert_on_critical=False, wait_for_schedule=False)
     period = generate_period(
