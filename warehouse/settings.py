@@ -40,7 +40,7 @@ class ReconSettings(BaseSettings):
     cutoff_grace_minutes: int = Field(default=30, ge=0)
     carry_forward_days: int = Field(default=7, ge=0, description="unmatched items re-tried for this many days")
 
-    # Variance engine: both classify identically; polars was faster on the 10M benchmark.
+    # Variance engine: both classify identically (the tests compare them row by row), so this is an operational choice.
     engine: Literal["polars", "duckdb"] = "polars"
 
     # Report e-mail.
