@@ -35,6 +35,34 @@ def _slot_reached(context: dict[str, Any], hour: int) -> bool:
     return datetime.now(UTC) >= target
 
 
+def _run(step: str, context: dict[str, Any]) -> dict[str, Any]:
+    """Run one ``warehouse.pipeline`` step for the run's recon day; imported here so parsing the DAG stays cheap."""
+    from warehouse import pipeline
+
+    result: dict[str, Any] = getattr(pipeline, step)(_day(context))
+    return result
+
+
+def _step(name: str) -> Any:
+    """A task (id ``name``) that runs the pipeline step of that name."""
+
+    @task(task_id=name)
+    def step(**context: Any) -> dict[str, Any]:
+        return _run(name, context)
+
+    return step()
+
+
+def _wait_for(hour: int) -> Any:
+    """A sensor that passes once the recon day's ``hour``:00 slot (UTC, the next day) has come."""
+
+    @task.sensor(task_id=f"wait_for_{hour:02d}00", poke_interval=300, timeout=8 * 3600, mode="reschedule")
+    def wait(**context: Any) -> bool:
+        return _slot_reached(context, hour)
+
+    return wait()
+
+
 @dag(
     dag_id=DAG_ID,
     schedule="0 1 * * *",
@@ -46,73 +74,26 @@ def _slot_reached(context: dict[str, Any], hour: int) -> bool:
     doc_md=__doc__,
 )
 def daily_reconciliation() -> None:
-    @task
-    def snapshot(**context: Any) -> dict[str, Any]:
-        from warehouse.pipeline import snapshot as run
-
-        return run(_day(context))
-
-    @task.sensor(poke_interval=300, timeout=8 * 3600, mode="reschedule")
-    def wait_for_0200(**context: Any) -> bool:
-        return _slot_reached(context, 2)
-
-    @task
-    def provider_sync(**context: Any) -> dict[str, Any]:
-        from warehouse.pipeline import provider_sync as run
-
-        return run(_day(context))
-
     @task(retries=0)
     def data_quality(**context: Any) -> dict[str, Any]:
-        from warehouse.pipeline import data_quality as run
         from warehouse.quality import CriticalDataQualityError
 
         try:
-            return run(_day(context))
+            return _run("data_quality", context)
         except CriticalDataQualityError as exc:
             raise AirflowFailException(str(exc)) from exc
 
-    @task.sensor(poke_interval=300, timeout=8 * 3600, mode="reschedule")
-    def wait_for_0300(**context: Any) -> bool:
-        return _slot_reached(context, 3)
-
-    @task
-    def variance(**context: Any) -> dict[str, Any]:
-        from warehouse.pipeline import variance as run
-
-        return run(_day(context))
-
-    @task.sensor(poke_interval=300, timeout=8 * 3600, mode="reschedule")
-    def wait_for_0400(**context: Any) -> bool:
-        return _slot_reached(context, 4)
-
-    @task
-    def exception_review(**context: Any) -> dict[str, Any]:
-        from warehouse.pipeline import exception_review as run
-
-        return run(_day(context))
-
-    @task.sensor(poke_interval=300, timeout=8 * 3600, mode="reschedule")
-    def wait_for_0500(**context: Any) -> bool:
-        return _slot_reached(context, 5)
-
-    @task
-    def report(**context: Any) -> dict[str, Any]:
-        from warehouse.pipeline import report as run
-
-        return run(_day(context))
-
     (
-        snapshot()
-        >> wait_for_0200()
-        >> provider_sync()
+        _step("snapshot")
+        >> _wait_for(2)
+        >> _step("provider_sync")
         >> data_quality()
-        >> wait_for_0300()
-        >> variance()
-        >> wait_for_0400()
-        >> exception_review()
-        >> wait_for_0500()
-        >> report()
+        >> _wait_for(3)
+        >> _step("variance")
+        >> _wait_for(4)
+        >> _step("exception_review")
+        >> _wait_for(5)
+        >> _step("report")
     )
 
 
