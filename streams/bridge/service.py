@@ -119,7 +119,7 @@ class BridgeService:
             self._checkpointing = asyncio.create_task(self._checkpoint_periodically())
 
     async def _checkpoint_periodically(self) -> None:
-        while True:
+        while True:  # a timer, not a retry: aclose() cancels it, then writes the last checkpoint itself
             await asyncio.sleep(CHECKPOINT_EVERY_S)
             await self.checkpoint()
 
