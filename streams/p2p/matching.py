@@ -55,7 +55,6 @@ _decode_order_event = ENERGY_ORDER_EVENTS.decode
 _decode_trade = ENERGY_TRADES.decode
 _decode_price = ENERGY_PRICES.decode
 _decode_command = LEDGER_COMMANDS.decode
-_SOURCE_JSON: dict[m.EnergySource | None, bytes] = {None: b"null", **{s: dump_json(s) for s in m.EnergySource}}
 
 
 def order_event_record(event: ob.BookEvent) -> Encoded | None:
