@@ -104,6 +104,15 @@ class Settings(BaseSettings):
         return self.kafka_bootstrap_servers or f"127.0.0.1:{self.kafka_port}"
 
 
+def pick_roles(agents: str, known: list[str], runtime: str) -> list[str]:
+    """The roles named in NEXUS_AGENTS ("matching,settlement"; empty = every known role), in `known`'s order."""
+    wanted = [name.strip() for name in agents.split(",") if name.strip()] or known
+    unknown = sorted(set(wanted) - set(known))
+    if unknown:
+        raise ValueError(f"the {runtime} runs {sorted(known)}; not {unknown}")
+    return [name for name in known if name in wanted]
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     return Settings()

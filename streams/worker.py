@@ -15,7 +15,7 @@ from faust.worker import Worker
 from streams.kafka.faust_app import make_app
 from streams.kafka.gc_policy import HeapPolicy
 from streams.kafka.topic_admin import ensure_topics
-from streams.settings import Settings, get_settings
+from streams.settings import Settings, get_settings, pick_roles
 
 # A role is the "module:function" that adds its agents, timers and pages to the app: function(app, settings).
 ROLE_MODULES = {
@@ -27,12 +27,7 @@ ROLE_MODULES = {
 
 
 def roles_of(agents: str) -> list[str]:
-    """The roles named in a comma-separated list ("matching,settlement"); empty = every role."""
-    wanted = [n.strip() for n in agents.split(",") if n.strip()] or list(ROLE_MODULES)
-    unknown = sorted(set(wanted) - set(ROLE_MODULES))
-    if unknown:
-        raise ValueError(f"unknown agents {unknown}; choose from {sorted(ROLE_MODULES)}")
-    return [name for name in ROLE_MODULES if name in wanted]
+    return pick_roles(agents, list(ROLE_MODULES), "Faust worker")
 
 
 def bootstrap(settings: Settings, roles: list[str]) -> faust.App:

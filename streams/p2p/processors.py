@@ -11,7 +11,7 @@ from streams.kafka.topic_admin import topic_id
 from streams.p2p.ledger import LedgerPartition
 from streams.p2p.matching import MatchingPartition
 from streams.p2p.snapshots import LedgerSnapshots
-from streams.settings import Settings
+from streams.settings import Settings, pick_roles
 
 # The role each input stands for (NEXUS_AGENTS picks a subset, as for the Faust worker).
 ROLES: dict[str, Topic] = {"matching": ENERGY_ORDERS, "settlement": LEDGER_COMMANDS}
@@ -43,11 +43,7 @@ BUILDERS = {"matching": matching_processor, "settlement": ledger_processor}
 
 
 def roles_of(agents: str) -> list[str]:
-    wanted = [name.strip() for name in agents.split(",") if name.strip()] or list(ROLES)
-    unknown = sorted(set(wanted) - set(ROLES))
-    if unknown:
-        raise ValueError(f"the P2P loop runs {sorted(ROLES)}; not {unknown}")
-    return [name for name in ROLES if name in wanted]
+    return pick_roles(agents, list(ROLES), "P2P loop")
 
 
 def processors_for(agents: str, settings: Settings) -> dict[str, RecordProcessor]:
