@@ -27,10 +27,9 @@ LOW_LATENCY: dict[str, Any] = {"socket.nagle.disable": True}
 def producer_config(bootstrap: str, **overrides: Any) -> dict[str, Any]:
     """Idempotent, acks=all producer that sends at once.
 
-    No linger: our agents already hand the producer a whole batch of outputs at a time, and records
-    queued while a request is in flight still travel together. A 2 ms linger was paid on every hop and
-    on every per-batch flush (bench_kafka_floor, three hops at 1,000 orders/s on a warm broker: p50/p99
-    11.1/42.0 ms with 2 ms, 2.8/24.6 ms without).
+    No linger by default: our agents already hand the producer a whole batch of outputs at a time, and
+    records queued while a request is in flight still travel together; a linger is paid on every hop and
+    every per-batch flush (docs/performance.md).
     """
     config: dict[str, Any] = {
         "bootstrap.servers": bootstrap,
@@ -65,9 +64,8 @@ class AsyncProducer:
     A daemon thread serves delivery callbacks. They only note the result (and the record's offset, which
     the future resolves to: the bridge's result index checkpoints journal offsets); after each poll the thread
     hands everything it noted to each event loop in one call: one self-pipe write and one GIL hand-over
-    per poll instead of per acknowledged record (measured: no change in the bridge's burst throughput,
-    which is bounded elsewhere; see docs/performance.md). The local queue is bounded (``max_queued``):
-    a full queue waits for acks.
+    per poll instead of per acknowledged record. The local queue is bounded (``max_queued``): a full queue
+    waits for acks.
 
     :meth:`send_unacked` produces with no delivery callback at all, for records whose answer comes another
     way (a ledger command's outcome): no per-record Python callback or future. A failed delivery of one

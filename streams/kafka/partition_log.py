@@ -64,8 +64,7 @@ def read_partition(
         consumer.assign([TopicPartition(topic, partition, start)])
         idle = 0
         while True:
-            # Records as soon as there are some: consume(5000, timeout) waited out the whole timeout whenever
-            # fewer than 5,000 were left, so every rebuild of a short prefix took at least a second.
+            # Records as soon as there are some: consume(n, timeout) waits out the whole timeout for fewer than n.
             batch = consume_now(consumer, POLL_TIMEOUT_S, 5000)
             if not batch:
                 idle += 1
