@@ -14,11 +14,12 @@ bodies as JWE; the v1 API and the simulator use plain JSON.)
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import timedelta, timezone
 
 from domain.bridge import PayoutIntent, PayoutOutcome, PayoutStatus
 from domain.money import Currency
 from domain.rails import Provider
+from domain.timeconv import from_ms
 from streams.bridge.providers.base import (
     HttpAdapter,
     HttpRequest,
@@ -43,7 +44,7 @@ _RAIL_LEVEL = {
 
 
 def payout_date(intent: PayoutIntent) -> str:
-    return datetime.fromtimestamp(intent.locked_at_ms / 1000, UTC).astimezone(KST).date().isoformat()
+    return from_ms(intent.locked_at_ms).astimezone(KST).date().isoformat()
 
 
 def build_payout_request(intent: PayoutIntent, base_url: str, secret_key: str, submall_id: str) -> HttpRequest:
