@@ -40,7 +40,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Producer
 from rich.console import Console
 from rich.table import Table
 
@@ -59,12 +59,12 @@ from devtools.provider_sim.launcher import ProviderSimProcess
 from domain.bridge import CardPayment
 from domain.rails import RAILS, Rail, Region
 from infra.kafka.broker import LocalKafka, find_free_ports
-from streams.kafka.clients import consume_now, consumer_config, produce_bounded, producer_config
+from streams.kafka.clients import produce_bounded, producer_config
 from streams.kafka.topic_admin import ensure_topics
 from streams.settings import Settings
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from measure import cpu_s, pct, peak_rss_mb
+from measure import ArrivalObserver, cpu_s, pct, peak_rss_mb
 from workers import start_role_workers, stop_workers
 
 console = Console(width=max(Console().width, 130))  # the per-rail table stays readable in a log
@@ -84,31 +84,16 @@ SPEC_8_1 = {  # region: (avg, p95, p99, success %) as published in the spec
 }
 
 
-class Observer(threading.Thread):
+class Observer(ArrivalObserver):
     """Stamps the arrival of each request's first result."""
 
     def __init__(self, bootstrap: str) -> None:
-        super().__init__(daemon=True)
-        self.consumer = Consumer(consumer_config(bootstrap, f"bench-{uuid.uuid4().hex}"))
+        super().__init__(bootstrap, (BRIDGE_SETTLEMENTS_COMPLETED.name, BRIDGE_SETTLEMENTS_FAILED.name))
         self.results: dict[str, tuple[float, dict[str, Any]]] = {}
-        self.stop = threading.Event()
 
-    def run(self) -> None:
-        parts = []
-        for topic in (BRIDGE_SETTLEMENTS_COMPLETED, BRIDGE_SETTLEMENTS_FAILED):
-            meta = self.consumer.list_topics(topic.name, timeout=30).topics[topic.name]
-            parts += [TopicPartition(topic.name, p, 0) for p in meta.partitions]
-        self.consumer.assign(parts)
-        while not self.stop.is_set():
-            for msg in consume_now(self.consumer, 0.05, 2000):
-                value = msg.value()
-                if msg.error() or value is None:
-                    continue
-                now = time.perf_counter()
-                v = json.loads(value)
-                v["ok"] = msg.topic() == BRIDGE_SETTLEMENTS_COMPLETED.name
-                self.results.setdefault(v["request_id"], (now, v))
-        self.consumer.close()
+    def arrived(self, topic: str | None, value: dict[str, Any], now: float) -> None:
+        value["ok"] = topic == BRIDGE_SETTLEMENTS_COMPLETED.name
+        self.results.setdefault(value["request_id"], (now, value))
 
 
 @dataclass

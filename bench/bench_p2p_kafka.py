@@ -12,20 +12,19 @@ the worker process, and the Faust/plain ratio. Everything runs on this machine (
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import resource
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Producer
 from rich.console import Console
 from rich.table import Table
 
@@ -35,13 +34,13 @@ from contracts import models as m
 from contracts.topics import ENERGY_ORDERS, ENERGY_SETTLEMENTS, ENERGY_TRADES, LEDGER_COMMANDS
 from devtools.order_flow import generate_orders
 from infra.kafka.broker import LocalKafka, find_free_ports
-from streams.kafka.clients import consume_now, consumer_config, produce_bounded, producer_config
+from streams.kafka.clients import produce_bounded, producer_config
 from streams.kafka.topic_admin import ensure_topics
 from streams.p2p.matching import MatchingPartition, to_message
 from streams.settings import Settings
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from measure import cpu_s, pct, peak_rss_mb
+from measure import ArrivalObserver, cpu_s, pct, peak_rss_mb
 from workers import start_role_workers, stop_workers
 
 console = Console()
@@ -83,30 +82,15 @@ def deposits(tag: str) -> list[m.Deposit]:
     ]
 
 
-class Observer(threading.Thread):
-    """Consumes settlements (and trades, for ids) and stamps their arrival time."""
+class Observer(ArrivalObserver):
+    """Consumes settlements and stamps their arrival time."""
 
     def __init__(self, bootstrap: str) -> None:
-        super().__init__(daemon=True)
-        self.consumer = Consumer(consumer_config(bootstrap, f"bench-{uuid.uuid4().hex}"))
+        super().__init__(bootstrap, (ENERGY_SETTLEMENTS.name,))
         self.settled_at: dict[str, float] = {}
-        self.stop = threading.Event()
-        self.assigned = threading.Event()
 
-    def run(self) -> None:
-        # Assign every partition from the start: the settlements topic is empty when the bench begins.
-        meta = self.consumer.list_topics(ENERGY_SETTLEMENTS.name, timeout=30).topics[ENERGY_SETTLEMENTS.name]
-        self.consumer.assign([TopicPartition(ENERGY_SETTLEMENTS.name, p, 0) for p in meta.partitions])
-        self.assigned.set()
-        while not self.stop.is_set():
-            for msg in consume_now(self.consumer, 0.05, 2000):
-                value = msg.value()
-                if msg.error() or value is None:
-                    continue
-                now = time.perf_counter()
-                trade_id = json.loads(value)["trade_id"]
-                self.settled_at.setdefault(trade_id, now)
-        self.consumer.close()
+    def arrived(self, topic: str | None, value: dict[str, Any], now: float) -> None:
+        self.settled_at.setdefault(value["trade_id"], now)
 
 
 def produce(
