@@ -2,6 +2,7 @@
 
 ``ManagedProcess`` is the one launcher they build on: start with a bounded readiness wait, stop with SIGTERM
 then SIGKILL, pid file, log file, and an "is it ours" check so only our own processes are ever signalled.
+``DataDirFiles`` and ``DataPath`` name the files a launcher keeps under its data dir.
 Linux-first (/proc), with a fallback to kill(0) where /proc is missing.
 """
 
@@ -16,7 +17,7 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 
 def cmdline(pid: int) -> list[str]:
@@ -240,3 +241,41 @@ class ManagedProcess:
                 return True
             time.sleep(0.05)
         return not pid_alive(pid)
+
+
+class DataDirFiles:
+    """For launchers whose files all live under one ``data_dir`` (resolved in their ``__post_init__``)."""
+
+    data_dir: Path | None
+
+    @property
+    def dir(self) -> Path:
+        assert self.data_dir is not None  # set in __post_init__
+        return self.data_dir
+
+
+class DataPath:
+    """A read-only path attribute: ``name`` under the owner's ``dir``, or under another of its path attributes.
+
+    A launcher declares its files as a table of these instead of one property each::
+
+        pid_file = DataPath("broker.pid")
+        server_log = DataPath("server.log", under="logs_dir")
+    """
+
+    def __init__(self, name: str, under: str = "dir") -> None:
+        self.name = name
+        self.under = under
+
+    @overload
+    def __get__(self, obj: None, owner: type | None = None) -> DataPath: ...
+    @overload
+    def __get__(self, obj: object, owner: type | None = None) -> Path: ...
+    def __get__(self, obj: object | None, owner: type | None = None) -> Path | DataPath:
+        if obj is None:
+            return self
+        base: Path = getattr(obj, self.under)
+        return base / self.name
+
+    def __set__(self, obj: object, value: object) -> None:
+        raise AttributeError(f"{self.name!r} is derived from {self.under!r}; it cannot be set")

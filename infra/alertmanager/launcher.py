@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from string import Template
 
-from infra.processes import ManagedProcess, cmdline_matches, port_bindable
+from infra.processes import DataDirFiles, DataPath, ManagedProcess, cmdline_matches, port_bindable
 from streams.settings import Settings, get_settings
 
 HERE = Path(__file__).resolve().parent
@@ -106,7 +106,7 @@ def _is_alertmanager(pid: int) -> bool:
 
 
 @dataclass
-class LocalAlertmanager:
+class LocalAlertmanager(DataDirFiles):
     """One Alertmanager process on 127.0.0.1:``port``, its files under ``data_dir``."""
 
     port: int = 0
@@ -124,22 +124,9 @@ class LocalAlertmanager:
 
     # -- paths
 
-    @property
-    def dir(self) -> Path:
-        assert self.data_dir is not None
-        return self.data_dir
-
-    @property
-    def config_file(self) -> Path:
-        return self.dir / "alertmanager.yml"
-
-    @property
-    def pid_file(self) -> Path:
-        return self.dir / "alertmanager.pid"
-
-    @property
-    def log_file(self) -> Path:
-        return self.dir / "alertmanager.log"
+    config_file = DataPath("alertmanager.yml")
+    pid_file = DataPath("alertmanager.pid")
+    log_file = DataPath("alertmanager.log")
 
     @property
     def url(self) -> str:

@@ -41,7 +41,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from infra.processes import ManagedProcess, cmdline, pid_alive, port_accepts, port_bindable, tail_file
+from infra.processes import (
+    DataDirFiles,
+    DataPath,
+    ManagedProcess,
+    cmdline,
+    pid_alive,
+    port_accepts,
+    port_bindable,
+    tail_file,
+)
 
 __all__ = [
     "DEFAULT_CONTROLLER_PORT",
@@ -269,7 +278,7 @@ def _err(msg: str) -> None:
 
 
 @dataclass
-class LocalKafka:
+class LocalKafka(DataDirFiles):
     """A single-node KRaft Kafka broker (broker + controller in one JVM) bound to 127.0.0.1.
 
     Layout of ``data_dir`` (default ``<repo>/.local/kafka/data-<port>``)::
@@ -304,38 +313,16 @@ class LocalKafka:
 
     # -- paths -------------------------------------------------------------------------------------------------------
 
-    @property
-    def dir(self) -> Path:
-        assert self.data_dir is not None  # set in __post_init__
-        return self.data_dir
+    properties_file = DataPath("server.properties")
+    pid_file = DataPath("broker.pid")
+    kraft_dir = DataPath("kraft")
+    logs_dir = DataPath("logs")
+    server_log = DataPath("server.log", under="logs_dir")
+    stdout_log = DataPath("kafka.out", under="logs_dir")
 
     @property
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.port}"
-
-    @property
-    def properties_file(self) -> Path:
-        return self.dir / "server.properties"
-
-    @property
-    def pid_file(self) -> Path:
-        return self.dir / "broker.pid"
-
-    @property
-    def kraft_dir(self) -> Path:
-        return self.dir / "kraft"
-
-    @property
-    def logs_dir(self) -> Path:
-        return self.dir / "logs"
-
-    @property
-    def server_log(self) -> Path:
-        return self.logs_dir / "server.log"
-
-    @property
-    def stdout_log(self) -> Path:
-        return self.logs_dir / "kafka.out"
 
     # -- state -------------------------------------------------------------------------------------------------------
 
