@@ -155,6 +155,11 @@ class InMemoryHoldLedger:
                         getattr(self, "_" + op.pop("op"))(**op)
             self._journal = journal.open("a")
 
+    def _apply(self, op: str, **kw: Any) -> None:
+        """Apply ``op`` (``self._<op>(**kw)``, as the journal replay does) and journal it."""
+        getattr(self, "_" + op)(**kw)
+        self._log(op, **kw)
+
     def _log(self, op: str, **kw: Any) -> None:
         if self._journal is not None:
             self._journal.write(json.dumps({"op": op, **kw}) + "\n")
@@ -163,8 +168,7 @@ class InMemoryHoldLedger:
     def deposit(self, transfer_id: str, account_id: str, amount_units: int) -> None:
         if transfer_id in self.applied:
             return
-        self._deposit(transfer_id=transfer_id, account_id=account_id, amount_units=amount_units)
-        self._log("deposit", transfer_id=transfer_id, account_id=account_id, amount_units=amount_units)
+        self._apply("deposit", transfer_id=transfer_id, account_id=account_id, amount_units=amount_units)
 
     def _deposit(self, transfer_id: str, account_id: str, amount_units: int) -> None:
         self.balances[account_id] = self.balances.get(account_id, 0) + amount_units
@@ -186,15 +190,14 @@ class InMemoryHoldLedger:
             return
         if self.available_units(debit_account_id) < amount_units:
             raise LedgerRejected("INSUFFICIENT_FUNDS", f"{debit_account_id} cannot cover {amount_units} units")
-        kw = dict(
+        self._apply(
+            "place_hold",
             transfer_id=transfer_id,
             debit_account_id=debit_account_id,
             credit_account_id=credit_account_id,
             amount_units=amount_units,
             expires_at_ms=expires_at_ms,
         )
-        self._place_hold(**kw)  # type: ignore[arg-type]
-        self._log("place_hold", **kw)
 
     def _place_hold(
         self, transfer_id: str, debit_account_id: str, credit_account_id: str, amount_units: int, expires_at_ms: int
@@ -226,8 +229,7 @@ class InMemoryHoldLedger:
             raise LedgerRejected("HOLD_EXPIRED", f"{hold_id} expired at {h.expires_at_ms}")
         if amount_units > h.amount:
             raise LedgerRejected("EXCEEDS_HOLD", f"{amount_units} > held {h.amount}")
-        self._post_hold(transfer_id=transfer_id, hold_id=hold_id, amount_units=amount_units, rewards=grants)
-        self._log("post_hold", transfer_id=transfer_id, hold_id=hold_id, amount_units=amount_units, rewards=grants)
+        self._apply("post_hold", transfer_id=transfer_id, hold_id=hold_id, amount_units=amount_units, rewards=grants)
 
     def _post_hold(
         self, transfer_id: str, hold_id: str, amount_units: int, rewards: Sequence[dict[str, Any]] = ()
@@ -247,8 +249,7 @@ class InMemoryHoldLedger:
         h = self.holds.get(hold_id)
         if h is None or h.state != "PENDING":
             raise LedgerRejected("HOLD_RESOLVED", f"{hold_id}: nothing to void")
-        self._void_hold(transfer_id=transfer_id, hold_id=hold_id)
-        self._log("void_hold", transfer_id=transfer_id, hold_id=hold_id)
+        self._apply("void_hold", transfer_id=transfer_id, hold_id=hold_id)
 
     def _void_hold(self, transfer_id: str, hold_id: str) -> None:
         self.holds[hold_id].state = "VOIDED"
@@ -257,14 +258,13 @@ class InMemoryHoldLedger:
     def transfer(self, *, transfer_id: str, debit_account_id: str, credit_account_id: str, amount_units: int) -> None:
         if transfer_id in self.applied:
             return
-        kw = dict(
+        self._apply(
+            "transfer",
             transfer_id=transfer_id,
             debit_account_id=debit_account_id,
             credit_account_id=credit_account_id,
             amount_units=amount_units,
         )
-        self._transfer(**kw)  # type: ignore[arg-type]
-        self._log("transfer", **kw)
 
     def _transfer(self, transfer_id: str, debit_account_id: str, credit_account_id: str, amount_units: int) -> None:
         self.balances[debit_account_id] = self.balances.get(debit_account_id, 0) - amount_units

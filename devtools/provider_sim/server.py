@@ -37,6 +37,7 @@ each provider's format via ``warehouse.provider_statements``), ``GET /_admin/sta
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import hmac
 import json
@@ -140,6 +141,27 @@ def _form(raw: str) -> dict[str, str]:
 
 def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> web.Response:
     return web.Response(status=status, body=dumps(body), content_type="application/json", headers=headers)
+
+
+_Check = Callable[["ProviderSim", web.Request], "web.Response | None"]
+_Handler = Callable[["ProviderSim", web.Request], Awaitable[web.Response]]
+
+
+def _guarded(*checks: _Check) -> Callable[[_Handler], _Handler]:
+    """The handler behind its provider's request checks (credentials, then profile): the first refusal answers."""
+
+    def wrap(handler: _Handler) -> _Handler:
+        @functools.wraps(handler)
+        async def guarded(sim: ProviderSim, request: web.Request) -> web.Response:
+            for check in checks:
+                denied = check(sim, request)
+                if denied:
+                    return denied
+            return await handler(sim, request)
+
+        return guarded
+
+    return wrap
 
 
 class ProviderSim:
@@ -534,10 +556,8 @@ class ProviderSim:
             "type": "bank_account",
         }
 
+    @_guarded(_stripe_auth)
     async def stripe_payout(self, request: web.Request) -> web.Response:
-        denied = self._stripe_auth(request)
-        if denied:
-            return denied
         raw = (await request.read()).decode()
         form = _form(raw)
         idem = request.headers.get("Idempotency-Key")
@@ -582,10 +602,8 @@ class ProviderSim:
             rail, "STRIPE", execute, self._stripe_unavailable, self._stripe_declined, busy_key=key
         )
 
+    @_guarded(_stripe_auth)
     async def stripe_get_payout(self, request: web.Request) -> web.Response:
-        denied = self._stripe_auth(request)
-        if denied:
-            return denied
         found = self.stripe_payouts.get(request.match_info["payout_id"])
         if found is None or found[0] != request.headers["Stripe-Account"]:
             return self._stripe_error(
@@ -612,10 +630,8 @@ class ProviderSim:
             return self._wise_error(403, "profile.not.authorised", "Profile does not belong to this token")
         return None
 
+    @_guarded(_wise_auth, _wise_profile)
     async def wise_quote(self, request: web.Request) -> web.Response:
-        denied = self._wise_auth(request) or self._wise_profile(request)
-        if denied:
-            return denied
         try:
             body = loads_exact(await request.read())
             source, target = Currency(body["sourceCurrency"]), Currency(body["targetCurrency"])
@@ -646,10 +662,8 @@ class ProviderSim:
         self.wise_quotes[quote_id] = quote
         return _json(200, quote)
 
+    @_guarded(_wise_auth)
     async def wise_transfer(self, request: web.Request) -> web.Response:
-        denied = self._wise_auth(request)
-        if denied:
-            return denied
         try:
             body = loads_exact(await request.read())
             ctid = str(body["customerTransactionId"])
@@ -688,19 +702,15 @@ class ProviderSim:
         self.wise_by_ctid[ctid] = transfer_id
         return _json(200, transfer)
 
+    @_guarded(_wise_auth)
     async def wise_get_transfer(self, request: web.Request) -> web.Response:
-        denied = self._wise_auth(request)
-        if denied:
-            return denied
         transfer = self.wise_transfers.get(int(request.match_info["transfer_id"]))
         if transfer is None:
             return self._wise_error(404, "transfer.not.found", "Transfer not found")
         return _json(200, transfer)
 
+    @_guarded(_wise_auth, _wise_profile)
     async def wise_fund(self, request: web.Request) -> web.Response:
-        denied = self._wise_auth(request) or self._wise_profile(request)
-        if denied:
-            return denied
         transfer_id = int(request.match_info["transfer_id"])
         transfer = self.wise_transfers.get(transfer_id)
         if transfer is None:
