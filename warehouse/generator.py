@@ -27,6 +27,7 @@ from typing import Any
 from contracts import models as m
 from contracts import topics as t
 from domain.money import KAUS_UNITS_PER_TOKEN, MINOR_UNIT_EXPONENT, Currency
+from domain.timeconv import to_ms
 from domain.variance_rules import BreakClass, Tolerances
 from warehouse.provider_statements import FORMATS, StatementLine, assign_line_ids, write_statement
 
@@ -637,7 +638,7 @@ def write_inbox(events: dict[date, dict[str, list[Any]]], inbox_dir: Path) -> No
                         {
                             "partition": partition,
                             "offset": offset,
-                            "timestamp_ms": int(ts.timestamp() * 1000),
+                            "timestamp_ms": to_ms(ts),
                             "key": key.decode(),
                             "value": json.loads(topic.encode(value)),
                         },

@@ -27,6 +27,7 @@ import polars as pl
 from pydantic import ValidationError
 
 from contracts import topics as t
+from domain.timeconv import to_ms
 from streams.settings import get_settings
 
 # The topics the warehouse snapshots, and the field that identifies one event on each.
@@ -358,7 +359,7 @@ def _assign_window(
     """Assign every partition with records in the window at its first one; returns (first, stop) per partition."""
     start, end = window
     meta = consumer.list_topics(timeout=timeout_s)
-    start_ms, end_ms = int(start.timestamp() * 1000), int(end.timestamp() * 1000)
+    start_ms, end_ms = to_ms(start), to_ms(end)
     wanted = []
     for topic in topics:
         if topic.name not in meta.topics:
