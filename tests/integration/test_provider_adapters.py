@@ -171,6 +171,12 @@ def test_wise_sca_signature_is_hmac_sha256_of_the_one_time_token() -> None:
 # --------------------------------------------------------------------------- each adapter against the simulator
 
 
+def assert_paid_once(result: Any, sim: ProviderSimProcess) -> None:
+    """The payout's outcome is PAID and the simulator executed it exactly once."""
+    assert result.status is PayoutStatus.PAID
+    assert len(sim.payouts()) == 1
+
+
 def with_adapter(settings: ProviderSettings, provider: Provider, body: Any, transport: str = "httpx") -> Any:
     """Run ``await body(adapter)`` in one event loop (connections must not outlive their loop)."""
 
@@ -243,8 +249,7 @@ def test_adapter_timeout_is_bounded_and_the_lost_answer_is_recovered_by_lookup(
     outcome, elapsed, looked = with_adapter(settings_for(sim, sim_keys_dir, timeout_ms=300), case.provider, body)
     assert outcome.status is PayoutStatus.TIMEOUT
     assert elapsed < 2.0, f"{case.provider} timeout not bounded: {elapsed:.2f}s"  # 300 ms + the calls before it
-    assert looked.status is PayoutStatus.PAID
-    assert len(sim.payouts()) == 1
+    assert_paid_once(looked, sim)
 
 
 @pytest.mark.slow
@@ -305,8 +310,7 @@ def test_stripe_500_is_ambiguous_and_resolved(sim: ProviderSimProcess, sim_setti
 
     out, looked = with_adapter(sim_settings, Provider.STRIPE, body)
     assert out.status is PayoutStatus.TIMEOUT and out.error_code == "api_error"
-    assert looked.status is PayoutStatus.PAID
-    assert len(sim.payouts()) == 1
+    assert_paid_once(looked, sim)
 
 
 @pytest.mark.slow
