@@ -32,6 +32,7 @@ from rich.console import Console
 from rich.table import Table
 
 from contracts import models as m
+from contracts.examples import build
 from contracts.topics import (
     BRIDGE_SETTLEMENTS_COMPLETED,
     BRIDGE_SETTLEMENTS_FAILED,
@@ -129,7 +130,8 @@ def _slow_settlement(now: datetime, tag: str) -> tuple[Topic, Any]:
     """A KR settlement whose merchant credit took 1.3 s (SettlementDelay)."""
     return (
         BRIDGE_SETTLEMENTS_COMPLETED,
-        m.BridgeSettlementCompleted(
+        build(
+            m.BridgeSettlementCompleted,
             request_id=f"demo-slow-{tag}",
             bridge_tx_id=f"BRIDGE-demo-slow-{tag}",
             payer_account_id="acct-demo-1",
@@ -137,13 +139,11 @@ def _slow_settlement(now: datetime, tag: str) -> tuple[Topic, Any]:
             region=m.Region.KR,
             currency=m.Currency.KRW,
             amount_minor=150_000,
-            kaus_debited_units=1_000_000_000,
             rate=Decimal("150"),
             rail=m.Rail.TOSS_PAYMENTS,
             provider_reference="demo",
             provider_fee_minor=0,
             cashback_kaus_units=0,
-            ecosystem_bonus_kaus_units=0,
             phase_durations_ms={m.BridgePhase.MERCHANT_CREDIT: 1_300, m.BridgePhase.BALANCE_LOCK: 140},
             total_duration_ms=1_440,
             completed_at=now,
@@ -152,23 +152,20 @@ def _slow_settlement(now: datetime, tag: str) -> tuple[Topic, Any]:
 
 
 def _failed_settlements(now: datetime, tag: str, count: int) -> list[tuple[Topic, Any]]:
-    """US payments failing on STRIPE_INSTANT, enough of them for SettlementFailed."""
+    """US payments failing on STRIPE_INSTANT, enough of them for SettlementFailed (the same failure, ``count`` ids)."""
+    failure = build(
+        m.BridgeSettlementFailed,
+        payer_account_id="acct-demo-2",
+        region=m.Region.US,
+        currency=m.Currency.USD,
+        failed_phase=m.BridgePhase.MERCHANT_CREDIT,
+        reason_code="RAIL_TIMEOUT",
+        reason="STRIPE_INSTANT did not answer",
+        rail=m.Rail.STRIPE_INSTANT,
+        failed_at=now,
+    )
     return [
-        (
-            BRIDGE_SETTLEMENTS_FAILED,
-            m.BridgeSettlementFailed(
-                request_id=f"demo-fail-{tag}-{i}",
-                payer_account_id="acct-demo-2",
-                region=m.Region.US,
-                currency=m.Currency.USD,
-                amount_minor=2_000,
-                failed_phase=m.BridgePhase.MERCHANT_CREDIT,
-                reason_code="RAIL_TIMEOUT",
-                reason="STRIPE_INSTANT did not answer",
-                rail=m.Rail.STRIPE_INSTANT,
-                failed_at=now,
-            ),
-        )
+        (BRIDGE_SETTLEMENTS_FAILED, failure.model_copy(update={"request_id": f"demo-fail-{tag}-{i}"}))
         for i in range(count)
     ]
 
@@ -187,19 +184,16 @@ def _fx_move(now: datetime, tag: str) -> list[tuple[Topic, Any]]:
 
 def _governance(now: datetime, tag: str) -> list[tuple[Topic, Any]]:
     """A signing key expiring in 3 days and a multi-sig request pending for 2h05m."""
-    key = m.KeyMetadata(
+    key = build(
+        m.KeyMetadata,
         key_id=f"hsm-demo-{tag}",
-        label="settlement signing key",
-        algorithm="ECDSA-P256",
         created_at=now - timedelta(days=87),
         expires_at=now + timedelta(days=3),
         observed_at=now,
     )
-    multisig = m.MultisigRequest(
+    multisig = build(
+        m.MultisigRequest,
         request_id=f"msig-demo-{tag}",
-        amount_kaus_units=60_000_000_000_000,
-        required_signers=4,
-        signatures=2,
         state=m.MultisigState.PENDING,
         created_at=now - timedelta(hours=2, minutes=5),
         updated_at=now,
