@@ -23,32 +23,37 @@ REASON_CHARS_MAX = 2000  # the contract's bound on a failure's reason text
 # --------------------------------------------------------------------------- bridge.requests
 
 
+# Taken over unchanged between a payment and its request; the rest is converted (enums, times).
+_PAYMENT_FIELDS = (
+    "request_id",
+    "payer_account_id",
+    "merchant_id",
+    "merchant_program",
+    "amount_minor",
+    "currency",
+    "quoted_rate",
+)
+
+
+def _copied(source: Any, names: tuple[str, ...]) -> dict[str, Any]:
+    """``source``'s fields ``names`` as keyword arguments."""
+    return {name: getattr(source, name) for name in names}
+
+
 def payment_from_request(req: m.BridgeRequest) -> CardPayment:
     return CardPayment(
-        request_id=req.request_id,
-        payer_account_id=req.payer_account_id,
-        merchant_id=req.merchant_id,
-        merchant_program=req.merchant_program,
-        amount_minor=req.amount_minor,
-        currency=req.currency,
+        **_copied(req, _PAYMENT_FIELDS),
         region=Region(req.region.value),
         payer_tier=PayerTier(req.payer_tier.value),
-        quoted_rate=req.quoted_rate,
         requested_at_ms=to_ms(req.requested_at),
     )
 
 
 def request_from_payment(p: CardPayment) -> m.BridgeRequest:
     return m.BridgeRequest(
-        request_id=p.request_id,
-        payer_account_id=p.payer_account_id,
-        merchant_id=p.merchant_id,
-        merchant_program=p.merchant_program,
-        amount_minor=p.amount_minor,
-        currency=p.currency,
+        **_copied(p, _PAYMENT_FIELDS),
         region=m.Region(p.region.value),
         payer_tier=m.PayerTier(p.payer_tier.value),
-        quoted_rate=p.quoted_rate,
         requested_at=from_ms(p.requested_at_ms),
     )
 
