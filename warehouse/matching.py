@@ -27,17 +27,8 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from domain.variance_rules import (
-    BreakClass,
-    InternalSettlement,
-    MatchTier,
-    Outcome,
-    PriorMatches,
-    ProviderLine,
-    ReconResult,
-    Tolerances,
-    reconcile,
-)
+from domain import variance_rules as vr
+from domain.variance_rules import BreakClass, MatchTier, Outcome, Tolerances
 from warehouse.sqlrunner import render_file
 
 RATE_SCALE = 10**10  # rates carry at most 10 fractional digits (contracts.types.Rate)
@@ -95,11 +86,11 @@ class MatchInputs:
 # --------------------------------------------------------------------------- conversions
 
 
-def settlements_frame(items: Iterable[InternalSettlement]) -> pl.DataFrame:
+def settlements_frame(items: Iterable[vr.InternalSettlement]) -> pl.DataFrame:
     return _records_frame(items, SETTLEMENT_SCHEMA)
 
 
-def lines_frame(items: Iterable[ProviderLine]) -> pl.DataFrame:
+def lines_frame(items: Iterable[vr.ProviderLine]) -> pl.DataFrame:
     return _records_frame(items, LINE_SCHEMA)
 
 
@@ -109,21 +100,21 @@ def _records_frame(items: Iterable[Any], schema: dict[str, Any]) -> pl.DataFrame
     return pl.DataFrame(rows, schema=schema, orient="row")
 
 
-def prior_frame(prior: PriorMatches) -> pl.DataFrame:
+def prior_frame(prior: vr.PriorMatches) -> pl.DataFrame:
     rows: list[tuple[str | None, str | None, str | None]] = [(p, r, None) for p, r in prior.provider_references]
     rows += [(None, None, sid) for sid in prior.settlement_ids]
     return pl.DataFrame(rows, schema=PRIOR_SCHEMA, orient="row")
 
 
-def settlements_from_frame(df: pl.DataFrame) -> list[InternalSettlement]:
-    return [InternalSettlement(**row) for row in df.select(list(SETTLEMENT_SCHEMA)).iter_rows(named=True)]
+def settlements_from_frame(df: pl.DataFrame) -> list[vr.InternalSettlement]:
+    return [vr.InternalSettlement(**row) for row in df.select(list(SETTLEMENT_SCHEMA)).iter_rows(named=True)]
 
 
-def lines_from_frame(df: pl.DataFrame) -> list[ProviderLine]:
-    return [ProviderLine(**row) for row in df.select(list(LINE_SCHEMA)).iter_rows(named=True)]
+def lines_from_frame(df: pl.DataFrame) -> list[vr.ProviderLine]:
+    return [vr.ProviderLine(**row) for row in df.select(list(LINE_SCHEMA)).iter_rows(named=True)]
 
 
-def prior_from_frame(df: pl.DataFrame) -> PriorMatches:
+def prior_from_frame(df: pl.DataFrame) -> vr.PriorMatches:
     refs = frozenset(
         (p, r)
         for p, r in df.filter(pl.col("provider_reference").is_not_null())
@@ -131,10 +122,10 @@ def prior_from_frame(df: pl.DataFrame) -> PriorMatches:
         .iter_rows()
     )
     sids = frozenset(df.filter(pl.col("settlement_id").is_not_null())["settlement_id"].to_list())
-    return PriorMatches(refs, sids)
+    return vr.PriorMatches(refs, sids)
 
 
-def results_frame(results: Sequence[ReconResult]) -> pl.DataFrame:
+def results_frame(results: Sequence[vr.ReconResult]) -> pl.DataFrame:
     rows = [
         (
             r.settlement_id,
@@ -151,11 +142,11 @@ def results_frame(results: Sequence[ReconResult]) -> pl.DataFrame:
     return pl.DataFrame(rows, schema=RESULT_SCHEMA, orient="row")
 
 
-def results_from_frame(df: pl.DataFrame) -> list[ReconResult]:
+def results_from_frame(df: pl.DataFrame) -> list[vr.ReconResult]:
     out = []
     for row in df.select(list(RESULT_SCHEMA)).iter_rows(named=True):
         out.append(
-            ReconResult(
+            vr.ReconResult(
                 settlement_id=row["settlement_id"],
                 line_id=row["line_id"],
                 tier=MatchTier(row["tier"]),
@@ -657,7 +648,7 @@ def reference_results(
     """The pure rules over the same frames (for tests and small samples)."""
     prior_m = prior_from_frame(prior) if prior is not None else None
     return results_frame(
-        reconcile(settlements_from_frame(settlements), lines_from_frame(lines), tol, window_end, prior_m)
+        vr.reconcile(settlements_from_frame(settlements), lines_from_frame(lines), tol, window_end, prior_m)
     )
 
 
