@@ -210,24 +210,30 @@ def intent_json(i: PayoutIntent) -> dict[str, Any]:
     }
 
 
+# Taken over unchanged from a journaled intent record; the rest is converted (enums, times, the payment).
+_INTENT_FIELDS = (
+    "bridge_tx_id",
+    "idempotency_key",
+    "provider_attempt",
+    "send_no",
+    "amount_minor",
+    "currency",
+    "fee_minor",
+    "kaus_units",
+    "rate",
+    "lock_id",
+    "hold_id",
+    "hold_units",
+)
+
+
 def intent_from_record(r: m.BridgePayoutIntent) -> PayoutIntent:
     return PayoutIntent(
-        bridge_tx_id=r.bridge_tx_id,
-        idempotency_key=r.idempotency_key,
-        provider_attempt=r.provider_attempt,
-        send_no=r.send_no,
+        **_copied(r, _INTENT_FIELDS),
         rail=Rail(r.rail.value),
         provider=Provider(r.provider),
-        amount_minor=r.amount_minor,
-        currency=r.currency,
-        fee_minor=r.fee_minor,
-        kaus_units=r.kaus_units,
-        rate=r.rate,
-        lock_id=r.lock_id,
         locked_at_ms=to_ms(r.locked_at),
         lock_expires_at_ms=to_ms(r.lock_expires_at),
-        hold_id=r.hold_id,
-        hold_units=r.hold_units,
         tried_providers=tuple(Provider(p) for p in r.tried_providers),
         payment=payment_from_request(r.request),
         created_at_ms=to_ms(r.created_at),
