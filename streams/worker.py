@@ -1,6 +1,6 @@
 """The Faust worker's composition root: settings, topics, the app and the agents of the roles asked for.
 
-    python -m streams.worker            (settings from NEXUS_*; NEXUS_AGENTS picks roles, empty = all)
+python -m streams.worker            (settings from NEXUS_*; NEXUS_AGENTS picks roles, empty = all)
 """
 
 from __future__ import annotations

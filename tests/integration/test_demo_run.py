@@ -76,10 +76,7 @@ def test_demo_streams_events_and_leaves_nothing_running(tmp_path: Path, runtime:
     _assert_nothing_listens(ports)
     assert not list((tmp_path / "run").glob("*.pid"))
     if runtime == "plain":
-        assert (
-            "p2p worker (streams.p2p) ready" in out
-            and "bridge worker (streams.bridge.loop) ready" in out
-        )
+        assert "p2p worker (streams.p2p) ready" in out and "bridge worker (streams.bridge.loop) ready" in out
 
 
 def test_ctrl_c_stops_everything_the_demo_started(tmp_path: Path) -> None:

@@ -50,8 +50,11 @@ def test_rounding_is_floor_and_bonus_uses_the_rounded_cashback() -> None:
     assert (compute_rewards(199, PayerTier.DIAMOND, "NOMAD_MONTHLY").cashback_kaus_units, 0) == (9, 0)
 
 
-@given(units=st.integers(min_value=0, max_value=10**18), tier=st.sampled_from(list(PayerTier)),
-       program=st.sampled_from([None, "AURA_SYDNEY", "NOMAD_MONTHLY", "X"]))
+@given(
+    units=st.integers(min_value=0, max_value=10**18),
+    tier=st.sampled_from(list(PayerTier)),
+    program=st.sampled_from([None, "AURA_SYDNEY", "NOMAD_MONTHLY", "X"]),
+)
 def test_rewards_are_exact_floors(units: int, tier: PayerTier, program: str | None) -> None:
     r = compute_rewards(units, tier, program)
     assert r.cashback_kaus_units * 10_000 <= units * CASHBACK_BPS[tier] < (r.cashback_kaus_units + 1) * 10_000

@@ -139,8 +139,7 @@ def test_failover_to_the_next_eligible_rail_when_the_primary_breaker_is_open() -
 
 
 def test_rails_without_an_adapter_are_skipped() -> None:
-    choice = select_rail(Region.JP, Currency.JPY, 10_000, new_breakers(), T0,
-                         enabled={Rail.WISE, Rail.STRIPE_INSTANT})
+    choice = select_rail(Region.JP, Currency.JPY, 10_000, new_breakers(), T0, enabled={Rail.WISE, Rail.STRIPE_INSTANT})
     assert isinstance(choice, RailChoice) and choice.rail is Rail.WISE
     assert choice.skipped == ((Rail.PAYPAY_BUSINESS, "no adapter configured"),)
 

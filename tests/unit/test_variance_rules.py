@@ -34,15 +34,32 @@ END = datetime(2026, 11, 2, tzinfo=UTC)
 TOL = Tolerances()
 
 
-def s(sid: str = "BR-1", amount: int = 10_000, fee: int = 50, rate: str | None = "0.1500000000",
-      ref: str | None = "po_1", at: datetime = T0, provider: str = "STRIPE", ccy: str = "USD",
-      cp: str | None = "MERCHANT-1") -> InternalSettlement:
+def s(
+    sid: str = "BR-1",
+    amount: int = 10_000,
+    fee: int = 50,
+    rate: str | None = "0.1500000000",
+    ref: str | None = "po_1",
+    at: datetime = T0,
+    provider: str = "STRIPE",
+    ccy: str = "USD",
+    cp: str | None = "MERCHANT-1",
+) -> InternalSettlement:
     return InternalSettlement(sid, provider, ref, cp, ccy, amount, fee, Decimal(rate) if rate else None, at)
 
 
-def ln(lid: str = "L1", amount: int = 10_000, fee: int = 50, rate: str | None = None, ref: str = "po_1",
-       ours: str | None = "BR-1", at: datetime = T0 + timedelta(seconds=5), provider: str = "STRIPE",
-       ccy: str = "USD", cp: str | None = None) -> ProviderLine:
+def ln(
+    lid: str = "L1",
+    amount: int = 10_000,
+    fee: int = 50,
+    rate: str | None = None,
+    ref: str = "po_1",
+    ours: str | None = "BR-1",
+    at: datetime = T0 + timedelta(seconds=5),
+    provider: str = "STRIPE",
+    ccy: str = "USD",
+    cp: str | None = None,
+) -> ProviderLine:
     return ProviderLine(lid, provider, ref, ours, cp, ccy, amount, fee, Decimal(rate) if rate else None, at)
 
 
@@ -57,16 +74,19 @@ def test_exact_pair_reconciles() -> None:
     assert classify_pair(s(), ln(), TOL) is None
 
 
-@pytest.mark.parametrize(("line", "expected"), [
-    (ln(ccy="EUR"), BreakClass.AMOUNT_VARIANCE),
-    (ln(amount=10_002), BreakClass.AMOUNT_VARIANCE),
-    (ln(amount=10_001), None),  # one minor unit of rounding is fine
-    (ln(fee=52), BreakClass.FEE_VARIANCE),
-    (ln(fee=49), None),
-    (ln(rate="0.1510000000"), BreakClass.FX_VARIANCE),  # 0.67% off
-    (ln(rate="0.150007"), None),  # 46.7 ppm: provider rounding within 50 ppm
-    (ln(at=END + timedelta(hours=2)), BreakClass.TIMING),
-])
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        (ln(ccy="EUR"), BreakClass.AMOUNT_VARIANCE),
+        (ln(amount=10_002), BreakClass.AMOUNT_VARIANCE),
+        (ln(amount=10_001), None),  # one minor unit of rounding is fine
+        (ln(fee=52), BreakClass.FEE_VARIANCE),
+        (ln(fee=49), None),
+        (ln(rate="0.1510000000"), BreakClass.FX_VARIANCE),  # 0.67% off
+        (ln(rate="0.150007"), None),  # 46.7 ppm: provider rounding within 50 ppm
+        (ln(at=END + timedelta(hours=2)), BreakClass.TIMING),
+    ],
+)
 def test_pair_classes(line: ProviderLine, expected: BreakClass | None) -> None:
     assert classify_pair(s(), line, TOL) is expected
 
@@ -136,8 +156,10 @@ def test_duplicate_internal_record_of_one_provider_payment() -> None:
 
 def test_tolerance_tier_is_mutual_nearest() -> None:
     settlements = [s("A", ref=None, at=T0), s("B", ref=None, at=T0 + timedelta(minutes=4))]
-    lines = [ln("X", ref="x", ours=None, at=T0 + timedelta(minutes=3), amount=10_001),
-             ln("Y", ref="y", ours=None, at=T0 + timedelta(minutes=20))]
+    lines = [
+        ln("X", ref="x", ours=None, at=T0 + timedelta(minutes=3), amount=10_001),
+        ln("Y", ref="y", ours=None, at=T0 + timedelta(minutes=20)),
+    ]
     results = by_key(reconcile(settlements, lines, TOL, END))
     assert results[("B", "X")].tier is MatchTier.TOLERANCE  # X is nearer to B (1 min) than to A (3 min)
     assert results[("A", None)].break_class is BreakClass.MISSING_AT_PROVIDER  # Y is 20 min away: outside window
@@ -155,9 +177,14 @@ def test_many_to_one_ties_only_the_whole_batch() -> None:
 
 
 def test_unmatched_near_cutoff_is_pending_not_an_exception() -> None:
-    results = by_key(reconcile([s(at=END - timedelta(minutes=10))], [ln("G", ref="g", ours=None,
-                                                                         at=END - timedelta(minutes=1), amount=5)],
-                               TOL, END))
+    results = by_key(
+        reconcile(
+            [s(at=END - timedelta(minutes=10))],
+            [ln("G", ref="g", ours=None, at=END - timedelta(minutes=1), amount=5)],
+            TOL,
+            END,
+        )
+    )
     assert results[("BR-1", None)].outcome is Outcome.PENDING and results[("BR-1", None)].break_class is None
     assert results[(None, "G")].outcome is Outcome.PENDING
 
@@ -181,8 +208,12 @@ def test_every_settlement_appears_exactly_once() -> None:
 
 
 def test_metrics_follow_spec_definitions() -> None:
-    results = reconcile([s(), s("BR-2", ref="po_2"), s("BR-3", ref="po_3", at=END - timedelta(minutes=1))],
-                        [ln(), ln("L2", ref="po_2", ours="BR-2", fee=60)], TOL, END)
+    results = reconcile(
+        [s(), s("BR-2", ref="po_2"), s("BR-3", ref="po_3", at=END - timedelta(minutes=1))],
+        [ln(), ln("L2", ref="po_2", ours="BR-2", fee=60)],
+        TOL,
+        END,
+    )
     m = compute_metrics(results, audited_settlements=2, total_settlements=3)
     assert (m.settlements, m.auto_matched, m.exceptions, m.pending) == (2, 1, 1, 1)
     assert m.automatic_match_rate == Decimal("0.500000")
