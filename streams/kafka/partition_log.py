@@ -17,6 +17,14 @@ POLL_TIMEOUT_S = 1.0
 MAX_IDLE_POLLS = 30  # bounded: a partition that stops answering fails the rebuild, loudly
 
 
+class ReplayFailed(Exception):
+    """Applying the record at `offset` raised during a replay (the state is half-applied: replay again)."""
+
+    def __init__(self, offset: int, error: Exception) -> None:
+        super().__init__(f"the record at offset {offset} raised {type(error).__name__}: {error}")
+        self.offset = offset
+
+
 def rebuild_state(
     bootstrap: str,
     topic: Topic,
@@ -25,11 +33,15 @@ def rebuild_state(
     factory: Callable[[int], Any],
     max_bytes: int,
     snapshot: Callable[[int, int], Any | None] | None = None,
+    failed: frozenset[int] = frozenset(),
 ) -> Any:
     """A state for `partition` with every record before `until_offset` applied silently (no outputs).
 
     ``snapshot(partition, until_offset)``, if given, may return a state restored at some ``next_offset`` at or
-    below ``until_offset``: only the records from there on are replayed."""
+    below ``until_offset``: only the records from there on are replayed. Records at the offsets in ``failed`` made
+    ``apply`` raise when they were processed: they are replayed as dead letters were (``apply(offset, None)``). A
+    record that raises during the replay raises `ReplayFailed`: the caller adds it to ``failed`` and replays again,
+    so no state ever keeps half of a record."""
     with collection_paused():
         state = snapshot(partition, until_offset) if snapshot is not None and until_offset > 0 else None
         if state is None:
@@ -38,8 +50,11 @@ def rebuild_state(
         if until_offset > state.next_offset:  # an empty rest needs no consumer: the common case at first start
             entries = read_partition(bootstrap, topic.name, partition, until_offset, state.next_offset or None)
             for offset, key, value, record_ms in entries:
-                decoded = ingress.validate(topic, key, value, max_bytes)
-                state.apply(offset, None if isinstance(decoded, ingress.Rejected) else decoded, record_ms)
+                decoded = None if offset in failed else ingress.validate(topic, key, value, max_bytes)
+                try:
+                    state.apply(offset, None if isinstance(decoded, ingress.Rejected) else decoded, record_ms)
+                except Exception as exc:
+                    raise ReplayFailed(offset, exc) from exc
     state.next_offset = until_offset
     return state
 

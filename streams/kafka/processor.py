@@ -22,9 +22,12 @@ from typing import Any, Protocol
 
 from contracts.topics import PLATFORM_DEADLETTERS, Topic
 from streams.kafka import ingress
-from streams.kafka.partition_log import rebuild_state
+from streams.kafka.partition_log import ReplayFailed, rebuild_state
 
 log = logging.getLogger("nexus.processor")
+# A replay that meets a record that raises starts again without it; this many such records per rebuild at most.
+FAILED_RECORDS_PER_REBUILD_MAX = 100
+REASON_CHARS_MAX = 500
 
 Output = tuple[Topic, Any]
 
@@ -60,6 +63,8 @@ class RecordProcessor:
     snapshot_offsets: dict[int, int] = field(default_factory=dict)
     # the first snapshot chance after a start takes one, so a long rebuild is not paid twice
     snapshot_taken_at: float = float("-inf")
+    # partition -> offsets of records that made `apply` raise: replayed as dead letters were
+    failed_offsets: dict[int, set[int]] = field(default_factory=dict)
 
     def needs_rebuild(self, partition: int, offset: int) -> bool:
         state = self.states.get(partition)
@@ -69,9 +74,25 @@ class RecordProcessor:
         """A state with every record before `until_offset` applied silently (outputs were produced before)."""
         started = time.monotonic()
         restore = self._restored if self.snapshots is not None else None
-        state: PartitionState = rebuild_state(
-            self.bootstrap, self.topic, partition, until_offset, self.factory, self.max_bytes, restore
-        )
+        failed = self.failed_offsets.setdefault(partition, set())
+        for _ in range(FAILED_RECORDS_PER_REBUILD_MAX):
+            try:
+                state: PartitionState = rebuild_state(
+                    self.bootstrap,
+                    self.topic,
+                    partition,
+                    until_offset,
+                    self.factory,
+                    self.max_bytes,
+                    restore,
+                    frozenset(failed),
+                )
+                break
+            except ReplayFailed as replay:
+                log.error("%s[%d] replay again without a record: %s", self.topic.name, partition, replay)
+                failed.add(replay.offset)
+        else:
+            raise RuntimeError(f"{self.topic.name}[{partition}]: over {FAILED_RECORDS_PER_REBUILD_MAX} records raise")
         self.states[partition] = state
         log.info(
             "%s[%d] rebuilt up to offset %d in %.2f s",
@@ -99,13 +120,32 @@ class RecordProcessor:
             state = self.rebuild(partition, offset)
         if offset < state.next_offset:
             return []  # offered again after a rebalance or restart: already applied and emitted
-        decoded = ingress.validate(self.topic, key, value, self.max_bytes)
+        try:
+            decoded = ingress.validate(self.topic, key, value, self.max_bytes)
+        except Exception as exc:  # the validator met an input nobody foresaw: this record only
+            decoded = self._processing_error(partition, offset, exc)
         if isinstance(decoded, ingress.Rejected):
             state.apply(offset, None)
-            log.warning("dead-lettered %s[%d]@%d: %s", self.topic.name, partition, offset, decoded.reason)
-            origin = ingress.Origin(self.topic.name, partition, offset)
-            return [(PLATFORM_DEADLETTERS, ingress.dead_letter(origin, key, value, decoded))]
-        return state.apply(offset, decoded, record_ms)
+            return self._dead_letter(partition, offset, key, value, decoded)
+        try:
+            return state.apply(offset, decoded, record_ms)
+        except Exception as exc:  # a bug or a value nobody foresaw: this record only, and none of its effects
+            rejected = self._processing_error(partition, offset, exc)
+            self.failed_offsets.setdefault(partition, set()).add(offset)
+            self.rebuild(partition, offset + 1)  # the state as if the record had been a dead letter
+            return self._dead_letter(partition, offset, key, value, rejected)
+
+    def _processing_error(self, partition: int, offset: int, exc: Exception) -> ingress.Rejected:
+        log.exception("%s[%d]@%d raised while processed; dead-lettered", self.topic.name, partition, offset)
+        reason = f"{self.topic.name}: processing failed: {type(exc).__name__}: {exc}"[:REASON_CHARS_MAX]
+        return ingress.Rejected("PROCESSING_ERROR", reason, [])
+
+    def _dead_letter(
+        self, partition: int, offset: int, key: bytes | None, value: bytes | None, rejected: ingress.Rejected
+    ) -> list[Output]:
+        log.warning("dead-lettered %s[%d]@%d: %s", self.topic.name, partition, offset, rejected.reason)
+        origin = ingress.Origin(self.topic.name, partition, offset)
+        return [(PLATFORM_DEADLETTERS, ingress.dead_letter(origin, key, value, rejected))]
 
     def forget_all(self) -> None:
         """States are rebuilt from the log when next needed (their last outputs may not have been sent)."""
