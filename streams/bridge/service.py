@@ -141,7 +141,12 @@ class BridgeService:
         """One raw ``bridge.requests`` record, as a driver consumed it. ``on_done`` runs once the record is finished
         (its offset may be committed): a valid request once its result is journaled and emitted, a bad one once its
         dead letter is acknowledged. Unfinished records are read again after a restart."""
-        decoded = ingress.validate(BRIDGE_REQUESTS, key, value, self.max_ingress_bytes)
+        try:
+            decoded = ingress.validate(BRIDGE_REQUESTS, key, value, self.max_ingress_bytes)
+        except Exception as exc:  # an input the validator did not foresee: this record only
+            log.exception("bridge.requests[%s]@%s raised while validated", partition, offset)
+            reason = f"{BRIDGE_REQUESTS.name}: processing failed: {type(exc).__name__}: {exc}"[:500]
+            decoded = ingress.Rejected("PROCESSING_ERROR", reason, [])
         if isinstance(decoded, ingress.Rejected):
             self._dead_letter(ingress.Origin(BRIDGE_REQUESTS.name, partition, offset), key, value, decoded, on_done)
             return
