@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 
 import faust
 
+from streams.kafka.commits import EXIT_FATAL
 from streams.kafka.faust_app import Outbox, faust_topic
 from streams.kafka.processor import Output, RecordProcessor
 from streams.settings import Settings
@@ -51,10 +53,17 @@ class FaustDriver:
             if pending is not None:
                 try:
                     await pending  # raises if the previous batch's outputs failed: nothing more is sent
-                except BaseException:
-                    # This batch is applied but will not be sent: no state may claim it was.
-                    self.processor.forget_all()
-                    raise
+                except Exception as failure:
+                    # An infrastructure fault (a record's content cannot cause one: every record has an outcome).
+                    # The whole worker stops, as the plain driver does, instead of leaving a dead agent inside a
+                    # running worker; nothing past the batch was committed, and a restart replays from there.
+                    log.critical(
+                        "outputs of %s not acknowledged, exiting so a restart replays them: %s",
+                        self.processor.topic.name,
+                        failure,
+                    )
+                    logging.shutdown()
+                    os._exit(EXIT_FATAL)
             self.outbox.send(records)
             self.processor.maybe_snapshot(time.monotonic())
             pending = asyncio.ensure_future(self.flush_and_ack(stream, batch, bool(records)))

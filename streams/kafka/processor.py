@@ -147,10 +147,6 @@ class RecordProcessor:
         origin = ingress.Origin(self.topic.name, partition, offset)
         return [(PLATFORM_DEADLETTERS, ingress.dead_letter(origin, key, value, rejected))]
 
-    def forget_all(self) -> None:
-        """States are rebuilt from the log when next needed (their last outputs may not have been sent)."""
-        self.states.clear()
-
     def maybe_snapshot(self, now_s: float) -> None:
         """Write due snapshots. Call between records: every state is then a fold at its `next_offset`."""
         if self.snapshots is None or now_s - self.snapshot_taken_at < self.snapshot_every_s:
