@@ -216,13 +216,6 @@ def summarize(record: Record) -> str:
     return f"{channel} {record.get('path')}"
 
 
-def read_records(path: Path) -> list[Record]:
-    """Records written by a sink in another process."""
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
 def main(argv: list[str] | None = None) -> int:
     settings = get_settings()
     parser = argparse.ArgumentParser(prog="python -m devtools.alert_sink", description=__doc__.split("\n")[0])
