@@ -13,7 +13,8 @@ outcome to the next transition::
                                                      | ResolvePayout | VoidHold + Done)
     on_resolved(tx, outcome, breakers, at, cfg)   -> like on_payout, or ParkForRecovery
     on_posted(tx, ok, reason, at, cfg)            -> Done(Settled)                           phase 4
-                                                     | VoidHold + Done(Rejected)
+                                                     | VoidHold + FlagForReconciliation + Done(Settled)
+    on_capture_unanswered(tx, reason, at, cfg)    -> PostHold (same transfer id) | ParkForRecovery
     recover(intents, at)                          -> ResolvePayout per open intent
 
 The capture (:class:`PostHold`) carries the payment's rewards (cashback, ecosystem bonus): the ledger
@@ -36,6 +37,13 @@ Guarantees the transitions keep (and the tests prove):
   (:func:`domain.fx.max_kaus_units_within_slippage`); the posted amount is the exact conversion at the
   locked rate, never more than the hold.
 * **Duplicates.** :func:`admit` returns the original result for a request id already finished.
+* **Paid means never failed.** Once the provider has paid, the payment's only outcome is :class:`Settled`.
+  An unanswered capture (the ledger's answer did not come in time) is sent again under the same transfer id
+  (the ledger applies it once and answers a re-send with its original outcome), up to ``max_capture_sends``
+  times, then parked for ``recover`` like an unknown payout: nothing is reported until the ledger answers.
+  A capture the ledger *refuses* after the payout (e.g. the hold expired) cannot be undone at the provider:
+  the merchant was paid, so the result is still :class:`Settled` (with no rewards, which rode on the capture),
+  and a :class:`FlagForReconciliation` records the K-AUS the payer still owes for the exception queue.
 
 Timeout policy: a provider timeout is ambiguous, so it is never followed by a failover directly. The
 intent is resolved on the same provider (``ResolvePayout``): found → paid; not found → re-sent under the
@@ -105,8 +113,12 @@ class ReasonCode(StrEnum):
 # --------------------------------------------------------------------------- the ledger the bridge needs
 
 
+LEDGER_TIMEOUT = "LEDGER_TIMEOUT"  # LedgerRejected's code when no answer came in time: nothing is known
+
+
 class LedgerRejected(Exception):
-    """The ledger refused an operation (insufficient funds, unknown or expired hold, ...)."""
+    """The ledger refused an operation (insufficient funds, unknown or expired hold, ...), or did not answer in
+    time (code :data:`LEDGER_TIMEOUT`: the operation may still apply)."""
 
     def __init__(self, code: str, reason: str) -> None:
         super().__init__(f"{code}: {reason}")
@@ -206,6 +218,7 @@ class BridgeConfig:
     max_providers_per_payment: int = 3  # failover bound
     max_sends_per_provider: int = 2  # the first send plus one re-send after a NOT_FOUND
     max_lookups: int = 2  # ResolvePayout attempts before parking an unknown outcome
+    max_capture_sends: int = 4  # sends of an unanswered capture (same transfer id) before parking it
     settlement_account_id: str = "bridge:settlement"
     rewards_account_id: str = "bridge:rewards"
     ecosystem_account_id: str = "bridge:ecosystem"
@@ -214,6 +227,7 @@ class BridgeConfig:
     def __post_init__(self) -> None:
         assert self.hold_ttl_ms > self.fx.lock_ms
         assert self.max_providers_per_payment >= 1 and self.max_sends_per_provider >= 1 and self.max_lookups >= 1
+        assert self.max_capture_sends >= 1
 
 
 class PayoutStatus(StrEnum):
@@ -275,6 +289,7 @@ class PostHold:
     hold_id: str
     amount_units: int
     rewards: tuple[Reward, ...] = ()
+    send_no: int = 1  # a re-send (after no answer) keeps the transfer id: the ledger applies it once
 
 
 @dataclass(frozen=True, slots=True)
@@ -334,6 +349,27 @@ class ParkForRecovery:
 
 
 @dataclass(frozen=True, slots=True)
+class FlagForReconciliation:
+    """The merchant was paid but the ledger refused the capture: the payer still owes ``kaus_units``.
+
+    An accounting exception, not a failed payment: the shell records it durably (an audit record for the
+    reconciliation's exception queue) before the payment's result is acknowledged.
+    """
+
+    bridge_tx_id: str
+    request_id: str
+    payer_account_id: str
+    hold_id: str
+    kaus_units: int
+    amount_minor: int
+    currency: Currency
+    rate: Decimal
+    rail: Rail
+    provider_reference: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class Settled:
     request_id: str
     bridge_tx_id: str
@@ -372,7 +408,7 @@ class Rejected:
     failed_at_ms: int
     fingerprint: str
     hold_voided: bool
-    needs_reconciliation: bool = False  # the merchant was paid but the K-AUS could not be captured
+    needs_reconciliation: bool = False  # older journals only: a refused capture after payout is Settled now
 
 
 Result = Settled | Rejected
@@ -383,7 +419,17 @@ class Done:
     result: Result
 
 
-Effect = PlaceHold | PostHold | VoidHold | PayoutIntent | ResolvePayout | RailOutcome | ParkForRecovery | Done
+Effect = (
+    PlaceHold
+    | PostHold
+    | VoidHold
+    | PayoutIntent
+    | ResolvePayout
+    | RailOutcome
+    | ParkForRecovery
+    | FlagForReconciliation
+    | Done
+)
 
 
 # --------------------------------------------------------------------------- state
@@ -396,7 +442,7 @@ class Stage(StrEnum):
     PAYING = "PAYING"  # an intent is out
     RESOLVING = "RESOLVING"  # asking the provider about an intent
     PARKED = "PARKED"  # outcome unknown; waiting for recover()
-    POSTING = "POSTING"  # paid; capturing the hold
+    POSTING = "POSTING"  # paid; capturing the hold (until the ledger answers: never failed from here)
     DONE = "DONE"
 
 
@@ -419,6 +465,7 @@ class BridgeTx(NamedTuple):
     lookups: int = 0
     provider_reference: str | None = None
     result: Result | None = None
+    capture_sends: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -713,7 +760,8 @@ def _rewards(tx: BridgeTx, cfg: BridgeConfig) -> tuple[Reward, ...]:
 def _paid(tx: BridgeTx, outcome: PayoutOutcome, at: Instant, pre: tuple[Effect, ...], cfg: BridgeConfig) -> Step:
     assert tx.intent is not None
     reference = outcome.provider_reference or ""
-    tx = _close_phase(tx._replace(stage=Stage.POSTING, provider_reference=reference), at, Phase.CONFIRMATION)
+    tx = tx._replace(stage=Stage.POSTING, provider_reference=reference, capture_sends=1)
+    tx = _close_phase(tx, at, Phase.CONFIRMATION)
     post = PostHold(f"{tx.bridge_tx_id}:post", tx.hold_id, tx.kaus_units, _rewards(tx, cfg))
     assert tx.kaus_units <= tx.hold_units
     return Step(tx, (*pre, post))
@@ -788,28 +836,57 @@ def breakers_allow(breakers: Breakers, rail: Rail, now_ms: int) -> bool:
 
 
 def on_posted(tx: BridgeTx, ok: bool, reason: str, at: Instant, cfg: BridgeConfig) -> Step:
-    """Phase 4: the hold was captured with its rewards (or neither was) → the settlement confirmation."""
+    """Phase 4: the ledger's answer to the capture (with its rewards, or neither) → the settlement confirmation.
+
+    The merchant has been paid either way, so the result is :class:`Settled` either way. A refused capture
+    releases the hold (nothing stays locked; the ledger has no debit to show for it) and flags the K-AUS the
+    payer owes for reconciliation; its rewards were not applied, so none are reported.
+    """
+    _expect(tx, Stage.POSTING)
+    intent = tx.intent
+    assert intent is not None and tx.lock is not None
+    if ok:
+        # The same amounts the capture's rewards carried (_rewards): recomputed, as they depend on tx alone.
+        rewards = compute_rewards(tx.kaus_units, tx.payment.payer_tier, tx.payment.merchant_program)
+        return _settled(tx, at, rewards.cashback_kaus_units, rewards.ecosystem_bonus_kaus_units, ())
+    flag = FlagForReconciliation(
+        bridge_tx_id=tx.bridge_tx_id,
+        request_id=tx.payment.request_id,
+        payer_account_id=tx.payment.payer_account_id,
+        hold_id=tx.hold_id,
+        kaus_units=tx.kaus_units,
+        amount_minor=tx.payment.amount_minor,
+        currency=tx.payment.currency,
+        rate=tx.lock.rate,
+        rail=intent.rail,
+        provider_reference=tx.provider_reference or "",
+        reason=f"the ledger refused capturing {tx.kaus_units} K-AUS units ({reason}) after the merchant was paid "
+        f"on {intent.rail} (ref {tx.provider_reference})",
+    )
+    void = VoidHold(f"{tx.bridge_tx_id}:void", tx.hold_id, Phase.CONFIRMATION, ReasonCode.HOLD_POST_FAILED)
+    return _settled(tx, at, 0, 0, (void, flag))
+
+
+def on_capture_unanswered(tx: BridgeTx, reason: str, at: Instant, cfg: BridgeConfig) -> Step:
+    """The ledger did not answer the capture in time: it may or may not have applied it, and the merchant is
+    paid, so nothing is decided. Re-send it under the same transfer id (a re-send is answered with the
+    original outcome), or after ``max_capture_sends`` park the payment: ``recover`` asks the provider again
+    (PAID) and captures once more, until the ledger answers."""
     _expect(tx, Stage.POSTING)
     intent = tx.intent
     assert intent is not None
-    if not ok:
-        # The merchant has been paid; releasing the hold keeps the payer's K-AUS unlocked, and the result is
-        # flagged so reconciliation recovers the debit.
-        return _reject(
-            tx,
-            at,
-            Phase.CONFIRMATION,
-            ReasonCode.HOLD_POST_FAILED,
-            f"capturing {tx.kaus_units} K-AUS units failed ({reason}); merchant was paid on {intent.rail} "
-            f"(ref {tx.provider_reference}): reconcile",
-            void=True,
-            needs_reconciliation=True,
-        )
-    p = tx.payment
-    # The same amounts the capture's rewards carried (_rewards): recomputed, as they depend on tx alone.
-    rewards = compute_rewards(tx.kaus_units, p.payer_tier, p.merchant_program)
+    if tx.capture_sends < cfg.max_capture_sends:
+        sends = tx.capture_sends + 1
+        post = PostHold(f"{tx.bridge_tx_id}:post", tx.hold_id, tx.kaus_units, _rewards(tx, cfg), send_no=sends)
+        return Step(tx._replace(capture_sends=sends), (post,))
+    why = f"capture of {tx.hold_id} unanswered after {tx.capture_sends} send(s) ({reason}); merchant paid"
+    return Step(tx._replace(stage=Stage.PARKED), (ParkForRecovery(intent, why),))
+
+
+def _settled(tx: BridgeTx, at: Instant, cashback_units: int, bonus_units: int, pre: tuple[Effect, ...]) -> Step:
     tx = _close_phase(tx, at, None)
-    assert tx.lock is not None
+    intent, p = tx.intent, tx.payment
+    assert intent is not None and tx.lock is not None
     result = Settled(
         request_id=p.request_id,
         bridge_tx_id=tx.bridge_tx_id,
@@ -824,14 +901,14 @@ def on_posted(tx: BridgeTx, ok: bool, reason: str, at: Instant, cfg: BridgeConfi
         provider=intent.provider,
         provider_reference=tx.provider_reference or "",
         provider_fee_minor=intent.fee_minor,
-        cashback_kaus_units=rewards.cashback_kaus_units,
-        ecosystem_bonus_kaus_units=rewards.ecosystem_bonus_kaus_units,
+        cashback_kaus_units=cashback_units,
+        ecosystem_bonus_kaus_units=bonus_units,
         phase_durations_us=_durations(tx),
         total_duration_us=max(0, at.mono_us - tx.started_mono_us),
         completed_at_ms=at.wall_ms,
         fingerprint=p.fingerprint(),
     )
-    return Step(tx._replace(stage=Stage.DONE, result=result), (Done(result),))
+    return Step(tx._replace(stage=Stage.DONE, result=result), (*pre, Done(result)))
 
 
 # --------------------------------------------------------------------------- recovery

@@ -19,10 +19,10 @@ from confluent_kafka import Consumer, TopicPartition
 from contracts import ledger_codec
 from contracts import models as m
 from contracts.topics import LEDGER_COMMANDS, LEDGER_OUTCOMES
-from domain.bridge import LedgerRejected, Reward
+from domain.bridge import LEDGER_TIMEOUT, LedgerRejected, Reward
 from streams.kafka.clients import AsyncProducer, consume_now, consumer_config
 
-LEDGER_TIMEOUT_S = 10.0  # bounded wait for the ledger's answer; a lost answer fails the settlement, not the worker
+LEDGER_TIMEOUT_S = 10.0  # bounded wait for the ledger's answer; then LEDGER_TIMEOUT (the runner decides what follows)
 
 
 class LedgerOutcomes:
@@ -134,7 +134,7 @@ class KafkaHoldLedger:
         except TimeoutError:
             self.outcomes.forget(command_id)
             reason = f"no answer to {command_id} in {LEDGER_TIMEOUT_S}s"
-            raise LedgerRejected("LEDGER_TIMEOUT", reason) from None
+            raise LedgerRejected(LEDGER_TIMEOUT, reason) from None
         except BaseException:
             self.outcomes.forget(command_id)
             raise
@@ -152,7 +152,7 @@ class KafkaHoldLedger:
         try:
             await self._ask(transfer_id, command)
         except LedgerRejected as exc:
-            if exc.code == "LEDGER_TIMEOUT":
+            if exc.code == LEDGER_TIMEOUT:
                 # The hold may still land: release it (applied after it, in ledger order) so nothing stays locked.
                 void_id = f"{transfer_id}:void-timeout"
                 self._send(void_id, ledger_codec.void_hold(void_id, transfer_id, _now_ms()))

@@ -12,7 +12,11 @@ What it adds to the core, and nothing else:
   previous one of the same payer), others interleave. ``submit`` applies back-pressure once
   ``max_queued`` settlements are admitted and unfinished.
 * **Recovery**: ``recover()`` resumes every persisted intent without a result (after a crash) and every
-  parked one (outcome unknown), through ``domain.bridge.recover``: same idempotency key, one payout.
+  parked one (outcome unknown), through ``domain.bridge.recover``: same idempotency key, one payout. One
+  transaction is recovered by one task at a time (a duplicate request joins the recovery under way).
+* **Captures after payout**: a capture the ledger did not answer in time is sent again (same transfer id) after
+  a bounded backoff (``CAPTURE_BACKOFF_S``), as the core decides; a refused one is recorded through
+  ``on_reconcile`` (durably, before the result is reported).
 
 Ledgers and stores: ``streams.bridge.ledger_client`` and ``streams.bridge.journal`` (Kafka);
 ``devtools.bridge_stand_ins`` for tests and benchmarks.
@@ -25,7 +29,7 @@ import collections
 import inspect
 import logging
 import time
-from collections.abc import Callable, Iterable, MutableMapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -36,6 +40,7 @@ from domain.bridge import (
     CardPayment,
     Done,
     Effect,
+    FlagForReconciliation,
     Instant,
     LedgerRejected,
     ParkForRecovery,
@@ -63,6 +68,15 @@ log = logging.getLogger("nexus.bridge")
 # bound means the core loops: the settlement fails loudly (its request stays unacked; a restart recovers it)
 # instead of spinning forever.
 STEPS_PER_SETTLEMENT_MAX = 256
+
+# Wait before the n-th send of an unanswered capture (n = 2, 3, ...; the last value repeats). The ledger may be
+# restarting or replaying; each send then waits up to the ledger client's own timeout for the answer.
+CAPTURE_BACKOFF_S = (0.5, 1.0, 2.0, 4.0)
+
+
+def capture_backoff_s(send_no: int) -> float:
+    assert send_no >= 2, send_no
+    return CAPTURE_BACKOFF_S[min(send_no - 2, len(CAPTURE_BACKOFF_S) - 1)]
 
 
 class Clock(Protocol):
@@ -200,6 +214,7 @@ class BridgeRunner:
         max_in_flight: int = 256,
         max_queued: int = 4096,
         on_result: Callable[[Result], None] | None = None,
+        on_reconcile: Callable[[FlagForReconciliation], Awaitable[None]] | None = None,
     ) -> None:
         self.ledger = ledger
         self.adapters = adapters
@@ -209,10 +224,12 @@ class BridgeRunner:
         self.breakers = breakers if breakers is not None else new_breakers()
         self.clock: Clock = clock or SystemClock()
         self.on_result = on_result
+        self.on_reconcile = on_reconcile
         self.stats = RunnerStats()
         self._results: MutableMapping[str, Result] = self.store.results()
         self._in_flight: dict[str, asyncio.Future[Result]] = {}
         self._parked: dict[str, PayoutIntent] = {}
+        self._recovering: dict[str, asyncio.Future[Result | None]] = {}  # by bridge tx id
         self._slots = FifoSlots(max_in_flight)
         self._admission = FifoSlots(max_queued)
         self._tails: dict[str, asyncio.Task[None]] = {}
@@ -258,15 +275,30 @@ class BridgeRunner:
             self._parked.clear()
         else:
             pending = {i.bridge_tx_id: i for i in intents}
-        steps = core.recover(pending.values(), self.clock.now())
+        joined = [self._recovering[t] for t in pending if t in self._recovering]  # under way: wait for it
+        fresh = [i for t, i in pending.items() if t not in self._recovering]
+        for intent in fresh:
+            self._parked.pop(intent.bridge_tx_id, None)  # parked again if it stays unknown
+        steps = core.recover(fresh, self.clock.now())
         self.stats.recovered += len(steps)
-
-        async def one(step: Step) -> Result | None:
-            async with self._slots:
-                return await self._drive(step)
-
-        results = await asyncio.gather(*(one(s) for s in steps))
+        results = await asyncio.gather(*joined, *(self._recover_one(s) for s in steps))
         return [r for r in results if r is not None]
+
+    async def _recover_one(self, step: Step) -> Result | None:
+        tx_id = step.tx.bridge_tx_id
+        fut: asyncio.Future[Result | None] = asyncio.get_running_loop().create_future()
+        self._recovering[tx_id] = fut
+        try:
+            async with self._slots:
+                result = await self._drive(step)
+        except BaseException as exc:
+            fut.set_exception(exc)
+            fut.exception()  # mark retrieved: the joiners (if any) see it too
+            raise
+        finally:
+            del self._recovering[tx_id]
+        fut.set_result(result)
+        return result
 
     @property
     def parked(self) -> list[PayoutIntent]:
@@ -295,8 +327,15 @@ class BridgeRunner:
             fut.set_result(result)
 
     async def _process(self, payment: CardPayment) -> Result:
-        if core.bridge_tx_id_for(payment.request_id) in self._parked:
-            # Its payout outcome is still unknown; starting it again could contradict what recover() finds.
+        tx_id = core.bridge_tx_id_for(payment.request_id)
+        if tx_id in self._recovering:  # a duplicate of a payment being recovered gets the recovery's result
+            self.stats.duplicates += 1
+            recovered = await asyncio.shield(self._recovering[tx_id])
+            if recovered is None:
+                raise PayoutParked(payment.request_id)
+            return recovered
+        if tx_id in self._parked:
+            # Its outcome is still unknown; starting it again could contradict what recover() finds.
             raise PayoutParked(payment.request_id)
         admission = core.admit(payment, self._results, self._in_flight)
         if isinstance(admission, core.Duplicate):
@@ -333,6 +372,7 @@ class BridgeRunner:
             for effect in step.effects:
                 if isinstance(effect, Done):
                     await self._conclude(effect.result)
+                    self._parked.pop(step.tx.bridge_tx_id, None)
                     return effect.result
                 if isinstance(effect, ParkForRecovery):
                     self._parked[effect.intent.bridge_tx_id] = effect.intent
@@ -370,15 +410,11 @@ class BridgeRunner:
             except LedgerRejected as exc:  # e.g. it expired on its own: nothing stays locked either way
                 log.info("void of %s: %s", e.hold_id, exc)
         elif isinstance(e, PostHold):
-            try:  # the rewards ride on the capture: applied with it, each once
-                await _maybe_await(
-                    self.ledger.post_hold(
-                        transfer_id=e.transfer_id, hold_id=e.hold_id, amount_units=e.amount_units, rewards=e.rewards
-                    )
-                )
-                return core.on_posted(tx, True, "", self.clock.now(), self.cfg)
-            except LedgerRejected as exc:
-                return core.on_posted(tx, False, str(exc), self.clock.now(), self.cfg)
+            return await self._capture(e, tx)
+        elif isinstance(e, FlagForReconciliation):
+            log.error("%s: RECONCILE: %s; owed %d K-AUS units", e.request_id, e.reason, e.kaus_units)
+            if self.on_reconcile is not None:
+                await self.on_reconcile(e)  # durable before the result is reported
         elif isinstance(e, PayoutIntent):
             await self.store.persist_intent(e)  # durable BEFORE the provider hears of it
             now = self.clock.now()
@@ -389,6 +425,24 @@ class BridgeRunner:
             outcome = await self._call(e.intent, lookup=True)
             return core.on_resolved(tx, outcome, self.breakers, self.clock.now(), self.cfg)
         return None
+
+    async def _capture(self, e: PostHold, tx: BridgeTx) -> Step:
+        """The capture (its rewards ride on it: applied with it, each once). The merchant is paid: an unanswered
+        capture is never a failure, the core re-sends it (same transfer id) after a backoff, or parks it."""
+        if e.send_no > 1:
+            await asyncio.sleep(capture_backoff_s(e.send_no))
+        try:
+            await _maybe_await(
+                self.ledger.post_hold(
+                    transfer_id=e.transfer_id, hold_id=e.hold_id, amount_units=e.amount_units, rewards=e.rewards
+                )
+            )
+        except LedgerRejected as exc:
+            if exc.code == core.LEDGER_TIMEOUT:
+                log.warning("%s: capture send %d unanswered: %s", tx.bridge_tx_id, e.send_no, exc)
+                return core.on_capture_unanswered(tx, str(exc), self.clock.now(), self.cfg)
+            return core.on_posted(tx, False, str(exc), self.clock.now(), self.cfg)
+        return core.on_posted(tx, True, "", self.clock.now(), self.cfg)
 
     def _advance(self, tx: BridgeTx) -> Step:
         """No effect answered: the transaction moves on by its stage."""

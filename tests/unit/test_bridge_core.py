@@ -22,6 +22,7 @@ from domain.bridge import (
     CardPayment,
     Done,
     Duplicate,
+    FlagForReconciliation,
     InFlight,
     Instant,
     LedgerRejected,
@@ -73,6 +74,8 @@ class FakeLedger:
     applied: set[str] = field(default_factory=set)
     refuse_hold: str | None = None
     refuse_post: str | None = None
+    unanswered_posts: int = 0  # captures that get no answer in time (applied or not: applied_unanswered)
+    applied_unanswered: bool = False
 
     def available_units(self, account_id: str) -> int:
         held = sum(h.amount for h in self.holds.values() if h.state == "PENDING" and h.debit == account_id)
@@ -101,6 +104,13 @@ class FakeLedger:
         self.applied.add(transfer_id)
 
     def post_hold(self, *, transfer_id: str, hold_id: str, amount_units: int, rewards: Sequence[Reward] = ()) -> None:
+        if self.unanswered_posts:
+            self.unanswered_posts -= 1
+            if self.applied_unanswered:  # the ledger applied it; only the answer is late
+                late, self.unanswered_posts = self.unanswered_posts, 0
+                self.post_hold(transfer_id=transfer_id, hold_id=hold_id, amount_units=amount_units, rewards=rewards)
+                self.unanswered_posts = late
+            raise LedgerRejected(b.LEDGER_TIMEOUT, "no answer in time")
         if transfer_id not in self.applied:
             if self.refuse_post:
                 raise LedgerRejected("REFUSED", self.refuse_post)
@@ -267,7 +277,10 @@ class Harness:
                         )
                         nxt = b.on_posted(tx, True, "", self.clock.now(), cfg)
                     except LedgerRejected as exc:
-                        nxt = b.on_posted(tx, False, exc.reason, self.clock.now(), cfg)
+                        if exc.code == b.LEDGER_TIMEOUT:
+                            nxt = b.on_capture_unanswered(tx, exc.reason, self.clock.now(), cfg)
+                        else:
+                            nxt = b.on_posted(tx, False, exc.reason, self.clock.now(), cfg)
                 elif isinstance(e, PayoutIntent):
                     self.breakers[e.rail] = self.breakers[e.rail].on_call(self.clock.now().wall_ms)
                     if self.before_call:
@@ -546,18 +559,61 @@ def test_unknown_outcome_is_parked_with_the_hold_then_recovered_exactly_once() -
 # --------------------------------------------------------------------------- phase 4
 
 
-def test_phase4_capture_failure_voids_and_flags_reconciliation() -> None:
+def test_phase4_capture_refused_after_payout_settles_and_flags_the_debit_for_reconciliation() -> None:
     h = harness()
     h.ledger.refuse_post = "hold expired"
     r = result_of(h.run(payment()))
-    assert isinstance(r, Rejected)
-    assert (r.failed_phase, r.reason_code) == (Phase.CONFIRMATION, ReasonCode.HOLD_POST_FAILED)
-    assert r.needs_reconciliation and r.hold_voided and "merchant was paid" in r.reason
-    assert h.ledger.pending() == []
+    # The merchant was paid: the payment is settled, never reported failed.
+    assert isinstance(r, Settled) and r.provider_reference == "ref-STRIPE-BRIDGE-card-1"
+    assert (r.cashback_kaus_units, r.ecosystem_bonus_kaus_units) == (0, 0)  # the rewards rode on the capture
+    [flag] = [e for e in h.effects if isinstance(e, FlagForReconciliation)]
+    assert (flag.request_id, flag.kaus_units, flag.rail) == ("card-1", r.kaus_debited_units, Rail.STRIPE_INSTANT)
+    assert "hold expired" in flag.reason and "merchant was paid" in flag.reason
+    done = [i for i, e in enumerate(h.effects) if isinstance(e, Done)]
+    assert done == [len(h.effects) - 1] and h.effects.index(flag) < done[0]  # recorded before the result
+    assert h.ledger.pending() == []  # the hold is released: nothing stays locked
     [post] = [e for e in h.effects if isinstance(e, PostHold)]
     assert [r.transfer_id for r in post.rewards] == ["BRIDGE-card-1:cashback"]  # sent with the capture ...
     assert "bridge:rewards" not in h.ledger.balances  # ... and not paid: the capture did not apply
-    assert h.ledger.balances[PAYER] == 10_000 * K
+    assert h.ledger.balances[PAYER] == 10_000 * K  # not debited: that is what reconciliation recovers
+
+
+def test_an_unanswered_capture_is_resent_under_the_same_id_and_never_fails() -> None:
+    h = harness()
+    h.ledger.unanswered_posts, h.ledger.applied_unanswered = 2, True  # applied, answers lost twice
+    r = result_of(h.run(payment()))
+    assert isinstance(r, Settled) and r.cashback_kaus_units == 30 * K
+    posts = [e for e in h.effects if isinstance(e, PostHold)]
+    assert [(p.transfer_id, p.send_no) for p in posts] == [("BRIDGE-card-1:post", n) for n in (1, 2, 3)]
+    assert not any(isinstance(e, VoidHold | FlagForReconciliation) for e in h.effects)
+    assert len([e for e in h.effects if isinstance(e, Done)]) == 1
+    assert h.ledger.balances[PAYER] == 10_000 * K - 1_000 * K + 30 * K  # captured and rewarded once
+    assert h.providers.count("BRIDGE-card-1") == 1
+
+
+def test_a_capture_unanswered_past_its_sends_is_parked_then_recovered_with_one_outcome() -> None:
+    h = harness()
+    h.ledger.unanswered_posts = h.cfg.max_capture_sends  # the ledger is down for every send
+    step = h.run(payment())
+    assert step.tx.stage is b.Stage.PARKED and step.tx.result is None
+    assert not any(isinstance(e, Done | VoidHold) for e in h.effects)  # no outcome, the hold stays
+    [parked] = [e for e in h.effects if isinstance(e, ParkForRecovery)]
+    assert "capture" in parked.reason and len(h.ledger.pending()) == 1
+    assert len([e for e in h.effects if isinstance(e, PostHold)]) == h.cfg.max_capture_sends
+    # The ledger is back; recovery (live, or after a restart from the journal's open intent) finishes it.
+    (rec,) = b.recover([parked.intent], h.clock.now())
+    r = result_of(h.drive(rec))
+    assert isinstance(r, Settled)
+    assert len([e for e in h.effects if isinstance(e, Done)]) == 1
+    assert h.providers.count("BRIDGE-card-1") == 1 and h.ledger.pending() == []
+    assert h.ledger.balances[PAYER] == 10_000 * K - 1_000 * K + 30 * K
+
+
+def test_capture_transitions_only_while_posting() -> None:
+    h = harness()
+    step = b.begin(payment(), 10_000 * K, h.clock.now(), h.cfg)
+    with pytest.raises(AssertionError, match="not allowed"):
+        b.on_capture_unanswered(step.tx, "late", h.clock.now(), h.cfg)
 
 
 # --------------------------------------------------------------------------- circuit breaker across payments
@@ -677,13 +733,15 @@ BEHAVIOURS = st.sampled_from([OK, DOWN, DECLINE, LOST_RESPONSE, LOST_REQUEST])
     paypal=st.lists(BEHAVIOURS, max_size=3),
     lookups=st.lists(st.sampled_from([OK, DOWN]), max_size=4),
     post_fails=st.booleans(),
+    posts_unanswered=st.integers(0, 5),
 )
 def test_no_kaus_stays_locked_and_the_merchant_is_paid_at_most_once(
-    stripe: list[str], wise: list[str], paypal: list[str], lookups: list[str], post_fails: bool
+    stripe: list[str], wise: list[str], paypal: list[str], lookups: list[str], post_fails: bool, posts_unanswered: int
 ) -> None:
     h = harness()
     h.providers.on(Rail.STRIPE_INSTANT, *stripe).on(Rail.WISE, *wise).on(Rail.PAYPAL, *paypal)
     h.providers.lookup_script.extend(lookups)
+    h.ledger.unanswered_posts = posts_unanswered
     if post_fails:
         h.ledger.refuse_post = "expired"
     step = h.run(payment())
@@ -695,12 +753,15 @@ def test_no_kaus_stays_locked_and_the_merchant_is_paid_at_most_once(
         return
     (d,) = done
     assert h.ledger.pending() == []
+    flags = [e for e in h.effects if isinstance(e, FlagForReconciliation)]
     if isinstance(d.result, Settled):
-        assert paid == 1
-        assert h.ledger.balances["bridge:settlement"] == d.result.kaus_debited_units
+        assert paid == 1  # paid means settled: a payout is never followed by a failure
+        captured = h.ledger.balances.get("bridge:settlement", 0)
+        assert captured == (0 if flags else d.result.kaus_debited_units)
+        assert [f.kaus_units for f in flags] == ([d.result.kaus_debited_units] if post_fails else [])
     else:
         assert d.result.hold_voided or d.result.failed_phase is Phase.BALANCE_LOCK
-        assert paid == (1 if d.result.needs_reconciliation else 0)
+        assert paid == 0 and not flags
         assert h.ledger.balances[PAYER] == 10_000 * K
 
 
