@@ -6,7 +6,7 @@ import json
 
 from contracts.examples import EXAMPLES
 from contracts.reason_codes import REASON_CODES
-from contracts.topics import TOPICS
+from contracts.topics import TOPICS, PayloadTopic
 
 HEADER = """# NEXUS-X message contracts
 
@@ -17,7 +17,8 @@ value is in `contracts/schemas/<topic>.schema.json`; validate against it in your
 ## Rules every message follows
 
 - **Encoding**: the record value is one UTF-8 JSON object; the record key is the UTF-8 text of the field
-  named in the *key* column (it decides the partition, so it must match the value exactly).
+  named in the *key* column (it decides the partition, so it must match the value exactly). The one
+  exception, `platform.deadletters.payloads`, holds raw bytes (see its section).
 - **Money is integers.** K-AUS amounts are integer base units (`*_kaus_units`; 1 K-AUS = 1,000,000 units).
   Fiat amounts are integer minor units of their currency (`*_minor`; cents, or whole yen/won for JPY/KRW).
   Energy is integer watt-hours, prices integer K-AUS units per kWh. JSON floats and numeric strings are
@@ -36,6 +37,22 @@ The worker never crashes and never stalls its partition on a bad record. It publ
 the source topic/partition/offset, a `reason_code` from the table below, a human `reason` naming the
 field and the fix, and one entry per failing field in `errors`. Fix the message and send it again with
 the same id.
+
+A dead letter always fits its topic (new ones stay under 64 KiB), whatever it rejected:
+
+- A value over 16 KiB (a key over 1 KiB) is kept as a prefix: `value_b64` holds the first 16 KiB,
+  `value_truncated` is true, and `value_size_bytes` and `value_sha256` describe the whole value (`key_b64`,
+  `key_truncated`, `key_size_bytes`, `key_sha256` likewise). Short values are kept whole, with their SHA-256.
+- The whole bytes are stored on `platform.deadletters.payloads` for 30 days, as long as the dead letters,
+  under the record key in `value_ref` (`key_ref`): `<source topic>:<partition>:<offset>:<value|key>`. Each
+  record's value is the original bytes, gzip-compressed (not JSON). A payload whose compressed record is over
+  that topic's limit (960 KiB) is not stored: its dead letter is truncated and its `value_ref` is null.
+- `reason` is cut to 1,024 characters and `errors` to 20 entries of 256-character texts (fewer if escaped
+  characters would still make the letter too large).
+- Operators: `nexus deadletters show|fetch SOURCE_TOPIC PARTITION OFFSET` prints a dead letter, and writes the
+  whole original value (from the payload if truncated), checked against `value_sha256`.
+
+All new fields are optional: a dead letter without them is still valid.
 
 | reason_code | meaning |
 |---|---|
@@ -61,8 +78,15 @@ def render_readme() -> str:
         parts.append(f"| `{t.name}` | `{t.key_field}` | {partitions} | {retention} | {producer} |\n")
     for t in TOPICS.values():
         example = EXAMPLES[t.name]
-        value = json.loads(t.encode(example))
         parts.append(f"\n### `{t.name}`\n\n{t.description}\n\n")
+        if isinstance(t, PayloadTopic):
+            parts.append(
+                f"- key: the dead letter's `value_ref` or `key_ref` (here `{t.key_of(example).decode()}`)\n"
+                f"- value: the original bytes as one gzip member (RFC 1952) named after the key; not JSON\n"
+                f"- max value size: {t.max_message_bytes} bytes (compressed)\n"
+            )
+            continue
+        value = json.loads(t.encode(example))
         parts.append(
             f"- key: the value's `{t.key_field}` (here `{t.key_of(example).decode()}`)\n"
             f"- schema: [`schemas/{t.name}.schema.json`](schemas/{t.name}.schema.json)\n"

@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel
 
 from contracts import models as m
+from contracts.payload_codec import Payload
 
 T0 = datetime(2026, 11, 24, 9, 0, tzinfo=UTC)
 MARKET = "2026-11-24T10:00Z/KR-SEOUL"
@@ -281,6 +282,7 @@ EXAMPLES: dict[str, Any] = {
         reason="energy.orders: not valid JSON: EOF while parsing a value at line 1 column 18",
         received_at=T0,
     ),
+    "platform.deadletters.payloads": Payload("energy.orders:2:1187:value", b'{"type": "SUBMIT", ' + b" " * 70_000),
 }
 
 

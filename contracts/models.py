@@ -606,9 +606,22 @@ class DeadLetter(Contract):
     source_topic: str
     source_partition: Annotated[int, Field(ge=0)]
     source_offset: Annotated[int, Field(ge=0)]
-    key_b64: str | None = Field(description="original key bytes, base64")
-    value_b64: str | None = Field(description="original value bytes, base64")
+    key_b64: str | None = Field(description="original key bytes, base64 (only a prefix if key_truncated)")
+    value_b64: str | None = Field(description="original value bytes, base64 (only a prefix if value_truncated)")
     value_size_bytes: Annotated[int, Field(ge=0)]
+    value_sha256: str | None = Field(default=None, description="SHA-256 (hex) of the whole original value")
+    value_truncated: bool = Field(default=False, description="value_b64 holds only the first bytes of the value")
+    value_ref: str | None = Field(
+        default=None,
+        description="key of the record on platform.deadletters.payloads holding the whole value; null when "
+        "value_b64 is whole, or when the value was too large to store there",
+    )
+    key_size_bytes: Annotated[int, Field(ge=0)] | None = Field(default=None, description="original key length")
+    key_sha256: str | None = Field(default=None, description="SHA-256 (hex) of the whole original key")
+    key_truncated: bool = Field(default=False, description="key_b64 holds only the first bytes of the key")
+    key_ref: str | None = Field(
+        default=None, description="as value_ref, for the key: where the whole key is, if key_truncated"
+    )
     reason_code: str
     reason: str = Field(description="what is wrong and how to fix it, for a person")
     errors: list[dict[str, str]] = Field(default_factory=list, description="one per failing field")

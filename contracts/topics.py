@@ -19,6 +19,7 @@ from typing import Any
 from pydantic import AwareDatetime, BaseModel, TypeAdapter
 
 from contracts import models as m
+from contracts import payload_codec
 from contracts.construct import Encoded
 
 try:  # the stream workers' environment has orjson; the Airflow one need not (encode then uses pydantic only)
@@ -83,8 +84,11 @@ class Topic:
         assert isinstance(key, str) and key, f"{self.name}: empty key field {self.key_field}"
         return key.encode()
 
+    def value_schema(self) -> dict[str, Any]:
+        return self.adapter.json_schema(by_alias=True)
+
     def json_schema(self) -> dict[str, Any]:
-        schema = self.adapter.json_schema(by_alias=True)
+        schema = self.value_schema()
         schema["$id"] = f"https://schemas.nexus-x.io/{self.name}.schema.json"
         schema["x-topic"] = {
             "name": self.name,
@@ -122,6 +126,35 @@ class Topic:
     @property
     def kept_forever(self) -> bool:
         return self.retention_ms == KEEP_FOREVER and self.cleanup is Cleanup.DELETE
+
+
+@dataclass(frozen=True)
+class PayloadTopic(Topic):
+    """A topic of raw bytes, not JSON: each value is a `contracts.payload_codec` gzip member of a `Payload`.
+
+    Outputs arrive already encoded (`Encoded`: the producer of a dead letter compresses once, to know whether the
+    payload fits); `encode` of a `Payload` is for tests and docs."""
+
+    def decode(self, raw: bytes | str) -> payload_codec.Payload:
+        return payload_codec.decode(raw.encode() if isinstance(raw, str) else raw)
+
+    def encode(self, value: Any) -> bytes:
+        if type(value) is Encoded:
+            return value.value
+        wire = payload_codec.encode(value, self.max_message_bytes)
+        assert wire is not None, f"{self.name}: {value.ref} does not fit in {self.max_message_bytes} bytes"
+        return wire
+
+    def key_of(self, value: Any) -> bytes:
+        return value.key if type(value) is Encoded else str(value.ref).encode()
+
+    def value_schema(self) -> dict[str, Any]:
+        return {
+            "title": "Payload",
+            "description": "Not JSON: a gzip member (RFC 1952) of the original bytes; its header's file name "
+            "(FNAME) is the record key. `gunzip` restores the bytes.",
+            "contentMediaType": "application/gzip",
+        }
 
 
 # ----------------------------------------------------------------------------- fast JSON for plain models
@@ -310,9 +343,22 @@ PLATFORM_DEADLETTERS = Topic(
     "platform.deadletters",
     m.DeadLetter,
     "source_topic",
-    "Messages rejected at ingress, with original bytes, origin and a reason.",
+    "Messages rejected at ingress, with origin, a reason and the original bytes: whole up to 16 KiB (key 1 KiB), "
+    "else a prefix with the size, SHA-256 and a reference to the whole bytes on platform.deadletters.payloads. "
+    "New dead letters stay under 64 KiB; the limit below also admits older, larger ones.",
     retention_ms=30 * DAY_MS,
     max_message_bytes=1024 * 1024,
+)
+PLATFORM_DEADLETTER_PAYLOADS = PayloadTopic(
+    "platform.deadletters.payloads",
+    payload_codec.Payload,
+    "ref",
+    "The whole original key or value of a dead letter that could keep only a prefix, kept as long as the dead "
+    "letters (30 days) for replay: `nexus deadletters fetch`. Key: the dead letter's `value_ref` / `key_ref` "
+    "(<source topic>:<partition>:<offset>:<key|value>); value: the bytes, gzip-compressed (not JSON). A payload "
+    "whose compressed record exceeds the limit below is not stored, and its dead letter has no reference.",
+    retention_ms=30 * DAY_MS,
+    max_message_bytes=960 * 1024,  # under librdkafka's default message.max.bytes (1,000,000), which producers keep
 )
 
 TOPICS: dict[str, Topic] = {
@@ -341,6 +387,7 @@ TOPICS: dict[str, Topic] = {
         MONITORING_ALERTS,
         AUDIT_RECORDS,
         PLATFORM_DEADLETTERS,
+        PLATFORM_DEADLETTER_PAYLOADS,
     )
 }
 

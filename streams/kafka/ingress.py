@@ -7,6 +7,8 @@ guards the Faust agents, the plain confluent-kafka loop and the tests.
 from __future__ import annotations
 
 import base64
+import hashlib
+import logging
 import math
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -14,8 +16,12 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from contracts import payload_codec
+from contracts.construct import Encoded
 from contracts.models import DeadLetter
-from contracts.topics import Topic
+from contracts.topics import PLATFORM_DEADLETTER_PAYLOADS, PLATFORM_DEADLETTERS, Topic
+
+log = logging.getLogger("nexus.ingress")
 
 # Map pydantic error types to stable machine codes a producer team can switch on.
 _ERROR_CODES: dict[str, str] = {
@@ -124,24 +130,129 @@ def validate(topic: Topic, key: bytes | None, value: bytes | None, max_bytes: in
     return message
 
 
-def dead_letter(origin: Origin, key: bytes | None, value: bytes | None, rejected: Rejected) -> DeadLetter:
-    return DeadLetter(
+# A dead letter always fits its topic, whatever it rejected: whole bytes up to these sizes, else a prefix with the
+# size and SHA-256, and the whole bytes stored on PLATFORM_DEADLETTER_PAYLOADS (dead_letter_outputs). Texts are
+# bounded too (an error message may quote an attacker's field). The worst case stays under DEAD_LETTER_BYTES_MAX,
+# which leaves the letter readable by anything that reads with the default 64 KiB ingress limit.
+VALUE_INLINE_BYTES_MAX = 16 * 1024
+KEY_INLINE_BYTES_MAX = 1024
+REASON_CHARS_MAX = 1024
+ERRORS_MAX = 20
+ERROR_ITEMS_MAX = 8
+ERROR_TEXT_CHARS_MAX = 256
+DEAD_LETTER_BYTES_MAX = 64 * 1024
+assert PLATFORM_DEADLETTERS.max_message_bytes >= DEAD_LETTER_BYTES_MAX
+
+
+def _clip(text: str, chars_max: int) -> str:
+    return text if len(text) <= chars_max else text[: chars_max - 1] + "\u2026"
+
+
+def _bounded_errors(errors: list[dict[str, str]]) -> list[dict[str, str]]:
+    clip = ERROR_TEXT_CHARS_MAX
+    return [
+        {_clip(str(k), clip): _clip(str(v), clip) for k, v in list(e.items())[:ERROR_ITEMS_MAX]}
+        for e in errors[:ERRORS_MAX]
+    ]
+
+
+def _part(data: bytes | None, inline_max: int, ref: str | None) -> dict[str, Any]:
+    """A key's or value's fields: base64 of the whole bytes or of a prefix, their size and SHA-256."""
+    if data is None:
+        return {"b64": None, "size_bytes": 0, "sha256": None, "truncated": False, "ref": None}
+    truncated = len(data) > inline_max
+    return {
+        "b64": base64.b64encode(data[:inline_max]).decode(),
+        "size_bytes": len(data),
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "truncated": truncated,
+        "ref": ref if truncated else None,
+    }
+
+
+def dead_letter(
+    origin: Origin,
+    key: bytes | None,
+    value: bytes | None,
+    rejected: Rejected,
+    key_ref: str | None = None,
+    value_ref: str | None = None,
+) -> DeadLetter:
+    """The dead letter of a rejected record, under DEAD_LETTER_BYTES_MAX. The refs name the payload records that
+    hold a truncated key/value whole (see `dead_letter_outputs`); without them a truncated part is not stored."""
+    k, v = _part(key, KEY_INLINE_BYTES_MAX, key_ref), _part(value, VALUE_INLINE_BYTES_MAX, value_ref)
+    letter = DeadLetter(
         source_topic=origin.topic,
         source_partition=origin.partition,
         source_offset=origin.offset,
-        key_b64=base64.b64encode(key).decode() if key is not None else None,
-        value_b64=base64.b64encode(value).decode() if value is not None else None,
-        value_size_bytes=len(value or b""),
-        reason_code=rejected.code,
-        reason=rejected.reason,
-        errors=rejected.errors,
+        key_b64=k["b64"],
+        value_b64=v["b64"],
+        value_size_bytes=v["size_bytes"],
+        value_sha256=v["sha256"],
+        value_truncated=v["truncated"],
+        value_ref=v["ref"],
+        key_size_bytes=k["size_bytes"] if key is not None else None,
+        key_sha256=k["sha256"],
+        key_truncated=k["truncated"],
+        key_ref=k["ref"],
+        reason_code=_clip(rejected.code, 64),
+        reason=_clip(rejected.reason, REASON_CHARS_MAX),
+        errors=_bounded_errors(rejected.errors),
         received_at=datetime.now(UTC),
     )
+    return _fitted(letter)
+
+
+def _fitted(letter: DeadLetter) -> DeadLetter:
+    """`letter` with fewer errors, then a shorter reason, until it fits (texts full of escaped characters)."""
+    while len(PLATFORM_DEADLETTERS.encode(letter)) > DEAD_LETTER_BYTES_MAX:
+        if letter.errors:
+            letter = letter.model_copy(update={"errors": letter.errors[: len(letter.errors) // 2]})
+        else:
+            assert len(letter.reason) > REASON_CHARS_MAX // 4, letter.source_offset  # the rest is bounded
+            letter = letter.model_copy(update={"reason": _clip(letter.reason, REASON_CHARS_MAX // 4)})
+    return letter
+
+
+def _payload(topic: str, partition: int, offset: int, part: str, data: bytes | None, inline_max: int) -> Any:
+    """The payload record holding `data` whole, or None if the letter holds it whole or it is too large to store."""
+    if data is None or len(data) <= inline_max or len(data) > payload_codec.ORIGINAL_BYTES_MAX:
+        return None
+    ref = payload_codec.payload_ref(topic, partition, offset, part)
+    payloads = PLATFORM_DEADLETTER_PAYLOADS
+    wire = payload_codec.encode(payload_codec.Payload(ref, data), payloads.max_message_bytes)
+    if wire is None:
+        log.warning("%s: %d bytes do not fit %s even compressed; not stored", ref, len(data), payloads.name)
+        return None
+    return Encoded(ref.encode(), wire, payloads.decode)
+
+
+def dead_letter_outputs(
+    origin: Origin, key: bytes | None, value: bytes | None, rejected: Rejected
+) -> list[tuple[Topic, Any]]:
+    """What a rejected record becomes, in order: the payload records of a key/value too large for the dead letter
+    (stored first, so a letter never points at a payload that is not there), then the dead letter."""
+    where = (origin.topic, origin.partition, origin.offset)
+    key_record = _payload(*where, "key", key, KEY_INLINE_BYTES_MAX)
+    value_record = _payload(*where, "value", value, VALUE_INLINE_BYTES_MAX)
+    letter = dead_letter(
+        origin,
+        key,
+        value,
+        rejected,
+        key_ref=key_record.key.decode() if key_record is not None else None,
+        value_ref=value_record.key.decode() if value_record is not None else None,
+    )
+    payloads = [(PLATFORM_DEADLETTER_PAYLOADS, r) for r in (key_record, value_record) if r is not None]
+    return [*payloads, (PLATFORM_DEADLETTERS, letter)]
 
 
 def original_value(letter: DeadLetter) -> bytes | None:
-    """The exact bytes that were rejected (for replay after a fix)."""
+    """The exact bytes that were rejected (for replay after a fix); a truncated value is fetched by its
+    `value_ref` from PLATFORM_DEADLETTER_PAYLOADS (`nexus deadletters fetch`), not read here."""
+    if letter.value_truncated:
+        raise ValueError(f"only a prefix of the value is in the dead letter; the whole is at {letter.value_ref}")
     return base64.b64decode(letter.value_b64) if letter.value_b64 is not None else None
 
 
-__all__ = ["Origin", "Rejected", "dead_letter", "original_value", "validate"]
+__all__ = ["Origin", "Rejected", "dead_letter", "dead_letter_outputs", "original_value", "validate"]
