@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from contracts.topics import PLATFORM_DEADLETTERS, Topic
+from contracts.topics import Topic
 from streams.kafka import ingress
 from streams.kafka.partition_log import ReplayFailed, rebuild_state
 
@@ -145,7 +145,7 @@ class RecordProcessor:
     ) -> list[Output]:
         log.warning("dead-lettered %s[%d]@%d: %s", self.topic.name, partition, offset, rejected.reason)
         origin = ingress.Origin(self.topic.name, partition, offset)
-        return [(PLATFORM_DEADLETTERS, ingress.dead_letter(origin, key, value, rejected))]
+        return ingress.dead_letter_outputs(origin, key, value, rejected)  # payload records, then the letter
 
     def maybe_snapshot(self, now_s: float) -> None:
         """Write due snapshots. Call between records: every state is then a fold at its `next_offset`."""
