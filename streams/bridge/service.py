@@ -24,7 +24,6 @@ from contracts.topics import (
     BRIDGE_REQUESTS,
     BRIDGE_SETTLEMENTS_COMPLETED,
     BRIDGE_SETTLEMENTS_FAILED,
-    PLATFORM_DEADLETTERS,
     Topic,
 )
 from domain.bridge import BridgeConfig, Result, Settled
@@ -160,19 +159,20 @@ class BridgeService:
         rejected: ingress.Rejected,
         on_done: Callable[[], Any],
     ) -> None:
-        letter = ingress.dead_letter(origin, key, value, rejected)
+        outputs = ingress.dead_letter_outputs(origin, key, value, rejected)  # payload records, then the letter
         log.warning("dead-lettered %s[%s]@%s: %s", origin.topic, origin.partition, origin.offset, rejected.reason)
-        ack = self.producer.send(
-            PLATFORM_DEADLETTERS.name, PLATFORM_DEADLETTERS.key_of(letter), PLATFORM_DEADLETTERS.encode(letter)
-        )
+        sends = [self.producer.send(t.name, t.key_of(o), t.encode(o)) for t, o in outputs]
+        finished: list[bool] = []
 
         def acked(sent: asyncio.Future[int]) -> None:
-            if not sent.cancelled() and sent.exception() is None:
-                on_done()
-            else:  # left unfinished: a restart reads the record again and dead-letters it again
+            if sent.cancelled() or sent.exception() is not None:  # left unfinished: a restart dead-letters it again
                 log.error("dead letter for %s[%s]@%s not acknowledged", origin.topic, origin.partition, origin.offset)
+            elif not finished and all(s.done() and not s.cancelled() and s.exception() is None for s in sends):
+                finished.append(True)  # every record acknowledged (payloads and letter): once
+                on_done()
 
-        ack.add_done_callback(acked)
+        for send in sends:
+            send.add_done_callback(acked)
 
     async def submit(self, request: m.BridgeRequest, partition: int, on_done: Callable[[], Any]) -> None:
         """Admit one request (waits while the runner is full); ``on_done`` runs once its result is emitted."""
