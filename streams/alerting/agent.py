@@ -292,7 +292,9 @@ class Monitor:
     async def receive(self, event: faust.EventT) -> None:
         """Decode one record and observe it; an unreadable one is counted and dead-lettered (acked)."""
         topic = TOPICS[event.message.topic]
-        decoded = decode(topic, event, self.settings.max_ingress_message_bytes)
+        # Dead letters are the platform's own, read up to their registry limit (older ones could exceed 64 KiB).
+        limit = topic.max_message_bytes if topic is PLATFORM_DEADLETTERS else self.settings.max_ingress_message_bytes
+        decoded = decode(topic, event, limit)
         if not isinstance(decoded, ingress.Rejected):
             self.ingest(topic, decoded)
             return

@@ -165,3 +165,27 @@ def test_the_payload_record_travels_as_its_bytes() -> None:
     assert PLATFORM_DEADLETTER_PAYLOADS.encode(record) is record.value
     assert PLATFORM_DEADLETTER_PAYLOADS.key_of(record) == b"energy.orders:3:42:value"
     assert ENERGY_ORDERS.max_message_bytes < len(HUGE)
+
+
+def test_monitoring_reads_every_dead_letter_new_and_old() -> None:
+    """The monitoring agent reads dead letters up to their registry limit, not the 64 KiB upstream limit."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from domain.alert_rules import load_rules
+    from streams.alerting.agent import Monitor
+    from streams.kafka.faust_app import Outbox
+    from streams.settings import Settings
+
+    settings = Settings()
+    monitor = Monitor(load_rules(settings.alerting_rules_file.read_text()), settings, Outbox("unused:9092"))
+    bounded = dead_letter_outputs(ORIGIN, KEY, HUGE, OVERSIZED)[-1][1]
+    old_style = bounded.model_copy(update={"value_b64": base64.b64encode(b"x" * 200_000).decode()})
+    for offset, letter in enumerate((bounded, old_style)):
+        wire = PLATFORM_DEADLETTERS.encode(letter)
+        message = SimpleNamespace(
+            topic=PLATFORM_DEADLETTERS.name, key=PLATFORM_DEADLETTERS.key_of(letter), value=wire, offset=offset
+        )
+        asyncio.run(monitor.receive(SimpleNamespace(message=message)))  # type: ignore[arg-type]
+    assert len(PLATFORM_DEADLETTERS.encode(old_style)) > settings.max_ingress_message_bytes
+    assert monitor.received[PLATFORM_DEADLETTERS.name] == 2 and not monitor.rejected
