@@ -65,6 +65,8 @@ class Settings(BaseSettings):
     bridge_max_queued: int = Field(default=4096, ge=1)
 
     @property
+    # A (re)started bridge answers no request until its FX book holds fresh quotes, waiting at most this long.
+    bridge_fx_ready_timeout_s: float = Field(default=15.0, ge=0)
     def bridge_result_index_path(self) -> Path:
         """The bridge's local result index (streams/bridge/result_index.py): one file per worker instance."""
         return self.data_dir / "bridge" / f"results-{self.app_id}-{self.worker_instance_id}.sqlite3"

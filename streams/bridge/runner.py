@@ -300,6 +300,21 @@ class BridgeRunner:
         fut.set_result(result)
         return result
 
+    async def resolve_parked(self, request_id: str) -> Result | None:
+        """One more try at a parked payment (or wait for the recovery already under way); its result, if reached."""
+        tx_id = core.bridge_tx_id_for(request_id)
+        under_way = self._recovering.get(tx_id)
+        if under_way is not None:
+            await asyncio.shield(under_way)
+        elif tx_id in self._parked:
+            await self.recover([self._parked[tx_id]])
+        return self.result_of(request_id)
+
+    def unresolved(self, request_id: str) -> bool:
+        """Parked or being recovered: its outcome is not known yet."""
+        tx_id = core.bridge_tx_id_for(request_id)
+        return tx_id in self._parked or tx_id in self._recovering
+
     @property
     def parked(self) -> list[PayoutIntent]:
         return list(self._parked.values())

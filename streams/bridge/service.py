@@ -4,7 +4,8 @@
 ``streams/bridge/loop.py`` on a plain consumer): it validates each (dead-lettering a bad one), loads its
 partition's journal once (recovering open payouts first), submits the payment to the runner (bounded
 concurrency, per-payer order), emits the result, and then calls the driver back so the record's offset may be
-committed. :func:`build_service` builds it with its Kafka ledger client, journal, FX listener and adapters.
+committed. :func:`build_service` builds it with its Kafka ledger client, journal, FX listener and adapters, and
+returns only once the FX book holds fresh quotes (bounded): both drivers build the service before they consume.
 """
 
 from __future__ import annotations
@@ -14,19 +15,22 @@ import contextlib
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from contracts import models as m
 from contracts.bridge_codec import payment_from_request, result_json, result_of_entry
 from contracts.construct import dump_json
 from contracts.topics import (
+    AUDIT_RECORDS,
     BRIDGE_PAYOUTS_JOURNAL,
     BRIDGE_REQUESTS,
     BRIDGE_SETTLEMENTS_COMPLETED,
     BRIDGE_SETTLEMENTS_FAILED,
     Topic,
 )
-from domain.bridge import BridgeConfig, Result, Settled
+from domain.bridge import BridgeConfig, FlagForReconciliation, Result, Settled
+from domain.money import Money, kaus_to_decimal
 from domain.rails import RAILS
 from streams.bridge.fx_listener import FxRatesListener
 from streams.bridge.journal import KafkaJournal
@@ -45,6 +49,7 @@ log = logging.getLogger("nexus.bridge")
 PARKED_RETRY_S = 5.0
 PARKED_RETRIES = 12
 CHECKPOINT_EVERY_S = 1.0  # how often acknowledged results move into the index file, with their checkpoints
+CAPTURE_REFUSED_ACTION = "BRIDGE_CAPTURE_REFUSED_AFTER_PAYOUT"  # audit action: the payer owes the K-AUS
 
 
 @dataclass
@@ -206,12 +211,11 @@ class BridgeService:
         on_done()
 
     async def _resolve_parked(self, request_id: str) -> Result | None:
-        for _ in range(PARKED_RETRIES):  # bounded: after this, only a restart retries
+        for _ in range(PARKED_RETRIES):  # bounded: after this, only a restart (or a duplicate) retries
             await asyncio.sleep(PARKED_RETRY_S)
-            mine = [i for i in self.runner.parked if i.payment.request_id == request_id]
-            if not mine:
-                break
-            await self.runner.recover(mine)
+            result = await self.runner.resolve_parked(request_id)  # joins a recovery under way (a duplicate's)
+            if result is not None or not self.runner.unresolved(request_id):
+                return result
         return self.runner.result_of(request_id)
 
     async def _emit(self, result: Result, partition: int) -> None:
@@ -242,8 +246,54 @@ class BridgeService:
             self.journal.index.close()
 
 
+def capture_refused_audit(flag: FlagForReconciliation, at: datetime) -> m.AuditRecord:
+    """The audit record of a capture refused after payout: an exception for reconciliation (the merchant was paid,
+    the payer was not debited). Keyed by the bridge transaction; a crash may record it again under the same id."""
+    return m.AuditRecord(
+        audit_id=f"AUDIT-{flag.bridge_tx_id}:capture-refused"[:128],
+        timestamp=at,
+        transaction_id=flag.bridge_tx_id,
+        action=CAPTURE_REFUSED_ACTION,
+        actor=m.AuditActor(user_id="nexus-bridge", user_agent="NEXUS-X/bridge"),
+        details=m.AuditDetails(
+            kaus_amount=str(kaus_to_decimal(flag.kaus_units)),
+            fiat_amount=str(Money(flag.amount_minor, flag.currency).to_decimal()),
+            currency=flag.currency,
+            exchange_rate=flag.rate,
+            settlement_rail=flag.rail.value,
+        ),
+    )
+
+
+def reconciliation_recorder(producer: AsyncProducer) -> Callable[[FlagForReconciliation], Any]:
+    """The runner's ``on_reconcile``: the audit record on ``audit.records``, awaited until Kafka acknowledges it."""
+
+    async def record(flag: FlagForReconciliation) -> None:
+        audit = capture_refused_audit(flag, datetime.now(UTC))
+        await producer.send(AUDIT_RECORDS.name, AUDIT_RECORDS.key_of(audit), AUDIT_RECORDS.encode(audit))
+
+    return record
+
+
+async def wait_for_fresh_fx(fx: FxRatesListener, cfg: BridgeConfig, timeout_s: float) -> bool:
+    """Before the first request: the FX book holds fresh quotes for every currency an enabled rail pays out in
+    (bounded; past the bound the bridge goes on and those currencies fail STALE_RATE, truthfully)."""
+    rails = cfg.enabled_rails if cfg.enabled_rails is not None else frozenset(RAILS)
+    currencies = {c for r in rails for c in RAILS[r].currencies}
+    stale = await asyncio.to_thread(fx.wait_ready, currencies, timeout_s)
+    if stale:
+        log.error(
+            "NO FRESH FX QUOTES after %.1f s for %s: going on; payments in them fail STALE_RATE until quotes arrive",
+            timeout_s, ", ".join(sorted(stale)),
+        )  # fmt: skip
+        return False
+    log.info("FX book ready: fresh quotes for %d currencies (%d quotes read)", len(currencies), fx.quotes_seen)
+    return True
+
+
 async def build_service(settings: Settings) -> BridgeService:
-    """The bridge's service with its Kafka ledger, journal, FX listener and provider adapters (any runtime)."""
+    """The bridge's service with its Kafka ledger, journal, FX listener and provider adapters (any runtime), once
+    its FX book holds fresh quotes or ``bridge_fx_ready_timeout_s`` passed."""
     bootstrap = settings.bootstrap_servers
     producer = AsyncProducer(bootstrap)
     outcomes = LedgerOutcomes(bootstrap)
@@ -272,7 +322,9 @@ async def build_service(settings: Settings) -> BridgeService:
         cfg=cfg,
         max_in_flight=settings.bridge_max_in_flight,
         max_queued=settings.bridge_max_queued,
+        on_reconcile=reconciliation_recorder(producer),
     )
+    await wait_for_fresh_fx(fx, cfg, settings.bridge_fx_ready_timeout_s)  # no request before the FX book is fresh
     log.info("bridge ready: %d adapters, %d in flight at most", len(adapters), settings.bridge_max_in_flight)
     return BridgeService(
         runner,

@@ -1,0 +1,426 @@
+"""One request, one outcome: the bridge service with its Kafka ledger client and journal over in-memory fakes.
+
+A capture the ledger answers only after ``LEDGER_TIMEOUT_S`` (patched small) must not fail a payment whose
+merchant was paid: it stays pending (its offset uncommitted) and gets exactly one completed result once the ledger
+answers. And a (re)started bridge serves no request before its FX book holds fresh quotes (bounded wait).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from confluent_kafka import TopicPartition
+
+from contracts import models as m
+from contracts.topics import (
+    AUDIT_RECORDS,
+    BRIDGE_SETTLEMENTS_COMPLETED,
+    BRIDGE_SETTLEMENTS_FAILED,
+    FX_RATES,
+    LEDGER_COMMANDS,
+)
+from devtools.fx_feed import fx_quotes
+from domain.bridge import BridgeConfig, FlagForReconciliation, PayoutIntent, PayoutOutcome, PayoutStatus
+from domain.money import Currency
+from domain.rails import Provider, Rail
+from streams.bridge import fx_listener, ledger_client, runner, service
+from streams.bridge.fx_listener import FxRatesListener
+from streams.bridge.journal import JournalPartition, KafkaJournal
+from streams.bridge.ledger_client import KafkaHoldLedger
+from streams.bridge.runner import BridgeRunner
+from streams.bridge.service import BridgeService
+
+# --------------------------------------------------------------------------- fakes
+
+
+class Producer:
+    """AsyncProducer's send (acknowledged at once, with offsets) and send_unacked (ledger commands)."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes, bytes]] = []
+        self.commands: list[Any] = []
+
+    def send(self, topic: str, key: bytes, value: bytes, partition: int | None = None) -> asyncio.Future[int]:
+        self.sent.append((topic, key, value))
+        ack: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        ack.set_result(len(self.sent))
+        return ack
+
+    def send_unacked(self, topic: str, key: bytes, value: bytes, partition: int | None = None) -> None:
+        assert topic == LEDGER_COMMANDS.name
+        self.commands.append(LEDGER_COMMANDS.decode(value))
+
+    def on(self, topic: str) -> list[bytes]:
+        return [value for t, _key, value in self.sent if t == topic]
+
+
+class Ledger:
+    """LedgerOutcomes' expect/forget: holds and voids are applied at once; captures wait until released."""
+
+    def __init__(self, refuse_capture: str | None = None) -> None:
+        self.waiting: dict[str, asyncio.Future[m.LedgerOutcome]] = {}
+        self.captures_asked = 0
+        self.capture_up = False
+        self.refuse_capture = refuse_capture
+
+    def expect(self, command_id: str) -> asyncio.Future[m.LedgerOutcome]:
+        future: asyncio.Future[m.LedgerOutcome] = asyncio.get_running_loop().create_future()
+        self.waiting[command_id] = future
+        is_capture = command_id.endswith(":post")
+        self.captures_asked += is_capture
+        if not is_capture or self.capture_up:
+            asyncio.get_running_loop().call_soon(self.answer, command_id)
+        return future
+
+    def forget(self, command_id: str) -> None:
+        self.waiting.pop(command_id, None)
+
+    def answer(self, command_id: str) -> None:
+        future = self.waiting.pop(command_id, None)
+        if future is None or future.done():
+            return
+        refused = command_id.endswith(":post") and self.refuse_capture
+        future.set_result(
+            m.LedgerOutcome(
+                command_id=command_id,
+                command_type="POST_HOLD",
+                status=m.LedgerOutcomeStatus.REJECTED if refused else m.LedgerOutcomeStatus.APPLIED,
+                reason_code="PENDING_EXPIRED" if refused else None,
+                reason=self.refuse_capture if refused else None,
+                amount_kaus_units=0,
+                occurred_at=datetime.now(UTC),
+            )
+        )
+
+    def back(self) -> None:
+        """The ledger answers again: the capture waiting now (if any) and every later one."""
+        self.capture_up = True
+        for command_id in [c for c in self.waiting if c.endswith(":post")]:
+            self.answer(command_id)
+
+
+class Stripe:
+    """A provider that pays at once and finds the payout on lookup: one payout per key."""
+
+    provider = Provider.STRIPE
+
+    def __init__(self) -> None:
+        self.paid: dict[str, PayoutIntent] = {}
+        self.lookups = 0
+
+    async def payout(self, intent: PayoutIntent) -> PayoutOutcome:
+        self.paid.setdefault(intent.idempotency_key, intent)
+        return PayoutOutcome(PayoutStatus.PAID, provider_reference=f"po-{intent.idempotency_key}")
+
+    async def lookup(self, intent: PayoutIntent) -> PayoutOutcome:
+        self.lookups += 1
+        if intent.idempotency_key in self.paid:
+            return PayoutOutcome(PayoutStatus.PAID, provider_reference=f"po-{intent.idempotency_key}", replayed=True)
+        return PayoutOutcome(PayoutStatus.NOT_FOUND, http_status=404)
+
+
+class Journal(KafkaJournal):
+    def load(self, partition: int) -> JournalPartition:
+        return JournalPartition()  # nothing journaled before: no Kafka read
+
+
+def fresh_book_quotes() -> list[m.FxRate]:
+    return fx_quotes(datetime.now(UTC).date(), 0, datetime.now(UTC))
+
+
+class Stand:
+    """The bridge service over the fakes; requests go through ``submit`` (what ``handle`` calls once valid)."""
+
+    def __init__(self, refuse_capture: str | None = None) -> None:
+        from domain.fx import FxBook
+
+        self.producer = Producer()
+        self.ledger = Ledger(refuse_capture)
+        self.stripe = Stripe()
+        book = FxBook().with_quotes([_quote(r) for r in fresh_book_quotes()])
+        kafka_ledger = KafkaHoldLedger(
+            self.producer,  # type: ignore[arg-type]
+            self.ledger,  # type: ignore[arg-type]
+            {"bridge:rewards": m.RewardAccount.REWARDS, "bridge:ecosystem": m.RewardAccount.ECOSYSTEM},
+        )
+        self.journal = Journal("unused:9092", self.producer)  # type: ignore[arg-type]
+        self.runner = BridgeRunner(
+            ledger=kafka_ledger,
+            adapters={Provider.STRIPE: self.stripe},  # type: ignore[dict-item]
+            fx_book=lambda: book,
+            store=self.journal,
+            cfg=BridgeConfig(enabled_rails=frozenset({Rail.STRIPE_INSTANT})),
+            on_reconcile=service.reconciliation_recorder(self.producer),  # type: ignore[arg-type]
+        )
+        self.service = BridgeService(self.runner, self.journal, self.producer)  # type: ignore[arg-type]
+        self.done: list[int] = []
+
+    async def submit(self, request: m.BridgeRequest, offset: int) -> None:
+        await self.service.submit(request, 0, lambda: self.done.append(offset))
+
+    def outcomes(self) -> tuple[list[Any], list[Any]]:
+        completed = [
+            BRIDGE_SETTLEMENTS_COMPLETED.decode(v) for v in self.producer.on(BRIDGE_SETTLEMENTS_COMPLETED.name)
+        ]
+        failed = [BRIDGE_SETTLEMENTS_FAILED.decode(v) for v in self.producer.on(BRIDGE_SETTLEMENTS_FAILED.name)]
+        return completed, failed
+
+    def commands(self, kind: type) -> list[Any]:
+        return [c for c in self.producer.commands if isinstance(c, kind)]
+
+
+def _quote(rate: m.FxRate) -> Any:
+    from contracts.bridge_codec import quote_of_rate
+
+    return quote_of_rate(rate)
+
+
+def card(request_id: str = "card-late-capture") -> m.BridgeRequest:
+    from domain.fx import FxBook
+
+    now_ms = time.time_ns() // 1_000_000
+    rate = FxBook().with_quotes([_quote(r) for r in fresh_book_quotes()]).combined_rate(Currency.USD, now_ms).rate
+    return m.BridgeRequest(
+        request_id=request_id,
+        payer_account_id="acct-payer-1",
+        merchant_id="merchant-cafe-9",
+        amount_minor=15_000,
+        currency=Currency.USD,
+        region=m.Region.US,
+        payer_tier=m.PayerTier.GOLD,
+        quoted_rate=rate,
+        requested_at=datetime.now(UTC),
+    )
+
+
+async def until(condition: Callable[[], bool], timeout_s: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached"
+        await asyncio.sleep(0.005)
+
+
+@pytest.fixture
+def short_waits(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ledger_client, "LEDGER_TIMEOUT_S", 0.05)  # the ledger's answer is "late" after 50 ms
+    monkeypatch.setattr(runner, "CAPTURE_BACKOFF_S", (0.01,))
+    monkeypatch.setattr(service, "PARKED_RETRY_S", 0.05)
+
+
+# --------------------------------------------------------------------------- capture after payout
+
+
+def test_a_capture_answered_after_the_timeout_stays_pending_then_completes_once(short_waits: None) -> None:
+    async def scenario() -> None:
+        stand = Stand()
+        await stand.submit(card(), 7)
+        await until(lambda: stand.ledger.captures_asked >= 3)  # two sends timed out, the third is waiting
+        assert stand.outcomes() == ([], [])  # paid at the provider, but nothing reported: pending
+        assert stand.done == []  # the request's offset stays uncommitted (a crash recovers it)
+        assert stand.commands(m.VoidHold) == []  # the hold is not released under a paid payment
+        stand.ledger.back()
+        await until(lambda: stand.done == [7])
+        completed, failed = stand.outcomes()
+        assert failed == [] and [c.request_id for c in completed] == ["card-late-capture"]
+        captures = stand.commands(m.PostHold)
+        assert len(captures) >= 3 and {c.command_id for c in captures} == {"BRIDGE-card-late-capture:post"}
+        assert len(stand.stripe.paid) == 1 and stand.producer.on(AUDIT_RECORDS.name) == []
+
+    asyncio.run(scenario())
+
+
+def test_a_capture_unanswered_past_every_send_is_parked_and_a_duplicate_meanwhile_gets_the_one_result(
+    short_waits: None,
+) -> None:
+    async def scenario() -> None:
+        stand = Stand()
+        await stand.submit(card(), 7)
+        sends = BridgeConfig().max_capture_sends
+        await until(lambda: stand.runner.parked != [])  # every send unanswered: parked, still no outcome
+        assert stand.ledger.captures_asked == sends and stand.outcomes() == ([], [])
+        await stand.submit(card(), 8)  # the producer re-sent the request meanwhile
+        await asyncio.sleep(0.2)  # recovery rounds: the provider says PAID, the capture is still unanswered
+        assert stand.outcomes() == ([], []) and stand.done == []
+        stand.ledger.back()
+        await until(lambda: sorted(stand.done) == [7, 8])
+        completed, failed = stand.outcomes()
+        assert failed == []
+        assert [c.request_id for c in completed] == ["card-late-capture"] * 2  # the original and its duplicate
+        assert completed[0] == completed[1]  # one outcome, answered twice
+        assert len(stand.stripe.paid) == 1 and stand.runner.parked == []
+        assert stand.runner.stats.completed == 1 and stand.runner.stats.failed == 0
+
+    asyncio.run(scenario())
+
+
+def test_a_capture_refused_after_payout_completes_and_is_audited_for_reconciliation(short_waits: None) -> None:
+    async def scenario() -> None:
+        stand = Stand(refuse_capture="hold expired")
+        stand.ledger.back()  # the ledger answers at once: REJECTED
+        await stand.submit(card(), 7)
+        await until(lambda: stand.done == [7])
+        completed, failed = stand.outcomes()
+        assert failed == [] and len(completed) == 1  # the merchant was paid: completed, not failed
+        assert completed[0].cashback_kaus_units == 0  # the rewards rode on the refused capture
+        [audit] = [AUDIT_RECORDS.decode(v) for v in stand.producer.on(AUDIT_RECORDS.name)]
+        assert audit.action == service.CAPTURE_REFUSED_ACTION
+        assert audit.transaction_id == "BRIDGE-card-late-capture"
+        assert Decimal(audit.details.kaus_amount) * 1_000_000 == completed[0].kaus_debited_units
+        assert [v.hold_id for v in stand.commands(m.VoidHold)] == ["BRIDGE-card-late-capture:hold"]
+        sent = [t for t, _k, _v in stand.producer.sent]
+        assert sent.index(AUDIT_RECORDS.name) < sent.index(BRIDGE_SETTLEMENTS_COMPLETED.name)  # recorded first
+
+    asyncio.run(scenario())
+
+
+def test_the_audit_record_of_a_refused_capture_is_a_valid_contract_message() -> None:
+    flag = FlagForReconciliation(
+        "BRIDGE-card-1", "card-1", "acct-1", "BRIDGE-card-1:hold", 1_000_123_456, 15_000, Currency.USD,
+        Decimal("0.15"), Rail.STRIPE_INSTANT, "po-1", "expired",
+    )  # fmt: skip
+    audit = service.capture_refused_audit(flag, datetime(2026, 11, 24, tzinfo=UTC))
+    decoded = AUDIT_RECORDS.decode(AUDIT_RECORDS.encode(audit))
+    assert decoded == audit and AUDIT_RECORDS.key_of(audit) == b"BRIDGE-card-1"
+    assert (audit.details.kaus_amount, audit.details.fiat_amount) == ("1000.123456", "150.00")
+
+
+# --------------------------------------------------------------------------- FX readiness
+
+
+class FxConsumer:
+    """confluent_kafka.Consumer as the FX listener uses it: one fx.rates partition; records appended by the test."""
+
+    def __init__(self, at_start: list[m.FxRate]) -> None:
+        self.log = [FX_RATES.encode(r) for r in at_start]
+        self.position = 0
+        self.lock = threading.Lock()
+
+    def list_topics(self, name: str, timeout: float) -> Any:
+        meta = type("Meta", (), {})()
+        meta.topics = {name: type("T", (), {"partitions": {0: None}})()}
+        return meta
+
+    def get_watermark_offsets(self, tp: TopicPartition, timeout: float) -> tuple[int, int]:
+        return 0, len(self.log)
+
+    def assign(self, partitions: list[TopicPartition]) -> None:
+        assert [tp.partition for tp in partitions] == [0]
+
+    def append(self, rates: list[m.FxRate]) -> None:
+        with self.lock:
+            self.log.extend(FX_RATES.encode(r) for r in rates)
+
+    def consume(self, n: int, timeout: float) -> list[Any]:
+        with self.lock:
+            batch = list(enumerate(self.log))[self.position : self.position + n]
+            self.position += len(batch)
+        if not batch:
+            time.sleep(min(timeout, 0.01))
+        return [_Msg(value, offset) for offset, value in batch]
+
+    def close(self) -> None:
+        pass
+
+
+class _Msg:
+    def __init__(self, value: bytes, offset: int) -> None:
+        self._value, self._offset = value, offset
+
+    def value(self) -> bytes:
+        return self._value
+
+    def error(self) -> None:
+        return None
+
+    def partition(self) -> int:
+        return 0
+
+    def offset(self) -> int:
+        return self._offset
+
+
+@pytest.fixture
+def stale_log() -> Iterator[FxConsumer]:
+    """fx.rates as a restarted bridge finds it: yesterday's quotes only (older than the 10 s limit)."""
+    old = datetime.fromtimestamp(time.time() - 3600, UTC)
+    yield FxConsumer(fx_quotes(old.date(), 0, old))
+
+
+def test_a_started_bridge_waits_for_fresh_quotes_before_it_serves(stale_log: FxConsumer) -> None:
+    fx = FxRatesListener("unused:9092", consumer=stale_log)  # type: ignore[arg-type]
+    fx.start()
+    try:
+        publisher = threading.Timer(0.3, lambda: stale_log.append(fresh_book_quotes()))
+        publisher.start()
+        started = time.monotonic()
+
+        async def ready() -> bool:
+            return await service.wait_for_fresh_fx(fx, BridgeConfig(), timeout_s=5)
+
+        assert asyncio.run(ready()) is True
+        waited = time.monotonic() - started
+        assert 0.25 <= waited < 3, waited  # it waited for the fresh quotes, not for the bound
+        assert fx.caught_up.is_set() and fx_listener.stale_currencies(fx.book, Currency, _now_ms()) == []
+        publisher.join()
+    finally:
+        fx.stop()
+
+
+def test_without_fresh_quotes_the_wait_is_bounded_and_says_so_loudly(
+    stale_log: FxConsumer, caplog: pytest.LogCaptureFixture
+) -> None:
+    fx = FxRatesListener("unused:9092", consumer=stale_log)  # type: ignore[arg-type]
+    fx.start()
+    try:
+        started = time.monotonic()
+        with caplog.at_level(logging.ERROR, logger="nexus.bridge"):
+            ready = asyncio.run(service.wait_for_fresh_fx(fx, BridgeConfig(), timeout_s=0.3))
+        assert ready is False and 0.3 <= time.monotonic() - started < 2
+        assert fx.caught_up.is_set()  # the log was read to its end: the quotes are stale, not missing
+        assert any("NO FRESH FX QUOTES" in r.getMessage() for r in caplog.records)
+    finally:
+        fx.stop()
+
+
+def test_build_service_returns_only_once_the_fx_book_is_fresh(
+    stale_log: FxConsumer, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    """Both drivers build the service before they consume bridge.requests (the Faust agent inside the agent,
+    so its requests wait): no request can be handled before build_service returns."""
+    from streams.settings import Settings
+
+    class Outcomes:
+        def __init__(self, bootstrap: str) -> None: ...
+        def start(self) -> None: ...
+        def stop(self) -> None: ...
+
+    monkeypatch.setattr(service, "LedgerOutcomes", Outcomes)
+    monkeypatch.setattr(service, "FxRatesListener", lambda bootstrap: FxRatesListener(bootstrap, stale_log))
+    monkeypatch.setattr(service, "topic_id", lambda bootstrap, name: "journal-topic-id")
+    publisher = threading.Timer(0.3, lambda: stale_log.append(fresh_book_quotes()))
+
+    async def build() -> None:
+        publisher.start()
+        started = time.monotonic()
+        built = await service.build_service(Settings(data_dir=tmp_path, bridge_fx_ready_timeout_s=5))
+        try:
+            assert time.monotonic() - started >= 0.25
+            [fx] = [x for x in built.listeners if isinstance(x, FxRatesListener)]
+            assert fx_listener.stale_currencies(fx.book, [Currency.USD, Currency.EUR], _now_ms()) == []
+        finally:
+            await built.aclose()
+
+    asyncio.run(build())
+    publisher.join()
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
