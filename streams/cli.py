@@ -2,6 +2,7 @@
 
     nexus worker --role ROLE [--runtime faust|plain]   start a worker (replaces this process)
     nexus topics [--list]                              create the registry topics / show them on the cluster
+    nexus deadletters show|fetch TOPIC PARTITION OFFSET  a dead letter / its original bytes (--out FILE)
     nexus demo [--runtime faust|plain] ...             the local demo (what `make run` does); `nexus stop` ends it
     nexus recon ... / nexus exceptions ...             daily reconciliation and its exception queue (warehouse)
     nexus schemas                                      regenerate contracts/schemas/*.schema.json
@@ -197,6 +198,88 @@ def _kafka_reason(exc: Exception) -> str:
     return str(err.str() if hasattr(err, "str") else err)
 
 
+# ------------------------------------------------------------------------ dead letters
+
+
+def _records(bootstrap: str, topic: str, key: bytes, timeout_s: float) -> list[bytes]:
+    """The values of every record of `topic` with `key`, all partitions, up to their current ends."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    from streams.kafka.partition_log import read_partition
+
+    probe = Consumer({"bootstrap.servers": bootstrap, "group.id": "nexus-cli-probe", "enable.auto.commit": False})
+    try:
+        metadata = probe.list_topics(topic, timeout=timeout_s).topics[topic]
+        if metadata.error is not None:
+            raise CliError(f"{topic}: {metadata.error.str()}")
+        ends = {
+            p: probe.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s)[1] for p in metadata.partitions
+        }
+    finally:
+        probe.close()
+    return [
+        v for p, end in ends.items() for _o, k, v, _ms in read_partition(bootstrap, topic, p, end) if k == key and v
+    ]
+
+
+def find_dead_letter(bootstrap: str, source_topic: str, partition: int, offset: int, timeout_s: float) -> Any:
+    """The dead letter of `source_topic`[partition]@offset (the last one, if a restart wrote it again)."""
+    from contracts.topics import PLATFORM_DEADLETTERS
+
+    for value in reversed(_records(bootstrap, PLATFORM_DEADLETTERS.name, source_topic.encode(), timeout_s)):
+        letter = PLATFORM_DEADLETTERS.decode(value)
+        if (letter.source_partition, letter.source_offset) == (partition, offset):
+            return letter
+    raise CliError(f"no dead letter for {source_topic}[{partition}]@{offset} on {PLATFORM_DEADLETTERS.name}")
+
+
+def original_bytes(bootstrap: str, letter: Any, part: str, timeout_s: float) -> bytes | None:
+    """The whole original key or value of `letter`: inline, or its payload record, checked against its SHA-256."""
+    import base64
+    import hashlib
+
+    from contracts.topics import PLATFORM_DEADLETTER_PAYLOADS as PAYLOADS
+
+    inline, truncated, ref, sha256 = (getattr(letter, f"{part}_{n}") for n in ("b64", "truncated", "ref", "sha256"))
+    if inline is None:
+        return None
+    data = base64.b64decode(inline)
+    if truncated:
+        if ref is None:
+            raise CliError(f"only the first {len(data)} bytes of the {part} were kept: it was too large to store")
+        records = _records(bootstrap, PAYLOADS.name, ref.encode(), timeout_s)
+        if not records:
+            raise CliError(f"{ref} is not on {PAYLOADS.name} (kept 30 days, like the dead letters)")
+        data = PAYLOADS.decode(records[-1]).data
+    if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
+        raise CliError(f"the {part} bytes found do not match the dead letter's SHA-256 {sha256}")
+    return data
+
+
+def cmd_deadletters(args: argparse.Namespace) -> int:
+    from streams.settings import get_settings
+
+    bootstrap = get_settings().bootstrap_servers
+    letter = find_dead_letter(bootstrap, args.topic, args.partition, args.offset, args.timeout)
+    out = Console()
+    if args.action == "show":
+        shown = letter.model_dump(mode="json", exclude={"key_b64", "value_b64"})
+        out.print_json(data=shown)
+        return 0
+    if args.out is None:
+        raise CliError("fetch needs --out FILE (the original value bytes are written there)")
+    value = original_bytes(bootstrap, letter, "value", args.timeout)
+    with open(args.out, "wb") as file:
+        file.write(value or b"")
+    out.print(f"wrote {len(value or b'')} bytes (SHA-256 verified) to {args.out}")
+    if args.key_out is not None:
+        key = original_bytes(bootstrap, letter, "key", args.timeout) or b""
+        with open(args.key_out, "wb") as file:
+            file.write(key)
+        out.print(f"wrote the {len(key)}-byte key to {args.key_out}")
+    return 0
+
+
 # ------------------------------------------------------------------------ demo, schemas, warehouse
 
 
@@ -257,6 +340,20 @@ existed already, or is missing. Idempotent; existing topics get the registry's c
 --list only reads the cluster and creates nothing.
 """
 
+DEADLETTERS_HELP = """\
+Find the dead letter of one rejected record on platform.deadletters (kept 30 days) by where the record was:
+SOURCE_TOPIC PARTITION OFFSET.
+
+  nexus deadletters show energy.orders 2 1187                  the dead letter: reason, errors, sizes, SHA-256
+  nexus deadletters fetch energy.orders 2 1187 --out rec.bin   the original value bytes, for a fixed replay
+                                               [--key-out key.bin]
+
+A dead letter holds a value whole up to 16 KiB (a key up to 1 KiB); a larger one is a prefix, and the whole bytes
+are on platform.deadletters.payloads (gzip, kept 30 days like the dead letters) under the letter's value_ref /
+key_ref. fetch reads them from there and checks them against the letter's SHA-256. A payload over 960 KiB
+compressed was not stored: fetch then says so (only the prefix exists).
+"""
+
 DEMO_HELP = """\
 Run the local demo (what `make run` does: python -m devtools.demo): start Kafka unless
 NEXUS_KAFKA_BOOTSTRAP_SERVERS is set, the workers, seeded traffic, with a live view. Ctrl-C stops it all.
@@ -302,6 +399,14 @@ def build_parser() -> argparse.ArgumentParser:
     topics = _sub(sub, "topics", "create the registry topics on the cluster and show them", TOPICS_HELP, cmd_topics)
     topics.add_argument("--list", action="store_true", help="only show the topics; create nothing")
     topics.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, help="seconds to wait for the cluster")
+    dead = _sub(sub, "deadletters", "show a dead letter / fetch its original bytes", DEADLETTERS_HELP, cmd_deadletters)
+    dead.add_argument("action", choices=("show", "fetch"))
+    dead.add_argument("topic", metavar="SOURCE_TOPIC", help="the topic the rejected record was on")
+    dead.add_argument("partition", type=int, metavar="PARTITION")
+    dead.add_argument("offset", type=int, metavar="OFFSET")
+    dead.add_argument("--out", default=None, help="fetch: file for the original value bytes")
+    dead.add_argument("--key-out", default=None, help="fetch: file for the original key bytes")
+    dead.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, help="seconds to wait for the cluster")
     demo = _sub(sub, "demo", "run the local demo with live progress (make run)", DEMO_HELP, cmd_demo)
     demo.add_argument("--runtime", choices=RUNTIMES, default=None, help="default: the runtime setting")
     demo.add_argument("--duration", type=float, default=None, help="seconds to run (default: until Ctrl-C)")
