@@ -28,6 +28,15 @@ class QuietHandler(BaseHTTPRequestHandler):
         pass
 
 
+WILDCARD_HOSTS = frozenset({"", "0.0.0.0", "::"})
+
+
+def url_host(bind: str) -> str:
+    """The host part of a URL reaching a server bound to ``bind``: loopback for a wildcard, brackets for IPv6."""
+    host = "127.0.0.1" if bind in WILDCARD_HOSTS else bind
+    return f"[{host}]" if ":" in host else host
+
+
 def serve_in_background(host: str, port: int, handler: type[BaseHTTPRequestHandler], name: str) -> ThreadingHTTPServer:
     """Bind now (port 0 = any free port) and serve from a daemon thread, so a crashed caller leaves nothing behind."""
     server = ThreadingHTTPServer((host, port), handler)

@@ -40,6 +40,8 @@ class Settings(BaseSettings):
     # Comma-separated agent modules to run in this worker (e.g. "matching,settlement"); empty = all.
     agents: str = ""
     worker_web_port: int = 6066
+    # Listen addresses: every server we start binds loopback unless its *_host says otherwise (0.0.0.0 = all).
+    worker_web_host: str = "127.0.0.1"  # the Faust worker's web server (Faust's web_bind)
     # Static group membership: a restarted worker takes its predecessor's partitions at once, no rebalance.
     worker_instance_id: str = "worker-1"
     broker_session_timeout_s: float = 10.0
@@ -63,17 +65,19 @@ class Settings(BaseSettings):
     # High-Speed Bridge agent: settlements in flight at once (a slow rail holds one slot) and admitted in total.
     bridge_max_in_flight: int = Field(default=512, ge=1)
     bridge_max_queued: int = Field(default=4096, ge=1)
-
-    @property
     # A (re)started bridge answers no request until its FX book holds fresh quotes, waiting at most this long.
     bridge_fx_ready_timeout_s: float = Field(default=15.0, ge=0)
+
+    @property
     def bridge_result_index_path(self) -> Path:
         """The bridge's local result index (streams/bridge/result_index.py): one file per worker instance."""
         return self.data_dir / "bridge" / f"results-{self.app_id}-{self.worker_instance_id}.sqlite3"
 
     provider_sim_port: int = 19480  # the local payout-provider simulator (infra/provider_sim) in the demo
+    provider_sim_host: str = "127.0.0.1"
     alertmanager_url: str = "http://127.0.0.1:19094"
     alertmanager_port: int = 19094
+    alertmanager_host: str = "127.0.0.1"  # the local Alertmanager's web/API listener (clustering is off)
 
     # --- monitoring & alerting (streams/alerting/, infra/alertmanager/, dashboards/)
     metrics_host: str = "127.0.0.1"  # 0.0.0.0 where Prometheus scrapes from another host
@@ -86,6 +90,7 @@ class Settings(BaseSettings):
     # Alertmanager receivers. Defaults point at the local sink (python -m devtools.alert_sink) for the demo.
     alert_sink_port: int = 19096
     alert_smtp_port: int = 19097
+    alert_sink_host: str = "127.0.0.1"  # the local sink's HTTP and SMTP listeners
     alert_slack_webhook_url: str = "http://127.0.0.1:19096/slack"
     alert_slack_channel: str = "#settlement-alerts"
     alert_pagerduty_url: str = "http://127.0.0.1:19096/pagerduty"  # real: https://events.pagerduty.com/v2/enqueue
@@ -96,6 +101,7 @@ class Settings(BaseSettings):
     alert_email_from: str = "alertmanager@nexus-x.io"
     alert_email_to: str = "settlement@nexus-x.io"
     dashboard_port: int = 19098
+    dashboard_host: str = "127.0.0.1"
 
     @property
     def local_kafka(self) -> bool:

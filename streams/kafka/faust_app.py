@@ -42,7 +42,9 @@ def make_app(settings: Settings) -> faust.App:
         broker_heartbeat_interval=1.0,
         stream_buffer_maxsize=8192,
         web_enabled=True,
-        web_host="127.0.0.1",
+        # web_bind is the listen address; web_host only names the worker's URL (Faust binds 0.0.0.0 by default).
+        web_bind=settings.worker_web_host,
+        web_host="127.0.0.1" if settings.worker_web_host in ("", "0.0.0.0", "::") else settings.worker_web_host,
         web_port=settings.worker_web_port,
         web_in_thread=False,
         logging_config=None,
