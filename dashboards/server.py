@@ -1,10 +1,11 @@
 """The settlement monitoring dashboard (spec §5.1), live from the registry topics.
 
-    python -m dashboards.server [--port 19098] [--bootstrap HOST:PORT]     -> http://127.0.0.1:19098/
+    python -m dashboards.server [--port 19098] [--host 127.0.0.1] [--bootstrap HOST:PORT]  -> http://127.0.0.1:19098/
 
 A standard-library HTTP server: ``/`` is the page (static HTML/CSS/JS in ``dashboards/static``, no CDN),
 ``/api/summary`` the figures as JSON (``dashboards.figures``), refreshed by the page every 2 s while a
-background consumer (``dashboards.source``) follows the settlement and alert topics. ``/healthz`` answers
+background consumer (``dashboards.source``) follows the settlement and alert topics. It listens on
+``NEXUS_DASHBOARD_HOST`` (loopback by default). ``/healthz`` answers
 ``ok`` once the topics' current content has been read. Teams running Grafana use
 ``dashboards/grafana/`` (same panels over the worker's Prometheus metrics) instead.
 """
@@ -24,7 +25,7 @@ from typing import Any
 
 from dashboards.figures import Figures
 from dashboards.source import TopicTail
-from infra.http_serving import QuietHandler, run_until_signalled, serve_in_background, shut_down
+from infra.http_serving import QuietHandler, run_until_signalled, serve_in_background, shut_down, url_host
 
 STATIC = Path(__file__).resolve().parent / "static"
 
@@ -40,7 +41,7 @@ class Dashboard:
         self,
         bootstrap: str,
         port: int = 0,
-        host: str = "127.0.0.1",
+        host: str | None = None,
         clock: Callable[[], datetime] = wall_clock,
         lookback: timedelta = timedelta(hours=25),
     ) -> None:
@@ -48,13 +49,17 @@ class Dashboard:
         self.figures = Figures()
         self.lock = threading.Lock()
         self.tail = TopicTail(bootstrap, self.figures, self.lock, lookback)
+        if host is None:
+            from streams.settings import get_settings
+
+            host = get_settings().dashboard_host
         self._host, self._port = host, port
         self._http: ThreadingHTTPServer | None = None
 
     @property
     def url(self) -> str:
         assert self._http is not None, "not started"
-        return f"http://{self._host}:{self._http.server_address[1]}"
+        return f"http://{url_host(self._host)}:{self._http.server_address[1]}"
 
     def summary(self) -> dict[str, Any]:
         with self.lock:
@@ -113,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = get_settings()
     parser = argparse.ArgumentParser(prog="python -m dashboards.server", description=__doc__.split("\n")[0])
     parser.add_argument("--port", type=int, default=settings.dashboard_port)
-    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--host", default=settings.dashboard_host, help="listen address (NEXUS_DASHBOARD_HOST)")
     parser.add_argument("--bootstrap", default=settings.bootstrap_servers)
     args = parser.parse_args(argv)
     dashboard = Dashboard(args.bootstrap, port=args.port, host=args.host).start()

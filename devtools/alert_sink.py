@@ -11,6 +11,8 @@ one JSON line in ``path`` and one entry in ``records()``::
 CLI (demo)::
 
     python -m devtools.alert_sink [--port 19096] [--smtp-port 19097] [--out .local/alertmanager/sink.jsonl]
+
+Both listeners bind ``NEXUS_ALERT_SINK_HOST`` (loopback by default; ``--host`` overrides it).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from infra.http_serving import QuietHandler, run_until_signalled, serve_in_background, shut_down
+from infra.http_serving import QuietHandler, run_until_signalled, serve_in_background, shut_down, url_host
 from streams.settings import get_settings
 
 CHANNELS = ("slack", "pagerduty", "sms")
@@ -49,11 +51,14 @@ def sms_text(webhook: dict[str, Any]) -> str:
 
 
 class Sink:
-    """Records notifications; start() binds the ports (0 = any free port), stop() releases them."""
+    """Records notifications; start() binds the ports (0 = any free port) on ``host``, stop() releases them.
 
-    def __init__(self, path: Path, port: int = 0, smtp_port: int | None = None, host: str = "127.0.0.1") -> None:
+    ``host`` defaults to ``NEXUS_ALERT_SINK_HOST`` (loopback).
+    """
+
+    def __init__(self, path: Path, port: int = 0, smtp_port: int | None = None, host: str | None = None) -> None:
         self.path = Path(path)
-        self.host = host
+        self.host = get_settings().alert_sink_host if host is None else host
         self._port = port
         self._smtp_port = smtp_port
         self._records: list[Record] = []
@@ -71,7 +76,7 @@ class Sink:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return f"http://{url_host(self.host)}:{self.port}"
 
     @property
     def smtp_port(self) -> int | None:
@@ -79,7 +84,7 @@ class Sink:
 
     @property
     def smarthost(self) -> str:
-        return f"{self.host}:{self.smtp_port}"
+        return f"{url_host(self.host)}:{self.smtp_port}"
 
     # -- records
 
@@ -221,9 +226,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m devtools.alert_sink", description=__doc__.split("\n")[0])
     parser.add_argument("--port", type=int, default=settings.alert_sink_port)
     parser.add_argument("--smtp-port", type=int, default=settings.alert_smtp_port)
+    parser.add_argument("--host", default=settings.alert_sink_host, help="listen address (NEXUS_ALERT_SINK_HOST)")
     parser.add_argument("--out", type=Path, default=settings.data_dir / "alertmanager" / "sink.jsonl")
     args = parser.parse_args(argv)
-    sink = Sink(args.out, port=args.port, smtp_port=args.smtp_port)
+    sink = Sink(args.out, port=args.port, smtp_port=args.smtp_port, host=args.host)
     sink.on_record = lambda record: print(summarize(record), flush=True)
     sink.start()
     where = f"sink on {sink.url} (/slack /pagerduty /sms), SMTP {sink.smarthost}, recording to {args.out}"

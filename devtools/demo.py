@@ -50,6 +50,7 @@ from devtools.bridge_demo import BridgeDemo
 from devtools.order_flow import demo_accounts, demo_markets, generate_orders
 from devtools.provider_sim.launcher import ProviderSimProcess
 from domain.money import kaus_to_decimal
+from infra.http_serving import url_host
 from infra.kafka.broker import LocalKafka, ensure_jars
 from streams.kafka.topic_admin import ensure_topics
 from streams.p2p.matching import to_message
@@ -96,7 +97,8 @@ class Worker:
         env = dict(os.environ, NEXUS_KAFKA_BOOTSTRAP_SERVERS=self.settings.bootstrap_servers, PYTHONUNBUFFERED="1")
         env["NEXUS_AGENTS"] = self.agents
         # The bridge agent pays out through the demo's provider simulator.
-        env.setdefault("NEXUS_PROVIDER_SIM_URL", f"http://127.0.0.1:{self.settings.provider_sim_port}")
+        sim_host = url_host(self.settings.provider_sim_host)
+        env.setdefault("NEXUS_PROVIDER_SIM_URL", f"http://{sim_host}:{self.settings.provider_sim_port}")
         env.setdefault("NEXUS_PROVIDER_TRANSPORT", "aiohttp")
         log = self.log_path.open("wb")
         self.proc = subprocess.Popen(

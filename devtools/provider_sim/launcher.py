@@ -15,6 +15,7 @@ Library::
     sim.payouts()            # every payout the simulator made
     sim.stop()
 
+The simulator listens on ``NEXUS_PROVIDER_SIM_HOST`` (loopback by default; ``host`` / ``--host`` override it).
 Only processes this module started are ever signalled: the pid must come from our pid file and its command
 line must be ``-m devtools.provider_sim run --port <port>``.
 """
@@ -31,6 +32,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from infra.http_serving import url_host
 from infra.processes import ManagedProcess, cmdline_matches
 from streams.bridge.providers.base import DEFAULT_SIM_PORT, REPO_ROOT
 
@@ -45,12 +47,16 @@ class ProviderSimProcess:
     def __init__(
         self,
         port: int = DEFAULT_SIM_PORT,
-        host: str = "127.0.0.1",
+        host: str | None = None,
         state_dir: Path = STATE_DIR,
         env: dict[str, str] | None = None,
         nice: int = 0,
     ) -> None:
         self.port = port
+        if host is None:
+            from streams.settings import get_settings
+
+            host = get_settings().provider_sim_host
         self.host = host
         self.state_dir = Path(state_dir)
         self.env = env or {}
@@ -61,7 +67,7 @@ class ProviderSimProcess:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return f"http://{url_host(self.host)}:{self.port}"
 
     @property
     def pid_file(self) -> Path:
@@ -139,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m devtools.provider_sim", description=__doc__.split("\n\n")[0])
     parser.add_argument("command", choices=["start", "stop", "status", "run"])
     parser.add_argument("--port", type=int, default=int(os.environ.get("NEXUS_PROVIDER_SIM_PORT", DEFAULT_SIM_PORT)))
-    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--host", default=None, help="listen address (default NEXUS_PROVIDER_SIM_HOST, loopback)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     sim = ProviderSimProcess(args.port, args.host)
@@ -149,12 +155,12 @@ def main(argv: list[str] | None = None) -> int:
         from streams.settings import get_settings
 
         async def forever() -> None:
-            runner = await serve(args.host, args.port, seed=args.seed)
+            runner = await serve(sim.host, args.port, seed=args.seed)
             stop = asyncio.Event()
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, stop.set)
-            where = f"http://{args.host}:{args.port} (pid {os.getpid()}, {event_loop.running_kind()} event loop)"
+            where = f"http://{sim.host}:{args.port} (pid {os.getpid()}, {event_loop.running_kind()} event loop)"
             print(f"provider simulator listening on {where}", flush=True)
             await stop.wait()
             await runner.cleanup()

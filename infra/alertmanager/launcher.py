@@ -15,7 +15,8 @@ CLI::
 
 ``--fast`` renders the test timings (1 s group wait) instead of the spec's. The process runs in its own
 process group and outlives the caller; ``stop`` works from any process (pid file in the data dir).
-HA clustering is disabled (``--cluster.listen-address=``): one local instance.
+The web/API listener binds ``NEXUS_ALERTMANAGER_HOST`` (loopback by default). HA clustering is disabled
+(``--cluster.listen-address=``; Alertmanager's default would gossip on 0.0.0.0:9094): one local instance.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from string import Template
 
+from infra.http_serving import url_host
 from infra.processes import DataDirFiles, DataPath, ManagedProcess, cmdline_matches, port_bindable
 from streams.settings import Settings, get_settings
 
@@ -107,16 +109,18 @@ def _is_alertmanager(pid: int) -> bool:
 
 @dataclass
 class LocalAlertmanager(DataDirFiles):
-    """One Alertmanager process on 127.0.0.1:``port``, its files under ``data_dir``."""
+    """One Alertmanager process on ``host``:``port`` (default: the settings'), its files under ``data_dir``."""
 
     port: int = 0
     data_dir: Path | None = None
     settings: Settings = field(default_factory=get_settings)
     timings: Timings = field(default_factory=Timings)
+    host: str | None = None
     _process: ManagedProcess = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.port = self.port or self.settings.alertmanager_port
+        self.host = self.settings.alertmanager_host if self.host is None else self.host
         self.data_dir = Path(self.data_dir or self.settings.data_dir / "alertmanager").resolve()
         self._process = ManagedProcess(
             f"Alertmanager on {self.url}", self.pid_file, self.log_file, _is_alertmanager, AlertmanagerError
@@ -130,7 +134,12 @@ class LocalAlertmanager(DataDirFiles):
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{url_host(self.host or '')}:{self.port}"
+
+    @property
+    def listen_address(self) -> str:
+        host = self.host or ""
+        return f"[{host}]:{self.port}" if ":" in host else f"{host}:{self.port}"
 
     # -- state
 
@@ -184,8 +193,8 @@ class LocalAlertmanager(DataDirFiles):
             binary,
             f"--config.file={self.config_file}",
             f"--storage.path={storage}",
-            f"--web.listen-address=127.0.0.1:{self.port}",
-            "--cluster.listen-address=",
+            f"--web.listen-address={self.listen_address}",
+            "--cluster.listen-address=",  # empty = no cluster listener (the default binds 0.0.0.0:9094)
             f"--web.external-url={self.url}",
             "--log.level=info",
         ]
