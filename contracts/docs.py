@@ -25,7 +25,8 @@ value is in `contracts/schemas/<topic>.schema.json`; validate against it in your
   rejected; at most 18 digits.
 - **Rates are decimal strings**, e.g. `"0.1500"` (at most 10 fractional digits, positive).
 - **Timestamps** are ISO 8601 with an offset (`2026-11-24T09:00:00Z` or `+09:00`); naive ones are rejected.
-  The platform normalises them to UTC.
+  The platform normalises them to UTC; an instant before 1970-01-01T00:00:00Z (schema: `formatMinimum`) is
+  refused as `INVALID_TIMESTAMP`.
 - **Ids** are yours: 1–128 characters of letters, digits and `._:/@-`. An id is the idempotency key of the
   change it causes: send the same message twice and it is applied once.
 - **Unknown fields are rejected**, so a typo can never silently drop a value.

@@ -13,6 +13,7 @@ from decimal import Decimal
 from typing import Annotated
 
 from pydantic import AfterValidator, AwareDatetime, BeforeValidator, ConfigDict, Field, StrictInt, WithJsonSchema
+from pydantic_core import PydanticCustomError
 
 # A producer-supplied identifier: also the idempotency key of the state change it causes.
 Id = Annotated[
@@ -59,12 +60,27 @@ Rate = Annotated[
 Bps = Annotated[StrictInt, Field(ge=0, le=10_000, description="basis points")]
 
 
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def _to_utc(value: datetime) -> datetime:
-    return value.astimezone(UTC)
+    # The platform counts time in epoch milliseconds (domain/timeconv.py): earlier instants have no meaning there.
+    try:
+        utc = value.astimezone(UTC)
+    except OverflowError:  # e.g. 0001-01-01T00:00:00+14:00 falls before year 1 in UTC
+        raise PydanticCustomError("timestamp_out_of_range", "the instant falls outside years 1-9999 in UTC") from None
+    if utc < EPOCH:
+        raise PydanticCustomError("timestamp_out_of_range", "timestamps start at 1970-01-01T00:00:00Z")
+    return utc
 
 
-# Timestamps must carry an offset (naive ones are rejected) and are normalised to UTC.
-UtcDatetime = Annotated[AwareDatetime, AfterValidator(_to_utc)]
+# Timestamps must carry an offset (naive ones are rejected), are normalised to UTC and are not before 1970.
+UtcDatetime = Annotated[
+    AwareDatetime,
+    AfterValidator(_to_utc),
+    # JSON Schema's format keywords (ajv-formats and others read formatMinimum): the published rule, machine-readable.
+    Field(json_schema_extra={"formatMinimum": "1970-01-01T00:00:00Z"}),
+]
 
 # One config for every contract: unknown fields are errors (typos must not be silently
 # ignored on money messages), records are immutable once decoded.

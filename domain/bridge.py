@@ -74,6 +74,7 @@ from domain.fx import (
     max_kaus_units_within_slippage,
     minor_to_kaus_units,
 )
+from domain.ledger import MAX_TRANSFER_UNITS
 from domain.money import Currency
 from domain.rails import (
     DEFAULT_BREAKER,
@@ -108,6 +109,7 @@ class ReasonCode(StrEnum):
     PROVIDER_DECLINED = "PROVIDER_DECLINED"
     PAYOUT_FAILED = "PAYOUT_FAILED"
     HOLD_POST_FAILED = "HOLD_POST_FAILED"
+    AMOUNT_TOO_LARGE = "AMOUNT_TOO_LARGE"
 
 
 # --------------------------------------------------------------------------- the ledger the bridge needs
@@ -592,6 +594,16 @@ def begin(payment: CardPayment, available_units: int | None, at: Instant, cfg: B
         hold_id=f"{bridge_tx_id}:hold",
         hold_units=hold_units,
     )
+    if hold_units > MAX_TRANSFER_UNITS:
+        return _reject(
+            tx,
+            at,
+            Phase.BALANCE_LOCK,
+            ReasonCode.AMOUNT_TOO_LARGE,
+            f"{payment.amount_minor} {payment.currency} minor units at the quoted rate {payment.quoted_rate} need a "
+            f"hold of {hold_units} K-AUS units, above the ledger's {MAX_TRANSFER_UNITS} per transfer",
+            void=False,
+        )
     if available_units is not None and available_units < hold_units:
         return _reject(
             tx,

@@ -45,6 +45,13 @@ any_timestamp: Strategy = st.builds(
     st.datetimes(min_value=datetime(1, 1, 1), max_value=datetime(9999, 12, 31, 23, 59, 59, 999999)),
     st.sampled_from(OFFSETS),
 )
+def _utc_at_least(text: str, earliest: datetime) -> bool:
+    try:
+        return datetime.fromisoformat(text).astimezone(UTC) >= earliest
+    except OverflowError:  # not an instant in UTC at all
+        return False
+
+
 # Around one trading morning, so orders meet, holds expire and commands order themselves in time.
 near_timestamp: Strategy = st.builds(
     lambda seconds, tz: iso((BASE_TIME + timedelta(seconds=seconds)).astimezone(tz)),
@@ -66,7 +73,8 @@ def _integer(node: dict[str, Any]) -> Strategy:
 
 def _string(node: dict[str, Any]) -> Strategy:
     if node.get("format") == "date-time":
-        return any_timestamp
+        earliest = datetime.fromisoformat(node.get("formatMinimum", "0001-01-01T00:00:00+00:00"))
+        return any_timestamp.filter(lambda text: _utc_at_least(text, earliest))
     low, high = node.get("minLength", 0), node.get("maxLength")
     if "pattern" in node:
         pattern = node["pattern"]

@@ -138,18 +138,6 @@ def memory_log() -> Iterator[MemoryLog]:
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-def known_bug(topic: Topic, message: Any) -> str | None:
-    """An accepted record the platform may fail on (reported; its regression test below is a strict xfail)."""
-    if topic is not LEDGER_COMMANDS:
-        return None
-    times = [getattr(message, "occurred_at", None)]
-    if isinstance(message, m.SettleTrade):
-        times.append(message.trade.executed_at)
-    if any(t is not None and t < EPOCH for t in times):  # domain.ledger's clock asserts now_ms >= 0
-        return "a ledger command stamped before 1970 raises in the ledger's clock"
-    return None
-
-
 class Poisoned(Exception):
     """Stands for a bug: raised after a record was half applied."""
 
@@ -239,10 +227,10 @@ def assert_one_outcome_each(
         if isinstance(decoded, ingress.Rejected):
             code = assert_dead_letter(topic, offset, key, value, outputs)
             assert code == decoded.code != "PROCESSING_ERROR", f"@{offset} ({how}): {decoded.reason}"
-        elif offset in poisoned or (known_bug(topic, decoded) and outputs and outputs[-1][0] is PLATFORM_DEADLETTERS):
+        elif offset in poisoned:
             code = assert_dead_letter(topic, offset, key, value, outputs)
             assert code == "PROCESSING_ERROR", f"@{offset}: {outputs[-1][1].reason}"
-            assert offset not in poisoned or known_bug(topic, decoded) or "Poisoned" in outputs[-1][1].reason
+            assert "Poisoned" in outputs[-1][1].reason
         else:
             assert_outputs_keep_their_contracts(outputs)
             answered(decoded, outputs)
@@ -440,11 +428,6 @@ def test_a_record_far_over_every_limit_gets_one_dead_letter_that_fits() -> None:
     assert state.balances()["a"] == 1, "the record behind it is processed"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug, reported: a ledger command stamped before 1970 passes ingress, then "
-    "domain.ledger's clock asserts now_ms >= 0 (dead-lettered PROCESSING_ERROR, nothing applied)",
-)
 def test_a_ledger_command_stamped_before_1970_is_refused_at_ingress_or_applied() -> None:
     records: list[Record] = [(b"0", PRE_1970_POST, "valid")]
     _state, _reference, outcomes = run(LEDGER_COMMANDS, LedgerPartition, LedgerPartition, records)
@@ -465,12 +448,6 @@ CHEAP_RATE_REQUEST = {
 }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug, reported: domain.bridge.begin asks for a hold above the ledger.commands "
-    "limit (10^18 units) for a valid request; the ledger dead-letters the hold and the payment fails "
-    "only after the ledger timeout",
-)
 def test_a_card_payment_never_asks_for_a_hold_beyond_the_contract() -> None:
     request = ingress.validate(BRIDGE_REQUESTS, b"acct-1", json.dumps(CHEAP_RATE_REQUEST).encode())
     assert isinstance(request, m.BridgeRequest)
