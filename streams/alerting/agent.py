@@ -46,7 +46,7 @@ from domain.alert_rules import AlertEngine, Entity, Notice, Observation, RulesCo
 from streams.alerting import metrics
 from streams.alerting.alertmanager import post_alerts
 from streams.kafka import ingress
-from streams.kafka.faust_app import Outbox, dead_letter_record, decode
+from streams.kafka.faust_app import Outbox, decode
 from streams.kafka.partition_log import read_partition
 from streams.settings import Settings
 
@@ -294,19 +294,32 @@ class Monitor:
         topic = TOPICS[event.message.topic]
         # Dead letters are the platform's own, read up to their registry limit (older ones could exceed 64 KiB).
         limit = topic.max_message_bytes if topic is PLATFORM_DEADLETTERS else self.settings.max_ingress_message_bytes
-        decoded = decode(topic, event, limit)
-        if not isinstance(decoded, ingress.Rejected):
-            self.ingest(topic, decoded)
-            return
+        try:
+            decoded = decode(topic, event, limit)
+            if not isinstance(decoded, ingress.Rejected):
+                self.ingest(topic, decoded)
+                return
+        except Exception as exc:  # a record's content never stops monitoring: this record only
+            log.exception("%s@%s raised while observed", topic.name, event.message.offset)
+            reason = f"{topic.name}: processing failed: {type(exc).__name__}: {exc}"[:500]
+            decoded = ingress.Rejected("PROCESSING_ERROR", reason, [])
         self.rejected[topic.name] += 1
         if topic is PLATFORM_DEADLETTERS:  # never dead-letter a dead letter
             log.error("unreadable dead letter at offset %s: %s", event.message.offset, decoded.reason)
             return
-        await (await self.outbox.emit(PLATFORM_DEADLETTERS, dead_letter_record(event, decoded)))
+        message = event.message
+        log.warning("dead-lettered %s[%s]@%s: %s", message.topic, message.partition, message.offset, decoded.reason)
+        origin = ingress.Origin(message.topic, message.partition, message.offset)
+        sent = [
+            await self.outbox.emit(t, out)
+            for t, out in ingress.dead_letter_outputs(origin, message.key, message.value, decoded)
+        ]
+        await asyncio.gather(*sent)
 
     def ingest(self, topic: Topic, message: Any) -> None:
+        seen = observations(message)  # computed before anything changes: a raise leaves the engine as it was
         self.received[topic.name] += 1
-        self.engine.observe_all(observations(message))
+        self.engine.observe_all(seen)
         if self.settings.metrics_from_topics:
             record_metrics(message)
 

@@ -142,16 +142,9 @@ class Outbox:
             raise RuntimeError(f"{remaining} outputs unacknowledged after {timeout_s}s; failures: {failures}")
 
 
-def dead_letter_record(event: faust.EventT, reason: ingress.Rejected) -> Any:
-    message = event.message
-    log.warning("dead-lettered %s[%s]@%s: %s", message.topic, message.partition, message.offset, reason.reason)
-    origin = ingress.Origin(message.topic, message.partition, message.offset)
-    return ingress.dead_letter(origin, message.key, message.value, reason)
-
-
 def decode(topic: Topic, event: faust.EventT, max_bytes: int) -> Any | ingress.Rejected:
     message = event.message
     return ingress.validate(topic, message.key, message.value, max_bytes)
 
 
-__all__ = ["Outbox", "dead_letter_record", "decode", "faust_topic", "make_app"]
+__all__ = ["Outbox", "decode", "faust_topic", "make_app"]
