@@ -201,6 +201,20 @@ BAD_MESSAGES: list[tuple[bytes, bytes]] = [
     ),  # float price
     (b"", b'{"type": "CANCEL"}'),  # empty key
 ]
+# 3 MB of order, sent once by a producer that gzips its batches: the broker checks only the compressed size, ingress
+# dead-letters it as OVERSIZED with a bounded prefix, and the whole bytes land on platform.deadletters.payloads.
+OVERSIZED_ORDER = (
+    b"2026-11-24T10:00Z/KR-SEOUL",
+    b'{"type": "SUBMIT", "order_id": "huge-1", "market_id": "2026-11-24T10:00Z/KR-SEOUL"' + b" " * 3_000_000 + b"}",
+)
+
+
+def produce_compressed(settings: Settings, key: bytes, value: bytes) -> None:
+    producer = Producer(
+        {"bootstrap.servers": settings.bootstrap_servers, "compression.type": "gzip", "message.max.bytes": 8_000_000}
+    )
+    producer.produce(ENERGY_ORDERS.name, key=key, value=value)
+    producer.flush(10)
 
 
 @dataclass
@@ -226,6 +240,8 @@ class Traffic:
             )
             self.produced["deposits"] += 1
         producer.flush(10)
+        produce_compressed(settings, *OVERSIZED_ORDER)
+        self.produced["bad messages"] += 1
         interval_s = 1.0 / max(self.rate_per_s, 1)
         next_at = time.monotonic()
         for i, command in enumerate(generate_orders(seed, 10_000_000, markets, accounts)):
@@ -254,7 +270,7 @@ class Observed:
     counts: Counter[str] = field(default_factory=Counter)
     prices: dict[str, m.MarketPrice] = field(default_factory=dict)
     balances: dict[str, int] = field(default_factory=lambda: defaultdict(int))
-    dead_letters: list[m.DeadLetter] = field(default_factory=list)
+    dead_letters: dict[str, m.DeadLetter] = field(default_factory=dict)  # the latest per reason code
     settle_us: list[int] = field(default_factory=list)
     stop: threading.Event = field(default_factory=threading.Event)
 
@@ -285,7 +301,8 @@ class Observed:
                     self.balances[value.debit_account_id] -= value.amount_kaus_units
                     self.balances[value.credit_account_id] += value.amount_kaus_units
                 elif topic is PLATFORM_DEADLETTERS:
-                    self.dead_letters.append(value)
+                    self.dead_letters.pop(value.reason_code, None)
+                    self.dead_letters[value.reason_code] = value
                 elif topic is ENERGY_SETTLEMENTS:
                     self.settle_us.append(sum(value.phase_durations_us.values()))
         consumer.close()
@@ -322,15 +339,15 @@ class Observed:
         movers.add_column("net change", justify="right")
         for account, delta in sorted(self.balances.items(), key=lambda kv: -abs(kv[1]))[:8]:
             movers.add_row(account, f"{kaus_to_decimal(delta):+,.6f}")
-        letters = Table(title="Latest dead letters")
+        letters = Table(title="Latest dead letters (the latest per reason)")
         letters.add_column("source")
         letters.add_column("code")
         letters.add_column("reason")
-        for letter in self.dead_letters[-3:]:
+        for letter in list(self.dead_letters.values())[-5:]:
             letters.add_row(
                 f"{letter.source_topic}[{letter.source_partition}]@{letter.source_offset}",
                 letter.reason_code,
-                letter.reason[:90],
+                letter.reason[:90] + (f" (whole bytes: {letter.value_ref})" if letter.value_ref else ""),
             )
         return Group(flow, prices, movers, letters, *extra)
 

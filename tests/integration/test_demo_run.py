@@ -70,6 +70,7 @@ def test_demo_streams_events_and_leaves_nothing_running(tmp_path: Path, runtime:
     assert "Kafka broker ready" in out and "Faust worker ready" in out
     assert "→ energy.trades" in out and "→ energy.settlements" in out
     assert "Latest dead letters" in out and "MALFORMED_JSON" in out
+    assert "OVERSIZED" in out  # the gzip-compressed 3 MB order: a bounded dead letter, its bytes stored aside
     assert "High-Speed Bridge" in out and "settled" in out
     assert "duplicates answered, same result" in out and "results on disk" in out  # the result index
     assert "stopped the worker and the broker" in out
