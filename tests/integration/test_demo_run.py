@@ -13,41 +13,15 @@ from pathlib import Path
 
 import pytest
 
-from infra.kafka.broker import find_free_ports
+from tests.support.demo_env import demo_env, read_until_streaming, start_demo
 
 pytestmark = pytest.mark.slow
-
-PORT_SETTINGS = [
-    "KAFKA_PORT",
-    "KAFKA_CONTROLLER_PORT",
-    "WORKER_WEB_PORT",
-    "METRICS_PORT",
-    "ALERTMANAGER_PORT",
-    "ALERT_SINK_PORT",
-    "ALERT_SMTP_PORT",
-    "DASHBOARD_PORT",
-    "PROVIDER_SIM_PORT",
-]
 
 
 def _port_open(port: int) -> bool:
     with socket.socket() as sock:
         sock.settimeout(0.3)
         return sock.connect_ex(("127.0.0.1", port)) == 0
-
-
-def _demo_env(tmp_path: Path) -> tuple[dict[str, str], list[int]]:
-    """The demo on free ports with its own data dir, so it never meets a developer's running demo."""
-    ports = find_free_ports(len(PORT_SETTINGS))
-    env = {k: v for k, v in os.environ.items() if k != "NEXUS_KAFKA_BOOTSTRAP_SERVERS"}
-    env.update({f"NEXUS_{name}": str(port) for name, port in zip(PORT_SETTINGS, ports, strict=True)})
-    env.update(
-        NEXUS_ALERTMANAGER_URL=f"http://127.0.0.1:{ports[4]}",
-        NEXUS_DATA_DIR=str(tmp_path),
-        NEXUS_APP_ID="demo-test",
-        COLUMNS="160",
-    )
-    return env, ports
 
 
 def _assert_nothing_listens(ports: list[int]) -> None:
@@ -57,7 +31,7 @@ def _assert_nothing_listens(ports: list[int]) -> None:
 
 @pytest.mark.parametrize("runtime", ["faust", "plain"])
 def test_demo_streams_events_and_leaves_nothing_running(tmp_path: Path, runtime: str) -> None:
-    env, ports = _demo_env(tmp_path)
+    env, ports = demo_env(tmp_path, "demo-test")
     run = subprocess.run(
         [sys.executable, "-m", "devtools.demo", "--duration", "20", "--rate", "200", "--runtime", runtime],
         env=env,
@@ -82,23 +56,9 @@ def test_demo_streams_events_and_leaves_nothing_running(tmp_path: Path, runtime:
 
 def test_ctrl_c_stops_everything_the_demo_started(tmp_path: Path) -> None:
     """Ctrl-C in a terminal sends SIGINT to the foreground process group: the demo must clean up."""
-    env, ports = _demo_env(tmp_path)
-    demo = subprocess.Popen(
-        [sys.executable, "-m", "devtools.demo"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-    assert demo.stdout is not None
-    seen = ""
-    deadline = time.monotonic() + 180
-    while "press Ctrl-C to stop" not in seen and time.monotonic() < deadline:
-        line = demo.stdout.readline()
-        if not line:
-            break
-        seen += line
+    env, ports = demo_env(tmp_path, "demo-test")
+    demo = start_demo(env)
+    seen = read_until_streaming(demo, 180)
     assert "press Ctrl-C to stop" in seen, seen[-3000:]
     time.sleep(5)
     os.killpg(demo.pid, signal.SIGINT)

@@ -10,7 +10,7 @@ import json
 import pytest
 
 from contracts.topics import ENERGY_ORDER_EVENTS, ENERGY_ORDERS, PLATFORM_DEADLETTERS
-from tests.unit.test_ingress import BAD_INPUTS
+from tests.unit.test_ingress import BAD_INPUTS, GOOD
 
 pytestmark = pytest.mark.slow
 
@@ -21,17 +21,7 @@ def test_bad_inputs_are_dead_lettered_and_valid_ones_still_flow(kafka, worker_fa
     for _label, key, value, code, _fragment in BAD_INPUTS:
         expected[kafka.produce_acked(ENERGY_ORDERS, key, value)] = (code, value)
     market = f"2026-11-24T10:00Z/T{run_id.upper()}"
-    good = {
-        "type": "SUBMIT",
-        "order_id": f"good-{run_id}",
-        "market_id": market,
-        "account_id": f"acct-{run_id}",
-        "side": "BUY",
-        "order_type": "LIMIT",
-        "price_units_per_kwh": 150_000,
-        "quantity_wh": 1_000,
-        "submitted_at": "2026-11-24T09:00:00Z",
-    }
+    good = {**GOOD, "order_id": f"good-{run_id}", "market_id": market, "account_id": f"acct-{run_id}"}
     kafka.produce_acked(ENERGY_ORDERS, market.encode(), json.dumps(good).encode())
 
     def ours(records):  # type: ignore[no-untyped-def]

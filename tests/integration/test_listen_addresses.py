@@ -14,28 +14,14 @@ from __future__ import annotations
 import ipaddress
 import os
 import signal
-import subprocess
-import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from infra.kafka.broker import find_free_ports
 from streams.settings import Settings
+from tests.support.demo_env import PORT_SETTINGS, demo_env, read_until_streaming, start_demo
 
-PORT_SETTINGS = [
-    "KAFKA_PORT",
-    "KAFKA_CONTROLLER_PORT",
-    "WORKER_WEB_PORT",
-    "METRICS_PORT",
-    "ALERTMANAGER_PORT",
-    "ALERT_SINK_PORT",
-    "ALERT_SMTP_PORT",
-    "DASHBOARD_PORT",
-    "PROVIDER_SIM_PORT",
-]
 TCP_LISTEN = "0A"
 
 
@@ -118,32 +104,10 @@ def listeners_of(root: int) -> list[Listener]:
 
 @pytest.mark.slow
 def test_every_server_the_demo_starts_listens_on_loopback_only(tmp_path: Path) -> None:
-    ports = find_free_ports(len(PORT_SETTINGS))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("NEXUS_") and k != "F_WEB_BIND"}
-    env.update({f"NEXUS_{name}": str(port) for name, port in zip(PORT_SETTINGS, ports, strict=True)})
-    env.update(
-        NEXUS_ALERTMANAGER_URL=f"http://127.0.0.1:{ports[4]}",
-        NEXUS_DATA_DIR=str(tmp_path),
-        NEXUS_APP_ID="listen-test",
-        COLUMNS="160",
-    )
-    demo = subprocess.Popen(
-        [sys.executable, "-m", "devtools.demo", "--rate", "50"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-    assert demo.stdout is not None
-    seen = ""
+    env, ports = demo_env(tmp_path, "listen-test")
+    demo = start_demo(env, "--rate", "50")
     try:
-        deadline = time.monotonic() + 150
-        while "press Ctrl-C to stop" not in seen and time.monotonic() < deadline:
-            line = demo.stdout.readline()
-            if not line:
-                break
-            seen += line
+        seen = read_until_streaming(demo, 150)
         assert "press Ctrl-C to stop" in seen, seen[-3000:]
         listeners = listeners_of(demo.pid)
         described = {x: x.describe() for x in listeners}  # while the processes still run

@@ -39,6 +39,7 @@ from tests.integration.test_bridge_kafka import (  # noqa: F401  (fixtures)
     start_bridge,
 )
 from tests.support.kafka_io import KafkaIO
+from tests.unit.test_ingress import GOOD
 
 pytestmark = pytest.mark.slow
 
@@ -109,17 +110,7 @@ def assert_one_dead_letter(kafka: KafkaIO, topic: Topic, where: tuple[int, int],
 
 
 def order(run_id: str, market: str, n: int) -> dict[str, Any]:
-    return {
-        "type": "SUBMIT",
-        "order_id": f"big-{run_id}-{n}",
-        "market_id": market,
-        "account_id": f"acct-{run_id}",
-        "side": "BUY",
-        "order_type": "LIMIT",
-        "price_units_per_kwh": 150_000,
-        "quantity_wh": 1_000,
-        "submitted_at": "2026-11-24T09:00:00Z",
-    }
+    return {**GOOD, "order_id": f"big-{run_id}-{n}", "market_id": market, "account_id": f"acct-{run_id}"}
 
 
 @pytest.mark.parametrize("module", ["streams.worker", "streams.p2p"])

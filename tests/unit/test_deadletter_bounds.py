@@ -23,20 +23,10 @@ from streams.kafka.ingress import (
     dead_letter,
     dead_letter_outputs,
 )
+from tests.unit.test_ingress import GOOD as ORDER
+from tests.unit.test_ingress import KEY
 
 ORIGIN = Origin("energy.orders", 3, 42)
-KEY = b"2026-11-24T10:00Z/KR-SEOUL"
-ORDER = {
-    "type": "SUBMIT",
-    "order_id": "o-1",
-    "market_id": KEY.decode(),
-    "account_id": "acct-1",
-    "side": "BUY",
-    "order_type": "LIMIT",
-    "price_units_per_kwh": 150_000,
-    "quantity_wh": 1_000,
-    "submitted_at": "2026-11-24T09:00:00Z",
-}
 HUGE = b"[" + b",".join([json.dumps(ORDER).encode()] * 25_000) + b"]"  # ~5 MB of valid-looking JSON
 OVERSIZED = Rejected("OVERSIZED", "energy.orders: value is too large", [])
 

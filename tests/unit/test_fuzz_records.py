@@ -142,26 +142,25 @@ class Poisoned(Exception):
     """Stands for a bug: raised after a record was half applied."""
 
 
-@dataclass
-class PoisonedLedger(LedgerPartition):
-    poisoned: frozenset[int] = frozenset()
+def poisoned_state(base: type[Any]) -> type[Any]:
+    """`base` that raises after applying a record at one of its `poisoned` offsets (half applied, as a bug would)."""
 
-    def apply(self, offset: int, message: Any | None, record_ms: int | None = None) -> list[Any]:
-        outputs = super().apply(offset, message, record_ms)
-        if message is not None and offset in self.poisoned:
-            raise Poisoned(f"offset {offset}")
-        return outputs
+    @dataclass
+    class PoisonedState(base):  # type: ignore[misc, valid-type]
+        poisoned: frozenset[int] = frozenset()
+
+        def apply(self, offset: int, message: Any | None, record_ms: int | None = None) -> list[Any]:
+            outputs = super().apply(offset, message, record_ms)
+            if message is not None and offset in self.poisoned:
+                raise Poisoned(f"offset {offset}")
+            return outputs
+
+    PoisonedState.__name__ = f"Poisoned{base.__name__}"
+    return PoisonedState
 
 
-@dataclass
-class PoisonedMatching(MatchingPartition):
-    poisoned: frozenset[int] = frozenset()
-
-    def apply(self, offset: int, message: Any | None, record_ms: int | None = None) -> list[Any]:
-        outputs = super().apply(offset, message, record_ms)
-        if message is not None and offset in self.poisoned:
-            raise Poisoned(f"offset {offset}")
-        return outputs
+PoisonedLedger = poisoned_state(LedgerPartition)
+PoisonedMatching = poisoned_state(MatchingPartition)
 
 
 Record = tuple[bytes | None, bytes | None, str]
@@ -353,6 +352,17 @@ def sequences(topic: Topic) -> fz.Strategy:
     return st.lists(fz.records(topic, pooled_or_any(topic)), min_size=1, max_size=SEQUENCE_MAX)
 
 
+def run_poisoned(
+    topic: Topic, poisoned: type[Any], clean: type[Any], records: list[Record], poison: set[int], answered: Any
+) -> tuple[Any, Any]:
+    """`records` through a processor whose state raises at the `poison` offsets, checked record by record; the
+    final state, and the clean state of a run that only saw the records the processor did not dead-letter."""
+    state, reference, outcomes = run(topic, lambda p: poisoned(p, poisoned=frozenset(poison)), clean, records)
+    assert_one_outcome_each(topic, records, outcomes, poison, answered)
+    assert isinstance(state, clean) and state.next_offset == len(records)
+    return state, reference
+
+
 @FUZZ
 @given(records=sequences(LEDGER_COMMANDS), poison=st.sets(st.integers(0, SEQUENCE_MAX - 1), max_size=3))
 @example(records=[(b"0", PRE_1970_POST, "valid")], poison={0})  # found: the known bug and a poison on one record
@@ -360,14 +370,7 @@ def sequences(topic: Topic) -> fz.Strategy:
 def test_ledger_commands_get_one_outcome_each_and_keep_the_ledger_whole(
     records: list[Record], poison: set[int]
 ) -> None:
-    state, reference, outcomes = run(
-        LEDGER_COMMANDS,
-        lambda p: PoisonedLedger(p, poisoned=frozenset(poison)),
-        LedgerPartition,
-        records,
-    )
-    assert_one_outcome_each(LEDGER_COMMANDS, records, outcomes, poison, ledger_answered)
-    assert isinstance(state, LedgerPartition) and state.next_offset == len(records)
+    state, reference = run_poisoned(LEDGER_COMMANDS, PoisonedLedger, LedgerPartition, records, poison, ledger_answered)
     assert_ledger_invariants(state)
     assert state.ledger.to_dict() == reference.ledger.to_dict(), "a record that raised left some of its effects"
 
@@ -375,14 +378,7 @@ def test_ledger_commands_get_one_outcome_each_and_keep_the_ledger_whole(
 @FUZZ
 @given(records=sequences(ENERGY_ORDERS), poison=st.sets(st.integers(0, SEQUENCE_MAX - 1), max_size=3))
 def test_order_commands_get_one_outcome_each_and_books_stay_sound(records: list[Record], poison: set[int]) -> None:
-    state, reference, outcomes = run(
-        ENERGY_ORDERS,
-        lambda p: PoisonedMatching(p, poisoned=frozenset(poison)),
-        MatchingPartition,
-        records,
-    )
-    assert_one_outcome_each(ENERGY_ORDERS, records, outcomes, poison, order_answered)
-    assert isinstance(state, MatchingPartition) and state.next_offset == len(records)
+    state, reference = run_poisoned(ENERGY_ORDERS, PoisonedMatching, MatchingPartition, records, poison, order_answered)
     assert book_state(state) == book_state(reference), "a record that raised left some of its effects"
 
 
