@@ -67,6 +67,9 @@ class Settings(BaseSettings):
     bridge_max_queued: int = Field(default=4096, ge=1)
     # A (re)started bridge answers no request until its FX book holds fresh quotes, waiting at most this long.
     bridge_fx_ready_timeout_s: float = Field(default=15.0, ge=0)
+    # How long the bridge waits for the ledger's answer to one hold, capture or void (then LEDGER_TIMEOUT; an
+    # unanswered capture after payout is re-sent, then parked: never failed). Lowered only by tests.
+    bridge_ledger_timeout_s: float = Field(default=10.0, gt=0)
 
     @property
     def bridge_result_index_path(self) -> Path:

@@ -21,8 +21,15 @@ from contracts import models as m
 from contracts.topics import LEDGER_COMMANDS, LEDGER_OUTCOMES
 from domain.bridge import LEDGER_TIMEOUT, LedgerRejected, Reward
 from streams.kafka.clients import AsyncProducer, consume_now, consumer_config
+from streams.settings import get_settings
 
-LEDGER_TIMEOUT_S = 10.0  # bounded wait for the ledger's answer; then LEDGER_TIMEOUT (the runner decides what follows)
+# Bounded wait for the ledger's answer; then LEDGER_TIMEOUT (the runner decides what follows). None: the setting
+# NEXUS_BRIDGE_LEDGER_TIMEOUT_S (default 10 s), read when a command is sent; a number here overrides it.
+LEDGER_TIMEOUT_S: float | None = None
+
+
+def ledger_timeout_s() -> float:
+    return LEDGER_TIMEOUT_S if LEDGER_TIMEOUT_S is not None else get_settings().bridge_ledger_timeout_s
 
 
 class LedgerOutcomes:
@@ -127,13 +134,14 @@ class KafkaHoldLedger:
         self.producer.send_unacked(LEDGER_COMMANDS.name, command_id.encode(), value)
 
     async def _ask(self, command_id: str, value: bytes) -> m.LedgerOutcome:
+        timeout_s = ledger_timeout_s()
         answer = self.outcomes.expect(command_id)
         try:
             self._send(command_id, value)
-            outcome = await asyncio.wait_for(answer, LEDGER_TIMEOUT_S)
+            outcome = await asyncio.wait_for(answer, timeout_s)
         except TimeoutError:
             self.outcomes.forget(command_id)
-            reason = f"no answer to {command_id} in {LEDGER_TIMEOUT_S}s"
+            reason = f"no answer to {command_id} in {timeout_s}s"
             raise LedgerRejected(LEDGER_TIMEOUT, reason) from None
         except BaseException:
             self.outcomes.forget(command_id)
