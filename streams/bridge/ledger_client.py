@@ -21,15 +21,6 @@ from contracts import models as m
 from contracts.topics import LEDGER_COMMANDS, LEDGER_OUTCOMES
 from domain.bridge import LEDGER_TIMEOUT, LedgerRejected, Reward
 from streams.kafka.clients import AsyncProducer, consume_now, consumer_config
-from streams.settings import get_settings
-
-# Bounded wait for the ledger's answer; then LEDGER_TIMEOUT (the runner decides what follows). None: the setting
-# NEXUS_BRIDGE_LEDGER_TIMEOUT_S (default 10 s), read when a command is sent; a number here overrides it.
-LEDGER_TIMEOUT_S: float | None = None
-
-
-def ledger_timeout_s() -> float:
-    return LEDGER_TIMEOUT_S if LEDGER_TIMEOUT_S is not None else get_settings().bridge_ledger_timeout_s
 
 
 class LedgerOutcomes:
@@ -120,8 +111,13 @@ class KafkaHoldLedger:
     """
 
     def __init__(
-        self, producer: AsyncProducer, outcomes: LedgerOutcomes, reward_accounts: dict[str, m.RewardAccount]
+        self,
+        producer: AsyncProducer,
+        outcomes: LedgerOutcomes,
+        reward_accounts: dict[str, m.RewardAccount],
+        timeout_s: float = 10.0,
     ) -> None:
+        self.timeout_s = timeout_s  # bounded wait for an answer; then LEDGER_TIMEOUT (the runner decides what follows)
         self.producer = producer
         self.outcomes = outcomes
         self.reward_accounts = reward_accounts  # BridgeConfig account id -> issuance account
@@ -134,7 +130,7 @@ class KafkaHoldLedger:
         self.producer.send_unacked(LEDGER_COMMANDS.name, command_id.encode(), value)
 
     async def _ask(self, command_id: str, value: bytes) -> m.LedgerOutcome:
-        timeout_s = ledger_timeout_s()
+        timeout_s = self.timeout_s
         answer = self.outcomes.expect(command_id)
         try:
             self._send(command_id, value)

@@ -310,6 +310,7 @@ async def build_service(settings: Settings) -> BridgeService:
         producer,
         outcomes,
         {cfg.rewards_account_id: m.RewardAccount.REWARDS, cfg.ecosystem_account_id: m.RewardAccount.ECOSYSTEM},
+        settings.bridge_ledger_timeout_s,
     )
     journal_id = await asyncio.to_thread(topic_id, bootstrap, BRIDGE_PAYOUTS_JOURNAL.name)
     index = ResultIndex(settings.bridge_result_index_path, journal_id, result_of_entry)

@@ -1,6 +1,6 @@
 """One request, one outcome: the bridge service with its Kafka ledger client and journal over in-memory fakes.
 
-A capture the ledger answers only after ``LEDGER_TIMEOUT_S`` (patched small) must not fail a payment whose
+A capture the ledger answers only after the bridge's ledger timeout (set small) must not fail a payment whose
 merchant was paid: it stays pending (its offset uncommitted) and gets exactly one completed result once the ledger
 answers. And a (re)started bridge serves no request before its FX book holds fresh quotes (bounded wait).
 """
@@ -31,7 +31,7 @@ from devtools.fx_feed import fx_quotes
 from domain.bridge import BridgeConfig, FlagForReconciliation, PayoutIntent, PayoutOutcome, PayoutStatus
 from domain.money import Currency
 from domain.rails import Provider, Rail
-from streams.bridge import fx_listener, ledger_client, runner, service
+from streams.bridge import fx_listener, runner, service
 from streams.bridge.fx_listener import FxRatesListener
 from streams.bridge.journal import JournalPartition, KafkaJournal
 from streams.bridge.ledger_client import KafkaHoldLedger
@@ -150,6 +150,7 @@ class Stand:
             self.producer,  # type: ignore[arg-type]
             self.ledger,  # type: ignore[arg-type]
             {"bridge:rewards": m.RewardAccount.REWARDS, "bridge:ecosystem": m.RewardAccount.ECOSYSTEM},
+            timeout_s=LEDGER_ANSWER_LATE_S,
         )
         self.journal = Journal("unused:9092", self.producer)  # type: ignore[arg-type]
         self.runner = BridgeRunner(
@@ -208,9 +209,11 @@ async def until(condition: Callable[[], bool], timeout_s: float = 5.0) -> None:
         await asyncio.sleep(0.005)
 
 
+LEDGER_ANSWER_LATE_S = 0.05  # the bridge's wait for the ledger: an answer after it is late
+
+
 @pytest.fixture
 def short_waits(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(ledger_client, "LEDGER_TIMEOUT_S", 0.05)  # the ledger's answer is "late" after 50 ms
     monkeypatch.setattr(runner, "CAPTURE_BACKOFF_S", (0.01,))
     monkeypatch.setattr(service, "PARKED_RETRY_S", 0.05)
 

@@ -25,7 +25,6 @@ from contracts.topics import (
     LEDGER_COMMANDS,
 )
 from domain.bridge import LedgerRejected, PayoutIntent, PostHold, Rejected, Settled
-from streams.bridge import ledger_client
 from streams.bridge.journal import KafkaJournal
 from streams.bridge.ledger_client import KafkaHoldLedger
 from tests.unit.test_bridge_core import fx_book, harness, payment, result_of
@@ -178,12 +177,10 @@ def test_a_capture_is_one_unacked_command_carrying_its_rewards() -> None:
     asyncio.run(scenario())
 
 
-def test_a_lost_hold_command_times_out_and_is_voided_in_ledger_order(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(ledger_client, "LEDGER_TIMEOUT_S", 0.01)
-
+def test_a_lost_hold_command_times_out_and_is_voided_in_ledger_order() -> None:
     async def scenario() -> None:
         producer, outcomes = _RecordingProducer(), _Outcomes()
-        ledger = KafkaHoldLedger(producer, outcomes, REWARD_ACCOUNTS)  # type: ignore[arg-type]
+        ledger = KafkaHoldLedger(producer, outcomes, REWARD_ACCOUNTS, timeout_s=0.01)  # type: ignore[arg-type]
         with pytest.raises(LedgerRejected) as timed_out:
             await ledger.place_hold(
                 transfer_id="BRIDGE-card-1:hold",
