@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Producer
 
 from contracts.topics import (
     BRIDGE_REQUESTS,
@@ -39,6 +39,7 @@ from tests.integration.test_bridge_kafka import (  # noqa: F401  (fixtures)
     start_bridge,
 )
 from tests.support.kafka_io import KafkaIO
+from tests.support.topic_tail import committed_offset
 from tests.unit.test_ingress import GOOD
 
 pytestmark = pytest.mark.slow
@@ -70,15 +71,6 @@ def produce_gzip(bootstrap: str, topic: Topic, records: list[tuple[bytes, bytes]
     return sorted(placed, key=lambda p: p[1])
 
 
-def committed(bootstrap: str, group: str, topic: Topic, partition: int) -> int:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
-    try:
-        [tp] = consumer.committed([TopicPartition(topic.name, partition)], timeout=10)
-        return int(tp.offset)
-    finally:
-        consumer.close()
-
-
 def assert_one_dead_letter(kafka: KafkaIO, topic: Topic, where: tuple[int, int], big: bytes, group: str) -> None:
     partition, offset = where
     copies: list[Any] = []
@@ -104,7 +96,7 @@ def assert_one_dead_letter(kafka: KafkaIO, topic: Topic, where: tuple[int, int],
     assert original_bytes(kafka.bootstrap, fetched, "value", 10) == big
     assert any(r.key == letter.value_ref.encode() for r in kafka.read_all(PLATFORM_DEADLETTER_PAYLOADS))
     deadline = time.monotonic() + 30
-    while committed(kafka.bootstrap, group, topic, partition) <= offset:
+    while committed_offset(kafka.bootstrap, group, topic, partition) <= offset:
         assert time.monotonic() < deadline, f"{group} never committed past {topic.name}[{partition}]@{offset}"
         time.sleep(0.5)
 
