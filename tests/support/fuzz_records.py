@@ -45,6 +45,8 @@ any_timestamp: Strategy = st.builds(
     st.datetimes(min_value=datetime(1, 1, 1), max_value=datetime(9999, 12, 31, 23, 59, 59, 999999)),
     st.sampled_from(OFFSETS),
 )
+
+
 def _utc_at_least(text: str, earliest: datetime) -> bool:
     try:
         return datetime.fromisoformat(text).astimezone(UTC) >= earliest
