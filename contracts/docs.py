@@ -29,7 +29,8 @@ value is in `contracts/schemas/<topic>.schema.json`; validate against it in your
   refused as `INVALID_TIMESTAMP`.
 - **Ids** are yours: 1–128 characters of letters, digits and `._:/@-`. An id is the idempotency key of the
   change it causes: send the same message twice and it is applied once.
-- **Unknown fields are rejected**, so a typo can never silently drop a value.
+- **Unknown fields are rejected**, so a typo can never silently drop a value. Do not repeat a key within one
+  JSON object: the platform keeps the last one (as most JSON parsers do), silently.
 
 ## What happens to a bad message
 
