@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from streams import cli
+from streams.settings import Settings
 
 
 class Exec:
@@ -114,8 +115,9 @@ def test_worker_runtime_defaults_to_the_runtime_setting(execv: Exec, monkeypatch
     assert execv.module == "streams.worker"
 
 
-def test_worker_runtime_default_is_plain_without_the_setting(execv: Exec, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("streams.settings.get_settings", lambda: object())  # a Settings without `runtime`
+def test_worker_runtime_plain_from_the_setting(execv: Exec, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NEXUS_RUNTIME", "plain")
+    monkeypatch.setattr("streams.settings.get_settings", lambda: Settings())
     assert cli.main(["worker", "--role", "bridge"]) == 0
     assert execv.module == "streams.bridge"
 
@@ -166,7 +168,8 @@ def test_demo_and_stop_run_devtools_as_a_program_never_imported(execv: Exec, mon
 
 
 def test_demo_runtime_defaults_to_the_runtime_setting(execv: Exec, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("streams.settings.get_settings", lambda: object())
+    monkeypatch.setenv("NEXUS_RUNTIME", "plain")
+    monkeypatch.setattr("streams.settings.get_settings", lambda: Settings())
     assert cli.main(["demo"]) == 0
     assert execv.args == ["--runtime", "plain"]
 
