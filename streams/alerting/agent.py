@@ -301,8 +301,7 @@ class Monitor:
                 return
         except Exception as exc:  # a record's content never stops monitoring: this record only
             log.exception("%s@%s raised while observed", topic.name, event.message.offset)
-            reason = f"{topic.name}: processing failed: {type(exc).__name__}: {exc}"[:500]
-            decoded = ingress.Rejected("PROCESSING_ERROR", reason, [])
+            decoded = ingress.processing_failed(topic.name, exc)
         self.rejected[topic.name] += 1
         if topic is PLATFORM_DEADLETTERS:  # never dead-letter a dead letter
             log.error("unreadable dead letter at offset %s: %s", event.message.offset, decoded.reason)

@@ -149,8 +149,7 @@ class BridgeService:
             decoded = ingress.validate(BRIDGE_REQUESTS, key, value, self.max_ingress_bytes)
         except Exception as exc:  # an input the validator did not foresee: this record only
             log.exception("bridge.requests[%s]@%s raised while validated", partition, offset)
-            reason = f"{BRIDGE_REQUESTS.name}: processing failed: {type(exc).__name__}: {exc}"[:500]
-            decoded = ingress.Rejected("PROCESSING_ERROR", reason, [])
+            decoded = ingress.processing_failed(BRIDGE_REQUESTS.name, exc)
         if isinstance(decoded, ingress.Rejected):
             self._dead_letter(ingress.Origin(BRIDGE_REQUESTS.name, partition, offset), key, value, decoded, on_done)
             return

@@ -131,6 +131,11 @@ def validate(topic: Topic, key: bytes | None, value: bytes | None, max_bytes: in
     return message
 
 
+def processing_failed(topic: str, error: Exception) -> Rejected:
+    """A record that made the platform raise (a bug, an input nobody foresaw): its reason names the error."""
+    return Rejected("PROCESSING_ERROR", f"{topic}: processing failed: {type(error).__name__}: {error}", [])
+
+
 # A dead letter always fits its topic, whatever it rejected: whole bytes up to these sizes, else a prefix with the
 # size and SHA-256, and the whole bytes stored on PLATFORM_DEADLETTER_PAYLOADS (dead_letter_outputs). Texts are
 # bounded too (an error message may quote an attacker's field). The worst case stays under DEAD_LETTER_BYTES_MAX,

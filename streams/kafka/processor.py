@@ -27,7 +27,6 @@ from streams.kafka.partition_log import ReplayFailed, rebuild_state
 log = logging.getLogger("nexus.processor")
 # A replay that meets a record that raises starts again without it; this many such records per rebuild at most.
 FAILED_RECORDS_PER_REBUILD_MAX = 100
-REASON_CHARS_MAX = 500
 
 Output = tuple[Topic, Any]
 
@@ -137,8 +136,7 @@ class RecordProcessor:
 
     def _processing_error(self, partition: int, offset: int, exc: Exception) -> ingress.Rejected:
         log.exception("%s[%d]@%d raised while processed; dead-lettered", self.topic.name, partition, offset)
-        reason = f"{self.topic.name}: processing failed: {type(exc).__name__}: {exc}"[:REASON_CHARS_MAX]
-        return ingress.Rejected("PROCESSING_ERROR", reason, [])
+        return ingress.processing_failed(self.topic.name, exc)
 
     def _dead_letter(
         self, partition: int, offset: int, key: bytes | None, value: bytes | None, rejected: ingress.Rejected
