@@ -14,6 +14,13 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
 from pydantic.alias_generators import to_camel
 
+from contracts.reason_codes import (
+    BRIDGE_FAILURE_CODE,
+    DEAD_LETTER_CODE,
+    LEDGER_CODE,
+    ORDER_EVENT_CODE,
+    SETTLEMENT_CODE,
+)
 from contracts.types import (
     CONTRACT_CONFIG,
     Bps,
@@ -33,7 +40,8 @@ from domain.cashback import PayerTier
 from domain.fx import FxSource
 from domain.money import Currency
 from domain.order_book import OrderType, Side
-from domain.rails import Provider, Rail, Region
+from domain.ledger import Asset as LedgerAsset
+from domain.rails import Provider, Rail, RailSubstitution, Region
 from domain.trade_settlement import DividendSource, EnergySource
 
 
@@ -111,19 +119,33 @@ class OrderStatus(StrEnum):
     CANCELLED = "CANCELLED"
     AMENDED = "AMENDED"
     EXPIRED = "EXPIRED"
+    PARTIALLY_FILLED = "PARTIALLY_FILLED"
     FILLED = "FILLED"
 
 
 class OrderEvent(Contract):
-    """What happened to an order: the producer's answer, keyed by market."""
+    """What happened to an order: the producer's answer, keyed by market.
+
+    Every trade adds one PARTIALLY_FILLED or FILLED event per side (with the trade's `sequence`), so an
+    order's open quantity is always the `remaining_quantity_wh` of its latest event.
+    """
 
     order_id: Id
     market_id: Id
     account_id: Id
     status: OrderStatus
-    reason_code: str | None = None
+    reason_code: ORDER_EVENT_CODE | None = Field(
+        default=None, description="why: REJECTED, CANCELLED and EXPIRED events carry one"
+    )
     reason: str | None = None
-    remaining_quantity_wh: Annotated[int, Field(ge=0)] = 0
+    remaining_quantity_wh: Annotated[int, Field(ge=0)] = Field(
+        default=0, description="the order's open quantity after this event (0: the order is done)"
+    )
+    trade_id: Id | None = Field(default=None, description="PARTIALLY_FILLED / FILLED: the trade that filled it")
+    fill_quantity_wh: QuantityWh | None = Field(default=None, description="PARTIALLY_FILLED / FILLED: energy filled")
+    fill_price_units_per_kwh: PriceUnitsPerKwh | None = Field(
+        default=None, description="PARTIALLY_FILLED / FILLED: the trade price"
+    )
     sequence: Annotated[int, Field(ge=0)]
     occurred_at: UtcDatetime
 
@@ -150,6 +172,12 @@ class MarketPrice(Contract):
     market_id: Id
     best_bid_units_per_kwh: PriceUnitsPerKwh | None = None
     best_ask_units_per_kwh: PriceUnitsPerKwh | None = None
+    best_bid_quantity_wh: Annotated[int, Field(ge=0)] | None = Field(
+        default=None, description="open quantity at the best bid, all orders at that price"
+    )
+    best_ask_quantity_wh: Annotated[int, Field(ge=0)] | None = Field(
+        default=None, description="open quantity at the best ask, all orders at that price"
+    )
     last_price_units_per_kwh: PriceUnitsPerKwh | None = None
     vwap_units_per_kwh: PriceUnitsPerKwh | None = None
     traded_quantity_wh: Annotated[int, Field(ge=0)] = 0
@@ -162,7 +190,7 @@ class TradeSettled(Contract):
 
     trade_id: Id
     status: Literal["SETTLED", "REJECTED"] = "SETTLED"
-    reason_code: str | None = None
+    reason_code: SETTLEMENT_CODE | None = None
     reason: str | None = None
     market_id: Id
     buyer_account_id: Id
@@ -206,13 +234,16 @@ class TransferKind(StrEnum):
 
 
 class LedgerTransfer(Contract):
-    """A double-entry K-AUS movement, applied at most once per transfer_id."""
+    """A double-entry movement of one asset, applied at most once per transfer_id."""
 
     transfer_id: Id
     kind: TransferKind = TransferKind.POSTED
     debit_account_id: Id
     credit_account_id: Id
-    amount_kaus_units: KausUnits
+    asset: LedgerAsset = Field(description="KAUS or CARBON_MILLICREDIT: the unit of amount_units")
+    amount_units: Annotated[StrictInt, Field(ge=0, le=10**18)] = Field(
+        description="in the asset's base unit: K-AUS base units (1 K-AUS = 1,000,000) or carbon milli-credits"
+    )
     pending_id: Id | None = Field(default=None, description="for POST_PENDING / VOID_PENDING: the hold it resolves")
     expires_at: UtcDatetime | None = Field(default=None, description="for PENDING: when the hold voids itself")
     reason: str = Field(default="", max_length=200)
@@ -367,7 +398,7 @@ class LedgerOutcome(Contract):
     command_type: Literal["PLACE_HOLD", "POST_HOLD", "VOID_HOLD", "GRANT_REWARD"]
     status: LedgerOutcomeStatus
     duplicate: bool = Field(default=False, description="the command was applied earlier; this is its outcome")
-    reason_code: str | None = Field(default=None, description="a domain.ledger.LedgerCode when REJECTED")
+    reason_code: LEDGER_CODE | None = Field(default=None, description="why, when REJECTED")
     reason: str | None = None
     amount_kaus_units: KausUnits = Field(description="held, moved or released; 0 when rejected")
     occurred_at: UtcDatetime
@@ -416,12 +447,21 @@ class BridgeSettlementCompleted(Contract):
     kaus_debited_units: PositiveKausUnits
     rate: Rate
     rail: Rail
+    primary_rail: Rail | None = Field(
+        default=None, description="the region's own rail; differs from `rail` when the payment went out elsewhere"
+    )
+    rail_substitution_reason: RailSubstitution | None = Field(
+        default=None, description="why `rail` is not `primary_rail` (null when it is)"
+    )
     provider_reference: str
     provider_fee_minor: MinorUnits
     cashback_kaus_units: KausUnits
     ecosystem_bonus_kaus_units: KausUnits
     phase_durations_ms: dict[BridgePhase, DurationMs]
     total_duration_ms: DurationMs
+    repeat: bool = Field(
+        default=False, description="true: the answer to a repeated request_id, re-published; the payment happened once"
+    )
     completed_at: UtcDatetime
 
 
@@ -433,10 +473,11 @@ class BridgeSettlementFailed(Contract):
     currency: Currency
     amount_minor: MinorUnits
     failed_phase: BridgePhase
-    reason_code: str
+    reason_code: BRIDGE_FAILURE_CODE
     reason: str
     rail: Rail | None = None
     phase_durations_ms: dict[BridgePhase, DurationMs] = Field(default_factory=dict)
+    repeat: bool = Field(default=False, description="true: the answer to a repeated request_id, re-published")
     failed_at: UtcDatetime
 
 
@@ -622,7 +663,7 @@ class DeadLetter(Contract):
     key_ref: str | None = Field(
         default=None, description="as value_ref, for the key: where the whole key is, if key_truncated"
     )
-    reason_code: str
+    reason_code: DEAD_LETTER_CODE
     reason: str = Field(description="what is wrong and how to fix it, for a person")
     errors: list[dict[str, str]] = Field(default_factory=list, description="one per failing field")
     received_at: UtcDatetime

@@ -1,6 +1,20 @@
-"""Dead-letter reason codes: part of the contract, producers may switch on them."""
+"""Every reason code an answer topic can carry, declared from the enums that produce them.
+
+Part of the contract: consumers switch on these. Each `*_CODE` type is a string field whose JSON Schema lists
+its codes (`enum`) and whose validation refuses any other, so a code the platform sends is always documented.
+"""
 
 from __future__ import annotations
+
+from enum import Enum
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, Field
+
+from domain.bridge import ReasonCode as BridgeCode
+from domain.ledger import LedgerCode
+from domain.order_book import CancelReason, ExpiryReason, RejectCode
+from domain.trade_settlement import SettlementCode
 
 REASON_CODES: dict[str, str] = {
     "MALFORMED_JSON": "the value is not valid UTF-8 JSON",
@@ -26,3 +40,33 @@ REASON_CODES: dict[str, str] = {
     "PROCESSING_ERROR": "a valid-looking record made the platform fail (our bug); nothing of it was applied, the"
     " reason names the error; send it again once the platform is fixed",
 }
+
+
+def codes(*enums: type[Enum]) -> tuple[str, ...]:
+    """The values of `enums`, in declaration order, each once."""
+    return tuple(dict.fromkeys(str(member.value) for enum in enums for member in enum))
+
+
+def code_field(allowed: tuple[str, ...]) -> Any:
+    """A string restricted to `allowed` (the schema lists them; decoding refuses others)."""
+    allowed_set = frozenset(allowed)
+
+    def check(value: str) -> str:
+        if value not in allowed_set:
+            raise ValueError(f"{value!r} is not a documented reason code")
+        return value
+
+    return Annotated[str, AfterValidator(check), Field(json_schema_extra={"enum": list(allowed)})]
+
+
+ORDER_EVENT_CODES = codes(RejectCode, CancelReason, ExpiryReason)
+SETTLEMENT_CODES = codes(SettlementCode)
+LEDGER_CODES = codes(LedgerCode)
+BRIDGE_FAILURE_CODES = codes(BridgeCode)
+DEAD_LETTER_CODES = tuple(REASON_CODES)
+
+ORDER_EVENT_CODE = code_field(ORDER_EVENT_CODES)
+SETTLEMENT_CODE = code_field(SETTLEMENT_CODES)
+LEDGER_CODE = code_field(LEDGER_CODES)
+BRIDGE_FAILURE_CODE = code_field(BRIDGE_FAILURE_CODES)
+DEAD_LETTER_CODE = code_field(DEAD_LETTER_CODES)

@@ -75,14 +75,23 @@ class Rail(StrEnum):
     ALIPAY = "ALIPAY"
 
 
+class RailSubstitution(StrEnum):
+    """Why a payment went out over another rail than its region's primary one."""
+
+    PRIMARY_CIRCUIT_OPEN = "PRIMARY_CIRCUIT_OPEN"  # the primary's breaker refused calls (3 failures in a row)
+    PRIMARY_FAILED = "PRIMARY_FAILED"  # the primary was tried for this payment and failed
+    PRIMARY_NOT_CONFIGURED = "PRIMARY_NOT_CONFIGURED"  # this deployment has no adapter for the primary's provider
+    CURRENCY_NOT_ON_PRIMARY = "CURRENCY_NOT_ON_PRIMARY"  # the payout currency is not the region's currency
+
+
 class Provider(StrEnum):
     PAYPAL = "PAYPAL"
     STRIPE = "STRIPE"
     WISE = "WISE"
     TOSS = "TOSS"
     ALIPAY = "ALIPAY"
-    PAYPAY = "PAYPAY"  # no adapter yet (not in the issue's adapter list)
-    PAYFORT = "PAYFORT"  # no adapter yet
+    PAYPAY = "PAYPAY"
+    PAYFORT = "PAYFORT"
 
 
 @dataclass(frozen=True, slots=True)
