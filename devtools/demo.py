@@ -36,6 +36,7 @@ from rich.table import Table
 
 from contracts import models as m
 from contracts.topics import (
+    ENERGY_ORDER_EVENTS,
     ENERGY_ORDERS,
     ENERGY_PRICES,
     ENERGY_SETTLEMENTS,
@@ -57,7 +58,14 @@ from streams.p2p.matching import to_message
 from streams.settings import Settings, get_settings
 
 RUN_DIR_NAME = "run"
-WATCHED = (ENERGY_TRADES, ENERGY_SETTLEMENTS, ENERGY_PRICES, LEDGER_TRANSFERS, PLATFORM_DEADLETTERS)
+WATCHED = (
+    ENERGY_ORDER_EVENTS,
+    ENERGY_TRADES,
+    ENERGY_SETTLEMENTS,
+    ENERGY_PRICES,
+    LEDGER_TRANSFERS,
+    PLATFORM_DEADLETTERS,
+)
 BAD_EVERY = 500  # one deliberately bad message per this many orders, to show dead-lettering
 DEPOSIT_KAUS_UNITS = 1_000_000 * 1_000_000  # 1,000,000 K-AUS per demo account
 
@@ -268,6 +276,7 @@ class Traffic:
 @dataclass
 class Observed:
     counts: Counter[str] = field(default_factory=Counter)
+    order_statuses: Counter[str] = field(default_factory=Counter)  # energy.orders.events by status
     prices: dict[str, m.MarketPrice] = field(default_factory=dict)
     balances: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     dead_letters: dict[str, m.DeadLetter] = field(default_factory=dict)  # the latest per reason code
@@ -297,9 +306,11 @@ class Observed:
                 self.counts[topic.name] += 1
                 if topic is ENERGY_PRICES:
                     self.prices[value.market_id] = value
-                elif topic is LEDGER_TRANSFERS and value.kind in MOVES_MONEY:
-                    self.balances[value.debit_account_id] -= value.amount_kaus_units
-                    self.balances[value.credit_account_id] += value.amount_kaus_units
+                elif topic is ENERGY_ORDER_EVENTS:
+                    self.order_statuses[value.status] += 1
+                elif topic is LEDGER_TRANSFERS and value.kind in MOVES_MONEY and value.asset == "KAUS":
+                    self.balances[value.debit_account_id] -= value.amount_units
+                    self.balances[value.credit_account_id] += value.amount_units
                 elif topic is PLATFORM_DEADLETTERS:
                     self.dead_letters.pop(value.reason_code, None)
                     self.dead_letters[value.reason_code] = value
@@ -317,19 +328,23 @@ class Observed:
             ("orders produced", traffic.produced["orders"]),
             ("bad messages produced", traffic.produced["bad messages"]),
             *((f"→ {t.name}", self.counts[t.name]) for t in WATCHED),
+            *((f"   {status}", count) for status, count in sorted(self.order_statuses.items())),
         ]
         for name, count in rows:
             flow.add_row(name, f"{count:,}", f"{count / max(elapsed_s, 0.001):,.0f}")
         prices = Table(title="Prices (K-AUS per kWh)")
-        for col in ("market", "bid", "ask", "last", "VWAP", "traded kWh"):
+        for col in ("market", "bid kWh", "bid", "ask", "ask kWh", "last", "VWAP", "traded kWh"):
             prices.add_column(col, justify="right" if col != "market" else "left")
         for market_id in sorted(self.prices)[:8]:
             p = self.prices[market_id]
             fmt = lambda v: "—" if v is None else f"{kaus_to_decimal(v):.3f}"  # noqa: E731
+            kwh = lambda wh: "—" if wh is None else f"{wh / 1000:,.1f}"  # noqa: E731
             prices.add_row(
                 market_id,
+                kwh(p.best_bid_quantity_wh),
                 fmt(p.best_bid_units_per_kwh),
                 fmt(p.best_ask_units_per_kwh),
+                kwh(p.best_ask_quantity_wh),
                 fmt(p.last_price_units_per_kwh),
                 fmt(p.vwap_units_per_kwh),
                 f"{p.traded_quantity_wh / 1000:,.1f}",
