@@ -82,8 +82,8 @@ _decode_carbon = CARBON_CREDITS_MINTED.decode
 _POSTED = TransferStatus.POSTED
 
 
-def transfer_record(result: TransferResult, reason: str) -> Encoded:
-    """The `ledger.transfers` record of a posted transfer."""
+def transfer_record(result: TransferResult, reason: str, asset: lg.Asset) -> Encoded:
+    """The `ledger.transfers` record of a posted transfer of `asset` (its accounts')."""
     transfer_id = result.transfer_id
     value = dump_json(
         {
@@ -91,7 +91,8 @@ def transfer_record(result: TransferResult, reason: str) -> Encoded:
             "kind": "POSTED",
             "debit_account_id": result.debit_account_id,
             "credit_account_id": result.credit_account_id,
-            "amount_kaus_units": result.amount_units,
+            "asset": asset,
+            "amount_units": result.amount_units,
             "pending_id": None,
             "expires_at": None,
             "reason": reason,
@@ -158,6 +159,12 @@ class LedgerPartition:
         """The time a command counts at: its own, but never more than MAX_CLOCK_SKEW_MS past its record's."""
         record_ms = self._record_ms
         return stamped_ms if record_ms is None else min(stamped_ms, record_ms + MAX_CLOCK_SKEW_MS)
+
+    def _asset(self, account_id: str) -> lg.Asset:
+        """What a transfer from (or to) this account moves: the ledger refuses a transfer between two assets."""
+        view = self.ledger.account(account_id)
+        assert view is not None, account_id
+        return view.asset
 
     def _open(self, *accounts: str) -> None:
         """Open user accounts on first sight; an account already open keeps its settings."""
@@ -271,7 +278,7 @@ class LedgerPartition:
             if not duplicate:
                 out.append((LEDGER_TRANSFERS, self._transfer_of(command, result)))
             out.extend(
-                (LEDGER_TRANSFERS, transfer_record(r, reward.reason))
+                (LEDGER_TRANSFERS, transfer_record(r, reward.reason, self._asset(r.debit_account_id)))
                 for r, reward, fresh in zip(batch.results[1:], rewards, new, strict=True)
                 if fresh
             )
@@ -322,7 +329,8 @@ class LedgerPartition:
             kind=_TRANSFER_KIND[command.type],
             debit_account_id=result.debit_account_id,
             credit_account_id=result.credit_account_id,
-            amount_kaus_units=result.amount_units,
+            asset=self._asset(result.debit_account_id),
+            amount_units=result.amount_units,
             pending_id=hold_id,
             expires_at=expires,
             reason=reason,
@@ -338,7 +346,8 @@ class LedgerPartition:
                     kind=m.TransferKind.VOID_PENDING,
                     debit_account_id=e.debit_account_id,
                     credit_account_id=e.credit_account_id,
-                    amount_kaus_units=e.amount_units,
+                    asset=self._asset(e.debit_account_id),
+                    amount_units=e.amount_units,
                     pending_id=e.pending_id,
                     expires_at=None,
                     reason=HOLD_EXPIRED,
@@ -359,7 +368,7 @@ class LedgerPartition:
         )
         if previous is not None or result.status is not TransferStatus.POSTED:
             return []  # a re-sent deposit: applied once already
-        return [(LEDGER_TRANSFERS, transfer_record(result, DEPOSIT_CODE))]
+        return [(LEDGER_TRANSFERS, transfer_record(result, DEPOSIT_CODE, self._asset(ts.SYS_MINT)))]
 
     def _settle(self, command: m.SettleTrade) -> list[Output]:
         trade = command.trade
@@ -385,9 +394,10 @@ class LedgerPartition:
         settled = outcome.status is ts.SettlementStatus.SETTLED
         if settled:
             reason = f"trade:{trade_id}"
-            for result in outcome.transfers:
+            asset = self._asset
+            for result in outcome.transfers:  # K-AUS legs, and the carbon mint (CARBON_MILLICREDIT)
                 if result.status is _POSTED:
-                    out.append((LEDGER_TRANSFERS, transfer_record(result, reason)))
+                    out.append((LEDGER_TRANSFERS, transfer_record(result, reason, asset(result.debit_account_id))))
             if outcome.carbon_millicredits:
                 carbon = {
                     "mint_id": f"{trade_id}/carbon",
@@ -423,7 +433,7 @@ class LedgerPartition:
         if declaration.replayed:
             return []
         out: list[Output] = [
-            (LEDGER_TRANSFERS, transfer_record(r, "dividend"))
+            (LEDGER_TRANSFERS, transfer_record(r, "dividend", self._asset(r.debit_account_id)))
             for r in declaration.transfers
             if r.status is TransferStatus.POSTED
         ]

@@ -91,7 +91,7 @@ def test_post_moves_part_of_the_hold_once_and_releases_the_rest() -> None:
     posted = d.send(post)
     assert outcome(posted).status is m.LedgerOutcomeStatus.APPLIED
     [record] = transfers(posted)
-    assert (record.kind, record.amount_kaus_units, record.pending_id) == (m.TransferKind.POST_PENDING, 450, "h1")
+    assert (record.kind, record.asset, record.amount_units, record.pending_id) == ("POST_PENDING", "KAUS", 450, "h1")
     assert d.ledger.ledger.balance(PAYER) == 550 and d.ledger.ledger.held(PAYER) == 0
     assert d.ledger.ledger.balance(SETTLEMENT) == 450
     replay = d.send(post)
@@ -116,7 +116,7 @@ def test_an_expired_hold_frees_its_funds_before_the_next_command_and_cannot_be_r
     later = T0 + timedelta(seconds=6)
     out = d.send(hold("h2", 800, at=later))  # fits only because h1 expired first
     expired = [t for t in transfers(out) if t.kind is m.TransferKind.VOID_PENDING]
-    assert [(t.pending_id, t.amount_kaus_units, t.reason) for t in expired] == [("h1", 900, "hold expired")]
+    assert [(t.pending_id, t.asset, t.amount_units, t.reason) for t in expired] == [("h1", "KAUS", 900, "hold expired")]
     assert outcome(out).status is m.LedgerOutcomeStatus.APPLIED
     resumed = d.send(hold("h1", 900, at=later))  # a restarted requester re-sends the expired hold
     assert outcome(resumed).status is m.LedgerOutcomeStatus.REJECTED
@@ -185,10 +185,10 @@ def test_a_capture_applies_its_rewards_once_with_one_outcome() -> None:
     assert (answer.command_id, answer.status, answer.duplicate) == ("h1:post", m.LedgerOutcomeStatus.APPLIED, False)
     assert answer.amount_kaus_units == 500
     records = transfers(out)
-    assert [(t.transfer_id, t.kind, t.debit_account_id, t.amount_kaus_units) for t in records] == [
-        ("h1:post", m.TransferKind.POST_PENDING, PAYER, 500),
-        ("h1:cashback", m.TransferKind.POSTED, "bridge:rewards", 15),
-        ("h1:bonus", m.TransferKind.POSTED, "bridge:ecosystem", 2),
+    assert [(t.transfer_id, t.kind, t.debit_account_id, t.asset, t.amount_units) for t in records] == [
+        ("h1:post", m.TransferKind.POST_PENDING, PAYER, "KAUS", 500),
+        ("h1:cashback", m.TransferKind.POSTED, "bridge:rewards", "KAUS", 15),
+        ("h1:bonus", m.TransferKind.POSTED, "bridge:ecosystem", "KAUS", 2),
     ]
     assert [t for t, _ in out][-1] is LEDGER_OUTCOMES  # the records come before the answer
     for record in records[1:]:  # a reward's record is exactly GRANT_REWARD's, as pydantic writes it

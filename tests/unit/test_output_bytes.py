@@ -166,7 +166,7 @@ EXPECTED: dict[str, tuple[int, str]] = {
     "energy.trades": (8028, "eeec71b30a62f42545f929bf144f4210"),
     "ledger.commands": (8028, "20c0e14adf8d1d2e559ad9c3543e2a93"),
     "ledger.outcomes": (9, "0ac708dda2ff1d415960339884bb7615"),
-    "ledger.transfers": (26005, "2cf0752ac85934dfec379a0fc7aac5db"),
+    "ledger.transfers": (26005, "7f05009fc0e4a4a19df189765f7f16b5"),
 }
 
 
