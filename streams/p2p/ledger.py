@@ -145,6 +145,7 @@ class LedgerPartition:
     settler: ts.TradeSettler = field(default_factory=lambda: ts.TradeSettler(Ledger()))
     next_offset: int = 0
     _record_ms: int | None = field(default=None, repr=False, compare=False)  # the command being applied
+    _assets: dict[str, lg.Asset] = field(default_factory=dict, repr=False, compare=False)  # by account id
 
     @property
     def ledger(self) -> Ledger:
@@ -162,9 +163,12 @@ class LedgerPartition:
 
     def _asset(self, account_id: str) -> lg.Asset:
         """What a transfer from (or to) this account moves: the ledger refuses a transfer between two assets."""
-        view = self.ledger.account(account_id)
-        assert view is not None, account_id
-        return view.asset
+        asset = self._assets.get(account_id)
+        if asset is None:  # an account's asset never changes: looked up once (an AccountView per leg costs)
+            view = self.ledger.account(account_id)
+            assert view is not None, account_id
+            asset = self._assets[account_id] = view.asset
+        return asset
 
     def _open(self, *accounts: str) -> None:
         """Open user accounts on first sight; an account already open keeps its settings."""
