@@ -1,7 +1,10 @@
-"""One valid example message per topic, built from the models (so an example can never be invalid).
+"""Example messages per topic, built from the models (so an example can never be invalid).
 
-Rendered into contracts/README.md by `python -m contracts`. Tests and demos build their messages from
-these too: ``build(model, **fields)`` is the example of that model with some fields replaced.
+`EXAMPLES` holds one per topic, `MORE_EXAMPLES` the other shapes a topic carries (a FILLED order event, a
+substituted rail, a repeat...). Their numbers come from the domain (fees, holds, rewards, rejections), so they
+are what the platform would send. Rendered into contracts/README.md by `python -m contracts`, and checked
+against the published schemas (tests/unit/test_contract_examples.py). Tests and demos build their messages
+from these too: ``build(model, **fields)`` is the example of that model with some fields replaced.
 """
 
 from __future__ import annotations
@@ -14,9 +17,18 @@ from pydantic import BaseModel
 
 from contracts import models as m
 from contracts.payload_codec import Payload
+from domain import bridge
+from domain import ledger as lg
+from domain import order_book as ob
+from domain import trade_settlement as ts
+from domain.cashback import compute_rewards
+from domain.fx import FxPolicy, check_slippage, max_kaus_units_within_slippage, minor_to_kaus_units
+from domain.rails import fee_minor
+from domain.timeconv import to_ms
 
 T0 = datetime(2026, 11, 24, 9, 0, tzinfo=UTC)
 MARKET = "2026-11-24T10:00Z/KR-SEOUL"
+SLIPPAGE_BPS = FxPolicy().slippage_limit_bps
 
 _TRADE = m.Trade(
     trade_id=f"{MARKET}:42",
@@ -45,6 +57,49 @@ _BRIDGE_REQUEST = m.BridgeRequest(
     quoted_rate=Decimal("0.1500"),
     requested_at=T0,
 )
+_DEBIT = minor_to_kaus_units(15_000, Decimal("0.1500"), m.Currency.USD)
+_HOLD = max_kaus_units_within_slippage(15_000, Decimal("0.1500"), m.Currency.USD, SLIPPAGE_BPS)
+_REWARDS = compute_rewards(_DEBIT, m.PayerTier.GOLD, None)
+
+
+def _off_tick_rejection() -> ob.OrderRejected:
+    """What the order book answers to a price between two ticks (its own code and words)."""
+    tick = ob.DEFAULT_RULES.tick_size_units
+    lot = ob.DEFAULT_RULES.lot_size_wh
+    book = ob.OrderBook(ob.default_market_config(MARKET))
+    order = ob.SubmitOrder(
+        "ord-b-9",
+        MARKET,
+        "acct-consumer-12",
+        ob.Side.BUY,
+        ob.OrderType.LIMIT,
+        150 * tick + tick // 2,
+        10 * lot,
+        to_ms(T0),
+    )
+    [event] = book.submit(order)
+    assert isinstance(event, ob.OrderRejected), event
+    return event
+
+
+_OFF_TICK = _off_tick_rejection()
+_BUYER_ORDER_WH = 4_000  # ord-b-7: 4,000 Wh at 150,000; 2,500 filled by trade 42, 1,500 rest
+
+
+def _fill(order_id: str, account_id: str, remaining: int) -> m.OrderEvent:
+    return m.OrderEvent(
+        order_id=order_id,
+        market_id=MARKET,
+        account_id=account_id,
+        status=m.OrderStatus.PARTIALLY_FILLED if remaining else m.OrderStatus.FILLED,
+        remaining_quantity_wh=remaining,
+        trade_id=_TRADE.trade_id,
+        fill_quantity_wh=_TRADE.quantity_wh,
+        fill_price_units_per_kwh=_TRADE.price_units_per_kwh,
+        sequence=_TRADE.sequence,
+        occurred_at=T0,
+    )
+
 
 EXAMPLES: dict[str, Any] = {
     "energy.orders": m.SubmitOrder(
@@ -58,21 +113,14 @@ EXAMPLES: dict[str, Any] = {
         energy_source=m.EnergySource.SOLAR,
         submitted_at=T0,
     ),
-    "energy.orders.events": m.OrderEvent(
-        order_id="ord-b-9",
-        market_id=MARKET,
-        account_id="acct-consumer-12",
-        status=m.OrderStatus.REJECTED,
-        reason_code="PRICE_OFF_TICK",
-        reason="price 150500 is not a multiple of the tick 1000",
-        sequence=43,
-        occurred_at=T0,
-    ),
+    "energy.orders.events": _fill("ord-s-3", "acct-solar-7", 0),
     "energy.trades": _TRADE,
     "energy.prices": m.MarketPrice(
         market_id=MARKET,
-        best_bid_units_per_kwh=149_000,
+        best_bid_units_per_kwh=150_000,
         best_ask_units_per_kwh=151_000,
+        best_bid_quantity_wh=_BUYER_ORDER_WH - _TRADE.quantity_wh,
+        best_ask_quantity_wh=3_000,
         last_price_units_per_kwh=150_000,
         vwap_units_per_kwh=150_000,
         traded_quantity_wh=2_500,
@@ -114,18 +162,19 @@ EXAMPLES: dict[str, Any] = {
         occurred_at=T0,
     ),
     "ledger.transfers": m.LedgerTransfer(
-        transfer_id=f"{_TRADE.trade_id}:pay",
+        transfer_id=f"{_TRADE.trade_id}/pay",
         debit_account_id="acct-consumer-12",
         credit_account_id="acct-solar-7",
-        amount_kaus_units=375_000,
-        reason="trade settlement",
+        asset=m.LedgerAsset.KAUS,
+        amount_units=_TRADE.notional_kaus_units,
+        reason="trade.payment",
         occurred_at=T0,
     ),
     "ledger.outcomes": m.LedgerOutcome(
         command_id="BRIDGE-card-7f3a:hold",
         command_type="PLACE_HOLD",
         status=m.LedgerOutcomeStatus.APPLIED,
-        amount_kaus_units=1_003_009_028,
+        amount_kaus_units=_HOLD,
         occurred_at=T0,
     ),
     "fx.rates": m.FxRate(
@@ -144,13 +193,14 @@ EXAMPLES: dict[str, Any] = {
         region=m.Region.US,
         currency=m.Currency.USD,
         amount_minor=15_000,
-        kaus_debited_units=1_000_000_000,
+        kaus_debited_units=_DEBIT,
         rate=Decimal("0.1500"),
         rail=m.Rail.STRIPE_INSTANT,
+        primary_rail=m.Rail.STRIPE_INSTANT,
         provider_reference="po_1Nx",
-        provider_fee_minor=63,
-        cashback_kaus_units=30_000_000,
-        ecosystem_bonus_kaus_units=0,
+        provider_fee_minor=fee_minor(m.Provider.STRIPE, 15_000, m.Currency.USD),
+        cashback_kaus_units=_REWARDS.cashback_kaus_units,
+        ecosystem_bonus_kaus_units=_REWARDS.ecosystem_bonus_kaus_units,
         phase_durations_ms={
             m.BridgePhase.BALANCE_LOCK: 4,
             m.BridgePhase.FX_CONVERSION: 2,
@@ -168,7 +218,7 @@ EXAMPLES: dict[str, Any] = {
         amount_minor=2_000,
         failed_phase=m.BridgePhase.FX_CONVERSION,
         reason_code="SLIPPAGE",
-        reason="rate moved 0.41% from the quoted 0.1380 (limit 0.30%)",
+        reason=check_slippage(Decimal("0.1380"), Decimal("0.1386"), SLIPPAGE_BPS).reason,
         failed_at=T0,
     ),
     "bridge.payouts.journal": m.BridgeJournalEntry(
@@ -184,14 +234,14 @@ EXAMPLES: dict[str, Any] = {
             provider="STRIPE",
             amount_minor=15_000,
             currency=m.Currency.USD,
-            fee_minor=225,
-            kaus_units=1_000_000_000,
+            fee_minor=fee_minor(m.Provider.STRIPE, 15_000, m.Currency.USD),
+            kaus_units=_DEBIT,
             rate=Decimal("0.1500"),
             lock_id="BRIDGE-card-7f3a:fx",
             locked_at=T0,
             lock_expires_at=datetime(2026, 11, 24, 9, 0, 5, tzinfo=UTC),
             hold_id="BRIDGE-card-7f3a:hold",
-            hold_units=1_003_009_028,
+            hold_units=_HOLD,
             tried_providers=["STRIPE"],
             request=_BRIDGE_REQUEST,
             created_at=T0,
@@ -286,8 +336,167 @@ EXAMPLES: dict[str, Any] = {
 }
 
 
+def _exactly_covered_payment() -> m.BridgeSettlementFailed:
+    """A payer holding exactly the K-AUS the payment costs at the quoted rate: refused, as the platform refuses it.
+
+    The hold covers the worst rate the slippage check accepts, so it asks for more than the debit; the ledger
+    refuses it and the bridge fails the payment in BALANCE_LOCK with its words (domain.ledger, domain.bridge).
+    """
+    request = _BRIDGE_REQUEST.model_copy(update={"request_id": "card-7f3c"})
+    payment = bridge.CardPayment(
+        request.request_id,
+        request.payer_account_id,
+        request.merchant_id,
+        None,
+        request.amount_minor,
+        request.currency,
+        request.region,
+        request.payer_tier,
+        request.quoted_rate,
+        to_ms(T0),
+    )
+    ledger = lg.Ledger()
+    ledger.open_account("sys:mint", allow_negative=True)
+    for account in (request.payer_account_id, "bridge:settlement"):
+        ledger.open_account(account)
+    ledger.apply(lg.Transfer("dep-1", "sys:mint", request.payer_account_id, _DEBIT, "deposit"), to_ms(T0))
+    at = bridge.Instant(to_ms(T0), 0)
+    step = bridge.begin(payment, None, at, bridge.BridgeConfig())
+    [hold] = step.effects
+    assert isinstance(hold, bridge.PlaceHold)
+    refused = ledger.apply(
+        lg.PendingTransfer(
+            hold.transfer_id,
+            hold.debit_account_id,
+            hold.credit_account_id,
+            hold.amount_units,
+            "hold",
+            hold.expires_at_ms,
+        ),
+        to_ms(T0),
+    )
+    [done] = bridge.on_hold(step.tx, False, refused.reason, at, str(refused.code)).effects
+    assert isinstance(done, bridge.Done) and isinstance(done.result, bridge.Rejected)
+    failed = done.result
+    return m.BridgeSettlementFailed(
+        request_id=failed.request_id,
+        bridge_tx_id=failed.bridge_tx_id,
+        payer_account_id=failed.payer_account_id,
+        region=failed.region,
+        currency=failed.currency,
+        amount_minor=failed.amount_minor,
+        failed_phase=failed.failed_phase,
+        reason_code=failed.reason_code,
+        reason=failed.reason,
+        phase_durations_ms={bridge.Phase.BALANCE_LOCK: 3},
+        failed_at=T0,
+    )
+
+
+_JP_AMOUNT, _JP_RATE = 2_000, Decimal("22.5")  # 2,000 JPY at 22.5 JPY per K-AUS
+_JP_DEBIT = minor_to_kaus_units(_JP_AMOUNT, _JP_RATE, m.Currency.JPY)
+
+# Further shapes a topic carries, each a valid message of it (rendered after the topic's main example).
+MORE_EXAMPLES: dict[str, tuple[Any, ...]] = {
+    "energy.orders": (
+        m.AmendOrder(
+            order_id="ord-s-3",
+            market_id=MARKET,
+            account_id="acct-solar-7",
+            new_quantity_wh=2_000,
+            requested_at=T0,
+        ),
+        m.CancelOrder(order_id="ord-s-3", market_id=MARKET, account_id="acct-solar-7", requested_at=T0),
+    ),
+    "energy.orders.events": (
+        m.OrderEvent(
+            order_id="ord-b-7",
+            market_id=MARKET,
+            account_id="acct-consumer-12",
+            status=m.OrderStatus.ACCEPTED,
+            remaining_quantity_wh=_BUYER_ORDER_WH,
+            sequence=_TRADE.sequence - 1,
+            occurred_at=T0,
+        ),
+        _fill("ord-b-7", "acct-consumer-12", _BUYER_ORDER_WH - _TRADE.quantity_wh),
+        m.OrderEvent(
+            order_id=_OFF_TICK.order_id,
+            market_id=MARKET,
+            account_id=_OFF_TICK.account_id,
+            status=m.OrderStatus.REJECTED,
+            reason_code=_OFF_TICK.code,
+            reason=_OFF_TICK.reason,
+            sequence=_TRADE.sequence + 1,
+            occurred_at=T0,
+        ),
+        m.OrderEvent(
+            order_id="ord-s-5",
+            market_id=MARKET,
+            account_id="acct-solar-7",
+            status=m.OrderStatus.CANCELLED,
+            reason_code=ob.CancelReason.SELF_TRADE_PREVENTION,
+            sequence=_TRADE.sequence + 2,
+            occurred_at=T0,
+        ),
+    ),
+    "ledger.commands": (
+        m.RegisterDividendHolder(
+            command_id="holder-acct-node-1",
+            account_id="acct-node-1",
+            source=m.DividendSource.ENERGY_NODE,
+            weight=250,
+            occurred_at=T0,
+        ),
+    ),
+    "ledger.transfers": (
+        m.LedgerTransfer(
+            transfer_id=f"{_TRADE.trade_id}/carbon",
+            debit_account_id=ts.SYS_CARBON,
+            credit_account_id=ts.carbon_account_id("acct-solar-7"),
+            asset=m.LedgerAsset.CARBON_MILLICREDIT,
+            amount_units=_TRADE.quantity_wh // ts.WH_PER_CARBON_MILLICREDIT,
+            reason="carbon.mint",
+            occurred_at=T0,
+        ),
+    ),
+    "bridge.settlements.completed": (
+        m.BridgeSettlementCompleted(
+            request_id="card-88e1",
+            bridge_tx_id="BRIDGE-card-88e1",
+            payer_account_id="acct-traveller-4",
+            merchant_id="merchant-ramen-2",
+            region=m.Region.JP,
+            currency=m.Currency.JPY,
+            amount_minor=_JP_AMOUNT,
+            kaus_debited_units=_JP_DEBIT,
+            rate=_JP_RATE,
+            rail=m.Rail.WISE,
+            primary_rail=m.Rail.PAYPAY_BUSINESS,
+            rail_substitution_reason=m.RailSubstitution.PRIMARY_CIRCUIT_OPEN,
+            provider_reference="wise-tr-5521",
+            provider_fee_minor=fee_minor(m.Provider.WISE, _JP_AMOUNT, m.Currency.JPY),
+            cashback_kaus_units=compute_rewards(_JP_DEBIT, m.PayerTier.SILVER, None).cashback_kaus_units,
+            ecosystem_bonus_kaus_units=0,
+            phase_durations_ms={
+                m.BridgePhase.BALANCE_LOCK: 4,
+                m.BridgePhase.FX_CONVERSION: 2,
+                m.BridgePhase.MERCHANT_CREDIT: 318,
+                m.BridgePhase.CONFIRMATION: 3,
+            },
+            total_duration_ms=327,
+            completed_at=T0,
+        ),
+    ),
+    "bridge.settlements.failed": (_exactly_covered_payment(),),
+}
+
+
 _M = TypeVar("_M", bound=BaseModel)
 _BY_MODEL: dict[type[BaseModel], BaseModel] = {type(e): e for e in EXAMPLES.values()}
+# A repeated request id is answered by re-publishing the original answer, marked.
+MORE_EXAMPLES["bridge.settlements.completed"] += (
+    EXAMPLES["bridge.settlements.completed"].model_copy(update={"repeat": True}),
+)
 
 
 def build(model: type[_M], **fields: Any) -> _M:
