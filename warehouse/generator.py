@@ -423,7 +423,8 @@ def _events(
                     transfer_id=f"{s.sid}:debit",
                     debit_account_id=s.payer if s.kind == "bridge" else s.counterparty,
                     credit_account_id="SETTLEMENT-POOL",
-                    amount_kaus_units=kaus,
+                    asset=m.LedgerAsset.KAUS,
+                    amount_units=kaus,
                     reason=f"{s.kind}:{s.sid}",
                     occurred_at=s.settled_at,
                 ),
@@ -523,7 +524,7 @@ def _failed_bridge_events(emit: Emit, day: date, cfg: GeneratorConfig, rng: rand
                 currency=Currency.USD,
                 amount_minor=1000 + i,
                 failed_phase=m.BridgePhase.MERCHANT_CREDIT,
-                reason_code="RAIL_TIMEOUT",
+                reason_code="PAYOUT_FAILED",  # a documented bridge failure code (domain.bridge.ReasonCode)
                 reason="STRIPE_INSTANT did not answer within 200 ms",
                 rail=m.Rail.STRIPE_INSTANT,
                 failed_at=ts,
@@ -541,34 +542,27 @@ def _trade_events(emit: Emit, day: date, cfg: GeneratorConfig, rng: random.Rando
         price = rng.randint(50_000, 200_000)
         notional = qty * price // 1000
         fee = notional // 500
+        seller = f"ACC-S{i % 89}"
+        carbon = qty // 1000 if i % 89 % 3 == 0 else 0  # a third of the sellers are renewable
         emit(
             t.ENERGY_SETTLEMENTS,
             m.TradeSettled(
                 trade_id=trade_id,
                 market_id=f"{day.isoformat()}T10:00Z/KR-SEOUL",
                 buyer_account_id=f"ACC-B{i % 97}",
-                seller_account_id=f"ACC-S{i % 89}",
+                seller_account_id=seller,
                 notional_kaus_units=notional,
                 fee_kaus_units=fee,
                 seller_net_kaus_units=notional - fee,
                 delivered_wh=qty,
+                carbon_credits_minted_milli=carbon,
                 phase_durations_us={"matching": 35_000, "validation": 22_000, "transfer": 78_000, "minting": 41_000},
                 settled_at=ts,
             ),
             ts,
         )
-        emit(
-            t.LEDGER_TRANSFERS,
-            m.LedgerTransfer(
-                transfer_id=f"{trade_id}:notional",
-                debit_account_id=f"ACC-B{i % 97}",
-                credit_account_id=f"ACC-S{i % 89}",
-                amount_kaus_units=notional,
-                reason=f"trade:{trade_id}",
-                occurred_at=ts,
-            ),
-            ts,
-        )
+        for transfer in _trade_transfers(trade_id, f"ACC-B{i % 97}", seller, notional, carbon, ts):
+            emit(t.LEDGER_TRANSFERS, transfer, ts)
         emit(
             t.AUDIT_RECORDS,
             m.AuditRecord(
@@ -581,6 +575,38 @@ def _trade_events(emit: Emit, day: date, cfg: GeneratorConfig, rng: random.Rando
             ),
             ts,
         )
+
+
+def _trade_transfers(
+    trade_id: str, buyer: str, seller: str, notional: int, carbon_milli: int, at: datetime
+) -> list[m.LedgerTransfer]:
+    """A trade's K-AUS payment and, for a renewable seller, its carbon mint: the same settlement reference, but
+    milli-credits are not money (the tie-out and K-AUS balances must leave them out)."""
+    reason = f"trade:{trade_id}"
+    transfers = [
+        m.LedgerTransfer(
+            transfer_id=f"{trade_id}:notional",
+            debit_account_id=buyer,
+            credit_account_id=seller,
+            asset=m.LedgerAsset.KAUS,
+            amount_units=notional,
+            reason=reason,
+            occurred_at=at,
+        )
+    ]
+    if carbon_milli:
+        transfers.append(
+            m.LedgerTransfer(
+                transfer_id=f"{trade_id}:carbon",
+                debit_account_id="sys:carbon",
+                credit_account_id=f"carbon:{seller}",
+                asset=m.LedgerAsset.CARBON_MILLICREDIT,
+                amount_units=carbon_milli,
+                reason=reason,
+                occurred_at=at,
+            )
+        )
+    return transfers
 
 
 def _fx_events(emit: Emit, day: date) -> None:

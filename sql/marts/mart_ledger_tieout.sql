@@ -3,14 +3,15 @@
 -- grain: one row per day x currency (settlement currency; KAUS for P2P trades)
 -- columns: day, currency, settlements, settlement_kaus_units, ledger_kaus_units, difference_kaus_units,
 --          settlements_without_ledger, orphan_ledger_movements
--- invariant: difference_kaus_units = 0 and orphan_ledger_movements = 0 (Σ settlements = Σ ledger movements)
+-- invariant: difference_kaus_units = 0 and orphan_ledger_movements = 0 (Σ settlements = Σ K-AUS ledger movements;
+--            a trade's carbon milli-credit mint carries its settlement_ref but is not money: left out)
 WITH s AS (
     SELECT settlement_id, currency, settled_date AS day, kaus_units
     FROM fct_settlements WHERE status = 'completed'
 ), l AS (
-    SELECT settlement_ref, min(CAST(occurred_at AS DATE)) AS day, sum(amount_kaus_units) AS kaus_units
+    SELECT settlement_ref, min(CAST(occurred_at AS DATE)) AS day, sum(amount_units) AS kaus_units
     FROM stg_ledger_transfers
-    WHERE settlement_ref IS NOT NULL AND kind IN ('POSTED', 'POST_PENDING')
+    WHERE settlement_ref IS NOT NULL AND asset = 'KAUS' AND kind IN ('POSTED', 'POST_PENDING')
     GROUP BY settlement_ref
 )
 SELECT coalesce(s.day, l.day)                              AS day,

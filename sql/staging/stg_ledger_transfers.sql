@@ -1,8 +1,10 @@
 -- model: stg_ledger_transfers
 -- materialized: table
 -- grain: one row per ledger transfer_id
--- columns: transfer_id, kind, debit_account_id, credit_account_id, amount_kaus_units, pending_id, reason,
+-- columns: transfer_id, kind, debit_account_id, credit_account_id, asset, amount_units, pending_id, reason,
 --          settlement_kind, settlement_ref, occurred_at
+-- asset: KAUS (amount_units in K-AUS base units, 10^6 per K-AUS) or CARBON_MILLICREDIT (milli-credits, not
+--        money): a reader of amounts filters on it.
 -- settlement_ref: the settlement a movement belongs to, from the reason convention "<kind>:<settlement id>"
 --                 (kind = trade | bridge | payout); other movements (cashback, fees, holds) carry NULL.
 SELECT
@@ -10,7 +12,8 @@ SELECT
     payload->>'kind'                                           AS kind,
     payload->>'debit_account_id'                               AS debit_account_id,
     payload->>'credit_account_id'                              AS credit_account_id,
-    CAST(payload->>'amount_kaus_units' AS BIGINT)              AS amount_kaus_units,
+    payload->>'asset'                                          AS asset,
+    CAST(payload->>'amount_units' AS BIGINT)                   AS amount_units,
     payload->>'pending_id'                                     AS pending_id,
     payload->>'reason'                                         AS reason,
     NULLIF(regexp_extract(payload->>'reason', '^(trade|bridge|payout):(.+)$', 1), '') AS settlement_kind,
