@@ -8,7 +8,7 @@ Suites (critical unless noted):
   >= 0, a settlement time.
 * ``provider_lines`` — the day's statement lines: unique line ids, known providers and currencies, amounts and
   fees >= 0, a provider reference; and every provider delivered its statement.
-* ``ledger_tieout`` — Σ settlements = Σ ledger movements per currency and day, no settlement without its
+* ``ledger_tieout`` — Σ settlements = Σ K-AUS ledger movements per currency and day, no settlement without its
   ledger movement, no orphan movement.
 * ``audit_coverage`` (warning) — every settlement has an audit record (spec §6.2 target 100%).
 

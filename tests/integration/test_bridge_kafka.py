@@ -122,11 +122,11 @@ def transfers_of(kafka: KafkaIO, account: str) -> list[dict[str, Any]]:
 
 
 def balance(transfers: list[dict[str, Any]], account: str) -> int:
-    """Posted movements only: holds reserve, they do not move."""
+    """Posted K-AUS movements only: holds reserve, they do not move."""
     total = 0
     for t in transfers:
-        if t["kind"] in ("POSTED", "POST_PENDING"):
-            total += t["amount_kaus_units"] * ((t["credit_account_id"] == account) - (t["debit_account_id"] == account))
+        if t["kind"] in ("POSTED", "POST_PENDING") and t["asset"] == "KAUS":
+            total += t["amount_units"] * ((t["credit_account_id"] == account) - (t["debit_account_id"] == account))
     return total
 
 
