@@ -1,6 +1,11 @@
 """Session-wide servers for integration tests: one real Kafka broker, worker processes on demand.
 
 Set NEXUS_KAFKA_BOOTSTRAP_SERVERS to run the suite against an existing cluster instead.
+
+Before the broker stops, every record the platform wrote on it is validated against its published JSON Schema
+(tests/support/schema_check.py); an invalid one fails the run at the session's teardown, and the terminal summary
+says how many records of each topic were checked. On an existing cluster only the records written since the
+session started are checked.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import schema_check
 from tests.support.kafka_io import KafkaIO
 from tests.support.workers import WorkerProcess
 
@@ -27,7 +33,9 @@ def free_port() -> int:
 def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     existing = os.environ.get("NEXUS_KAFKA_BOOTSTRAP_SERVERS")
     if existing:
+        written_from = schema_check.end_offsets(existing)  # what was there before this session is not ours
         yield existing
+        schema_check.verify(existing, f"cluster {existing}, records written by this session", written_from)
         return
     from infra.kafka.broker import LocalKafka, find_free_ports
 
@@ -36,6 +44,8 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     broker.start(timeout_s=60)
     try:
         yield broker.bootstrap
+        # Runs once the last test is done (every worker_factory worker is stopped by then), before the stop.
+        schema_check.verify(broker.bootstrap, "the session broker")
     finally:
         broker.stop()
 
@@ -74,3 +84,10 @@ def worker_factory(kafka_bootstrap: str, tmp_path: Path) -> Iterator[type[Worker
     yield start  # type: ignore[misc]
     for proc in started:
         proc.stop()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if schema_check.REPORTS:
+        terminalreporter.section("records checked against contracts/schemas")
+        for report in schema_check.REPORTS:
+            terminalreporter.write_line(report.summary())

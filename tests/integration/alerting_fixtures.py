@@ -21,6 +21,7 @@ import pytest
 from devtools.alert_sink import Record, Sink
 from infra.alertmanager.launcher import LocalAlertmanager, Timings
 from streams.settings import REPO_ROOT, Settings
+from tests.support import schema_check
 from tests.support.kafka_io import KafkaIO
 from tests.support.workers import WorkerProcess
 
@@ -186,6 +187,8 @@ def alerting_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Alertin
         stack.wait_state(lambda s: True)
         yield stack
         stack.http.close()
+        worker.stop()  # its last records written: then every record on this broker must match its schema
+        schema_check.verify(broker.bootstrap, "the alerting stack's broker")
     finally:
         if worker is not None:
             worker.stop()

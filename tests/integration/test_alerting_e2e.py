@@ -316,7 +316,8 @@ def test_bad_records_are_dead_lettered_and_metrics_are_served(alerting_stack: Al
     now = stack.now()
     stack.kafka.produce_messages(BRIDGE_SETTLEMENTS_COMPLETED, [completed(f"{run_id}-ok", now, 420)])
     stack.kafka.produce_messages(BRIDGE_SETTLEMENTS_FAILED, [failed(f"{run_id}-ko", now)])
-    stack.kafka.produce(BRIDGE_SETTLEMENTS_FAILED, run_id.encode(), b'{"request_id": "' + run_id.encode() + b'", ')
+    junk = b'{"request_id": "' + run_id.encode() + b'", '
+    stack.kafka.produce(BRIDGE_SETTLEMENTS_FAILED, run_id.encode(), junk, bad_input=True)
     stack.kafka.flush()
     stack.wait_state(lambda s: s["rejected"].get(BRIDGE_SETTLEMENTS_FAILED.name, 0) == before + 1)
     letters = stack.kafka.wait_for(

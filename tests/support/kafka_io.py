@@ -14,6 +14,10 @@ from contracts.topics import Topic
 from streams.kafka.topic_admin import ensure_topics
 from streams.settings import Settings
 
+# A record a test writes on purpose against its topic's contract (junk on a topic the platform writes): the
+# session-end schema check (tests/support/schema_check.py) exempts exactly the records carrying this header.
+BAD_INPUT_HEADER: tuple[str, str | bytes | None] = ("nexus-test-bad-input", b"1")
+
 
 @dataclass(frozen=True)
 class Record:
@@ -35,17 +39,21 @@ class KafkaIO:
     def ensure_topics(self) -> None:
         ensure_topics(Settings(kafka_bootstrap_servers=self.bootstrap))
 
-    def produce(self, topic: Topic | str, key: bytes | None, value: bytes | None) -> None:
+    def produce(self, topic: Topic | str, key: bytes | None, value: bytes | None, bad_input: bool = False) -> None:
+        """`bad_input`: the record breaks its topic's contract on purpose (marked with BAD_INPUT_HEADER)."""
         name = topic if isinstance(topic, str) else topic.name
-        self._producer.produce(name, key=key, value=value, on_delivery=self._delivered)
+        headers = [BAD_INPUT_HEADER] if bad_input else None
+        self._producer.produce(name, key=key, value=value, headers=headers, on_delivery=self._delivered)
         self._producer.poll(0)
 
     def _delivered(self, err: Any, msg: Any) -> None:
         if err is not None:
             self._errors.append(f"{msg.topic()}: {err}")
 
-    def produce_acked(self, topic: Topic | str, key: bytes | None, value: bytes | None) -> tuple[int, int]:
-        """Produce one record and wait for it: returns its (partition, offset)."""
+    def produce_acked(
+        self, topic: Topic | str, key: bytes | None, value: bytes | None, bad_input: bool = False
+    ) -> tuple[int, int]:
+        """Produce one record and wait for it: returns its (partition, offset). `bad_input` as in `produce`."""
         name = topic if isinstance(topic, str) else topic.name
         result: list[tuple[int, int]] = []
 
@@ -53,7 +61,8 @@ class KafkaIO:
             assert err is None, err
             result.append((msg.partition(), msg.offset()))
 
-        self._producer.produce(name, key=key, value=value, on_delivery=delivered)
+        headers = [BAD_INPUT_HEADER] if bad_input else None
+        self._producer.produce(name, key=key, value=value, headers=headers, on_delivery=delivered)
         self.flush()
         assert result, "no delivery report"
         return result[0]
