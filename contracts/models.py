@@ -702,6 +702,9 @@ class BridgePayoutIntent(Contract):
     tried_providers: list[Literal["PAYPAL", "STRIPE", "WISE", "TOSS", "ALIPAY", "PAYPAY", "PAYFORT"]]
     request: BridgeRequest
     created_at: UtcDatetime
+    rail_substitution_reason: RailSubstitution | None = Field(
+        default=None, description="why `rail` is not the region's primary rail (null when it is)"
+    )
 
 
 class BridgeJournalEntry(Contract):
@@ -724,6 +727,13 @@ class BridgeJournalEntry(Contract):
     provider: Literal["PAYPAL", "STRIPE", "WISE", "TOSS", "ALIPAY", "PAYPAY", "PAYFORT"] | None = None
     hold_voided: bool = False
     needs_reconciliation: bool = False
+    request_record: str | None = Field(
+        default=None,
+        max_length=41,
+        pattern=r"^[0-9]{1,20}:[0-9]{1,20}$",
+        description="<partition>:<offset> of the bridge.requests record that began the transaction: that record "
+        "read again is answered with repeat false, any other record with the same request_id with repeat true",
+    )
 
     @model_validator(mode="after")
     def _one_state(self) -> BridgeJournalEntry:
