@@ -3,6 +3,10 @@
 JSON of ``bridge.requests``, ``bridge.settlements.completed`` / ``.failed`` and ``bridge.payouts.journal``, built
 directly from the domain records on the hot path (no pydantic model per record); tests/unit/test_bridge_service.py
 holds each to its contract. Decoding goes through the validated models. Times are exact (``domain.timeconv``).
+
+A payment's origin (``CardPayment.origin``, which tells a repeated request from its first record read again) is
+the ``bridge.requests`` record's ``"<partition>:<offset>"`` (:func:`request_origin`); the journal keeps it with
+each transaction (``request_record``), so a restarted worker still tells them apart.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from contracts.topics import BRIDGE_PAYOUTS_JOURNAL
 from domain.bridge import CardPayment, PayoutIntent, Phase, ReasonCode, Rejected, Result, Settled
 from domain.cashback import PayerTier
 from domain.fx import Quote, format_rate
-from domain.rails import Provider, Rail, Region
+from domain.rails import PRIMARY_RAIL, Provider, Rail, RailSubstitution, Region
 from domain.timeconv import from_ms, to_ms, us_to_ms
 
 REASON_CHARS_MAX = 2000  # the contract's bound on a failure's reason text
@@ -40,12 +44,18 @@ def _copied(source: Any, names: tuple[str, ...]) -> dict[str, Any]:
     return {name: getattr(source, name) for name in names}
 
 
-def payment_from_request(req: m.BridgeRequest) -> CardPayment:
+def request_origin(partition: int, offset: int) -> str:
+    """The origin of a payment read from ``bridge.requests`` at (``partition``, ``offset``)."""
+    return f"{partition}:{offset}"
+
+
+def payment_from_request(req: m.BridgeRequest, origin: str | None = None) -> CardPayment:
     return CardPayment(
         **_copied(req, _PAYMENT_FIELDS),
         region=Region(req.region.value),
         payer_tier=PayerTier(req.payer_tier.value),
         requested_at_ms=to_ms(req.requested_at),
+        origin=origin,
     )
 
 
@@ -82,8 +92,9 @@ def request_json(p: CardPayment) -> dict[str, Any]:
 # --------------------------------------------------------------------------- bridge.settlements.*
 
 
-def result_json(result: Result) -> dict[str, Any]:
-    """The wire JSON of a result in the contract's shape (``bridge.settlements.completed`` / ``.failed``)."""
+def result_json(result: Result, repeat: bool = False) -> dict[str, Any]:
+    """The wire JSON of a result in the contract's shape (``bridge.settlements.completed`` / ``.failed``); ``repeat``:
+    the answer to a repeated request (``domain.bridge.is_repeat``)."""
     durations = {str(p): us_to_ms(us) for p, us in result.phase_durations_us}
     if isinstance(result, Settled):
         return {
@@ -97,12 +108,15 @@ def result_json(result: Result) -> dict[str, Any]:
             "kaus_debited_units": result.kaus_debited_units,
             "rate": format_rate(result.rate),
             "rail": str(result.rail),
+            "primary_rail": str(result.primary_rail),
+            "rail_substitution_reason": str(result.rail_substitution) if result.rail_substitution else None,
             "provider_reference": result.provider_reference,
             "provider_fee_minor": result.provider_fee_minor,
             "cashback_kaus_units": result.cashback_kaus_units,
             "ecosystem_bonus_kaus_units": result.ecosystem_bonus_kaus_units,
             "phase_durations_ms": durations,
             "total_duration_ms": us_to_ms(result.total_duration_us),
+            "repeat": repeat,
             "completed_at": iso(result.completed_at_ms),
         }
     return {
@@ -117,6 +131,7 @@ def result_json(result: Result) -> dict[str, Any]:
         "reason": result.reason[:REASON_CHARS_MAX],
         "rail": str(result.rail) if result.rail else None,
         "phase_durations_ms": durations,
+        "repeat": repeat,
         "failed_at": iso(result.failed_at_ms),
     }
 
@@ -127,6 +142,7 @@ def result_to_json(result: Result) -> dict[str, Any]:
     extra: dict[str, Any] = {
         "fingerprint": result.fingerprint,
         "durations_us": [[str(p), us] for p, us in result.phase_durations_us],
+        "origin": result.origin,
     }
     if isinstance(result, Settled):
         extra.update(provider=str(result.provider), total_duration_us=result.total_duration_us)
@@ -151,6 +167,9 @@ def result_from_json(d: dict[str, Any]) -> Result:
             kaus_debited_units=c.kaus_debited_units,
             rate=c.rate,
             rail=Rail(c.rail.value),
+            # Older entries name neither: the region's primary rail, and an unknown reason.
+            primary_rail=Rail(c.primary_rail) if c.primary_rail else PRIMARY_RAIL[Region(c.region.value)],
+            rail_substitution=RailSubstitution(c.rail_substitution_reason) if c.rail_substitution_reason else None,
             provider=Provider(x["provider"]),
             provider_reference=c.provider_reference,
             provider_fee_minor=c.provider_fee_minor,
@@ -160,6 +179,7 @@ def result_from_json(d: dict[str, Any]) -> Result:
             total_duration_us=int(x["total_duration_us"]),
             completed_at_ms=to_ms(c.completed_at),
             fingerprint=x["fingerprint"],
+            origin=x.get("origin"),
         )
     f = m.BridgeSettlementFailed.model_validate(d["wire"])
     return Rejected(
@@ -178,6 +198,7 @@ def result_from_json(d: dict[str, Any]) -> Result:
         fingerprint=x["fingerprint"],
         hold_voided=bool(x["hold_voided"]),
         needs_reconciliation=bool(x["needs_reconciliation"]),
+        origin=x.get("origin"),
     )
 
 
@@ -207,6 +228,7 @@ def intent_json(i: PayoutIntent) -> dict[str, Any]:
         "tried_providers": [str(p) for p in i.tried_providers],
         "request": request_json(i.payment),
         "created_at": iso(i.created_at_ms),
+        "rail_substitution_reason": str(i.substitution) if i.substitution else None,
     }
 
 
@@ -227,7 +249,8 @@ _INTENT_FIELDS = (
 )
 
 
-def intent_from_record(r: m.BridgePayoutIntent) -> PayoutIntent:
+def intent_from_record(r: m.BridgePayoutIntent, origin: str | None = None) -> PayoutIntent:
+    """The intent of a journaled record; ``origin``: its payment's (the journal entry's ``request_record``)."""
     return PayoutIntent(
         **_copied(r, _INTENT_FIELDS),
         rail=Rail(r.rail.value),
@@ -235,8 +258,9 @@ def intent_from_record(r: m.BridgePayoutIntent) -> PayoutIntent:
         locked_at_ms=to_ms(r.locked_at),
         lock_expires_at_ms=to_ms(r.lock_expires_at),
         tried_providers=tuple(Provider(p) for p in r.tried_providers),
-        payment=payment_from_request(r.request),
+        payment=payment_from_request(r.request, origin),
         created_at_ms=to_ms(r.created_at),
+        substitution=RailSubstitution(r.rail_substitution_reason) if r.rail_substitution_reason else None,
     )
 
 
@@ -250,7 +274,13 @@ def journal_of_intent(intent: PayoutIntent) -> dict[str, Any]:
         "request_id": intent.payment.request_id,
         "intent": intent_json(intent),
         "fingerprint": intent.payment.fingerprint(),
+        "request_record": intent.payment.origin,
     }
+
+
+def intent_of_journal(entry: m.BridgeJournalEntry) -> PayoutIntent:
+    assert entry.intent is not None, "a result entry has no intent"
+    return intent_from_record(entry.intent, entry.request_record)
 
 
 def journal_of_result(result: Result, bridge_tx_id: str) -> dict[str, Any]:
@@ -263,6 +293,7 @@ def journal_of_result(result: Result, bridge_tx_id: str) -> dict[str, Any]:
         "completed" if stored["ok"] else "failed": stored["wire"],
         "fingerprint": extra["fingerprint"],
         "phase_durations_us": dict(extra["durations_us"]),
+        "request_record": result.origin,
     }
     if isinstance(result, Settled):
         entry.update(provider=extra["provider"], total_duration_us=extra["total_duration_us"])
@@ -281,6 +312,7 @@ def result_of_journal(entry: m.BridgeJournalEntry) -> Result:
         "total_duration_us": entry.total_duration_us,
         "hold_voided": entry.hold_voided,
         "needs_reconciliation": entry.needs_reconciliation,
+        "origin": entry.request_record,
     }
     return result_from_json({"ok": entry.completed is not None, "wire": wire.model_dump(mode="json"), "x": x})
 
@@ -301,6 +333,7 @@ def quote_of_rate(rate: m.FxRate) -> Quote:
 __all__ = [
     "intent_from_record",
     "intent_json",
+    "intent_of_journal",
     "iso",
     "journal_of_intent",
     "journal_of_result",
@@ -308,6 +341,7 @@ __all__ = [
     "quote_of_rate",
     "request_from_payment",
     "request_json",
+    "request_origin",
     "result_from_json",
     "result_json",
     "result_of_entry",

@@ -36,7 +36,9 @@ Guarantees the transitions keep (and the tests prove):
 * **The hold covers the debit.** The hold is sized for the worst rate the slippage check can accept
   (:func:`domain.fx.max_kaus_units_within_slippage`); the posted amount is the exact conversion at the
   locked rate, never more than the hold.
-* **Duplicates.** :func:`admit` returns the original result for a request id already finished.
+* **Duplicates.** :func:`admit` returns the original result for a request id already finished;
+  :func:`is_repeat` tells a repeated request (another record with the same request id: its answer is a
+  re-publication) from the record that began the settlement read again (its answer may be the first one out).
 * **Paid means never failed.** Once the provider has paid, the payment's only outcome is :class:`Settled`.
   An unanswered capture (the ledger's answer did not come in time) is sent again under the same transfer id
   (the ledger applies it once and answers a re-send with its original outcome), up to ``max_capture_sends``
@@ -78,11 +80,13 @@ from domain.ledger import MAX_TRANSFER_UNITS
 from domain.money import Currency
 from domain.rails import (
     DEFAULT_BREAKER,
+    PRIMARY_RAIL,
     RAILS,
     Breakers,
     NoRail,
     Provider,
     Rail,
+    RailSubstitution,
     Region,
     select_rail,
 )
@@ -171,7 +175,11 @@ class Instant:
 
 @dataclass(frozen=True, slots=True)
 class CardPayment:
-    """A bridge request (contracts.models.BridgeRequest) in domain types."""
+    """A bridge request (contracts.models.BridgeRequest) in domain types.
+
+    ``origin`` says which input record carried it (the shell's position of the record, opaque here; None when
+    unknown): the same record read again has the same origin, a repeated request id another one.
+    """
 
     request_id: str
     payer_account_id: str
@@ -183,6 +191,7 @@ class CardPayment:
     payer_tier: PayerTier
     quoted_rate: Decimal
     requested_at_ms: int
+    origin: str | None = None
 
     _fingerprint: str = field(init=False, repr=False, compare=False, default="")
 
@@ -325,6 +334,7 @@ class PayoutIntent:
     tried_providers: tuple[Provider, ...]
     payment: CardPayment
     created_at_ms: int
+    substitution: RailSubstitution | None = None  # why ``rail`` is not the region's primary rail (None: it is)
 
 
 @dataclass(frozen=True, slots=True)
@@ -383,6 +393,8 @@ class Settled:
     kaus_debited_units: int
     rate: Decimal
     rail: Rail
+    primary_rail: Rail  # the region's primary rail
+    rail_substitution: RailSubstitution | None  # why ``rail`` is not ``primary_rail`` (None: it is)
     provider: Provider
     provider_reference: str
     provider_fee_minor: int
@@ -392,6 +404,7 @@ class Settled:
     total_duration_us: int
     completed_at_ms: int
     fingerprint: str
+    origin: str | None = None  # the payment's origin: which record began the settlement
 
 
 @dataclass(frozen=True, slots=True)
@@ -411,6 +424,7 @@ class Rejected:
     fingerprint: str
     hold_voided: bool
     needs_reconciliation: bool = False  # older journals only: a refused capture after payout is Settled now
+    origin: str | None = None  # the payment's origin: which record began the settlement
 
 
 Result = Settled | Rejected
@@ -513,6 +527,14 @@ def admit(
     return New()
 
 
+def is_repeat(payment: CardPayment, result: Result) -> bool:
+    """Whether answering ``payment`` with ``result`` answers a repeated request: another record than the one that
+    began the settlement. That record itself, read again (its offset was not committed: a crash, a rebalance),
+    is not a repeat: the earlier publication of its answer is not known to have happened. Unknown origins (older
+    journals) are not repeats either: a first answer is never marked repeat, at the cost of an unmarked one."""
+    return payment.origin is not None and result.origin is not None and payment.origin != result.origin
+
+
 # --------------------------------------------------------------------------- helpers
 
 
@@ -559,6 +581,7 @@ def _reject(
         fingerprint=p.fingerprint(),
         hold_voided=void,
         needs_reconciliation=needs_reconciliation,
+        origin=p.origin,
     )
     effects: list[Effect] = []
     if void:
@@ -731,6 +754,7 @@ def _new_intent(tx: BridgeTx, breakers: Breakers, at: Instant, cfg: BridgeConfig
         tried_providers=tried,
         payment=p,
         created_at_ms=at.wall_ms,
+        substitution=choice.substitution,
     )
     return Step(tx._replace(stage=Stage.PAYING, intent=intent, tried_providers=tried, lookups=0), (intent,))
 
@@ -910,6 +934,8 @@ def _settled(tx: BridgeTx, at: Instant, cashback_units: int, bonus_units: int, p
         kaus_debited_units=tx.kaus_units,
         rate=tx.lock.rate,
         rail=intent.rail,
+        primary_rail=PRIMARY_RAIL[p.region],
+        rail_substitution=intent.substitution,
         provider=intent.provider,
         provider_reference=tx.provider_reference or "",
         provider_fee_minor=intent.fee_minor,
@@ -919,6 +945,7 @@ def _settled(tx: BridgeTx, at: Instant, cashback_units: int, bonus_units: int, p
         total_duration_us=max(0, at.mono_us - tx.started_mono_us),
         completed_at_ms=at.wall_ms,
         fingerprint=p.fingerprint(),
+        origin=p.origin,
     )
     return Step(tx._replace(stage=Stage.DONE, result=result), (*pre, Done(result)))
 

@@ -23,9 +23,11 @@ PAYPAL (fallback)  PAYPAL    350         USD, EUR, GBP, AUD (§3.1)        any
 =================  ========  ==========  ===============================  =====================
 
 **Selection** (:func:`select_rail`): among the rails eligible for (region, currency) — the region's
-primary rail if its currency matches, and every fallback supporting the currency — drop those whose
-breaker does not admit a call, those already tried for this payment and those without an adapter; then
-take the lowest expected latency, then the lowest fee for this amount, then the rail name (determinism).
+primary rail if its currency matches, and every fallback supporting the currency — drop those without an
+adapter, those already tried for this payment and those whose breaker does not admit a call; then take the
+lowest expected latency, then the lowest fee for this amount, then the rail name (determinism). Every
+primary is faster than every fallback, so a fallback is chosen only when the primary is out, and the choice
+says why (:class:`RailSubstitution`, the first of those checks that dropped it, or the currency).
 
 **Fees** (spec §3.1), exact integers in the payout currency's minor units, percentage part rounded
 **up** to the next minor unit (a provider never charges less than the exact fee, and we never book
@@ -129,6 +131,10 @@ REGION_CURRENCY: dict[Region, Currency] = {
 }
 
 assert len(PRIMARY_RAIL) == len(Region) == 8
+# A fallback never outranks an available primary: a substitution always has a reason (select_rail relies on it).
+assert max(RAILS[r].expected_latency_ms for r in PRIMARY_RAIL.values()) < min(
+    s.expected_latency_ms for s in RAILS.values() if s.region is None
+)
 
 
 # --------------------------------------------------------------------------- fees
@@ -269,6 +275,7 @@ class RailChoice:
     fee_minor: int
     is_fallback: bool
     skipped: tuple[tuple[Rail, str], ...]  # better-ranked rails passed over, and why
+    substitution: RailSubstitution | None = None  # why this is not the region's primary rail (None: it is)
 
     @property
     def rail(self) -> Rail:
@@ -290,6 +297,21 @@ def eligible_rails(region: Region, currency: Currency) -> list[RailSpec]:
     return [s for s in RAILS.values() if currency in s.currencies and (s.region is None or s.region is region)]
 
 
+def unavailable(
+    rail: Rail, breakers: Breakers, now_ms: int, exclude: Collection[Rail], enabled: Collection[Rail] | None
+) -> tuple[RailSubstitution, str] | None:
+    """Why ``rail`` cannot take this payment now (as the substitution it causes when it is the primary, and in
+    words), or None when it can. Checked in this order: an adapter, this payment's attempts, the breaker."""
+    if enabled is not None and rail not in enabled:
+        return RailSubstitution.PRIMARY_NOT_CONFIGURED, "no adapter configured"
+    if rail in exclude:
+        return RailSubstitution.PRIMARY_FAILED, "already tried for this payment"
+    breaker = breakers.get(rail, DEFAULT_BREAKER)
+    if not breaker.allows(now_ms):
+        return RailSubstitution.PRIMARY_CIRCUIT_OPEN, f"circuit breaker {breaker.state(now_ms).value}"
+    return None
+
+
 def select_rail(
     region: Region,
     currency: Currency,
@@ -300,25 +322,28 @@ def select_rail(
     exclude: Collection[Rail] = (),
     enabled: Collection[Rail] | None = None,
 ) -> RailChoice | NoRail:
-    """Best available rail: breaker admits a call, not excluded, has an adapter; then latency, fee, name."""
+    """Best available rail: has an adapter, not excluded, breaker admits a call; then latency, fee, name.
+
+    The choice names the substitution when it is not ``region``'s primary rail: the payout currency is not the
+    region's, or the reason the primary was dropped.
+    """
     ranked = sorted(
         eligible_rails(region, currency),
         key=lambda s: (s.expected_latency_ms, fee_minor(s.provider, amount_minor, currency), s.rail.value),
     )
     if not ranked:
         return NoRail(f"no rail pays {currency} in region {region}", ())
+    primary = PRIMARY_RAIL[region]
+    substitution = None if currency is REGION_CURRENCY[region] else RailSubstitution.CURRENCY_NOT_ON_PRIMARY
     skipped: list[tuple[Rail, str]] = []
     for spec in ranked:
-        if enabled is not None and spec.rail not in enabled:
-            skipped.append((spec.rail, "no adapter configured"))
-        elif spec.rail in exclude:
-            skipped.append((spec.rail, "already tried for this payment"))
-        elif not breakers.get(spec.rail, DEFAULT_BREAKER).allows(now_ms):
-            state = breakers.get(spec.rail, DEFAULT_BREAKER).state(now_ms)
-            skipped.append((spec.rail, f"circuit breaker {state.value}"))
-        else:
-            return RailChoice(
-                spec, fee_minor(spec.provider, amount_minor, currency), spec.region is None, tuple(skipped)
-            )
-    detail = "; ".join(f"{r.value}: {why}" for r, why in skipped)
+        why = unavailable(spec.rail, breakers, now_ms, exclude, enabled)
+        if why is None:
+            assert (spec.rail is primary) == (substitution is None), (spec.rail, substitution)
+            fee = fee_minor(spec.provider, amount_minor, currency)
+            return RailChoice(spec, fee, spec.region is None, tuple(skipped), substitution)
+        if spec.rail is primary:
+            substitution = why[0]
+        skipped.append((spec.rail, why[1]))
+    detail = "; ".join(f"{r.value}: {text}" for r, text in skipped)
     return NoRail(f"no available rail for {currency} in {region} ({detail})", tuple(skipped))

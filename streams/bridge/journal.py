@@ -18,7 +18,7 @@ from typing import Any
 from confluent_kafka import Consumer, TopicPartition
 
 from contracts.bridge_codec import (
-    intent_from_record,
+    intent_of_journal,
     journal_of_intent,
     journal_of_result,
     result_of_journal,
@@ -163,7 +163,7 @@ class KafkaJournal:
                 continue
             entry = BRIDGE_PAYOUTS_JOURNAL.decode(value)
             if entry.intent is not None:
-                intents[entry.bridge_tx_id] = intent_from_record(entry.intent)
+                intents[entry.bridge_tx_id] = intent_of_journal(entry)
                 state.progress.intent_open(entry.bridge_tx_id, offset)
                 state.progress.acked(offset)
                 continue

@@ -6,6 +6,14 @@ partition's journal once (recovering open payouts first), submits the payment to
 concurrency, per-payer order), emits the result, and then calls the driver back so the record's offset may be
 committed. :func:`build_service` builds it with its Kafka ledger client, journal, FX listener and adapters, and
 returns only once the FX book holds fresh quotes (bounded): both drivers build the service before they consume.
+
+**Repeat marker.** Every answer carries ``repeat``. It is false on the answer to the record that began the
+settlement, and true on the answer to any other record with the same request_id (``domain.bridge.is_repeat``),
+and on the answer to that first record read again after this worker's recovery already published its result
+(the recovery's publication, false, went first and was acknowledged). Normally each request_id thus has exactly
+one answer with repeat false. After a crash or a rebalance, at-least-once delivery may publish that first answer
+(false) once more: when the first record is read again and the earlier publication is not known (the result was
+journaled, its publication unacknowledged), or when recovery re-emits a result whose publication was under way.
 """
 
 from __future__ import annotations
@@ -19,7 +27,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from contracts import models as m
-from contracts.bridge_codec import payment_from_request, result_json, result_of_entry
+from contracts.bridge_codec import payment_from_request, request_origin, result_json, result_of_entry
 from contracts.construct import dump_json
 from contracts.topics import (
     AUDIT_RECORDS,
@@ -29,7 +37,7 @@ from contracts.topics import (
     BRIDGE_SETTLEMENTS_FAILED,
     Topic,
 )
-from domain.bridge import BridgeConfig, FlagForReconciliation, Result, Settled
+from domain.bridge import BridgeConfig, CardPayment, FlagForReconciliation, Result, Settled, is_repeat
 from domain.money import Money, kaus_to_decimal
 from domain.rails import RAILS
 from streams.bridge.fx_listener import FxRatesListener
@@ -80,6 +88,7 @@ class BridgeService:
         self.stats = ServiceStats()
         self._loaded: set[int] = set()
         self._loading: dict[int, asyncio.Task[None]] = {}
+        self._recovered: dict[int, set[str]] = {}  # per partition: request ids whose result its load published
         self._tasks: set[asyncio.Task[None]] = set()
         self._checkpointing: asyncio.Task[None] | None = None
         self._checkpoint_lock = asyncio.Lock()
@@ -105,8 +114,11 @@ class BridgeService:
         self._start_checkpointing()
         if state.open_intents:
             log.warning("partition %d: resolving %d open payout intents", partition, len(state.open_intents))
+            recovered = self._recovered.setdefault(partition, set())
             for result in await self.runner.recover(state.open_intents.values()):
+                # No record asked: the answer its first record (read again next, uncommitted) would have had.
                 await asyncio.gather(self._emit(result, partition), self.journal.result_acked(result.request_id))
+                recovered.add(result.request_id)  # published and acknowledged: any later answer is a repeat
             self.stats.recovered += len(state.open_intents)
         self._loaded.add(partition)
         self._loading.pop(partition, None)
@@ -116,6 +128,7 @@ class BridgeService:
         partitions = list(partitions)
         for p in partitions:
             self._loaded.discard(p)
+            self._recovered.pop(p, None)
         self.journal.forget(partitions)
 
     def _start_checkpointing(self) -> None:
@@ -153,7 +166,7 @@ class BridgeService:
         if isinstance(decoded, ingress.Rejected):
             self._dead_letter(ingress.Origin(BRIDGE_REQUESTS.name, partition, offset), key, value, decoded, on_done)
             return
-        await self.submit(decoded, partition, on_done)
+        await self.submit(decoded, partition, offset, on_done)
 
     def _dead_letter(
         self,
@@ -178,19 +191,21 @@ class BridgeService:
         for send in sends:
             send.add_done_callback(acked)
 
-    async def submit(self, request: m.BridgeRequest, partition: int, on_done: Callable[[], Any]) -> None:
-        """Admit one request (waits while the runner is full); ``on_done`` runs once its result is emitted."""
+    async def submit(self, request: m.BridgeRequest, partition: int, offset: int, on_done: Callable[[], Any]) -> None:
+        """Admit one request, read at (``partition``, ``offset``) (waits while the runner is full); ``on_done`` runs
+        once its result is emitted."""
         await self.ensure_loaded(partition)
         self.journal.partition_of[request.request_id] = partition
-        payment = payment_from_request(request)
+        payment = payment_from_request(request, request_origin(partition, offset))
         future = await self.runner.submit(payment)
-        task = asyncio.create_task(self._finish(payment.request_id, future, partition, on_done))
+        task = asyncio.create_task(self._finish(payment, future, partition, on_done))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     async def _finish(
-        self, request_id: str, future: asyncio.Future[Result], partition: int, on_done: Callable[[], Any]
+        self, payment: CardPayment, future: asyncio.Future[Result], partition: int, on_done: Callable[[], Any]
     ) -> None:
+        request_id = payment.request_id
         result: Result | None
         try:
             result = await future
@@ -202,8 +217,9 @@ class BridgeService:
         except Exception:
             log.exception("%s: settlement crashed; left unacked for recovery after restart", request_id)
             return
+        repeat = is_repeat(payment, result) or request_id in self._recovered.get(partition, ())
         try:
-            await asyncio.gather(self._emit(result, partition), self.journal.result_acked(request_id))
+            await asyncio.gather(self._emit(result, partition, repeat), self.journal.result_acked(request_id))
         except Exception:  # Kafka refused the result: leave the request unacked, a restart answers it again
             log.exception("%s: result not published; left unacked", request_id)
             return
@@ -217,10 +233,10 @@ class BridgeService:
                 return result
         return self.runner.result_of(request_id)
 
-    async def _emit(self, result: Result, partition: int) -> None:
+    async def _emit(self, result: Result, partition: int, repeat: bool = False) -> None:
         topic: Topic = BRIDGE_SETTLEMENTS_COMPLETED if isinstance(result, Settled) else BRIDGE_SETTLEMENTS_FAILED
         # Keyed by request id like the registry says; the value is the contract's JSON built directly.
-        await self.producer.send(topic.name, result.request_id.encode(), dump_json(result_json(result)))
+        await self.producer.send(topic.name, result.request_id.encode(), dump_json(result_json(result, repeat)))
         self.stats.emitted += 1
 
     def close(self, timeout_s: float = 10.0) -> None:

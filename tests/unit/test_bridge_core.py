@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal as D
 
 import pytest
@@ -46,7 +46,17 @@ from domain.bridge import (
 from domain.cashback import PayerTier
 from domain.fx import FxBook, FxPolicy, FxSource, Quote
 from domain.money import Currency
-from domain.rails import DEFAULT_BREAKER, BreakerState, CircuitBreaker, Provider, Rail, Region, new_breakers
+from domain.rails import (
+    DEFAULT_BREAKER,
+    RAILS,
+    BreakerState,
+    CircuitBreaker,
+    Provider,
+    Rail,
+    RailSubstitution,
+    Region,
+    new_breakers,
+)
 
 T0 = 1_790_000_000_000
 K = 1_000_000
@@ -231,8 +241,11 @@ def payment(
     program: str | None = None,
     quoted: str = "0.15",
     payer: str = PAYER,
+    origin: str | None = None,
 ) -> CardPayment:
-    return CardPayment(request_id, payer, "merchant-cafe-9", program, amount_minor, ccy, region, tier, D(quoted), T0)
+    return CardPayment(
+        request_id, payer, "merchant-cafe-9", program, amount_minor, ccy, region, tier, D(quoted), T0, origin
+    )
 
 
 @dataclass
@@ -324,6 +337,7 @@ def test_spec_example_settles_with_exact_amounts_and_phase_durations() -> None:
     assert isinstance(r, Settled)
     assert r.kaus_debited_units == 1_000 * K  # 150.00 USD at the median 0.15
     assert r.rate == D("0.15") and r.rail is Rail.STRIPE_INSTANT and r.provider is Provider.STRIPE
+    assert (r.primary_rail, r.rail_substitution) == (Rail.STRIPE_INSTANT, None)  # the region's own rail paid
     assert r.provider_fee_minor == 63  # 0.25% of 150.00 = 37.5¢ → 38¢, + 25¢
     assert (r.cashback_kaus_units, r.ecosystem_bonus_kaus_units) == (30 * K, 3 * K)
     assert r.bridge_tx_id == "BRIDGE-card-1"
@@ -491,12 +505,13 @@ def test_phase3_failover_pays_on_the_next_rail_once() -> None:
     h.providers.on(Rail.STRIPE_INSTANT, DOWN)
     r = result_of(h.run(payment()))
     assert isinstance(r, Settled) and r.rail is Rail.WISE and r.provider_fee_minor == 75  # Wise 0.5%
+    assert (r.primary_rail, r.rail_substitution) == (Rail.STRIPE_INSTANT, RailSubstitution.PRIMARY_FAILED)
     outcomes = [e for e in h.effects if isinstance(e, RailOutcome)]
     assert [(o.rail, o.ok) for o in outcomes] == [(Rail.STRIPE_INSTANT, False), (Rail.WISE, True)]
     intents = [e for e in h.effects if isinstance(e, PayoutIntent)]
-    assert [(i.provider_attempt, i.tried_providers) for i in intents] == [
-        (1, (Provider.STRIPE,)),
-        (2, (Provider.STRIPE, Provider.WISE)),
+    assert [(i.provider_attempt, i.tried_providers, i.substitution) for i in intents] == [
+        (1, (Provider.STRIPE,), None),
+        (2, (Provider.STRIPE, Provider.WISE), RailSubstitution.PRIMARY_FAILED),
     ]
     assert h.providers.count("BRIDGE-card-1") == 1
 
@@ -627,23 +642,62 @@ def test_breaker_opens_at_exactly_the_third_consecutive_failure_and_recovers() -
     for i in range(3):
         r = result_of(h.run(payment(request_id=f"card-{i}")))
         assert isinstance(r, Settled)
-        rails_used.append(r.rail)
+        rails_used.append((r.rail, r.rail_substitution))
         expected = BreakerState.OPEN if i == 2 else BreakerState.CLOSED
         assert h.breakers[Rail.STRIPE_INSTANT].state(h.clock.wall_ms) is expected, i
-    assert rails_used == [Rail.WISE, Rail.WISE, Rail.WISE]  # each failed over
+    assert rails_used == [(Rail.WISE, RailSubstitution.PRIMARY_FAILED)] * 3  # each tried the primary, failed over
     # open: the next payment goes straight to the fallback, the primary is not called
     calls_before = len(h.providers.calls)
     r = result_of(h.run(payment(request_id="card-3")))
     assert isinstance(r, Settled) and r.rail is Rail.WISE
+    assert (r.primary_rail, r.rail_substitution) == (Rail.STRIPE_INSTANT, RailSubstitution.PRIMARY_CIRCUIT_OPEN)
     assert h.providers.calls[calls_before:] == [("payout", Rail.WISE)]
     # after the cool-down: one probe goes to the primary; it succeeds and closes the breaker
     h.clock.advance(30_000)
     assert h.breakers[Rail.STRIPE_INSTANT].state(h.clock.wall_ms) is BreakerState.HALF_OPEN
     h.book = fx_book(at_ms=h.clock.wall_ms)
     r = result_of(h.run(payment(request_id="card-4")))
-    assert isinstance(r, Settled) and r.rail is Rail.STRIPE_INSTANT
+    assert isinstance(r, Settled) and r.rail is Rail.STRIPE_INSTANT and r.rail_substitution is None
     assert h.breakers[Rail.STRIPE_INSTANT].state(h.clock.wall_ms) is BreakerState.CLOSED
     assert all(h.providers.count(f"BRIDGE-card-{i}") == 1 for i in range(5))
+
+
+# --------------------------------------------------------------------------- rail substitution
+
+
+def rails_with_adapters(*providers: Provider) -> frozenset[Rail]:
+    """The enabled rails of a deployment with adapters for ``providers`` (as the runner derives them)."""
+    return frozenset(r for r, spec in RAILS.items() if spec.provider in providers)
+
+
+def test_a_region_without_an_adapter_for_its_primary_pays_over_a_fallback_and_says_so() -> None:
+    adapters = (Provider.STRIPE, Provider.WISE, Provider.PAYPAL, Provider.TOSS, Provider.ALIPAY)  # no PayPay
+    h = harness(book=fx_book("22.5", Currency.JPY), cfg=BridgeConfig(enabled_rails=rails_with_adapters(*adapters)))
+    r = result_of(h.run(payment(amount_minor=15_000, ccy=Currency.JPY, region=Region.JP, quoted="22.5")))
+    assert isinstance(r, Settled) and r.rail is Rail.WISE
+    assert (r.primary_rail, r.rail_substitution) == (Rail.PAYPAY_BUSINESS, RailSubstitution.PRIMARY_NOT_CONFIGURED)
+    assert h.providers.calls == [("payout", Rail.WISE)]
+
+
+def test_a_currency_other_than_the_regions_never_goes_to_the_primary() -> None:
+    h = harness(book=fx_book("0.12", Currency.GBP))
+    r = result_of(h.run(payment(amount_minor=15_000, ccy=Currency.GBP, region=Region.EU, quoted="0.12")))
+    assert isinstance(r, Settled) and r.rail is Rail.WISE
+    assert (r.primary_rail, r.rail_substitution) == (Rail.STRIPE_SEPA, RailSubstitution.CURRENCY_NOT_ON_PRIMARY)
+
+
+def test_a_recovered_payout_keeps_the_substitution_decided_when_it_was_routed() -> None:
+    h = harness()
+    for _ in range(3):
+        h.breakers[Rail.STRIPE_INSTANT] = h.breakers[Rail.STRIPE_INSTANT].on_failure(T0)
+    intent = _intent_then_crash(h, payment())
+    assert (intent.rail, intent.substitution) == (Rail.WISE, RailSubstitution.PRIMARY_CIRCUIT_OPEN)
+    h.providers.payout(intent)
+    h.clock.advance(120_000)  # restart: the primary's breaker has cooled down since, the payout was decided
+    (step,) = b.recover([intent], h.clock.now())
+    r = result_of(h.drive(step))
+    assert isinstance(r, Settled) and r.rail is Rail.WISE
+    assert r.rail_substitution is RailSubstitution.PRIMARY_CIRCUIT_OPEN
 
 
 # --------------------------------------------------------------------------- duplicates
@@ -668,6 +722,17 @@ def test_failed_request_duplicate_returns_the_original_failure() -> None:
     first = result_of(h.run(payment()))
     dup = b.admit(payment(), {first.request_id: first}, ())
     assert isinstance(dup, Duplicate) and isinstance(dup.result, Rejected)
+
+
+@pytest.mark.parametrize("balance", [10_000 * K, 0], ids=["settled", "rejected"])
+def test_only_another_record_with_the_same_request_id_is_answered_as_a_repeat(balance: int) -> None:
+    first = result_of(harness(balance=balance).run(payment(origin="3:17")))
+    assert first.origin == "3:17"
+    assert not b.is_repeat(payment(origin="3:17"), first)  # its own record read again: maybe never answered
+    assert b.is_repeat(payment(origin="3:18"), first)  # a repeated request
+    assert b.is_repeat(payment(origin="4:17"), first)  # another partition's record (a producer's own partitioner)
+    assert not b.is_repeat(payment(), first)  # the asker's origin unknown: never hide a first answer
+    assert not b.is_repeat(payment(origin="3:18"), replace(first, origin=None))  # the result's unknown (old entry)
 
 
 # --------------------------------------------------------------------------- recovery after a crash

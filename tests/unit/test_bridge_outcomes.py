@@ -2,7 +2,9 @@
 
 A capture the ledger answers only after the bridge's ledger timeout (set small) must not fail a payment whose
 merchant was paid: it stays pending (its offset uncommitted) and gets exactly one completed result once the ledger
-answers. And a (re)started bridge serves no request before its FX book holds fresh quotes (bounded wait).
+answers. A repeated request gets the same answer marked ``repeat``; the request's own record read again after a
+restart does not (its first answer may never have gone out). And a (re)started bridge serves no request before
+its FX book holds fresh quotes (bounded wait).
 """
 
 from __future__ import annotations
@@ -20,8 +22,10 @@ import pytest
 from confluent_kafka import TopicPartition
 
 from contracts import models as m
+from contracts.bridge_codec import intent_of_journal, result_of_journal
 from contracts.topics import (
     AUDIT_RECORDS,
+    BRIDGE_PAYOUTS_JOURNAL,
     BRIDGE_SETTLEMENTS_COMPLETED,
     BRIDGE_SETTLEMENTS_FAILED,
     FX_RATES,
@@ -128,8 +132,29 @@ class Stripe:
 
 
 class Journal(KafkaJournal):
+    """No Kafka read: the partition holds what an earlier worker left (``earlier``), by default nothing."""
+
+    earlier: JournalPartition | None = None
+
     def load(self, partition: int) -> JournalPartition:
-        return JournalPartition()  # nothing journaled before: no Kafka read
+        state = self.earlier or JournalPartition()
+        for intent in state.open_intents.values():  # as KafkaJournal.load: their results journal here
+            self.partition_of[intent.payment.request_id] = partition
+        return state
+
+
+def journal_left_by(stand: Stand, *, with_results: bool = True) -> JournalPartition:
+    """The journal partition ``stand`` wrote, as a restarted worker reads it; without its results: the worker
+    died after the payout, before a result entry was durable."""
+    state = JournalPartition()
+    for value in stand.producer.on(BRIDGE_PAYOUTS_JOURNAL.name):
+        entry = BRIDGE_PAYOUTS_JOURNAL.decode(value)
+        if entry.intent is not None:
+            state.open_intents[entry.bridge_tx_id] = intent_of_journal(entry)
+        elif with_results:
+            del state.open_intents[entry.bridge_tx_id]
+            state.results[entry.request_id] = result_of_journal(entry)
+    return state
 
 
 def fresh_book_quotes() -> list[m.FxRate]:
@@ -139,12 +164,14 @@ def fresh_book_quotes() -> list[m.FxRate]:
 class Stand:
     """The bridge service over the fakes; requests go through ``submit`` (what ``handle`` calls once valid)."""
 
-    def __init__(self, refuse_capture: str | None = None) -> None:
+    def __init__(
+        self, refuse_capture: str | None = None, earlier: JournalPartition | None = None, stripe: Stripe | None = None
+    ) -> None:
         from domain.fx import FxBook
 
         self.producer = Producer()
         self.ledger = Ledger(refuse_capture)
-        self.stripe = Stripe()
+        self.stripe = stripe or Stripe()
         book = FxBook().with_quotes([_quote(r) for r in fresh_book_quotes()])
         kafka_ledger = KafkaHoldLedger(
             self.producer,  # type: ignore[arg-type]
@@ -153,6 +180,7 @@ class Stand:
             timeout_s=LEDGER_ANSWER_LATE_S,
         )
         self.journal = Journal("unused:9092", self.producer)  # type: ignore[arg-type]
+        self.journal.earlier = earlier
         self.runner = BridgeRunner(
             ledger=kafka_ledger,
             adapters={Provider.STRIPE: self.stripe},  # type: ignore[dict-item]
@@ -165,7 +193,7 @@ class Stand:
         self.done: list[int] = []
 
     async def submit(self, request: m.BridgeRequest, offset: int) -> None:
-        await self.service.submit(request, 0, lambda: self.done.append(offset))
+        await self.service.submit(request, 0, offset, lambda: self.done.append(offset))
 
     def outcomes(self) -> tuple[list[Any], list[Any]]:
         completed = [
@@ -184,11 +212,13 @@ def _quote(rate: m.FxRate) -> Any:
     return quote_of_rate(rate)
 
 
-def card(request_id: str = "card-late-capture") -> m.BridgeRequest:
+def card(request_id: str = "card-late-capture", rate_off_bps: int = 0) -> m.BridgeRequest:
+    """A USD card payment quoted at the market rate (``rate_off_bps`` better for the payer: slippage from 30)."""
     from domain.fx import FxBook
 
     now_ms = time.time_ns() // 1_000_000
     rate = FxBook().with_quotes([_quote(r) for r in fresh_book_quotes()]).combined_rate(Currency.USD, now_ms).rate
+    rate = (rate * (10_000 + rate_off_bps) / 10_000).quantize(Decimal("0.000001")) if rate_off_bps else rate
     return m.BridgeRequest(
         request_id=request_id,
         payer_account_id="acct-payer-1",
@@ -257,7 +287,9 @@ def test_a_capture_unanswered_past_every_send_is_parked_and_a_duplicate_meanwhil
         completed, failed = stand.outcomes()
         assert failed == []
         assert [c.request_id for c in completed] == ["card-late-capture"] * 2  # the original and its duplicate
-        assert completed[0] == completed[1]  # one outcome, answered twice
+        first, repeat = sorted(completed, key=lambda c: c.repeat)
+        assert (first.repeat, repeat.repeat) == (False, True)  # the record at 8 repeated the one at 7
+        assert repeat == first.model_copy(update={"repeat": True})  # one outcome, answered twice
         assert len(stand.stripe.paid) == 1 and stand.runner.parked == []
         assert stand.runner.stats.completed == 1 and stand.runner.stats.failed == 0
 
@@ -293,6 +325,79 @@ def test_the_audit_record_of_a_refused_capture_is_a_valid_contract_message() -> 
     decoded = AUDIT_RECORDS.decode(AUDIT_RECORDS.encode(audit))
     assert decoded == audit and AUDIT_RECORDS.key_of(audit) == b"BRIDGE-card-1"
     assert (audit.details.kaus_amount, audit.details.fiat_amount) == ("1000.123456", "150.00")
+
+
+# --------------------------------------------------------------------------- repeat marker
+
+
+def _same_figures(answers: list[Any]) -> bool:
+    return all(a.model_copy(update={"repeat": False}) == answers[0] for a in answers)
+
+
+def test_a_repeated_request_gets_the_original_answer_marked_repeat() -> None:
+    async def scenario() -> None:
+        stand = Stand()
+        stand.ledger.back()
+        await stand.submit(card(), 7)
+        await stand.submit(card("card-slipped", rate_off_bps=100), 8)  # fails: slippage
+        await until(lambda: sorted(stand.done) == [7, 8])
+        await stand.submit(card(), 9)  # the producer sent both again
+        await stand.submit(card("card-slipped", rate_off_bps=100), 10)
+        await until(lambda: sorted(stand.done) == [7, 8, 9, 10])
+        completed, failed = stand.outcomes()
+        assert [c.repeat for c in completed] == [False, True] and _same_figures(completed)
+        assert [f.repeat for f in failed] == [False, True] and _same_figures(failed)
+        assert failed[0].reason_code == "SLIPPAGE"
+        assert len(stand.stripe.paid) == 1 and stand.runner.stats.duplicates == 2
+
+    asyncio.run(scenario())
+
+
+def test_after_a_restart_the_requests_own_record_is_answered_as_first_and_another_as_a_repeat() -> None:
+    """The worker died after journaling the result, before the record's offset was committed: whether the answer
+    went out is unknown, so the record read again is answered with repeat false; a later record is a repeat."""
+
+    async def scenario() -> None:
+        before = Stand()
+        before.ledger.back()
+        await before.submit(card(), 7)
+        await until(lambda: before.done == [7])
+        [original], _ = before.outcomes()
+
+        after = Stand(earlier=journal_left_by(before), stripe=before.stripe)
+        await after.submit(card(), 7)  # delivered again: uncommitted
+        await after.submit(card(), 9)
+        await until(lambda: sorted(after.done) == [7, 9])
+        completed, _ = after.outcomes()
+        assert [c.repeat for c in completed] == [False, True]
+        assert _same_figures([original, *completed])  # the journal's result, figure for figure
+        assert len(before.stripe.paid) == 1 and after.runner.stats.completed == 0
+
+    asyncio.run(scenario())
+
+
+def test_a_payout_recovered_after_a_restart_is_answered_once_as_first() -> None:
+    """The worker died after the payout, before the result entry was durable: the restarted worker resolves the
+    open intent and publishes its result (repeat false); the record read again then gets it as a repeat."""
+
+    async def scenario() -> None:
+        before = Stand()
+        before.ledger.back()
+        await before.submit(card(), 7)
+        await until(lambda: before.done == [7])
+
+        after = Stand(earlier=journal_left_by(before, with_results=False), stripe=before.stripe)
+        after.ledger.back()
+        await after.submit(card(), 7)  # loading the partition recovers the intent first
+        await after.submit(card(), 9)
+        await until(lambda: sorted(after.done) == [7, 9])
+        completed, failed = after.outcomes()
+        assert failed == [] and [c.repeat for c in completed] == [False, True, True]
+        assert _same_figures(completed)
+        assert len(before.stripe.paid) == 1 and after.stripe.lookups == 1  # resolved under the same key
+        assert after.service.stats.recovered == 1
+
+    asyncio.run(scenario())
 
 
 # --------------------------------------------------------------------------- FX readiness

@@ -12,7 +12,7 @@ import pytest
 from contracts import ledger_codec
 from contracts import models as m
 from contracts.bridge_codec import (
-    intent_from_record,
+    intent_of_journal,
     journal_of_intent,
     journal_of_result,
     result_json,
@@ -25,9 +25,10 @@ from contracts.topics import (
     LEDGER_COMMANDS,
 )
 from domain.bridge import LedgerRejected, PayoutIntent, PostHold, Rejected, Settled
+from domain.rails import Rail, RailSubstitution
 from streams.bridge.journal import KafkaJournal
 from streams.bridge.ledger_client import KafkaHoldLedger
-from tests.unit.test_bridge_core import fx_book, harness, payment, result_of
+from tests.unit.test_bridge_core import DOWN, T0, fx_book, harness, payment, result_of
 
 
 def test_ledger_commands_are_valid_contract_messages() -> None:
@@ -60,14 +61,18 @@ def test_ledger_commands_are_valid_contract_messages() -> None:
 
 
 def test_journal_round_trips_intents_and_results_exactly() -> None:
+    """Including what a restarted worker needs to answer the same way: the substitution, the request's origin."""
     h = harness()
-    settled = result_of(h.run(payment(program="AURA_SYDNEY")))
-    assert isinstance(settled, Settled)
-    [intent] = [e for e in h.effects if isinstance(e, PayoutIntent)]
-    entry = m.BridgeJournalEntry.model_validate_json(orjson.dumps(journal_of_intent(intent)))
-    assert entry.intent is not None and intent_from_record(entry.intent) == intent
+    h.providers.on(Rail.STRIPE_INSTANT, DOWN)  # failover: the intent and the result carry a substitution
+    settled = result_of(h.run(payment(program="AURA_SYDNEY", origin="2:40")))
+    assert isinstance(settled, Settled) and settled.rail_substitution is RailSubstitution.PRIMARY_FAILED
+    intents = [e for e in h.effects if isinstance(e, PayoutIntent)]
+    assert [i.substitution for i in intents] == [None, RailSubstitution.PRIMARY_FAILED]
+    for intent in intents:
+        entry = m.BridgeJournalEntry.model_validate_json(orjson.dumps(journal_of_intent(intent)))
+        assert entry.request_record == "2:40" and intent_of_journal(entry) == intent
 
-    rejected = result_of(harness(book=fx_book("0.15045")).run(payment("card-2")))  # slippage
+    rejected = result_of(harness(book=fx_book("0.15045")).run(payment("card-2", origin="2:41")))  # slippage
     assert isinstance(rejected, Rejected)
     for result in (settled, rejected):
         raw = orjson.dumps(journal_of_result(result, f"BRIDGE-{result.request_id}"))
@@ -78,10 +83,24 @@ def test_result_json_is_the_contract_message() -> None:
     settled = result_of(harness().run(payment()))
     rejected = result_of(harness(book=fx_book("0.15045")).run(payment("card-2")))
     for result, topic in ((settled, BRIDGE_SETTLEMENTS_COMPLETED), (rejected, BRIDGE_SETTLEMENTS_FAILED)):
-        raw = orjson.dumps(result_json(result))
-        decoded = topic.decode(raw)  # valid, and every field written explicitly
-        assert set(orjson.loads(raw)) == set(type(decoded).model_fields)
-        assert decoded.request_id == result.request_id
+        for repeat in (False, True):
+            raw = orjson.dumps(result_json(result, repeat))
+            decoded = topic.decode(raw)  # valid, and every field written explicitly
+            assert set(orjson.loads(raw)) == set(type(decoded).model_fields)
+            assert decoded.request_id == result.request_id and decoded.repeat is repeat
+
+
+def test_a_completed_answer_names_the_primary_rail_and_why_another_one_paid() -> None:
+    h = harness()
+    for _ in range(3):
+        h.breakers[Rail.STRIPE_INSTANT] = h.breakers[Rail.STRIPE_INSTANT].on_failure(T0)
+    substituted = result_of(h.run(payment()))
+    direct = result_of(harness().run(payment("card-2")))
+    answers = [BRIDGE_SETTLEMENTS_COMPLETED.decode(orjson.dumps(result_json(r))) for r in (substituted, direct)]
+    assert [(a.rail, a.primary_rail, a.rail_substitution_reason) for a in answers] == [
+        (Rail.WISE, Rail.STRIPE_INSTANT, RailSubstitution.PRIMARY_CIRCUIT_OPEN),
+        (Rail.STRIPE_INSTANT, Rail.STRIPE_INSTANT, None),
+    ]
 
 
 class _RecordingProducer:

@@ -16,6 +16,7 @@ from domain.rails import (
     Provider,
     Rail,
     RailChoice,
+    RailSubstitution,
     Region,
     fee_minor,
     new_breakers,
@@ -124,6 +125,7 @@ def test_primary_rail_is_chosen_when_closed() -> None:
     for region, rail in PRIMARY_RAIL.items():
         choice = select_rail(region, REGION_CURRENCY[region], 10_000, new_breakers(), T0)
         assert isinstance(choice, RailChoice) and choice.rail is rail and not choice.is_fallback
+        assert choice.substitution is None
 
 
 def test_failover_to_the_next_eligible_rail_when_the_primary_breaker_is_open() -> None:
@@ -134,14 +136,56 @@ def test_failover_to_the_next_eligible_rail_when_the_primary_breaker_is_open() -
     assert isinstance(choice, RailChoice)
     assert choice.rail is Rail.WISE  # 320 ms beats PayPal's 350 ms
     assert choice.skipped == ((Rail.STRIPE_INSTANT, "circuit breaker OPEN"),)
+    assert choice.substitution is RailSubstitution.PRIMARY_CIRCUIT_OPEN
     choice = select_rail(Region.US, Currency.USD, 10_000, breakers, T0, exclude={Rail.WISE})
     assert isinstance(choice, RailChoice) and choice.rail is Rail.PAYPAL
+    assert choice.substitution is RailSubstitution.PRIMARY_CIRCUIT_OPEN  # about the primary, not about Wise
 
 
 def test_rails_without_an_adapter_are_skipped() -> None:
     choice = select_rail(Region.JP, Currency.JPY, 10_000, new_breakers(), T0, enabled={Rail.WISE, Rail.STRIPE_INSTANT})
     assert isinstance(choice, RailChoice) and choice.rail is Rail.WISE
     assert choice.skipped == ((Rail.PAYPAY_BUSINESS, "no adapter configured"),)
+    assert choice.substitution is RailSubstitution.PRIMARY_NOT_CONFIGURED
+
+
+def test_a_primary_tried_for_this_payment_is_substituted_as_failed() -> None:
+    choice = select_rail(Region.KR, Currency.KRW, 10_000, new_breakers(), T0, exclude={Rail.TOSS_PAYMENTS})
+    assert isinstance(choice, RailChoice) and choice.rail is Rail.WISE
+    assert choice.substitution is RailSubstitution.PRIMARY_FAILED
+
+
+def test_a_half_open_primary_whose_probe_is_out_is_substituted_as_circuit_open() -> None:
+    breakers = new_breakers(CircuitBreaker(cooldown_ms=1_000))
+    for _ in range(3):
+        breakers[Rail.STRIPE_SEPA] = breakers[Rail.STRIPE_SEPA].on_failure(T0)
+    breakers[Rail.STRIPE_SEPA] = breakers[Rail.STRIPE_SEPA].on_call(T0 + 1_000)  # the one probe, unanswered
+    choice = select_rail(Region.EU, Currency.EUR, 10_000, breakers, T0 + 1_001)
+    assert isinstance(choice, RailChoice) and choice.rail is Rail.WISE
+    assert choice.skipped == ((Rail.STRIPE_SEPA, "circuit breaker HALF_OPEN"),)
+    assert choice.substitution is RailSubstitution.PRIMARY_CIRCUIT_OPEN
+
+
+def test_the_substitution_names_the_first_check_that_dropped_the_primary() -> None:
+    """No adapter, then tried for this payment, then the breaker: the most lasting reason is the one given."""
+    breakers = new_breakers()
+    for _ in range(3):
+        breakers[Rail.STRIPE_INSTANT] = breakers[Rail.STRIPE_INSTANT].on_failure(T0)
+    tried = {Rail.STRIPE_INSTANT}
+    choice = select_rail(Region.US, Currency.USD, 10_000, breakers, T0, exclude=tried, enabled={Rail.WISE})
+    assert isinstance(choice, RailChoice) and choice.substitution is RailSubstitution.PRIMARY_NOT_CONFIGURED
+    choice = select_rail(Region.US, Currency.USD, 10_000, breakers, T0, exclude=tried)
+    assert isinstance(choice, RailChoice) and choice.substitution is RailSubstitution.PRIMARY_FAILED
+
+
+def test_a_currency_not_the_regions_is_the_substitution_whatever_the_primary_state() -> None:
+    breakers = new_breakers()
+    for _ in range(3):
+        breakers[Rail.STRIPE_SEPA] = breakers[Rail.STRIPE_SEPA].on_failure(T0)
+    for b in (new_breakers(), breakers):
+        gbp = select_rail(Region.EU, Currency.GBP, 10_000, b, T0, enabled={Rail.WISE, Rail.PAYPAL})
+        assert isinstance(gbp, RailChoice) and gbp.rail is Rail.WISE
+        assert gbp.substitution is RailSubstitution.CURRENCY_NOT_ON_PRIMARY
 
 
 def test_krw_has_toss_then_wise_only() -> None:
@@ -188,3 +232,4 @@ def test_every_region_has_a_fallback_for_its_currency(region: Region) -> None:
         breakers[primary] = breakers[primary].on_failure(T0)
     choice = select_rail(region, REGION_CURRENCY[region], 10_000, breakers, T0)
     assert isinstance(choice, RailChoice) and choice.is_fallback
+    assert choice.substitution is RailSubstitution.PRIMARY_CIRCUIT_OPEN
