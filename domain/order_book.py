@@ -215,6 +215,10 @@ class Trade(NamedTuple):
     quantity_wh: int
     notional_units: int  # price_units_per_kwh * quantity_wh // 1000, exact
     aggressor_side: Side
+    # Each side's open quantity right after this fill (0: that order is done). The book always sets them;
+    # None only on a trade rebuilt from the wire (energy.trades does not carry them).
+    buy_remaining_wh: int | None = None
+    sell_remaining_wh: int | None = None
 
 
 class OrderCancelled(NamedTuple):
@@ -256,6 +260,9 @@ class OrderExpired(NamedTuple):
 
 
 BookEvent = OrderAccepted | OrderRejected | Trade | OrderCancelled | OrderAmended | OrderExpired
+
+# (best bid, open Wh at it, best ask, open Wh at it); None for an empty side.
+TopOfBook = tuple[int | None, int | None, int | None, int | None]
 
 
 class RestingOrder(NamedTuple):
@@ -515,6 +522,18 @@ class OrderBook:
     def best_ask(self) -> int | None:
         keys = self._ask_keys
         return -keys[-1] if keys else None
+
+    def top_of_book(self) -> TopOfBook:
+        """Best prices and the open quantity at each (all orders at that price); O(1): asked after every command."""
+        bid_keys, ask_keys = self._bid_keys, self._ask_keys
+        bid = bid_keys[-1] if bid_keys else None
+        ask = -ask_keys[-1] if ask_keys else None
+        return (
+            bid,
+            None if bid is None else self._bids[bid].quantity_wh,
+            ask,
+            None if ask is None else self._asks[ask].quantity_wh,
+        )
 
     def open_order_count(self) -> int:
         return self._open_count
@@ -930,26 +949,27 @@ class OrderBook:
             seq += 1
             notional_scaled = price * fill
             assert notional_scaled % WH_PER_KWH == 0
+            remaining -= fill
+            resting_left = resting_remaining - fill
             if side is _BUY:
                 buy_id, sell_id, buyer, seller = order_id, resting.order_id, account_id, resting.account_id
+                buy_left, sell_left = remaining, resting_left
             else:
                 buy_id, sell_id, buyer, seller = resting.order_id, order_id, resting.account_id, account_id
+                buy_left, sell_left = resting_left, remaining
             trade_id, notional = f"{market_id}:{seq}", notional_scaled // WH_PER_KWH
-            events.append(
-                _tuple_new(
-                    Trade, (trade_id, market_id, seq, now, buy_id, sell_id, buyer, seller, price, fill, notional, side)
-                )
-            )
-            remaining -= fill
+            fields = (trade_id, market_id, seq, now, buy_id, sell_id, buyer, seller, price, fill, notional, side,
+                      buy_left, sell_left)  # fmt: skip
+            events.append(_tuple_new(Trade, fields))
             level.quantity_wh -= fill
-            if fill == resting_remaining:
+            if not resting_left:
                 queue.popleft()
                 resting.remaining = 0
                 resting.live = False
                 orders[resting.order_id] = None
                 closed_orders += 1
             else:
-                resting.remaining = resting_remaining - fill
+                resting.remaining = resting_left
             if not remaining:
                 break
         self._seq = seq

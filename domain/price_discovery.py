@@ -1,10 +1,12 @@
 """Per-market price discovery: best bid/ask, last trade, exact VWAP.
 
-``PriceDiscovery.observe(market_id, events, best_bid, best_ask, at_ms)`` folds
-one operation's book events (only ``Trade`` matters here) plus the book's
-top-of-book after that operation into the market's running state, and returns
-a ``PriceUpdate`` only when something a subscriber sees changed (best bid, best
-ask, last price/quantity or VWAP/volume); otherwise ``None``.
+``PriceDiscovery.observe(market_id, events, top_of_book, at_ms)`` folds one
+operation's book events (only ``Trade`` matters here) plus the book's top of
+book after that operation (``OrderBook.top_of_book()``: best bid and the open
+quantity at it, best ask and the open quantity at it) into the market's running
+state, and returns a ``PriceUpdate`` only when something a subscriber sees
+changed (a best price, the size at a best price, last price/quantity or
+VWAP/volume); otherwise ``None``.
 
 VWAP is exact: the state keeps integer sums ``Σ price*qty`` (units/kWh * Wh) and
 ``Σ qty`` (Wh). ``PriceUpdate.vwap_units_per_kwh`` is that ratio rounded
@@ -22,7 +24,7 @@ from fractions import Fraction
 from typing import Any, NamedTuple
 
 from domain.money import round_half_even
-from domain.order_book import BookEvent, Trade
+from domain.order_book import BookEvent, TopOfBook, Trade
 
 WH_PER_KWH = 1_000
 MAX_MARKETS = 100_000
@@ -33,7 +35,9 @@ class PriceUpdate(NamedTuple):
     update_seq: int  # per market, +1 per emitted update
     at_ms: int
     best_bid_units_per_kwh: int | None
+    best_bid_quantity_wh: int | None  # open quantity at the best bid, all orders at that price
     best_ask_units_per_kwh: int | None
+    best_ask_quantity_wh: int | None
     last_price_units_per_kwh: int | None
     last_quantity_wh: int | None
     vwap_units_per_kwh: int | None  # Σ(price*qty)/Σqty, rounded half-to-even
@@ -47,7 +51,9 @@ class MarketPriceState:
 
     __slots__ = (
         "best_ask",
+        "best_ask_quantity_wh",
         "best_bid",
+        "best_bid_quantity_wh",
         "last_price",
         "last_quantity_wh",
         "market_id",
@@ -61,6 +67,8 @@ class MarketPriceState:
         self.market_id = market_id
         self.best_bid: int | None = None
         self.best_ask: int | None = None
+        self.best_bid_quantity_wh: int | None = None
+        self.best_ask_quantity_wh: int | None = None
         self.last_price: int | None = None
         self.last_quantity_wh: int | None = None
         self.price_quantity_sum = 0  # Σ price_units_per_kwh * quantity_wh
@@ -83,6 +91,9 @@ class MarketPriceState:
         assert self.volume_wh >= 0 and self.price_quantity_sum >= 0 and self.trade_count >= 0
         assert (self.volume_wh == 0) == (self.trade_count == 0) == (self.last_price is None)
         assert self.price_quantity_sum % WH_PER_KWH == 0
+        # A best price has a positive size at it; an empty side has neither.
+        for price, quantity in ((self.best_bid, self.best_bid_quantity_wh), (self.best_ask, self.best_ask_quantity_wh)):
+            assert (price is None and quantity is None) or (price is not None and quantity is not None and quantity > 0)
 
 
 class PriceDiscovery:
@@ -98,8 +109,7 @@ class PriceDiscovery:
         self,
         market_id: str,
         events: Iterable[BookEvent],
-        best_bid_units_per_kwh: int | None,
-        best_ask_units_per_kwh: int | None,
+        top_of_book: TopOfBook,
         at_ms: int,
     ) -> PriceUpdate | None:
         state = self._markets.get(market_id)
@@ -117,11 +127,19 @@ class PriceDiscovery:
                 state.trade_count += 1
                 state.last_price, state.last_quantity_wh = price, quantity
                 traded = True
-        bid, ask = best_bid_units_per_kwh, best_ask_units_per_kwh
+        bid, bid_quantity, ask, ask_quantity = top_of_book
         assert bid is None or ask is None or bid < ask, "top of book must not be crossed"
-        if not traded and bid == state.best_bid and ask == state.best_ask:
+        assert (bid is None) is (bid_quantity is None) and (ask is None) is (ask_quantity is None)
+        if (
+            not traded
+            and bid == state.best_bid
+            and ask == state.best_ask
+            and bid_quantity == state.best_bid_quantity_wh
+            and ask_quantity == state.best_ask_quantity_wh
+        ):
             return None
         state.best_bid, state.best_ask = bid, ask
+        state.best_bid_quantity_wh, state.best_ask_quantity_wh = bid_quantity, ask_quantity
         state.update_seq += 1
         state.check_invariants()
         return PriceUpdate(
@@ -129,7 +147,9 @@ class PriceDiscovery:
             state.update_seq,
             at_ms,
             bid,
+            bid_quantity,
             ask,
+            ask_quantity,
             state.last_price,
             state.last_quantity_wh,
             state.vwap_units_per_kwh(),
@@ -140,12 +160,14 @@ class PriceDiscovery:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "format": "nexus-x.price-discovery/1",
+            "format": "nexus-x.price-discovery/2",
             "markets": [
                 {
                     "market_id": s.market_id,
                     "best_bid": s.best_bid,
                     "best_ask": s.best_ask,
+                    "best_bid_quantity_wh": s.best_bid_quantity_wh,
+                    "best_ask_quantity_wh": s.best_ask_quantity_wh,
                     "last_price": s.last_price,
                     "last_quantity_wh": s.last_quantity_wh,
                     "price_quantity_sum": s.price_quantity_sum,
@@ -159,11 +181,13 @@ class PriceDiscovery:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PriceDiscovery:
-        assert data["format"] == "nexus-x.price-discovery/1"
+        assert data["format"] == "nexus-x.price-discovery/2"
         discovery = cls()
         for row in data["markets"]:
             state = MarketPriceState(row["market_id"])
             state.best_bid, state.best_ask = row["best_bid"], row["best_ask"]
+            state.best_bid_quantity_wh = row["best_bid_quantity_wh"]
+            state.best_ask_quantity_wh = row["best_ask_quantity_wh"]
             state.last_price, state.last_quantity_wh = row["last_price"], row["last_quantity_wh"]
             state.price_quantity_sum = row["price_quantity_sum"]
             state.volume_wh, state.trade_count = row["volume_wh"], row["trade_count"]

@@ -51,6 +51,7 @@ def to_command(message: m.SubmitOrder | m.CancelOrder | m.AmendOrder) -> ob.Comm
 # holds every record to the bytes of its validated model, and test_services.py validates them.
 _ACCEPTED, _REJECTED, _CANCELLED = m.OrderStatus.ACCEPTED, m.OrderStatus.REJECTED, m.OrderStatus.CANCELLED
 _AMENDED, _EXPIRED = m.OrderStatus.AMENDED, m.OrderStatus.EXPIRED
+_FILLED, _PARTIALLY_FILLED = m.OrderStatus.FILLED, m.OrderStatus.PARTIALLY_FILLED
 _decode_order_event = ENERGY_ORDER_EVENTS.decode
 _decode_trade = ENERGY_TRADES.decode
 _decode_price = ENERGY_PRICES.decode
@@ -58,7 +59,7 @@ _decode_command = LEDGER_COMMANDS.decode
 
 
 def order_event_record(event: ob.BookEvent) -> Encoded | None:
-    """The `energy.orders.events` record of a book event (None for a trade: it has its own topic)."""
+    """The `energy.orders.events` record of a book event (None for a trade: see `fill_records`)."""
     if isinstance(event, ob.Trade):
         return None
     reason_code: str | None = None
@@ -86,11 +87,44 @@ def order_event_record(event: ob.BookEvent) -> Encoded | None:
             "reason_code": reason_code,
             "reason": reason,
             "remaining_quantity_wh": remaining,
+            "trade_id": None,
+            "fill_quantity_wh": None,
+            "fill_price_units_per_kwh": None,
             "sequence": event.seq,
             "occurred_at": utc_text(event.at_ms),
         }
     )
     return Encoded(market_id.encode(), value, _decode_order_event)
+
+
+def fill_records(trade: ob.Trade) -> tuple[Encoded, Encoded]:
+    """The `energy.orders.events` records of a trade: the buy order's fill, then the sell order's."""
+    buy_remaining, sell_remaining = trade.buy_remaining_wh, trade.sell_remaining_wh
+    assert buy_remaining is not None and sell_remaining is not None, "a trade from the book carries both"
+    key = trade.market_id.encode()
+    occurred_at = utc_text(trade.at_ms)
+    buy = _fill_value(trade, trade.buy_order_id, trade.buyer_account_id, buy_remaining, occurred_at)
+    sell = _fill_value(trade, trade.sell_order_id, trade.seller_account_id, sell_remaining, occurred_at)
+    return Encoded(key, buy, _decode_order_event), Encoded(key, sell, _decode_order_event)
+
+
+def _fill_value(trade: ob.Trade, order_id: str, account_id: str, remaining: int, occurred_at: str) -> bytes:
+    return dump_json(
+        {
+            "order_id": order_id,
+            "market_id": trade.market_id,
+            "account_id": account_id,
+            "status": _PARTIALLY_FILLED if remaining else _FILLED,
+            "reason_code": None,
+            "reason": None,
+            "remaining_quantity_wh": remaining,
+            "trade_id": trade.trade_id,
+            "fill_quantity_wh": trade.quantity_wh,
+            "fill_price_units_per_kwh": trade.price_units_per_kwh,
+            "sequence": trade.seq,
+            "occurred_at": occurred_at,
+        }
+    )
 
 
 def trade_value(event: ob.Trade, matching_duration_us: int | None = None) -> bytes:
@@ -125,6 +159,8 @@ def price_record(update: PriceUpdate) -> Encoded:
             "market_id": update.market_id,
             "best_bid_units_per_kwh": update.best_bid_units_per_kwh,
             "best_ask_units_per_kwh": update.best_ask_units_per_kwh,
+            "best_bid_quantity_wh": update.best_bid_quantity_wh,
+            "best_ask_quantity_wh": update.best_ask_quantity_wh,
             "last_price_units_per_kwh": update.last_price_units_per_kwh,
             "vwap_units_per_kwh": update.vwap_units_per_kwh,
             "traded_quantity_wh": update.volume_wh,
@@ -170,13 +206,16 @@ class MatchingPartition:
                 source = self.sources.get((event.market_id, event.sell_order_id))
                 command = settle_trade_value(event.trade_id, trade, source)
                 out.append((LEDGER_COMMANDS, Encoded(event.trade_id.encode(), command, _decode_command)))
+                buy_fill, sell_fill = fill_records(event)
+                out.append((ENERGY_ORDER_EVENTS, buy_fill))
+                out.append((ENERGY_ORDER_EVENTS, sell_fill))
             else:
                 order_event = order_event_record(event)
                 if order_event is not None:
                     out.append((ENERGY_ORDER_EVENTS, order_event))
         book = self.engine.book(message.market_id)
         if book is not None and events:
-            update = self.prices.observe(message.market_id, events, book.best_bid(), book.best_ask(), book.now_ms)
+            update = self.prices.observe(message.market_id, events, book.top_of_book(), book.now_ms)
             if update is not None:
                 out.append((ENERGY_PRICES, price_record(update)))
         return out

@@ -82,6 +82,7 @@ def test_price_then_time_priority_and_resting_price() -> None:
     assert [t.price_units_per_kwh for t in trades] == [99_000, 100_000, 100_000]  # resting price
     assert all(t.aggressor_side is BUY and t.buy_order_id == "x" and t.buyer_account_id == "buyer" for t in trades)
     assert trades[0].seller_account_id == "s3"
+    assert [(t.buy_remaining_wh, t.sell_remaining_wh) for t in trades] == [(200, 0), (100, 0), (0, 0)]
     assert type(events[0]) is OrderAccepted
     for t in trades:
         assert t.trade_id == f"{M}:{t.seq}"
@@ -96,16 +97,35 @@ def test_partial_fills_leave_remainders_resting() -> None:
     b.submit(limit("s", "seller", SELL, 150_000, 1_000))
     trades = of(b.submit(limit("b1", "buyer", BUY, 150_000, 300)), Trade)
     assert [(t.quantity_wh, t.notional_units) for t in trades] == [(300, 45_000)]
+    assert (trades[0].buy_remaining_wh, trades[0].sell_remaining_wh) == (0, 700)  # buy done, sell partly
     resting = b.order("s")
     assert resting is not None and resting.remaining_quantity_wh == 700
     assert b.order("b1") is None
     events = b.submit(limit("b2", "buyer", BUY, 151_000, 1_000))
-    assert [t.quantity_wh for t in of(events, Trade)] == [700]
+    assert [(t.quantity_wh, t.buy_remaining_wh, t.sell_remaining_wh) for t in of(events, Trade)] == [(700, 300, 0)]
     assert b.order("s") is None
     rest = b.order("b2")
     assert rest is not None and rest.remaining_quantity_wh == 300 and rest.price_units_per_kwh == 151_000
     assert b.best_bid() == 151_000 and b.depth(BUY) == [(151_000, 300)]
     b.check_invariants()
+
+
+def test_top_of_book_gives_the_open_quantity_at_each_best_price() -> None:
+    b = book()
+    assert b.top_of_book() == (None, None, None, None)
+    b.submit(limit("s1", "a", SELL, 101_000, 300))
+    b.submit(limit("s2", "b", SELL, 101_000, 200))  # joins the best ask
+    b.submit(limit("s3", "c", SELL, 102_000, 900))  # behind it: not counted
+    b.submit(limit("b1", "d", BUY, 100_000, 400))
+    assert b.top_of_book() == (100_000, 400, 101_000, 500)
+    b.submit(limit("x", "e", BUY, 101_000, 100))  # partial fill of s1
+    assert b.top_of_book() == (100_000, 400, 101_000, 400)
+    b.amend(AmendOrder("b1", M, "d", None, 100, T0))  # shrinks in place
+    b.cancel(CancelOrder("s2", M, "b", T0))
+    assert b.top_of_book() == (100_000, 100, 101_000, 200)
+    b.submit(limit("y", "e", BUY, 101_000, 200))  # the best ask level is gone: the next one shows
+    assert b.top_of_book() == (100_000, 100, 102_000, 900)
+    assert b.top_of_book()[2:] == b.depth(SELL, 1)[0] and b.top_of_book()[:2] == b.depth(BUY, 1)[0]
 
 
 def test_sell_aggressor_matches_best_bid_first() -> None:
@@ -114,6 +134,8 @@ def test_sell_aggressor_matches_best_bid_first() -> None:
     b.submit(limit("b2", "y", BUY, 102_000, 100))
     trades = of(b.submit(limit("s", "z", SELL, 100_000, 200)), Trade)
     assert [(t.buy_order_id, t.price_units_per_kwh) for t in trades] == [("b2", 102_000), ("b1", 100_000)]
+    # The aggressor's remaining counts down across its trades; each resting bid is filled exactly.
+    assert [(t.buy_remaining_wh, t.sell_remaining_wh) for t in trades] == [(0, 100), (0, 0)]
     assert all(t.aggressor_side is SELL and t.seller_account_id == "z" for t in trades)
 
 
@@ -132,7 +154,7 @@ def test_market_order_is_ioc_and_never_rests() -> None:
     assert events[1].reason is CancelReason.IOC_NO_LIQUIDITY and events[1].cancelled_quantity_wh == 500
     b.submit(limit("s", "seller", SELL, 100_000, 200))
     events = b.submit(market("m2", "buyer", BUY, 500))
-    assert [t.quantity_wh for t in of(events, Trade)] == [200]
+    assert [(t.quantity_wh, t.buy_remaining_wh, t.sell_remaining_wh) for t in of(events, Trade)] == [(200, 300, 0)]
     cancelled = of(events, OrderCancelled)
     assert len(cancelled) == 1 and cancelled[0].cancelled_quantity_wh == 300
     assert b.open_order_count() == 0 and b.order("m2") is None
@@ -191,6 +213,8 @@ def test_amend_down_keeps_priority() -> None:
     assert amended.priority_kept and (amended.old_quantity_wh, amended.quantity_wh) == (500, 200)
     trades = of(b.submit(limit("x", "buyer", BUY, 100_000, 300)), Trade)
     assert [(t.sell_order_id, t.quantity_wh) for t in trades] == [("a", 200), ("b", 100)]
+    # "a" is done at its amended quantity (200, not the 500 it was submitted with).
+    assert [(t.buy_remaining_wh, t.sell_remaining_wh) for t in trades] == [(100, 0), (0, 400)]
     b.check_invariants()
 
 
@@ -220,6 +244,7 @@ def test_amend_to_crossing_price_trades_immediately() -> None:
     trade = events[1]
     assert isinstance(trade, Trade)
     assert trade.aggressor_side is SELL and trade.quantity_wh == 100 and trade.price_units_per_kwh == 100_000
+    assert (trade.buy_remaining_wh, trade.sell_remaining_wh) == (0, 200)
     rest = b.order("ask")
     assert rest is not None and rest.remaining_quantity_wh == 200 and rest.price_units_per_kwh == 100_000
     b.check_invariants()
@@ -251,6 +276,7 @@ def test_self_trade_prevention_cancels_resting() -> None:
     assert stp.order_id == "mine" and stp.reason is CancelReason.SELF_TRADE_PREVENTION
     trade = events[2]
     assert isinstance(trade, Trade) and trade.sell_order_id == "theirs"
+    assert (trade.buy_remaining_wh, trade.sell_remaining_wh) == (0, 0)  # the cancelled "mine" filled nothing
     assert all(t.buyer_account_id != t.seller_account_id for t in of(events, Trade))
     b.check_invariants()
 
@@ -472,6 +498,8 @@ def test_stream_conserves_quantity_and_keeps_invariants() -> None:
                 assert e.notional_units * 1000 == e.price_units_per_kwh * e.quantity_wh
                 open_qty[(e.market_id, e.buy_order_id)] -= e.quantity_wh
                 open_qty[(e.market_id, e.sell_order_id)] -= e.quantity_wh
+                assert e.buy_remaining_wh == open_qty[(e.market_id, e.buy_order_id)]
+                assert e.sell_remaining_wh == open_qty[(e.market_id, e.sell_order_id)]
             elif type(e) is OrderCancelled:
                 open_qty[(e.market_id, e.order_id)] -= e.cancelled_quantity_wh
             elif type(e) is OrderExpired:
