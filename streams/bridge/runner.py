@@ -5,8 +5,9 @@ What it adds to the core, and nothing else:
 * **Effects executed in order**: holds, captures (with their rewards) and voids on the
   :class:`~domain.bridge.HoldLedger`, breaker bookkeeping, and for a :class:`~domain.bridge.PayoutIntent`:
   *persist the intent, then call the provider* (``IntentStore.persist_intent`` returns only once the record is
-  durable), then feed the outcome back. Every result is persisted too; a request id with a stored result is a
-  duplicate.
+  durable), then feed the outcome back. Every result is persisted too; a request id with a stored result (or one
+  in flight, or being recovered) is a duplicate and gets that result (whether its answer is a repeat is the
+  service's call: ``domain.bridge.is_repeat``).
 * **Concurrency without stalling**: at most ``max_in_flight`` settlements run at once (a slow provider holds
   one slot, not the stream); requests of one payer run strictly in submission order (each waits for the
   previous one of the same payer), others interleave. ``submit`` applies back-pressure once

@@ -175,6 +175,7 @@ def test_a_capture_unanswered_past_its_timeout_after_payout_stays_pending_then_c
 
         [result] = decoded(tail.of(BRIDGE_SETTLEMENTS_COMPLETED, key))
         assert result["request_id"] == request_id and result["rail"] == "STRIPE_INSTANT", result
+        assert result["repeat"] is False, result  # the one answer is the first one
         never_failed()
         assert len(sim.payouts()) == 1  # paid once: the recovery asked the provider under the same key
         capture_answers = decoded(tail.of(LEDGER_OUTCOMES, capture_key))

@@ -4,8 +4,9 @@
 Requests go to ``bridge.requests``; holds, captures, voids and rewards go through ``ledger.commands`` to the
 ledger agent (the single writer); payout intents go to the compacted ``bridge.payouts.journal`` before the
 provider is called. Checked here: a settlement moves K-AUS exactly (hold → capture → cashback), a failure
-voids the hold in the platform ledger, a duplicate request gets the original result without a second payout,
-and a worker SIGKILLed between the provider's payout and its result pays exactly once after restart.
+voids the hold in the platform ledger, a duplicate request gets the original result marked ``repeat`` without a
+second payout, and a worker SIGKILLed between the provider's payout and its result pays exactly once after restart
+(the recovered result is published once with repeat false).
 """
 
 from __future__ import annotations
@@ -130,6 +131,11 @@ def balance(transfers: list[dict[str, Any]], account: str) -> int:
     return total
 
 
+def but_repeat(answer: dict[str, Any]) -> dict[str, Any]:
+    """An answer's figures: everything but the repeat marker (and the test's topic label)."""
+    return {k: v for k, v in answer.items() if k not in ("repeat", "topic")}
+
+
 def open_holds(transfers: list[dict[str, Any]]) -> set[str]:
     placed = {t["transfer_id"] for t in transfers if t["kind"] == "PENDING"}
     resolved = {t["pending_id"] for t in transfers if t["kind"] in ("POST_PENDING", "VOID_PENDING")}
@@ -180,6 +186,8 @@ def test_settles_through_the_platform_ledger_fails_cleanly_and_answers_duplicate
 
     [settled] = first[ok]
     assert settled["topic"] == BRIDGE_SETTLEMENTS_COMPLETED.name and settled["rail"] == "STRIPE_INSTANT"
+    assert (settled["primary_rail"], settled["rail_substitution_reason"]) == ("STRIPE_INSTANT", None)
+    assert all(r["repeat"] is False for rs in first.values() for r in rs)  # first answers
     [failed] = first[broke]
     assert (failed["failed_phase"], failed["reason_code"]) == ("BALANCE_LOCK", "INSUFFICIENT_FUNDS")
     [slip] = first[slipped]
@@ -192,9 +200,10 @@ def test_settles_through_the_platform_ledger_fails_cleanly_and_answers_duplicate
     ]
     assert letter.reason_code == "WRONG_TYPE" and "amount_minor" in letter.reason
 
-    # the duplicate got the original result and the merchant was paid once
+    # the duplicate got the original result, marked as a repeat, and the merchant was paid once
     answers = [v for v in values(kafka.read_all(BRIDGE_SETTLEMENTS_COMPLETED)) if v["request_id"] == ok]
-    assert len(answers) == 2 and answers[0] == answers[1]
+    assert len(answers) == 2 and but_repeat(answers[0]) == but_repeat(answers[1])
+    assert [a["repeat"] for a in answers] == [False, True]
     assert len(sim.payouts()) == 1
 
     # the platform ledger: the payer paid exactly the settled K-AUS and got 3% (GOLD) back; nothing stays held
@@ -230,10 +239,11 @@ def test_sigkill_between_payout_and_result_pays_once_after_restart(
     worker.extra_env["NEXUS_PROVIDER_TIMEOUT_MS"] = "2000"
     worker.start()  # same group: the unacked request is delivered again; the journal says a payout is out
     results = results_for(kafka, {request_id})[request_id]
-    # Recovery emits the result; the re-delivered request is then a duplicate and gets the same one again.
+    # Recovery emits the result (the first answer); the re-delivered request then gets it again, as a repeat.
     result = results[0]
     assert result["topic"] == BRIDGE_SETTLEMENTS_COMPLETED.name
-    assert all(r == result for r in results) and len(results) <= 2
+    assert all(but_repeat(r) == but_repeat(result) for r in results) and len(results) <= 2
+    assert [r["repeat"] for r in results] == [False, True][: len(results)]
     assert len(sim.payouts()) == 1  # resolved with the provider under the same key, not paid again
     journal = [v for v in values(kafka.read_all(BRIDGE_PAYOUTS_JOURNAL)) if v["request_id"] == request_id]
     assert journal[-1]["completed"] is not None
@@ -293,7 +303,8 @@ def test_a_restart_reads_the_journal_from_its_checkpoint_and_still_answers_old_d
     answers = results_for(kafka, {new})
     kafka.wait_for(BRIDGE_SETTLEMENTS_COMPLETED, lambda rs: sum(v["request_id"] == first[0] for v in values(rs)) == 2)
     [duplicate] = [v for v in values(kafka.read_all(BRIDGE_SETTLEMENTS_COMPLETED)) if v["request_id"] == first[0]][1:]
-    assert duplicate == {k: v for k, v in originals[first[0]].items() if k != "topic"}  # from the file: same result
+    assert but_repeat(duplicate) == but_repeat(originals[first[0]])  # from the file: same result
+    assert (originals[first[0]]["repeat"], duplicate["repeat"]) == (False, True)  # the file kept its origin too
     assert answers[new][0]["topic"] == BRIDGE_SETTLEMENTS_COMPLETED.name
     assert len(sim.payouts()) == payouts + 1  # the duplicate paid nothing
     # The restart read the journal from the checkpoint: nothing (without the index it reads every entry
