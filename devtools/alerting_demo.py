@@ -159,7 +159,7 @@ def _failed_settlements(now: datetime, tag: str, count: int) -> list[tuple[Topic
         region=m.Region.US,
         currency=m.Currency.USD,
         failed_phase=m.BridgePhase.MERCHANT_CREDIT,
-        reason_code="RAIL_TIMEOUT",
+        reason_code="PAYOUT_FAILED",
         reason="STRIPE_INSTANT did not answer",
         rail=m.Rail.STRIPE_INSTANT,
         failed_at=now,

@@ -66,7 +66,7 @@ def failed(request_id: str, at: datetime, region: m.Region = m.Region.KR) -> m.B
         region=region,
         currency=m.Currency.KRW,
         failed_phase=m.BridgePhase.MERCHANT_CREDIT,
-        reason_code="RAIL_TIMEOUT",
+        reason_code="PAYOUT_FAILED",
         rail=m.Rail.TOSS_PAYMENTS,
         failed_at=at,
     )
@@ -297,7 +297,7 @@ def test_burst_of_1000_failures_pages_once_and_mutes_the_delay_it_causes(
     # Paged at the first failure (no group wait); the count keeps growing in the one firing alert.
     summary = event["payload"]["summary"]
     assert summary.startswith("SettlementFailed: ") and "settlement(s) failed in the last 5m" in summary
-    assert "reason_code: RAIL_TIMEOUT" in summary and "phase: MERCHANT_CREDIT" in summary
+    assert "reason_code: PAYOUT_FAILED" in summary and "phase: MERCHANT_CREDIT" in summary
     failing = next(f for f in stack.state()["firing"] if f["rule"] == "SettlementFailed")
     assert failing["value"] == "1000" and "region: KR 750, JP 250" in failing["summary"]
 

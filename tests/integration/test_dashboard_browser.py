@@ -94,7 +94,7 @@ def seed(run_id: str) -> tuple[list[m.BridgeSettlementCompleted], list[m.BridgeS
             region=m.Region.KR,
             currency=m.Currency.KRW,
             failed_phase=m.BridgePhase.MERCHANT_CREDIT,
-            reason_code="RAIL_TIMEOUT",
+            reason_code="PAYOUT_FAILED",
             failed_at=NOW - timedelta(hours=i + 1),
         )
         for i in range(3)
@@ -151,7 +151,7 @@ def test_dashboard_panels_show_the_platform_numbers(kafka_bootstrap: str, run_id
                 rule="SettlementFailed",
                 state=m.AlertState.FIRING,
                 channel="pagerduty",
-                summary="3 settlement(s) failed in the last 5m (region: KR 3; reason_code: RAIL_TIMEOUT 3)",
+                summary="3 settlement(s) failed in the last 5m (region: KR 3; reason_code: PAYOUT_FAILED 3)",
                 labels={"escalation": "immediate"},
                 value="3",
                 starts_at=NOW - timedelta(minutes=2),

@@ -41,7 +41,7 @@ def duration(at: datetime, millis: int, region: str = "KR", id: str | None = Non
     )
 
 
-def failure(at: datetime, id: str, region: str = "KR", reason: str = "RAIL_TIMEOUT") -> Sample:
+def failure(at: datetime, id: str, region: str = "KR", reason: str = "PAYOUT_FAILED") -> Sample:
     return Sample(
         "settlement_failed", at, Decimal(1), {"region": region, "reason_code": reason, "phase": "MERCHANT_CREDIT"}, id
     )
@@ -218,14 +218,14 @@ def test_burst_of_1000_failures_is_one_alert_with_breakdown() -> None:
     e = engine()
     transitions = []
     for i in range(1000):
-        e.observe(failure(T0 + ms(i), f"r{i}", region="KR" if i % 5 else "US", reason="RAIL_TIMEOUT"))
+        e.observe(failure(T0 + ms(i), f"r{i}", region="KR" if i % 5 else "US", reason="PAYOUT_FAILED"))
         if i % 100 == 99:  # evaluated many times during the burst, as the agent does after each batch
             transitions += e.evaluate(T0 + ms(i)).changes
     assert len(transitions) == 1
     alert = e.firing()[0]
     assert alert.value == "1000"
     assert alert.labels == {"escalation": "immediate"}
-    assert "region: KR 800, US 200" in alert.summary and "reason_code: RAIL_TIMEOUT 1000" in alert.summary
+    assert "region: KR 800, US 200" in alert.summary and "reason_code: PAYOUT_FAILED 1000" in alert.summary
     resolved = e.evaluate(T0 + ms(999) + timedelta(minutes=5)).changes
     assert [(n.firing, n.fingerprint) for n in resolved] == [(False, alert.fingerprint)]
 
