@@ -54,7 +54,8 @@ class BridgeDemo:
     results: Counter[str] = field(default_factory=Counter)
     by_rail: Counter[str] = field(default_factory=Counter)
     latest: list[str] = field(default_factory=list)
-    first_answers: dict[str, bytes] = field(default_factory=dict)
+    first_answers: dict[str, m.BridgeSettlementCompleted | m.BridgeSettlementFailed] = field(default_factory=dict)
+    substitutions: Counter[str] = field(default_factory=Counter)  # "<primary>→<rail>: <reason>"
     payouts: int = 0
     index: str = ""
     error: str = ""
@@ -148,9 +149,11 @@ class BridgeDemo:
                     continue  # the alerting stage's scripted incident
                 first = self.first_answers.get(record.request_id)
                 if first is not None:  # a duplicate (or a re-delivered request) answered again
-                    self.results["duplicates answered, same result" if first == raw else "answers differing"] += 1
+                    same = first == record.model_copy(update={"repeat": False})
+                    marked = "marked repeat" if record.repeat else "unmarked (re-delivered)"
+                    self.results[f"duplicates answered, {marked}" if same else "answers differing"] += 1
                     continue
-                self.first_answers[record.request_id] = raw
+                self.first_answers[record.request_id] = record
                 self._show(record)
             if time.monotonic() >= next_look:  # what the provider and the bridge's result index say
                 next_look = time.monotonic() + 2.0
@@ -168,6 +171,8 @@ class BridgeDemo:
         if isinstance(record, m.BridgeSettlementCompleted):
             self.results["settled"] += 1
             self.by_rail[f"{record.region}→{record.rail}"] += 1
+            if record.rail_substitution_reason is not None:
+                self.substitutions[f"{record.primary_rail}→{record.rail}: {record.rail_substitution_reason}"] += 1
             phases = " ".join(f"{p.value.split('_')[0].lower()} {ms}" for p, ms in record.phase_durations_ms.items())
             line = (
                 f"{record.request_id} {record.amount_minor} {record.currency} via {record.rail}: "
@@ -190,6 +195,8 @@ class BridgeDemo:
         table.add_row("results", ", ".join(f"{k} {v}" for k, v in sorted(self.results.items())) or "starting…")
         us = {k: v for k, v in self.by_rail.items() if k.startswith("US")}
         table.add_row("US rails used", ", ".join(f"{k} {v}" for k, v in sorted(us.items())) or "—")
+        subs = ", ".join(f"{k} ×{v}" for k, v in sorted(self.substitutions.items()))
+        table.add_row("rail substitutions", subs or "—")
         table.add_row("provider payouts", f"{self.payouts} (the simulator's count, every 2 s; duplicates add none)")
         table.add_row("result index", self.index or "—")
         for line in self.latest:

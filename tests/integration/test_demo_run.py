@@ -46,7 +46,9 @@ def test_demo_streams_events_and_leaves_nothing_running(tmp_path: Path, runtime:
     assert "Latest dead letters" in out and "MALFORMED_JSON" in out
     assert "OVERSIZED" in out  # the gzip-compressed 3 MB order: a bounded dead letter, its bytes stored aside
     assert "High-Speed Bridge" in out and "settled" in out
-    assert "duplicates answered, same result" in out and "results on disk" in out  # the result index
+    assert "duplicates answered, marked repeat" in out and "results on disk" in out  # the result index
+    assert "answers differing" not in out
+    assert "FILLED" in out and "bid kWh" in out  # fill events on energy.orders.events, sizes on energy.prices
     assert "stopped the worker and the broker" in out
     _assert_nothing_listens(ports)
     assert not list((tmp_path / "run").glob("*.pid"))
