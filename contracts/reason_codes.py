@@ -37,6 +37,8 @@ REASON_CODES: dict[str, str] = {
     "INVALID_ID": "an id is empty or longer than 128 characters",
     "INVALID_FORMAT": "a string does not match its pattern (ids: letters, digits and ._:/@-)",
     "INVALID_VALUE": "a cross-field rule failed (e.g. a LIMIT order without a price); the reason says which",
+    "UNKNOWN_SCHEMA_ID": "the value is framed (Confluent wire format) with a schema id that is not a registered"
+    " version of the topic's subject `<topic>-value`, or no schema registry is configured",
     "PROCESSING_ERROR": "a valid-looking record made the platform fail (our bug); nothing of it was applied, the"
     " reason names the error; send it again once the platform is fixed",
 }

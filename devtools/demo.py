@@ -7,7 +7,8 @@ registry topics, starts the workers as child processes (``--runtime faust``: eve
 worker; ``plain``: the P2P services and the bridge on plain confluent-kafka loops, alerting in Faust),
 then produces seeded traffic — deposits, energy orders (with a few deliberately bad messages) — and shows
 what comes out. Ctrl-C (or the end of --duration) stops everything it started; `--stop` cleans up after a
-demo that was killed.
+demo that was killed. NEXUS_LOCAL_SCHEMA_REGISTRY=true also starts a local schema registry (infra/schema_registry)
+holding contracts/schemas, so producers using Confluent's JSON Schema serializer are accepted.
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ from devtools.provider_sim.launcher import ProviderSimProcess
 from domain.money import kaus_to_decimal
 from infra.http_serving import url_host
 from infra.kafka.broker import LocalKafka, ensure_jars
+from infra.schema_registry.registry import LocalSchemaRegistry, SchemaRegistryError, register_schemas
 from streams.kafka.topic_admin import ensure_topics
 from streams.p2p.matching import to_message
 from streams.settings import Settings, get_settings
@@ -179,6 +181,8 @@ def stop_everything(settings: Settings, console: Console) -> None:
     stop_monitoring(settings, console)
     if ProviderSimProcess(port=settings.provider_sim_port, state_dir=settings.data_dir / "provider_sim").stop():
         console.print("stopped the provider simulator")
+    if LocalSchemaRegistry().stop():
+        console.print("stopped the schema registry")
     if settings.local_kafka:
         broker = local_broker(settings)
         if broker.is_running():
@@ -439,6 +443,25 @@ def start_kafka(settings: Settings, console: Console) -> None:
     console.print(f"[green]✓[/] {len(TOPICS)} registry topics present ({len(created)} created)")
 
 
+def start_schema_registry(settings: Settings, console: Console) -> LocalSchemaRegistry | None:
+    """With NEXUS_LOCAL_SCHEMA_REGISTRY=true, the local registry holding contracts/schemas; its URL goes to the
+    workers (they inherit the environment), so values framed by Confluent's serializers are accepted."""
+    if settings.schema_registry_url or not settings.local_schema_registry:
+        return None
+    registry = LocalSchemaRegistry()
+    try:
+        with console.status("starting the schema registry (fetched from Maven Central on the first run)…"):
+            ready_s = registry.start(timeout_s=180, reuse=True)
+            ids = register_schemas(registry.url)
+    except SchemaRegistryError as exc:
+        registry.stop()
+        console.print(f"[yellow]![/] no schema registry: {exc}")
+        return None
+    os.environ["NEXUS_SCHEMA_REGISTRY_URL"] = registry.url
+    console.print(f"[green]✓[/] schema registry ready at {registry.url} in {ready_s:.1f}s ({len(ids)} schemas)")
+    return registry
+
+
 def start_workers(workers: list[Worker], console: Console) -> None:
     for worker in workers:
         what = "Faust worker" if worker.module == "streams.worker" else f"{worker.name} worker ({worker.module})"
@@ -459,10 +482,12 @@ class Demo:
         self.monitoring: MonitoringStack | None = None
         self.bridge: BridgeDemo | None = None
         self.threads: list[threading.Thread] = []
+        self.schema_registry: LocalSchemaRegistry | None = None
 
     def start(self) -> None:
         settings, console = self.settings, self.console
         start_kafka(settings, console)
+        self.schema_registry = start_schema_registry(settings, console)
         start_workers(self.workers, console)
         with console.status("starting Alertmanager, the notification sink and the dashboard…"):
             self.monitoring = MonitoringStack(settings, console).start()
@@ -505,6 +530,8 @@ class Demo:
                 self.bridge.stop()
             for worker in self.workers:
                 worker.stop()
+            if self.schema_registry is not None:
+                self.schema_registry.stop()
             if self.settings.local_kafka:
                 local_broker(self.settings).stop()
         self.console.print("[green]✓[/] stopped the worker" + (" and the broker" if self.settings.local_kafka else ""))

@@ -20,6 +20,7 @@ from contracts import payload_codec
 from contracts.construct import Encoded
 from contracts.models import DeadLetter
 from contracts.topics import PLATFORM_DEADLETTER_PAYLOADS, PLATFORM_DEADLETTERS, Topic
+from streams.kafka import wire_format
 
 log = logging.getLogger("nexus.ingress")
 
@@ -108,8 +109,11 @@ def validate(topic: Topic, key: bytes | None, value: bytes | None, max_bytes: in
         return Rejected(
             "EMPTY_KEY", f"{topic.name}: the message key is empty; set it to the value's {topic.key_field}", []
         )
+    payload = wire_format.unwrap(topic.name, value, wire_format.configured_ids())
+    if isinstance(payload, wire_format.Refused):
+        return Rejected(payload.code, payload.reason, [])
     try:
-        message = topic.decode(value)
+        message = topic.decode(payload)
     except ValidationError as exc:
         details = [_classify(dict(e))[1] for e in exc.errors(include_url=False)]
         first = details[0]

@@ -1,0 +1,1 @@
+"""The local Confluent-compatible schema registry (Apicurio Registry from Maven Central): see registry.py."""
