@@ -14,6 +14,7 @@ from pydantic import AfterValidator, Field
 from domain.bridge import ReasonCode as BridgeCode
 from domain.ledger import LedgerCode
 from domain.order_book import CancelReason, ExpiryReason, RejectCode
+from domain.rails import RailSubstitution
 from domain.trade_settlement import SettlementCode
 
 REASON_CODES: dict[str, str] = {
@@ -60,6 +61,88 @@ def code_field(allowed: tuple[str, ...]) -> Any:
 
     return Annotated[str, AfterValidator(check), Field(json_schema_extra={"enum": list(allowed)})]
 
+
+# What each code an answer carries means, one line each (README tables). Every code of every set has one:
+# tests/unit/test_contract_docs.py checks it, so a new domain code is documented before it ships.
+ORDER_EVENT_MEANINGS: dict[str, str] = {
+    RejectCode.UNKNOWN_MARKET: "the market id is not `YYYY-MM-DDTHH:MMZ/REGION` (a real UTC minute, then the region)",
+    RejectCode.TOO_MANY_MARKETS: "the matching partition holds its maximum number of open markets",
+    RejectCode.WRONG_MARKET: "the command names another market than the book it reached (the key differs?)",
+    RejectCode.INVALID_ORDER_ID: "the order id is empty or longer than 128 characters",
+    RejectCode.INVALID_ACCOUNT: "the account id is empty or longer than 128 characters",
+    RejectCode.DUPLICATE_ORDER_ID: "this order id was already submitted to this market (accepted or not): ids are "
+    "single-use per market",
+    RejectCode.GATE_CLOSED: "the market's gate has closed (delivery start minus the gate-closure lead)",
+    RejectCode.INVALID_QUANTITY: "the quantity is above the per-order maximum",
+    RejectCode.LOT_SIZE: "the quantity is not a multiple of the lot size",
+    RejectCode.INVALID_PRICE: "a LIMIT price is missing or above the maximum price",
+    RejectCode.TICK_SIZE: "the price is not a multiple of the tick size",
+    RejectCode.PRICE_OUT_OF_BAND: "the price is outside the band around the market's reference (last trade) price",
+    RejectCode.MARKET_ORDER_WITH_PRICE: "a MARKET order carries a price",
+    RejectCode.INVALID_EXPIRY: "expires_at is not after the order's own time (the book's clock)",
+    RejectCode.BOOK_FULL: "the book holds its maximum number of resting orders",
+    RejectCode.UNKNOWN_ORDER: "CANCEL / AMEND of an order that is not open (never rested, filled, cancelled, expired)",
+    RejectCode.NOT_OWNER: "CANCEL / AMEND from another account than the order's",
+    RejectCode.NO_CHANGE: "an AMEND that changes neither price nor quantity",
+    CancelReason.USER_REQUESTED: "cancelled by a CANCEL command",
+    CancelReason.SELF_TRADE_PREVENTION: "a newer order of the same account would have traded with this resting "
+    "order: the resting one is cancelled, the newer one keeps matching",
+    CancelReason.IOC_NO_LIQUIDITY: "a MARKET order's unfilled rest: nothing left on the other side",
+    CancelReason.IOC_PRICE_BAND: "a MARKET order's unfilled rest: what is left on the other side is outside the band",
+    ExpiryReason.ORDER_EXPIRY: "the order reached its own expires_at",
+    ExpiryReason.GATE_CLOSURE: "the market's gate closed with the order still resting",
+}
+SETTLEMENT_MEANINGS: dict[str, str] = {
+    SettlementCode.INVALID_TRADE: "the trade is inconsistent (same buyer and seller, notional not price x quantity "
+    "/ 1000, ...); nothing moved",
+    SettlementCode.TRADE_ID_CONFLICT: "this trade id was already settled with other content; nothing moved",
+    SettlementCode.DECLARATION_ID_CONFLICT: "this dividend declaration id was already used",
+    SettlementCode.LEDGER_REJECTED: "the ledger refused a leg (e.g. the buyer's INSUFFICIENT_FUNDS); the reason "
+    "names the leg and the ledger's code; nothing moved",
+}
+LEDGER_MEANINGS: dict[str, str] = {
+    LedgerCode.INVALID_ID: "the command id is empty or longer than 128 characters",
+    LedgerCode.ID_CONFLICT: "this command id was already applied with other content",
+    LedgerCode.INVALID_AMOUNT: "the amount is not in 1..10^18 units",
+    LedgerCode.SAME_ACCOUNT: "debit and credit account are the same",
+    LedgerCode.UNKNOWN_DEBIT_ACCOUNT: "the debit account does not exist",
+    LedgerCode.UNKNOWN_CREDIT_ACCOUNT: "the credit account does not exist",
+    LedgerCode.ASSET_MISMATCH: "the accounts hold different assets (K-AUS vs carbon milli-credits)",
+    LedgerCode.INSUFFICIENT_FUNDS: "the debit account's available balance (balance minus its holds) is below the "
+    "amount",
+    LedgerCode.BALANCE_LIMIT: "a balance would leave the ledger's 128-bit range",
+    LedgerCode.INVALID_EXPIRY: "a hold's expires_at is not after the ledger's clock, or more than 30 days ahead",
+    LedgerCode.UNKNOWN_PENDING: "POST_HOLD / VOID_HOLD of a hold that does not exist",
+    LedgerCode.PENDING_ALREADY_POSTED: "the hold was already captured (by another command id)",
+    LedgerCode.PENDING_ALREADY_VOIDED: "the hold was already released",
+    LedgerCode.PENDING_EXPIRED: "the hold expired before this command",
+    LedgerCode.POST_EXCEEDS_PENDING: "the capture is larger than the hold",
+    LedgerCode.LINKED_EVENT_FAILED: "another command of the same atomic step failed (e.g. one of a capture's rewards)",
+    LedgerCode.BATCH_TOO_LARGE: "too many movements in one atomic step",
+}
+BRIDGE_FAILURE_MEANINGS: dict[str, str] = {
+    BridgeCode.INSUFFICIENT_FUNDS: "the payer's available K-AUS does not cover the hold, which is sized for the "
+    "worst rate the slippage limit accepts (more than the debit at the quoted rate)",
+    BridgeCode.HOLD_REJECTED: "the ledger refused the hold for another reason (its words are in `reason`)",
+    BridgeCode.STALE_RATE: "no fresh FX quote for the currency: every source's latest is too old",
+    BridgeCode.SLIPPAGE: "the live rate moved from quoted_rate by the slippage limit or more",
+    BridgeCode.RATE_LOCK_EXPIRED: "the locked rate expired before a payout could be started (after failovers)",
+    BridgeCode.HOLD_INSUFFICIENT: "the K-AUS needed exceeds the hold (guard; not expected)",
+    BridgeCode.NO_RAIL: "no rail can pay this currency in this region now (none eligible, or all unavailable)",
+    BridgeCode.PROVIDER_DECLINED: "the provider refused this payment (a 4xx about it); nothing was paid",
+    BridgeCode.PAYOUT_FAILED: "every provider tried failed; nothing was paid",
+    BridgeCode.HOLD_POST_FAILED: "the ledger refused the capture (not sent: such a payment still completes and is "
+    "flagged for reconciliation)",
+    BridgeCode.AMOUNT_TOO_LARGE: "the hold this payment needs is above the ledger's 10^18 units per transfer",
+}
+RAIL_SUBSTITUTION_MEANINGS: dict[str, str] = {
+    RailSubstitution.PRIMARY_CIRCUIT_OPEN: "the region's rail failed 3 times in a row: its circuit breaker refuses "
+    "calls for a cool-down",
+    RailSubstitution.PRIMARY_FAILED: "the region's rail was tried for this payment and failed",
+    RailSubstitution.PRIMARY_NOT_CONFIGURED: "this deployment has no adapter for the region's rail",
+    RailSubstitution.CURRENCY_NOT_ON_PRIMARY: "the payment's currency is not the region's: only a cross-border rail "
+    "pays it",
+}
 
 ORDER_EVENT_CODES = codes(RejectCode, CancelReason, ExpiryReason)
 SETTLEMENT_CODES = codes(SettlementCode)

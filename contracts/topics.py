@@ -36,6 +36,39 @@ class Cleanup(StrEnum):
     COMPACT = "compact"
 
 
+class Component(StrEnum):
+    """Who writes and reads a topic: the platform's processes, and the systems outside it."""
+
+    UPSTREAM = "upstream"
+    MATCHING = "matching"
+    LEDGER = "ledger"
+    BRIDGE = "bridge"
+    MONITORING = "monitoring"
+    DASHBOARD = "dashboard"
+    WAREHOUSE = "warehouse"
+    OPERATORS = "operators"
+
+    @property
+    def description(self) -> str:
+        return COMPONENT_DESCRIPTIONS[self]
+
+
+COMPONENT_DESCRIPTIONS: dict[Component, str] = {
+    Component.UPSTREAM: "systems outside the platform: trading front ends, FX feeds, treasury, card acquirers, "
+    "governance tools; they produce the upstream topics and read the answers",
+    Component.MATCHING: "order matching, one order book per market (streams/p2p/matching.py)",
+    Component.LEDGER: "the K-AUS ledger and trade settlement, the single writer over ledger.commands "
+    "(streams/p2p/ledger.py)",
+    Component.BRIDGE: "the High-Speed Bridge: card payments settled to fiat rails (streams/bridge)",
+    Component.MONITORING: "the monitoring agent: metrics and alert rules, alerts sent to Alertmanager "
+    "(streams/alerting)",
+    Component.DASHBOARD: "the operations dashboard (dashboards/)",
+    Component.WAREHOUSE: "the warehouse snapshot loader and daily reconciliation (warehouse/, dags/)",
+    Component.OPERATORS: "people running the platform, through the `nexus` CLI (streams/cli.py)",
+}
+assert set(COMPONENT_DESCRIPTIONS) == set(Component)
+
+
 @dataclass(frozen=True)
 class Topic:
     name: str
@@ -55,6 +88,13 @@ class Topic:
     # chose: the ledger bounds every command's own time by it (a clock far ahead would expire every hold).
     broker_timestamps: bool = False
     max_message_bytes: int = 64 * 1024
+    # Who writes the topic and who reads it (the AsyncAPI document's operations; tests/unit/test_contract_registry.py
+    # holds them to the modules that name the topic).
+    producers: tuple[Component, ...] = ()
+    consumers: tuple[Component, ...] = ()
+    # The value fields that identify one record for a consumer: delivery is at least once, so a record can repeat
+    # after a crash, and a consumer applies each of these at most once. Empty: the key field.
+    dedup_key: tuple[str, ...] = ()
     example: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @cached_property
@@ -88,7 +128,8 @@ class Topic:
         return self.adapter.json_schema(by_alias=True)
 
     def json_schema(self) -> dict[str, Any]:
-        schema = self.value_schema()
+        schema = tidy_schema(self.value_schema(), open_content=not self.upstream)
+        schema["$schema"] = JSON_SCHEMA_DIALECT
         schema["$id"] = f"https://schemas.nexus-x.io/{self.name}.schema.json"
         schema["x-topic"] = {
             "name": self.name,
@@ -97,6 +138,7 @@ class Topic:
             "cleanup.policy": str(self.cleanup),
             "retention.ms": self.retention_ms,
             "max.message.bytes": self.max_message_bytes,
+            "upstream": self.upstream,
         }
         if self.fixed_partitions:
             schema["x-topic"]["partitions.fixed"] = True
@@ -122,6 +164,11 @@ class Topic:
     def partitions_with(self, override: int | None) -> int:
         """Partitions to create under a deployment's override (``NEXUS_TOPIC_PARTITIONS_OVERRIDE``)."""
         return self.partitions if self.fixed_partitions or override is None else override
+
+    @property
+    def identity(self) -> tuple[str, ...]:
+        """The fields a consumer deduplicates on (see `dedup_key`)."""
+        return self.dedup_key or (self.key_field,)
 
     @property
     def kept_forever(self) -> bool:
@@ -155,6 +202,79 @@ class PayloadTopic(Topic):
             "(FNAME) is the record key. `gunzip` restores the bytes.",
             "contentMediaType": "application/gzip",
         }
+
+
+# ----------------------------------------------------------------------------- published schema
+
+JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
+
+
+def tidy_schema(schema: dict[str, Any], *, open_content: bool = False) -> dict[str, Any]:
+    """The schema as the platform really validates: one bound per side, and a union's tag required.
+
+    pydantic writes both `minimum` and `exclusiveMinimum` for a field bounded twice (a positive amount built on a
+    non-negative type), and leaves a union member's `type` optional because the member has a default for it; the
+    platform's decoder always requires the tag (a message without it is refused, MISSING_FIELD).
+    `open_content`: for topics the platform writes, whose consumers must ignore fields they do not know (answers
+    gain optional fields in minor versions, contracts/COMPATIBILITY.md), objects do not forbid other properties.
+    """
+    _one_bound_per_side(schema)
+    if open_content:
+        _allow_other_properties(schema)
+    discriminator = schema.get("discriminator")
+    if isinstance(discriminator, dict):
+        tag = discriminator["propertyName"]
+        for ref in discriminator["mapping"].values():
+            member = schema["$defs"][ref.rsplit("/", 1)[-1]]
+            member["properties"][tag].pop("default", None)
+            member["required"] = [tag, *(name for name in member.get("required", []) if name != tag)]
+    return schema
+
+
+def _allow_other_properties(node: Any) -> None:
+    if isinstance(node, list):
+        for item in node:
+            _allow_other_properties(item)
+    elif isinstance(node, dict):
+        if node.get("additionalProperties") is False:
+            del node["additionalProperties"]
+        for value in node.values():
+            _allow_other_properties(value)
+
+
+def closed_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    """A copy of a published schema that refuses properties it does not list: what the platform itself writes.
+
+    Answer schemas are open for their readers (minor versions add fields); the platform's own output is held to
+    exactly the fields of its version (tests/support/schema_check.py).
+    """
+    closed = json.loads(json.dumps(schema))
+    stack: list[Any] = [closed]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            if "properties" in node and "additionalProperties" not in node:
+                node["additionalProperties"] = False
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return closed  # type: ignore[no-any-return]
+
+
+def _one_bound_per_side(node: Any) -> None:
+    if isinstance(node, list):
+        for item in node:
+            _one_bound_per_side(item)
+        return
+    if not isinstance(node, dict):
+        return
+    for inclusive, exclusive, tighter in (("minimum", "exclusiveMinimum", max), ("maximum", "exclusiveMaximum", min)):
+        if inclusive in node and exclusive in node:
+            # The exclusive bound wins when it is at least as tight (x > 0 beats x >= 0); else the inclusive one.
+            keep_exclusive = tighter(node[inclusive], node[exclusive]) == node[exclusive]
+            del node[inclusive if keep_exclusive else exclusive]
+    for value in node.values():
+        _one_bound_per_side(value)
 
 
 # ----------------------------------------------------------------------------- fast JSON for plain models
@@ -231,38 +351,72 @@ ENERGY_ORDERS = Topic(
     "Order commands (SUBMIT / CANCEL / AMEND) from trading front ends; keyed by market so one "
     "partition owns one order book.",
     upstream=True,
+    producers=(Component.UPSTREAM,),
+    consumers=(Component.MATCHING,),
+    dedup_key=("market_id", "order_id"),
 )
 ENERGY_ORDER_EVENTS = Topic(
     "energy.orders.events",
     m.OrderEvent,
     "market_id",
     "Order lifecycle answers: accepted, rejected (with reason), cancelled, amended, expired, filled.",
+    producers=(Component.MATCHING,),
+    consumers=(Component.UPSTREAM,),
+    dedup_key=("market_id", "sequence", "order_id"),
 )
-ENERGY_TRADES = Topic("energy.trades", m.Trade, "market_id", "Matched trades, in sequence per market.")
+ENERGY_TRADES = Topic(
+    "energy.trades",
+    m.Trade,
+    "market_id",
+    "Matched trades, in sequence per market.",
+    producers=(Component.MATCHING,),
+    consumers=(Component.UPSTREAM, Component.WAREHOUSE),
+    dedup_key=("trade_id",),
+)
 ENERGY_PRICES = compacted(
-    "energy.prices", m.MarketPrice, "market_id", "Latest best bid/ask, last price and VWAP per market."
+    "energy.prices",
+    m.MarketPrice,
+    "market_id",
+    "Latest best bid/ask, last price and VWAP per market.",
+    producers=(Component.MATCHING,),
+    consumers=(Component.UPSTREAM,),
+    dedup_key=("market_id", "sequence"),
 )
 ENERGY_SETTLEMENTS = Topic(
     "energy.settlements",
     m.TradeSettled,
     "trade_id",
     "One settlement result per trade: K-AUS moved, fee, delivery, carbon credits, phase timings.",
+    producers=(Component.LEDGER,),
+    consumers=(Component.UPSTREAM, Component.MONITORING, Component.DASHBOARD, Component.WAREHOUSE),
 )
 CARBON_CREDITS_MINTED = Topic(
-    "carbon.credits.minted", m.CarbonCreditMinted, "account_id", "Carbon credits minted to renewable sellers."
+    "carbon.credits.minted",
+    m.CarbonCreditMinted,
+    "account_id",
+    "Carbon credits minted to renewable sellers.",
+    producers=(Component.LEDGER,),
+    consumers=(Component.UPSTREAM,),
+    dedup_key=("mint_id",),
 )
 DIVIDENDS_DECLARED = Topic(
     "dividends.declared",
     m.DividendDeclared,
     "account_id",
-    "Dividends owed to energy-node and staking holders; auto-payout consumes them.",
+    "Dividends owed to energy-node and staking holders (the input of their auto-payout rules).",
+    producers=(Component.LEDGER,),
+    consumers=(Component.UPSTREAM,),
+    dedup_key=("dividend_id",),
 )
 LEDGER_TRANSFERS = Topic(
     "ledger.transfers",
     m.LedgerTransfer,
     "transfer_id",
-    "Every K-AUS double-entry movement applied by the ledger (including holds).",
+    "Every double-entry movement the ledger applied (including holds): K-AUS, or carbon milli-credits for the "
+    "carbon mint; `asset` names the unit of `amount_units`.",
     retention_ms=30 * DAY_MS,
+    producers=(Component.LEDGER,),
+    consumers=(Component.UPSTREAM, Component.WAREHOUSE),
 )
 LEDGER_COMMANDS = Topic(
     "ledger.commands",
@@ -277,6 +431,9 @@ LEDGER_COMMANDS = Topic(
     upstream=True,
     retention_ms=KEEP_FOREVER,
     broker_timestamps=True,
+    producers=(Component.UPSTREAM, Component.MATCHING, Component.BRIDGE),
+    consumers=(Component.LEDGER,),
+    dedup_key=("command_id",),
 )
 LEDGER_OUTCOMES = Topic(
     "ledger.outcomes",
@@ -285,6 +442,8 @@ LEDGER_OUTCOMES = Topic(
     "The ledger's answer to each hold, post, void and reward command; requesters await it by command_id "
     "(a re-sent command is answered again with its original outcome).",
     retention_ms=DAY_MS,
+    producers=(Component.LEDGER,),
+    consumers=(Component.BRIDGE,),
 )
 FX_RATES = Topic(
     "fx.rates",
@@ -293,6 +452,9 @@ FX_RATES = Topic(
     "FX quotes from NEXUS_INTERNAL, BLOOMBERG and REUTERS; keyed by quote currency.",
     upstream=True,
     retention_ms=DAY_MS,
+    producers=(Component.UPSTREAM,),
+    consumers=(Component.BRIDGE, Component.MONITORING, Component.WAREHOUSE),
+    dedup_key=("quote_id",),
 )
 BRIDGE_REQUESTS = Topic(
     "bridge.requests",
@@ -300,6 +462,9 @@ BRIDGE_REQUESTS = Topic(
     "payer_account_id",
     "Card payments to settle over the High-Speed Bridge; keyed by payer so each payer's order holds.",
     upstream=True,
+    producers=(Component.UPSTREAM,),
+    consumers=(Component.BRIDGE,),
+    dedup_key=("request_id",),
 )
 BRIDGE_SETTLEMENTS_COMPLETED = Topic(
     "bridge.settlements.completed",
@@ -307,6 +472,8 @@ BRIDGE_SETTLEMENTS_COMPLETED = Topic(
     "request_id",
     "Settled card payments with rail, amounts and per-phase durations.",
     retention_ms=30 * DAY_MS,
+    producers=(Component.BRIDGE,),
+    consumers=(Component.UPSTREAM, Component.MONITORING, Component.DASHBOARD, Component.WAREHOUSE),
 )
 BRIDGE_SETTLEMENTS_FAILED = Topic(
     "bridge.settlements.failed",
@@ -314,6 +481,8 @@ BRIDGE_SETTLEMENTS_FAILED = Topic(
     "request_id",
     "Card payments that failed, with the phase and a reason; their hold is voided.",
     retention_ms=30 * DAY_MS,
+    producers=(Component.BRIDGE,),
+    consumers=(Component.UPSTREAM, Component.MONITORING, Component.DASHBOARD, Component.WAREHOUSE),
 )
 BRIDGE_PAYOUTS_JOURNAL = compacted(
     "bridge.payouts.journal",
@@ -323,21 +492,71 @@ BRIDGE_PAYOUTS_JOURNAL = compacted(
     "intent or its result. Written to the partition number of the transaction's bridge.requests record, so "
     "whichever worker owns that partition recovers its open payouts and answers its duplicates.",
     copartitioned_with="bridge.requests",
+    producers=(Component.BRIDGE,),
+    consumers=(Component.BRIDGE,),
 )
-PAYOUT_RULES = compacted("payouts.rules", m.AutoPayoutRule, "rule_id", "Auto-payout rules (spec §2.3).", upstream=True)
-PAYOUT_REQUESTS = Topic("payouts.requests", m.PayoutRequest, "payout_id", "Payouts to execute.")
-PAYOUT_RESULTS = Topic("payouts.results", m.PayoutResult, "payout_id", "Executed or failed payouts.")
+PAYOUT_RULES = compacted(
+    "payouts.rules",
+    m.AutoPayoutRule,
+    "rule_id",
+    "Auto-payout rules (spec §2.3), compacted by rule_id; kept for the auto-payout executor (no component of "
+    "this release reads it yet).",
+    upstream=True,
+    producers=(Component.UPSTREAM,),
+    consumers=(),
+)
+PAYOUT_REQUESTS = Topic(
+    "payouts.requests",
+    m.PayoutRequest,
+    "payout_id",
+    "Payouts to execute (reserved for the auto-payout executor: no component of this release writes it).",
+    producers=(),
+    consumers=(Component.WAREHOUSE,),
+)
+PAYOUT_RESULTS = Topic(
+    "payouts.results",
+    m.PayoutResult,
+    "payout_id",
+    "Executed or failed payouts (reserved for the auto-payout executor: no component of this release writes it).",
+    producers=(),
+    consumers=(Component.WAREHOUSE,),
+)
 GOVERNANCE_KEYS = compacted(
-    "governance.keys", m.KeyMetadata, "key_id", "HSM key metadata (expiry feeds alerting).", upstream=True
+    "governance.keys",
+    m.KeyMetadata,
+    "key_id",
+    "HSM key metadata (expiry feeds alerting).",
+    upstream=True,
+    producers=(Component.UPSTREAM,),
+    consumers=(Component.MONITORING,),
 )
 GOVERNANCE_MULTISIG = compacted(
-    "governance.multisig", m.MultisigRequest, "request_id", "Multi-sig approval lifecycle.", upstream=True
+    "governance.multisig",
+    m.MultisigRequest,
+    "request_id",
+    "Multi-sig approval lifecycle.",
+    upstream=True,
+    producers=(Component.UPSTREAM,),
+    consumers=(Component.MONITORING,),
 )
 MONITORING_ALERTS = Topic(
-    "monitoring.alerts", m.Alert, "fingerprint", "Alerts fired and resolved, as sent to Alertmanager."
+    "monitoring.alerts",
+    m.Alert,
+    "fingerprint",
+    "Alerts fired and resolved, as sent to Alertmanager.",
+    producers=(Component.MONITORING,),
+    consumers=(Component.DASHBOARD,),
+    dedup_key=("fingerprint", "state", "starts_at"),
 )
 AUDIT_RECORDS = Topic(
-    "audit.records", m.AuditRecord, "transaction_id", "Audit trail, spec §7.2 shape.", retention_ms=365 * DAY_MS
+    "audit.records",
+    m.AuditRecord,
+    "transaction_id",
+    "Audit trail, spec §7.2 shape.",
+    retention_ms=365 * DAY_MS,
+    producers=(Component.LEDGER, Component.BRIDGE),
+    consumers=(Component.WAREHOUSE,),
+    dedup_key=("auditId",),
 )
 PLATFORM_DEADLETTERS = Topic(
     "platform.deadletters",
@@ -348,6 +567,9 @@ PLATFORM_DEADLETTERS = Topic(
     "New dead letters stay under 64 KiB; the limit below also admits older, larger ones.",
     retention_ms=30 * DAY_MS,
     max_message_bytes=1024 * 1024,
+    producers=(Component.MATCHING, Component.LEDGER, Component.BRIDGE, Component.MONITORING),
+    consumers=(Component.UPSTREAM, Component.MONITORING, Component.OPERATORS),
+    dedup_key=("source_topic", "source_partition", "source_offset"),
 )
 PLATFORM_DEADLETTER_PAYLOADS = PayloadTopic(
     "platform.deadletters.payloads",
@@ -358,7 +580,9 @@ PLATFORM_DEADLETTER_PAYLOADS = PayloadTopic(
     "(<source topic>:<partition>:<offset>:<key|value>); value: the bytes, gzip-compressed (not JSON). A payload "
     "whose compressed record exceeds the limit below is not stored, and its dead letter has no reference.",
     retention_ms=30 * DAY_MS,
-    max_message_bytes=960 * 1024,  # under librdkafka's default message.max.bytes (1,000,000), which producers keep
+    max_message_bytes=960 * 1024,  # under librdkafka's default message.max.bytes (1,000,000), which producers keep,
+    producers=(Component.MATCHING, Component.LEDGER, Component.BRIDGE, Component.MONITORING),
+    consumers=(Component.OPERATORS,),
 )
 
 TOPICS: dict[str, Topic] = {
@@ -392,15 +616,17 @@ TOPICS: dict[str, Topic] = {
 }
 
 
-def _check_copartitioned() -> None:
-    """A co-partitioned pair is declared with one count, and neither side is fixed alone."""
+def _check_registry() -> None:
+    """A co-partitioned pair is declared with one count, and neither side is fixed alone; a topic is upstream
+    exactly when systems outside the platform produce it."""
     for t in TOPICS.values():
         if t.copartitioned_with is not None:
             lead = TOPICS[t.copartitioned_with]
             assert t.partitions == lead.partitions and t.fixed_partitions == lead.fixed_partitions, t.name
+        assert t.upstream == (Component.UPSTREAM in t.producers), t.name
 
 
-_check_copartitioned()
+_check_registry()
 
 
 def topic(name: str) -> Topic:

@@ -12,7 +12,16 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated
 
-from pydantic import AfterValidator, AwareDatetime, BeforeValidator, ConfigDict, Field, StrictInt, WithJsonSchema
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    StrictInt,
+    WithJsonSchema,
+)
 from pydantic_core import PydanticCustomError
 
 # A producer-supplied identifier: also the idempotency key of the state change it causes.
@@ -29,12 +38,39 @@ PositiveKausUnits = Annotated[StrictInt, Field(gt=0, le=MAX_UNITS, description="
 MinorUnits = Annotated[
     StrictInt, Field(ge=0, le=MAX_UNITS, description="fiat minor units (cents; whole units for JPY/KRW)")
 ]
+PositiveMinorUnits = Annotated[
+    StrictInt, Field(gt=0, le=MAX_UNITS, description="fiat minor units (> 0; cents, whole units for JPY/KRW)")
+]
 SignedMinorUnits = Annotated[StrictInt, Field(ge=-MAX_UNITS, le=MAX_UNITS, description="signed fiat minor units")]
 QuantityWh = Annotated[StrictInt, Field(gt=0, le=10**12, description="energy in watt-hours")]
 PriceUnitsPerKwh = Annotated[StrictInt, Field(gt=0, le=10**15, description="K-AUS base units per kWh")]
 DurationMs = Annotated[StrictInt, Field(ge=0, le=86_400_000)]
 
-RATE_PATTERN = r"^[0-9]{1,14}(\.[0-9]{1,10})?$"
+RATE_INTEGER_DIGITS = 14
+RATE_FRACTION_DIGITS = 10
+
+
+def positive_decimal_pattern(integer_digits: int, fraction_digits: int) -> str:
+    """A regex of the positive decimals with at most these digit counts, no leading zero, no exponent.
+
+    Written without look-ahead so every JSON Schema validator compiles it (RE2-based ones included): a
+    whole part from 1, or "0." and a fraction with a non-zero digit, enumerated by its count of leading zeros.
+    """
+    fraction = rf"(?:\.[0-9]{{1,{fraction_digits}}})?"
+    whole = rf"[1-9][0-9]{{0,{integer_digits - 1}}}{fraction}"
+    small = "|".join(
+        "0" * zeros + "[1-9]" + (rf"[0-9]{{0,{fraction_digits - 1 - zeros}}}" if zeros < fraction_digits - 1 else "")
+        for zeros in range(fraction_digits)
+    )
+    return rf"^(?:{whole}|0\.(?:{small}))$"
+
+
+RATE_PATTERN = positive_decimal_pattern(RATE_INTEGER_DIGITS, RATE_FRACTION_DIGITS)
+_RATE = re.compile(RATE_PATTERN)
+# The same digits, zero allowed: a text of this shape that is not a rate is zero (told apart for its error code).
+_DECIMAL_SHAPE = re.compile(
+    rf"^(?:0|[1-9][0-9]{{0,{RATE_INTEGER_DIGITS - 1}}})(?:\.[0-9]{{1,{RATE_FRACTION_DIGITS}}})?$"
+)
 
 
 def _decimal_string(value: object) -> object:
@@ -42,9 +78,15 @@ def _decimal_string(value: object) -> object:
     if isinstance(value, Decimal):
         return value
     if not isinstance(value, str):
-        raise ValueError('must be a decimal string such as "0.15", not a JSON number')
-    if not re.fullmatch(RATE_PATTERN, value):
-        raise ValueError('must match digits[.up to 10 digits], e.g. "1354.2100"')
+        raise PydanticCustomError("string_type", 'must be a decimal string such as "0.15", not a JSON number')
+    if _RATE.match(value) is None:
+        if _DECIMAL_SHAPE.match(value) is not None:
+            raise PydanticCustomError("greater_than", "must be greater than 0")
+        raise PydanticCustomError(
+            "string_pattern_mismatch",
+            f'must be a decimal string: 1-{RATE_INTEGER_DIGITS} digits without a leading zero, optionally "." and '
+            f'1-{RATE_FRACTION_DIGITS} digits, e.g. "1354.2100" or "0.15"',
+        )
     return value
 
 
@@ -53,14 +95,43 @@ Rate = Annotated[
     Decimal,
     BeforeValidator(_decimal_string),
     Field(gt=0, max_digits=24, decimal_places=10, allow_inf_nan=False),
+    # Positional notation on the wire: str(Decimal) writes small rates as "1E-10", which the pattern refuses.
+    PlainSerializer(lambda rate: format(rate, "f"), return_type=str, when_used="json"),
     WithJsonSchema(
-        {"type": "string", "pattern": RATE_PATTERN, "description": 'positive decimal string, e.g. "0.1500"'}
+        {
+            "type": "string",
+            "pattern": RATE_PATTERN,
+            "description": f"positive decimal string, at most {RATE_INTEGER_DIGITS} digits before the point (no "
+            f'leading zero) and {RATE_FRACTION_DIGITS} after, e.g. "0.1500"',
+        }
     ),
 ]
 Bps = Annotated[StrictInt, Field(ge=0, le=10_000, description="basis points")]
 
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# RFC 3339 date-time (JSON Schema's `date-time` format): seconds required, "T" between date and time. The offset is
+# optional here so a naive timestamp gets its own error (NAIVE_TIMESTAMP) from the aware-datetime check after it.
+TIMESTAMP_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})$"
+_TIMESTAMP_SHAPE = re.compile(
+    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})?$"
+)
+
+
+def _iso_text(value: object) -> object:
+    # pydantic would read a JSON number, or a string of digits, as Unix seconds: a producer's unit slip (ms) would
+    # then land in another century unnoticed. The contract says ISO 8601 text, so that is all it takes.
+    if isinstance(value, str):
+        if _TIMESTAMP_SHAPE.match(value) is None:
+            raise PydanticCustomError(
+                "datetime_parsing", "must be an ISO 8601 (RFC 3339) timestamp such as 2026-11-24T09:00:00Z"
+            )
+        return value
+    if isinstance(value, datetime):
+        return value
+    raise PydanticCustomError(
+        "datetime_type", "must be an ISO 8601 timestamp string such as 2026-11-24T09:00:00Z, not a JSON number"
+    )
 
 
 def _to_utc(value: datetime) -> datetime:
@@ -74,12 +145,15 @@ def _to_utc(value: datetime) -> datetime:
     return utc
 
 
-# Timestamps must carry an offset (naive ones are rejected), are normalised to UTC and are not before 1970.
+# Timestamps are RFC 3339 text (never numbers), must carry an offset (naive ones are rejected), are normalised to
+# UTC and are not before 1970.
 UtcDatetime = Annotated[
     AwareDatetime,
+    BeforeValidator(_iso_text),
     AfterValidator(_to_utc),
-    # JSON Schema's format keywords (ajv-formats and others read formatMinimum): the published rule, machine-readable.
-    Field(json_schema_extra={"formatMinimum": "1970-01-01T00:00:00Z"}),
+    # The published rule, machine-readable: `pattern` for every validator (format checks are optional in 2020-12),
+    # formatMinimum for those that read it (ajv-formats and others).
+    Field(json_schema_extra={"formatMinimum": "1970-01-01T00:00:00Z", "pattern": TIMESTAMP_PATTERN}),
 ]
 
 # One config for every contract: unknown fields are errors (typos must not be silently
@@ -101,6 +175,7 @@ __all__ = [
     "KausUnits",
     "MinorUnits",
     "PositiveKausUnits",
+    "PositiveMinorUnits",
     "PriceUnitsPerKwh",
     "QuantityWh",
     "Rate",
