@@ -18,13 +18,19 @@ Toss       ``POST /v1/payouts/sub-malls/settlements`` (Basic ``secret:``; ``Idem
 Alipay     ``POST /gateway.do`` methods ``alipay.fund.trans.uni.transfer`` (``out_biz_no`` unique) and
            ``alipay.fund.trans.common.query``; request RSA2 signatures verified with the app public key,
            responses signed with the simulator's 'Alipay' key
+PayPay     ``POST /v2/cashback`` (Give Cashback, 202 REQUEST_ACCEPTED; the same ``merchantCashbackId`` again
+           grants nothing more), ``GET /v2/cashback/{merchantCashbackId}`` (TRANSACTION_NOT_FOUND if none);
+           the ``hmac OPA-Auth`` header verified (key, epoch within 2 min, body hash, HMAC-SHA256)
+PayFort    ``POST /FortAPI/paymentApi``: the payout ``command`` (``payfort_payout_command``; a seen
+           ``merchant_reference`` is 00007 Duplicate order number) and ``query_command=CHECK_STATUS``
+           (11036 Order not found); SHA-256 request signatures verified, answers signed with the response phrase
 =========  =====================================================================================
 
 Credentials are the adapters' defaults (``streams.bridge.providers.base.ProviderSettings``, env
 ``NEXUS_PROVIDER_*``), so a misconfigured client gets the provider's own 401.
 
 **Fault injection**, per rail or provider name (``STRIPE_INSTANT`` overrides ``STRIPE`` overrides
-``*``), applied only to the call that moves money (Stripe/PayPal/Toss/Alipay create, Wise funding):
+``*``), applied only to the call that moves money (Stripe/PayPal/Toss/Alipay/PayPay/PayFort create, Wise funding):
 ``latency_ms`` (+ uniform ``jitter_ms``), ``fail_next`` (next N answer ``fail_status``, default 503:
 definitely not executed), ``fail_rate`` (probability per call, seeded), ``decline_next`` (next N get the
 provider's business-error 4xx), ``timeout_next`` (next N *are executed*, then the answer hangs for
@@ -43,6 +49,7 @@ import hmac
 import json
 import os
 import random
+import re
 import secrets
 import time
 import uuid
@@ -71,6 +78,9 @@ from streams.bridge.providers.alipay import (
     sign_content,
 )
 from streams.bridge.providers.base import ProviderSettings, basic_auth, dumps, loads_exact
+from streams.bridge.providers.payfort import signature as aps_signature
+from streams.bridge.providers.payfort import verify as aps_verify
+from streams.bridge.providers.paypay import EPOCH_SKEW_S, body_hash, mac, parse_auth_header
 from streams.bridge.providers.wise import sign_sca_token
 
 _KST = timezone(timedelta(hours=9))
@@ -191,6 +201,8 @@ class ProviderSim:
         self.alipay_orders: dict[str, tuple[str, dict[str, Any]]] = {}
         self.toss_by_key: dict[str, dict[str, Any]] = {}
         self.stripe_payouts: dict[str, tuple[str, bytes]] = {}
+        self.paypay_cashbacks: dict[str, tuple[str, dict[str, Any]]] = {}  # merchantCashbackId → (params, details)
+        self.payfort_orders: dict[str, dict[str, str]] = {}  # merchant_reference → the order's Check Status fields
         self.stats: Counter[str] = Counter()
 
     def configure(self, patch: dict[str, dict[str, Any]]) -> None:
@@ -301,6 +313,9 @@ class ProviderSim:
         r.add_post("/v1/payouts/sub-malls/settlements", self.toss_payout)
         r.add_get("/v1/payouts/sub-malls/settlements/{payout_key}", self.toss_get_payout)
         r.add_post("/gateway.do", self.alipay_gateway)
+        r.add_post("/v2/cashback", self.paypay_cashback)
+        r.add_get("/v2/cashback/{merchant_cashback_id}", self.paypay_get_cashback)
+        r.add_post("/FortAPI/paymentApi", self.payfort_api)
         r.add_get("/_admin/health", self.admin_health)
         r.add_get("/_admin/config", self.admin_get_config)
         r.add_post("/_admin/config", self.admin_config)
@@ -932,6 +947,180 @@ class ProviderSim:
                 "pay_date": value["trans_date"],
             },
         )
+
+    # ------------------------------------------------------------------ PayPay
+
+    @staticmethod
+    def _paypay_answer(status: int, code: str, message: str, data: Any = None, code_id: str = "") -> web.Response:
+        info = {"code": code, "message": message, **({"codeId": code_id} if code_id else {})}
+        return _json(status, {"resultInfo": info, "data": data})
+
+    def _paypay_denied(self, request: web.Request, body: bytes) -> web.Response | None:
+        """PayPay's HMAC check: the key, an epoch within 2 minutes, the body hash and the MAC over the request."""
+        s = self.settings
+        auth = parse_auth_header(request.headers.get("Authorization", ""))
+        content_type = request.headers.get("Content-Type", "") if body else "empty"
+        digest = body_hash(content_type, body)
+        ok = (
+            auth is not None
+            and auth.api_key == s.paypay_api_key
+            and abs(time.time() - auth.epoch) < EPOCH_SKEW_S
+            and hmac.compare_digest(auth.hash, digest)
+            and hmac.compare_digest(
+                auth.mac,
+                mac(
+                    s.paypay_api_secret.get_secret_value(),
+                    request.path,
+                    request.method,
+                    auth.nonce,
+                    auth.epoch,
+                    content_type,
+                    digest,
+                ),
+            )
+        )
+        if ok:
+            return None
+        self.stats["PAYPAY.unauthorized"] += 1
+        return self._paypay_answer(401, "UNAUTHORIZED", "No valid api key and secret provided")
+
+    async def paypay_cashback(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        denied = self._paypay_denied(request, body)
+        if denied:
+            return denied
+        try:
+            req = loads_exact(body)
+            cid, user = str(req["merchantCashbackId"]), str(req["userAuthorizationId"])
+            yen, requested_at = req["amount"]["amount"], int(req["requestedAt"])
+            if type(yen) is not int or yen <= 0 or req["amount"]["currency"] != "JPY" or not 0 < len(cid) <= 64:
+                raise ValueError("amount must be a positive JPY integer, merchantCashbackId 1-64 characters")
+        except (KeyError, TypeError, ValueError) as exc:
+            return self._paypay_answer(400, "INVALID_REQUEST_PARAMS", f"Invalid request params: {exc}")
+        fingerprint = f"{user}|{yen}"
+
+        async def execute() -> web.Response:
+            existing = self.paypay_cashbacks.get(cid)
+            if existing is not None:
+                # The same merchantCashbackId again grants nothing more (PayPay's advice for an unknown outcome is
+                # to re-send it); the same id with other parameters is refused.
+                if existing[0] != fingerprint:
+                    return self._paypay_answer(400, "INVALID_REQUEST_PARAMS", "merchantCashbackId already used")
+                self.stats["PAYPAY.replays"] += 1
+                return self._paypay_accepted()
+            rec = self._record(Provider.PAYPAY, "PAYPAY_BUSINESS", cid, cid, cid, yen, Currency.JPY, user)
+            details = {
+                "status": "SUCCESS",
+                "acceptedAt": int(datetime.fromisoformat(rec.created_at).timestamp()),
+                "merchantAlias": "NEXUS-X",
+                "amount": {"amount": yen, "currency": "JPY"},
+                "requestedAt": requested_at,
+                "metadata": "",
+                "cashbackId": str(int(_ref("", "paypay", cid, n=15), 16)),
+                "merchantCashbackId": cid,
+                "userAuthorizationId": user,
+                "orderDescription": req.get("orderDescription"),
+                "walletType": req.get("walletType", "PREPAID"),
+            }
+            self.paypay_cashbacks[cid] = (fingerprint, details)
+            return self._paypay_accepted()
+
+        return await self._money_call(
+            "PAYPAY_BUSINESS",
+            "PAYPAY",
+            execute,
+            lambda status: self._paypay_answer(status, "INTERNAL_SERVER_ERROR", "Something went wrong on PayPay side"),
+            lambda: self._paypay_answer(
+                401, "INVALID_USER_AUTHORIZATION_ID", "The specified user authorization ID is invalid"
+            ),
+        )
+
+    def _paypay_accepted(self) -> web.Response:
+        return self._paypay_answer(202, "REQUEST_ACCEPTED", "Request accepted", None, "08100001")
+
+    async def paypay_get_cashback(self, request: web.Request) -> web.Response:
+        denied = self._paypay_denied(request, b"")
+        if denied:
+            return denied
+        found = self.paypay_cashbacks.get(request.match_info["merchant_cashback_id"])
+        if found is None:
+            return self._paypay_answer(404, "TRANSACTION_NOT_FOUND", "Transaction not found")
+        return self._paypay_answer(200, "SUCCESS", "Success", found[1], "08100001")
+
+    # ------------------------------------------------------------------ PayFort (Amazon Payment Services)
+
+    def _payfort_answer(self, params: dict[str, Any], code: str, message: str, **extra: str) -> web.Response:
+        """APS's answer: the request's parameters echoed, the result, signed with the SHA response phrase."""
+        out = {k: v for k, v in params.items() if k != "signature"}
+        out.update(extra, response_code=code, response_message=message, status=code[:2])
+        out["signature"] = aps_signature(out, self.settings.payfort_sha_response_phrase.get_secret_value())
+        return _json(200, out)
+
+    def _payfort_denied(self, params: dict[str, Any]) -> web.Response | None:
+        s = self.settings
+        if params.get("merchant_identifier") != s.payfort_merchant_identifier:
+            return self._payfort_answer(params, "00009", "Invalid merchant identifier.")
+        if params.get("access_code") != s.payfort_access_code:
+            return self._payfort_answer(params, "00010", "Invalid access code.")
+        if not aps_verify(params, s.payfort_sha_request_phrase.get_secret_value()):
+            return self._payfort_answer(params, "00008", "Signature mismatch.")
+        return None
+
+    async def payfort_api(self, request: web.Request) -> web.Response:
+        try:
+            params = json.loads(await request.read())
+            if not isinstance(params, dict) or not all(isinstance(v, str) for v in params.values()):
+                raise ValueError("expected one JSON object of strings")
+        except ValueError:
+            return self._payfort_answer({}, "00073", "Invalid request format.")
+        denied = self._payfort_denied(params)
+        if denied:
+            self.stats["PAYFORT.unauthorized"] += 1
+            return denied
+        if params.get("query_command") == "CHECK_STATUS":
+            return self._payfort_check_status(params)
+        if params.get("command") != self.settings.payfort_payout_command:
+            return self._payfort_answer(params, "00004", "Invalid command.")
+        return await self._payfort_payout(params)
+
+    async def _payfort_payout(self, params: dict[str, Any]) -> web.Response:
+        ref, amount, token = params.get("merchant_reference", ""), params.get("amount", ""), params.get("token_name")
+        if not token or not re.fullmatch(r"[A-Za-z0-9._-]{1,40}", ref):
+            return self._payfort_answer(params, "00001", "Missing parameter.")
+        if params.get("currency") not in Currency.__members__:
+            return self._payfort_answer(params, "00013", "Invalid currency.")
+        if not amount.isdigit() or int(amount) <= 0:
+            return self._payfort_answer(params, "00005", "Invalid amount.")
+        currency = Currency(params["currency"])
+
+        async def execute() -> web.Response:
+            if ref in self.payfort_orders:  # merchant_reference is the merchant's unique order number
+                self.stats["PAYFORT.duplicates"] += 1
+                return self._payfort_answer(params, "00007", "Duplicate order number.")
+            fort_id = str(int(_ref("", "payfort", ref, n=24), 16))[:18]
+            self._record(Provider.PAYFORT, "PAYFORT", ref, ref, fort_id, int(amount), currency, token)
+            # Status 14 for the payout command: what the real command answers is to confirm with APS.
+            self.payfort_orders[ref] = {
+                "fort_id": fort_id,
+                "transaction_status": "14",
+                "transaction_code": "14000",
+                "transaction_message": "Success.",
+            }
+            return self._payfort_answer(params, "14000", "Success.", fort_id=fort_id)
+
+        return await self._money_call(
+            "PAYFORT",
+            "PAYFORT",
+            execute,
+            lambda status: web.Response(status=status, text="Service Unavailable"),
+            lambda: self._payfort_answer(params, "13044", "Token name does not exist."),
+        )
+
+    def _payfort_check_status(self, params: dict[str, Any]) -> web.Response:
+        order = self.payfort_orders.get(params.get("merchant_reference", ""))
+        if order is None:
+            return self._payfort_answer(params, "11036", "Order not found.")
+        return self._payfort_answer(params, "12000", "Success.", **order)
 
     # ------------------------------------------------------------------ admin
 

@@ -99,7 +99,7 @@ def make_intent(
 ) -> PayoutIntent:
     spec = RAILS[rail]
     tx = bridge_tx_id_for(request_id)
-    payment = make_payment(request_id, amount_minor, currency)
+    payment = make_payment(request_id, amount_minor, currency, spec.region or Region.US)
     now = time.time_ns() // 1_000_000
     return PayoutIntent(
         bridge_tx_id=tx,

@@ -30,8 +30,17 @@ from devtools.provider_sim.launcher import ProviderSimProcess
 from domain.bridge import PayoutIntent, PayoutStatus, Rejected, Settled
 from domain.fx import FxBook
 from domain.money import Currency
-from domain.rails import BreakerState, CircuitBreaker, Provider, Rail, Region, new_breakers
-from streams.bridge.providers import build_adapters
+from domain.rails import (
+    PRIMARY_RAIL,
+    REGION_CURRENCY,
+    BreakerState,
+    CircuitBreaker,
+    Provider,
+    Rail,
+    Region,
+    new_breakers,
+)
+from streams.bridge.providers import build_adapters, payfort, paypay
 from streams.bridge.providers.alipay import (
     TRANSFER,
     build_gateway_request,
@@ -42,7 +51,13 @@ from streams.bridge.providers.alipay import (
     sign_content,
     transfer_biz_content,
 )
-from streams.bridge.providers.base import ProviderSettings, make_transport
+from streams.bridge.providers.base import (
+    DerivedMerchantDirectory,
+    HttpRequest,
+    HttpResponse,
+    ProviderSettings,
+    make_transport,
+)
 from streams.bridge.providers.paypal import build_payout_request as paypal_request
 from streams.bridge.providers.stripe import StripeAdapter
 from streams.bridge.providers.stripe import build_payout_request as stripe_request
@@ -87,7 +102,18 @@ CASES = [
     pytest.param(Case(Provider.WISE, Rail.WISE, Currency.JPY, 2_300, "transfer.recipient.invalid"), id="wise"),
     pytest.param(Case(Provider.TOSS, Rail.TOSS_PAYMENTS, Currency.KRW, 20_000, "NOT_FOUND_SUB_MALL"), id="toss"),
     pytest.param(Case(Provider.ALIPAY, Rail.ALIPAY, Currency.CNY, 10_000, "PAYEE_NOT_EXIST"), id="alipay"),
+    pytest.param(
+        Case(Provider.PAYPAY, Rail.PAYPAY_BUSINESS, Currency.JPY, 2_300, "INVALID_USER_AUTHORIZATION_ID"), id="paypay"
+    ),
+    pytest.param(Case(Provider.PAYFORT, Rail.PAYFORT, Currency.AED, 15_000, "13044"), id="payfort"),
 ]
+# Providers whose lookup is a read-only query (a payout they never received is NOT_FOUND), and its not-found code;
+# the others' lookup replays the payout under the same key.
+READ_ONLY_LOOKUP = {
+    Provider.ALIPAY: "ORDER_NOT_EXIST",
+    Provider.PAYPAY: "TRANSACTION_NOT_FOUND",
+    Provider.PAYFORT: "11036",
+}
 
 
 @pytest.fixture(params=CASES)
@@ -270,9 +296,9 @@ def test_lost_request_is_not_paid_until_resolved_and_then_once(
         settings_for(sim, sim_keys_dir, timeout_ms=300), case.provider, body
     )
     assert sent.status is PayoutStatus.TIMEOUT and paid_before == 0
-    if case.provider is Provider.ALIPAY:
+    if case.provider in READ_ONLY_LOOKUP:
         # a real read-only lookup: the provider never got it → NOT_FOUND; the core then re-sends the same key
-        assert looked.status is PayoutStatus.NOT_FOUND and looked.error_code == "ORDER_NOT_EXIST"
+        assert looked.status is PayoutStatus.NOT_FOUND and looked.error_code == READ_ONLY_LOOKUP[case.provider]
         assert resent is not None and resent.status is PayoutStatus.PAID
     else:
         # replay-based lookup (Stripe/PayPal/Wise/Toss): re-sent under the same key, executed once
@@ -294,6 +320,8 @@ def test_rejected_credentials_make_the_rail_unavailable(
         wise_api_token=SecretStr("wrong"),
         toss_secret_key=SecretStr("test_sk_wrong"),
         alipay_app_id="2099000000000000",
+        paypay_api_secret=SecretStr("wrong"),
+        payfort_sha_request_phrase=SecretStr("wrong"),
     )
     outcome = with_adapter(bad, case.provider, lambda a: a.payout(case.intent()))
     assert outcome.status is PayoutStatus.UNAVAILABLE, outcome
@@ -348,6 +376,72 @@ def test_transports_classify_success_timeout_and_refusal_alike(
         closed, Provider.STRIPE, lambda a: a.payout(make_intent(Rail.STRIPE_INSTANT, 100, Currency.USD, "t3")), kind
     )
     assert refused.status is PayoutStatus.UNAVAILABLE and refused.error_code == "CONNECT_FAILED", refused
+
+
+def send_raw(settings: ProviderSettings, *requests: HttpRequest) -> list[HttpResponse]:
+    """Send prepared requests to the simulator as they are (one event loop)."""
+
+    async def go() -> list[HttpResponse]:
+        t = make_transport("httpx")
+        try:
+            return [await t.send(r, 2_000) for r in requests]
+        finally:
+            await t.aclose()
+
+    return run(go())
+
+
+@pytest.mark.slow
+def test_paypay_simulator_checks_the_hmac_like_paypay(sim: ProviderSimProcess, sim_settings: ProviderSettings) -> None:
+    s = sim_settings
+    intent = make_intent(Rail.PAYPAY_BUSINESS, 2_300, Currency.JPY)
+    user = DerivedMerchantDirectory().account(intent.payment.merchant_id).paypay_user_authorization_id
+    key, secret, now = s.paypay_api_key, s.paypay_api_secret.get_secret_value(), int(time.time())
+    base = s.url(Provider.PAYPAY)
+
+    def signed(secret: str = secret, epoch: int = now, nonce: str = "n1") -> HttpRequest:
+        return paypay.build_cashback_request(intent, base, key, secret, user, nonce, epoch)
+
+    good = signed()
+    tampered = replace(good, body=good.body.replace(b'"amount":2300', b'"amount":2301'))
+    refused = send_raw(s, tampered, signed(epoch=now - 150), signed(secret="not-the-secret"))
+    assert [(r.status, r.json()["resultInfo"]["code"]) for r in refused] == [(401, "UNAUTHORIZED")] * 3
+    assert sim.payouts() == []
+    (accepted,) = send_raw(s, signed(nonce="n2"))
+    assert accepted.status == 202 and accepted.json()["resultInfo"]["code"] == "REQUEST_ACCEPTED"
+    (payout,) = sim.payouts()
+    assert (payout["our_reference"], payout["amount_minor"], payout["counterparty"]) == (
+        "BRIDGE-card-it-1",
+        2_300,
+        user,
+    )
+
+
+@pytest.mark.slow
+def test_payfort_simulator_checks_signatures_and_signs_its_answers(
+    sim: ProviderSimProcess, sim_settings: ProviderSettings
+) -> None:
+    s = sim_settings
+    intent = make_intent(Rail.PAYFORT, 15_000, Currency.AED)
+    phrase = s.payfort_sha_request_phrase.get_secret_value()
+
+    def request(access_code: str = s.payfort_access_code) -> HttpRequest:
+        return payfort.build_payout_request(
+            intent, s.url(Provider.PAYFORT), access_code, s.payfort_merchant_identifier, phrase, "TOKEN1",
+            s.payfort_payout_command,
+        )  # fmt: skip
+
+    good = request()
+    tampered = replace(good, body=good.body.replace(b'"amount":"15000"', b'"amount":"1500"'))
+    refused = send_raw(s, tampered, request(access_code="NotOurAccessCode"))
+    assert [r.json()["response_code"] for r in refused] == ["00008", "00010"]  # signature mismatch, access code
+    assert sim.payouts() == []
+    ok, again = (r.json() for r in send_raw(s, good, good))
+    assert ok["response_code"] == "14000" and ok["amount"] == "15000" and ok["merchant_reference"] == "BRIDGE-card-it-1"
+    assert payfort.verify(ok, s.payfort_sha_response_phrase.get_secret_value()) and not payfort.verify(ok, phrase)
+    assert again["response_code"] == "00007"  # the same merchant_reference: refused, not paid twice
+    (payout,) = sim.payouts()
+    assert payout["provider_reference"] == ok["fort_id"] and payout["amount_minor"] == 15_000
 
 
 # --------------------------------------------------------------------------- Stripe's own mock server
@@ -430,18 +524,23 @@ def test_runner_settles_a_mixed_flow_once_each_and_statements_parse_back(
     assert ledger.pending_holds() == {}
     assert sum(r.kaus_debited_units for r in results) == ledger.balances["bridge:settlement"]
     by_rail = {r.rail for r in results}
-    assert Rail.TOSS_PAYMENTS in by_rail and Rail.STRIPE_INSTANT in by_rail
-    assert Rail.WISE in by_rail  # JP and AE: PayPay/PayFort have no adapter → Wise
-    # statements: each provider's own format, parsed back by the reconciliation parsers
-    from contracts.models import Provider as WireProvider
-    from warehouse.provider_statements import parse_statement
+    assert {Rail.TOSS_PAYMENTS, Rail.STRIPE_INSTANT, Rail.PAYPAY_BUSINESS, Rail.PAYFORT} <= by_rail
+    # every payment went out over its region's primary rail (all are configured, none failed)
+    assert all(
+        r.rail is PRIMARY_RAIL[p.region]
+        for r, p in zip(results, payments, strict=True)
+        if p.currency is REGION_CURRENCY[p.region]
+    )
+    # statements: each provider's own format, parsed back by the reconciliation parsers (PayPay and PayFort have
+    # no statement feed: docs/reconciliation.md)
+    from warehouse.provider_statements import FORMATS, parse_statement
 
     files = sim.statements(tmp_path / "statements")
     parsed = 0
     for f in files:
-        provider = next(p for p in WireProvider if f.name.startswith(p.value.lower()))
-        parsed += len(parse_statement(provider, f))
-    assert parsed == len(payouts)
+        provider = next(p for p in Provider if f.name.startswith(p.value.lower()))
+        parsed += len(parse_statement(provider, f)) if provider in FORMATS else 0
+    assert parsed == sum(1 for p in payouts if Provider(p["provider"]) in FORMATS)
 
 
 @pytest.mark.slow
@@ -759,6 +858,8 @@ def _summary(proc: subprocess.Popen[str]) -> dict[str, Any]:
         pytest.param(Rail.STRIPE_INSTANT, {"timeout_next": 1, "hang_ms": 60_000}, "STRIPE.payouts", id="stripe-paid"),
         # the worker dies while the request is in flight, never executed (real read-only lookup: NOT_FOUND)
         pytest.param(Rail.ALIPAY, {"drop_next": 1, "hang_ms": 60_000}, "ALIPAY.dropped", id="alipay-unpaid"),
+        pytest.param(Rail.PAYPAY_BUSINESS, {"timeout_next": 1, "hang_ms": 60_000}, "PAYPAY.payouts", id="paypay-paid"),
+        pytest.param(Rail.PAYFORT, {"drop_next": 1, "hang_ms": 60_000}, "PAYFORT.dropped", id="payfort-unpaid"),
     ],
 )
 def test_sigkill_between_payout_and_result_pays_exactly_once_after_restart(
@@ -766,10 +867,11 @@ def test_sigkill_between_payout_and_result_pays_exactly_once_after_restart(
 ) -> None:
     now = time.time_ns() // 1_000_000
     book = FxBook().with_quotes(domain_quotes(FX_DAY, 0, now))
-    if rail is Rail.ALIPAY:
-        ccy, region, amount = Currency.CNY, Region.HK, 10_000
-    else:
-        ccy, region, amount = Currency.USD, Region.US, 15_000
+    ccy, region, amount = {
+        Rail.ALIPAY: (Currency.CNY, Region.HK, 10_000),
+        Rail.PAYPAY_BUSINESS: (Currency.JPY, Region.JP, 2_300),
+        Rail.PAYFORT: (Currency.AED, Region.AE, 15_000),
+    }.get(rail, (Currency.USD, Region.US, 15_000))
     rate = book.combined_rate(ccy, now).rate
     p = make_payment("card-kill", amount, ccy, region, quoted=str(rate), payer="acct-kill")
     reqs = tmp_path / "reqs.jsonl"
@@ -787,7 +889,7 @@ def test_sigkill_between_payout_and_result_pays_exactly_once_after_restart(
         if worker.poll() is None:
             worker.kill()
     payouts_at_kill = len(sim.payouts())
-    assert payouts_at_kill == (1 if rail is Rail.STRIPE_INSTANT else 0)
+    assert payouts_at_kill == (1 if "timeout_next" in injection else 0)  # executed, or never received
 
     restarted = _start_worker(tmp_path, reqs, sim, sim_keys_dir, timeout_ms=2_000)  # the same input again
     summary = _summary(restarted)

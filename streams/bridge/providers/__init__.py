@@ -1,8 +1,9 @@
 """Payout provider adapters for the High-Speed Bridge (spec §3.1-3.2).
 
-``build_adapters`` wires one adapter per provider that has one (PayPal, Stripe, Wise, Toss, Alipay); PayPay
-and PayFort have no adapter yet, so Japan and the UAE fail over to Wise. Fees come from :mod:`domain.rails`
-(one schedule for the core, the adapters and the simulator).
+``build_adapters`` wires one adapter per provider (PayPal, Stripe, Wise, Toss, Alipay, PayPay, PayFort), so every
+region's primary rail is available; ``providers`` narrows the set (a deployment without, say, PayPay credentials
+then pays Japan over a fallback). Fees come from :mod:`domain.rails` (one schedule for the core, the adapters and
+the simulator).
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ from streams.bridge.providers.base import (
     Transport,
     make_transport,
 )
+from streams.bridge.providers.payfort import PayFortAdapter
 from streams.bridge.providers.paypal import PayPalAdapter
+from streams.bridge.providers.paypay import PayPayAdapter
 from streams.bridge.providers.stripe import StripeAdapter
 from streams.bridge.providers.toss import TossAdapter
 from streams.bridge.providers.wise import WiseAdapter
@@ -38,6 +41,8 @@ def build_adapters(
         Provider.WISE: WiseAdapter,
         Provider.TOSS: TossAdapter,
         Provider.ALIPAY: AlipayAdapter,
+        Provider.PAYPAY: PayPayAdapter,
+        Provider.PAYFORT: PayFortAdapter,
     }
     return {p: cls(settings, transport, merchants) for p, cls in classes.items() if providers is None or p in providers}
 

@@ -70,6 +70,8 @@ class ProviderSettings(BaseSettings):
     wise_url: str = ""
     toss_url: str = ""
     alipay_url: str = ""  # the gateway, e.g. https://openapi.alipay.com/gateway.do
+    paypay_url: str = ""  # the OPA host: https://api.paypay.ne.jp (sandbox https://stg-api.sandbox.paypay.ne.jp)
+    payfort_url: str = ""  # the endpoint, e.g. https://paymentservices.payfort.com/FortAPI/paymentApi
 
     timeout_ms: int = Field(default=2_000, ge=1, le=120_000)
     # Per provider host; at least NEXUS_BRIDGE_MAX_IN_FLIGHT (512), or calls queue for a connection (httpx,
@@ -91,6 +93,15 @@ class ProviderSettings(BaseSettings):
     # PEM files; when absent, a development key pair is generated under keys_dir (the simulator reads it too).
     alipay_app_private_key_file: Path | None = None
     alipay_public_key_file: Path | None = None
+    paypay_api_key: str = "nexus-sim-paypay-api-key"
+    paypay_api_secret: SecretStr = SecretStr("nexus-sim-paypay-api-secret")
+    paypay_assume_merchant: str = ""  # X-ASSUME-MERCHANT, for PayPay agent clients only; empty: not sent
+    payfort_access_code: str = "NexusSimAccessCode01"
+    payfort_merchant_identifier: str = "NexusSimMID"
+    payfort_sha_request_phrase: SecretStr = SecretStr("nexus-sim-sha-request-phrase")
+    payfort_sha_response_phrase: SecretStr = SecretStr("nexus-sim-sha-response-phrase")
+    # APS documents no credit-push command: the one enabled for the account, to confirm (providers/payfort.py).
+    payfort_payout_command: str = "PAYOUT"
     keys_dir: Path = REPO_ROOT / ".local" / "provider_sim" / "keys"
 
     def url(self, provider: Provider) -> str:
@@ -100,11 +111,14 @@ class ProviderSettings(BaseSettings):
             Provider.WISE: self.wise_url,
             Provider.TOSS: self.toss_url,
             Provider.ALIPAY: self.alipay_url,
+            Provider.PAYPAY: self.paypay_url,
+            Provider.PAYFORT: self.payfort_url,
         }.get(provider, "")
         if explicit:
             return explicit.rstrip("/")
         base = self.sim_url.rstrip("/")
-        return f"{base}/gateway.do" if provider is Provider.ALIPAY else base
+        endpoint = {Provider.ALIPAY: "/gateway.do", Provider.PAYFORT: "/FortAPI/paymentApi"}.get(provider, "")
+        return base + endpoint
 
 
 # --------------------------------------------------------------------------- HTTP
@@ -206,6 +220,8 @@ class MerchantPayoutAccount:
     toss_submall_id: str  # ≤ 20 chars
     alipay_identity: str  # ALIPAY_LOGON_ID
     alipay_name: str
+    paypay_user_authorization_id: str  # the merchant's PayPay account, linked once (account link, scope cashback)
+    payfort_token_name: str  # APS token of the merchant's payout instrument, ≤ 100 chars
 
 
 class MerchantDirectory(Protocol):
@@ -227,6 +243,8 @@ class DerivedMerchantDirectory:
             toss_submall_id=f"nx{h[:18]}",
             alipay_identity=f"{slug}@merchants.nexus-x.cn",
             alipay_name=merchant_id[:64],
+            paypay_user_authorization_id=str(uuid.UUID(h[32:64])),
+            payfort_token_name=f"NX{h[:30].upper()}",
         )
 
 
