@@ -168,11 +168,11 @@ def topic_section(t: Topic) -> str:
             continue
         parts.append(f"\n| `{table.field}` | meaning |\n|---|---|\n")
         parts.extend(f"| `{code}` | {table.meanings[code]} |\n" for code in table.codes)
-    parts.append("\n" + example_block(t, example))
+    parts.append(example_block(t, example))
     parts.extend(example_block(t, more) for more in MORE_EXAMPLES.get(t.name, ()))
     return "".join(parts)
 
 
 def example_block(t: Topic, example: Any) -> str:
     value = json.loads(t.encode(example))
-    return "```json\n" + json.dumps(value, indent=2) + "\n```\n"
+    return "\n```json\n" + json.dumps(value, indent=2) + "\n```\n"

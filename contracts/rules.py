@@ -164,12 +164,13 @@ def card_rules() -> str:
         f"tried for this payment and rails whose circuit breaker is open ({breaker.failure_threshold} failures in a "
         f"row open it for {seconds(breaker.cooldown_ms)}). A failed payout fails over to another provider, at most "
         f"{cfg.max_providers_per_payment} providers per payment. When the payment went out over another rail than "
-        f"the region's, the answer says so: `primary_rail` and `rail_substitution_reason` (table below), and "
+        f"the region's, the answer says so: `primary_rail` and `rail_substitution_reason` (its table is under "
+        f"`bridge.settlements.completed`), and "
         f"`provider_fee_minor` is the fee of the rail used.\n"
         f"- **4. Confirmation — rewards**: on the K-AUS debited (not the hold), rounded down to a unit: cashback by "
         f"`payer_tier` ("
         + ", ".join(f"{t} {percent_of_bps(bps)}" for t, bps in cashback.CASHBACK_BPS.items())
-        + "); plus, for a merchant in "
+        + "); plus, when `merchant_program` is "
         + " / ".join(f"`{p}`" for p in sorted(cashback.ECOSYSTEM_PROGRAMS))
         + f", an **ecosystem bonus of {percent_of_bps(cashback.ECOSYSTEM_BONUS_BPS_OF_CASHBACK)} of the cashback** "
         f"(not of the payment).\n"
@@ -242,8 +243,9 @@ def ledger_command_rules() -> str:
     return (
         "One partition, kept forever: the ledger applies commands one at a time in log order (a single writer), "
         "so the key (`command_id`) only identifies the command. Upstream systems send `DEPOSIT` (K-AUS arriving: "
-        "minted into the account), `REGISTER_HOLDER` (a dividend holder's weight) and `DECLARE_DIVIDENDS` (pay the "
-        "pool out pro rata); `SETTLE_TRADE` is written by matching and `PLACE_HOLD` / `POST_HOLD` / `VOID_HOLD` by "
+        "minted into the account), `REGISTER_HOLDER` (a dividend holder's weight), `DECLARE_DIVIDENDS` (pay the "
+        "pool out pro rata) and `GRANT_REWARD` (a reward from an issuance account, answered on `ledger.outcomes`); "
+        "`SETTLE_TRADE` is written by matching and `PLACE_HOLD` / `POST_HOLD` / `VOID_HOLD` by "
         "the bridge (answered on `ledger.outcomes`).\n\n"
         f"- **Time**: the broker stamps each record when it appends it; a command's `occurred_at` counts for at "
         f"most {seconds(MAX_CLOCK_SKEW_MS)} past that stamp (a clock far ahead cannot expire every hold), and the "
@@ -401,7 +403,8 @@ def bridge_answer_notes() -> str:
         "- Exactly one answer per `request_id`, on `completed` or `failed`. **A repeated `request_id` is answered "
         'again** by re-publishing the original answer with `"repeat": true`; the payment happened once. Apply '
         "each `request_id` once (a repeat after a crash may also come without the mark).\n"
-        "- Answers are not in request order: payments run concurrently (a slow rail holds one slot).\n"
+        "- One payer's payments are settled in the order of their records (the key is the payer); payments of "
+        "different payers run concurrently, so their answers come in no particular order.\n"
         "- `rail` is the rail that paid; `primary_rail` the region's own rail; when they differ, "
         "`rail_substitution_reason` says why (e.g. a JP payment over `WISE` because PayPay was unavailable), and "
         "`provider_fee_minor` is the fee of `rail`.\n"
@@ -414,4 +417,5 @@ ANSWER_NOTES: dict[str, Callable[[], str]] = {
     "energy.prices": price_notes,
     "ledger.transfers": ledger_transfer_notes,
     "bridge.settlements.completed": bridge_answer_notes,
+    "bridge.settlements.failed": bridge_answer_notes,
 }

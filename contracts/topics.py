@@ -425,7 +425,7 @@ LEDGER_COMMANDS = Topic(
     "The ledger's ordered input (deposits, trades to settle). One partition: the ledger is a single "
     "writer, like TigerBeetle's, so every balance check sees every earlier movement. Kept forever: the "
     "ledger's balances are a fold over it, rebuilt by replay (from a local snapshot where there is one). "
-    "The broker timestamps each record; a command's occurred_at counts for at most one minute past it.",
+    "The broker timestamps each record (LogAppendTime), which bounds the command's own time.",
     partitions=1,
     fixed_partitions=True,
     upstream=True,
