@@ -98,33 +98,33 @@ def order_event_record(event: ob.BookEvent) -> Encoded | None:
 
 
 def fill_records(trade: ob.Trade) -> tuple[Encoded, Encoded]:
-    """The `energy.orders.events` records of a trade: the buy order's fill, then the sell order's."""
+    """The `energy.orders.events` records of a trade: the buy order's fill, then the sell order's.
+
+    One dict serves both (they differ in the order, its account, status and remaining): a trade is hot.
+    """
     buy_remaining, sell_remaining = trade.buy_remaining_wh, trade.sell_remaining_wh
     assert buy_remaining is not None and sell_remaining is not None, "a trade from the book carries both"
-    key = trade.market_id.encode()
-    occurred_at = utc_text(trade.at_ms)
-    buy = _fill_value(trade, trade.buy_order_id, trade.buyer_account_id, buy_remaining, occurred_at)
-    sell = _fill_value(trade, trade.sell_order_id, trade.seller_account_id, sell_remaining, occurred_at)
-    return Encoded(key, buy, _decode_order_event), Encoded(key, sell, _decode_order_event)
-
-
-def _fill_value(trade: ob.Trade, order_id: str, account_id: str, remaining: int, occurred_at: str) -> bytes:
-    return dump_json(
-        {
-            "order_id": order_id,
-            "market_id": trade.market_id,
-            "account_id": account_id,
-            "status": _PARTIALLY_FILLED if remaining else _FILLED,
-            "reason_code": None,
-            "reason": None,
-            "remaining_quantity_wh": remaining,
-            "trade_id": trade.trade_id,
-            "fill_quantity_wh": trade.quantity_wh,
-            "fill_price_units_per_kwh": trade.price_units_per_kwh,
-            "sequence": trade.seq,
-            "occurred_at": occurred_at,
-        }
-    )
+    market_id = trade.market_id
+    fill = {
+        "order_id": trade.buy_order_id,
+        "market_id": market_id,
+        "account_id": trade.buyer_account_id,
+        "status": _PARTIALLY_FILLED if buy_remaining else _FILLED,
+        "reason_code": None,
+        "reason": None,
+        "remaining_quantity_wh": buy_remaining,
+        "trade_id": trade.trade_id,
+        "fill_quantity_wh": trade.quantity_wh,
+        "fill_price_units_per_kwh": trade.price_units_per_kwh,
+        "sequence": trade.seq,
+        "occurred_at": utc_text(trade.at_ms),
+    }
+    buy = dump_json(fill)
+    fill["order_id"], fill["account_id"] = trade.sell_order_id, trade.seller_account_id
+    fill["status"] = _PARTIALLY_FILLED if sell_remaining else _FILLED
+    fill["remaining_quantity_wh"] = sell_remaining
+    key = market_id.encode()
+    return Encoded(key, buy, _decode_order_event), Encoded(key, dump_json(fill), _decode_order_event)
 
 
 def trade_value(event: ob.Trade, matching_duration_us: int | None = None) -> bytes:
