@@ -174,3 +174,22 @@ def test_timestamps_in_any_offset_pass_both() -> None:
         assert not isinstance(
             ingress.validate(FX_RATES, b"USD", json.dumps(_quote(as_of=stamp)).encode()), ingress.Rejected
         )
+
+
+# ----------------------------------------------------------------------------- timestamps: the same rule on both sides
+
+TIMESTAMP_LIKE = (
+    r"\A(19[7-9][1-9]|2[0-9]{3})-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}(:[0-9]{2})?([.,][0-9]{1,9})?"
+    r"(Z|z|[+-][0-9]{2}:?[0-9]{2}|[+-][0-9]{2})?\Z"
+)
+
+
+def _platform_accepts_timestamp(text: str) -> bool:
+    decoded = ingress.validate(FX_RATES, b"USD", json.dumps(_quote(as_of=text)).encode())
+    return not isinstance(decoded, ingress.Rejected)
+
+
+@given(st.from_regex(TIMESTAMP_LIKE) | st.text(alphabet="0123456789-:T.Z+", min_size=15, max_size=30))
+def test_schema_and_platform_agree_on_timestamps(text: str) -> None:
+    """Years 1971 on: the 1970 bound is `formatMinimum`, which draft 2020-12 validators do not read."""
+    assert validator(FX_RATES).is_valid(_quote(as_of=text)) == _platform_accepts_timestamp(text), text
