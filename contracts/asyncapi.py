@@ -65,11 +65,12 @@ def _local_server() -> dict[str, Any]:
 
 
 def channel(t: Topic) -> dict[str, Any]:
-    config: dict[str, Any] = {"cleanup.policy": [str(t.cleanup)], "max.message.bytes": t.max_message_bytes}
-    if t.retention_ms is not None:
-        config["retention.ms"] = t.retention_ms
-    if t.kept_forever:
-        config["retention.bytes"] = -1
+    # The broker's topic configuration as the platform creates it (Topic.topic_config); the per-record limit the
+    # ingress enforces is lower: x-max-value-bytes.
+    config: dict[str, Any] = {
+        name: value.split(",") if name == "cleanup.policy" else int(value) if value.lstrip("-").isdigit() else value
+        for name, value in t.topic_config().items()
+    }
     spec: dict[str, Any] = {
         "address": t.name,
         "title": t.name,
@@ -84,6 +85,7 @@ def channel(t: Topic) -> dict[str, Any]:
             }
         },
         "x-key": t.key_field,
+        "x-max-value-bytes": t.max_message_bytes,
         "x-dedup-key": list(t.identity),
         "x-upstream": t.upstream,
         "x-producers": [str(c) for c in t.producers],
@@ -93,8 +95,6 @@ def channel(t: Topic) -> dict[str, Any]:
         spec["x-partitions-fixed"] = True
     if t.copartitioned_with:
         spec["x-partitions-same-as"] = t.copartitioned_with
-    if t.broker_timestamps:
-        spec["x-message-timestamp-type"] = "LogAppendTime"
     return spec
 
 
