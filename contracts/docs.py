@@ -53,7 +53,7 @@ The worker never crashes and never stalls its partition on a bad record. It publ
 the source topic/partition/offset, a `reason_code` from the table below, a human `reason` naming the
 field and the fix, and one entry per failing field in `errors`. Fix the message and send it again with
 the same id. A message that is valid but breaks a business rule is not dead-lettered: it is answered on
-the topic's answer topic with its own reason code (see each topic).
+the topic's answer topic, where it has one, with its own reason code (see each topic).
 
 A dead letter always fits its topic (new ones stay under 64 KiB), whatever it rejected:
 
