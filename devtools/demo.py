@@ -8,7 +8,7 @@ worker; ``plain``: the P2P services and the bridge on plain confluent-kafka loop
 then produces seeded traffic — deposits, energy orders (with a few deliberately bad messages) — and shows
 what comes out. Ctrl-C (or the end of --duration) stops everything it started; `--stop` cleans up after a
 demo that was killed. NEXUS_LOCAL_SCHEMA_REGISTRY=true also starts a local schema registry (infra/schema_registry)
-holding contracts/schemas, so producers using Confluent's JSON Schema serializer are accepted.
+holding contracts/schemas, for producers whose Confluent JSON Schema serializers fetch or register schemas there.
 """
 
 from __future__ import annotations
@@ -444,9 +444,9 @@ def start_kafka(settings: Settings, console: Console) -> None:
 
 
 def start_schema_registry(settings: Settings, console: Console) -> LocalSchemaRegistry | None:
-    """With NEXUS_LOCAL_SCHEMA_REGISTRY=true, the local registry holding contracts/schemas; its URL goes to the
-    workers (they inherit the environment), so values framed by Confluent's serializers are accepted."""
-    if settings.schema_registry_url or not settings.local_schema_registry:
+    """With NEXUS_LOCAL_SCHEMA_REGISTRY=true, the local registry holding contracts/schemas, for producers' serializers
+    (the workers never ask it: ingress accepts framed values without looking their schema id up)."""
+    if not settings.local_schema_registry:
         return None
     registry = LocalSchemaRegistry()
     try:
@@ -457,7 +457,6 @@ def start_schema_registry(settings: Settings, console: Console) -> LocalSchemaRe
         registry.stop()
         console.print(f"[yellow]![/] no schema registry: {exc}")
         return None
-    os.environ["NEXUS_SCHEMA_REGISTRY_URL"] = registry.url
     console.print(f"[green]✓[/] schema registry ready at {registry.url} in {ready_s:.1f}s ({len(ids)} schemas)")
     return registry
 

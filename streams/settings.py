@@ -57,11 +57,8 @@ class Settings(BaseSettings):
 
     # Ingress: messages above this size are dead-lettered (the registry may lower it per topic).
     max_ingress_message_bytes: int = 64 * 1024
-    # A Confluent-compatible schema registry's base URL (for Apicurio: <server>/apis/ccompat/v7): values framed by
-    # Confluent's serializers (magic byte + schema id) are accepted when the id is registered for the topic's
-    # subject (streams/kafka/wire_format.py). Empty = none; framed values are then dead-lettered.
-    schema_registry_url: str = ""
-    # The demo starts a local registry (infra/schema_registry), registers contracts/schemas and sets the URL above.
+    # The demo starts a local schema registry (infra/schema_registry) holding contracts/schemas, for producers whose
+    # Confluent serializers fetch or register schemas. Ingress never asks it (streams/kafka/wire_format.py).
     local_schema_registry: bool = False
 
     # Event loop of the asyncio processes we run ourselves (the bridge's plain runtime, the provider simulator):

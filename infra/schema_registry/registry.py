@@ -194,7 +194,7 @@ class LocalSchemaRegistry(DataDirFiles):
 
     @property
     def url(self) -> str:
-        """Base URL of the Confluent-compatible API (what NEXUS_SCHEMA_REGISTRY_URL and Confluent clients take)."""
+        """Base URL of the Confluent-compatible API (what Confluent clients take as `url`)."""
         return f"http://127.0.0.1:{self.port}{CCOMPAT_PATH}"
 
     def _owns(self, pid: int) -> bool:

@@ -1,7 +1,9 @@
 """Ingress validation: raw upstream bytes -> typed message, or a dead letter with a reason.
 
 Pure function of (topic, key, value, origin): no Faust, no I/O, so the same code
-guards the Faust agents, the plain confluent-kafka loop and the tests.
+guards the Faust agents, the plain confluent-kafka loop and the tests, and a restarted worker
+replaying its partitions reaches the verdicts it reached live. A value is plain JSON or framed in
+Confluent's wire format (streams/kafka/wire_format.py); the framing's schema id is never looked up.
 """
 
 from __future__ import annotations
@@ -109,7 +111,7 @@ def validate(topic: Topic, key: bytes | None, value: bytes | None, max_bytes: in
         return Rejected(
             "EMPTY_KEY", f"{topic.name}: the message key is empty; set it to the value's {topic.key_field}", []
         )
-    payload = wire_format.unwrap(topic.name, value, wire_format.configured_ids())
+    payload = wire_format.unwrap(topic.name, value)
     if isinstance(payload, wire_format.Refused):
         return Rejected(payload.code, payload.reason, [])
     try:

@@ -1,181 +1,146 @@
-"""Confluent-framed values at ingress: a registered schema id of the topic's subject is accepted, anything else is
-answered with its own code, plain JSON is untouched; the registry is asked once per id (no registry here: fakes)."""
+"""Confluent-framed values at ingress: the header is stripped and the JSON after it validated exactly as plain JSON,
+whatever the schema id; the id is never looked up, so the same bytes always get the same verdict (live and on
+replay)."""
 
 from __future__ import annotations
 
-import json
-import threading
+import socket
+import urllib.request
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 import pytest
 
 from contracts.topics import ENERGY_ORDERS, PLATFORM_DEADLETTERS
-from streams.kafka import wire_format
+from domain.order_book import Side
+from streams.kafka import partition_log
 from streams.kafka.ingress import Origin, Rejected, dead_letter, original_value, validate
-from streams.kafka.wire_format import SchemaIds, SchemaRegistryUnavailable, frame, registry_lookup, unwrap
-from tests.unit.test_ingress import KEY, raw
+from streams.kafka.wire_format import frame, unwrap
+from streams.p2p.matching import MatchingPartition
+from streams.p2p.processors import matching_processor
+from streams.settings import Settings
+from tests.unit.test_ingress import BAD_INPUTS, KEY, raw
 
-ORDERS_ID, PRICES_ID = 7, 8
-SUBJECTS = {ORDERS_ID: frozenset({"energy.orders-value"}), PRICES_ID: frozenset({"energy.prices-value"})}
-
-
-class FakeRegistry:
-    """The subjects of each id, and the ids asked (to count lookups)."""
-
-    def __init__(self, subjects: dict[int, frozenset[str]] | None = None) -> None:
-        self.subjects = dict(SUBJECTS if subjects is None else subjects)
-        self.asked: list[int] = []
-        self.down = False
-
-    def __call__(self, schema_id: int) -> frozenset[str]:
-        self.asked.append(schema_id)
-        if self.down:
-            raise SchemaRegistryUnavailable("registry down")
-        return self.subjects.get(schema_id, frozenset())
+# Ids a producer's serializer might have used: ours, one no registry ever issued, the largest the header holds.
+SCHEMA_IDS = [1, 7, 999_999, 2**32 - 1]
 
 
-@pytest.fixture
-def registry(monkeypatch: pytest.MonkeyPatch) -> FakeRegistry:
-    """The platform's registry (what NEXUS_SCHEMA_REGISTRY_URL would give ingress), faked."""
-    fake = FakeRegistry()
-    ids = SchemaIds(fake)
-    monkeypatch.setattr(wire_format, "configured_ids", lambda: ids)
-    return fake
+@pytest.fixture(autouse=True)
+def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ingress must not do I/O: any attempt to reach a registry fails the test."""
+
+    def refuse(*_args: object, **_kwargs: object) -> None:
+        raise AssertionError("ingress tried to reach the network")
+
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(urllib.request, "urlopen", refuse)
 
 
-def test_plain_json_is_untouched(registry: FakeRegistry) -> None:
-    assert unwrap("energy.orders", raw(), SchemaIds(registry)) == raw()
-    assert not isinstance(validate(ENERGY_ORDERS, KEY, raw()), Rejected)
-    assert registry.asked == [], "plain JSON never costs a registry lookup"
+def test_plain_json_is_untouched() -> None:
+    value = raw()
+    assert unwrap("energy.orders", value) is value
+    assert validate(ENERGY_ORDERS, KEY, value) == validate(ENERGY_ORDERS, KEY, raw())
 
 
-def test_a_registered_id_of_the_topics_subject_is_accepted_and_its_json_validated(registry: FakeRegistry) -> None:
-    message = validate(ENERGY_ORDERS, KEY, frame(ORDERS_ID, raw()))
-    assert not isinstance(message, Rejected)
+@pytest.mark.parametrize("schema_id", SCHEMA_IDS)
+def test_a_framed_value_is_its_json_whatever_the_schema_id(schema_id: int) -> None:
+    assert unwrap("energy.orders", frame(schema_id, raw())) == raw()
+    message = validate(ENERGY_ORDERS, KEY, frame(schema_id, raw()))
+    assert not isinstance(message, Rejected), message.reason
+    assert message == validate(ENERGY_ORDERS, KEY, raw())
     assert message.order_id == "o-1" and message.quantity_wh == 1_000
-    bad = validate(ENERGY_ORDERS, KEY, frame(ORDERS_ID, raw(quantity_wh="lots")))
-    assert isinstance(bad, Rejected) and bad.code == "WRONG_TYPE", "the JSON after the header is validated as usual"
+
+
+FRAMEABLE = [b for b in BAD_INPUTS if b[2]]  # an empty value framed is a bare header: see the truncation test
+
+
+@pytest.mark.parametrize(("label", "key", "value", "code", "fragment"), FRAMEABLE, ids=[b[0] for b in FRAMEABLE])
+def test_a_framed_bad_value_gets_the_code_of_its_plain_twin(
+    label: str, key: bytes | None, value: bytes, code: str, fragment: str
+) -> None:
+    plain = validate(ENERGY_ORDERS, key, value)
+    framed = validate(ENERGY_ORDERS, key, frame(7, value))
+    assert isinstance(plain, Rejected) and isinstance(framed, Rejected), label
+    assert framed.code == plain.code == code, framed.reason
+    assert framed.errors == plain.errors and fragment in framed.reason
+
+
+def test_a_framed_bad_value_is_dead_lettered_whole() -> None:
+    value = frame(7, raw(quantity_wh="lots"))
+    rejected = validate(ENERGY_ORDERS, KEY, value)
+    assert isinstance(rejected, Rejected) and rejected.code == "WRONG_TYPE"
+    letter = dead_letter(Origin("energy.orders", 0, 5), KEY, value, rejected)
+    assert PLATFORM_DEADLETTERS.decode(PLATFORM_DEADLETTERS.encode(letter)).reason_code == "WRONG_TYPE"
+    assert original_value(letter) == value, "the framed bytes are kept whole, ready for a replay"
 
 
 @pytest.mark.parametrize(
-    ("schema_id", "fragment"),
-    [
-        (999, "schema id 999 (Confluent wire format) is not a registered version of subject energy.orders-value"),
-        (PRICES_ID, "schema id 8 (Confluent wire format) is not a registered version of subject energy.orders-value"),
-    ],
-    ids=["unknown id", "id of another topic's subject"],
+    "value", [b"\x00", b"\x00\x00\x07", b"\x00\x00\x00\x00", frame(7, b"")], ids=["1 byte", "3", "4", "bare header"]
 )
-def test_an_id_not_registered_for_the_subject_is_dead_lettered(
-    registry: FakeRegistry, schema_id: int, fragment: str
-) -> None:
-    value = frame(schema_id, raw())
+def test_a_value_starting_with_byte_0_without_json_after_a_whole_header_is_malformed(value: bytes) -> None:
     rejected = validate(ENERGY_ORDERS, KEY, value)
-    assert isinstance(rejected, Rejected)
-    assert rejected.code == "UNKNOWN_SCHEMA_ID" and fragment in rejected.reason
-    letter = dead_letter(Origin("energy.orders", 0, 5), KEY, value, rejected)  # the code is a documented one
-    assert PLATFORM_DEADLETTERS.decode(PLATFORM_DEADLETTERS.encode(letter)).reason_code == "UNKNOWN_SCHEMA_ID"
-    assert original_value(letter) == value, "the framed bytes are kept whole, ready for replay"
-
-
-def test_without_a_registry_a_framed_value_is_refused_with_the_reason() -> None:
-    refused = unwrap("energy.orders", frame(ORDERS_ID, raw()), None)
-    assert isinstance(refused, wire_format.Refused) and refused.code == "UNKNOWN_SCHEMA_ID"
-    assert "no schema registry" in refused.reason
-    assert wire_format.configured_ids() is None, "the default settings configure no registry"
-    rejected = validate(ENERGY_ORDERS, KEY, frame(ORDERS_ID, raw()))
-    assert isinstance(rejected, Rejected) and rejected.code == "UNKNOWN_SCHEMA_ID"
-
-
-def test_a_value_shorter_than_the_header_is_malformed(registry: FakeRegistry) -> None:
-    rejected = validate(ENERGY_ORDERS, KEY, b"\x00\x00\x07")
     assert isinstance(rejected, Rejected) and rejected.code == "MALFORMED_JSON"
-    assert registry.asked == []
+    assert "Confluent wire-format header" in rejected.reason and f"has {len(value)} bytes" in rejected.reason
 
 
-def test_each_id_is_asked_once(registry: FakeRegistry) -> None:
-    for _ in range(50):
-        validate(ENERGY_ORDERS, KEY, frame(ORDERS_ID, raw()))
-        validate(ENERGY_ORDERS, KEY, frame(999, raw()))
-    assert sorted(registry.asked) == [ORDERS_ID, 999]
+@pytest.mark.parametrize(
+    "value",
+    [frame(999_999, raw()), frame(7, raw(side="HOLD")), b"\x00\x00\x07", raw(), raw(quantity_wh=-5)],
+    ids=["framed, unknown id", "framed, bad", "truncated header", "plain", "plain, bad"],
+)
+def test_the_same_bytes_always_get_the_same_verdict(value: bytes) -> None:
+    verdicts = [validate(ENERGY_ORDERS, KEY, value) for _ in range(3)]
+    assert verdicts[0] == verdicts[1] == verdicts[2]
 
 
-def test_the_cache_is_bounded_and_forgets_the_least_recently_used() -> None:
-    fake = FakeRegistry({n: frozenset({"t-value"}) for n in range(10)})
-    ids = SchemaIds(fake, max_ids=2)
-    for schema_id in (1, 2, 1, 3, 1, 2):  # 3 evicts 2 (1 was used since), then 2 evicts 3
-        assert ids.registered(schema_id, "t-value")
-    assert fake.asked == [1, 2, 3, 2]
+# ------------------------------------------------------- replay: a restarted worker rebuilds the same order book
 
 
-def test_an_id_missing_from_the_subject_is_asked_again_after_the_recheck_period() -> None:
-    now = [0.0]
-    fake = FakeRegistry({5: frozenset({"a-value"})})
-    ids = SchemaIds(fake, recheck_s=60.0, clock=lambda: now[0])
-    assert not ids.registered(5, "b-value")
-    now[0] = 30.0
-    assert not ids.registered(5, "b-value") and fake.asked == [5]
-    fake.subjects[5] = frozenset({"a-value", "b-value"})  # the same schema registered for topic b since
-    now[0] = 61.0
-    assert ids.registered(5, "b-value") and fake.asked == [5, 5]
-    assert ids.registered(5, "a-value") and fake.asked == [5, 5], "a member answer is kept without recheck"
+def _order(order_id: str, side: str, price: int, quantity: int) -> bytes:
+    account = f"acct-{side.lower()}"  # buyers and sellers apart: no self-trade prevention in the way
+    return raw(order_id=order_id, account_id=account, side=side, price_units_per_kwh=price, quantity_wh=quantity)
 
 
-def test_a_registry_outage_raises_and_is_not_remembered(registry: FakeRegistry) -> None:
-    registry.down = True
-    with pytest.raises(SchemaRegistryUnavailable):  # the processor turns it into PROCESSING_ERROR, replayable
-        validate(ENERGY_ORDERS, KEY, frame(ORDERS_ID, raw()))
-    registry.down = False
-    assert not isinstance(validate(ENERGY_ORDERS, KEY, frame(ORDERS_ID, raw())), Rejected)
-
-
-# ---------------------------------------------------------------------------- the HTTP lookup, on a loopback fake
-
-
-ROUTES: dict[str, tuple[int, object]] = {
-    "/ccompat/schemas/ids/7/versions": (200, [{"subject": "energy.orders-value", "version": 1}]),
-    "/ccompat/schemas/ids/999/versions": (404, {"error_code": 40403, "message": "Schema 999 not found."}),
-}
-
-
-class _Handler(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:
-        status, body = ROUTES.get(self.path, (404, {"error": "no such path"}))
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args: object) -> None:
-        pass
+PARTITION_LOG = [
+    frame(7, _order("buy-1", "BUY", 150_000, 1_000)),
+    _order("sell-1", "SELL", 140_000, 400),  # trades 400 with buy-1
+    frame(999_999, _order("sell-2", "SELL", 160_000, 700)),  # an id no registry knows: rests all the same
+    frame(7, _order("buy-2", "BUY", 145_000, -3)),  # dead-lettered live, skipped on replay
+    b"\x00\x00\x07",  # a truncated header: dead-lettered live, skipped on replay
+    frame(2**32 - 1, _order("buy-3", "BUY", 160_000, 200)),  # trades 200 with sell-2
+]
 
 
 @pytest.fixture
-def fake_server() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+def partition(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+    """energy.orders[0] held in memory: what a rebuild reads instead of the broker."""
+
+    def read(
+        _bootstrap: str, _topic: str, _partition: int, end: int, start: int | None = None
+    ) -> Iterator[tuple[int, bytes, bytes, int]]:
+        for offset in range(start or 0, end):
+            yield offset, KEY, PARTITION_LOG[offset], 0
+
+    monkeypatch.setattr(partition_log, "read_partition", read)
+    return PARTITION_LOG
 
 
-def test_registry_lookup_reads_the_confluent_api(fake_server: str) -> None:
-    lookup = registry_lookup(f"{fake_server}/ccompat/")
-    assert lookup(7) == frozenset({"energy.orders-value"})
-    assert lookup(999) == frozenset(), "40403: the registry does not know the id"
-    with pytest.raises(SchemaRegistryUnavailable, match="HTTP 404"):
-        registry_lookup(f"{fake_server}/wrong-path")(7)  # a 404 that is not 40403 is a wrong URL, not an answer
+def _book(state: Any) -> tuple[Any, ...]:
+    assert isinstance(state, MatchingPartition)
+    book = state.engine.book(KEY.decode())
+    assert book is not None
+    return state.next_offset, book.last_seq, book.resting_orders(Side.BUY), book.resting_orders(Side.SELL)
 
 
-def test_registry_lookup_of_an_unreachable_registry_raises() -> None:
-    with pytest.raises(SchemaRegistryUnavailable, match="unreachable"):
-        registry_lookup("http://127.0.0.1:9", timeout_s=0.5)(7)
+def test_a_rebuilt_worker_has_the_book_the_live_one_had(partition: list[bytes]) -> None:
+    live = matching_processor(Settings())
+    outcomes = [live.process(0, offset, KEY, value, None) for offset, value in enumerate(partition)]
+    dead = [i for i, out in enumerate(outcomes) if out and out[-1][0] is PLATFORM_DEADLETTERS]
+    assert dead == [3, 4]
+    book = _book(live.states[0])
+    assert [(o.order_id, o.remaining_quantity_wh) for o in book[2]] == [("buy-1", 600)]
+    assert [(o.order_id, o.remaining_quantity_wh) for o in book[3]] == [("sell-2", 500)]
 
-
-def test_frame_is_confluents_header() -> None:
-    assert frame(258, b"{}") == b"\x00\x00\x00\x01\x02{}"
+    restarted = matching_processor(Settings())
+    assert _book(restarted.rebuild(0, len(partition))) == book
