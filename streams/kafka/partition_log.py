@@ -50,8 +50,8 @@ def rebuild_state(
         if until_offset > state.next_offset:  # an empty rest needs no consumer: the common case at first start
             entries = read_partition(bootstrap, topic.name, partition, until_offset, state.next_offset or None)
             for offset, key, value, record_ms in entries:
-                decoded = None if offset in failed else ingress.validate(topic, key, value, max_bytes)
                 try:
+                    decoded = None if offset in failed else ingress.validate(topic, key, value, max_bytes)
                     state.apply(offset, None if isinstance(decoded, ingress.Rejected) else decoded, record_ms)
                 except Exception as exc:
                     raise ReplayFailed(offset, exc) from exc

@@ -123,6 +123,7 @@ class RecordProcessor:
             decoded = ingress.validate(self.topic, key, value, self.max_bytes)
         except Exception as exc:  # the validator met an input nobody foresaw: this record only
             decoded = self._processing_error(partition, offset, exc)
+            self.failed_offsets.setdefault(partition, set()).add(offset)  # a replay skips it as it was skipped here
         if isinstance(decoded, ingress.Rejected):
             state.apply(offset, None)
             return self._dead_letter(partition, offset, key, value, decoded)

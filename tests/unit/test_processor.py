@@ -100,3 +100,30 @@ def test_records_offered_again_are_skipped_not_failed_twice(log: list[Any]) -> N
     for offset, (key, value) in enumerate(log[:3]):
         p.process(0, offset, key, value, None)
     assert p.process(0, 1, *log[1], None) == [], "already handled: no second dead letter"
+
+
+def test_a_record_the_validator_raises_on_is_skipped_live_and_in_a_replay(
+    log: list[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The validator itself raising (an input nobody foresaw) is dead-lettered live; a replay after a restart meets
+    the same record, raises the same way, and must skip it too instead of failing the whole rebuild."""
+    from streams.kafka import ingress
+
+    real_validate = ingress.validate
+
+    def validate(topic: Any, key: bytes | None, value: bytes | None, max_bytes: int) -> Any:
+        if value == log[2][1]:
+            raise RecursionError("deeply nested")
+        return real_validate(topic, key, value, max_bytes)
+
+    monkeypatch.setattr(ingress, "validate", validate)
+    first = processor()
+    outcomes = [first.process(0, offset, key, value, None) for offset, (key, value) in enumerate(log)]
+    assert outcomes[2][-1][1].reason_code == "PROCESSING_ERROR"
+    assert 2 in first.failed_offsets[0]
+    restarted = processor()
+    assert restarted.process(0, len(log) - 1, *log[-1], None) != []
+    before, after = first.states[0], restarted.states[0]
+    assert isinstance(before, LedgerPartition) and isinstance(after, LedgerPartition)
+    assert after.balances() == before.balances() and "bob" not in after.balances()
+    assert restarted.failed_offsets[0] == {1, 2}
