@@ -140,6 +140,7 @@ class Report:
     exempted: Counter[str] = field(default_factory=Counter)  # marked bad input
     violations: list[Violation] = field(default_factory=list)
     unread: list[str] = field(default_factory=list)  # partitions not read to their end in time
+    seconds: float = 0.0
 
     @property
     def failed(self) -> bool:
@@ -148,7 +149,7 @@ class Report:
     def summary(self) -> str:
         total = sum(self.validated.values())
         per_topic = ", ".join(f"{topic} {n:,}" for topic, n in sorted(self.validated.items()))
-        text = f"{self.label}: {total:,} records validated against contracts/schemas ({per_topic or 'none'})"
+        text = f"{self.label}: {total:,} records validated in {self.seconds:.1f} s ({per_topic or 'none'})"
         if self.exempted:
             text += "; exempt as marked bad input: " + ", ".join(f"{t} {n}" for t, n in sorted(self.exempted.items()))
         if self.failed:
@@ -222,6 +223,7 @@ def read_records(
 
 
 def check_cluster(bootstrap: str, label: str, start: Offsets | None = None) -> Report:
+    started = time.monotonic()
     checkers = {t.name: RecordChecker.for_topic(t) for t in checked_topics()}
     report = Report(label)
     for record in read_records(bootstrap, list(checkers), start):
@@ -234,6 +236,7 @@ def check_cluster(bootstrap: str, label: str, start: Offsets | None = None) -> R
             error = checkers[record.topic].check(record.key, record.value)
             if error is not None:
                 report.violations.append(Violation(record.topic, record.partition, record.offset, error))
+    report.seconds = time.monotonic() - started
     return report
 
 
