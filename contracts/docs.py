@@ -27,6 +27,12 @@ schemas of each release are kept in [`released/`](released/)).
 - **Encoding**: the record value is one UTF-8 JSON object; the record key is the UTF-8 text of the field
   named in the *key* column (it decides the partition, so it must match the value exactly). The one
   exception, `platform.deadletters.payloads`, holds raw bytes (see its section).
+- **Schema registry producers welcome.** A value framed in Confluent's wire format (byte 0, a 4-byte schema
+  id, then the JSON), as Confluent's JSON Schema serializer writes it, is accepted like plain JSON: the
+  JSON after the header is validated against this contract, whatever the id (a verdict that depended on a
+  registry lookup could differ when a restarted worker replays the topic). `make run` with
+  `NEXUS_LOCAL_SCHEMA_REGISTRY=true` starts a local Apicurio Registry with every schema below registered
+  as `<topic>-value` (`python -m infra.schema_registry register --url ...` registers them in yours).
 - **Money is integers.** K-AUS amounts are integer base units (`*_kaus_units`; 1 K-AUS = 1,000,000 units).
   Fiat amounts are integer minor units of their currency (`*_minor`; cents, or whole yen/won for JPY/KRW).
   Energy is integer watt-hours, prices integer K-AUS units per kWh. JSON floats and numeric strings are

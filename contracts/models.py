@@ -29,6 +29,7 @@ from contracts.types import (
     KausUnits,
     MinorUnits,
     PositiveKausUnits,
+    PositiveMinorUnits,
     PriceUnitsPerKwh,
     QuantityWh,
     Rate,
@@ -38,9 +39,9 @@ from contracts.types import (
 from domain.bridge import Phase as BridgePhase
 from domain.cashback import PayerTier
 from domain.fx import FxSource
+from domain.ledger import Asset as LedgerAsset
 from domain.money import Currency
 from domain.order_book import OrderType, Side
-from domain.ledger import Asset as LedgerAsset
 from domain.rails import Provider, Rail, RailSubstitution, Region
 from domain.trade_settlement import DividendSource, EnergySource
 
@@ -428,7 +429,7 @@ class BridgeRequest(Contract):
     payer_account_id: Id
     merchant_id: Id
     merchant_program: Literal["AURA_SYDNEY", "NOMAD_MONTHLY"] | None = None
-    amount_minor: Annotated[MinorUnits, Field(gt=0)] = Field(description="fiat the merchant receives, minor units")
+    amount_minor: PositiveMinorUnits = Field(description="fiat the merchant receives, minor units")
     currency: Currency
     region: Region
     payer_tier: PayerTier

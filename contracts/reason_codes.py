@@ -18,7 +18,8 @@ from domain.rails import RailSubstitution
 from domain.trade_settlement import SettlementCode
 
 REASON_CODES: dict[str, str] = {
-    "MALFORMED_JSON": "the value is not valid UTF-8 JSON",
+    "MALFORMED_JSON": "the value is not valid UTF-8 JSON (or, framed in Confluent's wire format, its 5-byte"
+    " header is cut short)",
     "EMPTY_VALUE": "the record has no value (null or zero bytes)",
     "EMPTY_KEY": "the record key is missing or empty; it must equal the value's key field",
     "KEY_MISMATCH": "the record key differs from the value's key field (it decides the owning partition)",
@@ -38,8 +39,6 @@ REASON_CODES: dict[str, str] = {
     "INVALID_ID": "an id is empty or longer than 128 characters",
     "INVALID_FORMAT": "a string does not match its pattern (ids: letters, digits and ._:/@-)",
     "INVALID_VALUE": "a cross-field rule failed (e.g. a LIMIT order without a price); the reason says which",
-    "UNKNOWN_SCHEMA_ID": "the value is framed (Confluent wire format) with a schema id that is not a registered"
-    " version of the topic's subject `<topic>-value`, or no schema registry is configured",
     "PROCESSING_ERROR": "a valid-looking record made the platform fail (our bug); nothing of it was applied, the"
     " reason names the error; send it again once the platform is fixed",
 }

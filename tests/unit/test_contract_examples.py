@@ -120,11 +120,6 @@ def test_invalid_messages_are_refused_by_the_schema_and_by_the_platform(
     assert rejected.code == code, rejected.reason
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BridgeRequest.amount_minor is Annotated[MinorUnits, Field(gt=0)] (ge=0 and gt=0): pydantic checks ge=0 "
-    "first; contracts/models.py should type it contracts.types.PositiveMinorUnits (one bound). Pending the model.",
-)
 def test_the_negative_amount_error_names_the_real_bound() -> None:
     rejected = ingress.validate(BRIDGE_REQUESTS, b"acct-consumer-12", json.dumps(_card(amount_minor=-5)).encode())
     assert isinstance(rejected, ingress.Rejected)
