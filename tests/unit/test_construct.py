@@ -45,7 +45,7 @@ CASES: list[tuple[type[BaseModel], dict[str, Any]]] = [
             "transfer_id": "x",
             "debit_account_id": "a",
             "credit_account_id": "b",
-            "asset": "KAUS",
+            "asset": m.LedgerAsset.KAUS,  # construct() does not validate: the enum itself, as the ledger writes
             "amount_units": 5,
             "reason": "r",
             "occurred_at": AT,
