@@ -21,9 +21,9 @@ from contracts.models import OrderStatus
 from domain import bridge, cashback, fx, ledger, rails
 from domain import order_book as ob
 from domain import trade_settlement as ts
+from domain.ledger import MAX_CLOCK_SKEW_MS
 from domain.money import KAUS_UNITS_PER_TOKEN, MINOR_UNIT_EXPONENT, Currency
 from domain.rails import RailSubstitution
-from streams.p2p.ledger import MAX_CLOCK_SKEW_MS
 from streams.settings import Settings
 
 MINUTE_MS = 60_000

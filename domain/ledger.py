@@ -54,6 +54,11 @@ MAX_TRANSFER_UNITS = 10**18  # contracts.types.MAX_UNITS
 MAX_BALANCE_UNITS = 2**127 - 1  # TigerBeetle's u128, signed here
 MAX_BATCH = 8_190
 MAX_HOLD_MS = 30 * 24 * 60 * 60 * 1000
+# A command's own time (occurred_at, a trade's executed_at) counts for at most this far past the broker's append
+# time of its record (ledger.commands has LogAppendTime): the ledger's clock only moves forward, so one command
+# stamped years ahead would otherwise expire every hold from then on. Deterministic on replay (the broker's
+# timestamp is stored with the record). A card hold lives 10 minutes (BridgeConfig.hold_ttl_ms), far above it.
+MAX_CLOCK_SKEW_MS = 60_000
 SNAPSHOT_FORMAT = "nexus-x.ledger/1"
 
 

@@ -24,7 +24,7 @@ from contracts.topics import (
 from domain import ledger as lg
 from domain import order_book as ob
 from domain import trade_settlement as ts
-from domain.ledger import Ledger, PendingState, TransferResult, TransferStatus
+from domain.ledger import MAX_CLOCK_SKEW_MS, Ledger, PendingState, TransferResult, TransferStatus
 from domain.ledger import Transfer as LedgerTransferCommand
 from domain.money import kaus_to_decimal
 from domain.timeconv import from_ms, to_ms
@@ -46,11 +46,6 @@ _NOT_PENDING_CODE = {
 HoldCommand = m.PlaceHold | m.PostHold | m.VoidHold | m.GrantReward
 _LedgerTransfer = constructor(m.LedgerTransfer)
 _LedgerOutcome = constructor(m.LedgerOutcome)
-# A command's own time (occurred_at, a trade's executed_at) counts for at most this far past the broker's append
-# time of its record (ledger.commands has LogAppendTime): the ledger's clock only moves forward, so one command
-# stamped years ahead would otherwise expire every hold from then on. Deterministic on replay (the broker's
-# timestamp is stored with the record). A card hold lives 10 minutes (BridgeConfig.hold_ttl_ms), far above it.
-MAX_CLOCK_SKEW_MS = 60_000
 PHASE_NAMES = {"validate_and_build_legs": "validation", "ledger_batch": "transfer_and_mint", "records": "records"}
 
 

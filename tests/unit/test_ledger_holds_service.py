@@ -264,7 +264,7 @@ def test_a_reward_that_cannot_apply_rejects_the_whole_capture() -> None:
 
 def test_a_command_stamped_far_ahead_does_not_move_the_ledger_clock_past_its_broker_time() -> None:
     """One upstream deposit with a clock years ahead must not expire every card hold from then on."""
-    from streams.p2p.ledger import MAX_CLOCK_SKEW_MS
+    from domain.ledger import MAX_CLOCK_SKEW_MS
 
     d = Driver()
     appended_ms = int(T0.timestamp() * 1000)  # the broker's append time of each record below
