@@ -22,6 +22,11 @@ AsyncAPI 3.0 document [`asyncapi.json`](asyncapi.json). How the contract may cha
 told: [`COMPATIBILITY.md`](COMPATIBILITY.md). Contract version: **{version}** ([`VERSION`](VERSION); the
 schemas of each release are kept in [`released/`](released/)).
 
+Three things a standard JSON Schema validator will not check for you, and the platform does: a JSON
+`"integer"` accepts `150.0`, which the platform refuses (`WRONG_TYPE`: write integers without a fraction or
+exponent); `format: date-time` is only checked when your validator's format support is on (in Python:
+`jsonschema` with `rfc3339-validator`); and `formatMinimum` (no instant before 1970) is not a standard keyword.
+
 ## Rules every message follows
 
 - **Encoding**: the record value is one UTF-8 JSON object; the record key is the UTF-8 text of the field

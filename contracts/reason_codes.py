@@ -66,9 +66,6 @@ def code_field(allowed: tuple[str, ...]) -> Any:
 ORDER_EVENT_MEANINGS: dict[str, str] = {
     RejectCode.UNKNOWN_MARKET: "the market id is not `YYYY-MM-DDTHH:MMZ/REGION` (a real UTC minute, then the region)",
     RejectCode.TOO_MANY_MARKETS: "the matching partition holds its maximum number of open markets",
-    RejectCode.WRONG_MARKET: "the command names another market than the book it reached (the key differs?)",
-    RejectCode.INVALID_ORDER_ID: "the order id is empty or longer than 128 characters",
-    RejectCode.INVALID_ACCOUNT: "the account id is empty or longer than 128 characters",
     RejectCode.DUPLICATE_ORDER_ID: "this order id was already submitted to this market (accepted or not): ids are "
     "single-use per market",
     RejectCode.GATE_CLOSED: "the market's gate has closed (delivery start minus the gate-closure lead)",
@@ -77,7 +74,6 @@ ORDER_EVENT_MEANINGS: dict[str, str] = {
     RejectCode.INVALID_PRICE: "a LIMIT price is missing or above the maximum price",
     RejectCode.TICK_SIZE: "the price is not a multiple of the tick size",
     RejectCode.PRICE_OUT_OF_BAND: "the price is outside the band around the market's reference (last trade) price",
-    RejectCode.MARKET_ORDER_WITH_PRICE: "a MARKET order carries a price",
     RejectCode.INVALID_EXPIRY: "expires_at is not after the order's own time (the book's clock)",
     RejectCode.BOOK_FULL: "the book holds its maximum number of resting orders",
     RejectCode.UNKNOWN_ORDER: "CANCEL / AMEND of an order that is not open (never rested, filled, cancelled, expired)",
@@ -143,7 +139,17 @@ RAIL_SUBSTITUTION_MEANINGS: dict[str, str] = {
     "pays it",
 }
 
-ORDER_EVENT_CODES = codes(RejectCode, CancelReason, ExpiryReason)
+# The book's checks that the contract makes first: such an order is dead-lettered at ingress and never reaches a
+# book, so these codes never appear on energy.orders.events (tests/unit/test_contract_examples.py proves each).
+REFUSED_AT_INGRESS = frozenset(
+    {
+        RejectCode.INVALID_ORDER_ID,
+        RejectCode.INVALID_ACCOUNT,
+        RejectCode.WRONG_MARKET,
+        RejectCode.MARKET_ORDER_WITH_PRICE,
+    }
+)
+ORDER_EVENT_CODES = tuple(c for c in codes(RejectCode, CancelReason, ExpiryReason) if c not in REFUSED_AT_INGRESS)
 SETTLEMENT_CODES = codes(SettlementCode)
 LEDGER_CODES = codes(LedgerCode)
 BRIDGE_FAILURE_CODES = codes(BridgeCode)

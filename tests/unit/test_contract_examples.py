@@ -188,3 +188,45 @@ def _platform_accepts_timestamp(text: str) -> bool:
 def test_schema_and_platform_agree_on_timestamps(text: str) -> None:
     """Years 1971 on: the 1970 bound is `formatMinimum`, which draft 2020-12 validators do not read."""
     assert validator(FX_RATES).is_valid(_quote(as_of=text)) == _platform_accepts_timestamp(text), text
+
+
+# ----------------------------------------------------------------------------- codes the contract answers first
+
+
+@pytest.mark.parametrize(
+    ("code", "order"),
+    [
+        ("INVALID_ORDER_ID", lambda: _submit(order_id="")),
+        ("INVALID_ORDER_ID", lambda: _submit(order_id="o" * 129)),
+        ("INVALID_ACCOUNT", lambda: _submit(account_id="")),
+        ("INVALID_ACCOUNT", lambda: _submit(account_id="a" * 129)),
+        ("MARKET_ORDER_WITH_PRICE", lambda: _submit(order_type="MARKET", price_units_per_kwh=150_000)),
+    ],
+)
+def test_orders_the_book_would_refuse_by_these_codes_are_dead_lettered_first(
+    code: str, order: Callable[[], dict[str, object]]
+) -> None:
+    """Why the energy.orders.events table leaves them out: no such order reaches a book."""
+    from contracts import reason_codes
+
+    assert code in reason_codes.REFUSED_AT_INGRESS and code not in reason_codes.ORDER_EVENT_CODES
+    value = order()
+    rejected = ingress.validate(ENERGY_ORDERS, str(value["market_id"]).encode(), json.dumps(value).encode())
+    assert isinstance(rejected, ingress.Rejected), code
+
+
+def test_the_engine_routes_every_command_to_its_own_market_so_wrong_market_never_answers() -> None:
+    from domain import order_book as ob
+
+    engine = ob.OrderBookEngine()
+    markets = ["2026-11-24T10:00Z/KR-SEOUL", "2026-11-24T11:00Z/KR-BUSAN"]
+    events = []
+    for i in range(40):
+        market = markets[i % 2]
+        side = ob.Side.BUY if i % 3 else ob.Side.SELL
+        events += engine.handle(
+            ob.SubmitOrder(f"o{i}", market, f"a{i % 5}", side, ob.OrderType.LIMIT, 150_000, 1_000, 1_795_500_000_000)
+        )
+        events += engine.handle(ob.CancelOrder(f"o{i - 1}", market, f"a{(i - 1) % 5}", 1_795_500_000_001))
+    assert events and all(getattr(e, "code", None) != ob.RejectCode.WRONG_MARKET for e in events)
+    assert {e.market_id for e in events} == set(markets)
