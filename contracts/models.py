@@ -40,6 +40,7 @@ from domain.bridge import Phase as BridgePhase
 from domain.cashback import PayerTier
 from domain.fx import FxSource
 from domain.ledger import Asset as LedgerAsset
+from domain.ledger import Leg, SettlementKind
 from domain.money import Currency
 from domain.order_book import OrderType, Side
 from domain.rails import Provider, Rail, RailSubstitution, Region
@@ -234,6 +235,14 @@ class TransferKind(StrEnum):
     VOID_PENDING = "VOID_PENDING"
 
 
+class LedgerReference(Contract):
+    """The business transaction a ledger movement belongs to, and which part of it the movement is."""
+
+    kind: SettlementKind
+    id: Id = Field(description="trade_id, bridge_tx_id, the deposit's or declaration's command_id, payout_id")
+    leg: Leg
+
+
 class LedgerTransfer(Contract):
     """A double-entry movement of one asset, applied at most once per transfer_id."""
 
@@ -248,6 +257,9 @@ class LedgerTransfer(Contract):
     pending_id: Id | None = Field(default=None, description="for POST_PENDING / VOID_PENDING: the hold it resolves")
     expires_at: UtcDatetime | None = Field(default=None, description="for PENDING: when the hold voids itself")
     reason: str = Field(default="", max_length=200)
+    reference: LedgerReference | None = Field(
+        default=None, description="the settlement this movement belongs to (every movement the platform writes)"
+    )
     occurred_at: UtcDatetime
 
     @model_validator(mode="after")
@@ -317,6 +329,9 @@ class PlaceHold(Contract):
     amount_kaus_units: PositiveKausUnits
     expires_at: UtcDatetime
     reason: str = Field(default="", max_length=200)
+    reference: LedgerReference | None = Field(
+        default=None, description="the transaction the hold is for; its capture and release carry it too"
+    )
     occurred_at: UtcDatetime
 
 
@@ -335,6 +350,7 @@ class RewardGrant(Contract):
     account_id: Id = Field(description="the account credited (the payer)")
     amount_kaus_units: PositiveKausUnits
     reason: str = Field(default="", max_length=200)
+    reference: LedgerReference | None = None
 
 
 class PostHold(Contract):
@@ -377,6 +393,7 @@ class GrantReward(Contract):
     account_id: Id
     amount_kaus_units: PositiveKausUnits
     reason: str = Field(default="", max_length=200)
+    reference: LedgerReference | None = None
     occurred_at: UtcDatetime
 
 

@@ -67,6 +67,33 @@ class Asset(StrEnum):
     CARBON_MILLICREDIT = "CARBON_MILLICREDIT"  # 1/1000 of a carbon credit
 
 
+class SettlementKind(StrEnum):
+    """The business transaction a ledger movement belongs to (finance ties every movement to one)."""
+
+    TRADE = "TRADE"  # a P2P energy trade: id = trade_id
+    CARD_PAYMENT = "CARD_PAYMENT"  # a High-Speed Bridge payment: id = bridge_tx_id
+    DEPOSIT = "DEPOSIT"  # K-AUS arriving from outside: id = the deposit's command_id
+    DIVIDEND = "DIVIDEND"  # a dividend declaration: id = its command_id
+    PAYOUT = "PAYOUT"  # money going out to a provider: id = payout_id
+
+
+class Leg(StrEnum):
+    """Which part of its transaction a movement is."""
+
+    PAYMENT = "PAYMENT"  # buyer -> seller
+    FEE = "FEE"  # seller -> platform fees
+    DIVIDEND_POOL = "DIVIDEND_POOL"  # fees -> dividend pool
+    CARBON = "CARBON"  # carbon milli-credits minted to a renewable seller
+    DEPOSIT = "DEPOSIT"
+    DIVIDEND = "DIVIDEND"  # dividend pool -> holder
+    HOLD = "HOLD"  # payer's K-AUS reserved (pending)
+    CAPTURE = "CAPTURE"  # the hold posted (moved)
+    RELEASE = "RELEASE"  # the hold voided or expired (nothing moved)
+    CASHBACK = "CASHBACK"
+    BONUS = "BONUS"  # ecosystem bonus
+    PAYOUT = "PAYOUT"
+
+
 class TransferStatus(StrEnum):
     POSTED = "POSTED"
     PENDING = "PENDING"
