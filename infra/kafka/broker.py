@@ -27,8 +27,6 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
-import fcntl
-import hashlib
 import os
 import shutil
 import socket
@@ -36,11 +34,12 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from infra.maven import file_lock, pom_hash
 from infra.processes import (
     DataDirFiles,
     DataPath,
@@ -97,26 +96,11 @@ _RETRY_HINT = "Retry with a larger timeout (--timeout) or read the logs."
 # --------------------------------------------------------------------------------------------------------------------
 
 
-def _pom_hash(pom: Path) -> str:
-    return hashlib.sha256(pom.read_bytes()).hexdigest()
-
-
 def _jars_ready(libs_dir: Path, pom: Path) -> bool:
     marker = libs_dir / MARKER_NAME
-    if not marker.is_file() or marker.read_text().strip() != _pom_hash(pom):
+    if not marker.is_file() or marker.read_text().strip() != pom_hash(pom):
         return False
     return any(libs_dir.glob("kafka_2.13-*.jar"))
-
-
-@contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def ensure_jars(libs_dir: Path = JARS_DIR, *, pom: Path = POM, force: bool = False, quiet: bool = False) -> Path:
@@ -129,7 +113,7 @@ def ensure_jars(libs_dir: Path = JARS_DIR, *, pom: Path = POM, force: bool = Fal
     libs_dir = Path(libs_dir).resolve()
     if not force and _jars_ready(libs_dir, pom):
         return libs_dir
-    with _file_lock(libs_dir.parent / f".{libs_dir.name}.lock"):
+    with file_lock(libs_dir.parent / f".{libs_dir.name}.lock"):
         if not force and _jars_ready(libs_dir, pom):  # another process fetched while we waited
             return libs_dir
         mvn = shutil.which("mvn")
@@ -165,7 +149,7 @@ def ensure_jars(libs_dir: Path = JARS_DIR, *, pom: Path = POM, force: bool = Fal
                 "KAFKA_VERSION in infra/kafka/broker.py must match kafka.version in infra/kafka/pom.xml."
             )
         size_mb = sum(j.stat().st_size for j in jars) / 1e6
-        (tmp / MARKER_NAME).write_text(_pom_hash(pom) + "\n")
+        (tmp / MARKER_NAME).write_text(pom_hash(pom) + "\n")
         shutil.rmtree(libs_dir, ignore_errors=True)
         tmp.rename(libs_dir)
         if not quiet:

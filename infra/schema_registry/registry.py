@@ -16,9 +16,6 @@ Library use::
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import hashlib
 import json
 import os
 import re
@@ -30,11 +27,11 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from infra.maven import file_lock, pom_hash
 from infra.processes import DataDirFiles, DataPath, ManagedProcess, cmdline_matches, port_bindable, tail_file
 
 HERE = Path(__file__).resolve().parent
@@ -67,26 +64,9 @@ def _err(msg: str) -> None:
 # ----------------------------------------------------------------------------------------------------- distribution
 
 
-def _pom_hash(pom: Path) -> str:
-    return hashlib.sha256(pom.read_bytes()).hexdigest()
-
-
 def _dist_ready(dist_dir: Path, pom: Path) -> bool:
     marker = dist_dir / MARKER_NAME
-    return (
-        marker.is_file() and marker.read_text().strip() == _pom_hash(pom) and (dist_dir / "quarkus-run.jar").is_file()
-    )
-
-
-@contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    return marker.is_file() and marker.read_text().strip() == pom_hash(pom) and (dist_dir / "quarkus-run.jar").is_file()
 
 
 def ensure_dist(dist_dir: Path = DIST_DIR, *, pom: Path = POM, force: bool = False, quiet: bool = False) -> Path:
@@ -96,7 +76,7 @@ def ensure_dist(dist_dir: Path = DIST_DIR, *, pom: Path = POM, force: bool = Fal
     dist_dir = Path(dist_dir).resolve()
     if not force and _dist_ready(dist_dir, pom):
         return dist_dir
-    with _file_lock(dist_dir.parent / f".{dist_dir.name}.lock"):
+    with file_lock(dist_dir.parent / f".{dist_dir.name}.lock"):
         if not force and _dist_ready(dist_dir, pom):
             return dist_dir
         mvn = shutil.which("mvn")
@@ -121,7 +101,7 @@ def ensure_dist(dist_dir: Path = DIST_DIR, *, pom: Path = POM, force: bool = Fal
             # The "data" filter (no absolute paths, links out or devices) exists from Python 3.11.4 on.
             safe: dict[str, Any] = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
             tar.extractall(tmp / "app", **safe)
-        (tmp / "app" / MARKER_NAME).write_text(_pom_hash(pom) + "\n")
+        (tmp / "app" / MARKER_NAME).write_text(pom_hash(pom) + "\n")
         shutil.rmtree(dist_dir, ignore_errors=True)
         (tmp / "app").rename(dist_dir)
         shutil.rmtree(tmp, ignore_errors=True)
