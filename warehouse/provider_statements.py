@@ -18,16 +18,24 @@ TOSS      JSON, GET /v1/settlements response array; KRW integers,     ``orderId`
           ``approvedAt`` in KST with offset
 ALIPAY    CSV, cross-border settlement file; decimal major units,     ``Partner_transaction_id`` /
           times in Beijing time (UTC+8) without an offset             ``Transaction_id`` / – / ``Rate``
+PAYPAY    CSV, PayPay for Business transaction history export (取引    ``加盟店決済ID`` (both) / – / –
+          履歴); yen integers, JST times without an offset; PayPay
+          publishes no report API
+PAYFORT   CSV, APS transaction export with the Reporting API's        ``merchant_reference`` / ``fort_id`` / –
+          columns (minor units, ISO times with offset)
 ========  ==========================================================  =========================================
 
-Writers take neutral :class:`StatementLine` records (the bridge issue's provider simulator calls them);
-parsers return the same records, so ``parse(write(lines)) == lines`` for every provider. Money never goes
-through float: JSON numbers are read as Decimal and written from Decimal text.
+Writers take neutral :class:`StatementLine` records (the provider simulator calls them); parsers return the same
+records, so ``parse(write(lines)) == lines`` for every provider. Money never goes through float: JSON numbers are
+read as Decimal and written from Decimal text. Where a file has the shape of a provider's API answer (Toss, Wise,
+PayFort), the row is read by the same function the adapter's report call uses. The line type itself lives in
+:mod:`domain.statements`, where the adapters' report calls can produce it too.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import re
@@ -40,24 +48,14 @@ from typing import Any
 
 from contracts.models import Provider
 from domain.money import MINOR_UNIT_EXPONENT, Currency, Money
+from domain.statements import StatementLine as StatementLine  # re-exported: the warehouse's line type
+from streams.bridge.providers import payfort as payfort_api
+from streams.bridge.providers import toss as toss_api
+from streams.bridge.providers import wise as wise_api
 
 KST = timezone(timedelta(hours=9), "KST")
 CST = timezone(timedelta(hours=8), "CST")  # Alipay files: Beijing time, no offset written
-
-
-@dataclass(frozen=True, slots=True)
-class StatementLine:
-    """One provider statement row, provider-neutral. Amounts are positive minor units of ``currency``."""
-
-    provider_reference: str
-    our_reference: str | None
-    amount_minor: int
-    fee_minor: int
-    currency: Currency
-    fx_rate: Decimal | None
-    value_date: date
-    created_at: datetime
-    counterparty: str | None = None
+JST = timezone(timedelta(hours=9), "JST")
 
 
 class StatementFormatError(ValueError):
@@ -334,45 +332,49 @@ def _wise_money(minor: int, ccy: Currency, sign: int = 1) -> dict[str, Any]:
     return {"value": sign * _major(minor, ccy), "currency": ccy.value}
 
 
+def wise_transaction(ln: StatementLine) -> dict[str, Any]:
+    """A line as a transaction of a Wise balance statement (a DEBIT for a transfer, fees included)."""
+    ccy = ln.currency
+    return {
+        "type": "DEBIT",
+        "date": ln.created_at.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z"),
+        "amount": _wise_money(ln.amount_minor + ln.fee_minor, ccy, -1),  # total debited, fees included
+        "totalFees": _wise_money(ln.fee_minor, ccy),
+        "details": {
+            "type": "TRANSFER",
+            "description": f"Sent money to {ln.counterparty or 'merchant'}",
+            "recipient": {"name": ln.counterparty or "", "bankAccount": ln.counterparty or ""},
+            "paymentReference": ln.our_reference or "",
+        },
+        "exchangeDetails": None
+        if ln.fx_rate is None
+        else {"toAmount": _wise_money(ln.amount_minor, ccy), "rate": ln.fx_rate},
+        "valueDate": ln.value_date.isoformat(),
+        "referenceNumber": wise_api.TRANSFER_PREFIX + ln.provider_reference,
+    }
+
+
+def wise_statement(ccy: Currency, lines: list[StatementLine], query: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One currency's balance statement, as Wise's statement.json answers it."""
+    return {
+        "accountHolder": {"type": "BUSINESS", "businessName": "NEXUS-X"},
+        "issuer": {"name": "Wise Payments Limited"},
+        "transactions": [wise_transaction(ln) for ln in lines],
+        "query": {"currency": ccy.value, "type": "COMPACT", **(query or {})},
+    }
+
+
 def write_wise_statement(lines: list[StatementLine], path: Path) -> Path:
     by_ccy: dict[Currency, list[StatementLine]] = {}
     for ln in lines:
         by_ccy.setdefault(ln.currency, []).append(ln)
-    statements = []
-    for ccy, items in sorted(by_ccy.items()):
-        txs = []
-        for ln in items:
-            txs.append(
-                {
-                    "type": "DEBIT",
-                    "date": ln.created_at.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z"),
-                    "amount": _wise_money(ln.amount_minor + ln.fee_minor, ccy, -1),  # total debited, fees included
-                    "totalFees": _wise_money(ln.fee_minor, ccy),
-                    "details": {
-                        "type": "TRANSFER",
-                        "description": f"Sent money to {ln.counterparty or 'merchant'}",
-                        "recipient": {"name": ln.counterparty or "", "bankAccount": ln.counterparty or ""},
-                        "paymentReference": ln.our_reference or "",
-                    },
-                    "exchangeDetails": None
-                    if ln.fx_rate is None
-                    else {
-                        "toAmount": _wise_money(ln.amount_minor, ccy),
-                        "rate": ln.fx_rate,
-                    },
-                    "valueDate": ln.value_date.isoformat(),
-                    "referenceNumber": ln.provider_reference,
-                }
-            )
-        statements.append(
-            {
-                "accountHolder": {"type": "BUSINESS", "businessName": "NEXUS-X"},
-                "issuer": {"name": "Wise Payments Limited"},
-                "transactions": txs,
-                "query": {"currency": ccy.value, "type": "COMPACT"},
-            }
-        )
+    statements = [wise_statement(ccy, items) for ccy, items in sorted(by_ccy.items())]
     return _write_text(path, _json_dump(statements) + "\n")
+
+
+def json_text(obj: Any) -> str:
+    """JSON as the statements write it: Decimal as a number literal, never via float."""
+    return _json_dump(obj)
 
 
 def parse_wise_statement(path: Path) -> list[StatementLine]:
@@ -381,87 +383,52 @@ def parse_wise_statement(path: Path) -> list[StatementLine]:
         data = [data]
     out = []
     for s_i, statement in enumerate(data):
-        for t_i, tx in enumerate(statement.get("transactions", [])):
-            where = f"{path}: statements[{s_i}].transactions[{t_i}]"
-            try:
-                ccy = _currency(tx["amount"]["currency"], where)
-                fee = _minor(tx["totalFees"]["value"], ccy, where + " totalFees")
-                total = _minor(abs(tx["amount"]["value"]), ccy, where + " amount")
-                details = tx.get("details") or {}
-                fx = tx.get("exchangeDetails")
-                created = datetime.fromisoformat(tx["date"].replace("Z", "+00:00")).astimezone(UTC)
-                out.append(
-                    StatementLine(
-                        provider_reference=tx["referenceNumber"],
-                        our_reference=details.get("paymentReference") or None,
-                        amount_minor=total - fee,
-                        fee_minor=fee,
-                        currency=ccy,
-                        fx_rate=Decimal(fx["rate"]) if fx else None,
-                        value_date=date.fromisoformat(tx.get("valueDate") or created.date().isoformat()),
-                        created_at=created,
-                        counterparty=(details.get("recipient") or {}).get("bankAccount") or None,
-                    )
-                )
-            except KeyError as exc:
-                raise StatementFormatError(f"{where}: missing field {exc}") from exc
+        try:
+            out.extend(wise_api.statement_lines(statement))
+        except (KeyError, TypeError, ValueError, ArithmeticError) as exc:
+            raise StatementFormatError(f"{path}: statements[{s_i}]: {type(exc).__name__}: {exc}") from exc
     return out
 
 
 # --------------------------------------------------------------------------- Toss Payments settlements (JSON)
 
 
+def toss_settlement_row(ln: StatementLine, transaction_key: str | None = None) -> dict[str, Any]:
+    """A line as a record of Toss' GET /v1/settlements answer (the file is that answer, saved)."""
+    if ln.currency is not Currency.KRW:
+        raise ValueError(f"Toss Payments settles KRW only, got {ln.currency} for {ln.provider_reference}")
+    vat = ln.fee_minor // 11  # fee quoted VAT-inclusive (10%)
+    return {
+        "mId": "nexusx",
+        "paymentKey": ln.provider_reference,
+        "transactionKey": transaction_key or "tr_" + ln.provider_reference,
+        "orderId": ln.our_reference or "",
+        "currency": "KRW",
+        "method": "TRANSFER",
+        "amount": ln.amount_minor,
+        "interestFee": 0,
+        "fees": [{"type": "BASE", "fee": ln.fee_minor - vat}],
+        "supplyAmount": ln.fee_minor - vat,
+        "vat": vat,
+        "payOutAmount": ln.amount_minor - ln.fee_minor,
+        "approvedAt": ln.created_at.astimezone(KST).isoformat(timespec="seconds"),
+        "soldDate": ln.created_at.astimezone(KST).date().isoformat(),
+        "paidOutDate": ln.value_date.isoformat(),
+    }
+
+
 def write_toss_statement(lines: list[StatementLine], path: Path) -> Path:
-    rows = []
-    for ln in lines:
-        if ln.currency is not Currency.KRW:
-            raise ValueError(f"Toss Payments settles KRW only, got {ln.currency} for {ln.provider_reference}")
-        vat = ln.fee_minor // 11  # fee quoted VAT-inclusive (10%)
-        rows.append(
-            {
-                "mId": "nexusx",
-                "paymentKey": ln.provider_reference,
-                "transactionKey": "tr_" + ln.provider_reference,
-                "orderId": ln.our_reference or "",
-                "currency": "KRW",
-                "method": "TRANSFER",
-                "amount": ln.amount_minor,
-                "interestFee": 0,
-                "fees": [{"type": "BASE", "fee": ln.fee_minor - vat}],
-                "supplyAmount": ln.fee_minor - vat,
-                "vat": vat,
-                "payOutAmount": ln.amount_minor - ln.fee_minor,
-                "approvedAt": ln.created_at.astimezone(KST).isoformat(timespec="seconds"),
-                "soldDate": ln.created_at.astimezone(KST).date().isoformat(),
-                "paidOutDate": ln.value_date.isoformat(),
-            }
-        )
-    return _write_text(path, _json_dump(rows) + "\n")
+    return _write_text(path, _json_dump([toss_settlement_row(ln) for ln in lines]) + "\n")
 
 
 def parse_toss_statement(path: Path) -> list[StatementLine]:
     data = _json_load(Path(path))
     out = []
     for i, row in enumerate(data):
-        where = f"{path}: [{i}]"
         try:
-            ccy = _currency(row["currency"], where)
-            amount = int(row["amount"])
-            out.append(
-                StatementLine(
-                    provider_reference=row["paymentKey"],
-                    our_reference=row["orderId"] or None,
-                    amount_minor=amount,
-                    fee_minor=amount - int(row["payOutAmount"]),
-                    currency=ccy,
-                    fx_rate=None,
-                    value_date=date.fromisoformat(row["paidOutDate"]),
-                    created_at=datetime.fromisoformat(row["approvedAt"]).astimezone(UTC),
-                    counterparty=None,
-                )
-            )
-        except KeyError as exc:
-            raise StatementFormatError(f"{where}: missing field {exc}") from exc
+            out.append(toss_api.settlement_line(row))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise StatementFormatError(f"{path}: [{i}]: {type(exc).__name__}: {exc}") from exc
     return out
 
 
@@ -534,6 +501,130 @@ def parse_alipay_statement(path: Path) -> list[StatementLine]:
     return out
 
 
+# --------------------------------------------------------------------------- PayPay for Business transaction history
+
+PAYPAY_COLUMNS = [
+    "取引番号",
+    "加盟店ID",
+    "屋号",
+    "店舗ID",
+    "店舗名",
+    "端末番号/PosID",
+    "取引ステータス",
+    "取引日時",
+    "取引金額",
+    "レシート番号",
+    "支払い方法",
+    "支払い詳細項目",
+    "取引確定期限",
+    "加盟店決済ID",
+    # Not in PayPay's documented export: the fee per transaction, which the portal shows under 入金 > 対象取引.
+    # To confirm with PayPay; without it a fee difference could not be seen per payout.
+    "手数料",
+]
+PAYPAY_DONE = "取引完了"
+_PAYPAY_TS = "%Y/%m/%d %H:%M:%S"
+PAYPAY_MERCHANT_ID = "38201699000000001"
+
+
+def write_paypay_statement(lines: list[StatementLine], path: Path) -> Path:
+    rows = []
+    for ln in lines:
+        if ln.currency is not Currency.JPY:
+            raise ValueError(f"PayPay pays JPY only, got {ln.currency} for {ln.provider_reference}")
+        rows.append(
+            [
+                str(int(hashlib.sha256(ln.provider_reference.encode()).hexdigest()[:15], 16)),
+                PAYPAY_MERCHANT_ID,
+                "NEXUS-X",
+                "",
+                "",
+                "",
+                PAYPAY_DONE,
+                ln.created_at.astimezone(JST).strftime(_PAYPAY_TS),
+                str(ln.amount_minor),
+                "",
+                "PayPay(残高)",
+                "",
+                "",
+                ln.provider_reference,
+                str(ln.fee_minor),
+            ]
+        )
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(PAYPAY_COLUMNS)
+    w.writerows(rows)
+    return _write_text(path, "\ufeff" + buf.getvalue())
+
+
+def parse_paypay_statement(path: Path) -> list[StatementLine]:
+    """Completed transactions; 加盟店決済ID is our merchantCashbackId, the reference the bridge recorded."""
+    out = []
+    for where, row in _csv_rows(path, PAYPAY_COLUMNS, "utf-8-sig"):
+        if row["取引ステータス"] != PAYPAY_DONE:
+            continue
+        created = datetime.strptime(row["取引日時"], _PAYPAY_TS).replace(tzinfo=JST).astimezone(UTC)
+        reference = row["加盟店決済ID"] or row["取引番号"]
+        try:
+            amount, fee = int(row["取引金額"]), int(row["手数料"] or 0)
+        except ValueError as exc:
+            raise StatementFormatError(f"{where}: yen amounts are integers ({exc})") from exc
+        out.append(
+            StatementLine(
+                provider_reference=reference,
+                our_reference=row["加盟店決済ID"] or None,
+                amount_minor=amount,
+                fee_minor=fee,
+                currency=Currency.JPY,
+                fx_rate=None,
+                value_date=created.date(),
+                created_at=created,
+                counterparty=None,
+            )
+        )
+    return out
+
+
+# --------------------------------------------------------------------------- PayFort (APS) transaction export
+
+PAYFORT_COLUMNS = list(payfort_api.REPORT_COLUMNS)
+PAYFORT_ACCEPTED_STATUS = "14"
+
+
+def write_payfort_statement(lines: list[StatementLine], path: Path) -> Path:
+    return _write_csv(
+        path,
+        PAYFORT_COLUMNS,
+        (
+            [
+                ln.provider_reference,
+                ln.our_reference or "",
+                "PAYOUT",
+                str(ln.amount_minor),
+                ln.currency.value,
+                PAYFORT_ACCEPTED_STATUS,
+                ln.created_at.astimezone(UTC).isoformat(timespec="seconds"),
+                str(ln.fee_minor),
+            ]
+            for ln in lines
+        ),
+    )
+
+
+def parse_payfort_statement(path: Path) -> list[StatementLine]:
+    """The export of the payout command (APS filters it in the back office), rows with an accepted status."""
+    out = []
+    for where, row in _csv_rows(path, PAYFORT_COLUMNS, "utf-8-sig"):
+        if row["status"][:2] not in payfort_api.ACCEPTED_STATUSES:
+            continue
+        try:
+            out.append(payfort_api.report_row_line(row))
+        except (KeyError, ValueError) as exc:
+            raise StatementFormatError(f"{where}: {type(exc).__name__}: {exc}") from exc
+    return out
+
+
 # --------------------------------------------------------------------------- registry
 
 Writer = Callable[[list[StatementLine], Path], Path]
@@ -570,6 +661,12 @@ FORMATS: dict[Provider, StatementFormat] = {
     ),
     Provider.ALIPAY: StatementFormat(
         Provider.ALIPAY, "alipay_settle.csv", write_alipay_statement, parse_alipay_statement, True, 8
+    ),
+    Provider.PAYPAY: StatementFormat(
+        Provider.PAYPAY, "paypay_transactions.csv", write_paypay_statement, parse_paypay_statement, False, None
+    ),
+    Provider.PAYFORT: StatementFormat(
+        Provider.PAYFORT, "payfort_transactions.csv", write_payfort_statement, parse_payfort_statement, False, None
     ),
 }
 

@@ -13,6 +13,7 @@ Library::
     sim.start()
     sim.configure({"STRIPE_INSTANT": {"latency_ms": 220, "fail_next": 3}})
     sim.payouts()            # every payout the simulator made
+    sim.report_break("BRIDGE-card-7", "amount", 14_990)   # its provider now reports 149.90 for that payout
     sim.stop()
 
 The simulator listens on ``NEXUS_PROVIDER_SIM_HOST`` (loopback by default; ``host`` / ``--host`` override it).
@@ -134,8 +135,19 @@ class ProviderSimProcess:
         return dict(self._admin("GET", "/_admin/stats"))
 
     def statements(self, out_dir: Path, day: str | None = None) -> list[Path]:
+        """Every provider's statement file (per booking day, or for ``day``), the same lines its report API serves."""
         answer = self._admin("POST", "/_admin/statements", {"dir": str(out_dir), "day": day})
         return [Path(f) for f in answer["files"]]
+
+    def report_break(self, reference: str, kind: str, value: Any = None) -> dict[str, Any]:
+        """Make the provider's report wrong about one payout (any of its references): ``drop``, ``amount``,
+        ``fee``, ``fx_rate``, ``duplicate`` or ``late`` (devtools/provider_sim/reports.py)."""
+        return dict(
+            self._admin("POST", "/_admin/report_breaks", {"reference": reference, "kind": kind, "value": value})
+        )
+
+    def report_breaks(self) -> dict[str, dict[str, Any]]:
+        return dict(self._admin("GET", "/_admin/report_breaks")["breaks"])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -37,7 +37,12 @@ provider's business-error 4xx), ``timeout_next`` (next N *are executed*, then th
 ``hang_ms``: a lost response) and ``drop_next`` (next N hang without being executed: a lost request).
 Admin API: ``GET|POST /_admin/config``, ``POST /_admin/reset``, ``GET /_admin/payouts`` (every payout made,
 once per idempotency key), ``POST /_admin/statements`` (settlement files, one per provider and day, in
-each provider's format via ``warehouse.provider_statements``), ``GET /_admin/stats``, ``GET /_admin/health``.
+each provider's format via ``warehouse.provider_statements``), ``GET|POST /_admin/report_breaks`` (make a
+provider's report wrong about one payout: devtools/provider_sim/reports.py), ``GET /_admin/stats``,
+``GET /_admin/health``.
+
+**Reports**: each provider's report API (devtools/provider_sim/report_api.py) and the statement files are served
+from the payouts made, with the injected report breaks applied.
 """
 
 from __future__ import annotations
@@ -64,9 +69,12 @@ from urllib.parse import parse_qsl, unquote_plus
 
 from aiohttp import web
 
+from devtools.provider_sim import report_api
+from devtools.provider_sim.reports import PROVIDER_FILES, BreakError, PayoutRecord, break_value, entries
 from domain.money import Currency, Money
 from domain.rails import Provider, fee_minor
 from streams.bridge.providers.alipay import (
+    BILL_URL_QUERY,
     QUERY,
     TRANSFER,
     ensure_dev_keys,
@@ -85,8 +93,6 @@ from streams.bridge.providers.wise import sign_sca_token
 
 _KST = timezone(timedelta(hours=9))
 _CST = timezone(timedelta(hours=8))
-# Value date per provider (spec §3.1 "Avg Settlement"): instant rails the same day, Wise the next day.
-_VALUE_DAYS = {"STRIPE": 0, "TOSS": 0, "PAYPAL": 0, "ALIPAY": 0, "WISE": 1}
 
 
 @dataclass(frozen=True)
@@ -108,20 +114,6 @@ class Injection:
         if unknown:
             raise ValueError(f"unknown injection field(s) {sorted(unknown)}; known: {sorted(names)}")
         return replace(base, **patch)
-
-
-@dataclass
-class PayoutRecord:
-    provider: str
-    rail: str
-    idempotency_key: str
-    our_reference: str
-    provider_reference: str
-    amount_minor: int
-    currency: str
-    fee_minor: int
-    counterparty: str
-    created_at: str  # ISO 8601 UTC
 
 
 @dataclass
@@ -203,6 +195,9 @@ class ProviderSim:
         self.stripe_payouts: dict[str, tuple[str, bytes]] = {}
         self.paypay_cashbacks: dict[str, tuple[str, dict[str, Any]]] = {}  # merchantCashbackId → (params, details)
         self.payfort_orders: dict[str, dict[str, str]] = {}  # merchant_reference → the order's Check Status fields
+        self.wise_statement_otts: dict[str, int] = {}  # one-time SCA token → balance id
+        self.alipay_bills: dict[str, tuple[str, date]] = {}  # download file id → (bill type, Beijing day)
+        self.payfort_reports: dict[str, list[dict[str, str]]] = {}  # report merchant_reference → its rows
         self.stats: Counter[str] = Counter()
 
     def configure(self, patch: dict[str, dict[str, Any]]) -> None:
@@ -323,6 +318,9 @@ class ProviderSim:
         r.add_get("/_admin/payouts", self.admin_payouts)
         r.add_post("/_admin/statements", self.admin_statements)
         r.add_get("/_admin/stats", self.admin_stats)
+        r.add_get("/_admin/report_breaks", self.admin_get_breaks)
+        r.add_post("/_admin/report_breaks", self.admin_report_break)
+        app.add_routes(report_api.routes(self))
         return app
 
     # ------------------------------------------------------------------ PayPal
@@ -764,6 +762,8 @@ class ProviderSim:
                     amount.currency,
                     str(transfer["targetAccount"]),
                 )
+                # Wise's statement shows the reference the transfer carried, not our customerTransactionId.
+                self.wise_funded[transfer_id].report_reference = str(transfer.get("reference") or "")
                 transfer["status"] = "processing"
             else:
                 self.stats["WISE.replays"] += 1
@@ -884,6 +884,8 @@ class ProviderSim:
             return self._alipay_failure(method, "40001", "isv.missing-biz-content", "缺少业务参数")
         if method == QUERY:
             return self._alipay_query(biz)
+        if method == BILL_URL_QUERY:
+            return report_api.alipay_bill_url(self, biz, request)
         if method != TRANSFER:
             return self._alipay_failure(method, "40002", "isv.invalid-method", "不存在的方法名")
         try:
@@ -1049,7 +1051,7 @@ class ProviderSim:
 
     # ------------------------------------------------------------------ PayFort (Amazon Payment Services)
 
-    def _payfort_answer(self, params: dict[str, Any], code: str, message: str, **extra: str) -> web.Response:
+    def _payfort_answer(self, params: dict[str, Any], code: str, message: str, **extra: Any) -> web.Response:
         """APS's answer: the request's parameters echoed, the result, signed with the SHA response phrase."""
         out = {k: v for k, v in params.items() if k != "signature"}
         out.update(extra, response_code=code, response_message=message, status=code[:2])
@@ -1161,62 +1163,52 @@ class ProviderSim:
         body = json.loads(await request.read() or b"{}")
         out_dir = Path(body.get("dir") or (self.settings.keys_dir.parent / "statements"))
         day = date.fromisoformat(body["day"]) if body.get("day") else None
-        files = write_statements(self.payouts, out_dir, day)
+        files = self.write_statements(out_dir, day)
         return _json(200, {"files": [str(f) for f in files], "dir": str(out_dir)})
+
+    def write_statements(self, out_dir: Path, day: date | None = None) -> list[Path]:
+        """Each provider's statement file per booking day (or just ``day``), in its own format, breaks applied:
+        the same lines its report API serves."""
+        from warehouse.provider_statements import write_statement
+
+        files: list[Path] = []
+        for provider in PROVIDER_FILES:
+            by_day: dict[date, list[Any]] = {}
+            for e in entries(self.payouts, provider):
+                by_day.setdefault(e.line.created_at.astimezone(UTC).date(), []).append(e.line)
+            days = [day] if day is not None else sorted(by_day)
+            files.extend(write_statement(provider, by_day.get(d, []), out_dir, d) for d in days)
+        return files
+
+    async def admin_get_breaks(self, request: web.Request) -> web.Response:
+        found = {f"{p.provider}:{p.provider_reference}": p.breaks for p in self.payouts if p.breaks}
+        return _json(200, {"breaks": found})
+
+    async def admin_report_break(self, request: web.Request) -> web.Response:
+        """Make the provider's report wrong about one payout: ``{"reference", "kind", "value"}``
+        (devtools/provider_sim/reports.py lists the kinds). The reference is any of the payout's references."""
+        try:
+            body = json.loads(await request.read() or b"{}")
+            reference, kind = str(body["reference"]), str(body["kind"])
+        except (ValueError, KeyError, TypeError):
+            return _json(400, {"error": 'expected {"reference": "...", "kind": "drop|amount|...", "value": ...}'})
+        rec = next(
+            (p for p in self.payouts if reference in (p.provider_reference, p.our_reference, p.idempotency_key)), None
+        )
+        if rec is None:
+            return _json(404, {"error": f"no payout with reference {reference!r}"})
+        try:
+            rec.breaks[kind] = break_value(Provider(rec.provider), kind, body.get("value"))
+        except BreakError as exc:
+            return _json(400, {"error": str(exc)})
+        self.stats[f"{rec.provider}.report_breaks"] += 1
+        return _json(
+            200, {"provider": rec.provider, "provider_reference": rec.provider_reference, "breaks": rec.breaks}
+        )
 
 
 def _cst_text(iso: str) -> str:
     return datetime.fromisoformat(iso).astimezone(_CST).strftime("%Y-%m-%d %H:%M:%S")
-
-
-def write_statements(payouts: list[PayoutRecord], out_dir: Path, day: date | None = None) -> list[Path]:
-    """Each provider's settlement statement for each day (or just ``day``), in the provider's own format.
-
-    Uses ``warehouse.provider_statements`` (the reconciliation issue's writers); providers it has no format
-    for get a neutral CSV.
-    """
-    from contracts.models import Provider as WireProvider
-    from warehouse.provider_statements import FORMATS, StatementLine, write_statement
-
-    groups: dict[tuple[str, date], list[PayoutRecord]] = {}
-    for p in payouts:
-        created = datetime.fromisoformat(p.created_at)
-        if day is None or created.date() == day:
-            groups.setdefault((p.provider, created.date()), []).append(p)
-    files = []
-    for (provider_name, d), recs in sorted(groups.items()):
-        wire = WireProvider(provider_name) if provider_name in WireProvider.__members__ else None
-        fmt = FORMATS.get(wire) if wire is not None else None
-        reports_fx = fmt is not None and fmt.reports_fx
-        value_days = _VALUE_DAYS.get(provider_name, 0)
-        lines = [
-            StatementLine(
-                provider_reference=r.provider_reference,
-                our_reference=r.our_reference or None,
-                amount_minor=r.amount_minor,
-                fee_minor=r.fee_minor,
-                currency=Currency(r.currency),
-                fx_rate=Decimal(1) if reports_fx else None,  # same-currency payouts: nothing is converted
-                value_date=datetime.fromisoformat(r.created_at).date() + timedelta(days=value_days),
-                created_at=datetime.fromisoformat(r.created_at),
-                counterparty=r.counterparty or None,
-            )
-            for r in recs
-        ]
-        if wire is not None and fmt is not None:
-            files.append(write_statement(wire, lines, out_dir, d))
-        else:
-            path = out_dir / d.isoformat() / f"{provider_name.lower()}_payouts.csv"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with path.open("w") as fh:
-                fh.write("provider_reference,our_reference,amount_minor,fee_minor,currency,created_at\n")
-                for r in recs:
-                    fh.write(
-                        f"{r.provider_reference},{r.our_reference},{r.amount_minor},{r.fee_minor},{r.currency},"
-                        f"{r.created_at}\n"
-                    )
-            files.append(path)
-    return files
 
 
 async def serve(host: str, port: int, settings: ProviderSettings | None = None, seed: int = 0) -> web.AppRunner:

@@ -59,6 +59,13 @@ SAMPLES = {
         _line(Currency.HKD, 39_30, 59, fx="1.16999999", ref="2026000123"),
         _line(Currency.USD, 10_00, 15, ref="2026000124"),
     ],
+    # PayPay's export has no value date (the created day) and one id column for both references.
+    Provider.PAYPAY: [
+        StatementLine("BRIDGE-card-1", "BRIDGE-card-1", 15_000, 297, Currency.JPY, None, AT.date(), AT, None)
+    ],
+    Provider.PAYFORT: [
+        StatementLine("169996200000012345", "BRIDGE-card-2", 55_000, 1_210, Currency.AED, None, AT.date(), AT, None)
+    ],
 }
 
 

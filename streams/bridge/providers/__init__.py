@@ -4,9 +4,14 @@
 region's primary rail is available; ``providers`` narrows the set (a deployment without, say, PayPay credentials
 then pays Japan over a fallback). Fees come from :mod:`domain.rails` (one schedule for the core, the adapters and
 the simulator).
+
+``build_reporters`` wires the report side (``settlements(day)``) for every provider with a report API; PayPay
+publishes none (its merchant portal exports a transaction CSV), so its reports arrive as files.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from domain.rails import Provider
 from streams.bridge.providers.alipay import AlipayAdapter
@@ -15,7 +20,9 @@ from streams.bridge.providers.base import (
     MerchantDirectory,
     ProviderAdapter,
     ProviderSettings,
+    ReportingAdapter,
     Transport,
+    make_report_transport,
     make_transport,
 )
 from streams.bridge.providers.payfort import PayFortAdapter
@@ -47,4 +54,38 @@ def build_adapters(
     return {p: cls(settings, transport, merchants) for p, cls in classes.items() if providers is None or p in providers}
 
 
-__all__ = ["ProviderAdapter", "ProviderSettings", "build_adapters"]
+REPORTING_CLASSES: dict[Provider, Callable[[ProviderSettings, Transport, MerchantDirectory], ReportingAdapter]] = {
+    Provider.PAYPAL: PayPalAdapter,
+    Provider.STRIPE: StripeAdapter,
+    Provider.WISE: WiseAdapter,
+    Provider.TOSS: TossAdapter,
+    Provider.ALIPAY: AlipayAdapter,
+    Provider.PAYFORT: PayFortAdapter,
+}
+REPORT_APIS = frozenset(REPORTING_CLASSES)  # providers whose reports come through their API
+
+
+def build_reporters(
+    settings: ProviderSettings | None = None,
+    transport: Transport | None = None,
+    providers: frozenset[Provider] | None = None,
+) -> dict[Provider, ReportingAdapter]:
+    """One report client per provider with a report API (``providers`` narrows the set)."""
+    settings = settings or ProviderSettings()
+    transport = transport or make_report_transport(settings)
+    merchants = DerivedMerchantDirectory()  # unused by reports; the adapters' constructor wants one
+    return {
+        p: cls(settings, transport, merchants)
+        for p, cls in REPORTING_CLASSES.items()
+        if providers is None or p in providers
+    }
+
+
+__all__ = [
+    "REPORT_APIS",
+    "ProviderAdapter",
+    "ProviderSettings",
+    "ReportingAdapter",
+    "build_adapters",
+    "build_reporters",
+]

@@ -16,16 +16,31 @@ joined as ``k1=v1&k2=v2`` (raw values, not URL-encoded).
   ``sign`` covers the exact JSON text of the ``*_response`` value and is verified with Alipay's public
   key. ``code`` 10000 success; 20000 (service unavailable, outcome unknown); 20001/40006 (auth,
   permissions: rail unusable); 40001/40002 (bad parameters); 40004 business failure with ``sub_code``.
+
+Report (``settlements(day)``): ``alipay.data.dataservice.bill.downloadurl.query`` with ``{"bill_type":
+"signcustomer", "bill_date": "yyyy-MM-dd"}`` (the account bill: every movement of our Alipay balance, per Beijing
+day) answers a signed ``bill_download_url``; a GET of it returns a zip of GBK CSV files, the detail one named
+``..._账务明细.csv``: ``#`` comment lines around a header ``账务流水号, 业务流水号, 商户订单号, 商品名称, 发生时间,
+对方账号, 收入金额（+元）, 支出金额（-元）, 账户余额（元）, 交易渠道, 业务类型, 备注``. A transfer is a 转账 row
+(业务流水号 = the order id the bridge recorded, 商户订单号 = our out_biz_no) and its fee a 收费 row under the
+same 业务流水号. A UTC day spans two Beijing days, so both bills are read and the rows outside the day dropped.
+Alipay publishes a day's bill after 09:00 the next Beijing day (``isp.bill_not_exist`` before), so a UTC day's
+report is complete from 01:00 UTC two days later.
 """
 
 from __future__ import annotations
 
 import base64
+import csv
 import fcntl
 import hashlib
+import io
 import json
 import re
-from datetime import UTC, datetime, timedelta, timezone
+import zipfile
+from collections import defaultdict
+from datetime import UTC, date, datetime, timedelta, timezone
+from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -38,11 +53,21 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from domain.bridge import PayoutIntent, PayoutOutcome, PayoutStatus
 from domain.money import Currency, Money
 from domain.rails import Provider
-from streams.bridge.providers.base import HttpAdapter, HttpRequest, HttpResponse, ProviderSettings, classify_status
+from domain.statements import StatementLine, booked_on, day_window
+from streams.bridge.providers.base import (
+    HttpAdapter,
+    HttpRequest,
+    HttpResponse,
+    ProviderSettings,
+    ReportError,
+    classify_status,
+    report_field,
+)
 
 CST = timezone(timedelta(hours=8))
 TRANSFER = "alipay.fund.trans.uni.transfer"
 QUERY = "alipay.fund.trans.common.query"
+BILL_URL_QUERY = "alipay.data.dataservice.bill.downloadurl.query"
 _RAIL_LEVEL_SUB = {
     "PAYER_BALANCE_NOT_ENOUGH",
     "BALANCE_IS_NOT_ENOUGH",
@@ -230,6 +255,106 @@ def parse_gateway_response(
     return PayoutOutcome(kind, http_status=resp.status, error_code=sub_code or code, error_message=message)
 
 
+# --------------------------------------------------------------------------- report (account bill)
+
+BILL_COLUMNS = [
+    "账务流水号",
+    "业务流水号",
+    "商户订单号",
+    "商品名称",
+    "发生时间",
+    "对方账号",
+    "收入金额（+元）",
+    "支出金额（-元）",
+    "账户余额（元）",
+    "交易渠道",
+    "业务类型",
+    "备注",
+]
+BILL_DETAIL_SUFFIX = "_账务明细.csv"
+TRANSFER_TYPE = "转账"
+FEE_TYPE = "收费"
+BILL_ENCODING = "gbk"
+_BILL_TS = "%Y-%m-%d %H:%M:%S"
+
+
+def bill_dates(day: date) -> list[str]:
+    """The Beijing days whose bills hold the UTC ``day``."""
+    start, end = day_window(day)
+    first, last = start.astimezone(CST).date(), (end - timedelta(microseconds=1)).astimezone(CST).date()
+    return [first.isoformat()] if first == last else [first.isoformat(), last.isoformat()]
+
+
+def bill_detail_rows(zipped: bytes) -> list[dict[str, str]]:
+    """The data rows of the detail CSV in a bill zip (comment lines dropped, values stripped)."""
+    with zipfile.ZipFile(io.BytesIO(zipped)) as archive:
+        names = [n for n in archive.namelist() if n.endswith(BILL_DETAIL_SUFFIX)]
+        if len(names) != 1:
+            raise ValueError(f"expected one {BILL_DETAIL_SUFFIX} in the bill, found {archive.namelist()}")
+        text = archive.read(names[0]).decode(BILL_ENCODING)
+    data = [line for line in text.splitlines() if line.strip() and not line.startswith("#")]
+    rows = list(csv.reader(data))
+    header = [h.strip() for h in rows[0]]
+    missing = [c for c in BILL_COLUMNS if c not in header]
+    if missing:
+        raise ValueError(f"bill detail lacks column(s) {missing}")
+    return [{k: v.strip() for k, v in zip(header, row, strict=False)} for row in rows[1:]]
+
+
+def _cny(text: str) -> int:
+    return Money.from_decimal(abs(Decimal(text)), Currency.CNY).minor_units
+
+
+def bill_lines(rows: list[dict[str, str]]) -> list[StatementLine]:
+    """Transfers of an account bill as statement lines; the n-th fee row of an order goes to its n-th transfer."""
+    fees: dict[str, list[int]] = defaultdict(list)
+    for row in rows:
+        if row["业务类型"] == FEE_TYPE and row["支出金额（-元）"]:
+            fees[row["业务流水号"]].append(_cny(row["支出金额（-元）"]))
+    seen: dict[str, int] = defaultdict(int)
+    out = []
+    for row in rows:
+        if row["业务类型"] != TRANSFER_TYPE or not row["支出金额（-元）"]:
+            continue
+        order = row["业务流水号"]
+        own_fees = fees.get(order, [])
+        n = seen[order]
+        seen[order] += 1
+        created = datetime.strptime(row["发生时间"], _BILL_TS).replace(tzinfo=CST).astimezone(UTC)
+        out.append(
+            StatementLine(
+                provider_reference=order,
+                our_reference=row["商户订单号"] or None,
+                amount_minor=_cny(row["支出金额（-元）"]),
+                fee_minor=own_fees[n] if n < len(own_fees) else 0,
+                currency=Currency.CNY,
+                fx_rate=None,
+                value_date=created.date(),
+                created_at=created,
+                counterparty=row["对方账号"] or None,
+            )
+        )
+    return out
+
+
+def parse_bill_url_response(resp: HttpResponse, alipay_public_key: rsa.RSAPublicKey) -> str:
+    """The bill's download URL from a verified answer; :class:`ReportError` otherwise."""
+    if resp.status != 200:
+        raise ReportError(f"ALIPAY bill url: HTTP {resp.status}")
+    try:
+        text, value, signature = extract_signed_response(resp.body.decode("utf-8"), BILL_URL_QUERY)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ReportError(f"ALIPAY bill url: unreadable answer ({exc})") from exc
+    if str(value.get("code")) != "10000":
+        raise ReportError(f"ALIPAY bill url: {value.get('code')} {value.get('sub_code')} {value.get('sub_msg')}")
+    if not (signature and rsa2_verify(alipay_public_key, text, signature)):
+        raise ReportError("ALIPAY bill url: the answer's signature does not verify")
+    url = value.get("bill_download_url")
+    if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+        raise ReportError(f"ALIPAY bill url: no bill_download_url in {value}")
+    return url
+
+
 class AlipayAdapter(HttpAdapter):
     provider = Provider.ALIPAY
 
@@ -262,3 +387,16 @@ class AlipayAdapter(HttpAdapter):
         }
         resp = await self.send(self._request(QUERY, biz))
         return resp if isinstance(resp, PayoutOutcome) else parse_gateway_response(resp, QUERY, self._alipay_public)
+
+    async def settlements(self, day: date) -> list[StatementLine]:
+        lines: list[StatementLine] = []
+        for bill_date in bill_dates(day):
+            req = self._request(BILL_URL_QUERY, {"bill_type": "signcustomer", "bill_date": bill_date})
+            url = parse_bill_url_response(await self.fetch(req, "bill url"), self._alipay_public)
+            resp = await self.fetch(HttpRequest("GET", url, ()), f"bill {bill_date}")
+            if resp.status != 200:
+                raise ReportError(f"{self.provider} bill {bill_date}: HTTP {resp.status}")
+            rows = report_field(self.provider, f"bill {bill_date}", bill_detail_rows, resp.body)
+            found = report_field(self.provider, f"bill {bill_date}", bill_lines, rows)
+            lines.extend(ln for ln in found if booked_on(ln, day))
+        return lines

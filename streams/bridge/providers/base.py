@@ -16,6 +16,10 @@ Timeouts are bounded twice: by the transport's own timeout (``timeout_ms``, tota
 than ``timeout_ms`` + 1 s. ``lookup(intent)`` takes the whole intent, not just the key: for providers whose documented
 recovery is to replay the create call under the same idempotency key (Stripe, PayPal, Wise, Toss) the
 request body is needed to replay it.
+
+Reports: each adapter also lists what the provider booked on a UTC day (``settlements(day)``), in the provider's own
+report API and shape, normalised to :class:`domain.statements.StatementLine` (the records reconciliation reads). A
+report that cannot be had raises :class:`ReportError`; there is no partial report.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import json
 import re
 import uuid
 from dataclasses import dataclass
+from datetime import date
 from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
@@ -40,6 +45,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from domain.bridge import PayoutIntent, PayoutOutcome, PayoutStatus
 from domain.rails import Provider
+from domain.statements import StatementLine
 from streams.bridge.providers.http import (
     ConnectFailed,
     HttpRequest,
@@ -104,6 +110,11 @@ class ProviderSettings(BaseSettings):
     payfort_payout_command: str = "PAYOUT"
     keys_dir: Path = REPO_ROOT / ".local" / "provider_sim" / "keys"
 
+    # Reports (settlements(day)): a listing page or a statement file is far larger than a payout answer.
+    report_timeout_ms: int = Field(default=30_000, ge=1, le=600_000)
+    report_max_bytes: int = Field(default=64 << 20, ge=1 << 20)
+    payfort_reporting_url: str = ""  # empty: the payfort endpoint with paymentApi → reportingApi
+
     def url(self, provider: Provider) -> str:
         explicit = {
             Provider.PAYPAL: self.paypal_url,
@@ -119,6 +130,12 @@ class ProviderSettings(BaseSettings):
         base = self.sim_url.rstrip("/")
         endpoint = {Provider.ALIPAY: "/gateway.do", Provider.PAYFORT: "/FortAPI/paymentApi"}.get(provider, "")
         return base + endpoint
+
+    def payfort_reporting(self) -> str:
+        if self.payfort_reporting_url:
+            return self.payfort_reporting_url
+        payment = self.url(Provider.PAYFORT)
+        return payment.removesuffix("paymentApi") + "reportingApi"
 
 
 # --------------------------------------------------------------------------- HTTP
@@ -203,6 +220,14 @@ def make_transport(kind: str = "lean", max_connections: int = 512, ca_file: Path
     if kind == "httpx":
         return HttpxTransport(max_connections)
     raise ValueError(f"unknown transport {kind!r}; use 'lean', 'httpx' or 'aiohttp'")
+
+
+def make_report_transport(settings: ProviderSettings, max_connections: int = 8) -> Transport:
+    """A transport for report calls: few connections, bodies up to ``report_max_bytes`` (lean's payout bound is
+    1 MiB)."""
+    if settings.transport == "lean":
+        return LeanHttpTransport(max_connections, ca_file=settings.ca_file, max_body_bytes=settings.report_max_bytes)
+    return make_transport(settings.transport, max_connections, settings.ca_file)
 
 
 # --------------------------------------------------------------------------- merchants
@@ -333,6 +358,21 @@ class ProviderAdapter(Protocol):
     async def lookup(self, intent: PayoutIntent) -> PayoutOutcome: ...
 
 
+class ReportError(Exception):
+    """A provider report could not be had: transport failure, an error status, or an answer not in its shape."""
+
+
+class ReportingAdapter(Protocol):
+    provider: Provider
+
+    async def settlements(self, day: date) -> list[StatementLine]:
+        """What the provider booked on the UTC ``day``, every page of it, normalised."""
+        ...
+
+
+MAX_PAGES = 100_000  # a listing still saying "more" after this many pages is broken, not long
+
+
 class HttpAdapter:
     """Base of the HTTP adapters: bounded send, transport errors → outcomes."""
 
@@ -362,6 +402,18 @@ class HttpAdapter:
                 error_message=f"no answer from {self.provider} within {bound_ms} ms ({exc})",
             )
 
+    async def fetch(self, request: HttpRequest, what: str) -> HttpResponse:
+        """A report call: any answer (the caller reads its status), or :class:`ReportError` when none came."""
+        resp = await self.send(request, self.settings.report_timeout_ms)
+        if isinstance(resp, PayoutOutcome):
+            raise ReportError(f"{self.provider} {what}: {resp.error_code}: {resp.error_message}")
+        return resp
+
+    async def fetch_json(self, request: HttpRequest, what: str) -> Any:
+        """A report call whose answer must be 200 with a JSON body."""
+        resp = await self.fetch(request, what)
+        return report_json(self.provider, resp, what)
+
     @staticmethod
     def unparseable(resp: HttpResponse, what: str) -> PayoutOutcome:
         # A 2xx we cannot read: the payout probably exists, so treat it like a lost answer and resolve it.
@@ -371,6 +423,23 @@ class HttpAdapter:
             error_code="UNPARSEABLE_RESPONSE",
             error_message=f"{what}: {resp.body[:200]!r}",
         )
+
+
+def report_json(provider: Provider, resp: HttpResponse, what: str) -> Any:
+    if resp.status != 200:
+        raise ReportError(f"{provider} {what}: HTTP {resp.status}: {resp.body[:300]!r}")
+    try:
+        return resp.json()
+    except ValueError as exc:
+        raise ReportError(f"{provider} {what}: not JSON ({exc}): {resp.body[:200]!r}") from exc
+
+
+def report_field(provider: Provider, what: str, read: Any, *args: Any) -> Any:
+    """``read(*args)``; a missing or malformed field in a provider's answer becomes a :class:`ReportError`."""
+    try:
+        return read(*args)
+    except (KeyError, IndexError, TypeError, ValueError, ArithmeticError, AttributeError) as exc:
+        raise ReportError(f"{provider} {what}: unexpected shape ({type(exc).__name__}: {exc})") from exc
 
 
 class ReplayingAdapter(HttpAdapter):

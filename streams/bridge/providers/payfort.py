@@ -20,7 +20,18 @@ evidence of a payout.
 * Look up: ``query_command=CHECK_STATUS`` by ``merchant_reference`` (read-only) → status 12 with
   ``transaction_status`` / ``transaction_code`` of the order's last operation, or 036 "Order not found".
 
+Report (``settlements(day)``): APS's Reporting API, ``POST /FortAPI/reportingApi`` (``payfort_reporting_url``), in
+two steps under one ``merchant_reference``: ``query_command=GENERATE_REPORT`` with ``from_date`` / ``to_date``
+(ISO 8601 with offset) and ``columns`` (the fields wanted; at most 200,000 transactions per report), then the
+download of that report by the same reference. Both are signed like payment calls; an array parameter enters the
+signature text as Java writes it (``[a, b]``, a row ``{k=v, ...}``), which APS's reference does not spell out.
+What the public page leaves open is ours to confirm with APS: the download command's name (``DOWNLOAD_REPORT``),
+where the rows come back (``report_data``), the answer while the report is being built (status 19, polled), and
+the column names beyond ``fort_id``, ``amount``, ``currency`` and ``status`` (``merchant_reference``, ``command``,
+``transaction_date``, ``total_fees``). Rows of the payout command with an accepted status are the day's payouts.
+
 Docs: https://paymentservices.amazon.com/docs/developer-resources/signature (signature),
+https://paymentservices.amazon.com/docs/api/managing-payments/reporting (Reporting API),
 https://paymentservices.amazon.com/docs/api/managing-payments/check-status (Check Status),
 https://paymentservices.amazon.com/docs/developer-resources/error-codes and
 https://docs.payfort.com/docs/api/build/index.html#messages (the status and message code tables),
@@ -29,20 +40,35 @@ https://docs.payfort.com/docs/in-common/build/index.html (paymentApi URLs, the P
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import re
+import secrets
 from collections.abc import Mapping
 from dataclasses import replace
+from datetime import UTC, date, datetime, timedelta
+from operator import itemgetter
 from typing import Any
 
 from domain.bridge import PayoutIntent, PayoutOutcome, PayoutStatus
+from domain.money import Currency
 from domain.rails import Provider
-from streams.bridge.providers.base import HttpAdapter, HttpRequest, HttpResponse, classify_status, dumps
+from domain.statements import StatementLine, booked_on, day_window
+from streams.bridge.providers.base import (
+    HttpAdapter,
+    HttpRequest,
+    HttpResponse,
+    ReportError,
+    classify_status,
+    dumps,
+    report_field,
+)
 
 CHECK_STATUS = "CHECK_STATUS"
 # Statuses under which an order exists and is not failed: success, pending, on hold, in review.
 _ACCEPTED = {"14", "19", "20", "40"}
+ACCEPTED_STATUSES = frozenset(_ACCEPTED)
 _UNCERTAIN_STATUS = {"15"}
 # Messages about our account or credentials (every payout on the rail would fail alike), by message code:
 # option not available to the account, invalid command, signature mismatch, invalid merchant identifier or
@@ -55,9 +81,18 @@ _NOT_FOUND = {"036"}  # order not found (Check Status)
 _ANSWERED = (PayoutStatus.PAID, PayoutStatus.DECLINED)
 
 
+def _signed_text(value: Any) -> str:
+    """A parameter's text in the signature: strings as they are, arrays and rows as Java prints them."""
+    if isinstance(value, list):
+        return "[" + ", ".join(_signed_text(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}={_signed_text(value[k])}" for k in sorted(value)) + "}"
+    return str(value)
+
+
 def signature(params: Mapping[str, Any], phrase: str) -> str:
     """APS's SHA-256 signature: every parameter but ``signature``, sorted by name, ``k=v`` joined, phrase-wrapped."""
-    text = "".join(f"{k}={params[k]}" for k in sorted(params) if k != "signature")
+    text = "".join(f"{k}={_signed_text(params[k])}" for k in sorted(params) if k != "signature")
     return hashlib.sha256(f"{phrase}{text}{phrase}".encode()).hexdigest()
 
 
@@ -71,7 +106,7 @@ def merchant_reference(key: str) -> str:
     return key if re.fullmatch(r"[A-Za-z0-9._-]{1,40}", key) else "NX" + hashlib.sha256(key.encode()).hexdigest()[:38]
 
 
-def _request(url: str, params: dict[str, str], phrase: str) -> HttpRequest:
+def _request(url: str, params: dict[str, Any], phrase: str) -> HttpRequest:
     params["signature"] = signature(params, phrase)
     return HttpRequest("POST", url, (("Content-Type", "application/json"),), dumps(params))
 
@@ -159,6 +194,98 @@ def is_duplicate(outcome: PayoutOutcome) -> bool:
     return (outcome.error_code or "")[2:] in _DUPLICATE
 
 
+# --------------------------------------------------------------------------- report
+
+GENERATE_REPORT = "GENERATE_REPORT"
+DOWNLOAD_REPORT = "DOWNLOAD_REPORT"
+REPORT_COLUMNS = [
+    "fort_id",
+    "merchant_reference",
+    "command",
+    "amount",
+    "currency",
+    "status",
+    "transaction_date",
+    "total_fees",
+]
+REPORT_PENDING = "19"
+_REPORT_OK = "12"
+REPORT_POLLS = 30
+REPORT_POLL_S = 1.0
+
+
+def report_reference(day: date) -> str:
+    """A fresh merchant_reference per report request (APS wants it unique per merchant)."""
+    return f"NXRPT-{day:%Y%m%d}-{secrets.token_hex(6)}"
+
+
+def build_generate_report_request(
+    url: str, access_code: str, merchant_identifier: str, request_phrase: str, reference: str, day: date
+) -> HttpRequest:
+    start, end = day_window(day)
+    params: dict[str, Any] = {
+        "query_command": GENERATE_REPORT,
+        "access_code": access_code,
+        "merchant_identifier": merchant_identifier,
+        "merchant_reference": reference,
+        "from_date": start.isoformat(timespec="seconds"),
+        "to_date": (end - timedelta(seconds=1)).isoformat(timespec="seconds"),
+        "columns": list(REPORT_COLUMNS),
+        "language": "en",
+    }
+    return _request(url, params, request_phrase)
+
+
+def build_download_report_request(
+    url: str, access_code: str, merchant_identifier: str, request_phrase: str, reference: str
+) -> HttpRequest:
+    params: dict[str, Any] = {
+        "query_command": DOWNLOAD_REPORT,
+        "access_code": access_code,
+        "merchant_identifier": merchant_identifier,
+        "merchant_reference": reference,
+        "language": "en",
+    }
+    return _request(url, params, request_phrase)
+
+
+def report_row_line(row: Mapping[str, Any]) -> StatementLine:
+    """One report row (or a row of the back-office CSV export, same columns) as a statement line."""
+    created = datetime.fromisoformat(str(row["transaction_date"])).astimezone(UTC)
+    return StatementLine(
+        provider_reference=str(row["fort_id"]),
+        our_reference=str(row.get("merchant_reference") or "") or None,
+        amount_minor=int(row["amount"]),  # minor units, as in payment calls
+        fee_minor=int(row.get("total_fees") or 0),
+        currency=Currency(str(row["currency"])),
+        fx_rate=None,
+        value_date=created.date(),
+        created_at=created,
+        counterparty=None,
+    )
+
+
+def report_lines(rows: list[Mapping[str, Any]], payout_command: str) -> list[StatementLine]:
+    """The rows that are payouts APS accepted, as statement lines."""
+    return [
+        report_row_line(r)
+        for r in rows
+        if r.get("command") == payout_command and str(r.get("status") or "")[:2] in _ACCEPTED
+    ]
+
+
+def report_answer(params: Any, response_phrase: str, what: str) -> tuple[str, Any]:
+    """(status, params) of a verified reporting answer; :class:`ReportError` for a refusal or a bad signature."""
+    if not isinstance(params, dict) or not params.get("response_code"):
+        raise ReportError(f"PAYFORT {what}: not an APS answer: {str(params)[:200]}")
+    if not verify(params, response_phrase):
+        raise ReportError(f"PAYFORT {what}: the answer's signature does not verify")
+    status = str(params.get("status") or str(params["response_code"])[:2])
+    if status not in (_REPORT_OK, REPORT_PENDING):
+        raise ReportError(f"PAYFORT {what}: {params['response_code']} {params.get('response_message')}")
+    return status, params
+
+
 class PayFortAdapter(HttpAdapter):
     provider = Provider.PAYFORT
 
@@ -198,3 +325,27 @@ class PayFortAdapter(HttpAdapter):
         if isinstance(resp, PayoutOutcome):
             return resp
         return parse_response(resp, s.payfort_sha_response_phrase.get_secret_value(), lookup=True)
+
+    async def settlements(self, day: date) -> list[StatementLine]:
+        s = self.settings
+        url, phrase = s.payfort_reporting(), s.payfort_sha_request_phrase.get_secret_value()
+        answer_phrase = s.payfort_sha_response_phrase.get_secret_value()
+        reference = report_reference(day)
+        generate = build_generate_report_request(
+            url, s.payfort_access_code, s.payfort_merchant_identifier, phrase, reference, day
+        )
+        body = await self.fetch_json(generate, "generate report")
+        report_answer(body, answer_phrase, "generate report")
+        download = build_download_report_request(
+            url, s.payfort_access_code, s.payfort_merchant_identifier, phrase, reference
+        )
+        for _ in range(REPORT_POLLS):
+            status, params = report_answer(
+                await self.fetch_json(download, "download report"), answer_phrase, "download"
+            )
+            if status != REPORT_PENDING:
+                rows = report_field(self.provider, "report", itemgetter("report_data"), params)
+                found = report_field(self.provider, "report", report_lines, rows, s.payfort_payout_command)
+                return [ln for ln in found if booked_on(ln, day)]
+            await asyncio.sleep(REPORT_POLL_S)
+        raise ReportError(f"{self.provider} report {reference}: not ready after {REPORT_POLLS} polls")

@@ -11,24 +11,41 @@
 * Errors: ``{"name", "message", "debug_id", "details": [{"field", "issue", ...}], "links"}``. A duplicate
   ``sender_batch_id`` answers 400 ``USER_BUSINESS_ERROR`` with a HATEOAS link to the original batch,
   which the adapter follows (``GET``) to report the original payout — this is also how ``lookup`` works.
+* Report (``settlements(day)``): Transaction Search, ``GET /v1/reporting/transactions?start_date&end_date``
+  (``yyyy-MM-ddTHH:mm:ss+0000``, at most 31 days, end inclusive) ``&transaction_type=T0001`` (mass payment, the
+  code payouts are booked under) ``&fields=transaction_info,payer_info&page_size=500&page=<n>``, paged by ``page``
+  up to ``total_pages``. Each ``transaction_info`` has ``transaction_amount`` / ``fee_amount`` (signed decimal
+  text, negative for money out), ``transaction_status`` (S success, P pending, D denied, V reversed),
+  ``transaction_initiation_date`` / ``transaction_updated_date``, ``invoice_id`` (our reference, as in the
+  settlement report's Invoice ID column) and ``paypal_reference_id``: for a payout item the batch it belongs to,
+  which is the reference the bridge recorded (PayPal's payouts reporting guide: the related transaction is in
+  the PayPal Reference ID). PayPal says new transactions can take up to three hours to appear.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 from typing import Any
+from urllib.parse import urlencode
 
 from domain.bridge import PayoutIntent, PayoutOutcome, PayoutStatus
-from domain.money import Money
+from domain.money import Currency, Money
 from domain.rails import Provider
+from domain.statements import StatementLine, day_window
 from streams.bridge.providers.base import (
+    MAX_PAGES,
     HttpAdapter,
     HttpRequest,
     HttpResponse,
+    ReportError,
     basic_auth,
     classify_status,
     dumps,
+    report_field,
+    report_json,
 )
 
 _ACCEPTED = {"PENDING", "PROCESSING", "SUCCESS"}
@@ -80,6 +97,63 @@ def build_payout_request(intent: PayoutIntent, base_url: str, token: str, receiv
         ),
         dumps(body),
     )
+
+
+PAGE_SIZE = 500  # Transaction Search's maximum
+MASS_PAYMENT = "T0001"
+_BOOKED = {"S", "P"}  # success, pending: money left the balance (D denied and V reversed did not stay out)
+_TS = "%Y-%m-%dT%H:%M:%S%z"
+
+
+def build_transactions_request(base_url: str, token: str, day: date, page: int) -> HttpRequest:
+    start, end = day_window(day)
+    query = [
+        ("start_date", start.strftime(_TS)),
+        ("end_date", (end - timedelta(seconds=1)).strftime(_TS)),  # PayPal's end is inclusive, to the second
+        ("transaction_type", MASS_PAYMENT),
+        ("fields", "transaction_info,payer_info"),
+        ("page_size", str(PAGE_SIZE)),
+        ("page", str(page)),
+    ]
+    return HttpRequest(
+        "GET",
+        f"{base_url}/v1/reporting/transactions?{urlencode(query)}",
+        (("Authorization", f"Bearer {token}"), ("Accept", "application/json")),
+    )
+
+
+def _money_minor(value: Any, currency: Currency) -> int:
+    return Money.from_decimal(abs(Decimal(str(value))), currency).minor_units
+
+
+def transaction_line(detail: dict[str, Any]) -> StatementLine | None:
+    """A Transaction Search detail as a statement line; None for what is not a booked payout."""
+    info = detail["transaction_info"]
+    if info.get("transaction_event_code") != MASS_PAYMENT or info.get("transaction_status") not in _BOOKED:
+        return None
+    amount = info["transaction_amount"]
+    currency = Currency(amount["currency_code"])
+    fee = info.get("fee_amount")
+    created = datetime.strptime(info["transaction_initiation_date"], _TS).astimezone(UTC)
+    updated = datetime.strptime(info.get("transaction_updated_date") or info["transaction_initiation_date"], _TS)
+    return StatementLine(
+        provider_reference=str(info.get("paypal_reference_id") or info["transaction_id"]),
+        our_reference=info.get("invoice_id") or None,
+        amount_minor=_money_minor(amount["value"], currency),
+        fee_minor=_money_minor(fee["value"], Currency(fee["currency_code"])) if fee else 0,
+        currency=currency,
+        fx_rate=None,  # a conversion is its own transaction (T0200), never a rate on the payout
+        value_date=updated.astimezone(UTC).date(),
+        created_at=created,
+        counterparty=(detail.get("payer_info") or {}).get("email_address") or None,
+    )
+
+
+def transactions_page(body: Any) -> tuple[list[StatementLine], int]:
+    """(lines, total_pages) of one Transaction Search page."""
+    details = body["transaction_details"]
+    lines = [line for d in details if (line := transaction_line(d)) is not None]
+    return lines, int(body.get("total_pages") or 1)
 
 
 def parse_batch(resp: HttpResponse) -> PayoutOutcome:
@@ -200,6 +274,29 @@ class PayPalAdapter(HttpAdapter):
                 replayed=True,
             )
         return parse_error(resp)
+
+    async def settlements(self, day: date) -> list[StatementLine]:
+        lines: list[StatementLine] = []
+        page, pages = 1, 1
+        while page <= pages:
+            if page > MAX_PAGES:
+                raise ReportError(f"{self.provider} transaction search: more than {MAX_PAGES} pages")
+            body = await self._report_page(day, page)
+            found, pages = report_field(self.provider, "transaction search", transactions_page, body)
+            lines.extend(found)
+            page += 1
+        return lines
+
+    async def _report_page(self, day: date, page: int) -> Any:
+        for attempt in (1, 2):
+            token = await self._access_token(force=attempt == 2)
+            if isinstance(token, PayoutOutcome):
+                raise ReportError(f"{self.provider} token: {token.error_code}: {token.error_message}")
+            resp = await self.fetch(build_transactions_request(self.base_url, token, day, page), "transaction search")
+            if resp.status == 401 and attempt == 1:
+                continue  # token expired or revoked: refresh once
+            return report_json(self.provider, resp, "transaction search")
+        raise AssertionError("unreachable")
 
     async def lookup(self, intent: PayoutIntent) -> PayoutOutcome:
         # Re-posting the same sender_batch_id either creates the batch (PayPal never got it) or is refused

@@ -12,21 +12,41 @@ first request per idempotency key (24 h) and replays it (header ``Idempotent-Rep
 reused with other parameters is an ``idempotency_error`` (400), a key still in flight is 409. So
 ``lookup`` replays the identical request under the same key — Stripe's documented way to learn the
 outcome of a request whose answer was lost (payouts cannot be searched by metadata).
+
+Report (``settlements(day)``): payouts live on the connected accounts, so the platform lists its accounts
+(``GET /v1/accounts``) and, on each (``Stripe-Account``), the day's payout balance transactions ``GET
+/v1/balance_transactions?type=payout&created[gte]=<start>&created[lt]=<end>&limit=100&expand[]=data.source``.
+Both are Stripe list objects paged with ``starting_after=<last id>`` while ``has_more``. A payout's balance
+transaction carries ``amount`` (negative: it leaves the balance), ``fee``, ``exchange_rate`` (null unless Stripe
+converted), ``created`` and ``available_on`` (Unix seconds); the expanded ``source`` is the Payout, whose
+``metadata[nexus_tx_id]`` is our reference.
 """
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from operator import itemgetter
+from typing import Any
+from urllib.parse import urlencode
+
 from domain.bridge import PayoutIntent, PayoutOutcome, PayoutStatus
-from domain.money import kaus_to_decimal
+from domain.money import Currency, kaus_to_decimal
 from domain.rails import Provider
+from domain.statements import StatementLine, day_window
 from streams.bridge.providers.base import (
+    MAX_PAGES,
     HttpAdapter,
     HttpRequest,
     HttpResponse,
     ReplayingAdapter,
+    ReportError,
     answered,
     classify_status,
     form_encode,
+    report_field,
 )
 
 _ACCEPTED = {"pending", "in_transit", "paid"}
@@ -79,7 +99,111 @@ def parse_payout_response(resp: HttpResponse) -> PayoutOutcome:
     return PayoutOutcome(kind, http_status=resp.status, error_code=code, error_message=message, replayed=replayed)
 
 
-class StripeAdapter(ReplayingAdapter):
+# --------------------------------------------------------------------------- report
+
+PAGE_LIMIT = 100  # Stripe's maximum page size
+_ACCOUNTS_IN_FLIGHT = 8  # connected accounts listed at once (Stripe's rate limit is per platform)
+
+
+def _list_request(
+    base_url: str, path: str, secret_key: str, query: list[tuple[str, str]], account: str | None = None
+) -> HttpRequest:
+    headers = [("Authorization", f"Bearer {secret_key}")]
+    if account is not None:
+        headers.append(("Stripe-Account", account))
+    return HttpRequest("GET", f"{base_url}{path}?{urlencode(query)}", tuple(headers))
+
+
+def build_accounts_request(base_url: str, secret_key: str, starting_after: str | None = None) -> HttpRequest:
+    query = [("limit", str(PAGE_LIMIT))]
+    if starting_after:
+        query.append(("starting_after", starting_after))
+    return _list_request(base_url, "/v1/accounts", secret_key, query)
+
+
+def build_balance_transactions_request(
+    base_url: str, secret_key: str, account: str, day: date, starting_after: str | None = None
+) -> HttpRequest:
+    start, end = day_window(day)
+    query = [
+        ("type", "payout"),
+        ("created[gte]", str(int(start.timestamp()))),
+        ("created[lt]", str(int(end.timestamp()))),
+        ("limit", str(PAGE_LIMIT)),
+        ("expand[]", "data.source"),
+    ]
+    if starting_after:
+        query.append(("starting_after", starting_after))
+    return _list_request(base_url, "/v1/balance_transactions", secret_key, query, account)
+
+
+def list_page(body: Any) -> tuple[list[dict[str, Any]], bool]:
+    """(data, has_more) of a Stripe list object."""
+    if not isinstance(body, dict) or body.get("object") != "list" or not isinstance(body.get("data"), list):
+        raise ValueError("not a Stripe list object")
+    return body["data"], bool(body.get("has_more"))
+
+
+def balance_transaction_line(txn: dict[str, Any], account: str) -> StatementLine:
+    """A payout's balance transaction as a statement line (amounts positive, Stripe's minor units)."""
+    source = txn["source"]
+    payout = source if isinstance(source, dict) else {"id": source, "metadata": {}}
+    rate = txn.get("exchange_rate")
+    return StatementLine(
+        provider_reference=str(payout["id"]),
+        our_reference=(payout.get("metadata") or {}).get("nexus_tx_id") or None,
+        amount_minor=-int(txn["amount"]),
+        fee_minor=int(txn["fee"]),
+        currency=Currency(str(txn["currency"]).upper()),
+        fx_rate=None if rate is None else Decimal(str(rate)),
+        value_date=datetime.fromtimestamp(int(txn["available_on"]), UTC).date(),
+        created_at=datetime.fromtimestamp(int(txn["created"]), UTC),
+        counterparty=account,
+    )
+
+
+class StripeReports(HttpAdapter):
+    """Stripe's side of ``settlements(day)`` (see the module doc)."""
+
+    async def settlements(self, day: date) -> list[StatementLine]:
+        accounts = await self._accounts()
+        gate = asyncio.Semaphore(_ACCOUNTS_IN_FLIGHT)
+
+        async def one(account: str) -> list[StatementLine]:
+            async with gate:
+                return await self._account_day(account, day)
+
+        per_account = await asyncio.gather(*(one(a) for a in accounts))
+        return [line for lines in per_account for line in lines]
+
+    async def _pages(self, build: Callable[[str | None], HttpRequest], what: str) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = []
+        after: str | None = None
+        for _ in range(MAX_PAGES):
+            body = await self.fetch_json(build(after), what)
+            data, more = report_field(self.provider, what, list_page, body)
+            items.extend(data)
+            if not more or not data:
+                return items
+            after = str(report_field(self.provider, what, itemgetter("id"), data[-1]))
+        raise ReportError(f"{self.provider} {what}: still has_more after {MAX_PAGES} pages")
+
+    async def _accounts(self) -> list[str]:
+        key = self.settings.stripe_secret_key.get_secret_value()
+        found = await self._pages(lambda after: build_accounts_request(self.base_url, key, after), "accounts list")
+        return [str(a["id"]) for a in found]
+
+    async def _account_day(self, account: str, day: date) -> list[StatementLine]:
+        key = self.settings.stripe_secret_key.get_secret_value()
+        what = f"balance transactions of {account}"
+        txns = await self._pages(
+            lambda after: build_balance_transactions_request(self.base_url, key, account, day, after), what
+        )
+        payouts = [t for t in txns if t.get("type") == "payout"]
+        return [report_field(self.provider, what, balance_transaction_line, t, account) for t in payouts]
+
+
+class StripeAdapter(StripeReports, ReplayingAdapter):
     """Replaying under the same Idempotency-Key returns the stored outcome (or executes it if Stripe never
     received the original): never a second payout."""
 

@@ -21,6 +21,15 @@ A transfer that already left ``incoming_payment_waiting`` was funded before (a r
 answer), so it is reported as paid without funding it again. Errors: ``{"errors": [{"code",
 "message", "path"}]}`` (or OAuth-style ``{"error", "error_description"}``). ``lookup`` replays the flow:
 the quote is new, the transfer is found by ``customerTransactionId`` and funding is skipped if done.
+
+Report (``settlements(day)``): the profile's balances, ``GET /v4/profiles/{profileId}/balances?types=STANDARD``
+(one per currency), then each balance's statement ``GET /v1/profiles/{profileId}/balance-statements/{balanceId}/
+statement.json?currency=<ccy>&intervalStart=<UTC ISO>&intervalEnd=<UTC ISO>&type=COMPACT`` — the whole interval
+in one answer, no paging. Statements are SCA-protected like funding: a 403 with ``x-2fa-approval`` is answered
+by signing the one-time token. A payout is a ``DEBIT`` whose ``details.type`` is ``TRANSFER``: ``amount`` is
+the total debited (negative, fees included), ``totalFees`` the fee, ``exchangeDetails.rate`` the rate when Wise
+converted, ``referenceNumber`` ``TRANSFER-<transfer id>`` (the id is the bridge's reference) and
+``details.paymentReference`` the reference the transfer carried.
 """
 
 from __future__ import annotations
@@ -28,10 +37,15 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Any
+from urllib.parse import urlencode
 
 from domain.bridge import PayoutIntent, PayoutOutcome, PayoutStatus
-from domain.money import Money
+from domain.money import Currency, Money
 from domain.rails import Provider
+from domain.statements import StatementLine, booked_on, day_window
 from streams.bridge.providers.base import (
     HttpAdapter,
     HttpRequest,
@@ -39,6 +53,8 @@ from streams.bridge.providers.base import (
     classify_status,
     dumps,
     json_number,
+    report_field,
+    report_json,
     uuid_for_key,
 )
 
@@ -133,6 +149,74 @@ def parse_fund_response(resp: HttpResponse, transfer_id: int) -> PayoutOutcome:
     return PayoutOutcome(kind, provider_reference=str(transfer_id), http_status=resp.status, error_code=code)
 
 
+# --------------------------------------------------------------------------- report
+
+TRANSFER_PREFIX = "TRANSFER-"
+
+
+def build_balances_request(base_url: str, token: str, profile_id: int) -> HttpRequest:
+    return HttpRequest(
+        "GET", f"{base_url}/v4/profiles/{profile_id}/balances?types=STANDARD", (("Authorization", f"Bearer {token}"),)
+    )
+
+
+def _iso_z(at: datetime) -> str:
+    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+
+
+def build_statement_request(
+    base_url: str,
+    token: str,
+    profile_id: int,
+    balance_id: int,
+    currency: str,
+    day: date,
+    sca: tuple[str, str] | None = None,
+) -> HttpRequest:
+    start, end = day_window(day)
+    query = urlencode(
+        [("currency", currency), ("intervalStart", _iso_z(start)), ("intervalEnd", _iso_z(end)), ("type", "COMPACT")]
+    )
+    headers: tuple[tuple[str, str], ...] = (("Authorization", f"Bearer {token}"),)
+    if sca is not None:
+        headers = (*headers, ("x-2fa-approval", sca[0]), ("X-Signature", sca[1]))
+    path = f"/v1/profiles/{profile_id}/balance-statements/{balance_id}/statement.json"
+    return HttpRequest("GET", f"{base_url}{path}?{query}", headers)
+
+
+def statement_lines(statement: dict[str, Any]) -> list[StatementLine]:
+    """The transfers (payouts) of one Wise balance statement as statement lines."""
+    out = []
+    for tx in statement.get("transactions") or []:
+        details = tx.get("details") or {}
+        if tx.get("type") != "DEBIT" or details.get("type") != "TRANSFER":
+            continue
+        currency = Currency(tx["amount"]["currency"])
+        fee = Money.from_decimal(Decimal(str(tx["totalFees"]["value"])), currency).minor_units
+        total = Money.from_decimal(abs(Decimal(str(tx["amount"]["value"]))), currency).minor_units
+        fx = tx.get("exchangeDetails")
+        created = datetime.fromisoformat(str(tx["date"]).replace("Z", "+00:00")).astimezone(UTC)
+        reference = str(tx["referenceNumber"])
+        out.append(
+            StatementLine(
+                provider_reference=reference.removeprefix(TRANSFER_PREFIX),
+                our_reference=details.get("paymentReference") or None,
+                amount_minor=total - fee,
+                fee_minor=fee,
+                currency=currency,
+                fx_rate=Decimal(str(fx["rate"])) if fx else None,
+                value_date=date.fromisoformat(tx.get("valueDate") or created.date().isoformat()),
+                created_at=created,
+                counterparty=(details.get("recipient") or {}).get("bankAccount") or None,
+            )
+        )
+    return out
+
+
+def _balances(body: Any) -> list[tuple[int, str]]:
+    return [(int(b["id"]), str(b["currency"])) for b in body]
+
+
 class WiseAdapter(HttpAdapter):
     provider = Provider.WISE
 
@@ -199,3 +283,26 @@ class WiseAdapter(HttpAdapter):
     async def lookup(self, intent: PayoutIntent) -> PayoutOutcome:
         # The transfer is found again by customerTransactionId; funding is skipped when already done.
         return await self.payout(intent)
+
+    async def settlements(self, day: date) -> list[StatementLine]:
+        s = self.settings
+        token = s.wise_api_token.get_secret_value()
+        body = await self.fetch_json(build_balances_request(self.base_url, token, s.wise_profile_id), "balances")
+        lines: list[StatementLine] = []
+        for balance_id, currency in report_field(self.provider, "balances", _balances, body):
+            statement = await self._statement(token, balance_id, currency, day)
+            found = report_field(self.provider, f"{currency} statement", statement_lines, statement)
+            lines.extend(ln for ln in found if booked_on(ln, day))
+        return lines
+
+    async def _statement(self, token: str, balance_id: int, currency: str, day: date) -> Any:
+        s = self.settings
+        what = f"{currency} balance statement"
+        req = build_statement_request(self.base_url, token, s.wise_profile_id, balance_id, currency, day)
+        resp = await self.fetch(req, what)
+        ott = resp.headers.get("x-2fa-approval")
+        if resp.status == 403 and ott:
+            signed = (ott, sign_sca_token(s.wise_signing_key.get_secret_value(), ott))
+            req = build_statement_request(self.base_url, token, s.wise_profile_id, balance_id, currency, day, signed)
+            resp = await self.fetch(req, what)
+        return report_json(self.provider, resp, what)
