@@ -14,11 +14,12 @@ from __future__ import annotations
 from typing import Any
 
 from contracts import models as m
-from contracts.construct import utc_text_ms
+from contracts.construct import utc_text, utc_text_ms
 from contracts.topics import BRIDGE_PAYOUTS_JOURNAL
-from domain.bridge import CardPayment, PayoutIntent, Phase, ReasonCode, Rejected, Result, Settled
+from domain.bridge import BridgeAudit, CardPayment, PayoutIntent, Phase, ReasonCode, Rejected, Result, Settled
 from domain.cashback import PayerTier
 from domain.fx import Quote, format_rate
+from domain.money import Money, kaus_to_decimal
 from domain.rails import PRIMARY_RAIL, Provider, Rail, RailSubstitution, Region
 from domain.timeconv import from_ms, to_ms, us_to_ms
 
@@ -322,6 +323,31 @@ def result_of_entry(value: bytes) -> Result:
     return result_of_journal(BRIDGE_PAYOUTS_JOURNAL.decode(value))
 
 
+# --------------------------------------------------------------------------- audit.records
+
+
+def audit_json(a: BridgeAudit) -> dict[str, Any]:
+    """The ``audit.records`` JSON (spec §7.2, camelCase) of a payment's audit (``domain.bridge.audit_of``); keyed by
+    its ``transactionId``. Unsigned here (``signature`` null)."""
+    return {
+        "auditId": a.audit_id,
+        "timestamp": utc_text(a.at_ms),  # as the model writes it, like P2P's records
+        "transactionId": a.transaction_id,
+        "action": str(a.action),
+        "actor": {"userId": a.actor_account_id, "ip": None, "userAgent": "NEXUS-X/2.0"},
+        "details": {
+            "kausAmount": None if a.kaus_units is None else str(kaus_to_decimal(a.kaus_units)),
+            "fiatAmount": str(Money(a.amount_minor, a.currency).to_decimal()),
+            "currency": str(a.currency),
+            "exchangeRate": None if a.rate is None else format_rate(a.rate),
+            "settlementRail": None if a.rail is None else str(a.rail),
+            "duration": us_to_ms(a.duration_us),
+        },
+        "signature": None,
+        "blockchainRef": None,
+    }
+
+
 # --------------------------------------------------------------------------- fx.rates
 
 
@@ -331,6 +357,7 @@ def quote_of_rate(rate: m.FxRate) -> Quote:
 
 
 __all__ = [
+    "audit_json",
     "intent_from_record",
     "intent_json",
     "intent_of_journal",

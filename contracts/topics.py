@@ -552,7 +552,12 @@ AUDIT_RECORDS = Topic(
     "audit.records",
     m.AuditRecord,
     "transaction_id",
-    "Audit trail, spec §7.2 shape.",
+    "Audit trail, spec §7.2 shape. The ledger writes one record per trade settled or rejected and per fee, "
+    "dividend pool accrual, carbon mint and dividend declared; the bridge one per card payment's outcome "
+    "(BRIDGE_SETTLEMENT_COMPLETED or BRIDGE_SETTLEMENT_FAILED, transactionId the settlement's bridge_tx_id, auditId "
+    "AUDIT:<bridge_tx_id>:completed or :failed), sent with its first answer (none with a repeat), and one per "
+    "capture refused after payout (BRIDGE_CAPTURE_REFUSED_AFTER_PAYOUT). A record may be written again after a "
+    "crash under the same auditId: deduplicate by it. Unsigned so far (signature null).",
     retention_ms=365 * DAY_MS,
     producers=(Component.LEDGER, Component.BRIDGE),
     consumers=(Component.WAREHOUSE,),

@@ -990,3 +990,68 @@ def recover(intents_without_result: Iterable[PayoutIntent], at: Instant) -> list
         tx = resume(intent, at)
         steps.append(Step(tx, (ResolvePayout(intent, 1),)))
     return steps
+
+
+# --------------------------------------------------------------------------- audit trail (spec §7.2)
+
+
+class BridgeAuditAction(StrEnum):
+    """The bridge's actions on ``audit.records`` (P2P's are ``domain.trade_settlement.AuditAction``)."""
+
+    SETTLEMENT_COMPLETED = "BRIDGE_SETTLEMENT_COMPLETED"
+    SETTLEMENT_FAILED = "BRIDGE_SETTLEMENT_FAILED"
+    CAPTURE_REFUSED_AFTER_PAYOUT = "BRIDGE_CAPTURE_REFUSED_AFTER_PAYOUT"  # a FlagForReconciliation
+
+
+class BridgeAudit(NamedTuple):
+    """What a payment's audit record states (the shell writes it in the spec §7.2 form): one per result.
+
+    ``audit_id`` is the record's identity and its readers' dedup key, ``AUDIT:<bridge_tx_id>:completed`` or
+    ``:failed``: a function of the request id alone (``bridge_tx_id_for``), so a record written again after a
+    crash is the same record, never a second one.
+    """
+
+    audit_id: str
+    action: BridgeAuditAction
+    transaction_id: str  # the settlement's bridge_tx_id (its request id if it has none): what the warehouse joins on
+    actor_account_id: str  # the payer, on whose behalf the bridge acted
+    kaus_units: int | None  # debited from the payer; None when failed (nothing is debited)
+    amount_minor: int  # fiat for the merchant
+    currency: Currency
+    rate: Decimal | None  # the locked rate; None when failed
+    rail: Rail | None  # the rail that paid, or the last one tried
+    duration_us: int
+    at_ms: int  # when the result was reached
+
+
+def audit_of(result: Result) -> BridgeAudit:
+    """The audit record of a payment's result."""
+    transaction_id = result.bridge_tx_id or result.request_id
+    audit_key = f"AUDIT:{bridge_tx_id_for(result.request_id)}"
+    if isinstance(result, Settled):
+        return BridgeAudit(
+            f"{audit_key}:completed",
+            BridgeAuditAction.SETTLEMENT_COMPLETED,
+            transaction_id,
+            result.payer_account_id,
+            result.kaus_debited_units,
+            result.amount_minor,
+            result.currency,
+            result.rate,
+            result.rail,
+            result.total_duration_us,
+            result.completed_at_ms,
+        )
+    return BridgeAudit(
+        f"{audit_key}:failed",
+        BridgeAuditAction.SETTLEMENT_FAILED,
+        transaction_id,
+        result.payer_account_id,
+        None,
+        result.amount_minor,
+        result.currency,
+        None,
+        result.rail,
+        sum(us for _phase, us in result.phase_durations_us),
+        result.failed_at_ms,
+    )

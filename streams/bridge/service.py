@@ -14,6 +14,12 @@ and on the answer to that first record read again after this worker's recovery a
 one answer with repeat false. After a crash or a rebalance, at-least-once delivery may publish that first answer
 (false) once more: when the first record is read again and the earlier publication is not known (the result was
 journaled, its publication unacknowledged), or when recovery re-emits a result whose publication was under way.
+
+**Audit records.** Every answer with repeat false goes out with its payment's spec §7.2 record on ``audit.records``
+(``domain.bridge.audit_of``: BRIDGE_SETTLEMENT_COMPLETED or _FAILED), both sent together and both acknowledged
+before the request may be committed; a repeat answer has none. So each settlement has its audit record once it is
+answered, also after a crash; a re-publication carries the same ``auditId`` (``AUDIT:<bridge_tx_id>:completed`` or
+``:failed``), the key its readers deduplicate by.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from contracts import models as m
-from contracts.bridge_codec import payment_from_request, request_origin, result_json, result_of_entry
+from contracts.bridge_codec import audit_json, payment_from_request, request_origin, result_json, result_of_entry
 from contracts.construct import dump_json
 from contracts.topics import (
     AUDIT_RECORDS,
@@ -37,7 +43,16 @@ from contracts.topics import (
     BRIDGE_SETTLEMENTS_FAILED,
     Topic,
 )
-from domain.bridge import BridgeConfig, CardPayment, FlagForReconciliation, Result, Settled, is_repeat
+from domain.bridge import (
+    BridgeAuditAction,
+    BridgeConfig,
+    CardPayment,
+    FlagForReconciliation,
+    Result,
+    Settled,
+    audit_of,
+    is_repeat,
+)
 from domain.money import Money, kaus_to_decimal
 from domain.rails import RAILS
 from streams.bridge.fx_listener import FxRatesListener
@@ -57,7 +72,6 @@ log = logging.getLogger("nexus.bridge")
 PARKED_RETRY_S = 5.0
 PARKED_RETRIES = 12
 CHECKPOINT_EVERY_S = 1.0  # how often acknowledged results move into the index file, with their checkpoints
-CAPTURE_REFUSED_ACTION = "BRIDGE_CAPTURE_REFUSED_AFTER_PAYOUT"  # audit action: the payer owes the K-AUS
 
 
 @dataclass
@@ -66,6 +80,7 @@ class ServiceStats:
     journal_entries_read: int = 0
     recovered: int = 0
     emitted: int = 0
+    audited: int = 0
     checkpoints: int = 0
 
 
@@ -234,10 +249,20 @@ class BridgeService:
         return self.runner.result_of(request_id)
 
     async def _emit(self, result: Result, partition: int, repeat: bool = False) -> None:
+        """The answer, and unless it is a repeat its audit record (sent first: recorded, then reported); returns once
+        Kafka acknowledged both."""
         topic: Topic = BRIDGE_SETTLEMENTS_COMPLETED if isinstance(result, Settled) else BRIDGE_SETTLEMENTS_FAILED
-        # Keyed by request id like the registry says; the value is the contract's JSON built directly.
-        await self.producer.send(topic.name, result.request_id.encode(), dump_json(result_json(result, repeat)))
+        sends = []
+        if not repeat:  # a repeat answers a payment already audited
+            audit = audit_of(result)
+            sends.append(
+                self.producer.send(AUDIT_RECORDS.name, audit.transaction_id.encode(), dump_json(audit_json(audit)))
+            )
+        # Keyed by request id like the registry says; the values are the contracts' JSON built directly.
+        sends.append(self.producer.send(topic.name, result.request_id.encode(), dump_json(result_json(result, repeat))))
+        await asyncio.gather(*sends)
         self.stats.emitted += 1
+        self.stats.audited += not repeat
 
     def close(self, timeout_s: float = 10.0) -> None:
         """Blocking: stop the listener threads and wait for what was already sent to be acknowledged."""
@@ -268,7 +293,7 @@ def capture_refused_audit(flag: FlagForReconciliation, at: datetime) -> m.AuditR
         audit_id=f"AUDIT-{flag.bridge_tx_id}:capture-refused"[:128],
         timestamp=at,
         transaction_id=flag.bridge_tx_id,
-        action=CAPTURE_REFUSED_ACTION,
+        action=str(BridgeAuditAction.CAPTURE_REFUSED_AFTER_PAYOUT),
         actor=m.AuditActor(user_id="nexus-bridge", user_agent="NEXUS-X/bridge"),
         details=m.AuditDetails(
             kaus_amount=str(kaus_to_decimal(flag.kaus_units)),

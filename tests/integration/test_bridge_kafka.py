@@ -6,7 +6,9 @@ ledger agent (the single writer); payout intents go to the compacted ``bridge.pa
 provider is called. Checked here: a settlement moves K-AUS exactly (hold → capture → cashback), a failure
 voids the hold in the platform ledger, a duplicate request gets the original result marked ``repeat`` without a
 second payout, and a worker SIGKILLed between the provider's payout and its result pays exactly once after restart
-(the recovered result is published once with repeat false).
+(the recovered result is published once with repeat false). Every settlement on ``bridge.settlements.completed`` /
+``.failed`` has exactly one audit record on ``audit.records`` (one audit id, written with each first answer, none
+with a repeat), stating the settlement's figures.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import pytest
 
 from contracts import models as m
 from contracts.topics import (
+    AUDIT_RECORDS,
     BRIDGE_PAYOUTS_JOURNAL,
     BRIDGE_REQUESTS,
     BRIDGE_SETTLEMENTS_COMPLETED,
@@ -38,7 +41,7 @@ from contracts.topics import (
 from devtools.fx_feed import domain_quotes, fx_quotes
 from devtools.provider_sim.launcher import ProviderSimProcess
 from domain.fx import FxBook
-from domain.money import Currency
+from domain.money import MINOR_UNIT_EXPONENT, Currency
 from tests.integration.provider_fixtures import provider_sim, sim, sim_keys_dir  # noqa: F401  (fixtures)
 from tests.support.kafka_io import KafkaIO, Record
 
@@ -112,6 +115,54 @@ def results_for(kafka: KafkaIO, request_ids: set[str], timeout_s: float = 60) ->
 
     kafka.wait_for(BRIDGE_SETTLEMENTS_COMPLETED, seen, timeout_s=timeout_s)
     return found
+
+
+def assert_audited_once(kafka: KafkaIO, request_ids: set[str], timeout_s: float = 30) -> None:
+    """Each request's settlement has exactly one audit record (one auditId; a record is written with each first
+    answer, none with a repeat), whose figures are the settlement's."""
+    answers: dict[str, list[dict[str, Any]]] = {}
+    for topic in (BRIDGE_SETTLEMENTS_COMPLETED, BRIDGE_SETTLEMENTS_FAILED):
+        for v in values(kafka.read_all(topic)):
+            if v["request_id"] in request_ids:
+                answers.setdefault(v["request_id"], []).append({"topic": topic.name, **v})
+    assert answers.keys() == request_ids, request_ids - answers.keys()
+    tx_ids = {rs[0]["bridge_tx_id"]: request_id for request_id, rs in answers.items()}
+    actions = ("BRIDGE_SETTLEMENT_COMPLETED", "BRIDGE_SETTLEMENT_FAILED")
+
+    def of_settlements(records: list[Record]) -> list[dict[str, Any]]:
+        return [a for a in values(records) if a["transactionId"] in tx_ids and a["action"] in actions]
+
+    audits = of_settlements(
+        kafka.wait_for(
+            AUDIT_RECORDS, lambda rs: {a["transactionId"] for a in of_settlements(rs)} == tx_ids.keys(), timeout_s
+        )
+    )
+    for tx_id, request_id in tx_ids.items():
+        first = [a for a in answers[request_id] if not a["repeat"]]
+        mine = [a for a in audits if a["transactionId"] == tx_id]
+        assert len(mine) == len(first) >= 1, (request_id, mine, answers[request_id])
+        [audit_id] = {a["auditId"] for a in mine}
+        answer = first[0]
+        completed = answer["topic"] == BRIDGE_SETTLEMENTS_COMPLETED.name
+        assert audit_id == f"AUDIT:{tx_id}:{'completed' if completed else 'failed'}"
+        a = mine[0]
+        assert a["action"] == actions[not completed] and a["actor"]["userId"] == answer["payer_account_id"]
+        d = a["details"]
+        exponent = MINOR_UNIT_EXPONENT[Currency(answer["currency"])]
+        assert (
+            Decimal(d["fiatAmount"]).scaleb(exponent) == answer["amount_minor"] and d["currency"] == answer["currency"]
+        )
+        assert d["settlementRail"] == answer["rail"]
+        at = datetime.fromisoformat(a["timestamp"])
+        if completed:
+            assert Decimal(d["kausAmount"]).scaleb(6) == answer["kaus_debited_units"]
+            assert (
+                Decimal(d["exchangeRate"]) == Decimal(answer["rate"]) and d["duration"] == answer["total_duration_ms"]
+            )
+            assert at == datetime.fromisoformat(answer["completed_at"])
+        else:
+            assert d["kausAmount"] is None and d["exchangeRate"] is None
+            assert at == datetime.fromisoformat(answer["failed_at"])
 
 
 def transfers_of(kafka: KafkaIO, account: str) -> list[dict[str, Any]]:
@@ -215,6 +266,7 @@ def test_settles_through_the_platform_ledger_fails_cleanly_and_answers_duplicate
     slip_holds = [t for t in transfers if t["transfer_id"].startswith(f"BRIDGE-{slipped}")]
     assert sorted(t["kind"] for t in slip_holds) == ["PENDING", "VOID_PENDING"]  # the failed phase voided its hold
     assert balance(transfers_of(kafka, poor), poor) == 1_000_000  # the refused hold moved nothing
+    assert_audited_once(kafka, {ok, broke, slipped})  # the duplicate's answer wrote none
 
 
 def test_sigkill_between_payout_and_result_pays_once_after_restart(
@@ -251,6 +303,7 @@ def test_sigkill_between_payout_and_result_pays_once_after_restart(
     assert open_holds(transfers) == set()
     assert sum(t["kind"] == "POST_PENDING" for t in transfers) == 1
     assert balance(transfers, payer) == FUNDS_UNITS - result["kaus_debited_units"] + result["cashback_kaus_units"]
+    assert_audited_once(kafka, {request_id})  # the recovered result's, none with the repeat
 
 
 def test_a_slow_rail_does_not_stall_other_payments(
@@ -281,6 +334,7 @@ def test_a_slow_rail_does_not_stall_other_payments(
     # the payments that arrived after the slow one completed before it: nothing waited behind it
     completed = {r: datetime.fromisoformat(v["completed_at"]) for r, v in results.items()}
     assert all(completed[r] < completed[slow] for r in fast), completed
+    assert_audited_once(kafka, {slow, *fast})
 
 
 def test_a_restart_reads_the_journal_from_its_checkpoint_and_still_answers_old_duplicates(
@@ -312,6 +366,7 @@ def test_a_restart_reads_the_journal_from_its_checkpoint_and_still_answers_old_d
     reads = re.findall(r"journal partition (\d+) read from offset (\d+): (\d+) entries", worker.log_text())
     assert reads, worker.log_text()[-3000:]
     assert [int(n) for _p, _o, n in reads] == [0] * len(reads)
+    assert_audited_once(kafka, {*first, new})  # the duplicate answered from the file wrote none
 
 
 def test_a_deposit_stamped_years_ahead_does_not_expire_the_holds_that_follow(

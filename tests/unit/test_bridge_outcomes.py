@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+import orjson
 import pytest
 from confluent_kafka import TopicPartition
 
@@ -32,7 +33,14 @@ from contracts.topics import (
     LEDGER_COMMANDS,
 )
 from devtools.fx_feed import fx_quotes
-from domain.bridge import BridgeConfig, FlagForReconciliation, PayoutIntent, PayoutOutcome, PayoutStatus
+from domain.bridge import (
+    BridgeAuditAction,
+    BridgeConfig,
+    FlagForReconciliation,
+    PayoutIntent,
+    PayoutOutcome,
+    PayoutStatus,
+)
 from domain.money import Currency
 from domain.rails import Provider, Rail
 from streams.bridge import fx_listener, runner, service
@@ -165,11 +173,15 @@ class Stand:
     """The bridge service over the fakes; requests go through ``submit`` (what ``handle`` calls once valid)."""
 
     def __init__(
-        self, refuse_capture: str | None = None, earlier: JournalPartition | None = None, stripe: Stripe | None = None
+        self,
+        refuse_capture: str | None = None,
+        earlier: JournalPartition | None = None,
+        stripe: Stripe | None = None,
+        producer: Producer | None = None,
     ) -> None:
         from domain.fx import FxBook
 
-        self.producer = Producer()
+        self.producer = producer or Producer()
         self.ledger = Ledger(refuse_capture)
         self.stripe = stripe or Stripe()
         book = FxBook().with_quotes([_quote(r) for r in fresh_book_quotes()])
@@ -265,7 +277,9 @@ def test_a_capture_answered_after_the_timeout_stays_pending_then_completes_once(
         assert failed == [] and [c.request_id for c in completed] == ["card-late-capture"]
         captures = stand.commands(m.PostHold)
         assert len(captures) >= 3 and {c.command_id for c in captures} == {"BRIDGE-card-late-capture:post"}
-        assert len(stand.stripe.paid) == 1 and stand.producer.on(AUDIT_RECORDS.name) == []
+        assert len(stand.stripe.paid) == 1
+        actions = [AUDIT_RECORDS.decode(v).action for v in stand.producer.on(AUDIT_RECORDS.name)]
+        assert actions == ["BRIDGE_SETTLEMENT_COMPLETED"]  # the settlement's record only: no reconciliation
 
     asyncio.run(scenario())
 
@@ -305,13 +319,14 @@ def test_a_capture_refused_after_payout_completes_and_is_audited_for_reconciliat
         completed, failed = stand.outcomes()
         assert failed == [] and len(completed) == 1  # the merchant was paid: completed, not failed
         assert completed[0].cashback_kaus_units == 0  # the rewards rode on the refused capture
-        [audit] = [AUDIT_RECORDS.decode(v) for v in stand.producer.on(AUDIT_RECORDS.name)]
-        assert audit.action == service.CAPTURE_REFUSED_ACTION
+        audits = [AUDIT_RECORDS.decode(v) for v in stand.producer.on(AUDIT_RECORDS.name)]
+        [audit] = [a for a in audits if a.action == BridgeAuditAction.CAPTURE_REFUSED_AFTER_PAYOUT]
         assert audit.transaction_id == "BRIDGE-card-late-capture"
         assert Decimal(audit.details.kaus_amount) * 1_000_000 == completed[0].kaus_debited_units
         assert [v.hold_id for v in stand.commands(m.VoidHold)] == ["BRIDGE-card-late-capture:hold"]
-        sent = [t for t, _k, _v in stand.producer.sent]
-        assert sent.index(AUDIT_RECORDS.name) < sent.index(BRIDGE_SETTLEMENTS_COMPLETED.name)  # recorded first
+        sent = [(t, orjson.loads(v).get("action")) for t, _k, v in stand.producer.sent]
+        refused = sent.index((AUDIT_RECORDS.name, "BRIDGE_CAPTURE_REFUSED_AFTER_PAYOUT"))
+        assert refused < sent.index((BRIDGE_SETTLEMENTS_COMPLETED.name, None))  # recorded first
 
     asyncio.run(scenario())
 
