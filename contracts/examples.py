@@ -23,6 +23,7 @@ from domain import order_book as ob
 from domain import trade_settlement as ts
 from domain.cashback import compute_rewards
 from domain.fx import FxPolicy, check_slippage, max_kaus_units_within_slippage, minor_to_kaus_units
+from domain.money import kaus_to_decimal
 from domain.rails import fee_minor
 from domain.timeconv import to_ms
 
@@ -306,19 +307,19 @@ EXAMPLES: dict[str, Any] = {
         summary="1 failed settlement in US",
         starts_at=T0,
     ),
-    "audit.records": m.AuditRecord(
-        audit_id="AUDIT-2026-11-24-000001",
+    "audit.records": m.AuditRecord(  # what the bridge writes for the completed payment above
+        audit_id="AUDIT:BRIDGE-card-7f3a:completed",
         timestamp=T0,
         transaction_id="BRIDGE-card-7f3a",
-        action="SETTLEMENT_EXECUTED",
-        actor=m.AuditActor(user_id="acct-consumer-12", ip="203.0.113.7"),
+        action=str(bridge.BridgeAuditAction.SETTLEMENT_COMPLETED),
+        actor=m.AuditActor(user_id="acct-consumer-12"),
         details=m.AuditDetails(
-            kaus_amount="1000.000000",
+            kaus_amount=str(kaus_to_decimal(_DEBIT)),
             fiat_amount="150.00",
             currency=m.Currency.USD,
-            exchange_rate=Decimal("0.15"),
+            exchange_rate=Decimal("0.1500"),
             settlement_rail=m.Rail.STRIPE_INSTANT,
-            duration=487,
+            duration=230,
         ),
     ),
     "platform.deadletters": m.DeadLetter(
