@@ -152,16 +152,16 @@ def reported_line(rec: PayoutRecord) -> StatementLine:
 
 def entries(records: list[PayoutRecord], provider: Provider) -> list[Entry]:
     """Every row ``provider`` reports, in booking order."""
-    out = []
-    for rec in records:
+    out: list[tuple[datetime, int, Entry]] = []
+    for seq, rec in enumerate(records):  # records are in execution order: it breaks ties between equal times
         if rec.provider != provider.value or rec.breaks.get("drop"):
             continue
         line = reported_line(rec)
-        out.append(Entry(rec, line))
+        out.append((line.created_at, seq, Entry(rec, line)))
         if rec.breaks.get("duplicate"):
-            out.append(Entry(rec, line, copy=1))
-    out.sort(key=lambda e: (e.line.created_at, e.record.provider_reference, e.copy))
-    return out
+            out.append((line.created_at, seq, Entry(rec, line, copy=1)))
+    out.sort(key=lambda t: (t[0], t[1], t[2].copy))
+    return [e for _, _, e in out]
 
 
 def booked_between(items: list[Entry], start: datetime, end: datetime, *, to_second: bool = False) -> list[Entry]:

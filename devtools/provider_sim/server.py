@@ -1211,11 +1211,14 @@ def _cst_text(iso: str) -> str:
     return datetime.fromisoformat(iso).astimezone(_CST).strftime("%Y-%m-%d %H:%M:%S")
 
 
+SIM = web.AppKey("sim", ProviderSim)  # the simulator behind a served app: runner.app[SIM]
+
+
 async def serve(host: str, port: int, settings: ProviderSettings | None = None, seed: int = 0) -> web.AppRunner:
     """Start the simulator inside the running event loop (tests); returns the runner (``await runner.cleanup()``)."""
     sim = ProviderSim(settings, seed)
     app = sim.app()
-    app["sim"] = sim
+    app[SIM] = sim
     # Hanging handlers (injected lost answers) must not hold a shutdown for aiohttp's default 60 s.
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=0.5)
     await runner.setup()

@@ -531,8 +531,7 @@ def test_runner_settles_a_mixed_flow_once_each_and_statements_parse_back(
         for r, p in zip(results, payments, strict=True)
         if p.currency is REGION_CURRENCY[p.region]
     )
-    # statements: each provider's own format, parsed back by the reconciliation parsers (PayPay and PayFort have
-    # no statement feed: docs/reconciliation.md)
+    # statements: each provider's own format, parsed back by the reconciliation parsers
     from warehouse.provider_statements import FORMATS, parse_statement
 
     files = sim.statements(tmp_path / "statements")
