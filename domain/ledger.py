@@ -94,6 +94,14 @@ class Leg(StrEnum):
     PAYOUT = "PAYOUT"
 
 
+class Reference(NamedTuple):
+    """The business transaction a movement belongs to (``contracts.models.LedgerReference``)."""
+
+    kind: SettlementKind
+    id: str  # trade_id, bridge_tx_id, the deposit's or declaration's command_id, payout_id
+    leg: Leg
+
+
 class TransferStatus(StrEnum):
     POSTED = "POSTED"
     PENDING = "PENDING"

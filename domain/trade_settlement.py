@@ -14,6 +14,8 @@ transfer id                 debit -> credit            amount
                             ``carbon:{seller}``        (renewable sellers, if > 0)
 ==========================  =========================  ==========================
 
+``trade_leg`` names each transfer's leg (PAYMENT, FEE, DIVIDEND_POOL, CARBON) for the shell's records.
+
 Rules (all integer; nothing is ever rounded away, remainders are carried):
 
 * Fee: ``FEE_RATE_BPS = 25`` (0.25 %) of notional, charged to the seller.
@@ -61,6 +63,7 @@ from domain.ledger import (
     BatchResult,
     Ledger,
     LedgerCommand,
+    Leg,
     TransferResult,
 )
 from domain.ledger import (
@@ -79,6 +82,19 @@ SYS_DIVIDENDS = "sys:dividends"
 SYS_CARBON = "sys:carbon"
 MAX_DIVIDEND_HOLDERS = MAX_BATCH
 SNAPSHOT_FORMAT = "nexus-x.trade-settlement/1"
+# A trade's legs: transfer id suffix -> (ledger code, the leg finance sees on `ledger.transfers`).
+TRADE_LEGS: dict[str, tuple[str, Leg]] = {
+    "pay": ("trade.payment", Leg.PAYMENT),
+    "fee": ("trade.fee", Leg.FEE),
+    "dividend": ("dividend.pool", Leg.DIVIDEND_POOL),
+    "carbon": ("carbon.mint", Leg.CARBON),
+}
+_LEG_OF_SUFFIX = {suffix: leg for suffix, (_, leg) in TRADE_LEGS.items()}
+
+
+def trade_leg(transfer_id: str) -> Leg:
+    """Which leg of its trade a transfer is: ids are ``{trade_id}/{suffix}`` (``settle`` builds them)."""
+    return _LEG_OF_SUFFIX[transfer_id[transfer_id.rindex("/") + 1 :]]
 
 
 def carbon_account_id(account_id: str) -> str:
@@ -231,6 +247,7 @@ _EXECUTED = AuditAction.SETTLEMENT_EXECUTED
 _FEE_CHARGED = AuditAction.FEE_CHARGED
 _POOL_ACCRUED = AuditAction.DIVIDEND_POOL_ACCRUED
 _CARBON_MINTED = AuditAction.CARBON_CREDITS_MINTED
+_PAY_CODE, _FEE_CODE, _POOL_CODE, _CARBON_CODE = (TRADE_LEGS[s][0] for s in ("pay", "fee", "dividend", "carbon"))
 
 
 class TradeSettler:
@@ -337,19 +354,18 @@ class TradeSettler:
 
         ledger = self._ledger
         ledger.open_account(seller, Asset.KAUS)  # credit-only here, so opening is harmless
+        trade_id = trade.trade_id
         legs: list[LedgerCommand] = [
-            LedgerTransfer(f"{trade.trade_id}/pay", trade.buyer_account_id, seller, notional, "trade.payment")
+            LedgerTransfer(f"{trade_id}/pay", trade.buyer_account_id, seller, notional, _PAY_CODE)
         ]
         if fee:
-            legs.append(LedgerTransfer(f"{trade.trade_id}/fee", seller, SYS_FEES, fee, "trade.fee"))
+            legs.append(LedgerTransfer(f"{trade_id}/fee", seller, SYS_FEES, fee, _FEE_CODE))
         if dividend:
-            legs.append(
-                LedgerTransfer(f"{trade.trade_id}/dividend", SYS_FEES, SYS_DIVIDENDS, dividend, "dividend.pool")
-            )
+            legs.append(LedgerTransfer(f"{trade_id}/dividend", SYS_FEES, SYS_DIVIDENDS, dividend, _POOL_CODE))
         if carbon:
             ledger.open_account(carbon_account_id(seller), Asset.CARBON_MILLICREDIT)
             legs.append(
-                LedgerTransfer(f"{trade.trade_id}/carbon", SYS_CARBON, carbon_account_id(seller), carbon, "carbon.mint")
+                LedgerTransfer(f"{trade_id}/carbon", SYS_CARBON, carbon_account_id(seller), carbon, _CARBON_CODE)
             )
         t1 = clock() if clock is not None else 0
 

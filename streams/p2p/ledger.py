@@ -24,7 +24,7 @@ from contracts.topics import (
 from domain import ledger as lg
 from domain import order_book as ob
 from domain import trade_settlement as ts
-from domain.ledger import MAX_CLOCK_SKEW_MS, Ledger, PendingState, TransferResult, TransferStatus
+from domain.ledger import MAX_CLOCK_SKEW_MS, Ledger, Leg, PendingState, SettlementKind, TransferResult, TransferStatus
 from domain.ledger import Transfer as LedgerTransferCommand
 from domain.money import kaus_to_decimal
 from domain.timeconv import from_ms, to_ms
@@ -45,6 +45,7 @@ _NOT_PENDING_CODE = {
 }
 HoldCommand = m.PlaceHold | m.PostHold | m.VoidHold | m.GrantReward
 _LedgerTransfer = constructor(m.LedgerTransfer)
+_Reference = constructor(m.LedgerReference)
 _LedgerOutcome = constructor(m.LedgerOutcome)
 PHASE_NAMES = {"validate_and_build_legs": "validation", "ledger_batch": "transfer_and_mint", "records": "records"}
 
@@ -75,10 +76,18 @@ _decode_audit = AUDIT_RECORDS.decode
 _decode_settlement = ENERGY_SETTLEMENTS.decode
 _decode_carbon = CARBON_CREDITS_MINTED.decode
 _POSTED = TransferStatus.POSTED
+_TRADE = SettlementKind.TRADE
+# What a hold's resolution is, for its reference: a capture moves the K-AUS, a void or expiry releases it.
+_RESOLUTION_LEG = {"POST_HOLD": Leg.CAPTURE, "VOID_HOLD": Leg.RELEASE}
+Reference = dict[str, str]  # a LedgerReference as its JSON object: kind, id, leg
 
 
-def transfer_record(result: TransferResult, reason: str, asset: lg.Asset) -> Encoded:
-    """The `ledger.transfers` record of a posted transfer of `asset` (its accounts')."""
+def reference_of(ref: m.LedgerReference | None) -> Reference | None:
+    return None if ref is None else {"kind": ref.kind, "id": ref.id, "leg": ref.leg}
+
+
+def transfer_record(result: TransferResult, reason: str, asset: lg.Asset, reference: Reference | None) -> Encoded:
+    """The `ledger.transfers` record of a posted transfer of `asset` (its accounts'), part of `reference`."""
     transfer_id = result.transfer_id
     value = dump_json(
         {
@@ -91,6 +100,7 @@ def transfer_record(result: TransferResult, reason: str, asset: lg.Asset) -> Enc
             "pending_id": None,
             "expires_at": None,
             "reason": reason,
+            "reference": reference,
             "occurred_at": utc_text(result.at_ms),
         }
     )
@@ -134,11 +144,16 @@ def audit_record(fact: ts.AuditFact) -> Encoded:
 
 @dataclass
 class LedgerPartition:
-    """The whole ledger: balances, holds, settlement carries. One instance per worker."""
+    """The whole ledger: balances, holds, settlement carries. One instance per worker.
+
+    ``hold_references``: the transaction (kind, id) of each open hold that named one, by hold id, so that its
+    capture, void or expiry record carries it too (the commands resolving a hold do not repeat it).
+    """
 
     partition: int = 0
     settler: ts.TradeSettler = field(default_factory=lambda: ts.TradeSettler(Ledger()))
     next_offset: int = 0
+    hold_references: dict[str, tuple[SettlementKind, str]] = field(default_factory=dict)
     _record_ms: int | None = field(default=None, repr=False, compare=False)  # the command being applied
     _assets: dict[str, lg.Asset] = field(default_factory=dict, repr=False, compare=False)  # by account id
 
@@ -277,7 +292,10 @@ class LedgerPartition:
             if not duplicate:
                 out.append((LEDGER_TRANSFERS, self._transfer_of(command, result)))
             out.extend(
-                (LEDGER_TRANSFERS, transfer_record(r, reward.reason, self._asset(r.debit_account_id)))
+                (
+                    LEDGER_TRANSFERS,
+                    transfer_record(r, reward.reason, self._asset(r.debit_account_id), reference_of(reward.reference)),
+                )
                 for r, reward, fresh in zip(batch.results[1:], rewards, new, strict=True)
                 if fresh
             )
@@ -319,7 +337,22 @@ class LedgerPartition:
             occurred_at=from_ms(max(now, self.ledger.clock_ms)),
         )
 
+    def _reference(self, command: HoldCommand) -> m.LedgerReference | None:
+        """The reference of the movement a hold command just applied: a new hold's transaction is remembered
+        until its capture or void, which carries it (and forgets it)."""
+        if isinstance(command, m.GrantReward):
+            return command.reference
+        if isinstance(command, m.PlaceHold):
+            ref = command.reference
+            if ref is None:
+                return None
+            self.hold_references[command.command_id] = (ref.kind, ref.id)
+            return ref if ref.leg is Leg.HOLD else _Reference(kind=ref.kind, id=ref.id, leg=Leg.HOLD)
+        held = self.hold_references.pop(command.hold_id, None)
+        return None if held is None else _Reference(kind=held[0], id=held[1], leg=_RESOLUTION_LEG[command.type])
+
     def _transfer_of(self, command: HoldCommand, result: TransferResult) -> m.LedgerTransfer:
+        """The record of a hold command's movement, applied just now (not a duplicate)."""
         hold_id = command.hold_id if isinstance(command, m.PostHold | m.VoidHold) else None
         expires = command.expires_at if isinstance(command, m.PlaceHold) else None
         reason = command.reason if isinstance(command, m.PlaceHold | m.GrantReward) else ""
@@ -333,28 +366,29 @@ class LedgerPartition:
             pending_id=hold_id,
             expires_at=expires,
             reason=reason,
+            reference=self._reference(command),
             occurred_at=from_ms(result.at_ms),
         )
 
     def _expire_holds(self, now_ms: int) -> list[Output]:
-        return [
-            (
-                LEDGER_TRANSFERS,
-                _LedgerTransfer(
-                    transfer_id=f"{e.pending_id}:expired",
-                    kind=m.TransferKind.VOID_PENDING,
-                    debit_account_id=e.debit_account_id,
-                    credit_account_id=e.credit_account_id,
-                    asset=self._asset(e.debit_account_id),
-                    amount_units=e.amount_units,
-                    pending_id=e.pending_id,
-                    expires_at=None,
-                    reason=HOLD_EXPIRED,
-                    occurred_at=from_ms(e.expired_at_ms),
-                ),
+        out: list[Output] = []
+        for e in self.ledger.expire(now_ms):
+            held = self.hold_references.pop(e.pending_id, None)
+            record = _LedgerTransfer(
+                transfer_id=f"{e.pending_id}:expired",
+                kind=m.TransferKind.VOID_PENDING,
+                debit_account_id=e.debit_account_id,
+                credit_account_id=e.credit_account_id,
+                asset=self._asset(e.debit_account_id),
+                amount_units=e.amount_units,
+                pending_id=e.pending_id,
+                expires_at=None,
+                reason=HOLD_EXPIRED,
+                reference=None if held is None else _Reference(kind=held[0], id=held[1], leg=Leg.RELEASE),
+                occurred_at=from_ms(e.expired_at_ms),
             )
-            for e in self.ledger.expire(now_ms)
-        ]
+            out.append((LEDGER_TRANSFERS, record))
+        return out
 
     def _deposit(self, deposit: m.Deposit) -> list[Output]:
         self._open(deposit.account_id)
@@ -367,7 +401,8 @@ class LedgerPartition:
         )
         if previous is not None or result.status is not TransferStatus.POSTED:
             return []  # a re-sent deposit: applied once already
-        return [(LEDGER_TRANSFERS, transfer_record(result, DEPOSIT_CODE, self._asset(ts.SYS_MINT)))]
+        reference = {"kind": SettlementKind.DEPOSIT, "id": deposit.command_id, "leg": Leg.DEPOSIT}
+        return [(LEDGER_TRANSFERS, transfer_record(result, DEPOSIT_CODE, self._asset(ts.SYS_MINT), reference))]
 
     def _settle(self, command: m.SettleTrade) -> list[Output]:
         trade = command.trade
@@ -393,10 +428,12 @@ class LedgerPartition:
         settled = outcome.status is ts.SettlementStatus.SETTLED
         if settled:
             reason = f"trade:{trade_id}"
-            asset = self._asset
+            asset, leg = self._asset, ts.trade_leg
             for result in outcome.transfers:  # K-AUS legs, and the carbon mint (CARBON_MILLICREDIT)
                 if result.status is _POSTED:
-                    out.append((LEDGER_TRANSFERS, transfer_record(result, reason, asset(result.debit_account_id))))
+                    reference = {"kind": _TRADE, "id": trade_id, "leg": leg(result.transfer_id)}
+                    record = transfer_record(result, reason, asset(result.debit_account_id), reference)
+                    out.append((LEDGER_TRANSFERS, record))
             if outcome.carbon_millicredits:
                 carbon = {
                     "mint_id": f"{trade_id}/carbon",
@@ -431,8 +468,9 @@ class LedgerPartition:
         declaration = self.settler.declare_dividends(command.command_id, self._time(to_ms(command.occurred_at)))
         if declaration.replayed:
             return []
+        reference = {"kind": SettlementKind.DIVIDEND, "id": command.command_id, "leg": Leg.DIVIDEND}
         out: list[Output] = [
-            (LEDGER_TRANSFERS, transfer_record(r, "dividend", self._asset(r.debit_account_id)))
+            (LEDGER_TRANSFERS, transfer_record(r, "dividend", self._asset(r.debit_account_id), reference))
             for r in declaration.transfers
             if r.status is TransferStatus.POSTED
         ]

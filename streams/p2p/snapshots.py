@@ -2,7 +2,8 @@
 instead of from the beginning (the topic is kept forever: a full replay grows with the ledger's history).
 
 A snapshot is the state after every command below ``next_offset``, as plain data (the domain's own
-``TradeSettler.to_dict``, whose ``from_dict`` re-checks every invariant), in a local file. It only
+``TradeSettler.to_dict``, whose ``from_dict`` re-checks every invariant, and the open holds' references, which
+their captures and releases carry), in a local file. It only
 accelerates the silent replay a restart does anyway: a restart that must rebuild up to offset *U* takes the
 newest snapshot at or below *U* and replays the rest. One above *U* (taken after records whose outputs may
 not be acknowledged, then a crash) is never used; a corrupt, foreign (another ``ledger.commands``: its
@@ -26,12 +27,13 @@ from typing import Any
 
 import orjson
 
+from domain.ledger import PendingState, SettlementKind
 from domain.trade_settlement import TradeSettler
 from streams.p2p.ledger import LedgerPartition
 
 log = logging.getLogger("nexus.ledger_snapshots")
 
-FORMAT = "nexus-x.ledger-partition-snapshot/1"
+FORMAT = "nexus-x.ledger-partition-snapshot/2"  # /1 had no hold references: skipped, the replay rebuilds them
 KEEP = 2  # the newest may be above a restart's offset (its commit was lost): the previous one is then used
 SUFFIX = ".snapshot"
 
@@ -146,6 +148,7 @@ def serialise(state: LedgerPartition, topic_id: str) -> bytes:
             "partition": state.partition,
             "next_offset": state.next_offset,
             "settler": state.settler.to_dict(),
+            "hold_references": {hold: [kind.value, ref] for hold, (kind, ref) in sorted(state.hold_references.items())},
         }
     )
 
@@ -159,4 +162,11 @@ def restore(raw: bytes, topic_id: str, partition: int) -> LedgerPartition:
     if data["partition"] != partition:
         raise ValueError(f"taken from partition {data['partition']}, not {partition}")
     settler = TradeSettler.from_dict(data["settler"])  # re-checks every invariant
-    return LedgerPartition(partition=partition, settler=settler, next_offset=int(data["next_offset"]))
+    references = {hold: (SettlementKind(kind), ref) for hold, (kind, ref) in data["hold_references"].items()}
+    for hold in references:
+        view = settler.ledger.pending(hold)
+        if view is None or view.state is not PendingState.PENDING:
+            raise ValueError(f"a reference is kept for {hold!r}, which is no open hold")
+    return LedgerPartition(
+        partition=partition, settler=settler, next_offset=int(data["next_offset"]), hold_references=references
+    )

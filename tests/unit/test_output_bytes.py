@@ -29,6 +29,7 @@ from pydantic import BaseModel
 from contracts import models as m
 from contracts.topics import ENERGY_ORDERS, LEDGER_COMMANDS, TOPICS
 from devtools.order_flow import generate_orders
+from domain.ledger import Leg, SettlementKind
 from streams.kafka import ingress
 from streams.kafka.faust_app import Outbox
 from streams.p2p import ledger as ledger_service
@@ -70,8 +71,13 @@ def orders() -> Iterator[m.SubmitOrder | m.CancelOrder | m.AmendOrder]:
         yield message
 
 
+def card(tx: str, leg: Leg = Leg.HOLD) -> m.LedgerReference:
+    return m.LedgerReference(kind=SettlementKind.CARD_PAYMENT, id=tx, leg=leg)
+
+
 def ledger_tail(at: datetime) -> list[BaseModel]:
-    """After the orders: dividends, then the bridge's holds and rewards (one hold expires)."""
+    """After the orders: dividends, then the bridge's holds and rewards (one hold expires; their captures and
+    releases carry the holds' references)."""
     payer, merchant = ACCOUNTS[0], "bridge:settlement"
     hold = {"debit_account_id": payer, "credit_account_id": merchant, "occurred_at": at}
     return [
@@ -83,19 +89,40 @@ def ledger_tail(at: datetime) -> list[BaseModel]:
         ),
         m.DeclareDividends(command_id="epoch-1", occurred_at=at),
         m.DeclareDividends(command_id="epoch-1", occurred_at=at),  # re-sent: nothing again
-        m.PlaceHold(command_id="h1", amount_kaus_units=5_000, expires_at=at + timedelta(seconds=60), **hold),
-        m.PlaceHold(command_id="h1", amount_kaus_units=5_000, expires_at=at + timedelta(seconds=90), **hold),
+        m.PlaceHold(
+            command_id="h1",
+            amount_kaus_units=5_000,
+            expires_at=at + timedelta(seconds=60),
+            reference=card("c1"),
+            **hold,
+        ),
+        m.PlaceHold(
+            command_id="h1",
+            amount_kaus_units=5_000,
+            expires_at=at + timedelta(seconds=90),
+            reference=card("c1"),
+            **hold,
+        ),
         m.PostHold(command_id="p1", hold_id="h1", amount_kaus_units=4_000, occurred_at=at),
-        m.PlaceHold(command_id="h2", amount_kaus_units=7_000, expires_at=at + timedelta(seconds=60), **hold),
+        m.PlaceHold(
+            command_id="h2",
+            amount_kaus_units=7_000,
+            expires_at=at + timedelta(seconds=60),
+            reference=card("c2"),
+            **hold,
+        ),
         m.VoidHold(command_id="v2", hold_id="h2", occurred_at=at),
         m.VoidHold(command_id="v2b", hold_id="h2", occurred_at=at),  # rejected: voided already
-        m.PlaceHold(command_id="h3", amount_kaus_units=9_000, expires_at=at + timedelta(seconds=5), **hold),
+        m.PlaceHold(
+            command_id="h3", amount_kaus_units=9_000, expires_at=at + timedelta(seconds=5), reference=card("c3"), **hold
+        ),
         m.GrantReward(
             command_id="r1",
             from_account_id=m.RewardAccount.REWARDS,
             account_id=payer,
             amount_kaus_units=321,
             reason="cashback",
+            reference=card("c1", Leg.CASHBACK),
             occurred_at=at + timedelta(seconds=10),  # h3 expires first
         ),
         m.PlaceHold(command_id="h4", amount_kaus_units=10**18, expires_at=at + timedelta(seconds=60), **hold),
@@ -166,7 +193,7 @@ EXPECTED: dict[str, tuple[int, str]] = {
     "energy.trades": (8028, "eeec71b30a62f42545f929bf144f4210"),
     "ledger.commands": (8028, "20c0e14adf8d1d2e559ad9c3543e2a93"),
     "ledger.outcomes": (9, "0ac708dda2ff1d415960339884bb7615"),
-    "ledger.transfers": (26005, "7f05009fc0e4a4a19df189765f7f16b5"),
+    "ledger.transfers": (26005, "ae03d54fdd8cf3e144b6f236357f1293"),
 }
 
 
@@ -204,6 +231,23 @@ def test_the_flow_covers_every_p2p_output(records: list[Record]) -> None:
     assert set(statuses) == set(m.OrderStatus), statuses
 
 
+def test_every_movement_names_its_transaction(records: list[Record]) -> None:
+    """Trade legs, deposits, dividends, holds and what resolves them (capture, void, expiry), rewards."""
+    references: Counter[tuple[SettlementKind, Leg]] = Counter()
+    for name, _, value in records:
+        if name == "ledger.transfers":
+            transfer = m.LedgerTransfer.model_validate_json(value)
+            assert transfer.reference is not None, transfer
+            references[(transfer.reference.kind, transfer.reference.leg)] += 1
+    card = SettlementKind.CARD_PAYMENT
+    assert {leg for kind, leg in references if kind is card} == {Leg.HOLD, Leg.CAPTURE, Leg.RELEASE, Leg.CASHBACK}
+    assert references[(card, Leg.RELEASE)] == 2  # h2 voided, h3 expired
+    trade_legs = {leg for kind, leg in references if kind is SettlementKind.TRADE}
+    assert trade_legs == {Leg.PAYMENT, Leg.FEE, Leg.DIVIDEND_POOL, Leg.CARBON}
+    assert references[(SettlementKind.DEPOSIT, Leg.DEPOSIT)] == len(ACCOUNTS) - 1
+    assert references[(SettlementKind.DIVIDEND, Leg.DIVIDEND)] == 2
+
+
 def test_a_capture_with_rewards_writes_the_pydantic_encoding_of_each_record() -> None:
     """Kept out of the seeded flow (its digests predate rewards riding on the capture)."""
     at = START + timedelta(days=1)
@@ -216,14 +260,25 @@ def test_a_capture_with_rewards_writes_the_pydantic_encoding_of_each_record() ->
             account_id=payer,
             amount_kaus_units=120,
             reason="bridge.reward",
+            reference=card("c1", Leg.CASHBACK),
         ),
         m.RewardGrant(
-            transfer_id="p1:bonus", from_account_id=m.RewardAccount.ECOSYSTEM, account_id=payer, amount_kaus_units=12
+            transfer_id="p1:bonus",
+            from_account_id=m.RewardAccount.ECOSYSTEM,
+            account_id=payer,
+            amount_kaus_units=12,
+            reference=card("c1", Leg.BONUS),
         ),
     ]
     commands = [
         deposit(payer, 10**9),
-        m.PlaceHold(command_id="h1", amount_kaus_units=5_000, expires_at=at + timedelta(seconds=60), **hold),
+        m.PlaceHold(
+            command_id="h1",
+            amount_kaus_units=5_000,
+            expires_at=at + timedelta(seconds=60),
+            reference=card("c1"),
+            **hold,
+        ),
         m.PostHold(command_id="p1", hold_id="h1", amount_kaus_units=4_000, rewards=rewards, occurred_at=at),
         m.PostHold(command_id="p1", hold_id="h1", amount_kaus_units=4_000, rewards=rewards, occurred_at=at),
     ]
@@ -235,6 +290,8 @@ def test_a_capture_with_rewards_writes_the_pydantic_encoding_of_each_record() ->
         records.extend(Outbox.encode_all(ledger.apply(offset, command)))
     kinds = [(n, TOPICS[n].decode(v).transfer_id if n == "ledger.transfers" else None) for n, _, v in records]
     assert [t for n, t in kinds if n == "ledger.transfers"] == ["dep-acct-00", "h1", "p1", "p1:cashback", "p1:bonus"]
+    legs = [TOPICS[n].decode(v).reference.leg for n, _, v in records if n == "ledger.transfers"]
+    assert legs == [Leg.DEPOSIT, Leg.HOLD, Leg.CAPTURE, Leg.CASHBACK, Leg.BONUS]
     assert sum(1 for n, _ in kinds if n == "ledger.outcomes") == 3
     for name, key, value in records:
         topic = TOPICS[name]

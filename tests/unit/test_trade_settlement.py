@@ -7,7 +7,7 @@ import random
 from itertools import count
 
 from devtools.order_flow import demo_accounts, demo_markets, generate_orders
-from domain.ledger import Asset, Ledger, LedgerCode, Transfer, TransferStatus
+from domain.ledger import Asset, Ledger, LedgerCode, Leg, Transfer, TransferStatus
 from domain.order_book import OrderBookEngine, Side, Trade
 from domain.trade_settlement import (
     SYS_CARBON,
@@ -21,6 +21,7 @@ from domain.trade_settlement import (
     SettlementStatus,
     TradeSettler,
     carbon_account_id,
+    trade_leg,
 )
 
 M = "2026-11-24T10:00Z/KR-SEOUL"
@@ -124,6 +125,25 @@ def test_carbon_minting_leg_and_audit() -> None:
     assert out.audit[-1].action is AuditAction.CARBON_CREDITS_MINTED
     assert dict(out.audit[-1].details)["carbon_millicredits"] == 2
     assert out.delivery is not None and out.delivery.source is EnergySource.WIND
+
+
+def test_each_leg_is_named_as_the_ledger_code_it_was_posted_with() -> None:
+    """The trade id itself contains '/' (a market id): the leg is the last part."""
+    s = settler("buyer")
+    s.register_seller_source("wind", EnergySource.WIND)
+    t = trade(qty=2_500, seller="wind")
+    out = s.settle(t, 7)
+    named = []
+    for r in out.transfers:
+        command = s.ledger.command(r.transfer_id)
+        assert isinstance(command, Transfer)
+        named.append((trade_leg(r.transfer_id), command.code))
+    assert named == [
+        (Leg.PAYMENT, "trade.payment"),
+        (Leg.FEE, "trade.fee"),
+        (Leg.DIVIDEND_POOL, "dividend.pool"),
+        (Leg.CARBON, "carbon.mint"),
+    ]
 
 
 def test_dividends_pro_rata_with_remainder_carried() -> None:
