@@ -13,6 +13,7 @@ from typing import NamedTuple
 
 from contracts import models as m
 from contracts.construct import dump_json, utc_text_ms
+from domain.ledger import Reference
 
 _SOURCE_JSON: dict[m.EnergySource | None, bytes] = {None: b"null", **{s: dump_json(s) for s in m.EnergySource}}
 
@@ -28,6 +29,12 @@ class RewardGrant(NamedTuple):
     account_id: str
     amount_kaus_units: int
     reason: str = REWARD_REASON
+    reference: Reference | None = None
+
+
+def _reference(ref: Reference | None) -> dict[str, str] | None:
+    """A `LedgerReference` object (kind, id, leg, in the contract's order)."""
+    return None if ref is None else {"kind": ref.kind, "id": ref.id, "leg": ref.leg}
 
 
 def settle_trade(trade_id: str, trade: bytes, source: m.EnergySource | None) -> bytes:
@@ -52,6 +59,7 @@ def place_hold(
     amount_kaus_units: int,
     expires_at_ms: int,
     occurred_at_ms: int,
+    reference: Reference | None = None,
 ) -> bytes:
     return dump_json(
         {
@@ -62,6 +70,7 @@ def place_hold(
             "amount_kaus_units": amount_kaus_units,
             "expires_at": utc_text_ms(expires_at_ms),
             "reason": HOLD_REASON,
+            "reference": _reference(reference),
             "occurred_at": utc_text_ms(occurred_at_ms),
         }
     )
@@ -84,6 +93,7 @@ def post_hold(
                     "account_id": grant.account_id,
                     "amount_kaus_units": grant.amount_kaus_units,
                     "reason": grant.reason,
+                    "reference": _reference(grant.reference),
                 }
                 for grant in rewards
             ],

@@ -76,7 +76,7 @@ from domain.fx import (
     max_kaus_units_within_slippage,
     minor_to_kaus_units,
 )
-from domain.ledger import MAX_TRANSFER_UNITS
+from domain.ledger import MAX_TRANSFER_UNITS, Leg, Reference, SettlementKind
 from domain.money import Currency
 from domain.rails import (
     DEFAULT_BREAKER,
@@ -141,6 +141,9 @@ class HoldLedger(Protocol):
     resolve a hold exactly once. ``post_hold``'s ``rewards`` are posted movements from issuance accounts
     (rewards, ecosystem pool; they may run negative), applied right after the capture and only if it
     applies, each at most once by its own transfer id: a repeated capture applies those not applied yet.
+
+    Each movement names its payment for finance (``domain.ledger.Reference``): a reward carries its own
+    (``Reward.reference``); a hold's is :func:`hold_reference` of its id, and its capture and release carry it.
     """
 
     def available_units(self, account_id: str) -> int: ...
@@ -290,6 +293,7 @@ class Reward:
     credit_account_id: str  # the payer
     amount_units: int
     memo: str
+    reference: Reference  # the payment, leg CASHBACK or BONUS
 
 
 @dataclass(frozen=True, slots=True)
@@ -497,6 +501,15 @@ def bridge_tx_id_for(request_id: str) -> str:
     return "BRIDGE-" + hashlib.sha256(request_id.encode()).hexdigest()[:40]
 
 
+_HOLD_SUFFIX = ":hold"
+
+
+def hold_reference(hold_id: str) -> Reference:
+    """The payment a hold is for: hold ids are ``{bridge_tx_id}:hold`` (:func:`begin`)."""
+    assert hold_id.endswith(_HOLD_SUFFIX), hold_id
+    return Reference(SettlementKind.CARD_PAYMENT, hold_id.removesuffix(_HOLD_SUFFIX), Leg.HOLD)
+
+
 # --------------------------------------------------------------------------- idempotency
 
 
@@ -614,7 +627,7 @@ def begin(payment: CardPayment, available_units: int | None, at: Instant, cfg: B
         phase=Phase.BALANCE_LOCK,
         phase_started_mono_us=at.mono_us,
         durations_us=(0, 0, 0, 0),
-        hold_id=f"{bridge_tx_id}:hold",
+        hold_id=f"{bridge_tx_id}{_HOLD_SUFFIX}",
         hold_units=hold_units,
     )
     if hold_units > MAX_TRANSFER_UNITS:
@@ -778,6 +791,7 @@ def _rewards(tx: BridgeTx, cfg: BridgeConfig) -> tuple[Reward, ...]:
                 p.payer_account_id,
                 rewards.cashback_kaus_units,
                 f"cashback {p.payer_tier} {rewards.cashback_bps} bps",
+                Reference(SettlementKind.CARD_PAYMENT, tx.bridge_tx_id, Leg.CASHBACK),
             ),
         )
     if rewards.ecosystem_bonus_kaus_units:
@@ -788,6 +802,7 @@ def _rewards(tx: BridgeTx, cfg: BridgeConfig) -> tuple[Reward, ...]:
                 p.payer_account_id,
                 rewards.ecosystem_bonus_kaus_units,
                 f"ecosystem bonus {p.merchant_program}",
+                Reference(SettlementKind.CARD_PAYMENT, tx.bridge_tx_id, Leg.BONUS),
             ),
         )
     return out

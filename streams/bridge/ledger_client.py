@@ -2,7 +2,9 @@
 
 ``ledger.commands`` is the single-writer ledger every K-AUS movement goes through; its answers come back on
 ``ledger.outcomes`` and are matched to the waiting settlement by command id. The commands' bytes come from
-``contracts.ledger_codec``.
+``contracts.ledger_codec``. Each names its payment (a ``LedgerReference``): the hold the core's
+:func:`domain.bridge.hold_reference` of its id (the ledger carries it onto the capture or release), each reward
+its own.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from confluent_kafka import Consumer, TopicPartition
 from contracts import ledger_codec
 from contracts import models as m
 from contracts.topics import LEDGER_COMMANDS, LEDGER_OUTCOMES
-from domain.bridge import LEDGER_TIMEOUT, LedgerRejected, Reward
+from domain.bridge import LEDGER_TIMEOUT, LedgerRejected, Reward, hold_reference
 from streams.kafka.clients import AsyncProducer, consume_now, consumer_config
 
 
@@ -150,8 +152,9 @@ class KafkaHoldLedger:
         self, *, transfer_id: str, debit_account_id: str, credit_account_id: str, amount_units: int, expires_at_ms: int
     ) -> None:
         now_ms = _now_ms()
+        reference = hold_reference(transfer_id)
         command = ledger_codec.place_hold(
-            transfer_id, debit_account_id, credit_account_id, amount_units, expires_at_ms, now_ms
+            transfer_id, debit_account_id, credit_account_id, amount_units, expires_at_ms, now_ms, reference
         )
         try:
             await self._ask(transfer_id, command)
@@ -171,7 +174,11 @@ class KafkaHoldLedger:
             if source is None:
                 why = f"rewards come from issuance accounts; {r.debit_account_id} is not one"
                 raise LedgerRejected("NOT_A_REWARD_ACCOUNT", why)
-            grants.append(ledger_codec.RewardGrant(r.transfer_id, source, r.credit_account_id, r.amount_units))
+            grants.append(
+                ledger_codec.RewardGrant(
+                    r.transfer_id, source, r.credit_account_id, r.amount_units, reference=r.reference
+                )
+            )
         await self._ask(transfer_id, ledger_codec.post_hold(transfer_id, hold_id, amount_units, grants, _now_ms()))
 
     async def void_hold(self, *, transfer_id: str, hold_id: str) -> None:

@@ -45,6 +45,7 @@ from domain.bridge import (
 )
 from domain.cashback import PayerTier
 from domain.fx import FxBook, FxPolicy, FxSource, Quote
+from domain.ledger import Leg, Reference, SettlementKind
 from domain.money import Currency
 from domain.rails import (
     DEFAULT_BREAKER,
@@ -362,8 +363,22 @@ def test_the_rewards_ride_on_the_capture_and_confirmation_emits_no_transfer() ->
         1_000 * K,
     )
     assert post.rewards == (
-        Reward("BRIDGE-card-1:cashback", "bridge:rewards", PAYER, 30 * K, "cashback GOLD 300 bps"),
-        Reward("BRIDGE-card-1:bonus", "bridge:ecosystem", PAYER, 3 * K, "ecosystem bonus AURA_SYDNEY"),
+        Reward(
+            "BRIDGE-card-1:cashback",
+            "bridge:rewards",
+            PAYER,
+            30 * K,
+            "cashback GOLD 300 bps",
+            Reference(SettlementKind.CARD_PAYMENT, "BRIDGE-card-1", Leg.CASHBACK),
+        ),
+        Reward(
+            "BRIDGE-card-1:bonus",
+            "bridge:ecosystem",
+            PAYER,
+            3 * K,
+            "ecosystem bonus AURA_SYDNEY",
+            Reference(SettlementKind.CARD_PAYMENT, "BRIDGE-card-1", Leg.BONUS),
+        ),
     )
     # the result reports what the capture carried; after the capture only the result follows
     assert (r.cashback_kaus_units, r.ecosystem_bonus_kaus_units) == tuple(x.amount_units for x in post.rewards)
