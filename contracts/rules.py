@@ -21,7 +21,7 @@ from contracts.models import OrderStatus
 from domain import bridge, cashback, fx, ledger, rails
 from domain import order_book as ob
 from domain import trade_settlement as ts
-from domain.ledger import MAX_CLOCK_SKEW_MS
+from domain.ledger import MAX_CLOCK_SKEW_MS, Leg, SettlementKind
 from domain.money import KAUS_UNITS_PER_TOKEN, MINOR_UNIT_EXPONENT, Currency
 from domain.rails import RailSubstitution
 from streams.settings import Settings
@@ -256,6 +256,14 @@ def ledger_command_rules() -> str:
         f"refused deposit writes nothing.\n"
         f"- **Amounts**: 1 to {n(ledger.MAX_TRANSFER_UNITS)} units per movement; a hold expires at most "
         f"{ledger.MAX_HOLD_MS // (24 * 60 * MINUTE_MS)} days ahead.\n"
+        f"- **References**: a `PLACE_HOLD` names the transaction it is for in `reference` (the bridge: "
+        f"`{SettlementKind.CARD_PAYMENT}` and the `bridge_tx_id`; the hold's record has leg `{Leg.HOLD}`); the ledger "
+        f"carries it onto the hold's capture (leg `{Leg.CAPTURE}`) and its void or expiry (`{Leg.RELEASE}`): "
+        f"`POST_HOLD` and `VOID_HOLD` have none of their own. A `RewardGrant` or `GRANT_REWARD` names its own "
+        f"(`{Leg.CASHBACK}`, `{Leg.BONUS}`). The ledger "
+        f"references what it causes itself: a trade's legs, a deposit, a dividend declaration (see "
+        f"`ledger.transfers`). Send one with every hold and reward: a movement without one is an orphan in "
+        f"finance's tie-out.\n"
         f"- **Trade settlement** (for reading `energy.settlements`): fee {percent_of_bps(ts.FEE_RATE_BPS)} of the "
         f"notional, paid by the seller (remainders carried to the seller's next trade, never rounded away); "
         f"{percent_of_bps(ts.DIVIDEND_SHARE_BPS)} of every fee goes to the dividend pool; renewable sellers earn 1 "
@@ -395,7 +403,34 @@ def ledger_transfer_notes() -> str:
         "- Transfer ids derive from the cause: `<trade_id>/pay`, `/fee`, `/dividend`, `/carbon` for a trade, the "
         "deposit's `command_id`, and for a card payment `BRIDGE-<request_id>` followed by `:hold`, `:post`, "
         "`:void`, `:cashback` or `:bonus`.\n"
+        "- **`reference` links every movement the platform writes to its business transaction** (match on it, not "
+        "on transfer ids or `reason`, which is free text): `kind` and `id` name the transaction, `leg` which part "
+        "of it the movement is.\n"
+        + "".join(f"  - `{kind}` (`id` {what}): {legs}.\n" for kind, what, legs in _REFERENCE_KINDS)
+        + "- K-AUS a transaction moved is its posted legs (`POSTED`, `POST_PENDING`): a card payment's "
+        f"`{Leg.CAPTURE}` is its `kaus_debited_units`, `{Leg.CASHBACK}` / `{Leg.BONUS}` its `cashback_kaus_units` / "
+        f"`ecosystem_bonus_kaus_units`; a trade's `{Leg.PAYMENT}` is its `notional_kaus_units` and `{Leg.FEE}` its "
+        f"`fee_kaus_units`. A `{Leg.HOLD}` or `{Leg.RELEASE}` moves nothing.\n"
     )
+
+
+_REFERENCE_KINDS = (
+    (
+        SettlementKind.TRADE,
+        "the `trade_id`",
+        f"`{Leg.PAYMENT}` (buyer → seller), `{Leg.FEE}` (seller → `{ts.SYS_FEES}`), `{Leg.DIVIDEND_POOL}` "
+        f"(`{ts.SYS_FEES}` → `{ts.SYS_DIVIDENDS}`), `{Leg.CARBON}` (the carbon mint, in milli-credits)",
+    ),
+    (
+        SettlementKind.CARD_PAYMENT,
+        "the `bridge_tx_id` of `bridge.settlements.*`",
+        f"`{Leg.HOLD}` (`PENDING`), then `{Leg.CAPTURE}` (`POST_PENDING`) or `{Leg.RELEASE}` (`VOID_PENDING`, a void "
+        f"or the expiry), and the rewards riding on the capture, `{Leg.CASHBACK}` and `{Leg.BONUS}`",
+    ),
+    (SettlementKind.DEPOSIT, "the deposit's `command_id`", f"`{Leg.DEPOSIT}` (minted into the account)"),
+    (SettlementKind.DIVIDEND, "the declaration's `command_id`", f"`{Leg.DIVIDEND}` (pool → holder), one per holder"),
+    (SettlementKind.PAYOUT, "the `payout_id`", f"`{Leg.PAYOUT}` (not written by this release: no payout executes)"),
+)
 
 
 def bridge_answer_notes() -> str:

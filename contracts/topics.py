@@ -413,7 +413,8 @@ LEDGER_TRANSFERS = Topic(
     m.LedgerTransfer,
     "transfer_id",
     "Every double-entry movement the ledger applied (including holds): K-AUS, or carbon milli-credits for the "
-    "carbon mint; `asset` names the unit of `amount_units`.",
+    "carbon mint; `asset` names the unit of `amount_units`. Each names its business transaction in `reference` "
+    "(settlement kind, id, leg): the link finance reconciles on.",
     retention_ms=30 * DAY_MS,
     producers=(Component.LEDGER,),
     consumers=(Component.UPSTREAM, Component.WAREHOUSE),
