@@ -1,8 +1,10 @@
 """Seeded data for reconciliation: both sides (platform events and provider statements) with known breaks.
 
-Until the P2P and bridge issues land, this stands in for them: it emits the registry's contract messages
+Test and benchmark data only (never imported by production code): it emits the registry's contract messages
 (bridge completions/failures, payout requests/results, trade settlements, ledger transfers, FX quotes, audit
-records) as JSONL topic exports, and the matching provider statements in each provider's own format.
+records) as JSONL topic exports, and the matching provider statements in each provider's own format. Ledger
+movements are written the way the services write them: transfer ids, accounts and typed references (a card
+payment's hold, capture, release and cashback; a trade's payment, fee, dividend pool accrual and carbon mint).
 
 Injected breaks (``breaks_per_class`` of each class over the period) and their expected classification are
 returned as ``truth``; legitimate noise that must *not* raise an exception is always present: fee rounding
@@ -26,6 +28,8 @@ from typing import Any
 
 from contracts import models as m
 from contracts import topics as t
+from domain.bridge import BridgeConfig, bridge_tx_id_for
+from domain.ledger import Leg, SettlementKind
 from domain.money import KAUS_UNITS_PER_TOKEN, MINOR_UNIT_EXPONENT, Currency
 from domain.timeconv import to_ms
 from domain.variance_rules import BreakClass, Tolerances
@@ -127,7 +131,7 @@ class GeneratorConfig:
     trades_per_day: int = 150
     failed_share: float = 0.005
     missing_audit: int = 0
-    ledger_break: bool = False  # drop one ledger movement: the tie-out (a critical check) fails
+    ledger_break: bool = False  # drop one settlement's ledger movements: the tie-out (a critical check) fails
     tolerances: Tolerances = field(default_factory=Tolerances)
 
 
@@ -414,22 +418,12 @@ def _events(
     for s in settlements:
         kaus = _kaus_units(s.amount, s.currency, s.rate)
         audit_tx = _bridge_events(emit, s, kaus, rng) if s.kind == "bridge" else _payout_events(emit, s, kaus, rng)
+        transfers = _card_transfers(s, kaus) if s.kind == "bridge" else [_payout_transfer(s, kaus)]
         if not ledger_dropped:
             ledger_dropped = True
         else:
-            emit(
-                t.LEDGER_TRANSFERS,
-                m.LedgerTransfer(
-                    transfer_id=f"{s.sid}:debit",
-                    debit_account_id=s.payer if s.kind == "bridge" else s.counterparty,
-                    credit_account_id="SETTLEMENT-POOL",
-                    asset=m.LedgerAsset.KAUS,
-                    amount_units=kaus,
-                    reason=f"{s.kind}:{s.sid}",
-                    occurred_at=s.settled_at,
-                ),
-                s.settled_at,
-            )
+            for transfer in transfers:
+                emit(t.LEDGER_TRANSFERS, transfer, transfer.occurred_at)
         if audits_missing > 0:
             audits_missing -= 1
         else:
@@ -450,7 +444,7 @@ def _bridge_events(emit: Emit, s: _Settlement, kaus: int, rng: random.Random) ->
         m.BridgePhase.MERCHANT_CREDIT: rng.randint(80, 220),
         m.BridgePhase.CONFIRMATION: rng.randint(20, 100),
     }
-    tx = "BRIDGE-" + s.sid.split("-", 1)[1]
+    tx = bridge_tx_id_for(s.sid)
     emit(
         t.BRIDGE_SETTLEMENTS_COMPLETED,
         m.BridgeSettlementCompleted(
@@ -466,7 +460,7 @@ def _bridge_events(emit: Emit, s: _Settlement, kaus: int, rng: random.Random) ->
             rail=s.rail,
             provider_reference=s.provider_reference or "",
             provider_fee_minor=s.fee,
-            cashback_kaus_units=kaus // 100,
+            cashback_kaus_units=_cashback(kaus),
             ecosystem_bonus_kaus_units=0,
             phase_durations_ms=phases,
             total_duration_ms=sum(phases.values()),
@@ -515,6 +509,7 @@ def _failed_bridge_events(emit: Emit, day: date, cfg: GeneratorConfig, rng: rand
     """Failed bridge settlements: no provider line, and no exception either."""
     for i in range(int(cfg.settlements_per_day * cfg.failed_share)):
         ts = datetime.combine(day, time(), UTC) + timedelta(seconds=rng.uniform(0, 80_000))
+        tx = bridge_tx_id_for(f"BRF-{day:%Y%m%d}-{i:05d}")
         emit(
             t.BRIDGE_SETTLEMENTS_FAILED,
             m.BridgeSettlementFailed(
@@ -528,9 +523,15 @@ def _failed_bridge_events(emit: Emit, day: date, cfg: GeneratorConfig, rng: rand
                 reason="STRIPE_INSTANT did not answer within 200 ms",
                 rail=m.Rail.STRIPE_INSTANT,
                 failed_at=ts,
+                bridge_tx_id=tx,
             ),
             ts,
         )
+        # The payment's hold, released when it failed: linked to it, but nothing moved.
+        hold = _hold(tx, f"PAYER-{i:05d}", 1_000_000 + i, ts - _HOLD_LEAD)
+        emit(t.LEDGER_TRANSFERS, hold, hold.occurred_at)
+        release = _resolution(tx, hold, m.TransferKind.VOID_PENDING, 1_000_000 + i, ts - _CAPTURE_LEAD)
+        emit(t.LEDGER_TRANSFERS, release, release.occurred_at)
 
 
 def _trade_events(emit: Emit, day: date, cfg: GeneratorConfig, rng: random.Random) -> None:
@@ -541,7 +542,7 @@ def _trade_events(emit: Emit, day: date, cfg: GeneratorConfig, rng: random.Rando
         qty = rng.randint(100, 50_000)
         price = rng.randint(50_000, 200_000)
         notional = qty * price // 1000
-        fee = notional // 500
+        fee = notional // 400  # 0.25 %, as the settlement engine charges (its carried remainder aside)
         seller = f"ACC-S{i % 89}"
         carbon = qty // 1000 if i % 89 % 3 == 0 else 0  # a third of the sellers are renewable
         emit(
@@ -561,7 +562,7 @@ def _trade_events(emit: Emit, day: date, cfg: GeneratorConfig, rng: random.Rando
             ),
             ts,
         )
-        for transfer in _trade_transfers(trade_id, f"ACC-B{i % 97}", seller, notional, carbon, ts):
+        for transfer in _trade_transfers(trade_id, f"ACC-B{i % 97}", seller, (notional, fee, carbon), ts):
             emit(t.LEDGER_TRANSFERS, transfer, ts)
         emit(
             t.AUDIT_RECORDS,
@@ -578,35 +579,114 @@ def _trade_events(emit: Emit, day: date, cfg: GeneratorConfig, rng: random.Rando
 
 
 def _trade_transfers(
-    trade_id: str, buyer: str, seller: str, notional: int, carbon_milli: int, at: datetime
+    trade_id: str, buyer: str, seller: str, amounts: tuple[int, int, int], at: datetime
 ) -> list[m.LedgerTransfer]:
-    """A trade's K-AUS payment and, for a renewable seller, its carbon mint: the same settlement reference, but
-    milli-credits are not money (the tie-out and K-AUS balances must leave them out)."""
-    reason = f"trade:{trade_id}"
-    transfers = [
+    """A trade's legs as the ledger writes them (``domain.trade_settlement``): payment, fee, dividend pool accrual
+    and, for a renewable seller, the carbon mint, each with the trade's reference; milli-credits are not money
+    (the tie-out and K-AUS balances must leave them out)."""
+    notional, fee, carbon_milli = amounts
+    legs = [
+        ("pay", buyer, seller, m.LedgerAsset.KAUS, notional, Leg.PAYMENT),
+        ("fee", seller, "sys:fees", m.LedgerAsset.KAUS, fee, Leg.FEE),
+        ("dividend", "sys:fees", "sys:dividends", m.LedgerAsset.KAUS, fee // 2, Leg.DIVIDEND_POOL),
+        ("carbon", "sys:carbon", f"carbon:{seller}", m.LedgerAsset.CARBON_MILLICREDIT, carbon_milli, Leg.CARBON),
+    ]
+    return [
         m.LedgerTransfer(
-            transfer_id=f"{trade_id}:notional",
-            debit_account_id=buyer,
-            credit_account_id=seller,
-            asset=m.LedgerAsset.KAUS,
-            amount_units=notional,
-            reason=reason,
+            transfer_id=f"{trade_id}/{suffix}",
+            debit_account_id=debit,
+            credit_account_id=credit,
+            asset=asset,
+            amount_units=units,
+            reason=f"trade:{trade_id}",
+            reference=m.LedgerReference(kind=SettlementKind.TRADE, id=trade_id, leg=leg),
             occurred_at=at,
         )
+        for suffix, debit, credit, asset, units, leg in legs
+        if units
     ]
-    if carbon_milli:
+
+
+_BRIDGE = BridgeConfig()
+_HOLD_LEAD = timedelta(milliseconds=300)  # the hold is placed this long before the settlement completes
+_CAPTURE_LEAD = timedelta(milliseconds=40)  # and captured (or released) this long before
+
+
+def _cashback(kaus: int) -> int:
+    return kaus // 100
+
+
+def _card_reference(tx: str, leg: Leg) -> m.LedgerReference:
+    return m.LedgerReference(kind=SettlementKind.CARD_PAYMENT, id=tx, leg=leg)
+
+
+def _hold(tx: str, payer: str, units: int, at: datetime) -> m.LedgerTransfer:
+    """A card payment's hold as the ledger writes it (PENDING, the bridge's hold id and reference)."""
+    return m.LedgerTransfer(
+        transfer_id=f"{tx}:hold",
+        kind=m.TransferKind.PENDING,
+        debit_account_id=payer,
+        credit_account_id=_BRIDGE.settlement_account_id,
+        asset=m.LedgerAsset.KAUS,
+        amount_units=units,
+        expires_at=at + timedelta(milliseconds=_BRIDGE.hold_ttl_ms),
+        reason="bridge.hold",
+        reference=_card_reference(tx, Leg.HOLD),
+        occurred_at=at,
+    )
+
+
+def _resolution(tx: str, hold: m.LedgerTransfer, kind: m.TransferKind, units: int, at: datetime) -> m.LedgerTransfer:
+    """The hold's capture (POST_PENDING, ``units`` moved) or release (VOID_PENDING, the hold's amount)."""
+    capture = kind is m.TransferKind.POST_PENDING
+    return m.LedgerTransfer(
+        transfer_id=f"{tx}:post" if capture else f"{tx}:void",
+        kind=kind,
+        debit_account_id=hold.debit_account_id,
+        credit_account_id=hold.credit_account_id,
+        asset=m.LedgerAsset.KAUS,
+        amount_units=units if capture else hold.amount_units,
+        pending_id=hold.transfer_id,
+        reference=_card_reference(tx, Leg.CAPTURE if capture else Leg.RELEASE),
+        occurred_at=at,
+    )
+
+
+def _card_transfers(s: _Settlement, kaus: int) -> list[m.LedgerTransfer]:
+    """A completed card payment on the ledger: its hold (sized above the debit, as for the worst accepted rate),
+    the capture of the K-AUS debited, and the cashback riding on the capture."""
+    tx = bridge_tx_id_for(s.sid)
+    hold = _hold(tx, s.payer, kaus + kaus * 30 // 10_000 + 1, s.settled_at - _HOLD_LEAD)
+    captured_at = s.settled_at - _CAPTURE_LEAD
+    transfers = [hold, _resolution(tx, hold, m.TransferKind.POST_PENDING, kaus, captured_at)]
+    if _cashback(kaus):
         transfers.append(
             m.LedgerTransfer(
-                transfer_id=f"{trade_id}:carbon",
-                debit_account_id="sys:carbon",
-                credit_account_id=f"carbon:{seller}",
-                asset=m.LedgerAsset.CARBON_MILLICREDIT,
-                amount_units=carbon_milli,
-                reason=reason,
-                occurred_at=at,
+                transfer_id=f"{tx}:cashback",
+                debit_account_id=_BRIDGE.rewards_account_id,
+                credit_account_id=s.payer,
+                asset=m.LedgerAsset.KAUS,
+                amount_units=_cashback(kaus),
+                reason="bridge.reward",
+                reference=_card_reference(tx, Leg.CASHBACK),
+                occurred_at=captured_at,
             )
         )
     return transfers
+
+
+def _payout_transfer(s: _Settlement, kaus: int) -> m.LedgerTransfer:
+    """A payout's K-AUS leaving the account (payouts are not on the ledger yet: the shape they will have)."""
+    return m.LedgerTransfer(
+        transfer_id=f"{s.sid}:payout",
+        debit_account_id=s.counterparty,
+        credit_account_id="payouts:clearing",
+        asset=m.LedgerAsset.KAUS,
+        amount_units=kaus,
+        reason="payout",
+        reference=m.LedgerReference(kind=SettlementKind.PAYOUT, id=s.sid, leg=Leg.PAYOUT),
+        occurred_at=s.settled_at,
+    )
 
 
 def _fx_events(emit: Emit, day: date) -> None:

@@ -18,7 +18,7 @@ WITH unioned AS (
            p.account_id, p.settled_at, p.duration_ms, p.settlement_id
     FROM stg_payouts p
     UNION ALL
-    SELECT t.trade_id, 'trade', 'completed', NULL, 'KAUS_LEDGER', t.region, 'KAUS', t.notional_kaus_units,
+    SELECT t.trade_id, 'trade', t.status, NULL, 'KAUS_LEDGER', t.region, 'KAUS', t.notional_kaus_units,
            t.fee_kaus_units, t.notional_kaus_units, NULL, NULL, t.seller_account_id, t.buyer_account_id,
            t.settled_at, t.duration_ms, t.trade_id
     FROM stg_trade_settlements t

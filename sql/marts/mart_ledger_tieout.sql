@@ -1,26 +1,89 @@
 -- model: mart_ledger_tieout
--- materialized: view
--- grain: one row per day x currency (settlement currency; KAUS for P2P trades)
+-- materialized: macro
+-- grain: one row per day x currency: settled transactions on their settlement's day and currency (KAUS for P2P
+--        trades); movements tied to no settlement on their own day, currency 'UNKNOWN'.
+--        mart_ledger_tieout_as_of(cutoff, grace): as of a cut-off (what had happened by then);
+--        mart_ledger_tieout: the same over everything landed.
 -- columns: day, currency, settlements, settlement_kaus_units, ledger_kaus_units, difference_kaus_units,
---          settlements_without_ledger, orphan_ledger_movements
--- invariant: difference_kaus_units = 0 and orphan_ledger_movements = 0 (Σ settlements = Σ K-AUS ledger movements;
---            a trade's carbon milli-credit mint carries its settlement_ref but is not money: left out)
-WITH s AS (
-    SELECT settlement_id, currency, settled_date AS day, kaus_units
-    FROM fct_settlements WHERE status = 'completed'
-), l AS (
-    SELECT settlement_ref, min(CAST(occurred_at AS DATE)) AS day, sum(amount_units) AS kaus_units
+--          settlements_not_tied, settlements_without_ledger, orphan_ledger_movements, orphan_kaus_units,
+--          in_flight_movements, in_flight_kaus_units, open_holds, open_hold_kaus_units
+-- rule: K-AUS moved by the ledger vs K-AUS in the settlements, leg by leg, linked by the movements' typed
+--       reference (kind + id + leg). A card payment's kaus_debited_units = its CAPTURE, cashback = CASHBACK,
+--       ecosystem bonus = BONUS; a trade's notional = PAYMENT, fee = FEE; a payout's K-AUS = PAYOUT. The
+--       dividend pool accrual (fees -> pool: a share with a carried remainder, in no settlement record),
+--       deposits and dividends are linked but compared with no settlement; holds and releases move nothing;
+--       carbon milli-credits are not money. Only posted K-AUS (POSTED, POST_PENDING) counts.
+-- invariant (as of the day's cut-off): difference_kaus_units = 0, settlements_not_tied = 0 (every leg equal),
+--       orphan_ledger_movements = 0 (K-AUS moved without a reference, or for a trade / card payment / payout with
+--       no completed settlement). Reported, not breaks: movements whose settlement is not recorded yet but
+--       which happened within `grace` before the cut-off (in flight), and holds open at the cut-off.
+CREATE OR REPLACE MACRO mart_ledger_tieout_as_of(cutoff, grace) AS TABLE
+WITH expected AS (
+    SELECT 'CARD_PAYMENT' AS settlement_kind, bridge_tx_id AS settlement_ref, currency, settled_at,
+           unnest(['CAPTURE', 'CASHBACK', 'BONUS']) AS leg,
+           unnest([kaus_units, cashback_kaus_units, bonus_kaus_units]) AS units
+    FROM stg_bridge_settlements WHERE status = 'completed' AND settled_at <= cutoff
+    UNION ALL
+    SELECT 'TRADE', trade_id, 'KAUS', settled_at, unnest(['PAYMENT', 'FEE']),
+           unnest([notional_kaus_units, fee_kaus_units])
+    FROM stg_trade_settlements WHERE status = 'completed' AND settled_at <= cutoff
+    UNION ALL
+    SELECT 'PAYOUT', settlement_id, currency, settled_at, 'PAYOUT', kaus_units
+    FROM stg_payouts WHERE status = 'completed' AND settled_at <= cutoff
+), moved AS (
+    SELECT settlement_kind, settlement_ref, leg, sum(amount_units) AS units, count(*) AS movements,
+           min(occurred_at) AS first_at
     FROM stg_ledger_transfers
-    WHERE settlement_ref IS NOT NULL AND asset = 'KAUS' AND kind IN ('POSTED', 'POST_PENDING')
-    GROUP BY settlement_ref
+    WHERE asset = 'KAUS' AND kind IN ('POSTED', 'POST_PENDING') AND occurred_at <= cutoff
+    GROUP BY ALL
+), settled AS (
+    SELECT e.settlement_kind, e.settlement_ref, any_value(e.currency) AS currency,
+           CAST(min(e.settled_at) AS DATE) AS day,
+           sum(e.units) AS settlement_units,
+           sum(coalesce(m.units, 0)) AS ledger_units,
+           count(*) FILTER (WHERE e.units <> coalesce(m.units, 0)) AS legs_not_tied,
+           count(m.leg) AS legs_moved
+    FROM expected e
+    LEFT JOIN moved m USING (settlement_kind, settlement_ref, leg)
+    GROUP BY e.settlement_kind, e.settlement_ref
+), unsettled AS (
+    -- K-AUS moved for no completed settlement: in flight when it happened within the grace before the cut-off
+    SELECT CAST(m.first_at AS DATE) AS day, m.movements, m.units,
+           m.settlement_kind IN ('TRADE', 'CARD_PAYMENT', 'PAYOUT') AND m.first_at > cutoff - grace AS in_flight
+    FROM moved m
+    WHERE (m.settlement_kind IS NULL OR m.settlement_kind IN ('TRADE', 'CARD_PAYMENT', 'PAYOUT'))
+      AND NOT EXISTS (SELECT 1 FROM settled s
+                      WHERE s.settlement_kind = m.settlement_kind AND s.settlement_ref = m.settlement_ref)
+), open_holds AS (
+    SELECT CAST(placed_at AS DATE) AS day, held_kaus_units FROM mart_ledger_open_holds_as_of(cutoff)
+), rows AS (
+    SELECT day, currency, 1 AS settlements, settlement_units, ledger_units,
+           CAST(legs_not_tied > 0 AS INTEGER) AS not_tied, CAST(legs_moved = 0 AS INTEGER) AS without_ledger,
+           0 AS orphans, 0 AS orphan_units, 0 AS in_flight, 0 AS in_flight_units, 0 AS holds, 0 AS hold_units
+    FROM settled
+    UNION ALL
+    SELECT day, 'UNKNOWN', 0, 0, 0, 0, 0,
+           CASE WHEN in_flight THEN 0 ELSE movements END, CASE WHEN in_flight THEN 0 ELSE units END,
+           CASE WHEN in_flight THEN movements ELSE 0 END, CASE WHEN in_flight THEN units ELSE 0 END, 0, 0
+    FROM unsettled
+    UNION ALL
+    SELECT day, 'UNKNOWN', 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, held_kaus_units FROM open_holds
 )
-SELECT coalesce(s.day, l.day)                              AS day,
-       coalesce(s.currency, 'UNKNOWN')                     AS currency,
-       count(s.settlement_id)                              AS settlements,
-       coalesce(sum(s.kaus_units), 0)                      AS settlement_kaus_units,
-       coalesce(sum(l.kaus_units), 0)                      AS ledger_kaus_units,
-       coalesce(sum(s.kaus_units), 0) - coalesce(sum(l.kaus_units), 0) AS difference_kaus_units,
-       count(*) FILTER (WHERE l.settlement_ref IS NULL)    AS settlements_without_ledger,
-       count(*) FILTER (WHERE s.settlement_id IS NULL)     AS orphan_ledger_movements
-FROM s FULL OUTER JOIN l ON l.settlement_ref = s.settlement_id
-GROUP BY ALL
+SELECT day, currency,
+       CAST(sum(settlements) AS BIGINT)                          AS settlements,
+       CAST(sum(settlement_units) AS BIGINT)                     AS settlement_kaus_units,
+       CAST(sum(ledger_units) AS BIGINT)                         AS ledger_kaus_units,
+       CAST(sum(settlement_units) - sum(ledger_units) AS BIGINT) AS difference_kaus_units,
+       CAST(sum(not_tied) AS BIGINT)                             AS settlements_not_tied,
+       CAST(sum(without_ledger) AS BIGINT)                       AS settlements_without_ledger,
+       CAST(sum(orphans) AS BIGINT)                              AS orphan_ledger_movements,
+       CAST(sum(orphan_units) AS BIGINT)                         AS orphan_kaus_units,
+       CAST(sum(in_flight) AS BIGINT)                            AS in_flight_movements,
+       CAST(sum(in_flight_units) AS BIGINT)                      AS in_flight_kaus_units,
+       CAST(sum(holds) AS BIGINT)                                AS open_holds,
+       CAST(sum(hold_units) AS BIGINT)                           AS open_hold_kaus_units
+FROM rows
+GROUP BY day, currency;
+
+CREATE OR REPLACE VIEW mart_ledger_tieout AS
+SELECT * FROM mart_ledger_tieout_as_of(TIMESTAMPTZ 'infinity', INTERVAL 0 SECOND);

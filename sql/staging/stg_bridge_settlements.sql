@@ -2,7 +2,8 @@
 -- materialized: table
 -- grain: one row per bridge request_id (its outcome: completed or failed)
 -- columns: settlement_id, status, bridge_tx_id, payer_account_id, merchant_id, region, currency, amount_minor,
---          fee_minor, kaus_units, fx_rate, rail, provider_reference, duration_ms, settled_at
+--          fee_minor, kaus_units, cashback_kaus_units, bonus_kaus_units, fx_rate, rail, provider_reference,
+--          duration_ms, settled_at
 SELECT
     event_id                                              AS settlement_id,
     'completed'                                           AS status,
@@ -14,6 +15,8 @@ SELECT
     CAST(payload->>'amount_minor' AS BIGINT)              AS amount_minor,
     CAST(payload->>'provider_fee_minor' AS BIGINT)        AS fee_minor,
     CAST(payload->>'kaus_debited_units' AS BIGINT)        AS kaus_units,
+    CAST(payload->>'cashback_kaus_units' AS BIGINT)       AS cashback_kaus_units,
+    CAST(payload->>'ecosystem_bonus_kaus_units' AS BIGINT) AS bonus_kaus_units,
     CAST(payload->>'rate' AS DECIMAL(38, 10))             AS fx_rate,
     payload->>'rail'                                      AS rail,
     NULLIF(payload->>'provider_reference', '')            AS provider_reference,
@@ -32,6 +35,8 @@ SELECT
     CAST(payload->>'amount_minor' AS BIGINT)              AS amount_minor,
     CAST(0 AS BIGINT)                                     AS fee_minor,
     CAST(NULL AS BIGINT)                                  AS kaus_units,
+    CAST(NULL AS BIGINT)                                  AS cashback_kaus_units,
+    CAST(NULL AS BIGINT)                                  AS bonus_kaus_units,
     CAST(NULL AS DECIMAL(38, 10))                         AS fx_rate,
     payload->>'rail'                                      AS rail,
     CAST(NULL AS VARCHAR)                                 AS provider_reference,

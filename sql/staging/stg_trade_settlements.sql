@@ -1,10 +1,11 @@
 -- model: stg_trade_settlements
 -- materialized: table
--- grain: one row per trade_id settled by the P2P settlement engine
--- columns: trade_id, market_id, region, buyer_account_id, seller_account_id, notional_kaus_units, fee_kaus_units,
---          delivered_wh, duration_ms, settled_at
+-- grain: one row per trade_id the P2P settlement engine answered (settled, or rejected: nothing moved)
+-- columns: trade_id, status (completed|failed), market_id, region, buyer_account_id, seller_account_id,
+--          notional_kaus_units, fee_kaus_units, delivered_wh, duration_ms, settled_at
 SELECT
     event_id                                                   AS trade_id,
+    CASE payload->>'status' WHEN 'SETTLED' THEN 'completed' ELSE 'failed' END AS status,
     payload->>'market_id'                                      AS market_id,
     split_part(split_part(payload->>'market_id', '/', 2), '-', 1) AS region,
     payload->>'buyer_account_id'                               AS buyer_account_id,

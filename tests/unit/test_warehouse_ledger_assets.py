@@ -11,6 +11,7 @@ from pydantic import BaseModel
 
 from contracts import models as m
 from contracts import topics as t
+from domain.ledger import Leg, SettlementKind
 from warehouse.db import connect, query
 from warehouse.generator import GeneratorConfig, generate_period
 from warehouse.snapshot_loader import SourceRecord, land_records
@@ -28,7 +29,7 @@ def con() -> Iterator[Any]:
     c.close()
 
 
-def transfer(transfer_id: str, debit: str, credit: str, asset: m.LedgerAsset, units: int) -> m.LedgerTransfer:
+def transfer(transfer_id: str, debit: str, credit: str, asset: m.LedgerAsset, units: int, leg: Leg) -> m.LedgerTransfer:
     return m.LedgerTransfer(
         transfer_id=transfer_id,
         debit_account_id=debit,
@@ -36,6 +37,7 @@ def transfer(transfer_id: str, debit: str, credit: str, asset: m.LedgerAsset, un
         asset=asset,
         amount_units=units,
         reason="trade:TR-1",
+        reference=m.LedgerReference(kind=SettlementKind.TRADE, id="TR-1", leg=leg),
         occurred_at=AT,
     )
 
@@ -64,10 +66,10 @@ def test_a_carbon_mint_is_left_out_of_the_tie_out_and_the_balances(con: Any) -> 
         con,
         [
             (t.ENERGY_SETTLEMENTS, settled),
-            (t.LEDGER_TRANSFERS, transfer("TR-1/pay", "buyer", "seller", m.LedgerAsset.KAUS, NOTIONAL)),
+            (t.LEDGER_TRANSFERS, transfer("TR-1/pay", "buyer", "seller", m.LedgerAsset.KAUS, NOTIONAL, Leg.PAYMENT)),
             (
                 t.LEDGER_TRANSFERS,
-                transfer("TR-1/carbon", "sys:carbon", "carbon:seller", m.LedgerAsset.CARBON_MILLICREDIT, 5),
+                transfer("TR-1/carbon", "sys:carbon", "carbon:seller", m.LedgerAsset.CARBON_MILLICREDIT, 5, Leg.CARBON),
             ),
         ],
     )
