@@ -6,51 +6,54 @@ is already satisfied when the DAG runs late or is back-filled), then calls one f
 ``warehouse.pipeline``; all the work is there, idempotent per recon day. A critical data-quality failure
 fails the ``data_quality`` task without retries (an alert is posted), so variance, review and report do not
 run and no report goes out.
+
+The steps run in the platform's own environment, with ``@task.external_python``: the snapshot reads Kafka
+with confluent-kafka and decodes with the contracts, exactly as the services that wrote the records, and
+Airflow's environment (.venv-airflow, kept apart for its own pins) only schedules. The interpreter is the
+Airflow Variable ``nexus_platform_python`` (or the environment's ``AIRFLOW_VAR_NEXUS_PLATFORM_PYTHON``),
+by default this repository's ``.venv/bin/python``.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, time, timedelta
+from pathlib import Path
 from typing import Any
 
 from airflow.sdk import dag, task
-from airflow.sdk.exceptions import AirflowFailException
 
 DAG_ID = "daily_reconciliation"
 DEFAULT_ARGS = {"owner": "settlement-ops", "retries": 2, "retry_delay": timedelta(minutes=5)}
-
-
-def _day(context: dict[str, Any]) -> Any:
-    from warehouse.pipeline import recon_day_for
-
-    return recon_day_for(context["logical_date"])
+# Not resolved: a virtualenv's python is a symlink, and only the link's path selects the virtualenv.
+DEFAULT_PLATFORM_PYTHON = str(Path(__file__).resolve().parents[1] / ".venv" / "bin" / "python")
+PLATFORM_PYTHON = "{{ var.value.get('nexus_platform_python', '" + DEFAULT_PLATFORM_PYTHON + "') }}"
 
 
 def _slot_reached(context: dict[str, Any], hour: int) -> bool:
-    from warehouse.settings import get_recon_settings
+    from warehouse.settings import get_recon_settings, recon_day_for
 
     if not get_recon_settings().wait_for_schedule:
         return True
-    target = datetime.combine(_day(context) + timedelta(days=1), time(hour), UTC)
-    return datetime.now(UTC) >= target
+    day = recon_day_for(context["logical_date"])
+    return datetime.now(UTC) >= datetime.combine(day + timedelta(days=1), time(hour), UTC)
 
 
-def _run(step: str, context: dict[str, Any]) -> dict[str, Any]:
-    """Run one ``warehouse.pipeline`` step for the run's recon day; imported here so parsing the DAG stays cheap."""
-    from warehouse import pipeline
+def _step(name: str, **task_args: Any) -> Any:
+    """A task (id ``name``) that runs the pipeline step of that name in the platform's interpreter."""
 
-    result: dict[str, Any] = getattr(pipeline, step)(_day(context))
-    return result
+    @task.external_python(task_id=name, python=PLATFORM_PYTHON, expect_airflow=False, **task_args)
+    def run_step(step_name: str, ts: str) -> dict[str, Any]:
+        # Runs in the platform's interpreter from this function's source alone: everything is imported here.
+        # ``ts``: the run's logical date (ISO 8601), from the task context.
+        from datetime import datetime
 
+        from warehouse import pipeline
 
-def _step(name: str) -> Any:
-    """A task (id ``name``) that runs the pipeline step of that name."""
+        day = pipeline.recon_day_for(datetime.fromisoformat(ts))
+        result: dict[str, Any] = getattr(pipeline, step_name)(day)
+        return result
 
-    @task(task_id=name)
-    def step(**context: Any) -> dict[str, Any]:
-        return _run(name, context)
-
-    return step()
+    return run_step(step_name=name)
 
 
 def _wait_for(hour: int) -> Any:
@@ -74,20 +77,12 @@ def _wait_for(hour: int) -> Any:
     doc_md=__doc__,
 )
 def daily_reconciliation() -> None:
-    @task(retries=0)
-    def data_quality(**context: Any) -> dict[str, Any]:
-        from warehouse.quality import CriticalDataQualityError
-
-        try:
-            return _run("data_quality", context)
-        except CriticalDataQualityError as exc:
-            raise AirflowFailException(str(exc)) from exc
-
     (
         _step("snapshot")
         >> _wait_for(2)
         >> _step("provider_sync")
-        >> data_quality()
+        # A critical failure is not retried into an alert storm.
+        >> _step("data_quality", retries=0)
         >> _wait_for(3)
         >> _step("variance")
         >> _wait_for(4)

@@ -19,7 +19,7 @@ DEMO_FIRST_DAY = date(2026, 11, 1)
 def run_demo(console: Console, home: Path | None = None, per_day: int = 300, breaks: int = 12) -> dict[str, Any]:
     """Seed two days (so carried items and ageing show), reconcile both, return the second day's figures."""
     home = home or Path(tempfile.mkdtemp(prefix="nexus-recon-demo-"))
-    settings = ReconSettings(home=home, alert_on_critical=False, wait_for_schedule=False)
+    settings = ReconSettings(home=home, snapshot_source="jsonl", alert_on_critical=False, wait_for_schedule=False)
     period = generate_period(
         2026, DEMO_FIRST_DAY, 2, GeneratorConfig(settlements_per_day=per_day, breaks_per_class=breaks)
     )

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import time as _time
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -23,19 +23,9 @@ from warehouse.db import query, run_sql_file, warehouse
 from warehouse.matching import RESULT_SCHEMA, match_duckdb, match_polars, results_from_frame
 from warehouse.provider_sync import sync_statements
 from warehouse.report import ReportData, archive, render_pdf, send_email, sha256
-from warehouse.settings import ReconSettings, get_recon_settings
+from warehouse.settings import ReconSettings, day_bounds, get_recon_settings, recon_day_for
 from warehouse.snapshot_loader import load_jsonl_day, load_kafka_window
 from warehouse.sqlrunner import build_models
-
-
-def recon_day_for(logical_date: datetime) -> date:
-    """The DAG runs after the day it reconciles: logical date D+1 01:00 (or D+1 00:00) reconciles D."""
-    return (logical_date.astimezone(UTC) - timedelta(days=1)).date()
-
-
-def day_bounds(day: date) -> tuple[datetime, datetime]:
-    start = datetime.combine(day, time(), UTC)
-    return start, start + timedelta(days=1)
 
 
 def _settings(settings: ReconSettings | None) -> ReconSettings:
@@ -46,15 +36,35 @@ def _settings(settings: ReconSettings | None) -> ReconSettings:
 
 
 def snapshot(day: date, settings: ReconSettings | None = None) -> dict[str, Any]:
+    """Land the day's records: from Kafka, the window ``settings.snapshot_window(day)`` by record timestamp (the
+    rule is in warehouse/snapshot_loader.py); from JSONL exports, the day's folder. Re-running it adds nothing."""
     s = _settings(settings)
-    start, end = day_bounds(day)
+    window: list[str] | None = None
+    started = _time.perf_counter()
     with warehouse(s.warehouse_path) as con:
         if s.snapshot_source == "kafka":
-            stats = load_kafka_window(con, start, end, group_id=s.kafka_group_id, poll_timeout_s=s.kafka_poll_timeout_s)
+            start, end = s.snapshot_window(day)
+            window = [start.isoformat(), end.isoformat()]
+            stats = load_kafka_window(
+                con,
+                start,
+                end,
+                bootstrap_servers=s.kafka_bootstrap_servers,
+                group_id=s.kafka_group_id,
+                poll_timeout_s=s.kafka_poll_timeout_s,
+                late_minutes=s.snapshot_late_minutes,
+            )
         else:
             stats = load_jsonl_day(con, s.inbox, day)
         models = build_models(con)
-    return {"recon_date": day.isoformat(), "source": s.snapshot_source, **stats.as_dict(), "models": len(models)}
+    return {
+        "recon_date": day.isoformat(),
+        "source": s.snapshot_source,
+        "window": window,
+        **stats.as_dict(),
+        "seconds": round(_time.perf_counter() - started, 3),
+        "models": len(models),
+    }
 
 
 # --------------------------------------------------------------------------- 02:00 provider sync

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -16,6 +16,17 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_HOME = REPO_ROOT / ".local" / "recon"
 
 
+def recon_day_for(logical_date: datetime) -> date:
+    """The DAG runs after the day it reconciles: logical date D+1 01:00 (or D+1 00:00) reconciles D."""
+    return (logical_date.astimezone(UTC) - timedelta(days=1)).date()
+
+
+def day_bounds(day: date) -> tuple[datetime, datetime]:
+    """The recon day in UTC: [00:00, next 00:00)."""
+    start = datetime.combine(day, time(), UTC)
+    return start, start + timedelta(days=1)
+
+
 class ReconSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="NEXUS_RECON_", env_file=".env", extra="ignore")
 
@@ -27,10 +38,24 @@ class ReconSettings(BaseSettings):
     archive_dir: Path | None = Field(default=None, description="sent reports; default <home>/archive")
     reports_dir: Path | None = Field(default=None, description="rendered PDFs; default <home>/reports")
 
-    # Snapshot source: "jsonl" reads <inbox_dir>/<date>/<topic>.jsonl, "kafka" consumes the registry topics.
-    snapshot_source: Literal["jsonl", "kafka"] = "jsonl"
+    # Snapshot source: "kafka" reads the registry's topics (the platform's own records); "jsonl" reads exports
+    # <inbox_dir>/<date>/<topic>.jsonl (seeded test and benchmark data).
+    snapshot_source: Literal["kafka", "jsonl"] = "kafka"
+    kafka_bootstrap_servers: str | None = Field(default=None, description="default: the platform's Kafka")
     kafka_group_id: str = "nexus-recon-snapshot"
     kafka_poll_timeout_s: float = 1.0
+    # The Kafka window of recon day D, by record timestamp: [D 00:00 - lookback, D+1 00:00 + late). Which day an
+    # event counts for is its own business time; the window only decides which records are read (see
+    # warehouse/snapshot_loader.py for the rule on late records).
+    snapshot_lookback_minutes: int = Field(
+        default=5, ge=0, description="records stamped before the day that carry its events (clock skew, >= 1 min)"
+    )
+    snapshot_late_minutes: int = Field(
+        default=30,
+        ge=0,
+        description="records of the day appended after midnight, and what became of holds open at the cut-off;"
+        " the 01:00 snapshot reads up to what exists then",
+    )
 
     # Tolerances (see domain/variance_rules.py).
     amount_tolerance_minor: int = Field(default=1, ge=0)
@@ -59,6 +84,12 @@ class ReconSettings(BaseSettings):
 
     # DAG timeline (UTC hours after the recon day ends), spec §6.1.
     wait_for_schedule: bool = True
+
+    def snapshot_window(self, day: date) -> tuple[datetime, datetime]:
+        start, end = day_bounds(day)
+        return start - timedelta(minutes=self.snapshot_lookback_minutes), end + timedelta(
+            minutes=self.snapshot_late_minutes
+        )
 
     def tolerances(self) -> Tolerances:
         return Tolerances(

@@ -2,19 +2,34 @@
 
 Two sources feed the same landing code:
 
-* :func:`load_kafka_window` consumes the topics with confluent-kafka for a time window (Kafka record
-  timestamps) — bootstrap from ``streams.settings.get_settings().bootstrap_servers``;
-* :func:`load_jsonl_day` reads JSONL exports (``<inbox>/<day>/<topic>.jsonl``), which the seeded generator,
-  the demo and the DAG test use so they need no broker.
+* :func:`load_kafka_window` — the default, what the nightly DAG runs — reads the topics with confluent-kafka for
+  a window of Kafka record timestamps (per partition, ``offsets_for_times`` gives the first offset at or after
+  each end of the window);
+* :func:`load_jsonl_day` reads JSONL exports (``<inbox>/<day>/<topic>.jsonl``): seeded test and benchmark data.
 
-Every message read is validated against its contract (``Topic.decode``); invalid ones go to ``raw_rejects``.
-Every offset read is recorded in ``raw_offsets`` (landed / duplicate / rejected) and the high-water mark per
-partition in ``meta_topic_offsets``, which the completeness check compares against.
+Which records a day's snapshot reads, and which day an event counts for. The window of recon day D is
+[D 00:00 - lookback, D+1 00:00 + late) by record timestamp (``ReconSettings.snapshot_window``); everything read
+lands, and the day an event counts for is its business time (``event_ts``, e.g. ``completed_at``), never the
+record's. The minutes before midnight cover events whose business time runs ahead of their record's (the
+ledger's clock may lead its producer's by up to ``domain.ledger.MAX_CLOCK_SKEW_MS``). The minutes after it
+cover the day's events appended after midnight (producer lag, a retry) and what became of holds open at the
+cut-off (their capture or void), so the tie-out can report those holds as open at the cut-off. Consecutive
+days' windows overlap, so every offset is read by one snapshot or the next; an event met twice lands once.
+
+A late record — an event of D appended after D's window closed — is not in D's reconciliation: the next
+day's snapshot lands it, and counts it in ``late`` (landed now, business time before the window's day).
+
+Landing is idempotent: an event id lands once per topic (the first copy read wins), so re-running a day, an
+overlap, or a record repeated by an at-least-once producer never counts twice. Every message read is
+validated against its contract (``Topic.decode``); invalid ones go to ``raw_rejects``. Every offset read is
+recorded in ``raw_offsets`` (landed / duplicate / rejected) and the range read per partition in
+``meta_topic_offsets``, which the completeness check compares against.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -24,13 +39,14 @@ from typing import Any
 
 import duckdb
 import polars as pl
+from confluent_kafka import Consumer, KafkaError, TopicPartition
 from pydantic import ValidationError
 
 from contracts import topics as t
 from domain.timeconv import to_ms
 from streams.settings import get_settings
 
-# The topics the warehouse snapshots, and the field that identifies one event on each.
+# The topics the warehouse snapshots (the registry's, consumed by Component.WAREHOUSE).
 SNAPSHOT_TOPICS: tuple[t.Topic, ...] = (
     t.ENERGY_TRADES,
     t.ENERGY_SETTLEMENTS,
@@ -42,17 +58,16 @@ SNAPSHOT_TOPICS: tuple[t.Topic, ...] = (
     t.PAYOUT_RESULTS,
     t.AUDIT_RECORDS,
 )
-EVENT_ID_FIELD: dict[str, str] = {
-    t.ENERGY_TRADES.name: "trade_id",
-    t.ENERGY_SETTLEMENTS.name: "trade_id",
-    t.LEDGER_TRANSFERS.name: "transfer_id",
-    t.FX_RATES.name: "quote_id",
-    t.BRIDGE_SETTLEMENTS_COMPLETED.name: "request_id",
-    t.BRIDGE_SETTLEMENTS_FAILED.name: "request_id",
-    t.PAYOUT_REQUESTS.name: "payout_id",
-    t.PAYOUT_RESULTS.name: "payout_id",
-    t.AUDIT_RECORDS.name: "audit_id",
-}
+
+
+def _event_id_field(topic: t.Topic) -> str:
+    """The value field that identifies one event: the registry's identity of the topic (one field here)."""
+    (wire_name,) = topic.identity
+    fields = topic.value_type.model_fields
+    return next(name for name, info in fields.items() if wire_name in (name, info.alias))
+
+
+EVENT_ID_FIELD: dict[str, str] = {topic.name: _event_id_field(topic) for topic in SNAPSHOT_TOPICS}
 _TIME_FIELDS = (
     "completed_at",
     "failed_at",
@@ -72,6 +87,7 @@ class SourceRecord:
     partition: int
     offset: int
     value: bytes | str
+    timestamp_ms: int | None = None  # the record's Kafka timestamp, where there is one
 
 
 @dataclass
@@ -80,6 +96,8 @@ class LoadStats:
     landed: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     duplicates: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     rejected: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    late: dict[str, int] = field(default_factory=lambda: defaultdict(int))  # landed after their day's window closed
+    batch_seconds: list[float] = field(default_factory=list)  # validate + land, per batch
 
     def merge(self, other: LoadStats) -> None:
         for mine, theirs in (
@@ -87,9 +105,11 @@ class LoadStats:
             (self.landed, other.landed),
             (self.duplicates, other.duplicates),
             (self.rejected, other.rejected),
+            (self.late, other.late),
         ):
             for k, v in theirs.items():
                 mine[k] += v
+        self.batch_seconds += other.batch_seconds
 
     def as_dict(self) -> dict[str, dict[str, int]]:
         return {
@@ -97,6 +117,7 @@ class LoadStats:
             "landed": dict(self.landed),
             "duplicates": dict(self.duplicates),
             "rejected": dict(self.rejected),
+            "late": dict(self.late),
         }
 
 
@@ -112,8 +133,11 @@ def land_records(
     con: duckdb.DuckDBPyConnection,
     records: Iterable[SourceRecord],
     bounds: dict[tuple[str, int], tuple[int, int]] | None = None,
+    late_minutes: int | None = None,
 ) -> LoadStats:
-    """Validate and land; re-landing the same records changes nothing. ``bounds``: (low, high) read per partition."""
+    """Validate and land; re-landing the same records changes nothing. ``bounds``: (low, high) read per partition;
+    ``late_minutes``: an event whose record was stamped this long or more after its business day ended is late
+    (its day's window had closed)."""
     stats = LoadStats()
     batch: list[SourceRecord] = []
     seen_bounds: dict[tuple[str, int], list[int]] = {}
@@ -123,10 +147,10 @@ def land_records(
         lo_hi[0], lo_hi[1] = min(lo_hi[0], rec.offset), max(lo_hi[1], rec.offset + 1)
         batch.append(rec)
         if len(batch) >= BATCH_SIZE:
-            stats.merge(_land_batch(con, batch))
+            stats.merge(_land_batch(con, batch, late_minutes))
             batch = []
     if batch:
-        stats.merge(_land_batch(con, batch))
+        stats.merge(_land_batch(con, batch, late_minutes))
     merged = {k: (v[0], v[1]) for k, v in seen_bounds.items()}
     merged.update(bounds or {})
     _record_offsets(con, merged)
@@ -140,6 +164,7 @@ _EVENT_SCHEMA: dict[str, Any] = {
     "offset": pl.Int64,
     "event_ts": pl.Datetime("us", "UTC"),
     "payload": pl.String,
+    "record_ms": pl.Int64,
 }
 _OFFSET_SCHEMA: dict[str, Any] = {"topic": pl.String, "partition": pl.Int32, "offset": pl.Int64, "event_id": pl.String}
 _REJECT_SCHEMA: dict[str, Any] = {
@@ -151,23 +176,28 @@ _REJECT_SCHEMA: dict[str, Any] = {
 }
 
 
-def _land_batch(con: duckdb.DuckDBPyConnection, batch: Sequence[SourceRecord]) -> LoadStats:
+def _land_batch(con: duckdb.DuckDBPyConnection, batch: Sequence[SourceRecord], late_minutes: int | None) -> LoadStats:
+    started = time.perf_counter()
     stats = LoadStats()
     ev, off, rej = _decode_batch(batch, stats)
+    ev = ev.with_columns(late=_late(late_minutes))
     now = datetime.now(UTC)
     inserted = _insert_batch(con, ev, off, rej, now)
     if ev.height:
-        for topic_name, n in _landed_by_topic(con, ev, now):
+        for topic_name, n, late in _landed_by_topic(con, ev, now):
             stats.landed[topic_name] += n
+            if late:
+                stats.late[topic_name] += late
         for topic_name, n in ev.group_by("topic").len().iter_rows():
             stats.duplicates[topic_name] += n - stats.landed.get(topic_name, 0)
     assert sum(stats.landed.values()) == inserted, (stats.landed, inserted)
+    stats.batch_seconds.append(time.perf_counter() - started)
     return stats
 
 
 def _decode_batch(batch: Sequence[SourceRecord], stats: LoadStats) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
     """Events, offsets (every record's, with its event id or none) and rejects; counts read and rejected."""
-    events: list[tuple[str, str, int, int, datetime, str]] = []
+    events: list[tuple[str, str, int, int, datetime, str, int | None]] = []
     offsets: list[tuple[str, int, int, str | None]] = []
     rejects: list[tuple[str, int, int, str, str]] = []
     for rec in batch:
@@ -177,7 +207,7 @@ def _decode_batch(batch: Sequence[SourceRecord], stats: LoadStats) -> tuple[pl.D
         try:
             value = topic.decode(raw)
             event_id = str(getattr(value, EVENT_ID_FIELD[rec.topic]))
-            events.append((rec.topic, event_id, rec.partition, rec.offset, event_time(value), raw))
+            events.append((rec.topic, event_id, rec.partition, rec.offset, event_time(value), raw, rec.timestamp_ms))
             offsets.append((rec.topic, rec.partition, rec.offset, event_id))
         except (ValidationError, ValueError) as exc:
             reason = str(exc).splitlines()
@@ -234,12 +264,21 @@ def _insert_batch(
     return int(after[0] - before[0])
 
 
-def _landed_by_topic(con: duckdb.DuckDBPyConnection, ev: pl.DataFrame, now: datetime) -> list[tuple[str, int]]:
-    con.register("ev_keys", ev.select("topic", "event_id", "partition", "offset"))
+def _late(late_minutes: int | None) -> pl.Expr:
+    """Stamped at or after the close of its business day's window (the day's end plus ``late_minutes``)."""
+    if late_minutes is None:
+        return pl.lit(False)
+    closes = pl.col("event_ts").dt.truncate("1d").dt.offset_by(f"1d{late_minutes}m").dt.epoch("ms")
+    return pl.col("record_ms").fill_null(-1) >= closes
+
+
+def _landed_by_topic(con: duckdb.DuckDBPyConnection, ev: pl.DataFrame, now: datetime) -> list[tuple[str, int, int]]:
+    """Per topic: the events of this batch this load added, and how many of them are late."""
+    con.register("ev_keys", ev.select("topic", "event_id", "partition", "offset", "late"))
     try:
         rows = con.execute(
             """
-            SELECT r.topic, count(*) FROM raw_events r
+            SELECT r.topic, count(*), count(*) FILTER (WHERE k.late) FROM raw_events r
             JOIN ev_keys k ON k.topic = r.topic AND k.event_id = r.event_id
                           AND k."partition" = r."partition" AND k."offset" = r."offset"
             WHERE r.loaded_at = $now GROUP BY r.topic
@@ -248,7 +287,7 @@ def _landed_by_topic(con: duckdb.DuckDBPyConnection, ev: pl.DataFrame, now: date
         ).fetchall()
     finally:
         con.unregister("ev_keys")
-    return [(str(a), int(b)) for a, b in rows]
+    return [(str(a), int(b), int(c)) for a, b, c in rows]
 
 
 def _record_offsets(con: duckdb.DuckDBPyConnection, bounds: dict[tuple[str, int], tuple[int, int]]) -> None:
@@ -300,8 +339,8 @@ def load_jsonl_day(con: duckdb.DuckDBPyConnection, inbox_dir: Path, day: date) -
     folder = Path(inbox_dir) / day.isoformat()
     if not folder.is_dir():
         raise FileNotFoundError(
-            f"no topic export for {day} in {folder}; run the exporter (or the seeded generator)"
-            " or set NEXUS_RECON_SNAPSHOT_SOURCE=kafka"
+            f"no topic export for {day} in {folder}: JSONL exports are seeded data (python -m devtools.recon_demo"
+            " seed); the platform's own records are read from Kafka (NEXUS_RECON_SNAPSHOT_SOURCE=kafka, the default)"
         )
     return land_records(con, jsonl_records(inbox_dir, day))
 
@@ -322,63 +361,61 @@ def load_kafka_window(
     consumer_factory: ConsumerFactory | None = None,
     timeout_s: float = 30.0,
     poll_timeout_s: float = 1.0,
+    late_minutes: int | None = None,
 ) -> LoadStats:
-    """Consume [start, end) by record timestamp from every partition of ``topics`` and land it."""
-    from confluent_kafka import TopicPartition  # imported here: the Airflow venv may not have it
-
-    if consumer_factory is None:
-        from confluent_kafka import Consumer
-
-        consumer_factory = Consumer
+    """Read [start, end) by record timestamp from every partition of ``topics`` and land it (see the module's
+    docstring for the window of a recon day). No offset is committed: the window, not a group position, says
+    what is read, so a re-run reads the same records."""
     if bootstrap_servers is None:
         bootstrap_servers = get_settings().bootstrap_servers
-    consumer = consumer_factory(
+    consumer = (consumer_factory or Consumer)(
         {
             "bootstrap.servers": bootstrap_servers,
             "group.id": group_id,
             "enable.auto.commit": False,
             "auto.offset.reset": "earliest",
-            "enable.partition.eof": False,
+            "enable.partition.eof": True,
         }
     )
     try:
-        bounds = _assign_window(consumer, TopicPartition, topics, (start, end), bootstrap_servers, timeout_s)
-        return land_records(con, _window_records(consumer, bounds, timeout_s, poll_timeout_s), bounds)
+        bounds = _assign_window(consumer, topics, (start, end), bootstrap_servers, timeout_s)
+        records = _window_records(consumer, bounds, timeout_s, poll_timeout_s)
+        return land_records(con, records, bounds, late_minutes)
     finally:
         consumer.close()
 
 
 def _assign_window(
     consumer: Any,
-    topic_partition: Any,  # confluent_kafka.TopicPartition, imported by the caller
     topics: Sequence[t.Topic],
     window: tuple[datetime, datetime],
     bootstrap_servers: str,
     timeout_s: float,
 ) -> dict[tuple[str, int], tuple[int, int]]:
-    """Assign every partition with records in the window at its first one; returns (first, stop) per partition."""
+    """Assign every partition with records in the window at its first one; returns (first, stop) per partition:
+    the first offset stamped at or after the window's start, and the first at or after its end (the high-water
+    mark when there is none yet: the window reads what exists)."""
     start, end = window
     meta = consumer.list_topics(timeout=timeout_s)
-    start_ms, end_ms = to_ms(start), to_ms(end)
     wanted = []
     for topic in topics:
         if topic.name not in meta.topics:
             raise RuntimeError(
                 f"topic {topic.name} does not exist on {bootstrap_servers}; create the registry's"
-                " topics first (python -m streams ... create-topics)"
+                " topics first (`nexus topics`)"
             )
-        wanted += [(topic.name, p) for p in meta.topics[topic.name].partitions]
-    starts = consumer.offsets_for_times([topic_partition(n, p, start_ms) for n, p in wanted], timeout=timeout_s)
-    ends = consumer.offsets_for_times([topic_partition(n, p, end_ms) for n, p in wanted], timeout=timeout_s)
+        wanted += [(topic.name, p) for p in sorted(meta.topics[topic.name].partitions)]
+    starts = consumer.offsets_for_times([TopicPartition(n, p, to_ms(start)) for n, p in wanted], timeout=timeout_s)
+    ends = consumer.offsets_for_times([TopicPartition(n, p, to_ms(end)) for n, p in wanted], timeout=timeout_s)
     bounds: dict[tuple[str, int], tuple[int, int]] = {}
     assign = []
     for s_tp, e_tp in zip(starts, ends, strict=True):
-        _low, high = consumer.get_watermark_offsets(topic_partition(s_tp.topic, s_tp.partition), timeout=timeout_s)
+        _low, high = consumer.get_watermark_offsets(TopicPartition(s_tp.topic, s_tp.partition), timeout=timeout_s)
         first = s_tp.offset if s_tp.offset >= 0 else high
         stop = e_tp.offset if e_tp.offset >= 0 else high
         bounds[(s_tp.topic, s_tp.partition)] = (first, stop)
         if first < stop:
-            assign.append(topic_partition(s_tp.topic, s_tp.partition, first))
+            assign.append(TopicPartition(s_tp.topic, s_tp.partition, first))
     consumer.assign(assign)
     return bounds
 
@@ -386,26 +423,33 @@ def _assign_window(
 def _window_records(
     consumer: Any, bounds: dict[tuple[str, int], tuple[int, int]], timeout_s: float, poll_timeout_s: float
 ) -> Iterator[SourceRecord]:
-    """The assigned partitions' records before each one's stop offset; ends when every partition reached it."""
+    """The assigned partitions' records before each one's stop offset; a partition is paused once it reaches its
+    stop (or the end of its log), and the read ends when every one has."""
     remaining = {key for key, (first, stop) in bounds.items() if first < stop}
-    idle_since = datetime.now(UTC)
+    idle_since = time.monotonic()
     while remaining:
-        msg = consumer.poll(poll_timeout_s)
-        if msg is None:
-            if (datetime.now(UTC) - idle_since).total_seconds() > timeout_s:
+        msgs = consumer.consume(BATCH_SIZE, timeout=poll_timeout_s)
+        if not msgs:
+            if time.monotonic() - idle_since > timeout_s:
                 raise TimeoutError(
                     f"no messages for {timeout_s}s while partitions {sorted(remaining)} "
                     "had not reached the window end; is the broker reachable?"
                 )
             continue
-        idle_since = datetime.now(UTC)
-        if msg.error():
-            raise RuntimeError(f"Kafka error on {msg.topic()}[{msg.partition()}]: {msg.error()}")
-        topic_name, partition, offset = msg.topic(), msg.partition(), msg.offset()
-        assert topic_name is not None and partition is not None and offset is not None
-        key = (str(topic_name), int(partition))
-        stop = bounds[key][1]
-        if offset < stop:
-            yield SourceRecord(key[0], key[1], offset, msg.value() or b"")
-        if offset >= stop - 1:
-            remaining.discard(key)
+        idle_since = time.monotonic()
+        done = []
+        for msg in msgs:
+            key = (str(msg.topic()), int(msg.partition()))
+            error = msg.error()
+            if error is not None and error.code() != KafkaError._PARTITION_EOF:
+                raise RuntimeError(f"Kafka error on {key[0]}[{key[1]}]: {error}")
+            if key not in remaining:
+                continue
+            stop = bounds[key][1]
+            if error is None and msg.offset() < stop:
+                yield SourceRecord(key[0], key[1], msg.offset(), msg.value() or b"", msg.timestamp()[1])
+            if error is not None or msg.offset() >= stop - 1:  # at the log's end, nothing before stop is left
+                remaining.discard(key)
+                done.append(TopicPartition(*key))
+        if done:
+            consumer.pause(done)

@@ -40,7 +40,7 @@ STATE_TABLES = (
 def seed(
     home: Path, days: int = 3, per_day: int = 1200, breaks: int = 60, seed_value: int = 11, **cfg: Any
 ) -> tuple[SeededPeriod, ReconSettings]:
-    settings = ReconSettings(home=home, alert_on_critical=False, wait_for_schedule=False)
+    settings = ReconSettings(home=home, snapshot_source="jsonl", alert_on_critical=False, wait_for_schedule=False)
     period = generate_period(
         seed_value, FIRST_DAY, days, GeneratorConfig(settlements_per_day=per_day, breaks_per_class=breaks, **cfg)
     )

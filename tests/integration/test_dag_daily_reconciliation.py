@@ -1,6 +1,7 @@
 """The Airflow DAG: integrity (DagBag) and real `airflow dags test` runs against a SQLite metadata DB.
 
-Airflow lives in .venv-airflow, so both run there as subprocesses; the SMTP server is a real local aiosmtpd.
+Airflow lives in .venv-airflow, so both run there as subprocesses; the steps run in the platform's interpreter
+(``@task.external_python``), the snapshot reads a real broker, the SMTP server is a real local aiosmtpd.
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 import itertools
 import json
 import shutil
+import sqlite3
 import subprocess
 from datetime import timedelta
 from pathlib import Path
@@ -16,6 +18,7 @@ from typing import Any
 import pytest
 
 from tests.integration.recon_fixtures import seed, smtp_server, table_digests
+from tests.integration.recon_kafka import backdated_broker, event_rows, produce
 from warehouse.airflow_dev import AIRFLOW_VENV, DAG_ID, REPO, airflow_env, dags_test, last_run_state, migrate
 from warehouse.db import connect
 
@@ -66,6 +69,8 @@ def test_dag_integrity() -> None:
         "report",
     ]
     assert set(tasks) == set(chain)
+    steps = {task for task in chain if not task.startswith("wait_for_")}
+    assert {tasks[task]["type"] for task in steps} == {"_PythonExternalDecoratedOperator"}
     for upstream, task in itertools.pairwise(chain):
         assert tasks[task]["upstream"] == [upstream], task
     assert tasks["snapshot"]["retries"] == 2 and tasks["variance"]["retries"] == 2
@@ -79,15 +84,18 @@ def _run(date: str, env: dict[str, str]) -> None:
 
 
 @pytest.mark.slow
-def test_dags_test_is_idempotent_and_ages_exceptions(tmp_path: Path) -> None:
+def test_dags_test_reads_kafka_is_idempotent_and_ages_exceptions(tmp_path: Path) -> None:
     period, settings = seed(tmp_path / "recon", days=2, per_day=250, breaks=14, seed_value=21)
+    shutil.rmtree(settings.inbox)  # the topics' records are in Kafka only
     airflow_home = REPO / ".local" / "airflow" / "dags-test"
     shutil.rmtree(airflow_home, ignore_errors=True)
-    with smtp_server() as (port, inbox):
+    with backdated_broker(tmp_path / "kafka") as bootstrap, smtp_server() as (port, inbox):
+        produce(bootstrap, event_rows(period.events))
         env = airflow_env(
             airflow_home,
             {
                 "NEXUS_RECON_HOME": str(settings.home),
+                "NEXUS_RECON_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
                 "NEXUS_RECON_SMTP_HOST": "127.0.0.1",
                 "NEXUS_RECON_SMTP_PORT": str(port),
                 "NEXUS_RECON_ALERT_ON_CRITICAL": "false",
@@ -96,6 +104,9 @@ def test_dags_test_is_idempotent_and_ages_exceptions(tmp_path: Path) -> None:
         migrate(env)
         d1, d2 = period.days
         _run(d2.isoformat(), env)  # logical date 11-02 reconciles 11-01
+        snapshot = _xcom(env, "snapshot")
+        assert snapshot["source"] == "kafka" and snapshot["rejected"] == {} and snapshot["late"] == {}
+        assert sum(snapshot["landed"].values()) > 250
         first = table_digests(settings.warehouse_path)
         open_after_d1 = _open_ages(settings.warehouse_path)
         assert len(inbox.pdf_attachments()) == 1
@@ -112,6 +123,19 @@ def test_dags_test_is_idempotent_and_ages_exceptions(tmp_path: Path) -> None:
     assert name1 == f"recon-{d1}.pdf"
     assert name2 == f"recon-{d2}.pdf" and pdf2.startswith(b"%PDF") and pdf1 != pdf2
     assert (settings.archive / f"{d2:%Y}" / f"{d2:%m}" / name2).read_bytes() == pdf2
+
+
+def _xcom(env: dict[str, str], task_id: str) -> dict[str, Any]:
+    """The return value of ``task_id`` in the newest run (the metadata DB keeps it as JSON)."""
+    with sqlite3.connect(Path(env["AIRFLOW_HOME"]) / "airflow.db") as con:
+        row = con.execute(
+            "SELECT value FROM xcom WHERE dag_id = ? AND task_id = ? AND key = 'return_value'"
+            " ORDER BY dag_run_id DESC LIMIT 1",
+            (DAG_ID, task_id),
+        ).fetchone()
+    assert row is not None, f"no return value of {task_id}"
+    value: dict[str, Any] = json.loads(row[0])
+    return value
 
 
 def _open_ages(path: Path) -> dict[str, Any]:

@@ -106,6 +106,9 @@ class _Msg:
     def value(self) -> bytes:
         return self._value
 
+    def timestamp(self) -> tuple[int, int]:  # (TIMESTAMP_CREATE_TIME, ms): message i is stamped AT + 30 min * i
+        return 1, int((AT + timedelta(minutes=30 * self._offset)).timestamp() * 1000)
+
     def error(self) -> None:
         return None
 
@@ -146,8 +149,13 @@ class _FakeConsumer:
             msg for tp in tps for msg in self.msgs if msg.partition() == tp.partition and msg.offset() >= tp.offset
         ]
 
-    def poll(self, timeout: float) -> _Msg | None:
-        return self.queue.pop(0) if self.queue else None
+    def consume(self, num_messages: int, timeout: float) -> list[_Msg]:
+        out, self.queue = self.queue[:num_messages], self.queue[num_messages:]
+        return out
+
+    def pause(self, tps: list[Any]) -> None:
+        paused = {(tp.topic, tp.partition) for tp in tps}
+        self.queue = [msg for msg in self.queue if (msg.topic(), msg.partition()) not in paused]
 
     def close(self) -> None:
         pass
