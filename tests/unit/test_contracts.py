@@ -116,7 +116,7 @@ def test_rates_are_exact_decimal_strings() -> None:
 
 
 def test_audit_record_has_spec_shape() -> None:
-    record = build(  # the example's details: 1000 K-AUS settled at 0.15
+    record = build(  # the example's details: 1000 K-AUS settled at 0.1500
         m.AuditRecord,
         timestamp=datetime(2026, 1, 23, 10, 30, 45, 123000, tzinfo=timezone(timedelta(hours=9))),
         actor=m.AuditActor(user_id="USER-1", ip="203.0.113.7"),
@@ -125,7 +125,7 @@ def test_audit_record_has_spec_shape() -> None:
     assert set(wire) >= {"auditId", "timestamp", "transactionId", "action", "actor", "details", "signature"}
     assert set(wire["actor"]) == {"userId", "ip", "userAgent"}
     assert wire["details"]["kausAmount"] == "1000.000000"
-    assert wire["details"]["exchangeRate"] == "0.15"
+    assert wire["details"]["exchangeRate"] == "0.1500"
     assert wire["timestamp"].startswith("2026-01-23T01:30:45.123")
 
 
