@@ -383,7 +383,7 @@ class Reconciliation:
     error: str = ""
 
     def run(self) -> None:
-        from warehouse.demo import run_demo  # Great Expectations loads slowly: not on the demo's start path
+        from devtools.recon_demo import run_demo  # Great Expectations loads slowly: not on the demo's start path
 
         try:  # a console that is not a terminal: no spinner competing with the live view
             self.figures = run_demo(Console(file=io.StringIO()), home=self.settings.data_dir / "recon-demo")

@@ -1,13 +1,15 @@
 """Run the reconciliation DAG locally with a real Airflow (SQLite metadata DB under .local/airflow).
 
 Airflow lives in its own venv (.venv-airflow; croniter conflicts with the platform venv), so this helper
-only builds the environment and calls that venv's ``airflow`` CLI:
+only builds the environment and calls that venv's ``airflow`` CLI; the DAG's steps run in the platform venv
+(``@task.external_python``, see dags/daily_reconciliation.py):
 
-    .venv/bin/python -m warehouse.airflow_dev seed --date 2026-11-01 --days 2     # optional seeded data
     .venv/bin/python -m warehouse.airflow_dev test --date 2026-11-02              # migrate + dags test
 
-``--date`` is the Airflow logical date; the run reconciles the day before it. The SMTP server named by
-NEXUS_RECON_SMTP_HOST/PORT must accept mail (e.g. ``python -m aiosmtpd -n -l 127.0.0.1:8025``).
+``--date`` is the Airflow logical date; the run reconciles the day before it, from the platform's topics on
+NEXUS_RECON_KAFKA_BOOTSTRAP_SERVERS (default: the platform's Kafka). Seeded data instead, for a try without a
+platform: ``python -m devtools.recon_demo seed --date 2026-11-01`` and NEXUS_RECON_SNAPSHOT_SOURCE=jsonl. The
+SMTP server named by NEXUS_RECON_SMTP_HOST/PORT must accept mail (e.g. ``python -m aiosmtpd -n -l 127.0.0.1:8025``).
 """
 
 from __future__ import annotations
@@ -18,8 +20,6 @@ import sqlite3
 import subprocess
 import sys
 from pathlib import Path
-
-from warehouse.cli import main as cli_main
 
 REPO = Path(__file__).resolve().parents[1]
 AIRFLOW_VENV = REPO / ".venv-airflow"
@@ -84,12 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     t = sub.add_parser("test", help="airflow db migrate + dags test for one logical date")
     t.add_argument("--date", required=True)
     t.add_argument("--airflow-home", type=Path, default=DEFAULT_HOME)
-    s = sub.add_parser("seed", help="seeded topic exports and statements into NEXUS_RECON_HOME")
-    s.add_argument("--date", required=True)
-    s.add_argument("--days", type=int, default=2)
     args = ap.parse_args(argv)
-    if args.cmd == "seed":
-        return cli_main(["seed", "--date", args.date, "--days", str(args.days)])
     env = airflow_env(args.airflow_home)
     try:
         migrate(env)

@@ -6,7 +6,9 @@
     python -m warehouse.cli exceptions approve S:BR-20261101-000467 --reason "provider confirmed late booking"
     python -m warehouse.cli exceptions correct  L:STRIPE:2026-11-01:po_x --reason "refund booked as ADJ-77"
     python -m warehouse.cli exceptions write-off S:PO-20261101-000466 --reason "below materiality, CFO ok"
-    python -m warehouse.cli seed --date 2026-11-01 --days 2      (seeded data for a local try)
+
+The day's records come from the platform's topics (Kafka, the default); seeded data for a local try without a
+platform: ``python -m devtools.recon_demo seed --date 2026-11-01`` and NEXUS_RECON_SNAPSHOT_SOURCE=jsonl.
 
 Every review action needs --reason and is recorded with the actor (--actor, default $USER) as an audit record.
 """
@@ -28,7 +30,6 @@ from domain.variance_rules import ExceptionState, InvalidTransition
 from warehouse import pipeline
 from warehouse.db import query, warehouse
 from warehouse.exceptions import ExceptionNotFound, act, list_exceptions
-from warehouse.generator import GeneratorConfig, generate_period
 from warehouse.settings import get_recon_settings
 
 console = Console()
@@ -48,12 +49,6 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the whole reconciliation for one recon day, in process")
     run.add_argument("--date", type=_date, required=True)
     run.add_argument("--no-email", action="store_true", help="render and archive the report but do not mail it")
-    seed = sub.add_parser("seed", help="write seeded topic exports and provider statements")
-    seed.add_argument("--date", type=_date, required=True, help="first day")
-    seed.add_argument("--days", type=int, default=2)
-    seed.add_argument("--per-day", type=int, default=400)
-    seed.add_argument("--breaks", type=int, default=10, help="injected breaks per class over the period")
-    seed.add_argument("--seed", type=int, default=7)
     exc = sub.add_parser("exceptions", help="review the exception queue")
     esub = exc.add_subparsers(dest="action", required=True)
     ls = esub.add_parser("list")
@@ -166,26 +161,11 @@ def _exceptions(args: argparse.Namespace) -> int:
         return 0
 
 
-def _seed(args: argparse.Namespace) -> int:
-    s = get_recon_settings()
-    period = generate_period(
-        args.seed, args.date, args.days, GeneratorConfig(settlements_per_day=args.per_day, breaks_per_class=args.breaks)
-    )
-    period.write(s.inbox, s.statements)
-    console.print(
-        f"seeded {period.settlements} settlements over {args.days} day(s) into {s.inbox} and "
-        f"{s.statements} ({len(period.truth)} injected breaks)"
-    )
-    return 0
-
-
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "run":
             return _run(args.date, not args.no_email)
-        if args.command == "seed":
-            return _seed(args)
         return _exceptions(args)
     except (FileNotFoundError, RuntimeError) as exc:
         err.print(f"[red]error:[/] {exc}")

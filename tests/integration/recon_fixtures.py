@@ -14,8 +14,8 @@ from email.message import Message
 from pathlib import Path
 from typing import Any
 
+from devtools.recon_data import GeneratorConfig, SeededPeriod, generate_period
 from warehouse.db import connect
-from warehouse.generator import GeneratorConfig, SeededPeriod, generate_period
 from warehouse.settings import ReconSettings
 
 FIRST_DAY = date(2026, 11, 1)

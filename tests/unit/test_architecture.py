@@ -112,6 +112,22 @@ def test_production_never_imports_the_dev_tools(package: str) -> None:
     assert {name: found for name, found in offenders.items() if found} == {}
 
 
+SEEDED_DATA = "devtools.recon_data"  # the seeded reconciliation data: tests, benchmarks and the demo only
+
+
+def test_production_never_imports_the_seeded_reconciliation_data() -> None:
+    files = module_files()
+    assert SEEDED_DATA in imported_names("devtools.recon_demo", files["devtools.recon_demo"])  # the check sees it
+    importers = {
+        name
+        for name, path in files.items()
+        if name.split(".")[0] in PRODUCTION
+        and any(target == SEEDED_DATA or target.startswith(SEEDED_DATA + ".") for target in imported_names(name, path))
+    }
+    assert importers == set()
+    assert "warehouse.generator" not in files  # it lives in devtools/ only
+
+
 def test_the_functional_core_imports_only_the_standard_library() -> None:
     files = module_files()
     foreign = {}

@@ -11,9 +11,9 @@ from pydantic import BaseModel
 
 from contracts import models as m
 from contracts import topics as t
+from devtools.recon_data import GeneratorConfig, generate_period
 from domain.ledger import Leg, SettlementKind
 from warehouse.db import connect, query
-from warehouse.generator import GeneratorConfig, generate_period
 from warehouse.snapshot_loader import SourceRecord, land_records
 from warehouse.sqlrunner import build_models, init_schema
 

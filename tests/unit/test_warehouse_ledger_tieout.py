@@ -250,7 +250,7 @@ def test_a_capture_whose_settlement_comes_after_the_cut_off_is_in_flight(platfor
 
 
 def test_the_generated_day_ties_out_as_the_services_write_it(con: Any) -> None:
-    from warehouse.generator import GeneratorConfig, generate_period
+    from devtools.recon_data import GeneratorConfig, generate_period
 
     day = date(2026, 11, 1)
     config = GeneratorConfig(settlements_per_day=60, breaks_per_class=1, batches_per_day=1, trades_per_day=40)

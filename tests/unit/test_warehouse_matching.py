@@ -12,8 +12,8 @@ import pytest
 
 from contracts import models as m
 from contracts import topics as t
+from devtools.recon_data import GeneratorConfig, generate_period
 from domain.variance_rules import BreakClass, InternalSettlement, PriorMatches, ProviderLine, Tolerances
-from warehouse.generator import GeneratorConfig, generate_period
 from warehouse.matching import (
     lines_frame,
     match_duckdb,
