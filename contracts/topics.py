@@ -452,7 +452,7 @@ FX_RATES = Topic(
     "quote",
     "FX quotes from NEXUS_INTERNAL, BLOOMBERG and REUTERS; keyed by quote currency.",
     upstream=True,
-    retention_ms=DAY_MS,
+    retention_ms=3 * DAY_MS,  # the 01:00 reconciliation of day D reads back to D-1 23:55: keep D's quotes past D+1
     producers=(Component.UPSTREAM,),
     consumers=(Component.BRIDGE, Component.MONITORING, Component.WAREHOUSE),
     dedup_key=("quote_id",),

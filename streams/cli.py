@@ -299,10 +299,10 @@ def cmd_schemas(args: argparse.Namespace) -> int:
 
 
 def warehouse_argv(command: str, rest: Sequence[str]) -> list[str]:
-    """`nexus recon [run|seed] ...` and `nexus exceptions ...` as warehouse.cli arguments."""
+    """`nexus recon [run] ...` and `nexus exceptions ...` as warehouse.cli arguments."""
     if command == "exceptions":
         return ["exceptions", *rest]
-    if rest and rest[0] in ("run", "seed"):
+    if rest and rest[0] == "run":
         return list(rest)
     return ["run", *rest]
 
@@ -362,7 +362,7 @@ Run the daily reconciliation for one day, in process (warehouse.cli run): snapsh
 data quality, variance analysis, exception review, report. Arguments go to warehouse.cli unchanged:
 
   nexus recon --date 2026-11-01 [--no-email]          = python -m warehouse.cli run --date ...
-  nexus recon seed --date 2026-11-01 [--days 2] ...   = python -m warehouse.cli seed ... (seeded local data)
+  python -m devtools.recon_demo seed --date 2026-11-01 [--days 2]   seeded test data (a dev tool, not nexus)
   nexus recon run --help                              the full options
 """
 
