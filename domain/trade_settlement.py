@@ -34,12 +34,13 @@ Rules (all integer; nothing is ever rounded away, remainders are carried):
 * Dividends (spec §2.3 ``dividendSource: ENERGY_NODE | STAKING``): holders are
   registered with a source and an integer weight (energy-node capacity,
   staked amount...). ``declare_dividends(declaration_id, now_ms)`` distributes
-  the whole available ``sys:dividends`` pool pro rata:
+  the whole available ``sys:dividends`` pool pro rata (``domain.dividends``):
   ``amount_i = floor(pool * weight_i / Σ weights)``; the remainder stays in the
-  pool for the next declaration. Each payout is a ``DividendDeclared`` event
-  that auto-payout rules consume. Declaration is a separate, explicit step
-  (per epoch, by the shell's schedule) so a trade costs a fixed number of legs
-  however many holders there are.
+  pool for the next declaration. An epoch declaration may pass the staking
+  vault's weights and the sources' shares of the pool instead. Each payout
+  is a ``DividendDeclared`` event that auto-payout rules consume. Declaration
+  is a separate, explicit step (per epoch, by the shell's schedule) so a trade
+  costs a fixed number of legs however many holders there are.
 
 A settlement that fails (e.g. the buyer's available balance is short) changes
 nothing, carries included, and can be retried with the same trade later.
@@ -52,11 +53,12 @@ nanoseconds (e.g. ``time.perf_counter_ns``) and reports per-phase timings.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, NamedTuple
 
+from domain.dividends import allocate, allocate_by_source
 from domain.ledger import (
     MAX_BATCH,
     Asset,
@@ -538,29 +540,44 @@ class TradeSettler:
 
     # -- dividends --
 
-    def declare_dividends(self, declaration_id: str, now_ms: int) -> DividendDeclaration:
-        """Distribute the available dividend pool pro rata to the registered weights."""
+    def declare_dividends(
+        self,
+        declaration_id: str,
+        now_ms: int,
+        *,
+        staking_weights: Mapping[str, int] | None = None,
+        source_shares_bps: Mapping[str, int] | None = None,
+    ) -> DividendDeclaration:
+        """Distribute the available dividend pool pro rata (``domain.dividends``); the floors stay in the pool.
+
+        Defaults: the registered weights in one weight space. An epoch declaration passes the staking
+        vault's weights over the epoch (they replace the registered STAKING weights for this declaration)
+        and the sources' shares of the pool (``dividends.allocate_by_source``).
+        """
         prior = self._declarations.get(declaration_id)
         if prior is not None:
             return self._declaration(declaration_id, prior, replayed=True)
         assert 0 < len(declaration_id) <= 100, "declaration id too long to derive transfer ids from"
         ledger = self._ledger
         pool = ledger.available(SYS_DIVIDENDS)
-        holders = sorted(self._weights.items())  # (source, account) order: deterministic
-        total_weight = sum(weight for _, weight in holders)
+        weights = dict(self._weights)
+        if staking_weights is not None:
+            weights = {k: w for k, w in weights.items() if k[0] is not DividendSource.STAKING}
+            weights.update(((DividendSource.STAKING, a), w) for a, w in staking_weights.items() if w > 0)
+            if len(weights) > MAX_DIVIDEND_HOLDERS:
+                raise ValueError(f"at most {MAX_DIVIDEND_HOLDERS} dividend holders per declaration")
+        holders = sorted(weights.items())  # (source, account) order: deterministic
+        if source_shares_bps is None:
+            allocation = allocate(pool, holders)
+        else:
+            allocation = allocate_by_source(pool, holders, source_shares_bps)
         payouts: list[tuple[str, DividendSource, int, int]] = []
         legs: list[LedgerCommand] = []
-        if pool and total_weight:
-            for (source, account_id), weight in holders:
-                amount = pool * weight // total_weight
-                if amount:
-                    ledger.open_account(account_id, Asset.KAUS)
-                    transfer_id = f"{declaration_id}/{len(legs)}"
-                    legs.append(
-                        LedgerTransfer(transfer_id, SYS_DIVIDENDS, account_id, amount, f"dividend.{source.value}")
-                    )
-                    payouts.append((account_id, source, weight, amount))
-        assert sum(p[3] for p in payouts) <= pool
+        for (source, account_id), weight, amount in allocation.shares:
+            ledger.open_account(account_id, Asset.KAUS)
+            transfer_id = f"{declaration_id}/{len(legs)}"
+            legs.append(LedgerTransfer(transfer_id, SYS_DIVIDENDS, account_id, amount, f"dividend.{source.value}"))
+            payouts.append((account_id, source, weight, amount))
         if legs:
             batch = ledger.apply_batch(legs, now_ms)
             if not batch.ok:
@@ -577,7 +594,7 @@ class TradeSettler:
                     False,
                 )
             assert not batch.replayed
-        declared = _Declared(pool, total_weight, now_ms, tuple(payouts))
+        declared = _Declared(pool, allocation.total_weight, now_ms, tuple(payouts))
         self._declarations[declaration_id] = declared
         return self._declaration(declaration_id, declared, replayed=False)
 
