@@ -32,7 +32,7 @@ import polars as pl
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from domain.variance_rules import BreakClass, Tolerances  # noqa: E402
+from domain.variance_rules import MATCHING_BREAKS, Tolerances  # noqa: E402
 from warehouse.matching import RATE_DTYPE, match_polars, run_match_sql  # noqa: E402
 
 DAY = datetime(2026, 11, 1, tzinfo=UTC)
@@ -55,7 +55,7 @@ BASE_RATE_E10 = {
     "KRW": 2_035_000_000_000,
 }
 FX_PLACES = {"WISE": 6, "ALIPAY": 8}
-CLASSES = [c.value for c in BreakClass]
+CLASSES = [c.value for c in MATCHING_BREAKS]
 
 
 def _ids(prefix: str, n: int, offset: int = 0) -> pl.Expr:

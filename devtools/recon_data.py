@@ -32,7 +32,7 @@ from domain.bridge import BridgeConfig, bridge_tx_id_for
 from domain.ledger import Leg, SettlementKind
 from domain.money import KAUS_UNITS_PER_TOKEN, MINOR_UNIT_EXPONENT, Currency
 from domain.timeconv import to_ms
-from domain.variance_rules import BreakClass, Tolerances
+from domain.variance_rules import MATCHING_BREAKS, BreakClass, Tolerances
 from warehouse.provider_statements import FORMATS, StatementLine, assign_line_ids, write_statement
 
 BASE_RATES: dict[Currency, Decimal] = {
@@ -316,8 +316,8 @@ class _PeriodBuilder:
             self.lines.append(_Line(route[1], line))
 
     def breaks(self, day: date, day_end: datetime, per_class: int, timing: int) -> None:
-        """Injected breaks: ``per_class`` of every class but timing, which gets ``timing``."""
-        for cls in BreakClass:
+        """Injected breaks: ``per_class`` of every class matching finds but timing, which gets ``timing``."""
+        for cls in MATCHING_BREAKS:
             for _ in range(timing if cls is BreakClass.TIMING else per_class):
                 route: Any = self.rng.choice(self.fx_routes) if cls is BreakClass.FX_VARIANCE else None
                 if cls is BreakClass.MISSING_INTERNALLY:

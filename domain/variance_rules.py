@@ -33,6 +33,11 @@ side is expected in the next statement, so no exception yet; otherwise MISSING_A
 MISSING_INTERNALLY (a line). A line that points at a settlement already matched on an earlier day is a
 DUPLICATE.
 
+One class comes from the platform's own ledger, not from matching (``LEDGER_BREAKS``): CAPTURE_REFUSED, a card
+payment the provider paid out whose K-AUS capture the ledger refused (the bridge records it with an audit
+record): the merchant was paid, the payer was not debited and owes the K-AUS. Its exception has its own key
+(``K:<settlement>``), so the settlement's provider match neither hides nor resolves it; finance must act.
+
 Money is integer minor units; rates are Decimal; time is timezone-aware UTC.
 """
 
@@ -54,6 +59,13 @@ class BreakClass(StrEnum):
     FX_VARIANCE = "fx_variance"
     DUPLICATE = "duplicate"
     TIMING = "timing"
+    CAPTURE_REFUSED = "capture_refused"  # ledger side: paid out, the payer's capture refused (he owes the K-AUS)
+
+
+# Classes found by comparing the ledger with the settlements, not by matching provider lines.
+LEDGER_BREAKS: frozenset[BreakClass] = frozenset({BreakClass.CAPTURE_REFUSED})
+# Classes the matching of settlements with provider lines (``reconcile``) can raise.
+MATCHING_BREAKS: tuple[BreakClass, ...] = tuple(c for c in BreakClass if c not in LEDGER_BREAKS)
 
 
 class MatchTier(StrEnum):
@@ -469,10 +481,13 @@ def _ratio(num: int, den: int) -> Decimal:
 
 
 def compute_metrics(results: Iterable[ReconResult], audited_settlements: int, total_settlements: int) -> ReconMetrics:
+    """A settlement counts as matched automatically when it is paired without a break and has no other break
+    (e.g. its provider line ties but its ledger capture was refused)."""
     rows = list(results)
     decided_settlements = {r.settlement_id for r in rows if r.settlement_id and r.outcome is not Outcome.PENDING}
-    matched = {r.settlement_id for r in rows if r.settlement_id and r.outcome is Outcome.MATCHED}
     breaks = [r for r in rows if r.outcome is Outcome.BREAK]
+    broken = {r.settlement_id for r in breaks if r.settlement_id}
+    matched = {r.settlement_id for r in rows if r.settlement_id and r.outcome is Outcome.MATCHED} - broken
     items = len({r.key for r in rows if r.outcome is not Outcome.PENDING})
     by_class: dict[BreakClass, int] = dict.fromkeys(BreakClass, 0)
     for r in breaks:
@@ -527,5 +542,8 @@ def age_days(opened_on: date, as_of: date) -> int:
 
 
 def exception_key(result: ReconResult) -> str:
-    """Stable identity of the item an exception is about (settlement first, else the line)."""
+    """Stable identity of the item an exception is about: a ledger break's settlement (``K:``), else the
+    settlement (``S:``), else the line (``L:``)."""
+    if result.break_class in LEDGER_BREAKS:
+        return f"K:{result.settlement_id}"
     return f"S:{result.settlement_id}" if result.settlement_id else f"L:{result.line_id}"

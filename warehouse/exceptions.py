@@ -6,6 +6,9 @@ provider yesterday, matched late today = timing), auto-resolves ones whose item 
 rest. People act through the CLI (:func:`act`). Every change writes a row to ``recon_exception_actions`` with
 an ``AuditRecord`` in the spec §7.2 shape.
 
+A ledger break (class capture_refused: the payer owes K-AUS) is never auto-resolved by a provider match; a
+person closes it once finance has acted.
+
 System actions are stamped with the recon day's review time (04:00 UTC the next day), not the wall clock,
 so re-running a day writes the same rows again and changes nothing.
 """
@@ -22,7 +25,7 @@ import polars as pl
 
 from contracts.models import AuditActor, AuditDetails, AuditRecord
 from domain.money import Currency, Money
-from domain.variance_rules import ExceptionState, InvalidTransition, transition
+from domain.variance_rules import LEDGER_BREAKS, ExceptionState, InvalidTransition, transition
 from warehouse.db import query
 
 SYSTEM_ACTOR = "recon-bot"
@@ -100,14 +103,22 @@ class ReviewSummary:
     oldest_age_days: int
 
 
-def sync_exceptions(con: duckdb.DuckDBPyConnection, day: date) -> ReviewSummary:
-    at = review_time(day)
-    results = query(con, "SELECT * FROM recon_results WHERE recon_date = $d", {"d": day})
-    breaks = results.filter(pl.col("outcome") == "break").with_columns(
-        exception_id=pl.when(pl.col("settlement_id").is_not_null())
+def exception_ids() -> pl.Expr:
+    """``domain.variance_rules.exception_key`` over a frame of results: K:<settlement> for a ledger break (its
+    provider match neither hides nor resolves it), else S:<settlement>, else L:<line>."""
+    return (
+        pl.when(pl.col("break_class").is_in(sorted(c.value for c in LEDGER_BREAKS)))
+        .then(pl.lit("K:") + pl.col("settlement_id"))
+        .when(pl.col("settlement_id").is_not_null())
         .then(pl.lit("S:") + pl.col("settlement_id"))
         .otherwise(pl.lit("L:") + pl.col("line_id"))
     )
+
+
+def sync_exceptions(con: duckdb.DuckDBPyConnection, day: date) -> ReviewSummary:
+    at = review_time(day)
+    results = query(con, "SELECT * FROM recon_results WHERE recon_date = $d", {"d": day})
+    breaks = results.filter(pl.col("outcome") == "break").with_columns(exception_id=exception_ids())
     existing = {r["exception_id"]: r for r in query(con, "SELECT * FROM recon_exceptions").iter_rows(named=True)}
     opened = reclassified = resolved = 0
     con.execute("BEGIN")

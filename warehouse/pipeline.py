@@ -15,11 +15,11 @@ from typing import Any
 
 import polars as pl
 
-from domain.variance_rules import ReconMetrics, compute_metrics
+from domain.variance_rules import LEDGER_BREAKS, BreakClass, MatchTier, Outcome, ReconMetrics, compute_metrics
 from streams.settings import get_settings
 from warehouse import exceptions as exc_queue
 from warehouse import quality
-from warehouse.db import query, run_sql_file, warehouse
+from warehouse.db import publish, query, run_sql_file, warehouse
 from warehouse.matching import RESULT_SCHEMA, match_duckdb, match_polars, results_from_frame
 from warehouse.provider_sync import sync_statements
 from warehouse.report import ReportData, archive, render_pdf, send_email, sha256
@@ -71,10 +71,13 @@ def snapshot(day: date, settings: ReconSettings | None = None) -> dict[str, Any]
 
 
 def provider_sync(day: date, settings: ReconSettings | None = None) -> dict[str, Any]:
+    """Each provider's report for the day, through its report API or from its statement file
+    (``settings.provider_report_source``); the API clients' settings are the bridge's (``NEXUS_PROVIDER_*``)."""
     s = _settings(settings)
+    source = s.provider_report_source
     with warehouse(s.warehouse_path) as con:
-        imports = sync_statements(con, s.statements, day)
-    return {"recon_date": day.isoformat(), "statements": [i.__dict__ for i in imports]}
+        imports = sync_statements(con, s.statements, day, source)
+    return {"recon_date": day.isoformat(), "source": source, "statements": [i.__dict__ for i in imports]}
 
 
 # --------------------------------------------------------------------------- data quality gate
@@ -84,7 +87,7 @@ def data_quality(day: date, settings: ReconSettings | None = None, alert_client:
     s = _settings(settings)
     with warehouse(s.warehouse_path) as con:
         build_models(con)
-        results = quality.run_checks(con, day)
+        results = quality.run_checks(con, day, cutoff_grace=s.tolerances().cutoff_grace)
         quality.store_results(con, day, results)
     url = s.alertmanager_url
     if url is None and s.alert_on_critical:
@@ -103,7 +106,11 @@ def data_quality(day: date, settings: ReconSettings | None = None, alert_client:
 def variance(day: date, settings: ReconSettings | None = None) -> dict[str, Any]:
     s = _settings(settings)
     tol = s.tolerances()
-    params = {"recon_date": day, "carry_start": day - timedelta(days=s.carry_forward_days)}
+    params = {
+        "recon_date": day,
+        "carry_start": day - timedelta(days=s.carry_forward_days),
+        "ledger_breaks": sorted(c.value for c in LEDGER_BREAKS),
+    }
     _, window_end = day_bounds(day)
     with warehouse(s.warehouse_path) as con:
         settlements = run_sql_file(con, "recon/inputs_settlements.sql", params)
@@ -116,6 +123,8 @@ def variance(day: date, settings: ReconSettings | None = None) -> dict[str, Any]
         else:
             results = match_polars(settlements, lines, tol, window_end, prior)
         elapsed = _time.perf_counter() - started
+        ledger = _ledger_breaks(con, day, results.schema)
+        results = pl.concat([results, ledger])
         enriched = _with_provider_and_currency(results, settlements, lines, day)
         audit = con.execute(
             "SELECT count(*) FILTER (WHERE has_audit), count(*) FROM fct_settlements"
@@ -134,11 +143,25 @@ def variance(day: date, settings: ReconSettings | None = None) -> dict[str, Any]
         "auto_matched": metrics.auto_matched,
         "exceptions": metrics.exceptions,
         "pending": metrics.pending,
+        "ledger_breaks": ledger.height,
         "automatic_match_rate": str(metrics.automatic_match_rate),
         "exception_rate": str(metrics.exception_rate),
         "audit_trail_coverage": str(metrics.audit_trail_coverage),
         "breaks_by_class": {str(k): v for k, v in metrics.breaks_by_class.items()},
     }
+
+
+def _ledger_breaks(con: Any, day: date, schema: pl.Schema) -> pl.DataFrame:
+    """The day's ledger breaks (``sql/recon/inputs_ledger_breaks.sql``) as result rows of the engines' schema."""
+    params = {
+        "recon_date": day,
+        "tier": MatchTier.NONE.value,
+        "outcome": Outcome.BREAK.value,
+        "break_class": BreakClass.CAPTURE_REFUSED.value,
+    }
+    rows = run_sql_file(con, "recon/inputs_ledger_breaks.sql", params)
+    assert rows is not None
+    return rows.select([pl.col(name).cast(dtype) for name, dtype in schema.items()])
 
 
 def _with_provider_and_currency(
@@ -156,7 +179,7 @@ def _with_provider_and_currency(
             provider=pl.coalesce("s_provider", "l_provider"), currency=pl.coalesce("s_currency", "l_currency")
         )
         .select(pl.lit(day).alias("recon_date"), *RESULT_SCHEMA, "provider", "currency")
-        .unique(subset=["settlement_id", "line_id"], keep="first")
+        .unique(subset=["settlement_id", "line_id", "break_class"], keep="first")
         .sort(["settlement_id", "line_id"], nulls_last=True)
     )
 
@@ -238,6 +261,7 @@ def report_data(con: Any, day: date, s: ReconSettings) -> ReportData:
         con, "SELECT * FROM dq_results WHERE recon_date = $d ORDER BY suite, expectation, target", {"d": day}
     ).to_dicts()
     hours = daily.get("avg_resolution_hours")
+    ledger, holds = _ledger_report(con, day, s)
     return ReportData(
         recon_date=day,
         run=runs[0],
@@ -250,7 +274,29 @@ def report_data(con: Any, day: date, s: ReconSettings) -> ReportData:
         dq=dq,
         engine=runs[0]["engine"],
         tolerances=", ".join(f"{k}={v}" for k, v in json.loads(runs[0]["tolerances"]).items()),
+        ledger=ledger,
+        open_holds=holds,
     )
+
+
+def _ledger_report(con: Any, day: date, s: ReconSettings) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The day's ledger tie-out per currency as of its cut-off (what the critical check saw, plus what it reports
+    without breaking: holds open, movements in flight, captures refused) and the oldest holds open then."""
+    _, cutoff = day_bounds(day)
+    tie = query(
+        con,
+        "SELECT currency, CAST(sum(COLUMNS(* EXCLUDE (day, currency))) AS BIGINT)"
+        " FROM mart_ledger_tieout_as_of($cutoff, $grace) WHERE day = $d OR currency = 'UNKNOWN'"
+        " GROUP BY currency ORDER BY currency = 'UNKNOWN', currency",
+        {"cutoff": cutoff, "grace": s.tolerances().cutoff_grace, "d": day},
+    )
+    holds = query(
+        con,
+        "SELECT hold_id, settlement_kind, settlement_ref, held_kaus_units, placed_at"
+        " FROM mart_ledger_open_holds_as_of($cutoff) ORDER BY placed_at, hold_id LIMIT 10",
+        {"cutoff": cutoff},
+    )
+    return tie.to_dicts(), holds.to_dicts()
 
 
 def report(day: date, settings: ReconSettings | None = None, send: bool = True) -> dict[str, Any]:
@@ -286,6 +332,7 @@ def report(day: date, settings: ReconSettings | None = None, send: bool = True) 
                 {"d": day, "h": digest, "p": str(pdf), "a": str(archived), "to": s.report_to, "at": datetime.now(UTC)},
             )
             sent = True
+    published = publish(s.warehouse_path)  # readers' copy (warehouse/db.py says why)
     return {
         "recon_date": day.isoformat(),
         "pdf": str(pdf),
@@ -294,6 +341,7 @@ def report(day: date, settings: ReconSettings | None = None, send: bool = True) 
         "emailed": sent,
         "already_sent": bool(already),
         "summary": summary,
+        "published": str(published),
     }
 
 

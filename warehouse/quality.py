@@ -7,11 +7,12 @@ Suites (critical unless noted):
 * ``settlements`` — the day's fct_settlements: unique non-null ids, known currencies and rails, amounts and fees
   >= 0, a settlement time.
 * ``provider_lines`` — the day's statement lines: unique line ids, known providers and currencies, amounts and
-  fees >= 0, a provider reference; and every provider delivered its statement.
+  fees >= 0, a provider reference; and every provider delivered its report (an empty one counts).
 * ``ledger_tieout`` — as of the day's cut-off, K-AUS moved by the ledger = K-AUS in the settlements per currency
   and day, leg by leg (linked by the movements' typed reference: ``sql/marts/mart_ledger_tieout.sql``), and no
   orphan movement. Movements in flight at the cut-off (within the cut-off grace, settlement not yet recorded) and
-  holds still open are reported in the mart, not counted as breaks.
+  holds still open are reported in the mart and the report, not counted as breaks; a capture the ledger refused
+  after payout is a ledger break in the exception queue (class capture_refused), not a failure here.
 * ``audit_coverage`` (warning) — every settlement has an audit record (spec §6.2 target 100%).
 
 A critical failure raises :class:`CriticalDataQualityError` after posting an alert to Alertmanager, so the DAG
@@ -41,7 +42,7 @@ log = logging.getLogger(__name__)
 CURRENCIES = sorted([c.value for c in Currency] + ["KAUS"])
 RAILS = sorted([r.value for r in Rail] + [f"PAYOUT_{p.value}" for p in Provider] + ["KAUS_LEDGER"])
 PROVIDERS = sorted(p.value for p in Provider)
-# Providers that publish a settlement statement (PayPay and PayFort have no feed yet).
+# Providers whose report is expected every day (an empty report is a delivery: no payouts that day).
 STATEMENT_PROVIDERS = sorted(p.value for p in FORMATS)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import shutil
 import smtplib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
 from email.message import EmailMessage
@@ -53,6 +53,11 @@ class ReportData:
     dq: list[dict[str, Any]]  # suite, expectation, target, success, critical
     engine: str
     tolerances: str
+    # Ledger tie-out as of the cut-off (mart_ledger_tieout_as_of): per currency settlements, settlement_kaus_units,
+    # ledger_kaus_units, difference_kaus_units, in_flight_movements, in_flight_kaus_units, open_holds,
+    # open_hold_kaus_units, capture_refused, capture_refused_kaus_units.
+    ledger: list[dict[str, Any]] = field(default_factory=list)
+    open_holds: list[dict[str, Any]] = field(default_factory=list)  # the oldest holds open at the cut-off
 
 
 def _fmt_amount(minor: int | None, currency: str) -> str:
@@ -207,6 +212,7 @@ def render_pdf(data: ReportData, path: Path) -> Path:
     ]
     by_class = [["Break class", "Count"]] + [[c.value, f"{data.breaks_by_class.get(c.value, 0):,}"] for c in BreakClass]
     story += [_table(by_class, [70 * mm, 30 * mm]), _trend_chart(data.trend)]
+    story += _ledger_section(data, h2, small)
     story.append(Paragraph("Oldest open exceptions", h2))
     story.append(_table(_queue_rows(data), [72 * mm, 32 * mm, 18 * mm, 38 * mm, 14 * mm], text_cols=3))
     story.append(Paragraph("Data quality (Great Expectations)", h2))
@@ -241,6 +247,50 @@ def render_pdf(data: ReportData, path: Path) -> Path:
     )
     doc.build(story)
     return path
+
+
+def _kaus(units: int) -> str:
+    return _fmt_amount(int(units), "KAUS")
+
+
+def _ledger_section(data: ReportData, h2: ParagraphStyle, small: ParagraphStyle) -> list[Any]:
+    """K-AUS moved by the ledger vs K-AUS in the settlements, and what is reported without being a break: holds
+    open at the cut-off (reserved, nothing moved), movements in flight (their settlement recorded after the
+    cut-off) and captures refused after payout (exceptions: the payer owes the K-AUS)."""
+    if not data.ledger:
+        return []
+    rows = [["Currency", "Settlements", "Settlements K-AUS", "Ledger K-AUS", "Difference"]]
+    rows += [
+        [r["currency"], f"{r['settlements']:,}", _kaus(r["settlement_kaus_units"]), _kaus(r["ledger_kaus_units"]),
+         _kaus(r["difference_kaus_units"])]
+        for r in data.ledger
+        if r["settlements"]
+    ]  # fmt: skip
+    total = {k: sum(int(r[k]) for r in data.ledger) for k in data.ledger[0] if k not in ("day", "currency")}
+    notes = [
+        f"Open holds at the cut-off: {total['open_holds']:,}, {_kaus(total['open_hold_kaus_units'])} K-AUS "
+        "reserved, nothing moved yet",
+        f"Movements in flight: {total['in_flight_movements']:,}, {_kaus(total['in_flight_kaus_units'])} K-AUS "
+        "whose settlement was recorded after the cut-off",
+        f"Captures refused after payout: {total['capture_refused']:,}, "
+        f"{_kaus(total['capture_refused_kaus_units'])} K-AUS owed by payers (exceptions, class capture_refused)",
+    ]
+    out: list[Any] = [
+        Paragraph("Ledger tie-out (K-AUS, as of the cut-off)", h2),
+        _table(rows, [24 * mm, 26 * mm, 38 * mm, 38 * mm, 30 * mm]),
+        Spacer(1, 2 * mm),
+        Paragraph("Reported beside the tie-out, not tie-out breaks:", small),
+        *(Paragraph(note, small) for note in notes),
+    ]
+    if data.open_holds:
+        holds = [["Open hold", "Transaction", "K-AUS held", "Placed (UTC)"]]
+        holds += [
+            [h["hold_id"], f"{h['settlement_kind'] or '-'} {h['settlement_ref'] or ''}", _kaus(h["held_kaus_units"]),
+             f"{h['placed_at']:%m-%d %H:%M:%S}"]
+            for h in data.open_holds
+        ]  # fmt: skip
+        out += [Spacer(1, 2 * mm), _table(holds, [56 * mm, 62 * mm, 26 * mm, 22 * mm], text_cols=2)]
+    return out
 
 
 def _totals_rows(data: ReportData) -> list[list[str]]:

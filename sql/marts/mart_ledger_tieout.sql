@@ -6,7 +6,8 @@
 --        mart_ledger_tieout: the same over everything landed.
 -- columns: day, currency, settlements, settlement_kaus_units, ledger_kaus_units, difference_kaus_units,
 --          settlements_not_tied, settlements_without_ledger, orphan_ledger_movements, orphan_kaus_units,
---          in_flight_movements, in_flight_kaus_units, open_holds, open_hold_kaus_units
+--          in_flight_movements, in_flight_kaus_units, open_holds, open_hold_kaus_units, capture_refused,
+--          capture_refused_kaus_units
 -- rule: K-AUS moved by the ledger vs K-AUS in the settlements, leg by leg, linked by the movements' typed
 --       reference (kind + id + leg). A card payment's kaus_debited_units = its CAPTURE, cashback = CASHBACK,
 --       ecosystem bonus = BONUS; a trade's notional = PAYMENT, fee = FEE; a payout's K-AUS = PAYOUT. The
@@ -17,18 +18,25 @@
 --       orphan_ledger_movements = 0 (K-AUS moved without a reference, or for a trade / card payment / payout with
 --       no completed settlement). Reported, not breaks: movements whose settlement is not recorded yet but
 --       which happened within `grace` before the cut-off (in flight), and holds open at the cut-off.
+--       A card payment whose capture the ledger refused after payout (mart_capture_refused) is expected to have
+--       moved no CAPTURE: counted in capture_refused / capture_refused_kaus_units (the K-AUS its payer owes), a
+--       ledger break raised in the exception queue (class capture_refused), not a tie-out failure.
 CREATE OR REPLACE MACRO mart_ledger_tieout_as_of(cutoff, grace) AS TABLE
 WITH expected AS (
-    SELECT 'CARD_PAYMENT' AS settlement_kind, bridge_tx_id AS settlement_ref, currency, settled_at,
+    SELECT 'CARD_PAYMENT' AS settlement_kind, b.bridge_tx_id AS settlement_ref, b.currency, b.settled_at,
            unnest(['CAPTURE', 'CASHBACK', 'BONUS']) AS leg,
-           unnest([kaus_units, cashback_kaus_units, bonus_kaus_units]) AS units
-    FROM stg_bridge_settlements WHERE status = 'completed' AND settled_at <= cutoff
+           unnest([CASE WHEN c.settlement_id IS NULL THEN b.kaus_units ELSE 0 END, b.cashback_kaus_units,
+                   b.bonus_kaus_units]) AS units,
+           c.settlement_id IS NOT NULL AS refused, coalesce(c.kaus_owed_units, 0) AS owed_units
+    FROM stg_bridge_settlements b
+    LEFT JOIN mart_capture_refused c ON c.settlement_id = b.settlement_id
+    WHERE b.status = 'completed' AND b.settled_at <= cutoff
     UNION ALL
     SELECT 'TRADE', trade_id, 'KAUS', settled_at, unnest(['PAYMENT', 'FEE']),
-           unnest([notional_kaus_units, fee_kaus_units])
+           unnest([notional_kaus_units, fee_kaus_units]), false, 0
     FROM stg_trade_settlements WHERE status = 'completed' AND settled_at <= cutoff
     UNION ALL
-    SELECT 'PAYOUT', settlement_id, currency, settled_at, 'PAYOUT', kaus_units
+    SELECT 'PAYOUT', settlement_id, currency, settled_at, 'PAYOUT', kaus_units, false, 0
     FROM stg_payouts WHERE status = 'completed' AND settled_at <= cutoff
 ), moved AS (
     SELECT settlement_kind, settlement_ref, leg, sum(amount_units) AS units, count(*) AS movements,
@@ -42,7 +50,7 @@ WITH expected AS (
            sum(e.units) AS settlement_units,
            sum(coalesce(m.units, 0)) AS ledger_units,
            count(*) FILTER (WHERE e.units <> coalesce(m.units, 0)) AS legs_not_tied,
-           count(m.leg) AS legs_moved
+           count(m.leg) AS legs_moved, bool_or(e.refused) AS refused, max(e.owed_units) AS owed_units
     FROM expected e
     LEFT JOIN moved m USING (settlement_kind, settlement_ref, leg)
     GROUP BY e.settlement_kind, e.settlement_ref
@@ -58,16 +66,18 @@ WITH expected AS (
     SELECT CAST(placed_at AS DATE) AS day, held_kaus_units FROM mart_ledger_open_holds_as_of(cutoff)
 ), rows AS (
     SELECT day, currency, 1 AS settlements, settlement_units, ledger_units,
-           CAST(legs_not_tied > 0 AS INTEGER) AS not_tied, CAST(legs_moved = 0 AS INTEGER) AS without_ledger,
-           0 AS orphans, 0 AS orphan_units, 0 AS in_flight, 0 AS in_flight_units, 0 AS holds, 0 AS hold_units
+           CAST(legs_not_tied > 0 AS INTEGER) AS not_tied,
+           CAST(legs_moved = 0 AND NOT refused AS INTEGER) AS without_ledger,
+           0 AS orphans, 0 AS orphan_units, 0 AS in_flight, 0 AS in_flight_units, 0 AS holds, 0 AS hold_units,
+           CAST(refused AS INTEGER) AS refused, owed_units
     FROM settled
     UNION ALL
     SELECT day, 'UNKNOWN', 0, 0, 0, 0, 0,
            CASE WHEN in_flight THEN 0 ELSE movements END, CASE WHEN in_flight THEN 0 ELSE units END,
-           CASE WHEN in_flight THEN movements ELSE 0 END, CASE WHEN in_flight THEN units ELSE 0 END, 0, 0
+           CASE WHEN in_flight THEN movements ELSE 0 END, CASE WHEN in_flight THEN units ELSE 0 END, 0, 0, 0, 0
     FROM unsettled
     UNION ALL
-    SELECT day, 'UNKNOWN', 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, held_kaus_units FROM open_holds
+    SELECT day, 'UNKNOWN', 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, held_kaus_units, 0, 0 FROM open_holds
 )
 SELECT day, currency,
        CAST(sum(settlements) AS BIGINT)                          AS settlements,
@@ -81,7 +91,9 @@ SELECT day, currency,
        CAST(sum(in_flight) AS BIGINT)                            AS in_flight_movements,
        CAST(sum(in_flight_units) AS BIGINT)                      AS in_flight_kaus_units,
        CAST(sum(holds) AS BIGINT)                                AS open_holds,
-       CAST(sum(hold_units) AS BIGINT)                           AS open_hold_kaus_units
+       CAST(sum(hold_units) AS BIGINT)                           AS open_hold_kaus_units,
+       CAST(sum(refused) AS BIGINT)                              AS capture_refused,
+       CAST(sum(owed_units) AS BIGINT)                           AS capture_refused_kaus_units
 FROM rows
 GROUP BY day, currency;
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import re
 import socket
 import threading
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -59,6 +62,15 @@ def table_digests(path: Path) -> dict[str, str]:
         return out
     finally:
         con.close()
+
+
+def pdf_text(pdf: bytes) -> str:
+    """The text a report PDF shows, one drawn string per line (reportlab's streams: ASCII85 over Flate)."""
+    shown: list[str] = []
+    for stream in re.findall(rb"stream\r?\n(.*?)endstream", pdf, re.S):
+        data = zlib.decompress(base64.a85decode(stream.strip().removesuffix(b"~>")))
+        shown += [s.decode("latin-1") for s in re.findall(rb"\((.*?)(?<!\\)\) Tj", data)]
+    return "\n".join(re.sub(r"\\([()\\])", r"\1", s) for s in shown)
 
 
 def free_port() -> int:

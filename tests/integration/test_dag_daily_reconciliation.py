@@ -96,6 +96,7 @@ def test_dags_test_reads_kafka_is_idempotent_and_ages_exceptions(tmp_path: Path)
             {
                 "NEXUS_RECON_HOME": str(settings.home),
                 "NEXUS_RECON_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+                "NEXUS_RECON_PROVIDER_SOURCE": "files",  # the seeded statements; no provider APIs here
                 "NEXUS_RECON_SMTP_HOST": "127.0.0.1",
                 "NEXUS_RECON_SMTP_PORT": str(port),
                 "NEXUS_RECON_ALERT_ON_CRITICAL": "false",

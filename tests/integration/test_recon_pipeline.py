@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from contracts.models import AuditRecord
-from domain.variance_rules import BreakClass
+from domain.variance_rules import MATCHING_BREAKS
 from tests.integration.recon_fixtures import seed, smtp_server, table_digests
 from warehouse import pipeline
 from warehouse.db import connect, query, warehouse
@@ -46,7 +46,7 @@ def test_every_injected_break_is_found_and_classified(reconciled: dict[str, Any]
     period, settings = reconciled["period"], reconciled["settings"]
     truth = {k: v.value for k, v in period.truth.items()}
     counts = Counter(truth.values())
-    assert set(counts) == {c.value for c in BreakClass} and min(counts.values()) >= 50, counts
+    assert set(counts) == {c.value for c in MATCHING_BREAKS} and min(counts.values()) >= 50, counts
     found = _open(settings)
     wrong = {k: (found.get(k), v) for k, v in truth.items() if found.get(k) != v}
     assert not wrong, f"{len(wrong)} injected breaks missed or misclassified, e.g. {list(wrong.items())[:5]}"

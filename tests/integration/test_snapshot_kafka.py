@@ -154,7 +154,9 @@ def test_a_day_is_read_by_record_timestamp_and_counts_by_business_time(broker: d
 
 def test_the_same_day_reconciles_alike_from_kafka_and_from_its_export(broker: dict[str, Any]) -> None:
     period, jsonl = broker["period"], broker["jsonl"]
-    kafka = _kafka_settings(broker, "alike").model_copy(update={"statements_dir": jsonl.statements})
+    kafka = _kafka_settings(broker, "alike").model_copy(
+        update={"statements_dir": jsonl.statements, "provider_source": "files"}
+    )
     day = period.days[0]
     out = {}
     for settings in (jsonl, kafka):

@@ -13,7 +13,14 @@ import pytest
 from contracts import models as m
 from contracts import topics as t
 from devtools.recon_data import GeneratorConfig, generate_period
-from domain.variance_rules import BreakClass, InternalSettlement, PriorMatches, ProviderLine, Tolerances
+from domain.variance_rules import (
+    MATCHING_BREAKS,
+    BreakClass,
+    InternalSettlement,
+    PriorMatches,
+    ProviderLine,
+    Tolerances,
+)
 from warehouse.matching import (
     lines_frame,
     match_duckdb,
@@ -119,7 +126,7 @@ def test_engines_match_pure_rules_on_seeded_day(con: duckdb.DuckDBPyConnection) 
     tiers = set(ref["tier"].to_list())
     assert {"reference", "tolerance", "many_to_one", "none"} <= tiers
     classes = set(ref["break_class"].drop_nulls().to_list())
-    assert {c.value for c in BreakClass} - {BreakClass.TIMING.value} <= classes  # every class a day can show
+    assert {c.value for c in MATCHING_BREAKS} - {BreakClass.TIMING.value} <= classes  # every class a day can show
 
 
 def _adversarial(seed: int) -> tuple[list[InternalSettlement], list[ProviderLine], PriorMatches]:
