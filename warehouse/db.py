@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -36,6 +37,40 @@ def warehouse(path: Path | str, *, read_only: bool = False) -> Iterator[duckdb.D
         yield con
     finally:
         con.close()
+
+
+def published_path(path: Path | str) -> Path:
+    """Where :func:`publish` puts the readers' copy of the warehouse at ``path``: ``<stem>.published.duckdb``."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}.published{path.suffix}")
+
+
+def publish(path: Path | str) -> Path:
+    """Copy the warehouse for readers (analysts, BI tools) and swap it in for the previous copy by rename.
+
+    DuckDB lets one process write a file or many read it, never both: a reader holding the warehouse itself
+    would lock the nightly run out, and a run holding it locks readers out. Readers open this copy instead; a
+    reader that has it open keeps the copy it opened (the rename does not touch it), the next open sees the new
+    one. The copy is taken through a read-only connection, so no writer can change the file meanwhile.
+    """
+    src = Path(path)
+    dst = published_path(src)
+    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
+    tmp.unlink(missing_ok=True)
+    con = connect(src, read_only=True)
+    try:
+        (name,) = con.execute("SELECT current_database()").fetchall()[0]
+        quoted = str(tmp).replace("'", "''")
+        con.execute(f"ATTACH '{quoted}' AS published_copy (READ_WRITE)")
+        con.execute(f'COPY FROM DATABASE "{name}" TO published_copy')
+        con.execute("DETACH published_copy")
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    finally:
+        con.close()
+    os.replace(tmp, dst)
+    return dst
 
 
 def query(con: duckdb.DuckDBPyConnection, sql: str, params: Mapping[str, Any] | None = None) -> pl.DataFrame:
