@@ -60,6 +60,7 @@ class BridgeDemo:
     index: str = ""
     error: str = ""
     stopping: threading.Event = field(default_factory=threading.Event)
+    feed_stopped: threading.Event = field(default_factory=threading.Event)  # no more payments; answers still read
     _sim: Any = None
     _threads: list[threading.Thread] = field(default_factory=list)
 
@@ -109,7 +110,7 @@ class BridgeDemo:
             )
         next_fx = 0.0
         for payment in payments:
-            if self.stopping.is_set():
+            if self.stopping.is_set() or self.feed_stopped.is_set():
                 break
             if time.monotonic() >= next_fx:
                 for quote in fx_quotes(FX_DAY, 0, datetime.now(UTC)):
@@ -128,7 +129,7 @@ class BridgeDemo:
                     )
                     self.results["duplicates sent"] += 1
             producer.poll(0)
-            self.stopping.wait(1 / PAYMENTS_PER_S)
+            self.feed_stopped.wait(1 / PAYMENTS_PER_S)
         producer.flush(10)
 
     def _watch(self) -> None:
@@ -203,8 +204,20 @@ class BridgeDemo:
             table.add_row("latest", line)
         return table
 
+    @property
+    def sim(self) -> Any:
+        """The running ProviderSimProcess (its report APIs and statement files), None before start."""
+        return self._sim
+
+    def stop_feed(self) -> None:
+        """No more card payments; the answers to those sent are still read."""
+        self.feed_stopped.set()
+        if self._threads:
+            self._threads[0].join(timeout=10)
+
     def stop(self) -> None:
         self.stopping.set()
+        self.feed_stopped.set()
         for thread in self._threads:
             thread.join(timeout=10)
         if self._sim is not None:

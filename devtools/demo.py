@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import io
 import os
 import signal
 import subprocess
@@ -37,6 +36,7 @@ from rich.table import Table
 
 from contracts import models as m
 from contracts.topics import (
+    BRIDGE_SETTLEMENTS_COMPLETED,
     ENERGY_ORDER_EVENTS,
     ENERGY_ORDERS,
     ENERGY_PRICES,
@@ -47,10 +47,11 @@ from contracts.topics import (
     PLATFORM_DEADLETTERS,
     TOPICS,
 )
-from devtools.alerting_demo import MonitoringStack, produce_incident, stop_monitoring
+from devtools.alerting_demo import MonitoringStack, incident, stop_monitoring
 from devtools.bridge_demo import BridgeDemo
 from devtools.order_flow import demo_accounts, demo_markets, generate_orders
 from devtools.provider_sim.launcher import ProviderSimProcess
+from devtools.recon_demo import TodaysReconciliation
 from domain.money import kaus_to_decimal
 from infra.http_serving import url_host
 from infra.kafka.broker import LocalKafka, ensure_jars
@@ -160,6 +161,8 @@ def stop_pid_file(pid_path: Path, timeout_s: float = 20.0) -> bool:
         return False
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
+        with contextlib.suppress(ChildProcessError):  # our own child exits as a zombie, "running" until reaped
+            os.waitpid(pid, os.WNOHANG)
         try:
             os.killpg(pid, 0)
         except ProcessLookupError:
@@ -371,44 +374,20 @@ class Observed:
         return Group(flow, prices, movers, letters, *extra)
 
 
-# ------------------------------------------------------------------------ reconciliation
+# ------------------------------------------------------------------------ alerting incident
 
 
-@dataclass
-class Reconciliation:
-    """The nightly reconciliation of a seeded day (DuckDB + Polars + GX + PDF), run beside the stream."""
-
-    settings: Settings
-    figures: dict[str, Any] = field(default_factory=dict)
-    error: str = ""
-
-    def run(self) -> None:
-        from devtools.recon_demo import run_demo  # Great Expectations loads slowly: not on the demo's start path
-
-        try:  # a console that is not a terminal: no spinner competing with the live view
-            self.figures = run_demo(Console(file=io.StringIO()), home=self.settings.data_dir / "recon-demo")
-        except Exception as exc:  # shown in the panel; the stream demo goes on
-            self.error = f"{type(exc).__name__}: {exc}"
-
-    def render(self) -> Table:
-        table = Table(title="Daily reconciliation of a seeded day (warehouse/, DuckDB + Polars + GX)")
-        table.add_column("metric")
-        table.add_column("value")
-        if self.error:
-            table.add_row("failed", self.error[:120])
-        elif not self.figures:
-            table.add_row("running…", "snapshot → provider sync → variance → exceptions → PDF report")
-        else:
-            f = self.figures
-            table.add_row("date", str(f["recon_date"]))
-            table.add_row("automatic match rate", f"{float(f['automatic_match_rate']) * 100:.2f}%")
-            table.add_row("exception rate", f"{float(f['exception_rate']) * 100:.2f}%")
-            table.add_row("audit trail coverage", f"{float(f['audit_trail_coverage']) * 100:.2f}%")
-            table.add_row(
-                "exceptions by class", ", ".join(f"{k} {v}" for k, v in sorted(f["exceptions_by_class"].items()))
-            )
-            table.add_row("report", str(f["pdf"]))
-        return table
+def produce_alert_incident(settings: Settings) -> int:
+    """The alerting demo's scripted incident, without its made-up completed settlement: today's reconciliation
+    reads these topics, and a settlement no payment stands behind (no K-AUS moved, no payout) is a break there.
+    Its SettlementDelay alert is inhibited while the incident's SettlementFailed pages anyway."""
+    producer = Producer({"bootstrap.servers": settings.bootstrap_servers, "linger.ms": 5})
+    records = [(t, v) for t, v in incident(datetime.now(UTC)) if t is not BRIDGE_SETTLEMENTS_COMPLETED]
+    for topic, message in records:
+        producer.produce(topic.name, key=topic.key_of(message), value=topic.encode(message))
+    remaining = producer.flush(15)
+    assert remaining == 0, f"{remaining} incident records not delivered"
+    return len(records)
 
 
 # ------------------------------------------------------------------------ main
@@ -477,7 +456,8 @@ class Demo:
         self.workers = workers_for(settings, args.runtime)
         self.traffic = Traffic(args.rate)
         self.observed = Observed()
-        self.recon = Reconciliation(settings)
+        self.recon: TodaysReconciliation | None = None
+        self.streamed = False
         self.monitoring: MonitoringStack | None = None
         self.bridge: BridgeDemo | None = None
         self.threads: list[threading.Thread] = []
@@ -494,28 +474,76 @@ class Demo:
         with console.status("starting the payout-provider simulator…"):
             sim_s = self.bridge.start()
         console.print(f"[green]✓[/] provider simulator ready in {sim_s:.1f}s; card payments start settling")
-        incidents = produce_incident(settings)
-        console.print(f"[green]✓[/] produced a scripted incident ({incidents} events) so each alert rule fires once")
+        self.recon = TodaysReconciliation(settings.data_dir / "recon", settings.bootstrap_servers, self.bridge.sim)
+        incidents = produce_alert_incident(settings)
+        console.print(f"[green]✓[/] produced a scripted incident ({incidents} events) so the alert rules fire")
         self.threads = [
             threading.Thread(target=self.observed.run, args=(settings,), daemon=True),
             threading.Thread(target=self.traffic.run, args=(settings,), daemon=True),
-            threading.Thread(target=self.recon.run, daemon=True),
         ]
         for thread in self.threads:
             thread.start()
 
     def stream(self) -> None:
         started = time.monotonic()
+        self.streamed = True
         self.console.print(f"streaming ~{self.args.rate} orders/s — press Ctrl-C to stop")
         with Live(console=self.console, refresh_per_second=2) as live:
             while not self.args.duration or time.monotonic() - started < self.args.duration:
                 extra = [self.monitoring.render()] if self.monitoring is not None else []
                 if self.bridge is not None:
                     extra.append(self.bridge.render())
-                extra.append(self.recon.render())
+                if self.recon is not None:
+                    extra.append(self.recon.render())
                 view = self.observed.render(self.traffic, time.monotonic() - started, *extra)
                 live.update(Panel(view, title="NEXUS-X demo"))
                 time.sleep(0.5)
+
+    def reconcile(self) -> None:
+        """Stop the traffic, let the workers answer what was sent, then run the nightly steps for today while the
+        platform still runs; the panel shows each step, then today's figures."""
+        if self.recon is None:
+            return
+        recon = self.recon
+        self.traffic.stop.set()
+        if self.bridge is not None:
+            self.bridge.stop_feed()
+        self.console.print("reconciling today's traffic before stopping — Ctrl-C again to skip")
+        with Live(console=self.console, refresh_per_second=2) as live:
+
+            def show() -> None:
+                live.update(Panel(recon.render(), title="NEXUS-X demo: the nightly reconciliation, run now"))
+
+            recon.waiting = "the workers are answering the last orders and card payments…"
+            show()
+            quiet_after = self.drain(on_tick=show)
+            recon.waiting = f"traffic answered ({quiet_after:.1f} s); starting"
+            thread = threading.Thread(target=recon.run, name="reconciliation", daemon=True)
+            thread.start()
+            while not recon.done.wait(0.5):
+                show()
+            show()
+
+    def _answered(self) -> tuple[int, ...]:
+        """What the workers have written so far (not prices: those are published on a timer)."""
+        counts = self.observed.counts
+        written = tuple(
+            counts[t.name] for t in (ENERGY_ORDER_EVENTS, ENERGY_TRADES, ENERGY_SETTLEMENTS, LEDGER_TRANSFERS)
+        )
+        return (*written, sum(self.bridge.results.values()) if self.bridge is not None else 0)
+
+    def drain(self, quiet_s: float = 3.0, timeout_s: float = 60.0, on_tick: Any = None) -> float:
+        """Wait until nothing new has come out for ``quiet_s`` (or ``timeout_s`` passed); returns the seconds waited."""
+        started = time.monotonic()
+        last, since = self._answered(), time.monotonic()
+        while time.monotonic() - since < quiet_s and time.monotonic() - started < timeout_s:
+            time.sleep(0.25)
+            now = self._answered()
+            if now != last:
+                last, since = now, time.monotonic()
+            if on_tick is not None:
+                on_tick()
+        return time.monotonic() - started
 
     def stop(self) -> None:
         self.traffic.stop.set()
@@ -546,9 +574,15 @@ def main(argv: list[str] | None = None) -> int:
     demo = Demo(settings, console, args)
     interrupted = False
     try:
-        demo.start()
-        demo.stream()
+        try:
+            demo.start()
+            demo.stream()
+        except KeyboardInterrupt:
+            interrupted = True
+        if demo.streamed:
+            demo.reconcile()
     except KeyboardInterrupt:
+        console.print("[yellow]reconciliation skipped[/]")
         interrupted = True
     finally:
         demo.stop()

@@ -1,28 +1,184 @@
-"""Seeded reconciliation data for a try without a platform: the demo's panel, and seeded exports.
+"""Reconciliation in the demo: today's real traffic through the nightly steps (`make run`'s panel), and seeded
+data for a try without a platform.
 
     python -m devtools.recon_demo                                  # two seeded days, reconciled in process
     python -m devtools.recon_demo seed --date 2026-11-01 --days 2  # seeded exports + statements (NEXUS_RECON_HOME)
 
 Seeded data is read from JSONL exports (NEXUS_RECON_SNAPSHOT_SOURCE=jsonl); the platform's own records are
-read from its topics (the default).
+read from its topics (the default), as :class:`TodaysReconciliation` does for the demo.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
-from datetime import date
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.table import Table
 
 from devtools.recon_data import GeneratorConfig, generate_period
+from domain.money import kaus_to_decimal
 from warehouse import pipeline
+from warehouse.db import warehouse
 from warehouse.settings import ReconSettings, get_recon_settings
 
 DEMO_FIRST_DAY = date(2026, 11, 1)
+
+
+# --------------------------------------------------------------------------- today's traffic (make run)
+
+# The nightly steps, in the DAG's order (warehouse/pipeline.py), with what each does here.
+STEPS: tuple[tuple[str, str], ...] = (
+    ("snapshot", "today's records from the demo's Kafka (the day's window by record time)"),
+    ("provider_sync", "each provider's report for today from the provider simulator"),
+    ("data_quality", "Great Expectations suites (critical ones stop the run)"),
+    ("variance", "match settlements to report lines, classify breaks"),
+    ("exception_review", "open, age and close exceptions"),
+    ("report", "PDF report (not mailed), the warehouse's copy for readers published"),
+)
+
+
+@dataclass
+class TodaysReconciliation:
+    """The nightly reconciliation's steps for today's UTC date, on the demo's broker and with the reports of its
+    provider simulator (``sim``: a ProviderSimProcess). Run once the traffic has stopped and the workers have
+    answered it: a snapshot taken mid-stream would catch K-AUS moved for settlements not written yet."""
+
+    home: Path
+    bootstrap_servers: str
+    sim: Any
+    day: date = field(default_factory=lambda: datetime.now(UTC).date())
+    state: dict[str, str] = field(default_factory=dict)  # step -> "running…" | "12.3 s"
+    results: dict[str, Any] = field(default_factory=dict)
+    figures: dict[str, Any] = field(default_factory=dict)
+    error: str = ""
+    waiting: str = "runs when the demo stops (Ctrl-C or --duration): the nightly steps on today's traffic"
+    done: threading.Event = field(default_factory=threading.Event)
+
+    def settings(self) -> ReconSettings:
+        return ReconSettings(
+            home=self.home,
+            snapshot_source="kafka",
+            kafka_bootstrap_servers=self.bootstrap_servers,
+            wait_for_schedule=False,
+        )
+
+    def run(self) -> None:
+        try:
+            self._run()
+        except Exception as exc:  # shown in the panel; the demo still stops cleanly
+            self.error = f"{type(exc).__name__}: {exc}"
+        finally:
+            self.done.set()
+
+    def _run(self) -> None:
+        self.day = datetime.now(UTC).date()
+        s = self.settings()
+        # The report APIs are the simulator's (ProviderSettings reads the environment, as the workers' does);
+        # PayPay publishes no report API, so its transaction file is written beside every provider's statement.
+        os.environ.setdefault("NEXUS_PROVIDER_SIM_URL", self.sim.url)
+        self.sim.statements(s.statements, self.day.isoformat())
+        for name, _ in STEPS:
+            self.state[name] = "running…"
+            started = time.perf_counter()
+            step = getattr(pipeline, name)
+            self.results[name] = step(self.day, s, send=False) if name == "report" else step(self.day, s)
+            self.state[name] = f"{time.perf_counter() - started:.1f} s"
+        self.figures = self._figures(s)
+
+    def _figures(self, s: ReconSettings) -> dict[str, Any]:
+        v = self.results["variance"]
+        cutoff = datetime.combine(self.day + timedelta(days=1), datetime.min.time(), UTC)
+        with warehouse(s.warehouse_path, read_only=True) as con:
+            kinds = con.execute(
+                "SELECT kind, status, count(*) FROM fct_settlements WHERE settled_date = $d GROUP BY ALL ORDER BY ALL",
+                {"d": self.day},
+            ).fetchall()
+            tie = con.execute(
+                "SELECT coalesce(sum(settlements), 0), coalesce(sum(settlement_kaus_units), 0),"
+                " coalesce(sum(ledger_kaus_units), 0), coalesce(sum(settlements_not_tied), 0),"
+                " coalesce(sum(settlements_without_ledger), 0), coalesce(sum(orphan_ledger_movements), 0),"
+                " coalesce(sum(open_holds), 0) FROM mart_ledger_tieout_as_of($cutoff, $grace)"
+                " WHERE day = $d OR currency = 'UNKNOWN'",  # earlier days' orphans too, as the critical check
+                {"cutoff": cutoff, "grace": s.tolerances().cutoff_grace, "d": self.day},
+            ).fetchall()[0]
+        return {
+            "recon_date": v["recon_date"],
+            "settlements_by_kind": {f"{kind} {status}": int(n) for kind, status, n in kinds},
+            "settlements": v["settlements"],
+            "auto_matched": v["auto_matched"],
+            "automatic_match_rate": v["automatic_match_rate"],
+            "exceptions": v["exceptions"],
+            "pending": v["pending"],
+            "exceptions_by_class": v["breaks_by_class"],
+            "audit_trail_coverage": v["audit_trail_coverage"],
+            "tieout": dict(
+                zip(
+                    ("settlements", "settled_kaus", "ledger_kaus", "not_tied", "without_ledger", "orphans", "holds"),
+                    (int(x) for x in tie),
+                    strict=True,
+                )
+            ),
+            "dq_failed": self.results["data_quality"]["failed"],
+            "pdf": self.results["report"]["pdf"],
+            "published": self.results["report"]["published"],
+        }
+
+    def render(self) -> Table:
+        table = Table(title=f"Daily reconciliation of today's traffic ({self.day} UTC): warehouse/ steps, DuckDB + GX")
+        table.add_column("")
+        table.add_column("")
+        if not self.state and not self.error:
+            table.add_row("waiting", self.waiting)
+        for name, what in STEPS:
+            if name in self.state:
+                table.add_row(name, f"{self.state[name]}  {what}")
+        if self.error:
+            table.add_row("[red]failed[/]", self.error[:600])
+        if self.figures:
+            _figure_rows(table, self.figures)
+        return table
+
+
+def _figure_rows(table: Table, f: dict[str, Any]) -> None:
+    table.add_row("date", f"{f['recon_date']} (UTC)")
+    table.add_row("settlements today", ", ".join(f"{k} {n:,}" for k, n in f["settlements_by_kind"].items()) or "none")
+    table.add_row(
+        "against provider reports",
+        f"{f['settlements']:,} settlements, {f['auto_matched']:,} matched automatically, {f['pending']:,} pending",
+    )
+    table.add_row("automatic match rate", f"{Decimal(f['automatic_match_rate']) * 100:.2f}%")
+    by_class = ", ".join(f"{k} {v}" for k, v in sorted(f["exceptions_by_class"].items()) if v)
+    table.add_row("exceptions by class", f"{f['exceptions']} ({by_class})" if by_class else "0")
+    t = f["tieout"]
+    table.add_row(
+        "ledger tie-out",
+        f"{t['settlements']:,} settlements: K-AUS settled {kaus_to_decimal(t['settled_kaus']):,}, "
+        f"moved by the ledger {kaus_to_decimal(t['ledger_kaus']):,}",
+    )
+    table.add_row(
+        "tie-out breaks",
+        f"not tied {t['not_tied']}, without ledger {t['without_ledger']}, orphans {t['orphans']}"
+        f" (holds open at the cut-off: {t['holds']})",
+    )
+    table.add_row("audit trail coverage", f"{Decimal(f['audit_trail_coverage']) * 100:.2f}%")
+    table.add_row(
+        "data quality", "every check passed" if not f["dq_failed"] else "failed: " + ", ".join(f["dq_failed"])
+    )
+    table.add_row("report", f["pdf"])
+    table.add_row("analyst copy", f"{f['published']} (open read-only; README)")
+
+
+# --------------------------------------------------------------------------- seeded data
 
 
 def run_demo(console: Console, home: Path | None = None, per_day: int = 300, breaks: int = 12) -> dict[str, Any]:

@@ -1,16 +1,22 @@
 """Issue 2 acceptance: the run command brings the stack up, shows events flowing, and stops cleanly
-(no broker, worker, Alertmanager, simulator or dashboard left behind) — at the end of a run and on Ctrl-C."""
+(no broker, worker, Alertmanager, simulator or dashboard left behind) — at the end of a run and on Ctrl-C.
+Issue 16: before it stops, it reconciles today's traffic (the nightly steps on its broker and simulator) and
+shows the figures, which the copy of the warehouse it publishes for readers holds too."""
 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
 import time
+from datetime import UTC, date, datetime
+from decimal import Decimal
 from pathlib import Path
 
+import duckdb
 import pytest
 
 from tests.support.demo_env import demo_env, read_until_streaming, start_demo
@@ -24,6 +30,47 @@ def _port_open(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
+def _row(out: str, label: str) -> str:
+    """The last value the demo's reconciliation panel showed for ``label`` (one table row, borders stripped)."""
+    rows = re.findall(rf"│ {re.escape(label)} +│ (.+?) +│", out)
+    assert rows, f"no {label!r} row in the reconciliation panel:\n{out[-4000:]}"
+    return str(rows[-1])
+
+
+def _assert_reconciled_today(out: str, data_dir: Path, days: set[date]) -> None:
+    """The panel ends with today's figures of the traffic just streamed, and the published copy holds them."""
+    assert "reconciling today's traffic before stopping" in out
+    assert "2026-11-02" not in out  # not the seeded day the panel once showed
+    day = date.fromisoformat(_row(out, "date").split()[0])
+    assert day in days
+    counts = re.findall(r"(\w+ \w+) ([\d,]+)", _row(out, "settlements today"))
+    by_kind = {kind: int(n.replace(",", "")) for kind, n in counts}
+    assert by_kind.get("bridge completed", 0) > 0 and by_kind.get("trade completed", 0) > 0, by_kind
+    rate = Decimal(_row(out, "automatic match rate").rstrip("%"))
+    breaks = _row(out, "tie-out breaks")
+    assert breaks.startswith("not tied 0, without ledger 0, orphans 0"), breaks  # exact, by the services' references
+    assert _row(out, "data quality") == "every check passed"
+    assert _row(out, "exceptions by class") == "0" and rate == 100, (rate, _row(out, "exceptions by class"))
+    assert Path(_row(out, "report")) == data_dir / "recon" / "reports" / f"recon-{day}.pdf"
+    assert Path(_row(out, "report")).stat().st_size > 0
+    copy = Path(_row(out, "analyst copy").split(" (")[0])
+    assert copy == data_dir / "recon" / "warehouse.published.duckdb"
+    with duckdb.connect(str(copy), read_only=True) as con:  # what an analyst opens: the same figures
+        [(settlements, amr)] = con.execute(
+            "SELECT settlements, automatic_match_rate FROM recon_runs WHERE recon_date = $d", {"d": day}
+        ).fetchall()
+        [(completed,)] = con.execute(
+            "SELECT count(*) FROM fct_settlements WHERE settled_date = $d AND kind = 'bridge' AND status = 'completed'",
+            {"d": day},
+        ).fetchall()
+    assert (Decimal(amr) * 100).quantize(Decimal("0.01")) == rate and settlements > 0
+    assert completed == by_kind["bridge completed"]
+
+
+def _utc_today() -> date:
+    return datetime.now(UTC).date()
+
+
 def _assert_nothing_listens(ports: list[int]) -> None:
     for port in ports:
         assert not _port_open(port), f"something still listens on {port} after the demo stopped"
@@ -32,6 +79,7 @@ def _assert_nothing_listens(ports: list[int]) -> None:
 @pytest.mark.parametrize("runtime", ["faust", "plain"])
 def test_demo_streams_events_and_leaves_nothing_running(tmp_path: Path, runtime: str) -> None:
     env, ports = demo_env(tmp_path, "demo-test")
+    before = _utc_today()
     run = subprocess.run(
         [sys.executable, "-m", "devtools.demo", "--duration", "20", "--rate", "200", "--runtime", runtime],
         env=env,
@@ -50,6 +98,7 @@ def test_demo_streams_events_and_leaves_nothing_running(tmp_path: Path, runtime:
     assert "answers differing" not in out
     assert "FILLED" in out and "bid kWh" in out  # fill events on energy.orders.events, sizes on energy.prices
     assert "stopped the worker and the broker" in out
+    _assert_reconciled_today(out, tmp_path, {before, _utc_today()})
     _assert_nothing_listens(ports)
     assert not list((tmp_path / "run").glob("*.pid"))
     if runtime == "plain":
@@ -57,14 +106,17 @@ def test_demo_streams_events_and_leaves_nothing_running(tmp_path: Path, runtime:
 
 
 def test_ctrl_c_stops_everything_the_demo_started(tmp_path: Path) -> None:
-    """Ctrl-C in a terminal sends SIGINT to the foreground process group: the demo must clean up."""
+    """Ctrl-C in a terminal sends SIGINT to the foreground process group: the demo reconciles what it streamed,
+    then cleans up (`make run` streams until Ctrl-C, so this is where its reconciliation panel shows)."""
     env, ports = demo_env(tmp_path, "demo-test")
+    before = _utc_today()
     demo = start_demo(env)
     seen = read_until_streaming(demo, 180)
     assert "press Ctrl-C to stop" in seen, seen[-3000:]
     time.sleep(5)
     os.killpg(demo.pid, signal.SIGINT)
-    out, _ = demo.communicate(timeout=120)
+    out, _ = demo.communicate(timeout=180)
     assert demo.returncode == 0, out[-3000:]
     assert "stopped the worker and the broker" in out
+    _assert_reconciled_today(seen + out, tmp_path, {before, _utc_today()})
     _assert_nothing_listens(ports)
