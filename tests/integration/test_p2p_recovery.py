@@ -1,6 +1,7 @@
 """Issue 3 acceptance: SIGKILL the worker at random moments (>= 10 times) while a seeded order
 stream flows; after restarts, trades and ledger equal a clean run's — nothing lost, nothing
-duplicated, no K-AUS created or destroyed.
+duplicated, no K-AUS created or destroyed. Then the reconciliation of the affected window (spec §9.2
+step 4, issue 16): the nightly snapshot of the test's window and the ledger tie-out, exact.
 
 The clean run is the same service code driven in-process over the same seeded commands
 (`reference_run`); matching per market depends only on that market's command order, which
@@ -15,7 +16,8 @@ import re
 import threading
 import time
 from collections import defaultdict
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -24,6 +26,7 @@ from contracts.topics import ENERGY_ORDERS, ENERGY_SETTLEMENTS, ENERGY_TRADES, L
 from devtools.order_flow import generate_orders
 from streams.p2p.ledger import LedgerPartition
 from streams.p2p.matching import MatchingPartition, to_message
+from tests.support.recon_check import reconcile_window
 
 pytestmark = pytest.mark.slow
 
@@ -77,7 +80,8 @@ def _without_timing(trade: m.Trade) -> m.Trade:
 # loop failed here while it committed with a bare async commit, which can carry the offsets of records consumed
 # but not yet processed; a kill then lost their trades (docs/performance.md, "Runtimes").
 @pytest.mark.parametrize("module", ["streams.worker", "streams.p2p"])
-def test_sigkill_mid_stream_loses_and_duplicates_nothing(kafka, worker_factory, run_id, module) -> None:  # type: ignore[no-untyped-def]
+def test_sigkill_mid_stream_loses_and_duplicates_nothing(kafka, worker_factory, run_id, module, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    window_start = datetime.now(UTC) - timedelta(minutes=1)  # the records this test makes are stamped after it
     deposits, commands = seeded_flow(run_id)
     expected_trades, expected_balances = reference_run(deposits, commands)
     assert len(expected_trades) > 500, "the seeded flow must trade enough to be a real test"
@@ -144,11 +148,30 @@ def test_sigkill_mid_stream_loses_and_duplicates_nothing(kafka, worker_factory, 
     for account in accounts:
         assert balances[account] == expected_balances[account], account
     # Conservation: deposits = user balances + fees charged on our trades.
-    settlements = {
-        s.trade_id: s
+    settlement_records = [
+        s
         for s in (ENERGY_SETTLEMENTS.decode(r.value) for r in kafka.read_all(ENERGY_SETTLEMENTS))
         if s.market_id in markets
-    }
+    ]
+    settlements = {s.trade_id: s for s in settlement_records}
     assert all(s.status == "SETTLED" for s in settlements.values())
     fees = sum(s.fee_kaus_units for s in settlements.values())
     assert sum(balances[a] for a in accounts) + fees == DEPOSIT_UNITS * len(accounts)
+
+    # The reconciliation of the window the kills affected ties out exactly: every trade's PAYMENT and FEE legs
+    # equal its settlement, no movement without one, each trade counted once whatever copies the restarts wrote.
+    tie = reconcile_window(
+        kafka.bootstrap,
+        window_start,
+        datetime.now(UTC) + timedelta(minutes=1),
+        tmp_path / "recon.duckdb",
+        accounts=accounts,
+        markets=markets,
+    )
+    tie.assert_exact()
+    assert tie.settlements == len(expected_trades) == tie.landed[ENERGY_SETTLEMENTS.name]
+    assert tie.settled_kaus_units == sum(s.notional_kaus_units + s.fee_kaus_units for s in settlements.values())
+    assert tie.landed[ENERGY_TRADES.name] == len(expected_trades)
+    trade_copies = sum(len(copies) - 1 for copies in seen.values())
+    assert tie.copies_dropped.get(ENERGY_TRADES.name, 0) == trade_copies
+    assert tie.copies_dropped.get(ENERGY_SETTLEMENTS.name, 0) == len(settlement_records) - len(settlements)
