@@ -8,7 +8,8 @@ voids the hold in the platform ledger, a duplicate request gets the original res
 second payout, and a worker SIGKILLed between the provider's payout and its result pays exactly once after restart
 (the recovered result is published once with repeat false). Every settlement on ``bridge.settlements.completed`` /
 ``.failed`` has exactly one audit record on ``audit.records`` (one audit id, written with each first answer, none
-with a repeat), stating the settlement's figures.
+with a repeat), stating the settlement's figures. After each kill and restart, the reconciliation of the affected
+window ties out (spec §9.2 step 4): each payment's capture and cashback equal its settlement, counted once.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterator
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,7 @@ from domain.fx import FxBook
 from domain.money import MINOR_UNIT_EXPONENT, Currency
 from tests.integration.provider_fixtures import provider_sim, sim, sim_keys_dir  # noqa: F401  (fixtures)
 from tests.support.kafka_io import KafkaIO, Record
+from tests.support.recon_check import TieOut, reconcile_window
 
 pytestmark = pytest.mark.slow
 
@@ -187,6 +189,23 @@ def but_repeat(answer: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in answer.items() if k not in ("repeat", "topic")}
 
 
+def reconcile_since(kafka: KafkaIO, start: datetime, db_path: Path, payer: str, requests: set[str]) -> TieOut:
+    """The reconciliation of the window since ``start`` for ``payer``'s card payments ties out exactly; each
+    request's settlement counted once, however many answers (first, repeat) are on the topic."""
+    tie = reconcile_window(kafka.bootstrap, start, datetime.now(UTC) + timedelta(minutes=1), db_path, accounts={payer})
+    tie.assert_exact()
+    answers = [v for v in values(kafka.read_all(BRIDGE_SETTLEMENTS_COMPLETED)) if v["request_id"] in requests]
+    first = {v["request_id"]: v for v in answers if not v["repeat"]}
+    assert first.keys() == requests
+    assert tie.settlements == len(requests) == tie.landed[BRIDGE_SETTLEMENTS_COMPLETED.name]
+    assert tie.copies_dropped.get(BRIDGE_SETTLEMENTS_COMPLETED.name, 0) == len(answers) - len(requests)
+    settled = sum(
+        v["kaus_debited_units"] + v["cashback_kaus_units"] + v["ecosystem_bonus_kaus_units"] for v in first.values()
+    )
+    assert tie.settled_kaus_units == settled and tie.open_holds == 0
+    return tie
+
+
 def open_holds(transfers: list[dict[str, Any]]) -> set[str]:
     placed = {t["transfer_id"] for t in transfers if t["kind"] == "PENDING"}
     resolved = {t["pending_id"] for t in transfers if t["kind"] in ("POST_PENDING", "VOID_PENDING")}
@@ -270,8 +289,14 @@ def test_settles_through_the_platform_ledger_fails_cleanly_and_answers_duplicate
 
 
 def test_sigkill_between_payout_and_result_pays_once_after_restart(
-    kafka: KafkaIO, sim: ProviderSimProcess, run_id: str, fx_feed: None, start_bridge: Callable[..., Any]
+    kafka: KafkaIO,
+    sim: ProviderSimProcess,
+    run_id: str,
+    fx_feed: None,
+    start_bridge: Callable[..., Any],
+    tmp_path: Path,
 ) -> None:
+    window_start = datetime.now(UTC) - timedelta(minutes=1)
     payer = f"acct-kill-{run_id}"
     deposit(kafka, payer, FUNDS_UNITS)
     # The provider executes the payout but its answer never comes back (the worker waits up to 120 s).
@@ -304,6 +329,7 @@ def test_sigkill_between_payout_and_result_pays_once_after_restart(
     assert sum(t["kind"] == "POST_PENDING" for t in transfers) == 1
     assert balance(transfers, payer) == FUNDS_UNITS - result["kaus_debited_units"] + result["cashback_kaus_units"]
     assert_audited_once(kafka, {request_id})  # the recovered result's, none with the repeat
+    reconcile_since(kafka, window_start, tmp_path / "recon.duckdb", payer, {request_id})
 
 
 def test_a_slow_rail_does_not_stall_other_payments(
@@ -338,8 +364,14 @@ def test_a_slow_rail_does_not_stall_other_payments(
 
 
 def test_a_restart_reads_the_journal_from_its_checkpoint_and_still_answers_old_duplicates(
-    kafka: KafkaIO, sim: ProviderSimProcess, run_id: str, fx_feed: None, start_bridge: Callable[..., Any]
+    kafka: KafkaIO,
+    sim: ProviderSimProcess,
+    run_id: str,
+    fx_feed: None,
+    start_bridge: Callable[..., Any],
+    tmp_path: Path,
 ) -> None:
+    window_start = datetime.now(UTC) - timedelta(minutes=1)
     payer = f"acct-index-{run_id}"
     deposit(kafka, payer, FUNDS_UNITS)
     worker = start_bridge()
@@ -367,6 +399,7 @@ def test_a_restart_reads_the_journal_from_its_checkpoint_and_still_answers_old_d
     assert reads, worker.log_text()[-3000:]
     assert [int(n) for _p, _o, n in reads] == [0] * len(reads)
     assert_audited_once(kafka, {*first, new})  # the duplicate answered from the file wrote none
+    reconcile_since(kafka, window_start, tmp_path / "recon.duckdb", payer, {*first, new})
 
 
 def test_a_deposit_stamped_years_ahead_does_not_expire_the_holds_that_follow(
@@ -374,8 +407,6 @@ def test_a_deposit_stamped_years_ahead_does_not_expire_the_holds_that_follow(
 ) -> None:
     """An upstream system with a clock ten years ahead: the ledger bounds that deposit's time by the broker's
     append time (ledger.commands has LogAppendTime), so card holds placed after it are not born expired."""
-    from datetime import timedelta
-
     payer = f"acct-skew-{run_id}"
     ahead = m.Deposit(
         command_id=f"dep-{payer}",
