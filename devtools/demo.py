@@ -174,7 +174,9 @@ def stop_pid_file(pid_path: Path, timeout_s: float = 20.0) -> bool:
 
 
 def local_broker(settings: Settings) -> LocalKafka:
-    return LocalKafka(port=settings.kafka_port, controller_port=settings.kafka_controller_port)
+    """The local broker, its data under NEXUS_DATA_DIR (by default .local/kafka/data-<port>, as the broker's own)."""
+    data_dir = settings.data_dir / "kafka" / f"data-{settings.kafka_port}"
+    return LocalKafka(port=settings.kafka_port, controller_port=settings.kafka_controller_port, data_dir=data_dir)
 
 
 def stop_everything(settings: Settings, console: Console) -> None:
