@@ -108,9 +108,11 @@ class KafkaIO:
                 for msg in consumer.consume(1000, timeout=0.5):
                     if msg.error():
                         continue
-                    records.append(Record(name, msg.partition(), msg.offset(), msg.key(), msg.value()))
-                    if msg.offset() >= wanted[msg.partition()] - 1:
-                        done[msg.partition()] = True
+                    partition, offset = msg.partition(), msg.offset()
+                    assert partition is not None and offset is not None  # a message, not an error event
+                    records.append(Record(name, partition, offset, msg.key(), msg.value()))
+                    if offset >= wanted[partition] - 1:
+                        done[partition] = True
             return records
         finally:
             consumer.close()

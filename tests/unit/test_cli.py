@@ -184,7 +184,8 @@ def test_schemas_runs_the_contracts_generator(execv: Exec) -> None:
     [
         (["recon", "--date", "2026-11-01", "--no-email"], ["run", "--date", "2026-11-01", "--no-email"]),
         (["recon", "run", "--date", "2026-11-01"], ["run", "--date", "2026-11-01"]),
-        (["recon", "seed"], ["run", "seed"]),  # no seeding through nexus: test data is a dev tool's (devtools.recon_demo)
+        # no seeding through nexus: test data is a dev tool's (devtools.recon_demo)
+        (["recon", "seed"], ["run", "seed"]),
         (["recon", "run", "--help"], ["run", "--help"]),
         (["exceptions", "list", "--state", "all"], ["exceptions", "list", "--state", "all"]),
         (
