@@ -36,15 +36,16 @@ DEMO_FIRST_DAY = date(2026, 11, 1)
 
 # --------------------------------------------------------------------------- today's traffic (make run)
 
-# The nightly steps, in the DAG's order (warehouse/pipeline.py), with what each does here.
-STEPS: tuple[tuple[str, str], ...] = (
-    ("snapshot", "today's records from the demo's Kafka (the day's window by record time)"),
-    ("provider_sync", "each provider's report for today from the provider simulator"),
-    ("data_quality", "Great Expectations suites (critical ones stop the run)"),
-    ("variance", "match settlements to report lines, classify breaks"),
-    ("exception_review", "open, age and close exceptions"),
-    ("report", "PDF report (not mailed), the warehouse's copy for readers published"),
-)
+# What each nightly step (warehouse.pipeline.STEPS, in its order) does here.
+WHAT_STEPS_DO: dict[str, str] = {
+    "snapshot": "today's records from the demo's Kafka (the day's window by record time)",
+    "provider_sync": "each provider's report for today from the provider simulator",
+    "data_quality": "Great Expectations suites (critical ones stop the run)",
+    "variance": "match settlements to report lines, classify breaks",
+    "exception_review": "open, age and close exceptions",
+    "report": "PDF report (not mailed), the warehouse's copy for readers published",
+}
+assert set(WHAT_STEPS_DO) == set(pipeline.STEPS)
 
 
 @dataclass
@@ -87,11 +88,10 @@ class TodaysReconciliation:
         # PayPay publishes no report API, so its transaction file is written beside every provider's statement.
         os.environ.setdefault("NEXUS_PROVIDER_SIM_URL", self.sim.url)
         self.sim.statements(s.statements, self.day.isoformat())
-        for name, _ in STEPS:
+        for name in pipeline.STEPS:
             self.state[name] = "running…"
             started = time.perf_counter()
-            step = getattr(pipeline, name)
-            self.results[name] = step(self.day, s, send=False) if name == "report" else step(self.day, s)
+            self.results[name] = pipeline.run_step(name, self.day, s, send=False)
             self.state[name] = f"{time.perf_counter() - started:.1f} s"
         self.figures = self._figures(s)
 
@@ -139,7 +139,8 @@ class TodaysReconciliation:
         table.add_column("")
         if not self.state and not self.error:
             table.add_row("waiting", self.waiting)
-        for name, what in STEPS:
+        for name in pipeline.STEPS:
+            what = WHAT_STEPS_DO[name]
             if name in self.state:
                 table.add_row(name, f"{self.state[name]}  {what}")
         if self.error:

@@ -348,21 +348,34 @@ def report(day: date, settings: ReconSettings | None = None, send: bool = True) 
 # --------------------------------------------------------------------------- everything, in process
 
 
+# The nightly steps in the DAG's order; each takes (day, settings) and reads what the previous ones wrote.
+STEPS: tuple[str, ...] = ("snapshot", "provider_sync", "data_quality", "variance", "exception_review", "report")
+
+
+def run_step(
+    name: str, day: date, settings: ReconSettings | None = None, *, send: bool = True, alert_client: Any = None
+) -> Any:
+    """One step of `STEPS` (``send``: mail the report; ``alert_client``: where data-quality alerts go)."""
+    s = _settings(settings)
+    if name == "data_quality":
+        return data_quality(day, s, alert_client=alert_client)
+    if name == "report":
+        return report(day, s, send=send)
+    plain = {"snapshot": snapshot, "provider_sync": provider_sync, "variance": variance}
+    plain["exception_review"] = exception_review
+    assert name in plain, f"no reconciliation step {name!r}"
+    return plain[name](day, s)
+
+
 def run_day(
     day: date, settings: ReconSettings | None = None, *, send: bool = True, alert_client: Any = None
 ) -> dict[str, Any]:
     s = _settings(settings)
-    out: dict[str, Any] = {}
-    out["snapshot"] = snapshot(day, s)
-    out["provider_sync"] = provider_sync(day, s)
-    out["data_quality"] = data_quality(day, s, alert_client=alert_client)
-    out["variance"] = variance(day, s)
-    out["exception_review"] = exception_review(day, s)
-    out["report"] = report(day, s, send=send)
-    return out
+    return {name: run_step(name, day, s, send=send, alert_client=alert_client) for name in STEPS}
 
 
 __all__ = [
+    "STEPS",
     "Path",
     "data_quality",
     "exception_review",
@@ -370,6 +383,7 @@ __all__ = [
     "recon_day_for",
     "report",
     "run_day",
+    "run_step",
     "snapshot",
     "variance",
 ]
