@@ -19,6 +19,7 @@ from contracts.reason_codes import (
     DEAD_LETTER_CODE,
     LEDGER_CODE,
     ORDER_EVENT_CODE,
+    PAYOUT_WAIT_CODE,
     SETTLEMENT_CODE,
 )
 from contracts.types import (
@@ -43,6 +44,7 @@ from domain.ledger import Asset as LedgerAsset
 from domain.ledger import Leg, SettlementKind
 from domain.money import Currency
 from domain.order_book import OrderType, Side
+from domain.payouts import KycStatus
 from domain.rails import Provider, Rail, RailSubstitution, Region
 from domain.trade_settlement import DividendSource, EnergySource
 
@@ -397,9 +399,40 @@ class GrantReward(Contract):
     occurred_at: UtcDatetime
 
 
+class Stake(Contract):
+    """Stake K-AUS in the vault (spec §1 Staking Vault): the amount moves to ``staked:{account_id}``, is not
+    spendable and not paid out, and earns STAKING dividends; it can be unstaked after the lock period."""
+
+    type: Literal["STAKE"] = "STAKE"
+    command_id: Id = Field(description="the position id; a re-sent stake is applied once")
+    account_id: Id
+    amount_kaus_units: PositiveKausUnits
+    occurred_at: UtcDatetime
+
+
+class Unstake(Contract):
+    """Ask for a whole position back: refused while it is locked; released to the holder after the unbonding
+    delay (the ledger's own timer moves it)."""
+
+    type: Literal["UNSTAKE"] = "UNSTAKE"
+    command_id: Id
+    position_id: Id = Field(description="the STAKE command's command_id")
+    account_id: Id = Field(description="must own the position")
+    occurred_at: UtcDatetime
+
+
 # Value of `ledger.commands`: the ledger's single ordered input.
 LedgerCommand = Annotated[
-    Deposit | SettleTrade | RegisterDividendHolder | DeclareDividends | PlaceHold | PostHold | VoidHold | GrantReward,
+    Deposit
+    | SettleTrade
+    | RegisterDividendHolder
+    | DeclareDividends
+    | PlaceHold
+    | PostHold
+    | VoidHold
+    | GrantReward
+    | Stake
+    | Unstake,
     Field(discriminator="type"),
 ]
 
@@ -410,10 +443,11 @@ class LedgerOutcomeStatus(StrEnum):
 
 
 class LedgerOutcome(Contract):
-    """The ledger's answer to a hold, post, void or reward command (requesters await it by command_id)."""
+    """The ledger's answer to a hold, post, void, reward, stake or unstake command (requesters await it by
+    command_id)."""
 
     command_id: Id
-    command_type: Literal["PLACE_HOLD", "POST_HOLD", "VOID_HOLD", "GRANT_REWARD"]
+    command_type: Literal["PLACE_HOLD", "POST_HOLD", "VOID_HOLD", "GRANT_REWARD", "STAKE", "UNSTAKE"]
     status: LedgerOutcomeStatus
     duplicate: bool = Field(default=False, description="the command was applied earlier; this is its outcome")
     reason_code: LEDGER_CODE | None = Field(default=None, description="why, when REJECTED")
@@ -439,8 +473,23 @@ class FxRate(Contract):
 # --------------------------------------------------------------------------- High-Speed Bridge
 
 
+class HolderPayout(Contract):
+    """What makes a bridge request an auto-payout (spec §2.3): the holder is paid, not a merchant."""
+
+    rule_id: Id | None = Field(default=None, description="the auto-payout rule that decided it, if any")
+    provider: Literal["PAYPAL", "STRIPE", "WISE", "TOSS"] = Field(description="the rule's provider; no other pays it")
+    payout_account: Annotated[str, Field(min_length=1, max_length=200)] = Field(
+        description="the holder's account at the provider (PayPal e-mail, Stripe connected account, Wise "
+        "recipient id, Toss sub-mall id)"
+    )
+    amount_kaus_units: PositiveKausUnits = Field(
+        description="K-AUS debited, exactly; the fiat paid is their conversion at the locked rate, rounded down"
+    )
+
+
 class BridgeRequest(Contract):
-    """A card payment: K-AUS from the payer, fiat to the merchant (spec §2.2)."""
+    """A card payment: K-AUS from the payer, fiat to the merchant (spec §2.2); or, with `payout`, a holder's
+    auto-payout through the same phases (hold, rate lock, provider, capture or void)."""
 
     request_id: Id = Field(description="idempotency key; a duplicate returns the original result")
     payer_account_id: Id
@@ -452,6 +501,11 @@ class BridgeRequest(Contract):
     payer_tier: PayerTier
     quoted_rate: Rate = Field(description="KAUS->currency rate the payer saw")
     requested_at: UtcDatetime
+    payout: HolderPayout | None = Field(
+        default=None,
+        description="set by the auto-payout service: the payer is the holder paid out, request_id the payout_id, "
+        "amount_minor only an estimate at quoted_rate; no cashback or bonus",
+    )
 
 
 class BridgeSettlementCompleted(Contract):
@@ -481,6 +535,9 @@ class BridgeSettlementCompleted(Contract):
         default=False, description="true: the answer to a repeated request_id, re-published; the payment happened once"
     )
     completed_at: UtcDatetime
+    payout_id: Id | None = Field(
+        default=None, description="set when this settled a holder's auto-payout (the request's `payout`): its id"
+    )
 
 
 class BridgeSettlementFailed(Contract):
@@ -497,6 +554,9 @@ class BridgeSettlementFailed(Contract):
     phase_durations_ms: dict[BridgePhase, DurationMs] = Field(default_factory=dict)
     repeat: bool = Field(default=False, description="true: the answer to a repeated request_id, re-published")
     failed_at: UtcDatetime
+    payout_id: Id | None = Field(
+        default=None, description="set when this settled a holder's auto-payout (the request's `payout`): its id"
+    )
 
 
 # --------------------------------------------------------------------------- payouts (spec §2.3, §3)
@@ -541,7 +601,9 @@ class AutoPayoutRule(Contract):
 
 
 class PayoutRequest(Contract):
-    payout_id: Id
+    """A payout the auto-payout service decided (it then sends it through the bridge as a bridge request)."""
+
+    payout_id: Id = Field(description="deterministic: {rule_id}:{trigger}, e.g. r-1:D2026-03-05 or r-1:t3")
     rule_id: Id | None = None
     account_id: Id
     provider: Provider
@@ -549,6 +611,13 @@ class PayoutRequest(Contract):
     amount_kaus_units: PositiveKausUnits
     payout_account: Annotated[str, Field(min_length=1, max_length=200)]
     requested_at: UtcDatetime
+    trigger_type: PayoutTrigger | None = Field(default=None, description="what made it due")
+    trigger_id: str | None = Field(
+        default=None,
+        max_length=128,
+        description="the period (D2026-03-05, W2026-03-01, M2026-02), dividend id or "
+        "threshold sequence that made it due",
+    )
 
 
 class PayoutStatus(StrEnum):
@@ -557,6 +626,8 @@ class PayoutStatus(StrEnum):
 
 
 class PayoutResult(Contract):
+    """The outcome of a payout, once per payout_id: PAID, or FAILED (nothing paid, its hold voided)."""
+
     payout_id: Id
     status: PayoutStatus
     provider: Provider
@@ -567,6 +638,87 @@ class PayoutResult(Contract):
     rate: Rate | None = None
     reason: str | None = None
     completed_at: UtcDatetime
+    account_id: Id | None = None
+    rule_id: Id | None = None
+    bridge_tx_id: Id | None = Field(default=None, description="the bridge settlement that executed it")
+    kaus_debited_units: KausUnits | None = Field(default=None, description="PAID: the K-AUS captured")
+    reason_code: BRIDGE_FAILURE_CODE | None = Field(default=None, description="FAILED: why")
+    failed_phase: BridgePhase | None = None
+    rail: Rail | None = None
+
+
+class PayoutWaiting(Contract):
+    """A payout that is due but held back (the holder is not KYC-verified): it is paid, under the same
+    payout_id, once the reason clears."""
+
+    payout_id: Id
+    account_id: Id
+    rule_id: Id | None = None
+    amount_kaus_units: KausUnits = Field(description="what it would pay now (the amount is decided when it pays)")
+    reason_code: PAYOUT_WAIT_CODE
+    reason: str
+    waiting_since: UtcDatetime
+
+
+# --------------------------------------------------------------------------- KYC and holder notifications
+
+
+class KycStatusChanged(Contract):
+    """A holder's identity-verification status (Sumsub- or Jumio-style webhook, verified and translated by the
+    platform's KYC receiver), compacted by account: the latest is the status. Only VERIFIED holders are paid out."""
+
+    account_id: Id
+    status: KycStatus
+    provider: Literal["SUMSUB", "JUMIO"]
+    applicant_id: Id
+    event_id: Id = Field(description="the webhook's id (a re-delivered webhook has the same)")
+    email: Annotated[str, Field(max_length=254, pattern=r"^[^@\s]+@[^@\s]+$")] | None = Field(
+        default=None, description="personal data: for payout notifications only"
+    )
+    phone: Annotated[str, Field(pattern=r"^\+[1-9][0-9]{6,14}$")] | None = Field(
+        default=None, description="E.164; personal data: for payout notifications only"
+    )
+    push_token: Annotated[str, Field(min_length=1, max_length=256)] | None = None
+    occurred_at: UtcDatetime
+
+
+class NotificationChannel(StrEnum):
+    EMAIL = "EMAIL"
+    SMS = "SMS"
+    PUSH = "PUSH"
+
+
+class HolderNotification(Contract):
+    """One message to one holder over one channel (spec §2.3 notifications), sent once: `notification_id` is
+    the sender's idempotency key. Not an on-call alert (those go to Alertmanager)."""
+
+    notification_id: Id = Field(description="{payout_id}:{event}:{channel}")
+    account_id: Id
+    payout_id: Id | None = None
+    event: Literal["PAYOUT_COMPLETED", "PAYOUT_FAILED", "PAYOUT_WAITING"]
+    channel: NotificationChannel
+    destination: Annotated[str, Field(min_length=1, max_length=256)] = Field(
+        description="e-mail address, E.164 number or push token (personal data)"
+    )
+    subject: Annotated[str, Field(max_length=200)]
+    text: Annotated[str, Field(max_length=2000)]
+    created_at: UtcDatetime
+
+
+class DeliveryStatus(StrEnum):
+    DELIVERED = "DELIVERED"
+    UNDELIVERED = "UNDELIVERED"  # every attempt failed: dead-lettered with the notification's bytes
+
+
+class NotificationDelivery(Contract):
+    """What became of one notification: delivered (once) or given up after the last retry."""
+
+    notification_id: Id
+    channel: NotificationChannel
+    status: DeliveryStatus
+    attempts: Annotated[int, Field(ge=1, le=100)]
+    reason: str | None = None
+    delivered_at: UtcDatetime
 
 
 # --------------------------------------------------------------------------- governance feeds (alerting inputs)

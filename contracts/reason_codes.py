@@ -14,7 +14,9 @@ from pydantic import AfterValidator, Field
 from domain.bridge import ReasonCode as BridgeCode
 from domain.ledger import LedgerCode
 from domain.order_book import CancelReason, ExpiryReason, RejectCode
+from domain.payouts import RuleCode, WaitCode
 from domain.rails import RailSubstitution
+from domain.staking import StakingCode
 from domain.trade_settlement import SettlementCode
 
 REASON_CODES: dict[str, str] = {
@@ -41,7 +43,32 @@ REASON_CODES: dict[str, str] = {
     "INVALID_VALUE": "a cross-field rule failed (e.g. a LIMIT order without a price); the reason says which",
     "PROCESSING_ERROR": "a valid-looking record made the platform fail (our bug); nothing of it was applied, the"
     " reason names the error; send it again once the platform is fixed",
+    "NOTIFICATION_UNDELIVERED": "a holder notification failed on every attempt (the reason gives the last error); "
+    "the record is the notification, to send again by hand",
 }
+# An auto-payout rule that cannot work is dead-lettered with one of these (domain.payouts.validate_rule).
+RULE_MEANINGS: dict[str, str] = {
+    RuleCode.INVALID_ID: "the rule id is longer than 64 characters (payout ids are built from it)",
+    RuleCode.INVALID_AMOUNT: "an amount is not integer K-AUS base units in 0..10^18",
+    RuleCode.MAX_PER_TX_NOT_POSITIVE: "max_payout_per_tx_kaus_units must be positive",
+    RuleCode.PAYOUT_ACCOUNT_MISSING: "payout_account is empty",
+    RuleCode.PROVIDER_NOT_OFFERED: "the provider pays no holder payouts (PAYPAL, STRIPE, WISE and TOSS do)",
+    RuleCode.CURRENCY_NOT_PAID: "no rail of the provider pays out this currency",
+    RuleCode.THRESHOLD_MISSING: "a THRESHOLD rule without threshold_kaus_units",
+    RuleCode.KEEP_MINIMUM_ABOVE_THRESHOLD: "keep_minimum_kaus_units is above threshold_kaus_units: nothing could "
+    "ever be paid",
+    RuleCode.SCHEDULE_TYPE_MISSING: "a SCHEDULE rule without schedule_type",
+    RuleCode.SCHEDULE_TIME_MISSING: "a SCHEDULE rule without schedule_time_utc",
+    RuleCode.SCHEDULE_TIME_INVALID: "schedule_time_utc is not HH:MM (00:00-23:59)",
+    RuleCode.SCHEDULE_DAY_MISSING: "a WEEKLY or MONTHLY rule without schedule_day",
+    RuleCode.SCHEDULE_DAY_OUT_OF_RANGE: "schedule_day is not 0-6 (WEEKLY, 0 = Sunday) or 1-31 (MONTHLY)",
+    RuleCode.DIVIDEND_SOURCE_MISSING: "a DIVIDEND rule without dividend_source",
+    RuleCode.FIELD_NOT_FOR_TRIGGER: "a field of another trigger type is set (e.g. a THRESHOLD rule with a "
+    "schedule_time_utc): it would be ignored, so the rule is refused",
+    RuleCode.TOO_MANY_RULES: "the account already has the maximum number of rules",
+}
+for _code, _meaning in RULE_MEANINGS.items():
+    REASON_CODES.setdefault(str(_code), _meaning)
 
 
 def codes(*enums: type[Enum]) -> tuple[str, ...]:
@@ -114,6 +141,13 @@ LEDGER_MEANINGS: dict[str, str] = {
     LedgerCode.POST_EXCEEDS_PENDING: "the capture is larger than the hold",
     LedgerCode.LINKED_EVENT_FAILED: "another command of the same atomic step failed (e.g. one of a capture's rewards)",
     LedgerCode.BATCH_TOO_LARGE: "too many movements in one atomic step",
+    StakingCode.INVALID_COMMAND: "a STAKE / UNSTAKE with an id or amount the vault cannot take",
+    StakingCode.POSITION_ID_CONFLICT: "this position id was already used with other content",
+    StakingCode.UNKNOWN_POSITION: "UNSTAKE of a position that does not exist (or was already released)",
+    StakingCode.NOT_OWNER: "UNSTAKE from another account than the position's",
+    StakingCode.STILL_LOCKED: "UNSTAKE before the position's lock period ended",
+    StakingCode.LEDGER_REJECTED: "the ledger refused the stake's movement (e.g. INSUFFICIENT_FUNDS; the reason "
+    "says which)",
 }
 BRIDGE_FAILURE_MEANINGS: dict[str, str] = {
     BridgeCode.INSUFFICIENT_FUNDS: "the payer's available K-AUS does not cover the hold, which is sized for the "
@@ -130,6 +164,13 @@ BRIDGE_FAILURE_MEANINGS: dict[str, str] = {
     "flagged for reconciliation)",
     BridgeCode.AMOUNT_TOO_LARGE: "the hold this payment needs is above the ledger's 10^18 units per transfer",
 }
+PAYOUT_WAIT_MEANINGS: dict[str, str] = {
+    WaitCode.KYC_UNKNOWN: "no KYC status received for the holder yet: paid once it is VERIFIED",
+    WaitCode.KYC_PENDING: "the holder's KYC review is pending: paid once it is VERIFIED",
+    WaitCode.KYC_REJECTED: "the holder's KYC was rejected: nothing leaves until a new review verifies them",
+    WaitCode.KYC_EXPIRED: "the holder's KYC expired: paid once it is renewed (VERIFIED)",
+}
+
 RAIL_SUBSTITUTION_MEANINGS: dict[str, str] = {
     RailSubstitution.PRIMARY_CIRCUIT_OPEN: "the region's rail failed 3 times in a row: its circuit breaker refuses "
     "calls for a cool-down",
@@ -151,12 +192,14 @@ REFUSED_AT_INGRESS = frozenset(
 )
 ORDER_EVENT_CODES = tuple(c for c in codes(RejectCode, CancelReason, ExpiryReason) if c not in REFUSED_AT_INGRESS)
 SETTLEMENT_CODES = codes(SettlementCode)
-LEDGER_CODES = codes(LedgerCode)
+LEDGER_CODES = codes(LedgerCode, StakingCode)
 BRIDGE_FAILURE_CODES = codes(BridgeCode)
 DEAD_LETTER_CODES = tuple(REASON_CODES)
+PAYOUT_WAIT_CODES = codes(WaitCode)
 
 ORDER_EVENT_CODE = code_field(ORDER_EVENT_CODES)
 SETTLEMENT_CODE = code_field(SETTLEMENT_CODES)
 LEDGER_CODE = code_field(LEDGER_CODES)
 BRIDGE_FAILURE_CODE = code_field(BRIDGE_FAILURE_CODES)
 DEAD_LETTER_CODE = code_field(DEAD_LETTER_CODES)
+PAYOUT_WAIT_CODE = code_field(PAYOUT_WAIT_CODES)

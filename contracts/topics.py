@@ -43,6 +43,8 @@ class Component(StrEnum):
     MATCHING = "matching"
     LEDGER = "ledger"
     BRIDGE = "bridge"
+    PAYOUTS = "payouts"
+    NOTIFIER = "notifier"
     MONITORING = "monitoring"
     DASHBOARD = "dashboard"
     WAREHOUSE = "warehouse"
@@ -60,6 +62,10 @@ COMPONENT_DESCRIPTIONS: dict[Component, str] = {
     Component.LEDGER: "the K-AUS ledger and trade settlement, the single writer over ledger.commands "
     "(streams/p2p/ledger.py)",
     Component.BRIDGE: "the High-Speed Bridge: card payments settled to fiat rails (streams/bridge)",
+    Component.PAYOUTS: "the auto-payout service: rules, triggers, the KYC gate and its webhook receiver; pays out "
+    "through the bridge (streams/payouts)",
+    Component.NOTIFIER: "the holder notification sender: e-mail over SMTP, SMS and push through a webhook gateway "
+    "(streams/notifications)",
     Component.MONITORING: "the monitoring agent: metrics and alert rules, alerts sent to Alertmanager "
     "(streams/alerting)",
     Component.DASHBOARD: "the operations dashboard (dashboards/)",
@@ -405,7 +411,7 @@ DIVIDENDS_DECLARED = Topic(
     "account_id",
     "Dividends owed to energy-node and staking holders (the input of their auto-payout rules).",
     producers=(Component.LEDGER,),
-    consumers=(Component.UPSTREAM,),
+    consumers=(Component.UPSTREAM, Component.PAYOUTS),
     dedup_key=("dividend_id",),
 )
 LEDGER_TRANSFERS = Topic(
@@ -417,13 +423,14 @@ LEDGER_TRANSFERS = Topic(
     "(settlement kind, id, leg): the link finance reconciles on.",
     retention_ms=30 * DAY_MS,
     producers=(Component.LEDGER,),
-    consumers=(Component.UPSTREAM, Component.WAREHOUSE),
+    consumers=(Component.UPSTREAM, Component.PAYOUTS, Component.WAREHOUSE),
 )
 LEDGER_COMMANDS = Topic(
     "ledger.commands",
     m.LedgerCommand,
     "command_id",
-    "The ledger's ordered input (deposits, trades to settle). One partition: the ledger is a single "
+    "The ledger's ordered input (deposits, trades to settle, holds, stakes; the ledger's own epoch timer appends "
+    "each epoch's DECLARE_DIVIDENDS). One partition: the ledger is a single "
     "writer, like TigerBeetle's, so every balance check sees every earlier movement. Kept forever: the "
     "ledger's balances are a fold over it, rebuilt by replay (from a local snapshot where there is one). "
     "The broker timestamps each record (LogAppendTime), which bounds the command's own time.",
@@ -432,7 +439,7 @@ LEDGER_COMMANDS = Topic(
     upstream=True,
     retention_ms=KEEP_FOREVER,
     broker_timestamps=True,
-    producers=(Component.UPSTREAM, Component.MATCHING, Component.BRIDGE),
+    producers=(Component.UPSTREAM, Component.MATCHING, Component.LEDGER, Component.BRIDGE),
     consumers=(Component.LEDGER,),
     dedup_key=("command_id",),
 )
@@ -461,9 +468,10 @@ BRIDGE_REQUESTS = Topic(
     "bridge.requests",
     m.BridgeRequest,
     "payer_account_id",
-    "Card payments to settle over the High-Speed Bridge; keyed by payer so each payer's order holds.",
+    "Card payments to settle over the High-Speed Bridge, and holders' auto-payouts (with `payout`, from the "
+    "auto-payout service); keyed by payer so each payer's order holds.",
     upstream=True,
-    producers=(Component.UPSTREAM,),
+    producers=(Component.UPSTREAM, Component.PAYOUTS),
     consumers=(Component.BRIDGE,),
     dedup_key=("request_id",),
 )
@@ -471,19 +479,19 @@ BRIDGE_SETTLEMENTS_COMPLETED = Topic(
     "bridge.settlements.completed",
     m.BridgeSettlementCompleted,
     "request_id",
-    "Settled card payments with rail, amounts and per-phase durations.",
+    "Settled card payments with rail, amounts and per-phase durations (a holder's auto-payout carries its `payout_id`).",
     retention_ms=30 * DAY_MS,
     producers=(Component.BRIDGE,),
-    consumers=(Component.UPSTREAM, Component.MONITORING, Component.DASHBOARD, Component.WAREHOUSE),
+    consumers=(Component.UPSTREAM, Component.PAYOUTS, Component.MONITORING, Component.DASHBOARD, Component.WAREHOUSE),
 )
 BRIDGE_SETTLEMENTS_FAILED = Topic(
     "bridge.settlements.failed",
     m.BridgeSettlementFailed,
     "request_id",
-    "Card payments that failed, with the phase and a reason; their hold is voided.",
+    "Card payments that failed, with the phase and a reason; their hold is voided (a holder's auto-payout carries its `payout_id`).",
     retention_ms=30 * DAY_MS,
     producers=(Component.BRIDGE,),
-    consumers=(Component.UPSTREAM, Component.MONITORING, Component.DASHBOARD, Component.WAREHOUSE),
+    consumers=(Component.UPSTREAM, Component.PAYOUTS, Component.MONITORING, Component.DASHBOARD, Component.WAREHOUSE),
 )
 BRIDGE_PAYOUTS_JOURNAL = compacted(
     "bridge.payouts.journal",
@@ -500,27 +508,66 @@ PAYOUT_RULES = compacted(
     "payouts.rules",
     m.AutoPayoutRule,
     "rule_id",
-    "Auto-payout rules (spec §2.3), compacted by rule_id; kept for the auto-payout executor (no component of "
-    "this release reads it yet).",
+    "Auto-payout rules (spec §2.3), compacted by rule_id: a newer record replaces the rule, `isActive` false "
+    "stops it, a tombstone (null value) deletes it. A rule that cannot work is dead-lettered with its reason.",
     upstream=True,
     producers=(Component.UPSTREAM,),
-    consumers=(),
+    consumers=(Component.PAYOUTS,),
 )
 PAYOUT_REQUESTS = Topic(
     "payouts.requests",
     m.PayoutRequest,
     "payout_id",
-    "Payouts to execute (reserved for the auto-payout executor: no component of this release writes it).",
-    producers=(),
-    consumers=(Component.WAREHOUSE,),
+    "Payouts the auto-payout service decided, one per payout_id (deterministic, so a re-decision after a crash "
+    "has the same id); each is executed as a bridge request with the same id.",
+    producers=(Component.PAYOUTS,),
+    consumers=(Component.UPSTREAM, Component.WAREHOUSE),
 )
 PAYOUT_RESULTS = Topic(
     "payouts.results",
     m.PayoutResult,
     "payout_id",
-    "Executed or failed payouts (reserved for the auto-payout executor: no component of this release writes it).",
-    producers=(),
-    consumers=(Component.WAREHOUSE,),
+    "Payout outcomes, one per payout_id: PAID, or FAILED (nothing paid, its hold voided).",
+    producers=(Component.PAYOUTS,),
+    consumers=(Component.UPSTREAM, Component.DASHBOARD, Component.WAREHOUSE),
+)
+PAYOUT_WAITING = Topic(
+    "payouts.waiting",
+    m.PayoutWaiting,
+    "payout_id",
+    "Payouts due but held back, with the reason (the holder's KYC is not verified); each is paid under the same "
+    "payout_id once the reason clears, and then has its payouts.results record.",
+    producers=(Component.PAYOUTS,),
+    consumers=(Component.UPSTREAM, Component.DASHBOARD),
+    dedup_key=("payout_id", "reason_code"),
+)
+KYC_STATUS = compacted(
+    "kyc.status",
+    m.KycStatusChanged,
+    "account_id",
+    "Holders' KYC status, the latest per account, from the platform's KYC webhook receiver (Sumsub / Jumio "
+    "style, signature checked). Holds contact data (personal): readable by the payout services only.",
+    producers=(Component.PAYOUTS,),
+    consumers=(Component.PAYOUTS,),
+)
+NOTIFICATIONS_HOLDERS = Topic(
+    "notifications.holders",
+    m.HolderNotification,
+    "account_id",
+    "Messages to holders about their payouts (e-mail, SMS, push), one per payout, event and channel; sent once "
+    "by the notifier (not on-call alerts: those go through Alertmanager).",
+    producers=(Component.PAYOUTS,),
+    consumers=(Component.NOTIFIER,),
+    dedup_key=("notification_id",),
+)
+NOTIFICATIONS_DELIVERIES = compacted(
+    "notifications.deliveries",
+    m.NotificationDelivery,
+    "notification_id",
+    "What became of each holder notification: DELIVERED, or UNDELIVERED after the last retry (then also "
+    "dead-lettered with its bytes). The notifier's memory of what it sent.",
+    producers=(Component.NOTIFIER,),
+    consumers=(Component.NOTIFIER, Component.DASHBOARD),
 )
 GOVERNANCE_KEYS = compacted(
     "governance.keys",
@@ -573,7 +620,14 @@ PLATFORM_DEADLETTERS = Topic(
     "New dead letters stay under 64 KiB; the limit below also admits older, larger ones.",
     retention_ms=30 * DAY_MS,
     max_message_bytes=1024 * 1024,
-    producers=(Component.MATCHING, Component.LEDGER, Component.BRIDGE, Component.MONITORING),
+    producers=(
+        Component.MATCHING,
+        Component.LEDGER,
+        Component.BRIDGE,
+        Component.PAYOUTS,
+        Component.NOTIFIER,
+        Component.MONITORING,
+    ),
     consumers=(Component.UPSTREAM, Component.MONITORING, Component.OPERATORS),
     dedup_key=("source_topic", "source_partition", "source_offset"),
 )
@@ -587,7 +641,14 @@ PLATFORM_DEADLETTER_PAYLOADS = PayloadTopic(
     "whose compressed record exceeds the limit below is not stored, and its dead letter has no reference.",
     retention_ms=30 * DAY_MS,
     max_message_bytes=960 * 1024,  # under librdkafka's default message.max.bytes (1,000,000), which producers keep,
-    producers=(Component.MATCHING, Component.LEDGER, Component.BRIDGE, Component.MONITORING),
+    producers=(
+        Component.MATCHING,
+        Component.LEDGER,
+        Component.BRIDGE,
+        Component.PAYOUTS,
+        Component.NOTIFIER,
+        Component.MONITORING,
+    ),
     consumers=(Component.OPERATORS,),
 )
 
@@ -612,6 +673,10 @@ TOPICS: dict[str, Topic] = {
         PAYOUT_RULES,
         PAYOUT_REQUESTS,
         PAYOUT_RESULTS,
+        PAYOUT_WAITING,
+        KYC_STATUS,
+        NOTIFICATIONS_HOLDERS,
+        NOTIFICATIONS_DELIVERIES,
         GOVERNANCE_KEYS,
         GOVERNANCE_MULTISIG,
         MONITORING_ALERTS,

@@ -75,6 +75,7 @@ class SettlementKind(StrEnum):
     DEPOSIT = "DEPOSIT"  # K-AUS arriving from outside: id = the deposit's command_id
     DIVIDEND = "DIVIDEND"  # a dividend declaration: id = its command_id
     PAYOUT = "PAYOUT"  # money going out to a provider: id = payout_id
+    STAKING = "STAKING"  # K-AUS staked or released by the staking vault: id = the position id
 
 
 class Leg(StrEnum):
@@ -92,6 +93,8 @@ class Leg(StrEnum):
     CASHBACK = "CASHBACK"
     BONUS = "BONUS"  # ecosystem bonus
     PAYOUT = "PAYOUT"
+    STAKE = "STAKE"  # holder -> staked:{holder} (locked, not spendable)
+    UNSTAKE = "UNSTAKE"  # staked:{holder} -> holder, after the unbonding delay
 
 
 class Reference(NamedTuple):
