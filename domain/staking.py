@@ -162,6 +162,10 @@ class StakingVault:
         heapq.heappush(self._releases, (releasable, position_id))
         return self._ok(p, None, replayed=False)
 
+    def release_due_by(self, now_ms: int) -> bool:
+        """Whether a position's unbonding has ended by ``now_ms`` (cheap: the ledger asks on every command)."""
+        return bool(self._releases) and self._releases[0][0] <= now_ms
+
     def release_due(self, now_ms: int) -> list[StakingOutcome]:
         """Move every position whose unbonding has ended back to its holder's available balance."""
         out = []

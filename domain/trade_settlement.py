@@ -325,6 +325,9 @@ class TradeSettler:
     def is_settled(self, trade_id: str) -> bool:
         return trade_id in self._settled
 
+    def is_declared(self, declaration_id: str) -> bool:
+        return declaration_id in self._declarations
+
     # -- settlement --
 
     def settle(self, trade: Trade, now_ms: int, *, clock: Callable[[], int] | None = None) -> TradeSettlement:

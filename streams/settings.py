@@ -55,6 +55,16 @@ class Settings(BaseSettings):
     # restart replays ledger.commands from there instead of from the beginning; 0 = never.
     ledger_snapshot_every_s: float = Field(default=600.0, ge=0)
 
+    # Dividend epochs (spec §2.1): the ledger declares each closed epoch once; its timer appends the epoch's
+    # DECLARE_DIVIDENDS to ledger.commands this often (0 = no timer). Default: one UTC day from 00:00.
+    dividend_epoch_minutes: int = Field(default=1440, ge=1)
+    dividend_epoch_offset_minutes: int = Field(default=0, ge=0)
+    dividend_timer_every_s: float = Field(default=10.0, ge=0)
+    # The staking vault (spec §1): a stake is locked this long, then unbonds this long before it is released.
+    # Placeholders: the spec gives no figures.
+    staking_lock_minutes: int = Field(default=7 * 24 * 60, ge=0)
+    staking_unbonding_minutes: int = Field(default=2 * 24 * 60, ge=0)
+
     # Ingress: messages above this size are dead-lettered (the registry may lower it per topic).
     max_ingress_message_bytes: int = 64 * 1024
     # The demo starts a local schema registry (infra/schema_registry) holding contracts/schemas, for producers whose

@@ -22,6 +22,10 @@ from tests.support import schema_check
 from tests.support.kafka_io import KafkaIO
 from tests.support.workers import WorkerProcess
 
+# The ledger's epoch timer would declare yesterday's dividend epoch in every test that starts a ledger: off unless
+# a test turns it on (tests/integration/test_dividend_epochs_e2e.py). Worker processes inherit it.
+os.environ.setdefault("NEXUS_DIVIDEND_TIMER_EVERY_S", "0")
+
 
 def free_port() -> int:
     with socket.socket() as sock:

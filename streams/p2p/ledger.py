@@ -24,9 +24,11 @@ from contracts.topics import (
 from domain import ledger as lg
 from domain import order_book as ob
 from domain import trade_settlement as ts
+from domain.dividends import DEFAULT_SOURCE_SHARES_BPS, EpochSchedule, EpochScheduler
 from domain.ledger import MAX_CLOCK_SKEW_MS, Ledger, Leg, PendingState, SettlementKind, TransferResult, TransferStatus
 from domain.ledger import Transfer as LedgerTransferCommand
 from domain.money import kaus_to_decimal
+from domain.staking import RELEASE_CODE, STAKE_CODE, StakingConfig, StakingOutcome, StakingVault
 from domain.timeconv import from_ms, to_ms
 from streams.p2p.matching import Output
 
@@ -154,6 +156,10 @@ class LedgerPartition:
     settler: ts.TradeSettler = field(default_factory=lambda: ts.TradeSettler(Ledger()))
     next_offset: int = 0
     hold_references: dict[str, tuple[SettlementKind, str]] = field(default_factory=dict)
+    staking: StakingConfig = field(default_factory=StakingConfig)
+    schedule: EpochSchedule = field(default_factory=EpochSchedule)
+    vault: StakingVault | None = None  # None: a new vault over this ledger
+    epochs: EpochScheduler | None = None  # None: a new scheduler on `schedule`
     _record_ms: int | None = field(default=None, repr=False, compare=False)  # the command being applied
     _assets: dict[str, lg.Asset] = field(default_factory=dict, repr=False, compare=False)  # by account id
 
@@ -165,6 +171,10 @@ class LedgerPartition:
         # Issuance accounts rewards are paid from: they may run negative (finance funds them).
         for account in m.RewardAccount:
             self.ledger.open_account(account.value, allow_negative=True)
+        if self.vault is None:
+            self.vault = StakingVault(self.ledger, self.staking)
+        if self.epochs is None:
+            self.epochs = EpochScheduler(self.schedule)
 
     def _time(self, stamped_ms: int) -> int:
         """The time a command counts at: its own, but never more than MAX_CLOCK_SKEW_MS past its record's."""
@@ -205,13 +215,67 @@ class LedgerPartition:
             return []
         if isinstance(message, m.DeclareDividends):
             return self._declare(message)
+        if isinstance(message, m.Stake | m.Unstake):
+            return self._staking(message)
         return self._hold_command(message)
+
+    # ------------------------------------------------------------------ the staking vault (spec §1)
+
+    def _staking(self, command: m.Stake | m.Unstake) -> list[Output]:
+        now = self._time(to_ms(command.occurred_at))
+        vault = self.vault
+        assert vault is not None
+        out = self._release_stakes(now)
+        if isinstance(command, m.Stake):
+            self._open(command.account_id)
+            outcome = vault.stake(command.command_id, command.account_id, command.amount_kaus_units, now)
+        else:
+            outcome = vault.unstake(command.position_id, command.account_id, now)
+        transfer = outcome.transfer
+        if outcome.ok and not outcome.replayed and transfer is not None:
+            out.append((LEDGER_TRANSFERS, self._staking_record(transfer, Leg.STAKE, command.command_id)))
+        amount = 0 if not outcome.ok or outcome.position is None else outcome.position.amount_units
+        out.append(
+            (
+                LEDGER_OUTCOMES,
+                _LedgerOutcome(
+                    command_id=command.command_id,
+                    command_type=command.type,
+                    status=m.LedgerOutcomeStatus.APPLIED if outcome.ok else m.LedgerOutcomeStatus.REJECTED,
+                    duplicate=outcome.ok and outcome.replayed,
+                    reason_code=None if outcome.ok else str(outcome.code),
+                    reason=None if outcome.ok else outcome.reason,
+                    amount_kaus_units=amount,
+                    occurred_at=from_ms(max(now, self.ledger.clock_ms)),
+                ),
+            )
+        )
+        return out
+
+    def _staking_record(self, transfer: TransferResult, leg: Leg, position_id: str) -> Encoded:
+        reason = STAKE_CODE if leg is Leg.STAKE else RELEASE_CODE
+        reference = {"kind": SettlementKind.STAKING, "id": position_id, "leg": leg}
+        return transfer_record(transfer, reason, lg.Asset.KAUS, reference)
+
+    def _release_stakes(self, now_ms: int) -> list[Output]:
+        """Positions whose unbonding ended go back to their holders, at the first command after that moment."""
+        vault = self.vault
+        assert vault is not None
+        if not vault.release_due_by(now_ms):
+            return []
+        released: list[StakingOutcome] = vault.release_due(now_ms)
+        return [
+            (LEDGER_TRANSFERS, self._staking_record(o.transfer, Leg.UNSTAKE, o.position_id))
+            for o in released
+            if o.transfer is not None
+        ]
 
     # ------------------------------------------------------------------ two-phase holds and rewards
 
     def _hold_command(self, command: HoldCommand) -> list[Output]:
         now = self._time(to_ms(command.occurred_at))
         out = self._expire_holds(now)  # an expired hold frees its K-AUS before this command is checked
+        out += self._release_stakes(now)
         if isinstance(command, m.PlaceHold):
             self._open(command.credit_account_id)
             hold = lg.PendingTransfer(
@@ -392,17 +456,20 @@ class LedgerPartition:
 
     def _deposit(self, deposit: m.Deposit) -> list[Output]:
         self._open(deposit.account_id)
+        now = self._time(to_ms(deposit.occurred_at))
+        out = self._release_stakes(now)
         previous = self.ledger.result(deposit.command_id)
         result = self.ledger.apply(
             LedgerTransferCommand(
                 deposit.command_id, ts.SYS_MINT, deposit.account_id, deposit.amount_kaus_units, DEPOSIT_CODE
             ),
-            self._time(to_ms(deposit.occurred_at)),
+            now,
         )
         if previous is not None or result.status is not TransferStatus.POSTED:
-            return []  # a re-sent deposit: applied once already
+            return out  # a re-sent deposit: applied once already
         reference = {"kind": SettlementKind.DEPOSIT, "id": deposit.command_id, "leg": Leg.DEPOSIT}
-        return [(LEDGER_TRANSFERS, transfer_record(result, DEPOSIT_CODE, self._asset(ts.SYS_MINT), reference))]
+        out.append((LEDGER_TRANSFERS, transfer_record(result, DEPOSIT_CODE, self._asset(ts.SYS_MINT), reference)))
+        return out
 
     def _settle(self, command: m.SettleTrade) -> list[Output]:
         trade = command.trade
@@ -464,12 +531,36 @@ class LedgerPartition:
             out.append((AUDIT_RECORDS, audit_record(fact)))
         return out
 
+    def _declaration(self, command: m.DeclareDividends, now: int) -> ts.DividendDeclaration | None:
+        """An epoch's declaration (the epoch timer's id for the epochs due now: STAKING weights from the vault
+        over their span, the pool split by source), a manual one (any other id: the registered weights), or
+        None for an epoch id that is not due (already covered by a later declaration, or not closed yet)."""
+        epochs, vault, settler = self.epochs, self.vault, self.settler
+        assert epochs is not None and vault is not None
+        declaration_id = command.command_id
+        due = epochs.due(now)
+        if due is not None and due.declaration_id == declaration_id:
+            declaration = settler.declare_dividends(
+                declaration_id,
+                now,
+                staking_weights=vault.weights(due.start_ms, due.end_ms),
+                source_shares_bps=DEFAULT_SOURCE_SHARES_BPS,
+            )
+            if declaration.status is not ts.SettlementStatus.REJECTED:
+                epochs.mark_declared(due)
+            return declaration
+        if declaration_id.startswith("div-") and not settler.is_declared(declaration_id):
+            return None
+        return settler.declare_dividends(declaration_id, now)
+
     def _declare(self, command: m.DeclareDividends) -> list[Output]:
-        declaration = self.settler.declare_dividends(command.command_id, self._time(to_ms(command.occurred_at)))
-        if declaration.replayed:
-            return []
+        now = self._time(to_ms(command.occurred_at))
+        out: list[Output] = self._release_stakes(now)
+        declaration = self._declaration(command, now)
+        if declaration is None or declaration.replayed:
+            return out
         reference = {"kind": SettlementKind.DIVIDEND, "id": command.command_id, "leg": Leg.DIVIDEND}
-        out: list[Output] = [
+        out += [
             (LEDGER_TRANSFERS, transfer_record(r, "dividend", self._asset(r.debit_account_id), reference))
             for r in declaration.transfers
             if r.status is TransferStatus.POSTED

@@ -5,9 +5,13 @@ Both runtimes build them here: the Faust agents (`streams.p2p.agents`) and the p
 
 from __future__ import annotations
 
+from functools import partial
+
 from contracts.topics import ENERGY_ORDERS, LEDGER_COMMANDS, Topic
+from domain.staking import StakingConfig
 from streams.kafka.processor import RecordProcessor
 from streams.kafka.topic_admin import topic_id
+from streams.p2p import epoch_timer
 from streams.p2p.ledger import LedgerPartition
 from streams.p2p.matching import MatchingPartition
 from streams.p2p.snapshots import LedgerSnapshots
@@ -29,9 +33,11 @@ def ledger_processor(settings: Settings) -> RecordProcessor:
     if settings.ledger_snapshot_every_s:
         directory = settings.data_dir / "snapshots" / settings.app_id
         snapshots = LedgerSnapshots(directory, topic_id(settings.bootstrap_servers, LEDGER_COMMANDS.name))
+    epoch_timer.start(settings)  # the ledger's own DECLARE_DIVIDENDS, once per epoch
+    staking = StakingConfig(settings.staking_lock_minutes * 60_000, settings.staking_unbonding_minutes * 60_000)
     return RecordProcessor(
         LEDGER_COMMANDS,
-        LedgerPartition,
+        partial(LedgerPartition, staking=staking, schedule=epoch_timer.schedule_of(settings)),
         settings.bootstrap_servers,
         settings.max_ingress_message_bytes,
         snapshots=snapshots,

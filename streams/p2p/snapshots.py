@@ -27,7 +27,9 @@ from typing import Any
 
 import orjson
 
+from domain.dividends import EpochScheduler
 from domain.ledger import PendingState, SettlementKind
+from domain.staking import StakingVault
 from domain.trade_settlement import TradeSettler
 from streams.p2p.ledger import LedgerPartition
 
@@ -149,6 +151,8 @@ def serialise(state: LedgerPartition, topic_id: str) -> bytes:
             "next_offset": state.next_offset,
             "settler": state.settler.to_dict(),
             "hold_references": {hold: [kind.value, ref] for hold, (kind, ref) in sorted(state.hold_references.items())},
+            "staking": state.vault.to_dict() if state.vault is not None else None,
+            "epochs": state.epochs.to_dict() if state.epochs is not None else None,
         }
     )
 
@@ -167,6 +171,12 @@ def restore(raw: bytes, topic_id: str, partition: int) -> LedgerPartition:
         view = settler.ledger.pending(hold)
         if view is None or view.state is not PendingState.PENDING:
             raise ValueError(f"a reference is kept for {hold!r}, which is no open hold")
+    staking, epochs = data.get("staking"), data.get("epochs")  # absent before the staking vault: empty
     return LedgerPartition(
-        partition=partition, settler=settler, next_offset=int(data["next_offset"]), hold_references=references
+        partition=partition,
+        settler=settler,
+        next_offset=int(data["next_offset"]),
+        hold_references=references,
+        vault=None if staking is None else StakingVault.from_dict(staking, settler.ledger),
+        epochs=None if epochs is None else EpochScheduler.from_dict(epochs),
     )
