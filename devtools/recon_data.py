@@ -5,6 +5,10 @@ Test and benchmark data only (never imported by production code): it emits the r
 records) as JSONL topic exports, and the matching provider statements in each provider's own format. Ledger
 movements are written the way the services write them: transfer ids, accounts and typed references (a card
 payment's hold, capture, release and cashback; a trade's payment, fee, dividend pool accrual and carbon mint).
+A holder's auto-payout is written as the platform executes it (contract 1.2.0): the auto-payout service's
+``payouts.requests`` record, the bridge's settlement carrying the ``payout_id`` (request_id = payout_id, no
+cashback or bonus), its ledger hold and capture (or release) under reference kind ``PAYOUT`` with the payout_id,
+and the service's ``payouts.results`` record derived from the settlement.
 
 Injected breaks (``breaks_per_class`` of each class over the period) and their expected classification are
 returned as ``truth``; legitimate noise that must *not* raise an exception is always present: fee rounding
@@ -31,6 +35,7 @@ from contracts import topics as t
 from domain.bridge import BridgeConfig, bridge_tx_id_for
 from domain.ledger import Leg, SettlementKind
 from domain.money import KAUS_UNITS_PER_TOKEN, MINOR_UNIT_EXPONENT, Currency
+from domain.rails import RAILS
 from domain.timeconv import to_ms
 from domain.variance_rules import MATCHING_BREAKS, BreakClass, Tolerances
 from warehouse.provider_statements import FORMATS, StatementLine, assign_line_ids, write_statement
@@ -58,10 +63,22 @@ _ROUTES: list[tuple[str, m.Provider, m.Rail | None, m.Region | None, tuple[Curre
     ("bridge", m.Provider.STRIPE, m.Rail.STRIPE_HK, m.Region.HK, (Currency.HKD,), 3),
     ("bridge", m.Provider.WISE, m.Rail.WISE, m.Region.EU, (Currency.EUR, Currency.GBP), 8),
     ("bridge", m.Provider.ALIPAY, m.Rail.ALIPAY, m.Region.HK, (Currency.HKD, Currency.USD), 8),
+    # holders' auto-payouts go out through the bridge too: the provider's rail for the currency (_payout_rail)
     ("payout", m.Provider.PAYPAL, None, None, (Currency.USD, Currency.EUR, Currency.GBP, Currency.AUD), 12),
     ("payout", m.Provider.WISE, None, None, (Currency.EUR, Currency.GBP, Currency.USD), 8),
     ("payout", m.Provider.STRIPE, None, None, (Currency.USD, Currency.EUR), 5),
 ]
+# The region a holder's payout request names, by payout currency (a payout rail pays it from any region).
+_PAYOUT_REGION = {Currency.USD: m.Region.US, Currency.EUR: m.Region.EU, Currency.GBP: m.Region.EU,
+                  Currency.AUD: m.Region.AU}  # fmt: skip
+
+
+def _payout_rail(provider: m.Provider, ccy: Currency) -> m.Rail:
+    """The provider's rail that pays ``ccy`` (Stripe: one per currency; PayPal and Wise: their own)."""
+    [rail] = [spec.rail for spec in RAILS.values() if spec.provider is provider and ccy in spec.currencies]
+    return rail
+
+
 _FEE_BPS = {
     m.Provider.STRIPE: 25,
     m.Provider.PAYPAL: 250,
@@ -130,6 +147,7 @@ class GeneratorConfig:
     late_share: float = 0.02
     trades_per_day: int = 150
     failed_share: float = 0.005
+    failed_payouts_per_day: int = 1  # holders' payouts the provider declined: hold released, FAILED result
     missing_audit: int = 0
     ledger_break: bool = False  # drop one settlement's ledger movements: the tie-out (a critical check) fails
     tolerances: Tolerances = field(default_factory=Tolerances)
@@ -417,8 +435,10 @@ def _events(
     audits_missing = cfg.missing_audit
     for s in settlements:
         kaus = _kaus_units(s.amount, s.currency, s.rate)
-        audit_tx = _bridge_events(emit, s, kaus, rng) if s.kind == "bridge" else _payout_events(emit, s, kaus, rng)
-        transfers = _card_transfers(s, kaus) if s.kind == "bridge" else [_payout_transfer(s, kaus)]
+        if s.kind == "bridge":
+            audit_tx, transfers = _bridge_events(emit, s, kaus, rng), _card_transfers(s, kaus)
+        else:
+            audit_tx, transfers = _payout_events(emit, s, kaus, rng), _payout_transfers(s, kaus)
         if not ledger_dropped:
             ledger_dropped = True
         else:
@@ -430,6 +450,7 @@ def _events(
             emit(t.AUDIT_RECORDS, _audit(audit_tx, s, rng), s.settled_at)
     for day in days:
         _failed_bridge_events(emit, day, cfg, rng)
+        _failed_payout_events(emit, day, cfg, rng)
         _trade_events(emit, day, cfg, rng)
         _fx_events(emit, day)
     return {d: dict(v) for d, v in out.items()}
@@ -471,22 +492,62 @@ def _bridge_events(emit: Emit, s: _Settlement, kaus: int, rng: random.Random) ->
     return tx
 
 
-def _payout_events(emit: Emit, s: _Settlement, kaus: int, rng: random.Random) -> str:
-    """A payout's request and result; returns the transaction id its audit record names."""
-    requested = s.settled_at - timedelta(seconds=rng.uniform(1, 30))
-    emit(
-        t.PAYOUT_REQUESTS,
-        m.PayoutRequest(
-            payout_id=s.sid,
-            account_id=s.counterparty,
-            provider=s.provider,
-            currency=s.currency,
-            amount_kaus_units=kaus,
-            payout_account=f"{s.provider.value.lower()}:{s.counterparty}",
-            requested_at=requested,
-        ),
-        requested,
+def _payout_request(s: _Settlement, kaus: int, at: datetime) -> m.PayoutRequest:
+    """The auto-payout service's decision (a THRESHOLD rule of the holder's, its n-th payout)."""
+    rule_id = f"rule-{s.counterparty}"
+    return m.PayoutRequest(
+        payout_id=s.sid,
+        rule_id=rule_id,
+        account_id=s.counterparty,
+        provider=s.provider,
+        currency=s.currency,
+        amount_kaus_units=kaus,
+        payout_account=f"{s.provider.value.lower()}:{s.counterparty}",
+        requested_at=at,
+        trigger_type=m.PayoutTrigger.THRESHOLD,
+        trigger_id=f"T{zlib.crc32(s.sid.encode()) % 1000}",
     )
+
+
+def _payout_events(emit: Emit, s: _Settlement, kaus: int, rng: random.Random) -> str:
+    """A holder's payout as the platform executes it: the service's request, the bridge's settlement (with the
+    payout_id, no rewards) and the service's result derived from it; returns the bridge_tx_id (the audit's)."""
+    requested = s.settled_at - timedelta(seconds=rng.uniform(1, 30))
+    request = _payout_request(s, kaus, requested)
+    emit(t.PAYOUT_REQUESTS, request, requested)
+    rail = _payout_rail(s.provider, s.currency)
+    phases = {
+        m.BridgePhase.BALANCE_LOCK: rng.randint(40, 150),
+        m.BridgePhase.FX_CONVERSION: rng.randint(60, 200),
+        m.BridgePhase.MERCHANT_CREDIT: rng.randint(150, 400),
+        m.BridgePhase.CONFIRMATION: rng.randint(20, 100),
+    }
+    tx = bridge_tx_id_for(s.sid)
+    emit(
+        t.BRIDGE_SETTLEMENTS_COMPLETED,
+        m.BridgeSettlementCompleted(
+            request_id=s.sid,
+            bridge_tx_id=tx,
+            payer_account_id=s.counterparty,  # the holder paid out
+            merchant_id=s.counterparty,
+            region=_PAYOUT_REGION[s.currency],
+            currency=s.currency,
+            amount_minor=s.amount,
+            kaus_debited_units=kaus,
+            rate=s.rate,
+            rail=rail,
+            provider_reference=s.provider_reference or "",
+            provider_fee_minor=s.fee,
+            cashback_kaus_units=0,
+            ecosystem_bonus_kaus_units=0,
+            phase_durations_ms=phases,
+            total_duration_ms=sum(phases.values()),
+            completed_at=s.settled_at,
+            payout_id=s.sid,
+        ),
+        s.settled_at,
+    )
+    result_at = s.settled_at + timedelta(milliseconds=rng.randint(5, 80))
     emit(
         t.PAYOUT_RESULTS,
         m.PayoutResult(
@@ -498,11 +559,16 @@ def _payout_events(emit: Emit, s: _Settlement, kaus: int, rng: random.Random) ->
             amount_minor=s.amount,
             fee_minor=s.fee,
             rate=s.rate,
-            completed_at=s.settled_at,
+            completed_at=result_at,
+            account_id=s.counterparty,
+            rule_id=request.rule_id,
+            bridge_tx_id=tx,
+            kaus_debited_units=kaus,
+            rail=rail,
         ),
-        s.settled_at,
+        result_at,
     )
-    return s.sid
+    return tx
 
 
 def _failed_bridge_events(emit: Emit, day: date, cfg: GeneratorConfig, rng: random.Random) -> None:
@@ -532,6 +598,42 @@ def _failed_bridge_events(emit: Emit, day: date, cfg: GeneratorConfig, rng: rand
         emit(t.LEDGER_TRANSFERS, hold, hold.occurred_at)
         release = _resolution(tx, hold, m.TransferKind.VOID_PENDING, 1_000_000 + i, ts - _CAPTURE_LEAD)
         emit(t.LEDGER_TRANSFERS, release, release.occurred_at)
+
+
+def _failed_payout_events(emit: Emit, day: date, cfg: GeneratorConfig, rng: random.Random) -> None:
+    """Holders' payouts the provider declined: the bridge's failure (with the payout_id), the hold released under
+    the payout's reference, the service's FAILED result. No provider line, no exception, no K-AUS moved."""
+    for i in range(cfg.failed_payouts_per_day):
+        ts = datetime.combine(day, time(), UTC) + timedelta(seconds=rng.uniform(0, 80_000))
+        payout_id, holder = f"POF-{day:%Y%m%d}-{i:05d}", f"ACCT-F{i:04d}"
+        tx, kaus, ccy = bridge_tx_id_for(payout_id), 2_000_000 + i, Currency.USD
+        s = _Settlement(payout_id, "payout", m.Provider.PAYPAL, None, None, ccy, 30_00 + i, 0, BASE_RATES[ccy], ts,
+                        None, holder, holder)  # fmt: skip
+        request = _payout_request(s, kaus, ts - timedelta(seconds=2))
+        emit(t.PAYOUT_REQUESTS, request, request.requested_at)
+        reason = "PAYPAL declined the payout: RECEIVER_UNREGISTERED"
+        phase, code = m.BridgePhase.MERCHANT_CREDIT, "PAYOUT_FAILED"
+        emit(
+            t.BRIDGE_SETTLEMENTS_FAILED,
+            m.BridgeSettlementFailed(request_id=payout_id, bridge_tx_id=tx, payer_account_id=holder,
+                                     region=_PAYOUT_REGION[ccy], currency=ccy, amount_minor=s.amount,
+                                     failed_phase=phase, reason_code=code, reason=reason, rail=m.Rail.PAYPAL,
+                                     failed_at=ts, payout_id=payout_id),
+            ts,
+        )  # fmt: skip
+        hold = _hold(tx, holder, kaus, ts - _HOLD_LEAD, payout_id)
+        emit(t.LEDGER_TRANSFERS, hold, hold.occurred_at)
+        release = _resolution(tx, hold, m.TransferKind.VOID_PENDING, kaus, ts - _CAPTURE_LEAD, payout_id)
+        emit(t.LEDGER_TRANSFERS, release, release.occurred_at)
+        result_at = ts + timedelta(milliseconds=20)
+        emit(
+            t.PAYOUT_RESULTS,
+            m.PayoutResult(payout_id=payout_id, status=m.PayoutStatus.FAILED, provider=s.provider, currency=ccy,
+                           amount_minor=0, fee_minor=0, reason=reason, completed_at=result_at, account_id=holder,
+                           rule_id=request.rule_id, bridge_tx_id=tx, reason_code=code, failed_phase=phase,
+                           rail=m.Rail.PAYPAL),
+            result_at,
+        )  # fmt: skip
 
 
 def _trade_events(emit: Emit, day: date, cfg: GeneratorConfig, rng: random.Random) -> None:
@@ -616,12 +718,15 @@ def _cashback(kaus: int) -> int:
     return kaus // 100
 
 
-def _card_reference(tx: str, leg: Leg) -> m.LedgerReference:
+def _reference(tx: str, leg: Leg, payout_id: str | None = None) -> m.LedgerReference:
+    """A bridge movement's reference: a card payment's bridge_tx_id, or a holder payout's payout_id."""
+    if payout_id is not None:
+        return m.LedgerReference(kind=SettlementKind.PAYOUT, id=payout_id, leg=leg)
     return m.LedgerReference(kind=SettlementKind.CARD_PAYMENT, id=tx, leg=leg)
 
 
-def _hold(tx: str, payer: str, units: int, at: datetime) -> m.LedgerTransfer:
-    """A card payment's hold as the ledger writes it (PENDING, the bridge's hold id and reference)."""
+def _hold(tx: str, payer: str, units: int, at: datetime, payout_id: str | None = None) -> m.LedgerTransfer:
+    """A bridge hold as the ledger writes it (PENDING, the bridge's hold id and reference)."""
     return m.LedgerTransfer(
         transfer_id=f"{tx}:hold",
         kind=m.TransferKind.PENDING,
@@ -631,12 +736,14 @@ def _hold(tx: str, payer: str, units: int, at: datetime) -> m.LedgerTransfer:
         amount_units=units,
         expires_at=at + timedelta(milliseconds=_BRIDGE.hold_ttl_ms),
         reason="bridge.hold",
-        reference=_card_reference(tx, Leg.HOLD),
+        reference=_reference(tx, Leg.HOLD, payout_id),
         occurred_at=at,
     )
 
 
-def _resolution(tx: str, hold: m.LedgerTransfer, kind: m.TransferKind, units: int, at: datetime) -> m.LedgerTransfer:
+def _resolution(
+    tx: str, hold: m.LedgerTransfer, kind: m.TransferKind, units: int, at: datetime, payout_id: str | None = None
+) -> m.LedgerTransfer:
     """The hold's capture (POST_PENDING, ``units`` moved) or release (VOID_PENDING, the hold's amount)."""
     capture = kind is m.TransferKind.POST_PENDING
     return m.LedgerTransfer(
@@ -647,7 +754,7 @@ def _resolution(tx: str, hold: m.LedgerTransfer, kind: m.TransferKind, units: in
         asset=m.LedgerAsset.KAUS,
         amount_units=units if capture else hold.amount_units,
         pending_id=hold.transfer_id,
-        reference=_card_reference(tx, Leg.CAPTURE if capture else Leg.RELEASE),
+        reference=_reference(tx, Leg.CAPTURE if capture else Leg.RELEASE, payout_id),
         occurred_at=at,
     )
 
@@ -668,25 +775,19 @@ def _card_transfers(s: _Settlement, kaus: int) -> list[m.LedgerTransfer]:
                 asset=m.LedgerAsset.KAUS,
                 amount_units=_cashback(kaus),
                 reason="bridge.reward",
-                reference=_card_reference(tx, Leg.CASHBACK),
+                reference=_reference(tx, Leg.CASHBACK),
                 occurred_at=captured_at,
             )
         )
     return transfers
 
 
-def _payout_transfer(s: _Settlement, kaus: int) -> m.LedgerTransfer:
-    """A payout's K-AUS leaving the account (payouts are not on the ledger yet: the shape they will have)."""
-    return m.LedgerTransfer(
-        transfer_id=f"{s.sid}:payout",
-        debit_account_id=s.counterparty,
-        credit_account_id="payouts:clearing",
-        asset=m.LedgerAsset.KAUS,
-        amount_units=kaus,
-        reason="payout",
-        reference=m.LedgerReference(kind=SettlementKind.PAYOUT, id=s.sid, leg=Leg.PAYOUT),
-        occurred_at=s.settled_at,
-    )
+def _payout_transfers(s: _Settlement, kaus: int) -> list[m.LedgerTransfer]:
+    """A completed holder payout on the ledger: the bridge's hold of exactly the payout's K-AUS on the holder and
+    its capture, under the payout's reference (kind PAYOUT, the payout_id); no reward."""
+    tx = bridge_tx_id_for(s.sid)
+    hold = _hold(tx, s.counterparty, kaus, s.settled_at - _HOLD_LEAD, s.sid)
+    return [hold, _resolution(tx, hold, m.TransferKind.POST_PENDING, kaus, s.settled_at - _CAPTURE_LEAD, s.sid)]
 
 
 def _fx_events(emit: Emit, day: date) -> None:
@@ -705,17 +806,18 @@ def _fx_events(emit: Emit, day: date) -> None:
 
 def _audit(tx: str, s: _Settlement, rng: random.Random) -> m.AuditRecord:
     major = Decimal(s.amount).scaleb(-MINOR_UNIT_EXPONENT[s.currency])
+    payout = s.kind == "payout"
     return m.AuditRecord(
         audit_id=f"AUDIT-{s.sid}",
         timestamp=s.settled_at,
         transaction_id=tx,
         action="SETTLEMENT_EXECUTED",
-        actor=m.AuditActor(user_id=s.payer, ip=f"203.0.113.{rng.randrange(1, 250)}"),
+        actor=m.AuditActor(user_id=s.counterparty if payout else s.payer, ip=f"203.0.113.{rng.randrange(1, 250)}"),
         details=m.AuditDetails(
             fiat_amount=f"{major:f}",
             currency=s.currency,
             exchange_rate=s.rate,
-            settlement_rail=s.rail,
+            settlement_rail=_payout_rail(s.provider, s.currency) if payout else s.rail,
             duration=rng.randint(200, 640),
         ),
     )

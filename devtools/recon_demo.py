@@ -26,7 +26,7 @@ from rich.console import Console
 from rich.table import Table
 
 from devtools.recon_data import GeneratorConfig, generate_period
-from domain.money import kaus_to_decimal
+from domain.money import Currency, Money, kaus_to_decimal
 from warehouse import pipeline
 from warehouse.db import warehouse
 from warehouse.settings import ReconSettings, get_recon_settings
@@ -103,6 +103,11 @@ class TodaysReconciliation:
                 "SELECT kind, status, count(*) FROM fct_settlements WHERE settled_date = $d GROUP BY ALL ORDER BY ALL",
                 {"d": self.day},
             ).fetchall()
+            paid_out = con.execute(
+                "SELECT currency, count(*), sum(amount_minor) FROM fct_settlements WHERE settled_date = $d"
+                " AND kind = 'payout' AND status = 'completed' GROUP BY ALL ORDER BY ALL",
+                {"d": self.day},
+            ).fetchall()
             tie = con.execute(
                 "SELECT coalesce(sum(settlements), 0), coalesce(sum(settlement_kaus_units), 0),"
                 " coalesce(sum(ledger_kaus_units), 0), coalesce(sum(settlements_not_tied), 0),"
@@ -114,6 +119,7 @@ class TodaysReconciliation:
         return {
             "recon_date": v["recon_date"],
             "settlements_by_kind": {f"{kind} {status}": int(n) for kind, status, n in kinds},
+            "paid_out": {ccy: (int(n), int(minor)) for ccy, n, minor in paid_out},  # holders' payouts, fiat
             "settlements": v["settlements"],
             "auto_matched": v["auto_matched"],
             "automatic_match_rate": v["automatic_match_rate"],
@@ -153,6 +159,8 @@ class TodaysReconciliation:
 def _figure_rows(table: Table, f: dict[str, Any]) -> None:
     table.add_row("date", f"{f['recon_date']} (UTC)")
     table.add_row("settlements today", ", ".join(f"{k} {n:,}" for k, n in f["settlements_by_kind"].items()) or "none")
+    paid = ", ".join(f"{Money(minor, Currency(c))} ({n})" for c, (n, minor) in f["paid_out"].items())
+    table.add_row("paid out to holders", paid or "none")
     table.add_row(
         "against provider reports",
         f"{f['settlements']:,} settlements, {f['auto_matched']:,} matched automatically, {f['pending']:,} pending",

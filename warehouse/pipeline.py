@@ -251,9 +251,10 @@ def report_data(con: Any, day: date, s: ReconSettings) -> ReportData:
     ).to_dicts()
     totals = query(
         con,
-        "SELECT currency, count(*) AS settlements, sum(amount_minor) AS amount_minor,"
+        "SELECT kind, currency, count(*) AS settlements, sum(amount_minor) AS amount_minor,"
         " sum(fee_minor) AS fee_minor FROM fct_settlements"
-        " WHERE settled_date = $d AND status = 'completed' GROUP BY currency ORDER BY currency",
+        " WHERE settled_date = $d AND status = 'completed' GROUP BY kind, currency"
+        " ORDER BY list_position(['bridge', 'payout', 'trade'], kind), currency",
         {"d": day},
     ).to_dicts()
     queue = query(con, "SELECT * FROM mart_exception_queue WHERE opened_on <= $d LIMIT 12", {"d": day}).to_dicts()

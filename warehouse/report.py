@@ -46,7 +46,7 @@ class ReportData:
     run: dict[str, Any]  # recon_runs row
     resolution_hours: Decimal | None
     open_exceptions: int
-    totals: list[dict[str, Any]]  # currency, settlements, amount_minor, fee_minor
+    totals: list[dict[str, Any]]  # kind (bridge|payout|trade), currency, settlements, amount_minor, fee_minor
     breaks_by_class: dict[str, int]
     trend: list[dict[str, Any]]  # recon_date, automatic_match_rate, exceptions
     queue: list[dict[str, Any]]  # top open exceptions
@@ -55,7 +55,7 @@ class ReportData:
     tolerances: str
     # Ledger tie-out as of the cut-off (mart_ledger_tieout_as_of): per currency settlements, settlement_kaus_units,
     # ledger_kaus_units, difference_kaus_units, in_flight_movements, in_flight_kaus_units, open_holds,
-    # open_hold_kaus_units, capture_refused, capture_refused_kaus_units.
+    # open_hold_kaus_units, capture_refused, capture_refused_kaus_units, payouts, payout_kaus_units.
     ledger: list[dict[str, Any]] = field(default_factory=list)
     open_holds: list[dict[str, Any]] = field(default_factory=list)  # the oldest holds open at the cut-off
 
@@ -206,7 +206,7 @@ def render_pdf(data: ReportData, path: Path) -> Path:
         Paragraph("Settlement totals (completed)", h2),
     ]
     story += [
-        _table(_totals_rows(data), [30 * mm, 36 * mm, 50 * mm, 40 * mm]),
+        _table(_totals_rows(data), [34 * mm, 24 * mm, 30 * mm, 44 * mm, 36 * mm], text_cols=2),
         Spacer(1, 3 * mm),
         _bar_chart(data.breaks_by_class),
     ]
@@ -256,18 +256,21 @@ def _kaus(units: int) -> str:
 def _ledger_section(data: ReportData, h2: ParagraphStyle, small: ParagraphStyle) -> list[Any]:
     """K-AUS moved by the ledger vs K-AUS in the settlements, and what is reported without being a break: holds
     open at the cut-off (reserved, nothing moved), movements in flight (their settlement recorded after the
-    cut-off) and captures refused after payout (exceptions: the payer owes the K-AUS)."""
+    cut-off) and captures refused after payout (exceptions: the payer owes the K-AUS). Holders' payouts are
+    settlements of their currency like card payments; the last columns say how much of it was paid out."""
     if not data.ledger:
         return []
-    rows = [["Currency", "Settlements", "Settlements K-AUS", "Ledger K-AUS", "Difference"]]
+    rows = [["Currency", "Settlements", "Settlements K-AUS", "Ledger K-AUS", "Difference", "Payouts", "Paid out K-AUS"]]
     rows += [
         [r["currency"], f"{r['settlements']:,}", _kaus(r["settlement_kaus_units"]), _kaus(r["ledger_kaus_units"]),
-         _kaus(r["difference_kaus_units"])]
+         _kaus(r["difference_kaus_units"]), f"{r['payouts']:,}", _kaus(r["payout_kaus_units"])]
         for r in data.ledger
         if r["settlements"]
     ]  # fmt: skip
     total = {k: sum(int(r[k]) for r in data.ledger) for k in data.ledger[0] if k not in ("day", "currency")}
     notes = [
+        f"Paid out to holders: {total['payouts']:,} payouts, {_kaus(total['payout_kaus_units'])} K-AUS "
+        "(captured through the bridge, in the tie-out above)",
         f"Open holds at the cut-off: {total['open_holds']:,}, {_kaus(total['open_hold_kaus_units'])} K-AUS "
         "reserved, nothing moved yet",
         f"Movements in flight: {total['in_flight_movements']:,}, {_kaus(total['in_flight_kaus_units'])} K-AUS "
@@ -277,10 +280,11 @@ def _ledger_section(data: ReportData, h2: ParagraphStyle, small: ParagraphStyle)
     ]
     out: list[Any] = [
         Paragraph("Ledger tie-out (K-AUS, as of the cut-off)", h2),
-        _table(rows, [24 * mm, 26 * mm, 38 * mm, 38 * mm, 30 * mm]),
+        _table(rows, [20 * mm, 22 * mm, 30 * mm, 30 * mm, 24 * mm, 20 * mm, 30 * mm]),
         Spacer(1, 2 * mm),
+        Paragraph(notes[0], small),
         Paragraph("Reported beside the tie-out, not tie-out breaks:", small),
-        *(Paragraph(note, small) for note in notes),
+        *(Paragraph(note, small) for note in notes[1:]),
     ]
     if data.open_holds:
         holds = [["Open hold", "Transaction", "K-AUS held", "Placed (UTC)"]]
@@ -293,11 +297,16 @@ def _ledger_section(data: ReportData, h2: ParagraphStyle, small: ParagraphStyle)
     return out
 
 
+KIND_NAMES = {"bridge": "Card payments", "payout": "Paid out (holders)", "trade": "P2P trades"}
+
+
 def _totals_rows(data: ReportData) -> list[list[str]]:
-    rows = [["Currency", "Settlements", "Amount", "Fees"]]
+    """Per kind and currency: card payments, holders' payouts (fiat paid out) and trades (K-AUS)."""
+    rows = [["Kind", "Currency", "Settlements", "Amount", "Fees"]]
     for row in data.totals:
         rows.append(
             [
+                KIND_NAMES.get(row["kind"], row["kind"]),
                 row["currency"],
                 f"{row['settlements']:,}",
                 _fmt_amount(row["amount_minor"], row["currency"]),

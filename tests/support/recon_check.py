@@ -25,9 +25,9 @@ from warehouse.sqlrunner import build_models
 SETTLEMENT_TOPICS = (t.ENERGY_SETTLEMENTS, t.BRIDGE_SETTLEMENTS_COMPLETED, t.BRIDGE_SETTLEMENTS_FAILED)
 KEPT_TOPICS = (t.ENERGY_TRADES, *SETTLEMENT_TOPICS, t.LEDGER_TRANSFERS, t.AUDIT_RECORDS)
 
-# What is the test's, given its markets (P2P trades and their settlements) and accounts (card payments by its
-# payers; ledger movements touching its accounts or naming one of its settlements in their reference). A NULL
-# (a field a record lacks) never keeps a record.
+# What is the test's, given its markets (P2P trades and their settlements) and accounts (card payments and holder
+# payouts by its payers; ledger movements touching its accounts or naming one of its settlements in their
+# reference: a bridge_tx_id, or a payout_id). A NULL (a field a record lacks) never keeps a record.
 _SCOPE = [
     """DELETE FROM raw_events WHERE topic IN ($trades, $trade_settlements)
          AND NOT coalesce(list_contains($markets, payload->>'market_id'), false)""",
@@ -35,7 +35,9 @@ _SCOPE = [
          AND NOT coalesce(list_contains($accounts, payload->>'payer_account_id'), false)""",
     """CREATE OR REPLACE TEMP TABLE scope_ids AS
        SELECT payload->>'trade_id' AS id FROM raw_events WHERE topic = $trade_settlements
-       UNION SELECT payload->>'bridge_tx_id' FROM raw_events WHERE topic IN ($bridge_completed, $bridge_failed)""",
+       UNION SELECT payload->>'bridge_tx_id' FROM raw_events WHERE topic IN ($bridge_completed, $bridge_failed)
+       UNION SELECT payload->>'payout_id' FROM raw_events WHERE topic IN ($bridge_completed, $bridge_failed)
+         AND payload->>'payout_id' IS NOT NULL""",
     """DELETE FROM raw_events WHERE topic = $transfers AND NOT (
            coalesce(list_contains($accounts, payload->>'debit_account_id'), false)
         OR coalesce(list_contains($accounts, payload->>'credit_account_id'), false)

@@ -10,9 +10,9 @@ import duckdb
 import polars as pl
 import pytest
 
-from contracts import models as m
 from contracts import topics as t
 from devtools.recon_data import GeneratorConfig, generate_period
+from domain.rails import RAILS
 from domain.variance_rules import (
     MATCHING_BREAKS,
     BreakClass,
@@ -34,7 +34,6 @@ from warehouse.provider_statements import assign_line_ids
 
 DAY = datetime(2026, 11, 1, tzinfo=UTC)
 END = DAY + timedelta(days=1)
-RAIL_PROVIDER = {m.Rail.TOSS_PAYMENTS: "TOSS", m.Rail.WISE: "WISE", m.Rail.ALIPAY: "ALIPAY"}
 
 
 @pytest.fixture(scope="module")
@@ -68,32 +67,17 @@ def _diff(a: pl.DataFrame, b: pl.DataFrame) -> str:
 def _frames_from_period(seed: int) -> tuple[pl.DataFrame, pl.DataFrame]:
     period = generate_period(seed, DAY.date(), 1, GeneratorConfig(settlements_per_day=600, breaks_per_class=12))
     events = period.events[DAY.date()]
-    accounts = {r.payout_id: r.account_id for r in events[t.PAYOUT_REQUESTS.name]}
     items = []
-    for e in events[t.BRIDGE_SETTLEMENTS_COMPLETED.name]:
+    for e in events[t.BRIDGE_SETTLEMENTS_COMPLETED.name]:  # card payments and holders' payouts (payout_id set)
         items.append(
             InternalSettlement(
                 e.request_id,
-                RAIL_PROVIDER.get(e.rail, "STRIPE"),
+                RAILS[e.rail].provider.value,
                 e.provider_reference or None,
-                e.merchant_id,
+                e.merchant_id if e.payout_id is None else e.payer_account_id,  # a payout's counterparty: the holder
                 e.currency.value,
                 e.amount_minor,
                 e.provider_fee_minor,
-                e.rate,
-                e.completed_at,
-            )
-        )
-    for e in events[t.PAYOUT_RESULTS.name]:
-        items.append(
-            InternalSettlement(
-                e.payout_id,
-                e.provider.value,
-                e.provider_reference,
-                accounts[e.payout_id],
-                e.currency.value,
-                e.amount_minor,
-                e.fee_minor,
                 e.rate,
                 e.completed_at,
             )
