@@ -6,7 +6,14 @@ rendered by ``sms_text``). SMTP (optional second port, aiosmtpd): every mail. Ea
 one JSON line in ``path`` and one entry in ``records()``::
 
     {"channel": "pagerduty", "received_at": "...", "path": "/pagerduty", "body": {...}}
-    {"channel": "email", "received_at": "...", "subject": "...", "to": [...], "text": "...", "html": "..."}
+    {"channel": "email", "received_at": "...", "subject": "...", "to": [...], "text": "...", "html": "...",
+     "message_id": "<...>"}
+
+Holder notification gateways (streams/notifications), recorded with the request's ``Idempotency-Key``:
+``POST /sms-gateway`` ``{"to", "text"}`` (channel ``holder-sms``) and ``POST /push`` ``{"token", "title",
+"body"}`` (channel ``push``). A failure switch for tests: ``POST /_admin/fail`` ``{"path": "/sms-gateway",
+"count": 3, "status": 503}`` makes the next 3 POSTs to that path (the query string counts if the rule has one)
+answer 503; each refused call is recorded as channel ``refused`` (with its path, status and Idempotency-Key).
 
 CLI (demo)::
 
@@ -34,6 +41,8 @@ from infra.http_serving import QuietHandler, run_until_signalled, serve_in_backg
 from streams.settings import get_settings
 
 CHANNELS = ("slack", "pagerduty", "sms")
+# Holder notification gateways: path segment -> channel recorded.
+GATEWAYS = {"sms-gateway": "holder-sms", "push": "push"}
 SMS_LIMIT = 160
 
 Record = dict[str, Any]
@@ -65,6 +74,7 @@ class Sink:
         self._lock = threading.Condition()
         self._http: ThreadingHTTPServer | None = None
         self._smtp: Any = None
+        self._failures: dict[str, list[int]] = {}  # path -> [calls left to fail, status]
         self.on_record: Callable[[Record], None] | None = None
 
     # -- addresses
@@ -99,6 +109,21 @@ class Sink:
         if self.on_record is not None:
             self.on_record(record)
 
+    def fail(self, path: str, count: int, status: int = 503) -> None:
+        """The next `count` POSTs to `path` answer `status` (a rule without a query string matches any query)."""
+        with self._lock:
+            self._failures[path] = [count, status]
+
+    def _refusal(self, path: str) -> int | None:
+        """The status to refuse this call with, if a failure rule covers it (and count it down)."""
+        with self._lock:
+            for candidate in (path, path.split("?")[0]):
+                rule = self._failures.get(candidate)
+                if rule is not None and rule[0] > 0:
+                    rule[0] -= 1
+                    return rule[1]
+            return None
+
     def records(self, channel: str | None = None) -> list[Record]:
         with self._lock:
             return [r for r in self._records if channel is None or r["channel"] == channel]
@@ -129,12 +154,23 @@ class Sink:
                     body: Any = json.loads(raw)
                 except ValueError:
                     body = raw.decode(errors="replace")
+                if channel == "_admin":
+                    self._admin(body)
+                    return
+                refused = sink._refusal(self.path)
+                if refused is not None:
+                    key = self.headers.get("Idempotency-Key")
+                    sink.add({"channel": "refused", "path": self.path, "status": refused, "idempotency_key": key})
+                    self._reply(refused, {"error": "failure injected by POST /_admin/fail"})
+                    return
                 record: Record = {
-                    "channel": channel if channel in CHANNELS else "other",
+                    "channel": GATEWAYS.get(channel, channel if channel in CHANNELS else "other"),
                     "path": self.path,
                     "body": body,
                     "content_type": self.headers.get("Content-Type", ""),
                 }
+                if channel in GATEWAYS:
+                    record["idempotency_key"] = self.headers.get("Idempotency-Key")
                 if channel == "sms" and isinstance(body, dict):
                     record["sms_text"] = sms_text(body)
                 sink.add(record)
@@ -143,6 +179,13 @@ class Sink:
                     self._reply(202, {"status": "success", "message": "Event processed", "dedup_key": dedup})
                 else:
                     self._reply(200, "ok")
+
+            def _admin(self, body: Any) -> None:
+                if self.path != "/_admin/fail" or not isinstance(body, dict) or not isinstance(body.get("path"), str):
+                    self._reply(400, {"error": 'POST /_admin/fail {"path": "/sms-gateway", "count": 3, "status": 503}'})
+                    return
+                sink.fail(body["path"], int(body.get("count", 1)), int(body.get("status", 503)))
+                self._reply(200, {"failing": body["path"]})
 
             def do_GET(self) -> None:
                 self._reply(200, {"records": len(sink.records())})
@@ -176,6 +219,7 @@ class Sink:
                         "subject": str(message["Subject"]),
                         "text": text.get_content() if text else "",
                         "html": html.get_content() if html else "",
+                        "message_id": str(message["Message-ID"] or ""),
                     }
                 )
                 return "250 Message accepted for delivery"
@@ -218,6 +262,10 @@ def summarize(record: Record) -> str:
         return f"pager  {body.get('event_action')} {summary} (dedup {str(body.get('dedup_key', ''))[:12]})"
     if channel == "sms":
         return f"sms    {record.get('sms_text', '')}"
+    if channel in ("holder-sms", "push") and isinstance(body, dict):
+        return f"{channel} {str(body.get('text') or body.get('title') or '')[:60]}"
+    if channel == "refused":
+        return f"refused {record.get('path')} with {record.get('status')}"
     return f"{channel} {record.get('path')}"
 
 
@@ -232,7 +280,8 @@ def main(argv: list[str] | None = None) -> int:
     sink = Sink(args.out, port=args.port, smtp_port=args.smtp_port, host=args.host)
     sink.on_record = lambda record: print(summarize(record), flush=True)
     sink.start()
-    where = f"sink on {sink.url} (/slack /pagerduty /sms), SMTP {sink.smarthost}, recording to {args.out}"
+    paths = "/slack /pagerduty /sms /sms-gateway /push"
+    where = f"sink on {sink.url} ({paths}), SMTP {sink.smarthost}, recording to {args.out}"
     return run_until_signalled(where, sink.stop)
 
 
