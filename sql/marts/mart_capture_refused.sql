@@ -1,9 +1,9 @@
 -- model: mart_capture_refused
 -- materialized: view
--- grain: one row per completed card payment whose K-AUS capture the ledger refused after the provider paid out
---        (the bridge's BRIDGE_CAPTURE_REFUSED_AFTER_PAYOUT audit record, domain.bridge.BridgeAuditAction): the
---        merchant was paid, the payer was not debited and owes the K-AUS. A ledger break (break class
---        capture_refused, exception K:<settlement_id>), not a tie-out failure.
+-- grain: one row per completed card payment or holder payout whose K-AUS capture the ledger refused after the
+--        provider paid out (the bridge's BRIDGE_CAPTURE_REFUSED_AFTER_PAYOUT audit record,
+--        domain.bridge.BridgeAuditAction): the merchant or holder was paid, the payer was not debited and owes
+--        the K-AUS. A ledger break (break class capture_refused, exception K:<settlement_id>), not a tie-out failure.
 -- columns: settlement_id, bridge_tx_id, payer_account_id, provider, rail, currency, amount_minor, kaus_owed_units,
 --          settled_at, settled_date, refused_at
 SELECT b.settlement_id, b.bridge_tx_id, b.payer_account_id, NULLIF(r.provider, '') AS provider, b.rail, b.currency,

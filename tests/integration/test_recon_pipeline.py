@@ -13,11 +13,13 @@ import httpx
 import pytest
 
 from contracts.models import AuditRecord
+from contracts.topics import BRIDGE_SETTLEMENTS_COMPLETED
 from domain.variance_rules import MATCHING_BREAKS
-from tests.integration.recon_fixtures import seed, smtp_server, table_digests
+from tests.integration.recon_fixtures import pdf_text, seed, smtp_server, table_digests
 from warehouse import pipeline
 from warehouse.db import connect, query, warehouse
 from warehouse.quality import CriticalDataQualityError
+from warehouse.report import render_pdf
 from warehouse.settings import ReconSettings
 
 
@@ -128,6 +130,55 @@ def test_report_is_emailed_once_with_the_pdf(reconciled: dict[str, Any], tmp_pat
     assert name == f"recon-{day}.pdf" and pdf.startswith(b"%PDF") and pdf == Path(first["pdf"]).read_bytes()
     assert Path(first["archived"]).read_bytes() == pdf
     assert "match rate" in inbox.messages[0]["Subject"]
+
+
+def test_holders_payouts_are_reconciled_once_and_the_report_says_what_was_paid_out(
+    reconciled: dict[str, Any],
+) -> None:
+    """Generated as the platform executes them (a bridge settlement with the payout_id, its ledger legs under
+    PAYOUT, the service's result): each payout decided once per day against the provider's report, tied out on
+    the ledger once, its result agreeing; the day's report lists the fiat and K-AUS paid out per currency."""
+    period, settings = reconciled["period"], reconciled["settings"]
+    day = period.days[0]
+    paid = [e for e in period.events[day][BRIDGE_SETTLEMENTS_COMPLETED.name] if e.payout_id is not None]
+    assert len(paid) > 100
+    with warehouse(settings.warehouse_path) as con:
+        decided = dict(
+            con.execute(
+                "SELECT settlement_id, count(*) FROM recon_results WHERE recon_date = $d"
+                " AND settlement_id IN (SELECT settlement_id FROM fct_settlements WHERE kind = 'payout') GROUP BY ALL",
+                {"d": day},
+            ).fetchall()
+        )
+        tie = query(
+            con,
+            "SELECT currency, payouts, payout_kaus_units FROM mart_ledger_tieout WHERE day = $d AND payouts > 0",
+            {"d": day},
+        ).rows()
+        checks = dict(
+            con.execute(
+                "SELECT suite, bool_and(success) FROM dq_results WHERE recon_date = $d GROUP BY suite", {"d": day}
+            ).fetchall()
+        )
+        data = pipeline.report_data(con, day, settings)
+    assert set(decided) == {e.payout_id for e in paid} and set(decided.values()) == {1}
+    expected = Counter[str]()
+    for e in paid:
+        expected[e.currency.value] += e.kaus_debited_units
+    assert {c: (n, units) for c, n, units in tie} == {
+        c: (sum(e.currency.value == c for e in paid), units) for c, units in expected.items()
+    }
+    assert checks["payout_results"] and checks["ledger_tieout"]
+    totals = {(r["kind"], r["currency"]): r for r in data.totals}
+    assert {c for k, c in totals if k == "payout"} == set(expected)
+    for c in expected:
+        fiat = sum(e.amount_minor for e in paid if e.currency.value == c)
+        assert (totals[("payout", c)]["settlements"], totals[("payout", c)]["amount_minor"]) == (
+            sum(e.currency.value == c for e in paid),
+            fiat,
+        )
+    text = pdf_text(render_pdf(data, settings.home / "payouts-report.pdf").read_bytes())
+    assert "Paid out (holders)" in text and f"Paid out to holders: {len(paid):,} payouts" in text
 
 
 def test_exception_review_cli_is_audited(
