@@ -34,7 +34,7 @@ STAKED_UNITS = 4_000_000
 
 
 def dividends(kafka: KafkaIO, accounts: set[str]) -> list[dict[str, Any]]:
-    rows = [orjson.loads(r.value) for r in kafka.read_all(DIVIDENDS_DECLARED) if r.value]
+    rows = [orjson.loads(r.value) for r in kafka.read_all(DIVIDENDS_DECLARED) if r.value is not None]
     return [r for r in rows if r["account_id"] in accounts]
 
 
@@ -42,6 +42,7 @@ def balances(kafka: KafkaIO) -> dict[str, int]:
     """Posted K-AUS per account from every ledger.transfers record (the test's broker holds only this test's)."""
     out: dict[str, int] = defaultdict(int)
     for record in kafka.read_all(LEDGER_TRANSFERS):
+        assert record.value is not None
         t = orjson.loads(record.value)
         if t["asset"] == "KAUS" and t["kind"] in ("POSTED", "POST_PENDING"):
             out[t["debit_account_id"]] -= t["amount_units"]
