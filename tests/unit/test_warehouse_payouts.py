@@ -70,6 +70,11 @@ def payouts(events: Events) -> list[m.BridgeSettlementCompleted]:
     return [e for e in events[t.BRIDGE_SETTLEMENTS_COMPLETED.name] if e.payout_id is not None]
 
 
+def payout_id(e: m.BridgeSettlementCompleted) -> str:
+    assert e.payout_id is not None
+    return e.payout_id
+
+
 def changed(events: Events, topic: t.Topic, match: Any, **update: Any) -> Events:
     """The events, the ones of ``topic`` for which ``match`` holds changed (or dropped when ``update`` is empty)."""
     out = dict(events)
@@ -101,7 +106,7 @@ def test_the_generator_writes_payouts_as_the_platform_executes_them(events: Even
 def test_a_payout_is_one_settlement_of_its_own_kind_and_ties_out(con: Any, events: Events) -> None:
     land(con, events)
     paid = payouts(events)
-    ids = sorted(e.payout_id for e in paid)
+    ids = sorted(payout_id(e) for e in paid)
     facts = query(con, "SELECT settlement_id, kind, status, provider, counterparty FROM fct_settlements"
                        " WHERE settlement_id IN (SELECT settlement_id FROM stg_payouts)").to_dicts()  # fmt: skip
     assert sorted(f["settlement_id"] for f in facts if f["status"] == "completed") == ids  # each once
@@ -140,7 +145,7 @@ def test_the_matching_takes_each_payout_once_with_its_rails_provider(con: Any, e
     params = {"recon_date": DAY, "carry_start": DAY - timedelta(days=7), "ledger_breaks": ["capture_refused"]}
     inputs = run_sql_file(con, "recon/inputs_settlements.sql", params)
     assert inputs is not None
-    paid = {e.payout_id: e for e in payouts(events)}
+    paid = {payout_id(e): e for e in payouts(events)}
     taken = inputs.filter(inputs["settlement_id"].is_in(list(paid))).to_dicts()
     assert sorted(r["settlement_id"] for r in taken) == sorted(paid)
     assert all(r["provider"] == RAILS[paid[r["settlement_id"]].rail].provider.value for r in taken)
