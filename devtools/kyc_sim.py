@@ -222,7 +222,11 @@ def _serve(args: argparse.Namespace, kyc: KycSettings) -> int:
 def _send(args: argparse.Namespace, kyc: KycSettings) -> int:
     payload = webhook_payload(args.account, args.status, args.correlation_id)
     body, headers = signed(payload, secret_bytes(kyc.webhook_secret))
-    answer = send_webhook(args.receiver, body, headers)
+    try:
+        answer = send_webhook(args.receiver, body, headers)
+    except httpx.HTTPError as error:
+        print(f"receiver {args.receiver} not reached: {type(error).__name__}: {error}", file=sys.stderr)
+        return 1
     print(f"{args.status} for {args.account}: receiver answered {answer.status_code} {answer.text}")
     return 0 if answer.status_code == 200 else 1
 

@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import json
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -225,8 +226,9 @@ def test_a_signed_but_unreadable_webhook_is_a_400() -> None:
 
 
 def test_the_receiver_refuses_to_start_without_its_secrets(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
+    monkeypatch.chdir(tmp_path)  # no .env of a developer's
     for name in ("WEBHOOK_SECRET", "APP_TOKEN", "APP_SECRET_KEY"):
         monkeypatch.delenv(f"NEXUS_KYC_{name}", raising=False)
     monkeypatch.setenv("NEXUS_KYC_APP_TOKEN", "dev-only-token")
