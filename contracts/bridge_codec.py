@@ -7,6 +7,9 @@ holds each to its contract. Decoding goes through the validated models. Times ar
 A payment's origin (``CardPayment.origin``, which tells a repeated request from its first record read again) is
 the ``bridge.requests`` record's ``"<partition>:<offset>"`` (:func:`request_origin`); the journal keeps it with
 each transaction (``request_record``), so a restarted worker still tells them apart.
+
+A request's ``payout`` block (a holder's auto-payout) maps to ``CardPayment.payout`` and back; the journal keeps it
+with each intent's request, so recovery after a crash still settles a payout as one. Results carry ``payout_id``.
 """
 
 from __future__ import annotations
@@ -16,7 +19,17 @@ from typing import Any
 from contracts import models as m
 from contracts.construct import utc_text, utc_text_ms
 from contracts.topics import BRIDGE_PAYOUTS_JOURNAL
-from domain.bridge import BridgeAudit, CardPayment, PayoutIntent, Phase, ReasonCode, Rejected, Result, Settled
+from domain.bridge import (
+    BridgeAudit,
+    CardPayment,
+    HolderPayout,
+    PayoutIntent,
+    Phase,
+    ReasonCode,
+    Rejected,
+    Result,
+    Settled,
+)
 from domain.cashback import PayerTier
 from domain.fx import Quote, format_rate
 from domain.money import Money, kaus_to_decimal
@@ -50,6 +63,15 @@ def request_origin(partition: int, offset: int) -> str:
     return f"{partition}:{offset}"
 
 
+_PAYOUT_FIELDS = ("rule_id", "payout_account", "amount_kaus_units")
+
+
+def payout_from_request(payout: m.HolderPayout | None) -> HolderPayout | None:
+    if payout is None:
+        return None
+    return HolderPayout(**_copied(payout, _PAYOUT_FIELDS), provider=Provider(payout.provider))
+
+
 def payment_from_request(req: m.BridgeRequest, origin: str | None = None) -> CardPayment:
     return CardPayment(
         **_copied(req, _PAYMENT_FIELDS),
@@ -57,15 +79,30 @@ def payment_from_request(req: m.BridgeRequest, origin: str | None = None) -> Car
         payer_tier=PayerTier(req.payer_tier.value),
         requested_at_ms=to_ms(req.requested_at),
         origin=origin,
+        payout=payout_from_request(req.payout),
     )
 
 
+def payout_json(payout: HolderPayout | None) -> dict[str, Any] | None:
+    """``HolderPayout`` JSON of a payment's payout block (None for a card payment)."""
+    if payout is None:
+        return None
+    return {
+        "rule_id": payout.rule_id,
+        "provider": str(payout.provider),
+        "payout_account": payout.payout_account,
+        "amount_kaus_units": payout.amount_kaus_units,
+    }
+
+
 def request_from_payment(p: CardPayment) -> m.BridgeRequest:
+    payout = None if p.payout is None else m.HolderPayout.model_validate(payout_json(p.payout))
     return m.BridgeRequest(
         **_copied(p, _PAYMENT_FIELDS),
         region=m.Region(p.region.value),
         payer_tier=m.PayerTier(p.payer_tier.value),
         requested_at=from_ms(p.requested_at_ms),
+        payout=payout,
     )
 
 
@@ -87,6 +124,7 @@ def request_json(p: CardPayment) -> dict[str, Any]:
         "payer_tier": str(p.payer_tier),
         "quoted_rate": format_rate(p.quoted_rate),
         "requested_at": iso(p.requested_at_ms),
+        "payout": payout_json(p.payout),
     }
 
 
@@ -119,6 +157,7 @@ def result_json(result: Result, repeat: bool = False) -> dict[str, Any]:
             "total_duration_ms": us_to_ms(result.total_duration_us),
             "repeat": repeat,
             "completed_at": iso(result.completed_at_ms),
+            "payout_id": result.payout_id,
         }
     return {
         "request_id": result.request_id,
@@ -134,6 +173,7 @@ def result_json(result: Result, repeat: bool = False) -> dict[str, Any]:
         "phase_durations_ms": durations,
         "repeat": repeat,
         "failed_at": iso(result.failed_at_ms),
+        "payout_id": result.payout_id,
     }
 
 
@@ -181,6 +221,7 @@ def result_from_json(d: dict[str, Any]) -> Result:
             completed_at_ms=to_ms(c.completed_at),
             fingerprint=x["fingerprint"],
             origin=x.get("origin"),
+            payout_id=c.payout_id,
         )
     f = m.BridgeSettlementFailed.model_validate(d["wire"])
     return Rejected(
@@ -200,6 +241,7 @@ def result_from_json(d: dict[str, Any]) -> Result:
         hold_voided=bool(x["hold_voided"]),
         needs_reconciliation=bool(x["needs_reconciliation"]),
         origin=x.get("origin"),
+        payout_id=f.payout_id,
     )
 
 
@@ -365,6 +407,8 @@ __all__ = [
     "journal_of_intent",
     "journal_of_result",
     "payment_from_request",
+    "payout_from_request",
+    "payout_json",
     "quote_of_rate",
     "request_from_payment",
     "request_json",

@@ -47,6 +47,20 @@ Guarantees the transitions keep (and the tests prove):
   the merchant was paid, so the result is still :class:`Settled` (with no rewards, which rode on the capture),
   and a :class:`FlagForReconciliation` records the K-AUS the payer still owes for the exception queue.
 
+**Payout mode** (``CardPayment.payout`` set: a holder's auto-payout, spec §2.3; the same phases, journal, recovery
+and breakers). The payer is the holder and the request id the payout id. Differences:
+
+* the hold is exactly ``payout.amount_kaus_units`` (the rule decided it; no slippage margin), and so is the debit;
+* the slippage check and the lock are the card payment's, but the fiat paid is the K-AUS's conversion at the
+  locked rate rounded **down** (:func:`kaus_to_minor_floor`: never more than they are worth); one that pays
+  nothing fails in FX_CONVERSION with AMOUNT_TOO_SMALL (the hold voided);
+* only rails of ``payout.provider`` pay it (the payout account is that provider's); breakers apply (an open one
+  fails the payout, NO_RAIL, hold voided), and as for card payments a provider is tried at most once, so a
+  provider failure fails the payout (PAYOUT_FAILED) instead of failing over. Its ``primary_rail`` is its
+  provider's best rail in its region;
+* no cashback or bonus; its ledger movements are filed under ``PAYOUT`` / the payout id (:func:`payment_reference`),
+  its results carry ``payout_id`` and its audit records their own actions.
+
 Timeout policy: a provider timeout is ambiguous, so it is never followed by a failover directly. The
 intent is resolved on the same provider (``ResolvePayout``): found → paid; not found → re-sent under the
 same key (a late original is then deduplicated by the provider) while the rail's breaker admits calls,
@@ -65,7 +79,7 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import NamedTuple, Protocol
 
-from domain.cashback import PayerTier, compute_rewards
+from domain.cashback import PayerTier, Rewards, compute_rewards
 from domain.fx import (
     FxBook,
     FxPolicy,
@@ -77,7 +91,8 @@ from domain.fx import (
     minor_to_kaus_units,
 )
 from domain.ledger import MAX_TRANSFER_UNITS, Leg, Reference, SettlementKind
-from domain.money import Currency
+from domain.money import KAUS_DECIMALS, MINOR_UNIT_EXPONENT, Currency
+from domain.payouts import PAYOUT_PROVIDERS
 from domain.rails import (
     DEFAULT_BREAKER,
     PRIMARY_RAIL,
@@ -86,9 +101,14 @@ from domain.rails import (
     NoRail,
     Provider,
     Rail,
+    RailChoice,
+    RailSpec,
     RailSubstitution,
     Region,
+    eligible_rails,
+    fee_minor,
     select_rail,
+    unavailable,
 )
 
 
@@ -114,6 +134,7 @@ class ReasonCode(StrEnum):
     PAYOUT_FAILED = "PAYOUT_FAILED"
     HOLD_POST_FAILED = "HOLD_POST_FAILED"
     AMOUNT_TOO_LARGE = "AMOUNT_TOO_LARGE"
+    AMOUNT_TOO_SMALL = "AMOUNT_TOO_SMALL"  # a payout's K-AUS are worth less than one minor unit at the locked rate
 
 
 # --------------------------------------------------------------------------- the ledger the bridge needs
@@ -143,7 +164,8 @@ class HoldLedger(Protocol):
     applies, each at most once by its own transfer id: a repeated capture applies those not applied yet.
 
     Each movement names its payment for finance (``domain.ledger.Reference``): a reward carries its own
-    (``Reward.reference``); a hold's is :func:`hold_reference` of its id, and its capture and release carry it.
+    (``Reward.reference``); a hold the one the core put on its :class:`PlaceHold` (:func:`payment_reference`: the
+    card payment, or the holder's payout), and the ledger carries it onto the capture and the release.
     """
 
     def available_units(self, account_id: str) -> int: ...
@@ -156,6 +178,7 @@ class HoldLedger(Protocol):
         credit_account_id: str,
         amount_units: int,
         expires_at_ms: int,
+        reference: Reference,
     ) -> None: ...
 
     def post_hold(
@@ -177,11 +200,28 @@ class Instant:
 
 
 @dataclass(frozen=True, slots=True)
+class HolderPayout:
+    """What makes a bridge request a holder's auto-payout (contracts.models.HolderPayout): the holder is paid through
+    ``provider`` at ``payout_account``, and exactly ``amount_kaus_units`` are debited (payout mode, module doc)."""
+
+    rule_id: str | None
+    provider: Provider
+    payout_account: str
+    amount_kaus_units: int
+
+    def __post_init__(self) -> None:
+        assert self.provider in PAYOUT_PROVIDERS, self.provider
+        assert self.payout_account, "a payout needs the holder's account at the provider"
+        assert isinstance(self.amount_kaus_units, int) and self.amount_kaus_units > 0, self.amount_kaus_units
+
+
+@dataclass(frozen=True, slots=True)
 class CardPayment:
     """A bridge request (contracts.models.BridgeRequest) in domain types.
 
     ``origin`` says which input record carried it (the shell's position of the record, opaque here; None when
-    unknown): the same record read again has the same origin, a repeated request id another one.
+    unknown): the same record read again has the same origin, a repeated request id another one. ``payout`` set: a
+    holder's auto-payout (``request_id`` is the payout id, ``amount_minor`` only an estimate at ``quoted_rate``).
     """
 
     request_id: str
@@ -195,6 +235,7 @@ class CardPayment:
     quoted_rate: Decimal
     requested_at_ms: int
     origin: str | None = None
+    payout: HolderPayout | None = None
 
     _fingerprint: str = field(init=False, repr=False, compare=False, default="")
 
@@ -222,7 +263,16 @@ class CardPayment:
                 str(self.quoted_rate),
             )
         )
+        if self.payout is not None:  # only then: a card payment's fingerprint is what older journals stored
+            o = self.payout
+            # The free-text account last: no other field can be confused with part of it.
+            text += f"|payout|{o.rule_id or ''}|{o.provider.value}|{o.amount_kaus_units}|{o.payout_account}"
         return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+    @property
+    def payout_id(self) -> str | None:
+        """The payout's id (its request id) when this is a holder's payout; None for a card payment."""
+        return self.request_id if self.payout is not None else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -282,6 +332,7 @@ class PlaceHold:
     credit_account_id: str
     amount_units: int
     expires_at_ms: int
+    reference: Reference  # the payment's, leg HOLD (:func:`payment_reference`); the ledger carries it onward
 
 
 @dataclass(frozen=True, slots=True)
@@ -409,6 +460,7 @@ class Settled:
     completed_at_ms: int
     fingerprint: str
     origin: str | None = None  # the payment's origin: which record began the settlement
+    payout_id: str | None = None  # set when this paid a holder's auto-payout (CardPayment.payout_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -429,6 +481,7 @@ class Rejected:
     hold_voided: bool
     needs_reconciliation: bool = False  # older journals only: a refused capture after payout is Settled now
     origin: str | None = None  # the payment's origin: which record began the settlement
+    payout_id: str | None = None  # set when this was a holder's auto-payout (CardPayment.payout_id)
 
 
 Result = Settled | Rejected
@@ -486,6 +539,7 @@ class BridgeTx(NamedTuple):
     provider_reference: str | None = None
     result: Result | None = None
     capture_sends: int = 0
+    fiat_minor: int = 0  # fiat paid, fixed at conversion (a card payment's amount; a payout's K-AUS at the lock)
 
 
 @dataclass(frozen=True, slots=True)
@@ -504,10 +558,12 @@ def bridge_tx_id_for(request_id: str) -> str:
 _HOLD_SUFFIX = ":hold"
 
 
-def hold_reference(hold_id: str) -> Reference:
-    """The payment a hold is for: hold ids are ``{bridge_tx_id}:hold`` (:func:`begin`)."""
-    assert hold_id.endswith(_HOLD_SUFFIX), hold_id
-    return Reference(SettlementKind.CARD_PAYMENT, hold_id.removesuffix(_HOLD_SUFFIX), Leg.HOLD)
+def payment_reference(payment: CardPayment, leg: Leg) -> Reference:
+    """The business transaction the ledger files ``payment``'s movement ``leg`` under: a card payment is
+    ``CARD_PAYMENT`` / its bridge tx id, a holder's payout ``PAYOUT`` / its payout id (the request id)."""
+    if payment.payout is not None:
+        return Reference(SettlementKind.PAYOUT, payment.request_id, leg)
+    return Reference(SettlementKind.CARD_PAYMENT, bridge_tx_id_for(payment.request_id), leg)
 
 
 # --------------------------------------------------------------------------- idempotency
@@ -584,7 +640,7 @@ def _reject(
         payer_account_id=p.payer_account_id,
         region=p.region,
         currency=p.currency,
-        amount_minor=p.amount_minor,
+        amount_minor=tx.fiat_minor or p.amount_minor,  # before conversion: the request's (a payout's estimate)
         failed_phase=phase,
         reason_code=code,
         reason=reason,
@@ -595,6 +651,7 @@ def _reject(
         hold_voided=void,
         needs_reconciliation=needs_reconciliation,
         origin=p.origin,
+        payout_id=p.payout_id,
     )
     effects: list[Effect] = []
     if void:
@@ -610,15 +667,33 @@ def _expect(tx: BridgeTx, *stages: Stage) -> None:
 # --------------------------------------------------------------------------- phase 1: balance check & lock
 
 
+def _hold_units(payment: CardPayment, cfg: BridgeConfig) -> int:
+    """A card payment holds enough for the worst rate the slippage check accepts; a payout exactly its K-AUS (the
+    holder's rule decided that amount, keep-minimum respected to the unit: no margin on top)."""
+    if payment.payout is not None:
+        return payment.payout.amount_kaus_units
+    return max_kaus_units_within_slippage(
+        payment.amount_minor, payment.quoted_rate, payment.currency, cfg.fx.slippage_limit_bps
+    )
+
+
+def _needed_for(payment: CardPayment, cfg: BridgeConfig) -> str:
+    """What the hold covers, in words (for a refusal's reason)."""
+    if payment.payout is not None:
+        return f"are paid out to {payment.payout.provider} (payout {payment.request_id})"
+    return (
+        f"are needed to cover {payment.amount_minor} {payment.currency} minor units at up to "
+        f"{cfg.fx.slippage_limit_bps} bps below the quoted rate {payment.quoted_rate}"
+    )
+
+
 def begin(payment: CardPayment, available_units: int | None, at: Instant, cfg: BridgeConfig) -> Step:
-    """Phase 1: check the payer can cover the worst acceptable rate, and ask for a hold of that amount.
+    """Phase 1: check the payer can cover the hold (:func:`_hold_units`), and ask for it.
 
     ``available_units`` None: the balance is not known here (the ledger is remote); the hold decides.
     """
     bridge_tx_id = bridge_tx_id_for(payment.request_id)
-    hold_units = max_kaus_units_within_slippage(
-        payment.amount_minor, payment.quoted_rate, payment.currency, cfg.fx.slippage_limit_bps
-    )
+    hold_units = _hold_units(payment, cfg)
     tx = BridgeTx(
         payment=payment,
         bridge_tx_id=bridge_tx_id,
@@ -636,8 +711,8 @@ def begin(payment: CardPayment, available_units: int | None, at: Instant, cfg: B
             at,
             Phase.BALANCE_LOCK,
             ReasonCode.AMOUNT_TOO_LARGE,
-            f"{payment.amount_minor} {payment.currency} minor units at the quoted rate {payment.quoted_rate} need a "
-            f"hold of {hold_units} K-AUS units, above the ledger's {MAX_TRANSFER_UNITS} per transfer",
+            f"a hold of {hold_units} K-AUS units is needed ({payment.amount_minor} {payment.currency} minor units at "
+            f"the quoted rate {payment.quoted_rate}), above the ledger's {MAX_TRANSFER_UNITS} per transfer",
             void=False,
         )
     if available_units is not None and available_units < hold_units:
@@ -647,12 +722,16 @@ def begin(payment: CardPayment, available_units: int | None, at: Instant, cfg: B
             Phase.BALANCE_LOCK,
             ReasonCode.INSUFFICIENT_FUNDS,
             f"payer {payment.payer_account_id} has {available_units} K-AUS units available; "
-            f"{hold_units} are needed to cover {payment.amount_minor} {payment.currency} minor units at up to "
-            f"{cfg.fx.slippage_limit_bps} bps below the quoted rate {payment.quoted_rate}",
+            f"{hold_units} {_needed_for(payment, cfg)}",
             void=False,
         )
     hold = PlaceHold(
-        tx.hold_id, payment.payer_account_id, cfg.settlement_account_id, hold_units, at.wall_ms + cfg.hold_ttl_ms
+        tx.hold_id,
+        payment.payer_account_id,
+        cfg.settlement_account_id,
+        hold_units,
+        at.wall_ms + cfg.hold_ttl_ms,
+        payment_reference(payment, Leg.HOLD),
     )
     return Step(tx, (hold,))
 
@@ -669,8 +748,26 @@ def on_hold(tx: BridgeTx, accepted: bool, reason: str, at: Instant, ledger_code:
 # --------------------------------------------------------------------------- phase 2: FX
 
 
+def kaus_to_minor_floor(kaus_units: int, rate: Decimal, currency: Currency) -> int:
+    """K-AUS base units → fiat minor units at ``rate``, rounded DOWN: what a payout pays, never more than its K-AUS
+    are worth (``domain.fx.kaus_to_minor`` rounds half-even, which could pay half a minor unit too much)."""
+    assert isinstance(kaus_units, int) and kaus_units >= 0
+    num, den = rate.as_integer_ratio()
+    assert num > 0 and den > 0, rate
+    return (kaus_units * num * 10 ** MINOR_UNIT_EXPONENT[currency]) // (den * 10**KAUS_DECIMALS)
+
+
+def _amounts(p: CardPayment, rate: Decimal) -> tuple[int, int]:
+    """(K-AUS debited, fiat minor units paid) at the locked ``rate``: a card payment pays its amount and debits its
+    conversion rounded up; a payout debits exactly its K-AUS and pays their conversion rounded down."""
+    if p.payout is not None:
+        units = p.payout.amount_kaus_units
+        return units, kaus_to_minor_floor(units, rate, p.currency)
+    return minor_to_kaus_units(p.amount_minor, rate, p.currency), p.amount_minor
+
+
 def convert(tx: BridgeTx, book: FxBook, at: Instant, cfg: BridgeConfig) -> Step:
-    """Phase 2: combined live rate → slippage check → lock for 5 s → exact K-AUS amount (rounded up)."""
+    """Phase 2: combined live rate → slippage check → lock for 5 s → exact amounts (:func:`_amounts`)."""
     _expect(tx, Stage.HOLD_PLACED)
     p = tx.payment
     try:
@@ -688,7 +785,16 @@ def convert(tx: BridgeTx, book: FxBook, at: Instant, cfg: BridgeConfig) -> Step:
     if not slip.ok:
         return _reject(tx, at, Phase.FX_CONVERSION, ReasonCode.SLIPPAGE, slip.reason, void=True)
     lock = lock_rate(f"{tx.bridge_tx_id}:fx", live, at.wall_ms, cfg.fx)
-    kaus_units = minor_to_kaus_units(p.amount_minor, lock.rate, p.currency)
+    kaus_units, fiat_minor = _amounts(p, lock.rate)
+    if fiat_minor == 0:  # only a payout can get here: a card payment's amount is positive
+        return _reject(
+            tx,
+            at,
+            Phase.FX_CONVERSION,
+            ReasonCode.AMOUNT_TOO_SMALL,
+            f"{kaus_units} K-AUS units are worth less than one {p.currency} minor unit at the locked rate {lock.rate}",
+            void=True,
+        )
     if kaus_units > tx.hold_units:  # unreachable by construction of the hold; guarded all the same
         return _reject(
             tx,
@@ -698,7 +804,7 @@ def convert(tx: BridgeTx, book: FxBook, at: Instant, cfg: BridgeConfig) -> Step:
             f"{kaus_units} K-AUS units needed but only {tx.hold_units} held",
             void=True,
         )
-    tx = tx._replace(stage=Stage.RATE_LOCKED, lock=lock, kaus_units=kaus_units)
+    tx = tx._replace(stage=Stage.RATE_LOCKED, lock=lock, kaus_units=kaus_units, fiat_minor=fiat_minor)
     return Step(_close_phase(tx, at, Phase.MERCHANT_CREDIT), ())
 
 
@@ -707,6 +813,67 @@ def convert(tx: BridgeTx, book: FxBook, at: Instant, cfg: BridgeConfig) -> Step:
 
 def _excluded_rails(tried: tuple[Provider, ...]) -> set[Rail]:
     return {r for r, s in RAILS.items() if s.provider in tried}
+
+
+def _payout_rails(p: CardPayment) -> list[RailSpec]:
+    """The rails that may pay a holder's payout: its provider's rails for its region and currency (the payout
+    account belongs to that provider: a PayPal e-mail cannot receive a Wise transfer), best first."""
+    assert p.payout is not None
+    provider = p.payout.provider
+    return sorted(
+        (s for s in eligible_rails(p.region, p.currency) if s.provider is provider),
+        key=lambda s: (s.expected_latency_ms, s.rail.value),
+    )
+
+
+def primary_rail(p: CardPayment) -> Rail:
+    """The rail ``p`` should go out on: its region's for a card payment; for a payout its provider's best rail there
+    (other providers never pay it, so another region's rail is no substitute)."""
+    if p.payout is not None:
+        rails = _payout_rails(p)
+        if rails:
+            return rails[0].rail
+    return PRIMARY_RAIL[p.region]
+
+
+def _select_payout_rail(
+    p: CardPayment, amount_minor: int, breakers: Breakers, now_ms: int, tried: tuple[Provider, ...], cfg: BridgeConfig
+) -> RailChoice | NoRail:
+    """Like :func:`domain.rails.select_rail`, among the payout's provider's rails only: no failover to another
+    provider. A provider is tried once per payment (one payout per idempotency key at each provider)."""
+    assert p.payout is not None
+    ranked = _payout_rails(p)
+    provider = p.payout.provider
+    if not ranked:
+        return NoRail(f"{provider} has no rail paying {p.currency} in region {p.region}", ())
+    substitution: RailSubstitution | None = None
+    skipped: list[tuple[Rail, str]] = []
+    for spec in ranked:
+        why = unavailable(spec.rail, breakers, now_ms, _excluded_rails(tried), cfg.enabled_rails)
+        if why is None:
+            fee = fee_minor(provider, amount_minor, p.currency)
+            return RailChoice(spec, fee, spec.region is None, tuple(skipped), substitution)
+        if spec is ranked[0]:
+            substitution = why[0]
+        skipped.append((spec.rail, why[1]))
+    detail = "; ".join(f"{r.value}: {text}" for r, text in skipped)
+    why_not = f"no available {provider} rail for {p.currency} in {p.region} ({detail})"
+    return NoRail(f"{why_not}; a payout is paid by its rule's provider only", tuple(skipped))
+
+
+def _choose_rail(tx: BridgeTx, breakers: Breakers, at: Instant, cfg: BridgeConfig) -> RailChoice | NoRail:
+    p = tx.payment
+    if p.payout is not None:
+        return _select_payout_rail(p, tx.fiat_minor, breakers, at.wall_ms, tx.tried_providers, cfg)
+    return select_rail(
+        p.region,
+        p.currency,
+        tx.fiat_minor,
+        breakers,
+        at.wall_ms,
+        exclude=_excluded_rails(tx.tried_providers),
+        enabled=cfg.enabled_rails,
+    )
 
 
 def _new_intent(tx: BridgeTx, breakers: Breakers, at: Instant, cfg: BridgeConfig, last_error: str) -> Step:
@@ -733,15 +900,7 @@ def _new_intent(tx: BridgeTx, breakers: Breakers, at: Instant, cfg: BridgeConfig
             f"({', '.join(tx.tried_providers)}); last error: {last_error}",
             void=True,
         )
-    choice = select_rail(
-        p.region,
-        p.currency,
-        p.amount_minor,
-        breakers,
-        at.wall_ms,
-        exclude=_excluded_rails(tx.tried_providers),
-        enabled=cfg.enabled_rails,
-    )
+    choice = _choose_rail(tx, breakers, at, cfg)
     if isinstance(choice, NoRail):
         code = ReasonCode.PAYOUT_FAILED if tx.tried_providers else ReasonCode.NO_RAIL
         why = choice.reason + (f"; last payout error: {last_error}" if last_error else "")
@@ -754,7 +913,7 @@ def _new_intent(tx: BridgeTx, breakers: Breakers, at: Instant, cfg: BridgeConfig
         send_no=1,
         rail=choice.rail,
         provider=choice.provider,
-        amount_minor=p.amount_minor,
+        amount_minor=tx.fiat_minor,
         currency=p.currency,
         fee_minor=choice.fee_minor,
         kaus_units=tx.kaus_units,
@@ -778,10 +937,22 @@ def route(tx: BridgeTx, breakers: Breakers, at: Instant, cfg: BridgeConfig) -> S
     return _new_intent(tx, breakers, at, cfg, "")
 
 
-def _rewards(tx: BridgeTx, cfg: BridgeConfig) -> tuple[Reward, ...]:
-    """The payment's rewards, on the K-AUS actually debited (``domain.cashback``); zero amounts are left out."""
+_NO_REWARDS = Rewards(0, 0, 0, 0)
+
+
+def _reward_amounts(tx: BridgeTx) -> Rewards:
+    """Cashback and ecosystem bonus on the K-AUS actually debited (``domain.cashback``); none for a payout (money
+    leaving the platform earns nothing)."""
     p = tx.payment
-    rewards = compute_rewards(tx.kaus_units, p.payer_tier, p.merchant_program)
+    if p.payout is not None:
+        return _NO_REWARDS
+    return compute_rewards(tx.kaus_units, p.payer_tier, p.merchant_program)
+
+
+def _rewards(tx: BridgeTx, cfg: BridgeConfig) -> tuple[Reward, ...]:
+    """The payment's rewards as transfers; zero amounts are left out."""
+    p = tx.payment
+    rewards = _reward_amounts(tx)
     out: tuple[Reward, ...] = ()
     if rewards.cashback_kaus_units:
         out = (
@@ -791,7 +962,7 @@ def _rewards(tx: BridgeTx, cfg: BridgeConfig) -> tuple[Reward, ...]:
                 p.payer_account_id,
                 rewards.cashback_kaus_units,
                 f"cashback {p.payer_tier} {rewards.cashback_bps} bps",
-                Reference(SettlementKind.CARD_PAYMENT, tx.bridge_tx_id, Leg.CASHBACK),
+                payment_reference(p, Leg.CASHBACK),
             ),
         )
     if rewards.ecosystem_bonus_kaus_units:
@@ -802,7 +973,7 @@ def _rewards(tx: BridgeTx, cfg: BridgeConfig) -> tuple[Reward, ...]:
                 p.payer_account_id,
                 rewards.ecosystem_bonus_kaus_units,
                 f"ecosystem bonus {p.merchant_program}",
-                Reference(SettlementKind.CARD_PAYMENT, tx.bridge_tx_id, Leg.BONUS),
+                payment_reference(p, Leg.BONUS),
             ),
         )
     return out
@@ -898,7 +1069,7 @@ def on_posted(tx: BridgeTx, ok: bool, reason: str, at: Instant, cfg: BridgeConfi
     assert intent is not None and tx.lock is not None
     if ok:
         # The same amounts the capture's rewards carried (_rewards): recomputed, as they depend on tx alone.
-        rewards = compute_rewards(tx.kaus_units, tx.payment.payer_tier, tx.payment.merchant_program)
+        rewards = _reward_amounts(tx)
         return _settled(tx, at, rewards.cashback_kaus_units, rewards.ecosystem_bonus_kaus_units, ())
     flag = FlagForReconciliation(
         bridge_tx_id=tx.bridge_tx_id,
@@ -906,7 +1077,7 @@ def on_posted(tx: BridgeTx, ok: bool, reason: str, at: Instant, cfg: BridgeConfi
         payer_account_id=tx.payment.payer_account_id,
         hold_id=tx.hold_id,
         kaus_units=tx.kaus_units,
-        amount_minor=tx.payment.amount_minor,
+        amount_minor=tx.fiat_minor,
         currency=tx.payment.currency,
         rate=tx.lock.rate,
         rail=intent.rail,
@@ -945,11 +1116,11 @@ def _settled(tx: BridgeTx, at: Instant, cashback_units: int, bonus_units: int, p
         merchant_id=p.merchant_id,
         region=p.region,
         currency=p.currency,
-        amount_minor=p.amount_minor,
+        amount_minor=tx.fiat_minor,
         kaus_debited_units=tx.kaus_units,
         rate=tx.lock.rate,
         rail=intent.rail,
-        primary_rail=PRIMARY_RAIL[p.region],
+        primary_rail=primary_rail(p),
         rail_substitution=intent.substitution,
         provider=intent.provider,
         provider_reference=tx.provider_reference or "",
@@ -961,6 +1132,7 @@ def _settled(tx: BridgeTx, at: Instant, cashback_units: int, bonus_units: int, p
         completed_at_ms=at.wall_ms,
         fingerprint=p.fingerprint(),
         origin=p.origin,
+        payout_id=p.payout_id,
     )
     return Step(tx._replace(stage=Stage.DONE, result=result), (*pre, Done(result)))
 
@@ -988,6 +1160,7 @@ def resume(intent: PayoutIntent, at: Instant) -> BridgeTx:
         intent=intent,
         tried_providers=intent.tried_providers,
         lookups=1,
+        fiat_minor=intent.amount_minor,
     )
 
 
@@ -1016,6 +1189,8 @@ class BridgeAuditAction(StrEnum):
     SETTLEMENT_COMPLETED = "BRIDGE_SETTLEMENT_COMPLETED"
     SETTLEMENT_FAILED = "BRIDGE_SETTLEMENT_FAILED"
     CAPTURE_REFUSED_AFTER_PAYOUT = "BRIDGE_CAPTURE_REFUSED_AFTER_PAYOUT"  # a FlagForReconciliation
+    PAYOUT_COMPLETED = "PAYOUT_COMPLETED"  # a holder's auto-payout paid (the result's payout_id set)
+    PAYOUT_FAILED = "PAYOUT_FAILED"
 
 
 class BridgeAudit(NamedTuple):
@@ -1023,7 +1198,8 @@ class BridgeAudit(NamedTuple):
 
     ``audit_id`` is the record's identity and its readers' dedup key, ``AUDIT:<bridge_tx_id>:completed`` or
     ``:failed``: a function of the request id alone (``bridge_tx_id_for``), so a record written again after a
-    crash is the same record, never a second one.
+    crash is the same record, never a second one. A holder's payout has its own actions (``PAYOUT_COMPLETED`` /
+    ``PAYOUT_FAILED``); its actor is the holder, its fiat what the holder received.
     """
 
     audit_id: str
@@ -1043,10 +1219,11 @@ def audit_of(result: Result) -> BridgeAudit:
     """The audit record of a payment's result."""
     transaction_id = result.bridge_tx_id or result.request_id
     audit_key = f"AUDIT:{bridge_tx_id_for(result.request_id)}"
+    payout = result.payout_id is not None
     if isinstance(result, Settled):
         return BridgeAudit(
             f"{audit_key}:completed",
-            BridgeAuditAction.SETTLEMENT_COMPLETED,
+            BridgeAuditAction.PAYOUT_COMPLETED if payout else BridgeAuditAction.SETTLEMENT_COMPLETED,
             transaction_id,
             result.payer_account_id,
             result.kaus_debited_units,
@@ -1059,7 +1236,7 @@ def audit_of(result: Result) -> BridgeAudit:
         )
     return BridgeAudit(
         f"{audit_key}:failed",
-        BridgeAuditAction.SETTLEMENT_FAILED,
+        BridgeAuditAction.PAYOUT_FAILED if payout else BridgeAuditAction.SETTLEMENT_FAILED,
         transaction_id,
         result.payer_account_id,
         None,

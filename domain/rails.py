@@ -347,3 +347,25 @@ def select_rail(
         skipped.append((spec.rail, why[1]))
     detail = "; ".join(f"{r.value}: {text}" for r, text in skipped)
     return NoRail(f"no available rail for {currency} in {region} ({detail})", tuple(skipped))
+
+
+# --------------------------------------------------------------------------- holder payouts
+
+
+def payout_region(provider: Provider, currency: Currency) -> Region | None:
+    """The region a holder's payout through ``provider`` in ``currency`` goes out in (deterministic; the auto-payout
+    service puts it on the bridge request). A payout may only use its provider's rails, so the region must have one:
+
+    * a provider with a regional rail paying the currency: that rail's region (Stripe USD → US, Toss KRW → KR);
+    * a cross-border provider (PayPal, Wise: their rails serve every region): the currency's home region (USD → US),
+      or, for a currency no region has as its own (GBP, CNY), the first region declared;
+    * None when no rail of the provider pays the currency.
+    """
+    specs = [s for s in RAILS.values() if s.provider is provider and currency in s.currencies]
+    regional = [s.region for s in specs if s.region is not None]
+    if regional:
+        return min(regional, key=list(Region).index)
+    if not specs:
+        return None
+    home = [r for r, c in REGION_CURRENCY.items() if c is currency]
+    return min(home, key=list(Region).index) if home else next(iter(Region))

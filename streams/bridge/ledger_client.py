@@ -2,9 +2,9 @@
 
 ``ledger.commands`` is the single-writer ledger every K-AUS movement goes through; its answers come back on
 ``ledger.outcomes`` and are matched to the waiting settlement by command id. The commands' bytes come from
-``contracts.ledger_codec``. Each names its payment (a ``LedgerReference``): the hold the core's
-:func:`domain.bridge.hold_reference` of its id (the ledger carries it onto the capture or release), each reward
-its own.
+``contracts.ledger_codec``. Each names its payment (a ``LedgerReference``): the hold the reference the core put on
+its ``PlaceHold`` (a card payment's, or a holder's payout's: ``domain.bridge.payment_reference``; the ledger carries
+it onto the capture or release), each reward its own.
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ from confluent_kafka import Consumer, TopicPartition
 from contracts import ledger_codec
 from contracts import models as m
 from contracts.topics import LEDGER_COMMANDS, LEDGER_OUTCOMES
-from domain.bridge import LEDGER_TIMEOUT, LedgerRejected, Reward, hold_reference
+from domain.bridge import LEDGER_TIMEOUT, LedgerRejected, Reward
+from domain.ledger import Reference
 from streams.kafka.clients import AsyncProducer, consume_now, consumer_config
 
 
@@ -149,10 +150,16 @@ class KafkaHoldLedger:
         return outcome
 
     async def place_hold(
-        self, *, transfer_id: str, debit_account_id: str, credit_account_id: str, amount_units: int, expires_at_ms: int
+        self,
+        *,
+        transfer_id: str,
+        debit_account_id: str,
+        credit_account_id: str,
+        amount_units: int,
+        expires_at_ms: int,
+        reference: Reference,
     ) -> None:
         now_ms = _now_ms()
-        reference = hold_reference(transfer_id)
         command = ledger_codec.place_hold(
             transfer_id, debit_account_id, credit_account_id, amount_units, expires_at_ms, now_ms, reference
         )

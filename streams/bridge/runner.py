@@ -59,6 +59,7 @@ from domain.bridge import (
     VoidHold,
 )
 from domain.fx import FxBook
+from domain.ledger import Reference
 from domain.rails import DEFAULT_BREAKER, CircuitBreaker, Provider, Rail, new_breakers
 from streams.bridge.providers.base import ProviderAdapter
 
@@ -98,7 +99,14 @@ class AsyncHoldLedger(Protocol):
     async def available_units(self, account_id: str) -> int | None: ...
 
     async def place_hold(
-        self, *, transfer_id: str, debit_account_id: str, credit_account_id: str, amount_units: int, expires_at_ms: int
+        self,
+        *,
+        transfer_id: str,
+        debit_account_id: str,
+        credit_account_id: str,
+        amount_units: int,
+        expires_at_ms: int,
+        reference: Reference,
     ) -> None: ...
 
     async def post_hold(
@@ -415,6 +423,7 @@ class BridgeRunner:
                         credit_account_id=e.credit_account_id,
                         amount_units=e.amount_units,
                         expires_at_ms=e.expires_at_ms,
+                        reference=e.reference,
                     )
                 )
                 return core.on_hold(tx, True, "", self.clock.now())

@@ -16,7 +16,8 @@ one answer with repeat false. After a crash or a rebalance, at-least-once delive
 journaled, its publication unacknowledged), or when recovery re-emits a result whose publication was under way.
 
 **Audit records.** Every answer with repeat false goes out with its payment's spec §7.2 record on ``audit.records``
-(``domain.bridge.audit_of``: BRIDGE_SETTLEMENT_COMPLETED or _FAILED), both sent together and both acknowledged
+(``domain.bridge.audit_of``: BRIDGE_SETTLEMENT_COMPLETED or _FAILED; PAYOUT_COMPLETED or PAYOUT_FAILED for a holder's
+auto-payout, a request with a ``payout`` block, whose answers carry its ``payout_id``), both sent together and both acknowledged
 before the request may be committed; a repeat answer has none. So each settlement has its audit record once it is
 answered, also after a crash; a re-publication carries the same ``auditId`` (``AUDIT:<bridge_tx_id>:completed`` or
 ``:failed``), the key its readers deduplicate by.

@@ -29,7 +29,7 @@ from domain.bridge import (
     Rejected,
     Result,
     Settled,
-    hold_reference,
+    payment_reference,
 )
 from domain.cashback import PayerTier
 from domain.fx import FxBook
@@ -205,5 +205,6 @@ def test_every_movement_of_a_card_payment_names_it_on_ledger_transfers() -> None
             assert legs[Leg.RELEASE] == legs[Leg.HOLD]
 
 
-def test_a_hold_reference_is_derived_from_the_hold_id_the_core_builds() -> None:
-    assert hold_reference("BRIDGE-card:7:hold") == Reference(SettlementKind.CARD_PAYMENT, "BRIDGE-card:7", Leg.HOLD)
+def test_a_card_payment_is_filed_under_its_bridge_transaction() -> None:
+    [card] = payments(["payer-1"], Decimal("0.15"), 1)[:1]
+    assert payment_reference(card, Leg.HOLD) == Reference(SettlementKind.CARD_PAYMENT, "BRIDGE-card-0", Leg.HOLD)

@@ -25,6 +25,7 @@ from contracts.topics import (
     LEDGER_COMMANDS,
 )
 from domain.bridge import LedgerRejected, PayoutIntent, PostHold, Rejected, Settled
+from domain.ledger import Leg, Reference, SettlementKind
 from domain.rails import Rail, RailSubstitution
 from streams.bridge.journal import KafkaJournal
 from streams.bridge.ledger_client import KafkaHoldLedger
@@ -207,10 +208,13 @@ def test_a_lost_hold_command_times_out_and_is_voided_in_ledger_order() -> None:
                 credit_account_id="bridge:settlement",
                 amount_units=1_003,
                 expires_at_ms=1_800_000_000_000,
+                reference=Reference(SettlementKind.PAYOUT, "payout-1", Leg.HOLD),
             )
         assert timed_out.value.code == "LEDGER_TIMEOUT" and outcomes.waiting == {}
         commands = [LEDGER_COMMANDS.decode(value) for _topic, _key, value in producer.unacked]
         assert [type(c) for c in commands] == [m.PlaceHold, m.VoidHold]
+        # the hold names the payment the core put on its PlaceHold (here a holder's payout), nothing derived
+        assert commands[0].reference == m.LedgerReference(kind=SettlementKind.PAYOUT, id="payout-1", leg=Leg.HOLD)
         void = commands[1]
         assert isinstance(void, m.VoidHold) and void.hold_id == "BRIDGE-card-1:hold"
         assert void.command_id == "BRIDGE-card-1:hold:void-timeout"

@@ -253,6 +253,70 @@ class MerchantDirectory(Protocol):
     def account(self, merchant_id: str) -> MerchantPayoutAccount: ...
 
 
+# What each payout provider's account looks like (the holder's account in a rule; checked before anything is sent).
+_PAYPAL_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+_STRIPE_ACCOUNT = re.compile(r"acct_[A-Za-z0-9]{1,64}")
+_WISE_RECIPIENT = re.compile(r"[0-9]{1,18}")  # Wise's targetAccount: a recipient (account) id, a JSON integer
+_TOSS_SUBMALL = re.compile(r"[A-Za-z0-9_-]{1,20}")  # Toss sub-mall ids: at most 20 characters
+
+
+class InvalidPayoutAccount(ValueError):
+    """A holder's payout account that cannot be an account at the payout's provider: nothing is sent."""
+
+
+def _holder_account(provider: Provider, holder_id: str, account: str) -> MerchantPayoutAccount:
+    """The payout destination of a holder: ``account`` in the provider's field, the others blank (never used: a
+    payout goes out through its own provider only)."""
+    fields: dict[str, Any] = {
+        "merchant_id": holder_id,
+        "stripe_account": "",
+        "stripe_destination": "",  # blank: Stripe pays the connected account's default external account
+        "paypal_receiver": "",
+        "wise_recipient_id": 0,
+        "toss_submall_id": "",
+        "alipay_identity": "",
+        "alipay_name": "",
+        "paypay_user_authorization_id": "",
+        "payfort_token_name": "",
+    }
+    checks: dict[Provider, tuple[re.Pattern[str], str, str]] = {
+        Provider.PAYPAL: (_PAYPAL_EMAIL, "paypal_receiver", "a PayPal receiver e-mail"),
+        Provider.STRIPE: (_STRIPE_ACCOUNT, "stripe_account", "a Stripe connected account id (acct_...)"),
+        Provider.WISE: (_WISE_RECIPIENT, "wise_recipient_id", "a Wise recipient id (digits)"),
+        Provider.TOSS: (_TOSS_SUBMALL, "toss_submall_id", "a Toss sub-mall id (at most 20 letters or digits)"),
+    }
+    if provider not in checks:
+        raise InvalidPayoutAccount(f"{provider} does not pay holders out")
+    pattern, field, what = checks[provider]
+    if not pattern.fullmatch(account):
+        raise InvalidPayoutAccount(f"the payout account {account[:64]!r} is not {what}")
+    fields[field] = int(account) if field == "wise_recipient_id" else account
+    return MerchantPayoutAccount(**fields)
+
+
+def destination_of(intent: PayoutIntent, merchants: MerchantDirectory) -> MerchantPayoutAccount:
+    """Where ``intent`` is paid: the merchant directory's account for a card payment; for a holder's payout the
+    account in its ``payout`` block, for the intent's provider (:class:`InvalidPayoutAccount` if it cannot be one)."""
+    payment = intent.payment
+    if payment.payout is None:
+        return merchants.account(payment.merchant_id)
+    assert intent.provider is payment.payout.provider, (intent.provider, payment.payout.provider)
+    return _holder_account(intent.provider, payment.payer_account_id, payment.payout.payout_account)
+
+
+def invalid_destination(exc: InvalidPayoutAccount) -> PayoutOutcome:
+    """The outcome of a payout whose destination is invalid: declined before sending (nothing was paid)."""
+    return PayoutOutcome(PayoutStatus.DECLINED, error_code="INVALID_PAYOUT_ACCOUNT", error_message=str(exc))
+
+
+def payout_label(intent: PayoutIntent) -> str:
+    """What the payee sees the money as (payout notes and descriptions)."""
+    payment = intent.payment
+    if payment.payout is not None:
+        return f"NEXUS-X payout {payment.request_id}"
+    return f"NEXUS-X bridge settlement {intent.bridge_tx_id}"
+
+
 class DerivedMerchantDirectory:
     """Deterministic payout accounts derived from the merchant id (simulator, demo, tests)."""
 
@@ -453,7 +517,11 @@ class ReplayingAdapter(HttpAdapter):
         raise NotImplementedError
 
     async def payout(self, intent: PayoutIntent) -> PayoutOutcome:
-        resp = await self.send(self.build(intent))
+        try:
+            request = self.build(intent)
+        except InvalidPayoutAccount as exc:
+            return invalid_destination(exc)
+        resp = await self.send(request)
         return resp if isinstance(resp, PayoutOutcome) else self.parse(resp)
 
     async def lookup(self, intent: PayoutIntent) -> PayoutOutcome:

@@ -40,10 +40,14 @@ from streams.bridge.providers.base import (
     HttpAdapter,
     HttpRequest,
     HttpResponse,
+    InvalidPayoutAccount,
     ReportError,
     basic_auth,
     classify_status,
+    destination_of,
     dumps,
+    invalid_destination,
+    payout_label,
     report_field,
     report_json,
 )
@@ -67,11 +71,14 @@ def build_token_request(base_url: str, client_id: str, secret: str) -> HttpReque
 
 
 def build_payout_request(intent: PayoutIntent, base_url: str, token: str, receiver: str) -> HttpRequest:
+    holder = intent.payment.payout is not None
     body = {
         "sender_batch_header": {
             "sender_batch_id": intent.idempotency_key,
-            "email_subject": "NEXUS-X settlement",
-            "email_message": "You received a payment settled through the NEXUS-X High-Speed Bridge.",
+            "email_subject": "NEXUS-X payout" if holder else "NEXUS-X settlement",
+            "email_message": "You received your NEXUS-X auto-payout."
+            if holder
+            else "You received a payment settled through the NEXUS-X High-Speed Bridge.",
             "recipient_type": "EMAIL",
         },
         "items": [
@@ -82,7 +89,7 @@ def build_payout_request(intent: PayoutIntent, base_url: str, token: str, receiv
                     "currency": intent.currency.value,
                 },
                 "receiver": receiver,
-                "note": f"NEXUS-X bridge settlement {intent.bridge_tx_id}",
+                "note": payout_label(intent),
                 "sender_item_id": intent.idempotency_key,
             }
         ],
@@ -241,7 +248,10 @@ class PayPalAdapter(HttpAdapter):
             return self._token
 
     async def payout(self, intent: PayoutIntent) -> PayoutOutcome:
-        receiver = self.merchants.account(intent.payment.merchant_id).paypal_receiver
+        try:
+            receiver = destination_of(intent, self.merchants).paypal_receiver
+        except InvalidPayoutAccount as exc:
+            return invalid_destination(exc)
         for attempt in (1, 2):
             token = await self._access_token(force=attempt == 2)
             if isinstance(token, PayoutOutcome):

@@ -45,7 +45,9 @@ from streams.bridge.providers.base import (
     ReportError,
     answered,
     classify_status,
+    destination_of,
     form_encode,
+    payout_label,
     report_field,
 )
 
@@ -55,17 +57,21 @@ _ACCEPTED = {"pending", "in_transit", "paid"}
 def build_payout_request(
     intent: PayoutIntent, base_url: str, secret_key: str, account: str, destination: str
 ) -> HttpRequest:
+    """``destination`` empty: none is sent, and Stripe pays the connected account's default external account (a
+    holder's payout: the holder's Stripe account is all the rule names)."""
     form = [
         ("amount", str(intent.amount_minor)),
         ("currency", intent.currency.value.lower()),
         ("method", "instant"),
-        ("destination", destination),
-        ("description", f"NEXUS-X bridge settlement {intent.bridge_tx_id}"),
+        *((("destination", destination),) if destination else ()),
+        ("description", payout_label(intent)),
         ("metadata[nexus_tx_id]", intent.bridge_tx_id),
         ("metadata[kaus_converted]", str(kaus_to_decimal(intent.kaus_units))),
         ("metadata[nexus_rail]", intent.rail.value),
         ("metadata[merchant_id]", intent.payment.merchant_id),
     ]
+    if intent.payment.payout is not None:
+        form.append(("metadata[nexus_payout_id]", intent.payment.request_id))
     return HttpRequest(
         "POST",
         f"{base_url}/v1/payouts",
@@ -211,7 +217,7 @@ class StripeAdapter(StripeReports, ReplayingAdapter):
     parse = staticmethod(parse_payout_response)
 
     def build(self, intent: PayoutIntent) -> HttpRequest:
-        acct = self.merchants.account(intent.payment.merchant_id)
+        acct = destination_of(intent, self.merchants)
         return build_payout_request(
             intent,
             self.base_url,

@@ -39,6 +39,7 @@ from streams.bridge.providers.base import (
     answered,
     basic_auth,
     classify_status,
+    destination_of,
     dumps,
     report_field,
 )
@@ -150,5 +151,5 @@ class TossAdapter(ReplayingAdapter):
         raise ReportError(f"{self.provider} settlements: more than {MAX_PAGES} pages")
 
     def build(self, intent: PayoutIntent) -> HttpRequest:
-        submall = self.merchants.account(intent.payment.merchant_id).toss_submall_id
+        submall = destination_of(intent, self.merchants).toss_submall_id
         return build_payout_request(intent, self.base_url, self.settings.toss_secret_key.get_secret_value(), submall)

@@ -50,8 +50,11 @@ from streams.bridge.providers.base import (
     HttpAdapter,
     HttpRequest,
     HttpResponse,
+    InvalidPayoutAccount,
     classify_status,
+    destination_of,
     dumps,
+    invalid_destination,
     json_number,
     report_field,
     report_json,
@@ -223,7 +226,10 @@ class WiseAdapter(HttpAdapter):
     async def payout(self, intent: PayoutIntent) -> PayoutOutcome:
         s = self.settings
         token = s.wise_api_token.get_secret_value()
-        recipient = self.merchants.account(intent.payment.merchant_id).wise_recipient_id
+        try:
+            recipient = destination_of(intent, self.merchants).wise_recipient_id
+        except InvalidPayoutAccount as exc:
+            return invalid_destination(exc)  # e.g. not digits: nothing is sent
 
         resp = await self.send(build_quote_request(intent, self.base_url, token, s.wise_profile_id, recipient))
         if isinstance(resp, PayoutOutcome):
