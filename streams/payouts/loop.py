@@ -1,0 +1,218 @@
+"""The auto-payout service's process: a plain confluent-kafka loop around :class:`PayoutService`.
+
+    python -m streams.payouts          (settings from NEXUS_* and NEXUS_PAYOUTS_*)
+
+**One instance.** The service is a fold over *every* partition of its inputs (a holder's balance comes from all of
+``ledger.transfers``' partitions, its rules and KYC from others), so it assigns itself all of them instead of
+joining a group that would split them. Run one. A second one would decide the same payouts under the same ids
+(the bridge pays each once) but would report and notify twice. The consumer group name
+(``{NEXUS_APP_ID}-payouts``) only carries its positions, committed after each save, for lag monitoring.
+
+**Positions and state are one file** (``streams.payouts.state``): after the outputs of everything read so far are
+acknowledged (producer flush), the service's state and the next offset of each input partition are written
+together, every ``save_every_s`` and at shutdown. A start loads it and reads on from those offsets (from the
+beginning without one). A crash replays what was read after the last save: its outputs are produced again
+under the same ids (payout ids, notification ids, dead letters keyed by their origin): at least once.
+
+**Catching up.** At a start the balance mirror first reads ``ledger.transfers`` up to the end it had then, the
+other inputs paused and nothing decided, so no decision reads a balance from before the restart; then the
+accounts that moved meanwhile are evaluated and the other inputs resume.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import OFFSET_BEGINNING, TIMESTAMP_NOT_AVAILABLE, Consumer, Message, Producer, TopicPartition
+
+from contracts.topics import LEDGER_TRANSFERS
+from streams.bridge.fx_listener import FxRatesListener
+from streams.kafka.clients import consume_now, consumer_config, describe, must_exit, produce_bounded, producer_config
+from streams.kafka.topic_admin import ensure_topics
+from streams.payouts import state as state_file
+from streams.payouts.service import INPUTS, Output, PayoutService, Record
+from streams.payouts.settings import PayoutSettings, get_payout_settings
+from streams.settings import Settings, get_settings
+
+log = logging.getLogger("nexus.payouts")
+
+BATCH_MAX = 500
+POLL_S = 0.1
+FLUSH_TIMEOUT_S = 30.0
+METADATA_TIMEOUT_S = 30.0
+PROGRESS_EVERY_S = 10.0
+
+
+class DeliveryFailed(RuntimeError):
+    """An output was not acknowledged: the state is not saved past it; a restart replays from the last save."""
+
+
+class PayoutLoop:
+    def __init__(self, settings: Settings, payout_settings: PayoutSettings, path: Path) -> None:
+        self.settings = settings
+        self.payout_settings = payout_settings
+        self.path = path
+        bootstrap = settings.bootstrap_servers
+        self.fx = FxRatesListener(bootstrap)
+        snapshot = state_file.load(path)
+        self.service = PayoutService(
+            payout_settings,
+            lambda: self.fx.book,
+            snapshot,
+            max_bytes=settings.max_ingress_message_bytes,
+        )
+        log.info("state %s", f"loaded from {path}" if snapshot else "new: every input read from its beginning")
+        self.consumer = Consumer(consumer_config(bootstrap, f"{settings.app_id}-payouts"))
+        self.producer = Producer(producer_config(bootstrap))
+        self.undelivered = 0
+        self.stopping = False
+        self.catch_up: dict[int, int] = {}  # ledger.transfers partition -> the end offset to read before deciding
+        self.paused: list[TopicPartition] = []
+        self.saved_changes = -1
+
+    # ------------------------------------------------------------------ start
+
+    def assign(self) -> int:
+        """Every partition of every input, at the saved positions; the mirror's catch-up targets."""
+        offsets = self.service.offsets
+        assignment: list[TopicPartition] = []
+        for topic in INPUTS:
+            meta = self.consumer.list_topics(topic.name, timeout=METADATA_TIMEOUT_S).topics[topic.name]
+            for p in sorted(meta.partitions):
+                start = offsets.get(f"{topic.name}:{p}", OFFSET_BEGINNING)
+                assignment.append(TopicPartition(topic.name, p, start))
+                if topic is LEDGER_TRANSFERS:
+                    low, high = self.consumer.get_watermark_offsets(
+                        TopicPartition(topic.name, p), timeout=METADATA_TIMEOUT_S
+                    )
+                    if high > max(low, start):
+                        self.catch_up[p] = high
+        self.consumer.assign(assignment)
+        if self.catch_up:
+            self.service.replaying = True
+            self.paused = [tp for tp in assignment if tp.topic != LEDGER_TRANSFERS.name]
+            self.consumer.pause(self.paused)
+            log.info("catching the balance mirror up: ledger.transfers to %s", dict(sorted(self.catch_up.items())))
+        return len(assignment)
+
+    def _caught_up(self, wall_ms: int) -> None:
+        self.consumer.resume(self.paused)
+        self.paused = []
+        self.emit(self.service.caught_up(wall_ms))
+        log.info("balance mirror caught up; deciding")
+
+    def _check_catch_up(self) -> None:
+        if not self.catch_up:
+            return
+        positions = self.consumer.position([TopicPartition(LEDGER_TRANSFERS.name, p) for p in self.catch_up])
+        for tp in positions:
+            if tp.offset >= 0 and tp.offset >= self.catch_up[tp.partition]:
+                del self.catch_up[tp.partition]
+        if not self.catch_up:
+            self._caught_up(_wall_ms())
+
+    # ------------------------------------------------------------------ running
+
+    def emit(self, outputs: list[Output]) -> None:
+        for topic, value in outputs:
+            produce_bounded(
+                self.producer, topic.name, topic.encode(value), topic.key_of(value), on_delivery=self._delivered
+            )
+        self.producer.poll(0)
+
+    def _delivered(self, err: Any, _msg: Any) -> None:
+        if err is not None:
+            self.undelivered += 1
+            log.error("output not delivered: %s", err)
+
+    def handle(self, msg: Message) -> None:
+        err = msg.error()
+        if err is not None:
+            if must_exit(err):
+                raise RuntimeError(f"consumer error, cannot go on; restart the service: {describe(err)}")
+            log.warning("consumer error, librdkafka retries it: %s", describe(err))
+            return
+        topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+        assert topic is not None and partition is not None and offset is not None
+        wall = _wall_ms()
+        kind, stamp = msg.timestamp()
+        record_ms = wall if kind == TIMESTAMP_NOT_AVAILABLE else stamp
+        self.emit(self.service.handle(Record(topic, partition, offset, msg.key(), msg.value(), record_ms, wall)))
+
+    def save(self) -> None:
+        """Outputs acknowledged first, then state and positions in one write, then positions to the group."""
+        remaining = self.producer.flush(FLUSH_TIMEOUT_S)
+        if remaining or self.undelivered:
+            raise DeliveryFailed(f"{remaining} outputs unacknowledged, {self.undelivered} failed: state not saved")
+        if self.service.changes == self.saved_changes:
+            return
+        size = state_file.save(self.path, self.service.to_dict())
+        self.saved_changes = self.service.changes
+        log.debug("state saved (%d bytes)", size)
+        positions = []
+        for key, offset in self.service.offsets.items():
+            name, partition = key.rsplit(":", 1)
+            positions.append(TopicPartition(name, int(partition), offset))
+        if positions:
+            self.consumer.commit(offsets=positions, asynchronous=True)
+
+    def run(self) -> None:
+        self.fx.start()
+        partitions = self.assign()
+        log.info("Worker ready (payouts: %d input partitions, one instance)", partitions)
+        ticks = self.payout_settings.tick_every_s
+        next_tick = next_save = next_progress = time.monotonic()
+        while not self.stopping:
+            for msg in consume_now(self.consumer, POLL_S, BATCH_MAX):
+                self.handle(msg)
+            now = time.monotonic()
+            if self.service.replaying:
+                self._check_catch_up()
+                if now >= next_progress:
+                    log.info("catching up: ledger.transfers partitions left %s", sorted(self.catch_up))
+                    next_progress = now + PROGRESS_EVERY_S
+            elif now >= next_tick:
+                self.emit(self.service.tick(_wall_ms()))
+                next_tick = now + ticks
+            if now >= next_save:
+                self.save()
+                next_save = now + self.payout_settings.save_every_s
+
+    def close(self) -> None:
+        try:
+            self.save()
+        finally:
+            self.fx.stop()
+            self.consumer.close()
+            log.info("stopped; state at %s", self.path)
+
+
+def _wall_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def main() -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = get_settings()
+    ensure_topics(settings)
+    loop = PayoutLoop(settings, get_payout_settings(), state_file.state_path(settings.data_dir))
+
+    def stop(_signum: int, _frame: Any) -> None:
+        loop.stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        loop.run()
+    finally:
+        loop.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

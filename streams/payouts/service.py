@@ -1,0 +1,662 @@
+"""The auto-payout service's record processor: decode each input record, call the core, return the outputs.
+
+No Kafka client here (``streams.payouts.loop`` consumes and produces); unit tests drive it with records.
+
+Inputs and what each does (docs/payouts.md, "The service"):
+
+* ``payouts.rules``: validated at ingress (a contract error is dead-lettered), then ``AutoPayouts.put_rule`` with
+  the record's offset as the version and its time as the moment the rule became active; a rule the core refuses
+  is dead-lettered with its rule code and the original bytes; a tombstone deletes the rule. An accepted rule is
+  evaluated at once (a balance may already be above its threshold).
+* ``kyc.status``: the holder's status (``set_kyc``, the offset as version) and contacts (kept for notifications
+  only; never logged).
+* ``ledger.transfers``: the balance mirror (``domain.balances``); every movement of an account with rules
+  re-evaluates it.
+* ``dividends.declared``: ``on_dividend``, once the mirror has the dividend's credit.
+* ``bridge.settlements.completed`` / ``.failed`` carrying a ``payout_id``: one ``payouts.results`` record per payout
+  and the holder's notifications, then ``on_result`` once the mirror has the capture or release of the payout's
+  hold: deciding again on a balance from before the payout could pay the same K-AUS twice. The wait is bounded
+  (``mirror_wait_ms``); past it the result is applied anyway and logged.
+* the timer (:meth:`PayoutService.tick`): schedules, ends of back-off, payouts waiting for a fresh FX rate, and
+  results or dividends whose wait ran out.
+
+A PAY decision becomes a ``payouts.requests`` record and a ``bridge.requests`` record (request id = payout id, the
+exact K-AUS in ``payout``, the live rate and the fiat estimate at it); without a fresh rate it waits for the next
+tick. A WAIT decision becomes one ``payouts.waiting`` record per payout id and reason, and one notification.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any, NamedTuple, cast
+
+from contracts import models as m
+from contracts.topics import (
+    BRIDGE_REQUESTS,
+    BRIDGE_SETTLEMENTS_COMPLETED,
+    BRIDGE_SETTLEMENTS_FAILED,
+    DIVIDENDS_DECLARED,
+    KYC_STATUS,
+    LEDGER_TRANSFERS,
+    NOTIFICATIONS_HOLDERS,
+    PAYOUT_REQUESTS,
+    PAYOUT_RESULTS,
+    PAYOUT_RULES,
+    PAYOUT_WAITING,
+    Topic,
+)
+from domain.balances import BalanceMirror, Movement, MovementKind
+from domain.bridge import bridge_tx_id_for, kaus_to_minor_floor
+from domain.cashback import PayerTier
+from domain.fx import FxBook, FxPolicy, StaleRate
+from domain.money import Currency
+from domain.payouts import (
+    Action,
+    AutoPayouts,
+    Decision,
+    KycStatus,
+    PayoutConfig,
+    Rule,
+    RuleDividendSource,
+    RuleStatus,
+    ScheduleType,
+    Trigger,
+)
+from domain.rails import RAILS, Provider, Rail, payout_region
+from domain.timeconv import from_ms
+from streams.kafka import ingress
+from streams.payouts import messages
+from streams.payouts.settings import PayoutSettings
+
+log = logging.getLogger("nexus.payouts")
+
+Output = tuple[Topic, Any]
+INPUTS: tuple[Topic, ...] = (
+    PAYOUT_RULES,
+    KYC_STATUS,
+    LEDGER_TRANSFERS,
+    DIVIDENDS_DECLARED,
+    BRIDGE_SETTLEMENTS_COMPLETED,
+    BRIDGE_SETTLEMENTS_FAILED,
+)
+SNAPSHOT_FORMAT = "nexus-x.payouts-service-state/1"
+LOWEST_TIER = next(iter(PayerTier))  # a payout earns no cashback; the field is required
+
+
+class Record(NamedTuple):
+    """One input record and where it came from; ``wall_ms`` is when it is handled."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    record_ms: int
+    wall_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Contacts:
+    """A holder's notification addresses (personal data: used for notifications, never logged)."""
+
+    email: str | None = None
+    phone: str | None = None
+    push_token: str | None = None
+
+    def channels(self) -> list[tuple[m.NotificationChannel, str]]:
+        pairs = (
+            (m.NotificationChannel.EMAIL, self.email),
+            (m.NotificationChannel.SMS, self.phone),
+            (m.NotificationChannel.PUSH, self.push_token),
+        )
+        return [(channel, to) for channel, to in pairs if to]
+
+
+@dataclass(slots=True)
+class Sent:
+    """A PAY decision the service acts on, until its result is reported."""
+
+    payout_id: str
+    rule_id: str
+    account_id: str
+    trigger: str
+    trigger_id: str
+    provider: str
+    currency: str
+    amount_units: int
+    payout_account: str
+    requested: bool = False  # its bridge request was emitted (False: waiting for a fresh FX rate)
+    stale_logged: bool = False
+
+    @classmethod
+    def of(cls, d: Decision) -> Sent:
+        return cls(
+            d.payout_id,
+            d.rule_id,
+            d.account_id,
+            d.trigger.value,
+            d.trigger_id,
+            d.provider.value,
+            d.currency.value,
+            d.amount_units,
+            d.payout_account,
+        )
+
+
+@dataclass(slots=True)
+class Pending:
+    """A result or dividend waiting for the balance mirror to have the movement it implies."""
+
+    kind: str  # "result" or "dividend"
+    id: str  # the payout id or the dividend id
+    account_id: str
+    deadline_ms: int
+    paid: bool = False
+    source: str = ""
+    amount_units: int = 0
+
+
+def to_rule(rule: m.AutoPayoutRule) -> Rule:
+    """The wire rule in the core's types (same field names)."""
+    return Rule(
+        rule_id=rule.rule_id,
+        account_id=rule.account_id,
+        trigger_type=Trigger(rule.trigger_type.value),
+        payout_provider=rule.payout_provider,
+        payout_currency=rule.payout_currency,
+        payout_account=rule.payout_account,
+        max_payout_per_tx_kaus_units=rule.max_payout_per_tx_kaus_units,
+        keep_minimum_kaus_units=rule.keep_minimum_kaus_units,
+        threshold_kaus_units=rule.threshold_kaus_units,
+        schedule_type=None if rule.schedule_type is None else ScheduleType(rule.schedule_type),
+        schedule_day=rule.schedule_day,
+        schedule_time_utc=rule.schedule_time_utc,
+        dividend_source=None if rule.dividend_source is None else RuleDividendSource(rule.dividend_source),
+        dividend_min_kaus_units=rule.dividend_min_kaus_units,
+        is_active=rule.is_active,
+    )
+
+
+def hold_id_of(payout_id: str) -> str:
+    """The ledger hold the bridge places for this payout (domain.bridge.begin: ``{bridge_tx_id}:hold``)."""
+    return f"{bridge_tx_id_for(payout_id)}:hold"
+
+
+def _remember(memory: OrderedDict[str, None], key: str, limit: int) -> None:
+    memory[key] = None
+    while len(memory) > limit:
+        memory.popitem(last=False)
+
+
+class PayoutService:
+    """Folds the inputs into the core and the mirror; returns each record's outputs (see the module doc)."""
+
+    def __init__(
+        self,
+        settings: PayoutSettings,
+        rates: Callable[[], FxBook],
+        snapshot: dict[str, Any] | None = None,
+        max_bytes: int = 64 * 1024,
+    ) -> None:
+        self.settings = settings
+        self._rates = rates
+        self._policy = FxPolicy(max_age_ms=settings.fx_max_age_ms)
+        self._max_bytes = max_bytes
+        # While True (the loop is catching the mirror up at a start) nothing is decided; caught_up() decides.
+        self.replaying = False
+        self._dirty: set[str] = set()
+        self.book = AutoPayouts(PayoutConfig(settings.retry_after_failure_ms, settings.max_rules_per_account))
+        self.mirror = BalanceMirror(settings.mirror_window)
+        self.contacts: dict[str, Contacts] = {}
+        self.sent: dict[str, Sent] = {}
+        self.pending: list[Pending] = []
+        self.reported: OrderedDict[str, None] = OrderedDict()
+        self.waits: OrderedDict[str, None] = OrderedDict()
+        self.offsets: dict[str, int] = {}  # "topic:partition" -> the next offset to read
+        self.changes = 0  # counts state changes: an unchanged state is not saved again
+        if snapshot is not None:
+            self._restore(snapshot)
+        self._handlers: dict[str, Callable[[Any, Record], list[Output]]] = {
+            PAYOUT_RULES.name: self._on_rule,
+            KYC_STATUS.name: self._on_kyc,
+            LEDGER_TRANSFERS.name: self._on_transfer,
+            DIVIDENDS_DECLARED.name: self._on_dividend,
+            BRIDGE_SETTLEMENTS_COMPLETED.name: self._on_completed,
+            BRIDGE_SETTLEMENTS_FAILED.name: self._on_failed,
+        }
+        self._topics = {t.name: t for t in INPUTS}
+
+    def rules_now(self, wall_ms: int) -> int:
+        return wall_ms + self.settings.clock_offset_ms
+
+    # ------------------------------------------------------------------ records
+
+    def handle(self, rec: Record) -> list[Output]:
+        """The outputs of one input record (its position is noted: the state is then past it)."""
+        self.offsets[f"{rec.topic}:{rec.partition}"] = rec.offset + 1
+        self.changes += 1
+        topic = self._topics[rec.topic]
+        if topic is PAYOUT_RULES and rec.value is None and rec.key:
+            return self._tombstone(rec)
+        try:
+            decoded = ingress.validate(topic, rec.key, rec.value, self._max_bytes)
+            if isinstance(decoded, ingress.Rejected):
+                return self._dead_letter(rec, decoded)
+            return self._handlers[rec.topic](decoded, rec)
+        except Exception as exc:  # a bug or an input nobody foresaw: this record only, and loudly
+            log.exception("%s[%d]@%d raised while handled; dead-lettered", rec.topic, rec.partition, rec.offset)
+            return self._dead_letter(rec, ingress.processing_failed(rec.topic, exc))
+
+    def _dead_letter(self, rec: Record, rejected: ingress.Rejected) -> list[Output]:
+        log.warning("dead-lettered %s[%d]@%d: %s", rec.topic, rec.partition, rec.offset, rejected.reason)
+        origin = ingress.Origin(rec.topic, rec.partition, rec.offset)
+        return ingress.dead_letter_outputs(origin, rec.key, rec.value, rejected)
+
+    def _tombstone(self, rec: Record) -> list[Output]:
+        assert rec.key is not None
+        rule_id = rec.key.decode(errors="replace")
+        outcome = self.book.delete_rule(rule_id, rec.offset)
+        log.info("rule %s: %s (%s)", rule_id, outcome.status, outcome.reason)
+        return []
+
+    def _on_rule(self, rule: m.AutoPayoutRule, rec: Record) -> list[Output]:
+        # The rule is active from when it was written (its record time), not from when it is read: a replay
+        # after a restart gives it the same start. Never later than the rules' clock.
+        since = min(rec.record_ms, self.rules_now(rec.wall_ms))
+        outcome = self.book.put_rule(to_rule(rule), rec.offset, since)
+        if outcome.status is RuleStatus.REJECTED:
+            assert outcome.code is not None
+            reason = f"{PAYOUT_RULES.name}: rule {rule.rule_id}: {outcome.reason}"
+            return self._dead_letter(rec, ingress.Rejected(str(outcome.code), reason, []))
+        log.info("rule %s of %s: %s (%s)", rule.rule_id, rule.account_id, outcome.status, outcome.reason)
+        if outcome.status is RuleStatus.ACCEPTED:
+            return self._evaluate(rule.account_id, rec.wall_ms)
+        return []
+
+    def _on_kyc(self, status: m.KycStatusChanged, rec: Record) -> list[Output]:
+        account = status.account_id
+        contacts = Contacts(status.email, status.phone, status.push_token)
+        if contacts.channels():
+            self.contacts[account] = contacts
+        else:
+            self.contacts.pop(account, None)
+        available = self.mirror.available(account)
+        decisions = self.book.set_kyc(
+            account, KycStatus(status.status), rec.offset, available, self.rules_now(rec.wall_ms)
+        )
+        return self._act(decisions, rec.wall_ms)
+
+    def _on_transfer(self, transfer: m.LedgerTransfer, rec: Record) -> list[Output]:
+        movement = Movement(
+            transfer.transfer_id,
+            MovementKind(transfer.kind.value),
+            transfer.debit_account_id,
+            transfer.credit_account_id,
+            transfer.asset.value,
+            transfer.amount_units,
+            transfer.pending_id,
+            None if transfer.reference is None else transfer.reference.id,
+        )
+        out: list[Output] = []
+        for account in dict.fromkeys(self.mirror.apply(rec.partition, movement)):
+            if self.book.rules(account):
+                out += self._evaluate(account, rec.wall_ms)
+        return out + self._release(rec.wall_ms)
+
+    def _on_dividend(self, dividend: m.DividendDeclared, rec: Record) -> list[Output]:
+        # The dividend is paid out of the balance it credited: wait for that credit (its transfer id is the
+        # dividend id: streams/p2p/ledger.py) before the rule reads the balance.
+        wait = Pending(
+            "dividend",
+            dividend.dividend_id,
+            dividend.account_id,
+            rec.wall_ms + self.settings.mirror_wait_ms,
+            source=dividend.source.value,
+            amount_units=dividend.amount_kaus_units,
+        )
+        self.pending.append(wait)
+        return self._release(rec.wall_ms)
+
+    def _on_completed(self, result: m.BridgeSettlementCompleted, rec: Record) -> list[Output]:
+        return self._on_result(result, True, rec.wall_ms)
+
+    def _on_failed(self, result: m.BridgeSettlementFailed, rec: Record) -> list[Output]:
+        return self._on_result(result, False, rec.wall_ms)
+
+    def _on_result(
+        self, result: m.BridgeSettlementCompleted | m.BridgeSettlementFailed, paid: bool, wall_ms: int
+    ) -> list[Output]:
+        """One PayoutResult per payout id; then, once the mirror has the hold's capture or release, on_result.
+
+        A repeat is the bridge's original answer re-published: it counts only for a payout still in flight here
+        (decided again after a restart whose first answer was read before the decision), never reported twice.
+        """
+        payout_id = result.payout_id
+        if payout_id is None:
+            return []  # a card payment
+        flight = self.book.in_flight(result.payer_account_id)
+        in_flight = flight is not None and flight.payout_id == payout_id
+        if not in_flight and (result.repeat or payout_id in self.reported):
+            return []
+        out: list[Output] = []
+        if payout_id not in self.reported:
+            out += self._report(result, flight if in_flight else None, wall_ms)
+            _remember(self.reported, payout_id, self.settings.remembered_ids_max)
+        self.sent.pop(payout_id, None)
+        if in_flight and not any(p.kind == "result" and p.id == payout_id for p in self.pending):
+            deadline = wall_ms + self.settings.mirror_wait_ms
+            self.pending.append(Pending("result", payout_id, result.payer_account_id, deadline, paid=paid))
+        return out + self._release(wall_ms)
+
+    # ------------------------------------------------------------------ the mirror-lag guard
+
+    def _ready(self, p: Pending) -> bool:
+        mirror = self.mirror
+        if p.kind == "dividend":
+            return mirror.seen(p.id)
+        hold = hold_id_of(p.id)
+        if p.paid:  # the capture (or, for a capture refused after payout, the release) is in the mirror
+            return mirror.resolution(hold) is not None or mirror.resolution(p.id) is not None
+        return not mirror.hold_open(hold)  # never held, or released: either way nothing of it is held
+
+    def _release(self, wall_ms: int) -> list[Output]:
+        """Apply the results and dividends the mirror has caught up with, or whose wait ran out."""
+        if self.replaying or not self.pending:
+            return []
+        due = [p for p in self.pending if self._ready(p) or wall_ms >= p.deadline_ms]
+        if not due:
+            return []
+        self.pending = [p for p in self.pending if not any(p is d for d in due)]
+        out: list[Output] = []
+        now = self.rules_now(wall_ms)
+        for p in due:
+            if not self._ready(p):
+                log.warning(
+                    "%s %s applied without its ledger movement in the balance mirror after %d ms (mirror lagging)",
+                    p.kind,
+                    p.id,
+                    self.settings.mirror_wait_ms,
+                )
+            available = self.mirror.available(p.account_id)
+            if p.kind == "dividend":
+                decisions = self.book.on_dividend(p.id, p.account_id, p.source, p.amount_units, available, now)
+            else:
+                decisions = self.book.on_result(p.id, p.paid, available, now)
+            out += self._act(decisions, wall_ms)
+        return out
+
+    # ------------------------------------------------------------------ deciding and acting
+
+    def _evaluate(self, account_id: str, wall_ms: int) -> list[Output]:
+        if self.replaying:
+            self._dirty.add(account_id)
+            return []
+        available = self.mirror.available(account_id)
+        return self._act(self.book.evaluate(account_id, available, self.rules_now(wall_ms)), wall_ms)
+
+    def tick(self, wall_ms: int) -> list[Output]:
+        """The timer: payouts waiting for a rate, due schedules and back-offs, waits for the mirror that ran out."""
+        if self.replaying:
+            return []
+        out: list[Output] = []
+        for sent in list(self.sent.values()):
+            if not sent.requested:
+                out += self._request(sent, wall_ms)
+        decisions = self.book.tick(self.rules_now(wall_ms), self.mirror.available)
+        out += self._act(decisions, wall_ms)
+        pending = len(self.pending)
+        out += self._release(wall_ms)
+        if out or decisions or pending != len(self.pending):
+            self.changes += 1
+        return out
+
+    def caught_up(self, wall_ms: int) -> list[Output]:
+        """The mirror has read the ledger up to where it was at the start: decide on what changed meanwhile."""
+        self.replaying = False
+        out: list[Output] = []
+        for account in sorted(self._dirty):
+            out += self._evaluate(account, wall_ms)
+        self._dirty.clear()
+        return out + self.tick(wall_ms)
+
+    def _act(self, decisions: list[Decision], wall_ms: int) -> list[Output]:
+        out: list[Output] = []
+        for d in decisions:
+            if d.action is Action.PAY:
+                sent = self.sent[d.payout_id] = Sent.of(d)
+                log.info(
+                    "payout %s: %s pays %d K-AUS units of %s through %s in %s",
+                    d.payout_id,
+                    d.trigger,
+                    d.amount_units,
+                    d.account_id,
+                    d.provider,
+                    d.currency,
+                )
+                out += self._request(sent, wall_ms)
+            elif d.action is Action.WAIT:
+                out += self._wait(d, wall_ms)
+            else:
+                log.info("payout %s skipped: %s (%s)", d.payout_id, d.code, d.reason)
+        return out
+
+    def _request(self, sent: Sent, wall_ms: int) -> list[Output]:
+        """The payout request and its bridge request, priced at the live rate; [] while no rate is fresh."""
+        currency, provider = Currency(sent.currency), Provider(sent.provider)
+        try:
+            rate = self._rates().combined_rate(currency, wall_ms, policy=self._policy).rate
+        except StaleRate as stale:
+            if not sent.stale_logged:
+                log.warning("payout %s waits for a fresh %s rate: %s", sent.payout_id, currency, stale.reason)
+                sent.stale_logged = True
+            return []
+        region = payout_region(provider, currency)
+        assert region is not None, (provider, currency)  # the rule was validated: some rail of it pays it
+        sent.requested = True
+        at = from_ms(wall_ms)
+        request = m.PayoutRequest(
+            payout_id=sent.payout_id,
+            rule_id=sent.rule_id,
+            account_id=sent.account_id,
+            provider=provider,
+            currency=currency,
+            amount_kaus_units=sent.amount_units,
+            payout_account=sent.payout_account,
+            requested_at=at,
+            trigger_type=m.PayoutTrigger(sent.trigger),
+            trigger_id=sent.trigger_id,
+        )
+        bridge = m.BridgeRequest(
+            request_id=sent.payout_id,
+            payer_account_id=sent.account_id,
+            merchant_id=sent.account_id,
+            amount_minor=max(
+                1, kaus_to_minor_floor(sent.amount_units, rate, currency)
+            ),  # an estimate: the bridge converts
+            currency=currency,
+            region=region,
+            payer_tier=LOWEST_TIER,
+            quoted_rate=rate,
+            requested_at=at,
+            payout=m.HolderPayout(
+                rule_id=sent.rule_id,
+                provider=cast(Any, provider.value),
+                payout_account=sent.payout_account,
+                amount_kaus_units=sent.amount_units,
+            ),
+        )
+        return [(PAYOUT_REQUESTS, request), (BRIDGE_REQUESTS, bridge)]
+
+    def _wait(self, d: Decision, wall_ms: int) -> list[Output]:
+        """One payouts.waiting record per payout id and reason; one notification per payout id."""
+        key = f"{d.payout_id}|{d.code}"
+        if key in self.waits:
+            return []
+        limit = self.settings.remembered_ids_max
+        _remember(self.waits, key, limit)
+        log.info("payout %s waits: %s", d.payout_id, d.code)
+        waiting = m.PayoutWaiting(
+            payout_id=d.payout_id,
+            account_id=d.account_id,
+            rule_id=d.rule_id,
+            amount_kaus_units=d.amount_units,
+            reason_code=str(d.code),
+            reason=d.reason,
+            waiting_since=from_ms(wall_ms),
+        )
+        out: list[Output] = [(PAYOUT_WAITING, waiting)]
+        notified = f"{d.payout_id}|notified"
+        if notified not in self.waits:
+            _remember(self.waits, notified, limit)
+            kyc = self.book.kyc(d.account_id)
+            subject, text = messages.waiting(
+                d.amount_units, d.provider.value, d.payout_account, "not started" if kyc is None else kyc.lower()
+            )
+            out += self._notify(d.account_id, d.payout_id, "PAYOUT_WAITING", subject, text, wall_ms)
+        return out
+
+    # ------------------------------------------------------------------ results and notifications
+
+    def _report(
+        self,
+        result: m.BridgeSettlementCompleted | m.BridgeSettlementFailed,
+        decision: Decision | None,
+        wall_ms: int,
+    ) -> list[Output]:
+        payout_id, account = result.payout_id, result.payer_account_id
+        assert payout_id is not None
+        sent = self.sent.get(payout_id) or (None if decision is None else Sent.of(decision))
+        if sent is None:
+            sent = self._sent_from_rules(payout_id, account, result.rail)
+        if sent is None:
+            log.warning("payout %s: result for no payout of a known rule or rail; not reported", payout_id)
+            return []
+        provider = Provider(sent.provider)
+        if isinstance(result, m.BridgeSettlementCompleted):
+            record = self._paid(result, sent, provider)
+            event = "PAYOUT_COMPLETED"
+            subject, text = messages.completed(
+                result.kaus_debited_units, result.amount_minor, result.currency, provider.value, sent.payout_account
+            )
+        else:
+            record = self._failed(result, sent, provider)
+            event = "PAYOUT_FAILED"
+            subject, text = messages.failed(sent.amount_units, provider.value, sent.payout_account, result.reason)
+        log.info("payout %s %s", payout_id, record.status)
+        return [(PAYOUT_RESULTS, record), *self._notify(account, payout_id, event, subject, text, wall_ms)]
+
+    @staticmethod
+    def _paid(result: m.BridgeSettlementCompleted, sent: Sent, provider: Provider) -> m.PayoutResult:
+        assert result.payout_id is not None
+        return m.PayoutResult(
+            payout_id=result.payout_id,
+            status=m.PayoutStatus.PAID,
+            provider=provider,
+            provider_reference=result.provider_reference,
+            currency=result.currency,
+            amount_minor=result.amount_minor,
+            fee_minor=result.provider_fee_minor,
+            rate=result.rate,
+            completed_at=result.completed_at,
+            account_id=result.payer_account_id,
+            rule_id=sent.rule_id,
+            bridge_tx_id=result.bridge_tx_id,
+            kaus_debited_units=result.kaus_debited_units,
+            rail=result.rail,
+        )
+
+    @staticmethod
+    def _failed(result: m.BridgeSettlementFailed, sent: Sent, provider: Provider) -> m.PayoutResult:
+        assert result.payout_id is not None
+        return m.PayoutResult(
+            payout_id=result.payout_id,
+            status=m.PayoutStatus.FAILED,
+            provider=provider,
+            currency=result.currency,
+            amount_minor=result.amount_minor,
+            fee_minor=0,
+            reason=result.reason,
+            completed_at=result.failed_at,
+            account_id=result.payer_account_id,
+            rule_id=sent.rule_id,
+            bridge_tx_id=result.bridge_tx_id,
+            reason_code=result.reason_code,
+            failed_phase=result.failed_phase,
+            rail=result.rail,
+        )
+
+    def _sent_from_rules(self, payout_id: str, account_id: str, rail: Rail | None) -> Sent | None:
+        """What a result the service has no record of paid (its state was lost): from the rule its id names."""
+        for rule in sorted(self.book.rules(account_id), key=lambda r: -len(r.rule_id)):
+            if payout_id.startswith(f"{rule.rule_id}:"):
+                trigger_id = payout_id.removeprefix(f"{rule.rule_id}:")
+                return Sent(
+                    payout_id,
+                    rule.rule_id,
+                    account_id,
+                    rule.trigger_type.value,
+                    trigger_id,
+                    rule.payout_provider.value,
+                    rule.payout_currency.value,
+                    0,
+                    rule.payout_account,
+                )
+        if rail is None:
+            return None
+        return Sent(payout_id, "", account_id, "", "", RAILS[rail].provider.value, "", 0, "")
+
+    def _notify(
+        self, account_id: str, payout_id: str, event: str, subject: str, text: str, wall_ms: int
+    ) -> list[Output]:
+        contacts = self.contacts.get(account_id)
+        if contacts is None:
+            return []
+        return [
+            (
+                NOTIFICATIONS_HOLDERS,
+                m.HolderNotification(
+                    notification_id=f"{payout_id}:{event}:{channel.value}",
+                    account_id=account_id,
+                    payout_id=payout_id,
+                    event=cast(Any, event),
+                    channel=channel,
+                    destination=destination,
+                    subject=subject,
+                    text=text,
+                    created_at=from_ms(wall_ms),
+                ),
+            )
+            for channel, destination in contacts.channels()
+        ]
+
+    # ------------------------------------------------------------------ state
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "service": SNAPSHOT_FORMAT,
+            "book": self.book.to_dict(),
+            "mirror": self.mirror.to_dict(),
+            "contacts": {a: asdict(c) for a, c in sorted(self.contacts.items())},
+            "sent": [asdict(s) for s in self.sent.values()],
+            "pending": [asdict(p) for p in self.pending],
+            "reported": list(self.reported),
+            "waits": list(self.waits),
+            "offsets": dict(sorted(self.offsets.items())),
+        }
+
+    def _restore(self, data: dict[str, Any]) -> None:
+        assert data["service"] == SNAPSHOT_FORMAT, data.get("service")
+        self.book = AutoPayouts.from_dict(data["book"])
+        self.mirror = BalanceMirror.from_dict(data["mirror"])
+        self.contacts = {a: Contacts(**c) for a, c in data["contacts"].items()}
+        self.sent = {s["payout_id"]: Sent(**s) for s in data["sent"]}
+        self.pending = [Pending(**p) for p in data["pending"]]
+        self.reported = OrderedDict.fromkeys(data["reported"])
+        self.waits = OrderedDict.fromkeys(data["waits"])
+        self.offsets = {k: int(v) for k, v in data["offsets"].items()}
+
+
+__all__ = ["INPUTS", "Contacts", "PayoutService", "Record", "to_rule"]
