@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import time
 from datetime import UTC, datetime
 from decimal import Decimal as D
+from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl
 
 import orjson
 import pytest
@@ -53,6 +56,16 @@ from domain.money import Currency
 from domain.payouts import PAYOUT_PROVIDERS
 from domain.rails import RAILS, Provider, Rail, Region, eligible_rails, payout_region
 from streams.bridge.ledger_client import KafkaHoldLedger
+from streams.bridge.providers import build_adapters
+from streams.bridge.providers.base import (
+    DerivedMerchantDirectory,
+    HttpRequest,
+    HttpResponse,
+    InvalidPayoutAccount,
+    ProviderSettings,
+    destination_of,
+)
+from streams.bridge.providers.paypal import build_payout_request as paypal_request
 from streams.bridge.runner import BridgeRunner
 from tests.unit.test_bridge_core import (
     DECLINE,
@@ -418,3 +431,84 @@ def test_payout_region_is_a_region_where_the_provider_pays_the_currency() -> Non
             if region is not None:
                 assert any(s.provider is provider for s in eligible_rails(region, ccy)), (provider, ccy, region)
                 assert payout_region(provider, ccy) is region  # deterministic
+
+
+# --------------------------------------------------------------------------- adapters: the holder's destination
+
+
+class _NoCalls:
+    """A transport that must not be used: an invalid payout account is declined before anything is sent."""
+
+    def __init__(self) -> None:
+        self.requests: list[HttpRequest] = []
+
+    async def send(self, request: HttpRequest, timeout_ms: int) -> HttpResponse:
+        self.requests.append(request)
+        return HttpResponse(503, {}, b"not stubbed")
+
+    async def aclose(self) -> None:
+        pass
+
+
+def payout_intent(provider: Provider, account: str, ccy: Currency = Currency.USD) -> PayoutIntent:
+    rate = {Currency.KRW: "210.4321", Currency.EUR: "0.14"}.get(ccy, "0.15")
+    h = harness(book=fx_book(rate, ccy))
+    h.run(holder_payout(provider=provider, account=account, ccy=ccy, quoted=rate))
+    [intent] = effects(h, PayoutIntent)
+    return intent
+
+
+def adapter_of(provider: Provider, tmp_path: Path, transport: Any) -> Any:
+    settings = ProviderSettings(sim_url="https://providers.test", keys_dir=tmp_path)
+    return build_adapters(settings, transport, providers=frozenset({provider}))[provider]
+
+
+def test_card_payments_are_paid_to_the_merchant_directorys_account() -> None:
+    h = harness()
+    h.run(payment())
+    [intent] = effects(h, PayoutIntent)
+    merchants = DerivedMerchantDirectory()
+    assert destination_of(intent, merchants) == merchants.account("merchant-cafe-9")
+
+
+def test_a_payout_is_paid_to_the_holders_account_in_each_providers_request_shape(tmp_path: Path) -> None:
+    paypal = payout_intent(Provider.PAYPAL, "holder@example.com")
+    req = paypal_request(paypal, "https://p", "tok", destination_of(paypal, DerivedMerchantDirectory()).paypal_receiver)
+    item = json.loads(req.body)["items"][0]
+    assert item["receiver"] == "holder@example.com" and item["amount"] == {"value": "150.00", "currency": "USD"}
+    assert item["note"] == "NEXUS-X payout payout-1"
+
+    stripe = payout_intent(Provider.STRIPE, "acct_1HolderXYZ", Currency.EUR)
+    sreq = adapter_of(Provider.STRIPE, tmp_path, _NoCalls()).build(stripe)
+    assert dict(sreq.headers)["Stripe-Account"] == "acct_1HolderXYZ"
+    form = dict(parse_qsl(sreq.body.decode()))
+    assert "destination" not in form  # the connected account's default external account
+    assert (form["amount"], form["currency"], form["metadata[nexus_payout_id]"]) == ("14000", "eur", "payout-1")
+
+    toss = payout_intent(Provider.TOSS, "nxsub01", Currency.KRW)
+    treq = adapter_of(Provider.TOSS, tmp_path, _NoCalls()).build(toss)
+    assert json.loads(treq.body)[0]["subMallId"] == "nxsub01"
+
+    wise = payout_intent(Provider.WISE, "12345678")
+    assert destination_of(wise, DerivedMerchantDirectory()).wise_recipient_id == 12_345_678
+
+
+@pytest.mark.parametrize(
+    ("provider", "account", "ccy"),
+    [
+        (Provider.WISE, "GB29NWBK60161331926819", Currency.USD),  # an IBAN, not a Wise recipient id
+        (Provider.PAYPAL, "not-an-email", Currency.USD),
+        (Provider.STRIPE, "ba_1234", Currency.USD),  # a bank account, not a connected account
+        (Provider.TOSS, "a-sub-mall-id-longer-than-20", Currency.KRW),
+    ],
+)
+def test_an_invalid_payout_account_is_declined_and_nothing_is_sent(
+    provider: Provider, account: str, ccy: Currency, tmp_path: Path
+) -> None:
+    intent = payout_intent(provider, account, ccy)
+    transport = _NoCalls()
+    outcome = asyncio.run(adapter_of(provider, tmp_path, transport).payout(intent))
+    assert (outcome.status, outcome.error_code) == (PayoutStatus.DECLINED, "INVALID_PAYOUT_ACCOUNT")
+    assert account[:20] in (outcome.error_message or "") and transport.requests == []
+    with pytest.raises(InvalidPayoutAccount):
+        destination_of(intent, DerivedMerchantDirectory())
