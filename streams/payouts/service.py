@@ -65,7 +65,7 @@ from domain.payouts import (
     ScheduleType,
     Trigger,
 )
-from domain.rails import RAILS, Provider, Rail, payout_region
+from domain.rails import Provider, payout_region
 from domain.timeconv import from_ms
 from streams.kafka import ingress
 from streams.payouts import messages
@@ -332,7 +332,9 @@ class PayoutService:
         """One PayoutResult per payout id; then, once the mirror has the hold's capture or release, on_result.
 
         A repeat is the bridge's original answer re-published: it counts only for a payout still in flight here
-        (decided again after a restart whose first answer was read before the decision), never reported twice.
+        (decided again after a restart whose first answer was read before the decision), never reported twice. A
+        first answer for a payout the service has no record of (its state was lost) is reported if the payout id
+        names one of the holder's rules, else left: were it decided again, the bridge's repeat would report it.
         """
         payout_id = result.payout_id
         if payout_id is None:
@@ -344,7 +346,8 @@ class PayoutService:
         out: list[Output] = []
         if payout_id not in self.reported:
             out += self._report(result, flight if in_flight else None, wall_ms)
-            _remember(self.reported, payout_id, self.settings.remembered_ids_max)
+            if out:  # else a payout of no rule known here: reported if it is decided again (then in flight)
+                _remember(self.reported, payout_id, self.settings.remembered_ids_max)
         self.sent.pop(payout_id, None)
         if in_flight and not any(p.kind == "result" and p.id == payout_id for p in self.pending):
             deadline = wall_ms + self.settings.mirror_wait_ms
@@ -530,9 +533,9 @@ class PayoutService:
         assert payout_id is not None
         sent = self.sent.get(payout_id) or (None if decision is None else Sent.of(decision))
         if sent is None:
-            sent = self._sent_from_rules(payout_id, account, result.rail)
+            sent = self._sent_from_rules(payout_id, account)
         if sent is None:
-            log.warning("payout %s: result for no payout of a known rule or rail; not reported", payout_id)
+            log.warning("payout %s: a result for no rule known here; not reported", payout_id)
             return []
         provider = Provider(sent.provider)
         if isinstance(result, m.BridgeSettlementCompleted):
@@ -544,7 +547,9 @@ class PayoutService:
         else:
             record = self._failed(result, sent, provider)
             event = "PAYOUT_FAILED"
-            subject, text = messages.failed(sent.amount_units, provider.value, sent.payout_account, result.reason)
+            subject, text = messages.failed(
+                sent.amount_units or None, provider.value, sent.payout_account, result.reason
+            )
         log.info("payout %s %s", payout_id, record.status)
         return [(PAYOUT_RESULTS, record), *self._notify(account, payout_id, event, subject, text, wall_ms)]
 
@@ -588,25 +593,22 @@ class PayoutService:
             rail=result.rail,
         )
 
-    def _sent_from_rules(self, payout_id: str, account_id: str, rail: Rail | None) -> Sent | None:
-        """What a result the service has no record of paid (its state was lost): from the rule its id names."""
+    def _sent_from_rules(self, payout_id: str, account_id: str) -> Sent | None:
+        """A payout this service has no record of (its state was lost), from the rule its id names."""
         for rule in sorted(self.book.rules(account_id), key=lambda r: -len(r.rule_id)):
             if payout_id.startswith(f"{rule.rule_id}:"):
-                trigger_id = payout_id.removeprefix(f"{rule.rule_id}:")
                 return Sent(
                     payout_id,
                     rule.rule_id,
                     account_id,
                     rule.trigger_type.value,
-                    trigger_id,
+                    payout_id.removeprefix(f"{rule.rule_id}:"),
                     rule.payout_provider.value,
                     rule.payout_currency.value,
                     0,
                     rule.payout_account,
                 )
-        if rail is None:
-            return None
-        return Sent(payout_id, "", account_id, "", "", RAILS[rail].provider.value, "", 0, "")
+        return None
 
     def _notify(
         self, account_id: str, payout_id: str, event: str, subject: str, text: str, wall_ms: int

@@ -326,6 +326,20 @@ def test_only_a_repeat_answers_a_payout_still_in_flight_and_a_repeat_of_an_unkno
     assert h.send(BRIDGE_SETTLEMENTS_COMPLETED, completed(other, units, 28_500, repeat=True)) == []
 
 
+def test_a_result_the_service_has_no_record_of_is_reported_from_the_rule_its_id_names() -> None:
+    h = Harness()
+    verified_holder(h, email="holder@example.com")
+    h.send(PAYOUT_RULES, rule(threshold_kaus_units=10_000 * K))  # nothing decided: the state of a lost payout
+    [result] = of(h.send(BRIDGE_SETTLEMENTS_COMPLETED, completed("r-thr:T3", 500 * K, 7_500)), PAYOUT_RESULTS)
+    assert (result.payout_id, result.rule_id, result.provider, result.kaus_debited_units) == (
+        "r-thr:T3",
+        "r-thr",
+        "STRIPE",
+        500 * K,
+    )
+    assert h.send(BRIDGE_SETTLEMENTS_COMPLETED, completed("r-gone:D2026-03-01", K, 15)) == []  # no such rule
+
+
 def test_a_failed_result_is_reported_notified_and_backs_the_account_off() -> None:
     h = Harness()
     payout_id, units = paid_once(h)
