@@ -35,7 +35,7 @@ from contracts import topics as t
 from domain.bridge import BridgeConfig, bridge_tx_id_for
 from domain.ledger import Leg, SettlementKind
 from domain.money import KAUS_UNITS_PER_TOKEN, MINOR_UNIT_EXPONENT, Currency
-from domain.rails import RAILS
+from domain.rails import RAILS, payout_region
 from domain.timeconv import to_ms
 from domain.variance_rules import MATCHING_BREAKS, BreakClass, Tolerances
 from warehouse.provider_statements import FORMATS, StatementLine, assign_line_ids, write_statement
@@ -68,15 +68,19 @@ _ROUTES: list[tuple[str, m.Provider, m.Rail | None, m.Region | None, tuple[Curre
     ("payout", m.Provider.WISE, None, None, (Currency.EUR, Currency.GBP, Currency.USD), 8),
     ("payout", m.Provider.STRIPE, None, None, (Currency.USD, Currency.EUR), 5),
 ]
-# The region a holder's payout request names, by payout currency (a payout rail pays it from any region).
-_PAYOUT_REGION = {Currency.USD: m.Region.US, Currency.EUR: m.Region.EU, Currency.GBP: m.Region.EU,
-                  Currency.AUD: m.Region.AU}  # fmt: skip
 
 
 def _payout_rail(provider: m.Provider, ccy: Currency) -> m.Rail:
     """The provider's rail that pays ``ccy`` (Stripe: one per currency; PayPal and Wise: their own)."""
     [rail] = [spec.rail for spec in RAILS.values() if spec.provider is provider and ccy in spec.currencies]
     return rail
+
+
+def _payout_region(provider: m.Provider, ccy: Currency) -> m.Region:
+    """The region the auto-payout service names on a payout's bridge request (domain.rails.payout_region)."""
+    region = payout_region(provider, ccy)
+    assert region is not None, (provider, ccy)
+    return region
 
 
 _FEE_BPS = {
@@ -530,7 +534,7 @@ def _payout_events(emit: Emit, s: _Settlement, kaus: int, rng: random.Random) ->
             bridge_tx_id=tx,
             payer_account_id=s.counterparty,  # the holder paid out
             merchant_id=s.counterparty,
-            region=_PAYOUT_REGION[s.currency],
+            region=_payout_region(s.provider, s.currency),
             currency=s.currency,
             amount_minor=s.amount,
             kaus_debited_units=kaus,
@@ -616,7 +620,7 @@ def _failed_payout_events(emit: Emit, day: date, cfg: GeneratorConfig, rng: rand
         emit(
             t.BRIDGE_SETTLEMENTS_FAILED,
             m.BridgeSettlementFailed(request_id=payout_id, bridge_tx_id=tx, payer_account_id=holder,
-                                     region=_PAYOUT_REGION[ccy], currency=ccy, amount_minor=s.amount,
+                                     region=_payout_region(s.provider, ccy), currency=ccy, amount_minor=s.amount,
                                      failed_phase=phase, reason_code=code, reason=reason, rail=m.Rail.PAYPAL,
                                      failed_at=ts, payout_id=payout_id),
             ts,
@@ -811,7 +815,7 @@ def _audit(tx: str, s: _Settlement, rng: random.Random) -> m.AuditRecord:
         audit_id=f"AUDIT-{s.sid}",
         timestamp=s.settled_at,
         transaction_id=tx,
-        action="SETTLEMENT_EXECUTED",
+        action="PAYOUT_COMPLETED" if payout else "SETTLEMENT_EXECUTED",  # the bridge's own action for a payout
         actor=m.AuditActor(user_id=s.counterparty if payout else s.payer, ip=f"203.0.113.{rng.randrange(1, 250)}"),
         details=m.AuditDetails(
             fiat_amount=f"{major:f}",

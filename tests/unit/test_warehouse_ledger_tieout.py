@@ -18,7 +18,7 @@ from contracts import models as m
 from contracts.topics import BRIDGE_SETTLEMENTS_COMPLETED, ENERGY_ORDERS, LEDGER_COMMANDS, LEDGER_TRANSFERS, TOPICS
 from devtools.order_flow import generate_orders
 from domain.bridge import Settled
-from domain.ledger import Leg
+from domain.ledger import Leg, Reference, SettlementKind
 from streams.kafka import ingress
 from streams.kafka.faust_app import Outbox
 from streams.p2p.ledger import LedgerPartition
@@ -161,9 +161,10 @@ def test_a_hold_open_at_the_cut_off_is_reported_not_broken(platform_day: BridgeD
     kafka_ledger, wire = platform_day.kafka_ledger, platform_day.wire
     before = len(wire.records)
     expires = int(datetime.now(UTC).timestamp() * 1000) + 600_000
+    reference = Reference(SettlementKind.CARD_PAYMENT, "BRIDGE-card-open", Leg.HOLD)
     asyncio.run(kafka_ledger.place_hold(transfer_id="BRIDGE-card-open:hold", debit_account_id=ACCOUNTS[0],
                                         credit_account_id="bridge:settlement", amount_units=4_321,
-                                        expires_at_ms=expires))  # fmt: skip
+                                        expires_at_ms=expires, reference=reference))  # fmt: skip
     land(con, platform_day.records + wire.records[before:])
     rows = tieout(con)
     assert all(r[c] == 0 for r in rows for c in TIEOUT_BREAKS), rows

@@ -5,20 +5,42 @@ derived copy, kept for analysts and checked against the settlement, never counte
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+import orjson
 import pytest
 
 from contracts import models as m
 from contracts import topics as t
+from contracts.bridge_codec import quote_of_rate, result_json
+from devtools.fx_feed import fx_quotes
 from devtools.recon_data import GeneratorConfig, generate_period
+from domain.bridge import (
+    BridgeConfig,
+    CardPayment,
+    HolderPayout,
+    PayoutIntent,
+    PayoutOutcome,
+    PayoutStatus,
+    Rejected,
+    Result,
+    Settled,
+)
+from domain.cashback import PayerTier
+from domain.fx import FxBook
 from domain.ledger import Leg, SettlementKind
-from domain.rails import RAILS
+from domain.money import Currency
+from domain.rails import RAILS, Provider, Rail, Region, payout_region
+from streams.bridge.ledger_client import KafkaHoldLedger
+from streams.bridge.runner import BridgeRunner
+from tests.unit.test_bridge_ledger_references import REWARD_ACCOUNTS, LedgerWire, Record, funded_ledger
 from warehouse import quality
 from warehouse.db import connect, query, run_sql_file
-from warehouse.snapshot_loader import SourceRecord, land_records
+from warehouse.snapshot_loader import SNAPSHOT_TOPICS, SourceRecord, land_records
 from warehouse.sqlrunner import build_models, init_schema
 
 DAY = date(2026, 11, 1)
@@ -264,3 +286,85 @@ def test_payout_results_that_disagree_with_the_bridge_are_a_warning(con: Any, ev
     assert (
         query(con, "SELECT count(*) FROM fct_settlements WHERE settlement_id = 'PO-no-bridge-settlement'").item() == 0
     )
+
+
+# --------------------------------------------------------------------------- the real bridge
+
+
+class HolderStripe:
+    """Stripe paying holders' connected accounts at once, and declining the one account it does not know."""
+
+    provider = Provider.STRIPE
+
+    async def payout(self, intent: PayoutIntent) -> PayoutOutcome:
+        payout = intent.payment.payout
+        if payout is not None and payout.payout_account == "acct_unknown":
+            return PayoutOutcome(PayoutStatus.DECLINED, error_code="account_invalid", http_status=400)
+        return PayoutOutcome(PayoutStatus.PAID, provider_reference=f"po_{intent.idempotency_key}")
+
+    async def lookup(self, intent: PayoutIntent) -> PayoutOutcome:
+        return PayoutOutcome(PayoutStatus.PAID, provider_reference=f"po_{intent.idempotency_key}", replayed=True)
+
+
+def bridge_payouts_day(holders: list[str]) -> tuple[list[Result], list[Record]]:
+    """Three holders' payouts (the last one declined by Stripe) and two card payments, settled by the real bridge
+    runner on a real ledger partition; the records both wrote."""
+    wire = LedgerWire(funded_ledger(holders))
+    now = datetime.now(UTC)
+    book = FxBook().with_quotes([quote_of_rate(q) for q in fx_quotes(now.date(), 0, now)])
+    rate = book.combined_rate(Currency.USD, time.time_ns() // 1_000_000).rate
+    now_ms = time.time_ns() // 1_000_000
+    region = payout_region(Provider.STRIPE, Currency.USD)
+    assert region is not None
+    accounts = ["acct_holder0", "acct_holder1", "acct_unknown"]
+    requests = [
+        CardPayment(f"rule-{i}:T1", holder, holder, None, 1_000, Currency.USD, region, PayerTier.BRONZE, rate, now_ms,
+                    payout=HolderPayout(f"rule-{i}", Provider.STRIPE, account, 40_000_000 + 1_001 * i))
+        for i, (holder, account) in enumerate(zip(holders, accounts, strict=True))
+    ]  # fmt: skip
+    requests += [
+        CardPayment(f"card-{i}", holders[i], f"merchant-{i}", None, 1_500 + i, Currency.USD, Region.US,
+                    PayerTier.GOLD, rate, now_ms)
+        for i in range(2)
+    ]  # fmt: skip
+    kafka_ledger = KafkaHoldLedger(wire, wire, REWARD_ACCOUNTS, timeout_s=5)  # type: ignore[arg-type]
+
+    async def settle_all() -> list[Result]:
+        runner = BridgeRunner(
+            ledger=kafka_ledger,
+            adapters={Provider.STRIPE: HolderStripe()},  # type: ignore[dict-item]
+            fx_book=lambda: book,
+            cfg=BridgeConfig(enabled_rails=frozenset({Rail.STRIPE_INSTANT})),
+        )
+        return [await runner.settle(p) for p in requests]
+
+    results = asyncio.run(settle_all())
+    records = list(wire.records)
+    for result in results:
+        topic = t.BRIDGE_SETTLEMENTS_COMPLETED if isinstance(result, Settled) else t.BRIDGE_SETTLEMENTS_FAILED
+        records.append((topic.name, result.request_id.encode(), orjson.dumps(result_json(result))))
+    return results, records
+
+
+def test_payouts_the_real_bridge_executes_tie_out_once_each(con: Any) -> None:
+    results, records = bridge_payouts_day(["holder-0", "holder-1", "holder-2"])
+    by_id = {r.request_id: r for r in results}
+    paid = [by_id["rule-0:T1"], by_id["rule-1:T1"]]
+    assert all(isinstance(r, Settled) and r.payout_id == r.request_id for r in paid), results
+    assert isinstance(by_id["rule-2:T1"], Rejected) and by_id["rule-2:T1"].payout_id == "rule-2:T1"
+    snapshot = {topic.name for topic in SNAPSHOT_TOPICS}
+    batch = [SourceRecord(name, 0, i, value) for i, (name, _, value) in enumerate(records) if name in snapshot]
+    assert not land_records(con, batch).rejected
+    build_models(con)
+    rows = query(con, "SELECT * FROM mart_ledger_tieout").to_dicts()
+    assert all(r[c] == 0 for r in rows for c in BREAKS) and total(rows, "open_holds") == 0, rows
+    [usd] = rows
+    assert (usd["settlements"], usd["payouts"]) == (4, 2)  # two card payments, two payouts
+    assert usd["payout_kaus_units"] == sum(r.kaus_debited_units for r in paid if isinstance(r, Settled))
+    legs = query(con, "SELECT settlement_ref, list_sort(list(leg)) AS legs FROM stg_ledger_transfers"
+                      " WHERE settlement_kind = 'PAYOUT' GROUP BY ALL ORDER BY ALL").rows()  # fmt: skip
+    assert legs == [("rule-0:T1", ["CAPTURE", "HOLD"]), ("rule-1:T1", ["CAPTURE", "HOLD"]),
+                    ("rule-2:T1", ["HOLD", "RELEASE"])]  # fmt: skip
+    kinds = dict(query(con, "SELECT settlement_id, kind || ' ' || status FROM fct_settlements").rows())
+    assert kinds == {"rule-0:T1": "payout completed", "rule-1:T1": "payout completed", "rule-2:T1": "payout failed",
+                     "card-0": "bridge completed", "card-1": "bridge completed"}  # fmt: skip
