@@ -83,7 +83,7 @@ class Platform:
         except (FileNotFoundError, json.JSONDecodeError):
             return {}
 
-    def wait_state(self, what: str, check: Callable[[dict[str, Any]], bool], timeout_s: float = 60) -> dict[str, Any]:
+    def wait_state(self, what: str, check: Callable[[dict[str, Any]], bool], timeout_s: float = 120) -> dict[str, Any]:
         """The service's saved state once ``check`` holds (the service has read what the test needs)."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
