@@ -17,10 +17,10 @@ journaled, its publication unacknowledged), or when recovery re-emits a result w
 
 **Audit records.** Every answer with repeat false goes out with its payment's spec §7.2 record on ``audit.records``
 (``domain.bridge.audit_of``: BRIDGE_SETTLEMENT_COMPLETED or _FAILED; PAYOUT_COMPLETED or PAYOUT_FAILED for a holder's
-auto-payout, a request with a ``payout`` block, whose answers carry its ``payout_id``), both sent together and both acknowledged
-before the request may be committed; a repeat answer has none. So each settlement has its audit record once it is
-answered, also after a crash; a re-publication carries the same ``auditId`` (``AUDIT:<bridge_tx_id>:completed`` or
-``:failed``), the key its readers deduplicate by.
+auto-payout, a request with a ``payout`` block, whose answers carry its ``payout_id``), both sent together and both
+acknowledged before the request may be committed; a repeat answer has none. So each settlement has its audit record
+once it is answered, also after a crash; a re-publication carries the same ``auditId``
+(``AUDIT:<bridge_tx_id>:completed`` or ``:failed``), the key its readers deduplicate by.
 """
 
 from __future__ import annotations
