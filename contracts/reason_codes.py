@@ -163,6 +163,8 @@ BRIDGE_FAILURE_MEANINGS: dict[str, str] = {
     BridgeCode.HOLD_POST_FAILED: "the ledger refused the capture (not sent: such a payment still completes and is "
     "flagged for reconciliation)",
     BridgeCode.AMOUNT_TOO_LARGE: "the hold this payment needs is above the ledger's 10^18 units per transfer",
+    BridgeCode.AMOUNT_TOO_SMALL: "a holder payout whose K-AUS converts to less than one minor unit of its currency "
+    "at the locked rate: nothing to pay, the hold is voided",
 }
 PAYOUT_WAIT_MEANINGS: dict[str, str] = {
     WaitCode.KYC_UNKNOWN: "no KYC status received for the holder yet: paid once it is VERIFIED",

@@ -461,7 +461,7 @@ FX_RATES = Topic(
     upstream=True,
     retention_ms=3 * DAY_MS,  # the 01:00 reconciliation of day D reads back to D-1 23:55: keep D's quotes past D+1
     producers=(Component.UPSTREAM,),
-    consumers=(Component.BRIDGE, Component.MONITORING, Component.WAREHOUSE),
+    consumers=(Component.BRIDGE, Component.PAYOUTS, Component.MONITORING, Component.WAREHOUSE),
     dedup_key=("quote_id",),
 )
 BRIDGE_REQUESTS = Topic(

@@ -25,6 +25,13 @@ COMPONENT_MODULES: dict[Component, tuple[str, ...]] = {
         "streams/bridge/fx_listener.py",
         "streams/bridge/journal.py",
     ),
+    Component.PAYOUTS: (
+        "streams/payouts/service.py",
+        "streams/payouts/loop.py",
+        "streams/kyc/receiver.py",
+        "streams/bridge/fx_listener.py",
+    ),
+    Component.NOTIFIER: ("streams/notifications/notifier.py", "streams/notifications/loop.py"),
     Component.MONITORING: ("streams/alerting/agent.py",),
     Component.DASHBOARD: ("dashboards/source.py",),
     Component.WAREHOUSE: ("warehouse/snapshot_loader.py",),
@@ -67,7 +74,14 @@ def writes_dead_letters(component: Component) -> bool:
 
 def test_the_components_that_write_dead_letters_are_declared() -> None:
     writers = {c for c in COMPONENT_MODULES if writes_dead_letters(c)}
-    assert writers == {Component.MATCHING, Component.LEDGER, Component.BRIDGE, Component.MONITORING}
+    assert writers == {
+        Component.MATCHING,
+        Component.LEDGER,
+        Component.BRIDGE,
+        Component.PAYOUTS,
+        Component.NOTIFIER,
+        Component.MONITORING,
+    }
     for name in DEAD_LETTER_TOPICS:
         assert set(TOPICS[name].producers) == writers, name
 
