@@ -603,7 +603,8 @@ AUDIT_RECORDS = Topic(
     "Audit trail, spec §7.2 shape. The ledger writes one record per trade settled or rejected and per fee, "
     "dividend pool accrual, carbon mint and dividend declared; the bridge one per card payment's outcome "
     "(BRIDGE_SETTLEMENT_COMPLETED or BRIDGE_SETTLEMENT_FAILED, transactionId the settlement's bridge_tx_id, auditId "
-    "AUDIT:<bridge_tx_id>:completed or :failed), sent with its first answer (none with a repeat), and one per "
+    "AUDIT:<bridge_tx_id>:completed or :failed; PAYOUT_COMPLETED / PAYOUT_FAILED for a holder's payout), sent with its "
+    "first answer (none with a repeat), and one per "
     "capture refused after payout (BRIDGE_CAPTURE_REFUSED_AFTER_PAYOUT). A record may be written again after a "
     "crash under the same auditId: deduplicate by it. Unsigned so far (signature null).",
     retention_ms=365 * DAY_MS,

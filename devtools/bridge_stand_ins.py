@@ -184,7 +184,14 @@ class InMemoryHoldLedger:
         return self.balances.get(account_id, 0) - held
 
     def place_hold(
-        self, *, transfer_id: str, debit_account_id: str, credit_account_id: str, amount_units: int, expires_at_ms: int
+        self,
+        *,
+        transfer_id: str,
+        debit_account_id: str,
+        credit_account_id: str,
+        amount_units: int,
+        expires_at_ms: int,
+        reference: lg.Reference | None = None,  # the payment the hold is for (the core's); a stand-in keeps none
     ) -> None:
         if transfer_id in self.applied:
             return
@@ -308,7 +315,14 @@ class LedgerHolds:
         return int(self.ledger.available(account_id)) if self.ledger.has_account(account_id) else 0
 
     def place_hold(
-        self, *, transfer_id: str, debit_account_id: str, credit_account_id: str, amount_units: int, expires_at_ms: int
+        self,
+        *,
+        transfer_id: str,
+        debit_account_id: str,
+        credit_account_id: str,
+        amount_units: int,
+        expires_at_ms: int,
+        reference: lg.Reference | None = None,  # the payment the hold is for (the core's); a stand-in keeps none
     ) -> None:
         self._apply(
             self._lg.PendingTransfer(
