@@ -29,6 +29,9 @@ from rich.table import Table
 ROLES = ("matching", "settlement", "bridge", "alerting")
 P2P_ROLES = ("matching", "settlement")
 ROLE_ALIASES = {"all": ROLES, "p2p": P2P_ROLES}
+# Money out: each its own process on a plain loop whatever the runtime (none is a throughput path, so one
+# implementation each).
+MONEY_OUT_MODULES = {"payouts": "streams.payouts", "notifier": "streams.notifications", "kyc": "streams.kyc"}
 RUNTIMES = ("faust", "plain")
 FORWARDED = ("recon", "exceptions")  # their arguments belong to warehouse.cli, not to this parser
 HELP_FLAGS = ("-h", "--help")
@@ -71,6 +74,8 @@ def parse_roles(text: str) -> tuple[str, ...]:
 
 def worker_launch(role: str, runtime: str) -> Launch:
     """Which module runs `role` on `runtime`, and the NEXUS_AGENTS it reads (see the `worker --help`)."""
+    if role.strip().lower() in MONEY_OUT_MODULES:
+        return Launch(MONEY_OUT_MODULES[role.strip().lower()])
     roles = parse_roles(role)
     env: dict[str, str | None] = {"NEXUS_RUNTIME": runtime}
     if runtime == "faust":
@@ -324,6 +329,7 @@ Start one worker; this process becomes it (signals and exit status are the worke
   plain    matching | settlement | p2p     python -m streams.p2p     matching | settlement | "" (both)
   plain    bridge                          python -m streams.bridge  -
   plain    alerting                        (none: run alerting on faust)
+  any      payouts | notifier | kyc        python -m streams.payouts | streams.notifications | streams.kyc
 
 --role takes one role, several comma-separated (faust), or an alias: p2p = matching,settlement,
 all = every role. The default runtime is the `runtime` setting (NEXUS_RUNTIME, streams/settings.py).
@@ -391,7 +397,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     worker = _sub(sub, "worker", "start a worker for a role (faust or plain runtime)", WORKER_HELP, cmd_worker)
-    worker.add_argument("--role", required=True, help="matching, settlement, bridge, alerting, p2p or all")
+    worker.add_argument(
+        "--role",
+        required=True,
+        help="matching, settlement, bridge, alerting, p2p or all; or one of payouts, notifier, kyc (own process)",
+    )
     worker.add_argument("--runtime", choices=RUNTIMES, default=None, help="default: the runtime setting")
     topics = _sub(sub, "topics", "create the registry topics on the cluster and show them", TOPICS_HELP, cmd_topics)
     topics.add_argument("--list", action="store_true", help="only show the topics; create nothing")

@@ -106,6 +106,18 @@ def test_worker_role_starts_its_module_with_its_agents(
     assert execv.env["NEXUS_RUNTIME"] == runtime
 
 
+@pytest.mark.parametrize("runtime", ["faust", "plain"])
+@pytest.mark.parametrize(
+    ("role", "module"),
+    [("payouts", "streams.payouts"), ("notifier", "streams.notifications"), ("KYC", "streams.kyc")],
+)
+def test_money_out_roles_run_their_own_process_on_either_runtime(
+    execv: Exec, runtime: str, role: str, module: str
+) -> None:
+    assert cli.main(["worker", "--runtime", runtime, "--role", role]) == 0
+    assert execv.module == module and execv.args == []
+
+
 def test_worker_runtime_defaults_to_the_runtime_setting(execv: Exec, monkeypatch: pytest.MonkeyPatch) -> None:
     class WithRuntime:
         runtime = "faust"
