@@ -6,9 +6,11 @@ platform's interpreter: the snapshot reads Kafka, the provider sync asks each pr
 file aside).
 
 1. Clean traffic: P2P trades, card payments over every rail (the eight regions' primary rails, Alipay and Wise
-   as fallbacks for a currency the region's rail does not pay, PayPal after the primary and Wise failed). The DAG
-   reconciles today: every settlement matched automatically, no exception, the ledger tie-out exact (the critical
-   check passed and the mart shows no difference), audit coverage 100 %, the report mailed.
+   as fallbacks for a currency the region's rail does not pay, PayPal after the primary and Wise failed), and
+   holders' auto-payouts as the auto-payout service sends them (``bridge.requests`` with ``payout``: one per payout
+   provider, and one whose provider fails). The DAG reconciles today: every settlement matched automatically (each
+   payout once, as a payout), no exception, the ledger tie-out exact (the critical check passed and the mart shows no
+   difference; the failed payout's hold released), audit coverage 100 %, the report mailed with what was paid out.
 2. Breaks at the source, five of each, on payments of their own: the provider's report drops a payout, states
    another amount, another fee, another FX rate (Stripe: its report carries a rate), reports a payout twice, books
    it after the cut-off; the platform loses results: the bridge is SIGKILLed after five providers paid and before
@@ -60,7 +62,7 @@ from devtools.fx_feed import domain_quotes, fx_quotes
 from devtools.provider_sim.launcher import ProviderSimProcess
 from domain.bridge import bridge_tx_id_for
 from domain.fx import FxBook
-from domain.money import Currency
+from domain.money import MINOR_UNIT_EXPONENT, Currency
 from domain.order_book import format_market_id
 from domain.rails import PRIMARY_RAIL, RAILS, REGION_CURRENCY, Rail, Region
 from domain.variance_rules import BreakClass
@@ -114,6 +116,15 @@ CLASS_ON_THE_DAY = {
     "late": BreakClass.MISSING_AT_PROVIDER,
 }
 TRADES = 16
+# Holders' auto-payouts (issue 17): (provider, currency, region, the holder's account at the provider, K-AUS units).
+# The bridge pays each through its provider only; the last one's provider fails (nothing paid, its hold released).
+HOLDER_PAYOUTS = (
+    ("PAYPAL", Currency.USD, Region.US, "holder-{token}@example.com", 91_000_001),
+    ("STRIPE", Currency.EUR, Region.EU, "acct_{token}", 87_000_003),
+    ("WISE", Currency.GBP, Region.EU, "7{n}", 93_000_005),
+    ("TOSS", Currency.KRW, Region.KR, "holder_{token}", 79_000_007),
+)
+DECLINED_PAYOUT = ("WISE", Currency.EUR, Region.EU, "8{n}", 85_000_009)
 # Tie-out columns that are 0 on a clean day: no break, nothing in flight, open or refused.
 TIEOUT_NOTHING = (
     "difference_kaus_units",
@@ -149,6 +160,53 @@ class Pay:
             po for po in sim.payouts() if (po["currency"], po["amount_minor"]) == (self.currency, self.amount_minor)
         ]
         return found
+
+
+@dataclass(frozen=True)
+class HolderPay:
+    """One holder's auto-payout of the test, sent to the bridge as the auto-payout service sends it."""
+
+    payout_id: str
+    holder: str
+    provider: str
+    currency: Currency
+    region: Region
+    account: str
+    kaus_units: int
+    declined: bool = False
+
+    @property
+    def tx(self) -> str:
+        return bridge_tx_id_for(self.payout_id)
+
+
+def holder_plan(token: str) -> list[HolderPay]:
+    n = int(token, 16) % 10**9
+    return [
+        HolderPay(f"rule-{token}-{i}:T1", f"holder-{token}-{i}", provider, ccy, region,
+                  account.format(token=token, n=n), units, declined=(i == len(HOLDER_PAYOUTS)))
+        for i, (provider, ccy, region, account, units) in enumerate([*HOLDER_PAYOUTS, DECLINED_PAYOUT])
+    ]  # fmt: skip
+
+
+def payout_request(h: HolderPay) -> m.BridgeRequest:
+    """``bridge.requests`` with ``payout``: the payer is the holder, the request id the payout id; the fiat amount
+    is only the estimate at the quoted rate (the bridge pays the K-AUS' worth at its locked rate)."""
+    rate = quoted_rate(h.currency)
+    estimate = int(Decimal(h.kaus_units).scaleb(-6) * rate * 10 ** MINOR_UNIT_EXPONENT[h.currency])
+    return m.BridgeRequest(
+        request_id=h.payout_id,
+        payer_account_id=h.holder,
+        merchant_id=h.holder,
+        amount_minor=max(1, estimate),
+        currency=h.currency,
+        region=h.region,
+        payer_tier=m.PayerTier.BRONZE,
+        quoted_rate=rate,
+        requested_at=datetime.now(UTC),
+        payout=m.HolderPayout.model_validate({"rule_id": h.payout_id.split(":")[0], "provider": h.provider,
+                                              "payout_account": h.account, "amount_kaus_units": h.kaus_units}),
+    )  # fmt: skip
 
 
 def plan(token: str) -> list[Pay]:
@@ -271,6 +329,7 @@ class Day:
     day: date
     pays: list[Pay]
     token: str
+    holders: list[HolderPay] = field(default_factory=list)
     results: dict[str, dict[str, Any]] = field(default_factory=dict)
     seen: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -284,6 +343,15 @@ class Day:
     def submit(self, pays: list[Pay]) -> dict[str, dict[str, Any]]:
         self.kafka.produce_messages(BRIDGE_REQUESTS, [request(p, f"payer-{self.token}-{p.region}") for p in pays])
         got = answers(self.kafka, {p.request_id for p in pays})
+        self.results.update(got)
+        return got
+
+    def paid_out(self) -> list[HolderPay]:
+        return [h for h in self.holders if not h.declined]
+
+    def submit_payouts(self, holders: list[HolderPay]) -> dict[str, dict[str, Any]]:
+        self.kafka.produce_messages(BRIDGE_REQUESTS, [payout_request(h) for h in holders])
+        got = answers(self.kafka, {h.payout_id for h in holders})
         self.results.update(got)
         return got
 
@@ -335,6 +403,12 @@ def observe(path: Path, day: date) -> dict[str, Any]:
                 "SELECT kind, rail, count(*) AS n FROM fct_settlements WHERE settled_date = $d AND status = 'completed'"
                 " GROUP BY ALL",
                 d=day,
+            ),
+            "payouts": rows(
+                "SELECT f.settlement_id, f.status, f.provider, list_sort(list(l.leg)) AS legs FROM fct_settlements f"
+                " LEFT JOIN stg_ledger_transfers l"
+                " ON l.settlement_kind = 'PAYOUT' AND l.settlement_ref = f.settlement_id"
+                " WHERE f.kind = 'payout' GROUP BY ALL"
             ),
             "digests": table_digests(path),
         }
@@ -398,7 +472,8 @@ def platform(
             migrate(env)
             for worker in workers:
                 worker.wait_ready()
-            day = Day(kafka, provider_sim, workers[1], fx, env, home, inbox, now.date(), plan(token), token)
+            day = Day(kafka, provider_sim, workers[1], fx, env, home, inbox, now.date(), plan(token), token,
+                      holder_plan(token))  # fmt: skip
             clean_traffic(day)
             day.reconcile(day.day, "clean")
             yield day
@@ -413,10 +488,11 @@ def clean_traffic(day: Day) -> None:
     kafka, token = day.kafka, day.token
     traders = [f"trader-{token}-{i}" for i in range(8)]
     payers = [f"payer-{token}-{r}" for r in Region]
+    holders = [h.holder for h in day.holders]
     kafka.produce_messages(
         LEDGER_COMMANDS,
         [m.Deposit(command_id=f"dep-{a}", account_id=a, amount_kaus_units=FUNDS, occurred_at=datetime.now(UTC))
-         for a in traders + payers],
+         for a in traders + payers + holders],
     )  # fmt: skip
     # PayPal: the fallback of last resort, taken once the region's primary and Wise failed for this payment
     paypal = Pay(f"card-{token}-paypal", Region.US, Currency.USD, 14_99, Rail.PAYPAL, "clean", m.PayerTier.GOLD, None)
@@ -431,18 +507,34 @@ def clean_traffic(day: Day) -> None:
     assert {p.request_id: results[p.request_id]["rail"] for p in day.of("clean") if p is not paypal} == {
         p.request_id: p.rail.value for p in day.of("clean") if p is not paypal
     }
+    holder_payouts(day)
     kafka.wait_for(
         ENERGY_SETTLEMENTS,
         lambda rs: sum(json.loads(r.value or b"{}").get("buyer_account_id", "") in traders for r in rs) >= TRADES,
     )
 
 
+def holder_payouts(day: Day) -> None:
+    """Holders' payouts through the bridge: each through its own provider, exactly its K-AUS debited, no reward;
+    then one whose provider fails (a payout does not fail over): it fails, its hold is released."""
+    paid = day.submit_payouts(day.paid_out())
+    for h in day.paid_out():
+        r = paid[h.payout_id]
+        assert r["topic"] == BRIDGE_SETTLEMENTS_COMPLETED.name and r["payout_id"] == h.payout_id, r
+        assert RAILS[Rail(r["rail"])].provider.value == h.provider and r["kaus_debited_units"] == h.kaus_units, r
+        assert r["cashback_kaus_units"] == r["ecosystem_bonus_kaus_units"] == 0, r
+    [declined] = [h for h in day.holders if h.declined]
+    day.sim.configure({"WISE": {"fail_next": 1}})
+    [r] = day.submit_payouts([declined]).values()
+    assert r["topic"] == BRIDGE_SETTLEMENTS_FAILED.name and r["payout_id"] == declined.payout_id, r
+
+
 def test_clean_traffic_over_every_rail_reconciles_automatically(platform: Day) -> None:
     seen = platform.seen["clean"]
     run, tie = seen["run"], seen["tieout"]
-    cards = platform.of("clean")
+    cards, paid = platform.of("clean"), platform.paid_out()
     assert {p.rail for p in cards} == set(Rail)  # every rail: the eight primaries and the three fallbacks
-    n = len(cards)
+    n = len(cards) + len(paid)  # card payments and holders' payouts, each against its provider's report
     assert (run["settlements"], run["auto_matched"], run["exceptions"], run["pending"]) == (n, n, 0, 0)
     assert run["automatic_match_rate"] == 1 and run["exception_rate"] == 0 and run["audit_trail_coverage"] == 1
     assert json.loads(run["breaks_by_class"]) == dict.fromkeys(BreakClass, 0)
@@ -450,15 +542,24 @@ def test_clean_traffic_over_every_rail_reconciles_automatically(platform: Day) -
     settled = {(r["kind"], r["rail"]): r["n"] for r in seen["settled"]}
     assert settled[("trade", "KAUS_LEDGER")] == TRADES
     assert sum(n for (kind, _), n in settled.items() if kind == "bridge") == len(cards)
+    assert sum(n for (kind, _), n in settled.items() if kind == "payout") == len(paid)  # each payout once
     # the ledger moved exactly the K-AUS of every settlement, leg by leg; nothing open, in flight or orphaned
-    assert tie["settlements"] == len(cards) + TRADES and tie["settlement_kaus_units"] == tie["ledger_kaus_units"] > 0
+    assert tie["settlements"] == n + TRADES and tie["settlement_kaus_units"] == tie["ledger_kaus_units"] > 0
     assert {k: tie[k] for k in TIEOUT_NOTHING} == dict.fromkeys(TIEOUT_NOTHING, 0)
-    assert seen["audit"]["n"] == seen["audit"]["audited"] == len(cards) + TRADES
+    assert (tie["payouts"], tie["payout_kaus_units"]) == (len(paid), sum(h.kaus_units for h in paid))
+    # a payout's K-AUS held then captured under its own reference; the declined one's hold released
+    payouts = {r["settlement_id"]: (r["status"], r["provider"], r["legs"]) for r in seen["payouts"]}
+    assert payouts == {
+        h.payout_id: ("failed", h.provider, ["HOLD", "RELEASE"]) if h.declined else
+        ("completed", h.provider, ["CAPTURE", "HOLD"]) for h in platform.holders
+    }  # fmt: skip
+    assert seen["audit"]["n"] == seen["audit"]["audited"] == n + TRADES
     assert {ln["provider"] for ln in seen["lines"]} == {p.value for p in m.Provider}  # every provider reported
     [(name, pdf)] = platform.inbox.pdf_attachments()
     assert name == f"recon-{platform.day}.pdf"
     text = pdf_text(pdf)
-    assert f"{len(cards)} settlements decided, {len(cards)} matched automatically, 0 exceptions raised" in text
+    assert f"{n} settlements decided, {n} matched automatically, 0 exceptions raised" in text
+    assert f"Paid out to holders: {len(paid)} payouts" in text and "Paid out (holders)" in text
 
 
 # --------------------------------------------------------------------------- breaks at the source
@@ -530,8 +631,9 @@ def test_every_break_at_the_source_is_found_and_classified(broken: Day) -> None:
         "missing_internally": 5,
     }  # fmt: skip
     run = seen["run"]
-    decided = len(broken.of("clean")) + sum(len(r) for r in REPORT_BREAKS.values())  # the lost have no settlement
-    matched = len(broken.of("clean")) + len(broken.of("duplicate"))  # a duplicated report still pays the settlement
+    clean = len(broken.of("clean")) + len(broken.paid_out())
+    decided = clean + sum(len(r) for r in REPORT_BREAKS.values())  # the lost have no settlement
+    matched = clean + len(broken.of("duplicate"))  # a duplicated report still pays the settlement
     assert (run["settlements"], run["auto_matched"], run["exceptions"], run["pending"]) == (decided, matched, 35, 0)
     assert json.loads(run["breaks_by_class"]) == {c.value: Counter(expected.values())[c.value] for c in BreakClass}
     assert run["audit_trail_coverage"] == 1 and seen["dq_failed"] == []
