@@ -50,6 +50,8 @@ from contracts.topics import (
 from devtools.alerting_demo import MonitoringStack, incident, stop_monitoring
 from devtools.bridge_demo import BridgeDemo
 from devtools.order_flow import demo_accounts, demo_markets, generate_orders
+from devtools.payouts_demo import PayoutsDemo
+from devtools.payouts_demo import prepare_environment as prepare_payouts_environment
 from devtools.provider_sim.launcher import ProviderSimProcess
 from devtools.recon_demo import TodaysReconciliation
 from domain.money import kaus_to_decimal
@@ -135,12 +137,20 @@ class Worker:
 # Per runtime, the demo's worker processes: (name, module, NEXUS_AGENTS). faust: every agent in one Faust
 # worker. plain: the P2P services (streams.p2p) and the bridge (streams.bridge.loop) on plain
 # confluent-kafka loops, the alerting agent in Faust (docs/performance.md).
+# Money out runs on plain loops under either runtime: the auto-payout service, the holder notifier and the KYC
+# webhook receiver (one implementation each: none is a throughput path).
+MONEY_OUT: tuple[tuple[str, str, str], ...] = (
+    ("payouts", "streams.payouts", ""),
+    ("notifier", "streams.notifications", ""),
+    ("kyc", "streams.kyc", ""),
+)
 RUNTIMES: dict[str, tuple[tuple[str, str, str], ...]] = {
-    "faust": (("worker", "streams.worker", ""),),
+    "faust": (("worker", "streams.worker", ""), *MONEY_OUT),
     "plain": (
         ("p2p", "streams.p2p", "matching,settlement"),
         ("bridge", "streams.bridge.loop", ""),
         ("worker", "streams.worker", "alerting"),
+        *MONEY_OUT,
     ),
 }
 
@@ -464,11 +474,13 @@ class Demo:
         self.bridge: BridgeDemo | None = None
         self.threads: list[threading.Thread] = []
         self.schema_registry: LocalSchemaRegistry | None = None
+        self.payouts: PayoutsDemo | None = None
 
     def start(self) -> None:
         settings, console = self.settings, self.console
         start_kafka(settings, console)
         self.schema_registry = start_schema_registry(settings, console)
+        prepare_payouts_environment(settings)  # the workers inherit the demo's epochs and this run's dev-only KYC secrets
         start_workers(self.workers, console)
         with console.status("starting Alertmanager, the notification sink and the dashboard…"):
             self.monitoring = MonitoringStack(settings, console).start()
@@ -477,6 +489,9 @@ class Demo:
             sim_s = self.bridge.start()
         console.print(f"[green]✓[/] provider simulator ready in {sim_s:.1f}s; card payments start settling")
         self.recon = TodaysReconciliation(settings.data_dir / "recon", settings.bootstrap_servers, self.bridge.sim)
+        self.payouts = PayoutsDemo(settings)
+        self.payouts.start()
+        console.print("[green]✓[/] holders, KYC and auto-payout rules sent; a dividend epoch closes every 2 minutes")
         incidents = produce_alert_incident(settings)
         console.print(f"[green]✓[/] produced a scripted incident ({incidents} events) so the alert rules fire")
         self.threads = [
@@ -495,6 +510,8 @@ class Demo:
                 extra = [self.monitoring.render()] if self.monitoring is not None else []
                 if self.bridge is not None:
                     extra.append(self.bridge.render())
+                if self.payouts is not None:
+                    extra.append(self.payouts.render())
                 if self.recon is not None:
                     extra.append(self.recon.render())
                 view = self.observed.render(self.traffic, time.monotonic() - started, *extra)
@@ -553,6 +570,8 @@ class Demo:
         for thread in self.threads:
             thread.join(timeout=15)
         with self.console.status("stopping…"):
+            if self.payouts is not None:
+                self.payouts.stop()
             if self.monitoring is not None:
                 self.monitoring.stop()
             if self.bridge is not None:

@@ -67,6 +67,17 @@ def _assert_reconciled_today(out: str, data_dir: Path, days: set[date]) -> None:
     assert completed == by_kind["bridge completed"]
 
 
+def _assert_money_out(out: str) -> None:
+    """Issue 17: rules created (one dead-lettered), a threshold payout paid, one declined with its hold voided, the
+    KYC-pending holder waiting or already paid once verified, and the holders notified."""
+    assert "Money out: auto-payouts, KYC, dividend epochs" in out
+    assert re.search(r"THRESHOLD PAYPAL +│ PAID 2400\.000000 K-AUS", out), out[-6000:]
+    assert re.search(r"THRESHOLD WISE +│ FAILED PROVIDER_DECLINED in MERCHANT_CREDIT: hold voided", out)
+    assert "KEEP_MINIMUM_ABOVE_THRESHOLD 1" in out
+    assert "KYC_PENDING" in out or re.search(r"THRESHOLD TOSS +│ PAID", out)
+    assert re.search(r"EMAIL DELIVERED [1-9]", out)
+
+
 def _utc_today() -> date:
     return datetime.now(UTC).date()
 
@@ -98,6 +109,7 @@ def test_demo_streams_events_and_leaves_nothing_running(tmp_path: Path, runtime:
     assert "answers differing" not in out
     assert "FILLED" in out and "bid kWh" in out  # fill events on energy.orders.events, sizes on energy.prices
     assert "stopped the worker and the broker" in out
+    _assert_money_out(out)
     _assert_reconciled_today(out, tmp_path, {before, _utc_today()})
     _assert_nothing_listens(ports)
     assert not list((tmp_path / "run").glob("*.pid"))

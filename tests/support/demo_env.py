@@ -21,6 +21,8 @@ PORT_SETTINGS = [
     "ALERT_SMTP_PORT",
     "DASHBOARD_PORT",
     "PROVIDER_SIM_PORT",
+    "KYC_PORT",
+    "KYC_SIMULATOR_PORT",  # not a setting: NEXUS_KYC_APPLICANT_API_URL below
 ]
 
 
@@ -31,6 +33,7 @@ def demo_env(data_dir: Path, app_id: str) -> tuple[dict[str, str], list[int]]:
     env.update({f"NEXUS_{name}": str(port) for name, port in zip(PORT_SETTINGS, ports, strict=True)})
     env.update(
         NEXUS_ALERTMANAGER_URL=f"http://127.0.0.1:{ports[PORT_SETTINGS.index('ALERTMANAGER_PORT')]}",
+        NEXUS_KYC_APPLICANT_API_URL=f"http://127.0.0.1:{ports[PORT_SETTINGS.index('KYC_SIMULATOR_PORT')]}",
         NEXUS_DATA_DIR=str(data_dir),
         NEXUS_APP_ID=app_id,
         COLUMNS="160",
