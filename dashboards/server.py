@@ -4,10 +4,11 @@
 
 A standard-library HTTP server: ``/`` is the page (static HTML/CSS/JS in ``dashboards/static``, no CDN),
 ``/api/summary`` the figures as JSON (``dashboards.figures``), refreshed by the page every 2 s while a
-background consumer (``dashboards.source``) follows the settlement and alert topics. It listens on
-``NEXUS_DASHBOARD_HOST`` (loopback by default). ``/healthz`` answers
+background consumer (``dashboards.source``) follows the settlement, payout, holder-notification and
+alert topics. It listens on ``NEXUS_DASHBOARD_HOST`` (loopback by default). ``/healthz`` answers
 ``ok`` once the topics' current content has been read. Teams running Grafana use
-``dashboards/grafana/`` (same panels over the worker's Prometheus metrics) instead.
+``dashboards/grafana/`` (the settlement panels over the worker's Prometheus metrics; the payout panels are
+here only: the services export no payout metrics) instead.
 """
 
 from __future__ import annotations

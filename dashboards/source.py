@@ -1,8 +1,9 @@
 """Follow the registry topics the dashboard needs, with a confluent-kafka consumer in a background thread.
 
 Starts ``lookback`` before now (Kafka record timestamps, ``offsets_for_times``) so a fresh dashboard
-does not replay 30 days of settlements; ``monitoring.alerts`` is read from its beginning (small) so alerts
-that have been firing for long are shown too. Nothing is committed: the dashboard is a read-only view.
+does not replay 30 days of settlements (nor of payouts and holder notifications); ``monitoring.alerts`` is
+read from its beginning (small) so alerts that have been firing for long are shown too. Nothing is
+committed: the dashboard is a read-only view.
 """
 
 from __future__ import annotations
@@ -21,13 +22,25 @@ from contracts.topics import (
     BRIDGE_SETTLEMENTS_FAILED,
     ENERGY_SETTLEMENTS,
     MONITORING_ALERTS,
+    NOTIFICATIONS_DELIVERIES,
+    PAYOUT_RESULTS,
+    PAYOUT_WAITING,
     TOPICS,
 )
 from dashboards.figures import Figures
 from streams.kafka import ingress
 
 log = logging.getLogger("nexus.dashboard")
-FOLLOWED = (BRIDGE_SETTLEMENTS_COMPLETED, BRIDGE_SETTLEMENTS_FAILED, ENERGY_SETTLEMENTS, MONITORING_ALERTS)
+# Exactly the topics contracts.topics declares Component.DASHBOARD a consumer of (tests/unit/test_contract_registry.py).
+FOLLOWED = (
+    BRIDGE_SETTLEMENTS_COMPLETED,
+    BRIDGE_SETTLEMENTS_FAILED,
+    ENERGY_SETTLEMENTS,
+    MONITORING_ALERTS,
+    PAYOUT_RESULTS,
+    PAYOUT_WAITING,
+    NOTIFICATIONS_DELIVERIES,
+)
 
 
 class MissingTopic(RuntimeError):

@@ -61,11 +61,31 @@ function render(data) {
       return li;
     }));
   }
+  renderPayouts(data.payouts);
+
   const status = document.getElementById("status");
   const ok = data.source.loaded && data.source.errors.length === 0;
   text(status, data.source.errors.length ? "source error: " + data.source.errors[0] : ok ? "live" : "loading…");
   status.className = "status " + (ok ? "ok" : "warn");
   document.body.dataset.loaded = ok ? "true" : "false";
+}
+
+function renderPayouts(p) {
+  const d = p.display;
+  document.querySelectorAll("[data-payout]").forEach((el) => {
+    const v = d[el.dataset.payout];
+    if (typeof v === "string") text(el, v);
+  });
+  const reasons = [
+    ...Object.entries(p.failed_by_reason).map(([code, n]) => ["failed", code, n]),
+    ...Object.entries(p.waiting_by_reason).map(([code, n]) => ["waiting", code, n]),
+  ];
+  document.querySelector("#payout-reasons-table tbody").replaceChildren(...reasons.map(([kind, code, n]) =>
+    row([["kind " + kind, kind], ["reason", code], ["num", n.toLocaleString("en-US")]])));
+  document.querySelector("#fiat-paid-table tbody").replaceChildren(...Object.entries(d.fiat_paid).map(([c, amount]) =>
+    row([["code", c], ["num wide", amount]])));
+  document.querySelector("#notifications-table tbody").replaceChildren(...Object.entries(d.notifications).map(
+    ([channel, n]) => row([["code", channel], ["num", n.delivered], ["num" + (n.undelivered === "0" ? "" : " bad"), n.undelivered]])));
 }
 
 async function refresh() {

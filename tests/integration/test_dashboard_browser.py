@@ -1,9 +1,9 @@
-"""The §5.1 dashboard in headless Chromium: every panel shows the figures of the seeded settlements.
+"""The §5.1 dashboard in headless Chromium: every panel shows the figures of the seeded settlements and payouts.
 
 Settlements are produced to the session broker with event times on a pinned day in 2031 and the
 dashboard's clock is pinned to that day, so records other tests leave on the shared topics (event times
 now) fall outside every window. The page is loaded twice by the real browser: ``--dump-dom`` after its
-JavaScript fetched ``/api/summary`` (the panel texts are checked), then ``--screenshot``, saved to
+JavaScript fetched ``/api/summary`` (the panel texts are checked), then ``--screenshot`` (tall enough for the payout panels), saved to
 ``artifacts/dashboard.png`` (and copied to ``dashboards/screenshot.png``).
 """
 
@@ -27,8 +27,12 @@ from contracts.topics import (
     BRIDGE_SETTLEMENTS_FAILED,
     ENERGY_SETTLEMENTS,
     MONITORING_ALERTS,
+    NOTIFICATIONS_DELIVERIES,
+    PAYOUT_RESULTS,
+    PAYOUT_WAITING,
 )
 from dashboards.server import Dashboard
+from domain.money import Money, kaus_to_decimal
 from streams.settings import REPO_ROOT
 from tests.support.kafka_io import KafkaIO
 
@@ -113,6 +117,70 @@ def seed(run_id: str) -> tuple[list[m.BridgeSettlementCompleted], list[m.BridgeS
     return completed, failed, trades
 
 
+def seed_payouts(
+    run_id: str, completed: list[m.BridgeSettlementCompleted]
+) -> tuple[list[m.PayoutResult], list[m.PayoutWaiting], list[m.NotificationDelivery]]:
+    """Every 25th bridge settlement in the window settles a holder's payout (it gets a payout_id and a PAID result;
+    every other one of them waited for KYC first); three payouts failed, four are still waiting; an e-mail for each
+    result, an SMS that could not be delivered."""
+    results: list[m.PayoutResult] = []
+    waits: list[m.PayoutWaiting] = []
+    for i in range(0, len(completed) - 1, 25):  # the last one is outside the window
+        c = completed[i] = completed[i].model_copy(update={"payout_id": f"{run_id}-po{i}"})
+        results.append(
+            build(
+                m.PayoutResult,
+                payout_id=c.payout_id,
+                currency=c.currency,
+                amount_minor=c.amount_minor + i,
+                kaus_debited_units=c.kaus_debited_units,
+                rail=c.rail,
+                completed_at=c.completed_at,
+            )
+        )
+        if i % 50 == 0:
+            waits.append(
+                build(m.PayoutWaiting, payout_id=c.payout_id, waiting_since=c.completed_at - timedelta(hours=1))
+            )
+    for i, code in enumerate(("PAYOUT_FAILED", "PAYOUT_FAILED", "PROVIDER_DECLINED")):
+        results.append(
+            build(
+                m.PayoutResult,
+                payout_id=f"{run_id}-pf{i}",
+                status=m.PayoutStatus.FAILED,
+                kaus_debited_units=None,
+                reason_code=code,
+                failed_phase=m.BridgePhase.MERCHANT_CREDIT,
+                completed_at=NOW - timedelta(minutes=30 + i),
+            )
+        )
+    for i, code in enumerate(("KYC_PENDING", "KYC_PENDING", "KYC_PENDING", "KYC_REJECTED")):
+        waits.append(
+            build(
+                m.PayoutWaiting, payout_id=f"{run_id}-pw{i}", reason_code=code, waiting_since=NOW - timedelta(hours=i)
+            )
+        )
+    deliveries = [
+        build(
+            m.NotificationDelivery,
+            notification_id=f"{r.payout_id}:{'PAYOUT_COMPLETED' if r.reason_code is None else 'PAYOUT_FAILED'}:EMAIL",
+            delivered_at=r.completed_at,
+        )
+        for r in results
+    ]
+    deliveries.append(
+        build(
+            m.NotificationDelivery,
+            notification_id=f"{run_id}-pf0:PAYOUT_FAILED:SMS",
+            channel=m.NotificationChannel.SMS,
+            status=m.DeliveryStatus.UNDELIVERED,
+            attempts=5,
+            delivered_at=NOW - timedelta(minutes=29),
+        )
+    )
+    return results, waits, deliveries
+
+
 def chromium(url: str, tmp: Path, *args: str) -> str:
     profile = tmp / f"profile-{time.monotonic_ns()}"
     done = subprocess.run(
@@ -137,8 +205,12 @@ def words(text: str) -> str:
 
 def test_dashboard_panels_show_the_platform_numbers(kafka_bootstrap: str, run_id: str, tmp_path: Path) -> None:
     completed, failed, trades = seed(run_id)
+    results, waits, deliveries = seed_payouts(run_id, completed)
     io = KafkaIO(kafka_bootstrap)
     io.ensure_topics()
+    io.produce_messages(PAYOUT_RESULTS, results)
+    io.produce_messages(PAYOUT_WAITING, waits)
+    io.produce_messages(NOTIFICATIONS_DELIVERIES, deliveries)
     io.produce_messages(BRIDGE_SETTLEMENTS_COMPLETED, completed)
     io.produce_messages(BRIDGE_SETTLEMENTS_FAILED, failed)
     io.produce_messages(ENERGY_SETTLEMENTS, trades)
@@ -168,6 +240,13 @@ def test_dashboard_panels_show_the_platform_numbers(kafka_bootstrap: str, run_id
     rate = 100 * len(in_day) / (len(in_day) + len(failed))
     usd_share = 100 * REGIONS[m.Region.US][2] / len(in_day)
     assert 1e6 <= volume < 2e6 and today < len(in_day) + len(trades)  # the seed spans midnight
+    paid = [r for r in results if r.status is m.PayoutStatus.PAID]
+    fiat: dict[m.Currency, int] = {}
+    for r in paid:
+        fiat[r.currency] = fiat.get(r.currency, 0) + r.amount_minor
+    kaus = kaus_to_decimal(sum(r.kaus_debited_units or 0 for r in paid))
+    payout_ms = [c.total_duration_ms for c in in_day if c.payout_id is not None]
+    assert len(payout_ms) == len(paid) and any(w.payout_id == paid[0].payout_id for w in waits)
 
     dashboard = Dashboard(kafka_bootstrap, clock=lambda: NOW).start()
     try:
@@ -196,11 +275,24 @@ def test_dashboard_panels_show_the_platform_numbers(kafka_bootstrap: str, run_id
         alerts = words(panel_text(dom, "panel-alerts"))
         assert "SettlementFailed → pagerduty: 3 settlement(s) failed in the last 5m" in alerts
 
+        payouts = words(panel_text(dom, "panel-payouts"))
+        assert payouts == (
+            f"Payouts · 24h {len(paid)} paid 3 failed 4 waiting failed PAYOUT_FAILED 2 failed PROVIDER_DECLINED 1 "
+            "waiting KYC_PENDING 3 waiting KYC_REJECTED 1"
+        )
+        paid_out = words(panel_text(dom, "panel-paid-out"))
+        amounts = " ".join(f"{c.value} {Money(n, c).to_decimal():,}" for c, n in sorted(fiat.items()))
+        mean_ms = sum(payout_ms) / len(payout_ms)
+        assert paid_out == f"Paid Out · 24h {kaus:,} K-AUS avg payout time {mean_ms:.0f}ms {amounts}"
+        notes = words(panel_text(dom, "panel-notifications"))
+        emails = len(results)
+        assert notes == f"Holder Notifications · 24h delivered undelivered EMAIL {emails} 0 SMS 0 1 PUSH 0 0"
+
         artifacts = REPO_ROOT / "artifacts"
         artifacts.mkdir(exist_ok=True)
         shot = artifacts / "dashboard.png"
         shot.unlink(missing_ok=True)
-        chromium(f"{dashboard.url}/", tmp_path, f"--screenshot={shot}", "--window-size=1280,700")
+        chromium(f"{dashboard.url}/", tmp_path, f"--screenshot={shot}", "--window-size=1280,1010")
         assert shot.stat().st_size > 20_000 and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         shutil.copyfile(shot, REPO_ROOT / "dashboards" / "screenshot.png")
     finally:

@@ -61,6 +61,62 @@ def test_alerts_follow_firing_and_resolved_records() -> None:
     assert figures.summary(NOW)["firing_alerts"] == []
 
 
+def test_payout_figures_from_the_payout_topics() -> None:
+    """Results, waits and deliveries as the auto-payout service and the notifier write them; the bridge's
+    settlements of those payouts give the payout time and still count as bridge settlements."""
+    figures = Figures()
+    at = NOW - timedelta(minutes=20)
+    result = build(m.PayoutResult, completed_at=at)  # PAYOUT-1: PAID 150.00 USD, 1,000 K-AUS
+    figures.add(build(m.PayoutWaiting, payout_id="PAYOUT-1", waiting_since=at - timedelta(hours=1)))
+    figures.add(result)
+    figures.add(result)  # reported again after a restart
+    figures.add(result.model_copy(update={"payout_id": "PAYOUT-2", "currency": m.Currency.KRW, "amount_minor": 1_501}))
+    figures.add(result.model_copy(update={"payout_id": "PAYOUT-3", "amount_minor": 1, "kaus_debited_units": 6_667}))
+    for pid, code in (("PAYOUT-4", "PAYOUT_FAILED"), ("PAYOUT-5", "PROVIDER_DECLINED"), ("PAYOUT-6", "PAYOUT_FAILED")):
+        figures.add(
+            result.model_copy(
+                update={
+                    "payout_id": pid,
+                    "status": m.PayoutStatus.FAILED,
+                    "kaus_debited_units": None,
+                    "reason_code": code,
+                    "failed_phase": m.BridgePhase.MERCHANT_CREDIT,
+                }
+            )
+        )
+    figures.add(build(m.PayoutWaiting, payout_id="rule-2:D2031-03-01", waiting_since=at))  # KYC_PENDING
+    figures.add(build(m.PayoutWaiting, payout_id="rule-9:D2031-03-01", waiting_since=at, reason_code="KYC_EXPIRED"))
+    delivered = build(m.NotificationDelivery, delivered_at=at)  # PAYOUT-1:PAYOUT_COMPLETED:EMAIL
+    figures.add(delivered)
+    figures.add(
+        delivered.model_copy(
+            update={
+                "notification_id": "PAYOUT-4:PAYOUT_FAILED:SMS",
+                "channel": m.NotificationChannel.SMS,
+                "status": m.DeliveryStatus.UNDELIVERED,
+                "attempts": 5,
+            }
+        )
+    )
+    for rid, ms in (("PAYOUT-1", 300), ("PAYOUT-2", 500)):
+        figures.add(completed(rid, at, ms).model_copy(update={"payout_id": rid}))
+    figures.add(completed("card-1", at, 2_000))  # a card payment: not a payout
+
+    s = figures.summary(NOW)
+    p = s["payouts"]
+    assert (p["paid"], p["failed"], p["waiting"]) == (3, 3, 2)
+    assert p["failed_by_reason"] == {"PAYOUT_FAILED": 2, "PROVIDER_DECLINED": 1}
+    assert p["waiting_by_reason"] == {"KYC_EXPIRED": 1, "KYC_PENDING": 1}
+    assert p["fiat_paid_minor"] == {"USD": 15_001, "KRW": 1_501}
+    assert p["kaus_paid_units"] == 2 * 1_000_000_000 + 6_667
+    assert p["display"]["fiat_paid"] == {"USD": "150.01", "KRW": "1,501"}
+    assert p["display"]["kaus_paid"] == "2,000.006667 K-AUS"
+    assert p["notifications"]["EMAIL"] == {"delivered": 1, "undelivered": 0}
+    assert p["notifications"]["SMS"] == {"delivered": 0, "undelivered": 1}
+    assert p["avg_payout_ms"] == 400.0 and p["display"]["avg_payout"] == "400ms"
+    assert s["bridge_completed_24h"] == 3 and s["avg_settlement_ms"] == 933.3
+
+
 def test_compact_number() -> None:
     assert compact_number(2_400_000) == "2.4M"
     assert compact_number(12_847) == "12.8K"
