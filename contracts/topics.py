@@ -479,7 +479,8 @@ BRIDGE_SETTLEMENTS_COMPLETED = Topic(
     "bridge.settlements.completed",
     m.BridgeSettlementCompleted,
     "request_id",
-    "Settled card payments with rail, amounts and per-phase durations (a holder's auto-payout carries its `payout_id`).",
+    "Settled card payments with rail, amounts and per-phase durations (a holder's auto-payout carries its "
+    "`payout_id`).",
     retention_ms=30 * DAY_MS,
     producers=(Component.BRIDGE,),
     consumers=(Component.UPSTREAM, Component.PAYOUTS, Component.MONITORING, Component.DASHBOARD, Component.WAREHOUSE),
@@ -488,7 +489,8 @@ BRIDGE_SETTLEMENTS_FAILED = Topic(
     "bridge.settlements.failed",
     m.BridgeSettlementFailed,
     "request_id",
-    "Card payments that failed, with the phase and a reason; their hold is voided (a holder's auto-payout carries its `payout_id`).",
+    "Card payments that failed, with the phase and a reason; their hold is voided (a holder's auto-payout carries "
+    "its `payout_id`).",
     retention_ms=30 * DAY_MS,
     producers=(Component.BRIDGE,),
     consumers=(Component.UPSTREAM, Component.PAYOUTS, Component.MONITORING, Component.DASHBOARD, Component.WAREHOUSE),

@@ -480,7 +480,8 @@ class Demo:
         settings, console = self.settings, self.console
         start_kafka(settings, console)
         self.schema_registry = start_schema_registry(settings, console)
-        prepare_payouts_environment(settings)  # the workers inherit the demo's epochs and this run's dev-only KYC secrets
+        # the workers inherit the demo's epochs and this run's dev-only KYC secrets
+        prepare_payouts_environment(settings)
         start_workers(self.workers, console)
         with console.status("starting Alertmanager, the notification sink and the dashboard…"):
             self.monitoring = MonitoringStack(settings, console).start()

@@ -3,8 +3,8 @@
 Settlements are produced to the session broker with event times on a pinned day in 2031 and the
 dashboard's clock is pinned to that day, so records other tests leave on the shared topics (event times
 now) fall outside every window. The page is loaded twice by the real browser: ``--dump-dom`` after its
-JavaScript fetched ``/api/summary`` (the panel texts are checked), then ``--screenshot`` (tall enough for the payout panels), saved to
-``artifacts/dashboard.png`` (and copied to ``dashboards/screenshot.png``).
+JavaScript fetched ``/api/summary`` (the panel texts are checked), then ``--screenshot`` (tall enough for the
+payout panels), saved to ``artifacts/dashboard.png`` (and copied to ``dashboards/screenshot.png``).
 """
 
 from __future__ import annotations
