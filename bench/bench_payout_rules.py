@@ -14,27 +14,59 @@ drains the rest one transaction at a time), so the figures include the in-flight
 * the stateless sweep (``evaluate_thresholds``: just the rule arithmetic) in rules/s;
 * building the book and its RSS, a snapshot round trip (``to_dict`` / ``from_dict``), peak RSS of the process.
 
-No Kafka, no ledger, no provider: the end-to-end payout latency belongs to the shell's benchmark.
+Then the same kind of sweep through the service's record processor (``streams.payouts.service.PayoutService``,
+in-process, no Kafka; ``--service-steps 0`` skips it): every rule and a VERIFIED status as ``payouts.rules`` and
+``kyc.status`` records, a funding deposit below each threshold, then ``--service-steps`` deposits per account as
+``ledger.transfers`` records (each takes the balance up by threshold / steps; every one is an evaluation), each PAY
+completed with the records the platform writes for it (the ledger's hold and capture, the bridge's completed
+result), which re-evaluates the account. Only the time inside ``PayoutService.handle`` is counted (decode, ingress
+validation, balance mirror, core, outputs built), not building the records. Reported: records/s by kind, the
+latency of one deposit record p50/p95/p99, and one save of the service's state (``to_dict`` + JSON: what the loop
+writes every ``save_every_s``).
+
+No Kafka, no ledger, no provider: the end-to-end payout latency is bench/bench_payouts_e2e.py.
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import json
 import random
 import resource
 import sys
 import time
+from collections import Counter, defaultdict
+from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from contracts import models as m
+from contracts.topics import (
+    BRIDGE_REQUESTS,
+    BRIDGE_SETTLEMENTS_COMPLETED,
+    KYC_STATUS,
+    LEDGER_TRANSFERS,
+    PAYOUT_RULES,
+    Topic,
+)
+from domain.bridge import bridge_tx_id_for, kaus_to_minor_floor
+from domain.fx import FxBook, Quote
+from domain.ledger import Leg, SettlementKind
 from domain.money import Currency
 from domain.payouts import Action, AutoPayouts, KycStatus, Rule, Trigger, evaluate_thresholds
 from domain.rails import Provider
+from domain.timeconv import from_ms
+from streams.payouts.service import PayoutService, Record
+from streams.payouts.settings import PayoutSettings
 
 K = 1_000_000
 NOW = 1_772_000_000_000
+RATE = Decimal("0.15")  # USD per K-AUS, the one quote the service sweep prices its payouts at
+TRANSFER_PARTITIONS = 12
 
 
 def make_rules(count: int, seed: int) -> list[Rule]:
@@ -103,11 +135,127 @@ def sweep(book: AutoPayouts, rules: list[Rule], steps: int, *, timed: bool) -> t
     return evaluations, payouts, latencies
 
 
+class ServiceDriver:
+    """Feeds ``PayoutService`` records as the loop would and counts the time spent inside ``handle``."""
+
+    def __init__(self) -> None:
+        book = FxBook().with_quote(Quote("NEXUS_INTERNAL", "KAUS", Currency.USD, RATE, NOW))
+        self.service = PayoutService(PayoutSettings(), lambda: book)
+        self.offsets: Counter[tuple[str, int]] = Counter()
+        self.busy_ns: Counter[str] = Counter()  # per kind of record
+        self.count: Counter[str] = Counter()
+        self.deposit_ns: list[int] = []
+        self.payouts = 0
+        self.outputs: Counter[str] = Counter()  # by topic: a dead letter here means the sweep measured an error
+
+    def feed(self, kind: str, topic: Topic, value: Any, partition: int = 0) -> list[tuple[Topic, Any]]:
+        raw, key = topic.encode(value), topic.key_of(value)
+        offset = self.offsets[(topic.name, partition)]
+        self.offsets[(topic.name, partition)] += 1
+        record = Record(topic.name, partition, offset, key, raw, NOW, NOW)
+        t0 = time.perf_counter_ns()
+        out = self.service.handle(record)
+        took = time.perf_counter_ns() - t0
+        self.busy_ns[kind] += took
+        self.count[kind] += 1
+        if kind == "deposit":
+            self.deposit_ns.append(took)
+        self.outputs.update(t.name for t, _ in out)
+        return out
+
+    def move(self, label: str, debit: str, credit: str, units: int, **fields: Any) -> list[tuple[Topic, Any]]:
+        transfer_id = fields.pop("transfer_id")
+        transfer = m.LedgerTransfer(transfer_id=transfer_id, debit_account_id=debit, credit_account_id=credit,
+                                    asset="KAUS", amount_units=units, occurred_at=from_ms(NOW), **fields)  # fmt: skip
+        return self.feed(label, LEDGER_TRANSFERS, transfer, hash(transfer_id) % TRANSFER_PARTITIONS)
+
+    def complete(self, out: list[tuple[Topic, Any]]) -> None:
+        """Every PAY in ``out`` settled as the platform would write it: hold, capture, the bridge's result."""
+        todo = [v for t, v in out if t is BRIDGE_REQUESTS]
+        while todo:
+            request = todo.pop()
+            assert request.payout is not None
+            self.payouts += 1
+            payout_id, account, units = request.request_id, request.payer_account_id, request.payout.amount_kaus_units
+            tx = bridge_tx_id_for(payout_id)
+            ref = {"kind": SettlementKind.PAYOUT, "id": payout_id}
+            self.move("hold", account, "bridge:settlement", units, transfer_id=f"{tx}:hold", kind="PENDING",
+                      reference=m.LedgerReference(**ref, leg=Leg.HOLD))  # fmt: skip
+            self.move("capture", account, "bridge:settlement", units, transfer_id=f"{tx}:post", kind="POST_PENDING",
+                      pending_id=f"{tx}:hold", reference=m.LedgerReference(**ref, leg=Leg.CAPTURE))  # fmt: skip
+            result = m.BridgeSettlementCompleted(
+                request_id=payout_id, bridge_tx_id=tx, payer_account_id=account, merchant_id=account, region="US",
+                currency="USD", amount_minor=max(1, kaus_to_minor_floor(units, RATE, Currency.USD)),
+                kaus_debited_units=units, rate=RATE, rail="STRIPE_INSTANT", provider_reference=f"po_{tx[-12:]}",
+                provider_fee_minor=25, cashback_kaus_units=0, ecosystem_bonus_kaus_units=0, phase_durations_ms={},
+                total_duration_ms=300, completed_at=datetime.now(UTC), payout_id=payout_id,
+            )  # fmt: skip
+            todo += [v for t, v in self.feed("result", BRIDGE_SETTLEMENTS_COMPLETED, result) if t is BRIDGE_REQUESTS]
+
+
+def wire_rule(rule: Rule) -> m.AutoPayoutRule:
+    return m.AutoPayoutRule(
+        rule_id=rule.rule_id,
+        account_id=rule.account_id,
+        trigger_type=m.PayoutTrigger.THRESHOLD,
+        threshold_kaus_units=rule.threshold_kaus_units,
+        payout_provider=rule.payout_provider,
+        payout_currency=rule.payout_currency,
+        payout_account=f"acct_{rule.account_id.removeprefix('acct-')}",
+        keep_minimum_kaus_units=rule.keep_minimum_kaus_units,
+        max_payout_per_tx_kaus_units=rule.max_payout_per_tx_kaus_units,
+    )
+
+
+def service_sweep(rules: list[Rule], steps: int) -> ServiceDriver:
+    """Rules and statuses in, a funding deposit at half each threshold, then ``steps`` deposits per account."""
+    d = ServiceDriver()
+    for rule in rules:
+        kyc = m.KycStatusChanged(account_id=rule.account_id, status="VERIFIED", provider="SUMSUB",
+                                 applicant_id=f"app-{rule.account_id}", event_id=f"evt-{rule.account_id}",
+                                 occurred_at=from_ms(NOW))  # fmt: skip
+        d.feed("kyc", KYC_STATUS, kyc)
+        d.complete(d.feed("rule", PAYOUT_RULES, wire_rule(rule)))
+    for step in range(steps + 1):
+        for rule in rules:
+            assert rule.threshold_kaus_units is not None
+            units = rule.threshold_kaus_units // 2 if step == 0 else max(1, rule.threshold_kaus_units // steps)
+            d.complete(d.move("deposit", "sys:mint", rule.account_id, units, transfer_id=f"dep-{step}-{rule.rule_id}"))
+    return d
+
+
+def service_report(rules: list[Rule], steps: int) -> None:
+    t0 = time.perf_counter()
+    d = service_sweep(rules, steps)
+    wall_s = time.perf_counter() - t0
+    by_kind = defaultdict(float, {k: ns / 1e9 for k, ns in d.busy_ns.items()})
+    total_s = sum(by_kind.values())
+    print(f"service sweep: {len(rules):,} rules, {steps} deposits per account after the funding one")
+    for kind, n in d.count.items():
+        print(f"  {kind:8} records: {n:>10,} in {by_kind[kind]:6.2f} s = {n / by_kind[kind]:>9,.0f}/s")
+    records = sum(d.count.values())
+    print(
+        f"  all: {records:,} records in {total_s:.2f} s inside handle = {records / total_s:,.0f} records/s "
+        f"({d.payouts:,} payouts decided and completed; {wall_s:.1f} s with building the records)"
+    )
+    in_flight = sum(d.service.book.in_flight(r.account_id) is not None for r in rules)
+    print(f"  outputs: {dict(d.outputs)}; payouts left in flight: {in_flight}")
+    lat = d.deposit_ns
+    print(
+        f"  one deposit record (mirror + evaluation + any PAY's outputs): p50 {pct(lat, 0.50):.1f} µs, "
+        f"p95 {pct(lat, 0.95):.1f} µs, p99 {pct(lat, 0.99):.1f} µs"
+    )
+    t0 = time.perf_counter()
+    size = len(json.dumps(d.service.to_dict(), separators=(",", ":"), sort_keys=True))
+    print(f"  one state save (to_dict + JSON, before the write): {time.perf_counter() - t0:.2f} s, {size / 1e6:.0f} MB")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rules", type=int, default=100_000)
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--seed", type=int, default=17)
+    parser.add_argument("--service-steps", type=int, default=4, help="deposits per account in the service sweep")
     args = parser.parse_args()
     rules = make_rules(args.rules, args.seed)
     gc.collect()
@@ -154,6 +302,11 @@ def main() -> None:
     print(f"stateless threshold sweep: {len(rules) / stateless_s:,.0f} rules/s ({len(due):,} would pay)")
     print(f"snapshot round trip (to_dict + from_dict): {snapshot_s:.2f} s")
     print(f"peak RSS: {peak_mb:,.0f} MB (the rules, two books, a snapshot and its restored copy)")
+    if args.service_steps > 0:
+        del book, timed_book, snapshot, restored, latencies
+        gc.collect()
+        service_report(rules, args.service_steps)
+        print(f"RSS now: {rss_mb():,.0f} MB (the rules and the service with its state)")
 
 
 if __name__ == "__main__":
