@@ -9,7 +9,7 @@ from these too: ``build(model, **fields)`` is the example of that model with som
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, TypeVar
 
@@ -339,6 +339,37 @@ EXAMPLES: dict[str, Any] = {
         state=m.MultisigState.PENDING,
         created_at=T0,
         updated_at=T0,
+        operation=m.GovernanceOperation.TREASURY_TRANSFER,
+        request_hash="0x" + "3f" * 32,
+        expires_at=T0 + timedelta(days=7),
+    ),
+    "governance.requests": m.GovernanceRequest(
+        request_id="msig-88",
+        operation=m.GovernanceOperation.TREASURY_TRANSFER,
+        amount_kaus_units=60_000_000_000_000,
+        params={"from_account": "treasury:main", "to_account": "treasury:ops"},
+        nonce=88,
+        expires_at=T0 + timedelta(days=7),
+        requested_by="ops-kim",
+        created_at=T0,
+    ),
+    "governance.approvals": m.GovernanceApproval(
+        request_id="msig-88",
+        signer_id="signer-2",
+        request_hash="0x" + "3f" * 32,
+        signature="MEUCIQDx0Y2l0ZWQgZXhhbXBsZSBvbmx5AiAnb3QgYSByZWFsIHNpZ25hdHVyZQ==",
+        signed_at=T0,
+    ),
+    "governance.pause": m.PauseState(
+        scope="PLATFORM", paused=False, request_id="msig-90", reason="incident over", updated_at=T0
+    ),
+    "audit.checkpoints": m.AuditCheckpoint(
+        log_id="nexus-audit-1",
+        tree_size=1024,
+        root_hash="7d" * 32,
+        timestamp=T0,
+        key_id="hsm-signing-v2",
+        signature="MEQCIGV4YW1wbGUgb25seSwgbm90IGEgc2lnbmF0dXJlAiBub3QgYSByZWFsIG9uZSBlaXRoZXI=",
     ),
     "monitoring.alerts": m.Alert(
         fingerprint="failed-settlement:US",
@@ -362,6 +393,22 @@ EXAMPLES: dict[str, Any] = {
             exchange_rate=Decimal("0.1500"),
             settlement_rail=m.Rail.STRIPE_INSTANT,
             duration=230,
+        ),
+    ),
+    "audit.log": m.AuditLogEntry(
+        log_id="nexus-audit-1",
+        leaf_index=1023,
+        leaf_b64="eyJhdWRpdElkIjoiQVVESVQ6QlJJREdFLWNhcmQtN2YzYTpjb21wbGV0ZWQifQ==",
+        checkpoint_tree_size=1024,
+        record=m.AuditRecord(
+            audit_id="AUDIT:BRIDGE-card-7f3a:completed",
+            timestamp=T0,
+            transaction_id="BRIDGE-card-7f3a",
+            action=str(bridge.BridgeAuditAction.SETTLEMENT_COMPLETED),
+            actor=m.AuditActor(user_id="acct-consumer-12"),
+            details=m.AuditDetails(kaus_amount=str(kaus_to_decimal(_DEBIT)), currency=m.Currency.USD),
+            signature="MEQCIGV4YW1wbGUgb25seSwgbm90IGEgc2lnbmF0dXJlAiBub3QgYSByZWFsIG9uZSBlaXRoZXI=",
+            blockchain_ref="nexus-audit-1/1024/1023",
         ),
     ),
     "platform.deadletters": m.DeadLetter(
@@ -492,6 +539,15 @@ MORE_EXAMPLES: dict[str, tuple[Any, ...]] = {
         ),
         m.Stake(
             command_id="stake-acct-solar-7-1", account_id="acct-solar-7", amount_kaus_units=500_000_000, occurred_at=T0
+        ),
+        m.GovernedTransfer(
+            command_id="GOV:msig-88",
+            request_id="msig-88",
+            debit_account_id="treasury:main",
+            credit_account_id="treasury:ops",
+            amount_kaus_units=60_000_000_000_000,
+            reason="quarterly operations budget",
+            occurred_at=T0,
         ),
         m.Unstake(
             command_id="unstake-acct-solar-7-1",

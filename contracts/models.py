@@ -17,6 +17,7 @@ from pydantic.alias_generators import to_camel
 from contracts.reason_codes import (
     BRIDGE_FAILURE_CODE,
     DEAD_LETTER_CODE,
+    GOVERNANCE_CODE,
     LEDGER_CODE,
     ORDER_EVENT_CODE,
     PAYOUT_WAIT_CODE,
@@ -421,6 +422,20 @@ class Unstake(Contract):
     occurred_at: UtcDatetime
 
 
+class GovernedTransfer(Contract):
+    """A movement outside the automatic flows (a treasury transfer, a reconciliation correction), executed by the
+    governance service once its multi-sig request is approved and its timelock has ended (spec §4.2)."""
+
+    type: Literal["GOVERNED_TRANSFER"] = "GOVERNED_TRANSFER"
+    command_id: Id = Field(description="the transfer id: GOV:<request_id>")
+    request_id: Id = Field(description="the approved governance request")
+    debit_account_id: Id
+    credit_account_id: Id
+    amount_kaus_units: PositiveKausUnits
+    reason: str = Field(default="", max_length=200)
+    occurred_at: UtcDatetime
+
+
 # Value of `ledger.commands`: the ledger's single ordered input.
 LedgerCommand = Annotated[
     Deposit
@@ -432,7 +447,8 @@ LedgerCommand = Annotated[
     | VoidHold
     | GrantReward
     | Stake
-    | Unstake,
+    | Unstake
+    | GovernedTransfer,
     Field(discriminator="type"),
 ]
 
@@ -447,7 +463,9 @@ class LedgerOutcome(Contract):
     command_id)."""
 
     command_id: Id
-    command_type: Literal["PLACE_HOLD", "POST_HOLD", "VOID_HOLD", "GRANT_REWARD", "STAKE", "UNSTAKE"]
+    command_type: Literal[
+        "PLACE_HOLD", "POST_HOLD", "VOID_HOLD", "GRANT_REWARD", "STAKE", "UNSTAKE", "GOVERNED_TRANSFER"
+    ]
     status: LedgerOutcomeStatus
     duplicate: bool = Field(default=False, description="the command was applied earlier; this is its outcome")
     reason_code: LEDGER_CODE | None = Field(default=None, description="why, when REJECTED")
@@ -724,6 +742,18 @@ class NotificationDelivery(Contract):
 # --------------------------------------------------------------------------- governance feeds (alerting inputs)
 
 
+class KeyPurpose(StrEnum):
+    MASTER = "MASTER"  # AES-256: wraps the others for backup
+    SIGNING = "SIGNING"  # ECDSA P-256: signs the audit log's checkpoints
+    ENCRYPTION = "ENCRYPTION"  # AES-256: wraps the data keys of personal data at rest
+
+
+class KeyState(StrEnum):
+    ACTIVE = "ACTIVE"  # the version in use (signs, encrypts)
+    RETIRED = "RETIRED"  # rotated out: verifies and decrypts only
+    DESTROYED = "DESTROYED"  # removed from the token by a key ceremony
+
+
 class KeyMetadata(Contract):
     """HSM key lifecycle fact, compacted by key_id (feeds the key-expiry alert)."""
 
@@ -733,13 +763,33 @@ class KeyMetadata(Contract):
     created_at: UtcDatetime
     expires_at: UtcDatetime
     observed_at: UtcDatetime
+    purpose: KeyPurpose | None = None
+    version: Annotated[int, Field(ge=1)] | None = Field(default=None, description="rotation creates the next one")
+    state: KeyState | None = None
+    public_key_pem: Annotated[str, Field(max_length=1000)] | None = Field(
+        default=None, description="SIGNING keys: the public key (SubjectPublicKeyInfo PEM) auditors verify with"
+    )
 
 
 class MultisigState(StrEnum):
-    PENDING = "PENDING"
-    APPROVED = "APPROVED"
+    PENDING = "PENDING"  # collecting signatures
+    APPROVED = "APPROVED"  # quorum reached; executable once the timelock ends
     EXECUTED = "EXECUTED"
-    REJECTED = "REJECTED"
+    REJECTED = "REJECTED"  # refused (reason_code says why); nothing executed
+    EXPIRED = "EXPIRED"  # not executed before expires_at
+
+
+class GovernanceOperation(StrEnum):
+    """What a multi-sig request may do (spec §4.2): movements and changes outside the automatic flows."""
+
+    TREASURY_TRANSFER = "TREASURY_TRANSFER"
+    LEDGER_CORRECTION = "LEDGER_CORRECTION"  # reconciliation's "correct"
+    PAYOUT_APPROVAL = "PAYOUT_APPROVAL"  # a payout above the auto-approval limit
+    PARAMETER_CHANGE = "PARAMETER_CHANGE"  # fee, cashback, limit parameters
+    SIGNER_CHANGE = "SIGNER_CHANGE"
+    KEY_CEREMONY = "KEY_CEREMONY"  # rotate early, restore, destroy (spec §4.1 quorum 3/5)
+    PAUSE = "PAUSE"  # emergency pause: 2/5, immediate
+    UNPAUSE = "UNPAUSE"
 
 
 class MultisigRequest(Contract):
@@ -752,6 +802,65 @@ class MultisigRequest(Contract):
     state: MultisigState
     created_at: UtcDatetime
     updated_at: UtcDatetime
+    operation: GovernanceOperation | None = None
+    request_hash: Annotated[str, Field(pattern=r"^0x[0-9a-f]{64}$")] | None = Field(
+        default=None, description="the canonical hash the signers sign (docs/governance.md)"
+    )
+    timelock_until: UtcDatetime | None = Field(default=None, description="APPROVED: executable from then on")
+    expires_at: UtcDatetime | None = None
+    reason_code: GOVERNANCE_CODE | None = Field(default=None, description="REJECTED / EXPIRED, or a refused signature")
+    reason: str | None = None
+
+
+class GovernanceRequest(Contract):
+    """A request for the signers (spec §4.2): what, how much, a nonce and an expiry; its canonical hash (typed,
+    domain-separated, like EIP-712) is what each signer signs."""
+
+    request_id: Id
+    operation: GovernanceOperation
+    amount_kaus_units: KausUnits = 0
+    params: dict[str, Annotated[str, Field(max_length=200)]] = Field(
+        default_factory=dict, max_length=16, description="what the operation needs, e.g. from_account, to_account"
+    )
+    nonce: Annotated[StrictInt, Field(ge=0, le=2**63 - 1)]
+    expires_at: UtcDatetime
+    requested_by: Id
+    created_at: UtcDatetime
+
+
+class GovernanceApproval(Contract):
+    """One signer's signature over a request's canonical hash."""
+
+    request_id: Id
+    signer_id: Id
+    request_hash: Annotated[str, Field(pattern=r"^0x[0-9a-f]{64}$")]
+    signature: Annotated[str, Field(min_length=8, max_length=200, pattern=r"^[A-Za-z0-9+/]+={0,2}$")] = Field(
+        description="ECDSA P-256 over the hash, DER, base64"
+    )
+    signed_at: UtcDatetime
+
+
+class PauseState(Contract):
+    """Whether money going out is halted (an executed PAUSE / UNPAUSE); compacted by scope."""
+
+    scope: Literal["PLATFORM"]
+    paused: bool
+    request_id: Id = Field(description="the governance request that set it")
+    reason: Annotated[str, Field(max_length=200)] = ""
+    updated_at: UtcDatetime
+
+
+class AuditCheckpoint(Contract):
+    """A signed tree head of the audit log (RFC 6962 style): the Merkle root over the first tree_size leaves."""
+
+    log_id: Id
+    tree_size: Annotated[StrictInt, Field(ge=0)]
+    root_hash: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+    timestamp: UtcDatetime
+    key_id: Id = Field(description="the signing key's id and version (governance.keys)")
+    signature: Annotated[str, Field(min_length=8, max_length=200, pattern=r"^[A-Za-z0-9+/]+={0,2}$")] = Field(
+        description="ECDSA P-256 over the checkpoint's canonical text, DER, base64 (docs/audit-log.md)"
+    )
 
 
 # --------------------------------------------------------------------------- alerts and audit
@@ -806,6 +915,19 @@ class AuditRecord(BaseModel):
     details: AuditDetails
     signature: str | None = None
     blockchain_ref: str | None = None
+
+
+class AuditLogEntry(Contract):
+    """One leaf of the append-only audit log (docs/audit-log.md): the audit record exactly as appended (its bytes
+    are the leaf: `leaf_b64`), its index, and the first signed checkpoint that covers it. In `record`, `signature`
+    is that checkpoint's signature and `blockchainRef` is `<log_id>/<tree_size>/<leaf_index>`: where to find the
+    checkpoint and the leaf (the log is the chain; nothing is written to a public blockchain)."""
+
+    log_id: Id
+    leaf_index: Annotated[StrictInt, Field(ge=0)]
+    leaf_b64: Annotated[str, Field(min_length=4, max_length=32_768, pattern=r"^[A-Za-z0-9+/]+={0,2}$")]
+    checkpoint_tree_size: Annotated[StrictInt, Field(ge=1)]
+    record: AuditRecord
 
 
 # --------------------------------------------------------------------------- dead letters

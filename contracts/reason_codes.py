@@ -12,6 +12,7 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, Field
 
 from domain.bridge import ReasonCode as BridgeCode
+from domain.governance import GovernanceCode
 from domain.ledger import LedgerCode
 from domain.order_book import CancelReason, ExpiryReason, RejectCode
 from domain.payouts import RuleCode, WaitCode
@@ -163,14 +164,30 @@ BRIDGE_FAILURE_MEANINGS: dict[str, str] = {
     BridgeCode.HOLD_POST_FAILED: "the ledger refused the capture (not sent: such a payment still completes and is "
     "flagged for reconciliation)",
     BridgeCode.AMOUNT_TOO_LARGE: "the hold this payment needs is above the ledger's 10^18 units per transfer",
+    BridgeCode.PAUSED: "money out is paused by governance (an emergency pause): refused before the provider was "
+    "called, the hold voided",
     BridgeCode.AMOUNT_TOO_SMALL: "a holder payout whose K-AUS converts to less than one minor unit of its currency "
     "at the locked rate: nothing to pay, the hold is voided",
+}
+GOVERNANCE_MEANINGS: dict[str, str] = {
+    GovernanceCode.INVALID_REQUEST: "the request cannot be executed as given (the reason names the field)",
+    GovernanceCode.UNKNOWN_REQUEST: "a signature for a request the platform has not seen",
+    GovernanceCode.NOT_A_SIGNER: "the signer is not one of the signer set",
+    GovernanceCode.DUPLICATE_SIGNER: "this signer already signed this request: one signature per signer counts",
+    GovernanceCode.WRONG_HASH: "the signature is over another request's hash",
+    GovernanceCode.BAD_SIGNATURE: "the signature does not verify with the signer's public key",
+    GovernanceCode.NONCE_REPLAYED: "another request already used this nonce",
+    GovernanceCode.EXPIRED: "the request expired before it was executed",
+    GovernanceCode.TIMELOCK_NOT_ENDED: "an execution before the request's timelock ended",
+    GovernanceCode.ALREADY_FINAL: "the request was already executed, rejected or expired",
+    GovernanceCode.EXECUTION_FAILED: "the approved operation failed when executed (the reason says why)",
 }
 PAYOUT_WAIT_MEANINGS: dict[str, str] = {
     WaitCode.KYC_UNKNOWN: "no KYC status received for the holder yet: paid once it is VERIFIED",
     WaitCode.KYC_PENDING: "the holder's KYC review is pending: paid once it is VERIFIED",
     WaitCode.KYC_REJECTED: "the holder's KYC was rejected: nothing leaves until a new review verifies them",
     WaitCode.KYC_EXPIRED: "the holder's KYC expired: paid once it is renewed (VERIFIED)",
+    WaitCode.PAUSED: "money out is paused by governance (an emergency pause): paid once unpaused",
 }
 
 RAIL_SUBSTITUTION_MEANINGS: dict[str, str] = {
@@ -198,6 +215,7 @@ LEDGER_CODES = codes(LedgerCode, StakingCode)
 BRIDGE_FAILURE_CODES = codes(BridgeCode)
 DEAD_LETTER_CODES = tuple(REASON_CODES)
 PAYOUT_WAIT_CODES = codes(WaitCode)
+GOVERNANCE_CODES = codes(GovernanceCode)
 
 ORDER_EVENT_CODE = code_field(ORDER_EVENT_CODES)
 SETTLEMENT_CODE = code_field(SETTLEMENT_CODES)
@@ -205,3 +223,4 @@ LEDGER_CODE = code_field(LEDGER_CODES)
 BRIDGE_FAILURE_CODE = code_field(BRIDGE_FAILURE_CODES)
 DEAD_LETTER_CODE = code_field(DEAD_LETTER_CODES)
 PAYOUT_WAIT_CODE = code_field(PAYOUT_WAIT_CODES)
+GOVERNANCE_CODE = code_field(GOVERNANCE_CODES)

@@ -304,11 +304,32 @@ def governance_multisig_rules() -> str:
 
 
 def payout_rules_rules() -> str:
+    codes = ", ".join(f"`{c}`" for c in rc.RULE_MEANINGS)
     return (
-        "Compacted by `rule_id`: the last record of a rule is the rule. A THRESHOLD rule needs "
-        "`threshold_kaus_units`, a SCHEDULE rule `schedule_type` and `schedule_time_utc` (`HH:MM`), a DIVIDEND rule "
-        "`dividend_source` (else dead letter `INVALID_VALUE`). No component of this release executes payouts yet: "
-        "rules are validated and kept.\n"
+        "Compacted by `rule_id`: the last record of a rule is the rule (a newer version replaces it, "
+        "`is_active` false stops it, a tombstone — a null value — deletes it). A THRESHOLD rule needs "
+        "`threshold_kaus_units` (paid when the holder's available K-AUS is strictly above it: the excess over "
+        "`keep_minimum_kaus_units`), a SCHEDULE rule `schedule_type` and `schedule_time_utc` (`HH:MM` UTC; WEEKLY "
+        "`schedule_day` 0-6 with 0 = Sunday, MONTHLY 1-31 where 29-31 fall on a shorter month's last day), a "
+        "DIVIDEND rule `dividend_source`. `max_payout_per_tx_kaus_units` caps each payout; the rest waits for the "
+        "rule's next trigger. A rule that cannot work is dead-lettered with one of "
+        f"{codes} (docs/payouts.md); the holder must be KYC-verified before anything is paid.\n"
+    )
+
+
+def governance_requests_rules() -> str:
+    return (
+        "One record per request; `nonce` is single-use across requests and `expires_at` bounds how long it may "
+        "collect signatures and wait for its timelock. The signers sign the request's canonical hash "
+        "(docs/governance.md); the lifecycle is published on `governance.multisig`.\n"
+    )
+
+
+def governance_approvals_rules() -> str:
+    return (
+        "One record per signer and request: `request_hash` must be the request's canonical hash and `signature` an "
+        "ECDSA P-256 signature over it (DER, base64) by a key of the signer set; anything else is refused with a "
+        "reason on `governance.multisig`.\n"
     )
 
 
@@ -320,6 +341,8 @@ UPSTREAM_RULES: dict[str, Callable[[], str]] = {
     "payouts.rules": payout_rules_rules,
     "governance.keys": governance_keys_rules,
     "governance.multisig": governance_multisig_rules,
+    "governance.requests": governance_requests_rules,
+    "governance.approvals": governance_approvals_rules,
 }
 
 
@@ -361,6 +384,7 @@ ANSWER_CODES: dict[str, tuple[CodeTable, ...]] = {
     "bridge.settlements.failed": (CodeTable("reason_code", rc.BRIDGE_FAILURE_CODES, rc.BRIDGE_FAILURE_MEANINGS),),
     "payouts.results": (CodeTable("reason_code", rc.BRIDGE_FAILURE_CODES, rc.BRIDGE_FAILURE_MEANINGS),),
     "payouts.waiting": (CodeTable("reason_code", rc.PAYOUT_WAIT_CODES, rc.PAYOUT_WAIT_MEANINGS),),
+    "governance.multisig": (CodeTable("reason_code", rc.GOVERNANCE_CODES, rc.GOVERNANCE_MEANINGS),),
     "platform.deadletters": (CodeTable("reason_code", rc.DEAD_LETTER_CODES, rc.REASON_CODES),),
 }
 

@@ -45,6 +45,7 @@ class Component(StrEnum):
     BRIDGE = "bridge"
     PAYOUTS = "payouts"
     NOTIFIER = "notifier"
+    SECURITY = "security"
     MONITORING = "monitoring"
     DASHBOARD = "dashboard"
     WAREHOUSE = "warehouse"
@@ -66,6 +67,8 @@ COMPONENT_DESCRIPTIONS: dict[Component, str] = {
     "through the bridge (streams/payouts)",
     Component.NOTIFIER: "the holder notification sender: e-mail over SMTP, SMS and push through a webhook gateway "
     "(streams/notifications)",
+    Component.SECURITY: "the security layer: HSM keys over PKCS#11, the signed audit log, multi-sig governance "
+    "(streams/security)",
     Component.MONITORING: "the monitoring agent: metrics and alert rules, alerts sent to Alertmanager "
     "(streams/alerting)",
     Component.DASHBOARD: "the operations dashboard (dashboards/)",
@@ -575,19 +578,80 @@ GOVERNANCE_KEYS = compacted(
     "governance.keys",
     m.KeyMetadata,
     "key_id",
-    "HSM key metadata (expiry feeds alerting).",
-    upstream=True,
-    producers=(Component.UPSTREAM,),
-    consumers=(Component.MONITORING,),
+    "The HSM's keys, one record per key version, published by the platform's key manager: purpose, version, "
+    "state (ACTIVE / RETIRED / DESTROYED), expiry (feeds the HSM-key-expiry alert) and, for signing keys, the "
+    "public key auditors verify the audit log with.",
+    upstream=True,  # an outside HSM inventory or governance tool may publish too (1.x producers)
+    producers=(Component.UPSTREAM, Component.SECURITY),
+    consumers=(Component.UPSTREAM, Component.MONITORING),
 )
 GOVERNANCE_MULTISIG = compacted(
     "governance.multisig",
     m.MultisigRequest,
     "request_id",
-    "Multi-sig approval lifecycle.",
+    "Multi-sig requests as the governance service sees them (spec §4.2): PENDING with the signatures counted, "
+    "APPROVED with the end of its timelock, EXECUTED, REJECTED or EXPIRED with a reason (feeds the "
+    "multi-sig-pending alert).",
+    upstream=True,  # an outside HSM inventory or governance tool may publish too (1.x producers)
+    producers=(Component.UPSTREAM, Component.SECURITY),
+    consumers=(Component.UPSTREAM, Component.MONITORING),
+)
+GOVERNANCE_REQUESTS = Topic(
+    "governance.requests",
+    m.GovernanceRequest,
+    "request_id",
+    "Requests for the signers: movements outside the automatic flows, parameter and signer changes, key "
+    "ceremonies, emergency pause and unpause (docs/governance.md).",
     upstream=True,
     producers=(Component.UPSTREAM,),
-    consumers=(Component.MONITORING,),
+    consumers=(Component.SECURITY,),
+    retention_ms=KEEP_FOREVER,
+)
+GOVERNANCE_APPROVALS = Topic(
+    "governance.approvals",
+    m.GovernanceApproval,
+    "request_id",
+    "Signers' signatures over a request's canonical hash (the signer CLI sends them).",
+    upstream=True,
+    producers=(Component.UPSTREAM,),
+    consumers=(Component.SECURITY,),
+    retention_ms=KEEP_FOREVER,
+    dedup_key=("request_id", "signer_id"),
+)
+GOVERNANCE_PAUSE = compacted(
+    "governance.pause",
+    m.PauseState,
+    "scope",
+    "Whether money out is paused (an executed emergency PAUSE, until an executed UNPAUSE): the bridge refuses "
+    "payments and payouts before calling a provider and voids their holds; auto-payouts wait.",
+    producers=(Component.SECURITY,),
+    consumers=(Component.BRIDGE, Component.PAYOUTS),
+)
+AUDIT_LOG = Topic(
+    "audit.log",
+    m.AuditLogEntry,
+    "log_id",
+    "The append-only, tamper-evident audit log: every audit.records record as a leaf of a Merkle tree (RFC "
+    "6962), in leaf order (one partition), each with the signed checkpoint that covers it (docs/audit-log.md).",
+    partitions=1,
+    fixed_partitions=True,
+    retention_ms=KEEP_FOREVER,
+    producers=(Component.SECURITY,),
+    consumers=(Component.UPSTREAM,),
+    dedup_key=("log_id", "leaf_index"),
+)
+AUDIT_CHECKPOINTS = Topic(
+    "audit.checkpoints",
+    m.AuditCheckpoint,
+    "log_id",
+    "Signed tree heads of the audit log, signed in the HSM: an auditor with the public key checks any record's "
+    "inclusion and that a newer checkpoint extends an older one (nothing removed or rewritten).",
+    partitions=1,
+    fixed_partitions=True,
+    retention_ms=KEEP_FOREVER,
+    producers=(Component.SECURITY,),
+    consumers=(Component.UPSTREAM,),
+    dedup_key=("log_id", "tree_size"),
 )
 MONITORING_ALERTS = Topic(
     "monitoring.alerts",
@@ -608,10 +672,11 @@ AUDIT_RECORDS = Topic(
     "AUDIT:<bridge_tx_id>:completed or :failed; PAYOUT_COMPLETED / PAYOUT_FAILED for a holder's payout), sent with its "
     "first answer (none with a repeat), and one per "
     "capture refused after payout (BRIDGE_CAPTURE_REFUSED_AFTER_PAYOUT). A record may be written again after a "
-    "crash under the same auditId: deduplicate by it. Unsigned so far (signature null).",
+    "crash under the same auditId: deduplicate by it. Unsigned here (signature null): the security layer appends "
+    "each to the signed audit.log, where it carries its checkpoint.",
     retention_ms=365 * DAY_MS,
     producers=(Component.LEDGER, Component.BRIDGE),
-    consumers=(Component.WAREHOUSE,),
+    consumers=(Component.SECURITY, Component.WAREHOUSE),
     dedup_key=("auditId",),
 )
 PLATFORM_DEADLETTERS = Topic(
@@ -682,8 +747,13 @@ TOPICS: dict[str, Topic] = {
         NOTIFICATIONS_DELIVERIES,
         GOVERNANCE_KEYS,
         GOVERNANCE_MULTISIG,
+        GOVERNANCE_REQUESTS,
+        GOVERNANCE_APPROVALS,
+        GOVERNANCE_PAUSE,
         MONITORING_ALERTS,
         AUDIT_RECORDS,
+        AUDIT_LOG,
+        AUDIT_CHECKPOINTS,
         PLATFORM_DEADLETTERS,
         PLATFORM_DEADLETTER_PAYLOADS,
     )

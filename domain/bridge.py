@@ -135,6 +135,7 @@ class ReasonCode(StrEnum):
     HOLD_POST_FAILED = "HOLD_POST_FAILED"
     AMOUNT_TOO_LARGE = "AMOUNT_TOO_LARGE"
     AMOUNT_TOO_SMALL = "AMOUNT_TOO_SMALL"  # a payout's K-AUS are worth less than one minor unit at the locked rate
+    PAUSED = "PAUSED"  # money out is paused by governance: refused before the provider call, hold voided
 
 
 # --------------------------------------------------------------------------- the ledger the bridge needs

@@ -76,6 +76,7 @@ class SettlementKind(StrEnum):
     DIVIDEND = "DIVIDEND"  # a dividend declaration: id = its command_id
     PAYOUT = "PAYOUT"  # money going out to a provider: id = payout_id
     STAKING = "STAKING"  # K-AUS staked or released by the staking vault: id = the position id
+    GOVERNANCE = "GOVERNANCE"  # a movement a multi-sig request approved: id = the governance request_id
 
 
 class Leg(StrEnum):
@@ -95,6 +96,7 @@ class Leg(StrEnum):
     PAYOUT = "PAYOUT"
     STAKE = "STAKE"  # holder -> staked:{holder} (locked, not spendable)
     UNSTAKE = "UNSTAKE"  # staked:{holder} -> holder, after the unbonding delay
+    TRANSFER = "TRANSFER"  # a governed transfer (treasury, correction)
 
 
 class Reference(NamedTuple):

@@ -143,6 +143,7 @@ class WaitCode(StrEnum):
     KYC_PENDING = "KYC_PENDING"
     KYC_REJECTED = "KYC_REJECTED"
     KYC_EXPIRED = "KYC_EXPIRED"
+    PAUSED = "PAUSED"  # money out is paused by governance: paid once unpaused
 
 
 class SkipCode(StrEnum):

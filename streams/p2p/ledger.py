@@ -217,7 +217,45 @@ class LedgerPartition:
             return self._declare(message)
         if isinstance(message, m.Stake | m.Unstake):
             return self._staking(message)
+        if isinstance(message, m.GovernedTransfer):
+            return self._governed(message)
         return self._hold_command(message)
+
+    def _governed(self, command: m.GovernedTransfer) -> list[Output]:
+        """A movement a multi-sig request approved (the governance service sends it once the timelock ended)."""
+        now = self._time(to_ms(command.occurred_at))
+        out = self._release_stakes(now)
+        self._open(command.credit_account_id)
+        duplicate = self.ledger.result(command.command_id) is not None
+        transfer = LedgerTransferCommand(
+            command.command_id,
+            command.debit_account_id,
+            command.credit_account_id,
+            command.amount_kaus_units,
+            command.reason or "governed transfer",
+        )
+        result = self.ledger.apply(transfer, now)
+        applied = result.status is not TransferStatus.REJECTED
+        if applied and not duplicate:
+            reference = {"kind": SettlementKind.GOVERNANCE, "id": command.request_id, "leg": Leg.TRANSFER}
+            record = transfer_record(result, transfer.code, self._asset(result.debit_account_id), reference)
+            out.append((LEDGER_TRANSFERS, record))
+        out.append(
+            (
+                LEDGER_OUTCOMES,
+                _LedgerOutcome(
+                    command_id=command.command_id,
+                    command_type=command.type,
+                    status=m.LedgerOutcomeStatus.APPLIED if applied else m.LedgerOutcomeStatus.REJECTED,
+                    duplicate=duplicate and applied,
+                    reason_code=None if applied else str(result.code),
+                    reason=None if applied else result.reason,
+                    amount_kaus_units=result.amount_units,
+                    occurred_at=from_ms(result.at_ms),
+                ),
+            )
+        )
+        return out
 
     # ------------------------------------------------------------------ the staking vault (spec §1)
 

@@ -95,6 +95,7 @@ def test_every_code_of_every_answer_has_a_meaning() -> None:
         reason_codes.BRIDGE_FAILURE_CODES,
         reason_codes.DEAD_LETTER_CODES,
         reason_codes.PAYOUT_WAIT_CODES,
+        reason_codes.GOVERNANCE_CODES,
     }
     assert every_set <= {t.codes for t in tables}, "a reason-code set has no table"
 
