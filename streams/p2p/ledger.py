@@ -144,6 +144,30 @@ def audit_record(fact: ts.AuditFact) -> Encoded:
     return Encoded(transaction_id.encode(), value, _decode_audit)
 
 
+def ledger_outcome(
+    command: Any, code: object | None, reason: str, amount_units: int, at_ms: int, *, duplicate: bool
+) -> m.LedgerOutcome:
+    """The `ledger.outcomes` answer to a command: APPLIED (``code`` None; ``duplicate`` when applied earlier) or
+    REJECTED with its code and reason."""
+    applied = code is None
+    return _LedgerOutcome(
+        command_id=command.command_id,
+        command_type=command.type,
+        status=m.LedgerOutcomeStatus.APPLIED if applied else m.LedgerOutcomeStatus.REJECTED,
+        duplicate=duplicate and applied,
+        reason_code=None if applied else str(code),
+        reason=None if applied else reason,
+        amount_kaus_units=amount_units,
+        occurred_at=from_ms(at_ms),
+    )
+
+
+def outcome_of(command: Any, result: TransferResult, *, duplicate: bool) -> m.LedgerOutcome:
+    """The answer to a command the ledger applied as one transfer (its result)."""
+    code = None if result.status is not TransferStatus.REJECTED else result.code
+    return ledger_outcome(command, code, result.reason, result.amount_units, result.at_ms, duplicate=duplicate)
+
+
 @dataclass
 class LedgerPartition:
     """The whole ledger: balances, holds, settlement carries. One instance per worker.
@@ -240,21 +264,7 @@ class LedgerPartition:
             reference = {"kind": SettlementKind.GOVERNANCE, "id": command.request_id, "leg": Leg.TRANSFER}
             record = transfer_record(result, transfer.code, self._asset(result.debit_account_id), reference)
             out.append((LEDGER_TRANSFERS, record))
-        out.append(
-            (
-                LEDGER_OUTCOMES,
-                _LedgerOutcome(
-                    command_id=command.command_id,
-                    command_type=command.type,
-                    status=m.LedgerOutcomeStatus.APPLIED if applied else m.LedgerOutcomeStatus.REJECTED,
-                    duplicate=duplicate and applied,
-                    reason_code=None if applied else str(result.code),
-                    reason=None if applied else result.reason,
-                    amount_kaus_units=result.amount_units,
-                    occurred_at=from_ms(result.at_ms),
-                ),
-            )
-        )
+        out.append((LEDGER_OUTCOMES, outcome_of(command, result, duplicate=duplicate)))
         return out
 
     # ------------------------------------------------------------------ the staking vault (spec §1)
@@ -273,21 +283,9 @@ class LedgerPartition:
         if outcome.ok and not outcome.replayed and transfer is not None:
             out.append((LEDGER_TRANSFERS, self._staking_record(transfer, Leg.STAKE, command.command_id)))
         amount = 0 if not outcome.ok or outcome.position is None else outcome.position.amount_units
-        out.append(
-            (
-                LEDGER_OUTCOMES,
-                _LedgerOutcome(
-                    command_id=command.command_id,
-                    command_type=command.type,
-                    status=m.LedgerOutcomeStatus.APPLIED if outcome.ok else m.LedgerOutcomeStatus.REJECTED,
-                    duplicate=outcome.ok and outcome.replayed,
-                    reason_code=None if outcome.ok else str(outcome.code),
-                    reason=None if outcome.ok else outcome.reason,
-                    amount_kaus_units=amount,
-                    occurred_at=from_ms(max(now, self.ledger.clock_ms)),
-                ),
-            )
-        )
+        at_ms = max(now, self.ledger.clock_ms)
+        answer = ledger_outcome(command, outcome.code, outcome.reason, amount, at_ms, duplicate=outcome.replayed)
+        out.append((LEDGER_OUTCOMES, answer))
         return out
 
     def _staking_record(self, transfer: TransferResult, leg: Leg, position_id: str) -> Encoded:
@@ -351,21 +349,7 @@ class LedgerPartition:
         applied = result.status is not TransferStatus.REJECTED
         if applied and not duplicate:
             out.append((LEDGER_TRANSFERS, self._transfer_of(command, result)))
-        out.append(
-            (
-                LEDGER_OUTCOMES,
-                _LedgerOutcome(
-                    command_id=command.command_id,
-                    command_type=command.type,
-                    status=m.LedgerOutcomeStatus.APPLIED if applied else m.LedgerOutcomeStatus.REJECTED,
-                    duplicate=duplicate and applied,
-                    reason_code=None if applied else str(result.code),
-                    reason=None if applied else result.reason,
-                    amount_kaus_units=result.amount_units,
-                    occurred_at=from_ms(result.at_ms),
-                ),
-            )
-        )
+        out.append((LEDGER_OUTCOMES, outcome_of(command, result, duplicate=duplicate)))
         return out
 
     def _post_with_rewards(

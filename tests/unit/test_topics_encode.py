@@ -118,7 +118,10 @@ def test_a_partition_override_never_splits_the_ledger() -> None:
     assert LEDGER_COMMANDS.fixed_partitions and LEDGER_COMMANDS.partitions == 1
     assert LEDGER_COMMANDS.partitions_with(8) == 1
     assert BRIDGE_REQUESTS.partitions_with(8) == 8 and BRIDGE_REQUESTS.partitions_with(None) == 4
-    assert [t.name for t in TOPICS.values() if t.fixed_partitions] == [LEDGER_COMMANDS.name]
+    # and the audit log: one ordered sequence of leaves and of the checkpoints over them
+    fixed = [t.name for t in TOPICS.values() if t.fixed_partitions]
+    assert fixed == [LEDGER_COMMANDS.name, "audit.log", "audit.checkpoints"]
+    assert all(TOPICS[name].partitions == 1 for name in fixed)
 
 
 def test_the_bridge_journal_has_its_requests_partition_count() -> None:
