@@ -22,7 +22,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from contracts import models as m
-from domain.money import KAUS_DECIMALS, MINOR_UNIT_EXPONENT, Currency
+from domain.money import Currency, kaus_text
+from domain.money import minor_text as amount_text
 
 BUCKET = timedelta(minutes=1)
 RETAIN = timedelta(hours=25)
@@ -164,21 +165,6 @@ def _by_label(outcomes: Counter[tuple[str, str]], kind: str) -> dict[str, int]:
     """Counts of one kind by label, largest first (ties by label), zeros left out."""
     found = [(label, n) for (k, label), n in outcomes.items() if k == kind and n]
     return dict(sorted(found, key=lambda x: (-x[1], x[0])))
-
-
-def amount_text(amount_minor: int, currency: Currency) -> str:
-    """Minor units in the currency's own decimals: 15000 USD -> "150.00", 15000 KRW -> "15,000"."""
-    exp = MINOR_UNIT_EXPONENT[currency]
-    if exp == 0:
-        return f"{amount_minor:,}"
-    whole, frac = divmod(amount_minor, 10**exp)
-    return f"{whole:,}.{frac:0{exp}d}"
-
-
-def kaus_text(units: int) -> str:
-    """K-AUS base units with every decimal: 1000000000 -> "1,000.000000"."""
-    whole, frac = divmod(units, 10**KAUS_DECIMALS)
-    return f"{whole:,}.{frac:0{KAUS_DECIMALS}d}"
 
 
 __all__ = ["PayoutFigures", "amount_text", "kaus_text", "outcome_of", "replaces"]

@@ -109,3 +109,18 @@ def round_half_even(numerator: int, denominator: int) -> int:
 def kaus_to_decimal(units: int) -> Decimal:
     """K-AUS base units as a Decimal token amount with fixed scale 6."""
     return Decimal(units).scaleb(-KAUS_DECIMALS).quantize(Decimal(1).scaleb(-KAUS_DECIMALS))
+
+
+def minor_text(amount_minor: int, currency: Currency) -> str:
+    """Minor units in the currency's own decimals, grouped: 15000 USD -> "150.00", 15000 KRW -> "15,000"."""
+    exp = MINOR_UNIT_EXPONENT[currency]
+    if exp == 0:
+        return f"{amount_minor:,}"
+    whole, frac = divmod(amount_minor, 10**exp)
+    return f"{whole:,}.{frac:0{exp}d}"
+
+
+def kaus_text(units: int) -> str:
+    """K-AUS base units with every decimal, grouped: 1000000000 -> "1,000.000000"."""
+    whole, frac = divmod(units, KAUS_UNITS_PER_TOKEN)
+    return f"{whole:,}.{frac:0{KAUS_DECIMALS}d}"
