@@ -16,6 +16,7 @@ outcome to the next transition::
                                                      | VoidHold + FlagForReconciliation + Done(Settled)
     on_capture_unanswered(tx, reason, at, cfg)    -> PostHold (same transfer id) | ParkForRecovery
     recover(intents, at)                          -> ResolvePayout per open intent
+    on_paused(tx, at)                             -> VoidHold + Done(Rejected PAUSED) | None (finish normally)
 
 The capture (:class:`PostHold`) carries the payment's rewards (cashback, ecosystem bonus): the ledger
 applies them right after the capture and only if it applies, each once by its own transfer id, so a
@@ -60,6 +61,13 @@ and breakers). The payer is the holder and the request id the payout id. Differe
   provider's best rail in its region;
 * no cashback or bonus; its ledger movements are filed under ``PAYOUT`` / the payout id (:func:`payment_reference`),
   its results carry ``payout_id`` and its audit records their own actions.
+
+**Emergency pause** (governance, ``governance.pause``): while money out is paused, a new request is refused in
+BALANCE_LOCK with PAUSED before any hold (``begin(..., paused=True)``), and a payment under way is refused with PAUSED,
+its hold voided, before its conversion, its routing or the execution of its payout intent (:func:`on_paused`) — as
+long as no provider can hold a payout of it. A payment already sent (an intent whose outcome was unknown, or one
+recovered after a crash) is finished normally, lookups and captures included: it may have been paid. Card payments and
+holders' payouts alike.
 
 Timeout policy: a provider timeout is ambiguous, so it is never followed by a failover directly. The
 intent is resolved on the same provider (``ResolvePayout``): found → paid; not found → re-sent under the
@@ -541,6 +549,9 @@ class BridgeTx(NamedTuple):
     result: Result | None = None
     capture_sends: int = 0
     fiat_minor: int = 0  # fiat paid, fixed at conversion (a card payment's amount; a payout's K-AUS at the lock)
+    # A provider may hold a payout of this payment (a send's outcome was unknown, or it was recovered after a
+    # crash): a pause no longer stops it, it is finished normally (:func:`on_paused`).
+    maybe_sent: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -557,6 +568,7 @@ def bridge_tx_id_for(request_id: str) -> str:
 
 
 _HOLD_SUFFIX = ":hold"
+_PAUSED_TEXT = "money out is paused by governance (emergency pause)"
 
 
 def payment_reference(payment: CardPayment, leg: Leg) -> Reference:
@@ -688,10 +700,13 @@ def _needed_for(payment: CardPayment, cfg: BridgeConfig) -> str:
     )
 
 
-def begin(payment: CardPayment, available_units: int | None, at: Instant, cfg: BridgeConfig) -> Step:
+def begin(
+    payment: CardPayment, available_units: int | None, at: Instant, cfg: BridgeConfig, paused: bool = False
+) -> Step:
     """Phase 1: check the payer can cover the hold (:func:`_hold_units`), and ask for it.
 
-    ``available_units`` None: the balance is not known here (the ledger is remote); the hold decides.
+    ``available_units`` None: the balance is not known here (the ledger is remote); the hold decides. ``paused``:
+    money out is paused by governance; the request is refused (PAUSED) before any hold.
     """
     bridge_tx_id = bridge_tx_id_for(payment.request_id)
     hold_units = _hold_units(payment, cfg)
@@ -706,6 +721,8 @@ def begin(payment: CardPayment, available_units: int | None, at: Instant, cfg: B
         hold_id=f"{bridge_tx_id}{_HOLD_SUFFIX}",
         hold_units=hold_units,
     )
+    if paused:
+        return _reject(tx, at, Phase.BALANCE_LOCK, ReasonCode.PAUSED, f"{_PAUSED_TEXT}; nothing held", void=False)
     if hold_units > MAX_TRANSFER_UNITS:
         return _reject(
             tx,
@@ -1011,7 +1028,7 @@ def on_payout(tx: BridgeTx, outcome: PayoutOutcome, breakers: Breakers, at: Inst
     failed = RailOutcome(intent.rail, False, at.wall_ms)
     if s is PayoutStatus.TIMEOUT:
         resolve = ResolvePayout(intent, 1)
-        return Step(tx._replace(stage=Stage.RESOLVING, lookups=1), (failed, resolve))
+        return Step(tx._replace(stage=Stage.RESOLVING, lookups=1, maybe_sent=True), (failed, resolve))
     # UNAVAILABLE (or NOT_FOUND, which a payout call should not return): definitely not paid → failover.
     step = _new_intent(tx, breakers, at, cfg, f"{intent.rail}: {outcome.describe()}")
     return Step(step.tx, (failed, *step.effects))
@@ -1053,6 +1070,34 @@ def on_resolved(tx: BridgeTx, outcome: PayoutOutcome, breakers: Breakers, at: In
 
 def breakers_allow(breakers: Breakers, rail: Rail, now_ms: int) -> bool:
     return breakers.get(rail, DEFAULT_BREAKER).allows(now_ms)
+
+
+# --------------------------------------------------------------------------- emergency pause (governance)
+
+_STOPPABLE = (Stage.HOLD_PLACED, Stage.RATE_LOCKED, Stage.PAYING)
+
+
+def pause_stops(tx: BridgeTx) -> bool:
+    """Whether a pause still stops ``tx``: its hold is placed and no provider can hold a payout of it yet.
+
+    In PAYING the shell asks *before* executing ``tx.intent`` (persisting it, then calling the provider). A payment
+    that may already be at a provider (a send timed out, or it was recovered after a crash) is finished normally:
+    voiding its hold then could leave the merchant paid and the payer not debited.
+    """
+    return tx.stage in _STOPPABLE and not tx.maybe_sent
+
+
+def on_paused(tx: BridgeTx, at: Instant) -> Step | None:
+    """Money out is paused: refuse ``tx`` with PAUSED and void its hold, if the pause still stops it
+    (:func:`pause_stops`); None: go on as if not paused. Call it before ``convert``, before ``route`` and right
+    before executing a :class:`PayoutIntent`; a new request is refused in :func:`begin` instead (nothing held)."""
+    if not pause_stops(tx):
+        return None
+    intent = tx.intent
+    where = "" if intent is None else f" before calling {intent.provider} on {intent.rail}"
+    # The intent was not executed: the result names no rail (a failed earlier provider is in the journal).
+    tx = tx._replace(intent=None)
+    return _reject(tx, at, tx.phase, ReasonCode.PAUSED, f"{_PAUSED_TEXT}: stopped{where}; hold voided", void=True)
 
 
 # --------------------------------------------------------------------------- phase 4: confirmation & cashback
@@ -1162,6 +1207,7 @@ def resume(intent: PayoutIntent, at: Instant) -> BridgeTx:
         tried_providers=intent.tried_providers,
         lookups=1,
         fiat_minor=intent.amount_minor,
+        maybe_sent=True,  # persisted, so perhaps sent: a pause does not stop its recovery
     )
 
 

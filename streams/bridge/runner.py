@@ -15,6 +15,10 @@ What it adds to the core, and nothing else:
 * **Recovery**: ``recover()`` resumes every persisted intent without a result (after a crash) and every
   parked one (outcome unknown), through ``domain.bridge.recover``: same idempotency key, one payout. One
   transaction is recovered by one task at a time (a duplicate request joins the recovery under way).
+* **Emergency pause** (``paused``, from ``governance.pause``): asked when a payment begins, before its conversion
+  and routing, and right before a payout intent is persisted and sent; the core decides (``core.begin``,
+  ``core.on_paused``): refused with PAUSED, hold voided, unless a provider may already hold its payout. Recovery
+  is never stopped.
 * **Captures after payout**: a capture the ledger did not answer in time is sent again (same transfer id) after
   a bounded backoff (``CAPTURE_BACKOFF_S``), as the core decides; a refused one is recorded through
   ``on_reconcile`` (durably, before the result is reported).
@@ -224,6 +228,7 @@ class BridgeRunner:
         max_queued: int = 4096,
         on_result: Callable[[Result], None] | None = None,
         on_reconcile: Callable[[FlagForReconciliation], Awaitable[None]] | None = None,
+        paused: Callable[[], bool] | None = None,
     ) -> None:
         self.ledger = ledger
         self.adapters = adapters
@@ -234,6 +239,7 @@ class BridgeRunner:
         self.clock: Clock = clock or SystemClock()
         self.on_result = on_result
         self.on_reconcile = on_reconcile
+        self.paused: Callable[[], bool] = paused or _never_paused  # governance.pause (streams.bridge.pause_listener)
         self.stats = RunnerStats()
         self._results: MutableMapping[str, Result] = self.store.results()
         self._in_flight: dict[str, asyncio.Future[Result]] = {}
@@ -377,7 +383,8 @@ class BridgeRunner:
         self._in_flight[payment.request_id] = fut
         try:
             available = await _maybe_await(self.ledger.available_units(payment.payer_account_id))
-            result = await self._drive(core.begin(payment, available, self.clock.now(), self.cfg))
+            begun = core.begin(payment, available, self.clock.now(), self.cfg, self.paused())
+            result = await self._drive(begun)
             if result is None:  # parked: the outcome is unknown until recovery
                 raise PayoutParked(payment.request_id)
             fut.set_result(result)
@@ -441,6 +448,9 @@ class BridgeRunner:
             if self.on_reconcile is not None:
                 await self.on_reconcile(e)  # durable before the result is reported
         elif isinstance(e, PayoutIntent):
+            stopped = core.on_paused(tx, self.clock.now()) if self.paused() else None
+            if stopped is not None:  # the last check before the provider hears of it
+                return stopped
             await self.store.persist_intent(e)  # durable BEFORE the provider hears of it
             now = self.clock.now()
             self.breakers[e.rail] = self.breakers.get(e.rail, DEFAULT_BREAKER).on_call(now.wall_ms)
@@ -470,7 +480,11 @@ class BridgeRunner:
         return core.on_posted(tx, True, "", self.clock.now(), self.cfg)
 
     def _advance(self, tx: BridgeTx) -> Step:
-        """No effect answered: the transaction moves on by its stage."""
+        """No effect answered: the transaction moves on by its stage (unless a pause stops it)."""
+        if self.paused():
+            stopped = core.on_paused(tx, self.clock.now())
+            if stopped is not None:
+                return stopped
         if tx.stage is core.Stage.HOLD_PLACED:
             return core.convert(tx, self.fx_book(), self.clock.now(), self.cfg)
         if tx.stage is core.Stage.RATE_LOCKED:
@@ -500,6 +514,10 @@ class BridgeRunner:
         except Exception as exc:  # an adapter bug must not lose the settlement: the outcome is unknown
             log.exception("adapter %s raised", intent.provider)
             return PayoutOutcome(PayoutStatus.TIMEOUT, error_code="ADAPTER_ERROR", error_message=repr(exc))
+
+
+def _never_paused() -> bool:
+    return False
 
 
 async def _maybe_await(value: Any) -> Any:

@@ -15,6 +15,11 @@ one answer with repeat false. After a crash or a rebalance, at-least-once delive
 (false) once more: when the first record is read again and the earlier publication is not known (the result was
 journaled, its publication unacknowledged), or when recovery re-emits a result whose publication was under way.
 
+**Emergency pause.** The service follows ``governance.pause`` (:class:`streams.bridge.pause_listener.PauseListener`)
+and the runner asks it: while paused, requests are answered FAILED with PAUSED (refused before the hold, or stopped
+before their provider call with the hold voided: ``domain.bridge.on_paused``); payouts already at a provider and the
+recovery of open intents go on.
+
 **Audit records.** Every answer with repeat false goes out with its payment's spec §7.2 record on ``audit.records``
 (``domain.bridge.audit_of``: BRIDGE_SETTLEMENT_COMPLETED or _FAILED; PAYOUT_COMPLETED or PAYOUT_FAILED for a holder's
 auto-payout, a request with a ``payout`` block, whose answers carry its ``payout_id``), both sent together and both
@@ -42,6 +47,7 @@ from contracts.topics import (
     BRIDGE_REQUESTS,
     BRIDGE_SETTLEMENTS_COMPLETED,
     BRIDGE_SETTLEMENTS_FAILED,
+    GOVERNANCE_PAUSE,
     Topic,
 )
 from domain.bridge import (
@@ -59,6 +65,7 @@ from domain.rails import RAILS
 from streams.bridge.fx_listener import FxRatesListener
 from streams.bridge.journal import KafkaJournal
 from streams.bridge.ledger_client import KafkaHoldLedger, LedgerOutcomes
+from streams.bridge.pause_listener import PauseListener, wait_started
 from streams.bridge.providers import build_adapters
 from streams.bridge.providers.base import ProviderSettings, Transport, make_transport
 from streams.bridge.result_index import ResultIndex
@@ -91,7 +98,7 @@ class BridgeService:
         runner: BridgeRunner,
         journal: KafkaJournal,
         producer: AsyncProducer,
-        listeners: tuple[LedgerOutcomes | FxRatesListener, ...] = (),
+        listeners: tuple[LedgerOutcomes | FxRatesListener | PauseListener, ...] = (),
         transport: Transport | None = None,
         max_ingress_bytes: int | None = None,
     ) -> None:
@@ -333,14 +340,17 @@ async def wait_for_fresh_fx(fx: FxRatesListener, cfg: BridgeConfig, timeout_s: f
 
 
 async def build_service(settings: Settings) -> BridgeService:
-    """The bridge's service with its Kafka ledger, journal, FX listener and provider adapters (any runtime), once
-    its FX book holds fresh quotes or ``bridge_fx_ready_timeout_s`` passed."""
+    """The bridge's service with its Kafka ledger, journal, FX and pause listeners and provider adapters (any
+    runtime), once its FX book holds fresh quotes or ``bridge_fx_ready_timeout_s`` passed. Both runtimes build it,
+    so both follow ``governance.pause`` (read to its end before the first request; unknown counts as paused)."""
     bootstrap = settings.bootstrap_servers
     producer = AsyncProducer(bootstrap)
     outcomes = LedgerOutcomes(bootstrap)
     fx = FxRatesListener(bootstrap)
+    pause = PauseListener(bootstrap, GOVERNANCE_PAUSE)
     await asyncio.to_thread(outcomes.start)  # before the first command: no answer can slip past
     await asyncio.to_thread(fx.start)
+    await asyncio.to_thread(wait_started, pause, settings.bridge_fx_ready_timeout_s)  # unknown counts as paused
     provider_settings = ProviderSettings()
     transport = make_transport(
         provider_settings.transport, provider_settings.max_connections, provider_settings.ca_file
@@ -365,6 +375,7 @@ async def build_service(settings: Settings) -> BridgeService:
         max_in_flight=settings.bridge_max_in_flight,
         max_queued=settings.bridge_max_queued,
         on_reconcile=reconciliation_recorder(producer),
+        paused=lambda: pause.paused,
     )
     await wait_for_fresh_fx(fx, cfg, settings.bridge_fx_ready_timeout_s)  # no request before the FX book is fresh
     log.info("bridge ready: %d adapters, %d in flight at most", len(adapters), settings.bridge_max_in_flight)
@@ -372,7 +383,7 @@ async def build_service(settings: Settings) -> BridgeService:
         runner,
         journal,
         producer,
-        listeners=(outcomes, fx),
+        listeners=(outcomes, fx, pause),
         transport=transport,
         max_ingress_bytes=settings.max_ingress_message_bytes,
     )
