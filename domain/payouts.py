@@ -53,6 +53,11 @@ EXPIRED, newest by version wins; none yet counts as pending). Only VERIFIED pays
 produces a WAIT decision with the reason, once per payout id, and is not consumed: when the status turns
 VERIFIED the account is evaluated again and pays (a schedule that waited across several periods pays once).
 
+**Emergency pause** (governance): while money out is paused (:meth:`AutoPayouts.set_paused`), a due payout that
+would pay WAITs with PAUSED instead, once per payout id, its trigger not consumed; the unpause evaluates every account
+with rules again, so each pays under the same payout id while its trigger stands (a schedule's period, a threshold's
+``T{n}``, the latest queued dividend), with the balance of that moment.
+
 **Payout ids** are ``{rule_id}:{trigger_id}``: the period id (``D2026-03-05``, ``W2026-03-01``,
 ``M2026-02``), ``T{n}`` for the n-th threshold payout of the rule (n moves on when a result arrives), or
 ``V{dividend_id}`` (hashed past 100 characters). Re-evaluating the same state gives the same id, so a
@@ -152,7 +157,7 @@ class SkipCode(StrEnum):
 
 class Action(StrEnum):
     PAY = "PAY"  # request this payout now (hold, convert, pay)
-    WAIT = "WAIT"  # due, but the holder is not KYC-verified: kept, paid once verified
+    WAIT = "WAIT"  # due, but the holder is not KYC-verified or money out is paused: kept, paid once that clears
     SKIP = "SKIP"  # due, nothing to pay: the trigger is consumed
 
 
@@ -481,6 +486,7 @@ class AutoPayouts:
         "_accounts",
         "_config",
         "_in_flight",
+        "_paused",
         "_periods",
         "_rule_account",
         "_threshold_seq",
@@ -499,6 +505,7 @@ class AutoPayouts:
         self._threshold_seq: dict[str, int] = {}  # rule id -> threshold payouts finished
         self._in_flight: dict[str, str] = {}  # payout id -> account
         self._wakes: list[tuple[int, str]] = []  # (when, account): schedule checks and ends of back-off
+        self._paused = False  # money out paused by governance (not in the snapshot: the shell re-reads it at start)
 
     # -- lookups --
 
@@ -520,6 +527,21 @@ class AutoPayouts:
 
     def last_period(self, rule_id: str) -> str | None:
         return self._periods.get(rule_id)
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
+    # -- the emergency pause --
+
+    def set_paused(self, paused: bool) -> list[str]:
+        """Money out paused (or not) by governance. While paused a due payout WAITs (PAUSED, once per payout id)
+        instead of paying, its trigger kept. Returns the accounts to evaluate now: on an unpause, every account
+        with rules (the waiting payouts pay, under the same ids while their triggers stand); else none."""
+        was, self._paused = self._paused, paused
+        if paused or not was:
+            return []
+        return sorted(a for a, acc in self._accounts.items() if acc.rules)
 
     # -- the rule feed --
 
@@ -609,8 +631,12 @@ class AutoPayouts:
                 acc.dividends.setdefault(rule_id, []).append((dividend_id, amount_units))
         return self.evaluate(account_id, available, now_ms)
 
-    def on_result(self, payout_id: str, paid: bool, available: int, now_ms: int) -> list[Decision]:
-        """The payout's final result (after the gateway's failover); unknown or repeated ids change nothing."""
+    def on_result(
+        self, payout_id: str, paid: bool, available: int, now_ms: int, back_off: bool = True
+    ) -> list[Decision]:
+        """The payout's final result (after the gateway's failover); unknown or repeated ids change nothing.
+        ``back_off`` False: a failure that says nothing about the rule or its provider (the bridge refused it
+        because money out was paused) does not delay the account's next payout."""
         account_id = self._in_flight.pop(payout_id, None)
         if account_id is None:
             return []
@@ -620,7 +646,7 @@ class AutoPayouts:
         acc.in_flight = None
         if decision.trigger is Trigger.THRESHOLD:
             self._threshold_seq[decision.rule_id] = self._threshold_seq.get(decision.rule_id, 0) + 1
-        if not paid:
+        if not paid and back_off:
             acc.not_before_ms = now_ms + self._config.retry_after_failure_ms
             self._queue(account_id, acc, acc.not_before_ms)
         return self.evaluate(account_id, available, now_ms)
@@ -677,6 +703,11 @@ class AutoPayouts:
                     code = _WAIT_OF[acc.kyc]
                     reason = f"holder KYC {acc.kyc or 'unknown'}: paid once verified"
                     out.append(_decision(Action.WAIT, pid, rule, cand, code, reason, now_ms))
+            elif self._paused:
+                if pid not in acc.waits_reported:
+                    acc.waits_reported.add(pid)
+                    reason = "money out is paused by governance: paid once unpaused"
+                    out.append(_decision(Action.WAIT, pid, rule, cand, WaitCode.PAUSED, reason, now_ms))
             else:
                 decision = _decision(Action.PAY, pid, rule, cand, None, "", now_ms)
                 self._consume(acc, cand)

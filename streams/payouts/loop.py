@@ -14,6 +14,9 @@ together, every ``save_every_s`` and at shutdown. A start loads it and reads on 
 beginning without one). A crash replays what was read after the last save: its outputs are produced again
 under the same ids (payout ids, notification ids, dead letters keyed by their origin): at least once.
 
+**Emergency pause.** ``governance.pause`` is read from its beginning at every start (its latest record is the state;
+streams.bridge.pause_listener) before any input: while paused, due payouts wait (PAUSED) and go out after the unpause.
+
 **Catching up.** At a start the balance mirror first reads ``ledger.transfers`` up to the end it had then, the
 other inputs paused and nothing decided, so no decision reads a balance from before the restart; then the
 accounts that moved meanwhile are evaluated and the other inputs resume.
@@ -30,8 +33,9 @@ from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, TIMESTAMP_NOT_AVAILABLE, Consumer, Message, Producer, TopicPartition
 
-from contracts.topics import LEDGER_TRANSFERS
+from contracts.topics import GOVERNANCE_PAUSE, LEDGER_TRANSFERS
 from streams.bridge.fx_listener import FxRatesListener
+from streams.bridge.pause_listener import PauseListener, wait_started
 from streams.kafka.clients import consume_now, consumer_config, describe, must_exit, produce_bounded, producer_config
 from streams.kafka.topic_admin import ensure_topics
 from streams.payouts import state as state_file
@@ -46,6 +50,7 @@ POLL_S = 0.1
 FLUSH_TIMEOUT_S = 30.0
 METADATA_TIMEOUT_S = 30.0
 PROGRESS_EVERY_S = 10.0
+PAUSE_READY_TIMEOUT_S = 30.0
 
 
 class DeliveryFailed(RuntimeError):
@@ -59,12 +64,14 @@ class PayoutLoop:
         self.path = path
         bootstrap = settings.bootstrap_servers
         self.fx = FxRatesListener(bootstrap)
+        self.pause = PauseListener(bootstrap, GOVERNANCE_PAUSE)
         snapshot = state_file.load(path)
         self.service = PayoutService(
             payout_settings,
             lambda: self.fx.book,
             snapshot,
             max_bytes=settings.max_ingress_message_bytes,
+            paused=lambda: self.pause.paused,
         )
         log.info("state %s", f"loaded from {path}" if snapshot else "new: every input read from its beginning")
         self.consumer = Consumer(consumer_config(bootstrap, f"{settings.app_id}-payouts"))
@@ -163,6 +170,7 @@ class PayoutLoop:
 
     def run(self) -> None:
         self.fx.start()
+        wait_started(self.pause, PAUSE_READY_TIMEOUT_S)  # unknown counts as paused: nothing goes out on a guess
         partitions = self.assign()
         log.info("Worker ready (payouts: %d input partitions, one instance)", partitions)
         ticks = self.payout_settings.tick_every_s
@@ -188,6 +196,7 @@ class PayoutLoop:
             self.save()
         finally:
             self.fx.stop()
+            self.pause.stop()
             self.consumer.close()
             log.info("stopped; state at %s", self.path)
 

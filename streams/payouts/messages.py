@@ -59,3 +59,12 @@ def waiting(kaus_units: int, provider: str, account: str, kyc: str) -> tuple[str
         f"identity verification is {kyc}. It is paid as soon as you are verified."
     )
     return _clip(subject, SUBJECT_MAX), _clip(text, TEXT_MAX)
+
+
+def paused(kaus_units: int, provider: str, account: str) -> tuple[str, str]:
+    subject = "Payout on hold: payouts are paused"
+    text = (
+        f"A payout of {kaus_text(kaus_units)} K-AUS to your {provider} account {masked(account)} is due, but payouts "
+        "are paused for the moment. It is paid as soon as they resume; the K-AUS stay in your balance meanwhile."
+    )
+    return _clip(subject, SUBJECT_MAX), _clip(text, TEXT_MAX)

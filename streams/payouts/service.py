@@ -23,6 +23,12 @@ Inputs and what each does (docs/payouts.md, "The service"):
 A PAY decision becomes a ``payouts.requests`` record and a ``bridge.requests`` record (request id = payout id, the
 exact K-AUS in ``payout``, the live rate and the fiat estimate at it); without a fresh rate it waits for the next
 tick. A WAIT decision becomes one ``payouts.waiting`` record per payout id and reason, and one notification.
+
+**Emergency pause** (``paused``: ``governance.pause`` through ``streams.bridge.pause_listener``): followed before each
+record and each tick. While paused the core WAITs due payouts with PAUSED instead of paying them, and a payout decided
+before the pause whose bridge request is not out yet waits too (PAUSED, once); the unpause evaluates every account with
+rules and requests those, each under its payout id. A payout the bridge refused because of the pause (it was requested
+just before) is reported FAILED with PAUSED and delays nothing: the rule pays at its next evaluation.
 """
 
 from __future__ import annotations
@@ -64,6 +70,7 @@ from domain.payouts import (
     RuleStatus,
     ScheduleType,
     Trigger,
+    WaitCode,
 )
 from domain.rails import Provider, payout_region
 from domain.timeconv import from_ms
@@ -157,6 +164,7 @@ class Pending:
     paid: bool = False
     source: str = ""
     amount_units: int = 0
+    back_off: bool = True  # False: a failure that delays nothing (the bridge refused it: money out was paused)
 
 
 def to_rule(rule: m.AutoPayoutRule) -> Rule:
@@ -200,9 +208,11 @@ class PayoutService:
         rates: Callable[[], FxBook],
         snapshot: dict[str, Any] | None = None,
         max_bytes: int = 64 * 1024,
+        paused: Callable[[], bool] | None = None,
     ) -> None:
         self.settings = settings
         self._rates = rates
+        self._paused = paused or (lambda: False)  # governance.pause (streams.bridge.pause_listener)
         self._policy = FxPolicy(max_age_ms=settings.fx_max_age_ms)
         self._max_bytes = max_bytes
         # While True (the loop is catching the mirror up at a start) nothing is decided; caught_up() decides.
@@ -238,6 +248,10 @@ class PayoutService:
         """The outputs of one input record (its position is noted: the state is then past it)."""
         self.offsets[f"{rec.topic}:{rec.partition}"] = rec.offset + 1
         self.changes += 1
+        out = self._follow_pause(rec.wall_ms)  # before anything is decided on this record
+        return out + self._handle(rec)
+
+    def _handle(self, rec: Record) -> list[Output]:
         topic = self._topics[rec.topic]
         if topic is PAYOUT_RULES and rec.value is None and rec.key:
             return self._tombstone(rec)
@@ -351,8 +365,50 @@ class PayoutService:
         self.sent.pop(payout_id, None)
         if in_flight and not any(p.kind == "result" and p.id == payout_id for p in self.pending):
             deadline = wall_ms + self.settings.mirror_wait_ms
-            self.pending.append(Pending("result", payout_id, result.payer_account_id, deadline, paid=paid))
+            refused_paused = isinstance(result, m.BridgeSettlementFailed) and result.reason_code == "PAUSED"
+            back_off = not refused_paused  # a pause says nothing about the rule or its provider
+            self.pending.append(
+                Pending("result", payout_id, result.payer_account_id, deadline, paid=paid, back_off=back_off)
+            )
         return out + self._release(wall_ms)
+
+    # ------------------------------------------------------------------ the emergency pause
+
+    def _follow_pause(self, wall_ms: int) -> list[Output]:
+        """Bring the rule book to the pause state (``governance.pause``); an unpause evaluates every account."""
+        paused = self._paused()
+        if paused == self.book.paused:
+            return []
+        accounts = self.book.set_paused(paused)
+        self.changes += 1
+        if paused:
+            log.warning("money out paused: due payouts wait (PAUSED) until the unpause")
+            return []
+        log.warning("money out unpaused: %d accounts with rules evaluated again", len(accounts))
+        out: list[Output] = []
+        for account in accounts:
+            out += self._evaluate(account, wall_ms)
+        return out
+
+    def _paused_wait(self, sent: Sent, wall_ms: int) -> list[Output]:
+        """A payout decided before the pause whose bridge request is not out yet: it waits (PAUSED) and is requested
+        after the unpause, under its payout id."""
+        decision = Decision(
+            Action.WAIT,
+            sent.payout_id,
+            sent.rule_id,
+            sent.account_id,
+            Trigger(sent.trigger),
+            sent.trigger_id,
+            sent.amount_units,
+            Provider(sent.provider),
+            Currency(sent.currency),
+            sent.payout_account,
+            WaitCode.PAUSED,
+            "money out is paused by governance: requested once unpaused",
+            wall_ms,
+        )
+        return self._wait(decision, wall_ms)
 
     # ------------------------------------------------------------------ the mirror-lag guard
 
@@ -387,7 +443,7 @@ class PayoutService:
             if p.kind == "dividend":
                 decisions = self.book.on_dividend(p.id, p.account_id, p.source, p.amount_units, available, now)
             else:
-                decisions = self.book.on_result(p.id, p.paid, available, now)
+                decisions = self.book.on_result(p.id, p.paid, available, now, p.back_off)
             out += self._act(decisions, wall_ms)
         return out
 
@@ -404,7 +460,7 @@ class PayoutService:
         """The timer: payouts waiting for a rate, due schedules and back-offs, waits for the mirror that ran out."""
         if self.replaying:
             return []
-        out: list[Output] = []
+        out = self._follow_pause(wall_ms)
         for sent in list(self.sent.values()):
             if not sent.requested:
                 out += self._request(sent, wall_ms)
@@ -419,7 +475,7 @@ class PayoutService:
     def caught_up(self, wall_ms: int) -> list[Output]:
         """The mirror has read the ledger up to where it was at the start: decide on what changed meanwhile."""
         self.replaying = False
-        out: list[Output] = []
+        out = self._follow_pause(wall_ms)
         for account in sorted(self._dirty):
             out += self._evaluate(account, wall_ms)
         self._dirty.clear()
@@ -447,7 +503,10 @@ class PayoutService:
         return out
 
     def _request(self, sent: Sent, wall_ms: int) -> list[Output]:
-        """The payout request and its bridge request, priced at the live rate; [] while no rate is fresh."""
+        """The payout request and its bridge request, priced at the live rate; [] while no rate is fresh, and while
+        money out is paused (the last check before the bridge hears of it)."""
+        if self._paused():
+            return self._paused_wait(sent, wall_ms)
         currency, provider = Currency(sent.currency), Provider(sent.provider)
         try:
             rate = self._rates().combined_rate(currency, wall_ms, policy=self._policy).rate
@@ -515,9 +574,11 @@ class PayoutService:
         if notified not in self.waits:
             _remember(self.waits, notified, limit)
             kyc = self.book.kyc(d.account_id)
-            subject, text = messages.waiting(
-                d.amount_units, d.provider.value, d.payout_account, "not started" if kyc is None else kyc.lower()
-            )
+            if d.code is WaitCode.PAUSED:
+                subject, text = messages.paused(d.amount_units, d.provider.value, d.payout_account)
+            else:
+                kyc_text = "not started" if kyc is None else kyc.lower()
+                subject, text = messages.waiting(d.amount_units, d.provider.value, d.payout_account, kyc_text)
             out += self._notify(d.account_id, d.payout_id, "PAYOUT_WAITING", subject, text, wall_ms)
         return out
 
