@@ -196,10 +196,28 @@ class CompactTree:
         return r
 
 
+# --------------------------------------------------------------------------- checkpoints (signed tree heads)
+
+CHECKPOINT_HEADER = "nexus-x audit log v1"  # domain separation: these bytes can mean nothing but a checkpoint
+
+
+def checkpoint_text(log_id: str, tree_size: int, root: bytes, timestamp_ms: int, key_id: str) -> bytes:
+    """What the signing key signs for a checkpoint (docs/audit-log.md): one field a line, each line ending in a
+    newline, the root in lowercase hex, the time in integer milliseconds since the epoch (UTC)."""
+    for name, value in (("log_id", log_id), ("key_id", key_id)):
+        if not value or any(c in value for c in "\n\r"):
+            raise ValueError(f"{name} must be one non-empty line")
+    if tree_size < 0 or timestamp_ms < 0 or len(root) != HASH_BYTES:
+        raise ValueError("tree_size and timestamp_ms are non-negative, the root 32 bytes")
+    return f"{CHECKPOINT_HEADER}\n{log_id}\n{tree_size}\n{root.hex()}\n{timestamp_ms}\n{key_id}\n".encode()
+
+
 __all__ = [
+    "CHECKPOINT_HEADER",
     "EMPTY_ROOT",
     "HASH_BYTES",
     "CompactTree",
+    "checkpoint_text",
     "consistency_proof",
     "inclusion_proof",
     "leaf_hash",
