@@ -26,6 +26,7 @@ import hashlib
 import logging
 import os
 import threading
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -95,18 +96,32 @@ class KeyNotFound(HsmError):
 
 
 _conf_loaded: dict[str, str | None] = {}  # module path -> the SOFTHSM2_CONF it was loaded with
+_sessions: weakref.WeakSet[Hsm] = weakref.WeakSet()  # open in this process
+
+
+def _reinitialize(lib: Library) -> None:
+    """C_Finalize + C_Initialize: every session of this process ends. Mark ours closed, so a stale one fails
+    instead of reaching whatever session later gets its handle number."""
+    for hsm in list(_sessions):
+        hsm.invalidate()
+    lib.reinitialize()
 
 
 def load_library(module: str, softhsm_conf: Path | None) -> Library:
-    """The PKCS#11 library (one per process). SoftHSM2 reads ``SOFTHSM2_CONF`` once, when it is initialised."""
+    """The PKCS#11 library (one per process). SoftHSM2 reads ``SOFTHSM2_CONF`` when it is initialised: a process
+    serves one token directory at a time (another one re-initialises the library)."""
+    switch = False
     if softhsm_conf is not None:
         wanted = str(softhsm_conf.resolve())
-        if _conf_loaded.get(module, wanted) != wanted:
-            raise HsmError(f"{module} is already loaded with another SoftHSM2 configuration in this process")
+        switch = _conf_loaded.get(module, wanted) != wanted
         os.environ["SOFTHSM2_CONF"] = wanted
         _conf_loaded[module] = wanted
     try:
-        return pkcs11.lib(module)
+        lib = pkcs11.lib(module)
+        if switch:  # another token directory (tests): SoftHSM2 reads its configuration again when initialised
+            log.warning("re-initialising %s for %s: this process's other sessions on it are closed", module, wanted)
+            _reinitialize(lib)
+        return lib
     except PKCS11Error as exc:
         raise HsmError(f"cannot load the PKCS#11 module {module}: {exc!r}") from exc
 
@@ -138,7 +153,7 @@ def open_hsm(settings: SecuritySettings) -> Hsm:
     token = _find_token(lib, settings.token_label)
     if token is None and conf is not None:
         softhsm.init_token(conf, settings.token_label, so_pin, user_pin)
-        lib.reinitialize()  # SoftHSM2 lists a token created by another process only after this
+        _reinitialize(lib)  # SoftHSM2 lists a token created by another process only after this
         token = _find_token(lib, settings.token_label)
     if token is None:
         raise HsmError(f"no token labelled {settings.token_label!r} behind {settings.pkcs11_module}")
@@ -151,13 +166,20 @@ def open_hsm(settings: SecuritySettings) -> Hsm:
 
 class Hsm:
     def __init__(self, session: pkcs11.Session, token_label: str) -> None:
-        self._session = session
+        self._session: pkcs11.Session | None = session
         self.token_label = token_label
         self._lock = threading.RLock()
+        _sessions.add(self)
+
+    def invalidate(self) -> None:
+        with self._lock:
+            self._session = None
 
     def close(self) -> None:
         with self._lock:
-            self._session.close()
+            session, self._session = self._session, None
+            if session is not None:
+                session.close()
 
     def __enter__(self) -> Hsm:
         return self
@@ -168,6 +190,8 @@ class Hsm:
     @contextmanager
     def _op(self, what: str) -> Iterator[pkcs11.Session]:
         with self._lock:
+            if self._session is None:
+                raise HsmError(f"{what}: the session on token {self.token_label!r} is closed")
             try:
                 yield self._session
             except (NoSuchKey, KeyNotFound) as exc:
