@@ -128,7 +128,7 @@ def test_records_become_leaves_under_a_signed_checkpoint(
     entries, checkpoints = log_of(kafka.bootstrap, log_id)
     assert_whole_log(entries, checkpoints, key_path)
     by_id = {e.record.audit_id: e for e in entries}
-    for key, value in records:  # each leaf is the record's exact bytes
+    for _key, value in records:  # each leaf is the record's exact bytes
         assert base64.b64decode(by_id[json.loads(value)["auditId"]].leaf_b64) == value
     assert all(c.key_id == "test-software-signing-v1" for c in checkpoints)
     letters = [PLATFORM_DEADLETTERS.decode(r.value or b"") for r in kafka.read_all(PLATFORM_DEADLETTERS)]
