@@ -160,6 +160,8 @@ class KeyManager:
         now = self.clock()
         with self._locked():
             ring = self.ring()
+            if ring.active(dk.Purpose.MASTER) is None:
+                raise HsmError("no keys yet: start the key manager first (python -m streams.security.keys)")
             done = ring.ceremonies.get(ceremony_id) if ceremony_id else None
             if done is not None:
                 key = ring.get(done)
@@ -375,6 +377,17 @@ def key_manager(settings: SecuritySettings | None = None) -> Iterator[KeyManager
         yield KeyManager(hsm, settings)
 
 
+def _ceremony(
+    settings: SecuritySettings | None, publish: Publish | None, action: Callable[[KeyManager], object]
+) -> list[m.KeyMetadata]:
+    """Run one ceremony, then publish every version's metadata (acknowledged) and return it."""
+    with key_manager(settings) as manager:
+        action(manager)
+        records = manager.metadata()
+    (publish or default_publisher())(records)
+    return records
+
+
 def rotate_now(
     purpose: dk.Purpose | str,
     ceremony_id: str | None = None,
@@ -383,11 +396,7 @@ def rotate_now(
     publish: Publish | None = None,
 ) -> list[m.KeyMetadata]:
     """Rotate ``purpose`` (MASTER / SIGNING / ENCRYPTION) now; publish and return every version's metadata."""
-    with key_manager(settings) as manager:
-        manager.rotate_now(purpose, ceremony_id)
-        records = manager.metadata()
-    (publish or default_publisher())(records)
-    return records
+    return _ceremony(settings, publish, lambda manager: manager.rotate_now(purpose, ceremony_id))
 
 
 def destroy(
@@ -398,11 +407,7 @@ def destroy(
     publish: Publish | None = None,
 ) -> list[m.KeyMetadata]:
     """Destroy a RETIRED version (``nexus-signing-v1``); publish and return every version's metadata."""
-    with key_manager(settings) as manager:
-        manager.destroy(key_id, ceremony_id)
-        records = manager.metadata()
-    (publish or default_publisher())(records)
-    return records
+    return _ceremony(settings, publish, lambda manager: manager.destroy(key_id, ceremony_id))
 
 
 def restore(
@@ -415,11 +420,7 @@ def restore(
 ) -> list[m.KeyMetadata]:
     """Restore a backup into the (empty) configured token with the custodians' shares (default: the dev shares
     under the custodian directory); publish and return every version's metadata."""
-    with key_manager(settings) as manager:
-        manager.restore(Path(backup_path), share_paths, ceremony_id)
-        records = manager.metadata()
-    (publish or default_publisher())(records)
-    return records
+    return _ceremony(settings, publish, lambda manager: manager.restore(Path(backup_path), share_paths, ceremony_id))
 
 
 # -- the service and the CLI

@@ -301,3 +301,32 @@ def test_the_service_publishes_and_never_logs_a_pin(kafka: KafkaIO, kafka_bootst
     for pin_file in ("user.pin", "so.pin"):
         assert (hsm_dir / pin_file).read_text() not in text
     shutil.rmtree(hsm_dir / "tokens")
+
+
+def test_ceremony_functions_publish_every_version(tmp_path: Path) -> None:
+    """What the governance service calls after a KEY_CEREMONY quorum: each publishes every version's metadata."""
+    settings = settings_in(tmp_path)
+    sent: list[list[m.KeyMetadata]] = []
+    with pytest.raises(HsmError, match="no keys yet"):
+        keys.rotate_now("SIGNING", "GOV:r0", settings=settings, publish=sent.append)
+    with keys.key_manager(settings) as km:
+        km.rotate_due()
+    records = keys.rotate_now("SIGNING", "GOV:r1", settings=settings, publish=sent.append)
+    assert keys.rotate_now("SIGNING", "GOV:r1", settings=settings, publish=sent.append) == sent[-1]
+    assert len(sent) == 2 and records == sent[0]
+    assert [(r.key_id, r.state) for r in sent[-1] if r.purpose is m.KeyPurpose.SIGNING] == [
+        ("nexus-signing-v1", m.KeyState.RETIRED),
+        ("nexus-signing-v2", m.KeyState.ACTIVE),
+    ]
+    keys.destroy("nexus-signing-v1", "GOV:r2", settings=settings, publish=sent.append)
+    assert {r.key_id: r.state for r in sent[-1]}["nexus-signing-v1"] is m.KeyState.DESTROYED
+    (backup,) = sorted((settings.hsm_path / "backups").glob("backup-*.json"))[-1:]
+    fresh = settings_in(tmp_path / "dr-site")
+    restored = keys.restore(
+        backup,
+        None,
+        "GOV:r3",
+        settings=fresh.model_copy(update={"custodian_dir": settings.custodian_path}),
+        publish=sent.append,
+    )
+    assert {r.key_id: r.state for r in restored} == {r.key_id: r.state for r in sent[-2]}
