@@ -21,7 +21,6 @@ appended now. Nothing is appended twice and nothing is lost, whatever the moment
 from __future__ import annotations
 
 import base64
-import importlib
 import logging
 import signal
 import sys
@@ -410,16 +409,16 @@ def default_signer_factory(settings: Settings, audit_settings: AuditLogSettings)
 
 
 def _hsm_signer_factory() -> SignerFactory:
-    """streams.security.hsm's signer of the ACTIVE signing key version (built by the HSM layer, issue 18 item 1)."""
-    try:
-        hsm = importlib.import_module("streams.security.hsm")
-    except ImportError as exc:
-        raise SystemExit(
-            f"the audit log signs with the HSM (streams.security.hsm), which is not available: {exc}; "
-            "set NEXUS_AUDIT_LOG_SIGNER=software for development"
-        ) from exc
-    factory: SignerFactory = hsm.active_signer
-    return factory
+    """The key manager's signer of the ACTIVE signing version (streams.security.keys), over one HSM session kept for
+    the process's life; asked again every ``signer_refresh_s``, so a rotation takes effect without a restart."""
+    from streams.security.keys import KeyManager, open_hsm  # PKCS#11 only where the HSM signs
+    from streams.security.settings import get_security_settings
+
+    security = get_security_settings()
+    manager = KeyManager(open_hsm(security), security)
+    signer = manager.signer()  # fails now, with its reason, when no signing key is ACTIVE
+    log.info("checkpoints signed in the HSM (token %s) by %s", security.token_label, signer.key_id)
+    return manager.signer
 
 
 def main() -> int:

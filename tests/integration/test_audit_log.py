@@ -14,6 +14,7 @@ import random
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -31,6 +32,7 @@ from tests.support.workers import WorkerProcess
 pytestmark = pytest.mark.slow
 
 MODULE = "streams.security.audit_log"
+StartWorker = Callable[..., WorkerProcess]  # the worker_factory fixture
 
 
 def audit_record(run_id: str, i: int) -> tuple[bytes, bytes]:
@@ -72,8 +74,8 @@ def wait_logged(bootstrap: str, log_id: str, audit_ids: set[str], timeout_s: flo
     raise AssertionError(f"{len(audit_ids - seen)} of {len(audit_ids)} records not in the log after {timeout_s}s")
 
 
-def start(worker_factory: type[WorkerProcess], log_id: str, key_path: Path, **env: str) -> WorkerProcess:
-    return worker_factory(  # type: ignore[call-arg]
+def start(worker_factory: StartWorker, log_id: str, key_path: Path, **env: str) -> WorkerProcess:
+    return worker_factory(
         module=MODULE,
         audit_log_log_id=log_id,
         audit_log_signer="software",
@@ -111,7 +113,7 @@ def assert_whole_log(entries: list[AuditLogEntry], checkpoints: list[AuditCheckp
 
 
 def test_records_become_leaves_under_a_signed_checkpoint(
-    kafka: KafkaIO, worker_factory: type[WorkerProcess], run_id: str, tmp_path: Path
+    kafka: KafkaIO, worker_factory: StartWorker, run_id: str, tmp_path: Path
 ) -> None:
     log_id = f"audit-{run_id}"
     key_path = tmp_path / "dev-key.pem"
@@ -143,7 +145,7 @@ def test_records_become_leaves_under_a_signed_checkpoint(
 
 
 def test_sigkill_while_records_flow_appends_each_record_once(
-    kafka: KafkaIO, worker_factory: type[WorkerProcess], run_id: str, tmp_path: Path
+    kafka: KafkaIO, worker_factory: StartWorker, run_id: str, tmp_path: Path
 ) -> None:
     log_id = f"audit-kill-{run_id}"
     key_path = tmp_path / "dev-key.pem"
@@ -186,3 +188,42 @@ def test_sigkill_while_records_flow_appends_each_record_once(
     assert mine <= {e.record.audit_id for e in entries}
     assert kills >= 3 and worker.starts == kills + 1
     check_export(kafka.bootstrap, log_id, key_path, tmp_path / "export")
+
+
+def test_checkpoints_signed_in_the_hsm_verify_with_its_public_key(
+    kafka: KafkaIO, worker_factory: StartWorker, run_id: str, tmp_path: Path
+) -> None:
+    """The production path: NEXUS_AUDIT_LOG_SIGNER=hsm, the ACTIVE signing version of a SoftHSM2 token over PKCS#11."""
+    from streams.security.keys import KeyManager, open_hsm
+    from streams.security.settings import SecuritySettings
+
+    security = SecuritySettings(hsm_dir=tmp_path / "hsm", token_label=f"audit-{run_id}")
+    with open_hsm(security) as hsm:
+        manager = KeyManager(hsm, security)
+        manager.rotate_due()  # creates the keys: signing v1 ACTIVE
+        signer = manager.signer()
+        key_id, pem = signer.key_id, signer.public_key_pem()
+    log_id = f"audit-hsm-{run_id}"
+    records = [audit_record(run_id, i) for i in range(12)]
+    for key, value in records:
+        kafka.produce(AUDIT_RECORDS, key, value)
+    kafka.flush()
+    worker = worker_factory(
+        module=MODULE,
+        audit_log_log_id=log_id,
+        audit_log_checkpoint_every_s="0.3",
+        security_hsm_dir=str(security.hsm_path),
+        security_token_label=security.token_label,
+    )
+    wait_logged(kafka.bootstrap, log_id, {json.loads(v)["auditId"] for _, v in records})
+    worker.stop()
+    entries, checkpoints = log_of(kafka.bootstrap, log_id)
+    assert len(entries) >= len(records) and checkpoints and all(c.key_id == key_id for c in checkpoints)
+    out = tmp_path / "export"
+    verify.export(kafka.bootstrap, out, log_id)
+    (out / "signing.pem").write_text(pem)
+    assert verify.main(["check", "--dir", str(out), "--public-key", str(out / "signing.pem")]) == 0
+    other = SoftwareSigner.generate()
+    (out / "other.pem").write_text(other.public_key_pem())
+    assert verify.main(["check", "--dir", str(out), "--public-key", str(out / "other.pem")]) == 1
+    assert security.user_pin_path.read_text().strip() not in worker.log_text(since_start=False)
