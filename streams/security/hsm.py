@@ -169,6 +169,7 @@ class Hsm:
         self._session: pkcs11.Session | None = session
         self.token_label = token_label
         self._lock = threading.RLock()
+        self._handles: dict[tuple[str, ObjectClass], Any] = {}
         _sessions.add(self)
 
     def invalidate(self) -> None:
@@ -200,8 +201,14 @@ class Hsm:
                 raise HsmError(f"{what}: {type(exc).__name__} {exc}") from exc
 
     def _key(self, session: pkcs11.Session, label: str, object_class: ObjectClass) -> Any:
+        """The key object, looked up once per session (a C_FindObjects costs more than the signature)."""
+        cached = self._handles.get((label, object_class))
+        if cached is not None:
+            return cached
         try:
-            return session.get_key(object_class=object_class, label=label)
+            key = session.get_key(object_class=object_class, label=label)
+            self._handles[(label, object_class)] = key
+            return key
         except NoSuchKey as exc:
             raise KeyNotFound(f"{label} ({object_class.name})") from exc
         except MultipleObjectsReturned as exc:
@@ -223,6 +230,8 @@ class Hsm:
     def destroy(self, label: str) -> int:
         """Remove every object labelled ``label``; the number removed (0 when already gone)."""
         with self._op(f"destroy {label}") as session:
+            for cls in (ObjectClass.SECRET_KEY, ObjectClass.PRIVATE_KEY, ObjectClass.PUBLIC_KEY):
+                self._handles.pop((label, cls), None)
             objects = list(session.get_objects({Attribute.LABEL: label}))
             for obj in objects:
                 obj.destroy()
