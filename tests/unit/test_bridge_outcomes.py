@@ -528,6 +528,8 @@ def test_build_service_returns_only_once_the_fx_book_is_fresh(
     monkeypatch.setattr(service, "LedgerOutcomes", Outcomes)
     monkeypatch.setattr(service, "FxRatesListener", lambda bootstrap: FxRatesListener(bootstrap, stale_log))
     monkeypatch.setattr(service, "topic_id", lambda bootstrap, name: "journal-topic-id")
+    monkeypatch.setattr(service, "PauseListener", lambda bootstrap, topic: Outcomes(bootstrap))
+    monkeypatch.setattr(service, "wait_started", lambda listener, timeout_s: True)
     publisher = threading.Timer(0.3, lambda: stale_log.append(fresh_book_quotes()))
 
     async def build() -> None:
