@@ -290,7 +290,8 @@ def _alerts_text(signal: str, what: str) -> str:
 def governance_keys_rules() -> str:
     return (
         "Compacted by `key_id`: the last record of a key is its state; send the whole record again on every "
-        f"change. The monitoring agent alerts on it: {_alerts_text('key_expiry', 'the time to `expires_at` is')}.\n"
+        f"change. The monitoring agent alerts on it: {_alerts_text('key_expiry', 'the time to `expires_at` is')}; a "
+        "RETIRED or DESTROYED version is not watched (it signs and encrypts nothing any more).\n"
     )
 
 

@@ -152,7 +152,10 @@ def observations(message: Any) -> list[Observation]:
         return [Sample("fx_rate", message.as_of, message.rate, pair, f"fx:{message.quote_id}")]
     if isinstance(message, m.KeyMetadata):
         key = {"key_id": message.key_id, "key_label": message.label, "algorithm": message.algorithm}
-        return [Entity("key_expiry", message.key_id, message.observed_at, message.expires_at, key)]
+        # A rotated-out or destroyed version signs nothing any more: its expiry is no reason to page anyone.
+        retired = message.state in (m.KeyState.RETIRED, m.KeyState.DESTROYED)
+        expires_at = None if retired else message.expires_at
+        return [Entity("key_expiry", message.key_id, message.observed_at, expires_at, key)]
     if isinstance(message, m.MultisigRequest):
         return _multisig(message)
     return []

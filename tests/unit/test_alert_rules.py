@@ -408,6 +408,12 @@ def test_registry_messages_map_to_signals() -> None:
     assert [(o.key, o.reference, o.version) for o in observations(approved) if isinstance(o, Entity)] == [
         ("ms", None, T0 + TWO_HOURS)
     ]
+    active = build(m.KeyMetadata, key_id="k-v2", state=m.KeyState.ACTIVE, observed_at=T0)
+    retired = build(m.KeyMetadata, key_id="k-v1", state=m.KeyState.RETIRED, observed_at=T0)
+    [(key_active, ref_active)] = [(o.key, o.reference) for o in observations(active) if isinstance(o, Entity)]
+    [(key_retired, ref_retired)] = [(o.key, o.reference) for o in observations(retired) if isinstance(o, Entity)]
+    assert (key_active, ref_active) == ("k-v2", active.expires_at)  # its expiry is watched
+    assert (key_retired, ref_retired) == ("k-v1", None)  # a rotated-out version never pages (the fact is removed)
     trade = build(m.TradeSettled, phase_durations_us={"matching": 35_000, "transfer": 1_000_000}, settled_at=T0)
     durations = [o.value for o in observations(trade) if isinstance(o, Sample) and o.signal == "settlement_duration"]
     assert durations == [Decimal("1.035")]
