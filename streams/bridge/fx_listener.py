@@ -14,7 +14,7 @@ from contracts.bridge_codec import quote_of_rate
 from contracts.topics import FX_RATES
 from domain.fx import FxBook
 from domain.money import Currency
-from streams.kafka.clients import consumer_config
+from streams.kafka.clients import consumer_config, watermarks
 
 log = logging.getLogger("nexus.bridge")
 
@@ -49,7 +49,7 @@ class FxRatesListener:
         meta = self._consumer.list_topics(name, timeout=30).topics[name]
         partitions = sorted(meta.partitions)
         for p in partitions:
-            low, high = self._consumer.get_watermark_offsets(TopicPartition(name, p), timeout=30)
+            low, high = watermarks(self._consumer, name, p, 30)
             if high > low:
                 self._ends[p] = high
         if not self._ends:

@@ -21,7 +21,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from contracts import models as m
 from contracts.topics import Topic
-from streams.kafka.clients import consumer_config
+from streams.kafka.clients import consumer_config, watermarks
 
 log = logging.getLogger("nexus.pause")
 
@@ -62,7 +62,7 @@ class PauseListener:
         meta = self._consumer.list_topics(name, timeout=METADATA_TIMEOUT_S).topics[name]
         partitions = sorted(meta.partitions)
         for p in partitions:
-            low, high = self._consumer.get_watermark_offsets(TopicPartition(name, p), timeout=METADATA_TIMEOUT_S)
+            low, high = watermarks(self._consumer, name, p, METADATA_TIMEOUT_S)
             if high > low:
                 self._ends[p] = high
         if not self._ends:

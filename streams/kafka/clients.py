@@ -12,10 +12,11 @@ import asyncio
 import contextlib
 import logging
 import threading
+import time
 from collections import deque
 from typing import Any
 
-from confluent_kafka import KafkaError, Producer
+from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 
 from streams.settings import get_settings
 
@@ -159,6 +160,25 @@ def produce_bounded(producer: Any, topic: str, value: bytes | None, key: bytes |
             return
         except BufferError:
             producer.poll(0.01)
+
+
+WATERMARK_ATTEMPTS_MAX = 30  # x WATERMARK_RETRY_S: a fresh broker elects its partition leaders within seconds
+WATERMARK_RETRY_S = 0.5
+
+
+def watermarks(consumer: Any, topic: str, partition: int, timeout_s: float) -> tuple[int, int]:
+    """(low, high) offsets of a partition; retried while the partition has no leader yet (a broker just started,
+    a leader moving): a listener that starts with its broker must not die of it."""
+    for attempt in range(WATERMARK_ATTEMPTS_MAX):
+        try:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout_s)
+            return int(low), int(high)
+        except KafkaException as exc:
+            if not exc.args[0].retriable() or attempt == WATERMARK_ATTEMPTS_MAX - 1:
+                raise
+            log.info("%s[%d]: %s; retrying", topic, partition, exc.args[0].str())
+            time.sleep(WATERMARK_RETRY_S)
+    raise AssertionError("unreachable")
 
 
 def consume_now(consumer: Any, timeout_s: float, max_records: int = 1000) -> list[Any]:

@@ -74,3 +74,30 @@ def test_send_unacked_produces_without_a_delivery_callback_and_errors_are_logged
         assert "_ALL_BROKERS_DOWN" in caplog.text
     finally:
         producer.close(0)
+
+
+def test_watermarks_wait_for_a_partition_leader_then_give_up_on_other_errors(monkeypatch: Any) -> None:
+    from confluent_kafka import KafkaError, KafkaException
+
+    from streams.kafka import clients
+
+    monkeypatch.setattr(clients, "WATERMARK_RETRY_S", 0.0)
+
+    class Fresh:  # a broker just started: no leader for two asks
+        calls = 0
+
+        def get_watermark_offsets(self, tp: Any, timeout: float) -> tuple[int, int]:
+            self.calls += 1
+            if self.calls <= 2:
+                raise KafkaException(KafkaError(KafkaError.NOT_LEADER_FOR_PARTITION, "no leader", retriable=True))
+            return 0, 7
+
+    fresh = Fresh()
+    assert clients.watermarks(fresh, "fx.rates", 0, 1.0) == (0, 7) and fresh.calls == 3
+
+    class Broken:
+        def get_watermark_offsets(self, tp: Any, timeout: float) -> tuple[int, int]:
+            raise KafkaException(KafkaError(KafkaError.TOPIC_AUTHORIZATION_FAILED, "denied", retriable=False))
+
+    with pytest.raises(KafkaException):
+        clients.watermarks(Broken(), "fx.rates", 0, 1.0)
