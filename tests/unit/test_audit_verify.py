@@ -268,10 +268,10 @@ def test_a_rewritten_past_is_found_against_a_kept_checkpoint(
     tmp_path: Path, log20: tuple[list[bytes], list[bytes]]
 ) -> None:
     """A whole new log signed by the real key (a stolen key or an insider) still cannot extend what was kept."""
-    _entries, checkpoints = log20
+    entries, checkpoints = log20
     kept = tmp_path / "kept.jsonl"
     kept.write_bytes(checkpoints[1] + b"\n")
-    full = b'"ip":null' in base64.b64decode(orjson.loads(checkpoints and _entries[0])["leaf_b64"])
+    full = b'"ip":null' in base64.b64decode(orjson.loads(entries[0])["leaf_b64"])  # the fixture's form
     forged_entries, forged = encoded(*build_log(20, 5, edited=3, full=full))  # record 3 rewritten, everything re-signed
     assert check(write(tmp_path / "alone", forged_entries, forged)).ok  # consistent in itself
     text = findings(check(write(tmp_path / "forged", forged_entries, forged), kept=[kept]))
