@@ -35,6 +35,7 @@ from contracts.types import (
     PriceUnitsPerKwh,
     QuantityWh,
     Rate,
+    Sealed,
     SignedMinorUnits,
     UtcDatetime,
 )
@@ -503,6 +504,9 @@ class HolderPayout(Contract):
     amount_kaus_units: PositiveKausUnits = Field(
         description="K-AUS debited, exactly; the fiat paid is their conversion at the locked rate, rounded down"
     )
+    payout_account_sealed: Sealed | None = Field(
+        default=None, description="the payout account, sealed (then `payout_account` is masked); opened to pay"
+    )
 
 
 class BridgeRequest(Contract):
@@ -630,6 +634,9 @@ class PayoutRequest(Contract):
     payout_account: Annotated[str, Field(min_length=1, max_length=200)]
     requested_at: UtcDatetime
     trigger_type: PayoutTrigger | None = Field(default=None, description="what made it due")
+    payout_account_sealed: Sealed | None = Field(
+        default=None, description="the payout account, sealed (then `payout_account` is masked)"
+    )
     trigger_id: str | None = Field(
         default=None,
         max_length=128,
@@ -698,6 +705,11 @@ class KycStatusChanged(Contract):
     )
     push_token: Annotated[str, Field(min_length=1, max_length=256)] | None = None
     occurred_at: UtcDatetime
+    contacts_sealed: Sealed | None = Field(
+        default=None,
+        description="email, phone and push token as one sealed JSON object; the platform's receiver writes this and "
+        "leaves the plain fields empty",
+    )
 
 
 class NotificationChannel(StrEnum):
@@ -716,11 +728,12 @@ class HolderNotification(Contract):
     event: Literal["PAYOUT_COMPLETED", "PAYOUT_FAILED", "PAYOUT_WAITING"]
     channel: NotificationChannel
     destination: Annotated[str, Field(min_length=1, max_length=256)] = Field(
-        description="e-mail address, E.164 number or push token (personal data)"
+        description="e-mail address, E.164 number or push token (personal data); masked when destination_sealed is set"
     )
     subject: Annotated[str, Field(max_length=200)]
     text: Annotated[str, Field(max_length=2000)]
     created_at: UtcDatetime
+    destination_sealed: Sealed | None = Field(default=None, description="the destination, sealed; opened to send")
 
 
 class DeliveryStatus(StrEnum):

@@ -181,3 +181,14 @@ __all__ = [
     "SignedMinorUnits",
     "UtcDatetime",
 ]
+
+# Personal data sealed with envelope encryption (docs/security.md): a fresh AES-256-GCM data key per value, the data
+# key wrapped by the HSM's encryption key of the named version. Only the services that need the value open it.
+Sealed = Annotated[
+    str,
+    Field(
+        max_length=4096,
+        pattern=r"^enc:v1:[A-Za-z0-9._-]{1,128}:[A-Za-z0-9+/]+={0,2}:[A-Za-z0-9+/]+={0,2}:[A-Za-z0-9+/]+={0,2}$",
+        description="enc:v1:<encryption key id>:<wrapped data key>:<nonce>:<ciphertext> (base64 parts)",
+    ),
+]
