@@ -259,6 +259,12 @@ _NO_AMOUNT = frozenset({Operation.SIGNER_CHANGE, Operation.KEY_CEREMONY, Operati
 _NEEDS_AMOUNT = TRANSFERS | {Operation.PAYOUT_APPROVAL}
 
 
+def param_names(operation: Operation) -> tuple[str, ...]:
+    """The params an operation takes, sorted (``reason`` besides, for every operation)."""
+    required, optional = _PARAMS[operation]
+    return tuple(sorted(required | optional))
+
+
 def check_request(request: Request) -> str | None:
     """Why the request cannot be executed as given, or None. Signer changes are checked against the set apart."""
     required, optional = _PARAMS[request.operation]
