@@ -285,8 +285,20 @@ def check_request(request: Request) -> str | None:
             return "from_account and to_account must be account ids (letters, digits and ._:/@-, up to 128)"
         if debit == credit:
             return "from_account and to_account are the same account"
-    if request.operation is Operation.KEY_CEREMONY and request.params["ceremony"] not in CEREMONIES:
+    if request.operation is Operation.KEY_CEREMONY:
+        return _check_ceremony(request.params)
+    return None
+
+
+def _check_ceremony(params: Mapping[str, str]) -> str | None:
+    ceremony = params["ceremony"]
+    if ceremony not in CEREMONIES:
         return f"ceremony must be one of {', '.join(Ceremony)}"
+    needs = {Ceremony.ROTATE: "purpose", Ceremony.DESTROY: "key_id", Ceremony.RESTORE: "backup"}[Ceremony(ceremony)]
+    if not params.get(needs):
+        return f"a {ceremony} ceremony needs param {needs}"
+    if ceremony == Ceremony.ROTATE and params["purpose"] not in ("MASTER", "SIGNING", "ENCRYPTION"):
+        return "purpose must be MASTER, SIGNING or ENCRYPTION"
     return None
 
 

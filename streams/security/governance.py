@@ -33,7 +33,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -240,6 +240,23 @@ def pause_of(event: g.PauseSet) -> m.PauseState:
                         updated_at=event.at)  # fmt: skip
 
 
+# --------------------------------------------------------------------------- key ceremonies
+
+
+def run_ceremony(event: g.CeremonyOrdered) -> object:
+    """The key manager's ceremony (streams.security.keys), once per request id: its ``ceremony_id`` makes a
+    repeat after a crash change the keys once. Imported here, not at the top: the service starts and runs without
+    the PKCS#11 module until a ceremony is approved."""
+    from streams.security import keys
+
+    params, rid = event.params, event.request_id
+    if event.ceremony is g.Ceremony.ROTATE:
+        return keys.rotate_now(params["purpose"], rid)
+    if event.ceremony is g.Ceremony.DESTROY:
+        return keys.destroy(params["key_id"], rid)
+    return keys.restore(Path(params["backup"]), None, rid)
+
+
 # --------------------------------------------------------------------------- the service (no Kafka)
 
 
@@ -255,8 +272,15 @@ class Record:
 class GovernanceService:
     """Records in, messages out: the core plus decoding, dead letters and the input positions."""
 
-    def __init__(self, config: g.Config, signers: Mapping[str, str], max_bytes: int | None = None) -> None:
+    def __init__(
+        self,
+        config: g.Config,
+        signers: Mapping[str, str],
+        max_bytes: int | None = None,
+        ceremonies: Callable[[g.CeremonyOrdered], object] | None = None,
+    ) -> None:
         self.core = g.Governance(config, signers, verify_signature, key_valid)
+        self.ceremonies = ceremonies or run_ceremony
         self.offsets: dict[str, int] = {}  # "<topic>:<partition>" -> next offset to read
         self.max_bytes = max_bytes
         self.changes = 0
@@ -320,15 +344,14 @@ class GovernanceService:
         return out
 
     def _ceremony(self, event: g.CeremonyOrdered, now: datetime) -> list[g.Event]:
-        """A key ceremony the signers approved.
-
-        TODO(S1 key manager): call streams.security.keys' ``rotate_now`` / ``restore`` / ``destroy`` here once
-        they exist, idempotently by ``event.request_id`` (a crash before the state is saved orders the ceremony
-        again), and report a failure through ``finished(..., ok=False, reason)``. Until then the approved ceremony
-        is recorded as executed (governance.multisig, audit.records) and the key manager is not called.
-        """
-        log.warning("key ceremony %s approved by %s: recorded; the key manager is not called yet (TODO)",
-                    event.ceremony, event.request_id)  # fmt: skip
+        """A key ceremony the signers approved, carried out by the key manager; a failure (the HSM refuses, a
+        backup is missing) ends the request EXECUTION_FAILED with the error, and the signers request it again."""
+        try:
+            self.ceremonies(event)
+        except Exception as exc:  # the key manager's refusals and HSM errors alike: said, not raised
+            log.exception("key ceremony %s of %s failed", event.ceremony, event.request_id)
+            return self.core.finished(event.request_id, False, f"{type(exc).__name__}: {exc}", now)
+        log.warning("key ceremony %s done (request %s)", event.ceremony, event.request_id)
         return self.core.finished(event.request_id, True, None, now)
 
     def to_dict(self) -> dict[str, Any]:

@@ -543,3 +543,27 @@ def test_signer_set_file(tmp_path: Path) -> None:
     assert generate(tmp_path / "gov") and svc.load_signers(path) == signers  # existing keys are kept
     with pytest.raises(FileNotFoundError, match=r"devtools\.signers"):
         svc.load_signers(tmp_path / "none.json")
+
+
+def test_key_ceremonies_call_the_key_manager_once_per_request(signers: Signers) -> None:
+    calls: list[g.CeremonyOrdered] = []
+
+    def ceremonies(event: g.CeremonyOrdered) -> None:
+        calls.append(event)
+        if event.ceremony is g.Ceremony.DESTROY:
+            raise ValueError("nexus-signing-v2 is ACTIVE: only a RETIRED version can be destroyed")
+
+    service = svc.GovernanceService(g.Config(DEPLOYMENT), signers.public, ceremonies=ceremonies)
+    core = service.core
+    bad = request("kx", Op.KEY_CEREMONY, amount=0, nonce=1, ceremony="DESTROY")  # which key?
+    assert refusals(core.submit(bad, T0)) == [Code.INVALID_REQUEST]
+    core.submit(request("rot", Op.KEY_CEREMONY, amount=0, nonce=2, ceremony="ROTATE", purpose="SIGNING"), T0)
+    out = service.outputs(sign(core, signers, "rot", "s1", "s2", "s3"), T0)
+    assert [(c.request_id, c.params["purpose"]) for c in calls] == [("rot", "SIGNING")]
+    assert [v.state for t, v in out if t is GOVERNANCE_MULTISIG][-1] is m.MultisigState.EXECUTED
+    core.submit(request("des", Op.KEY_CEREMONY, amount=0, nonce=3, ceremony="DESTROY", key_id="nexus-signing-v2"), T0)
+    sign(core, signers, "des", "s1", "s2", "s3")
+    out = service.tick(T0 + 48 * H)  # DESTROY waits out 48 h
+    final = [v for t, v in out if t is GOVERNANCE_MULTISIG][-1]
+    assert (final.state, final.reason_code) == (m.MultisigState.REJECTED, "EXECUTION_FAILED")
+    assert "only a RETIRED version" in (final.reason or "") and len(calls) == 2
