@@ -33,6 +33,7 @@ from streams.notifications.channels import build_channels
 from streams.notifications.notifier import Notifier
 from streams.notifications.policy import DoneIds, RetryPolicy
 from streams.notifications.settings import NotifySettings, get_notify_settings
+from streams.security.envelope import platform_sealer
 from streams.settings import Settings, get_settings
 
 log = logging.getLogger("nexus.notifier")
@@ -236,7 +237,7 @@ async def serve(settings: Settings, notify: NotifySettings) -> int:
     async with httpx.AsyncClient(timeout=notify.gateway_timeout_s, limits=limits) as client:
         done = DoneIds(notify.remembered_ids_max)
         reader = DoneReader(settings.bootstrap_servers)
-        notifier = Notifier(build_channels(notify, client), policy, done)
+        notifier = Notifier(build_channels(notify, client), policy, done, sealer=platform_sealer())
         driver = NotifierLoop(settings, notify, notifier, reader)
         log.info("read %d done ids from %s", await driver.catch_up(), NOTIFICATIONS_DELIVERIES.name)
         for sig in (signal.SIGTERM, signal.SIGINT):

@@ -19,11 +19,14 @@ from contracts.models import DeliveryStatus, HolderNotification, NotificationCha
 from contracts.topics import NOTIFICATIONS_DELIVERIES, NOTIFICATIONS_HOLDERS, Topic
 from streams.kafka import ingress
 from streams.notifications.channels import Channel
-from streams.notifications.policy import DoneIds, Outcome, RetryPolicy, deliver, mask
+from streams.notifications.policy import DoneIds, Outcome, RetryPolicy, clip, deliver
+from streams.security.envelope import Sealer, SealError, mask, open_text
 
 log = logging.getLogger("nexus.notifier")
 
 UNDELIVERED_CODE = "NOTIFICATION_UNDELIVERED"
+# A sealed destination that does not open (altered, or its key is not usable here); the reason says which.
+UNSEALABLE_CODE = "INVALID_VALUE"
 Outputs = list[tuple[Topic, Any]]
 
 
@@ -34,8 +37,10 @@ class Notifier:
         policy: RetryPolicy,
         done: DoneIds,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        sealer: Sealer | None = None,
     ) -> None:
         self.channels, self.policy, self.done, self.sleep = channels, policy, done, sleep
+        self.sealer = sealer  # opens destination_sealed (streams.security.envelope); None: sealing is off here
         # Deliveries under way, by notification id: a repeat of the record waits for the first, then skips.
         self._under_way: dict[str, asyncio.Future[None]] = {}
         self.sent = self.skipped = self.undelivered = 0
@@ -45,7 +50,12 @@ class Notifier:
         if isinstance(message, ingress.Rejected):
             log.warning("dead-lettered %s:%d@%d: %s", origin.topic, origin.partition, origin.offset, message.code)
             return ingress.dead_letter_outputs(origin, key, value, message)
-        notification: HolderNotification = message
+        try:
+            notification = self._opened(message)
+        except SealError as bad:  # altered, or sealed by a key this process cannot use: no retry helps
+            reason = f"{NOTIFICATIONS_HOLDERS.name}: {message.notification_id}: {clip(str(bad))}"
+            log.warning("dead-lettered %s:%d@%d: %s", origin.topic, origin.partition, origin.offset, reason)
+            return ingress.dead_letter_outputs(origin, key, value, ingress.Rejected(UNSEALABLE_CODE, reason, []))
         nid = notification.notification_id
         while (first := self._under_way.get(nid)) is not None:
             await asyncio.shield(first)
@@ -62,6 +72,14 @@ class Notifier:
             del self._under_way[nid]
             under_way.set_result(None)
         return self._outputs(notification, outcome, origin, key, value)
+
+    def _opened(self, notification: HolderNotification) -> HolderNotification:
+        """The notification with its real destination, opened just before sending; in memory only (never logged:
+        logs and reasons show ``mask`` of it, and the channels scrub it from error texts)."""
+        if notification.destination_sealed is None:
+            return notification
+        destination = open_text(self.sealer, notification.destination_sealed)
+        return notification.model_copy(update={"destination": destination, "destination_sealed": None})
 
     def _outputs(
         self,

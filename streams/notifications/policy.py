@@ -1,5 +1,6 @@
-"""The notifier's decisions, plain Python (standard library only, unit-tested directly): which failures are worth
-another attempt, how long to wait, how a destination is written in logs, which ids are done.
+"""The notifier's decisions, plain Python (unit-tested directly): which failures are worth another attempt, how long
+to wait, how a destination is written in logs (``mask``: one definition, ``streams.security.envelope``), which ids
+are done.
 
 The sending itself (SMTP, HTTP) is in ``streams.notifications.channels``; the Kafka loop in ``.loop``.
 """
@@ -12,6 +13,8 @@ import re
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+
+from streams.security.envelope import mask
 
 # HTTP statuses that say "not now" rather than "never": a timeout and rate limiting. Every other 4xx means the
 # request itself is wrong (an unknown number, a revoked push token, a bad payload): sending it again cannot help.
@@ -89,23 +92,6 @@ async def deliver(
 
 
 # ----------------------------------------------------------------------------- personal data in logs and reasons
-
-
-def mask(destination: str) -> str:
-    """A destination as logs may show it: enough to tell two apart, not enough to contact anyone.
-
-    ``sam@example.com`` -> ``s***@example.com``; ``+821012345678`` -> ``+82******5678``; anything else (a push
-    token) keeps its first 4 characters.
-    """
-    if "@" in destination:
-        local, _, domain = destination.rpartition("@")
-        return f"{local[:1]}***@{domain}"
-    digits = destination[1:] if destination.startswith("+") else destination
-    if digits.isdigit():
-        if len(digits) < 8:
-            return "+" + "*" * len(digits) if destination.startswith("+") else "*" * len(digits)
-        return f"+{digits[:2]}{'*' * (len(digits) - 6)}{digits[-4:]}"
-    return f"{destination[:4]}***" if len(destination) > 8 else "***"
 
 
 def scrub(text: str, destination: str) -> str:

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import logging
+import os
 import smtplib
 from datetime import UTC, datetime
 from typing import Any
@@ -24,10 +26,10 @@ from streams.notifications.policy import (
     RetryPolicy,
     deliver,
     http_status_permanent,
-    mask,
     message_id,
     scrub,
 )
+from streams.security.envelope import LocalSealer, mask, seal_text
 
 ORIGIN = Origin(NOTIFICATIONS_HOLDERS.name, 2, 41)
 
@@ -315,3 +317,48 @@ def test_done_ids_are_bounded() -> None:
     for n in range(5):
         done.add(f"id-{n}")
     assert len(done) == 3 and "id-0" not in done and "id-4" in done and done.forgotten == 2
+
+
+# ----------------------------------------------------------------------------- sealed destinations
+
+
+class SeenChannel(FakeChannel):
+    def __init__(self) -> None:
+        super().__init__()
+        self.destinations: list[str] = []
+
+    async def send(self, notification: HolderNotification) -> None:
+        self.destinations.append(notification.destination)
+        await super().send(notification)
+
+
+def test_a_sealed_destination_is_opened_just_before_sending_and_never_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    sealer = LocalSealer(os.urandom(32))
+    sealed = note().model_copy(
+        update={"destination": mask("+821012345678"), "destination_sealed": seal_text(sealer, "+821012345678")}
+    )
+    channel = SeenChannel()
+    sleeps = Sleeps()
+    sender = Notifier(dict.fromkeys(NotificationChannel, channel), RetryPolicy(3, 0, 0), DoneIds(10), sleeps, sealer)
+    with caplog.at_level(logging.DEBUG):
+        out = asyncio.run(sender.handle(*wire(sealed), ORIGIN))
+    assert channel.destinations == ["+821012345678"]
+    assert [topic for topic, _ in out] == [NOTIFICATIONS_DELIVERIES]
+    assert "+821012345678" not in caplog.text and "+82******5678" in caplog.text
+
+
+def test_a_sealed_destination_that_does_not_open_is_dead_lettered_unsent() -> None:
+    sealed = note().model_copy(
+        update={"destination": "+82******5678", "destination_sealed": seal_text(LocalSealer(os.urandom(32)), "+8210")}
+    )
+    channel = SeenChannel()
+    other_key = LocalSealer(os.urandom(32))
+    sender = Notifier(
+        dict.fromkeys(NotificationChannel, channel), RetryPolicy(3, 0, 0), DoneIds(10), Sleeps(), other_key
+    )
+    out = asyncio.run(sender.handle(*wire(sealed), ORIGIN))
+    assert channel.destinations == []
+    assert [topic for topic, _ in out] == [PLATFORM_DEADLETTERS]
+    assert out[0][1].reason_code == "INVALID_VALUE" and "authentication failed" in out[0][1].reason
