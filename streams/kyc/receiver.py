@@ -38,6 +38,7 @@ from streams.kafka.clients import produce_bounded, producer_config
 from streams.kafka.topic_admin import ensure_topics
 from streams.kyc import sumsub
 from streams.kyc.settings import KycSettings, secret_bytes
+from streams.security.envelope import Sealer, platform_sealer, seal_json
 from streams.settings import get_settings
 
 log = logging.getLogger("nexus.kyc")
@@ -64,10 +65,12 @@ class KycReceiver:
         fetch_applicant: Callable[[str], dict[str, Any]],
         publish: Callable[[KycStatusChanged], None],
         expired_types: Iterable[str] = sumsub.DEFAULT_EXPIRED_TYPES,
+        sealer: Sealer | None = None,
     ) -> None:
         assert webhook_secret, "a receiver without a webhook secret would accept anyone's webhook"
         self.secret, self.fetch_applicant, self.publish = webhook_secret, fetch_applicant, publish
         self.expired_types = tuple(expired_types)
+        self.sealer = sealer  # set: the contacts go out sealed (contacts_sealed), never plain
 
     def handle(self, body: bytes, headers: Mapping[str, str]) -> Answer:
         """`headers`: names in lower case."""
@@ -114,12 +117,25 @@ class KycReceiver:
         except ValidationError as invalid:
             return Answer(400, {"error": f"not a KYC status: {invalid.errors(include_url=False)[0]['msg']}"})
         try:
+            event = self._sealed(event)
+        except Exception as failure:  # the HSM is unreachable or refuses: nothing goes out plain, the provider retries
+            log.warning("webhook %s: contacts not sealed: %s (answered 503)", webhook.event_id, type(failure).__name__)
+            return Answer(503, {"error": "not recorded, send again later"})
+        try:
             self.publish(event)
         except Unavailable as failure:
             log.warning("webhook %s: not acknowledged by the broker: %s (answered 503)", webhook.event_id, failure)
             return Answer(503, {"error": "not recorded, send again later"})
         log.info("KYC %s for %s (event %s, %s)", status, webhook.account_id, webhook.event_id, webhook.type)
         return Answer(200, {"status": "accepted", "eventId": webhook.event_id, "kycStatus": status})
+
+    def _sealed(self, event: KycStatusChanged) -> KycStatusChanged:
+        """The contacts (validated plain above) as one sealed JSON object, the plain fields emptied."""
+        contacts = {"email": event.email, "phone": event.phone, "push_token": event.push_token}
+        if self.sealer is None or not any(contacts.values()):
+            return event
+        sealed = seal_json(self.sealer, contacts)
+        return event.model_copy(update={"email": None, "phone": None, "push_token": None, "contacts_sealed": sealed})
 
 
 class ApplicantApi:
@@ -237,7 +253,9 @@ def main() -> int:
         kyc.applicant_api_url, kyc.app_token.get_secret_value(), secret_bytes(kyc.app_secret_key), kyc.api_timeout_s
     )
     producer = AckedProducer(settings.bootstrap_servers, kyc.produce_timeout_s)
-    receiver = KycReceiver(secret_bytes(kyc.webhook_secret), api.fetch, producer.publish, kyc.expired_type_names)
+    receiver = KycReceiver(
+        secret_bytes(kyc.webhook_secret), api.fetch, producer.publish, kyc.expired_type_names, platform_sealer()
+    )
     server = serve(receiver, kyc.host, kyc.port, kyc.max_body_bytes, kyc.max_concurrent)
     url = f"http://{url_host(kyc.host)}:{server.server_address[1]}{WEBHOOK_PATH}"
 

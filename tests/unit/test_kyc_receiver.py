@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import os
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -14,12 +15,14 @@ import httpx
 import pytest
 
 from contracts.models import KycStatusChanged
+from contracts.topics import KYC_STATUS
 from devtools.kyc_sim import Applicant, KycSimulator, applicant_id, signed, webhook_payload
 from domain.payouts import KycStatus
 from streams.kyc import receiver as kyc_receiver
 from streams.kyc import sumsub
 from streams.kyc.receiver import ApplicantApi, KycReceiver, Unavailable, serve
 from streams.kyc.settings import KycSettings
+from streams.security.envelope import LocalSealer, open_json
 
 SECRET = b"test-webhook-secret"
 BODY = b'{"type":"applicantReviewed"}'
@@ -181,6 +184,7 @@ def test_a_signed_webhook_becomes_a_kyc_status_with_the_applicants_contacts() ->
         "phone": example.phone,
         "push_token": example.push_token,
         "occurred_at": WHEN,
+        "contacts_sealed": None,  # sealing off (no sealer): the contacts are plain
     }
     assert fakes.fetched == [applicant_id("acct-1")]
     assert receive(fakes, body, headers).body["eventId"] == event.event_id  # a re-sent webhook: the same id
@@ -271,3 +275,33 @@ def test_the_http_layer_checks_path_and_size_before_the_receiver() -> None:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_with_sealing_on_the_contacts_go_out_sealed_and_never_plain() -> None:
+    fakes, sealer = Fakes(), LocalSealer(os.urandom(32))
+    body, headers = signed(webhook_payload("acct-1", "VERIFIED", "req-8", WHEN), SECRET)
+    receiver = KycReceiver(SECRET, fakes.fetch, fakes.publish, sealer=sealer)
+    assert receiver.handle(body, {k.lower(): v for k, v in headers.items()}).status == 200
+    (event,) = fakes.published
+    example = Applicant.example("acct-1")
+    assert event.email is None and event.phone is None and event.push_token is None
+    assert event.contacts_sealed is not None
+    wire = KYC_STATUS.encode(event).decode()
+    assert all(v not in wire for v in (example.email, example.phone, example.push_token) if v)
+    opened = open_json(sealer, event.contacts_sealed)
+    assert opened == {"email": example.email, "phone": example.phone, "push_token": example.push_token}
+
+
+def test_a_sealer_that_fails_records_nothing_and_asks_for_a_retry() -> None:
+    class Down:
+        def seal(self, plaintext: bytes) -> str:
+            raise RuntimeError("HSM unreachable")
+
+        def open(self, sealed: str) -> bytes:
+            raise RuntimeError("HSM unreachable")
+
+    fakes = Fakes()
+    body, headers = signed(webhook_payload("acct-1", "VERIFIED", "req-9", WHEN), SECRET)
+    receiver = KycReceiver(SECRET, fakes.fetch, fakes.publish, sealer=Down())
+    assert receiver.handle(body, {k.lower(): v for k, v in headers.items()}).status == 503
+    assert fakes.published == []
