@@ -442,7 +442,7 @@ LEDGER_COMMANDS = Topic(
     upstream=True,
     retention_ms=KEEP_FOREVER,
     broker_timestamps=True,
-    producers=(Component.UPSTREAM, Component.MATCHING, Component.LEDGER, Component.BRIDGE),
+    producers=(Component.UPSTREAM, Component.MATCHING, Component.LEDGER, Component.BRIDGE, Component.SECURITY),
     consumers=(Component.LEDGER,),
     dedup_key=("command_id",),
 )
@@ -454,7 +454,7 @@ LEDGER_OUTCOMES = Topic(
     "(a re-sent command is answered again with its original outcome).",
     retention_ms=DAY_MS,
     producers=(Component.LEDGER,),
-    consumers=(Component.BRIDGE,),
+    consumers=(Component.BRIDGE, Component.SECURITY),
 )
 FX_RATES = Topic(
     "fx.rates",
@@ -671,11 +671,12 @@ AUDIT_RECORDS = Topic(
     "(BRIDGE_SETTLEMENT_COMPLETED or BRIDGE_SETTLEMENT_FAILED, transactionId the settlement's bridge_tx_id, auditId "
     "AUDIT:<bridge_tx_id>:completed or :failed; PAYOUT_COMPLETED / PAYOUT_FAILED for a holder's payout), sent with its "
     "first answer (none with a repeat), and one per "
-    "capture refused after payout (BRIDGE_CAPTURE_REFUSED_AFTER_PAYOUT). A record may be written again after a "
+    "capture refused after payout (BRIDGE_CAPTURE_REFUSED_AFTER_PAYOUT); the governance service one per request, "
+    "signature (accepted or refused), execution and pause (GOVERNANCE_*, docs/governance.md). A record may be written again after a "
     "crash under the same auditId: deduplicate by it. Unsigned here (signature null): the security layer appends "
     "each to the signed audit.log, where it carries its checkpoint.",
     retention_ms=365 * DAY_MS,
-    producers=(Component.LEDGER, Component.BRIDGE),
+    producers=(Component.LEDGER, Component.BRIDGE, Component.SECURITY),
     consumers=(Component.SECURITY, Component.WAREHOUSE),
     dedup_key=("auditId",),
 )
@@ -694,6 +695,7 @@ PLATFORM_DEADLETTERS = Topic(
         Component.BRIDGE,
         Component.PAYOUTS,
         Component.NOTIFIER,
+        Component.SECURITY,
         Component.MONITORING,
     ),
     consumers=(Component.UPSTREAM, Component.MONITORING, Component.OPERATORS),
@@ -715,6 +717,7 @@ PLATFORM_DEADLETTER_PAYLOADS = PayloadTopic(
         Component.BRIDGE,
         Component.PAYOUTS,
         Component.NOTIFIER,
+        Component.SECURITY,
         Component.MONITORING,
     ),
     consumers=(Component.OPERATORS,),
