@@ -56,6 +56,7 @@ from streams.bridge.providers.http import (
 from streams.bridge.providers.http import TransportError as TransportError  # re-exported for the adapters
 from streams.bridge.providers.http import loads_exact as loads_exact
 from streams.bridge.providers.lean_http import LeanHttpTransport
+from streams.security.envelope import mask_account, open_text, shared_sealer
 
 DEFAULT_SIM_PORT = 19480
 _GUARD_S = 1.0  # outer safety bound on top of each transport's own timeout
@@ -264,7 +265,9 @@ class InvalidPayoutAccount(ValueError):
     """A holder's payout account that cannot be an account at the payout's provider: nothing is sent."""
 
 
-def _holder_account(provider: Provider, holder_id: str, account: str) -> MerchantPayoutAccount:
+def _holder_account(
+    provider: Provider, holder_id: str, account: str, shown: str | None = None
+) -> MerchantPayoutAccount:
     """The payout destination of a holder: ``account`` in the provider's field, the others blank (never used: a
     payout goes out through its own provider only)."""
     fields: dict[str, Any] = {
@@ -289,7 +292,8 @@ def _holder_account(provider: Provider, holder_id: str, account: str) -> Merchan
         raise InvalidPayoutAccount(f"{provider} does not pay holders out")
     pattern, field, what = checks[provider]
     if not pattern.fullmatch(account):
-        raise InvalidPayoutAccount(f"the payout account {account[:64]!r} is not {what}")
+        # An account that came sealed is quoted masked: this reason reaches payouts.results and the warehouse.
+        raise InvalidPayoutAccount(f"the payout account {account[:64] if shown is None else shown!r} is not {what}")
     fields[field] = int(account) if field == "wise_recipient_id" else account
     return MerchantPayoutAccount(**fields)
 
@@ -301,7 +305,26 @@ def destination_of(intent: PayoutIntent, merchants: MerchantDirectory) -> Mercha
     if payment.payout is None:
         return merchants.account(payment.merchant_id)
     assert intent.provider is payment.payout.provider, (intent.provider, payment.payout.provider)
-    return _holder_account(intent.provider, payment.payer_account_id, payment.payout.payout_account)
+    payout = payment.payout
+    account = payout_account_of(payout)
+    shown = None if getattr(payout, "payout_account_sealed", None) is None else mask_account(account)
+    return _holder_account(intent.provider, payment.payer_account_id, account, shown)
+
+
+def payout_account_of(payout: object) -> str:
+    """The holder's payout account, opened here — just before the provider request is built, in memory only — when
+    the request carried it sealed (``payout_account_sealed``; ``payout_account`` is then masked). A sealed account
+    that does not open (altered, its key destroyed, the HSM unreachable, sealing off here) declines the payout
+    before anything is sent (:class:`InvalidPayoutAccount`)."""
+    # getattr: domain.bridge.HolderPayout has the field once contracts/bridge_codec.py carries it over from the request.
+    sealed: str | None = getattr(payout, "payout_account_sealed", None)
+    plain: str = getattr(payout, "payout_account", "")
+    if sealed is None:
+        return plain
+    try:
+        return open_text(shared_sealer(), sealed)
+    except Exception as exc:  # SealError, HsmError, a settings error: never paid to a guessed account
+        raise InvalidPayoutAccount(f"the sealed payout account {plain!r} cannot be opened: {exc}") from None
 
 
 def invalid_destination(exc: InvalidPayoutAccount) -> PayoutOutcome:
