@@ -41,6 +41,7 @@ from streams.kafka.topic_admin import ensure_topics
 from streams.payouts import state as state_file
 from streams.payouts.service import INPUTS, Output, PayoutService, Record
 from streams.payouts.settings import PayoutSettings, get_payout_settings
+from streams.security.envelope import platform_sealer
 from streams.settings import Settings, get_settings
 
 log = logging.getLogger("nexus.payouts")
@@ -72,6 +73,7 @@ class PayoutLoop:
             snapshot,
             max_bytes=settings.max_ingress_message_bytes,
             paused=lambda: self.pause.paused,
+            sealer=platform_sealer(),
         )
         log.info("state %s", f"loaded from {path}" if snapshot else "new: every input read from its beginning")
         self.consumer = Consumer(consumer_config(bootstrap, f"{settings.app_id}-payouts"))

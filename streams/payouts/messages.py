@@ -24,7 +24,11 @@ def fiat_text(amount_minor: int, currency: Currency) -> str:
 
 
 def masked(payout_account: str) -> str:
-    """The payout account as a holder recognises it without a message giving it away: its last four characters."""
+    """The payout account as a holder recognises it without a message giving it away: its last four characters.
+    An account already masked (``****1623``: sealing is on, streams.security.envelope.mask_account) shows its tail."""
+    if payout_account.startswith("****"):
+        tail = payout_account[4:]
+        return f"ending {tail}" if tail else "on file"
     tail = payout_account.strip()[-4:]
     return f"ending {tail}" if len(payout_account.strip()) > 8 else "on file"
 

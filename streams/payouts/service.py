@@ -9,7 +9,9 @@ Inputs and what each does (docs/payouts.md, "The service"):
   is dead-lettered with its rule code and the original bytes; a tombstone deletes the rule. An accepted rule is
   evaluated at once (a balance may already be above its threshold).
 * ``kyc.status``: the holder's status (``set_kyc``, the offset as version) and contacts (kept for notifications
-  only; never logged).
+  only; never logged). With a sealer (``streams.security.envelope``) the contacts are kept sealed one by one with
+  their masked forms, and each rule's payout account is kept sealed while the rule book holds it masked: requests
+  and notifications then carry the sealed value and a masked copy (docs/security.md, "Encryption at rest").
 * ``ledger.transfers``: the balance mirror (``domain.balances``); every movement of an account with rules
   re-evaluates it.
 * ``dividends.declared``: ``on_dividend``, once the mirror has the dividend's credit.
@@ -36,7 +38,7 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, NamedTuple, cast
 
 from contracts import models as m
@@ -77,6 +79,7 @@ from domain.timeconv import from_ms
 from streams.kafka import ingress
 from streams.payouts import messages
 from streams.payouts.settings import PayoutSettings
+from streams.security.envelope import Sealer, mask, mask_account, open_json, seal_text
 
 log = logging.getLogger("nexus.payouts")
 
@@ -107,11 +110,15 @@ class Record(NamedTuple):
 
 @dataclass(frozen=True, slots=True)
 class Contacts:
-    """A holder's notification addresses (personal data: used for notifications, never logged)."""
+    """A holder's notification addresses (personal data: used for notifications, never logged).
+
+    Sealing on: each address is its own Sealed envelope (what a notification's ``destination_sealed`` carries) and
+    ``masked`` holds its masked form by channel (its ``destination``); nothing plain in memory or in the state."""
 
     email: str | None = None
     phone: str | None = None
     push_token: str | None = None
+    masked: dict[str, str] | None = None
 
     def channels(self) -> list[tuple[m.NotificationChannel, str]]:
         pairs = (
@@ -134,12 +141,13 @@ class Sent:
     provider: str
     currency: str
     amount_units: int
-    payout_account: str
+    payout_account: str  # masked when sealing is on (the rule book holds it masked)
     requested: bool = False  # its bridge request was emitted (False: waiting for a fresh FX rate)
     stale_logged: bool = False
+    payout_account_sealed: str | None = None
 
     @classmethod
-    def of(cls, d: Decision) -> Sent:
+    def of(cls, d: Decision, sealed: str | None = None) -> Sent:
         return cls(
             d.payout_id,
             d.rule_id,
@@ -150,6 +158,7 @@ class Sent:
             d.currency.value,
             d.amount_units,
             d.payout_account,
+            payout_account_sealed=sealed,
         )
 
 
@@ -209,8 +218,11 @@ class PayoutService:
         snapshot: dict[str, Any] | None = None,
         max_bytes: int = 64 * 1024,
         paused: Callable[[], bool] | None = None,
+        sealer: Sealer | None = None,
     ) -> None:
         self.settings = settings
+        # Set: personal data is kept sealed (contacts, payout accounts) and sent sealed with a masked copy.
+        self.sealer = sealer
         self._rates = rates
         self._paused = paused or (lambda: False)  # governance.pause (streams.bridge.pause_listener)
         self._policy = FxPolicy(max_age_ms=settings.fx_max_age_ms)
@@ -221,6 +233,7 @@ class PayoutService:
         self.book = AutoPayouts(PayoutConfig(settings.retry_after_failure_ms, settings.max_rules_per_account))
         self.mirror = BalanceMirror(settings.mirror_window)
         self.contacts: dict[str, Contacts] = {}
+        self.sealed_accounts: dict[str, str] = {}  # rule id -> its payout account sealed (the book holds it masked)
         self.sent: dict[str, Sent] = {}
         self.pending: list[Pending] = []
         self.reported: OrderedDict[str, None] = OrderedDict()
@@ -273,6 +286,8 @@ class PayoutService:
         assert rec.key is not None
         rule_id = rec.key.decode(errors="replace")
         outcome = self.book.delete_rule(rule_id, rec.offset)
+        if outcome.status is RuleStatus.DELETED:
+            self.sealed_accounts.pop(rule_id, None)
         log.info("rule %s: %s (%s)", rule_id, outcome.status, outcome.reason)
         return []
 
@@ -280,7 +295,12 @@ class PayoutService:
         # The rule is active from when it was written (its record time), not from when it is read: a replay
         # after a restart gives it the same start. Never later than the rules' clock.
         since = min(rec.record_ms, self.rules_now(rec.wall_ms))
-        outcome = self.book.put_rule(to_rule(rule), rec.offset, since)
+        core, sealed = self._sealed_rule(to_rule(rule))
+        outcome = self.book.put_rule(core, rec.offset, since)
+        if outcome.status is RuleStatus.ACCEPTED and sealed is not None:
+            self.sealed_accounts[rule.rule_id] = sealed
+        elif outcome.status is not RuleStatus.STALE:
+            self.sealed_accounts.pop(rule.rule_id, None)
         if outcome.status is RuleStatus.REJECTED:
             assert outcome.code is not None
             reason = f"{PAYOUT_RULES.name}: rule {rule.rule_id}: {outcome.reason}"
@@ -290,9 +310,37 @@ class PayoutService:
             return self._evaluate(rule.account_id, rec.wall_ms)
         return []
 
+    def _sealed_rule(self, rule: Rule) -> tuple[Rule, str | None]:
+        """Sealing on: the rule with its payout account masked (what the book, decisions and the state keep) and the
+        account sealed. The rule arrives plain on payouts.rules (an upstream topic): it stays there as written."""
+        if self.sealer is None or not rule.payout_account.strip():
+            return rule, None
+        sealed = seal_text(self.sealer, rule.payout_account)
+        return replace(rule, payout_account=mask_account(rule.payout_account)), sealed
+
+    def _contacts_of(self, status: m.KycStatusChanged) -> Contacts:
+        """The holder's contacts from a KYC record (sealed or plain), kept sealed when sealing is on. A sealed record
+        that cannot be opened here raises SealError: the record is dead-lettered with its bytes."""
+        if status.contacts_sealed is not None:
+            values = open_json(self.sealer, status.contacts_sealed)
+            plain = Contacts(values.get("email"), values.get("phone"), values.get("push_token"))
+        else:
+            plain = Contacts(status.email, status.phone, status.push_token)
+        return self._sealed_contacts(plain)
+
+    def _sealed_contacts(self, plain: Contacts) -> Contacts:
+        if self.sealer is None or plain.masked is not None:
+            return plain
+        sealer = self.sealer
+        masked = {channel.value: mask(to) for channel, to in plain.channels()}
+        email, phone, push = (
+            seal_text(sealer, to) if to else None for to in (plain.email, plain.phone, plain.push_token)
+        )
+        return Contacts(email, phone, push, masked=masked)
+
     def _on_kyc(self, status: m.KycStatusChanged, rec: Record) -> list[Output]:
         account = status.account_id
-        contacts = Contacts(status.email, status.phone, status.push_token)
+        contacts = self._contacts_of(status)
         if contacts.channels():
             self.contacts[account] = contacts
         else:
@@ -485,7 +533,7 @@ class PayoutService:
         out: list[Output] = []
         for d in decisions:
             if d.action is Action.PAY:
-                sent = self.sent[d.payout_id] = Sent.of(d)
+                sent = self.sent[d.payout_id] = Sent.of(d, self.sealed_accounts.get(d.rule_id))
                 log.info(
                     "payout %s: %s pays %d K-AUS units of %s through %s in %s",
                     d.payout_id,
@@ -530,6 +578,7 @@ class PayoutService:
             requested_at=at,
             trigger_type=m.PayoutTrigger(sent.trigger),
             trigger_id=sent.trigger_id,
+            payout_account_sealed=sent.payout_account_sealed,
         )
         bridge = m.BridgeRequest(
             request_id=sent.payout_id,
@@ -548,6 +597,7 @@ class PayoutService:
                 provider=cast(Any, provider.value),
                 payout_account=sent.payout_account,
                 amount_kaus_units=sent.amount_units,
+                payout_account_sealed=sent.payout_account_sealed,
             ),
         )
         return [(PAYOUT_REQUESTS, request), (BRIDGE_REQUESTS, bridge)]
@@ -592,7 +642,9 @@ class PayoutService:
     ) -> list[Output]:
         payout_id, account = result.payout_id, result.payer_account_id
         assert payout_id is not None
-        sent = self.sent.get(payout_id) or (None if decision is None else Sent.of(decision))
+        sent = self.sent.get(payout_id) or (
+            None if decision is None else Sent.of(decision, self.sealed_accounts.get(decision.rule_id))
+        )
         if sent is None:
             sent = self._sent_from_rules(payout_id, account)
         if sent is None:
@@ -668,6 +720,7 @@ class PayoutService:
                     rule.payout_currency.value,
                     0,
                     rule.payout_account,
+                    payout_account_sealed=self.sealed_accounts.get(rule.rule_id),
                 )
         return None
 
@@ -686,10 +739,11 @@ class PayoutService:
                     payout_id=payout_id,
                     event=cast(Any, event),
                     channel=channel,
-                    destination=destination,
+                    destination=destination if contacts.masked is None else contacts.masked[channel.value],
                     subject=subject,
                     text=text,
                     created_at=from_ms(wall_ms),
+                    destination_sealed=None if contacts.masked is None else destination,
                 ),
             )
             for channel, destination in contacts.channels()
@@ -703,6 +757,7 @@ class PayoutService:
             "book": self.book.to_dict(),
             "mirror": self.mirror.to_dict(),
             "contacts": {a: asdict(c) for a, c in sorted(self.contacts.items())},
+            "sealed_accounts": dict(sorted(self.sealed_accounts.items())),
             "sent": [asdict(s) for s in self.sent.values()],
             "pending": [asdict(p) for p in self.pending],
             "reported": list(self.reported),
@@ -714,7 +769,10 @@ class PayoutService:
         assert data["service"] == SNAPSHOT_FORMAT, data.get("service")
         self.book = AutoPayouts.from_dict(data["book"])
         self.mirror = BalanceMirror.from_dict(data["mirror"])
-        self.contacts = {a: Contacts(**c) for a, c in data["contacts"].items()}
+        # A state written before sealing was turned on: its contacts are sealed now (the rules' accounts in the book
+        # stay as they were until each rule is written again: docs/security.md).
+        self.contacts = {a: self._sealed_contacts(Contacts(**c)) for a, c in data["contacts"].items()}
+        self.sealed_accounts = dict(data.get("sealed_accounts", {}))
         self.sent = {s["payout_id"]: Sent(**s) for s in data["sent"]}
         self.pending = [Pending(**p) for p in data["pending"]]
         self.reported = OrderedDict.fromkeys(data["reported"])

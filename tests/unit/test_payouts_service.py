@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -40,6 +41,7 @@ from domain.timeconv import from_ms, to_ms
 from streams.payouts import state as state_file
 from streams.payouts.service import PayoutService, Record
 from streams.payouts.settings import PayoutSettings
+from streams.security.envelope import LocalSealer, open_text, seal_json
 
 K = 1_000_000
 T0 = to_ms(datetime(2026, 3, 5, 12, 0, tzinfo=UTC))
@@ -473,3 +475,55 @@ def test_every_output_of_a_decision_is_a_valid_contract_record(units: int) -> No
     out = h.deposit(units)  # Harness.send decodes every output
     [bridge] = of(out, BRIDGE_REQUESTS)
     assert bridge.amount_minor >= 1  # the estimate of a tiny payout is still a positive amount
+
+
+# --------------------------------------------------------------------------- sealing on (issue 18 item 2)
+
+PLAIN = ("acct_1Nv0FGQ9RKHgCVdK", "holder@example.com", "+61400000000", "fcm-token-1")
+
+
+def sealed_harness() -> tuple[Harness, LocalSealer]:
+    h, sealer = Harness(), LocalSealer(os.urandom(32))
+    h.service = PayoutService(h.settings, h.book, sealer=sealer)
+    return h, sealer
+
+
+def test_sealing_on_requests_notifications_and_the_state_carry_no_plain_personal_data(tmp_path: Path) -> None:
+    h, sealer = sealed_harness()
+    contacts = {"email": "holder@example.com", "phone": "+61400000000", "push_token": "fcm-token-1"}
+    h.kyc("VERIFIED", contacts_sealed=seal_json(sealer, contacts))  # as the KYC receiver writes it
+    h.send(PAYOUT_RULES, rule())  # plain on payouts.rules (upstream)
+    out = h.deposit(2_000 * K)
+    [request], [bridge] = of(out, PAYOUT_REQUESTS), of(out, BRIDGE_REQUESTS)
+    assert request.payout_account == bridge.payout.payout_account == "****CVdK"
+    for sealed in (request.payout_account_sealed, bridge.payout.payout_account_sealed):
+        assert open_text(sealer, sealed) == "acct_1Nv0FGQ9RKHgCVdK"
+    h.capture(request.payout_id, request.amount_kaus_units)
+    out = h.send(BRIDGE_SETTLEMENTS_COMPLETED, completed(request.payout_id, request.amount_kaus_units, 28_500))
+    notes = of(out, NOTIFICATIONS_HOLDERS)
+    assert {n.destination for n in notes} == {"h***@example.com", "+61*****0000", "fcm-***"}
+    assert {open_text(sealer, n.destination_sealed) for n in notes} == set(contacts.values())
+    assert notes[0].text.endswith("to your STRIPE account ending CVdK.")
+    wire = b"".join(t.encode(v) for t, v in out) + PAYOUT_REQUESTS.encode(request) + BRIDGE_REQUESTS.encode(bridge)
+    path = tmp_path / "state.json"
+    state_file.save(path, h.service.to_dict())
+    for plain in PLAIN:
+        assert plain.encode() not in wire and plain.encode() not in path.read_bytes(), plain
+    restored = PayoutService(h.settings, h.book, state_file.load(path), sealer=sealer)
+    assert restored.to_dict() == h.service.to_dict()
+
+
+def test_sealing_on_plain_contacts_from_an_older_producer_are_sealed_when_kept() -> None:
+    h, sealer = sealed_harness()
+    h.kyc("VERIFIED", email="holder@example.com")
+    kept = h.service.contacts[HOLDER]
+    assert kept.masked == {"EMAIL": "h***@example.com"} and kept.email is not None
+    assert open_text(sealer, kept.email) == "holder@example.com"
+
+
+def test_a_sealed_kyc_record_this_service_cannot_open_is_dead_lettered() -> None:
+    h, _ = sealed_harness()
+    other = LocalSealer(os.urandom(32))
+    out = h.kyc("VERIFIED", contacts_sealed=seal_json(other, {"email": "holder@example.com"}))
+    [letter] = of(out, PLATFORM_DEADLETTERS)
+    assert "holder@example.com" not in letter.reason and HOLDER not in h.service.contacts
