@@ -32,6 +32,7 @@ COMPONENT_MODULES: dict[Component, tuple[str, ...]] = {
         "streams/bridge/fx_listener.py",
     ),
     Component.NOTIFIER: ("streams/notifications/notifier.py", "streams/notifications/loop.py"),
+    Component.SECURITY: ("streams/security/governance.py", "streams/security/keys.py", "streams/security/audit_log.py"),
     Component.MONITORING: ("streams/alerting/agent.py",),
     Component.DASHBOARD: ("dashboards/source.py",),
     Component.WAREHOUSE: ("warehouse/snapshot_loader.py",),
@@ -80,6 +81,7 @@ def test_the_components_that_write_dead_letters_are_declared() -> None:
         Component.BRIDGE,
         Component.PAYOUTS,
         Component.NOTIFIER,
+        Component.SECURITY,
         Component.MONITORING,
     }
     for name in DEAD_LETTER_TOPICS:
