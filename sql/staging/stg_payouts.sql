@@ -9,6 +9,7 @@
 -- (stg_bridge_settlements, payout_id set) is what the provider's report lists and what the ledger's PAYOUT
 -- movements carry; payouts.results is derived from it by the auto-payout service. fct_settlements and the ledger
 -- tie-out therefore take a payout from the bridge settlement only, so a payout counts once.
+-- payout_account: masked (****1623), never the holder's whole account.
 -- kaus_units: K-AUS captured (PAID: the result's kaus_debited_units, else the requested amount; FAILED: NULL).
 SELECT
     r.event_id                                                        AS settlement_id,
@@ -20,7 +21,14 @@ SELECT
     CAST(r.payload->>'fee_minor' AS BIGINT)                           AS fee_minor,
     CAST(r.payload->>'rate' AS DECIMAL(38, 10))                       AS fx_rate,
     coalesce(r.payload->>'account_id', q.payload->>'account_id')      AS account_id,
-    q.payload->>'payout_account'                                      AS payout_account,
+    -- Personal data: masked for analysts (docs/security.md, "Encryption at rest"). Sealing on, payouts.requests
+    -- already carries it masked (****1623) and sealed (payout_account_sealed, never selected here); sealing off, the
+    -- plain account is masked here the same way: the last four characters of one longer than eight.
+    CASE WHEN q.payload->>'payout_account' IS NULL THEN NULL
+         WHEN starts_with(q.payload->>'payout_account', '****') THEN q.payload->>'payout_account'
+         WHEN length(trim(q.payload->>'payout_account')) > 8
+         THEN '****' || right(trim(q.payload->>'payout_account'), 4)
+         ELSE '****' END                                              AS payout_account,
     coalesce(r.payload->>'rule_id', q.payload->>'rule_id')            AS rule_id,
     q.payload->>'trigger_type'                                        AS trigger_type,
     q.payload->>'trigger_id'                                          AS trigger_id,
