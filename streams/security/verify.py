@@ -530,6 +530,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if (args.first is None) != (args.second is None):
         print("--from and --to go together", file=sys.stderr)
         return 2
+    missing = [p for p in (args.dir / LOG_FILE, args.dir / CHECKPOINTS_FILE, *args.kept) if not p.is_file()]
+    if missing:
+        print(f"no such file: {', '.join(map(str, missing))} (run export first)", file=sys.stderr)
+        return 2
     try:
         keys = [load_public_key(path.read_bytes()) for path in args.public_key]
     except (OSError, ValueError) as exc:
