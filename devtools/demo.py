@@ -54,6 +54,8 @@ from devtools.payouts_demo import PayoutsDemo
 from devtools.payouts_demo import prepare_environment as prepare_payouts_environment
 from devtools.provider_sim.launcher import ProviderSimProcess
 from devtools.recon_demo import TodaysReconciliation
+from devtools.security_demo import SecurityDemo
+from devtools.security_demo import prepare_environment as prepare_security_environment
 from domain.money import kaus_to_decimal
 from infra.http_serving import url_host
 from infra.kafka.broker import LocalKafka, ensure_jars
@@ -95,6 +97,7 @@ class Worker:
     name: str = "worker"
     module: str = "streams.worker"
     agents: str = ""  # NEXUS_AGENTS for it; empty = all of that runtime's roles
+    ready_mark: str = "Worker ready"  # what its log says once it serves
     proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -125,7 +128,7 @@ class Worker:
         while time.monotonic() - started < timeout_s:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"the {self.name} worker exited ({self.proc.returncode}); see {self.log_path}")
-            if "Worker ready" in self.log_path.read_text(errors="replace"):
+            if self.ready_mark in self.log_path.read_text(errors="replace"):
                 return time.monotonic() - started
             time.sleep(0.2)
         raise TimeoutError(f"the {self.name} worker was not ready after {timeout_s:.0f}s; see {self.log_path}")
@@ -144,19 +147,31 @@ MONEY_OUT: tuple[tuple[str, str, str], ...] = (
     ("notifier", "streams.notifications", ""),
     ("kyc", "streams.kyc", ""),
 )
+# The security layer (issue 18), plain loops under either runtime: the key manager first (it creates the dev HSM
+# token and the keys the audit log signs with), then the audit log and the governance service.
+SECURITY: tuple[tuple[str, str, str], ...] = (
+    ("keys", "streams.security.keys", ""),
+    ("audit", "streams.security.audit_log", ""),
+    ("governance", "streams.security.governance", ""),
+)
 RUNTIMES: dict[str, tuple[tuple[str, str, str], ...]] = {
-    "faust": (("worker", "streams.worker", ""), *MONEY_OUT),
+    "faust": (*SECURITY, ("worker", "streams.worker", ""), *MONEY_OUT),
     "plain": (
+        *SECURITY,
         ("p2p", "streams.p2p", "matching,settlement"),
         ("bridge", "streams.bridge.loop", ""),
         ("worker", "streams.worker", "alerting"),
         *MONEY_OUT,
     ),
 }
+READY_MARKS = {"keys": "key manager running on token"}  # the key manager is not a worker: it logs this instead
 
 
 def workers_for(settings: Settings, runtime: str) -> list[Worker]:
-    return [Worker(settings, name, module, agents) for name, module, agents in RUNTIMES[runtime]]
+    return [
+        Worker(settings, name, module, agents, READY_MARKS.get(name, "Worker ready"))
+        for name, module, agents in RUNTIMES[runtime]
+    ]
 
 
 def stop_pid_file(pid_path: Path, timeout_s: float = 20.0) -> bool:
@@ -475,6 +490,7 @@ class Demo:
         self.threads: list[threading.Thread] = []
         self.schema_registry: LocalSchemaRegistry | None = None
         self.payouts: PayoutsDemo | None = None
+        self.security: SecurityDemo | None = None
 
     def start(self) -> None:
         settings, console = self.settings, self.console
@@ -482,6 +498,7 @@ class Demo:
         self.schema_registry = start_schema_registry(settings, console)
         # the workers inherit the demo's epochs and this run's dev-only KYC secrets
         prepare_payouts_environment(settings)
+        prepare_security_environment(settings)
         start_workers(self.workers, console)
         with console.status("starting Alertmanager, the notification sink and the dashboard…"):
             self.monitoring = MonitoringStack(settings, console).start()
@@ -493,6 +510,9 @@ class Demo:
         self.payouts = PayoutsDemo(settings)
         self.payouts.start()
         console.print("[green]✓[/] holders, KYC and auto-payout rules sent; a dividend epoch closes every 2 minutes")
+        self.security = SecurityDemo(settings)
+        self.security.start()
+        console.print("[green]✓[/] security scene started: a governed treasury transfer, a pause, a key rotation")
         incidents = produce_alert_incident(settings)
         console.print(f"[green]✓[/] produced a scripted incident ({incidents} events) so the alert rules fire")
         self.threads = [
@@ -513,6 +533,8 @@ class Demo:
                     extra.append(self.bridge.render())
                 if self.payouts is not None:
                     extra.append(self.payouts.render())
+                if self.security is not None:
+                    extra.append(self.security.render())
                 if self.recon is not None:
                     extra.append(self.recon.render())
                 view = self.observed.render(self.traffic, time.monotonic() - started, *extra)
@@ -573,6 +595,8 @@ class Demo:
         with self.console.status("stopping…"):
             if self.payouts is not None:
                 self.payouts.stop()
+            if self.security is not None:
+                self.security.stop()
             if self.monitoring is not None:
                 self.monitoring.stop()
             if self.bridge is not None:
