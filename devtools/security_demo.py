@@ -101,8 +101,8 @@ def prepare_environment(settings: Settings) -> None:
     the audit log signing with the HSM. The HSM token and keys are created by the key manager when it starts."""
     for name, value in DEMO_ENV.items():
         os.environ.setdefault(name, value)
-    signer_set = generate(signers_dir(settings))
-    os.environ.setdefault("NEXUS_SECURITY_SIGNERS_FILE", str(signer_set))
+    # The scene signs with these keys: the service must read their set, whatever the shell said.
+    os.environ["NEXUS_SECURITY_SIGNERS_FILE"] = str(generate(signers_dir(settings)))
 
 
 @dataclass
@@ -237,7 +237,7 @@ class SecurityDemo:
         deadline = time.monotonic() + timeout_s
         while not done():
             if time.monotonic() > deadline:
-                raise TimeoutError(f"no {what} after {timeout_s:.0f} s")
+                raise TimeoutError(f"{what}: not seen after {timeout_s:.0f} s")
             self._sleep(0.25)
 
     def _state(self, rid: str) -> str | None:

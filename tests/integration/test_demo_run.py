@@ -78,6 +78,27 @@ def _assert_money_out(out: str) -> None:
     assert re.search(r"EMAIL DELIVERED [1-9]", out)
 
 
+def _assert_security(out: str) -> None:
+    """Issue 18: what the security scene reliably shows 20 s into a run: the HSM's keys published by the key manager,
+    checkpoints signed by its signing key, the treasury transfer signed 3/5 (in its 40 s timelock, or executed on a
+    slow run) and the emergency pause executed with 2/5. The rest of the scene (unpause, rotation, verifier) comes
+    later; a run by hand shows it."""
+    assert "Security: multi-sig governance, pause, HSM keys, audit log" in out, out[-6000:]
+    assert re.search(
+        r"│ request TREASURY_TRANSFER +│ 1,000\.000000 K-AUS, (APPROVED 3/3, in its timelock|EXECUTED 3/3)", out
+    )
+    assert re.search(r"│ request PAUSE +│ EXECUTED 2/2 \(demo-pause-", out), out[-6000:]
+    assert re.search(r"│ HSM keys +│ ENCRYPTION v1 ACTIVE; MASTER v1 ACTIVE; SIGNING v1 ", out)
+    assert re.search(r"│ audit log +│ [\d,]+ records; last checkpoint [\d:]+ UTC signed by nexus-signing-v\d", out)
+    assert "failed:" not in _security_scene(out)
+
+
+def _security_scene(out: str) -> str:
+    rows = re.findall(r"│ scene +│ (.+?) +│", out[out.rindex("Security: multi-sig governance") :])
+    assert rows, out[-6000:]
+    return str(rows[0])
+
+
 def _utc_today() -> date:
     return datetime.now(UTC).date()
 
@@ -107,9 +128,11 @@ def test_demo_streams_events_and_leaves_nothing_running(tmp_path: Path, runtime:
     assert "High-Speed Bridge" in out and "settled" in out
     assert "duplicates answered, marked repeat" in out and "results on disk" in out  # the result index
     assert "answers differing" not in out
+    assert "keys worker (streams.security.keys) ready" in out and "governance worker" in out
     assert "FILLED" in out and "bid kWh" in out  # fill events on energy.orders.events, sizes on energy.prices
     assert "stopped the worker and the broker" in out
     _assert_money_out(out)
+    _assert_security(out)
     _assert_reconciled_today(out, tmp_path, {before, _utc_today()})
     _assert_nothing_listens(ports)
     assert not list((tmp_path / "run").glob("*.pid"))
