@@ -63,7 +63,7 @@ def request_origin(partition: int, offset: int) -> str:
     return f"{partition}:{offset}"
 
 
-_PAYOUT_FIELDS = ("rule_id", "payout_account", "amount_kaus_units")
+_PAYOUT_FIELDS = ("rule_id", "payout_account", "amount_kaus_units", "payout_account_sealed")
 
 
 def payout_from_request(payout: m.HolderPayout | None) -> HolderPayout | None:
@@ -92,6 +92,7 @@ def payout_json(payout: HolderPayout | None) -> dict[str, Any] | None:
         "provider": str(payout.provider),
         "payout_account": payout.payout_account,
         "amount_kaus_units": payout.amount_kaus_units,
+        "payout_account_sealed": payout.payout_account_sealed,
     }
 
 

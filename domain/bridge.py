@@ -217,6 +217,9 @@ class HolderPayout:
     provider: Provider
     payout_account: str
     amount_kaus_units: int
+    # The account sealed (streams/security/envelope.py), opened by the adapter just before the provider request; then
+    # `payout_account` is masked. Not in the fingerprint: sealing the same account twice gives different text.
+    payout_account_sealed: str | None = None
 
     def __post_init__(self) -> None:
         assert self.provider in PAYOUT_PROVIDERS, self.provider

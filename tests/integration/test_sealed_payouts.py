@@ -12,7 +12,6 @@ import asyncio
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -36,7 +35,7 @@ from contracts.topics import (
 )
 from devtools.kyc_sim import Applicant, signed, webhook_payload
 from domain import keys as dk
-from domain.bridge import HolderPayout, PayoutIntent, bridge_tx_id_for
+from domain.bridge import PayoutIntent, bridge_tx_id_for
 from domain.fx import FxBook, Quote
 from domain.money import Currency
 from domain.rails import Provider, Rail
@@ -73,14 +72,6 @@ def manager(tmp_path: Path) -> Iterator[KeyManager]:
     km.rotate_due()  # the token's first versions, the encryption key among them
     yield km
     km.hsm.close()
-
-
-@dataclass(frozen=True, slots=True)
-class SealedHolderPayout(HolderPayout):
-    """domain.bridge.HolderPayout as the bridge's codec gives it once it carries payout_account_sealed over from the
-    request (asked of the contracts' owner); until then the field is added here."""
-
-    payout_account_sealed: str | None = None
 
 
 class NoCalls:
@@ -197,16 +188,15 @@ def test_personal_data_is_sealed_from_the_kyc_webhook_to_the_provider_request(
     monkeypatch.setattr(provider_base, "shared_sealer", lambda: sealer)
     payment = payment_from_request(bridge)
     assert payment.payout is not None
-    payout = SealedHolderPayout(
-        payment.payout.rule_id, Provider.STRIPE, payment.payout.payout_account, payment.payout.amount_kaus_units,
-        payout_account_sealed=bridge.payout.payout_account_sealed,
-    )  # fmt: skip
+    payout = payment.payout  # the codec carries the sealed account over from the request
+    assert payout.payout_account_sealed == bridge.payout.payout_account_sealed
+    assert payout.payout_account.startswith("****")  # the plain field holds the mask only
     intent = PayoutIntent(
         bridge_tx_id=bridge_tx_id_for(request.payout_id), idempotency_key="idem-1", provider_attempt=1, send_no=1,
         rail=Rail.STRIPE_INSTANT, provider=Provider.STRIPE, amount_minor=28_500, currency=Currency.USD,
         fee_minor=25, kaus_units=1_900 * K, rate=RATE, lock_id="lock-1", locked_at_ms=now,
         lock_expires_at_ms=now + 60_000, hold_id="hold-1", hold_units=1_900 * K, tried_providers=(Provider.STRIPE,),
-        payment=replace(payment, payout=payout), created_at_ms=now,
+        payment=payment, created_at_ms=now,
     )  # fmt: skip
     settings = ProviderSettings(sim_url="https://providers.test", keys_dir=tmp_path / "provider-keys")
     stripe = build_adapters(settings, NoCalls(), providers=frozenset({Provider.STRIPE}))[Provider.STRIPE]
