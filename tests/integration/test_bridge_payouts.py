@@ -104,7 +104,7 @@ def audits_of(kafka: KafkaIO, payout_ids: set[str]) -> dict[str, list[dict[str, 
     def seen(records: list[Any]) -> bool:
         found.clear()
         for a in values(records):
-            if a["transactionId"] in tx_ids:
+            if a.get("transactionId") in tx_ids:
                 found.setdefault(tx_ids[a["transactionId"]], []).append(a)
         return found.keys() == payout_ids
 
@@ -147,7 +147,9 @@ def test_payouts_are_paid_once_through_their_own_provider_with_exactly_their_kau
     # a repeated payout id: the original answer again, marked repeat, nothing paid twice
     paypal_id = f"po-paypal-{run_id}"
     kafka.produce_messages(BRIDGE_REQUESTS, [payout_request(paypal_id, holder, Provider.PAYPAL, cases[paypal_id][1])])
-    kafka.wait_for(BRIDGE_SETTLEMENTS_COMPLETED, lambda rs: sum(v["request_id"] == paypal_id for v in values(rs)) == 2)
+    kafka.wait_for(
+        BRIDGE_SETTLEMENTS_COMPLETED, lambda rs: sum(v.get("request_id") == paypal_id for v in values(rs)) == 2
+    )
     first, again = [v for v in values(kafka.read_all(BRIDGE_SETTLEMENTS_COMPLETED)) if v["request_id"] == paypal_id]
     assert (first["repeat"], again["repeat"], but_repeat(first)) == (False, True, but_repeat(again))
     assert len(sim.payouts()) == len(cases)

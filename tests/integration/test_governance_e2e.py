@@ -53,7 +53,7 @@ SCALE = "0.0001"
 
 
 def values(kafka: KafkaIO, topic: Topic) -> list[dict[str, Any]]:
-    return [json.loads(r.value) for r in kafka.read_all(topic) if r.value]
+    return kafka.values(topic)  # other tests' deliberately bad records on the shared broker are skipped
 
 
 @dataclass
@@ -173,7 +173,7 @@ def test_a_treasury_transfer_waits_out_its_timelock_then_the_ledger_applies_it_o
     assert [(t["debit_account_id"], t["credit_account_id"], t["amount_units"], t["reference"]["kind"]) for t in moves] \
         == [(treasury, ops, 1_000 * K, "GOVERNANCE")]  # fmt: skip
 
-    audits = {a["auditId"]: a["action"] for a in values(gov.kafka, AUDIT_RECORDS) if a["transactionId"] == rid}
+    audits = {a["auditId"]: a["action"] for a in values(gov.kafka, AUDIT_RECORDS) if a.get("transactionId") == rid}
     assert {
         f"AUDIT-GOV:{rid}:requested": "GOVERNANCE_REQUESTED",
         f"AUDIT-GOV:{rid}:signed:signer-1": "GOVERNANCE_APPROVED",
@@ -204,7 +204,7 @@ def test_an_emergency_pause_with_two_signers_and_the_unpause_with_its_quorum(gov
     gov.wait_state(unpause, "EXECUTED", lambda v: v["state"] == "EXECUTED")
     resumed = gov.kafka.wait_for(GOVERNANCE_PAUSE, lambda rs: _last_pause(rs)["request_id"] == unpause, timeout_s=30)
     assert _last_pause(resumed)["paused"] is False
-    audits = [a["action"] for a in values(gov.kafka, AUDIT_RECORDS) if a["transactionId"] in (pause, unpause)]
+    audits = [a["action"] for a in values(gov.kafka, AUDIT_RECORDS) if a.get("transactionId") in (pause, unpause)]
     assert audits.count("GOVERNANCE_PAUSED") == 1 and audits.count("GOVERNANCE_UNPAUSED") == 1
 
 

@@ -63,7 +63,7 @@ CLOCK_OFFSET_MS = 10 * 60_000  # the payouts service's rules clock runs 10 minut
 
 
 def values(kafka: KafkaIO, topic: Topic) -> list[dict[str, Any]]:
-    return [json.loads(r.value) for r in kafka.read_all(topic) if r.value]
+    return kafka.values(topic)  # other tests' deliberately bad records on the shared broker are skipped
 
 
 @dataclass
