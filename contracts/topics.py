@@ -672,7 +672,8 @@ AUDIT_RECORDS = Topic(
     "AUDIT:<bridge_tx_id>:completed or :failed; PAYOUT_COMPLETED / PAYOUT_FAILED for a holder's payout), sent with its "
     "first answer (none with a repeat), and one per "
     "capture refused after payout (BRIDGE_CAPTURE_REFUSED_AFTER_PAYOUT); the governance service one per request, "
-    "signature (accepted or refused), execution and pause (GOVERNANCE_*, docs/governance.md). A record may be written again after a "
+    "signature (accepted or refused), execution and pause (GOVERNANCE_*, docs/governance.md). A record may be "
+    "written again after a "
     "crash under the same auditId: deduplicate by it. Unsigned here (signature null): the security layer appends "
     "each to the signed audit.log, where it carries its checkpoint.",
     retention_ms=365 * DAY_MS,
