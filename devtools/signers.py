@@ -18,6 +18,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from infra.files import write_private
 from streams.security.governance import SIGNERS_FORMAT, public_key_pem
 from streams.settings import get_settings
 
@@ -30,15 +31,6 @@ def default_dir() -> Path:
 
 def key_path(directory: Path, signer_id: str) -> Path:
     return directory / f"{signer_id}.pem"
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, data)
-    finally:
-        os.close(fd)
-    os.chmod(path, 0o600)  # an existing file keeps its mode through O_CREAT
 
 
 def write_signer_set(path: Path, signers: dict[str, str]) -> None:
@@ -66,7 +58,7 @@ def generate(directory: Path, count: int = 5, prefix: str = "signer", force: boo
             pem = key.private_bytes(
                 serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
             )
-            _write_private(path, pem)
+            write_private(path, pem)
         signers[signer_id] = public_key_pem(key)
     signer_set = directory / SIGNERS_FILE
     write_signer_set(signer_set, signers)

@@ -13,7 +13,6 @@ terminal; we give it a pseudo-terminal and type them, so no PIN is ever in an ar
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import pty
@@ -22,36 +21,11 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from infra.files import private_dir, write_private
+
 log = logging.getLogger("nexus.hsm")
 
 INIT_TIMEOUT_S = 30.0
-
-
-def private_dir(path: Path) -> Path:
-    path.mkdir(parents=True, exist_ok=True)
-    path.chmod(0o700)
-    return path
-
-
-def write_private(path: Path, data: bytes) -> None:
-    """Write ``data`` owner-only (0600) and atomically: a crash leaves the old file or the new one."""
-    private_dir(path.parent)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 def conf_path(hsm_dir: Path) -> Path:

@@ -29,7 +29,6 @@ import base64
 import hashlib
 import json
 import logging
-import os
 import signal
 import sys
 import time
@@ -61,6 +60,7 @@ from contracts.topics import (
 )
 from domain import governance as g
 from domain.money import kaus_to_decimal
+from infra import files
 from streams.kafka.clients import consume_now, consumer_config, describe, must_exit, produce_bounded, producer_config
 from streams.kafka.ingress import Origin, Rejected, dead_letter_outputs, processing_failed, validate
 from streams.kafka.topic_admin import ensure_topics
@@ -370,33 +370,12 @@ def state_path(data_dir: Path) -> Path:
 
 
 def save_state(path: Path, state: Mapping[str, Any]) -> int:
-    """Replace the file atomically (write, fsync, rename, fsync the directory); owner-only."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    data = json.dumps({"format": STATE_FORMAT, **state}, separators=(",", ":"), sort_keys=True).encode()
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-    return len(data)
+    """Replace the file atomically; owner-only."""
+    return files.save_state(path, STATE_FORMAT, state)
 
 
 def load_state(path: Path) -> dict[str, Any] | None:
-    path.with_suffix(".tmp").unlink(missing_ok=True)  # a write cut short: the previous file is the state
-    if not path.exists():
-        return None
-    data = json.loads(path.read_bytes())
-    if data.get("format") != STATE_FORMAT:
-        raise ValueError(f"{path}: format {data.get('format')!r}, expected {STATE_FORMAT!r}")
-    return dict(data)
+    return files.load_state(path, STATE_FORMAT)
 
 
 # --------------------------------------------------------------------------- the loop

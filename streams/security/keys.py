@@ -45,7 +45,7 @@ from pkcs11 import ObjectClass
 from contracts import models as m
 from contracts.topics import GOVERNANCE_KEYS
 from domain import keys as dk
-from infra.hsm.softhsm import private_dir, write_private
+from infra.files import private_dir, write_private
 from streams.kafka.clients import produce_bounded, producer_config
 from streams.security.hsm import Hsm, HsmError, HsmSigner, open_hsm
 from streams.security.settings import SecuritySettings, get_security_settings
