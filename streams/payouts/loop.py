@@ -25,21 +25,20 @@ accounts that moved meanwhile are evaluated and the other inputs resume.
 from __future__ import annotations
 
 import logging
-import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, TIMESTAMP_NOT_AVAILABLE, Consumer, Message, Producer, TopicPartition
 
 from contracts.topics import GOVERNANCE_PAUSE, LEDGER_TRANSFERS
 from streams.bridge.fx_listener import FxRatesListener
 from streams.bridge.pause_listener import PauseListener, wait_started
-from streams.kafka.clients import consume_now, consumer_config, describe, must_exit, produce_bounded, producer_config
+from streams.kafka.clients import consume_now, consumer_config, producer_config
+from streams.kafka.service_loop import Outputs, position_of, run_until_stopped
 from streams.kafka.topic_admin import ensure_topics
 from streams.payouts import state as state_file
-from streams.payouts.service import INPUTS, Output, PayoutService, Record
+from streams.payouts.service import INPUTS, PayoutService, Record
 from streams.payouts.settings import PayoutSettings, get_payout_settings
 from streams.security.envelope import platform_sealer
 from streams.settings import Settings, get_settings
@@ -52,10 +51,6 @@ FLUSH_TIMEOUT_S = 30.0
 METADATA_TIMEOUT_S = 30.0
 PROGRESS_EVERY_S = 10.0
 PAUSE_READY_TIMEOUT_S = 30.0
-
-
-class DeliveryFailed(RuntimeError):
-    """An output was not acknowledged: the state is not saved past it; a restart replays from the last save."""
 
 
 class PayoutLoop:
@@ -78,7 +73,7 @@ class PayoutLoop:
         log.info("state %s", f"loaded from {path}" if snapshot else "new: every input read from its beginning")
         self.consumer = Consumer(consumer_config(bootstrap, f"{settings.app_id}-payouts"))
         self.producer = Producer(producer_config(bootstrap))
-        self.undelivered = 0
+        self.outputs = Outputs(self.producer)
         self.stopping = False
         self.catch_up: dict[int, int] = {}  # ledger.transfers partition -> the end offset to read before deciding
         self.paused: list[TopicPartition] = []
@@ -112,7 +107,7 @@ class PayoutLoop:
     def _caught_up(self, wall_ms: int) -> None:
         self.consumer.resume(self.paused)
         self.paused = []
-        self.emit(self.service.caught_up(wall_ms))
+        self.outputs.emit(self.service.caught_up(wall_ms))
         log.info("balance mirror caught up; deciding")
 
     def _check_catch_up(self) -> None:
@@ -127,37 +122,21 @@ class PayoutLoop:
 
     # ------------------------------------------------------------------ running
 
-    def emit(self, outputs: list[Output]) -> None:
-        for topic, value in outputs:
-            produce_bounded(
-                self.producer, topic.name, topic.encode(value), topic.key_of(value), on_delivery=self._delivered
-            )
-        self.producer.poll(0)
-
-    def _delivered(self, err: Any, _msg: Any) -> None:
-        if err is not None:
-            self.undelivered += 1
-            log.error("output not delivered: %s", err)
-
     def handle(self, msg: Message) -> None:
-        err = msg.error()
-        if err is not None:
-            if must_exit(err):
-                raise RuntimeError(f"consumer error, cannot go on; restart the service: {describe(err)}")
-            log.warning("consumer error, librdkafka retries it: %s", describe(err))
+        where = position_of(msg)
+        if where is None:
             return
-        topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
-        assert topic is not None and partition is not None and offset is not None
+        topic, partition, offset = where
         wall = _wall_ms()
         kind, stamp = msg.timestamp()
         record_ms = wall if kind == TIMESTAMP_NOT_AVAILABLE else stamp
-        self.emit(self.service.handle(Record(topic, partition, offset, msg.key(), msg.value(), record_ms, wall)))
+        self.outputs.emit(
+            self.service.handle(Record(topic, partition, offset, msg.key(), msg.value(), record_ms, wall))
+        )
 
     def save(self) -> None:
         """Outputs acknowledged first, then state and positions in one write, then positions to the group."""
-        remaining = self.producer.flush(FLUSH_TIMEOUT_S)
-        if remaining or self.undelivered:
-            raise DeliveryFailed(f"{remaining} outputs unacknowledged, {self.undelivered} failed: state not saved")
+        self.outputs.acknowledged(FLUSH_TIMEOUT_S)
         if self.service.changes == self.saved_changes:
             return
         size = state_file.save(self.path, self.service.to_dict())
@@ -187,7 +166,7 @@ class PayoutLoop:
                     log.info("catching up: ledger.transfers partitions left %s", sorted(self.catch_up))
                     next_progress = now + PROGRESS_EVERY_S
             elif now >= next_tick:
-                self.emit(self.service.tick(_wall_ms()))
+                self.outputs.emit(self.service.tick(_wall_ms()))
                 next_tick = now + ticks
             if now >= next_save:
                 self.save()
@@ -213,16 +192,7 @@ def main() -> int:
     ensure_topics(settings)
     loop = PayoutLoop(settings, get_payout_settings(), state_file.state_path(settings.data_dir))
 
-    def stop(_signum: int, _frame: Any) -> None:
-        loop.stopping = True
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    try:
-        loop.run()
-    finally:
-        loop.close()
-    return 0
+    return run_until_stopped(loop)
 
 
 if __name__ == "__main__":

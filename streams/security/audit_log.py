@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import base64
 import logging
-import signal
 import sys
 import time
 import uuid
@@ -41,6 +40,7 @@ from contracts.topics import AUDIT_CHECKPOINTS, AUDIT_LOG, AUDIT_RECORDS, Topic
 from domain.merkle import CompactTree
 from streams.kafka import ingress
 from streams.kafka.clients import consume_now, consumer_config, describe, must_exit, produce_bounded, producer_config
+from streams.kafka.service_loop import position_of, run_until_stopped
 from streams.kafka.topic_admin import ensure_topics
 from streams.security.signing import CheckpointSigner, SoftwareSigner, sign_checkpoint
 from streams.settings import Settings, get_settings
@@ -288,14 +288,10 @@ class AuditLogLoop:
         return len(assignment)
 
     def handle(self, msg: Message) -> None:
-        err = msg.error()
-        if err is not None:
-            if must_exit(err):
-                raise RuntimeError(f"consumer error, cannot go on; restart the service: {describe(err)}")
-            log.warning("consumer error, librdkafka retries it: %s", describe(err))
+        where = position_of(msg)
+        if where is None:
             return
-        topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
-        assert topic is not None and partition is not None and offset is not None
+        topic, partition, offset = where
         self.positions[(topic, partition)] = offset + 1
         origin = ingress.Origin(topic, partition, offset)
         outcome = self.audit.offer(msg.key(), msg.value(), origin)
@@ -428,16 +424,7 @@ def main() -> int:
     ensure_topics(settings)
     loop = AuditLogLoop(settings, audit_settings, default_signer_factory(settings, audit_settings))
 
-    def stop(_signum: int, _frame: Any) -> None:
-        loop.stopping = True
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    try:
-        loop.run()
-    finally:
-        loop.close()
-    return 0
+    return run_until_stopped(loop)
 
 
 if __name__ == "__main__":

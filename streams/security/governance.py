@@ -29,7 +29,6 @@ import base64
 import hashlib
 import json
 import logging
-import signal
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -61,8 +60,9 @@ from contracts.topics import (
 from domain import governance as g
 from domain.money import kaus_to_decimal
 from infra import files
-from streams.kafka.clients import consume_now, consumer_config, describe, must_exit, produce_bounded, producer_config
+from streams.kafka.clients import consume_now, consumer_config, producer_config
 from streams.kafka.ingress import Origin, Rejected, dead_letter_outputs, processing_failed, validate
+from streams.kafka.service_loop import Outputs, position_of, run_until_stopped
 from streams.kafka.topic_admin import ensure_topics
 from streams.security.settings import get_security_settings
 from streams.settings import get_settings
@@ -386,10 +386,6 @@ FLUSH_TIMEOUT_S = 30.0
 METADATA_TIMEOUT_S = 30.0
 
 
-class DeliveryFailed(RuntimeError):
-    """An output was not acknowledged: the state is not saved past it; a restart replays from the last save."""
-
-
 class GovernanceLoop:
     def __init__(self, settings: GovernanceSettings, signers_path: Path, state_file: Path) -> None:
         base = get_settings()
@@ -405,7 +401,7 @@ class GovernanceLoop:
         log.info("state %s", f"loaded from {state_file}" if saved else "new: every input read from its beginning")
         self.consumer = Consumer(consumer_config(base.bootstrap_servers, f"{base.app_id}-governance"))
         self.producer = Producer(producer_config(base.bootstrap_servers))
-        self.undelivered = 0
+        self.outputs = Outputs(self.producer)
         self.stopping = False
         self.saved_changes = -1
 
@@ -421,34 +417,17 @@ class GovernanceLoop:
         self.consumer.assign(assignment)
         return len(assignment)
 
-    def emit(self, outputs: list[Output]) -> None:
-        for topic, value in outputs:
-            produce_bounded(self.producer, topic.name, topic.encode(value), topic.key_of(value),
-                            on_delivery=self._delivered)  # fmt: skip
-        self.producer.poll(0)
-
-    def _delivered(self, err: Any, _msg: Any) -> None:
-        if err is not None:
-            self.undelivered += 1
-            log.error("output not delivered: %s", err)
-
     def handle(self, msg: Message) -> None:
-        err = msg.error()
-        if err is not None:
-            if must_exit(err):
-                raise RuntimeError(f"consumer error, cannot go on; restart the service: {describe(err)}")
-            log.warning("consumer error, librdkafka retries it: %s", describe(err))
+        where = position_of(msg)
+        if where is None:
             return
-        topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
-        assert topic is not None and partition is not None and offset is not None
+        topic, partition, offset = where
         record = Record(topic, partition, offset, msg.key(), msg.value())
-        self.emit(self.service.handle(record, datetime.now(UTC)))
+        self.outputs.emit(self.service.handle(record, datetime.now(UTC)))
 
     def save(self) -> None:
         """Outputs acknowledged first, then state and positions in one write, then positions to the group."""
-        remaining = self.producer.flush(FLUSH_TIMEOUT_S)
-        if remaining or self.undelivered:
-            raise DeliveryFailed(f"{remaining} outputs unacknowledged, {self.undelivered} failed: state not saved")
+        self.outputs.acknowledged(FLUSH_TIMEOUT_S)
         if self.service.changes == self.saved_changes:
             return
         save_state(self.path, self.service.to_dict())
@@ -472,7 +451,7 @@ class GovernanceLoop:
                 self.handle(msg)
             now = time.monotonic()
             if now >= next_tick:
-                self.emit(self.service.tick(datetime.now(UTC), retention))
+                self.outputs.emit(self.service.tick(datetime.now(UTC), retention))
                 next_tick = now + self.settings.tick_every_s
             if now >= next_save:
                 self.save()
@@ -492,16 +471,7 @@ def main() -> int:
     ensure_topics(base)
     loop = GovernanceLoop(GovernanceSettings(), get_security_settings().signers_path, state_path(base.data_dir))
 
-    def stop(_signum: int, _frame: Any) -> None:
-        loop.stopping = True
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    try:
-        loop.run()
-    finally:
-        loop.close()
-    return 0
+    return run_until_stopped(loop)
 
 
 if __name__ == "__main__":
