@@ -363,6 +363,9 @@ EXAMPLES: dict[str, Any] = {
     "governance.pause": m.PauseState(
         scope="PLATFORM", paused=False, request_id="msig-90", reason="incident over", updated_at=T0
     ),
+    "governance.parameters": m.ParameterSetting(
+        name="payouts.auto_approval_limit_kaus_units", value="50000000000", request_id="msig-91", updated_at=T0
+    ),
     "audit.checkpoints": m.AuditCheckpoint(
         log_id="nexus-audit-1",
         tree_size=1024,

@@ -20,6 +20,7 @@ from contracts.reason_codes import (
     GOVERNANCE_CODE,
     LEDGER_CODE,
     ORDER_EVENT_CODE,
+    PAYOUT_FAILURE_CODE,
     PAYOUT_WAIT_CODE,
     SETTLEMENT_CODE,
 )
@@ -667,9 +668,12 @@ class PayoutResult(Contract):
     rule_id: Id | None = None
     bridge_tx_id: Id | None = Field(default=None, description="the bridge settlement that executed it")
     kaus_debited_units: KausUnits | None = Field(default=None, description="PAID: the K-AUS captured")
-    reason_code: BRIDGE_FAILURE_CODE | None = Field(default=None, description="FAILED: why")
+    reason_code: PAYOUT_FAILURE_CODE | None = Field(default=None, description="FAILED: why")
     failed_phase: BridgePhase | None = None
     rail: Rail | None = None
+    approval_request_id: Id | None = Field(
+        default=None, description="the PAYOUT_APPROVAL governance request, for a payout above the auto-approval limit"
+    )
 
 
 class PayoutWaiting(Contract):
@@ -860,6 +864,18 @@ class PauseState(Contract):
     paused: bool
     request_id: Id = Field(description="the governance request that set it")
     reason: Annotated[str, Field(max_length=200)] = ""
+    updated_at: UtcDatetime
+
+
+class ParameterSetting(Contract):
+    """A platform parameter's value set by an executed PARAMETER_CHANGE (domain/parameters.py lists the names and
+    ranges); compacted by name: the latest record is the value in force, none means the built-in default."""
+
+    name: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_.A-Z]*$")]
+    value: Annotated[str, Field(min_length=1, max_length=20, pattern=r"^[0-9]+$")] = Field(
+        description="a whole number (bps, K-AUS base units) as decimal digits"
+    )
+    request_id: Id = Field(description="the governance request that set it")
     updated_at: UtcDatetime
 
 

@@ -15,7 +15,7 @@ from domain.bridge import ReasonCode as BridgeCode
 from domain.governance import GovernanceCode
 from domain.ledger import LedgerCode
 from domain.order_book import CancelReason, ExpiryReason, RejectCode
-from domain.payouts import RuleCode, WaitCode
+from domain.payouts import PayoutFailCode, RuleCode, WaitCode
 from domain.rails import RailSubstitution
 from domain.staking import StakingCode
 from domain.trade_settlement import SettlementCode
@@ -188,6 +188,13 @@ PAYOUT_WAIT_MEANINGS: dict[str, str] = {
     WaitCode.KYC_REJECTED: "the holder's KYC was rejected: nothing leaves until a new review verifies them",
     WaitCode.KYC_EXPIRED: "the holder's KYC expired: paid once it is renewed (VERIFIED)",
     WaitCode.PAUSED: "money out is paused by governance (an emergency pause): paid once unpaused",
+    WaitCode.APPROVAL_PENDING: "the payout is above the auto-approval limit: a PAYOUT_APPROVAL request waits for "
+    "the signers (governance.multisig); paid once it is executed",
+}
+PAYOUT_FAILURE_MEANINGS: dict[str, str] = {
+    **BRIDGE_FAILURE_MEANINGS,
+    PayoutFailCode.APPROVAL_REFUSED: "the payout's PAYOUT_APPROVAL request was rejected or expired: nothing was "
+    "paid and no hold was taken",
 }
 
 RAIL_SUBSTITUTION_MEANINGS: dict[str, str] = {
@@ -213,6 +220,7 @@ ORDER_EVENT_CODES = tuple(c for c in codes(RejectCode, CancelReason, ExpiryReaso
 SETTLEMENT_CODES = codes(SettlementCode)
 LEDGER_CODES = codes(LedgerCode, StakingCode)
 BRIDGE_FAILURE_CODES = codes(BridgeCode)
+PAYOUT_FAILURE_CODES = codes(BridgeCode, PayoutFailCode)
 DEAD_LETTER_CODES = tuple(REASON_CODES)
 PAYOUT_WAIT_CODES = codes(WaitCode)
 GOVERNANCE_CODES = codes(GovernanceCode)
@@ -221,6 +229,7 @@ ORDER_EVENT_CODE = code_field(ORDER_EVENT_CODES)
 SETTLEMENT_CODE = code_field(SETTLEMENT_CODES)
 LEDGER_CODE = code_field(LEDGER_CODES)
 BRIDGE_FAILURE_CODE = code_field(BRIDGE_FAILURE_CODES)
+PAYOUT_FAILURE_CODE = code_field(PAYOUT_FAILURE_CODES)
 DEAD_LETTER_CODE = code_field(DEAD_LETTER_CODES)
 PAYOUT_WAIT_CODE = code_field(PAYOUT_WAIT_CODES)
 GOVERNANCE_CODE = code_field(GOVERNANCE_CODES)

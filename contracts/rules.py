@@ -383,7 +383,7 @@ ANSWER_CODES: dict[str, tuple[CodeTable, ...]] = {
         CodeTable("rail_substitution_reason", tuple(RailSubstitution), rc.RAIL_SUBSTITUTION_MEANINGS),
     ),
     "bridge.settlements.failed": (CodeTable("reason_code", rc.BRIDGE_FAILURE_CODES, rc.BRIDGE_FAILURE_MEANINGS),),
-    "payouts.results": (CodeTable("reason_code", rc.BRIDGE_FAILURE_CODES, rc.BRIDGE_FAILURE_MEANINGS),),
+    "payouts.results": (CodeTable("reason_code", rc.PAYOUT_FAILURE_CODES, rc.PAYOUT_FAILURE_MEANINGS),),
     "payouts.waiting": (CodeTable("reason_code", rc.PAYOUT_WAIT_CODES, rc.PAYOUT_WAIT_MEANINGS),),
     "governance.multisig": (CodeTable("reason_code", rc.GOVERNANCE_CODES, rc.GOVERNANCE_MEANINGS),),
     "platform.deadletters": (CodeTable("reason_code", rc.DEAD_LETTER_CODES, rc.REASON_CODES),),

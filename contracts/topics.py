@@ -594,7 +594,8 @@ GOVERNANCE_MULTISIG = compacted(
     "multi-sig-pending alert).",
     upstream=True,  # an outside HSM inventory or governance tool may publish too (1.x producers)
     producers=(Component.UPSTREAM, Component.SECURITY),
-    consumers=(Component.UPSTREAM, Component.MONITORING),
+    # payouts: its PAYOUT_APPROVAL requests; warehouse: its LEDGER_CORRECTION requests
+    consumers=(Component.UPSTREAM, Component.MONITORING, Component.PAYOUTS, Component.WAREHOUSE),
 )
 GOVERNANCE_REQUESTS = Topic(
     "governance.requests",
@@ -603,7 +604,8 @@ GOVERNANCE_REQUESTS = Topic(
     "Requests for the signers: movements outside the automatic flows, parameter and signer changes, key "
     "ceremonies, emergency pause and unpause (docs/governance.md).",
     upstream=True,
-    producers=(Component.UPSTREAM,),
+    # the payouts service asks for PAYOUT_APPROVAL, reconciliation for LEDGER_CORRECTION
+    producers=(Component.UPSTREAM, Component.PAYOUTS, Component.WAREHOUSE),
     consumers=(Component.SECURITY,),
     retention_ms=KEEP_FOREVER,
 )
@@ -624,6 +626,16 @@ GOVERNANCE_PAUSE = compacted(
     "scope",
     "Whether money out is paused (an executed emergency PAUSE, until an executed UNPAUSE): the bridge refuses "
     "payments and payouts before calling a provider and voids their holds; auto-payouts wait.",
+    producers=(Component.SECURITY,),
+    consumers=(Component.BRIDGE, Component.PAYOUTS),
+)
+GOVERNANCE_PARAMETERS = compacted(
+    "governance.parameters",
+    m.ParameterSetting,
+    "name",
+    "Platform parameters (cashback rates, slippage limit, payout auto-approval limit) as set by executed "
+    "PARAMETER_CHANGE requests; the bridge and the payouts service apply the latest value to every later "
+    "decision (docs/governance.md lists the names and ranges).",
     producers=(Component.SECURITY,),
     consumers=(Component.BRIDGE, Component.PAYOUTS),
 )
@@ -672,12 +684,14 @@ AUDIT_RECORDS = Topic(
     "AUDIT:<bridge_tx_id>:completed or :failed; PAYOUT_COMPLETED / PAYOUT_FAILED for a holder's payout), sent with its "
     "first answer (none with a repeat), and one per "
     "capture refused after payout (BRIDGE_CAPTURE_REFUSED_AFTER_PAYOUT); the governance service one per request, "
-    "signature (accepted or refused), execution and pause (GOVERNANCE_*, docs/governance.md). A record may be "
-    "written again after a "
+    "signature (accepted or refused), execution and pause (GOVERNANCE_*, docs/governance.md); the key manager one "
+    "per key operation (KEY_*, docs/security.md); reconciliation one per exception review action "
+    "(RECON_EXCEPTION_*, docs/reconciliation.md); the payouts service one per payout held for approval. A record "
+    "may be written again after a "
     "crash under the same auditId: deduplicate by it. Unsigned here (signature null): the security layer appends "
     "each to the signed audit.log, where it carries its checkpoint.",
     retention_ms=365 * DAY_MS,
-    producers=(Component.LEDGER, Component.BRIDGE, Component.SECURITY),
+    producers=(Component.LEDGER, Component.BRIDGE, Component.SECURITY, Component.PAYOUTS, Component.WAREHOUSE),
     consumers=(Component.SECURITY, Component.WAREHOUSE),
     dedup_key=("auditId",),
 )
@@ -754,6 +768,7 @@ TOPICS: dict[str, Topic] = {
         GOVERNANCE_REQUESTS,
         GOVERNANCE_APPROVALS,
         GOVERNANCE_PAUSE,
+        GOVERNANCE_PARAMETERS,
         MONITORING_ALERTS,
         AUDIT_RECORDS,
         AUDIT_LOG,

@@ -149,6 +149,13 @@ class WaitCode(StrEnum):
     KYC_REJECTED = "KYC_REJECTED"
     KYC_EXPIRED = "KYC_EXPIRED"
     PAUSED = "PAUSED"  # money out is paused by governance: paid once unpaused
+    APPROVAL_PENDING = "APPROVAL_PENDING"  # above the auto-approval limit: paid once the signers approve it
+
+
+class PayoutFailCode(StrEnum):
+    """Why a payout failed before it reached the bridge (the bridge's own codes cover the rest)."""
+
+    APPROVAL_REFUSED = "APPROVAL_REFUSED"  # its PAYOUT_APPROVAL was rejected or expired: nothing is paid
 
 
 class SkipCode(StrEnum):
