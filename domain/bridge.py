@@ -87,7 +87,8 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import NamedTuple, Protocol
 
-from domain.cashback import PayerTier, Rewards, compute_rewards
+from domain import parameters
+from domain.cashback import DEFAULT_RATES, PayerTier, RewardRates, Rewards, compute_rewards
 from domain.fx import (
     FxBook,
     FxPolicy,
@@ -299,11 +300,19 @@ class BridgeConfig:
     rewards_account_id: str = "bridge:rewards"
     ecosystem_account_id: str = "bridge:ecosystem"
     enabled_rails: frozenset[Rail] | None = None  # rails with an adapter; None = all
+    rewards: RewardRates = DEFAULT_RATES  # cashback per tier and the ecosystem bonus (governed parameters)
 
     def __post_init__(self) -> None:
         assert self.hold_ttl_ms > self.fx.lock_ms
         assert self.max_providers_per_payment >= 1 and self.max_sends_per_provider >= 1 and self.max_lookups >= 1
         assert self.max_capture_sends >= 1
+
+
+def configured(cfg: BridgeConfig, values: Mapping[str, int]) -> BridgeConfig:
+    """``cfg`` with the governed parameters in force (``domain.parameters``: name -> checked value; a name absent
+    keeps its default): the cashback rates, the ecosystem bonus and the FX slippage limit."""
+    slippage = parameters.value_of(values, parameters.SLIPPAGE_LIMIT)
+    return replace(cfg, fx=replace(cfg.fx, slippage_limit_bps=slippage), rewards=parameters.reward_rates(values))
 
 
 class PayoutStatus(StrEnum):
@@ -961,19 +970,19 @@ def route(tx: BridgeTx, breakers: Breakers, at: Instant, cfg: BridgeConfig) -> S
 _NO_REWARDS = Rewards(0, 0, 0, 0)
 
 
-def _reward_amounts(tx: BridgeTx) -> Rewards:
-    """Cashback and ecosystem bonus on the K-AUS actually debited (``domain.cashback``); none for a payout (money
-    leaving the platform earns nothing)."""
+def _reward_amounts(tx: BridgeTx, cfg: BridgeConfig) -> Rewards:
+    """Cashback and ecosystem bonus on the K-AUS actually debited (``domain.cashback``, at ``cfg.rewards``: the rates
+    in force); none for a payout (money leaving the platform earns nothing)."""
     p = tx.payment
     if p.payout is not None:
         return _NO_REWARDS
-    return compute_rewards(tx.kaus_units, p.payer_tier, p.merchant_program)
+    return compute_rewards(tx.kaus_units, p.payer_tier, p.merchant_program, cfg.rewards)
 
 
 def _rewards(tx: BridgeTx, cfg: BridgeConfig) -> tuple[Reward, ...]:
     """The payment's rewards as transfers; zero amounts are left out."""
     p = tx.payment
-    rewards = _reward_amounts(tx)
+    rewards = _reward_amounts(tx, cfg)
     out: tuple[Reward, ...] = ()
     if rewards.cashback_kaus_units:
         out = (
@@ -1117,8 +1126,9 @@ def on_posted(tx: BridgeTx, ok: bool, reason: str, at: Instant, cfg: BridgeConfi
     intent = tx.intent
     assert intent is not None and tx.lock is not None
     if ok:
-        # The same amounts the capture's rewards carried (_rewards): recomputed, as they depend on tx alone.
-        rewards = _reward_amounts(tx)
+        # The same amounts the capture's rewards carried (_rewards): recomputed from tx and the payment's config
+        # (the shell gives a payment the config it began with: streams.bridge.runner).
+        rewards = _reward_amounts(tx, cfg)
         return _settled(tx, at, rewards.cashback_kaus_units, rewards.ecosystem_bonus_kaus_units, ())
     flag = FlagForReconciliation(
         bridge_tx_id=tx.bridge_tx_id,

@@ -19,6 +19,7 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
+from domain import parameters
 from domain.money import KAUS_UNITS_PER_TOKEN
 
 
@@ -287,6 +288,11 @@ def check_request(request: Request) -> str | None:
             return "from_account and to_account are the same account"
     if request.operation is Operation.KEY_CEREMONY:
         return _check_ceremony(request.params)
+    if request.operation is Operation.PARAMETER_CHANGE:
+        try:
+            parameters.parse(request.params["name"], request.params["value"])
+        except parameters.InvalidParameter as exc:
+            return str(exc)
     return None
 
 
@@ -462,7 +468,17 @@ class SignersChanged:
     signers: Mapping[str, str]
 
 
-Event = Published | Audited | Refused | TransferOrdered | PauseSet | CeremonyOrdered | SignersChanged
+@dataclass(frozen=True, slots=True)
+class ParameterSet:
+    """An executed PARAMETER_CHANGE: ``name`` is ``value`` from now on (``governance.parameters``)."""
+
+    name: str
+    value: int
+    request_id: str
+    at: datetime
+
+
+Event = Published | Audited | Refused | TransferOrdered | PauseSet | CeremonyOrdered | SignersChanged | ParameterSet
 SERVICE_ACTOR = "nexus-governance"
 
 
@@ -659,8 +675,21 @@ class Governance:
             self.signers = changed_signers(request.params, self.signers)
             changed = SignersChanged(request.request_id, dict(self.signers))
             return [changed, *self._finish(t, now), *self._requorum(request.request_id, now)]
-        t.executing_since = now  # PARAMETER_CHANGE, PAYOUT_APPROVAL: recorded as approved (docs/governance.md)
-        return self._finish(t, now)
+        if op is Operation.PARAMETER_CHANGE:
+            return self._set_parameter(t, now)
+        t.executing_since = now
+        return self._finish(t, now)  # PAYOUT_APPROVAL: the payouts service follows its EXECUTED state and pays
+
+    def _set_parameter(self, t: Tracked, now: datetime) -> list[Event]:
+        """Checked on arrival; checked again, as a request accepted before a parameter's range was narrowed (or by
+        an older version, kept in the state file) must fail rather than publish a value nobody applies."""
+        name, text = t.request.params["name"], t.request.params["value"]
+        try:
+            value = parameters.parse(name, text)
+        except parameters.InvalidParameter as exc:
+            return self._fail(t, now, str(exc))
+        t.executing_since = now
+        return [ParameterSet(name, value, t.request.request_id, now), *self._finish(t, now)]
 
     def _transfer(self, t: Tracked) -> TransferOrdered:
         request = t.request

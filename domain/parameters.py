@@ -8,9 +8,10 @@ applies to every decision made after it is read. Values are integers (bps, K-AUS
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
-from domain.cashback import CASHBACK_BPS, ECOSYSTEM_BONUS_BPS_OF_CASHBACK, PayerTier
+from domain.cashback import CASHBACK_BPS, ECOSYSTEM_BONUS_BPS_OF_CASHBACK, PayerTier, RewardRates
 
 BPS_MAX = 10_000
 KAUS_UNITS_MAX = 10**18  # the ledger's largest transfer
@@ -75,3 +76,15 @@ def parse(name: str, value: str) -> int:
     if not parameter.minimum <= number <= parameter.maximum:
         raise InvalidParameter(f"{name} must be from {parameter.minimum} to {parameter.maximum}, not {number}")
     return number
+
+
+def value_of(values: Mapping[str, int], name: str) -> int:
+    """``name``'s value in force: the latest executed change in ``values`` (name -> checked value), else its default."""
+    return values.get(name, PARAMETERS[name].default)
+
+
+def reward_rates(values: Mapping[str, int]) -> RewardRates:
+    """The cashback rates and the ecosystem bonus in force (what ``domain.cashback.compute_rewards`` takes)."""
+    return RewardRates(
+        {tier: value_of(values, cashback_name(tier)) for tier in PayerTier}, value_of(values, ECOSYSTEM_BONUS)
+    )

@@ -19,6 +19,10 @@ What it adds to the core, and nothing else:
   and routing, and right before a payout intent is persisted and sent; the core decides (``core.begin``,
   ``core.on_paused``): refused with PAUSED, hold voided, unless a provider may already hold its payout. Recovery
   is never stopped.
+* **Governed parameters** (``parameters``, from ``governance.parameters``: name -> checked value): a payment takes
+  the configuration in force when it begins (``domain.bridge.configured``: cashback rates, ecosystem bonus,
+  slippage limit) and keeps it to its end, so its hold, its slippage check and its rewards agree; a change read
+  later applies to later payments. A payment recovered after a restart takes the configuration of its recovery.
 * **Captures after payout**: a capture the ledger did not answer in time is sent again (same transfer id) after
   a bounded backoff (``CAPTURE_BACKOFF_S``), as the core decides; a refused one is recorded through
   ``on_reconcile`` (durably, before the result is reported).
@@ -34,7 +38,7 @@ import collections
 import inspect
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, MutableMapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -229,6 +233,7 @@ class BridgeRunner:
         on_result: Callable[[Result], None] | None = None,
         on_reconcile: Callable[[FlagForReconciliation], Awaitable[None]] | None = None,
         paused: Callable[[], bool] | None = None,
+        parameters: Callable[[], Mapping[str, int]] | None = None,
     ) -> None:
         self.ledger = ledger
         self.adapters = adapters
@@ -240,6 +245,9 @@ class BridgeRunner:
         self.on_result = on_result
         self.on_reconcile = on_reconcile
         self.paused: Callable[[], bool] = paused or _never_paused  # governance.pause (streams.bridge.pause_listener)
+        self.parameters = parameters  # governance.parameters (streams.bridge.parameter_listener)
+        self._configured: tuple[Mapping[str, int] | None, BridgeConfig] = (None, self.cfg)
+        self._cfg_of: dict[str, BridgeConfig] = {}  # bridge tx id -> the config its payment began with
         self.stats = RunnerStats()
         self._results: MutableMapping[str, Result] = self.store.results()
         self._in_flight: dict[str, asyncio.Future[Result]] = {}
@@ -334,6 +342,21 @@ class BridgeRunner:
     def parked(self) -> list[PayoutIntent]:
         return list(self._parked.values())
 
+    def config_now(self) -> BridgeConfig:
+        """The configuration in force: ``cfg`` with the governed parameters last read (rebuilt when they change)."""
+        if self.parameters is None:
+            return self.cfg
+        values = self.parameters()
+        seen, cfg = self._configured
+        if values is not seen:  # the follower replaces its mapping on each change: identity is enough
+            cfg = core.configured(self.cfg, values)
+            self._configured = (values, cfg)
+        return cfg
+
+    def _cfg(self, tx: BridgeTx) -> BridgeConfig:
+        """The configuration ``tx``'s payment began with (a recovered one: the configuration in force)."""
+        return self._cfg_of.get(tx.bridge_tx_id) or self.config_now()
+
     # ---------------------------------------------------------------- internals
 
     async def _run(self, payment: CardPayment, prev: asyncio.Task[None] | None, fut: asyncio.Future[Result]) -> None:
@@ -383,7 +406,8 @@ class BridgeRunner:
         self._in_flight[payment.request_id] = fut
         try:
             available = await _maybe_await(self.ledger.available_units(payment.payer_account_id))
-            begun = core.begin(payment, available, self.clock.now(), self.cfg, self.paused())
+            cfg = self._cfg_of[core.bridge_tx_id_for(payment.request_id)] = self.config_now()
+            begun = core.begin(payment, available, self.clock.now(), cfg, self.paused())
             result = await self._drive(begun)
             if result is None:  # parked: the outcome is unknown until recovery
                 raise PayoutParked(payment.request_id)
@@ -395,6 +419,8 @@ class BridgeRunner:
             raise
         finally:
             del self._in_flight[payment.request_id]
+            if tx_id not in self._parked:  # a parked payment keeps its config for its recovery
+                self._cfg_of.pop(tx_id, None)
 
     async def _drive(self, step: Step) -> Result | None:
         """Run a settlement's steps until its result (persisted and reported) or until it parks (None)."""
@@ -455,10 +481,10 @@ class BridgeRunner:
             now = self.clock.now()
             self.breakers[e.rail] = self.breakers.get(e.rail, DEFAULT_BREAKER).on_call(now.wall_ms)
             outcome = await self._call(e, lookup=False)
-            return core.on_payout(tx, outcome, self.breakers, self.clock.now(), self.cfg)
+            return core.on_payout(tx, outcome, self.breakers, self.clock.now(), self._cfg(tx))
         elif isinstance(e, ResolvePayout):
             outcome = await self._call(e.intent, lookup=True)
-            return core.on_resolved(tx, outcome, self.breakers, self.clock.now(), self.cfg)
+            return core.on_resolved(tx, outcome, self.breakers, self.clock.now(), self._cfg(tx))
         return None
 
     async def _capture(self, e: PostHold, tx: BridgeTx) -> Step:
@@ -475,9 +501,9 @@ class BridgeRunner:
         except LedgerRejected as exc:
             if exc.code == core.LEDGER_TIMEOUT:
                 log.warning("%s: capture send %d unanswered: %s", tx.bridge_tx_id, e.send_no, exc)
-                return core.on_capture_unanswered(tx, str(exc), self.clock.now(), self.cfg)
-            return core.on_posted(tx, False, str(exc), self.clock.now(), self.cfg)
-        return core.on_posted(tx, True, "", self.clock.now(), self.cfg)
+                return core.on_capture_unanswered(tx, str(exc), self.clock.now(), self._cfg(tx))
+            return core.on_posted(tx, False, str(exc), self.clock.now(), self._cfg(tx))
+        return core.on_posted(tx, True, "", self.clock.now(), self._cfg(tx))
 
     def _advance(self, tx: BridgeTx) -> Step:
         """No effect answered: the transaction moves on by its stage (unless a pause stops it)."""
@@ -486,12 +512,13 @@ class BridgeRunner:
             if stopped is not None:
                 return stopped
         if tx.stage is core.Stage.HOLD_PLACED:
-            return core.convert(tx, self.fx_book(), self.clock.now(), self.cfg)
+            return core.convert(tx, self.fx_book(), self.clock.now(), self._cfg(tx))
         if tx.stage is core.Stage.RATE_LOCKED:
-            return core.route(tx, self.breakers, self.clock.now(), self.cfg)
+            return core.route(tx, self.breakers, self.clock.now(), self._cfg(tx))
         raise AssertionError(f"{tx.bridge_tx_id}: no transition from {tx.stage}")
 
     async def _conclude(self, result: Result) -> None:
+        self._cfg_of.pop(core.bridge_tx_id_for(result.request_id), None)
         await self.store.persist_result(result)
         self._results[result.request_id] = result
         if isinstance(result, Settled):

@@ -20,6 +20,10 @@ and the runner asks it: while paused, requests are answered FAILED with PAUSED (
 before their provider call with the hold voided: ``domain.bridge.on_paused``); payouts already at a provider and the
 recovery of open intents go on.
 
+**Governed parameters.** The service follows ``governance.parameters``
+(:class:`streams.bridge.parameter_listener.ParameterListener`, read to its end before the first request, bounded) and
+the runner gives each payment the cashback rates, ecosystem bonus and slippage limit in force when it begins.
+
 **Audit records.** Every answer with repeat false goes out with its payment's spec §7.2 record on ``audit.records``
 (``domain.bridge.audit_of``: BRIDGE_SETTLEMENT_COMPLETED or _FAILED; PAYOUT_COMPLETED or PAYOUT_FAILED for a holder's
 auto-payout, a request with a ``payout`` block, whose answers carry its ``payout_id``), both sent together and both
@@ -65,6 +69,7 @@ from domain.rails import RAILS
 from streams.bridge.fx_listener import FxRatesListener
 from streams.bridge.journal import KafkaJournal
 from streams.bridge.ledger_client import KafkaHoldLedger, LedgerOutcomes
+from streams.bridge.parameter_listener import ParameterListener
 from streams.bridge.pause_listener import PauseListener, wait_started
 from streams.bridge.providers import build_adapters
 from streams.bridge.providers.base import ProviderSettings, Transport, make_transport
@@ -98,7 +103,7 @@ class BridgeService:
         runner: BridgeRunner,
         journal: KafkaJournal,
         producer: AsyncProducer,
-        listeners: tuple[LedgerOutcomes | FxRatesListener | PauseListener, ...] = (),
+        listeners: tuple[LedgerOutcomes | FxRatesListener | PauseListener | ParameterListener, ...] = (),
         transport: Transport | None = None,
         max_ingress_bytes: int | None = None,
     ) -> None:
@@ -340,17 +345,20 @@ async def wait_for_fresh_fx(fx: FxRatesListener, cfg: BridgeConfig, timeout_s: f
 
 
 async def build_service(settings: Settings) -> BridgeService:
-    """The bridge's service with its Kafka ledger, journal, FX and pause listeners and provider adapters (any
-    runtime), once its FX book holds fresh quotes or ``bridge_fx_ready_timeout_s`` passed. Both runtimes build it,
-    so both follow ``governance.pause`` (read to its end before the first request; unknown counts as paused)."""
+    """The bridge's service with its Kafka ledger, journal, FX, pause and parameter listeners and provider adapters
+    (any runtime), once its FX book holds fresh quotes or ``bridge_fx_ready_timeout_s`` passed. Both runtimes build
+    it, so both follow ``governance.pause`` (read to its end before the first request; unknown counts as paused) and
+    ``governance.parameters`` (likewise; unknown: the defaults)."""
     bootstrap = settings.bootstrap_servers
     producer = AsyncProducer(bootstrap)
     outcomes = LedgerOutcomes(bootstrap)
     fx = FxRatesListener(bootstrap)
     pause = PauseListener(bootstrap, GOVERNANCE_PAUSE)
+    params = ParameterListener(bootstrap)
     await asyncio.to_thread(outcomes.start)  # before the first command: no answer can slip past
     await asyncio.to_thread(fx.start)
     await asyncio.to_thread(wait_started, pause, settings.bridge_fx_ready_timeout_s)  # unknown counts as paused
+    await asyncio.to_thread(wait_started, params, settings.bridge_fx_ready_timeout_s)  # unknown: the defaults
     provider_settings = ProviderSettings()
     transport = make_transport(
         provider_settings.transport, provider_settings.max_connections, provider_settings.ca_file
@@ -376,6 +384,7 @@ async def build_service(settings: Settings) -> BridgeService:
         max_queued=settings.bridge_max_queued,
         on_reconcile=reconciliation_recorder(producer),
         paused=lambda: pause.paused,
+        parameters=lambda: params.values_now,
     )
     await wait_for_fresh_fx(fx, cfg, settings.bridge_fx_ready_timeout_s)  # no request before the FX book is fresh
     log.info("bridge ready: %d adapters, %d in flight at most", len(adapters), settings.bridge_max_in_flight)
@@ -383,7 +392,7 @@ async def build_service(settings: Settings) -> BridgeService:
         runner,
         journal,
         producer,
-        listeners=(outcomes, fx, pause),
+        listeners=(outcomes, fx, pause, params),
         transport=transport,
         max_ingress_bytes=settings.max_ingress_message_bytes,
     )

@@ -7,7 +7,8 @@ Reads ``governance.requests`` and ``governance.approvals`` (validated at ingress
 their bytes) and the ledger's outcomes of the transfers it ordered (``ledger.outcomes``, keys ``GOV:`` only).
 Publishes each request's state on ``governance.multisig`` (the multi-sig-pending alert reads it), executes approved
 requests once their timelock has ended — a ``GovernedTransfer`` on ``ledger.commands`` (command id
-``GOV:<request_id>``, applied once by the ledger), ``governance.pause``, the signer set — and writes a §7.2 audit
+``GOV:<request_id>``, applied once by the ledger), ``governance.pause``, ``governance.parameters`` (a
+PARAMETER_CHANGE's value, keyed by its name), the signer set — and writes a §7.2 audit
 record of every request, signature (accepted or refused), execution and pause on ``audit.records``.
 
 **One instance**, assigned every input partition (the nonces and the signer set are global). Its state and the
@@ -51,6 +52,7 @@ from contracts.topics import (
     AUDIT_RECORDS,
     GOVERNANCE_APPROVALS,
     GOVERNANCE_MULTISIG,
+    GOVERNANCE_PARAMETERS,
     GOVERNANCE_PAUSE,
     GOVERNANCE_REQUESTS,
     LEDGER_COMMANDS,
@@ -235,6 +237,11 @@ def transfer_of(event: g.TransferOrdered) -> m.GovernedTransfer:
     )
 
 
+def parameter_of(event: g.ParameterSet) -> m.ParameterSetting:
+    return m.ParameterSetting(name=event.name, value=str(event.value), request_id=event.request_id,
+                              updated_at=event.at)  # fmt: skip
+
+
 def pause_of(event: g.PauseSet) -> m.PauseState:
     return m.PauseState(scope="PLATFORM", paused=event.paused, request_id=event.request_id, reason=event.reason[:200],
                         updated_at=event.at)  # fmt: skip
@@ -334,6 +341,9 @@ class GovernanceService:
             elif isinstance(event, g.PauseSet):
                 log.warning("money out %s by %s", "PAUSED" if event.paused else "UNPAUSED", event.request_id)
                 out.append((GOVERNANCE_PAUSE, pause_of(event)))
+            elif isinstance(event, g.ParameterSet):
+                log.warning("parameter %s set to %d by %s", event.name, event.value, event.request_id)
+                out.append((GOVERNANCE_PARAMETERS, parameter_of(event)))
             elif isinstance(event, g.Refused):
                 log.warning("refused %s (signer %s): %s: %s", event.request_id, event.signer_id, event.code,
                             event.reason)  # fmt: skip

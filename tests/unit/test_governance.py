@@ -21,6 +21,7 @@ from contracts.topics import (
     AUDIT_RECORDS,
     GOVERNANCE_APPROVALS,
     GOVERNANCE_MULTISIG,
+    GOVERNANCE_PARAMETERS,
     GOVERNANCE_PAUSE,
     GOVERNANCE_REQUESTS,
     LEDGER_COMMANDS,
@@ -404,18 +405,66 @@ def test_signer_changes_keep_the_set_between_five_and_seven(signers: Signers) ->
     assert refusals(gov.submit(bad_key, T0)) == [Code.INVALID_REQUEST]
 
 
-def test_parameter_changes_payout_approvals_and_ceremonies_are_recorded(signers: Signers) -> None:
+def test_a_parameter_change_publishes_its_value_once_executed(signers: Signers) -> None:
     gov = new_gov(signers)
-    gov.submit(request("pc", Op.PARAMETER_CHANGE, amount=0, nonce=1, name="fee_bps", value="25"), T0)
+    gov.submit(request("pc", Op.PARAMETER_CHANGE, amount=0, nonce=1, name="cashback.bps.GOLD", value="350"), T0)
     gov.submit(request("kc", Op.KEY_CEREMONY, amount=0, nonce=2, ceremony="ROTATE", purpose="SIGNING"), T0)
-    sign(gov, signers, "pc", "s1", "s2", "s3")
-    assert of(gov.tick(T0 + 24 * H), g.Audited)[0].action == "GOVERNANCE_EXECUTED"
+    assert of(sign(gov, signers, "pc", "s1", "s2", "s3"), g.ParameterSet) == []  # nothing before its timelock
+    assert of(gov.tick(T0 + 24 * H - timedelta(microseconds=1)), g.ParameterSet) == []
+    executed = gov.tick(T0 + 24 * H)
+    assert of(executed, g.ParameterSet) == [g.ParameterSet("cashback.bps.GOLD", 350, "pc", T0 + 24 * H)]
+    assert of(executed, g.Audited)[0].action == "GOVERNANCE_EXECUTED"
     assert gov.requests["pc"].state is State.EXECUTED
+    assert of(gov.tick(T0 + 48 * H), g.ParameterSet) == []  # once
     (ceremony,) = of(sign(gov, signers, "kc", "s1", "s2", "s3"), g.CeremonyOrdered)  # immediate
     assert (ceremony.ceremony, ceremony.params["purpose"]) == (g.Ceremony.ROTATE, "SIGNING")
     assert gov.requests["kc"].state is State.APPROVED  # under way until the key manager reports
     gov.finished("kc", True, None, T0)
     assert gov.requests["kc"].state is State.EXECUTED
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "words"),
+    [
+        ("fee_bps", "25", "'fee_bps' is not a platform parameter"),
+        ("cashback.bps.GOLD", "10001", "cashback.bps.GOLD must be from 0 to 10000, not 10001"),
+        ("fx.slippage_limit_bps", "0", "fx.slippage_limit_bps must be from 1 to 9999, not 0"),
+        ("payouts.auto_approval_limit_kaus_units", "5e9", "takes a whole number (decimal digits), not '5e9'"),
+        ("cashback.bps.GOLD", "-1", "takes a whole number"),
+    ],
+)
+def test_a_parameter_change_the_platform_cannot_apply_is_refused_on_arrival(
+    signers: Signers, name: str, value: str, words: str
+) -> None:
+    gov = new_gov(signers)
+    events = gov.submit(request("pc", Op.PARAMETER_CHANGE, amount=0, nonce=1, name=name, value=value), T0)
+    assert refusals(events) == [Code.INVALID_REQUEST]
+    [refused] = of(events, g.Refused)
+    assert words in refused.reason
+    assert gov.requests["pc"].state is State.REJECTED and 1 not in gov.nonces  # the nonce stays free
+    assert of(events, g.ParameterSet) == []
+
+
+def test_a_parameter_change_accepted_before_its_range_narrowed_fails_at_execution(
+    signers: Signers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gov = new_gov(signers)
+    gov.submit(request("pc", Op.PARAMETER_CHANGE, amount=0, nonce=1, name="cashback.bps.GOLD", value="900"), T0)
+    sign(gov, signers, "pc", "s1", "s2", "s3")
+    gold = g.parameters.PARAMETERS["cashback.bps.GOLD"]
+    monkeypatch.setitem(g.parameters.PARAMETERS, gold.name, replace(gold, maximum=500))
+    events = gov.tick(T0 + 24 * H)
+    assert of(events, g.ParameterSet) == [] and refusals(events) == [Code.EXECUTION_FAILED]
+    assert gov.requests["pc"].state is State.REJECTED
+
+
+def test_the_service_publishes_an_executed_parameter_change_keyed_by_its_name(signers: Signers) -> None:
+    service = svc.GovernanceService(g.Config(DEPLOYMENT), signers.public)
+    event = g.ParameterSet("fx.slippage_limit_bps", 45, "gov-7", T0)
+    [(topic, setting)] = service.outputs([event], T0)
+    assert topic is GOVERNANCE_PARAMETERS
+    assert setting == m.ParameterSetting(name="fx.slippage_limit_bps", value="45", request_id="gov-7", updated_at=T0)
+    assert GOVERNANCE_PARAMETERS.key_of(setting) == b"fx.slippage_limit_bps"
 
 
 def test_timelock_scale_shortens_timelocks_only(signers: Signers) -> None:

@@ -1,0 +1,57 @@
+"""The governed platform parameters in force: ``governance.parameters`` followed from the start of the topic.
+
+An executed PARAMETER_CHANGE is published by the governance service as a :class:`contracts.models.ParameterSetting`
+on a compacted topic keyed by the parameter's name (``domain.parameters`` lists the names, ranges and defaults).
+The bridge workers (cashback rates, ecosystem bonus, slippage limit) and the auto-payout service (the auto-approval
+limit) follow it with :class:`streams.kafka.compacted_follower.CompactedFollower`; :attr:`ParameterListener.values_now`
+maps each name set to its checked integer value, and a name absent has its default
+(``domain.parameters.value_of``). A record that does not validate (an unknown name, a value outside its range, a
+name that is not its key) is skipped and logged: the previous value stands. A tombstone restores the default.
+
+Until the topic has been read to its end at start the values are the defaults; :func:`wait_started` bounds a starting
+worker's wait (the services wait for it before their first decision, as for the pause).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from confluent_kafka import Consumer
+
+from contracts import models as m
+from contracts.topics import GOVERNANCE_PARAMETERS
+from domain import parameters
+from streams.kafka.compacted_follower import CompactedFollower, wait_started
+
+log = logging.getLogger("nexus.parameters")
+
+
+def check_setting(value: Any) -> None:
+    """A ParameterSetting whose name is a platform parameter and whose value is in its range, else ValueError."""
+    if not isinstance(value, m.ParameterSetting):
+        raise ValueError(f"not a ParameterSetting: {type(value).__name__}")
+    parameters.parse(value.name, value.value)
+
+
+class ParameterListener(CompactedFollower):
+    """Follows ``governance.parameters``; :attr:`values_now` is name -> the value in force (absent: its default)."""
+
+    def __init__(self, bootstrap: str, consumer: Consumer | None = None) -> None:
+        super().__init__(bootstrap, GOVERNANCE_PARAMETERS, consumer, check=check_setting, on_change=self._changed)
+        self.values_now: Mapping[str, int] = {}
+        self._logged: Mapping[str, int] = {}
+
+    def _changed(self, settings: Mapping[str, Any]) -> None:
+        """The records became one new mapping of ints (a record whose name is not its key does not apply)."""
+        now = self.values_now = {k: parameters.parse(s.name, s.value) for k, s in settings.items() if k == s.name}
+        for name in sorted(set(now) | set(self._logged)):
+            if now.get(name) != self._logged.get(name):
+                value = parameters.value_of(now, name)
+                origin = "default" if name not in now else f"request {settings[name].request_id}"
+                log.warning("parameter %s = %d (%s)", name, value, origin)
+        self._logged = now
+
+
+__all__ = ["ParameterListener", "check_setting", "wait_started"]
