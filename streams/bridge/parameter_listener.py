@@ -28,10 +28,12 @@ from streams.kafka.compacted_follower import CompactedFollower, wait_started
 log = logging.getLogger("nexus.parameters")
 
 
-def check_setting(value: Any) -> None:
-    """A ParameterSetting whose name is a platform parameter and whose value is in its range, else ValueError."""
+def check_setting(key: str, value: Any) -> None:
+    """A ParameterSetting keyed by its name, a platform parameter, with a value in its range; else ValueError."""
     if not isinstance(value, m.ParameterSetting):
         raise ValueError(f"not a ParameterSetting: {type(value).__name__}")
+    if key != value.name:
+        raise ValueError(f"a setting of {value.name} under the key {key!r}")
     parameters.parse(value.name, value.value)
 
 
@@ -44,8 +46,8 @@ class ParameterListener(CompactedFollower):
         self._logged: Mapping[str, int] = {}
 
     def _changed(self, settings: Mapping[str, Any]) -> None:
-        """The records became one new mapping of ints (a record whose name is not its key does not apply)."""
-        now = self.values_now = {k: parameters.parse(s.name, s.value) for k, s in settings.items() if k == s.name}
+        """The records (each checked: :func:`check_setting`) as one new mapping of ints."""
+        now = self.values_now = {name: parameters.parse(name, s.value) for name, s in settings.items()}
         for name in sorted(set(now) | set(self._logged)):
             if now.get(name) != self._logged.get(name):
                 value = parameters.value_of(now, name)

@@ -24,7 +24,7 @@ from streams.kafka.compacted_follower import CompactedFollower, wait_started
 log = logging.getLogger("nexus.pause")
 
 
-def _is_pause_state(value: Any) -> None:
+def _is_pause_state(_key: str, value: Any) -> None:
     if not isinstance(value, m.PauseState):
         raise ValueError(f"not a PauseState: {type(value).__name__}")
 

@@ -36,7 +36,8 @@ METADATA_TIMEOUT_S = 30.0
 class CompactedFollower:
     """Follows ``topic`` in a thread; :attr:`values` is the latest decoded value per key.
 
-    ``check`` (optional) raises ``ValueError`` for a decoded value that must not apply (its words are logged).
+    ``check`` (optional) raises ``ValueError`` for a record (key, decoded value) that must not apply (its words are
+    logged).
     ``on_change`` is called (in the follower's thread) with the new values after each change once caught up, and
     once when the start state is reached."""
 
@@ -45,7 +46,7 @@ class CompactedFollower:
         bootstrap: str,
         topic: Topic,
         consumer: Consumer | None = None,
-        check: Callable[[Any], None] | None = None,
+        check: Callable[[str, Any], None] | None = None,
         on_change: Callable[[Mapping[str, Any]], None] | None = None,
     ) -> None:
         self.topic = topic
@@ -93,7 +94,7 @@ class CompactedFollower:
             try:
                 decoded = self.topic.decode(value)
                 if self._check is not None:
-                    self._check(decoded)
+                    self._check(name, decoded)
             except ValueError as exc:
                 self.records_skipped += 1
                 log.warning("%s: skipped the record at offset %s (key %r): %s", self.topic.name, offset, name, exc)

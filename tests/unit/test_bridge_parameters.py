@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from decimal import Decimal as D
+from typing import Any
 
 from domain import bridge as b
 from domain import parameters
@@ -98,10 +99,10 @@ def test_the_runner_applies_a_change_to_payments_begun_after_it_and_not_to_one_u
         cfg = BridgeConfig(enabled_rails=frozenset({Rail.STRIPE_INSTANT}))
         book = fx_book()
         clock = harness().clock
+        adapters: dict[Provider, Any] = {Provider.STRIPE: stripe}
         r = BridgeRunner(
-            ledger=ledger, adapters={Provider.STRIPE: stripe}, fx_book=lambda: book, cfg=cfg, clock=clock,
-            parameters=params,
-        )  # fmt: skip
+            ledger=ledger, adapters=adapters, fx_book=lambda: book, cfg=cfg, clock=clock, parameters=params
+        )
         before = await r.submit(payment("card-before", payer="payer-before"))
         await under_way.wait()  # at its provider, begun with the defaults
         params.values = {GOLD: 500}  # the change is read now
