@@ -7,6 +7,12 @@ is already satisfied when the DAG runs late or is back-filled), then calls one f
 fails the ``data_quality`` task without retries (an alert is posted), so variance, review and report do not
 run and no report goes out.
 
+The exception review task then sends what the review and the day's CLI actions queued (``warehouse.outbox``): each
+action's audit record to audit.records, each ledger correction's LEDGER_CORRECTION request to governance.requests;
+the review itself first closes the corrections governance decided (governance.multisig). What the broker does not
+acknowledge stays queued for the next run or ``python -m warehouse.cli exceptions publish`` (the task's XCom says
+how many), and never holds the report back.
+
 The steps run in the platform's own environment, with ``@task.external_python``: the snapshot reads Kafka
 with confluent-kafka and decodes with the contracts, exactly as the services that wrote the records, and
 Airflow's environment (.venv-airflow, kept apart for its own pins) only schedules. The interpreter is the
@@ -38,11 +44,12 @@ def _slot_reached(context: dict[str, Any], hour: int) -> bool:
     return datetime.now(UTC) >= datetime.combine(day + timedelta(days=1), time(hour), UTC)
 
 
-def _step(name: str, **task_args: Any) -> Any:
-    """A task (id ``name``) that runs the pipeline step of that name in the platform's interpreter."""
+def _step(name: str, then: str | None = None, **task_args: Any) -> Any:
+    """A task (id ``name``) that runs the pipeline step of that name in the platform's interpreter, and then the
+    step ``then`` if given (its result under its name)."""
 
     @task.external_python(task_id=name, python=PLATFORM_PYTHON, expect_airflow=False, **task_args)
-    def run_step(step_name: str, ts: str) -> dict[str, Any]:
+    def run_step(step_name: str, ts: str, then: str | None) -> dict[str, Any]:
         # Runs in the platform's interpreter from this function's source alone: everything is imported here.
         # ``ts``: the run's logical date (ISO 8601), from the task context.
         from datetime import datetime
@@ -51,9 +58,11 @@ def _step(name: str, **task_args: Any) -> Any:
 
         day = pipeline.recon_day_for(datetime.fromisoformat(ts))
         result: dict[str, Any] = getattr(pipeline, step_name)(day)
+        if then is not None:
+            result[then] = getattr(pipeline, then)(day)
         return result
 
-    return run_step(step_name=name)
+    return run_step(step_name=name, then=then)
 
 
 def _wait_for(hour: int) -> Any:
@@ -86,7 +95,7 @@ def daily_reconciliation() -> None:
         >> _wait_for(3)
         >> _step("variance")
         >> _wait_for(4)
-        >> _step("exception_review")
+        >> _step("exception_review", then="publish_outbox")
         >> _wait_for(5)
         >> _step("report")
     )

@@ -43,6 +43,8 @@ Money is integer minor units; rates are Decimal; time is timezone-aware UTC.
 
 from __future__ import annotations
 
+import hashlib
+import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -510,13 +512,24 @@ def compute_metrics(results: Iterable[ReconResult], audited_settlements: int, to
 
 class ExceptionState(StrEnum):
     OPEN = "open"
+    CORRECTION_REQUESTED = "correction_requested"  # a ledger break's LEDGER_CORRECTION waits for the signers
     APPROVED = "approved"
     CORRECTED = "corrected"
     WRITTEN_OFF = "written_off"
 
 
 TRANSITIONS: Mapping[ExceptionState, frozenset[ExceptionState]] = {
-    ExceptionState.OPEN: frozenset({ExceptionState.APPROVED, ExceptionState.CORRECTED, ExceptionState.WRITTEN_OFF}),
+    ExceptionState.OPEN: frozenset(
+        {
+            ExceptionState.APPROVED,
+            ExceptionState.CORRECTED,
+            ExceptionState.WRITTEN_OFF,
+            ExceptionState.CORRECTION_REQUESTED,
+        }
+    ),
+    # Only governance's outcome moves it on: EXECUTED -> corrected; REJECTED / EXPIRED -> open again. A person
+    # cannot approve or write off meanwhile: the signers could still move the K-AUS.
+    ExceptionState.CORRECTION_REQUESTED: frozenset({ExceptionState.CORRECTED, ExceptionState.OPEN}),
     ExceptionState.APPROVED: frozenset(),
     ExceptionState.CORRECTED: frozenset(),
     ExceptionState.WRITTEN_OFF: frozenset(),
@@ -527,14 +540,63 @@ class InvalidTransition(ValueError):
     pass
 
 
-def transition(current: ExceptionState, target: ExceptionState, reason: str) -> ExceptionState:
-    """open -> approved / corrected / written_off, each with a reason a reviewer can read later."""
+def transition(
+    current: ExceptionState, target: ExceptionState, reason: str, break_class: BreakClass | str | None = None
+) -> ExceptionState:
+    """open -> approved / corrected / written_off, each with a reason a reviewer can read later. A ledger break
+    (``LEDGER_BREAKS``: K-AUS the payer owes) is corrected only by moving K-AUS, which takes the signers: open ->
+    correction_requested -> corrected (request EXECUTED) or back to open (REJECTED, EXPIRED); no other class
+    goes through correction_requested."""
     if not reason or not reason.strip():
         raise InvalidTransition("a reason is required for every exception action")
     if target not in TRANSITIONS[current]:
         allowed = ", ".join(sorted(TRANSITIONS[current])) or "none (already resolved)"
         raise InvalidTransition(f"cannot move an exception from {current} to {target}; allowed: {allowed}")
+    ledger_break = break_class is not None and BreakClass(break_class) in LEDGER_BREAKS
+    if ledger_break and current is ExceptionState.OPEN and target is ExceptionState.CORRECTED:
+        raise InvalidTransition(
+            f"a {break_class} break is corrected by moving K-AUS in the ledger, which needs the signers: "
+            "request a LEDGER_CORRECTION (exceptions correct asks for it)"
+        )
+    if target is ExceptionState.CORRECTION_REQUESTED and not ledger_break:
+        raise InvalidTransition(f"only a ledger break is corrected through governance, not {break_class}")
     return target
+
+
+# A correction request's governance state (contracts.models.MultisigState) -> what it does to its exception.
+CORRECTION_OUTCOMES: Mapping[str, ExceptionState] = {
+    "EXECUTED": ExceptionState.CORRECTED,
+    "REJECTED": ExceptionState.OPEN,  # refused on arrival, or EXECUTION_FAILED (the ledger refused the transfer)
+    "EXPIRED": ExceptionState.OPEN,
+}
+CORRECTION_REQUEST_PREFIX = "RECON-CORR:"
+_REQUEST_ID_SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@-]*$")
+REQUEST_ID_LENGTH_MAX = 124  # a transfer's ledger command id is GOV:<request_id>, at most 128 characters
+NONCE_MAX = 2**63 - 1
+
+
+def correction_outcome(multisig_state: str) -> ExceptionState | None:
+    """What a request's state means for its exception: corrected, open again, or None (still waiting)."""
+    return CORRECTION_OUTCOMES.get(multisig_state)
+
+
+def correction_request_id(exception_id: str, attempt: int) -> str:
+    """The LEDGER_CORRECTION request of an exception's ``attempt``-th correction (1, 2, ... after a rejection):
+    the same inputs always give the same id, so a request sent again after a crash is the same request."""
+    if attempt < 1:
+        raise ValueError(f"attempts count from 1, not {attempt}")
+    readable = f"{CORRECTION_REQUEST_PREFIX}{exception_id}:{attempt}"
+    if len(readable) <= REQUEST_ID_LENGTH_MAX and _REQUEST_ID_SAFE.match(readable):
+        return readable
+    digest = hashlib.sha256(exception_id.encode()).hexdigest()[:40]
+    return f"{CORRECTION_REQUEST_PREFIX}{digest}:{attempt}"
+
+
+def correction_nonce(request_id: str) -> int:
+    """A request's nonce from its id's SHA-256 (the first 63 bits): deterministic, and as unlikely to meet another
+    request's random 63-bit nonce as two random ones."""
+    digest = hashlib.sha256(b"nexus-x recon correction nonce\x00" + request_id.encode()).digest()
+    return int.from_bytes(digest[:8], "big") & NONCE_MAX
 
 
 def age_days(opened_on: date, as_of: date) -> int:

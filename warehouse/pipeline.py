@@ -7,18 +7,22 @@ the warehouse, does its work in DuckDB/Polars and returns a small JSON-able summ
 from __future__ import annotations
 
 import json
+import logging
 import time as _time
+from dataclasses import asdict
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import polars as pl
+from confluent_kafka import KafkaException
 
 from domain.variance_rules import LEDGER_BREAKS, BreakClass, MatchTier, Outcome, ReconMetrics, compute_metrics
 from streams.settings import get_settings
 from warehouse import exceptions as exc_queue
-from warehouse import quality
+from warehouse import outbox, quality
+from warehouse.corrections import read_multisig
 from warehouse.db import publish, query, run_sql_file, warehouse
 from warehouse.matching import RESULT_SCHEMA, match_duckdb, match_polars, results_from_frame
 from warehouse.provider_sync import sync_statements
@@ -26,6 +30,8 @@ from warehouse.report import ReportData, archive, render_pdf, send_email, sha256
 from warehouse.settings import ReconSettings, day_bounds, get_recon_settings, recon_day_for
 from warehouse.snapshot_loader import load_jsonl_day, load_kafka_window
 from warehouse.sqlrunner import build_models
+
+log = logging.getLogger("nexus.recon")
 
 
 def _settings(settings: ReconSettings | None) -> ReconSettings:
@@ -229,10 +235,39 @@ def _tolerance_doc(s: ReconSettings) -> dict[str, Any]:
 
 
 def exception_review(day: date, settings: ReconSettings | None = None) -> dict[str, Any]:
+    """Open, reclassify, auto-resolve and age the exceptions; close the ledger corrections governance decided
+    (governance.multisig, read only when some wait and the platform's Kafka is used)."""
+    s = _settings(settings)
+    unread = None
+    with warehouse(s.warehouse_path) as con:
+        try:
+            outcomes = governance_outcomes(con, s)
+        except (RuntimeError, TimeoutError, KafkaException) as exc:  # the corrections wait for the next review
+            log.warning("governance.multisig not read, corrections stay open: %s", exc)
+            outcomes, unread = {}, str(exc)
+        summary = exc_queue.sync_exceptions(con, day, outcomes)
+    return {"recon_date": day.isoformat(), **summary.__dict__, "governance_unread": unread}
+
+
+def governance_outcomes(con: Any, s: ReconSettings) -> dict[str, Any]:
+    """governance.multisig's latest state of each correction that waits (none read without a platform)."""
+    waiting = exc_queue.waiting_corrections(con)
+    if not waiting or not s.talks_to_platform:
+        return {}
+    return read_multisig(s.bootstrap, waiting, s.multisig_read_timeout_s)
+
+
+def publish_outbox(day: date | None = None, settings: ReconSettings | None = None) -> dict[str, Any]:
+    """Send the queued governance requests and audit records (warehouse.outbox); the DAG runs it right after the
+    review, in the same task. Without a platform (seeded exports) they stay queued and are only counted."""
     s = _settings(settings)
     with warehouse(s.warehouse_path) as con:
-        summary = exc_queue.sync_exceptions(con, day)
-    return {"recon_date": day.isoformat(), **summary.__dict__}
+        if not s.talks_to_platform:
+            requests, audits = outbox.queued(con)
+            return {"requests_sent": 0, "audits_sent": 0, "requests_queued": requests, "audits_queued": audits,
+                    "error": "no platform Kafka (NEXUS_RECON_PLATFORM_KAFKA): kept queued"}  # fmt: skip
+        done = outbox.publish(con, s.bootstrap, s.publish_timeout_s)
+    return {**asdict(done), "recon_date": None if day is None else day.isoformat()}
 
 
 # --------------------------------------------------------------------------- 05:00 report
@@ -381,6 +416,7 @@ __all__ = [
     "data_quality",
     "exception_review",
     "provider_sync",
+    "publish_outbox",
     "recon_day_for",
     "report",
     "run_day",

@@ -87,6 +87,19 @@ class ReconSettings(BaseSettings):
     alertmanager_url: str | None = Field(default=None, description="default: streams settings alertmanager_url")
     alert_on_critical: bool = True
 
+    # Review actions' audit records (audit.records) and ledger corrections' requests (governance.requests) wait in
+    # the warehouse (outbox) until the broker acknowledges them: sent after each CLI action, by the nightly review
+    # and by `exceptions publish`, which also read the corrections' outcome (governance.multisig). True: talk to
+    # the platform's Kafka (kafka_bootstrap_servers, default the platform's); False: keep them queued. Unset: True
+    # when the snapshot reads the platform's topics, False with seeded JSONL exports (no platform there).
+    platform_kafka: bool | None = None
+    publish_timeout_s: float = Field(default=10.0, gt=0, description="wait for the broker's acknowledgements")
+    # A ledger break's LEDGER_CORRECTION request expires this long after it is asked for (the signers' window; at
+    # least the 48 h timelock of the largest amounts, or governance refuses it on arrival).
+    correction_expiry_hours: int = Field(default=7 * 24, ge=49, le=90 * 24)
+    # Bound on reading governance.multisig (compacted: its latest state per request) to close corrections.
+    multisig_read_timeout_s: float = Field(default=30.0, gt=0)
+
     # DAG timeline (UTC hours after the recon day ends), spec §6.1. False: each step runs at once, also for a day
     # that has not ended (today's: what the topics and the providers' reports hold so far; the tests, the demo).
     wait_for_schedule: bool = True
@@ -111,6 +124,22 @@ class ReconSettings(BaseSettings):
             match_window=timedelta(minutes=self.match_window_minutes),
             cutoff_grace=timedelta(minutes=self.cutoff_grace_minutes),
         )
+
+    @property
+    def talks_to_platform(self) -> bool:
+        if self.platform_kafka is not None:
+            return self.platform_kafka
+        return self.snapshot_source == "kafka"
+
+    @property
+    def bootstrap(self) -> str:
+        from streams.settings import get_settings  # not at import: the DAG's sensors import this module in Airflow's
+
+        return self.kafka_bootstrap_servers or get_settings().bootstrap_servers
+
+    @property
+    def correction_expiry(self) -> timedelta:
+        return timedelta(hours=self.correction_expiry_hours)
 
     @property
     def warehouse_path(self) -> Path:

@@ -33,6 +33,7 @@ STATE_TABLES = (
     "recon_runs",
     "recon_exceptions",
     "recon_exception_actions",
+    "recon_corrections",
     "dq_results",
     "report_deliveries",
     "fct_settlements",

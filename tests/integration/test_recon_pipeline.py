@@ -189,6 +189,7 @@ def test_exception_review_cli_is_audited(
 
     shutil.copytree(reconciled["settings"].home, tmp_path, dirs_exist_ok=True)
     monkeypatch.setenv("NEXUS_RECON_HOME", str(tmp_path))
+    monkeypatch.setenv("NEXUS_RECON_PLATFORM_KAFKA", "false")  # no platform here: the audit records stay queued
     get_recon_settings.cache_clear()
     try:
         assert cli.main(["exceptions", "list", "--class", "fee_variance", "--limit", "3"]) == 0
@@ -207,6 +208,9 @@ def test_exception_review_cli_is_audited(
         assert cli.main(["exceptions", "approve", "S:NOPE", "--reason", "x"]) == 1
         err = capsys.readouterr().err
         assert "cannot move an exception from approved" in err and "no exception 'S:NOPE'" in err
+        said = " ".join(err.split())  # rich wraps lines
+        assert "stay in the warehouse" in said and "`exceptions publish` sends them" in said  # committed, waits
+        assert cli.main(["exceptions", "publish"]) == 1  # still queued: nothing was lost, nothing was sent
         assert cli.main(["exceptions", "show", ids[1]]) == 0
         con = connect(tmp_path / "warehouse.duckdb", read_only=True)
         states = dict(
@@ -215,7 +219,7 @@ def test_exception_review_cli_is_audited(
             ).fetchall()
         )
         actions = con.execute(
-            "SELECT actor, action, reason, audit_record FROM recon_exception_actions"
+            "SELECT actor, action, reason, audit_record, published_at FROM recon_exception_actions"
             " WHERE actor IN ('ana', 'cfo') ORDER BY acted_at"
         ).fetchall()
         con.close()
@@ -229,6 +233,7 @@ def test_exception_review_cli_is_audited(
     ]
     record = AuditRecord.model_validate_json(actions[0][3])
     assert record.action == "RECON_EXCEPTION_APPROVED" and record.actor.user_id == "ana"
+    assert [a[4] for a in actions] == [None, None, None]  # the outbox: unpublished until a broker acknowledges
 
 
 def test_critical_quality_failure_stops_before_the_report_and_alerts(tmp_path: Path) -> None:
