@@ -58,6 +58,23 @@ would pay WAITs with PAUSED instead, once per payout id, its trigger not consume
 with rules again, so each pays under the same payout id while its trigger stands (a schedule's period, a threshold's
 ``T{n}``, the latest queued dividend), with the balance of that moment.
 
+**Approval gate** (governance, spec §4.2): a payout of more K-AUS than the auto-approval limit (the governed
+parameter ``payouts.auto_approval_limit_kaus_units``, :meth:`AutoPayouts.set_approval_limit`; exactly the limit pays
+automatically) is not paid at once: the decision is APPROVE (the shell asks the signers for a PAYOUT_APPROVAL under
+:func:`approval_request_id` and reports it waiting, APPROVAL_PENDING), its trigger is consumed and the account holds
+it like a payout in flight (nothing else of the account pays meanwhile). Gates in order: KYC, then the pause, then the
+approval (the signers are asked only for a payout that could go out). :meth:`AutoPayouts.on_approval` with the
+request's outcome: executed → the payout pays exactly the approved amount under the same payout id, once the holder
+is VERIFIED and money out is not paused (else it WAITs, KYC or PAUSED, and pays when that clears), and only if the
+available balance still covers it above keep-minimum — if not, it FAILs (INSUFFICIENT_FUNDS: paying less than the
+signers approved is not what they approved, paying it all would breach keep-minimum or be refused by the ledger);
+rejected or expired → it FAILs (APPROVAL_REFUSED), nothing held. Either failure backs the account off like a failed
+payout (a refusal for ``retry_after_refusal_ms``, default a day: the signers are not asked again in a loop), and what
+comes next is the trigger's: a SCHEDULE pays at its next period, a DIVIDEND rule's queued dividends are consumed (the
+K-AUS stay in the balance), a THRESHOLD rule moves to its next payout id and, still above the threshold after the
+back-off, asks again (a new request). An outcome read before its payout was gated (a replay after a lost state) is
+remembered and applies when it is.
+
 **Payout ids** are ``{rule_id}:{trigger_id}``: the period id (``D2026-03-05``, ``W2026-03-01``,
 ``M2026-02``), ``T{n}`` for the n-th threshold payout of the rule (n moves on when a result arrives), or
 ``V{dividend_id}`` (hashed past 100 characters). Re-evaluating the same state gives the same id, so a
@@ -80,6 +97,7 @@ from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
 from typing import Any, NamedTuple
 
+from domain import parameters
 from domain.money import Currency
 from domain.rails import RAILS, Provider
 
@@ -156,6 +174,9 @@ class PayoutFailCode(StrEnum):
     """Why a payout failed before it reached the bridge (the bridge's own codes cover the rest)."""
 
     APPROVAL_REFUSED = "APPROVAL_REFUSED"  # its PAYOUT_APPROVAL was rejected or expired: nothing is paid
+    # Approved, but the available balance no longer covers the approved amount above keep-minimum: nothing is paid
+    # (the bridge's code of the same meaning; the contract's payouts.results codes are the bridge's and these).
+    INSUFFICIENT_FUNDS = "INSUFFICIENT_FUNDS"
 
 
 class SkipCode(StrEnum):
@@ -166,6 +187,8 @@ class Action(StrEnum):
     PAY = "PAY"  # request this payout now (hold, convert, pay)
     WAIT = "WAIT"  # due, but the holder is not KYC-verified or money out is paused: kept, paid once that clears
     SKIP = "SKIP"  # due, nothing to pay: the trigger is consumed
+    APPROVE = "APPROVE"  # above the auto-approval limit: ask the signers (PAYOUT_APPROVAL); paid once they approve
+    FAIL = "FAIL"  # a payout that was waiting for approval ends without a payment (refused, or no longer covered)
 
 
 class RuleStatus(StrEnum):
@@ -219,18 +242,32 @@ class Decision(NamedTuple):
     provider: Provider
     currency: Currency
     payout_account: str
-    code: WaitCode | SkipCode | None
+    code: WaitCode | SkipCode | PayoutFailCode | None
     reason: str
     at_ms: int
+    approved: bool = False  # PAY: the signers approved it (a payout above the auto-approval limit)
 
 
 @dataclass(frozen=True, slots=True)
 class PayoutConfig:
     retry_after_failure_ms: int = 3_600_000
     max_rules_per_account: int = 20
+    retry_after_refusal_ms: int = 86_400_000  # back-off after the signers refused (or let expire) an approval
+    approval_outcomes_max: int = 10_000  # outcomes read before their payout was gated (a replay), remembered
 
     def __post_init__(self) -> None:
         assert self.retry_after_failure_ms >= 0 and self.max_rules_per_account >= 1
+        assert self.retry_after_refusal_ms >= 0 and self.approval_outcomes_max >= 1
+
+
+def approval_request_id(payout_id: str) -> str:
+    """The PAYOUT_APPROVAL governance request of a payout (payout ids have at most 100 characters: within an Id)."""
+    return f"PAYOUT:{payout_id}"
+
+
+def payout_of_approval(request_id: str) -> str | None:
+    """The payout a PAYOUT_APPROVAL request id names, or None for another request."""
+    return request_id.removeprefix("PAYOUT:") if request_id.startswith("PAYOUT:") else None
 
 
 # --------------------------------------------------------------------------- validation
@@ -454,6 +491,15 @@ class _Entry:
 
 
 @dataclass(slots=True)
+class _Gated:
+    """A payout above the auto-approval limit, waiting for the signers (then for KYC, the pause, the balance)."""
+
+    decision: Decision  # as it will pay (PAY, the amount decided when it was gated)
+    keep_minimum_units: int  # its rule's, when gated: the balance must still cover the amount above it
+    approved: bool = False
+
+
+@dataclass(slots=True)
 class _Account:
     rules: dict[str, _Entry] = field(default_factory=dict)
     kyc: KycStatus | None = None
@@ -464,6 +510,7 @@ class _Account:
     recent_dividends: list[str] = field(default_factory=list)  # ids queued lately, oldest first
     waits_reported: set[str] = field(default_factory=set)
     wake_ms: int | None = None  # the schedule wake-up queued for this account
+    gated: _Gated | None = None  # a payout waiting for its approval (holds the account like one in flight)
 
 
 class _Candidate(NamedTuple):
@@ -491,7 +538,10 @@ class AutoPayouts:
 
     __slots__ = (
         "_accounts",
+        "_approval_limit",
+        "_approval_outcomes",
         "_config",
+        "_gated",
         "_in_flight",
         "_paused",
         "_periods",
@@ -513,6 +563,10 @@ class AutoPayouts:
         self._in_flight: dict[str, str] = {}  # payout id -> account
         self._wakes: list[tuple[int, str]] = []  # (when, account): schedule checks and ends of back-off
         self._paused = False  # money out paused by governance (not in the snapshot: the shell re-reads it at start)
+        # The governed limit in force (not in the snapshot either: the shell follows governance.parameters).
+        self._approval_limit = parameters.PARAMETERS[parameters.AUTO_APPROVAL_LIMIT].default
+        self._gated: dict[str, str] = {}  # payout id -> account, payouts waiting for their approval
+        self._approval_outcomes: dict[str, bool] = {}  # payout id -> executed, read before the payout was gated
 
     # -- lookups --
 
@@ -539,6 +593,16 @@ class AutoPayouts:
     def paused(self) -> bool:
         return self._paused
 
+    @property
+    def approval_limit(self) -> int:
+        return self._approval_limit
+
+    def gated(self, payout_id: str) -> Decision | None:
+        """The payout waiting for (or approved by) its PAYOUT_APPROVAL, as it will pay; None if none is."""
+        account_id = self._gated.get(payout_id)
+        gate = None if account_id is None else self._accounts[account_id].gated
+        return None if gate is None else gate.decision
+
     # -- the emergency pause --
 
     def set_paused(self, paused: bool) -> list[str]:
@@ -549,6 +613,102 @@ class AutoPayouts:
         if paused or not was:
             return []
         return sorted(a for a, acc in self._accounts.items() if acc.rules)
+
+    # -- the approval gate --
+
+    def set_approval_limit(self, units: int) -> None:
+        """The governed auto-approval limit in force: payouts of more K-AUS than this decided from now on wait for a
+        PAYOUT_APPROVAL (those already gated keep waiting; those already paying go on)."""
+        assert isinstance(units, int) and units >= 0, units
+        self._approval_limit = units
+
+    def on_approval(
+        self, payout_id: str, executed: bool, available_of: Callable[[str], int], now_ms: int
+    ) -> list[Decision]:
+        """The final outcome of a payout's PAYOUT_APPROVAL: executed (the signers approved it), or rejected / expired.
+        An outcome for a payout not gated here is remembered (bounded) for when it is (a replay); repeats do nothing."""
+        account_id = self._gated.get(payout_id)
+        if account_id is None:
+            self._approval_outcomes[payout_id] = executed
+            while len(self._approval_outcomes) > self._config.approval_outcomes_max:
+                del self._approval_outcomes[next(iter(self._approval_outcomes))]
+            return []
+        acc = self._accounts[account_id]
+        gate = acc.gated
+        assert gate is not None and gate.decision.payout_id == payout_id
+        if gate.approved:
+            return []
+        if not executed:
+            reason = "the signers did not approve it (PAYOUT_APPROVAL rejected or expired): nothing was paid"
+            refused = self._end_gate(account_id, acc, PayoutFailCode.APPROVAL_REFUSED, reason, now_ms)
+            return [refused, *self.evaluate(account_id, available_of(account_id), now_ms)]
+        gate.approved = True
+        return self.evaluate(account_id, available_of(account_id), now_ms)
+
+    def _gate(
+        self, account_id: str, acc: _Account, pay: Decision, keep_minimum: int, available: int, now_ms: int
+    ) -> list[Decision]:
+        """Hold ``pay`` for the signers: APPROVE (the shell asks them); an outcome already read applies at once."""
+        acc.gated = _Gated(pay, keep_minimum)
+        self._gated[pay.payout_id] = account_id
+        acc.waits_reported.clear()
+        limit = self._approval_limit
+        reason = f"above the auto-approval limit of {limit} K-AUS units: paid once the signers approve it"
+        out = [pay._replace(action=Action.APPROVE, code=WaitCode.APPROVAL_PENDING, reason=reason)]
+        known = self._approval_outcomes.pop(pay.payout_id, None)
+        if known is False:
+            reason = "the signers did not approve it (PAYOUT_APPROVAL rejected or expired): nothing was paid"
+            out.append(self._end_gate(account_id, acc, PayoutFailCode.APPROVAL_REFUSED, reason, now_ms))
+        elif known is True:
+            acc.gated.approved = True
+            out += self._gated_step(account_id, acc, available, now_ms)
+        return out
+
+    def _gated_step(self, account_id: str, acc: _Account, available: int, now_ms: int) -> list[Decision]:
+        """The account's gated payout: nothing until approved; then the KYC and pause gates, the balance, PAY."""
+        gate = acc.gated
+        assert gate is not None
+        pay = gate.decision
+        if not gate.approved:
+            return []
+        if acc.kyc is not KycStatus.VERIFIED or self._paused:
+            if pay.payout_id in acc.waits_reported:
+                return []
+            acc.waits_reported.add(pay.payout_id)
+            if acc.kyc is not KycStatus.VERIFIED:
+                code, reason = _WAIT_OF[acc.kyc], f"approved; holder KYC {acc.kyc or 'unknown'}: paid once verified"
+            else:
+                code, reason = WaitCode.PAUSED, "approved; money out is paused by governance: paid once unpaused"
+            return [pay._replace(action=Action.WAIT, code=code, reason=reason, at_ms=now_ms)]
+        if available - gate.keep_minimum_units < pay.amount_units:
+            reason = (
+                f"approved for {pay.amount_units} K-AUS units, but {available} are available above keep-minimum "
+                f"{gate.keep_minimum_units}: nothing was paid"
+            )
+            return [self._end_gate(account_id, acc, PayoutFailCode.INSUFFICIENT_FUNDS, reason, now_ms)]
+        del self._gated[pay.payout_id]
+        acc.gated = None
+        paying = pay._replace(at_ms=now_ms, approved=True)
+        acc.in_flight = paying
+        acc.waits_reported.clear()
+        self._in_flight[pay.payout_id] = account_id
+        return [paying]
+
+    def _end_gate(self, account_id: str, acc: _Account, code: PayoutFailCode, reason: str, now_ms: int) -> Decision:
+        """The gated payout ends unpaid: FAIL; the account backs off (longer after a refusal); a threshold rule's
+        next payout has the next id (its trigger was consumed when it was gated)."""
+        gate = acc.gated
+        assert gate is not None
+        pay = gate.decision
+        del self._gated[pay.payout_id]
+        acc.gated = None
+        if pay.trigger is Trigger.THRESHOLD:
+            self._threshold_seq[pay.rule_id] = self._threshold_seq.get(pay.rule_id, 0) + 1
+        refused = code is PayoutFailCode.APPROVAL_REFUSED
+        wait_ms = self._config.retry_after_refusal_ms if refused else self._config.retry_after_failure_ms
+        acc.not_before_ms = now_ms + wait_ms
+        self._queue(account_id, acc, acc.not_before_ms)
+        return pay._replace(action=Action.FAIL, code=code, reason=reason, at_ms=now_ms)
 
     # -- the rule feed --
 
@@ -696,6 +856,8 @@ class AutoPayouts:
         """Due triggers in order; the first that pays goes in flight, WAIT and SKIP decisions around it."""
         if acc.in_flight is not None or now_ms < acc.not_before_ms:
             return []
+        if acc.gated is not None:
+            return self._gated_step(account_id, acc, available, now_ms)
         out: list[Decision] = []
         for cand in self._candidates(acc, available, now_ms):
             rule = cand.entry.rule
@@ -715,6 +877,11 @@ class AutoPayouts:
                     acc.waits_reported.add(pid)
                     reason = "money out is paused by governance: paid once unpaused"
                     out.append(_decision(Action.WAIT, pid, rule, cand, WaitCode.PAUSED, reason, now_ms))
+            elif cand.amount_units > self._approval_limit:
+                self._consume(acc, cand)
+                pay = _decision(Action.PAY, pid, rule, cand, None, "", now_ms)
+                out += self._gate(account_id, acc, pay, rule.keep_minimum_kaus_units, available, now_ms)
+                break
             else:
                 decision = _decision(Action.PAY, pid, rule, cand, None, "", now_ms)
                 self._consume(acc, cand)
@@ -766,11 +933,14 @@ class AutoPayouts:
             "config": {
                 "retry_after_failure_ms": self._config.retry_after_failure_ms,
                 "max_rules_per_account": self._config.max_rules_per_account,
+                "retry_after_refusal_ms": self._config.retry_after_refusal_ms,
+                "approval_outcomes_max": self._config.approval_outcomes_max,
             },
             "versions": dict(sorted(self._versions.items())),
             "periods": dict(sorted(self._periods.items())),
             "threshold_seq": dict(sorted(self._threshold_seq.items())),
             "accounts": {account_id: _account_to_dict(acc) for account_id, acc in sorted(self._accounts.items())},
+            "approval_outcomes": dict(self._approval_outcomes),
         }
 
     @classmethod
@@ -787,7 +957,10 @@ class AutoPayouts:
                 book._rule_account[rule_id] = account_id
             if acc.in_flight is not None:
                 book._in_flight[acc.in_flight.payout_id] = account_id
+            if acc.gated is not None:
+                book._gated[acc.gated.decision.payout_id] = account_id
             book._queue(account_id, acc, 0)
+        book._approval_outcomes = dict(data.get("approval_outcomes", {}))
         return book
 
 
@@ -853,11 +1026,12 @@ def _decision_to_row(d: Decision) -> list[Any]:
         None,
         d.reason,
         d.at_ms,
+        d.approved,
     ]
 
 
 def _decision_from_row(row: list[Any]) -> Decision:
-    action, pid, rule_id, account_id, trigger, trigger_id, amount, provider, currency, account, _, reason, at = row
+    action, pid, rule_id, account_id, trigger, trigger_id, amount, provider, currency, account, _, reason, at = row[:13]
     return Decision(
         Action(action),
         pid,
@@ -872,6 +1046,7 @@ def _decision_from_row(row: list[Any]) -> Decision:
         None,
         reason,
         at,
+        bool(row[13]) if len(row) > 13 else False,  # older states: no approvals
     )
 
 
@@ -887,6 +1062,13 @@ def _account_to_dict(acc: _Account) -> dict[str, Any]:
         "not_before_ms": acc.not_before_ms,
         "dividends": {rule_id: [list(d) for d in queued] for rule_id, queued in sorted(acc.dividends.items())},
         "recent_dividends": list(acc.recent_dividends),
+        "gated": None
+        if acc.gated is None
+        else {
+            "decision": _decision_to_row(acc.gated.decision),
+            "keep_minimum_units": acc.gated.keep_minimum_units,
+            "approved": acc.gated.approved,
+        },
     }
 
 
@@ -902,6 +1084,9 @@ def _account_from_dict(row: dict[str, Any]) -> _Account:
     acc.not_before_ms = row["not_before_ms"]
     acc.dividends = {rule_id: [(d, units) for d, units in queued] for rule_id, queued in row["dividends"].items()}
     acc.recent_dividends = list(row["recent_dividends"])
+    gated = row.get("gated")
+    if gated is not None:
+        acc.gated = _Gated(_decision_from_row(gated["decision"]), gated["keep_minimum_units"], gated["approved"])
     return acc
 
 

@@ -17,6 +17,12 @@ under the same ids (payout ids, notification ids, dead letters keyed by their or
 **Emergency pause.** ``governance.pause`` is read from its beginning at every start (its latest record is the state;
 streams.bridge.pause_listener) before any input: while paused, due payouts wait (PAUSED) and go out after the unpause.
 
+**Governed parameters and approvals.** ``governance.parameters`` is followed the same way (the auto-approval limit in
+force; streams.bridge.parameter_listener), read to its end before any input; until it is, money out counts as
+paused (a limit the signers lowered is never missed). ``governance.multisig`` is an input like
+the others (its positions are in the state): the final states of this service's PAYOUT_APPROVAL requests pay or fail
+the payouts waiting for them.
+
 **Catching up.** At a start the balance mirror first reads ``ledger.transfers`` up to the end it had then, the
 other inputs paused and nothing decided, so no decision reads a balance from before the restart; then the
 accounts that moved meanwhile are evaluated and the other inputs resume.
@@ -33,6 +39,7 @@ from confluent_kafka import OFFSET_BEGINNING, TIMESTAMP_NOT_AVAILABLE, Consumer,
 
 from contracts.topics import GOVERNANCE_PAUSE, LEDGER_TRANSFERS
 from streams.bridge.fx_listener import FxRatesListener
+from streams.bridge.parameter_listener import ParameterListener
 from streams.bridge.pause_listener import PauseListener, wait_started
 from streams.kafka.clients import consume_now, consumer_config, producer_config
 from streams.kafka.service_loop import Outputs, position_of, run_until_stopped
@@ -61,14 +68,17 @@ class PayoutLoop:
         bootstrap = settings.bootstrap_servers
         self.fx = FxRatesListener(bootstrap)
         self.pause = PauseListener(bootstrap, GOVERNANCE_PAUSE)
+        self.parameters = ParameterListener(bootstrap)
         snapshot = state_file.load(path)
         self.service = PayoutService(
             payout_settings,
             lambda: self.fx.book,
             snapshot,
             max_bytes=settings.max_ingress_message_bytes,
-            paused=lambda: self.pause.paused,
+            # The auto-approval limit not known yet counts as paused too: nothing goes out above a limit not read.
+            paused=lambda: self.pause.paused or not self.parameters.caught_up.is_set(),
             sealer=platform_sealer(),
+            parameters=lambda: self.parameters.values_now,
         )
         log.info("state %s", f"loaded from {path}" if snapshot else "new: every input read from its beginning")
         self.consumer = Consumer(consumer_config(bootstrap, f"{settings.app_id}-payouts"))
@@ -152,6 +162,7 @@ class PayoutLoop:
     def run(self) -> None:
         self.fx.start()
         wait_started(self.pause, PAUSE_READY_TIMEOUT_S)  # unknown counts as paused: nothing goes out on a guess
+        wait_started(self.parameters, PAUSE_READY_TIMEOUT_S)  # the auto-approval limit in force before any decision
         partitions = self.assign()
         log.info("Worker ready (payouts: %d input partitions, one instance)", partitions)
         ticks = self.payout_settings.tick_every_s
@@ -178,6 +189,7 @@ class PayoutLoop:
         finally:
             self.fx.stop()
             self.pause.stop()
+            self.parameters.stop()
             self.consumer.close()
             log.info("stopped; state at %s", self.path)
 

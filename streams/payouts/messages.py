@@ -72,3 +72,13 @@ def paused(kaus_units: int, provider: str, account: str) -> tuple[str, str]:
         "are paused for the moment. It is paid as soon as they resume; the K-AUS stay in your balance meanwhile."
     )
     return _clip(subject, SUBJECT_MAX), _clip(text, TEXT_MAX)
+
+
+def approval_pending(kaus_units: int, provider: str, account: str) -> tuple[str, str]:
+    subject = "Payout waiting for approval"
+    text = (
+        f"A payout of {kaus_text(kaus_units)} K-AUS to your {provider} account {masked(account)} is due. Payouts of "
+        "this size are approved by the platform's signers first: it is paid once they approve it. The K-AUS stay in "
+        "your balance meanwhile."
+    )
+    return _clip(subject, SUBJECT_MAX), _clip(text, TEXT_MAX)

@@ -35,18 +35,23 @@ just before) is reported FAILED with PAUSED and delays nothing: the rule pays at
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, replace
+from datetime import timedelta
 from typing import Any, NamedTuple, cast
 
 from contracts import models as m
 from contracts.topics import (
+    AUDIT_RECORDS,
     BRIDGE_REQUESTS,
     BRIDGE_SETTLEMENTS_COMPLETED,
     BRIDGE_SETTLEMENTS_FAILED,
     DIVIDENDS_DECLARED,
+    GOVERNANCE_MULTISIG,
+    GOVERNANCE_REQUESTS,
     KYC_STATUS,
     LEDGER_TRANSFERS,
     NOTIFICATIONS_HOLDERS,
@@ -56,23 +61,27 @@ from contracts.topics import (
     PAYOUT_WAITING,
     Topic,
 )
+from domain import parameters
 from domain.balances import BalanceMirror, Movement, MovementKind
 from domain.bridge import bridge_tx_id_for, kaus_to_minor_floor
 from domain.cashback import PayerTier
 from domain.fx import FxBook, FxPolicy, StaleRate
-from domain.money import Currency
+from domain.money import Currency, kaus_to_decimal
 from domain.payouts import (
     Action,
     AutoPayouts,
     Decision,
     KycStatus,
     PayoutConfig,
+    PayoutFailCode,
     Rule,
     RuleDividendSource,
     RuleStatus,
     ScheduleType,
     Trigger,
     WaitCode,
+    approval_request_id,
+    payout_of_approval,
 )
 from domain.rails import Provider, payout_region
 from domain.timeconv import from_ms
@@ -91,7 +100,12 @@ INPUTS: tuple[Topic, ...] = (
     DIVIDENDS_DECLARED,
     BRIDGE_SETTLEMENTS_COMPLETED,
     BRIDGE_SETTLEMENTS_FAILED,
+    GOVERNANCE_MULTISIG,
 )
+APPROVAL_KEY_PREFIX = b"PAYOUT:"  # governance.multisig keys of this service's PAYOUT_APPROVAL requests
+REQUESTED_BY = "nexus-payouts"
+USER_AGENT = "NEXUS-X/payouts"
+FINAL_STATES = {m.MultisigState.EXECUTED, m.MultisigState.REJECTED, m.MultisigState.EXPIRED}
 SNAPSHOT_FORMAT = "nexus-x.payouts-service-state/1"
 LOWEST_TIER = next(iter(PayerTier))  # a payout earns no cashback; the field is required
 
@@ -145,6 +159,7 @@ class Sent:
     requested: bool = False  # its bridge request was emitted (False: waiting for a fresh FX rate)
     stale_logged: bool = False
     payout_account_sealed: str | None = None
+    approval_request_id: str | None = None  # the signers approved it (above the auto-approval limit)
 
     @classmethod
     def of(cls, d: Decision, sealed: str | None = None) -> Sent:
@@ -159,6 +174,7 @@ class Sent:
             d.amount_units,
             d.payout_account,
             payout_account_sealed=sealed,
+            approval_request_id=approval_request_id(d.payout_id) if d.approved else None,
         )
 
 
@@ -202,6 +218,18 @@ def hold_id_of(payout_id: str) -> str:
     return f"{bridge_tx_id_for(payout_id)}:hold"
 
 
+def approval_nonce(payout_id: str) -> int:
+    """The PAYOUT_APPROVAL request's nonce: 63 bits of the payout id's SHA-256 (a replay asks with the same one)."""
+    digest = hashlib.sha256(approval_request_id(payout_id).encode()).digest()
+    return int.from_bytes(digest[:8], "big") & (2**63 - 1)
+
+
+def approval_audit_id(payout_id: str) -> str:
+    """``AUDIT-PAYOUT:<payout_id>:approval-requested``, a SHA-256 hex of the payout id past 128 characters."""
+    text = f"AUDIT-PAYOUT:{payout_id}:approval-requested"
+    return text if len(text) <= 128 else f"AUDIT-PAYOUT:{hashlib.sha256(payout_id.encode()).hexdigest()}"
+
+
 def _remember(memory: OrderedDict[str, None], key: str, limit: int) -> None:
     memory[key] = None
     while len(memory) > limit:
@@ -219,18 +247,28 @@ class PayoutService:
         max_bytes: int = 64 * 1024,
         paused: Callable[[], bool] | None = None,
         sealer: Sealer | None = None,
+        parameters: Callable[[], Mapping[str, int]] | None = None,
     ) -> None:
         self.settings = settings
         # Set: personal data is kept sealed (contacts, payout accounts) and sent sealed with a masked copy.
         self.sealer = sealer
         self._rates = rates
         self._paused = paused or (lambda: False)  # governance.pause (streams.bridge.pause_listener)
+        self._parameters = parameters or dict  # governance.parameters (streams.bridge.parameter_listener)
+        self._parameters_seen: Mapping[str, int] | None = None
         self._policy = FxPolicy(max_age_ms=settings.fx_max_age_ms)
         self._max_bytes = max_bytes
         # While True (the loop is catching the mirror up at a start) nothing is decided; caught_up() decides.
         self.replaying = False
         self._dirty: set[str] = set()
-        self.book = AutoPayouts(PayoutConfig(settings.retry_after_failure_ms, settings.max_rules_per_account))
+        self.book = AutoPayouts(
+            PayoutConfig(
+                settings.retry_after_failure_ms,
+                settings.max_rules_per_account,
+                settings.retry_after_refusal_ms,
+                settings.remembered_ids_max,
+            )
+        )
         self.mirror = BalanceMirror(settings.mirror_window)
         self.contacts: dict[str, Contacts] = {}
         self.sealed_accounts: dict[str, str] = {}  # rule id -> its payout account sealed (the book holds it masked)
@@ -249,6 +287,7 @@ class PayoutService:
             DIVIDENDS_DECLARED.name: self._on_dividend,
             BRIDGE_SETTLEMENTS_COMPLETED.name: self._on_completed,
             BRIDGE_SETTLEMENTS_FAILED.name: self._on_failed,
+            GOVERNANCE_MULTISIG.name: self._on_multisig,
         }
         self._topics = {t.name: t for t in INPUTS}
 
@@ -261,6 +300,7 @@ class PayoutService:
         """The outputs of one input record (its position is noted: the state is then past it)."""
         self.offsets[f"{rec.topic}:{rec.partition}"] = rec.offset + 1
         self.changes += 1
+        self._follow_parameters()
         out = self._follow_pause(rec.wall_ms)  # before anything is decided on this record
         return out + self._handle(rec)
 
@@ -268,6 +308,8 @@ class PayoutService:
         topic = self._topics[rec.topic]
         if topic is PAYOUT_RULES and rec.value is None and rec.key:
             return self._tombstone(rec)
+        if topic is GOVERNANCE_MULTISIG and not (rec.key or b"").startswith(APPROVAL_KEY_PREFIX):
+            return []  # another request's state (the topic is everybody's): not decoded
         try:
             decoded = ingress.validate(topic, rec.key, rec.value, self._max_bytes)
             if isinstance(decoded, ingress.Rejected):
@@ -420,6 +462,98 @@ class PayoutService:
             )
         return out + self._release(wall_ms)
 
+    # ------------------------------------------------------------------ the approval gate
+
+    def _on_multisig(self, state: m.MultisigRequest, rec: Record) -> list[Output]:
+        """A PAYOUT_APPROVAL request of this service reached a final state: the core pays or fails the payout. A record
+        whose content is not the request this service made (another operation or amount) is logged and ignored."""
+        payout_id = payout_of_approval(state.request_id)
+        if payout_id is None or state.state not in FINAL_STATES:
+            return []
+        gated = self.book.gated(payout_id)
+        mismatch = state.operation is not m.GovernanceOperation.PAYOUT_APPROVAL or (
+            gated is not None and state.amount_kaus_units != gated.amount_units
+        )
+        if mismatch:
+            log.error("%s: %s %s of %d K-AUS units is not the approval this service asked for; ignored",
+                      state.request_id, state.operation, state.state, state.amount_kaus_units)  # fmt: skip
+            return []
+        executed = state.state is m.MultisigState.EXECUTED
+        log.info("payout %s: approval %s (%s)", payout_id, state.state, state.reason or "")
+        now = self.rules_now(rec.wall_ms)
+        return self._act(self.book.on_approval(payout_id, executed, self.mirror.available, now), rec.wall_ms)
+
+    def _follow_parameters(self) -> None:
+        """The governed auto-approval limit in force (``governance.parameters``), for every decision from now on."""
+        values = self._parameters()
+        if values is self._parameters_seen:
+            return
+        self._parameters_seen = values
+        limit = parameters.value_of(values, parameters.AUTO_APPROVAL_LIMIT)
+        if limit != self.book.approval_limit:
+            log.warning("auto-approval limit: %d K-AUS units (payouts above it wait for the signers)", limit)
+            self.book.set_approval_limit(limit)
+
+    def _ask_approval(self, d: Decision, wall_ms: int) -> list[Output]:
+        """A payout above the limit: its PAYOUT_APPROVAL request, its wait (APPROVAL_PENDING) and its audit record.
+        Ids come from the payout id: a replay writes the same request id (the governance service keeps the first
+        request of an id), the same wait and the same audit id."""
+        rid = approval_request_id(d.payout_id)
+        created = from_ms(d.at_ms)
+        limit = self.book.approval_limit
+        request = m.GovernanceRequest(
+            request_id=rid,
+            operation=m.GovernanceOperation.PAYOUT_APPROVAL,
+            amount_kaus_units=d.amount_units,
+            params={
+                "payout_id": d.payout_id,
+                "account_id": d.account_id,
+                "reason": f"auto-payout of rule {d.rule_id} ({d.trigger}) above the auto-approval limit of "
+                f"{kaus_to_decimal(limit)} K-AUS"[:200],
+            },
+            nonce=approval_nonce(d.payout_id),
+            expires_at=created + timedelta(days=self.settings.approval_window_days),
+            requested_by=REQUESTED_BY,
+            created_at=created,
+        )
+        log.warning("payout %s: %d K-AUS units above the limit %d: approval %s requested", d.payout_id,
+                    d.amount_units, limit, rid)  # fmt: skip
+        audit = m.AuditRecord(
+            audit_id=approval_audit_id(d.payout_id),
+            timestamp=created,
+            transaction_id=d.payout_id,
+            action="PAYOUT_APPROVAL_REQUESTED",
+            actor=m.AuditActor(user_id=REQUESTED_BY, user_agent=USER_AGENT),
+            details=m.AuditDetails(kaus_amount=str(kaus_to_decimal(d.amount_units))),
+        )
+        return [(GOVERNANCE_REQUESTS, request), (AUDIT_RECORDS, audit), *self._wait(d, wall_ms)]
+
+    def _ended_unpaid(self, d: Decision, wall_ms: int) -> list[Output]:
+        """A gated payout that ends without a payment: FAILED with its code and request id, the holder told; no hold
+        was taken, so nothing waits for the mirror."""
+        if d.payout_id in self.reported:
+            return []
+        _remember(self.reported, d.payout_id, self.settings.remembered_ids_max)
+        log.warning("payout %s FAILED: %s (%s)", d.payout_id, d.code, d.reason)
+        result = m.PayoutResult(
+            payout_id=d.payout_id,
+            status=m.PayoutStatus.FAILED,
+            provider=d.provider,
+            currency=d.currency,
+            amount_minor=0,
+            fee_minor=0,
+            reason=d.reason,
+            completed_at=from_ms(wall_ms),
+            account_id=d.account_id,
+            rule_id=d.rule_id,
+            reason_code=str(d.code),
+            approval_request_id=approval_request_id(d.payout_id),
+        )
+        why = "the signers did not approve it" if d.code is PayoutFailCode.APPROVAL_REFUSED else d.reason
+        subject, text = messages.failed(d.amount_units, d.provider.value, d.payout_account, why)
+        return [(PAYOUT_RESULTS, result), *self._notify(d.account_id, d.payout_id, "PAYOUT_FAILED", subject, text,
+                                                        wall_ms)]  # fmt: skip
+
     # ------------------------------------------------------------------ the emergency pause
 
     def _follow_pause(self, wall_ms: int) -> list[Output]:
@@ -508,6 +642,7 @@ class PayoutService:
         """The timer: payouts waiting for a rate, due schedules and back-offs, waits for the mirror that ran out."""
         if self.replaying:
             return []
+        self._follow_parameters()
         out = self._follow_pause(wall_ms)
         for sent in list(self.sent.values()):
             if not sent.requested:
@@ -546,6 +681,10 @@ class PayoutService:
                 out += self._request(sent, wall_ms)
             elif d.action is Action.WAIT:
                 out += self._wait(d, wall_ms)
+            elif d.action is Action.APPROVE:
+                out += self._ask_approval(d, wall_ms)
+            elif d.action is Action.FAIL:
+                out += self._ended_unpaid(d, wall_ms)
             else:
                 log.info("payout %s skipped: %s (%s)", d.payout_id, d.code, d.reason)
         return out
@@ -626,6 +765,8 @@ class PayoutService:
             kyc = self.book.kyc(d.account_id)
             if d.code is WaitCode.PAUSED:
                 subject, text = messages.paused(d.amount_units, d.provider.value, d.payout_account)
+            elif d.code is WaitCode.APPROVAL_PENDING:
+                subject, text = messages.approval_pending(d.amount_units, d.provider.value, d.payout_account)
             else:
                 kyc_text = "not started" if kyc is None else kyc.lower()
                 subject, text = messages.waiting(d.amount_units, d.provider.value, d.payout_account, kyc_text)
@@ -684,6 +825,7 @@ class PayoutService:
             bridge_tx_id=result.bridge_tx_id,
             kaus_debited_units=result.kaus_debited_units,
             rail=result.rail,
+            approval_request_id=sent.approval_request_id,
         )
 
     @staticmethod
@@ -704,6 +846,7 @@ class PayoutService:
             reason_code=result.reason_code,
             failed_phase=result.failed_phase,
             rail=result.rail,
+            approval_request_id=sent.approval_request_id,
         )
 
     def _sent_from_rules(self, payout_id: str, account_id: str) -> Sent | None:

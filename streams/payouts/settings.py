@@ -29,6 +29,10 @@ class PayoutSettings(BaseSettings):
     # For demos and tests only: the rules' clock (schedules) runs this far ahead of the wall clock. The FX
     # rates' freshness and every record's timestamp keep the wall clock.
     clock_offset_ms: int = 0
+    # A payout above the governed auto-approval limit asks the signers for a PAYOUT_APPROVAL that expires after this
+    # many days; if they refuse it (or let it expire) the holder's account backs off this long before it pays again.
+    approval_window_days: float = Field(default=7.0, gt=0, le=365)
+    retry_after_refusal_ms: int = Field(default=86_400_000, ge=0)
     # A quote older than this does not price a payout (the bridge's own limit is the same: domain.fx.FxPolicy).
     fx_max_age_ms: int = Field(default=10_000, ge=0)
 
