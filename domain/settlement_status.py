@@ -5,14 +5,17 @@ least once, and replayed after a restart or a rebuild. So a status is a fold tha
 the order of its observations:
 
 - **Forward only.** PENDING and WAITING are open; COMPLETED and FAILED are final. An open observation never
-  replaces a final state; between two open ones the later event time wins (a payout waits, then is requested;
-  the bridge journals its payout intent after the request). The first final state stays: a second, different
-  one is a conflict the caller counts and logs.
+  replaces a final state. The first final state stays: a second, different one is a conflict the caller counts
+  and logs.
 - **Details fill in.** Fields an observation knows and the row lacks are added whatever its state (the request
   read after its result still gives the payer and the owner); a final observation's figures replace the
   estimates of open ones (a payout's requested amount is an estimate at the quoted rate).
+- **Open states are ordered by how far along they are, then by event time.** A payout waits, then is requested
+  (both at the start: the later one wins); the bridge's journaled payout intent is further along than any request,
+  so a duplicate request read after it does not take its phase away.
 - **Times are the records' own.** ``created_at`` is the request's time when a request was seen, else the earliest
-  event time seen; ``updated_at`` the latest event time applied. A rebuild from the topics gives the same times.
+  event time seen; ``state_at`` the event time of the observation that set the state (the last update a reader
+  sees). A rebuild from the topics gives the same times.
 
 The insertion sequence (``seq``) orders the history: it is given by the store when an id is first seen, and the
 cursor of a history page is the last sequence it showed (:func:`encode_cursor`), tied to the store's generation
@@ -44,8 +47,7 @@ class Kind(StrEnum):
     PAYOUT = "PAYOUT"  # a holder's auto-payout (executed through the bridge under the same id)
 
 
-# Between open observations with the same event time, the one further along wins (a journaled payout intent
-# over its request).
+# How far along an open observation is: a journaled payout intent is past any request or wait, whatever the times.
 STEP_REQUESTED = 0
 STEP_IN_FLIGHT = 1
 
@@ -100,8 +102,7 @@ class Status:
     details: Details
     created_at: datetime
     created_from_request: bool
-    updated_at: datetime
-    state_at: datetime  # the event time of the observation that set the state
+    state_at: datetime  # the event time of the observation that set the state: when it was last updated
     state_step: int
 
 
@@ -124,7 +125,6 @@ def start(obs: Observation) -> Status:
         details=obs.details,
         created_at=obs.requested_at or obs.at,
         created_from_request=obs.requested_at is not None,
-        updated_at=obs.at,
         state_at=obs.at,
         state_step=obs.step,
     )
@@ -159,20 +159,18 @@ def _moves_state(current: Status, obs: Observation) -> bool:
         return False
     if obs.state.final:
         return True
-    return (obs.at, obs.step) >= (current.state_at, current.state_step)
+    return (obs.step, obs.at) >= (current.state_step, current.state_at)
 
 
 def _timed(current: Status, obs: Observation) -> Status:
-    """created_at: the request's time once one is seen, else the earliest event; updated_at: the latest event."""
+    """created_at: the request's time once one is seen, else the earliest event."""
     if obs.requested_at is not None:
         created = obs.requested_at if not current.created_from_request else min(current.created_at, obs.requested_at)
         from_request = True
     else:
         created = current.created_at if current.created_from_request else min(current.created_at, obs.at)
         from_request = current.created_from_request
-    return replace(
-        current, created_at=created, created_from_request=from_request, updated_at=max(current.updated_at, obs.at)
-    )
+    return replace(current, created_at=created, created_from_request=from_request)
 
 
 def _fill(known: Details, new: Details) -> Details:

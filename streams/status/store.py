@@ -69,8 +69,7 @@ CREATE TABLE IF NOT EXISTS statuses (
     bridge_tx_id TEXT,
     created_us INTEGER NOT NULL,
     created_from_request INTEGER NOT NULL,
-    updated_us INTEGER NOT NULL,
-    state_us INTEGER NOT NULL,
+    state_us INTEGER NOT NULL,  -- the state's own event time: updated_at
     state_step INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS statuses_owner ON statuses (owner_id, seq);
@@ -78,6 +77,7 @@ CREATE INDEX IF NOT EXISTS statuses_created ON statuses (created_us);
 -- grain: one row per input partition; every record below next_offset is reflected in statuses
 CREATE TABLE IF NOT EXISTS offsets (
     topic TEXT NOT NULL, partition INTEGER NOT NULL, next_offset INTEGER NOT NULL CHECK (next_offset >= 0),
+    records INTEGER NOT NULL DEFAULT 0,  -- how many records of the partition were applied (each once)
     PRIMARY KEY (topic, partition)
 ) WITHOUT ROWID;
 -- grain: one row per input partition: its watermarks when the service last looked (for the lag)
@@ -89,8 +89,7 @@ CREATE TABLE IF NOT EXISTS ends (
 
 COLUMNS = (
     "seq, id, kind, owner_id, payer_account_id, state, phase, reason_code, reason, currency, amount_minor, "
-    "kaus_units, rail, provider_reference, bridge_tx_id, created_us, created_from_request, updated_us, state_us, "
-    "state_step"
+    "kaus_units, rail, provider_reference, bridge_tx_id, created_us, created_from_request, state_us, state_step"
 )
 COUNTERS = ("records_applied", "records_skipped", "records_ignored", "conflicts", "rows_changed")
 
@@ -367,6 +366,7 @@ class StatusStore:
         con = self._con()
         assert con is not None
         positions = dict(self._positions)
+        read: dict[tuple[str, int], int] = {}
         counts = dict.fromkeys(COUNTERS, 0)
         conflicts: list[str] = []
         stale = 0
@@ -379,6 +379,7 @@ class StatusStore:
                     stale += 1
                     continue
                 positions[where] = item.offset + 1
+                read[where] = read.get(where, 0) + 1
                 last_ms = item.timestamp_ms if last_ms is None else max(last_ms, item.timestamp_ms)
                 if item.skipped:
                     counts["records_skipped"] += 1
@@ -392,7 +393,7 @@ class StatusStore:
                 if conflict:
                     counts["conflicts"] += 1
                     conflicts.append(item.observation.id)
-            self._write_positions(con, positions)
+            self._write_positions(con, positions, read)
             self._write_meta(con, counts, next_seq, last_ms, wall or datetime.now(UTC))
         self._positions, self._next_seq = positions, next_seq
         return BatchOutcome(
@@ -412,23 +413,35 @@ class StatusStore:
         if new is None:
             return False, outcome.conflict, next_seq
         if row is None:
-            con.execute(f"INSERT INTO statuses ({COLUMNS}) VALUES ({','.join('?' * 20)})", (next_seq, *_values(new)))
+            con.execute(f"INSERT INTO statuses ({COLUMNS}) VALUES ({','.join('?' * 19)})", (next_seq, *_values(new)))
             return True, outcome.conflict, next_seq + 1
         con.execute(
             "UPDATE statuses SET kind=?, owner_id=?, payer_account_id=?, state=?, phase=?, reason_code=?, reason=?, "
             "currency=?, amount_minor=?, kaus_units=?, rail=?, provider_reference=?, bridge_tx_id=?, created_us=?, "
-            "created_from_request=?, updated_us=?, state_us=?, state_step=? WHERE id=?",
+            "created_from_request=?, state_us=?, state_step=? WHERE id=?",
             (*_values(new)[1:], new.id),
         )
         return True, outcome.conflict, next_seq
 
     @staticmethod
-    def _write_positions(con: sqlite3.Connection, positions: dict[tuple[str, int], int]) -> None:
+    def _write_positions(
+        con: sqlite3.Connection, positions: dict[tuple[str, int], int], read: dict[tuple[str, int], int]
+    ) -> None:
         con.executemany(
-            "INSERT INTO offsets (topic, partition, next_offset) VALUES (?, ?, ?) "
-            "ON CONFLICT (topic, partition) DO UPDATE SET next_offset = excluded.next_offset",
-            [(topic, partition, offset) for (topic, partition), offset in positions.items()],
+            "INSERT INTO offsets (topic, partition, next_offset, records) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (topic, partition) DO UPDATE SET next_offset = excluded.next_offset, "
+            "records = records + excluded.records",
+            [(topic, partition, positions[where], n) for where, n in read.items() for topic, partition in (where,)],
         )
+
+    def records_read(self) -> dict[tuple[str, int], tuple[int, int]]:
+        """Per input partition: (next offset, records applied from it). Each record counts once, however often
+        it was delivered: on a topic without compaction or transactions the two are equal from offset 0."""
+        con = self._con()
+        if con is None:
+            return {}
+        rows = con.execute("SELECT topic, partition, next_offset, records FROM offsets").fetchall()
+        return {(topic, int(p)): (int(offset), int(n)) for topic, p, offset, n in rows}
 
     @staticmethod
     def _write_meta(
@@ -513,7 +526,6 @@ def _values(s: Status) -> tuple[Any, ...]:
         d.bridge_tx_id,
         to_us(s.created_at),
         int(s.created_from_request),
-        to_us(s.updated_at),
         to_us(s.state_at),
         s.state_step,
     )
@@ -539,9 +551,8 @@ def _status(row: Sequence[Any]) -> Status:
         ),
         created_at=from_us(row[15]),
         created_from_request=bool(row[16]),
-        updated_at=from_us(row[17]),
-        state_at=from_us(row[18]),
-        state_step=row[19],
+        state_at=from_us(row[17]),
+        state_step=row[18],
     )
 
 
@@ -562,6 +573,6 @@ def _record(row: Sequence[Any]) -> StatusRecord:
         provider_reference=row[13],
         bridge_tx_id=row[14],
         created_at=from_us(row[15]),
-        updated_at=from_us(row[17]),
+        updated_at=from_us(row[17]),  # the state's event time
         seq=row[0],
     )

@@ -100,7 +100,7 @@ def test_a_card_payment_goes_pending_then_in_flight_then_completed() -> None:
     s = fold([requested(), in_flight(), completed()])
     assert (s.state, s.phase, s.reason_code) == (State.COMPLETED, None, None)
     assert (s.details.kaus_units, s.details.provider_reference) == (100_000_000, "po_1")  # the final figures
-    assert (s.created_at, s.updated_at) == (at(0), at(2))
+    assert (s.created_at, s.state_at) == (at(0), at(2))
 
 
 @pytest.mark.parametrize("final", [completed, failed])
@@ -164,7 +164,7 @@ def test_the_final_amount_replaces_an_open_estimate_but_an_open_one_only_fills_g
 
 def test_without_a_request_created_at_is_the_earliest_event_seen() -> None:
     s = fold([completed(), in_flight()])
-    assert (s.created_at, s.created_from_request, s.updated_at) == (at(1), False, at(2))
+    assert (s.created_at, s.created_from_request, s.state_at) == (at(1), False, at(2))
 
 
 def test_naive_times_are_refused() -> None:
@@ -187,3 +187,13 @@ def test_a_cursor_not_issued_here_is_refused(token: str) -> None:
 def test_a_cursor_from_before_a_rebuild_is_refused() -> None:
     with pytest.raises(InvalidCursor, match="rebuilt"):
         decode_cursor(encode_cursor("old-generation", 7), "new-generation")
+
+
+def test_a_duplicate_request_read_later_changes_neither_the_phase_nor_the_final_state() -> None:
+    duplicate = Observation(
+        "card-1", Kind.BRIDGE, State.PENDING, at(30), Details(owner_id="merchant-9"), requested_at=at(30)
+    )
+    flying = fold([requested(), in_flight()])
+    after = apply(flying, duplicate).status
+    assert after is None or (after.phase, after.state_at) == ("MERCHANT_CREDIT", at(1))
+    assert apply(fold([requested(), completed()]), duplicate).status is None

@@ -139,6 +139,7 @@ def test_rows_and_positions_are_written_together_and_a_record_read_twice_changes
     again = store.apply_batch(batch)  # a consumer that re-delivered them: below the stored position
     assert (again.applied, again.stale) == (0, 3)
     assert store.counters()["records_applied"] == 3
+    assert store.records_read() == {("bridge.requests", 0): (3, 3)}  # each record counted once
     reopened = StatusStore(store.path)  # a restart resumes from the file's positions
     assert reopened.positions() == {("bridge.requests", 0): 3}
     assert [r.id for r in reopened.history(None)[0]] == ["card-2", "card-1", "card-0"]
