@@ -13,6 +13,9 @@ Pure: no clock reads, no I/O, no randomness of its own (the caller passes ``rand
 * Backups are due ``backup_interval`` after the last one (and at once when there is none).
 * The master key's value is split into ``n`` Shamir shares over GF(2^8), any ``k`` of which rebuild it: that is how
   a restore into an empty token gets the key that unwraps the backup (the token never exports the master itself).
+* Every key operation is audited (``KeyAudit``, one per operation, ``KeyAction`` names it): the fact is added to the
+  ring's ``audit_outbox`` in the same registry write as the operation, and leaves it once audit.records acknowledged
+  it. Its ``audit_key`` is fixed when the operation happens, so a record sent again after a crash is the same record.
 """
 
 from __future__ import annotations
@@ -111,14 +114,43 @@ def backup_due(last_backup_at: datetime | None, now: datetime, policy: KeyPolicy
     return last_backup_at is None or _utc(now) >= last_backup_at + policy.backup_interval
 
 
+class KeyAction(StrEnum):
+    """The audit record's action of each key operation (docs/audit-log.md)."""
+
+    GENERATED = "KEY_GENERATED"  # the first version of a purpose (init)
+    ROTATED = "KEY_ROTATED"  # scheduled: the ACTIVE version reached its rotation time
+    ROTATED_EARLY = "KEY_ROTATED_EARLY"  # a ROTATE key ceremony (or an operator's rotate_now)
+    DESTROYED = "KEY_DESTROYED"  # a DESTROY key ceremony
+    RESTORED = "KEY_RESTORED"  # a RESTORE key ceremony (or the restore command)
+    BACKUP_EXPORTED = "KEY_BACKUP_EXPORTED"  # a backup file written (keys wrapped under the ACTIVE master)
+    PUBLISHED = "KEY_PUBLISHED"  # a version's metadata in a new state acknowledged on governance.keys
+
+
+@dataclass(frozen=True)
+class KeyAudit:
+    """One key operation to audit. ``audit_key`` is unique per operation (the record's auditId is built from it);
+    ``transaction_id``: the ceremony (governance request) id, else the key version (a backup: its wrapping key)."""
+
+    audit_key: str
+    action: KeyAction
+    transaction_id: str
+    at: datetime
+
+
+AUDIT_OUTBOX_MAX = 10_000  # unsent facts; beyond it key operations are refused until audit.records is reachable
+
+
 @dataclass(frozen=True)
 class KeyRing:
     """Every version of every purpose, plus the ceremonies already applied (id -> the key id they produced or
-    touched), so a ceremony executed twice (governance executes at least once) changes the ring once."""
+    touched), so a ceremony executed twice (governance executes at least once) changes the ring once; the audit
+    facts not yet acknowledged on audit.records, and the state each version was last published in."""
 
     versions: tuple[KeyVersion, ...] = ()
     last_backup_at: datetime | None = None
     ceremonies: Mapping[str, str] = field(default_factory=dict)
+    audit_outbox: tuple[KeyAudit, ...] = ()
+    published: Mapping[str, str] = field(default_factory=dict)
 
     def of(self, purpose: Purpose) -> list[KeyVersion]:
         return sorted((k for k in self.versions if k.purpose is purpose), key=lambda k: k.version)
@@ -188,6 +220,69 @@ def with_ceremony(ring: KeyRing, ceremony_id: str | None, result: str) -> KeyRin
     return replace(ring, ceremonies={**ring.ceremonies, ceremony_id: result})
 
 
+# -- audit facts (pure: the shell adds them in the same registry write as the operation)
+
+
+def with_audit(ring: KeyRing, *facts: KeyAudit) -> KeyRing:
+    """The ring with ``facts`` queued (a fact already queued is not queued twice)."""
+    queued = {f.audit_key for f in ring.audit_outbox}
+    new = tuple(f for f in facts if f.audit_key not in queued)
+    if len(ring.audit_outbox) + len(new) > AUDIT_OUTBOX_MAX:
+        raise KeyRefused(
+            f"{len(ring.audit_outbox)} key audit records are not on audit.records yet: start the key manager service "
+            "(python -m streams.security.keys) with Kafka reachable before any other key operation"
+        )
+    return replace(ring, audit_outbox=(*ring.audit_outbox, *new))
+
+
+def without_audit(ring: KeyRing, audit_keys: Iterable[str]) -> KeyRing:
+    """The ring once these facts were acknowledged on audit.records."""
+    sent = set(audit_keys)
+    return replace(ring, audit_outbox=tuple(f for f in ring.audit_outbox if f.audit_key not in sent))
+
+
+def created_audit(new: KeyVersion, had_active: bool, early: bool, ceremony_id: str | None = None) -> KeyAudit:
+    """A new version: the first of its purpose, a scheduled rotation, or an early one (a ceremony)."""
+    if early:
+        tx = ceremony_id or new.key_id
+        return KeyAudit(f"{tx}:rotated-early:{new.key_id}", KeyAction.ROTATED_EARLY, tx, new.created_at)
+    if not had_active:
+        return KeyAudit(f"{new.key_id}:generated", KeyAction.GENERATED, new.key_id, new.created_at)
+    return KeyAudit(f"{new.key_id}:rotated", KeyAction.ROTATED, new.key_id, new.created_at)
+
+
+def destroyed_audit(key_id: str, at: datetime, ceremony_id: str | None = None) -> KeyAudit:
+    tx = ceremony_id or key_id
+    return KeyAudit(f"{tx}:destroyed:{key_id}", KeyAction.DESTROYED, tx, _utc(at))
+
+
+def restored_audit(backup_name: str, at: datetime, ceremony_id: str | None = None) -> KeyAudit:
+    """A restore: by its ceremony, else by the backup and the moment (two sites restoring one backup are two)."""
+    at = _utc(at)
+    if ceremony_id is not None:
+        return KeyAudit(f"{ceremony_id}:restored:{backup_name}", KeyAction.RESTORED, ceremony_id, at)
+    return KeyAudit(f"{backup_name}:restored:{_stamp(at)}", KeyAction.RESTORED, backup_name, at)
+
+
+def backup_audit(backup_name: str, wrapping_key_id: str, at: datetime) -> KeyAudit:
+    return KeyAudit(f"backup:{backup_name}", KeyAction.BACKUP_EXPORTED, wrapping_key_id, _utc(at))
+
+
+def published_audits(ring: KeyRing, at: datetime) -> KeyRing:
+    """After every version's metadata was acknowledged on governance.keys: one fact per version whose state was
+    not published before (a first publication, RETIRED after a rotation, DESTROYED), queued."""
+    changed = [k for k in ring.versions if ring.published.get(k.key_id) != k.state.value]
+    facts = [
+        KeyAudit(f"{k.key_id}:published:{k.state.value}", KeyAction.PUBLISHED, k.key_id, _utc(at)) for k in changed
+    ]
+    published = {**ring.published, **{k.key_id: k.state.value for k in changed}}
+    return replace(with_audit(ring, *facts), published=published)
+
+
+def _stamp(at: datetime) -> str:
+    return at.strftime("%Y%m%dT%H%M%S%fZ")
+
+
 def published(key: KeyVersion, policy: KeyPolicy, observed_at: datetime) -> dict[str, Any]:
     """The fields of the ``governance.keys`` record (contracts.models.KeyMetadata) for one version.
 
@@ -237,6 +332,11 @@ def ring_to_json(ring: KeyRing) -> dict[str, Any]:
         ],
         "last_backup_at": _iso(ring.last_backup_at),
         "ceremonies": dict(ring.ceremonies),
+        "audit_outbox": [
+            {"audit_key": f.audit_key, "action": f.action.value, "transaction_id": f.transaction_id, "at": _iso(f.at)}
+            for f in ring.audit_outbox
+        ],
+        "published": dict(ring.published),
     }
 
 
@@ -257,7 +357,19 @@ def ring_from_json(data: Mapping[str, Any]) -> KeyRing:
                 item.get("check_value"),
             )
         )
-    ring = KeyRing(tuple(versions), _time(data.get("last_backup_at")), dict(data.get("ceremonies", {})))
+    outbox = tuple(
+        KeyAudit(
+            str(f["audit_key"]), KeyAction(f["action"]), str(f["transaction_id"]), _utc(datetime.fromisoformat(f["at"]))
+        )
+        for f in data.get("audit_outbox", [])
+    )
+    ring = KeyRing(
+        tuple(versions),
+        _time(data.get("last_backup_at")),
+        dict(data.get("ceremonies", {})),
+        outbox,
+        dict(data.get("published", {})),
+    )
     for purpose in Purpose:
         if sum(1 for k in ring.of(purpose) if k.state is State.ACTIVE) > 1:
             raise ValueError(f"two ACTIVE {purpose.value} versions in the registry")

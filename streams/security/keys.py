@@ -17,6 +17,13 @@ their metadata on ``governance.keys``. ``python -m streams.security.keys`` runs 
 
 The registry (``<hsm_dir>/keys.json``: versions, states, creation times, public keys, the last backup; no secret)
 is read and written under a file lock, so the service and a ceremony in another process never interleave.
+
+Every key operation is audited: a spec §7.2 record on ``audit.records`` (``KEY_*``, ``domain.keys.KeyAction``;
+docs/audit-log.md), ``transactionId`` the ceremony's governance request id or the key version, no key material.
+The fact is queued in the registry in the same write as the operation (an outbox) and leaves it once the broker
+acknowledged the record: the service sends the queue at start and every tick, a ceremony right after it ran, the
+``publish`` command at once. A crash in between sends it again under the same ``auditId`` (the audit log keeps it
+once); ``init`` and ``backup`` (no Kafka) leave theirs for the service.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ import argparse
 import base64
 import contextlib
 import fcntl
+import hashlib
 import json
 import logging
 import os
@@ -43,7 +51,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from pkcs11 import ObjectClass
 
 from contracts import models as m
-from contracts.topics import GOVERNANCE_KEYS
+from contracts.topics import AUDIT_RECORDS, GOVERNANCE_KEYS, Topic
 from domain import keys as dk
 from infra.files import private_dir, write_private
 from streams.kafka.clients import produce_bounded, producer_config
@@ -57,7 +65,27 @@ BACKUP_FORMAT = "nexus-x-hsm-backup/1"
 SHARE_FORMAT = "nexus-x-custodian-share/1"
 PUBLISH_TIMEOUT_S = 30.0
 
+AUDIT_PREFIX = "AUDIT-KEY:"
+AUDIT_ACTOR = "nexus-keys"
+AUDIT_USER_AGENT = "NEXUS-X/keys"
+ID_CHARS_MAX = 128
+
 Publish = Callable[[list[m.KeyMetadata]], None]
+AuditSend = Callable[[list[m.AuditRecord]], None]
+
+
+def audit_record(fact: dk.KeyAudit) -> m.AuditRecord:
+    """The §7.2 record of one key operation: ids, action and time only (no key material, no PIN)."""
+    text = AUDIT_PREFIX + fact.audit_key
+    audit_id = text if len(text) <= ID_CHARS_MAX else AUDIT_PREFIX + hashlib.sha256(fact.audit_key.encode()).hexdigest()
+    return m.AuditRecord(
+        audit_id=audit_id,
+        timestamp=fact.at,
+        transaction_id=fact.transaction_id,
+        action=fact.action.value,
+        actor=m.AuditActor(user_id=AUDIT_ACTOR, user_agent=AUDIT_USER_AGENT),
+        details=m.AuditDetails(),
+    )
 
 
 def check_value(value: bytes) -> str:
@@ -145,7 +173,9 @@ class KeyManager:
         with self._locked():
             ring = self.ring()
             for purpose in dk.due(ring, now, self.policy):
+                had_active = ring.active(purpose) is not None
                 ring, new = self._create(ring, purpose, now)
+                ring = dk.with_audit(ring, dk.created_audit(new, had_active, early=False))
                 self._save(ring)
                 created.append(new)
                 log.info("%s created (%s ACTIVE)", new.key_id, purpose.value)
@@ -169,6 +199,7 @@ class KeyManager:
                 return key
             ring, new = self._create(ring, purpose, now)
             ring = dk.with_ceremony(ring, ceremony_id, new.key_id)
+            ring = dk.with_audit(ring, dk.created_audit(new, True, early=True, ceremony_id=ceremony_id))
             self._save(ring)
             log.info("%s created by key ceremony %s", new.key_id, ceremony_id)
             self._backup(ring, now)
@@ -179,9 +210,12 @@ class KeyManager:
         A SIGNING version's public key stays published: old checkpoints still verify outside the HSM."""
         now = self.clock()
         with self._locked():
-            ring = dk.with_destroyed(self.ring(), key_id, now)
+            before = self.ring()
+            ring = dk.with_destroyed(before, key_id, now)
             removed = self.hsm.destroy(key_id)
             ring = dk.with_ceremony(ring, ceremony_id, key_id)
+            if ring.versions != before.versions:  # destroyed now, not by an earlier call
+                ring = dk.with_audit(ring, dk.destroyed_audit(key_id, now, ceremony_id))
             self._save(ring)
             log.info("%s destroyed (%d objects) by key ceremony %s", key_id, removed, ceremony_id)
             self._backup(ring, now)
@@ -226,6 +260,36 @@ class KeyManager:
         observed = now or self.clock()
         return [m.KeyMetadata(**dk.published(k, self.policy, observed)) for k in self.ring().versions]
 
+    # -- the audit outbox
+
+    def note_published(self) -> None:
+        """Every version's metadata was acknowledged on governance.keys: queue a KEY_PUBLISHED per new state."""
+        with self._locked():
+            ring = self.ring()
+            after = dk.published_audits(ring, self.clock())
+            if after != ring:
+                self._save(after)
+
+    def send_audit(self, send: AuditSend) -> int:
+        """Send the queued audit records (acknowledged when ``send`` returns) and unqueue them; how many. The lock
+        is not held while sending: a ceremony meanwhile queues its own, and a fact sent twice keeps its auditId."""
+        queued = self.ring().audit_outbox
+        if not queued:
+            return 0
+        send([audit_record(f) for f in queued])
+        with self._locked():
+            self._save(dk.without_audit(self.ring(), [f.audit_key for f in queued]))
+        return len(queued)
+
+    def send_audit_or_keep(self, send: AuditSend) -> int:
+        """``send_audit``, but a broker that does not acknowledge leaves the records queued (logged), not raised:
+        the keys changed already; the service sends them on its next tick."""
+        try:
+            return self.send_audit(send)
+        except RuntimeError as exc:
+            log.warning("key audit records stay queued (%d): %s", len(self.ring().audit_outbox), exc)
+            return 0
+
     # -- backups
 
     def backup_if_due(self, now: datetime | None = None) -> Path | None:
@@ -258,7 +322,7 @@ class KeyManager:
         }
         path = self.backup_dir / f"backup-{now.strftime('%Y%m%dT%H%M%S%fZ')}.json"
         write_private(path, json.dumps(document, indent=1).encode())
-        self._save(ring)
+        self._save(dk.with_audit(ring, dk.backup_audit(path.stem, master.key_id, now)))
         for old in sorted(self.backup_dir.glob("backup-*.json"))[: -self.settings.backups_kept]:
             old.unlink()
         log.info("backup %s: %d keys wrapped under %s", path.name, len(keys), master.key_id)
@@ -302,7 +366,9 @@ class KeyManager:
             missing = {k.key_id for k in restored.live()} - self.hsm.key_labels()
             if missing:
                 raise HsmError(f"restore incomplete: {sorted(missing)} not in the token")
-            self._save(restored)
+            # this site's unsent facts are kept beside the backup's own
+            fact = dk.restored_audit(Path(backup_path).stem, self.clock(), ceremony_id)
+            self._save(dk.with_audit(restored, *ring.audit_outbox, fact))
             log.info("restored %d keys from %s (ceremony %s)", len(restored.live()), backup_path, ceremony_id)
             return list(restored.versions)
 
@@ -338,12 +404,19 @@ class KeyManager:
 
 
 class KeyPublisher:
-    """Each version's KeyMetadata on governance.keys (compacted by key id), acknowledged before it returns."""
+    """Each version's KeyMetadata on governance.keys (compacted by key id), and the key operations' audit records
+    on audit.records (``audit``), acknowledged before they return (RuntimeError otherwise)."""
 
     def __init__(self, bootstrap: str) -> None:
-        self._producer = Producer(producer_config(bootstrap))
+        self._producer = Producer(producer_config(bootstrap, message_timeout_ms=int(PUBLISH_TIMEOUT_S * 1000)))
 
     def __call__(self, records: list[m.KeyMetadata]) -> None:
+        self._send(GOVERNANCE_KEYS, records)
+
+    def audit(self, records: list[m.AuditRecord]) -> None:
+        self._send(AUDIT_RECORDS, records)
+
+    def _send(self, topic: Topic, records: Sequence[Any]) -> None:
         failed: list[str] = []
 
         def delivered(err: Any, msg: Any) -> None:
@@ -352,18 +425,15 @@ class KeyPublisher:
 
         for record in records:
             produce_bounded(
-                self._producer,
-                GOVERNANCE_KEYS.name,
-                GOVERNANCE_KEYS.encode(record),
-                GOVERNANCE_KEYS.key_of(record),
-                on_delivery=delivered,
+                self._producer, topic.name, topic.encode(record), topic.key_of(record), on_delivery=delivered
             )
         left = self._producer.flush(PUBLISH_TIMEOUT_S)
         if left or failed:
-            raise RuntimeError(f"governance.keys: {left} records unacknowledged, failed: {failed}")
+            self._producer.purge()
+            raise RuntimeError(f"{topic.name}: {left} records unacknowledged, failed: {failed}")
 
 
-def default_publisher() -> Publish:
+def default_publisher() -> KeyPublisher:
     return KeyPublisher(get_settings().bootstrap_servers)
 
 
@@ -378,13 +448,24 @@ def key_manager(settings: SecuritySettings | None = None) -> Iterator[KeyManager
 
 
 def _ceremony(
-    settings: SecuritySettings | None, publish: Publish | None, action: Callable[[KeyManager], object]
+    settings: SecuritySettings | None,
+    publish: Publish | None,
+    action: Callable[[KeyManager], object],
+    audit: AuditSend | None = None,
 ) -> list[m.KeyMetadata]:
-    """Run one ceremony, then publish every version's metadata (acknowledged) and return it."""
+    """Run one ceremony, then publish every version's metadata (acknowledged) and return it, and send the audit
+    records. By default both go to the platform's Kafka; a caller that passes its own ``publish`` and no ``audit``
+    leaves the records queued for the key manager service."""
+    if publish is None:
+        default = default_publisher()
+        publish, audit = default, audit or default.audit
     with key_manager(settings) as manager:
         action(manager)
         records = manager.metadata()
-    (publish or default_publisher())(records)
+        publish(records)
+        manager.note_published()
+        if audit is not None:
+            manager.send_audit_or_keep(audit)
     return records
 
 
@@ -394,9 +475,10 @@ def rotate_now(
     *,
     settings: SecuritySettings | None = None,
     publish: Publish | None = None,
+    audit: AuditSend | None = None,
 ) -> list[m.KeyMetadata]:
     """Rotate ``purpose`` (MASTER / SIGNING / ENCRYPTION) now; publish and return every version's metadata."""
-    return _ceremony(settings, publish, lambda manager: manager.rotate_now(purpose, ceremony_id))
+    return _ceremony(settings, publish, lambda manager: manager.rotate_now(purpose, ceremony_id), audit)
 
 
 def destroy(
@@ -405,9 +487,10 @@ def destroy(
     *,
     settings: SecuritySettings | None = None,
     publish: Publish | None = None,
+    audit: AuditSend | None = None,
 ) -> list[m.KeyMetadata]:
     """Destroy a RETIRED version (``nexus-signing-v1``); publish and return every version's metadata."""
-    return _ceremony(settings, publish, lambda manager: manager.destroy(key_id, ceremony_id))
+    return _ceremony(settings, publish, lambda manager: manager.destroy(key_id, ceremony_id), audit)
 
 
 def restore(
@@ -417,27 +500,34 @@ def restore(
     *,
     settings: SecuritySettings | None = None,
     publish: Publish | None = None,
+    audit: AuditSend | None = None,
 ) -> list[m.KeyMetadata]:
     """Restore a backup into the (empty) configured token with the custodians' shares (default: the dev shares
     under the custodian directory); publish and return every version's metadata."""
-    return _ceremony(settings, publish, lambda manager: manager.restore(Path(backup_path), share_paths, ceremony_id))
+    restore_it = lambda manager: manager.restore(Path(backup_path), share_paths, ceremony_id)  # noqa: E731
+    return _ceremony(settings, publish, restore_it, audit)
 
 
 # -- the service and the CLI
 
 
-def serve(manager: KeyManager, publish: Publish, stop: Callable[[], bool]) -> None:
-    """Create what is missing, publish every version, then rotate and back up on time until ``stop()``."""
+def serve(manager: KeyManager, publish: Publish, stop: Callable[[], bool], audit: AuditSend | None = None) -> None:
+    """Create what is missing, publish every version, then rotate and back up on time until ``stop()``; every
+    tick, send the audit records queued (``audit``; none: they stay queued)."""
     missing = manager.missing()
     if missing:
         raise HsmError(f"the token lacks {missing}: restore a backup (python -m streams.security.keys restore)")
     manager.rotate_due()
     publish(manager.metadata())
+    manager.note_published()
     log.info("key manager running on token %r", manager.hsm.token_label)
     while not stop():
         if manager.rotate_due():
             publish(manager.metadata())
+            manager.note_published()
         manager.backup_if_due()
+        if audit is not None:
+            manager.send_audit_or_keep(audit)
         deadline = time.monotonic() + manager.settings.tick_every_s
         while not stop() and time.monotonic() < deadline:
             time.sleep(min(0.5, manager.settings.tick_every_s))
@@ -452,6 +542,8 @@ def _status(manager: KeyManager) -> None:
             f"rotates {expires}" + (f"  kcv {key.check_value}" if key.check_value else "")
         )
     print(f"last backup: {ring.last_backup_at.isoformat() if ring.last_backup_at else 'none'}")
+    if ring.audit_outbox:
+        print(f"audit records queued: {len(ring.audit_outbox)} (the service or `publish` sends them)")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -461,12 +553,22 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("init", help="create the dev token and the keys if missing, back up; no Kafka")
     commands.add_parser("status", help="every key version and the last backup")
     commands.add_parser("backup", help="write a backup now")
-    commands.add_parser("publish", help="publish every version's metadata on governance.keys once")
+    commands.add_parser(
+        "publish", help="publish every version's metadata on governance.keys, send queued audit records"
+    )
     rest = commands.add_parser("restore", help="a backup into an EMPTY token, with the custodians' shares")
     rest.add_argument("backup", type=Path)
     rest.add_argument("--share", type=Path, action="append", help="a custodian's share file (repeat)")
     rest.add_argument("--no-publish", action="store_true")
     return parser
+
+
+def _publish(manager: KeyManager) -> None:
+    """Every version's metadata, then the audit records queued (both acknowledged, or RuntimeError)."""
+    publisher = default_publisher()
+    publisher(manager.metadata())
+    manager.note_published()
+    print(f"published; {manager.send_audit(publisher.audit)} audit records sent")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -479,7 +581,8 @@ def main(argv: list[str] | None = None) -> int:
                 stopping: list[int] = []
                 for sig in (signal.SIGTERM, signal.SIGINT):
                     signal.signal(sig, lambda signum, _frame: stopping.append(signum))
-                serve(manager, default_publisher(), lambda: bool(stopping))
+                publisher = default_publisher()
+                serve(manager, publisher, lambda: bool(stopping), publisher.audit)
             elif command == "init":
                 manager.rotate_due()
                 _status(manager)
@@ -488,13 +591,13 @@ def main(argv: list[str] | None = None) -> int:
             elif command == "backup":
                 print(manager.backup())
             elif command == "publish":
-                default_publisher()(manager.metadata())
+                _publish(manager)
             elif command == "restore":
                 manager.restore(args.backup, args.share)
                 if not args.no_publish:
-                    default_publisher()(manager.metadata())
+                    _publish(manager)
                 _status(manager)
-    except (HsmError, dk.KeyRefused) as exc:
+    except (HsmError, dk.KeyRefused, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0
