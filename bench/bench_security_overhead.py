@@ -38,8 +38,9 @@ import tempfile
 import threading
 import time
 import uuid
-from collections import defaultdict
+from collections import Counter, defaultdict
 from datetime import UTC, datetime
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -166,6 +167,14 @@ def init_hsm(env: dict[str, str], log_path: Path) -> None:
         subprocess.run([sys.executable, "-m", "infra.hsm"], env=env, stdout=log, stderr=subprocess.STDOUT, check=True)
 
 
+@lru_cache(maxsize=1)
+def bench_sealer(data: Path) -> Sealer:
+    """This process's sealer on the token ``init_hsm`` made (one PKCS#11 login per process: made once)."""
+    sealer = platform_sealer(SealSettings(mode="hsm"), SecuritySettings(hsm_dir=data / "hsm"))
+    assert sealer is not None
+    return sealer
+
+
 def timed(
     name: str, run: Run, rate: float | None, producer: Producer, observer: Observer, bridge: subprocess.Popen[bytes]
 ) -> dict[str, float]:
@@ -180,6 +189,9 @@ def timed(
     paid = sum(1 for i in payouts if i in observer.results and observer.results[i][1]["ok"])
     s["payouts_paid_pct"] = 100 * paid / len(payouts) if payouts else float("nan")
     console.print(f"{name}: {s}")
+    failed = Counter(v["reason_code"] for _, _, v in run.rows(observer) if not v["ok"])
+    if failed:
+        console.print(f"  [yellow]failed by reason:[/] {dict(failed.most_common())}")
     return s
 
 
@@ -188,8 +200,7 @@ def one_mode(
 ) -> dict[str, float]:
     """A fresh bridge process in ``mode``: warm-up, the paced run, the burst; its figures."""
     seal_mode = MODES[mode]
-    hsm = SecuritySettings(hsm_dir=data / "hsm")  # the token init_hsm made, as the bridge finds it
-    sealer = None if seal_mode == "off" else platform_sealer(SealSettings(mode="hsm"), hsm)
+    sealer = None if seal_mode == "off" else bench_sealer(data)
     bridge_env = dict(env, NEXUS_SEAL_MODE=seal_mode, NEXUS_APP_ID=f"bs-{mix.tag}-bridge",
                       NEXUS_WORKER_INSTANCE_ID="bench-bridge")  # fmt: skip
     log_path = data / "bridge" / f"bridge-{mode}-{mix.runs}.log"
