@@ -18,7 +18,7 @@ import threading
 import uuid
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from contracts.topics import BRIDGE_SETTLEMENTS_COMPLETED, BRIDGE_SETTLEMENTS_FAILED, PAYOUT_RULES
 from streams.kafka.clients import consume_now, consumer_config, describe, must_exit, watermarks
@@ -170,7 +170,10 @@ class Follower:
         try:
             pending = None
             while pending is None:
-                pending = self._assign()
+                try:
+                    pending = self._assign()
+                except KafkaException as exc:  # no broker yet: the API serves (not ready) and tries again
+                    log.warning("cannot assign the followed topics yet: %s", exc)
                 if pending is None and self._stop.wait(TOPICS_WAIT_S):
                     return
             if not pending:

@@ -34,6 +34,7 @@ from streams.api.follower import Follower, RulesView, Waiters
 from streams.api.idempotency import IdempotencyStore
 from streams.api.middleware import ApiMetrics
 from streams.api.settings import ApiSettings, get_api_settings
+from streams.kafka import event_loop
 from streams.kafka.clients import LOW_LATENCY, AsyncProducer
 from streams.settings import Settings, get_settings
 from streams.status.settings import status_db_path
@@ -46,7 +47,8 @@ REACHABLE_CACHE_S = 2.0
 METADATA_TIMEOUT_S = 2.0
 PURGE_EVERY_S = 60.0
 FOLLOWER_READY_WAIT_S = 30.0
-READY_MARK = "Settlement API ready"
+READY_MARK = "Worker ready"  # what the platform's processes log once they serve (tests/support/workers.py)
+STARTUP_WAIT_S = 60.0
 
 
 class KafkaProducer:
@@ -105,9 +107,14 @@ def _lifespan(services: Services, follower: Follower) -> Any:
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         follower.start()
         purger = asyncio.create_task(_purge_forever(services))
-        ready = await asyncio.to_thread(follower.ready.wait, FOLLOWER_READY_WAIT_S)
-        api = services.settings
-        log.info("%s on http://%s:%d (rules view %s)", READY_MARK, api.host, api.port, "loaded" if ready else "loading")
+        deadline = time.monotonic() + FOLLOWER_READY_WAIT_S
+        while not follower.ready.is_set() and follower.error is None and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        if not follower.ready.is_set():
+            log.warning(
+                "the rules view is not loaded (%s); serving, GET /auto-payout answers 503 meanwhile",
+                follower.error or "still reading",
+            )
         try:
             yield
         finally:
@@ -139,15 +146,27 @@ def serve(settings: Settings, api: ApiSettings) -> int:
         app,
         host=api.host,
         port=api.port,
-        loop=settings.event_loop,
+        loop="none",  # the loop is streams.kafka.event_loop's (NEXUS_EVENT_LOOP)
         http="httptools",
         lifespan="on",
         access_log=False,
         log_level="warning",
         timeout_graceful_shutdown=10,
     )
-    uvicorn.Server(config).run()
+    server = uvicorn.Server(config)
+    event_loop.run(_serve_and_tell(server, api), settings.event_loop)
     return 0
+
+
+async def _serve_and_tell(server: uvicorn.Server, api: ApiSettings) -> None:
+    """Serve; log the ready mark once the socket listens (uvicorn runs the lifespan's startup before it binds)."""
+    serving = asyncio.create_task(server.serve())
+    deadline = time.monotonic() + STARTUP_WAIT_S
+    while not server.started and not serving.done() and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    if server.started:
+        log.info("%s (settlement API on http://%s:%d)", READY_MARK, api.host, api.port)
+    await serving
 
 
 def main(argv: list[str] | None = None) -> int:
