@@ -72,18 +72,20 @@ def default_correction(
     amount_kaus_units: int | None = None,
 ) -> Correction:
     """The correction of a ledger break: what the person gave, the rest from the warehouse (module docstring)."""
-    owed = con.execute(
+    owed = _rows(
+        con,
         "SELECT payer_account_id, kaus_owed_units, bridge_tx_id FROM mart_capture_refused WHERE settlement_id = $s",
         {"s": exception["settlement_id"]},
-    ).fetchall()
+    )
     payer, units, tx = owed[0] if owed else (None, None, None)
     credit = None
     if to_account is None:
-        held = con.execute(
+        held = _rows(
+            con,
             "SELECT credit_account_id FROM stg_ledger_transfers WHERE kind = 'PENDING' AND leg = 'HOLD'"
             " AND settlement_ref IN ($s, $tx) ORDER BY occurred_at LIMIT 1",
             {"s": exception["settlement_id"], "tx": tx or exception.get("related_id")},
-        ).fetchall()
+        )
         credit = held[0][0] if held else None
     chosen = (from_account or payer, to_account or credit, units if amount_kaus_units is None else amount_kaus_units)
     flags = ("--from-account", "--to-account", "--amount")
@@ -94,6 +96,14 @@ def default_correction(
             f"capture_refused record or hold was not snapshotted); pass {' and '.join(missing)}"
         )
     return Correction(str(chosen[0]), str(chosen[1]), int(chosen[2]))  # type: ignore[arg-type]
+
+
+def _rows(con: duckdb.DuckDBPyConnection, sql: str, params: dict[str, Any]) -> list[Any]:
+    """The rows, or none when the models were never built in this warehouse (no snapshot ran yet)."""
+    try:
+        return con.execute(sql, params).fetchall()
+    except duckdb.CatalogException:
+        return []
 
 
 def correction_request(
