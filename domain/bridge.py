@@ -69,6 +69,11 @@ long as no provider can hold a payout of it. A payment already sent (an intent w
 recovered after a crash) is finished normally, lookups and captures included: it may have been paid. Card payments and
 holders' payouts alike.
 
+**Governed parameters**: the cashback rates, the ecosystem bonus and the slippage limit are the configuration's
+(``BridgeConfig.rewards``, ``BridgeConfig.fx.slippage_limit_bps``; :func:`configured` applies the values the signers
+set on ``governance.parameters``). The transitions of one payment must be given the same configuration (the runner
+keeps the one each payment began with), so its hold, its slippage check and its rewards agree.
+
 Timeout policy: a provider timeout is ambiguous, so it is never followed by a failover directly. The
 intent is resolved on the same provider (``ResolvePayout``): found → paid; not found → re-sent under the
 same key (a late original is then deduplicated by the provider) while the rail's breaker admits calls,
