@@ -375,11 +375,17 @@ data quality, variance analysis, exception review, report. Arguments go to wareh
 EXCEPTIONS_HELP = """\
 Review the reconciliation exception queue (warehouse.cli exceptions). Arguments go to warehouse.cli unchanged:
 
-  nexus exceptions list [--state open|...|all] [--class fee_variance] [--limit 50]
+  nexus exceptions list [--state open|correction_requested|...|all] [--class fee_variance] [--limit 50]
   nexus exceptions show EXCEPTION_ID
   nexus exceptions approve|correct|write-off EXCEPTION_ID --reason "..." [--actor NAME]
+  nexus exceptions correct K:SETTLEMENT_ID --reason "..." [--from-account A] [--to-account B] [--amount K-AUS]
+                                                    [--expiry-hours 168]
+  nexus exceptions check-corrections                  close the corrections governance decided (governance.multisig)
+  nexus exceptions publish                            send the queued audit records and correction requests
 
-Every review action needs --reason and is kept in the audit trail with the actor (default $USER).
+Every review action needs --reason and is kept in the audit trail with the actor (default $USER): an audit record
+on audit.records (queued in the warehouse while Kafka cannot be reached). Correcting a ledger break (K:..., the
+payer owes K-AUS) asks the signers for a multi-sig LEDGER_CORRECTION instead of closing it (docs/reconciliation.md).
 """
 
 
