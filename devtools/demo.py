@@ -510,7 +510,7 @@ class Demo:
         self.payouts = PayoutsDemo(settings)
         self.payouts.start()
         console.print("[green]✓[/] holders, KYC and auto-payout rules sent; a dividend epoch closes every 2 minutes")
-        self.security = SecurityDemo(settings)
+        self.security = SecurityDemo(settings, sim=self.bridge.sim)
         self.security.start()
         console.print("[green]✓[/] security scene started: a governed treasury transfer, a pause, a key rotation")
         incidents = produce_alert_incident(settings)

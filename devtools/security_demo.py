@@ -14,6 +14,11 @@ starts). Then the scene, one step after the other:
 4. the auditor: the audit log and its checkpoints exported into the data directory and checked with the HSM's
    public keys (passes); a copy with one byte changed is checked again (fails, the verifier's message shown).
 
+Personal data runs sealed (``NEXUS_SEAL_MODE=hsm``; the token and its keys are made before any process that seals
+starts): the panel counts, per topic, the records whose personal fields came sealed under the HSM's encryption key
+(payout accounts on ``payouts.requests``, contacts on ``kyc.status``, destinations on ``notifications.holders``) and
+the holders' payouts the provider simulator made to the rule's own account, which only the bridge opened.
+
 Requests and approvals are built with the signers' own functions (the canonical hash of ``domain.governance``,
 ``streams.security.governance.sign_hash``) from the dev key files; nothing secret is printed.
 """
@@ -50,9 +55,14 @@ from contracts.topics import (
     GOVERNANCE_MULTISIG,
     GOVERNANCE_PAUSE,
     GOVERNANCE_REQUESTS,
+    KYC_STATUS,
     LEDGER_COMMANDS,
+    NOTIFICATIONS_HOLDERS,
+    PAYOUT_REQUESTS,
+    PAYOUT_RULES,
     Topic,
 )
+from devtools.provider_sim.launcher import SimError
 from devtools.signers import generate, key_path
 from domain import governance as g
 from domain.money import kaus_text
@@ -79,16 +89,21 @@ DEMO_ENV = {
     "NEXUS_AUDIT_LOG_SIGNER": "hsm",
     "NEXUS_AUDIT_LOG_CHECKPOINT_EVERY_S": "2",
     "NEXUS_AUDIT_LOG_SIGNER_REFRESH_S": "5",  # a rotated signing key signs within seconds
-    # Sealing personal data stays off in the demo: the bridge codec does not carry payout_account_sealed yet, so a
-    # sealed payout would be declined (docs/security.md, Limits).
-    "NEXUS_SEAL_MODE": "off",
+    # Personal data sealed with the HSM, or the process refuses to start (auto would fall back to plain).
+    "NEXUS_SEAL_MODE": "hsm",
 }
+HSM_INIT_TIMEOUT_S = 60.0
+PAID_CHECK_EVERY_S = 2.0  # each check reads every payout the simulator made (a few hundred in a demo)
 WATCHED: tuple[Topic, ...] = (
     GOVERNANCE_MULTISIG,
     GOVERNANCE_PAUSE,
     GOVERNANCE_KEYS,
     AUDIT_CHECKPOINTS,
     BRIDGE_SETTLEMENTS_FAILED,
+    PAYOUT_RULES,
+    PAYOUT_REQUESTS,
+    KYC_STATUS,
+    NOTIFICATIONS_HOLDERS,
 )
 
 
@@ -98,11 +113,79 @@ def signers_dir(settings: Settings) -> Path:
 
 def prepare_environment(settings: Settings) -> None:
     """Before the workers start: the dev signers and their set (NEXUS_SECURITY_SIGNERS_FILE), the scaled timelocks,
-    the audit log signing with the HSM. The HSM token and keys are created by the key manager when it starts."""
+    the audit log signing with the HSM, sealing on, and the HSM token with its keys (``python -m infra.hsm``): every
+    process that seals or opens personal data finds the encryption key at its start, whichever starts first."""
     for name, value in DEMO_ENV.items():
         os.environ.setdefault(name, value)
     # The scene signs with these keys: the service must read their set, whatever the shell said.
     os.environ["NEXUS_SECURITY_SIGNERS_FILE"] = str(generate(signers_dir(settings)))
+    init_hsm(settings)
+
+
+def init_hsm(settings: Settings) -> None:
+    """The dev token and its keys under the data directory (idempotent: what exists is kept); its log beside the
+    workers' logs. Raises if the token cannot be made: with sealing on, the services would refuse to start."""
+    log_path = settings.data_dir / "run" / "hsm-init.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("wb") as out:
+        done = subprocess.run([sys.executable, "-m", "infra.hsm"], stdout=out, stderr=subprocess.STDOUT,
+                              timeout=HSM_INIT_TIMEOUT_S, check=False)  # fmt: skip
+    if done.returncode != 0:
+        raise RuntimeError(f"python -m infra.hsm failed ({done.returncode}); see {log_path}")
+
+
+@dataclass
+class Sealing:
+    """What the panel shows of sealed personal data: per topic, the records whose personal fields came sealed and
+    masked, and those that did not; and the provider simulator's holder payouts, paid to the account the holder's
+    rule names (``payouts.rules`` is upstream, plain) though every request carried it sealed and masked."""
+
+    sealed: Counter[str] = field(default_factory=Counter)
+    plain: Counter[str] = field(default_factory=Counter)
+    key_ids: set[str] = field(default_factory=set)  # the encryption key versions the envelopes name
+    accounts: dict[str, str] = field(default_factory=dict)  # rule id -> its payout account
+    paid_to_rule_account: int = 0
+    paid_to_mask: int = 0
+
+    def seen(self, topic: str, value: bytes) -> None:
+        if topic == PAYOUT_RULES.name:
+            rule: m.AutoPayoutRule = PAYOUT_RULES.decode(value)
+            self.accounts[rule.rule_id] = rule.payout_account
+        elif topic == PAYOUT_REQUESTS.name:
+            request: m.PayoutRequest = PAYOUT_REQUESTS.decode(value)
+            self._count(topic, request.payout_account_sealed, request.payout_account.startswith("****"))
+        elif topic == KYC_STATUS.name:
+            status: m.KycStatusChanged = KYC_STATUS.decode(value)
+            plain = (status.email, status.phone, status.push_token)
+            self._count(topic, status.contacts_sealed, all(v is None for v in plain))
+        elif topic == NOTIFICATIONS_HOLDERS.name:
+            note: m.HolderNotification = NOTIFICATIONS_HOLDERS.decode(value)
+            self._count(topic, note.destination_sealed, "***" in note.destination)
+
+    def _count(self, topic: str, envelope: str | None, masked: bool) -> None:
+        if envelope is not None and masked:
+            self.sealed[topic] += 1
+            self.key_ids.add(envelope.split(":")[2])  # enc:v1:<key id>:...
+        else:
+            self.plain[topic] += 1
+
+    def check_paid(self, payouts: list[dict[str, Any]]) -> None:
+        """The simulator's payouts (``/_admin/payouts``): how many went to a rule's own account, how many to a mask."""
+        accounts = set(self.accounts.values())
+        self.paid_to_rule_account = sum(1 for p in payouts if p.get("counterparty") in accounts)
+        self.paid_to_mask = sum(1 for p in payouts if str(p.get("counterparty", "")).startswith("****"))
+
+    def rows(self) -> list[tuple[str, str]]:
+        out = []
+        for topic, what in ((PAYOUT_REQUESTS, "payout accounts"), (KYC_STATUS, "KYC contacts"),
+                            (NOTIFICATIONS_HOLDERS, "destinations")):  # fmt: skip
+            sealed, plain = self.sealed[topic.name], self.plain[topic.name]
+            out.append((f"sealed {topic.name}", f"{what}: {sealed} of {sealed + plain} sealed and masked"))
+        keys = ", ".join(sorted(self.key_ids)) or "none yet"
+        out.append(("sealed with", keys))
+        out.append(("holder payouts", f"{self.paid_to_rule_account} paid to the rule's own account, "
+                                      f"{self.paid_to_mask} to a masked one"))  # fmt: skip
+        return out
 
 
 @dataclass
@@ -132,6 +215,8 @@ class SecurityDemo:
     checkpoints: int = 0
     refused: Counter[str] = field(default_factory=Counter)  # card payments failed while paused, by reason code
     verdicts: dict[str, Verdict] = field(default_factory=dict)  # "original" / "one byte changed"
+    sealing: Sealing = field(default_factory=Sealing)
+    sim: Any = None  # the provider simulator (ProviderSimProcess): whom it paid
     tampered: str = ""  # which byte of the copy was changed
     step: str = "starting"
     stop_event: threading.Event = field(default_factory=threading.Event)
@@ -287,14 +372,24 @@ class SecurityDemo:
             }
         )
         consumer.subscribe([t.name for t in WATCHED])
+        checked_at = 0.0
         try:
             while not self.stop_event.is_set():
                 for msg in consumer.consume(500, timeout=0.5):
                     value = msg.value()
                     if msg.error() is None and value is not None:
                         self._seen_valid(msg.topic(), value)
+                if self.sim is not None and time.monotonic() - checked_at > PAID_CHECK_EVERY_S:
+                    checked_at = time.monotonic()
+                    self._check_paid()
         finally:
             consumer.close()
+
+    def _check_paid(self) -> None:
+        try:
+            self.sealing.check_paid(self.sim.payouts())
+        except (OSError, SimError):  # the simulator stopping or busy: the next check
+            log.debug("the provider simulator did not answer", exc_info=True)
 
     def _seen_valid(self, topic: str | None, value: bytes) -> None:
         try:
@@ -319,6 +414,8 @@ class SecurityDemo:
             failed: m.BridgeSettlementFailed = BRIDGE_SETTLEMENTS_FAILED.decode(value)
             if failed.reason_code == "PAUSED":
                 self.refused[failed.reason_code] += 1
+        elif topic is not None:
+            self.sealing.seen(topic, value)
 
     def render(self) -> Table:
         table = Table(title="Security: multi-sig governance, pause, HSM keys, audit log", show_header=False,
@@ -336,6 +433,8 @@ class SecurityDemo:
                           f"by {c.key_id} ({self.checkpoints:,} checkpoints seen)")  # fmt: skip
         else:
             table.add_row("audit log", "no checkpoint yet")
+        for what, seen in self.sealing.rows():
+            table.add_row(what, seen)
         if self.tampered:
             table.add_row("tampered copy", self.tampered)
         for name, verdict in self.verdicts.items():

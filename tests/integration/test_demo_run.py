@@ -93,6 +93,26 @@ def _assert_security(out: str) -> None:
     assert "failed:" not in _security_scene(out)
 
 
+def _assert_sealed(out: str, data_dir: Path) -> None:
+    """Issue 18 item 2 in the demo: personal data sealed end to end under the HSM's encryption key. Every payout request
+    carries its account sealed and masked, every KYC record its contacts, every notification its destination; the
+    provider simulator paid the holders at their rules' own accounts (which only the bridge opened), never a mask;
+    and the payouts service's state file keeps no contact or account in clear. Fails with sealing off."""
+    for topic, what in (("payouts.requests", "payout accounts"), ("kyc.status", "KYC contacts"),
+                        ("notifications.holders", "destinations")):  # fmt: skip
+        counts = re.findall(rf"│ sealed {re.escape(topic)} +│ {what}: (\d+) of (\d+) sealed and masked", out)
+        assert counts, f"no sealed {topic} row:\n{out[-6000:]}"
+        sealed, seen = (int(n) for n in counts[-1])
+        assert seen > 0 and sealed == seen, (topic, sealed, seen)
+    assert re.search(r"│ sealed with +│ nexus-encryption-v\d", out), out[-6000:]
+    paid = re.findall(r"│ holder payouts +│ (\d+) paid to the rule's own account, (\d+) to a masked one", out)
+    assert paid and int(paid[-1][0]) > 0 and paid[-1][1] == "0", paid[-1:]
+    state = (data_dir / "payouts" / "state.json").read_text()
+    assert "enc:v1:nexus-encryption-v" in state
+    for plain in (r"[A-Za-z0-9-]{2,}@example\.com", r"\+8210\d{8}", r"acct_[0-9a-f]+schedule", r"push-[0-9a-f]{6}"):
+        assert not re.search(plain, state), f"{plain} in clear in the payouts service's state file"
+
+
 def _security_scene(out: str) -> str:
     rows = re.findall(r"│ scene +│ (.+?) +│", out[out.rindex("Security: multi-sig governance") :])
     assert rows, out[-6000:]
@@ -133,6 +153,7 @@ def test_demo_streams_events_and_leaves_nothing_running(tmp_path: Path, runtime:
     assert "stopped the worker and the broker" in out
     _assert_money_out(out)
     _assert_security(out)
+    _assert_sealed(out, tmp_path)
     _assert_reconciled_today(out, tmp_path, {before, _utc_today()})
     _assert_nothing_listens(ports)
     assert not list((tmp_path / "run").glob("*.pid"))
