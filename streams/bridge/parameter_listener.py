@@ -21,7 +21,7 @@ from typing import Any
 from confluent_kafka import Consumer
 
 from contracts import models as m
-from contracts.topics import GOVERNANCE_PARAMETERS
+from contracts.topics import Topic
 from domain import parameters
 from streams.kafka.compacted_follower import CompactedFollower, wait_started
 
@@ -38,10 +38,11 @@ def check_setting(key: str, value: Any) -> None:
 
 
 class ParameterListener(CompactedFollower):
-    """Follows ``governance.parameters``; :attr:`values_now` is name -> the value in force (absent: its default)."""
+    """Follows ``topic`` (``contracts.topics.GOVERNANCE_PARAMETERS``); :attr:`values_now` is name -> the value in
+    force (absent: its default)."""
 
-    def __init__(self, bootstrap: str, consumer: Consumer | None = None) -> None:
-        super().__init__(bootstrap, GOVERNANCE_PARAMETERS, consumer, check=check_setting, on_change=self._changed)
+    def __init__(self, bootstrap: str, topic: Topic, consumer: Consumer | None = None) -> None:
+        super().__init__(bootstrap, topic, consumer, check=check_setting, on_change=self._changed)
         self.values_now: Mapping[str, int] = {}
         self._logged: Mapping[str, int] = {}
 

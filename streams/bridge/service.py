@@ -51,6 +51,7 @@ from contracts.topics import (
     BRIDGE_REQUESTS,
     BRIDGE_SETTLEMENTS_COMPLETED,
     BRIDGE_SETTLEMENTS_FAILED,
+    GOVERNANCE_PARAMETERS,
     GOVERNANCE_PAUSE,
     Topic,
 )
@@ -354,7 +355,7 @@ async def build_service(settings: Settings) -> BridgeService:
     outcomes = LedgerOutcomes(bootstrap)
     fx = FxRatesListener(bootstrap)
     pause = PauseListener(bootstrap, GOVERNANCE_PAUSE)
-    params = ParameterListener(bootstrap)
+    params = ParameterListener(bootstrap, GOVERNANCE_PARAMETERS)
     await asyncio.to_thread(outcomes.start)  # before the first command: no answer can slip past
     await asyncio.to_thread(fx.start)
     await asyncio.to_thread(wait_started, pause, settings.bridge_fx_ready_timeout_s)  # unknown counts as paused

@@ -37,7 +37,7 @@ from pathlib import Path
 
 from confluent_kafka import OFFSET_BEGINNING, TIMESTAMP_NOT_AVAILABLE, Consumer, Message, Producer, TopicPartition
 
-from contracts.topics import GOVERNANCE_PAUSE, LEDGER_TRANSFERS
+from contracts.topics import GOVERNANCE_PARAMETERS, GOVERNANCE_PAUSE, LEDGER_TRANSFERS
 from streams.bridge.fx_listener import FxRatesListener
 from streams.bridge.parameter_listener import ParameterListener
 from streams.bridge.pause_listener import PauseListener, wait_started
@@ -68,7 +68,7 @@ class PayoutLoop:
         bootstrap = settings.bootstrap_servers
         self.fx = FxRatesListener(bootstrap)
         self.pause = PauseListener(bootstrap, GOVERNANCE_PAUSE)
-        self.parameters = ParameterListener(bootstrap)
+        self.parameters = ParameterListener(bootstrap, GOVERNANCE_PARAMETERS)
         snapshot = state_file.load(path)
         self.service = PayoutService(
             payout_settings,

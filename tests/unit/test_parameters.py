@@ -125,7 +125,7 @@ def wait_for(check: Callable[[], bool]) -> None:
 
 def test_parameters_follow_the_latest_valid_record_per_name(caplog: pytest.LogCaptureFixture) -> None:
     log = KeyedLog(GOVERNANCE_PARAMETERS, [setting(GOLD, "350"), setting(parameters.SLIPPAGE_LIMIT, "45")])
-    listener = ParameterListener("unused:9092", consumer=log)  # type: ignore[arg-type]
+    listener = ParameterListener("unused:9092", GOVERNANCE_PARAMETERS, consumer=log)  # type: ignore[arg-type]
     assert listener.values_now == {}  # not read yet: the defaults
     listener.start()
     try:
