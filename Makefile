@@ -43,13 +43,15 @@ kafka-jars: $(STAMP_PLATFORM)
 run: setup
 	$(VENV)/bin/python -m devtools.demo $(if $(RUNTIME),--runtime $(RUNTIME))
 
-# The unit tests (pure, CPU-bound) run beside the integration tests (real servers, mostly waiting on them), so the
-# suite takes about the integration tests' time on a 2-core machine. With PYTEST_ARGS: one pytest run, as given.
+# The unit tests (pure, CPU-bound) run beside the integration tests (real servers, mostly waiting on them), and the
+# integration tests run in two pytest-xdist workers, one test file at a time each, each worker with its own session
+# broker: the suite takes about half the integration tests' serial time on a 2-core machine. With PYTEST_ARGS: one
+# pytest run, as given.
 test: setup
 ifeq ($(strip $(PYTEST_ARGS)),)
 	@mkdir -p .local; \
 	$(VENV)/bin/python -m pytest tests/unit > .local/unit-tests.log 2>&1 & unit=$$!; \
-	$(VENV)/bin/python -m pytest tests/integration; integration=$$?; \
+	$(VENV)/bin/python -m pytest tests/integration -n 2 --dist loadfile --durations=15; integration=$$?; \
 	wait $$unit; unit=$$?; \
 	echo "----- tests/unit, run alongside (whole output: .local/unit-tests.log) -----"; \
 	if [ $$unit -ne 0 ]; then cat .local/unit-tests.log; else tail -n 3 .local/unit-tests.log; fi; \
