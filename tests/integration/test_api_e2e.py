@@ -101,15 +101,16 @@ def stack(
                     api_rate_burst="500")  # fmt: skip
     with httpx.Client(timeout=30) as http:
         built = Stack(api, f"http://127.0.0.1:{port}", data_dir, secrets, http)
-        wait_ready(built)
+        wait_ready(http, built.url)
         yield built
 
 
-def wait_ready(stack: Stack, timeout_s: float = 60) -> None:
+def wait_ready(http: httpx.Client, url: str, timeout_s: float = 60) -> None:
+    """Until /healthz says ready (the broker, the rules view, the read model)."""
     deadline = time.monotonic() + timeout_s
     while True:
         try:
-            response = stack.http.get(f"{stack.url}/healthz")
+            response = http.get(f"{url}/healthz")
             if response.status_code == 200:
                 return
         except httpx.TransportError as exc:
@@ -222,7 +223,7 @@ def test_statuses_keys_and_rules_survive_an_api_restart(stack: Stack, kafka: Kaf
     eventually(lambda: _final(stack.get(f"/api/settlement/status/{key}", "cafe")), what="read model")
 
     stack.restart()
-    wait_ready(stack)
+    wait_ready(stack.http, stack.url)
     status = stack.get(f"/api/settlement/status/{key}", "cafe")
     assert status.status_code == 200 and status.json()["state"] == "COMPLETED"
     replay = stack.post("/api/settlement/bridge", "cafe", key, card(payer))
