@@ -685,7 +685,7 @@ AUDIT_RECORDS = Topic(
     "first answer (none with a repeat), and one per "
     "capture refused after payout (BRIDGE_CAPTURE_REFUSED_AFTER_PAYOUT); the governance service one per request, "
     "signature (accepted or refused), execution and pause (GOVERNANCE_*, docs/governance.md); the key manager one "
-    "per key operation (KEY_*, docs/security.md); reconciliation one per exception review action "
+    "per key operation (KEY_*, docs/audit-log.md); reconciliation one per exception review action "
     "(RECON_EXCEPTION_*, docs/reconciliation.md); the payouts service one per payout held for approval. A record "
     "may be written again after a "
     "crash under the same auditId: deduplicate by it. Unsigned here (signature null): the security layer appends "

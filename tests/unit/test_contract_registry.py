@@ -35,7 +35,7 @@ COMPONENT_MODULES: dict[Component, tuple[str, ...]] = {
     Component.SECURITY: ("streams/security/governance.py", "streams/security/keys.py", "streams/security/audit_log.py"),
     Component.MONITORING: ("streams/alerting/agent.py",),
     Component.DASHBOARD: ("dashboards/source.py",),
-    Component.WAREHOUSE: ("warehouse/snapshot_loader.py",),
+    Component.WAREHOUSE: ("warehouse/snapshot_loader.py", "warehouse/corrections.py", "warehouse/outbox.py"),
     Component.OPERATORS: ("streams/cli.py",),
 }
 # The processors' roles: the input topic each shared driver consumes for a component.

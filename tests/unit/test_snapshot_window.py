@@ -30,7 +30,8 @@ def con() -> Any:
 
 def test_the_snapshot_reads_the_registry_topics_the_warehouse_consumes_by_default() -> None:
     consumed = {topic.name for topic in t.TOPICS.values() if t.Component.WAREHOUSE in topic.consumers}
-    assert {topic.name for topic in SNAPSHOT_TOPICS} == consumed
+    # governance.multisig is read whole by the correction check (a request's state changes over days), not by day
+    assert {topic.name for topic in SNAPSHOT_TOPICS} == consumed - {t.GOVERNANCE_MULTISIG.name}
     assert EVENT_ID_FIELD[t.AUDIT_RECORDS.name] == "audit_id"  # the registry's identity, `auditId` on the wire
     assert ReconSettings.model_fields["snapshot_source"].default == "kafka"
 
