@@ -175,6 +175,7 @@ def result_json(result: Result, repeat: bool = False) -> dict[str, Any]:
         "repeat": repeat,
         "failed_at": iso(result.failed_at_ms),
         "payout_id": result.payout_id,
+        "merchant_id": result.merchant_id,
     }
 
 
@@ -243,6 +244,7 @@ def result_from_json(d: dict[str, Any]) -> Result:
         needs_reconciliation=bool(x["needs_reconciliation"]),
         origin=x.get("origin"),
         payout_id=f.payout_id,
+        merchant_id=f.merchant_id,
     )
 
 

@@ -221,6 +221,7 @@ EXAMPLES: dict[str, Any] = {
         reason_code="SLIPPAGE",
         reason=check_slippage(Decimal("0.1380"), Decimal("0.1386"), SLIPPAGE_BPS).reason,
         failed_at=T0,
+        merchant_id="merchant-cafe-9",
     ),
     "bridge.payouts.journal": m.BridgeJournalEntry(
         bridge_tx_id="BRIDGE-card-7f3a",
@@ -483,6 +484,7 @@ def _exactly_covered_payment() -> m.BridgeSettlementFailed:
         reason=failed.reason,
         phase_durations_ms={bridge.Phase.BALANCE_LOCK: 3},
         failed_at=T0,
+        merchant_id=failed.merchant_id,
     )
 
 

@@ -580,6 +580,7 @@ class BridgeSettlementFailed(Contract):
     payout_id: Id | None = Field(
         default=None, description="set when this settled a holder's auto-payout (the request's `payout`): its id"
     )
+    merchant_id: Id | None = Field(default=None, description="the request's merchant (absent before 1.3.0)")
 
 
 # --------------------------------------------------------------------------- payouts (spec §2.3, §3)

@@ -508,6 +508,7 @@ class Rejected:
     needs_reconciliation: bool = False  # older journals only: a refused capture after payout is Settled now
     origin: str | None = None  # the payment's origin: which record began the settlement
     payout_id: str | None = None  # set when this was a holder's auto-payout (CardPayment.payout_id)
+    merchant_id: str | None = None  # the payment's merchant (None in results journaled before 1.3.0)
 
 
 Result = Settled | Rejected
@@ -682,6 +683,7 @@ def _reject(
         needs_reconciliation=needs_reconciliation,
         origin=p.origin,
         payout_id=p.payout_id,
+        merchant_id=p.merchant_id,
     )
     effects: list[Effect] = []
     if void:

@@ -79,7 +79,8 @@ def of_completed(res: m.BridgeSettlementCompleted) -> Observation | None:
 
 
 def of_failed(res: m.BridgeSettlementFailed) -> Observation | None:
-    """A failed card payment names no merchant: its owner comes from its request (or stays unknown)."""
+    """A failed card payment names its merchant since contracts 1.3.0; an older one's owner comes from its request
+    (or stays unknown)."""
     if res.repeat:
         return None
     payout = res.payout_id is not None
@@ -92,7 +93,7 @@ def of_failed(res: m.BridgeSettlementFailed) -> Observation | None:
         reason_code=str(res.reason_code),
         reason=res.reason,
         details=Details(
-            owner_id=res.payer_account_id if payout else None,
+            owner_id=res.payer_account_id if payout else res.merchant_id,
             payer_account_id=res.payer_account_id,
             currency=str(res.currency),
             amount_minor=res.amount_minor,
