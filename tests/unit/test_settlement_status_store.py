@@ -95,7 +95,9 @@ def test_answers_give_final_states_and_repeats_observe_nothing() -> None:
         str(bad.failed_phase),
         str(bad.reason_code),
     )
-    assert obs.details.owner_id is None  # a failure names no merchant
+    assert obs.details.owner_id == bad.merchant_id  # named on the failure since 1.3.0
+    older = bad.model_copy(update={"merchant_id": None})
+    assert (got := observe.of_failed(older)) is not None and got.details.owner_id is None  # then from the request
     assert observe.of_failed(bad.model_copy(update={"repeat": True})) is None
     payout_failed = observe.of_failed(bad.model_copy(update={"payout_id": bad.request_id}))
     assert payout_failed is not None and payout_failed.kind is Kind.PAYOUT
