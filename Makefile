@@ -75,6 +75,7 @@ typecheck:
 
 schemas: $(STAMP_PLATFORM)
 	$(VENV)/bin/python -m contracts
+	$(VENV)/bin/python -m streams.api openapi
 
 bench: $(STAMP_PLATFORM)
 	@for b in bench/bench_*.py; do echo "== $$b"; $(VENV)/bin/python $$b || exit 1; done

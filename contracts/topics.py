@@ -50,6 +50,8 @@ class Component(StrEnum):
     DASHBOARD = "dashboard"
     WAREHOUSE = "warehouse"
     OPERATORS = "operators"
+    API = "api"
+    STATUS = "status"
 
     @property
     def description(self) -> str:
@@ -74,6 +76,8 @@ COMPONENT_DESCRIPTIONS: dict[Component, str] = {
     Component.DASHBOARD: "the operations dashboard (dashboards/)",
     Component.WAREHOUSE: "the warehouse snapshot loader and daily reconciliation (warehouse/, dags/)",
     Component.OPERATORS: "people running the platform, through the `nexus` CLI (streams/cli.py)",
+    Component.API: "the settlement HTTP API of spec §10.B (streams/api; its contract: streams/api/openapi.json)",
+    Component.STATUS: "the settlement status read model the API answers from (streams/status)",
 }
 assert set(COMPONENT_DESCRIPTIONS) == set(Component)
 
@@ -474,8 +478,8 @@ BRIDGE_REQUESTS = Topic(
     "Card payments to settle over the High-Speed Bridge, and holders' auto-payouts (with `payout`, from the "
     "auto-payout service); keyed by payer so each payer's order holds.",
     upstream=True,
-    producers=(Component.UPSTREAM, Component.PAYOUTS),
-    consumers=(Component.BRIDGE,),
+    producers=(Component.UPSTREAM, Component.PAYOUTS, Component.API),
+    consumers=(Component.BRIDGE, Component.STATUS),
     dedup_key=("request_id",),
 )
 BRIDGE_SETTLEMENTS_COMPLETED = Topic(
@@ -486,7 +490,15 @@ BRIDGE_SETTLEMENTS_COMPLETED = Topic(
     "`payout_id`).",
     retention_ms=30 * DAY_MS,
     producers=(Component.BRIDGE,),
-    consumers=(Component.UPSTREAM, Component.PAYOUTS, Component.MONITORING, Component.DASHBOARD, Component.WAREHOUSE),
+    consumers=(
+        Component.UPSTREAM,
+        Component.PAYOUTS,
+        Component.MONITORING,
+        Component.DASHBOARD,
+        Component.WAREHOUSE,
+        Component.API,
+        Component.STATUS,
+    ),
 )
 BRIDGE_SETTLEMENTS_FAILED = Topic(
     "bridge.settlements.failed",
@@ -496,7 +508,15 @@ BRIDGE_SETTLEMENTS_FAILED = Topic(
     "its `payout_id`).",
     retention_ms=30 * DAY_MS,
     producers=(Component.BRIDGE,),
-    consumers=(Component.UPSTREAM, Component.PAYOUTS, Component.MONITORING, Component.DASHBOARD, Component.WAREHOUSE),
+    consumers=(
+        Component.UPSTREAM,
+        Component.PAYOUTS,
+        Component.MONITORING,
+        Component.DASHBOARD,
+        Component.WAREHOUSE,
+        Component.API,
+        Component.STATUS,
+    ),
 )
 BRIDGE_PAYOUTS_JOURNAL = compacted(
     "bridge.payouts.journal",
@@ -507,7 +527,7 @@ BRIDGE_PAYOUTS_JOURNAL = compacted(
     "whichever worker owns that partition recovers its open payouts and answers its duplicates.",
     copartitioned_with="bridge.requests",
     producers=(Component.BRIDGE,),
-    consumers=(Component.BRIDGE,),
+    consumers=(Component.BRIDGE, Component.STATUS),
 )
 PAYOUT_RULES = compacted(
     "payouts.rules",
@@ -516,8 +536,8 @@ PAYOUT_RULES = compacted(
     "Auto-payout rules (spec §2.3), compacted by rule_id: a newer record replaces the rule, `isActive` false "
     "stops it, a tombstone (null value) deletes it. A rule that cannot work is dead-lettered with its reason.",
     upstream=True,
-    producers=(Component.UPSTREAM,),
-    consumers=(Component.PAYOUTS,),
+    producers=(Component.UPSTREAM, Component.API),
+    consumers=(Component.PAYOUTS, Component.API),
 )
 PAYOUT_REQUESTS = Topic(
     "payouts.requests",
@@ -526,7 +546,7 @@ PAYOUT_REQUESTS = Topic(
     "Payouts the auto-payout service decided, one per payout_id (deterministic, so a re-decision after a crash "
     "has the same id); each is executed as a bridge request with the same id.",
     producers=(Component.PAYOUTS,),
-    consumers=(Component.UPSTREAM, Component.WAREHOUSE),
+    consumers=(Component.UPSTREAM, Component.WAREHOUSE, Component.STATUS),
 )
 PAYOUT_RESULTS = Topic(
     "payouts.results",
@@ -534,7 +554,7 @@ PAYOUT_RESULTS = Topic(
     "payout_id",
     "Payout outcomes, one per payout_id: PAID, or FAILED (nothing paid, its hold voided).",
     producers=(Component.PAYOUTS,),
-    consumers=(Component.UPSTREAM, Component.DASHBOARD, Component.WAREHOUSE),
+    consumers=(Component.UPSTREAM, Component.DASHBOARD, Component.WAREHOUSE, Component.STATUS),
 )
 PAYOUT_WAITING = Topic(
     "payouts.waiting",
@@ -543,7 +563,7 @@ PAYOUT_WAITING = Topic(
     "Payouts due but held back, with the reason (the holder's KYC is not verified); each is paid under the same "
     "payout_id once the reason clears, and then has its payouts.results record.",
     producers=(Component.PAYOUTS,),
-    consumers=(Component.UPSTREAM, Component.DASHBOARD),
+    consumers=(Component.UPSTREAM, Component.DASHBOARD, Component.STATUS),
     dedup_key=("payout_id", "reason_code"),
 )
 KYC_STATUS = compacted(

@@ -39,7 +39,7 @@ from streams.api.schemas import Kind, ReconcileRequest, Settlement, State
 from streams.api.settings import ApiSettings
 from streams.api.status_view import StatusReader, from_accepted, from_answer, from_record
 from streams.kafka import ingress
-from streams.kafka.ingress import _classify as classify  # the dead letters' field codes (wish: a public name)
+from streams.kafka.ingress import classify  # the dead letters' field codes
 from streams.payouts.service import to_rule
 
 log = logging.getLogger("nexus.api")

@@ -82,7 +82,7 @@ def _short(value: Any, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _classify(error: dict[str, Any]) -> tuple[str, dict[str, str]]:
+def classify(error: dict[str, Any]) -> tuple[str, dict[str, str]]:
     loc = ".".join(str(p) for p in error.get("loc", ())) or "<message>"
     kind = str(error.get("type", "value_error"))
     code = _ERROR_CODES.get(kind, "INVALID_VALUE")
@@ -117,7 +117,7 @@ def validate(topic: Topic, key: bytes | None, value: bytes | None, max_bytes: in
     try:
         message = topic.decode(payload)
     except ValidationError as exc:
-        details = [_classify(dict(e))[1] for e in exc.errors(include_url=False)]
+        details = [classify(dict(e))[1] for e in exc.errors(include_url=False)]
         first = details[0]
         more = f" (+{len(details) - 1} more)" if len(details) > 1 else ""
         if first["code"] == "MALFORMED_JSON":

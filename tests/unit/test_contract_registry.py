@@ -37,6 +37,8 @@ COMPONENT_MODULES: dict[Component, tuple[str, ...]] = {
     Component.DASHBOARD: ("dashboards/source.py",),
     Component.WAREHOUSE: ("warehouse/snapshot_loader.py", "warehouse/corrections.py", "warehouse/outbox.py"),
     Component.OPERATORS: ("streams/cli.py",),
+    Component.API: ("streams/api/app.py", "streams/api/follower.py"),
+    Component.STATUS: ("streams/status/observe.py",),
 }
 # The processors' roles: the input topic each shared driver consumes for a component.
 ROLE_COMPONENT = {"matching": Component.MATCHING, "settlement": Component.LEDGER}
