@@ -1,8 +1,8 @@
 """The security layer's cost on the High-Speed Bridge: the bridge worker's CPU per settlement with sealing off and
 on, in one run on one warm broker.
 
-    python bench/bench_security_overhead.py [--rate 300] [--seconds 20] [--burst 8000] [--payout-share 0.5]
-                                            [--rounds 2] [--warm-s 90]
+    python bench/bench_security_overhead.py [--rate 200] [--seconds 20] [--burst 4000] [--payout-share 0.5]
+                                            [--rounds 3] [--warm-s 90] [--payers 20000]
 
 Everything runs on this machine, as in ``bench_bridge_kafka.py``: a fresh local broker, the provider simulator
 answering at once, the ledger (``streams.p2p``), an FX feed every 0.5 s, and the bridge on its plain runtime
@@ -21,10 +21,12 @@ starts a fresh bridge process per mode, same consumer group (it resumes where th
 Both modes follow ``governance.pause`` and write one audit record per settlement: the bridge has no switch for
 either (the pause must not be switched off), so they are in both figures. Per mode: a short warm-up (the worker's
 first HSM session and caches), an open loop at ``--rate`` for ``--seconds`` (latency p50/p95/p99) and a burst of
-``--burst`` requests (settlements/s); for each, the bridge process's CPU (user + sys, ``/proc``) per settlement,
-and its peak RSS. ``--rounds`` alternates before/after that many times (the VM's speed drifts between minutes);
-the table gives each round and the mean, and the difference. Every payout must settle (success 100%): a sealed
-account the bridge could not open would be declined INVALID_PAYOUT_ACCOUNT.
+``--burst`` requests (settlements/s); for each, the bridge process's CPU (user + sys, ``/proc``) per settlement;
+then its CPU per second with no traffic for ``IDLE_S``, and its peak RSS. ``--rounds`` alternates before/after that
+many times (the VM's speed drifts between minutes); the table gives each round, the mean and the difference. Every
+payout must settle (success 100%): a sealed account the bridge could not open would be declined
+INVALID_PAYOUT_ACCOUNT. Failed settlements are counted by reason: a failure (NO_RAIL when a provider's circuit
+breaker opens under a burst) is cheaper than a settlement, so a run with failures understates the CPU.
 """
 
 from __future__ import annotations
@@ -82,6 +84,7 @@ PAYOUT_KINDS: tuple[tuple[Provider, Currency], ...] = (
 )
 MODES: dict[str, str] = {"before": "off", "after": "hsm"}  # mode: NEXUS_SEAL_MODE of the bridge
 MODE_WARM_S = 5.0  # per bridge process, at WARM_RATE: its first HSM session, caches, the consumer's fetch
+IDLE_S = 10.0  # after the burst: the process's CPU with no traffic (its listeners' polls, GC ticks)
 
 
 def holder_account(provider: Provider, i: int) -> str:
@@ -211,6 +214,10 @@ def one_mode(
         paced = timed(f"{mode}: {args.rate:.0f}/s", Run("paced", mix.requests(int(args.rate * args.seconds), sealer)),
                       args.rate, producer, obs, bridge)  # fmt: skip
         burst = timed(f"{mode}: burst", Run("burst", mix.requests(args.burst, sealer)), None, producer, obs, bridge)
+        time.sleep(1.0)  # the burst's last acknowledgements
+        idle_from = cpu_s(bridge.pid)
+        time.sleep(IDLE_S)
+        idle_cpu_ms_per_s = 1000 * (cpu_s(bridge.pid) - idle_from) / IDLE_S
         return {
             "settled_per_s": burst["per_s"],
             "burst_cpu_ms": burst["bridge_cpu_ms_per_settlement"],
@@ -221,6 +228,7 @@ def one_mode(
             "success_pct": min(paced["success_pct"], burst["success_pct"]),
             "payouts_paid_pct": min(paced["payouts_paid_pct"], burst["payouts_paid_pct"]),
             "peak_rss_mb": peak_rss_mb(bridge.pid),
+            "idle_cpu_ms_per_s": idle_cpu_ms_per_s,
         }
     finally:
         stop_workers([bridge])
@@ -234,6 +242,7 @@ COLUMNS = (  # key, header, format
     ("p95_ms", "p95 ms", "{:.1f}"),
     ("p99_ms", "p99 ms", "{:.1f}"),
     ("peak_rss_mb", "peak RSS MB", "{:.0f}"),
+    ("idle_cpu_ms_per_s", "idle CPU ms/s", "{:.1f}"),
     ("success_pct", "settled", "{:.2f}%"),
     ("payouts_paid_pct", "payouts paid", "{:.2f}%"),
 )
@@ -270,13 +279,13 @@ def _interrupt(*_: Any) -> None:
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rate", type=float, default=300, help="requests/s of the paced run")
+    parser.add_argument("--rate", type=float, default=200, help="requests/s of the paced run")
     parser.add_argument("--seconds", type=float, default=20)
-    parser.add_argument("--burst", type=int, default=8_000)
+    parser.add_argument("--burst", type=int, default=4_000)
     parser.add_argument("--payout-share", type=float, default=0.5, help="share of the requests that are payouts")
-    parser.add_argument("--rounds", type=int, default=2, help="before/after pairs, alternated")
+    parser.add_argument("--rounds", type=int, default=3, help="before/after pairs, alternated")
     parser.add_argument("--warm-s", type=float, default=90, help=f"traffic at {WARM_RATE:.0f}/s before timing")
-    parser.add_argument("--payers", type=int, default=100_000)
+    parser.add_argument("--payers", type=int, default=20_000)
     return parser.parse_args()
 
 
