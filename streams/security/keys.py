@@ -110,13 +110,22 @@ class KeyManager:
         self.dir = private_dir(settings.hsm_path)
         self.registry_path = self.dir / "keys.json"
         self.backup_dir = self.dir / "backups"
+        self._ring_read: tuple[tuple[int, int, int], dk.KeyRing] | None = None  # (the file's identity, its ring)
 
     # -- the registry
 
     def ring(self) -> dk.KeyRing:
-        if not self.registry_path.exists():
+        """The registry as on disk. Parsed again only when the file changed (it is replaced by rename, so a new
+        inode): every sealed value opened asks for it, and parsing it each time was half an open's cost."""
+        try:
+            stat = self.registry_path.stat()
+        except FileNotFoundError:
             return dk.KeyRing()
-        return dk.ring_from_json(json.loads(self.registry_path.read_text(encoding="utf-8")))
+        identity = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+        if self._ring_read is None or self._ring_read[0] != identity:
+            ring = dk.ring_from_json(json.loads(self.registry_path.read_text(encoding="utf-8")))
+            self._ring_read = (identity, ring)
+        return self._ring_read[1]
 
     def _save(self, ring: dk.KeyRing) -> None:
         write_private(self.registry_path, json.dumps(dk.ring_to_json(ring), indent=1).encode())
