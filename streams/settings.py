@@ -45,7 +45,9 @@ class Settings(BaseSettings):
     # Static group membership: a restarted worker takes its predecessor's partitions at once, no rebalance.
     worker_instance_id: str = "worker-1"
     broker_session_timeout_s: float = 10.0
-    metrics_port: int = 9464
+    metrics_port: int = 9464  # /metrics and /healthz of this process (streams/ops); 0 = not served
+    metrics_lag_interval_s: float = Field(default=15.0, gt=0)  # consumer-lag gauges refreshed this often
+    log_format: Literal["json", "text"] = "json"  # streams/ops/logs.py: JSON lines, or the classic text line
     data_dir: Path = REPO_ROOT / ".local"
     # Collect-and-freeze period of the worker's garbage-collector policy (streams/kafka/gc_policy.py); 0 = off.
     gc_freeze_interval_s: float = Field(default=0.5, ge=0)
@@ -116,6 +118,11 @@ class Settings(BaseSettings):
     alert_smtp_require_tls: bool = False
     alert_email_from: str = "alertmanager@nexus-x.io"
     alert_email_to: str = "settlement@nexus-x.io"
+    # The dead man's switch (Watchdog, always firing): its receiver pages when it stops hearing it (e.g. a
+    # healthchecks.io or PagerDuty dead-man URL); locally the sink.
+    alert_deadmansswitch_url: str = "http://127.0.0.1:19096/deadmansswitch"
+    prometheus_port: int = 19090  # the local Prometheus (infra/prometheus)
+    prometheus_host: str = "127.0.0.1"
     dashboard_port: int = 19098
     dashboard_host: str = "127.0.0.1"
 
