@@ -36,7 +36,7 @@ import pkcs11
 from cryptography.hazmat.primitives import serialization
 from pkcs11 import Attribute, KeyType, Mechanism, MechanismFlag, ObjectClass
 from pkcs11.constants import DEFAULT
-from pkcs11.exceptions import MultipleObjectsReturned, NoSuchKey, NoSuchToken, PKCS11Error
+from pkcs11.exceptions import MultipleObjectsReturned, NoSuchKey, NoSuchToken, PKCS11Error, UserAlreadyLoggedIn
 from pkcs11.mechanisms import GCMParams
 from pkcs11.util.ec import (
     decode_ecdsa_signature,
@@ -97,6 +97,9 @@ class KeyNotFound(HsmError):
 
 _conf_loaded: dict[str, str | None] = {}  # module path -> the SOFTHSM2_CONF it was loaded with
 _sessions: weakref.WeakSet[Hsm] = weakref.WeakSet()  # open in this process
+# PKCS#11 logs in per process: closing the session that logged in logs every session of the token out. Such a
+# session closed while others of its token are open is kept here, and closed with the token's last one.
+_logins: dict[str, list[pkcs11.Session]] = {}
 
 
 def _reinitialize(lib: Library) -> None:
@@ -104,6 +107,7 @@ def _reinitialize(lib: Library) -> None:
     instead of reaching whatever session later gets its handle number."""
     for hsm in list(_sessions):
         hsm.invalidate()
+    _logins.clear()  # C_Finalize ends them
     lib.reinitialize()
 
 
@@ -158,16 +162,21 @@ def open_hsm(settings: SecuritySettings) -> Hsm:
     if token is None:
         raise HsmError(f"no token labelled {settings.token_label!r} behind {settings.pkcs11_module}")
     try:
-        session = token.open(user_pin=_pin(settings), rw=True)
+        session, logged_in = token.open(user_pin=_pin(settings), rw=True), True
+    except UserAlreadyLoggedIn:
+        # Another session of this process logged in (a process that seals and signs opens the token twice): a new
+        # session shares that login.
+        session, logged_in = token.open(rw=True), False
     except PKCS11Error as exc:  # the message names the failure (e.g. PinIncorrect), never the PIN
         raise HsmError(f"cannot log in to token {settings.token_label!r}: {type(exc).__name__}") from exc
-    return Hsm(session, settings.token_label)
+    return Hsm(session, settings.token_label, logged_in=logged_in)
 
 
 class Hsm:
-    def __init__(self, session: pkcs11.Session, token_label: str) -> None:
+    def __init__(self, session: pkcs11.Session, token_label: str, *, logged_in: bool = True) -> None:
         self._session: pkcs11.Session | None = session
         self.token_label = token_label
+        self._logged_in = logged_in  # this session did the process's login (see _logins)
         self._lock = threading.RLock()
         self._handles: dict[tuple[str, ObjectClass], Any] = {}
         _sessions.add(self)
@@ -179,8 +188,16 @@ class Hsm:
     def close(self) -> None:
         with self._lock:
             session, self._session = self._session, None
-            if session is not None:
-                session.close()
+        if session is None:
+            return
+        others = [h for h in _sessions if h is not self and h.token_label == self.token_label and h._session]
+        if others and self._logged_in:
+            _logins.setdefault(self.token_label, []).append(session)  # the others still need the login
+            return
+        session.close()
+        if not others:
+            for kept in _logins.pop(self.token_label, []):
+                kept.close()
 
     def __enter__(self) -> Hsm:
         return self

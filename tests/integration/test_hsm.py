@@ -330,3 +330,21 @@ def test_ceremony_functions_publish_every_version(tmp_path: Path) -> None:
         publish=sent.append,
     )
     assert {r.key_id: r.state for r in restored} == {r.key_id: r.state for r in sent[-2]}
+
+
+def test_a_process_opens_the_token_twice_and_each_session_keeps_working(
+    manager_factory: Callable[..., KeyManager],
+) -> None:
+    """PKCS#11 logs in per process: a second session (a process that seals and signs) shares the first's login."""
+    first = manager_factory()
+    first.rotate_due()
+    second = manager_factory(first.settings)
+    key_id, sealed = first.encrypt(b"acct_1Nv0FGQ9RKHgCVdK", b"payout")
+    assert second.decrypt(key_id, sealed, b"payout") == b"acct_1Nv0FGQ9RKHgCVdK"
+    second.hsm.close()
+    assert first.decrypt(key_id, sealed, b"payout") == b"acct_1Nv0FGQ9RKHgCVdK"
+    signature = first.signer().sign(MESSAGE)
+    assert first.verify(first.signer().key_id, MESSAGE, signature)
+    third = manager_factory(first.settings)
+    first.hsm.close()  # the session that logged in goes first
+    assert third.decrypt(key_id, sealed, b"payout") == b"acct_1Nv0FGQ9RKHgCVdK"
