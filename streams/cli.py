@@ -1,6 +1,7 @@
 """NEXUS-X operators' CLI (the ``nexus`` console script): one entry point for what operators run.
 
     nexus worker --role ROLE [--runtime faust|plain]   start a worker (replaces this process)
+    nexus api [clients add|list ... | openapi]         the settlement API (python -m streams.api) and its clients
     nexus topics [--list]                              create the registry topics / show them on the cluster
     nexus deadletters show|fetch TOPIC PARTITION OFFSET  a dead letter / its original bytes (--out FILE)
     nexus demo [--runtime faust|plain] ...             the local demo (what `make run` does); `nexus stop` ends it
@@ -29,11 +30,21 @@ from rich.table import Table
 ROLES = ("matching", "settlement", "bridge", "alerting")
 P2P_ROLES = ("matching", "settlement")
 ROLE_ALIASES = {"all": ROLES, "p2p": P2P_ROLES}
-# Money out: each its own process on a plain loop whatever the runtime (none is a throughput path, so one
-# implementation each).
-MONEY_OUT_MODULES = {"payouts": "streams.payouts", "notifier": "streams.notifications", "kyc": "streams.kyc"}
+# Roles that are each their own process on a plain loop whatever the runtime (none is a throughput path, so one
+# implementation each): money out, the security layer, the settlement API and the status read model it reads.
+OWN_PROCESS_MODULES = {
+    "payouts": "streams.payouts",
+    "notifier": "streams.notifications",
+    "kyc": "streams.kyc",
+    "keys": "streams.security.keys",
+    "audit": "streams.security.audit_log",
+    "governance": "streams.security.governance",
+    "status": "streams.status",
+    "api": "streams.api",
+}
 RUNTIMES = ("faust", "plain")
 FORWARDED = ("recon", "exceptions")  # their arguments belong to warehouse.cli, not to this parser
+API_COMMAND = "api"  # its arguments belong to python -m streams.api
 HELP_FLAGS = ("-h", "--help")
 DEFAULT_TIMEOUT_S = 10.0
 
@@ -74,8 +85,8 @@ def parse_roles(text: str) -> tuple[str, ...]:
 
 def worker_launch(role: str, runtime: str) -> Launch:
     """Which module runs `role` on `runtime`, and the NEXUS_AGENTS it reads (see the `worker --help`)."""
-    if role.strip().lower() in MONEY_OUT_MODULES:
-        return Launch(MONEY_OUT_MODULES[role.strip().lower()])
+    if role.strip().lower() in OWN_PROCESS_MODULES:
+        return Launch(OWN_PROCESS_MODULES[role.strip().lower()])
     roles = parse_roles(role)
     env: dict[str, str | None] = {"NEXUS_RUNTIME": runtime}
     if runtime == "faust":
@@ -295,6 +306,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return exec_module(Launch("devtools.demo", tuple(forwarded)))
 
 
+def cmd_api(args: argparse.Namespace) -> int:
+    return exec_module(Launch("streams.api", tuple(args.args)))
+
+
 def cmd_stop(args: argparse.Namespace) -> int:
     return exec_module(Launch("devtools.demo", ("--stop",)))
 
@@ -330,10 +345,16 @@ Start one worker; this process becomes it (signals and exit status are the worke
   plain    bridge                          python -m streams.bridge  -
   plain    alerting                        (none: run alerting on faust)
   any      payouts | notifier | kyc        python -m streams.payouts | streams.notifications | streams.kyc
+  any      keys | audit | governance       python -m streams.security.keys | .audit_log | .governance
+  any      status                          python -m streams.status   the settlement status read model
+  any      api                             python -m streams.api      the settlement API (start status first)
 
 --role takes one role, several comma-separated (faust), or an alias: p2p = matching,settlement,
 all = every role. The default runtime is the `runtime` setting (NEXUS_RUNTIME, streams/settings.py).
 Example: nexus worker --runtime plain --role p2p
+
+The API and the status service share the read model's file: give both the same NEXUS_DATA_DIR and NEXUS_APP_ID
+(or the same NEXUS_STATUS_DB_PATH). Register the API's clients with `nexus api clients add` (docs/api.md).
 """
 
 TOPICS_HELP = """\
@@ -355,6 +376,20 @@ A dead letter holds a value whole up to 16 KiB (a key up to 1 KiB); a larger one
 are on platform.deadletters.payloads (gzip, kept 30 days like the dead letters) under the letter's value_ref /
 key_ref. fetch reads them from there and checks them against the letter's SHA-256. A payload over 960 KiB
 compressed was not stored: fetch then says so (only the prefix exists).
+"""
+
+API_HELP = """\
+The settlement API (docs/api.md): HTTP over the streams for merchants and operators, OAuth2 client credentials,
+idempotency keys. Arguments go to python -m streams.api unchanged:
+
+  nexus api                                           serve on NEXUS_API_HOST:NEXUS_API_PORT (127.0.0.1:19100);
+                                                      the same as nexus worker --role api
+  nexus api clients add cafe --role merchant --subject merchant-cafe-9   register a client (prints its secret once)
+  nexus api clients list                              the clients, roles and subjects (never a secret)
+  nexus api openapi [--check]                         write (or check) streams/api/openapi.json
+
+It reads the status read model: start nexus worker --role status first, with the same NEXUS_DATA_DIR and
+NEXUS_APP_ID (or NEXUS_STATUS_DB_PATH).
 """
 
 DEMO_HELP = """\
@@ -406,9 +441,12 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument(
         "--role",
         required=True,
-        help="matching, settlement, bridge, alerting, p2p or all; or one of payouts, notifier, kyc (own process)",
+        help="matching, settlement, bridge, alerting, p2p or all; or, each its own process, one of "
+        + ", ".join(OWN_PROCESS_MODULES),
     )
     worker.add_argument("--runtime", choices=RUNTIMES, default=None, help="default: the runtime setting")
+    api = _sub(sub, API_COMMAND, "the settlement API and its clients (python -m streams.api)", API_HELP, cmd_api)
+    api.add_argument("args", nargs=argparse.REMAINDER, metavar="...", help="arguments for python -m streams.api")
     topics = _sub(sub, "topics", "create the registry topics on the cluster and show them", TOPICS_HELP, cmd_topics)
     topics.add_argument("--list", action="store_true", help="only show the topics; create nothing")
     topics.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, help="seconds to wait for the cluster")
@@ -457,6 +495,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         # recon / exceptions take warehouse.cli's arguments as they are; only their own --help is ours.
         if argv and argv[0] in FORWARDED and not (len(argv) > 1 and argv[1] in HELP_FLAGS):
             return run_warehouse(argv[0], argv[1:])
+        if argv and argv[0] == API_COMMAND and not (len(argv) > 1 and argv[1] in HELP_FLAGS):
+            return exec_module(Launch("streams.api", tuple(argv[1:])))
         args = build_parser().parse_args(argv)
         return int(args.handler(args))
     except CliError as exc:

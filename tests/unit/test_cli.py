@@ -58,6 +58,7 @@ def execv(monkeypatch: pytest.MonkeyPatch) -> Exec:
         (["recon"], "daily reconciliation"),
         (["exceptions"], "exception queue"),
         (["schemas"], "Regenerate contracts/schemas"),
+        (["api"], "The settlement API"),
     ],
 )
 def test_help_exits_zero_and_says_what_the_command_is_for(
@@ -75,7 +76,7 @@ def test_top_level_help_lists_every_command(capsys: pytest.CaptureFixture[str]) 
     with pytest.raises(SystemExit):
         cli.main(["-h"])
     out = capsys.readouterr().out
-    for command in ("worker", "topics", "demo", "stop", "recon", "exceptions", "schemas"):
+    for command in ("worker", "topics", "demo", "stop", "recon", "exceptions", "schemas", "api"):
         assert f"    {command}" in out
 
 
@@ -109,13 +110,39 @@ def test_worker_role_starts_its_module_with_its_agents(
 @pytest.mark.parametrize("runtime", ["faust", "plain"])
 @pytest.mark.parametrize(
     ("role", "module"),
-    [("payouts", "streams.payouts"), ("notifier", "streams.notifications"), ("KYC", "streams.kyc")],
+    [
+        ("payouts", "streams.payouts"),
+        ("notifier", "streams.notifications"),
+        ("KYC", "streams.kyc"),
+        ("keys", "streams.security.keys"),
+        ("audit", "streams.security.audit_log"),
+        ("governance", "streams.security.governance"),
+        ("status", "streams.status"),
+        ("api", "streams.api"),
+    ],
 )
-def test_money_out_roles_run_their_own_process_on_either_runtime(
+def test_own_process_roles_run_their_own_process_on_either_runtime(
     execv: Exec, runtime: str, role: str, module: str
 ) -> None:
     assert cli.main(["worker", "--runtime", runtime, "--role", role]) == 0
     assert execv.module == module and execv.args == []
+
+
+def test_worker_help_says_how_the_api_and_its_read_model_share_a_file(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        cli.main(["worker", "--help"])
+    out = capsys.readouterr().out
+    assert "python -m streams.status" in out and "python -m streams.api" in out
+    assert "NEXUS_STATUS_DB_PATH" in out
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [[], ["clients", "add", "cafe", "--role", "merchant", "--subject", "merchant-cafe-9"], ["openapi", "--check"]],
+)
+def test_api_arguments_go_to_the_api_unchanged(execv: Exec, argv: list[str]) -> None:
+    assert cli.main(["api", *argv]) == 0
+    assert execv.module == "streams.api" and execv.args == argv
 
 
 def test_worker_runtime_defaults_to_the_runtime_setting(execv: Exec, monkeypatch: pytest.MonkeyPatch) -> None:
