@@ -37,9 +37,16 @@ the failing command carries its code and every other one ``LINKED_EVENT_FAILED``
 Time is logical (``now_ms`` from the caller, never a clock read); the ledger's
 clock never goes backwards (an earlier ``now_ms`` is treated as the clock).
 
-State is plain data via ``to_dict``/``from_dict`` (deterministic: sorted
-accounts, application-ordered transfers) so the shell can persist it;
-``from_dict`` re-checks every invariant.
+Applied ids live in an injected :class:`IdStore` (``MemoryIdStore`` by default; the shell keeps them on
+disk), not in the ledger's memory: an id is kept for ever, so they grow with history while balances and open
+holds do not. A resolved hold leaves memory too (its resolution goes to the store). Every entry carries the
+ledger's *id sequence* at which it was applied (one step per applied command, resolution or expiry,
+deterministic on replay). A snapshot records that sequence; restoring one makes the store forget every entry
+past it, so a command replayed after the snapshot is applied again, never taken for a duplicate.
+
+State is plain data via ``to_dict``/``from_dict`` (deterministic: sorted accounts, open holds in
+application order; a memory store's entries are carried too, a durable store's are not) so the shell can
+persist it; ``from_dict`` re-checks every invariant.
 """
 
 from __future__ import annotations
@@ -47,7 +54,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from enum import StrEnum
 from heapq import heappop, heappush
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 MAX_ID_LENGTH = 128
 MAX_TRANSFER_UNITS = 10**18  # contracts.types.MAX_UNITS
@@ -59,7 +66,8 @@ MAX_HOLD_MS = 30 * 24 * 60 * 60 * 1000
 # stamped years ahead would otherwise expire every hold from then on. Deterministic on replay (the broker's
 # timestamp is stored with the record). A card hold lives 10 minutes (BridgeConfig.hold_ttl_ms), far above it.
 MAX_CLOCK_SKEW_MS = 60_000
-SNAPSHOT_FORMAT = "nexus-x.ledger/1"
+SNAPSHOT_FORMAT = "nexus-x.ledger/2"  # /1 carried every transfer and every hold: still loaded (ids migrated)
+_SNAPSHOT_FORMAT_1 = "nexus-x.ledger/1"
 
 
 class Asset(StrEnum):
@@ -225,6 +233,92 @@ class PendingView(NamedTuple):
     resolved_at_ms: int | None
 
 
+class HoldResolution(NamedTuple):
+    """How a hold ended (it then leaves the ledger's memory for its id store)."""
+
+    pending_id: str
+    state: PendingState  # POSTED, VOIDED or EXPIRED
+    posted_units: int
+    resolved_by: str  # id of the post/void, "" after expiry
+    resolved_at_ms: int
+
+
+# --- applied ids --------------------------------------------------------------
+
+
+class IdStore(Protocol):
+    """Where the ledger keeps every applied id for ever: its command and original result, and how each hold ended.
+
+    ``seq`` is the ledger's id sequence at the entry (1, 2, ...: increasing, without gaps, the same on every
+    replay). The store holds every entry up to :meth:`last_seq`. ``durable``: the entries outlive the process
+    (a snapshot then carries only the sequence, not the entries).
+    """
+
+    durable: bool
+
+    def get(self, transfer_id: str) -> tuple[LedgerCommand, TransferResult] | None: ...
+
+    def resolution(self, pending_id: str) -> HoldResolution | None: ...
+
+    def put(self, seq: int, command: LedgerCommand, result: TransferResult) -> None: ...
+
+    def put_resolution(self, seq: int, resolution: HoldResolution) -> None: ...
+
+    def last_seq(self) -> int: ...
+
+    def forget_after(self, seq: int) -> None:
+        """Drop every entry past ``seq`` (a restore to that point: what follows will be applied again)."""
+
+    def count(self) -> int: ...
+
+
+class MemoryIdStore:
+    """The core's default store: dicts, in sequence order (tests, and a ledger nobody persists)."""
+
+    durable = False
+
+    def __init__(self) -> None:
+        self._entries: dict[str, tuple[int, LedgerCommand, TransferResult]] = {}
+        self._resolutions: dict[str, tuple[int, HoldResolution]] = {}
+        self._last_seq = 0
+
+    def get(self, transfer_id: str) -> tuple[LedgerCommand, TransferResult] | None:
+        entry = self._entries.get(transfer_id)
+        return None if entry is None else (entry[1], entry[2])
+
+    def resolution(self, pending_id: str) -> HoldResolution | None:
+        entry = self._resolutions.get(pending_id)
+        return None if entry is None else entry[1]
+
+    def put(self, seq: int, command: LedgerCommand, result: TransferResult) -> None:
+        assert seq > self._last_seq and command.transfer_id not in self._entries, command.transfer_id
+        self._entries[command.transfer_id] = (seq, command, result)
+        self._last_seq = seq
+
+    def put_resolution(self, seq: int, resolution: HoldResolution) -> None:
+        assert seq > self._last_seq and resolution.pending_id not in self._resolutions, resolution.pending_id
+        self._resolutions[resolution.pending_id] = (seq, resolution)
+        self._last_seq = seq
+
+    def last_seq(self) -> int:
+        return self._last_seq
+
+    def forget_after(self, seq: int) -> None:
+        for table in (self._entries, self._resolutions):
+            while table and next(reversed(table.values()))[0] > seq:  # insertion order is sequence order
+                table.popitem()
+        self._last_seq = min(self._last_seq, seq)
+
+    def count(self) -> int:
+        return len(self._entries)
+
+    def entries(self) -> list[tuple[int, LedgerCommand, TransferResult]]:
+        return list(self._entries.values())
+
+    def resolutions(self) -> list[tuple[int, HoldResolution]]:
+        return list(self._resolutions.values())
+
+
 # --- state ------------------------------------------------------------------
 
 
@@ -261,7 +355,6 @@ _STATUS_VOIDED = TransferStatus.VOIDED
 _REJECTED = TransferStatus.REJECTED
 
 _UNDO_ACCOUNT = 0  # (tag, account, old balance, old held)
-_UNDO_TRANSFER = 1  # (tag, transfer id)
 _UNDO_PENDING_NEW = 2  # (tag, pending id)
 _UNDO_PENDING_STATE = 3  # (tag, pending, old state, old posted, old resolved_by, old resolved_at)
 
@@ -277,13 +370,24 @@ def _valid_amount(value: object) -> bool:
 
 
 class Ledger:
-    __slots__ = ("_accounts", "_check_every_op", "_clock_ms", "_expiry_heap", "_heap_seq", "_pendings", "_transfers")
+    __slots__ = (
+        "_accounts",
+        "_check_every_op",
+        "_clock_ms",
+        "_expiry_heap",
+        "_heap_seq",
+        "_ids",
+        "_pendings",
+        "_seq",
+    )
 
-    def __init__(self, *, check_every_op: bool = False) -> None:
+    def __init__(self, *, check_every_op: bool = False, ids: IdStore | None = None) -> None:
+        """``ids``: where applied ids are kept; a new ledger has applied nothing, so the store is emptied."""
         self._accounts: dict[str, _Account] = {}
-        # id -> (command, result) of every applied command, in application order.
-        self._transfers: dict[str, tuple[LedgerCommand, TransferResult]] = {}
-        self._pendings: dict[str, _Pending] = {}
+        self._ids: IdStore = MemoryIdStore() if ids is None else ids
+        self._ids.forget_after(0)
+        self._seq = 0  # the id sequence: entries written to the store so far
+        self._pendings: dict[str, _Pending] = {}  # open holds (and, within a batch, those it resolved)
         # (expires_at_ms, tiebreak, pending); stale entries are skipped when popped.
         self._expiry_heap: list[tuple[int, int, _Pending]] = []
         self._heap_seq = 0
@@ -334,21 +438,32 @@ class Ledger:
     def clock_ms(self) -> int:
         return self._clock_ms
 
+    @property
+    def id_seq(self) -> int:
+        return self._seq
+
+    @property
+    def ids(self) -> IdStore:
+        return self._ids
+
     def result(self, transfer_id: str) -> TransferResult | None:
-        entry = self._transfers.get(transfer_id)
+        entry = self._ids.get(transfer_id)
         return None if entry is None else entry[1]
 
     def command(self, transfer_id: str) -> LedgerCommand | None:
-        entry = self._transfers.get(transfer_id)
+        entry = self._ids.get(transfer_id)
         return None if entry is None else entry[0]
 
     def transfer_count(self) -> int:
-        return len(self._transfers)
+        return self._ids.count()
+
+    def open_hold_count(self) -> int:
+        return len(self._pendings)
 
     def pending(self, pending_id: str) -> PendingView | None:
         p = self._pendings.get(pending_id)
         if p is None:
-            return None
+            return self._resolved_view(pending_id)
         t = p.transfer
         return PendingView(
             pending_id,
@@ -360,6 +475,25 @@ class Ledger:
             p.posted_units,
             p.resolved_by,
             p.resolved_at_ms,
+        )
+
+    def _resolved_view(self, pending_id: str) -> PendingView | None:
+        done = self._ids.resolution(pending_id)
+        entry = self._ids.get(pending_id) if done is not None else None
+        if done is None or entry is None:
+            return None
+        t = entry[0]
+        assert type(t) is PendingTransfer
+        return PendingView(
+            pending_id,
+            done.state,
+            t.debit_account_id,
+            t.credit_account_id,
+            t.amount_units,
+            t.expires_at_ms,
+            done.posted_units,
+            done.resolved_by,
+            done.resolved_at_ms,
         )
 
     # -- operations --
@@ -382,12 +516,19 @@ class Ledger:
                 p = self._pendings.get(command.pending_id)
                 if p is not None and p.state is _PENDING and p.transfer.expires_at_ms <= now:
                     self._expire_hold(p)
+                    self._retire(p)
 
         undo: list[tuple[Any, ...]] = []
         results: list[TransferResult] = []
+        # This batch's applied commands and resolved holds: written to the id store only once the whole batch applied.
+        applied: dict[str, tuple[LedgerCommand, TransferResult]] = {}
+        resolved: list[_Pending] = []
+        get_prior = self._ids.get
         replayed = True
         for index, command in enumerate(commands):
-            prior = self._transfers.get(command.transfer_id)
+            prior = applied.get(command.transfer_id) if applied else None
+            if prior is None:
+                prior = get_prior(command.transfer_id)
             if prior is not None:
                 if type(prior[0]) is type(command) and prior[0] == command:
                     results.append(prior[1])  # idempotent replay: the original outcome
@@ -402,8 +543,16 @@ class Ledger:
                 self._rollback(undo)
                 return self._failed(commands, index, failure, now)
             replayed = False
-            results.append(self._execute(command, now, undo))
+            result = self._execute(command, now, undo, resolved)
+            applied[command.transfer_id] = (command, result)
+            results.append(result)
 
+        put = self._ids.put
+        for command, result in applied.values():
+            self._seq += 1
+            put(self._seq, command, result)
+        for p in resolved:
+            self._retire(p)
         if self._check_every_op:
             self.check_invariants()
         return BatchResult(True, tuple(results), replayed)
@@ -417,6 +566,7 @@ class Ledger:
             _, _, p = heappop(heap)
             if p.state is _PENDING and self._pendings.get(p.transfer.transfer_id) is p:
                 expired.append(self._expire_hold(p))
+                self._retire(p)
         if self._check_every_op:
             self.check_invariants()
         return expired
@@ -445,7 +595,12 @@ class Ledger:
             return command.debit_account_id, command.credit_account_id
         assert type(command) is PostPending or type(command) is VoidPending
         p = self._pendings.get(command.pending_id)
-        return ("", "") if p is None else (p.transfer.debit_account_id, p.transfer.credit_account_id)
+        if p is not None:
+            return p.transfer.debit_account_id, p.transfer.credit_account_id
+        entry = self._ids.get(command.pending_id)  # a resolved hold
+        if entry is None or type(entry[0]) is not PendingTransfer:
+            return "", ""
+        return entry[0].debit_account_id, entry[0].credit_account_id
 
     def _validate(self, command: LedgerCommand, now: int) -> _Failure | None:
         if not _valid_id(command.transfer_id):
@@ -480,14 +635,12 @@ class Ledger:
         assert type(command) is PostPending or type(command) is VoidPending
         p = self._pendings.get(command.pending_id)
         if p is None:
-            return LedgerCode.UNKNOWN_PENDING, f"no pending transfer {command.pending_id!r}"
-        state = p.state
-        if state is _POSTED:
-            return LedgerCode.PENDING_ALREADY_POSTED, f"{command.pending_id!r} was posted by {p.resolved_by!r}"
-        if state is _VOIDED:
-            return LedgerCode.PENDING_ALREADY_VOIDED, f"{command.pending_id!r} was voided by {p.resolved_by!r}"
-        if state is _EXPIRED:
-            return LedgerCode.PENDING_EXPIRED, f"{command.pending_id!r} expired at {p.transfer.expires_at_ms}"
+            done = self._ids.resolution(command.pending_id)
+            if done is None:
+                return LedgerCode.UNKNOWN_PENDING, f"no pending transfer {command.pending_id!r}"
+            return _not_pending(command.pending_id, done.state, done.resolved_by, done.resolved_at_ms)
+        if p.state is not _PENDING:  # resolved earlier in this batch
+            return _not_pending(command.pending_id, p.state, p.resolved_by, p.transfer.expires_at_ms)
         if type(command) is PostPending and command.amount_units is not None:
             amount = command.amount_units
             if not _valid_amount(amount):
@@ -496,7 +649,9 @@ class Ledger:
                 return LedgerCode.POST_EXCEEDS_PENDING, f"post {amount} exceeds hold {p.transfer.amount_units}"
         return None
 
-    def _execute(self, command: LedgerCommand, now: int, undo: list[tuple[Any, ...]]) -> TransferResult:
+    def _execute(
+        self, command: LedgerCommand, now: int, undo: list[tuple[Any, ...]], resolved: list[_Pending]
+    ) -> TransferResult:
         accounts = self._accounts
         if type(command) is Transfer or type(command) is PendingTransfer:
             debit = accounts[command.debit_account_id]
@@ -545,14 +700,13 @@ class Ledger:
                 p.state = _VOIDED
                 status = _STATUS_VOIDED
             p.resolved_by, p.resolved_at_ms = command.transfer_id, now
+            resolved.append(p)
             result = TransferResult(
                 command.transfer_id, status, None, debit.account_id, credit.account_id, amount, now, ""
             )
             # Inline (hot path): the debit side is the one that can break non-negativity.
             assert debit.held >= 0 and (debit.allow_negative or debit.balance >= debit.held), debit.account_id
             assert debit.balance >= -MAX_BALANCE_UNITS and credit.balance <= MAX_BALANCE_UNITS
-        self._transfers[command.transfer_id] = (command, result)
-        undo.append((_UNDO_TRANSFER, command.transfer_id))
         return result
 
     def _rollback(self, undo: list[tuple[Any, ...]]) -> None:
@@ -561,8 +715,6 @@ class Ledger:
             if tag == _UNDO_ACCOUNT:
                 _, account, balance, held = entry
                 account.balance, account.held = balance, held
-            elif tag == _UNDO_TRANSFER:
-                del self._transfers[entry[1]]
             elif tag == _UNDO_PENDING_NEW:
                 del self._pendings[entry[1]]  # its heap entry goes stale and is skipped
             else:
@@ -570,6 +722,15 @@ class Ledger:
                 _, p, state, posted, resolved_by, resolved_at = entry
                 p.state, p.posted_units, p.resolved_by, p.resolved_at_ms = state, posted, resolved_by, resolved_at
         undo.clear()
+
+    def _retire(self, p: _Pending) -> None:
+        """A resolved hold leaves memory: its resolution goes to the id store (the hold itself is there already)."""
+        assert p.state is not _PENDING and p.resolved_at_ms is not None
+        pending_id = p.transfer.transfer_id
+        del self._pendings[pending_id]
+        self._seq += 1
+        resolution = HoldResolution(pending_id, p.state, p.posted_units, p.resolved_by, p.resolved_at_ms)
+        self._ids.put_resolution(self._seq, resolution)
 
     def _expire_hold(self, p: _Pending) -> HoldExpired:
         assert p.state is _PENDING
@@ -590,34 +751,31 @@ class Ledger:
         assert -MAX_BALANCE_UNITS <= a.balance <= MAX_BALANCE_UNITS
 
     def check_invariants(self) -> None:
-        """O(n) full check: Σ balances per asset == 0, holds match live pendings, no user negative."""
+        """O(accounts + open holds): Σ balances per asset == 0, holds match open pendings, no user negative."""
         totals: dict[Asset, int] = {}
         held: dict[str, int] = {}
-        for p in self._pendings.values():
-            assert p.state in PendingState
-            if p.state is _PENDING:
-                t = p.transfer
-                held[t.debit_account_id] = held.get(t.debit_account_id, 0) + t.amount_units
-            else:
-                assert p.state is not _POSTED or 0 < p.posted_units <= p.transfer.amount_units
-            entry = self._transfers.get(p.transfer.transfer_id)
-            assert entry is not None and entry[0] == p.transfer
+        assert self._ids.last_seq() == self._seq, f"id store at {self._ids.last_seq()}, ledger at {self._seq}"
+        for pending_id, p in self._pendings.items():
+            assert p.state is _PENDING, f"{pending_id} resolved but still in memory"
+            t = p.transfer
+            held[t.debit_account_id] = held.get(t.debit_account_id, 0) + t.amount_units
+            entry = self._ids.get(pending_id)
+            assert entry is not None and entry[0] == t and entry[1].code is None
         for account_id, a in self._accounts.items():
             assert a.account_id == account_id
             self._assert_account(a)
             assert a.held == held.get(account_id, 0), f"{account_id}: held {a.held} != live holds"
             totals[a.asset] = totals.get(a.asset, 0) + a.balance
         assert all(total == 0 for total in totals.values()), f"balances do not sum to zero: {totals}"
-        for transfer_id, (command, result) in self._transfers.items():
-            assert command.transfer_id == transfer_id == result.transfer_id
-            assert result.code is None and result.status is not TransferStatus.REJECTED
 
     # -- snapshot --
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        """Balances, open holds and the id sequence; a memory store's entries too (nothing else keeps them)."""
+        data: dict[str, Any] = {
             "format": SNAPSHOT_FORMAT,
             "clock_ms": self._clock_ms,
+            "id_seq": self._seq,
             "accounts": [
                 {
                     "account_id": a.account_id,
@@ -628,52 +786,110 @@ class Ledger:
                 }
                 for _, a in sorted(self._accounts.items())
             ],
-            "transfers": [
-                {"command": _command_to_dict(command), "result": _result_to_dict(result)}
-                for command, result in self._transfers.values()
-            ],
             "pendings": [
-                {
-                    "pending_id": pending_id,
-                    "state": p.state.value,
-                    "posted_units": p.posted_units,
-                    "resolved_by": p.resolved_by,
-                    "resolved_at_ms": p.resolved_at_ms,
-                }
+                {"pending_id": pending_id, "command": _command_to_dict(p.transfer)}
                 for pending_id, p in self._pendings.items()
             ],
         }
+        if isinstance(self._ids, MemoryIdStore):
+            data["transfers"] = [
+                {"seq": seq, "command": _command_to_dict(command), "result": _result_to_dict(result)}
+                for seq, command, result in self._ids.entries()
+            ]
+            data["resolutions"] = [{"seq": seq, **_resolution_to_dict(r)} for seq, r in self._ids.resolutions()]
+        return data
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], *, check_every_op: bool = False) -> Ledger:
-        assert data["format"] == SNAPSHOT_FORMAT, f"unknown snapshot format {data.get('format')!r}"
+    def from_dict(cls, data: dict[str, Any], *, check_every_op: bool = False, ids: IdStore | None = None) -> Ledger:
+        """The ledger a snapshot recorded, over ``ids`` (default: a new memory store).
+
+        The store forgets every entry past the snapshot's sequence: those commands come after the snapshot and
+        will be applied again. A snapshot that carries entries (a memory store's, or format /1's) rewrites the
+        store with them. A durable store that holds less than the snapshot's sequence cannot serve it: ValueError.
+        """
+        fmt = data["format"]
+        assert fmt in (SNAPSHOT_FORMAT, _SNAPSHOT_FORMAT_1), f"unknown snapshot format {fmt!r}"
         ledger = cls(check_every_op=check_every_op)
+        store: IdStore = MemoryIdStore() if ids is None else ids
+        ledger._ids = store
         ledger._clock_ms = data["clock_ms"]
         for row in data["accounts"]:
             ledger.open_account(row["account_id"], Asset(row["asset"]), allow_negative=row["allow_negative"])
             account = ledger._accounts[row["account_id"]]
             account.balance, account.held = row["balance"], row["held"]
-        for row in data["transfers"]:
-            command = _command_from_dict(row["command"])
-            result = _result_from_dict(row["result"])
-            assert command.transfer_id not in ledger._transfers
-            ledger._transfers[command.transfer_id] = (command, result)
-        for row in data["pendings"]:
-            command = ledger._transfers[row["pending_id"]][0]
+        if fmt == _SNAPSHOT_FORMAT_1:
+            ledger._seq = _migrate_format_1(data, store)
+            open_holds = [row["pending_id"] for row in data["pendings"] if row["state"] == PendingState.PENDING.value]
+            commands = [store.get(pending_id) for pending_id in open_holds]
+            holds = [entry[0] for entry in commands if entry is not None]
+        else:
+            ledger._seq = data["id_seq"]
+            if "transfers" in data:
+                _rewrite_store(data["transfers"], data["resolutions"], store)
+            elif store.last_seq() < ledger._seq:
+                raise ValueError(f"the id store holds entries up to {store.last_seq()}, the snapshot {ledger._seq}")
+            holds = [_command_from_dict(row["command"]) for row in data["pendings"]]
+        store.forget_after(ledger._seq)
+        for command in holds:
             assert type(command) is PendingTransfer
-            p = _Pending(command)
-            p.state = PendingState(row["state"])
-            p.posted_units, p.resolved_by, p.resolved_at_ms = (
-                row["posted_units"],
-                row["resolved_by"],
-                row["resolved_at_ms"],
-            )
-            ledger._pendings[command.transfer_id] = p
-            if p.state is PendingState.PENDING:
-                ledger._heap_seq += 1
-                heappush(ledger._expiry_heap, (command.expires_at_ms, ledger._heap_seq, p))
+            p = ledger._pendings[command.transfer_id] = _Pending(command)
+            ledger._heap_seq += 1
+            heappush(ledger._expiry_heap, (command.expires_at_ms, ledger._heap_seq, p))
         ledger.check_invariants()
         return ledger
+
+
+def _not_pending(pending_id: str, state: PendingState, resolved_by: str, at_ms: int) -> _Failure:
+    if state is _POSTED:
+        return LedgerCode.PENDING_ALREADY_POSTED, f"{pending_id!r} was posted by {resolved_by!r}"
+    if state is _VOIDED:
+        return LedgerCode.PENDING_ALREADY_VOIDED, f"{pending_id!r} was voided by {resolved_by!r}"
+    assert state is _EXPIRED, state
+    return LedgerCode.PENDING_EXPIRED, f"{pending_id!r} expired at {at_ms}"
+
+
+def _rewrite_store(transfers: list[dict[str, Any]], resolutions: list[dict[str, Any]], store: IdStore) -> None:
+    """A snapshot's own entries are the whole truth up to its sequence: the store is rewritten with them."""
+    store.forget_after(0)
+    rows: list[tuple[int, Any]] = [(row["seq"], row) for row in transfers]
+    rows += [(row["seq"], row) for row in resolutions]
+    rows.sort(key=lambda item: item[0])
+    for seq, row in rows:
+        if "command" in row:
+            store.put(seq, _command_from_dict(row["command"]), _result_from_dict(row["result"]))
+        else:
+            store.put_resolution(seq, _resolution_from_dict(row))
+
+
+def _migrate_format_1(data: dict[str, Any], store: IdStore) -> int:
+    """Format /1 kept every transfer and every hold in the snapshot: into the store, in application order, then
+    each resolved hold's resolution. Returns the sequence reached."""
+    store.forget_after(0)
+    seq = 0
+    for row in data["transfers"]:
+        seq += 1
+        store.put(seq, _command_from_dict(row["command"]), _result_from_dict(row["result"]))
+    for row in data["pendings"]:
+        if row["state"] != PendingState.PENDING.value:
+            seq += 1
+            store.put_resolution(seq, _resolution_from_dict(row))
+    return seq
+
+
+def _resolution_to_dict(r: HoldResolution) -> dict[str, Any]:
+    return {
+        "pending_id": r.pending_id,
+        "state": r.state.value,
+        "posted_units": r.posted_units,
+        "resolved_by": r.resolved_by,
+        "resolved_at_ms": r.resolved_at_ms,
+    }
+
+
+def _resolution_from_dict(row: dict[str, Any]) -> HoldResolution:
+    return HoldResolution(
+        row["pending_id"], PendingState(row["state"]), row["posted_units"], row["resolved_by"], row["resolved_at_ms"]
+    )
 
 
 _COMMAND_TYPES: dict[str, type[Any]] = {
