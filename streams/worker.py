@@ -15,6 +15,7 @@ from faust.worker import Worker
 from streams.kafka.faust_app import make_app
 from streams.kafka.gc_policy import HeapPolicy
 from streams.kafka.topic_admin import ensure_topics
+from streams.ops import health, logs
 from streams.settings import Settings, get_settings, pick_roles
 
 # A role is the "module:function" that adds its agents, timers and pages to the app: function(app, settings).
@@ -48,13 +49,19 @@ def bootstrap(settings: Settings, roles: list[str]) -> faust.App:
 
 
 def main(agents: str | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = get_settings()
+    logs.setup(settings)
     created = ensure_topics(settings)
     if created:
         logging.info("created topics: %s", ", ".join(sorted(created)))
     roles = roles_of(settings.agents if agents is None else agents)
     app = bootstrap(settings, roles)
+    ops = health.start(settings, f"faust:{','.join(roles)}", [] if "alerting" in roles else [settings.app_id])
+
+    async def heartbeat() -> None:  # the event loop's liveness: a blocked loop stops beating
+        ops.beat()
+
+    app.timer(1.0, name="nexus.ops.heartbeat")(heartbeat)
     logging.info("agents loaded: %s", ", ".join(roles))
     worker = Worker(app, loglevel="INFO", redirect_stdouts=False, override_logging=False)
     worker.execute_from_commandline()

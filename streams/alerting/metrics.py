@@ -16,29 +16,18 @@ on any topic (circuit breakers) is set directly by its owner.
 from __future__ import annotations
 
 import logging
-import threading
 import uuid
 from collections.abc import Mapping
-from typing import Any
 
-from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, TopicPartition
+from confluent_kafka import Consumer
 from confluent_kafka.admin import AdminClient
-from prometheus_client import (
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
-    PlatformCollector,
-    ProcessCollector,
-    generate_latest,
-    start_http_server,
-)
+from prometheus_client import Counter, Gauge, Histogram
+
+from streams.ops import health
+from streams.ops import metrics as ops_metrics
+from streams.ops.metrics import REGISTRY, set_breaker_state, set_consumer_lag
 
 log = logging.getLogger("nexus.metrics")
-
-REGISTRY = CollectorRegistry(auto_describe=True)
-ProcessCollector(registry=REGISTRY)
-PlatformCollector(registry=REGISTRY)
 
 # Spec §2.2: phases of 100-200 ms inside a 650 ms target; §5.2: 1000 ms is an alert.
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.25, 0.35, 0.5, 0.65, 0.8, 1.0, 1.5, 2.5, 5.0)
@@ -76,18 +65,6 @@ SETTLED_KAUS = Counter(
     ["flow", "currency"],
     registry=REGISTRY,
 )
-BREAKER_STATE = Gauge(
-    "nexus_rail_breaker_state",
-    "Circuit breaker per settlement rail: 0 closed, 1 half-open, 2 open",
-    ["rail"],
-    registry=REGISTRY,
-)
-CONSUMER_LAG = Gauge(
-    "nexus_consumer_lag_messages",
-    "Messages not yet consumed by this worker's consumer group",
-    ["topic", "partition"],
-    registry=REGISTRY,
-)
 DEADLETTERS = Counter(
     "nexus_deadletters",
     "Messages rejected into platform.deadletters",
@@ -102,7 +79,6 @@ ALERT_DELIVERIES = Counter(
     registry=REGISTRY,
 )
 
-BREAKER_STATES = {"closed": 0, "half_open": 1, "half-open": 1, "open": 2}
 UNITS_PER_KAUS = 1_000_000
 
 
@@ -137,18 +113,6 @@ def add_settled_kaus(flow: str, currency: object, kaus_units: int) -> None:
     SETTLED_KAUS.labels(flow, _label(currency)).inc(kaus_units / UNITS_PER_KAUS)
 
 
-def set_breaker_state(rail: object, state: str | int) -> None:
-    """``state``: ``closed`` / ``half_open`` / ``open`` (or 0 / 1 / 2)."""
-    value = state if isinstance(state, int) else BREAKER_STATES[state.lower()]
-    if value not in (0, 1, 2):
-        raise ValueError(f"breaker state must be 0, 1 or 2, got {value}")
-    BREAKER_STATE.labels(_label(rail)).set(value)
-
-
-def set_consumer_lag(topic: str, partition: int, lag: int) -> None:
-    CONSUMER_LAG.labels(topic, str(partition)).set(max(lag, 0))
-
-
 def count_dead_letter(source_topic: str, reason_code: str) -> None:
     DEADLETTERS.labels(source_topic, reason_code).inc()
 
@@ -172,7 +136,7 @@ def count_alert_delivery(ok: bool) -> None:
 
 def render() -> bytes:
     """The exposition text, as the endpoint serves it."""
-    return generate_latest(REGISTRY)
+    return ops_metrics.render()
 
 
 # ----------------------------------------------------------------------------- consumer lag
@@ -182,57 +146,28 @@ def measure_consumer_lag(bootstrap: str, group_id: str, timeout_s: float = 5.0) 
     """Lag of a consumer group per partition (high watermark - committed offset); also sets the gauges.
 
     Blocking (network); call it from a thread. Partitions without a committed offset count from the low
-    watermark.
+    watermark. Long-lived workers use ``streams.ops.metrics.LagMonitor`` (clients kept between rounds).
     """
     admin = AdminClient({"bootstrap.servers": bootstrap})
-    future = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group_id)], request_timeout=timeout_s)
-    committed: list[Any] = future[group_id].result(timeout=timeout_s).topic_partitions or []
     probe = Consumer(
         {"bootstrap.servers": bootstrap, "group.id": f"nexus-lag-{uuid.uuid4().hex[:8]}", "enable.auto.commit": False}
     )
-    lags: dict[tuple[str, int], int] = {}
     try:
-        for tp in committed:
-            if tp.topic.startswith("__") or tp.error is not None:
-                continue
-            low, high = probe.get_watermark_offsets(TopicPartition(tp.topic, tp.partition), timeout=timeout_s)
-            position = tp.offset if tp.offset >= 0 else low
-            lags[(tp.topic, tp.partition)] = max(high - position, 0)
+        return ops_metrics.measure_group_lag(admin, probe, group_id, timeout_s)
     finally:
         probe.close()
-    for (topic, partition), lag in lags.items():
-        set_consumer_lag(topic, partition, lag)
-    return lags
 
 
 # ----------------------------------------------------------------------------- endpoint
 
-_server_lock = threading.Lock()
-_server: Any = None
-
 
 def start_metrics_server(port: int, host: str = "127.0.0.1") -> bool:
-    """Serve ``/metrics`` on ``host:port`` in a daemon thread, once per process. False if the port is taken."""
-    global _server
-    with _server_lock:
-        if _server is not None:
-            return True
-        try:
-            _server, _thread = start_http_server(port, addr=host, registry=REGISTRY)
-        except OSError as exc:
-            log.error("metrics endpoint not started on %s:%d: %s", host, port, exc)
-            return False
-        log.info("metrics on http://%s:%d/metrics", host, port)
-        return True
+    """Serve ``/metrics`` (and ``/healthz``) on ``host:port`` once per process (``streams.ops.health``)."""
+    return health.start_endpoint("metrics", port, host).server is not None
 
 
 def stop_metrics_server() -> None:
-    global _server
-    with _server_lock:
-        if _server is not None:
-            _server.shutdown()
-            _server.server_close()
-            _server = None
+    health.stop()
 
 
 __all__ = [

@@ -36,6 +36,7 @@ from streams.api.middleware import ApiMetrics
 from streams.api.settings import ApiSettings, get_api_settings
 from streams.kafka import event_loop
 from streams.kafka.clients import LOW_LATENCY, AsyncProducer
+from streams.ops import logs
 from streams.settings import Settings, get_settings
 from streams.status.settings import status_db_path
 from streams.status.store import StatusStore
@@ -170,7 +171,7 @@ async def _serve_and_tell(server: uvicorn.Server, api: ApiSettings) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.setup()
     parser = argparse.ArgumentParser(prog="python -m streams.api", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command")
     sub.add_parser("serve", help="serve the API (the default)")

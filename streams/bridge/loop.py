@@ -27,6 +27,7 @@ from streams.kafka import event_loop
 from streams.kafka.clients import consume_now, consumer_config, describe, must_exit
 from streams.kafka.gc_policy import HeapPolicy
 from streams.kafka.topic_admin import ensure_topics
+from streams.ops import health, logs, metrics
 from streams.settings import Settings, get_settings
 
 log = logging.getLogger("nexus.bridge_loop")
@@ -129,6 +130,17 @@ async def serve(settings: Settings) -> int:
         bridge.loop.add_signal_handler(sig, bridge.stopping.set)
     heap = HeapPolicy.from_settings(settings)
     heap.start()
+    ops = health.start(settings, "bridge", consumer_groups=[f"{settings.app_id}-bridge"])
+    metrics.add_refresher(metrics.breaker_refresher(lambda: service.runner.breakers))
+    # The runner's settlements in flight (it has no public count yet): each holds at most one K-AUS hold.
+    metrics.add_refresher(lambda: metrics.BRIDGE_IN_FLIGHT.set(len(getattr(service.runner, "_in_flight", {}))))
+
+    async def beat() -> None:  # the event loop's liveness: a loop stuck in a call stops beating
+        while not bridge.stopping.is_set():
+            ops.beat()
+            await asyncio.sleep(1.0)
+
+    beating = asyncio.create_task(beat())
 
     async def collect_and_freeze() -> None:
         while not bridge.stopping.is_set():
@@ -139,6 +151,7 @@ async def serve(settings: Settings) -> int:
     try:
         await bridge.run()
     finally:
+        beating.cancel()
         if gc_task is not None:
             gc_task.cancel()
         await bridge.close()
@@ -146,8 +159,8 @@ async def serve(settings: Settings) -> int:
 
 
 def main() -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = get_settings()
+    logs.setup(settings)
     ensure_topics(settings)
     return event_loop.run(serve(settings), settings.event_loop)
 

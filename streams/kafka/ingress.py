@@ -23,6 +23,7 @@ from contracts.construct import Encoded
 from contracts.models import DeadLetter
 from contracts.topics import PLATFORM_DEADLETTER_PAYLOADS, PLATFORM_DEADLETTERS, Topic
 from streams.kafka import wire_format
+from streams.ops import metrics
 
 log = logging.getLogger("nexus.ingress")
 
@@ -256,6 +257,7 @@ def dead_letter_outputs(
         value_ref=value_record.key.decode() if value_record is not None else None,
     )
     payloads = [(PLATFORM_DEADLETTER_PAYLOADS, r) for r in (key_record, value_record) if r is not None]
+    metrics.count_dead_letter_written(origin.topic, rejected.code)
     return [*payloads, (PLATFORM_DEADLETTERS, letter)]
 
 

@@ -15,23 +15,27 @@ from typing import Any
 
 from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Consumer, KafkaException, Message, Producer, TopicPartition
 
+from contracts.topics import PLATFORM_DEADLETTERS
 from streams.kafka import commits
 from streams.kafka.clients import consume_now, produce_bounded
 from streams.kafka.commits import Health, Positions, commit_acknowledged
 from streams.kafka.gc_policy import HeapPolicy
 from streams.kafka.processor import RecordProcessor
-from streams.settings import Settings
+from streams.ops import health as ops_health
+from streams.ops import logs, metrics
+from streams.settings import Settings, get_settings
 
 log = logging.getLogger("nexus.plain")
 BATCH_MAX = 1000
 # Outputs flow without waiting for acks; this often they are all acknowledged (flush) and only then are the
 # positions that produced them committed: waiting per batch put two round trips on every record's path.
 COMMIT_EVERY_S = 0.05
+METER = metrics.RecordMeter()
 
 
 def main(run: Callable[[], int]) -> int:
     """Run a plain worker; a `commits.WorkerFailed` ends the process at once with commits.EXIT_FATAL and what to do."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.setup(get_settings())
     try:
         return run()
     except commits.WorkerFailed as failure:
@@ -85,11 +89,14 @@ def run(settings: Settings, processors: dict[str, RecordProcessor]) -> int:
     consumer.subscribe(
         list(processors), on_assign=rebalance.on_assign, on_revoke=rebalance.on_revoke, on_lost=rebalance.on_lost
     )
+    ops = ops_health.start(settings, "p2p", consumer_groups=[consumer_conf["group.id"]])
+    metrics.add_refresher(metrics.snapshot_age_refresher(processors.values()))
     log.info("Worker ready (plain confluent-kafka loop)")
     heap = HeapPolicy.from_settings(settings)
     heap.start()
     last_commit = time.monotonic()
     while not stopping:
+        ops.beat()
         heap.maybe_tick()
         batch: list[Message] = consume_now(consumer, 0.05, BATCH_MAX)
         health.check()
@@ -122,8 +129,12 @@ def handle(
     positions.handled(name, partition, offset)  # committed only after the outputs are acknowledged
     kind, stamped_ms = msg.timestamp()
     record_ms = None if kind == TIMESTAMP_NOT_AVAILABLE else stamped_ms  # the broker's, on ledger.commands
+    started = time.perf_counter()
+    outcome = "ok"
     for topic, output in processors[name].process(partition, offset, msg.key(), msg.value(), record_ms):
+        outcome = "dead_letter" if topic is PLATFORM_DEADLETTERS else outcome
         produce_bounded(producer, topic.name, topic.encode(output), topic.key_of(output))
+    METER.observe(name, outcome, time.perf_counter() - started)
 
 
 def stop(

@@ -11,6 +11,7 @@ from confluent_kafka import Message, Producer
 
 from streams.kafka.clients import describe, must_exit, produce_bounded
 from streams.kafka.processor import Output
+from streams.ops.health import Ops
 
 log = logging.getLogger("nexus.service")
 
@@ -66,8 +67,31 @@ class StoppableLoop(Protocol):
     def close(self) -> None: ...
 
 
-def run_until_stopped(loop: StoppableLoop) -> int:
-    """Run ``loop`` until SIGTERM or SIGINT sets ``stopping``; close it in every case."""
+class BeatingConsumer:
+    """The loop's consumer, beating ``ops`` each time the loop polls it: /healthz then says whether the loop turns."""
+
+    def __init__(self, consumer: Any, ops: Ops) -> None:
+        self._consumer, self._ops = consumer, ops
+
+    def consume(self, *args: Any, **kwargs: Any) -> Any:
+        self._ops.beat()
+        return self._consumer.consume(*args, **kwargs)
+
+    def poll(self, *args: Any, **kwargs: Any) -> Any:
+        self._ops.beat()
+        return self._consumer.poll(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._consumer, name)
+
+
+def run_until_stopped(loop: StoppableLoop, ops: Ops | None = None) -> int:
+    """Run ``loop`` until SIGTERM or SIGINT sets ``stopping``; close it in every case.
+
+    ``ops`` (``streams.ops.health.start``): the loop's consumer beats it on every poll.
+    """
+    if ops is not None and hasattr(loop, "consumer"):
+        loop.consumer = BeatingConsumer(loop.consumer, ops)  # type: ignore[attr-defined]
 
     def stop(_signum: int, _frame: Any) -> None:
         loop.stopping = True

@@ -38,6 +38,7 @@ from streams.kafka.clients import produce_bounded, producer_config
 from streams.kafka.topic_admin import ensure_topics
 from streams.kyc import sumsub
 from streams.kyc.settings import KycSettings, secret_bytes
+from streams.ops import logs
 from streams.security.envelope import Sealer, platform_sealer, seal_json
 from streams.settings import get_settings
 
@@ -240,7 +241,7 @@ def serve(receiver: KycReceiver, host: str, port: int, max_body_bytes: int, max_
 
 
 def main() -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.setup()
     kyc = KycSettings()
     missing = kyc.missing_secrets()
     if missing:

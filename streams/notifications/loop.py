@@ -33,6 +33,7 @@ from streams.notifications.channels import build_channels
 from streams.notifications.notifier import Notifier
 from streams.notifications.policy import DoneIds, RetryPolicy
 from streams.notifications.settings import NotifySettings, get_notify_settings
+from streams.ops import health, logs
 from streams.security.envelope import platform_sealer
 from streams.settings import Settings, get_settings
 
@@ -253,8 +254,9 @@ async def serve(settings: Settings, notify: NotifySettings) -> int:
 
 
 def main() -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = get_settings()
+    logs.setup(settings)
+    health.start(settings, "notifier", [f"{settings.app_id}-notifier"], beats=False)
     ensure_topics(settings)
     return event_loop.run(serve(settings, get_notify_settings()), settings.event_loop)
 

@@ -44,6 +44,7 @@ from streams.bridge.pause_listener import PauseListener, wait_started
 from streams.kafka.clients import consume_now, consumer_config, producer_config
 from streams.kafka.service_loop import Outputs, position_of, run_until_stopped
 from streams.kafka.topic_admin import ensure_topics
+from streams.ops import health, logs
 from streams.payouts import state as state_file
 from streams.payouts.service import INPUTS, PayoutService, Record
 from streams.payouts.settings import PayoutSettings, get_payout_settings
@@ -199,12 +200,12 @@ def _wall_ms() -> int:
 
 
 def main() -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = get_settings()
+    logs.setup(settings)
     ensure_topics(settings)
     loop = PayoutLoop(settings, get_payout_settings(), state_file.state_path(settings.data_dir))
 
-    return run_until_stopped(loop)
+    return run_until_stopped(loop, health.start(settings, "payouts", [f"{settings.app_id}-payouts"]))
 
 
 if __name__ == "__main__":

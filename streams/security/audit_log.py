@@ -42,6 +42,7 @@ from streams.kafka import ingress
 from streams.kafka.clients import consume_now, consumer_config, describe, must_exit, produce_bounded, producer_config
 from streams.kafka.service_loop import position_of, run_until_stopped
 from streams.kafka.topic_admin import ensure_topics
+from streams.ops import health, logs
 from streams.security.signing import CheckpointSigner, SoftwareSigner, sign_checkpoint
 from streams.settings import Settings, get_settings
 
@@ -418,13 +419,14 @@ def _hsm_signer_factory() -> SignerFactory:
 
 
 def main() -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = get_settings()
+    logs.setup(settings)
     audit_settings = AuditLogSettings()
     ensure_topics(settings)
     loop = AuditLogLoop(settings, audit_settings, default_signer_factory(settings, audit_settings))
 
-    return run_until_stopped(loop)
+    group = f"{settings.app_id}-audit-log-{audit_settings.log_id}"
+    return run_until_stopped(loop, health.start(settings, "audit-log", [group]))
 
 
 if __name__ == "__main__":

@@ -66,6 +66,7 @@ from streams.kafka.clients import consume_now, consumer_config, producer_config
 from streams.kafka.ingress import Origin, Rejected, dead_letter_outputs, processing_failed, validate
 from streams.kafka.service_loop import Outputs, position_of, run_until_stopped
 from streams.kafka.topic_admin import ensure_topics
+from streams.ops import health, logs
 from streams.security.settings import get_security_settings
 from streams.settings import get_settings
 
@@ -476,12 +477,12 @@ class GovernanceLoop:
 
 
 def main() -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     base = get_settings()
+    logs.setup(base)
     ensure_topics(base)
     loop = GovernanceLoop(GovernanceSettings(), get_security_settings().signers_path, state_path(base.data_dir))
 
-    return run_until_stopped(loop)
+    return run_until_stopped(loop, health.start(base, "governance", [f"{base.app_id}-governance"]))
 
 
 if __name__ == "__main__":

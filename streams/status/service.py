@@ -32,6 +32,7 @@ from streams.kafka import ingress
 from streams.kafka.clients import consume_now, consumer_config, watermarks
 from streams.kafka.service_loop import position_of, run_until_stopped
 from streams.kafka.topic_admin import ensure_topics
+from streams.ops import health, logs
 from streams.settings import Settings, get_settings
 from streams.status.observe import INPUTS, OBSERVERS
 from streams.status.settings import StatusSettings, get_status_settings, status_db_path
@@ -177,12 +178,13 @@ class StatusLoop:
 
 
 def main() -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = get_settings()
+    logs.setup(settings)
     ensure_topics(settings)
     status_settings = get_status_settings()
     loop = StatusLoop(settings, status_settings, status_db_path(settings, status_settings))
-    return run_until_stopped(loop)
+    group = f"{settings.app_id}-status-{settings.worker_instance_id}"
+    return run_until_stopped(loop, health.start(settings, "status", [group]))
 
 
 if __name__ == "__main__":
