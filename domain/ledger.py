@@ -304,9 +304,11 @@ class MemoryIdStore:
         return self._last_seq
 
     def forget_after(self, seq: int) -> None:
-        for table in (self._entries, self._resolutions):
-            while table and next(reversed(table.values()))[0] > seq:  # insertion order is sequence order
-                table.popitem()
+        # Insertion order is sequence order: the entries past `seq` are the last ones.
+        while self._entries and next(reversed(self._entries.values()))[0] > seq:
+            self._entries.popitem()
+        while self._resolutions and next(reversed(self._resolutions.values()))[0] > seq:
+            self._resolutions.popitem()
         self._last_seq = min(self._last_seq, seq)
 
     def count(self) -> int:

@@ -63,6 +63,7 @@ from domain.ledger import (
     MAX_BATCH,
     Asset,
     BatchResult,
+    IdStore,
     Ledger,
     LedgerCommand,
     Leg,
@@ -695,9 +696,10 @@ class TradeSettler:
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TradeSettler:
+    def from_dict(cls, data: dict[str, Any], *, ids: IdStore | None = None) -> TradeSettler:
+        """``ids``: the store the ledger's applied ids are in (``Ledger.from_dict``)."""
         assert data["format"] == SNAPSHOT_FORMAT
-        settler = cls(Ledger.from_dict(data["ledger"]), SettlementConfig(**data["config"]))
+        settler = cls(Ledger.from_dict(data["ledger"], ids=ids), SettlementConfig(**data["config"]))
         settler._sources = {k: EnergySource(v) for k, v in data["sources"].items()}
         settler._weights = {(DividendSource(src), account): w for src, account, w in data["weights"]}
         settler._fee_carry = dict(data["fee_carry"])

@@ -8,7 +8,7 @@ are reported, never used for decisions or ids.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 from typing import Any
 
 from contracts import models as m
@@ -186,12 +186,18 @@ class LedgerPartition:
     epochs: EpochScheduler | None = None  # None: a new scheduler on `schedule`
     _record_ms: int | None = field(default=None, repr=False, compare=False)  # the command being applied
     _assets: dict[str, lg.Asset] = field(default_factory=dict, repr=False, compare=False)  # by account id
+    # Where a new ledger keeps its applied ids (streams.p2p.id_store on disk; None: in memory). A given `settler`
+    # has its store already.
+    ids: InitVar[lg.IdStore | None] = None
 
     @property
     def ledger(self) -> Ledger:
         return self.settler.ledger
 
-    def __post_init__(self) -> None:
+    def __post_init__(self, ids: lg.IdStore | None) -> None:
+        if ids is not None:
+            assert self.ledger.id_seq == 0, "a ledger with applied ids was given together with an id store"
+            self.settler = ts.TradeSettler(Ledger(ids=ids))
         # Issuance accounts rewards are paid from: they may run negative (finance funds them).
         for account in m.RewardAccount:
             self.ledger.open_account(account.value, allow_negative=True)

@@ -28,16 +28,18 @@ def matching_processor(settings: Settings) -> RecordProcessor:
 
 
 def ledger_processor(settings: Settings) -> RecordProcessor:
-    """The ledger, restored from its newest usable snapshot and snapshotted every NEXUS_LEDGER_SNAPSHOT_EVERY_S."""
+    """The ledger, restored from its newest usable snapshot and snapshotted every NEXUS_LEDGER_SNAPSHOT_EVERY_S; with
+    snapshots on, its applied ids are on disk (streams/p2p/id_store.py), else in memory (a restart replays all)."""
     snapshots = None
     if settings.ledger_snapshot_every_s:
         directory = settings.data_dir / "snapshots" / settings.app_id
         snapshots = LedgerSnapshots(directory, topic_id(settings.bootstrap_servers, LEDGER_COMMANDS.name))
     epoch_timer.start(settings)  # the ledger's own DECLARE_DIVIDENDS, once per epoch
     staking = StakingConfig(settings.staking_lock_minutes * 60_000, settings.staking_unbonding_minutes * 60_000)
+    factory = partial(LedgerPartition, staking=staking, schedule=epoch_timer.schedule_of(settings))
     return RecordProcessor(
         LEDGER_COMMANDS,
-        partial(LedgerPartition, staking=staking, schedule=epoch_timer.schedule_of(settings)),
+        factory if snapshots is None else snapshots.on_disk(factory),  # applied ids on disk, beside the snapshots
         settings.bootstrap_servers,
         settings.max_ingress_message_bytes,
         snapshots=snapshots,

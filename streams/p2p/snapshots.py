@@ -10,6 +10,13 @@ not be acknowledged, then a crash) is never used; a corrupt, foreign (another ``
 topic id is in the file) or unreadable one is skipped for the next older, and without any the replay
 starts at the beginning, as before. The latest ``KEEP`` are kept.
 
+The ledger's applied ids are not in a snapshot: they live in an id store beside it (``streams/p2p/id_store.py``,
+one SQLite file per partition, ``ids-<partition>.sqlite3``), which a snapshot names by the ledger's id sequence.
+The store is flushed before each snapshot is taken; restoring a snapshot makes the store forget the entries
+past it (the commands the restart replays), and a store behind a snapshot makes that snapshot unusable.
+States built here (restored, or new for a replay from the beginning: :meth:`LedgerSnapshots.on_disk`) use it.
+A format /2 snapshot (every id inside) still loads: its ids move into the store.
+
 Writing one must not stall the single writer: :meth:`LedgerSnapshots.write_in_background` forks, and the
 child (a copy-on-write image of the state at that instant, between two batches) serialises it, writes
 ``*.tmp``, fsyncs and renames, then exits. At most one child at a time.
@@ -21,6 +28,7 @@ import gc
 import logging
 import os
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,14 +36,17 @@ from typing import Any
 import orjson
 
 from domain.dividends import EpochScheduler
-from domain.ledger import PendingState, SettlementKind
+from domain.ledger import IdStore, PendingState, SettlementKind
 from domain.staking import StakingVault
 from domain.trade_settlement import TradeSettler
+from streams.p2p.id_store import SqliteIdStore
 from streams.p2p.ledger import LedgerPartition
 
 log = logging.getLogger("nexus.ledger_snapshots")
 
-FORMAT = "nexus-x.ledger-partition-snapshot/2"  # /1 had no hold references: skipped, the replay rebuilds them
+FORMAT = "nexus-x.ledger-partition-snapshot/3"  # /3: applied ids in the id store, not in the snapshot
+_FORMAT_2 = "nexus-x.ledger-partition-snapshot/2"  # every id inside: loaded, its ids moved into the store
+# /1 had no hold references: skipped, the replay rebuilds them
 KEEP = 2  # the newest may be above a restart's offset (its commit was lost): the previous one is then used
 SUFFIX = ".snapshot"
 
@@ -53,8 +64,23 @@ class LedgerSnapshots:
         self.topic_id = topic_id
         self._child: int | None = None
         self._child_offset = 0
+        self._ids: dict[int, SqliteIdStore] = {}
         for stale in directory.glob("*.tmp"):  # a child killed mid-write
             stale.unlink(missing_ok=True)
+
+    # ------------------------------------------------------------------ the id stores
+
+    def id_store(self, partition: int) -> SqliteIdStore:
+        """The partition's applied ids (one object per file: it holds the recent entries not yet written)."""
+        store = self._ids.get(partition)
+        if store is None:
+            path = self.directory / f"ids-{partition}.sqlite3"
+            store = self._ids[partition] = SqliteIdStore(path, self.topic_id)
+        return store
+
+    def on_disk(self, factory: Callable[..., LedgerPartition]) -> Callable[[int], LedgerPartition]:
+        """``factory(partition)`` for a replay from the beginning, over the partition's id store (emptied)."""
+        return lambda partition: factory(partition, ids=self.id_store(partition))
 
     # ------------------------------------------------------------------ reading
 
@@ -79,7 +105,8 @@ class LedgerSnapshots:
                 )  # fmt: skip
                 continue
             try:
-                state = restore(zlib.decompress(snapshot.path.read_bytes()), self.topic_id, partition)
+                raw = zlib.decompress(snapshot.path.read_bytes())
+                state = restore(raw, self.topic_id, partition, self.id_store(partition))
             except Exception as exc:  # any defect means "not this one": the log is the truth
                 log.warning("ledger snapshot %s not used: %s: %s", snapshot.path.name, type(exc).__name__, exc)
                 continue
@@ -90,7 +117,12 @@ class LedgerSnapshots:
     # ------------------------------------------------------------------ writing
 
     def write(self, state: LedgerPartition) -> Path:
-        """Serialise and write one snapshot now (blocking; the forked child calls this)."""
+        """Flush the state's id store, then serialise and write one snapshot now (blocking)."""
+        _flush_ids(state)
+        return self._write(state)
+
+    def _write(self, state: LedgerPartition) -> Path:
+        """Serialise and write one snapshot (the forked child calls this: it touches no id store)."""
         data = zlib.compress(serialise(state, self.topic_id), 1)
         final = self.directory / f"ledger-{state.partition}-{state.next_offset:020d}{SUFFIX}"
         tmp = final.with_suffix(".tmp")
@@ -108,12 +140,13 @@ class LedgerSnapshots:
         if self.busy():
             return False
         offset = state.next_offset
+        _flush_ids(state)  # every entry the snapshot relies on is in the file before it exists
         pid = os.fork()
         if pid == 0:  # the child: a frozen image of the state; no Kafka, no logging locks, no cleanup
             gc.disable()  # no collection may run a finaliser that touches the parent's clients
             code = 1
             try:
-                self.write(state)
+                self._write(state)
                 code = 0
             finally:
                 os._exit(code)
@@ -141,6 +174,18 @@ class LedgerSnapshots:
             os.waitpid(self._child, 0)
             self._child = None
 
+    def close(self) -> None:
+        self.wait()
+        for store in self._ids.values():
+            store.close()
+        self._ids.clear()
+
+
+def _flush_ids(state: LedgerPartition) -> None:
+    ids = state.ledger.ids
+    if isinstance(ids, SqliteIdStore):
+        ids.flush()
+
 
 def serialise(state: LedgerPartition, topic_id: str) -> bytes:
     return orjson.dumps(
@@ -157,15 +202,17 @@ def serialise(state: LedgerPartition, topic_id: str) -> bytes:
     )
 
 
-def restore(raw: bytes, topic_id: str, partition: int) -> LedgerPartition:
+def restore(raw: bytes, topic_id: str, partition: int, ids: IdStore | None = None) -> LedgerPartition:
+    """The state a snapshot recorded, its applied ids in ``ids`` (default: in memory; a format /3 snapshot of a
+    durable store then cannot load)."""
     data: dict[str, Any] = orjson.loads(raw)
-    if data.get("format") != FORMAT:
+    if data.get("format") not in (FORMAT, _FORMAT_2):
         raise ValueError(f"unknown format {data.get('format')!r}")
     if data["topic_id"] != topic_id:
         raise ValueError(f"taken from another ledger.commands (topic id {data['topic_id']}, now {topic_id})")
     if data["partition"] != partition:
         raise ValueError(f"taken from partition {data['partition']}, not {partition}")
-    settler = TradeSettler.from_dict(data["settler"])  # re-checks every invariant
+    settler = TradeSettler.from_dict(data["settler"], ids=ids)  # re-checks every invariant
     references = {hold: (SettlementKind(kind), ref) for hold, (kind, ref) in data["hold_references"].items()}
     for hold in references:
         view = settler.ledger.pending(hold)

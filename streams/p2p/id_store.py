@@ -1,0 +1,169 @@
+"""The ledger's applied ids on local disk, so that its memory and its snapshots follow balances and open holds,
+not history (``domain.ledger.IdStore``; SQL in ``sql/state/ledger_ids.sql``).
+
+One SQLite file per ledger partition, beside its snapshots. Entries are written in order of the ledger's id
+sequence; recent ones stay in memory until ``FLUSH_ROWS`` of them are written in one transaction, with the
+sequence they reach (``last_seq``). Crash consistency rests on the sequence, not on timing:
+
+* A snapshot records the sequence it covers, and is written only after a :meth:`SqliteIdStore.flush` (the
+  snapshot writer calls it before it forks), so the file holds every entry the snapshot relies on.
+* Restoring a snapshot at sequence *N* deletes every row past *N*: rows a crashed worker wrote after the
+  snapshot belong to commands the restart replays, which must be applied again, not answered as duplicates.
+* A file that holds less than a snapshot's sequence (lost, or a power cut took its last transactions) cannot
+  serve that snapshot: ``Ledger.from_dict`` refuses it and the restart falls back to an older snapshot or a full
+  replay, which empties the file and writes it again. A file from another ``ledger.commands`` is emptied at open.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import orjson
+
+from domain.ledger import (
+    HoldResolution,
+    LedgerCommand,
+    PendingState,
+    PendingTransfer,
+    PostPending,
+    Transfer,
+    TransferResult,
+    TransferStatus,
+    VoidPending,
+)
+from streams.bridge.result_index import load_statements
+
+SQL = load_statements(Path(__file__).resolve().parents[2] / "sql" / "state" / "ledger_ids.sql")
+FLUSH_ROWS = 20_000  # recent entries held in memory at most: one transaction writes them
+_COMMAND_TYPES: dict[str, type[LedgerCommand]] = {
+    t.__name__: t for t in (Transfer, PendingTransfer, PostPending, VoidPending)
+}
+
+
+def encode_entry(command: LedgerCommand, result: TransferResult) -> bytes:
+    """An applied command and its result as a JSON array: the command's type and fields, then what the result adds."""
+    assert result.code is None and result.transfer_id == command.transfer_id, "only applied commands are kept"
+    r = result
+    outcome = [r.status.value, r.debit_account_id, r.credit_account_id, r.amount_units, r.at_ms]
+    return orjson.dumps([type(command).__name__, *command, *outcome])
+
+
+def decode_entry(body: bytes) -> tuple[LedgerCommand, TransferResult]:
+    row = orjson.loads(body)
+    kind = _COMMAND_TYPES[row[0]]
+    n = len(kind._fields)
+    command = kind(*row[1 : 1 + n])
+    status, debit, credit, amount, at_ms = row[1 + n :]
+    return command, TransferResult(command.transfer_id, TransferStatus(status), None, debit, credit, amount, at_ms, "")
+
+
+def encode_resolution(r: HoldResolution) -> bytes:
+    return orjson.dumps([r.state.value, r.posted_units, r.resolved_by, r.resolved_at_ms])
+
+
+def decode_resolution(pending_id: str, body: bytes) -> HoldResolution:
+    state, posted_units, resolved_by, resolved_at_ms = orjson.loads(body)
+    return HoldResolution(pending_id, PendingState(state), posted_units, resolved_by, resolved_at_ms)
+
+
+class SqliteIdStore:
+    """``domain.ledger.IdStore`` in a SQLite file (see the module docstring). Used by the ledger's thread only."""
+
+    durable = True
+
+    def __init__(self, path: Path, topic_id: str) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        # WAL, synchronous=FULL: a flush is durable when it returns (one fsync per FLUSH_ROWS entries).
+        self._con = sqlite3.connect(path, check_same_thread=False, timeout=30, isolation_level=None)
+        self._con.execute("PRAGMA journal_mode=WAL")
+        self._con.execute("PRAGMA synchronous=FULL")
+        self._con.isolation_level = "DEFERRED"
+        with self._con:
+            for table in ("create_meta", "create_transfers", "create_resolutions"):
+                self._con.execute(SQL[table])
+            if self._meta("topic_id") != topic_id:  # another ledger.commands (recreated topic, other cluster)
+                self._con.execute(SQL["forget_transfers_after"], (0,))
+                self._con.execute(SQL["forget_resolutions_after"], (0,))
+                self._con.execute(SQL["set_meta"], ("topic_id", topic_id))
+                self._con.execute(SQL["set_meta"], ("last_seq", "0"))
+        self._flushed_seq = int(self._meta("last_seq") or 0)
+        self._recent: dict[str, tuple[int, LedgerCommand, TransferResult]] = {}  # not yet in the file
+        self._recent_resolutions: dict[str, tuple[int, HoldResolution]] = {}
+        self._last_seq = self._flushed_seq
+
+    def _meta(self, key: str) -> str | None:
+        row = self._con.execute(SQL["meta"], (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    # ------------------------------------------------------------------ the IdStore protocol
+
+    def get(self, transfer_id: str) -> tuple[LedgerCommand, TransferResult] | None:
+        entry = self._recent.get(transfer_id)
+        if entry is not None:
+            return entry[1], entry[2]
+        row = self._con.execute(SQL["transfer"], (transfer_id,)).fetchone()
+        return None if row is None else decode_entry(row[0])
+
+    def resolution(self, pending_id: str) -> HoldResolution | None:
+        entry = self._recent_resolutions.get(pending_id)
+        if entry is not None:
+            return entry[1]
+        row = self._con.execute(SQL["resolution"], (pending_id,)).fetchone()
+        return None if row is None else decode_resolution(pending_id, row[0])
+
+    def put(self, seq: int, command: LedgerCommand, result: TransferResult) -> None:
+        assert seq == self._last_seq + 1, f"id sequence {seq} after {self._last_seq}"
+        self._recent[command.transfer_id] = (seq, command, result)
+        self._last_seq = seq
+        if len(self._recent) + len(self._recent_resolutions) >= FLUSH_ROWS:
+            self.flush()
+
+    def put_resolution(self, seq: int, resolution: HoldResolution) -> None:
+        assert seq == self._last_seq + 1, f"id sequence {seq} after {self._last_seq}"
+        self._recent_resolutions[resolution.pending_id] = (seq, resolution)
+        self._last_seq = seq
+
+    def last_seq(self) -> int:
+        return self._last_seq
+
+    def forget_after(self, seq: int) -> None:
+        assert seq >= 0
+        self._recent = {k: e for k, e in self._recent.items() if e[0] <= seq}
+        self._recent_resolutions = {k: e for k, e in self._recent_resolutions.items() if e[0] <= seq}
+        if seq < self._flushed_seq:
+            with self._con:
+                self._con.execute(SQL["forget_transfers_after"], (seq,))
+                self._con.execute(SQL["forget_resolutions_after"], (seq,))
+                self._con.execute(SQL["set_meta"], ("last_seq", str(seq)))
+            self._flushed_seq = seq
+        self._last_seq = min(self._last_seq, seq)
+
+    def count(self) -> int:
+        (count,) = self._con.execute(SQL["count_transfers"]).fetchone()
+        return int(count) + len(self._recent)
+
+    # ------------------------------------------------------------------ writing
+
+    @property
+    def in_memory(self) -> int:
+        return len(self._recent) + len(self._recent_resolutions)
+
+    def flush(self) -> None:
+        """Write the recent entries and the sequence they reach in one durable transaction."""
+        if self._last_seq == self._flushed_seq:
+            return
+        transfers = [(seq, transfer_id, encode_entry(c, r)) for transfer_id, (seq, c, r) in self._recent.items()]
+        resolutions = [(seq, pid, encode_resolution(r)) for pid, (seq, r) in self._recent_resolutions.items()]
+        with self._con:
+            self._con.executemany(SQL["put_transfer"], transfers)
+            self._con.executemany(SQL["put_resolution"], resolutions)
+            self._con.execute(SQL["set_meta"], ("last_seq", str(self._last_seq)))
+        self._flushed_seq = self._last_seq
+        self._recent.clear()
+        self._recent_resolutions.clear()
+
+    def close(self) -> None:
+        self.flush()
+        self._con.close()
