@@ -207,7 +207,7 @@ def test_ids_written_past_the_snapshot_are_forgotten_when_it_is_restored(tmp_pat
     state, _ = applied(commands[:cut], on_disk(snapshots))
     snapshots.write(state)
     state, _ = applied(commands, state, start=cut)  # the worker goes on past the snapshot...
-    state.ledger.ids.flush()  # ...its ids reach the disk...
+    snapshots.id_store(0).flush()  # ...its ids reach the disk...
     later = {r.transfer_id for r in (state.ledger.result(f"{c.trade.trade_id}/pay") for c in commands[cut:]
                                      if isinstance(c, m.SettleTrade)) if r is not None}  # fmt: skip
     assert len(later) > 50 and later <= rows_on_disk(tmp_path)  # ...and then it dies (SIGKILL: nothing else runs)
@@ -252,7 +252,7 @@ def test_a_replay_from_the_beginning_empties_the_store_first(tmp_path: Path) -> 
     commands = ledger_commands(200)
     snapshots = LedgerSnapshots(tmp_path, "topic-1")
     state, _ = applied(commands[:80], on_disk(snapshots))
-    state.ledger.ids.flush()
+    snapshots.id_store(0).flush()
     assert rows_on_disk(tmp_path)
     fresh, outputs = applied(commands[:80], on_disk(crashed(tmp_path)))  # no usable snapshot: replay all
     _, expected = applied(commands[:80])
