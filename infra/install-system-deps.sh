@@ -5,6 +5,8 @@ set -euo pipefail
 needed=()
 command -v prometheus-alertmanager >/dev/null 2>&1 || needed+=(prometheus-alertmanager)
 command -v amtool >/dev/null 2>&1 || needed+=(prometheus-alertmanager)
+command -v prometheus >/dev/null 2>&1 || needed+=(prometheus)  # started by infra/prometheus, not its systemd unit
+command -v promtool >/dev/null 2>&1 || needed+=(prometheus)
 command -v pdftoppm >/dev/null 2>&1 || needed+=(poppler-utils)
 command -v chromium >/dev/null 2>&1 || needed+=(chromium chromium-driver)
 command -v softhsm2-util >/dev/null 2>&1 || needed+=(softhsm2)

@@ -62,6 +62,7 @@ class Timings:
     repeat_l2_email: str = "15m"
     repeat_l2_sms: str = "30m"
     repeat_l3: str = "24h"
+    repeat_watchdog: str = "1m"  # how often the dead man's switch hears the Watchdog
 
     @classmethod
     def fast(cls) -> Timings:
@@ -78,6 +79,7 @@ def render_config(settings: Settings, timings: Timings | None = None) -> str:
         "pagerduty_url": settings.alert_pagerduty_url,
         "pagerduty_routing_key": settings.alert_pagerduty_routing_key,
         "sms_webhook_url": settings.alert_sms_webhook_url,
+        "deadmansswitch_url": settings.alert_deadmansswitch_url,
         "smtp_smarthost": settings.alert_smtp_smarthost,
         "email_from": settings.alert_email_from,
         "email_to": settings.alert_email_to,

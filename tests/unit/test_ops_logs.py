@@ -33,7 +33,7 @@ def lines(out: io.StringIO) -> list[dict[str, object]]:
 
 def test_a_json_line_has_ts_level_logger_message(captured: tuple[io.StringIO, logging.Logger]) -> None:
     out, log = captured
-    log.info("Worker ready (plain loop, %d partitions) — café \"quoted\"", 3)
+    log.info('Worker ready (plain loop, %d partitions) — café "quoted"', 3)
     (line,) = lines(out)
     assert line["level"] == "INFO" and line["logger"] == "nexus.test.ops_logs"
     assert line["message"] == 'Worker ready (plain loop, 3 partitions) — café "quoted"'
