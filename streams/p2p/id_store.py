@@ -35,7 +35,7 @@ from domain.ledger import (
 from streams.bridge.result_index import load_statements
 
 SQL = load_statements(Path(__file__).resolve().parents[2] / "sql" / "state" / "ledger_ids.sql")
-FLUSH_ROWS = 20_000  # recent entries held in memory at most: one transaction writes them
+FLUSH_ROWS = 1_000  # recent entries held in memory at most: one transaction writes them
 _COMMAND_TYPES: dict[str, type[LedgerCommand]] = {
     t.__name__: t for t in (Transfer, PendingTransfer, PostPending, VoidPending)
 }
@@ -75,10 +75,11 @@ class SqliteIdStore:
     def __init__(self, path: Path, topic_id: str) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        # WAL, synchronous=FULL: a flush is durable when it returns (one fsync per FLUSH_ROWS entries).
+        # WAL, synchronous=NORMAL: a commit survives the process's death, not a power cut (which the sequence
+        # check above covers); the flush before a snapshot is synchronous=FULL (durable when it returns).
         self._con = sqlite3.connect(path, check_same_thread=False, timeout=30, isolation_level=None)
         self._con.execute("PRAGMA journal_mode=WAL")
-        self._con.execute("PRAGMA synchronous=FULL")
+        self._con.execute("PRAGMA synchronous=NORMAL")
         self._con.isolation_level = "DEFERRED"
         with self._con:
             for table in ("create_meta", "create_transfers", "create_resolutions"):
@@ -150,20 +151,24 @@ class SqliteIdStore:
     def in_memory(self) -> int:
         return len(self._recent) + len(self._recent_resolutions)
 
-    def flush(self) -> None:
-        """Write the recent entries and the sequence they reach in one durable transaction."""
+    def flush(self, *, durable: bool = False) -> None:
+        """Write the recent entries and the sequence they reach in one transaction (``durable``: fsynced)."""
         if self._last_seq == self._flushed_seq:
             return
+        if durable:
+            self._con.execute("PRAGMA synchronous=FULL")
         transfers = [(seq, transfer_id, encode_entry(c, r)) for transfer_id, (seq, c, r) in self._recent.items()]
         resolutions = [(seq, pid, encode_resolution(r)) for pid, (seq, r) in self._recent_resolutions.items()]
         with self._con:
             self._con.executemany(SQL["put_transfer"], transfers)
             self._con.executemany(SQL["put_resolution"], resolutions)
             self._con.execute(SQL["set_meta"], ("last_seq", str(self._last_seq)))
+        if durable:
+            self._con.execute("PRAGMA synchronous=NORMAL")
         self._flushed_seq = self._last_seq
         self._recent.clear()
         self._recent_resolutions.clear()
 
     def close(self) -> None:
-        self.flush()
+        self.flush(durable=True)
         self._con.close()

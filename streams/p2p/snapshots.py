@@ -104,13 +104,19 @@ class LedgerSnapshots:
                     snapshot.next_offset, until_offset,
                 )  # fmt: skip
                 continue
+            ids = self.id_store(partition)
+            stored_seq = ids.last_seq()
             try:
                 raw = zlib.decompress(snapshot.path.read_bytes())
-                state = restore(raw, self.topic_id, partition, self.id_store(partition))
+                state = restore(raw, self.topic_id, partition, ids)
             except Exception as exc:  # any defect means "not this one": the log is the truth
                 log.warning("ledger snapshot %s not used: %s: %s", snapshot.path.name, type(exc).__name__, exc)
                 continue
             assert state.next_offset == snapshot.next_offset, snapshot.path
+            log.info(
+                "ledger ids: %d entries past the snapshot's sequence %d forgotten (the replay applies them again)",
+                max(0, stored_seq - state.ledger.id_seq), state.ledger.id_seq,
+            )  # fmt: skip
             return state
         return None
 
@@ -184,7 +190,7 @@ class LedgerSnapshots:
 def _flush_ids(state: LedgerPartition) -> None:
     ids = state.ledger.ids
     if isinstance(ids, SqliteIdStore):
-        ids.flush()
+        ids.flush(durable=True)
 
 
 def serialise(state: LedgerPartition, topic_id: str) -> bytes:
