@@ -21,7 +21,11 @@ class Settings(BaseSettings):
     kafka_bootstrap_servers: str = ""
     kafka_port: int = 19092
     kafka_controller_port: int = 19093
-    topic_replication_factor: int = Field(default=1, ge=1)
+    # Replication of the topics streams.kafka.topic_admin creates. None = from the cluster's size: min(3, brokers),
+    # and min.insync.replicas 2 from 3 replicas on (1 below), so the single local broker and a 3-broker cluster
+    # both work unchanged (docs/disaster-recovery.md).
+    topic_replication_factor: int | None = Field(default=None, ge=1)
+    topic_min_insync_replicas: int | None = Field(default=None, ge=1)
     topic_partitions_override: int | None = Field(default=None, description="force partition count for every topic")
     # librdkafka batching, for every client from streams.kafka.clients (docs/performance.md has the trade-off):
     # a producer waits up to kafka_linger_ms to fill a batch; a fetch returns once kafka_fetch_min_bytes are

@@ -1,4 +1,7 @@
-"""Run a real, single-node Apache Kafka broker (KRaft, combined broker+controller) for local work and tests.
+"""Run a real Apache Kafka broker (KRaft, combined broker+controller) for local work and tests.
+
+One ``LocalKafka`` is one node: alone by default (a single-voter quorum, everything replicated once), or one voter
+of a local replicated cluster (``voters``, ``cluster_id``; ``infra/kafka/cluster.py`` starts three of them).
 
 No Docker and no Kafka tarball are needed: the broker jars (``org.apache.kafka:kafka_2.13``, see ``pom.xml`` beside
 this file) are fetched once from Maven Central with ``mvn`` and cached under ``<repo>/.local/kafka/libs``; the broker
@@ -29,6 +32,7 @@ import base64
 import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -48,6 +52,7 @@ from infra.processes import (
     pid_alive,
     port_accepts,
     port_bindable,
+    signal_group,
     tail_file,
 )
 
@@ -59,6 +64,7 @@ __all__ = [
     "LOCAL_ROOT",
     "LocalKafka",
     "LocalKafkaError",
+    "durability_properties",
     "ensure_jars",
     "find_free_ports",
     "main",
@@ -256,6 +262,22 @@ def _err(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
+def durability_properties(brokers: int) -> dict[str, str]:
+    """Replication settings for a cluster of ``brokers`` nodes: every partition (the group offsets and the
+    transaction log too) on up to 3 of them; from 3 on, an ``acks=all`` write needs 2 in-sync copies, so one node
+    may be lost without losing an acknowledged record, and an out-of-sync replica never becomes leader."""
+    factor = min(3, brokers)
+    min_isr = 2 if factor >= 3 else 1
+    return {
+        "default.replication.factor": str(factor),
+        "min.insync.replicas": str(min_isr),
+        "offsets.topic.replication.factor": str(factor),
+        "transaction.state.log.replication.factor": str(factor),
+        "transaction.state.log.min.isr": str(min_isr),
+        "unclean.leader.election.enable": "false",
+    }
+
+
 # --------------------------------------------------------------------------------------------------------------------
 # The broker
 # --------------------------------------------------------------------------------------------------------------------
@@ -263,7 +285,8 @@ def _err(msg: str) -> None:
 
 @dataclass
 class LocalKafka(DataDirFiles):
-    """A single-node KRaft Kafka broker (broker + controller in one JVM) bound to 127.0.0.1.
+    """A KRaft Kafka node (broker + controller in one JVM) bound to 127.0.0.1: alone by default, or one voter of a
+    local cluster when ``voters`` names every controller (node id, controller port) and ``cluster_id`` is shared.
 
     Layout of ``data_dir`` (default ``<repo>/.local/kafka/data-<port>``)::
 
@@ -284,11 +307,18 @@ class LocalKafka(DataDirFiles):
     extra_properties: dict[str, str] = field(default_factory=dict)
     #: Extra JVM options for the broker (placed before the main class).
     extra_jvm_args: tuple[str, ...] = ()
+    node_id: int = 1
+    #: Every controller of the quorum as (node id, controller port); empty = this node alone.
+    voters: tuple[tuple[int, int], ...] = ()
+    #: The KRaft cluster id its storage is formatted with (the same on every node); None = a random one.
+    cluster_id: str | None = None
     _process: ManagedProcess = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.port == self.controller_port:
             raise ValueError("port and controller_port must differ")
+        if self.voters and (self.node_id, self.controller_port) not in self.voters:
+            raise ValueError(f"voters {self.voters} must include this node ({self.node_id}, {self.controller_port})")
         self.data_dir = Path(self.data_dir or LOCAL_ROOT / f"data-{self.port}").resolve()
         self.libs_dir = Path(self.libs_dir).resolve()
         self._process = ManagedProcess(
@@ -348,24 +378,21 @@ class LocalKafka(DataDirFiles):
     # -- lifecycle ---------------------------------------------------------------------------------------------------
 
     def server_properties(self) -> dict[str, str]:
+        voters = self.voters or ((self.node_id, self.controller_port),)
         props = {
             "process.roles": "broker,controller",
-            "node.id": "1",
-            "controller.quorum.voters": f"1@127.0.0.1:{self.controller_port}",
+            "node.id": str(self.node_id),
+            "controller.quorum.voters": ",".join(f"{node}@127.0.0.1:{port}" for node, port in voters),
             "listeners": f"PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}",
             "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.port}",
             "inter.broker.listener.name": "PLAINTEXT",
             "controller.listener.names": "CONTROLLER",
             "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
             "log.dirs": str(self.kraft_dir),
-            # Single node: everything replicated once.
             "num.partitions": "1",
-            "default.replication.factor": "1",
-            "min.insync.replicas": "1",
-            "offsets.topic.replication.factor": "1",
+            # Alone: everything replicated once. In a cluster: see durability_properties.
+            **durability_properties(len(voters)),
             "offsets.topic.num.partitions": "4",
-            "transaction.state.log.replication.factor": "1",
-            "transaction.state.log.min.isr": "1",
             "transaction.state.log.num.partitions": "4",
             # Fast, explicit development behaviour.
             "group.initial.rebalance.delay.ms": "0",
@@ -404,7 +431,8 @@ class LocalKafka(DataDirFiles):
             return
         cmd = [
             *self._jvm_base(),
-            "kafka.tools.StorageTool", "format", "-t", _random_cluster_id(), "-c", str(self.properties_file), "-g",
+            "kafka.tools.StorageTool", "format", "-t", self.cluster_id or _random_cluster_id(),
+            "-c", str(self.properties_file), "-g",
         ]  # fmt: skip
         res = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL, check=False)
         if res.returncode != 0:
@@ -437,10 +465,10 @@ class LocalKafka(DataDirFiles):
     def start(self, timeout_s: float = 30.0, *, reuse: bool = False) -> float:
         """Start the broker and wait until it serves metadata; return the seconds taken (start() call to ready).
 
-        Fetches jars if needed (see ``ensure_jars``), writes ``server.properties``, formats KRaft storage with a
-        random cluster id the first time, and launches the JVM in its own process group (it outlives this Python
-        process; stop it with ``stop()`` here or from any other process). If this broker is already running,
-        raises ``LocalKafkaError``, or with ``reuse=True`` waits for it to be ready and returns.
+        Fetches jars if needed (see ``ensure_jars``), writes ``server.properties``, formats KRaft storage the
+        first time, and launches the JVM in its own process group (it outlives this Python process; stop it with
+        ``stop()`` here or from any other process). If this broker is already running, raises ``LocalKafkaError``,
+        or with ``reuse=True`` waits for it to be ready and returns.
         """
         t0 = time.monotonic()
         running = self.pid
@@ -452,6 +480,13 @@ class LocalKafka(DataDirFiles):
                 )
             self._process.wait_ready(running, self._answers, t0 + timeout_s, self._diagnostics, _RETRY_HINT)
             return time.monotonic() - t0
+        pid = self.launch()
+        self.wait_ready(t0 + timeout_s, pid)  # the fetch and the format count against the timeout too
+        return time.monotonic() - t0
+
+    def launch(self) -> int:
+        """Spawn the broker's JVM without waiting for it; return its pid. A node of a cluster cannot be ready
+        before a majority of the voters runs, so a cluster launches every node first, then waits for each."""
         self.pid_file.unlink(missing_ok=True)  # stale: process gone or pid reused by something else
         if shutil.which(self.java) is None:
             raise LocalKafkaError(
@@ -476,9 +511,16 @@ class LocalKafka(DataDirFiles):
             *self._jvm_base()[1:],
             BROKER_MAIN_CLASS, str(self.properties_file),
         ]  # fmt: skip
-        left_s = timeout_s - (time.monotonic() - t0)  # the fetch and the format count against the timeout too
-        self._process.start(cmd, self._answers, left_s, self.dir, diagnostics=self._diagnostics, hint=_RETRY_HINT)
-        return time.monotonic() - t0
+        return self._process.spawn(cmd, self.dir)
+
+    def wait_ready(self, deadline: float, pid: int) -> None:
+        """Wait (until ``time.monotonic()`` reaches ``deadline``) for the launched broker ``pid`` to serve
+        metadata; if it dies or the time runs out, stop it and raise ``LocalKafkaError`` with its log tail."""
+        try:
+            self._process.wait_ready(pid, self._answers, deadline, self._diagnostics, _RETRY_HINT)
+        except BaseException:
+            self._process.stop(pid=pid)
+            raise
 
     def _answers(self, remaining_s: float) -> bool:
         return (
@@ -521,6 +563,21 @@ class LocalKafka(DataDirFiles):
             self.pid_file.unlink(missing_ok=True)
             return False
         return self._process.stop(timeout_s, pid=pid)
+
+    def kill(self, timeout_s: float = 10.0) -> int | None:
+        """SIGKILL the broker's process group, as a crash would (no controlled shutdown, nothing flushed); return
+        the pid killed, or None if nothing was running. Its data dir stays: ``start()`` brings the node back."""
+        pid = self.pid
+        if pid is None:
+            return None
+        signal_group(pid, signal.SIGKILL)
+        deadline = time.monotonic() + timeout_s
+        while not self._process.exited(pid):
+            if time.monotonic() > deadline:
+                raise LocalKafkaError(f"{self.bootstrap}: broker pid {pid} survived SIGKILL for {timeout_s:.0f}s")
+            time.sleep(0.02)
+        self.pid_file.unlink(missing_ok=True)
+        return pid
 
     def wipe(self) -> None:
         """Delete the data dir (all topics, offsets and the KRaft cluster id). Refuses while the broker runs."""

@@ -34,6 +34,9 @@ def producer_config(bootstrap: str, **overrides: Any) -> dict[str, Any]:
     """
     config: dict[str, Any] = {
         "bootstrap.servers": bootstrap,
+        # Where money moves, a record is acknowledged only once min.insync.replicas brokers have it, and a retry
+        # after a leader change is never written twice. Idempotence already implies acks=all; said out loud.
+        "acks": "all",
         "enable.idempotence": True,
         "linger.ms": get_settings().kafka_linger_ms,
         "batch.size": 512 * 1024,

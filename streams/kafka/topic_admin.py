@@ -9,9 +9,18 @@ exactly one partition (one writer over one ordered log; a second partition would
 balances split between them, and every hold would be refused), and the bridge's journal is written by
 ``bridge.requests``' partition numbers. ``NEXUS_TOPIC_PARTITIONS_OVERRIDE`` does not apply to the first, and
 an existing topic that breaks either rule stops the start with what to change.
+
+Replication follows the cluster (``replication_for``): on up to 3 brokers every partition is on all of them, and
+from 3 replicas on a write with ``acks=all`` (every producer of ours) needs 2 in-sync copies, so losing one broker
+loses no acknowledged record. ``NEXUS_TOPIC_REPLICATION_FACTOR`` / ``NEXUS_TOPIC_MIN_INSYNC_REPLICAS`` override it.
+An existing topic keeps its replicas (only a reassignment changes them; the start logs the shortfall); one with 3
+or more gets the wanted ``min.insync.replicas``.
 """
 
 from __future__ import annotations
+
+import logging
+from typing import NamedTuple
 
 from confluent_kafka import TopicCollection
 from confluent_kafka.admin import (
@@ -26,19 +35,48 @@ from contracts.topics import TOPICS, Topic
 from streams.settings import Settings
 
 TIMEOUT_S = 30.0
+MIN_ISR = "min.insync.replicas"
+REPLICAS_TOLERATING_ONE_LOSS = 3  # acks=all with 2 in sync: one broker may fail, no acknowledged write lost
+
+log = logging.getLogger("nexus.topics")
+
+
+class Replication(NamedTuple):
+    factor: int
+    min_insync: int
+
+
+def replication_for(brokers: int, settings: Settings) -> Replication:
+    """The replication the platform's topics get on a cluster of ``brokers``: the settings where they say,
+    else ``min(3, brokers)`` copies and 2 of them in sync from 3 copies on (1 below: a single broker, or two
+    that could not lose one without stopping writes)."""
+    factor = settings.topic_replication_factor or max(1, min(REPLICAS_TOLERATING_ONE_LOSS, brokers))
+    min_insync = settings.topic_min_insync_replicas or (2 if factor >= REPLICAS_TOLERATING_ONE_LOSS else 1)
+    if min_insync > factor:
+        raise ValueError(f"min.insync.replicas {min_insync} > replication factor {factor}: no write could succeed")
+    return Replication(factor, min_insync)
+
+
+def replication(settings: Settings) -> Replication:
+    """``replication_for`` the cluster at ``settings.bootstrap_servers`` (one metadata request), for clients that
+    create topics themselves (Faust's changelogs)."""
+    admin = AdminClient({"bootstrap.servers": settings.bootstrap_servers})
+    return replication_for(len(admin.list_topics(timeout=TIMEOUT_S).brokers), settings)
 
 
 def ensure_topics(settings: Settings, topics: list[Topic] | None = None) -> list[str]:
     """Create missing topics from the registry; return the names created."""
     wanted = topics if topics is not None else list(TOPICS.values())
     admin = AdminClient({"bootstrap.servers": settings.bootstrap_servers})
-    listed = set(admin.list_topics(timeout=TIMEOUT_S).topics)
+    metadata = admin.list_topics(timeout=TIMEOUT_S)
+    listed = set(metadata.topics)
+    copies = replication_for(len(metadata.brokers), settings)
     new = [
         NewTopic(
             t.name,
             num_partitions=t.partitions_with(settings.topic_partitions_override),
-            replication_factor=settings.topic_replication_factor,
-            config=t.topic_config(),
+            replication_factor=copies.factor,
+            config={**t.topic_config(), MIN_ISR: str(copies.min_insync)},
         )
         for t in wanted
         if t.name not in listed
@@ -52,7 +90,8 @@ def ensure_topics(settings: Settings, topics: list[Topic] | None = None) -> list
             if "TOPIC_ALREADY_EXISTS" not in str(exc):
                 raise RuntimeError(f"could not create topic {name}: {exc}") from exc
     # Every topic this call did not create existed already, whatever the listing said: its configs are set.
-    _enforce_configs(admin, [t for t in wanted if t.name not in created])
+    existing = [t for t in wanted if t.name not in created]
+    _enforce_configs(admin, existing, _min_insync_by_topic(admin, existing, copies))
     check_partitions(admin, wanted)
     return created
 
@@ -85,23 +124,48 @@ def check_partitions(admin: AdminClient, topics: list[Topic]) -> None:
             )
 
 
+def _min_insync_by_topic(admin: AdminClient, topics: list[Topic], copies: Replication) -> dict[str, str]:
+    """``min.insync.replicas`` to set on existing topics: on those with enough replicas to honour it. One with fewer
+    than wanted is logged (a reassignment adds replicas, not a config); setting 2 on a single copy would stop
+    every write to it."""
+    listed = admin.list_topics(timeout=TIMEOUT_S).topics
+    wanted: dict[str, str] = {}
+    for t in topics:
+        meta = listed.get(t.name)
+        if meta is None or not meta.partitions:
+            continue
+        have = min(len(p.replicas) for p in meta.partitions.values())
+        if have < copies.factor:
+            log.warning(
+                "topic %s has %d replica(s), the cluster's topics want %d: reassign it "
+                "(kafka-reassign-partitions.sh) to survive a broker loss",
+                t.name, have, copies.factor,
+            )  # fmt: skip
+        if have >= copies.min_insync > 1:
+            wanted[t.name] = str(copies.min_insync)
+    return wanted
+
+
 def partition_counts(admin: AdminClient, names: list[str]) -> dict[str, int]:
     """Partitions per topic, for the named topics that exist."""
     listed = admin.list_topics(timeout=TIMEOUT_S).topics
     return {name: len(listed[name].partitions) for name in names if name in listed}
 
 
-CORRECTNESS_CONFIGS = ("retention.ms", "retention.bytes", "message.timestamp.type")
+CORRECTNESS_CONFIGS = ("retention.ms", "retention.bytes", "message.timestamp.type", MIN_ISR)
 
 
-def _enforce_configs(admin: AdminClient, topics: list[Topic]) -> None:
+def _enforce_configs(admin: AdminClient, topics: list[Topic], min_insync: dict[str, str]) -> None:
     """Set the configs existing topics need to be right, not only fast: retention -1 where state is a fold
-    over every record (``kept_forever``), broker timestamps where a consumer bounds producers' clocks."""
+    over every record (``kept_forever``), broker timestamps where a consumer bounds producers' clocks, the
+    in-sync copies an acknowledged write needs (``min_insync``, by topic name)."""
     resources = []
     for t in topics:
         wanted = {k: v for k, v in t.topic_config().items() if k in CORRECTNESS_CONFIGS}
         if not t.kept_forever:
             wanted = {k: v for k, v in wanted.items() if not k.startswith("retention.")}
+        if t.name in min_insync:
+            wanted[MIN_ISR] = min_insync[t.name]
         if wanted:
             entries = [ConfigEntry(k, v, incremental_operation=AlterConfigOpType.SET) for k, v in wanted.items()]
             resources.append(ConfigResource(ConfigResource.Type.TOPIC, t.name, incremental_configs=entries))
