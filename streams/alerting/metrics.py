@@ -9,8 +9,9 @@ counters, which prometheus-client appends)::
 Settlement counts, latencies and dead-letter counts are *derived from the registry topics* by the
 monitoring agent (``streams/alerting/agent.py``), so every settlement is counted once whichever
 agent produced it; producers should not call ``count_settlement``/``observe_bridge_phase`` for
-records they also publish (set ``NEXUS_METRICS_FROM_TOPICS=false`` if they do). State that is not
-on any topic (circuit breakers) is set directly by its owner.
+records they also publish (set ``NEXUS_METRICS_FROM_TOPICS=false`` if they do). The registry and the
+series every worker exposes (lag, breakers, dead letters written, ...) are ``streams/ops/metrics.py``'s;
+docs/operations.md lists them.
 """
 
 from __future__ import annotations
