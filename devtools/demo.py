@@ -48,9 +48,12 @@ from contracts.topics import (
     TOPICS,
 )
 from devtools.alerting_demo import MonitoringStack, incident, stop_monitoring
+from devtools.api_demo import ApiDemo
+from devtools.api_demo import prepare_environment as prepare_api_environment
 from devtools.bridge_demo import BridgeDemo
+from devtools.governed_demo import GovernedDemo
 from devtools.order_flow import demo_accounts, demo_markets, generate_orders
-from devtools.payouts_demo import PayoutsDemo
+from devtools.payouts_demo import PayoutsDemo, approval_rule_id
 from devtools.payouts_demo import prepare_environment as prepare_payouts_environment
 from devtools.provider_sim.launcher import ProviderSimProcess
 from devtools.recon_demo import TodaysReconciliation
@@ -154,14 +157,21 @@ SECURITY: tuple[tuple[str, str, str], ...] = (
     ("audit", "streams.security.audit_log", ""),
     ("governance", "streams.security.governance", ""),
 )
+# The settlement API (issue 19) and the status read model it reads, plain processes under either runtime: the status
+# service first; both inherit the demo's NEXUS_DATA_DIR and NEXUS_APP_ID, so they share the read model's file.
+API: tuple[tuple[str, str, str], ...] = (
+    ("status", "streams.status", ""),
+    ("api", "streams.api", ""),
+)
 RUNTIMES: dict[str, tuple[tuple[str, str, str], ...]] = {
-    "faust": (*SECURITY, ("worker", "streams.worker", ""), *MONEY_OUT),
+    "faust": (*SECURITY, ("worker", "streams.worker", ""), *MONEY_OUT, *API),
     "plain": (
         *SECURITY,
         ("p2p", "streams.p2p", "matching,settlement"),
         ("bridge", "streams.bridge.loop", ""),
         ("worker", "streams.worker", "alerting"),
         *MONEY_OUT,
+        *API,
     ),
 }
 READY_MARKS = {"keys": "key manager running on token"}  # the key manager is not a worker: it logs this instead
@@ -491,6 +501,14 @@ class Demo:
         self.schema_registry: LocalSchemaRegistry | None = None
         self.payouts: PayoutsDemo | None = None
         self.security: SecurityDemo | None = None
+        self.governed: GovernedDemo | None = None
+        self.api: ApiDemo | None = None
+
+    @property
+    def bridge_log(self) -> Path:
+        """The log of the process running the bridge (it says when it applies a governed parameter)."""
+        names = {w.name: w for w in self.workers}
+        return (names.get("bridge") or names["worker"]).log_path
 
     def start(self) -> None:
         settings, console = self.settings, self.console
@@ -499,6 +517,7 @@ class Demo:
         # the workers inherit the demo's epochs and this run's dev-only KYC secrets
         prepare_payouts_environment(settings)
         prepare_security_environment(settings)
+        prepare_api_environment()
         start_workers(self.workers, console)
         with console.status("starting Alertmanager, the notification sink and the dashboard…"):
             self.monitoring = MonitoringStack(settings, console).start()
@@ -510,7 +529,15 @@ class Demo:
         self.payouts = PayoutsDemo(settings)
         self.payouts.start()
         console.print("[green]✓[/] holders, KYC and auto-payout rules sent; a dividend epoch closes every 2 minutes")
-        self.security = SecurityDemo(settings, sim=self.bridge.sim)
+        self.governed = GovernedDemo(settings, self.bridge_log, approval_rule_id(self.payouts.tag), sim=self.bridge.sim)
+        self.governed.start()
+        console.print("[green]✓[/] governed operations started: GOLD cashback 300 -> 450 bps, a payout approval (4/5)")
+        self.api = ApiDemo(settings, governed=self.governed, sim=self.bridge.sim)
+        self.api.start()
+        console.print(f"[green]✓[/] settlement API scene started against {self.api.url}")
+        # The pause comes once the API's payments and the payout approval are sent: it would refuse them.
+        pause_after = [self.api.payments_sent, self.governed.approval_signed]
+        self.security = SecurityDemo(settings, sim=self.bridge.sim, pause_after=pause_after)
         self.security.start()
         console.print("[green]✓[/] security scene started: a governed treasury transfer, a pause, a key rotation")
         incidents = produce_alert_incident(settings)
@@ -533,6 +560,7 @@ class Demo:
                     extra.append(self.bridge.render())
                 if self.payouts is not None:
                     extra.append(self.payouts.render())
+                extra += self.scene_panels()
                 if self.security is not None:
                     extra.append(self.security.render())
                 if self.recon is not None:
@@ -540,6 +568,16 @@ class Demo:
                 view = self.observed.render(self.traffic, time.monotonic() - started, *extra)
                 live.update(Panel(view, title="NEXUS-X demo"))
                 time.sleep(0.5)
+
+    def scene_panels(self) -> list[Table]:
+        return [scene.render() for scene in (self.api, self.governed) if scene is not None]
+
+    def show_scenes_at_end(self) -> None:
+        """The API's, the governed operations' and the security scene's panels as they ended (they went on while the
+        reconciliation ran)."""
+        panels = [*self.scene_panels(), *([self.security.render()] if self.security is not None else [])]
+        if self.streamed and panels:
+            self.console.print(Panel(Group(*panels), title="NEXUS-X demo: the scenes as they ended"))
 
     def reconcile(self) -> None:
         """Stop the traffic, let the workers answer what was sent, then run the nightly steps for today while the
@@ -595,6 +633,9 @@ class Demo:
         with self.console.status("stopping…"):
             if self.payouts is not None:
                 self.payouts.stop()
+            for scene in (self.api, self.governed):
+                if scene is not None:
+                    scene.stop()
             if self.security is not None:
                 self.security.stop()
             if self.monitoring is not None:
@@ -631,6 +672,7 @@ def main(argv: list[str] | None = None) -> int:
         console.print("[yellow]reconciliation skipped[/]")
         interrupted = True
     finally:
+        demo.show_scenes_at_end()
         demo.stop()
     if demo.observed.counts[ENERGY_TRADES.name] == 0 and not interrupted:
         console.print(f"[red]no trades came out — see {', '.join(str(w.log_path) for w in demo.workers)}[/]")

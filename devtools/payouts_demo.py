@@ -1,11 +1,13 @@
 """The demo's money-out scene (issue 17): holders, their KYC, auto-payout rules, a stake and the dividend epochs.
 
-Five holders, each showing one thing: a THRESHOLD payout (PayPal, USD), a SCHEDULE payout a minute after the rule
+Six holders, each showing one thing: a THRESHOLD payout (PayPal, USD), a SCHEDULE payout a minute after the rule
 is created (Stripe, EUR: the bridge scene breaks Stripe's USD rail on purpose), a DIVIDEND payout after each epoch
 (Toss, KRW: a demo's fees make small dividends; the holder is an energy node and a staker), a holder whose KYC is
-pending (Toss: waits, then is paid once verified), and a payout the provider declines (a Wise
-recipient that does not exist: the hold is voided, the balance unchanged). One rule that cannot work is
-dead-lettered. The panel shows what came out: results, waits, notifications delivered, epochs declared.
+pending (Toss: waits, then is paid once verified), a payout the provider declines (a Wise
+recipient that does not exist: the hold is voided, the balance unchanged), and a payout above the governed
+auto-approval limit (50,000 K-AUS by default: it waits APPROVAL_PENDING until the signers approve it, which
+devtools/governed_demo.py does). One rule that cannot work is dead-lettered. The panel shows what came out:
+results, waits, notifications delivered, epochs declared.
 
 The demo's epochs are short (``DEMO_ENV``) so that one passes while it runs; the KYC secrets are dev-only values
 made for this run (``devtools.kyc_sim.dev_secrets``) and handed to the receiver and the simulator only.
@@ -56,6 +58,8 @@ DEMO_ENV = {
     "NEXUS_STAKING_UNBONDING_MINUTES": "1",
 }
 PENDING_KYC_S = 20.0  # the pending holder is verified this long after the rules are sent
+# One K-AUS above the default auto-approval limit (50,000 K-AUS) once the keep-minimum (100) stays: ELEVATED, 4 of 5.
+APPROVAL_DEPOSIT_KAUS = 50_101
 WATCHED: tuple[Topic, ...] = (
     PAYOUT_RESULTS,
     PAYOUT_WAITING,
@@ -98,7 +102,13 @@ def holders(tag: str) -> list[Holder]:
         Holder(f"holder-dividend-{tag}", "DIVIDEND", "VERIFIED", 500),
         Holder(f"holder-pending-{tag}", "THRESHOLD", "PENDING", 3_000),
         Holder(f"holder-declined-{tag}", "THRESHOLD", "VERIFIED", 1_500),
+        Holder(f"holder-approval-{tag}", "THRESHOLD", "VERIFIED", APPROVAL_DEPOSIT_KAUS),
     ]
+
+
+def approval_rule_id(tag: str) -> str:
+    """The rule whose payout is above the auto-approval limit: its payout ids start with this and a colon."""
+    return f"r-approval-{tag}"
 
 
 def rules(tag: str, now: datetime) -> list[m.AutoPayoutRule]:
@@ -130,6 +140,12 @@ def rules(tag: str, now: datetime) -> list[m.AutoPayoutRule]:
             rule_id=f"r-declined-{tag}", account_id=f"holder-declined-{tag}", trigger_type="THRESHOLD",
             threshold_kaus_units=1_000 * KAUS, payout_provider="WISE", payout_currency="EUR",
             payout_account="no-such-recipient", **common,
+        ),
+        m.AutoPayoutRule(
+            rule_id=approval_rule_id(tag), account_id=f"holder-approval-{tag}", trigger_type="THRESHOLD",
+            threshold_kaus_units=1_000 * KAUS, keep_minimum_kaus_units=100 * KAUS, payout_provider="PAYPAL",
+            payout_currency="USD", payout_account=f"approval-{tag}@example.com",
+            max_payout_per_tx_kaus_units=APPROVAL_DEPOSIT_KAUS * KAUS,
         ),
         m.AutoPayoutRule(
             rule_id=f"r-invalid-{tag}", account_id=f"holder-threshold-{tag}", trigger_type="THRESHOLD",
@@ -284,6 +300,8 @@ class PayoutsDemo:
             if result.status is m.PayoutStatus.PAID:
                 fiat = f"{result.amount_minor} {result.currency} minor units"
                 what = f"[green]PAID[/] {kaus_to_decimal(result.kaus_debited_units or 0)} K-AUS → {fiat}"
+                if result.approval_request_id:
+                    what += f", approved by {result.approval_request_id}"
             else:
                 what = f"[red]FAILED[/] {result.reason_code} in {result.failed_phase}: hold voided"
             table.add_row(f"{trigger} {result.provider}", f"{what} ({result.payout_id})")

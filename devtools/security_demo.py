@@ -8,8 +8,9 @@ starts). Then the scene, one step after the other:
 1. ``treasury:main`` is funded by a Deposit; a TREASURY_TRANSFER of 1,000 K-AUS to ``treasury:ops`` is requested
    and signed by 3 of the 5 signers: APPROVED, it waits out its (scaled) 24 h timelock, then the ledger applies one
    GovernedTransfer and the request is EXECUTED;
-2. meanwhile an emergency PAUSE signed by 2: the bridge refuses card payments with PAUSED (the bridge scene keeps
-   sending them) for ``PAUSE_S``; then an UNPAUSE signed by 3;
+2. an emergency PAUSE signed by 2, once the scenes that must not meet it have done what they send (``pause_after``:
+   the API's card payments, the payout approval asked; devtools/demo.py): the bridge refuses card payments with
+   PAUSED (the bridge scene keeps sending them) for ``PAUSE_S``; then an UNPAUSE signed by 3;
 3. a KEY_CEREMONY rotating the SIGNING key, signed by 3: a new version on ``governance.keys``;
 4. the auditor: the audit log and its checkpoints exported into the data directory and checked with the HSM's
    public keys (passes); a copy with one byte changed is checked again (fails, the verifier's message shown).
@@ -73,9 +74,11 @@ from streams.settings import Settings
 log = logging.getLogger("nexus.demo.security")
 KAUS = 1_000_000
 DAY_S = 86_400
-DEMO_TIMELOCK_S = 40  # what the 24 h timelock of a transfer below 50,000 K-AUS lasts in the demo
-PAUSE_S = 10.0  # how long the platform stays paused
-IN_TIMELOCK_S = 6.0  # the transfer is seen waiting in its timelock this long before the pause
+# What the 24 h timelock of a request below 50,000 K-AUS lasts in the demo (48 h: twice that), short enough that a
+# payout approved by 4 signers is paid within the demo test's 20 s of streaming (devtools/governed_demo.py).
+DEMO_TIMELOCK_S = 5
+PAUSE_S = 6.0  # how long the platform stays paused
+PAUSE_AFTER_WAIT_S = 60.0  # the longest the pause waits for the scenes it must not meet
 TREASURY, OPS = "treasury:main", "treasury:ops"
 TREASURY_FUND_KAUS = 10_000
 TRANSFER_KAUS = 1_000
@@ -217,6 +220,7 @@ class SecurityDemo:
     verdicts: dict[str, Verdict] = field(default_factory=dict)  # "original" / "one byte changed"
     sealing: Sealing = field(default_factory=Sealing)
     sim: Any = None  # the provider simulator (ProviderSimProcess): whom it paid
+    pause_after: list[threading.Event] = field(default_factory=list)  # what the pause waits for (bounded)
     tampered: str = ""  # which byte of the copy was changed
     step: str = "starting"
     stop_event: threading.Event = field(default_factory=threading.Event)
@@ -251,14 +255,17 @@ class SecurityDemo:
         producer = Producer({"bootstrap.servers": self.settings.bootstrap_servers, "enable.idempotence": True})
         fund = m.Deposit(command_id=f"demo-treasury-fund-{self.tag}", account_id=TREASURY,
                          amount_kaus_units=TREASURY_FUND_KAUS * KAUS, occurred_at=datetime.now(UTC))  # fmt: skip
-        _produce(producer, LEDGER_COMMANDS, fund)
+        produce(producer, LEDGER_COMMANDS, fund)
         transfer = self.rid("transfer")
         self._request(producer, transfer, g.Operation.TREASURY_TRANSFER, TRANSFER_KAUS * KAUS,
                       from_account=TREASURY, to_account=OPS, reason="ops float")  # fmt: skip
         self._sign(producer, transfer, "signer-1", "signer-2", "signer-3")
         self.step = "treasury transfer signed 3/5: waiting in its timelock"
         self._wait(lambda: self._state(transfer) in ("APPROVED", "EXECUTED"), "the transfer's quorum")
-        self._sleep(IN_TIMELOCK_S)
+        self.step = "waiting for the API's card payments and the payout approval before the emergency pause"
+        deadline = time.monotonic() + PAUSE_AFTER_WAIT_S
+        while not all(e.is_set() for e in self.pause_after) and time.monotonic() < deadline:
+            self._sleep(0.25)
         self._pause_and_unpause(producer)
         rotate = self.rid("rotate")
         self.step = "key ceremony: rotating the signing key (3/5)"
@@ -301,18 +308,11 @@ class SecurityDemo:
         problem = g.check_request(to_request(request))
         if problem is not None:
             raise RuntimeError(f"{rid}: the platform would refuse it: {problem}")
-        _produce(producer, GOVERNANCE_REQUESTS, request)
+        produce(producer, GOVERNANCE_REQUESTS, request)
         self.sent[rid] = request
 
     def _sign(self, producer: Producer, rid: str, *signers: str) -> None:
-        """Each signer signs the canonical hash computed here (as the signers' CLI does) with their dev key file."""
-        digest = g.request_hash(to_request(self.sent[rid]), GovernanceSettings().deployment_id)
-        for signer in signers:
-            key = serialization.load_pem_private_key(key_path(signers_dir(self.settings), signer).read_bytes(), None)
-            assert isinstance(key, ec.EllipticCurvePrivateKey)
-            approval = m.GovernanceApproval(request_id=rid, signer_id=signer, request_hash=digest,
-                                            signature=sign_hash(key, digest), signed_at=datetime.now(UTC))  # fmt: skip
-            _produce(producer, GOVERNANCE_APPROVALS, approval)
+        sign(producer, self.settings, self.sent[rid], *signers)
 
     def _sleep(self, seconds: float) -> None:
         if self.stop_event.wait(seconds):
@@ -424,7 +424,7 @@ class SecurityDemo:
         table.add_column("seen")
         table.add_row("scene", self.step)
         for rid in sorted(self.requests, key=lambda r: self.requests[r].created_at):
-            table.add_row(f"request {self.requests[rid].operation}", f"{_state_text(self.requests[rid])} ({rid})")
+            table.add_row(f"request {self.requests[rid].operation}", f"{state_text(self.requests[rid])} ({rid})")
         table.add_row("money out", self._pause_text())
         table.add_row("HSM keys", self._keys_text() or "the key manager publishes them at start")
         if self.checkpoint is not None:
@@ -466,13 +466,24 @@ class _Stopped(Exception):
     """The demo stops while the scene waits."""
 
 
-def _produce(producer: Producer, topic: Topic, message: Any) -> None:
+def produce(producer: Producer, topic: Topic, message: Any) -> None:
     producer.produce(topic.name, topic.encode(message), topic.key_of(message))
     if producer.flush(10):
         raise RuntimeError(f"{topic.name}: not acknowledged")
 
 
-def _state_text(r: m.MultisigRequest) -> str:
+def sign(producer: Producer, settings: Settings, request: m.GovernanceRequest, *signers: str) -> None:
+    """Each signer signs the canonical hash computed here (as the signers' CLI does) with their dev key file."""
+    digest = g.request_hash(to_request(request), GovernanceSettings().deployment_id)
+    for signer in signers:
+        key = serialization.load_pem_private_key(key_path(signers_dir(settings), signer).read_bytes(), None)
+        assert isinstance(key, ec.EllipticCurvePrivateKey)
+        approval = m.GovernanceApproval(request_id=request.request_id, signer_id=signer, request_hash=digest,
+                                        signature=sign_hash(key, digest), signed_at=datetime.now(UTC))  # fmt: skip
+        produce(producer, GOVERNANCE_APPROVALS, approval)
+
+
+def state_text(r: m.MultisigRequest) -> str:
     amount = f"{kaus_text(r.amount_kaus_units)} K-AUS, " if r.amount_kaus_units else ""
     text = f"{r.state} {r.signatures}/{r.required_signers}"
     if r.state is m.MultisigState.APPROVED and r.timelock_until is not None:

@@ -1,7 +1,9 @@
 """Issue 2 acceptance: the run command brings the stack up, shows events flowing, and stops cleanly
 (no broker, worker, Alertmanager, simulator or dashboard left behind) — at the end of a run and on Ctrl-C.
 Issue 16: before it stops, it reconciles today's traffic (the nightly steps on its broker and simulator) and
-shows the figures, which the copy of the warehouse it publishes for readers holds too."""
+shows the figures, which the copy of the warehouse it publishes for readers holds too. Issue 19 and the governed
+operations: the settlement API's scene and the signers' parameter change and payout approval, as the demo's last
+panel shows them."""
 
 from __future__ import annotations
 
@@ -113,6 +115,58 @@ def _assert_sealed(out: str, data_dir: Path) -> None:
         assert not re.search(plain, state), f"{plain} in clear in the payouts service's state file"
 
 
+def _scenes_at_end(out: str) -> str:
+    """The demo's last panel: the API's, the governed operations' and the security scene's tables as they ended."""
+    title = "NEXUS-X demo: the scenes as they ended"
+    assert title in out, out[-6000:]
+    return out[out.rindex(title) :]
+
+
+def _assert_api(out: str) -> None:
+    """Issue 19 in the demo: the status service and the API run; a merchant client's token; a GOLD payer's payment
+    settled (cashback at GOLD's 300 bps), the same key replayed (same body, the provider paid once), a payer without
+    funds refused at BALANCE_LOCK, a payment after the signers' change earning 450 bps; each payment's status from the
+    read model and the merchant's history page, newest first."""
+    assert "status worker (streams.status) ready" in out and "api worker (streams.api) ready" in out
+    end = _scenes_at_end(out)
+    assert re.search(r"│ scene +│ done: token, payments", end), end[:4000]
+    assert re.search(r"│ POST /oauth/token +│ 200 Bearer JWT for \d+ s, scopes settlements:read settlements:write", end)
+    paid = r"200 COMPLETED on STRIPE_SEPA: [\d,]+\.\d{6} K-AUS, cashback"
+    assert re.search(rf"│ POST /bridge \(GOLD\) +│ {paid} 300 bps \(key demo-api-gold-\w+\)", end), end[:4000]
+    assert re.search(r"│ same key again +│ 200, Idempotent-Replayed: true, the same body byte for byte", end)
+    assert re.search(r"│ provider paid +│ 1 time\(s\) for demo-api-gold-", end)
+    assert re.search(r"│ POST /bridge \(no funds\) +│ 200 FAILED in BALANCE_LOCK: INSUFFICIENT_FUNDS", end)
+    after = re.search(rf"│ POST /bridge \(GOLD, new rate\) +│ {paid} 450 bps \(key demo-api-gold-after-", end)
+    assert after, end[:4000]
+    statuses = dict(re.findall(r"│ GET /status/demo-api-([a-z-]+)-\w{6} +│ (.+?) +│", end))
+    assert statuses == {
+        "gold": "COMPLETED STRIPE_SEPA, owner merchant-demo",
+        "poor": "FAILED BALANCE_LOCK INSUFFICIENT_FUNDS, owner merchant-demo",
+        "gold-after": "COMPLETED STRIPE_SEPA, owner merchant-demo",
+    }, statuses
+    assert re.search(r"│ GET /history +│ 3 of merchant-demo's, newest first: demo-api-gold-after-\w+ COMPLETED, "
+                     r"demo-api-poor-\w+ FAILED,", end), end[:4000]  # fmt: skip
+
+
+def _assert_governed(out: str) -> None:
+    """Governed operations in the demo: GOLD's cashback changed 300 -> 450 bps by a PARAMETER_CHANGE signed 3/5 (in
+    force, applied by the bridge: the API's next payment earned it, _assert_api); a payout one K-AUS above the
+    50,000 K-AUS auto-approval limit waited APPROVAL_PENDING once, was approved 4/5 and paid once, for exactly that."""
+    end = _scenes_at_end(out)
+    assert re.search(r"│ parameter scene +│ done: cashback\.bps\.GOLD = 450 bps in force", end), end[:6000]
+    assert re.search(r"│ payout scene +│ done: asked, approved by the signers, paid", end), end[:6000]
+    assert re.search(r"│ request PARAMETER_CHANGE +│ EXECUTED 3/3 \(demo-cashback-", end)
+    assert re.search(r"│ GOLD cashback +│ 300 -> 450 bps requested; in force: 450 bps", end)
+    approval = r"50,001\.000000 K-AUS, EXECUTED 4/4 \(PAYOUT:r-approval-\w+:T0\)"
+    assert re.search(rf"│ request PAYOUT_APPROVAL +│ {approval}", end), end[:6000]
+    assert re.search(r"│ payout above the limit +│ r-approval-\w+: waits APPROVAL_PENDING 1 ", end)
+    results = re.findall(r"│ payout result +│ (.+?) +│", end[: end.index("Security: multi-sig governance")])
+    assert len(results) == 1 and re.fullmatch(
+        r"PAID 50,001\.000000 K-AUS \((r-approval-\w+:T0), approval PAYOUT:\1\)", results[0]
+    ), results
+    assert re.search(r"│ paid once +│ 1 result\(s\), 1 payout\(s\) at the provider", end)
+
+
 def _security_scene(out: str) -> str:
     rows = re.findall(r"│ scene +│ (.+?) +│", out[out.rindex("Security: multi-sig governance") :])
     assert rows, out[-6000:]
@@ -154,6 +208,8 @@ def test_demo_streams_events_and_leaves_nothing_running(tmp_path: Path, runtime:
     _assert_money_out(out)
     _assert_security(out)
     _assert_sealed(out, tmp_path)
+    _assert_api(out)
+    _assert_governed(out)
     _assert_reconciled_today(out, tmp_path, {before, _utc_today()})
     _assert_nothing_listens(ports)
     assert not list((tmp_path / "run").glob("*.pid"))

@@ -2,7 +2,8 @@
 
 The demo is the "everything started" scenario: the local Kafka broker (client and controller listeners), the
 Faust worker (its web server and, through the alerting agent, the Prometheus metrics endpoint), Alertmanager,
-the notification sink (HTTP and SMTP), the dashboard and the payout-provider simulator. Once the demo says it
+the notification sink (HTTP and SMTP), the dashboard, the payout-provider simulator, the KYC webhook receiver and
+simulator, and the settlement API (issue 19; the status read model beside it serves nothing). Once the demo says it
 streams, the test lists the listening TCP sockets (``/proc/net/tcp``, ``/proc/net/tcp6``) that belong to the
 demo's process tree and asserts each is on 127.0.0.0/8 or ::1. Only the port settings change (free ports and
 a private data dir), never an address or the runtime (Faust, the default). The plain runtime's loops serve
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from streams.api.settings import ApiSettings
 from streams.settings import Settings
 from tests.support.demo_env import PORT_SETTINGS, demo_env, read_until_streaming, start_demo
 
@@ -136,3 +138,5 @@ def test_every_bind_setting_defaults_to_loopback(monkeypatch: pytest.MonkeyPatch
         "alertmanager_host",
     }
     assert all(ipaddress.ip_address(value).is_loopback for value in hosts.values()), hosts
+    api = ApiSettings(_env_file=None)  # type: ignore[call-arg]
+    assert ipaddress.ip_address(api.host).is_loopback, api.host  # the settlement API's own setting

@@ -23,6 +23,7 @@ PORT_SETTINGS = [
     "PROVIDER_SIM_PORT",
     "KYC_PORT",
     "KYC_SIMULATOR_PORT",  # not a setting: NEXUS_KYC_APPLICANT_API_URL below
+    "API_PORT",  # the settlement API (streams/api/settings.py)
 ]
 
 
