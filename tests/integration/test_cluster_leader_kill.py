@@ -169,6 +169,17 @@ class Traffic(threading.Thread):
         self.finished = time.time()
 
 
+def kill_busiest_leader(cluster: LocalKafkaCluster) -> tuple[tuple[str, int], int, list[str], float]:
+    """SIGKILL the leader of the busiest input partition: (that partition, the node killed, the flow's partitions
+    it led, when it was killed)."""
+    topic, partition = busiest_input_partition(cluster.bootstrap)
+    victim = cluster.leader_of(topic, partition)
+    led = [f"{s.topic}[{s.partition}]" for s in cluster.partitions(t.name for t in FLOW_TOPICS) if s.leader == victim]
+    killed_at = time.time()
+    assert cluster.kill(victim) is not None
+    return (topic, partition), victim, led, killed_at
+
+
 def run_leader_kill_drill(
     cluster: LocalKafkaCluster,
     workdir: Path,
@@ -206,13 +217,7 @@ def run_leader_kill_drill(
         traffic = Traffic(kafka, commands, batch, every_s)
         traffic.start()
         time.sleep(kill_after_s)
-        topic, partition = busiest_input_partition(cluster.bootstrap)
-        victim = cluster.leader_of(topic, partition)
-        led = [
-            f"{s.topic}[{s.partition}]" for s in cluster.partitions(t.name for t in FLOW_TOPICS) if s.leader == victim
-        ]
-        killed_at = time.time()
-        assert cluster.kill(victim) is not None
+        (topic, partition), victim, led, killed_at = kill_busiest_leader(cluster)
         traffic.join(timeout=settle_timeout_s)
         assert traffic.error is None, f"the traffic failed: {traffic.error!r}"
 
