@@ -14,7 +14,7 @@ from typing import Any
 import faust
 
 from contracts.topics import BRIDGE_REQUESTS
-from streams.bridge.service import BridgeService, build_service
+from streams.bridge.service import BridgeService, build_service, watch_metrics
 from streams.kafka.faust_app import faust_topic
 from streams.settings import Settings
 
@@ -25,6 +25,7 @@ def register(app: faust.App, settings: Settings) -> None:
     """Add the bridge agent and its partitions-revoked handler to ``app``; the service is built when the agent
     starts."""
     running: list[BridgeService] = []  # the agent's service while it runs (one agent instance)
+    watch_metrics(lambda: tuple(running))  # its breakers and settlements in flight on the worker's /metrics
 
     async def bridge(stream: faust.StreamT[bytes]) -> None:
         service = await build_service(settings)

@@ -22,12 +22,12 @@ from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
 from contracts.topics import BRIDGE_REQUESTS
 from streams.bridge.offsets import OffsetTracker
-from streams.bridge.service import BridgeService, build_service
+from streams.bridge.service import BridgeService, build_service, watch_metrics
 from streams.kafka import event_loop
 from streams.kafka.clients import consume_now, consumer_config, describe, must_exit
 from streams.kafka.gc_policy import HeapPolicy
 from streams.kafka.topic_admin import ensure_topics
-from streams.ops import health, logs, metrics
+from streams.ops import health, logs
 from streams.settings import Settings, get_settings
 
 log = logging.getLogger("nexus.bridge_loop")
@@ -131,9 +131,7 @@ async def serve(settings: Settings) -> int:
     heap = HeapPolicy.from_settings(settings)
     heap.start()
     ops = health.start(settings, "bridge", consumer_groups=[f"{settings.app_id}-bridge"])
-    metrics.add_refresher(metrics.breaker_refresher(lambda: service.runner.breakers))
-    # The runner's settlements in flight (it has no public count yet): each holds at most one K-AUS hold.
-    metrics.add_refresher(lambda: metrics.BRIDGE_IN_FLIGHT.set(len(getattr(service.runner, "_in_flight", {}))))
+    watch_metrics(lambda: (service,))
 
     async def beat() -> None:  # the event loop's liveness: a loop stuck in a call stops beating
         while not bridge.stopping.is_set():

@@ -70,6 +70,7 @@ from domain.fx import FxBook
 from domain.ledger import Reference
 from domain.rails import DEFAULT_BREAKER, CircuitBreaker, Provider, Rail, new_breakers
 from streams.bridge.providers.base import ProviderAdapter
+from streams.ops import logs
 
 log = logging.getLogger("nexus.bridge")
 
@@ -265,7 +266,8 @@ class BridgeRunner:
         self.stats.admitted += 1
         fut: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
         prev = self._tails.get(payment.payer_account_id)
-        task = asyncio.create_task(self._run(payment, prev, fut))
+        with logs.transaction(payment.request_id):  # the settlement's log lines carry its id (the task copies it)
+            task = asyncio.create_task(self._run(payment, prev, fut))
         self._tails[payment.payer_account_id] = task
 
         def done(t: asyncio.Task[None], payer: str = payment.payer_account_id) -> None:
@@ -278,6 +280,11 @@ class BridgeRunner:
 
     async def settle(self, payment: CardPayment) -> Result:
         return await (await self.submit(payment))
+
+    @property
+    def in_flight_count(self) -> int:
+        """Settlements begun and not yet finished (each holds at most one K-AUS hold): ``/metrics`` reads it."""
+        return len(self._in_flight)
 
     def result_of(self, request_id: str) -> Result | None:
         return self._results.get(request_id)
@@ -312,8 +319,9 @@ class BridgeRunner:
         fut: asyncio.Future[Result | None] = asyncio.get_running_loop().create_future()
         self._recovering[tx_id] = fut
         try:
-            async with self._slots:
-                result = await self._drive(step)
+            with logs.transaction(step.tx.payment.request_id):  # gather runs each recovery in a task of its own
+                async with self._slots:
+                    result = await self._drive(step)
         except BaseException as exc:
             fut.set_exception(exc)
             fut.exception()  # mark retrieved: the joiners (if any) see it too

@@ -79,6 +79,7 @@ from streams.bridge.runner import BridgeRunner, PayoutParked
 from streams.kafka import ingress
 from streams.kafka.clients import AsyncProducer
 from streams.kafka.topic_admin import topic_id
+from streams.ops import logs, metrics
 from streams.settings import Settings
 
 log = logging.getLogger("nexus.bridge")
@@ -226,8 +227,9 @@ class BridgeService:
         await self.ensure_loaded(partition)
         self.journal.partition_of[request.request_id] = partition
         payment = payment_from_request(request, request_origin(partition, offset))
-        future = await self.runner.submit(payment)
-        task = asyncio.create_task(self._finish(payment, future, partition, on_done))
+        future = await self.runner.submit(payment)  # its settlement task carries the transaction id (the runner's)
+        with logs.transaction(request.request_id):  # and so do the lines of its answer
+            task = asyncio.create_task(self._finish(payment, future, partition, on_done))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -298,6 +300,21 @@ class BridgeService:
         await self.checkpoint()
         if self.journal.index is not None:
             self.journal.index.close()
+
+
+def watch_metrics(services: Callable[[], Iterable[BridgeService]]) -> None:
+    """``nexus_rail_breaker_state`` and ``nexus_bridge_settlements_in_flight`` from the running services' runners,
+    read when ``/metrics`` is scraped (either driver: the plain loop has one service, the Faust agent its running
+    ones)."""
+
+    def breakers() -> dict[Any, Any]:
+        merged: dict[Any, Any] = {}
+        for running in services():
+            merged.update(running.runner.breakers)
+        return merged
+
+    metrics.add_refresher(metrics.breaker_refresher(breakers))
+    metrics.add_refresher(lambda: metrics.BRIDGE_IN_FLIGHT.set(sum(s.runner.in_flight_count for s in services())))
 
 
 def capture_refused_audit(flag: FlagForReconciliation, at: datetime) -> m.AuditRecord:
