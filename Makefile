@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 # unset, the runtime is the setting NEXUS_RUNTIME (default faust, streams/settings.py).
 RUNTIME ?=
 
-.PHONY: setup run test test-fast stop lint typecheck schemas bench clean
+.PHONY: setup run test test-fast stop cluster cluster-stop lint typecheck schemas bench clean
 
 setup: $(STAMP_PLATFORM) $(STAMP_AIRFLOW) system-deps kafka-jars
 
@@ -62,6 +62,13 @@ endif
 
 test-fast: $(STAMP_PLATFORM)
 	$(VENV)/bin/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+# A local 3-node KRaft cluster (replication 3, min.insync.replicas 2): docs/disaster-recovery.md.
+cluster: kafka-jars
+	$(VENV)/bin/python -m infra.kafka.cluster start
+
+cluster-stop: $(STAMP_PLATFORM)
+	$(VENV)/bin/python -m infra.kafka.cluster stop
 
 stop:
 	-@$(VENV)/bin/python -m devtools.demo --stop

@@ -14,7 +14,7 @@ from faust.worker import Worker
 
 from streams.kafka.faust_app import make_app
 from streams.kafka.gc_policy import HeapPolicy
-from streams.kafka.topic_admin import ensure_topics
+from streams.kafka.topic_admin import ensure_topics, replication
 from streams.ops import health, logs
 from streams.settings import Settings, get_settings, pick_roles
 
@@ -54,6 +54,8 @@ def main(agents: str | None = None) -> int:
     created = ensure_topics(settings)
     if created:
         logging.info("created topics: %s", ", ".join(sorted(created)))
+    if settings.topic_replication_factor is None:  # Faust creates its own internal topics: as many copies as ours
+        settings = settings.model_copy(update={"topic_replication_factor": replication(settings).factor})
     roles = roles_of(settings.agents if agents is None else agents)
     app = bootstrap(settings, roles)
     ops = health.start(settings, f"faust:{','.join(roles)}", [] if "alerting" in roles else [settings.app_id])

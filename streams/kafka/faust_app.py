@@ -31,7 +31,7 @@ def make_app(settings: Settings) -> faust.App:
         broker=broker,
         store="memory://",
         # Registry topics are created by streams.kafka.topic_admin; Faust still declares its own internal ones.
-        topic_replication_factor=settings.topic_replication_factor,
+        topic_replication_factor=settings.topic_replication_factor or 1,  # streams.worker.main sets the cluster's
         topic_partitions=4,
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
