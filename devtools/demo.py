@@ -22,7 +22,7 @@ import sys
 import threading
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -55,6 +55,7 @@ from devtools.governed_demo import GovernedDemo
 from devtools.order_flow import demo_accounts, demo_markets, generate_orders
 from devtools.payouts_demo import PayoutsDemo, approval_rule_id
 from devtools.payouts_demo import prepare_environment as prepare_payouts_environment
+from devtools.payouts_demo import rules as payout_rules
 from devtools.provider_sim.launcher import ProviderSimProcess
 from devtools.recon_demo import TodaysReconciliation
 from devtools.security_demo import SecurityDemo
@@ -444,6 +445,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def threshold_payouts_answered(payouts: PayoutsDemo) -> Callable[[], bool]:
+    """Whether each verified holder's THRESHOLD payout has its result (the approval's holder aside: its payout waits
+    for the signers, ``approval_signed``; the KYC-pending holder's for its verification)."""
+    approval = {
+        r.account_id for r in payout_rules(payouts.tag, datetime.now(UTC)) if r.rule_id == approval_rule_id(payouts.tag)
+    }
+    due = {h.account_id for h in payouts.people if h.trigger == "THRESHOLD" and h.kyc == "VERIFIED"} - approval
+    return lambda: due <= {r.account_id for r in list(payouts.results.values())}
+
+
 def start_kafka(settings: Settings, console: Console) -> None:
     """The local broker (unless a cluster is configured) and the registry topics."""
     if settings.local_kafka:
@@ -535,8 +546,10 @@ class Demo:
         self.api = ApiDemo(settings, governed=self.governed, sim=self.bridge.sim)
         self.api.start()
         console.print(f"[green]✓[/] settlement API scene started against {self.api.url}")
-        # The pause comes once the API's payments and the payout approval are sent: it would refuse them.
-        pause_after = [self.api.payments_sent, self.governed.approval_signed]
+        # The pause comes once the API's payments and the payout approval are sent and the threshold payouts answered
+        # (bounded): it would refuse them, PAUSED.
+        pause_after = [self.api.payments_sent.is_set, self.governed.approval_signed.is_set,
+                       threshold_payouts_answered(self.payouts)]  # fmt: skip
         self.security = SecurityDemo(settings, sim=self.bridge.sim, pause_after=pause_after)
         self.security.start()
         console.print("[green]✓[/] security scene started: a governed treasury transfer, a pause, a key rotation")

@@ -9,8 +9,8 @@ starts). Then the scene, one step after the other:
    and signed by 3 of the 5 signers: APPROVED, it waits out its (scaled) 24 h timelock, then the ledger applies one
    GovernedTransfer and the request is EXECUTED;
 2. an emergency PAUSE signed by 2, once the scenes that must not meet it have done what they send (``pause_after``:
-   the API's card payments, the payout approval asked; devtools/demo.py): the bridge refuses card payments with
-   PAUSED (the bridge scene keeps sending them) for ``PAUSE_S``; then an UNPAUSE signed by 3;
+   the API's card payments, the payout approval asked, the threshold payouts answered; devtools/demo.py): the bridge
+   refuses card payments with PAUSED (the bridge scene keeps sending them) for ``PAUSE_S``; then an UNPAUSE signed by 3;
 3. a KEY_CEREMONY rotating the SIGNING key, signed by 3: a new version on ``governance.keys``;
 4. the auditor: the audit log and its checkpoints exported into the data directory and checked with the HSM's
    public keys (passes); a copy with one byte changed is checked again (fails, the verifier's message shown).
@@ -36,6 +36,7 @@ import threading
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -220,7 +221,7 @@ class SecurityDemo:
     verdicts: dict[str, Verdict] = field(default_factory=dict)  # "original" / "one byte changed"
     sealing: Sealing = field(default_factory=Sealing)
     sim: Any = None  # the provider simulator (ProviderSimProcess): whom it paid
-    pause_after: list[threading.Event] = field(default_factory=list)  # what the pause waits for (bounded)
+    pause_after: list[Callable[[], bool]] = field(default_factory=list)  # what the pause waits for (bounded)
     tampered: str = ""  # which byte of the copy was changed
     step: str = "starting"
     stop_event: threading.Event = field(default_factory=threading.Event)
@@ -262,9 +263,9 @@ class SecurityDemo:
         self._sign(producer, transfer, "signer-1", "signer-2", "signer-3")
         self.step = "treasury transfer signed 3/5: waiting in its timelock"
         self._wait(lambda: self._state(transfer) in ("APPROVED", "EXECUTED"), "the transfer's quorum")
-        self.step = "waiting for the API's card payments and the payout approval before the emergency pause"
+        self.step = "waiting for the API's card payments and the payouts before the emergency pause"
         deadline = time.monotonic() + PAUSE_AFTER_WAIT_S
-        while not all(e.is_set() for e in self.pause_after) and time.monotonic() < deadline:
+        while not all(done() for done in self.pause_after) and time.monotonic() < deadline:
             self._sleep(0.25)
         self._pause_and_unpause(producer)
         rotate = self.rid("rotate")
