@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import signal
 import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -47,6 +49,7 @@ from contracts.topics import (
     PLATFORM_DEADLETTERS,
     TOPICS,
 )
+from devtools.alert_sink import summarize
 from devtools.alerting_demo import MonitoringStack, incident, stop_monitoring
 from devtools.api_demo import ApiDemo
 from devtools.api_demo import prepare_environment as prepare_api_environment
@@ -55,7 +58,6 @@ from devtools.governed_demo import GovernedDemo
 from devtools.order_flow import demo_accounts, demo_markets, generate_orders
 from devtools.payouts_demo import PayoutsDemo, approval_rule_id
 from devtools.payouts_demo import prepare_environment as prepare_payouts_environment
-from devtools.payouts_demo import rules as payout_rules
 from devtools.provider_sim.launcher import ProviderSimProcess
 from devtools.recon_demo import TodaysReconciliation
 from devtools.security_demo import SecurityDemo
@@ -63,6 +65,7 @@ from devtools.security_demo import prepare_environment as prepare_security_envir
 from domain.money import kaus_to_decimal
 from infra.http_serving import url_host
 from infra.kafka.broker import LocalKafka, ensure_jars
+from infra.prometheus.launcher import LocalPrometheus, PrometheusError, Target
 from infra.schema_registry.registry import LocalSchemaRegistry, SchemaRegistryError, register_schemas
 from streams.kafka.topic_admin import ensure_topics
 from streams.p2p.matching import to_message
@@ -102,6 +105,7 @@ class Worker:
     module: str = "streams.worker"
     agents: str = ""  # NEXUS_AGENTS for it; empty = all of that runtime's roles
     ready_mark: str = "Worker ready"  # what its log says once it serves
+    metrics_port: int = 0  # its /metrics and /healthz (NEXUS_METRICS_PORT; 0 = served nowhere)
     proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -116,6 +120,7 @@ class Worker:
         started = time.monotonic()
         env = dict(os.environ, NEXUS_KAFKA_BOOTSTRAP_SERVERS=self.settings.bootstrap_servers, PYTHONUNBUFFERED="1")
         env["NEXUS_AGENTS"] = self.agents
+        env["NEXUS_METRICS_PORT"] = str(self.metrics_port)  # each process its own (one port serves one process)
         # The bridge agent pays out through the demo's provider simulator.
         sim_host = url_host(self.settings.provider_sim_host)
         env.setdefault("NEXUS_PROVIDER_SIM_URL", f"http://{sim_host}:{self.settings.provider_sim_port}")
@@ -176,11 +181,21 @@ RUNTIMES: dict[str, tuple[tuple[str, str, str], ...]] = {
     ),
 }
 READY_MARKS = {"keys": "key manager running on token"}  # the key manager is not a worker: it logs this instead
+# The processes that serve /metrics and /healthz (streams/ops; the key manager, the KYC receiver and the API do not).
+METRICS_SERVED = frozenset({"p2p", "bridge", "worker", "payouts", "notifier", "audit", "governance", "status"})
+
+
+def metrics_ports(settings: Settings, runtime: str) -> dict[str, int]:
+    """Each process serving metrics gets a port of its own: NEXUS_METRICS_PORT, then the ports after it, in the
+    runtime's order (by default the audit log's on 9464, the governance service's on 9465, ...)."""
+    served = [name for name, _, _ in RUNTIMES[runtime] if name in METRICS_SERVED]
+    return {name: settings.metrics_port + i for i, name in enumerate(served)}
 
 
 def workers_for(settings: Settings, runtime: str) -> list[Worker]:
+    ports = metrics_ports(settings, runtime)
     return [
-        Worker(settings, name, module, agents, READY_MARKS.get(name, "Worker ready"))
+        Worker(settings, name, module, agents, READY_MARKS.get(name, "Worker ready"), ports.get(name, 0))
         for name, module, agents in RUNTIMES[runtime]
     ]
 
@@ -219,6 +234,8 @@ def stop_everything(settings: Settings, console: Console) -> None:
     for name in sorted({name for workers in RUNTIMES.values() for name, _, _ in workers}):
         if stop_pid_file(run_dir(settings) / f"{name}.pid"):
             console.print(f"stopped the {name} worker")
+    if LocalPrometheus(settings=settings).stop():
+        console.print("stopped Prometheus")
     stop_monitoring(settings, console)
     if ProviderSimProcess(port=settings.provider_sim_port, state_dir=settings.data_dir / "provider_sim").stop():
         console.print("stopped the provider simulator")
@@ -412,6 +429,96 @@ class Observed:
         return Group(flow, prices, movers, letters, *extra)
 
 
+# ------------------------------------------------------------------------ Prometheus and the notifications
+
+DEADMANSSWITCH_PATH = "/deadmansswitch"
+TARGETS_CHECK_EVERY_S = 2.0
+
+
+def with_deadmansswitch(settings: Settings) -> Settings:
+    """The settings with the dead man's switch at the demo's sink (its port may not be the default's)."""
+    sink = f"http://{url_host(settings.alert_sink_host)}:{settings.alert_sink_port}"
+    return settings.model_copy(update={"alert_deadmansswitch_url": sink + DEADMANSSWITCH_PATH})
+
+
+@dataclass
+class Scraping:
+    """The demo's Prometheus (infra/prometheus: every worker's /metrics and the platform alerts, scraped and evaluated
+    every second, its alerts to the demo's Alertmanager) and what the live view shows of it."""
+
+    prometheus: LocalPrometheus
+    health: dict[str, str] = field(default_factory=dict)  # component -> "up" / "down" / "unknown"
+    problem: str = ""
+    checked_at: float = 0.0
+
+    @classmethod
+    def start(
+        cls, settings: Settings, workers: list[Worker], alertmanager_url: str, console: Console
+    ) -> Scraping | None:
+        host = url_host(settings.metrics_host)
+        targets = [Target(w.name, f"{host}:{w.metrics_port}") for w in workers if w.metrics_port]
+        prometheus = LocalPrometheus(targets=targets, alertmanager_url=alertmanager_url, settings=settings,
+                                     interval="1s", resend_delay="1s")  # fmt: skip
+        prometheus.stop()  # one left over by a killed demo
+        try:
+            took = prometheus.start()
+        except PrometheusError as exc:
+            console.print(f"[yellow]![/] no Prometheus: {exc}")
+            return None
+        console.print(
+            f"[green]✓[/] Prometheus ready at {prometheus.url} in {took:.1f}s, scraping {len(targets)} workers"
+        )
+        return cls(prometheus)
+
+    def stop(self) -> None:
+        self.prometheus.stop()
+
+    def refresh(self) -> None:
+        """The targets' health from Prometheus's API (at most every ``TARGETS_CHECK_EVERY_S``)."""
+        if time.monotonic() - self.checked_at < TARGETS_CHECK_EVERY_S:
+            return
+        self.checked_at = time.monotonic()
+        try:
+            url = f"{self.prometheus.url}/api/v1/targets?state=active"
+            with urllib.request.urlopen(url, timeout=1.0) as response:
+                active = json.loads(response.read())["data"]["activeTargets"]
+        except (OSError, ValueError, KeyError) as exc:
+            self.problem = f"not answering: {exc}"
+            return
+        self.health = {t["labels"].get("component", "?"): t["health"] for t in active}
+        self.problem = ""
+
+    def targets_text(self) -> str:
+        self.refresh()
+        if self.problem:
+            return f"[red]{self.problem}[/]"
+        up = sorted(name for name, health in self.health.items() if health == "up")
+        down = sorted(set(self.health) - set(up))
+        text = f"{len(up)}/{len(self.health)} targets up"
+        return text + (f"; [red]not up: {', '.join(down)}[/]" if down else f" ({', '.join(up)})")
+
+
+def notifications_panel(monitoring: MonitoringStack, scraping: Scraping | None, last: int = 8) -> Table:
+    """The latest notifications, the Watchdog aside (it is no alert: the dead man's switch hears it every minute
+    while the alerting pipeline works), and Prometheus's targets."""
+    table = Table(title=f"Notifications via Alertmanager (sink: {monitoring.sink.path.name})")
+    table.add_column("received")
+    table.add_column("notification")
+    alerts: list[dict[str, Any]] = []
+    watchdog: list[dict[str, Any]] = []
+    for record in monitoring.sink.records():
+        (watchdog if str(record.get("path", "")).startswith(DEADMANSSWITCH_PATH) else alerts).append(record)
+    for record in alerts[-last:]:
+        table.add_row(record["received_at"][11:19], summarize(record))
+    if scraping is not None:
+        table.add_row("Prometheus", scraping.targets_text())
+        heard = "[yellow]not heard yet[/]"
+        if watchdog:
+            heard = f"watchdog ok ({len(watchdog)} heard, the last at {watchdog[-1]['received_at'][11:19]})"
+        table.add_row("Watchdog", heard)
+    return table
+
+
 # ------------------------------------------------------------------------ alerting incident
 
 
@@ -446,12 +553,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def threshold_payouts_answered(payouts: PayoutsDemo) -> Callable[[], bool]:
-    """Whether each verified holder's THRESHOLD payout has its result (the approval's holder aside: its payout waits
-    for the signers, ``approval_signed``; the KYC-pending holder's for its verification)."""
-    approval = {
-        r.account_id for r in payout_rules(payouts.tag, datetime.now(UTC)) if r.rule_id == approval_rule_id(payouts.tag)
-    }
-    due = {h.account_id for h in payouts.people if h.trigger == "THRESHOLD" and h.kyc == "VERIFIED"} - approval
+    """Whether each verified holder's THRESHOLD payout has its result: PayPal's, Wise's and the one above the limit
+    (paid once the signers' approval is out of its timelock, which a pause meeting it would hold back). The
+    KYC-pending holder's waits for its verification, long after."""
+    due = {h.account_id for h in payouts.people if h.trigger == "THRESHOLD" and h.kyc == "VERIFIED"}
     return lambda: due <= {r.account_id for r in list(payouts.results.values())}
 
 
@@ -514,6 +619,7 @@ class Demo:
         self.security: SecurityDemo | None = None
         self.governed: GovernedDemo | None = None
         self.api: ApiDemo | None = None
+        self.scraping: Scraping | None = None
 
     @property
     def bridge_log(self) -> Path:
@@ -531,7 +637,9 @@ class Demo:
         prepare_api_environment()
         start_workers(self.workers, console)
         with console.status("starting Alertmanager, the notification sink and the dashboard…"):
-            self.monitoring = MonitoringStack(settings, console).start()
+            self.monitoring = MonitoringStack(with_deadmansswitch(settings), console).start()
+        with console.status("starting Prometheus…"):
+            self.scraping = Scraping.start(settings, self.workers, self.monitoring.alertmanager_url, console)
         self.bridge = BridgeDemo(settings, settings.provider_sim_port)
         with console.status("starting the payout-provider simulator…"):
             sim_s = self.bridge.start()
@@ -546,10 +654,9 @@ class Demo:
         self.api = ApiDemo(settings, governed=self.governed, sim=self.bridge.sim)
         self.api.start()
         console.print(f"[green]✓[/] settlement API scene started against {self.api.url}")
-        # The pause comes once the API's payments and the payout approval are sent and the threshold payouts answered
+        # The pause comes once the API's payments are sent and the threshold payouts (the approved one too) answered
         # (bounded): it would refuse them, PAUSED.
-        pause_after = [self.api.payments_sent.is_set, self.governed.approval_signed.is_set,
-                       threshold_payouts_answered(self.payouts)]  # fmt: skip
+        pause_after = [self.api.payments_sent.is_set, threshold_payouts_answered(self.payouts)]
         self.security = SecurityDemo(settings, sim=self.bridge.sim, pause_after=pause_after)
         self.security.start()
         console.print("[green]✓[/] security scene started: a governed treasury transfer, a pause, a key rotation")
@@ -568,7 +675,7 @@ class Demo:
         self.console.print(f"streaming ~{self.args.rate} orders/s — press Ctrl-C to stop")
         with Live(console=self.console, refresh_per_second=2) as live:
             while not self.args.duration or time.monotonic() - started < self.args.duration:
-                extra = [self.monitoring.render()] if self.monitoring is not None else []
+                extra = [notifications_panel(self.monitoring, self.scraping)] if self.monitoring is not None else []
                 if self.bridge is not None:
                     extra.append(self.bridge.render())
                 if self.payouts is not None:
@@ -657,6 +764,8 @@ class Demo:
                     scene.stop()
             if self.security is not None:
                 self.security.stop()
+            if self.scraping is not None:  # before the workers: their going is no NexusWorkerDown
+                self.scraping.stop()
             if self.monitoring is not None:
                 self.monitoring.stop()
             if self.bridge is not None:

@@ -9,8 +9,9 @@ starts). Then the scene, one step after the other:
    and signed by 3 of the 5 signers: APPROVED, it waits out its (scaled) 24 h timelock, then the ledger applies one
    GovernedTransfer and the request is EXECUTED;
 2. an emergency PAUSE signed by 2, once the scenes that must not meet it have done what they send (``pause_after``:
-   the API's card payments, the payout approval asked, the threshold payouts answered; devtools/demo.py): the bridge
-   refuses card payments with PAUSED (the bridge scene keeps sending them) for ``PAUSE_S``; then an UNPAUSE signed by 3;
+   the API's card payments, the threshold payouts answered, the one the signers approved too; devtools/demo.py): the
+   bridge refuses card payments with PAUSED (the bridge scene keeps sending them) for ``PAUSE_S``; then an UNPAUSE
+   signed by 3;
 3. a KEY_CEREMONY rotating the SIGNING key, signed by 3: a new version on ``governance.keys``;
 4. the auditor: the audit log and its checkpoints exported into the data directory and checked with the HSM's
    public keys (passes); a copy with one byte changed is checked again (fails, the verifier's message shown).

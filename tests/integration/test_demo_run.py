@@ -7,6 +7,7 @@ panel shows them."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -21,7 +22,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from tests.support.demo_env import demo_env, read_until_streaming, start_demo
+from tests.support.demo_env import METRICS_PORTS, PORT_SETTINGS, demo_env, read_until_streaming, start_demo
 
 pytestmark = pytest.mark.slow
 
@@ -167,6 +168,31 @@ def _assert_governed(out: str) -> None:
     assert re.search(r"│ paid once +│ 1 result\(s\), 1 payout\(s\) at the provider", end)
 
 
+# Issue 20 item 5: every process serving /metrics, per runtime, as Prometheus labels it (its `component`).
+SCRAPED = {
+    "faust": {"worker", "payouts", "notifier", "audit", "governance", "status"},
+    "plain": {"p2p", "bridge", "worker", "payouts", "notifier", "audit", "governance", "status"},
+}
+
+
+def _assert_scraped(out: str, data_dir: Path, runtime: str) -> None:
+    """Prometheus scraped every worker's /metrics (the live view's last word: all up), and its Watchdog went through
+    the demo's Alertmanager to the dead man's switch at the sink, which the notifications do not count as an alert."""
+    assert "Prometheus ready at http://127.0.0.1:" in out, out[-3000:]
+    rows = re.findall(r"│ Prometheus +│ (\d+)/(\d+) targets up(.*?) +│", out)
+    assert rows, out[-6000:]
+    up, total, which = rows[-1]
+    expected = SCRAPED[runtime]
+    assert (int(up), int(total)) == (len(expected), len(expected)), rows[-1]
+    assert set(which.strip(" ()").split(", ")) == expected, which
+    sink = [json.loads(line) for line in (data_dir / "alertmanager" / "sink.jsonl").read_text().splitlines()]
+    heard = [r for r in sink if r.get("path") == "/deadmansswitch"]
+    assert heard, [r.get("path") for r in sink]
+    assert {a["labels"]["alertname"] for r in heard for a in r["body"]["alerts"]} == {"Watchdog"}
+    assert re.search(r"│ Watchdog +│ watchdog ok \(\d+ heard", out), out[-6000:]
+    assert not re.search(r"│ [\d:]{8} +│ other /deadmansswitch", out)  # not among the notifications
+
+
 def _security_scene(out: str) -> str:
     rows = re.findall(r"│ scene +│ (.+?) +│", out[out.rindex("Security: multi-sig governance") :])
     assert rows, out[-6000:]
@@ -211,8 +237,11 @@ def test_demo_streams_events_and_leaves_nothing_running(tmp_path: Path, runtime:
     _assert_api(out)
     _assert_governed(out)
     _assert_reconciled_today(out, tmp_path, {before, _utc_today()})
-    _assert_nothing_listens(ports)
+    _assert_scraped(out, tmp_path, runtime)
+    metrics = ports[PORT_SETTINGS.index("METRICS_PORT")]
+    _assert_nothing_listens([*ports, *range(metrics, metrics + METRICS_PORTS)])
     assert not list((tmp_path / "run").glob("*.pid"))
+    assert not list((tmp_path / "prometheus").glob("*.pid"))
     if runtime == "plain":
         assert "p2p worker (streams.p2p) ready" in out and "bridge worker (streams.bridge.loop) ready" in out
 

@@ -3,11 +3,13 @@
 The demo is the "everything started" scenario: the local Kafka broker (client and controller listeners), the
 Faust worker (its web server and, through the alerting agent, the Prometheus metrics endpoint), Alertmanager,
 the notification sink (HTTP and SMTP), the dashboard, the payout-provider simulator, the KYC webhook receiver and
-simulator, and the settlement API (issue 19; the status read model beside it serves nothing). Once the demo says it
-streams, the test lists the listening TCP sockets (``/proc/net/tcp``, ``/proc/net/tcp6``) that belong to the
-demo's process tree and asserts each is on 127.0.0.0/8 or ::1. Only the port settings change (free ports and
-a private data dir), never an address or the runtime (Faust, the default). The plain runtime's loops serve
-nothing of their own; its demo is left out because stopping it alone takes over a minute here.
+simulator, the settlement API (issue 19), Prometheus and the /metrics and /healthz endpoint of every process that
+serves one (issue 20 item 5: the Faust worker, payouts, notifier, audit log, governance and status read model, each
+on its own port from NEXUS_METRICS_PORT up). Once the demo says it streams, the test lists the listening TCP
+sockets (``/proc/net/tcp``, ``/proc/net/tcp6``) that belong to the demo's process tree and asserts each is on
+127.0.0.0/8 or ::1. Only the port settings change (free ports and a private data dir), never an address or the
+runtime (Faust, the default). The plain runtime's loops serve only their /metrics (its demo test checks they are
+scraped); its demo is left out because stopping it alone takes over a minute here.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import pytest
 
 from streams.api.settings import ApiSettings
 from streams.settings import Settings
+from tests.integration.test_demo_run import SCRAPED
 from tests.support.demo_env import PORT_SETTINGS, demo_env, read_until_streaming, start_demo
 
 TCP_LISTEN = "0A"
@@ -116,7 +119,10 @@ def test_every_server_the_demo_starts_listens_on_loopback_only(tmp_path: Path) -
     finally:
         os.killpg(demo.pid, signal.SIGINT)
         out, _ = demo.communicate(timeout=120)
-    missing = [name for name, port in zip(PORT_SETTINGS, ports, strict=True) if port not in {x.port for x in listeners}]
+    expected = dict(zip(PORT_SETTINGS, ports, strict=True))
+    first = expected["METRICS_PORT"]
+    expected |= {f"METRICS_PORT+{i}": first + i for i in range(1, len(SCRAPED["faust"]))}
+    missing = [name for name, port in expected.items() if port not in {x.port for x in listeners}]
     assert not missing, f"nothing listens on NEXUS_{missing}; the demo's sockets:\n" + "\n".join(described.values())
     exposed = [described[x] for x in listeners if not x.loopback]
     assert not exposed, "listening beyond loopback in the default configuration:\n" + "\n".join(exposed)
