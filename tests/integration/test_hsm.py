@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography.exceptions import InvalidSignature
@@ -285,8 +286,12 @@ def test_the_service_publishes_and_never_logs_a_pin(kafka: KafkaIO, kafka_bootst
         )
     try:
         registry = tmp_path / "data" / "hsm" / "keys.json"
-        kafka.wait_for(GOVERNANCE_KEYS, lambda _rs: registry.exists(), timeout_s=60)
-        signing = json.loads(registry.read_text())["versions"][1]
+
+        def versions() -> list[dict[str, Any]]:  # the registry is rewritten as each key is made: wait for the three
+            return list(json.loads(registry.read_text())["versions"]) if registry.exists() else []
+
+        kafka.wait_for(GOVERNANCE_KEYS, lambda _rs: len(versions()) >= 3, timeout_s=60)
+        (signing,) = [v for v in versions() if v["purpose"] == "SIGNING"]
         pem = signing["public_key_pem"]
         kafka.wait_for(
             GOVERNANCE_KEYS,
