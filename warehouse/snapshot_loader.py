@@ -320,8 +320,23 @@ def _landed_by_topic(con: duckdb.DuckDBPyConnection, ev: pl.DataFrame, now: date
 
 
 def _record_offsets(con: duckdb.DuckDBPyConnection, bounds: dict[tuple[str, int], tuple[int, int]]) -> None:
+    """Widen each partition's range read to cover this read's. An empty read (no record in the window yet) claims
+    nothing: merged into the range, it would claim the offsets between the range's end and the high-water mark,
+    which no snapshot read (records a step of the previous run appended after its snapshot, e.g. the review's audit
+    records)."""
     now = datetime.now(UTC)
     for (topic, partition), (low, high) in sorted(bounds.items()):
+        if low == high:
+            con.execute(
+                "INSERT INTO meta_topic_offsets VALUES ($topic, $partition, $low, $high, $now) ON CONFLICT DO NOTHING",
+                {"topic": topic, "partition": partition, "low": low, "high": high, "now": now},
+            )
+            continue
+        con.execute(  # an earlier empty read held the place only
+            'DELETE FROM meta_topic_offsets WHERE topic = $topic AND "partition" = $partition'
+            " AND low_offset = high_offset",
+            {"topic": topic, "partition": partition},
+        )
         con.execute(
             """
             INSERT INTO meta_topic_offsets VALUES ($topic, $partition, $low, $high, $now)

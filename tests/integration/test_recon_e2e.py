@@ -361,7 +361,14 @@ class Day:
         started = time.monotonic()
         proc = dags_test((day + timedelta(days=1)).isoformat(), self.env)
         state = last_run_state(self.env)
-        assert proc.returncode == 0 and state == "success", (stage, state, (proc.stdout + proc.stderr)[-6000:])
+        output = self.home / f"dags-test-{stage}.log"  # the whole output: the assertion shows only its end
+        output.write_text(proc.stdout + proc.stderr)
+        assert proc.returncode == 0 and state == "success", (
+            stage,
+            state,
+            str(output),
+            (proc.stdout + proc.stderr)[-6000:],
+        )
         seen = observe(self.warehouse, day) | {"seconds": round(time.monotonic() - started, 1)}
         seen["mails"] = len(self.inbox.pdf_attachments())
         self.seen[stage] = seen

@@ -60,6 +60,17 @@ def test_landing_is_idempotent_on_the_event_id(con: Any) -> None:
     assert hw == [(0, 6)]
 
 
+def test_an_empty_read_claims_no_offsets_it_did_not_read(con: Any) -> None:
+    """A window with no record yet (a later day's, read early) reads (high, high): merged into the range read so
+    far it would claim the offsets appended since, which no snapshot read, and fail the completeness check."""
+    key = (t.PAYOUT_RESULTS.name, 0)
+    land_records(con, [_rec(i, i) for i in range(3)], bounds={key: (0, 3)})
+    land_records(con, [], bounds={key: (5, 5)})  # offsets 3 and 4 were appended after the first read
+    assert con.execute("SELECT low_offset, high_offset FROM meta_topic_offsets").fetchall() == [(0, 3)]
+    land_records(con, [_rec(i, i) for i in range(3, 6)], bounds={key: (3, 6)})
+    assert con.execute("SELECT low_offset, high_offset FROM meta_topic_offsets").fetchall() == [(0, 6)]
+
+
 def test_invalid_messages_are_rejected_with_a_reason(con: Any) -> None:
     bad = json.dumps({**json.loads(t.PAYOUT_RESULTS.encode(_payout(1))), "amount_minor": 10.5})
     stats = land_records(con, [_rec(0, 0), _rec(1, 1, value=bad)])
