@@ -22,26 +22,9 @@ from collections.abc import Callable, Iterator, MutableMapping
 from pathlib import Path
 
 from domain.bridge import Result
+from infra.sql_state import load_statements
 
-SQL_FILE = Path(__file__).resolve().parents[2] / "sql" / "state" / "bridge_result_index.sql"
-
-
-def load_statements(path: Path = SQL_FILE) -> dict[str, str]:
-    """The file's statements by the name on their ``-- name:`` line."""
-    statements: dict[str, str] = {}
-    name: str | None = None
-    lines: list[str] = []
-    for line in [*path.read_text(encoding="utf-8").splitlines(), "-- name: <end>"]:
-        if line.startswith("-- name:"):
-            if name is not None:
-                statements[name] = "\n".join(lines).strip()
-            name, lines = line.removeprefix("-- name:").strip(), []
-        elif name is not None:
-            lines.append(line)
-    return statements
-
-
-SQL = load_statements()
+SQL = load_statements("bridge_result_index.sql")
 
 
 class JournalProgress:

@@ -32,9 +32,9 @@ from domain.ledger import (
     TransferStatus,
     VoidPending,
 )
-from streams.bridge.result_index import load_statements
+from infra.sql_state import load_statements
 
-SQL = load_statements(Path(__file__).resolve().parents[2] / "sql" / "state" / "ledger_ids.sql")
+SQL = load_statements("ledger_ids.sql")
 FLUSH_ROWS = 1_000  # recent entries held in memory at most: one transaction writes them
 _COMMAND_TYPES: dict[str, type[LedgerCommand]] = {
     t.__name__: t for t in (Transfer, PendingTransfer, PostPending, VoidPending)

@@ -12,8 +12,9 @@ import pytest
 
 from contracts.bridge_codec import journal_of_result, result_of_entry
 from domain.bridge import PayoutIntent, Result, Settled
+from infra.sql_state import load_statements
 from streams.bridge.journal import KafkaJournal
-from streams.bridge.result_index import SQL, JournalProgress, ResultIndex, load_statements
+from streams.bridge.result_index import SQL, JournalProgress, ResultIndex
 from tests.unit.test_bridge_core import harness, payment, result_of
 
 # ------------------------------------------------------------------ JournalProgress (pure)
@@ -122,7 +123,7 @@ def test_reset_forgets_one_partition_only(tmp_path: Path) -> None:
 
 
 def test_every_statement_the_index_runs_is_in_the_sql_file() -> None:
-    assert load_statements() == SQL
+    assert load_statements("bridge_result_index.sql") == SQL
     assert {"result", "put_result", "checkpoint", "set_checkpoint", "journal_id"} <= set(SQL)
     assert all(statement.rstrip().endswith(";") for statement in SQL.values())
 
