@@ -39,6 +39,7 @@ from contracts.topics import LEDGER_COMMANDS
 from devtools.bridge_demo import FX_DAY
 from devtools.fx_feed import domain_quotes
 from devtools.provider_sim.launcher import SimError
+from devtools.scene import Stopped, wait_until
 from devtools.security_demo import produce
 from domain.fx import FxBook
 from domain.money import Currency, kaus_text
@@ -135,7 +136,7 @@ class ApiDemo:
         try:
             with httpx.Client(base_url=self.url, timeout=30) as http:
                 self._run_scenario(http)
-        except _Stopped:
+        except Stopped:
             return
         except Exception as exc:  # the rest of the demo goes on; the panel says what failed
             log.exception("API scene failed")
@@ -238,12 +239,7 @@ class ApiDemo:
         self.history = f"{len(page['items'])} of {MERCHANT}'s, newest first: {items} ({more})"
 
     def _until(self, check: Any, what: str, timeout_s: float) -> None:
-        deadline = time.monotonic() + timeout_s
-        while not check():
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{what}: not seen after {timeout_s:.0f} s")
-            if self.stop_event.wait(0.25):
-                raise _Stopped
+        wait_until(self.stop_event, check, what, timeout_s)
 
     def render(self) -> Table:
         table = Table(title=f"Settlement API ({self.url}): OAuth2, idempotency keys, the status read model",
@@ -256,7 +252,3 @@ class ApiDemo:
         if self.history:
             table.add_row("GET /history", self.history)
         return table
-
-
-class _Stopped(Exception):
-    """The demo stops while the scene waits."""

@@ -19,7 +19,6 @@ from __future__ import annotations
 import logging
 import os
 import threading
-import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
@@ -40,7 +39,8 @@ from contracts.topics import (
     Topic,
 )
 from devtools.provider_sim.launcher import SimError
-from devtools.security_demo import DEMO_TIMELOCK_S, WAIT_S, produce, sign, state_text
+from devtools.scene import WAIT_S, GovernanceScene, Stopped
+from devtools.security_demo import DEMO_TIMELOCK_S, produce, sign, state_text
 from domain import governance as g
 from domain import parameters
 from domain.cashback import PayerTier
@@ -79,7 +79,7 @@ def parameter_in_force(bootstrap: str, name: str, timeout_s: float = 10.0) -> in
 
 
 @dataclass
-class GovernedDemo:
+class GovernedDemo(GovernanceScene):
     settings: Settings
     bridge_log: Path  # the log of the process running the bridge: it says when it applies a parameter
     payout_rule_id: str  # the money-out scene's rule whose payout needs the signers' approval
@@ -128,7 +128,7 @@ class GovernedDemo:
     def _guarded(self, which: str, scene: Any) -> None:
         try:
             scene()
-        except _Stopped:
+        except Stopped:
             return
         except Exception as exc:  # the rest of the demo goes on; the panel says what failed
             log.exception("governed %s scene failed", which)
@@ -192,21 +192,6 @@ class GovernedDemo:
             self.paid_at_provider = sum(1 for p in self.sim.payouts() if f"BRIDGE-{payout_id}" in str(p))
         except (OSError, SimError):
             log.debug("the provider simulator did not answer", exc_info=True)
-
-    def _sleep(self, seconds: float) -> None:
-        if self.stop_event.wait(seconds):
-            raise _Stopped
-
-    def _wait(self, done: Any, what: str, timeout_s: float = WAIT_S) -> None:
-        deadline = time.monotonic() + timeout_s
-        while not done():
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{what}: not seen after {timeout_s:.0f} s")
-            self._sleep(0.25)
-
-    def _state(self, rid: str) -> str | None:
-        found = self.requests.get(rid)
-        return None if found is None else str(found.state)
 
     # ------------------------------------------------------------------ what came out
 
@@ -285,7 +270,3 @@ class GovernedDemo:
             paid = "?" if self.paid_at_provider is None else str(self.paid_at_provider)
             table.add_row("paid once", f"{len(self.results)} result(s), {paid} payout(s) at the provider")
         return table
-
-
-class _Stopped(Exception):
-    """The demo stops while the scene waits."""

@@ -66,6 +66,7 @@ from contracts.topics import (
     Topic,
 )
 from devtools.provider_sim.launcher import SimError
+from devtools.scene import WAIT_S, GovernanceScene, Stopped
 from devtools.signers import generate, key_path
 from domain import governance as g
 from domain.money import kaus_text
@@ -85,7 +86,6 @@ TREASURY, OPS = "treasury:main", "treasury:ops"
 TREASURY_FUND_KAUS = 10_000
 TRANSFER_KAUS = 1_000
 BASE64_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
-WAIT_S = 60.0  # the longest one step waits for the platform's answer
 VERIFY_TIMEOUT_S = 120.0
 # What the demo's security processes run with (unless the environment says otherwise).
 DEMO_ENV = {
@@ -209,7 +209,7 @@ class Verdict:
 
 
 @dataclass
-class SecurityDemo:
+class SecurityDemo(GovernanceScene):
     settings: Settings
     tag: str = field(default_factory=lambda: uuid.uuid4().hex[:6])
     sent: dict[str, m.GovernanceRequest] = field(default_factory=dict)  # this scene's requests, by id
@@ -247,7 +247,7 @@ class SecurityDemo:
     def _scenario(self) -> None:
         try:
             self._run_scenario()
-        except _Stopped:
+        except Stopped:
             return
         except Exception as exc:  # the rest of the demo goes on; the panel says what failed
             log.exception("security scene failed")
@@ -315,21 +315,6 @@ class SecurityDemo:
 
     def _sign(self, producer: Producer, rid: str, *signers: str) -> None:
         sign(producer, self.settings, self.sent[rid], *signers)
-
-    def _sleep(self, seconds: float) -> None:
-        if self.stop_event.wait(seconds):
-            raise _Stopped
-
-    def _wait(self, done: Any, what: str, timeout_s: float = WAIT_S) -> None:
-        deadline = time.monotonic() + timeout_s
-        while not done():
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{what}: not seen after {timeout_s:.0f} s")
-            self._sleep(0.25)
-
-    def _state(self, rid: str) -> str | None:
-        found = self.requests.get(rid)
-        return None if found is None else str(found.state)
 
     def _signing(self) -> list[m.KeyMetadata]:
         keys = [k for k in self.keys.values() if k.purpose is m.KeyPurpose.SIGNING and k.public_key_pem]
@@ -464,10 +449,6 @@ def _cut(text: str, most: int = 160) -> str:
     return text if len(text) <= most else text[: most - 1] + "…"
 
 
-class _Stopped(Exception):
-    """The demo stops while the scene waits."""
-
-
 def produce(producer: Producer, topic: Topic, message: Any) -> None:
     producer.produce(topic.name, topic.encode(message), topic.key_of(message))
     if producer.flush(10):
@@ -528,7 +509,7 @@ def _check(directory: Path, public_keys: list[Path], stop: threading.Event) -> V
             if stop.is_set() or time.monotonic() > deadline:
                 proc.kill()
                 proc.wait()
-                raise _Stopped if stop.is_set() else TimeoutError(f"the verifier ran over {VERIFY_TIMEOUT_S:.0f} s")
+                raise Stopped if stop.is_set() else TimeoutError(f"the verifier ran over {VERIFY_TIMEOUT_S:.0f} s")
             time.sleep(0.2)
         output = proc.stdout.read() if proc.stdout is not None else ""
     return Verdict(proc.returncode, output)
