@@ -15,6 +15,7 @@ import faust
 from streams.kafka.commits import EXIT_FATAL
 from streams.kafka.faust_app import Outbox, faust_topic
 from streams.kafka.processor import Output, RecordProcessor
+from streams.ops import metrics
 from streams.settings import Settings
 
 log = logging.getLogger("nexus.faust_driver")
@@ -82,6 +83,8 @@ def register(
     # Its own producer: `flush` then waits for this agent's outputs only, not for another agent's.
     driver = FaustDriver(processor, Outbox(settings.bootstrap_servers))
     topic = processor.topic
+    metrics.add_refresher(metrics.snapshot_age_refresher([processor]))
+    metrics.add_refresher(metrics.holds_open_refresher([processor]))
 
     async def consume(stream: faust.StreamT[bytes]) -> None:
         try:

@@ -91,6 +91,7 @@ def run(settings: Settings, processors: dict[str, RecordProcessor]) -> int:
     )
     ops = ops_health.start(settings, "p2p", consumer_groups=[consumer_conf["group.id"]])
     metrics.add_refresher(metrics.snapshot_age_refresher(processors.values()))
+    metrics.add_refresher(metrics.holds_open_refresher(processors.values()))
     log.info("Worker ready (plain confluent-kafka loop)")
     heap = HeapPolicy.from_settings(settings)
     heap.start()

@@ -12,6 +12,7 @@
 ``nexus_rail_breaker_state{rail}``                     0 closed, 1 half-open, 2 open (the bridge's breakers)
 ``nexus_bridge_settlements_in_flight``                 card payments/payouts between admission and result
 ``nexus_ledger_snapshot_age_seconds{topic,partition}`` age of the newest ledger snapshot of an owned partition
+``nexus_ledger_holds_open{topic,partition}``           K-AUS holds placed, not yet captured, voided or expired
 ``nexus_worker_heartbeat_age_seconds{component}``      since the worker's loop last went round
 =====================================================  ==================================================
 
@@ -90,6 +91,12 @@ BRIDGE_IN_FLIGHT = Gauge(
 SNAPSHOT_AGE = Gauge(
     "nexus_ledger_snapshot_age_seconds",
     "Age of the newest ledger snapshot of a partition this worker owns (since start when it has none)",
+    ["topic", "partition"],
+    registry=REGISTRY,
+)
+HOLDS_OPEN = Gauge(
+    "nexus_ledger_holds_open",
+    "Holds the ledger of an owned partition has placed and not yet captured, voided or expired",
     ["topic", "partition"],
     registry=REGISTRY,
 )
@@ -212,6 +219,23 @@ def snapshot_age_refresher(processors: Iterable[Any], started_at: float | None =
     return refresh
 
 
+def holds_open_refresher(processors: Iterable[Any]) -> Callable[[], None]:
+    """Sets ``nexus_ledger_holds_open`` for each owned partition whose state is a ledger.
+
+    Reads only: the processor's ``states`` and, of a state with a ``ledger``, its ``open_hold_count()``.
+    """
+    processors = list(processors)
+
+    def refresh() -> None:
+        for processor in processors:
+            for partition, state in list(processor.states.items()):
+                ledger = getattr(state, "ledger", None)
+                if ledger is not None:
+                    HOLDS_OPEN.labels(processor.topic.name, str(partition)).set(ledger.open_hold_count())
+
+    return refresh
+
+
 # ----------------------------------------------------------------------------- consumer lag
 
 
@@ -273,12 +297,14 @@ def measure_group_lag(admin: AdminClient, probe: Consumer, group: str, timeout_s
 __all__ = [
     "BREAKER_STATE",
     "CONSUMER_LAG",
+    "HOLDS_OPEN",
     "REGISTRY",
     "LagMonitor",
     "RecordMeter",
     "add_refresher",
     "breaker_refresher",
     "count_dead_letter_written",
+    "holds_open_refresher",
     "measure_group_lag",
     "render",
     "set_breaker_state",

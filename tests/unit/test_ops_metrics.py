@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from contracts.topics import LEDGER_COMMANDS, PLATFORM_DEADLETTERS
+from contracts.topics import ENERGY_ORDERS, LEDGER_COMMANDS, PLATFORM_DEADLETTERS
 from domain.rails import CircuitBreaker, Rail
 from streams.kafka import ingress
 from streams.kafka.service_loop import BeatingConsumer
@@ -167,3 +167,14 @@ def test_service_loops_beat_on_every_poll_of_their_consumer() -> None:
     assert consumer.consume(10, 0.1) == ["msg"]
     assert ops.last_beat > 0
     assert consumer.assignment() == ["tp"]  # everything else goes to the real consumer
+
+
+def test_holds_open_per_owned_ledger_partition_and_none_for_other_states() -> None:
+    ledger = SimpleNamespace(open_hold_count=lambda: 3)
+    processor = SimpleNamespace(topic=LEDGER_COMMANDS, states={0: SimpleNamespace(ledger=ledger)})
+    matching = SimpleNamespace(topic=ENERGY_ORDERS, states={2: SimpleNamespace(book=None)})
+    metrics.add_refresher(metrics.holds_open_refresher([processor, matching]))
+    assert sample("nexus_ledger_holds_open", {"topic": LEDGER_COMMANDS.name, "partition": "0"}) == 3
+    ledger.open_hold_count = lambda: 0  # captured or voided: the next scrape says so
+    assert sample("nexus_ledger_holds_open", {"topic": LEDGER_COMMANDS.name, "partition": "0"}) == 0
+    assert sample("nexus_ledger_holds_open", {"topic": ENERGY_ORDERS.name}) is None
