@@ -7,10 +7,13 @@ import asyncio
 from types import SimpleNamespace
 from typing import Any
 
+from prometheus_client.parser import text_string_to_metric_families
+
 from contracts.topics import ENERGY_ORDERS, PLATFORM_DEADLETTERS
 from devtools.order_flow import generate_orders
 from streams.kafka.faust_app import Outbox
 from streams.kafka.faust_driver import FaustDriver
+from streams.ops import metrics
 from streams.p2p.matching import to_message
 from streams.p2p.processors import matching_processor
 from streams.settings import Settings
@@ -54,3 +57,22 @@ def test_records_offered_again_after_a_rebalance_emit_nothing_twice() -> None:
     single = asyncio.run(matching.outputs_of(events))
     # Compared by topic and key: dead letters carry their arrival time, trades their measured duration.
     assert [(t.name, t.key_of(m)) for t, m in first + again] == [(t.name, t.key_of(m)) for t, m in single]
+
+
+def test_the_faust_driver_counts_each_record_it_handles_by_outcome() -> None:
+    def counted(outcome: str) -> float:
+        for family in text_string_to_metric_families(metrics.render().decode()):
+            for s in family.samples:
+                if s.name == "nexus_records_processed_total" and s.labels == {
+                    "topic": ENERGY_ORDERS.name,
+                    "outcome": outcome,
+                }:
+                    return float(s.value)
+        return 0.0
+
+    before_ok, before_bad = counted("ok"), counted("dead_letter")
+    matching = FaustDriver(matching_processor(Settings()), Outbox("127.0.0.1:1"))
+    events = _events()
+    asyncio.run(matching.outputs_of(events))
+    assert counted("dead_letter") - before_bad == 3  # the three bad inputs
+    assert counted("ok") - before_ok == len(events) - 3
