@@ -46,6 +46,10 @@ A settlement that fails (e.g. the buyer's available balance is short) changes
 nothing, carries included, and can be retried with the same trade later.
 Re-settling an already settled trade returns the original outcome with
 ``replayed=True``; a different trade under a settled trade id is rejected.
+Settled trades live in an injected :class:`SettledStore` (``MemorySettledStore`` by default; the shell keeps
+them on disk), as the ledger's applied ids do (``domain.ledger.IdStore``), under the same discipline: each
+entry carries the settler's *settled sequence* (one step per settled trade), a snapshot records that
+sequence, and restoring one makes the store forget every trade settled past it (the replay settles them again).
 
 No clock is read here; ``settle(..., clock=...)`` accepts a callable returning
 nanoseconds (e.g. ``time.perf_counter_ns``) and reports per-phase timings.
@@ -53,10 +57,10 @@ nanoseconds (e.g. ``time.perf_counter_ns``) and reports per-phase timings.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 from domain.dividends import allocate, allocate_by_source
 from domain.ledger import (
@@ -84,7 +88,8 @@ SYS_FEES = "sys:fees"
 SYS_DIVIDENDS = "sys:dividends"
 SYS_CARBON = "sys:carbon"
 MAX_DIVIDEND_HOLDERS = MAX_BATCH
-SNAPSHOT_FORMAT = "nexus-x.trade-settlement/1"
+SNAPSHOT_FORMAT = "nexus-x.trade-settlement/2"  # /1 carried every settled trade: still loaded (moved to the store)
+_SNAPSHOT_FORMAT_1 = "nexus-x.trade-settlement/1"
 # A trade's legs: transfer id suffix -> (ledger code, the leg finance sees on `ledger.transfers`).
 TRADE_LEGS: dict[str, tuple[str, Leg]] = {
     "pay": ("trade.payment", Leg.PAYMENT),
@@ -224,7 +229,7 @@ class DividendDeclaration(NamedTuple):
     replayed: bool
 
 
-class _Settled(NamedTuple):
+class SettledTrade(NamedTuple):
     """Enough to rebuild a settlement's outcome on replay (transfers come from the ledger)."""
 
     trade: Trade
@@ -233,6 +238,66 @@ class _Settled(NamedTuple):
     carbon_millicredits: int
     source: EnergySource
     settled_at_ms: int
+
+
+# --- settled trades -------------------------------------------------------------
+
+
+class SettledStore(Protocol):
+    """Where the settler keeps every settled trade for ever (its replay and conflict check).
+
+    ``seq`` is the settler's settled sequence at the entry (1, 2, ...: one per settled trade, without gaps, the
+    same on every replay). The store holds every entry up to :meth:`last_seq`. ``durable``: the entries outlive
+    the process (a snapshot then carries only the sequence).
+    """
+
+    durable: bool
+
+    def get(self, trade_id: str) -> SettledTrade | None: ...
+
+    def put(self, seq: int, settled: SettledTrade) -> None: ...
+
+    def last_seq(self) -> int: ...
+
+    def forget_after(self, seq: int) -> None:
+        """Drop every entry past ``seq`` (a restore to that point: those trades will be settled again)."""
+
+    def count(self) -> int: ...
+
+
+class MemorySettledStore:
+    """The core's default store: a dict in sequence order (tests, and a settler nobody persists)."""
+
+    durable = False
+
+    def __init__(self) -> None:
+        self._entries: dict[str, tuple[int, SettledTrade]] = {}
+        self._last_seq = 0
+
+    def get(self, trade_id: str) -> SettledTrade | None:
+        entry = self._entries.get(trade_id)
+        return None if entry is None else entry[1]
+
+    def put(self, seq: int, settled: SettledTrade) -> None:
+        trade_id = settled.trade.trade_id
+        assert seq == self._last_seq + 1 and trade_id not in self._entries, trade_id
+        self._entries[trade_id] = (seq, settled)
+        self._last_seq = seq
+
+    def last_seq(self) -> int:
+        return self._last_seq
+
+    def forget_after(self, seq: int) -> None:
+        # Insertion order is sequence order: the entries past `seq` are the last ones.
+        while self._entries and next(reversed(self._entries.values()))[0] > seq:
+            self._entries.popitem()
+        self._last_seq = min(self._last_seq, seq)
+
+    def count(self) -> int:
+        return len(self._entries)
+
+    def entries(self) -> list[tuple[int, SettledTrade]]:
+        return list(self._entries.values())
 
 
 class _Declared(NamedTuple):
@@ -257,7 +322,7 @@ class TradeSettler:
     """Owns the settlement carries and registrations, and the ledger they move money on.
 
     Persist ``to_dict()`` as one unit: the ledger and the carries must never be
-    restored from different points in time.
+    restored from different points in time. Settled trades are in ``settled`` (the store), not in memory.
     """
 
     __slots__ = (
@@ -268,11 +333,15 @@ class TradeSettler:
         "_fee_carry",
         "_ledger",
         "_settled",
+        "_settled_seq",
         "_sources",
         "_weights",
     )
 
-    def __init__(self, ledger: Ledger, config: SettlementConfig | None = None) -> None:
+    def __init__(
+        self, ledger: Ledger, config: SettlementConfig | None = None, *, settled: SettledStore | None = None
+    ) -> None:
+        """``settled``: where settled trades are kept; a new settler has settled nothing, so the store is emptied."""
         self._ledger = ledger
         self._config = config or SettlementConfig()
         self._sources: dict[str, EnergySource] = {}
@@ -281,7 +350,9 @@ class TradeSettler:
         self._fee_carry: dict[str, int] = {}
         self._carbon_carry_wh: dict[str, int] = {}
         self._dividend_carry = 0
-        self._settled: dict[str, _Settled] = {}
+        self._settled: SettledStore = MemorySettledStore() if settled is None else settled
+        self._settled.forget_after(0)
+        self._settled_seq = 0  # trades settled so far: entries written to the store
         self._declarations: dict[str, _Declared] = {}
         ledger.open_account(SYS_MINT, Asset.KAUS, allow_negative=True)
         ledger.open_account(SYS_FEES, Asset.KAUS)
@@ -323,8 +394,16 @@ class TradeSettler:
     def dividend_carry(self) -> int:
         return self._dividend_carry
 
+    @property
+    def settled(self) -> SettledStore:
+        return self._settled
+
+    @property
+    def settled_seq(self) -> int:
+        return self._settled_seq
+
     def is_settled(self, trade_id: str) -> bool:
-        return trade_id in self._settled
+        return self._settled.get(trade_id) is not None
 
     def is_declared(self, declaration_id: str) -> bool:
         return declaration_id in self._declarations
@@ -386,8 +465,9 @@ class TradeSettler:
         self._dividend_carry = dividend_carry
         if source in RENEWABLE_SOURCES:
             self._carbon_carry_wh[seller] = carbon_carry
-        settled = _Settled(trade, fee, dividend, carbon, source, now_ms)
-        self._settled[trade.trade_id] = settled
+        settled = SettledTrade(trade, fee, dividend, carbon, source, now_ms)
+        self._settled_seq += 1
+        self._settled.put(self._settled_seq, settled)
         outcome = self._outcome(settled, replayed=False, phase_ns=(), transfers=batch.results)
         if clock is not None:
             t3 = clock()
@@ -397,7 +477,7 @@ class TradeSettler:
 
     def _outcome(
         self,
-        s: _Settled,
+        s: SettledTrade,
         *,
         replayed: bool,
         phase_ns: tuple[tuple[str, int], ...],
@@ -424,7 +504,7 @@ class TradeSettler:
             phase_ns,
         )
 
-    def _leg_results(self, s: _Settled) -> tuple[TransferResult, ...]:
+    def _leg_results(self, s: SettledTrade) -> tuple[TransferResult, ...]:
         """The ledger's results for a settled trade's legs, in the order settle() built them."""
         trade_id = s.trade.trade_id
         leg_ids = [f"{trade_id}/pay"]
@@ -441,7 +521,7 @@ class TradeSettler:
             found.append(result)
         return tuple(found)
 
-    def _audit_facts(self, s: _Settled) -> tuple[AuditFact, ...]:
+    def _audit_facts(self, s: SettledTrade) -> tuple[AuditFact, ...]:
         """One fact for the execution, plus one per fee, pool accrual and carbon mint that moved anything."""
         trade = s.trade
         trade_id = trade.trade_id
@@ -656,10 +736,15 @@ class TradeSettler:
         assert 0 <= self._dividend_carry < BPS_DENOMINATOR
         assert all(0 <= c < config.wh_per_carbon_millicredit for c in self._carbon_carry_wh.values())
         assert all(w > 0 for w in self._weights.values())
+        assert self._settled.last_seq() == self._settled_seq, (
+            f"store at {self._settled.last_seq()}, settler at {self._settled_seq}"
+        )
         self._ledger.check_invariants()
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        """Carries, registrations, declarations, the ledger and the settled sequence; a memory store's entries too
+        (nothing else keeps them)."""
+        data: dict[str, Any] = {
             "format": SNAPSHOT_FORMAT,
             "config": {
                 "fee_rate_bps": self._config.fee_rate_bps,
@@ -672,17 +757,7 @@ class TradeSettler:
             "fee_carry": dict(sorted(self._fee_carry.items())),
             "carbon_carry_wh": dict(sorted(self._carbon_carry_wh.items())),
             "dividend_carry": self._dividend_carry,
-            "settled": [
-                {
-                    "trade": _trade_to_dict(s.trade),
-                    "fee_units": s.fee_units,
-                    "dividend_units": s.dividend_units,
-                    "carbon_millicredits": s.carbon_millicredits,
-                    "source": s.source.value,
-                    "settled_at_ms": s.settled_at_ms,
-                }
-                for s in self._settled.values()
-            ],
+            "settled_seq": self._settled_seq,
             "declarations": [
                 {
                     "declaration_id": declaration_id,
@@ -694,27 +769,42 @@ class TradeSettler:
                 for declaration_id, d in self._declarations.items()
             ],
         }
+        if isinstance(self._settled, MemorySettledStore):
+            data["settled"] = [{"seq": seq, **settled_to_dict(s)} for seq, s in self._settled.entries()]
+        return data
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], *, ids: IdStore | None = None) -> TradeSettler:
-        """``ids``: the store the ledger's applied ids are in (``Ledger.from_dict``)."""
-        assert data["format"] == SNAPSHOT_FORMAT
+    def from_dict(
+        cls, data: dict[str, Any], *, ids: IdStore | None = None, settled: SettledStore | None = None
+    ) -> TradeSettler:
+        """The settler a snapshot recorded. ``ids``: the store the ledger's applied ids are in
+        (``Ledger.from_dict``); ``settled``: where its settled trades are (default: a new memory store).
+
+        As for the ledger's ids: the store forgets every trade settled past the snapshot's sequence, a snapshot
+        that carries its entries (a memory store's, or format /1's) rewrites the store with them, and a durable
+        store that holds less than the snapshot's sequence cannot serve it: ValueError.
+        """
+        fmt = data["format"]
+        assert fmt in (SNAPSHOT_FORMAT, _SNAPSHOT_FORMAT_1), f"unknown snapshot format {fmt!r}"
         settler = cls(Ledger.from_dict(data["ledger"], ids=ids), SettlementConfig(**data["config"]))
+        store: SettledStore = MemorySettledStore() if settled is None else settled
+        settler._settled = store  # after the constructor, which empties the store it is given
+        if fmt == _SNAPSHOT_FORMAT_1:  # every settled trade inside, in settlement order, without a sequence
+            settler._settled_seq = _rewrite_settled(enumerate(data["settled"], start=1), store)
+        else:
+            settler._settled_seq = data["settled_seq"]
+            if "settled" in data:
+                _rewrite_settled(((row["seq"], row) for row in data["settled"]), store)
+            elif store.last_seq() < settler._settled_seq:
+                raise ValueError(
+                    f"the settled store holds trades up to {store.last_seq()}, the snapshot {settler._settled_seq}"
+                )
+        store.forget_after(settler._settled_seq)
         settler._sources = {k: EnergySource(v) for k, v in data["sources"].items()}
         settler._weights = {(DividendSource(src), account): w for src, account, w in data["weights"]}
         settler._fee_carry = dict(data["fee_carry"])
         settler._carbon_carry_wh = dict(data["carbon_carry_wh"])
         settler._dividend_carry = data["dividend_carry"]
-        for row in data["settled"]:
-            trade = _trade_from_dict(row["trade"])
-            settler._settled[trade.trade_id] = _Settled(
-                trade,
-                row["fee_units"],
-                row["dividend_units"],
-                row["carbon_millicredits"],
-                EnergySource(row["source"]),
-                row["settled_at_ms"],
-            )
         for row in data["declarations"]:
             payouts = tuple((a, DividendSource(src), w, amt) for a, src, w, amt in row["payouts"])
             settler._declarations[row["declaration_id"]] = _Declared(
@@ -754,6 +844,39 @@ def _delivery(trade: Trade, source: EnergySource) -> EnergyDelivery:
         source,
         delivery_start,
     )
+
+
+def settled_to_dict(s: SettledTrade) -> dict[str, Any]:
+    """A settled trade as plain data (snapshots, and the shell's store on disk)."""
+    return {
+        "trade": _trade_to_dict(s.trade),
+        "fee_units": s.fee_units,
+        "dividend_units": s.dividend_units,
+        "carbon_millicredits": s.carbon_millicredits,
+        "source": s.source.value,
+        "settled_at_ms": s.settled_at_ms,
+    }
+
+
+def settled_from_dict(row: dict[str, Any]) -> SettledTrade:
+    return SettledTrade(
+        _trade_from_dict(row["trade"]),
+        row["fee_units"],
+        row["dividend_units"],
+        row["carbon_millicredits"],
+        EnergySource(row["source"]),
+        row["settled_at_ms"],
+    )
+
+
+def _rewrite_settled(rows: Iterable[tuple[int, dict[str, Any]]], store: SettledStore) -> int:
+    """A snapshot's own settled trades are the whole truth up to its sequence: the store is rewritten with them.
+    Returns the sequence reached."""
+    store.forget_after(0)
+    seq = 0
+    for seq, row in rows:
+        store.put(seq, settled_from_dict(row))
+    return seq
 
 
 def _trade_to_dict(trade: Trade) -> dict[str, Any]:

@@ -41,6 +41,37 @@ _COMMAND_TYPES: dict[str, type[LedgerCommand]] = {
 }
 
 
+def open_sequenced(
+    path: Path, topic_id: str, sql: dict[str, str], creates: tuple[str, ...], forgets: tuple[str, ...]
+) -> tuple[sqlite3.Connection, int]:
+    """A state file whose rows carry a sequence (this store, ``settled_store``), and the sequence its rows reach.
+
+    Its tables are made by the ``creates`` statements; a file of another ``ledger.commands`` is emptied by the
+    ``forgets`` ones (each deletes the rows past a sequence, here 0). ``sql`` has ``meta`` and ``set_meta``.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # WAL, synchronous=NORMAL: a commit survives the process's death, not a power cut (which the sequence
+    # check covers); the flush before a snapshot is synchronous=FULL (durable when it returns).
+    con = sqlite3.connect(path, check_same_thread=False, timeout=30, isolation_level=None)
+    con.execute("PRAGMA journal_mode=WAL")
+    con.execute("PRAGMA synchronous=NORMAL")
+    con.isolation_level = "DEFERRED"
+
+    def meta(key: str) -> str | None:
+        row = con.execute(sql["meta"], (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    with con:
+        for statement in creates:
+            con.execute(sql[statement])
+        if meta("topic_id") != topic_id:  # another ledger.commands (recreated topic, other cluster)
+            for statement in forgets:
+                con.execute(sql[statement], (0,))
+            con.execute(sql["set_meta"], ("topic_id", topic_id))
+            con.execute(sql["set_meta"], ("last_seq", "0"))
+    return con, int(meta("last_seq") or 0)
+
+
 def encode_entry(command: LedgerCommand, result: TransferResult) -> bytes:
     """An applied command and its result as a JSON array: the command's type and fields, then what the result adds."""
     assert result.code is None and result.transfer_id == command.transfer_id, "only applied commands are kept"
@@ -73,30 +104,17 @@ class SqliteIdStore:
     durable = True
 
     def __init__(self, path: Path, topic_id: str) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        # WAL, synchronous=NORMAL: a commit survives the process's death, not a power cut (which the sequence
-        # check above covers); the flush before a snapshot is synchronous=FULL (durable when it returns).
-        self._con = sqlite3.connect(path, check_same_thread=False, timeout=30, isolation_level=None)
-        self._con.execute("PRAGMA journal_mode=WAL")
-        self._con.execute("PRAGMA synchronous=NORMAL")
-        self._con.isolation_level = "DEFERRED"
-        with self._con:
-            for table in ("create_meta", "create_transfers", "create_resolutions"):
-                self._con.execute(SQL[table])
-            if self._meta("topic_id") != topic_id:  # another ledger.commands (recreated topic, other cluster)
-                self._con.execute(SQL["forget_transfers_after"], (0,))
-                self._con.execute(SQL["forget_resolutions_after"], (0,))
-                self._con.execute(SQL["set_meta"], ("topic_id", topic_id))
-                self._con.execute(SQL["set_meta"], ("last_seq", "0"))
-        self._flushed_seq = int(self._meta("last_seq") or 0)
+        self._con, self._flushed_seq = open_sequenced(
+            path,
+            topic_id,
+            SQL,
+            ("create_meta", "create_transfers", "create_resolutions"),
+            ("forget_transfers_after", "forget_resolutions_after"),
+        )
         self._recent: dict[str, tuple[int, LedgerCommand, TransferResult]] = {}  # not yet in the file
         self._recent_resolutions: dict[str, tuple[int, HoldResolution]] = {}
         self._last_seq = self._flushed_seq
-
-    def _meta(self, key: str) -> str | None:
-        row = self._con.execute(SQL["meta"], (key,)).fetchone()
-        return None if row is None else str(row[0])
 
     # ------------------------------------------------------------------ the IdStore protocol
 

@@ -186,18 +186,19 @@ class LedgerPartition:
     epochs: EpochScheduler | None = None  # None: a new scheduler on `schedule`
     _record_ms: int | None = field(default=None, repr=False, compare=False)  # the command being applied
     _assets: dict[str, lg.Asset] = field(default_factory=dict, repr=False, compare=False)  # by account id
-    # Where a new ledger keeps its applied ids (streams.p2p.id_store on disk; None: in memory). A given `settler`
-    # has its store already.
+    # Where a new ledger keeps its applied ids and its settled trades (streams.p2p.id_store and settled_store on
+    # disk; None: in memory). A given `settler` has its stores already.
     ids: InitVar[lg.IdStore | None] = None
+    settled: InitVar[ts.SettledStore | None] = None
 
     @property
     def ledger(self) -> Ledger:
         return self.settler.ledger
 
-    def __post_init__(self, ids: lg.IdStore | None) -> None:
-        if ids is not None:
-            assert self.ledger.id_seq == 0, "a ledger with applied ids was given together with an id store"
-            self.settler = ts.TradeSettler(Ledger(ids=ids))
+    def __post_init__(self, ids: lg.IdStore | None, settled: ts.SettledStore | None) -> None:
+        if ids is not None or settled is not None:
+            assert self.ledger.id_seq == 0, "a ledger with applied ids was given together with a store"
+            self.settler = ts.TradeSettler(Ledger(ids=ids), settled=settled)
         # Issuance accounts rewards are paid from: they may run negative (finance funds them).
         for account in m.RewardAccount:
             self.ledger.open_account(account.value, allow_negative=True)

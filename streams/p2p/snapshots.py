@@ -10,12 +10,13 @@ not be acknowledged, then a crash) is never used; a corrupt, foreign (another ``
 topic id is in the file) or unreadable one is skipped for the next older, and without any the replay
 starts at the beginning, as before. The latest ``KEEP`` are kept.
 
-The ledger's applied ids are not in a snapshot: they live in an id store beside it (``streams/p2p/id_store.py``,
-one SQLite file per partition, ``ids-<partition>.sqlite3``), which a snapshot names by the ledger's id sequence.
-The store is flushed before each snapshot is taken; restoring a snapshot makes the store forget the entries
-past it (the commands the restart replays), and a store behind a snapshot makes that snapshot unusable.
-States built here (restored, or new for a replay from the beginning: :meth:`LedgerSnapshots.on_disk`) use it.
-A format /2 snapshot (every id inside) still loads: its ids move into the store.
+The ledger's applied ids and the settler's settled trades are not in a snapshot: they live in two stores beside
+it, one SQLite file each per partition (``ids-<partition>.sqlite3``: ``streams/p2p/id_store.py``;
+``settled-<partition>.sqlite3``: ``streams/p2p/settled_store.py``), which a snapshot names by their sequences.
+Both are flushed before each snapshot is taken; restoring a snapshot makes them forget the entries past it (the
+commands the restart replays), and a store behind a snapshot makes that snapshot unusable. States built here
+(restored, or new for a replay from the beginning: :meth:`LedgerSnapshots.on_disk`) use them. A format /2
+snapshot (every id inside) and a /3 one (every settled trade inside) still load: their entries move into the stores.
 
 Writing one must not stall the single writer: :meth:`LedgerSnapshots.write_in_background` forks, and the
 child (a copy-on-write image of the state at that instant, between two batches) serialises it, writes
@@ -38,14 +39,16 @@ import orjson
 from domain.dividends import EpochScheduler
 from domain.ledger import IdStore, PendingState, SettlementKind
 from domain.staking import StakingVault
-from domain.trade_settlement import TradeSettler
+from domain.trade_settlement import SettledStore, TradeSettler
 from streams.p2p.id_store import SqliteIdStore
 from streams.p2p.ledger import LedgerPartition
+from streams.p2p.settled_store import SqliteSettledStore
 
 log = logging.getLogger("nexus.ledger_snapshots")
 
-FORMAT = "nexus-x.ledger-partition-snapshot/3"  # /3: applied ids in the id store, not in the snapshot
-_FORMAT_2 = "nexus-x.ledger-partition-snapshot/2"  # every id inside: loaded, its ids moved into the store
+FORMAT = "nexus-x.ledger-partition-snapshot/4"  # /4: settled trades in the settled store, not in the snapshot
+_FORMAT_3 = "nexus-x.ledger-partition-snapshot/3"  # every settled trade inside: loaded, moved into the store
+_FORMAT_2 = "nexus-x.ledger-partition-snapshot/2"  # every id inside too: loaded, its ids moved into the store
 # /1 had no hold references: skipped, the replay rebuilds them
 KEEP = 2  # the newest may be above a restart's offset (its commit was lost): the previous one is then used
 SUFFIX = ".snapshot"
@@ -65,6 +68,7 @@ class LedgerSnapshots:
         self._child: int | None = None
         self._child_offset = 0
         self._ids: dict[int, SqliteIdStore] = {}
+        self._settled: dict[int, SqliteSettledStore] = {}
         for stale in directory.glob("*.tmp"):  # a child killed mid-write
             stale.unlink(missing_ok=True)
 
@@ -78,9 +82,17 @@ class LedgerSnapshots:
             store = self._ids[partition] = SqliteIdStore(path, self.topic_id)
         return store
 
+    def settled_store(self, partition: int) -> SqliteSettledStore:
+        """The partition's settled trades (one object per file, as for the id store)."""
+        store = self._settled.get(partition)
+        if store is None:
+            path = self.directory / f"settled-{partition}.sqlite3"
+            store = self._settled[partition] = SqliteSettledStore(path, self.topic_id)
+        return store
+
     def on_disk(self, factory: Callable[..., LedgerPartition]) -> Callable[[int], LedgerPartition]:
-        """``factory(partition)`` for a replay from the beginning, over the partition's id store (emptied)."""
-        return lambda partition: factory(partition, ids=self.id_store(partition))
+        """``factory(partition)`` for a replay from the beginning, over the partition's stores (emptied)."""
+        return lambda partition: factory(partition, ids=self.id_store(partition), settled=self.settled_store(partition))
 
     # ------------------------------------------------------------------ reading
 
@@ -104,18 +116,20 @@ class LedgerSnapshots:
                     snapshot.next_offset, until_offset,
                 )  # fmt: skip
                 continue
-            ids = self.id_store(partition)
-            stored_seq = ids.last_seq()
+            ids, settled = self.id_store(partition), self.settled_store(partition)
+            stored_seq, stored_settled = ids.last_seq(), settled.last_seq()
             try:
                 raw = zlib.decompress(snapshot.path.read_bytes())
-                state = restore(raw, self.topic_id, partition, ids)
+                state = restore(raw, self.topic_id, partition, ids, settled)
             except Exception as exc:  # any defect means "not this one": the log is the truth
                 log.warning("ledger snapshot %s not used: %s: %s", snapshot.path.name, type(exc).__name__, exc)
                 continue
             assert state.next_offset == snapshot.next_offset, snapshot.path
             log.info(
-                "ledger ids: %d entries past the snapshot's sequence %d forgotten (the replay applies them again)",
+                "ledger ids: %d entries past the snapshot's sequence %d forgotten, settled trades: %d past %d "
+                "(the replay applies them again)",
                 max(0, stored_seq - state.ledger.id_seq), state.ledger.id_seq,
+                max(0, stored_settled - state.settler.settled_seq), state.settler.settled_seq,
             )  # fmt: skip
             return state
         return None
@@ -123,12 +137,12 @@ class LedgerSnapshots:
     # ------------------------------------------------------------------ writing
 
     def write(self, state: LedgerPartition) -> Path:
-        """Flush the state's id store, then serialise and write one snapshot now (blocking)."""
-        _flush_ids(state)
+        """Flush the state's stores, then serialise and write one snapshot now (blocking)."""
+        _flush_stores(state)
         return self._write(state)
 
     def _write(self, state: LedgerPartition) -> Path:
-        """Serialise and write one snapshot (the forked child calls this: it touches no id store)."""
+        """Serialise and write one snapshot (the forked child calls this: it touches no store)."""
         data = zlib.compress(serialise(state, self.topic_id), 1)
         final = self.directory / f"ledger-{state.partition}-{state.next_offset:020d}{SUFFIX}"
         tmp = final.with_suffix(".tmp")
@@ -146,7 +160,7 @@ class LedgerSnapshots:
         if self.busy():
             return False
         offset = state.next_offset
-        _flush_ids(state)  # every entry the snapshot relies on is in the file before it exists
+        _flush_stores(state)  # every entry the snapshot relies on is in the files before it exists
         pid = os.fork()
         if pid == 0:  # the child: a frozen image of the state; no Kafka, no logging locks, no cleanup
             gc.disable()  # no collection may run a finaliser that touches the parent's clients
@@ -182,15 +196,18 @@ class LedgerSnapshots:
 
     def close(self) -> None:
         self.wait()
-        for store in self._ids.values():
-            store.close()
+        for ids in self._ids.values():
+            ids.close()
+        for settled in self._settled.values():
+            settled.close()
         self._ids.clear()
+        self._settled.clear()
 
 
-def _flush_ids(state: LedgerPartition) -> None:
-    ids = state.ledger.ids
-    if isinstance(ids, SqliteIdStore):
-        ids.flush(durable=True)
+def _flush_stores(state: LedgerPartition) -> None:
+    for store in (state.ledger.ids, state.settler.settled):
+        if isinstance(store, SqliteIdStore | SqliteSettledStore):
+            store.flush(durable=True)
 
 
 def serialise(state: LedgerPartition, topic_id: str) -> bytes:
@@ -208,17 +225,19 @@ def serialise(state: LedgerPartition, topic_id: str) -> bytes:
     )
 
 
-def restore(raw: bytes, topic_id: str, partition: int, ids: IdStore | None = None) -> LedgerPartition:
-    """The state a snapshot recorded, its applied ids in ``ids`` (default: in memory; a format /3 snapshot of a
-    durable store then cannot load)."""
+def restore(
+    raw: bytes, topic_id: str, partition: int, ids: IdStore | None = None, settled: SettledStore | None = None
+) -> LedgerPartition:
+    """The state a snapshot recorded, its applied ids in ``ids`` and its settled trades in ``settled`` (default:
+    in memory; a snapshot taken over a durable store then cannot load)."""
     data: dict[str, Any] = orjson.loads(raw)
-    if data.get("format") not in (FORMAT, _FORMAT_2):
+    if data.get("format") not in (FORMAT, _FORMAT_3, _FORMAT_2):
         raise ValueError(f"unknown format {data.get('format')!r}")
     if data["topic_id"] != topic_id:
         raise ValueError(f"taken from another ledger.commands (topic id {data['topic_id']}, now {topic_id})")
     if data["partition"] != partition:
         raise ValueError(f"taken from partition {data['partition']}, not {partition}")
-    settler = TradeSettler.from_dict(data["settler"], ids=ids)  # re-checks every invariant
+    settler = TradeSettler.from_dict(data["settler"], ids=ids, settled=settled)  # re-checks every invariant
     references = {hold: (SettlementKind(kind), ref) for hold, (kind, ref) in data["hold_references"].items()}
     for hold in references:
         view = settler.ledger.pending(hold)

@@ -78,9 +78,9 @@ def applied(
 
 
 def without_ids(settler: dict[str, Any]) -> dict[str, Any]:
-    """A settler's snapshot less its memory store's entries (a restored ledger keeps them in its id store)."""
+    """A settler's snapshot less its memory stores' entries (a restored ledger keeps them in its stores on disk)."""
     ledger = {k: v for k, v in settler["ledger"].items() if k not in ("transfers", "resolutions")}
-    return {**settler, "ledger": ledger}
+    return {**{k: v for k, v in settler.items() if k != "settled"}, "ledger": ledger}
 
 
 def test_a_restored_ledger_goes_on_exactly_as_the_one_that_never_stopped(tmp_path: Path) -> None:

@@ -1,0 +1,103 @@
+"""The settler's settled trades on local disk, so that its memory and its snapshots follow carries and
+registrations, not history (``domain.trade_settlement.SettledStore``; SQL in ``sql/state/trade_settled.sql``).
+
+One SQLite file per ledger partition (``settled-<partition>.sqlite3``), beside its snapshots and its id store, and
+the same discipline as the id store (``streams/p2p/id_store.py``), on the settler's own sequence (one step per
+settled trade): recent entries stay in memory until ``FLUSH_ROWS`` of them are written in one transaction with
+the sequence they reach; the snapshot writer flushes it (fsynced) before a snapshot exists; restoring a snapshot
+at sequence *N* deletes every row past *N* (those trades are settled again by the replay); a file behind a
+snapshot cannot serve it (``TradeSettler.from_dict`` refuses it); a file of another ``ledger.commands`` is emptied
+at open.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+
+from domain.trade_settlement import SettledTrade, settled_from_dict, settled_to_dict
+from infra.sql_state import load_statements
+from streams.p2p.id_store import FLUSH_ROWS, open_sequenced
+
+SQL = load_statements("trade_settled.sql")
+
+
+def encode_settled(settled: SettledTrade) -> bytes:
+    return orjson.dumps(settled_to_dict(settled))
+
+
+def decode_settled(body: bytes) -> SettledTrade:
+    return settled_from_dict(orjson.loads(body))
+
+
+class SqliteSettledStore:
+    """``domain.trade_settlement.SettledStore`` in a SQLite file (module docstring). The ledger's thread only."""
+
+    durable = True
+
+    def __init__(self, path: Path, topic_id: str) -> None:
+        self.path = path
+        self._con, self._flushed_seq = open_sequenced(
+            path, topic_id, SQL, ("create_meta", "create_settled"), ("forget_settled_after",)
+        )
+        self._recent: dict[str, tuple[int, SettledTrade]] = {}  # not yet in the file
+        self._last_seq = self._flushed_seq
+
+    # ------------------------------------------------------------------ the SettledStore protocol
+
+    def get(self, trade_id: str) -> SettledTrade | None:
+        entry = self._recent.get(trade_id)
+        if entry is not None:
+            return entry[1]
+        row = self._con.execute(SQL["settled"], (trade_id,)).fetchone()
+        return None if row is None else decode_settled(row[0])
+
+    def put(self, seq: int, settled: SettledTrade) -> None:
+        assert seq == self._last_seq + 1, f"settled sequence {seq} after {self._last_seq}"
+        self._recent[settled.trade.trade_id] = (seq, settled)
+        self._last_seq = seq
+        if len(self._recent) >= FLUSH_ROWS:
+            self.flush()
+
+    def last_seq(self) -> int:
+        return self._last_seq
+
+    def forget_after(self, seq: int) -> None:
+        assert seq >= 0
+        self._recent = {k: e for k, e in self._recent.items() if e[0] <= seq}
+        if seq < self._flushed_seq:
+            with self._con:
+                self._con.execute(SQL["forget_settled_after"], (seq,))
+                self._con.execute(SQL["set_meta"], ("last_seq", str(seq)))
+            self._flushed_seq = seq
+        self._last_seq = min(self._last_seq, seq)
+
+    def count(self) -> int:
+        (count,) = self._con.execute(SQL["count_settled"]).fetchone()
+        return int(count) + len(self._recent)
+
+    # ------------------------------------------------------------------ writing
+
+    @property
+    def in_memory(self) -> int:
+        return len(self._recent)
+
+    def flush(self, *, durable: bool = False) -> None:
+        """Write the recent entries and the sequence they reach in one transaction (``durable``: fsynced)."""
+        if self._last_seq == self._flushed_seq:
+            return
+        if durable:
+            self._con.execute("PRAGMA synchronous=FULL")
+        rows = [(seq, trade_id, encode_settled(s)) for trade_id, (seq, s) in self._recent.items()]
+        with self._con:
+            self._con.executemany(SQL["put_settled"], rows)
+            self._con.execute(SQL["set_meta"], ("last_seq", str(self._last_seq)))
+        if durable:
+            self._con.execute("PRAGMA synchronous=NORMAL")
+        self._flushed_seq = self._last_seq
+        self._recent.clear()
+
+    def close(self) -> None:
+        self.flush(durable=True)
+        self._con.close()
