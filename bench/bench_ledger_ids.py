@@ -1,13 +1,16 @@
-"""The ledger's applied ids in memory (before) and on disk (after, streams/p2p/id_store.py), side by side.
+"""The ledger's history in memory (before) and on disk (after), side by side.
 
-    python bench/bench_ledger_ids.py [--transfers 1000000 3000000] [--accounts 2000]
+    python bench/bench_ledger_ids.py [--transfers 1000000 3000000] [--accounts 2000] [--stores memory ids disk]
 
-For each size and each store, a fresh process applies that many transfers (settled trades: three legs each,
+Three placements of what grows with history: ``memory`` (the ledger's applied ids and the settler's settled
+trades in memory and in every snapshot: before both changes), ``ids`` (the ids on disk, ``streams/p2p/id_store.py``,
+the settled trades still in memory) and ``disk`` (both on disk: ``streams/p2p/settled_store.py`` too).
+For each size and each placement, a fresh process applies that many transfers (settled trades: three legs each,
 payment, fee and dividend pool, plus the deposits), then measures: its RSS, the CPU per trade settled over the
 last 50,000 trades (at that history), the snapshot it writes (size, time), and, in another fresh process, the
-restart: loading that snapshot until the ledger is ready (imports excluded) and its RSS then. Both stores run
-the same code path (LedgerPartition, LedgerSnapshots); only where the ids live differs. Trades are built with
-``model_construct`` (no pydantic validation): the figures are the ledger's, not the decoder's.
+restart: loading that snapshot until the ledger is ready (imports excluded), over the same placement, and its RSS
+then. All run the same code path (LedgerPartition, LedgerSnapshots); only where the history lives differs. Trades
+are built with ``model_construct`` (no pydantic validation): the figures are the ledger's, not the decoder's.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ console = Console()
 AT = datetime(2026, 11, 24, 9, 0, tzinfo=UTC)
 LEGS_PER_TRADE = 3  # payment, fee, dividend pool (no carbon: grid-mix sellers)
 CPU_WINDOW_TRADES = 50_000  # at most: a smaller run measures its last half
+STORES = ("memory", "ids", "disk")
 
 
 def rss_mb() -> float:
@@ -67,7 +71,10 @@ def child_build(store: str, n_transfers: int, accounts: int, directory: Path) ->
     from streams.p2p.snapshots import LedgerSnapshots
 
     snapshots = LedgerSnapshots(directory, "bench")
-    state = snapshots.on_disk(LedgerPartition)(0) if store == "disk" else LedgerPartition()
+    if store == "disk":
+        state = snapshots.on_disk(LedgerPartition)(0)
+    else:
+        state = LedgerPartition(ids=snapshots.id_store(0)) if store == "ids" else LedgerPartition()
     offset = 0
     for a in range(accounts):
         deposit = m.Deposit(command_id=f"dep-{a}", account_id=f"acct-{a}", amount_kaus_units=10**15, occurred_at=AT)
@@ -90,6 +97,7 @@ def child_build(store: str, n_transfers: int, accounts: int, directory: Path) ->
     path = snapshots.write(state)
     write_s = time.perf_counter() - t0
     ids_mb = sum(p.stat().st_size for p in directory.glob("ids-0.sqlite3*")) / 2**20
+    settled_mb = sum(p.stat().st_size for p in directory.glob("settled-0.sqlite3*")) / 2**20
     return {
         "transfers": transfers,
         "trades": n_trades,
@@ -99,18 +107,26 @@ def child_build(store: str, n_transfers: int, accounts: int, directory: Path) ->
         "snapshot_mb": path.stat().st_size / 2**20,
         "snapshot_write_s": write_s,
         "id_file_mb": ids_mb,
+        "settled_file_mb": settled_mb,
         "next_offset": state.next_offset,
     }
 
 
-def child_restart(directory: Path, next_offset: int) -> dict[str, Any]:
+def child_restart(store: str, directory: Path, next_offset: int) -> dict[str, Any]:
+    import zlib
+
     from streams.kafka.gc_policy import collection_paused
-    from streams.p2p.snapshots import LedgerSnapshots
+    from streams.p2p.snapshots import LedgerSnapshots, restore
 
     rss_before = rss_mb()
     t0 = time.perf_counter()
     with collection_paused():  # as rebuild_state restores
-        state = LedgerSnapshots(directory, "bench").load(0, until_offset=next_offset)
+        snapshots = LedgerSnapshots(directory, "bench")
+        if store == "disk":
+            state = snapshots.load(0, until_offset=next_offset)
+        else:  # what was in memory is restored into memory (not rewritten into a file store)
+            raw = zlib.decompress(snapshots.files(0)[0].path.read_bytes())
+            state = restore(raw, "bench", 0, ids=snapshots.id_store(0) if store == "ids" else None)
     load_s = time.perf_counter() - t0
     assert state is not None and state.next_offset == next_offset
     return {"restart_s": load_s, "restart_rss_mb": rss_mb(), "restart_rss_growth_mb": rss_mb() - rss_before}
@@ -126,53 +142,65 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--transfers", type=int, nargs="+", default=[1_000_000, 3_000_000])
     parser.add_argument("--accounts", type=int, default=2_000)
+    parser.add_argument("--stores", nargs="+", choices=STORES, default=list(STORES))
     parser.add_argument("--child", nargs=3, metavar=("STORE", "TRANSFERS", "DIR"), help=argparse.SUPPRESS)
-    parser.add_argument("--restart", nargs=2, metavar=("DIR", "OFFSET"), help=argparse.SUPPRESS)
+    parser.add_argument("--restart", nargs=3, metavar=("STORE", "DIR", "OFFSET"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         store, n, directory = args.child
         print(json.dumps(child_build(store, int(n), args.accounts, Path(directory))))
         return 0
     if args.restart:
-        print(json.dumps(child_restart(Path(args.restart[0]), int(args.restart[1]))))
+        store, directory, offset = args.restart
+        print(json.dumps(child_restart(store, Path(directory), int(offset))))
         return 0
 
     rows: dict[tuple[str, int], dict[str, Any]] = {}
     for n in args.transfers:
-        for store in ("memory", "disk"):
+        for store in args.stores:
             with tempfile.TemporaryDirectory(prefix="bench-ledger-ids-") as tmp:
                 console.print(f"{store}: applying {n:,} transfers…")
+                t0 = time.perf_counter()
                 built = run_child("--child", store, str(n), tmp, "--accounts", str(args.accounts))
-                built |= run_child("--restart", tmp, str(built["next_offset"]))
+                built |= run_child("--restart", store, tmp, str(built["next_offset"]))
                 rows[(store, n)] = built
-    table = Table(title=f"ledger ids in memory (before) and on disk (after); {args.accounts:,} accounts")
+                console.print(f"{store}: {json.dumps(built)} ({time.perf_counter() - t0:.0f} s)")
+    print_table(rows, args.transfers, args.stores, args.accounts)
+    if len(args.transfers) >= 2:
+        extrapolate(rows, args.transfers, args.stores, 10_000_000)
+    return 0
+
+
+def print_table(
+    rows: dict[tuple[str, int], dict[str, Any]], sizes: list[int], stores: list[str], accounts: int
+) -> None:
+    table = Table(title=f"the ledger's history in memory and on disk ({', '.join(stores)}); {accounts:,} accounts")
     table.add_column("figure")
-    for n in args.transfers:
-        table.add_column(f"{n:,} before", justify="right")
-        table.add_column(f"{n:,} after", justify="right")
+    for n in sizes:
+        for store in stores:
+            table.add_column(f"{n:,} {store}", justify="right")
     figures = [
         ("transfers applied", "transfers", "{:,}"),
         ("RSS after applying (MB)", "rss_mb", "{:.0f}"),
+        ("peak RSS, snapshot written (MB)", "peak_rss_mb", "{:.0f}"),
         ("snapshot file (MB, zlib)", "snapshot_mb", "{:.1f}"),
         ("id store file (MB)", "id_file_mb", "{:.0f}"),
+        ("settled store file (MB)", "settled_file_mb", "{:.0f}"),
         ("restart: load snapshot until ready (s)", "restart_s", "{:.2f}"),
         ("RSS after the restart (MB)", "restart_rss_mb", "{:.0f}"),
         ("snapshot written in the foreground (s)", "snapshot_write_s", "{:.2f}"),
         (f"CPU per trade settled, last {CPU_WINDOW_TRADES:,} (µs)", "cpu_us_per_trade", "{:.1f}"),
     ]
     for label, key, fmt in figures:
-        table.add_row(label, *(fmt.format(rows[(s, n)][key]) for n in args.transfers for s in ("memory", "disk")))
+        table.add_row(label, *(fmt.format(rows[(s, n)][key]) for n in sizes for s in stores))
     console.print(table)
-    if len(args.transfers) >= 2:
-        extrapolate(rows, args.transfers, 10_000_000)
-    return 0
 
 
-def extrapolate(rows: dict[tuple[str, int], dict[str, Any]], sizes: list[int], target: int) -> None:
+def extrapolate(rows: dict[tuple[str, int], dict[str, Any]], sizes: list[int], stores: list[str], target: int) -> None:
     """Linear in the number of transfers, through the two largest sizes measured: value(target) = b + slope * n."""
     a, b = sorted(sizes)[-2:]
     console.print(f"extrapolated to {target:,} transfers (linear through {a:,} and {b:,}):")
-    for store in ("memory", "disk"):
+    for store in stores:
         for key in ("rss_mb", "snapshot_mb", "restart_s", "restart_rss_mb", "cpu_us_per_trade"):
             va, vb = rows[(store, a)][key], rows[(store, b)][key]
             slope = (vb - va) / (rows[(store, b)]["transfers"] - rows[(store, a)]["transfers"])

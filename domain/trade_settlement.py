@@ -770,7 +770,7 @@ class TradeSettler:
             ],
         }
         if isinstance(self._settled, MemorySettledStore):
-            data["settled"] = [{"seq": seq, **settled_to_dict(s)} for seq, s in self._settled.entries()]
+            data["settled"] = [{"seq": seq, **_settled_to_dict(s)} for seq, s in self._settled.entries()]
         return data
 
     @classmethod
@@ -846,8 +846,8 @@ def _delivery(trade: Trade, source: EnergySource) -> EnergyDelivery:
     )
 
 
-def settled_to_dict(s: SettledTrade) -> dict[str, Any]:
-    """A settled trade as plain data (snapshots, and the shell's store on disk)."""
+def _settled_to_dict(s: SettledTrade) -> dict[str, Any]:
+    """A settled trade as plain data (a memory store's entries in a snapshot)."""
     return {
         "trade": _trade_to_dict(s.trade),
         "fee_units": s.fee_units,
@@ -858,7 +858,7 @@ def settled_to_dict(s: SettledTrade) -> dict[str, Any]:
     }
 
 
-def settled_from_dict(row: dict[str, Any]) -> SettledTrade:
+def _settled_from_dict(row: dict[str, Any]) -> SettledTrade:
     return SettledTrade(
         _trade_from_dict(row["trade"]),
         row["fee_units"],
@@ -875,7 +875,7 @@ def _rewrite_settled(rows: Iterable[tuple[int, dict[str, Any]]], store: SettledS
     store.forget_after(0)
     seq = 0
     for seq, row in rows:
-        store.put(seq, settled_from_dict(row))
+        store.put(seq, _settled_from_dict(row))
     return seq
 
 

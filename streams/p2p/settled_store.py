@@ -16,19 +16,29 @@ from pathlib import Path
 
 import orjson
 
-from domain.trade_settlement import SettledTrade, settled_from_dict, settled_to_dict
+from domain.order_book import Side, Trade
+from domain.trade_settlement import EnergySource, SettledTrade
 from infra.sql_state import load_statements
 from streams.p2p.id_store import FLUSH_ROWS, open_sequenced
 
 SQL = load_statements("trade_settled.sql")
 
 
-def encode_settled(settled: SettledTrade) -> bytes:
-    return orjson.dumps(settled_to_dict(settled))
+def encode_settled(s: SettledTrade) -> bytes:
+    """A settled trade as a JSON array: the trade's fields in order, then what settling it moved."""
+    trade = s.trade
+    return orjson.dumps([*trade[:-3], trade.aggressor_side.value, *trade[-2:], *s[1:-2], s.source.value, s[-1]])
 
 
 def decode_settled(body: bytes) -> SettledTrade:
-    return settled_from_dict(orjson.loads(body))
+    row = orjson.loads(body)
+    n = len(Trade._fields)
+    fields = row[:n]
+    fields[-3] = Side(fields[-3])
+    fee_units, dividend_units, carbon_millicredits, source, settled_at_ms = row[n:]
+    return SettledTrade(
+        Trade(*fields), fee_units, dividend_units, carbon_millicredits, EnergySource(source), settled_at_ms
+    )
 
 
 class SqliteSettledStore:
