@@ -62,6 +62,7 @@ __all__ = [
     "JARS_DIR",
     "KAFKA_VERSION",
     "LOCAL_ROOT",
+    "MARKER_NAME",
     "LocalKafka",
     "LocalKafkaError",
     "durability_properties",
@@ -102,25 +103,39 @@ _RETRY_HINT = "Retry with a larger timeout (--timeout) or read the logs."
 # --------------------------------------------------------------------------------------------------------------------
 
 
-def _jars_ready(libs_dir: Path, pom: Path) -> bool:
+#: The jar that proves a fetch from ``POM`` complete (the broker's own).
+BROKER_JAR = f"kafka_2.13-{KAFKA_VERSION}"
+
+
+def _jars_ready(libs_dir: Path, pom: Path, main_jar: str = BROKER_JAR) -> bool:
     marker = libs_dir / MARKER_NAME
     if not marker.is_file() or marker.read_text().strip() != pom_hash(pom):
         return False
-    return any(libs_dir.glob("kafka_2.13-*.jar"))
+    return any(libs_dir.glob(f"{main_jar}*.jar"))
 
 
-def ensure_jars(libs_dir: Path = JARS_DIR, *, pom: Path = POM, force: bool = False, quiet: bool = False) -> Path:
-    """Return ``libs_dir`` holding the broker's runtime jars, fetching them with Maven only when needed.
+def ensure_jars(
+    libs_dir: Path = JARS_DIR,
+    *,
+    pom: Path = POM,
+    main_jar: str = BROKER_JAR,
+    force: bool = False,
+    quiet: bool = False,
+) -> Path:
+    """Return ``libs_dir`` holding the runtime jars of ``pom``, fetching them with Maven only when needed.
+
+    ``main_jar`` (a jar name's start) must be among the fetched jars: the broker's by default; MirrorMaker 2 has
+    its own pom and libs dir (``infra/kafka/mirror.py``), so changing one never invalidates the other's cache.
 
     The fetch runs ``mvn -q -f <pom> dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory=...``
     into a temporary directory that replaces ``libs_dir`` when complete, then records the pom's sha256 in a marker
     file; later calls return at once while the pom is unchanged. Safe to call from several processes at a time.
     """
     libs_dir = Path(libs_dir).resolve()
-    if not force and _jars_ready(libs_dir, pom):
+    if not force and _jars_ready(libs_dir, pom, main_jar):
         return libs_dir
     with file_lock(libs_dir.parent / f".{libs_dir.name}.lock"):
-        if not force and _jars_ready(libs_dir, pom):  # another process fetched while we waited
+        if not force and _jars_ready(libs_dir, pom, main_jar):  # another process fetched while we waited
             return libs_dir
         mvn = shutil.which("mvn")
         if mvn is None:
@@ -135,7 +150,7 @@ def ensure_jars(libs_dir: Path = JARS_DIR, *, pom: Path = POM, force: bool = Fal
             "-DincludeScope=runtime", f"-DoutputDirectory={tmp}",
         ]  # fmt: skip
         if not quiet:
-            _err(f"Fetching Kafka {KAFKA_VERSION} jars from Maven Central into {libs_dir} ...")
+            _err(f"Fetching {main_jar} and its jars from Maven Central into {libs_dir} ...")
         t0 = time.monotonic()
         res = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL, check=False)
         elapsed = time.monotonic() - t0
@@ -148,11 +163,11 @@ def ensure_jars(libs_dir: Path = JARS_DIR, *, pom: Path = POM, force: bool = Fal
                 "Check that Maven Central is reachable and that the version in infra/kafka/pom.xml exists."
             )
         jars = sorted(tmp.glob("*.jar"))
-        if not any(j.name.startswith(f"kafka_2.13-{KAFKA_VERSION}") for j in jars):
+        if not any(j.name.startswith(main_jar) for j in jars):
             shutil.rmtree(tmp, ignore_errors=True)
             raise LocalKafkaError(
-                f"Maven succeeded but kafka_2.13-{KAFKA_VERSION}.jar is missing from the fetched jars; "
-                "KAFKA_VERSION in infra/kafka/broker.py must match kafka.version in infra/kafka/pom.xml."
+                f"Maven succeeded but {main_jar}.jar is missing from the jars fetched with {pom}; "
+                "KAFKA_VERSION in infra/kafka/broker.py must match kafka.version in that pom."
             )
         size_mb = sum(j.stat().st_size for j in jars) / 1e6
         (tmp / MARKER_NAME).write_text(pom_hash(pom) + "\n")

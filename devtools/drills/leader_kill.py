@@ -1,0 +1,159 @@
+"""The leader-kill drill (issue 20 item 1): SIGKILL the broker leading the busiest input partition of the P2P flow
+while trades flow through a real plain worker on a local 3-node cluster.
+
+RTO is the time from the SIGKILL to the first settlement (the ledger's produce time) of a trade that went through
+the killed partition and whose order was sent after the kill: the pipeline took new input end to end again,
+through the new leader. Settlements of trades in flight, or of markets whose partitions never stopped, do not count.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from confluent_kafka import Consumer, TopicPartition
+
+from contracts import models as m
+from contracts.topics import ENERGY_ORDERS, ENERGY_SETTLEMENTS, ENERGY_TRADES, LEDGER_COMMANDS, LEDGER_TRANSFERS
+from devtools.drills.flow import reference_run, seeded_flow
+from devtools.drills.io import create_topics, send_acked, wait_until
+from devtools.drills.tally import all_settled, market_partitions, tally
+from devtools.drills.traffic import Traffic
+from devtools.drills.worker import P2PWorker, Supervisor
+from infra.kafka.cluster import LocalKafkaCluster
+
+INPUT_TOPICS = (ENERGY_ORDERS, LEDGER_COMMANDS)
+FLOW_TOPICS = (ENERGY_ORDERS, LEDGER_COMMANDS, ENERGY_TRADES, ENERGY_SETTLEMENTS, LEDGER_TRANSFERS)
+# Three JVMs and the worker share a 2-core machine with other work: modest heaps (the default is 512 MB).
+HEAP_MB = 384
+
+
+@dataclass
+class DrillFigures:
+    """What one leader-kill drill measured, and what its reconciliation needs (its window, accounts, markets)."""
+
+    killed_node: int
+    busiest_partition: str
+    orders: int
+    trades_expected: int
+    settled: int
+    lost: int
+    duplicated: int  # records beyond one per id on energy.trades, energy.settlements, ledger.transfers
+    conflicts: int  # an id written again with other content
+    balances_exact: bool
+    conserved: bool
+    rto_s: float
+    rejoin_s: float
+    send_s: float
+    worker_restarts: int = 0  # the worker exited and its supervisor started it again
+    led: list[str] = field(default_factory=list)  # the partitions the killed node led
+    window_s: tuple[float, float] = (0.0, 0.0)  # wall clock: deposits sent .. every trade settled
+    accounts: list[str] = field(default_factory=list)
+    markets: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        return (
+            f"killed node {self.killed_node} (leader of {self.busiest_partition}, {len(self.led)} partitions of the "
+            f"flow): RTO {self.rto_s:.2f} s, rejoined the ISR in {self.rejoin_s:.1f} s; {self.orders} orders in "
+            f"{self.send_s:.1f} s, {self.trades_expected} trades, {self.settled} settled, {self.lost} lost, "
+            f"{self.duplicated} duplicated, {self.conflicts} conflicting; worker restarts {self.worker_restarts}; "
+            f"balances exact: {self.balances_exact}, K-AUS conserved: {self.conserved}"
+        )
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def busiest_input_partition(bootstrap: str) -> tuple[str, int]:
+    """The input partition holding the most records (the ledger's single partition, in this flow)."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "dr-drill-probe", "enable.auto.commit": False})
+    try:
+        sizes = {}
+        for topic in INPUT_TOPICS:
+            for p in consumer.list_topics(topic.name, timeout=10).topics[topic.name].partitions:
+                low, high = consumer.get_watermark_offsets(TopicPartition(topic.name, p), timeout=10)
+                sizes[(topic.name, p)] = high - low
+        return max(sizes, key=lambda k: sizes[k])
+    finally:
+        consumer.close()
+
+
+def kill_busiest_leader(cluster: LocalKafkaCluster) -> tuple[tuple[str, int], int, list[str], float]:
+    """SIGKILL the leader of the busiest input partition: (that partition, the node killed, the flow's partitions
+    it led, when it was killed)."""
+    topic, partition = busiest_input_partition(cluster.bootstrap)
+    victim = cluster.leader_of(topic, partition)
+    led = [f"{s.topic}[{s.partition}]" for s in cluster.partitions(t.name for t in FLOW_TOPICS) if s.leader == victim]
+    killed_at = time.time()
+    assert cluster.kill(victim) is not None
+    return (topic, partition), victim, led, killed_at
+
+
+def worker_for(bootstrap: str, workdir: Path, run_id: str) -> P2PWorker:
+    return P2PWorker(bootstrap, f"nexus-dr-{run_id}", workdir / "worker", free_port(), free_port())
+
+
+def run_leader_kill_drill(
+    cluster: LocalKafkaCluster,
+    workdir: Path,
+    run_id: str,
+    *,
+    orders: int = 4_000,
+    batch: int = 50,
+    every_s: float = 0.25,
+    kill_after_s: float = 5.0,
+    settle_timeout_s: float = 240.0,
+) -> DrillFigures:
+    """One drill on a running cluster: start the worker, send the orders, SIGKILL the leader of the busiest input
+    partition ``kill_after_s`` into the traffic, wait for every trade's settlement, restart the broker and wait
+    until it is back in the ISR of every partition of the flow; return the figures (the caller asserts them)."""
+    deposits, commands = seeded_flow(run_id, orders)
+    expected = reference_run(deposits, commands)
+    markets = {c.market_id for c in commands}
+    accounts = {d.account_id for d in deposits}
+    create_topics(cluster.bootstrap)
+    supervisor = Supervisor(worker_for(cluster.bootstrap, workdir, run_id))
+    supervisor.worker.start()
+    supervisor.start()
+    try:
+        began = time.time()
+        send_acked(cluster.bootstrap, LEDGER_COMMANDS, deposits)
+        traffic = Traffic(cluster.bootstrap, commands, batch, every_s)
+        traffic.start()
+        time.sleep(kill_after_s)
+        (topic, partition), victim, led, killed_at = kill_busiest_leader(cluster)
+        traffic.join(timeout=settle_timeout_s)
+        assert traffic.error is None, f"the traffic failed: {traffic.error!r}"
+        trade_ids = set(expected[0])
+        wait_until(lambda: all_settled(cluster.bootstrap, trade_ids, markets), settle_timeout_s, "every settlement")
+        time.sleep(1)  # a late copy, if any, lands too
+        on = market_partitions(cluster.bootstrap, markets)
+
+        def through_killed(trade: m.Trade) -> bool:  # every trade is settled through the ledger's one partition
+            return topic != ENERGY_ORDERS.name or on.get(trade.market_id) == partition
+
+        figures = tally(cluster.bootstrap, expected, markets, accounts, traffic.sent_at, killed_at, through_killed)
+        ended = time.time()
+        restarted_at = time.monotonic()
+        cluster.node(victim).start(timeout_s=120)
+        cluster.wait_in_sync(victim, [t.name for t in FLOW_TOPICS])
+        return DrillFigures(
+            killed_node=victim,
+            busiest_partition=f"{topic}[{partition}]",
+            orders=len(commands),
+            rejoin_s=time.monotonic() - restarted_at,
+            send_s=traffic.finished - traffic.started,
+            led=led,
+            worker_restarts=supervisor.restarts,
+            window_s=(began, ended),
+            accounts=sorted(accounts),
+            markets=sorted(markets),
+            **figures._asdict(),
+        )
+    finally:
+        supervisor.close()
