@@ -7,6 +7,7 @@ platform is idempotent by id, so a copy is harmless as long as it is the same re
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 
 
@@ -22,6 +23,8 @@ class SoakReport:
     fault_error: str | None = None
     send_errors: list[str] = field(default_factory=list)
     outcomes: dict[str, int] = field(default_factory=dict)  # trades settled, cards completed / failed, payouts ...
+    failure_reasons: Counter[str] = field(default_factory=Counter)  # failed answers by reason code (a final answer)
+    failure_samples: dict[str, str] = field(default_factory=dict)  # one reason text per reason code
     lost: dict[str, int] = field(default_factory=dict)  # inputs without their outcome, by kind
     duplicated: dict[str, int] = field(default_factory=dict)  # applied or paid twice, by kind
     conflicts: dict[str, int] = field(default_factory=dict)  # one id, two different records
@@ -47,6 +50,10 @@ class SoakReport:
         # term by term: what the ledger minted, issued, captured and kept is what the services said they did
         terms = (k["minted"], k["issued"], k["settlement_account"], k["platform"])
         return identity and terms == (k["deposits"], k["rewards"], k["captured"], k["trade_fees"])
+
+    def failed(self, code: str, reason: str) -> None:
+        self.failure_reasons[code] += 1
+        self.failure_samples.setdefault(code, reason)
 
     def violations(self) -> list[str]:
         found = [f"{what}: {n} lost" for what, n in self.lost.items() if n]
@@ -77,9 +84,10 @@ class SoakReport:
             f"kills by worker {_kv(self.kills)}; restarts after a kill {_kv(self.restarts_after_kill)}; "
             f"exits of their own {_kv(self.unplanned_exits)}",
             *(f"broker restart: {b}" for b in self.broker_restarts),
-            f"outcomes {_kv(self.outcomes)}",
+            f"outcomes {_kv(self.outcomes)}; failed by reason {_kv(dict(self.failure_reasons))}",
             f"lost {_kv(self.lost)}; duplicated {_kv(self.duplicated)}; conflicts {_kv(self.conflicts)}; "
             f"re-emitted identical copies {_kv(self.reemitted)}",
+            *(f"failed, e.g.: {code}: {reason}" for code, reason in self.failure_samples.items()),
             *(f"conflict: {d}" for d in self.conflict_details),
             f"holds open at the end {self.holds_open}; traders' balances exact {self.balances_exact}",
             f"K-AUS: holders {k.get('holders', 0):,} + staked {k.get('staked', 0):,} + platform "

@@ -56,7 +56,8 @@ SETTLEMENT = "bridge:settlement"  # K-AUS that left the platform as fiat
 PLATFORM = (SYS_FEES, SYS_DIVIDENDS)
 MAY_BE_NEGATIVE = {SYS_MINT, *ISSUANCE}
 WORKERS = ("p2p", "bridge", "payouts")
-TIMING_FIELDS = {"matching_duration_us", "phase_durations_us"}  # measured, not decided: differ between copies
+# Measured or stamped when written, not decided: a copy written again after a restart may differ in them.
+TIMING_FIELDS = {"matching_duration_us", "phase_durations_us", "requested_at"}
 PROVIDER_LATENCY_MS = 50
 DETAILS_MAX = 20  # conflicting records shown in a report
 
@@ -433,6 +434,7 @@ def check_cards(
             conflicting += moved(refs, "CARD_PAYMENT", tx, "CASHBACK") != first["cashback_kaus_units"]
         else:
             failed += 1
+            report.failed(f"card {first.get('reason_code')}", first.get("reason", ""))
             twice += at_provider > 0 or captured > 0
     report.lost["card answers"], report.reemitted["card answers"] = lost, again
     report.conflicts["card answers"], report.duplicated["card payments paid twice"] = conflicting, twice
@@ -466,6 +468,7 @@ def check_payouts(
             twice += at_provider > 1 or captured != r["kaus_debited_units"]
             lost += at_provider == 0
         else:
+            report.failed(f"payout {r.get('reason_code')}", r.get("reason", ""))
             twice += at_provider > 0 or captured > 0
     failed_holders = {requests[i]["account_id"] for i in failed if i in requests}
     above = [h for h in traffic.names.holders if fold.balance(h) > THRESHOLD_UNITS and h not in failed_holders]
