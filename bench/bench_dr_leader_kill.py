@@ -1,13 +1,13 @@
 """Leader-kill drill, full (issue 20 item 3): SIGKILL the broker leading the busiest input partition of the P2P flow
 while trades flow through a real plain worker on a fresh local 3-node cluster; print the RTO over the runs
-(p50, min, max), the records lost and duplicated, and how long the killed broker took to rejoin the ISR.
+(p50, min, max), the records lost and duplicated, how long the killed broker took to rejoin the ISR, and whether the
+reconciliation of each run's window ties out (spec §9.2 step 4).
 
     .venv/bin/python bench/bench_dr_leader_kill.py [--runs 3] [--orders 8000] [--rate 400] [--kill-after-s 8]
 
 Each run starts its own cluster (free ports, a temporary data dir) so that one run's leaderships and group
-coordinators do not decide the next one's. The drill itself is ``run_leader_kill_drill`` in
-``tests/integration/test_cluster_leader_kill.py`` (the suite runs a reduced one); figures go to
-``docs/disaster-recovery.md``.
+coordinators do not decide the next one's. The drill itself is ``devtools/drills/leader_kill.py`` (the suite runs a
+reduced one, ``tests/integration/test_cluster_leader_kill.py``); figures go to ``docs/disaster-recovery.md``.
 """
 
 from __future__ import annotations
@@ -22,14 +22,18 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from datetime import UTC, datetime, timedelta
+
+from devtools.drills.leader_kill import HEAP_MB, DrillFigures, run_leader_kill_drill
 from infra.kafka.broker import find_free_ports
 from infra.kafka.cluster import LocalKafkaCluster
-from tests.integration.test_cluster_leader_kill import HEAP_MB, DrillFigures, run_leader_kill_drill
+from tests.support.recon_check import reconcile_window
 
 BATCH = 50
 
 
-def one_run(args: argparse.Namespace, root: Path) -> DrillFigures:
+def one_run(args: argparse.Namespace, root: Path) -> tuple[DrillFigures, bool]:
+    """One drill on a fresh cluster, and whether its window's reconciliation ties out exactly."""
     free = find_free_ports(6)
     cluster = LocalKafkaCluster(
         ports=[(free[2 * i], free[2 * i + 1]) for i in range(3)], data_root=root / "cluster", heap_mb=HEAP_MB
@@ -37,7 +41,7 @@ def one_run(args: argparse.Namespace, root: Path) -> DrillFigures:
     started_s = cluster.start(timeout_s=180)
     print(f"  cluster of 3 ready in {started_s:.1f} s", flush=True)
     try:
-        return run_leader_kill_drill(
+        figures = run_leader_kill_drill(
             cluster,
             root,
             uuid.uuid4().hex[:8],
@@ -46,6 +50,17 @@ def one_run(args: argparse.Namespace, root: Path) -> DrillFigures:
             every_s=BATCH / args.rate,
             kill_after_s=args.kill_after_s,
         )
+        start = datetime.fromtimestamp(figures.window_s[0], UTC) - timedelta(minutes=1)
+        tie_out = reconcile_window(
+            cluster.bootstrap, start, datetime.now(UTC) + timedelta(minutes=1), root / "recon.duckdb",
+            accounts=figures.accounts, markets=figures.markets,
+        )  # fmt: skip
+        try:
+            tie_out.assert_exact()
+        except AssertionError as exc:
+            print(f"  reconciliation does not tie out: {exc}", flush=True)
+            return figures, False
+        return figures, tie_out.settlements == figures.trades_expected
     finally:
         cluster.stop()
 
@@ -58,13 +73,15 @@ def main() -> int:
     parser.add_argument("--kill-after-s", type=float, default=8.0)
     args = parser.parse_args()
     runs: list[DrillFigures] = []
+    ties: list[bool] = []
     t0 = time.monotonic()
     for i in range(args.runs):
         print(f"run {i + 1}/{args.runs}", flush=True)
         with tempfile.TemporaryDirectory(prefix="dr-leader-kill-") as tmp:
-            figures = one_run(args, Path(tmp))
-        print(f"  {figures.summary()}", flush=True)
+            figures, tied = one_run(args, Path(tmp))
+        print(f"  {figures.summary()}; reconciliation ties out: {tied}", flush=True)
         runs.append(figures)
+        ties.append(tied)
     rto = [f.rto_s for f in runs]
     rejoin = [f.rejoin_s for f in runs]
     print(
@@ -77,9 +94,11 @@ def main() -> int:
         f"conflicting {sum(f.conflicts for f in runs)}, worker restarts {sum(f.worker_restarts for f in runs)}\n"
         f"  balances exact in every run: {all(f.balances_exact for f in runs)}; "
         f"K-AUS conserved in every run: {all(f.conserved for f in runs)}\n"
-        f"  killed: {', '.join(f'node {f.killed_node} ({f.busiest_partition})' for f in runs)}"
+        f"  killed: {', '.join(f'node {f.killed_node} ({f.busiest_partition})' for f in runs)}\n"
+        f"  reconciliation of the window ties out in every run: {all(ties)}"
     )
     ok = all(f.lost == f.duplicated == f.conflicts == 0 and f.balances_exact and f.conserved for f in runs)
+    ok = ok and all(ties)
     return 0 if ok else 1
 
 
