@@ -41,12 +41,18 @@ def main() -> int:
     parser.add_argument("--broker-restarts", type=int, default=3)
     parser.add_argument("--rate", type=float, default=300.0, help="events per second sent")
     parser.add_argument("--settle-timeout-s", type=float, default=900.0)
+    parser.add_argument("--bridge-runtime", choices=["plain", "faust"], default="plain")
+    parser.add_argument("--keep", type=Path, default=None, help="run in this directory and keep it (worker logs)")
     args = parser.parse_args()
-    settings = SoakSettings(args.seed, args.events, args.kills, args.broker_restarts, args.rate, args.settle_timeout_s)
+    settings = SoakSettings(
+        args.seed, args.events, args.kills, args.broker_restarts, args.rate, args.settle_timeout_s, args.bridge_runtime
+    )
     console = Console()
-    console.print(f"chaos soak, seed {args.seed} (replay: --seed {args.seed}); load {os.getloadavg()}")
+    console.print(f"chaos soak, seed {args.seed} (replay: --seed {args.seed}), bridge {args.bridge_runtime}; "
+                  f"load {os.getloadavg()}")  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="chaos-soak-") as tmp:
-        root = Path(tmp)
+        root = Path(tmp) if args.keep is None else args.keep
+        root.mkdir(parents=True, exist_ok=True)
         free = find_free_ports(6)
         cluster = LocalKafkaCluster(
             ports=[(free[2 * i], free[2 * i + 1]) for i in range(3)], data_root=root / "cluster", heap_mb=HEAP_MB

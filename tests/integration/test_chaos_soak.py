@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import os
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from typing import Any
 import pytest
 
 from contracts.topics import PAYOUT_REQUESTS, PAYOUT_RULES
-from devtools.chaos.plan import Kind
+from devtools.chaos.plan import FAULTS_FROM, FAULTS_TO, FaultKind, Kind, plan_faults, plan_traffic
 from devtools.provider_sim.launcher import ProviderSimProcess
 from infra.kafka.cluster import LocalKafkaCluster
 from streams.payouts.service import PayoutService
@@ -157,3 +158,28 @@ def test_a_payout_decided_again_after_a_crash_keeps_its_amount() -> None:
     h.move("sys:mint", HOLDER, 500 * K, transfer_id="dep-2")  # arrived while it was down
     again = [r for r in of(h.service.caught_up(h.now_ms), PAYOUT_REQUESTS) if r.payout_id == first.payout_id]
     assert [r.amount_kaus_units for r in again] in ([], [first.amount_kaus_units])
+
+
+def test_a_seed_fixes_the_traffic_and_the_faults() -> None:
+    """The replay promise: the same seed gives the same events and faults, another seed others; the faults keep
+    their bounds (kills shared out over the workers, broker restarts one per stretch, within the traffic)."""
+    events, workers, nodes = 3_000, ("p2p", "bridge", "payouts"), [1, 2, 3]
+    one, again, other = (plan_traffic(seed, events, "t") for seed in (SEED, SEED, SEED + 1))
+    wire = [[(e.kind, e.topic.name, e.topic.encode(e.message)) for e in t.events] for t in (one, again, other)]
+    # the same bytes but for the card payments' and deposits' stamps (when the plan was made)
+    stable = [[(k, n, v) for k, n, v in w if k is Kind.ORDER] for w in wire]
+    assert stable[0] == stable[1] != stable[2]
+    assert [e.kind for e in one.events] == [e.kind for e in again.events]
+    assert [c.request_id for c in one.of(Kind.CARD)] == [c.request_id for c in again.of(Kind.CARD)]
+    faults = plan_faults(SEED, events, 20, 3, workers, nodes)
+    assert (
+        faults
+        == plan_faults(SEED, events, 20, 3, workers, nodes)
+        != plan_faults(SEED + 1, events, 20, 3, workers, nodes)
+    )
+    kills = Counter(f.target for f in faults if f.kind is FaultKind.KILL_WORKER)
+    assert sorted(kills.values()) == [6, 7, 7] and kills.keys() == set(workers)
+    restarts = [f.at_event for f in faults if f.kind is FaultKind.RESTART_BROKER]
+    stretch = (events * (FAULTS_TO - FAULTS_FROM)) / 3
+    assert len(restarts) == 3 and all(int(f - events * FAULTS_FROM) // stretch == i for i, f in enumerate(restarts))
+    assert all(events * FAULTS_FROM <= f.at_event < events * FAULTS_TO for f in faults)

@@ -70,6 +70,7 @@ class SoakSettings:
     broker_restarts: int
     rate_per_s: float = 200.0
     settle_timeout_s: float = 300.0  # after the last event: every outcome there, nothing in flight
+    bridge_runtime: str = "plain"  # or "faust": the bridge agent in a Faust worker (python -m streams.worker)
 
 
 def free_port() -> int:
@@ -79,12 +80,17 @@ def free_port() -> int:
 
 
 def soak_workers(
-    bootstrap: str, workdir: Path, tag: str, sim: ProviderSimProcess, keys: Path
+    bootstrap: str, workdir: Path, tag: str, sim: ProviderSimProcess, keys: Path, bridge_runtime: str = "plain"
 ) -> dict[str, WorkerProcess]:
     """The three processes (not started): the ledger's epoch timer off (no dividends in this soak)."""
+    provider = {"NEXUS_PROVIDER_SIM_URL": sim.url, "NEXUS_PROVIDER_KEYS_DIR": str(keys)}
+    bridges = {
+        "plain": ("streams.bridge.loop", provider),
+        "faust": ("streams.worker", {**provider, "NEXUS_AGENTS": "bridge"}),
+    }
     envs = {
         "p2p": ("streams.p2p", {"NEXUS_AGENTS": "matching,settlement", "NEXUS_DIVIDEND_TIMER_EVERY_S": "0"}),
-        "bridge": ("streams.bridge.loop", {"NEXUS_PROVIDER_SIM_URL": sim.url, "NEXUS_PROVIDER_KEYS_DIR": str(keys)}),
+        "bridge": bridges[bridge_runtime],
         "payouts": ("streams.payouts", {}),
     }
     return {
@@ -121,7 +127,7 @@ def run_soak(
     wait_until_served(cluster.bootstrap, 120)
     sim.reset()
     sim.configure({"*": {"latency_ms": PROVIDER_LATENCY_MS}})
-    workers = soak_workers(cluster.bootstrap, workdir, tag, sim, keys)
+    workers = soak_workers(cluster.bootstrap, workdir, tag, sim, keys, settings.bridge_runtime)
     for w in workers.values():
         w.start(wait=False)
     supervisor = Supervisor(workers)
