@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 # unset, the runtime is the setting NEXUS_RUNTIME (default faust, streams/settings.py).
 RUNTIME ?=
 
-.PHONY: setup run test test-fast stop cluster cluster-stop lint typecheck schemas bench clean
+.PHONY: setup run test test-fast stop cluster cluster-stop standby standby-stop failover lint typecheck schemas bench clean
 
 setup: $(STAMP_PLATFORM) $(STAMP_AIRFLOW) system-deps kafka-jars
 
@@ -39,6 +39,7 @@ system-deps:
 
 kafka-jars: $(STAMP_PLATFORM)
 	@$(VENV)/bin/python -m infra.kafka.broker fetch
+	@$(VENV)/bin/python -m infra.kafka.mirror fetch
 
 run: setup
 	$(VENV)/bin/python -m devtools.demo $(if $(RUNTIME),--runtime $(RUNTIME))
@@ -69,6 +70,20 @@ cluster: kafka-jars
 
 cluster-stop: $(STAMP_PLATFORM)
 	$(VENV)/bin/python -m infra.kafka.cluster stop
+
+# A standby region: one node on 39092, fed by MirrorMaker 2 from the cluster above; `make failover` moves the
+# platform's consumer groups there once the cluster is down (docs/runbooks/failover.md).
+STANDBY := --size 1 --base-port 39092 --data-root .local/kafka/standby
+standby: kafka-jars
+	$(VENV)/bin/python -m infra.kafka.cluster start $(STANDBY)
+	$(VENV)/bin/python -m infra.kafka.mirror start
+
+standby-stop: $(STAMP_PLATFORM)
+	-$(VENV)/bin/python -m infra.kafka.mirror stop
+	$(VENV)/bin/python -m infra.kafka.cluster stop $(STANDBY)
+
+failover: $(STAMP_PLATFORM)
+	$(VENV)/bin/python -m infra.kafka.failover to-standby
 
 stop:
 	-@$(VENV)/bin/python -m devtools.demo --stop

@@ -33,6 +33,7 @@ from infra.kafka.failover import (
     STANDBY,
     DownDetector,
     Region,
+    platform_groups,
     prepare_failback,
     switch,
     wait_groups_synced,
@@ -124,6 +125,8 @@ def run_failover_drill(
     try:
         began = time.time()
         send_acked(primary.bootstrap, LEDGER_COMMANDS, deposits)
+        app_id = supervisor.worker.app_id  # a standby in its steady state: MM2 syncs the worker's group
+        wait_until(lambda: bool(platform_groups(standby.bootstrap, app_id)), 180, "the group synced to the standby")
         traffic = Traffic(primary.bootstrap, first, batch, every_s, window_s)
         traffic.start()
         time.sleep(kill_after_s)

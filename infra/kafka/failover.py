@@ -154,6 +154,7 @@ class SwitchReport:
 
     to: Region
     rewinds: list[Rewind] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
     steps_s: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -300,6 +301,11 @@ def switch(
         progress(step)
         t0 = time.monotonic()
 
+    if not target.answers():
+        raise FailoverError(
+            f"the {target.name} region ({target.bootstrap}) does not answer either: nothing to move to. Check it "
+            "(python -m infra.kafka.failover status) and run this again once it answers."
+        )
     if source.answers():
         if not force:
             raise FailoverError(
@@ -320,11 +326,10 @@ def switch(
             f"groups with members on the {target.name} region: {busy}. Stop the workers running there "
             "(two workers of one group in two regions would split its partitions), then run this again."
         )
-    if not groups:
-        raise FailoverError(
-            f"no group of app id {app_id!r} on the {target.name} region: MM2 has not synced any (was it running, "
-            "with sync.group.offsets.enabled?). Check the app id (NEXUS_APP_ID), or start the workers with a full "
-            "replay (they read from the beginning without a committed offset)."
+    if not groups:  # the workers will read from the beginning: a full replay, slower and still exact
+        report.warnings.append(
+            f"no group of app id {app_id!r} on the {target.name} region (MM2 never synced one; is the app id the "
+            "workers' NEXUS_APP_ID?): the workers will replay every topic from the beginning"
         )
     checkpoints = last_checkpoints(target.bootstrap, f"{source.name}{CHECKPOINTS_SUFFIX}", groups)
     done("groups found")
@@ -422,6 +427,8 @@ def _run_switch(source: Region, target: Region, args: argparse.Namespace, mirror
         )
     for rewind in report.rewinds:
         out.info(f"  {rewind.group}: {rewind.records_back} records to replay")
+    for warning in report.warnings:
+        out.warn(f"  note: {warning}")
     out.ok(f"{target.name} is active. Start the workers with {ENV_BOOTSTRAP}={target.bootstrap}")
     out.info(f"  (written to {ACTIVE_REGION_FILE}); then reconcile the window: docs/runbooks/failover.md step 6")
     return 0
@@ -463,6 +470,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run_switch(primary, standby, args, forward, out)
     except LocalKafkaError as exc:
         out.fail(f"error: {exc}")
+        return 1
+    except (KafkaException, TimeoutError) as exc:
+        out.fail(f"error: a cluster did not answer in time ({exc!r}); check both with: failover status, then retry")
         return 1
     except KeyboardInterrupt:
         out.fail("interrupted")
