@@ -48,7 +48,13 @@ class Settings(BaseSettings):
     worker_web_host: str = "127.0.0.1"  # the Faust worker's web server (Faust's web_bind)
     # Static group membership: a restarted worker takes its predecessor's partitions at once, no rebalance.
     worker_instance_id: str = "worker-1"
-    broker_session_timeout_s: float = 10.0
+    broker_session_timeout_s: float = 10.0  # the Faust worker's group session
+    # The plain loops' group session (librdkafka static members). It must outlast a group coordinator's move: the
+    # cluster fences a dead broker after its broker.session.timeout.ms (Kafka's default 9 s, ours 4 s), then another
+    # node loads the group. If the session runs out first, librdkafka rejoins and fences itself (FENCED_INSTANCE_ID,
+    # fatal: librdkafka issue 3437) and the worker exits. A restarted worker (same instance id) takes its partitions
+    # back at once whatever this is; only a worker gone for good holds them this long.
+    static_session_timeout_s: float = Field(default=30.0, ge=6.0)  # the brokers' group.min.session.timeout.ms
     metrics_port: int = 9464  # /metrics and /healthz of this process (streams/ops); 0 = not served
     metrics_lag_interval_s: float = Field(default=15.0, gt=0)  # consumer-lag gauges refreshed this often
     log_format: Literal["json", "text"] = "json"  # streams/ops/logs.py: JSON lines, or the classic text line

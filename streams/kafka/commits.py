@@ -152,7 +152,7 @@ def client_configs(settings: Settings, health: Health, debug: str = "") -> tuple
             settings.bootstrap_servers,
             f"{settings.app_id}-plain",
             group_instance_id=f"{settings.worker_instance_id}-plain",
-            session_timeout_ms=int(settings.broker_session_timeout_s * 1000),
+            session_timeout_ms=int(settings.static_session_timeout_s * 1000),
             enable_auto_offset_store=False,  # commits carry explicit offsets (Positions)
         ),
         "error_cb": lambda error: health.on_error(error, "consumer"),
