@@ -24,7 +24,7 @@ from contracts.topics import LEDGER_COMMANDS
 from devtools.drills.flow import reference_run, seeded_flow
 from devtools.drills.io import create_topics, send_acked, wait_until
 from devtools.drills.leader_kill import worker_for
-from devtools.drills.tally import Tally, all_settled, tally
+from devtools.drills.tally import Tally, tally, wait_settled
 from devtools.drills.traffic import Traffic
 from devtools.drills.worker import Supervisor
 from infra.kafka.cluster import LocalKafkaCluster
@@ -33,6 +33,7 @@ from infra.kafka.failover import (
     STANDBY,
     DownDetector,
     Region,
+    SwitchReport,
     platform_groups,
     prepare_failback,
     switch,
@@ -118,10 +119,9 @@ def run_failover_drill(
     create_topics(primary.bootstrap)
     mirror = LocalMirror(primary.bootstrap, standby.bootstrap, standby.size, data_dir=workdir / "mm2")
     mirror.start(timeout_s=180)
-    supervisor = Supervisor(worker_for(primary.bootstrap, workdir, run_id))
+    mirrors, supervisor = [mirror], Supervisor(worker_for(primary.bootstrap, workdir, run_id))
     supervisor.worker.start()
     supervisor.start()
-    mirrors = [mirror]
     try:
         began = time.time()
         send_acked(primary.bootstrap, LEDGER_COMMANDS, deposits)
@@ -131,30 +131,15 @@ def run_failover_drill(
         traffic.start()
         time.sleep(kill_after_s)
         killed_at = kill_all(primary)
-        detector, old, new = (
-            DownDetector(down_after_s),
-            Region(PRIMARY, primary.bootstrap),
-            Region(STANDBY, standby.bootstrap),
-        )
-        while not detector.observe(old.answers(timeout_s=PROBE_EVERY_S), time.monotonic()):
-            time.sleep(PROBE_EVERY_S)
-        detected_at = time.time()
-        report = switch(
-            old,
-            new,
-            supervisor.worker.app_id,
-            mirror=mirror,
-            window_s=window_s,
-            active_file=workdir / "active-region.env",
+        detected_at, report = watch_and_switch(
+            primary, standby, supervisor.worker.app_id, mirror, workdir, down_after_s, window_s
         )
         switched_at = time.time()
         traffic.redirect(standby.bootstrap)
         move_worker(supervisor, standby.bootstrap, workdir / "worker-standby")
         traffic.join(timeout=settle_timeout_s)
         assert traffic.error is None, f"the traffic failed: {traffic.error!r}"
-        trade_ids = set(expected[0])
-        wait_until(lambda: all_settled(standby.bootstrap, trade_ids, markets), settle_timeout_s, "every settlement")
-        time.sleep(1)  # a late copy, if any, lands too
+        wait_settled(standby.bootstrap, expected[0], markets, settle_timeout_s)
         figures = FailoverFigures(
             primary_nodes=primary.size,
             orders=len(first),
@@ -179,6 +164,29 @@ def run_failover_drill(
         supervisor.close()
         for m in mirrors:
             m.stop()
+
+
+def watch_and_switch(
+    primary: LocalKafkaCluster,
+    standby: LocalKafkaCluster,
+    app_id: str,
+    mirror: LocalMirror,
+    workdir: Path,
+    down_after_s: float,
+    window_s: float,
+) -> tuple[float, SwitchReport]:
+    """The drill's operator: probe the primary until it has not answered for ``down_after_s``, then fail over;
+    return when it declared the primary down, and what the switch did."""
+    detector, old, new = (
+        DownDetector(down_after_s),
+        Region(PRIMARY, primary.bootstrap),
+        Region(STANDBY, standby.bootstrap),
+    )
+    while not detector.observe(old.answers(timeout_s=PROBE_EVERY_S), time.monotonic()):
+        time.sleep(PROBE_EVERY_S)
+    detected_at = time.time()
+    active_file = workdir / "active-region.env"
+    return detected_at, switch(old, new, app_id, mirror=mirror, window_s=window_s, active_file=active_file)
 
 
 def move_worker(supervisor: Supervisor, bootstrap: str, data_dir: Path) -> None:
@@ -228,10 +236,7 @@ def _failback(
     assert later.error is None, f"the traffic failed: {later.error!r}"
     expected = reference_run(deposits, commands)
     markets, accounts = {c.market_id for c in commands}, {d.account_id for d in deposits}
-    wait_until(
-        lambda: all_settled(primary.bootstrap, set(expected[0]), markets), 240, "every settlement after failback"
-    )
-    time.sleep(1)
+    wait_settled(primary.bootstrap, expected[0], markets, 240)
     return FailbackFigures(
         caught_up_s=caught_up_s,
         downtime_s=downtime_s,

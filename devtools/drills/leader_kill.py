@@ -18,8 +18,8 @@ from confluent_kafka import Consumer, TopicPartition
 from contracts import models as m
 from contracts.topics import ENERGY_ORDERS, ENERGY_SETTLEMENTS, ENERGY_TRADES, LEDGER_COMMANDS, LEDGER_TRANSFERS
 from devtools.drills.flow import reference_run, seeded_flow
-from devtools.drills.io import create_topics, send_acked, wait_until
-from devtools.drills.tally import all_settled, market_partitions, tally
+from devtools.drills.io import create_topics, send_acked
+from devtools.drills.tally import market_partitions, tally, wait_settled
 from devtools.drills.traffic import Traffic
 from devtools.drills.worker import P2PWorker, Supervisor
 from infra.kafka.cluster import LocalKafkaCluster
@@ -129,9 +129,7 @@ def run_leader_kill_drill(
         (topic, partition), victim, led, killed_at = kill_busiest_leader(cluster)
         traffic.join(timeout=settle_timeout_s)
         assert traffic.error is None, f"the traffic failed: {traffic.error!r}"
-        trade_ids = set(expected[0])
-        wait_until(lambda: all_settled(cluster.bootstrap, trade_ids, markets), settle_timeout_s, "every settlement")
-        time.sleep(1)  # a late copy, if any, lands too
+        wait_settled(cluster.bootstrap, expected[0], markets, settle_timeout_s)
         on = market_partitions(cluster.bootstrap, markets)
 
         def through_killed(trade: m.Trade) -> bool:  # every trade is settled through the ledger's one partition

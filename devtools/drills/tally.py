@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import time
 from collections import Counter, defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import NamedTuple
 
 from contracts import models as m
 from contracts.topics import ENERGY_ORDERS, ENERGY_SETTLEMENTS, ENERGY_TRADES, LEDGER_TRANSFERS
 from devtools.drills.flow import DEPOSIT_UNITS
-from devtools.drills.io import decoded, read_topic
+from devtools.drills.io import decoded, read_topic, wait_until
 
 
 class Tally(NamedTuple):
@@ -105,5 +106,8 @@ def last_sent(trade: m.Trade, sent_at: dict[tuple[str, str], float]) -> float:
     return max(sent_at.get((trade.market_id, o), 0.0) for o in (trade.buy_order_id, trade.sell_order_id))
 
 
-def all_settled(bootstrap: str, trade_ids: set[str], markets: set[str]) -> bool:
-    return {s.trade_id for s, _at in settled_times(bootstrap, markets)} >= trade_ids
+def wait_settled(bootstrap: str, trade_ids: Iterable[str], markets: set[str], timeout_s: float) -> None:
+    """Wait until every one of ``trade_ids`` has a settlement on ``bootstrap``, then a second for late copies."""
+    wanted = set(trade_ids)
+    wait_until(lambda: {s.trade_id for s, _at in settled_times(bootstrap, markets)} >= wanted, timeout_s, "settled")
+    time.sleep(1)

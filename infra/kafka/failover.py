@@ -57,10 +57,14 @@ __all__ = [
     "FailoverError",
     "Region",
     "Rewind",
+    "SwitchReport",
     "main",
     "platform_group",
+    "platform_groups",
+    "prepare_failback",
     "rewind_offsets",
     "switch",
+    "wait_groups_synced",
 ]
 
 #: How far back the workers replay from a group's last checkpoint: longer than the mirror's lag and the workers'
