@@ -20,8 +20,6 @@ import logging
 import uuid
 from collections.abc import Mapping
 
-from confluent_kafka import Consumer
-from confluent_kafka.admin import AdminClient
 from prometheus_client import Counter, Gauge, Histogram
 
 from streams.ops import health
@@ -146,17 +144,16 @@ def render() -> bytes:
 def measure_consumer_lag(bootstrap: str, group_id: str, timeout_s: float = 5.0) -> dict[tuple[str, int], int]:
     """Lag of a consumer group per partition (high watermark - committed offset); also sets the gauges.
 
-    Blocking (network); call it from a thread. Partitions without a committed offset count from the low
-    watermark. Long-lived workers use ``streams.ops.metrics.LagMonitor`` (clients kept between rounds).
+    Blocking (network); call it from a thread. Only partitions with a committed offset are measured.
+    Long-lived workers use ``streams.ops.metrics.LagMonitor`` (clients kept between rounds).
     """
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    probe = Consumer(
-        {"bootstrap.servers": bootstrap, "group.id": f"nexus-lag-{uuid.uuid4().hex[:8]}", "enable.auto.commit": False}
-    )
+    probe = ops_metrics.lag_reader(bootstrap, f"nexus-lag-{uuid.uuid4().hex[:8]}")
+    reader = ops_metrics.lag_reader(bootstrap, group_id)
     try:
-        return ops_metrics.measure_group_lag(admin, probe, group_id, timeout_s)
+        return ops_metrics.measure_group_lag(reader, probe, timeout_s)
     finally:
         probe.close()
+        reader.close()
 
 
 # ----------------------------------------------------------------------------- endpoint

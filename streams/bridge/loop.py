@@ -50,7 +50,7 @@ class BridgeLoop:
             settings.bootstrap_servers,
             f"{settings.app_id}-bridge",
             group_instance_id=f"{settings.worker_instance_id}-bridge",
-            session_timeout_ms=int(settings.broker_session_timeout_s * 1000),
+            session_timeout_ms=int(settings.static_session_timeout_s * 1000),
         )
         self.consumer = Consumer({**config, "on_commit": self._on_commit})
 

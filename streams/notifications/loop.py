@@ -107,7 +107,7 @@ class NotifierLoop:
             settings.bootstrap_servers,
             f"{settings.app_id}-notifier",
             group_instance_id=f"{settings.worker_instance_id}-notifier",
-            session_timeout_ms=int(settings.broker_session_timeout_s * 1000),
+            session_timeout_ms=int(settings.static_session_timeout_s * 1000),
         )
         self.consumer = Consumer({**config, "on_commit": _on_commit})
 

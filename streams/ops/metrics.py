@@ -31,8 +31,7 @@ import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, TopicPartition
-from confluent_kafka.admin import AdminClient
+from confluent_kafka import Consumer, TopicPartition
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -240,7 +239,7 @@ def holds_open_refresher(processors: Iterable[Any]) -> Callable[[], None]:
 
 
 class LagMonitor:
-    """Measures the lag of consumer groups every ``every_s`` in a daemon thread (one admin client, one probe)."""
+    """Measures the lag of consumer groups every ``every_s`` in a daemon thread (a reader per group, one probe)."""
 
     def __init__(self, bootstrap: str, groups: Iterable[str], every_s: float, timeout_s: float = 5.0) -> None:
         self.bootstrap, self.groups, self.every_s, self.timeout_s = bootstrap, list(groups), every_s, timeout_s
@@ -256,39 +255,43 @@ class LagMonitor:
         self._stop.set()
 
     def _run(self) -> None:
-        admin = AdminClient({"bootstrap.servers": self.bootstrap})
-        probe = Consumer(
-            {
-                "bootstrap.servers": self.bootstrap,
-                "group.id": f"nexus-lag-{uuid.uuid4().hex[:8]}",  # never joins: only asks for watermarks
-                "enable.auto.commit": False,
-            }
-        )
+        probe = lag_reader(self.bootstrap, f"nexus-lag-{uuid.uuid4().hex[:8]}")  # only asks for watermarks
+        readers = {group: lag_reader(self.bootstrap, group) for group in self.groups}
         warned = 0.0
         try:
             while not self._stop.wait(self.every_s):
-                for group in self.groups:
+                for group, reader in readers.items():
                     try:
-                        measure_group_lag(admin, probe, group, self.timeout_s)
+                        measure_group_lag(reader, probe, self.timeout_s)
                     except Exception as exc:  # the broker away a moment: the next round measures again
                         if time.monotonic() - warned > 60:
                             warned = time.monotonic()
                             log.warning("consumer lag of %s not measured: %s", group, exc)
         finally:
-            probe.close()
+            for consumer in (probe, *readers.values()):
+                consumer.close()
 
 
-def measure_group_lag(admin: AdminClient, probe: Consumer, group: str, timeout_s: float) -> dict[tuple[str, int], int]:
-    """Lag per partition (high watermark - committed offset; from the low watermark when none is committed)."""
-    future = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)], request_timeout=timeout_s)
-    committed: list[Any] = future[group].result(timeout=timeout_s).topic_partitions or []
+def lag_reader(bootstrap: str, group: str) -> Consumer:
+    """A consumer in ``group`` that never subscribes (so never joins it): it reads the group's committed offsets."""
+    return Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
+
+
+def measure_group_lag(reader: Consumer, probe: Consumer, timeout_s: float) -> dict[tuple[str, int], int]:
+    """Lag per partition the reader's group has committed on: high watermark - committed offset.
+
+    The offsets come from the consumer's own offset fetch, not the Admin API's: librdkafka's admin request to a
+    group coordinator that just died can abort the whole process (use-after-free, librdkafka PR 5397), which
+    took a worker down with its coordinator (tests/integration/test_cluster_coordinator_kill.py).
+    """
+    topics = probe.list_topics(timeout=timeout_s).topics
+    asked = [TopicPartition(t, p) for t, meta in topics.items() if not t.startswith("__") for p in meta.partitions]
     lags: dict[tuple[str, int], int] = {}
-    for tp in committed:
-        if tp.topic.startswith("__") or tp.error is not None:
+    for tp in reader.committed(asked, timeout=timeout_s):
+        if tp.error is not None or tp.offset < 0:  # nothing committed there: not this group's partition
             continue
-        low, high = probe.get_watermark_offsets(TopicPartition(tp.topic, tp.partition), timeout=timeout_s)
-        position = tp.offset if tp.offset >= 0 else low
-        lags[(tp.topic, tp.partition)] = max(high - position, 0)
+        _low, high = probe.get_watermark_offsets(TopicPartition(tp.topic, tp.partition), timeout=timeout_s)
+        lags[(tp.topic, tp.partition)] = max(high - tp.offset, 0)
     for (topic, partition), lag in lags.items():
         set_consumer_lag(topic, partition, lag)
     return lags
