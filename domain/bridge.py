@@ -100,6 +100,7 @@ from domain.fx import (
     RateLock,
     StaleRate,
     check_slippage,
+    format_rate,
     lock_rate,
     max_kaus_units_within_slippage,
     minor_to_kaus_units,
@@ -278,7 +279,7 @@ class CardPayment:
                 self.currency.value,
                 self.region.value,
                 self.payer_tier.value,
-                str(self.quoted_rate),
+                format_rate(self.quoted_rate),  # canonical text: a journal keeps the rate normalized
             )
         )
         if self.payout is not None:  # only then: a card payment's fingerprint is what older journals stored
