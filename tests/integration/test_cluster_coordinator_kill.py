@@ -10,8 +10,9 @@ which the coordinator moves only once the dead node is fenced. What made the wor
   (``FENCED_INSTANCE_ID``, fatal; the next commit failed ``_FATAL``). The plain loops' static members now have a
   session longer than a coordinator's move (``NEXUS_STATIC_SESSION_TIMEOUT_S``, 30 s).
 * the consumer-lag gauge's Admin API request to the dead coordinator aborted the process inside librdkafka
-  (``rd_kafka_enq_once_del_source_return: Assertion `eonce->refcnt > 0' failed``). The worker here measures lag
-  every second so that such a request meets the kill.
+  (``rd_kafka_enq_once_del_source_return: Assertion `eonce->refcnt > 0' failed``); the gauge now reads committed
+  offsets through a consumer (``streams/ops/metrics.py``). The worker here measures lag every second so that such
+  a request meets the kill.
 """
 
 from __future__ import annotations
@@ -26,9 +27,9 @@ from confluent_kafka.admin import AdminClient
 
 from contracts.topics import LEDGER_COMMANDS
 from devtools.drills.flow import reference_run, seeded_flow
-from devtools.drills.io import create_topics, send_acked, wait_until
+from devtools.drills.io import create_topics, send_acked
 from devtools.drills.leader_kill import HEAP_MB, free_port
-from devtools.drills.tally import all_settled, tally
+from devtools.drills.tally import tally, wait_settled
 from devtools.drills.traffic import Traffic
 from devtools.drills.worker import P2PWorker, Supervisor
 from infra.kafka.broker import JARS_DIR, MARKER_NAME, find_free_ports
@@ -85,9 +86,6 @@ def cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
         cluster.stop()
 
 
-# The lag gauge's abort is fixed outside this test's files (streams/ops/metrics.py: committed offsets through a
-# consumer, not the Admin API): until that lands, the worker still exits here; remove this mark with that change.
-@pytest.mark.xfail(strict=True, reason="the lag monitor's Admin API request aborts the worker (librdkafka)")
 @pytest.mark.timeout(600)
 def test_killing_the_group_coordinator_is_ridden_out_without_a_restart(
     cluster: LocalKafkaCluster, run_id: str, tmp_path: Path
@@ -111,9 +109,7 @@ def test_killing_the_group_coordinator_is_ridden_out_without_a_restart(
         assert cluster.kill(coordinator) is not None
         traffic.join(timeout=SETTLE_TIMEOUT_S)
         assert traffic.error is None, f"the traffic failed: {traffic.error!r}"
-        trade_ids = set(expected[0])
-        wait_until(lambda: all_settled(cluster.bootstrap, trade_ids, markets), SETTLE_TIMEOUT_S, "every settlement")
-        time.sleep(1)  # a late copy, if any, lands too
+        wait_settled(cluster.bootstrap, expected[0], markets, SETTLE_TIMEOUT_S)  # then a second for late copies
         figures = tally(cluster.bootstrap, expected, markets, accounts, traffic.sent_at, killed_at)
         moved_to = group_coordinator(cluster.bootstrap, group)
         log = worker.log_path.read_text(errors="replace")  # every start's output
