@@ -452,7 +452,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     primary, standby = _regions(args)
     forward = LocalMirror(primary.bootstrap, standby.bootstrap, len(standby.bootstrap.split(",")))
     reverse_dir = LOCAL_ROOT / "mirror-failback"
-    reverse = LocalMirror(standby.bootstrap, primary.bootstrap, 3, STANDBY, PRIMARY, data_dir=reverse_dir)
+    reverse = LocalMirror(
+        standby.bootstrap, primary.bootstrap, len(primary.bootstrap.split(",")), STANDBY, PRIMARY, data_dir=reverse_dir
+    )
     try:
         if args.command == "status":
             return _status(primary, standby, args.app_id, out)
@@ -461,6 +463,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "to-primary":
             reverse.wait_caught_up(timeout_s=120)
             wait_groups_synced(reverse, args.app_id, int(time.time() * 1000))
+            args.force = True  # the standby answers by design: what must hold is that its workers stopped
             return _run_switch(standby, primary, args, reverse, out)
         if args.command == "prepare-failback":
             prepare_failback(primary, standby, mirror_dir=reverse_dir, progress=lambda s: out.ok(f"  done {s}"))
