@@ -27,11 +27,17 @@ def missing_on(bootstrap: str, values: Sequence[bytes], sent: Sequence[int], sin
     """Of the sent indices (in send order), those whose record is not on ``bootstrap``'s energy.orders among the
     records from ``since_ms`` on. Mirroring copies a prefix of each partition, so what is missing is each market's
     last records, and re-sending them in order rebuilds the primary's order exactly."""
-    there = Counter(r.value for r in read_topic(bootstrap, ENERGY_ORDERS, since_ms))
-    missing = []
+    there = Counter(r.value for r in read_topic(bootstrap, ENERGY_ORDERS, since_ms) if r.value is not None)
+    return unmatched(values, sent, there)
+
+
+def unmatched(values: Sequence[bytes], sent: Sequence[int], there: Counter[bytes]) -> list[int]:
+    """The sent indices whose record is not among ``there``, each record found counted once (two sends of the
+    same bytes need two copies there)."""
+    left, missing = Counter(there), []
     for i in sent:
-        if there[values[i]]:
-            there[values[i]] -= 1
+        if left[values[i]]:
+            left[values[i]] -= 1
         else:
             missing.append(i)
     return missing
