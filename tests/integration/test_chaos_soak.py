@@ -192,18 +192,11 @@ def test_a_seed_fixes_the_traffic_and_the_faults() -> None:
     assert all(events * FAULTS_FROM <= f.at_event < events * FAULTS_TO for f in faults)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="chaos soak finding, reported to the lead: a recovered payment's fingerprint depends on the rate's text "
-    "(docs/chaos-soak.md)",
-)
 def test_a_payment_recovered_from_its_intent_has_the_requests_fingerprint() -> None:
-    """Seen in the soak's bridge logs: after a bridge SIGKILL, card payments sent once are logged as "request id
-    reused with a different payload". The journal's intent keeps the request with its rate normalized (format_rate:
-    0.1500220500 -> 0.15002205), and the fingerprint hashes the rate's text, so the payment recovered from the intent
-    has another fingerprint than the request it was, and the request read again is taken for a different payment
-    (the original result is still returned: no money moves, but the mismatch count and warnings are false)."""
+    """Found by the soak (fixed in 06ebe92): after a bridge SIGKILL, card payments sent once were logged as "request
+    id reused with a different payload". The journal's intent keeps the request with its rate normalized
+    (format_rate: 0.1500220500 -> 0.15002205); the fingerprint hashed the rate's text, so the payment recovered from
+    the intent had another fingerprint than its request, and the request read again was taken for another payment."""
     [request] = plan_traffic(SEED, 40, "fp", mix={Kind.CARD: 1}).of(Kind.CARD)[:1]
     request = request.model_copy(update={"quoted_rate": Decimal("0.1500220500")})
     read = payment_from_request(BRIDGE_REQUESTS.decode(BRIDGE_REQUESTS.encode(request)))
