@@ -544,9 +544,10 @@ PAYOUT_REQUESTS = Topic(
     m.PayoutRequest,
     "payout_id",
     "Payouts the auto-payout service decided, one per payout_id (deterministic, so a re-decision after a crash "
-    "has the same id); each is executed as a bridge request with the same id.",
+    "has the same id; the service reads its own requests back, so it also has the same amount); each is executed "
+    "as a bridge request with the same id.",
     producers=(Component.PAYOUTS,),
-    consumers=(Component.UPSTREAM, Component.WAREHOUSE, Component.STATUS),
+    consumers=(Component.PAYOUTS, Component.UPSTREAM, Component.WAREHOUSE, Component.STATUS),
 )
 PAYOUT_RESULTS = Topic(
     "payouts.results",

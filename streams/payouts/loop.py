@@ -25,7 +25,9 @@ the payouts waiting for them.
 
 **Catching up.** At a start the balance mirror first reads ``ledger.transfers`` up to the end it had then, the
 other inputs paused and nothing decided, so no decision reads a balance from before the restart; then the
-accounts that moved meanwhile are evaluated and the other inputs resume.
+accounts that moved meanwhile are evaluated and the other inputs resume. ``payouts.requests``, the service's own
+output, is read to its end in the same step: a payout decided after the last save and decided again now keeps the
+amount it was sent with (the balance may have moved meanwhile; the bridge pays the first request of an id).
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from pathlib import Path
 
 from confluent_kafka import OFFSET_BEGINNING, TIMESTAMP_NOT_AVAILABLE, Consumer, Message, Producer, TopicPartition
 
-from contracts.topics import GOVERNANCE_PARAMETERS, GOVERNANCE_PAUSE, LEDGER_TRANSFERS
+from contracts.topics import GOVERNANCE_PARAMETERS, GOVERNANCE_PAUSE, LEDGER_TRANSFERS, PAYOUT_REQUESTS
 from streams.bridge.fx_listener import FxRatesListener
 from streams.bridge.parameter_listener import ParameterListener
 from streams.bridge.pause_listener import PauseListener, wait_started
@@ -59,6 +61,8 @@ FLUSH_TIMEOUT_S = 30.0
 METADATA_TIMEOUT_S = 30.0
 PROGRESS_EVERY_S = 10.0
 PAUSE_READY_TIMEOUT_S = 30.0
+CATCH_UP_TOPICS = (LEDGER_TRANSFERS, PAYOUT_REQUESTS)  # read to their ends (others paused) before deciding
+CATCH_UP_NAMES = {t.name for t in CATCH_UP_TOPICS}
 
 
 class PayoutLoop:
@@ -86,7 +90,9 @@ class PayoutLoop:
         self.producer = Producer(producer_config(bootstrap))
         self.outputs = Outputs(self.producer)
         self.stopping = False
-        self.catch_up: dict[int, int] = {}  # ledger.transfers partition -> the end offset to read before deciding
+        # (topic, partition) -> the end offset to read before deciding: the ledger (the balance mirror) and the
+        # service's own payouts.requests (decisions made after the last save keep their amounts)
+        self.catch_up: dict[tuple[str, int], int] = {}
         self.paused: list[TopicPartition] = []
         self.saved_changes = -1
 
@@ -101,18 +107,18 @@ class PayoutLoop:
             for p in sorted(meta.partitions):
                 start = offsets.get(f"{topic.name}:{p}", OFFSET_BEGINNING)
                 assignment.append(TopicPartition(topic.name, p, start))
-                if topic is LEDGER_TRANSFERS:
+                if topic in CATCH_UP_TOPICS:
                     low, high = self.consumer.get_watermark_offsets(
                         TopicPartition(topic.name, p), timeout=METADATA_TIMEOUT_S
                     )
                     if high > max(low, start):
-                        self.catch_up[p] = high
+                        self.catch_up[(topic.name, p)] = high
         self.consumer.assign(assignment)
         if self.catch_up:
             self.service.replaying = True
-            self.paused = [tp for tp in assignment if tp.topic != LEDGER_TRANSFERS.name]
+            self.paused = [tp for tp in assignment if tp.topic not in CATCH_UP_NAMES]
             self.consumer.pause(self.paused)
-            log.info("catching the balance mirror up: ledger.transfers to %s", dict(sorted(self.catch_up.items())))
+            log.info("catching up before deciding: %s", dict(sorted(self.catch_up.items())))
         return len(assignment)
 
     def _caught_up(self, wall_ms: int) -> None:
@@ -124,10 +130,10 @@ class PayoutLoop:
     def _check_catch_up(self) -> None:
         if not self.catch_up:
             return
-        positions = self.consumer.position([TopicPartition(LEDGER_TRANSFERS.name, p) for p in self.catch_up])
+        positions = self.consumer.position([TopicPartition(t, p) for t, p in self.catch_up])
         for tp in positions:
-            if tp.offset >= 0 and tp.offset >= self.catch_up[tp.partition]:
-                del self.catch_up[tp.partition]
+            if tp.offset >= 0 and tp.offset >= self.catch_up[(tp.topic, tp.partition)]:
+                del self.catch_up[(tp.topic, tp.partition)]
         if not self.catch_up:
             self._caught_up(_wall_ms())
 
@@ -175,7 +181,7 @@ class PayoutLoop:
             if self.service.replaying:
                 self._check_catch_up()
                 if now >= next_progress:
-                    log.info("catching up: ledger.transfers partitions left %s", sorted(self.catch_up))
+                    log.info("catching up: partitions left %s", sorted(self.catch_up))
                     next_progress = now + PROGRESS_EVERY_S
             elif now >= next_tick:
                 self.outputs.emit(self.service.tick(_wall_ms()))

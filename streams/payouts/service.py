@@ -101,6 +101,7 @@ INPUTS: tuple[Topic, ...] = (
     BRIDGE_SETTLEMENTS_COMPLETED,
     BRIDGE_SETTLEMENTS_FAILED,
     GOVERNANCE_MULTISIG,
+    PAYOUT_REQUESTS,  # its own decisions read back: one made before a crash keeps its amount
 )
 APPROVAL_KEY_PREFIX = b"PAYOUT:"  # governance.multisig keys of this service's PAYOUT_APPROVAL requests
 REQUESTED_BY = "nexus-payouts"
@@ -276,6 +277,8 @@ class PayoutService:
         self.pending: list[Pending] = []
         self.reported: OrderedDict[str, None] = OrderedDict()
         self.waits: OrderedDict[str, None] = OrderedDict()
+        # payouts.requests read back (read from the last save on, so: decisions the state may not know yet)
+        self.recorded: OrderedDict[str, m.PayoutRequest] = OrderedDict()
         self.offsets: dict[str, int] = {}  # "topic:partition" -> the next offset to read
         self.changes = 0  # counts state changes: an unchanged state is not saved again
         if snapshot is not None:
@@ -288,6 +291,7 @@ class PayoutService:
             BRIDGE_SETTLEMENTS_COMPLETED.name: self._on_completed,
             BRIDGE_SETTLEMENTS_FAILED.name: self._on_failed,
             GOVERNANCE_MULTISIG.name: self._on_multisig,
+            PAYOUT_REQUESTS.name: self._on_own_request,
         }
         self._topics = {t.name: t for t in INPUTS}
 
@@ -664,10 +668,32 @@ class PayoutService:
         self._dirty.clear()
         return out + self.tick(wall_ms)
 
+    def _on_own_request(self, request: m.PayoutRequest, rec: Record) -> list[Output]:
+        self.recorded[request.payout_id] = request
+        self.recorded.move_to_end(request.payout_id)
+        while len(self.recorded) > self.settings.remembered_ids_max:
+            self.recorded.popitem(last=False)
+        return []
+
+    def _as_recorded(self, d: Decision) -> Decision:
+        """A payout decided before a crash (its request is on payouts.requests, the state saved before it) keeps
+        the amount it was sent with: the bridge pays that one, and the record must say what was paid."""
+        request = self.recorded.get(d.payout_id)
+        if request is None or request.amount_kaus_units == d.amount_units:
+            return d
+        log.warning(
+            "payout %s was decided before a restart for %d K-AUS units; keeping that amount (now: %d)",
+            d.payout_id,
+            request.amount_kaus_units,
+            d.amount_units,
+        )
+        return d._replace(amount_units=request.amount_kaus_units)
+
     def _act(self, decisions: list[Decision], wall_ms: int) -> list[Output]:
         out: list[Output] = []
         for d in decisions:
             if d.action is Action.PAY:
+                d = self._as_recorded(d)
                 sent = self.sent[d.payout_id] = Sent.of(d, self.sealed_accounts.get(d.rule_id))
                 log.info(
                     "payout %s: %s pays %d K-AUS units of %s through %s in %s",

@@ -281,12 +281,13 @@ def test_a_schedule_pays_once_for_its_period_across_a_sigkill_and_restart(platfo
     assert platform.state()["offsets"].get(f"{PAYOUT_RULES.name}:{at[0]}", 0) <= at[1]  # saved before the rule
     payouts.extra_env.pop("NEXUS_PAYOUTS_SAVE_EVERY_S")
     payouts.start()
-    # The restart reads the rule again and decides the period again, under the same payout id, for the 100 K-AUS
-    # left; the bridge answers that request id with its original result (300 K-AUS), which is reported once more.
+    # The restart reads the rule again and decides the period again, under the same payout id; having read its own
+    # payouts.requests back first, it keeps the 300 K-AUS it was sent with (not the 100 left now). The bridge
+    # answers that request id with its original result, which is reported once more.
     [_, again] = platform.results(payout_id, count=2)
     assert again == first
     requests = platform.of(PAYOUT_REQUESTS, holder)
-    assert [(r["payout_id"], r["amount_kaus_units"]) for r in requests] == [(payout_id, 300 * K), (payout_id, 100 * K)]
+    assert [(r["payout_id"], r["amount_kaus_units"]) for r in requests] == [(payout_id, 300 * K), (payout_id, 300 * K)]
     period = f"D{due.date().isoformat()}"
     platform.wait_state(
         "the period paid and its payout settled",

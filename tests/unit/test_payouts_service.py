@@ -527,3 +527,40 @@ def test_a_sealed_kyc_record_this_service_cannot_open_is_dead_lettered() -> None
     out = h.kyc("VERIFIED", contacts_sealed=seal_json(other, {"email": "holder@example.com"}))
     [letter] = of(out, PLATFORM_DEADLETTERS)
     assert "holder@example.com" not in letter.reason and HOLDER not in h.service.contacts
+
+
+def test_a_payout_decided_again_after_a_crash_keeps_the_amount_it_was_sent_with() -> None:
+    """Killed after deciding and sending r-thr:T0 but before saving, the service restarts from its last save; a
+    deposit arrived meanwhile. It reads its own payouts.requests back before deciding (the loop's catch-up), so the
+    re-decided T0 says the amount the bridge was sent (and pays), not one from the new balance."""
+    h = Harness()
+    verified_holder(h)
+    h.send(PAYOUT_RULES, rule())  # THRESHOLD 1,000 K-AUS, keep-minimum 100 K-AUS
+    saved = h.service.to_dict()
+    [first] = of(h.move("sys:mint", HOLDER, 2_000 * K, transfer_id="dep-1"), PAYOUT_REQUESTS)
+    assert (first.payout_id, first.amount_kaus_units) == ("r-thr:T0", 1_900 * K)
+    h.service = PayoutService(h.settings, h.book, saved)  # SIGKILL; started again from the last save
+    h.service.replaying = True
+    h.send(PAYOUT_REQUESTS, first)  # its own output, read back during the catch-up
+    h.move("sys:mint", HOLDER, 2_000 * K, transfer_id="dep-1")  # read again
+    h.move("sys:mint", HOLDER, 500 * K, transfer_id="dep-2")  # arrived while it was down
+    outputs = h.service.caught_up(h.now_ms)
+    again = [r for r in of(outputs, PAYOUT_REQUESTS) if r.payout_id == first.payout_id]
+    assert [r.amount_kaus_units for r in again] == [first.amount_kaus_units]
+    [bridge] = [b for b in of(outputs, BRIDGE_REQUESTS) if b.request_id == first.payout_id]
+    assert bridge.payout is not None and bridge.payout.amount_kaus_units == first.amount_kaus_units
+
+
+def test_without_its_own_requests_read_back_a_restart_would_decide_another_amount() -> None:
+    """The control for the test above: the same crash, nothing read back, and T0 goes out for the new balance."""
+    h = Harness()
+    verified_holder(h)
+    h.send(PAYOUT_RULES, rule())
+    saved = h.service.to_dict()
+    [first] = of(h.move("sys:mint", HOLDER, 2_000 * K, transfer_id="dep-1"), PAYOUT_REQUESTS)
+    h.service = PayoutService(h.settings, h.book, saved)
+    h.service.replaying = True
+    h.move("sys:mint", HOLDER, 2_000 * K, transfer_id="dep-1")
+    h.move("sys:mint", HOLDER, 500 * K, transfer_id="dep-2")
+    again = [r for r in of(h.service.caught_up(h.now_ms), PAYOUT_REQUESTS) if r.payout_id == first.payout_id]
+    assert [r.amount_kaus_units for r in again] == [2_400 * K]
