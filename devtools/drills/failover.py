@@ -145,7 +145,7 @@ def run_failover_drill(
             orders=len(first),
             tally=tally(standby.bootstrap, expected, markets, accounts, traffic.sent_at, killed_at),
             rpo_records=len(traffic.lost_acked_s),
-            rpo_s=killed_at - min(traffic.lost_acked_s.values()) if traffic.lost_acked_s else 0.0,
+            rpo_s=max(0.0, killed_at - min(traffic.lost_acked_s.values(), default=killed_at)),  # acked while dying: 0
             detect_s=detected_at - killed_at,
             switch_s=switched_at - detected_at,
             resent=len(traffic.missing_at_redirect),
