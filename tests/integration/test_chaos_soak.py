@@ -99,7 +99,7 @@ def test_the_checks_see_each_kind_of_breakage(soak: Soak) -> None:
             void = next(t for t in mangled.transfers if t["kind"] in ("VOID_PENDING", "POST_PENDING"))
             mangled.transfers = [t for t in mangled.transfers if t is not void]
         elif change == "answer":
-            request_id = next(iter(mangled.answers))
+            request_id = soak.traffic.of(Kind.CARD)[0].request_id
             mangled.answers[request_id].append({**mangled.answers[request_id][0], "kaus_debited_units": 1})
         elif change == "result":
             mangled.payout_results = [
