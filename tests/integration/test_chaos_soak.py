@@ -17,16 +17,12 @@ from __future__ import annotations
 
 import copy
 import os
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
 
 import pytest
-from faust.transport.consumer import Consumer
-from faust.types import TP
-from intervaltree import IntervalTree
 
 from contracts import models as m
 from contracts.bridge_codec import payment_from_request, request_json
@@ -152,26 +148,3 @@ def test_a_payment_recovered_from_its_intent_has_the_requests_fingerprint() -> N
     recovered = payment_from_request(m.BridgeRequest.model_validate(request_json(read)))
     assert recovered.quoted_rate == read.quoted_rate
     assert recovered.fingerprint() == read.fingerprint()
-
-
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="chaos soak finding, reported to the lead: Faust commits past one unacked record (docs/chaos-soak.md)",
-)
-def test_faust_commits_no_offset_past_a_request_still_in_flight() -> None:
-    """The mechanism behind the Faust bridge's lost card payments (docs/chaos-soak.md). The bridge acks each request
-    once its result is journaled and emitted, so acks come out of order; Faust is meant to commit only the acked
-    run that starts at the committed offset. Its ``Consumer._new_offset`` refuses a gap at the head only when
-    ``min(acked) - committed > 1``, and ``committed`` is the next offset to read: with the committed offset's own
-    request still in flight and the following ones acked, it commits past it, and a crash then loses it (it also
-    skips the check when nothing was committed yet: ``if committed_offset:`` is False for None and 0)."""
-    consumer_type = type("Bare", (Consumer,), dict.fromkeys(Consumer.__abstractmethods__, lambda *_a, **_k: None))
-    tp = TP(BRIDGE_REQUESTS.name, 0)
-    consumer: Any = object.__new__(consumer_type)
-    consumer._acked, consumer._acked_index = defaultdict(list), defaultdict(set)
-    consumer._gap, consumer._committed_offset = defaultdict(IntervalTree), defaultdict(lambda: None)
-    consumer._committed_offset[tp] = 140  # offsets up to 139 done; 140 is in flight (a payer's slow payment)
-    consumer._acked[tp], consumer._acked_index[tp] = list(range(141, 161)), set(range(141, 161))
-    new_offset = consumer._new_offset(tp)
-    assert new_offset is None or new_offset <= 140, f"commits {new_offset}: offset 140 would never be read again"
