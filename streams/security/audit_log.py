@@ -37,6 +37,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from contracts.models import AuditCheckpoint, AuditLogEntry, AuditRecord
 from contracts.topics import AUDIT_CHECKPOINTS, AUDIT_LOG, AUDIT_RECORDS, Topic
+from domain.keys import KeyAction
 from domain.merkle import CompactTree
 from streams.kafka import ingress
 from streams.kafka.clients import consume_now, consumer_config, describe, must_exit, produce_bounded, producer_config
@@ -47,6 +48,9 @@ from streams.security.signing import CheckpointSigner, SoftwareSigner, sign_chec
 from streams.settings import Settings, get_settings
 
 log = logging.getLogger("nexus.audit_log")
+# A key manager's record of these: the signing key in force may have changed, so the signer is asked again before
+# the next checkpoint instead of up to signer_refresh_s later (a rotation's own record is signed by the new key).
+SIGNING_KEY_CHANGES = frozenset({KeyAction.ROTATED, KeyAction.ROTATED_EARLY, KeyAction.RESTORED, KeyAction.DESTROYED})
 
 # AuditLogEntry.leaf_b64 holds at most 32,768 base64 characters: a record above this many bytes cannot be a leaf
 # and is dead-lettered (the producers' records are well under 1 KiB).
@@ -302,6 +306,8 @@ class AuditLogLoop:
         if isinstance(outcome, Leaf):
             if self.first_pending_at is None:
                 self.first_pending_at = time.monotonic()
+            if outcome.record.action in SIGNING_KEY_CHANGES:
+                self.signer_at = float("-inf")  # the checkpoint covering it is signed by the key in force now
         else:
             self.unsaved = True
 
