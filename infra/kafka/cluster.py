@@ -57,9 +57,9 @@ DEFAULT_SIZE = 3
 DEFAULT_HEAP_MB = 384  # three JVMs on a development machine; a real broker wants GiBs (cluster/README.md)
 CLUSTER_ID_FILE = "cluster.id"
 #: How fast the controller fences a node that stopped heartbeating, and so moves its leaderships (Kafka's defaults:
-#: 9 s session, 2 s heartbeats). Below the platform consumers' 10 s group session (NEXUS_BROKER_SESSION_TIMEOUT_S),
-#: so a crashed group coordinator is replaced before the workers' sessions expire; 4 s still rides out a GC pause
-#: or a busy moment on a loaded machine without fencing a live node.
+#: 9 s session, 2 s heartbeats). Well below the consumers' group sessions (the plain loops' 30 s static session,
+#: NEXUS_STATIC_SESSION_TIMEOUT_S; Faust's 10 s, NEXUS_BROKER_SESSION_TIMEOUT_S), so a crashed group coordinator is
+#: replaced before they expire; 4 s still rides out a GC pause or a busy moment without fencing a live node.
 FAILOVER_PROPERTIES = {"broker.session.timeout.ms": "4000", "broker.heartbeat.interval.ms": "1000"}
 ADMIN_TIMEOUT_S = 10.0
 
