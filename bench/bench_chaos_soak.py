@@ -24,10 +24,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
+from devtools.drills.leader_kill import HEAP_MB
 from devtools.provider_sim.launcher import ProviderSimProcess
 from infra.kafka.broker import find_free_ports
 from infra.kafka.cluster import LocalKafkaCluster
-from tests.integration.test_cluster_leader_kill import HEAP_MB
 from tests.support.chaos_soak import SoakSettings, free_port, run_soak
 
 DEFAULT_SEED = 20261206

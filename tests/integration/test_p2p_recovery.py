@@ -26,9 +26,9 @@ import pytest
 
 from contracts import models as m
 from contracts.topics import ENERGY_ORDERS, ENERGY_SETTLEMENTS, ENERGY_TRADES, LEDGER_COMMANDS, LEDGER_TRANSFERS
+from devtools.drills.flow import reference_run
 from devtools.order_flow import generate_orders
-from streams.p2p.ledger import LedgerPartition
-from streams.p2p.matching import MatchingPartition, to_message
+from streams.p2p.matching import to_message
 from tests.support.recon_check import reconcile_window
 
 pytestmark = pytest.mark.slow
@@ -52,27 +52,6 @@ def seeded_flow(run_id: str) -> tuple[list[m.Deposit], list[m.SubmitOrder | m.Ca
         for c in generate_orders(20261124, ORDERS, markets, accounts, start_ms=int(start.timestamp() * 1000) + 60_000)
     ]
     return deposits, commands
-
-
-def reference_run(deposits: list[m.Deposit], commands: list) -> tuple[dict[str, m.Trade], dict[str, int]]:  # type: ignore[type-arg]
-    by_partition: dict[int, MatchingPartition] = {}
-    ledger = LedgerPartition()
-    offset = 0
-    for deposit in deposits:
-        ledger.apply(offset, deposit)
-        offset += 1
-    trades: dict[str, m.Trade] = {}
-    for i, command in enumerate(commands):
-        # One book state per market is all that matters; partitioning only groups markets.
-        state = by_partition.setdefault(0, MatchingPartition(0))
-        for topic, output in state.apply(i, command):
-            if topic is ENERGY_TRADES:
-                trades[output.trade_id] = output
-            elif topic is LEDGER_COMMANDS:
-                ledger.apply(offset, output)
-                offset += 1
-    ledger.ledger.check_invariants()
-    return trades, ledger.balances()
 
 
 def id_store_contents(data_dir: Path) -> tuple[int, int]:

@@ -41,12 +41,12 @@ from devtools.chaos.plan import (
     plan_traffic,
 )
 from devtools.chaos.report import SoakReport
+from devtools.drills.flow import reference_run
 from devtools.provider_sim.launcher import ProviderSimProcess
 from domain.bridge import bridge_tx_id_for
 from domain.trade_settlement import SYS_DIVIDENDS, SYS_FEES, SYS_MINT
 from infra.kafka.cluster import LocalKafkaCluster
 from streams.bridge.providers.base import uuid_for_key
-from tests.integration.test_p2p_recovery import reference_run
 from tests.support.kafka_io import KafkaIO
 from tests.support.money_out import KAUS, POSTED_KINDS, FxFeed, LedgerFold, bridge_answers, wait_until_served
 from tests.support.workers import WorkerProcess
