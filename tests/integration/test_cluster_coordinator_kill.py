@@ -65,10 +65,13 @@ def group_coordinator(bootstrap: str, group_id: str, timeout_s: float = 30.0) ->
         time.sleep(1)
 
 
-@pytest.fixture(scope="module", params=["4000", "9000"], ids=["broker-session-4s", "broker-session-9s"])
+# Kafka's default 9 s broker session: the harder case (the coordinator moves later) and the one that showed both
+# causes; the cluster's own 4 s session passed the same test too (docs/state-and-recovery.md) and is left out of
+# the suite to keep it under its time budget (a cluster start and a drill: about 90 s).
+@pytest.fixture(scope="module", params=["9000"], ids=["broker-session-9s"])
 def cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalKafkaCluster]:
-    """Its own 3-node cluster (the session broker is single-node and shared): free ports, data in a tmp dir. Once
-    with the cluster's 4 s broker session, once with Kafka's default 9 s (a cluster run without our override)."""
+    """Its own 3-node cluster (the session broker is single-node and shared): free ports, data in a tmp dir, with
+    Kafka's default broker session (a cluster run without our override)."""
     if not (JARS_DIR / MARKER_NAME).exists() and os.system("command -v mvn >/dev/null") != 0:
         pytest.skip("Kafka jars are not cached and mvn is not installed to fetch them")
     free = find_free_ports(6)
