@@ -62,6 +62,7 @@ from devtools.provider_sim.launcher import ProviderSimProcess
 from devtools.recon_demo import TodaysReconciliation
 from devtools.security_demo import SecurityDemo
 from devtools.security_demo import prepare_environment as prepare_security_environment
+from devtools.standby_demo import StandbyRegion, stop_standby
 from domain.money import kaus_to_decimal
 from infra.http_serving import url_host
 from infra.kafka.broker import LocalKafka, ensure_jars
@@ -242,6 +243,8 @@ def stop_everything(settings: Settings, console: Console) -> None:
     if LocalSchemaRegistry().stop():
         console.print("stopped the schema registry")
     if settings.local_kafka:
+        for what in stop_standby(settings):
+            console.print(f"stopped {what}")
         broker = local_broker(settings)
         if broker.is_running():
             broker.stop()
@@ -575,6 +578,22 @@ def start_kafka(settings: Settings, console: Console) -> None:
     console.print(f"[green]✓[/] {len(TOPICS)} registry topics present ({len(created)} created)")
 
 
+def start_standby(settings: Settings, console: Console) -> StandbyRegion | None:
+    """With the local broker: a standby broker now, MirrorMaker 2 to it in the background (docs/disaster-recovery.md).
+    An existing cluster has its own standby, or none: the demo does not make one."""
+    if not settings.local_kafka:
+        return None
+    standby = StandbyRegion(settings)
+    with console.status(f"starting the standby region's Kafka on {standby.broker.bootstrap}…"):
+        ready_s = standby.start_broker()
+    standby.start_mirror()
+    console.print(
+        f"[green]✓[/] standby Kafka ready on {standby.broker.bootstrap} in {ready_s:.1f}s; "
+        "MirrorMaker 2 starting to mirror every topic to it"
+    )
+    return standby
+
+
 def start_schema_registry(settings: Settings, console: Console) -> LocalSchemaRegistry | None:
     """With NEXUS_LOCAL_SCHEMA_REGISTRY=true, the local registry holding contracts/schemas, for producers' serializers
     (the workers never ask it: ingress accepts framed values without looking their schema id up)."""
@@ -620,6 +639,7 @@ class Demo:
         self.governed: GovernedDemo | None = None
         self.api: ApiDemo | None = None
         self.scraping: Scraping | None = None
+        self.standby: StandbyRegion | None = None
 
     @property
     def bridge_log(self) -> Path:
@@ -630,6 +650,7 @@ class Demo:
     def start(self) -> None:
         settings, console = self.settings, self.console
         start_kafka(settings, console)
+        self.standby = start_standby(settings, console)
         self.schema_registry = start_schema_registry(settings, console)
         # the workers inherit the demo's epochs and this run's dev-only KYC secrets
         prepare_payouts_environment(settings)
@@ -683,6 +704,8 @@ class Demo:
                 extra += self.scene_panels()
                 if self.security is not None:
                     extra.append(self.security.render())
+                if self.standby is not None:
+                    extra.append(self.standby.render())
                 if self.recon is not None:
                     extra.append(self.recon.render())
                 view = self.observed.render(self.traffic, time.monotonic() - started, *extra)
@@ -729,6 +752,16 @@ class Demo:
             while not recon.done.wait(0.5):
                 show()
             show()
+        self.standby_caught_up()
+
+    def standby_caught_up(self) -> None:
+        """The standby region holds what the platform wrote (the workers still run: their offsets are synced)."""
+        if self.standby is None:
+            return
+        with self.console.status("waiting for the standby region to catch up…"):
+            self.standby.finish()
+        mark = "[green]✓[/]" if self.standby.ok else "[yellow]![/]"
+        self.console.print(f"{mark} standby region: {self.standby.state}")
 
     def _answered(self) -> tuple[int, ...]:
         """What the workers have written so far (not prices: those are published on a timer)."""
@@ -774,6 +807,8 @@ class Demo:
                 worker.stop()
             if self.schema_registry is not None:
                 self.schema_registry.stop()
+            if self.standby is not None:
+                self.standby.stop()
             if self.settings.local_kafka:
                 local_broker(self.settings).stop()
         self.console.print("[green]✓[/] stopped the worker" + (" and the broker" if self.settings.local_kafka else ""))

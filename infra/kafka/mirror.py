@@ -76,6 +76,7 @@ DEFAULT_HEAP_MB = 384
 #: Each partition's tail read for the caught-up check: enough to step over a few transaction markers.
 TAIL_RECORDS = 16
 ADMIN_TIMEOUT_S = 10.0
+MAX_REQUEST_BYTES = 16 * 1024 * 1024  # one uncompressed record MM2 copies; the brokers still bound what they accept
 
 
 def mirror_properties(
@@ -122,8 +123,15 @@ def mirror_properties(
         "offset.storage.replication.factor": replicas,
         "config.storage.replication.factor": replicas,
         "status.storage.replication.factor": replicas,
-        f"{flow}.producer.enable.idempotence": "true",
-        f"{flow}.producer.acks": "all",
+        # The producers writing to the target take the target cluster's client settings ({alias}.producer.*; a
+        # "{source}->{target}.producer." prefix is not read for them).
+        f"{dst}.producer.enable.idempotence": "true",
+        f"{dst}.producer.acks": "all",
+        # MM2 re-batches what it copies, uncompressed by default: a record the source took compressed (the demo's
+        # 3 MB gzip order, under the 1 MB limit as a batch) exceeded the producer's 1 MB request and killed the
+        # task. Compressed again, with room for one such record per request.
+        f"{dst}.producer.compression.type": "lz4",
+        f"{dst}.producer.max.request.size": str(MAX_REQUEST_BYTES),
         "tasks.max": "2",
         "dedicated.mode.enable.internal.rest": "false",
         "plugin.discovery": "service_load",  # every Connect plugin on the class path declares itself: no scan

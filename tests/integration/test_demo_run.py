@@ -199,6 +199,15 @@ def _security_scene(out: str) -> str:
     return str(rows[0])
 
 
+def _assert_standby(out: str, data_dir: Path) -> None:
+    """The standby region got everything: each partition's last committed record, the workers' group offsets."""
+    assert "standby Kafka ready on 127.0.0.1:" in out, out[-3000:]
+    caught_up = re.search(r"standby region: caught up in [\d.]+ s: .*?(\d+) consumer groups' offsets translated", out)
+    assert caught_up, "\n".join(line for line in out.splitlines() if "standby" in line)
+    assert int(caught_up.group(1)) >= 2  # the P2P or Faust worker's group and the bridge's at least
+    assert not (data_dir / "kafka" / "mirror" / "mirror.pid").exists()  # MirrorMaker 2 stopped with the demo
+
+
 def _utc_today() -> date:
     return datetime.now(UTC).date()
 
@@ -238,6 +247,7 @@ def test_demo_streams_events_and_leaves_nothing_running(tmp_path: Path, runtime:
     _assert_governed(out)
     _assert_reconciled_today(out, tmp_path, {before, _utc_today()})
     _assert_scraped(out, tmp_path, runtime)
+    _assert_standby(out, tmp_path)
     metrics = ports[PORT_SETTINGS.index("METRICS_PORT")]
     _assert_nothing_listens([*ports, *range(metrics, metrics + METRICS_PORTS)])
     assert not list((tmp_path / "run").glob("*.pid"))

@@ -16,6 +16,8 @@ STREAMING = "press Ctrl-C to stop"
 PORT_SETTINGS = [
     "KAFKA_PORT",
     "KAFKA_CONTROLLER_PORT",
+    "STANDBY_KAFKA_PORT",  # the standby region's broker (devtools/standby_demo.py); MirrorMaker 2 listens on none
+    "STANDBY_KAFKA_CONTROLLER_PORT",
     "WORKER_WEB_PORT",
     "METRICS_PORT",  # the first of METRICS_PORTS consecutive ports: one per process serving /metrics
     "ALERTMANAGER_PORT",

@@ -113,3 +113,11 @@ def test_a_region_is_down_only_after_failing_for_the_whole_period() -> None:
     assert not detector.observe(False, 14.0)
     assert not detector.observe(False, 16.5)
     assert detector.observe(False, 17.0)
+
+
+def test_the_mirror_compresses_what_it_copies_and_takes_a_record_over_a_megabyte() -> None:
+    """A record the source took compressed can be several MB uncompressed (the demo's 3 MB gzip order): MM2 copies
+    it compressed again, with a request large enough for one (its task died on it before)."""
+    props = _props()
+    assert props["standby.producer.compression.type"] != "none"
+    assert int(props["standby.producer.max.request.size"]) >= 8 * 1024 * 1024
