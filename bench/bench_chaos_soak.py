@@ -26,7 +26,6 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 
 from devtools.drills.leader_kill import HEAP_MB
 from devtools.provider_sim.launcher import ProviderSimProcess
-from infra.kafka.broker import find_free_ports
 from infra.kafka.cluster import LocalKafkaCluster
 from tests.support.chaos_soak import SoakSettings, free_port, run_soak
 
@@ -53,10 +52,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="chaos-soak-") as tmp:
         root = Path(tmp) if args.keep is None else args.keep
         root.mkdir(parents=True, exist_ok=True)
-        free = find_free_ports(6)
-        cluster = LocalKafkaCluster(
-            ports=[(free[2 * i], free[2 * i + 1]) for i in range(3)], data_root=root / "cluster", heap_mb=HEAP_MB
-        )
+        cluster = LocalKafkaCluster.on_free_ports(root / "cluster", heap_mb=HEAP_MB)
         keys = root / "provider-keys"
         sim = ProviderSimProcess(port=free_port(), state_dir=root / "sim", env={"NEXUS_PROVIDER_KEYS_DIR": str(keys)})
         console.print(f"cluster of 3 ready in {cluster.start(timeout_s=180):.1f} s")

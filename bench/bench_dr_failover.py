@@ -25,7 +25,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from devtools.drills.failover import FailoverFigures, run_failover_drill
 from devtools.drills.leader_kill import HEAP_MB
-from infra.kafka.broker import find_free_ports
 from infra.kafka.cluster import LocalKafkaCluster
 from tests.support.recon_check import reconcile_window
 
@@ -47,11 +46,8 @@ def _ties_out(bootstrap: str, figures: FailoverFigures, db: Path) -> bool:
 
 
 def one_run(args: argparse.Namespace, root: Path) -> tuple[FailoverFigures, bool]:
-    free = find_free_ports(8)
-    primary = LocalKafkaCluster(
-        ports=[(free[2 * i], free[2 * i + 1]) for i in range(3)], data_root=root / "primary", heap_mb=HEAP_MB
-    )
-    standby = LocalKafkaCluster(size=1, ports=[(free[6], free[7])], data_root=root / "standby", heap_mb=HEAP_MB)
+    primary = LocalKafkaCluster.on_free_ports(root / "primary", heap_mb=HEAP_MB)
+    standby = LocalKafkaCluster.on_free_ports(root / "standby", size=1, heap_mb=HEAP_MB)
     print(f"  primary of 3 ready in {primary.start(timeout_s=180):.1f} s, standby in {standby.start(180):.1f} s")
     try:
         figures = run_failover_drill(

@@ -25,7 +25,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from datetime import UTC, datetime, timedelta
 
 from devtools.drills.leader_kill import HEAP_MB, DrillFigures, run_leader_kill_drill
-from infra.kafka.broker import find_free_ports
 from infra.kafka.cluster import LocalKafkaCluster
 from tests.support.recon_check import reconcile_window
 
@@ -34,10 +33,7 @@ BATCH = 50
 
 def one_run(args: argparse.Namespace, root: Path) -> tuple[DrillFigures, bool]:
     """One drill on a fresh cluster, and whether its window's reconciliation ties out exactly."""
-    free = find_free_ports(6)
-    cluster = LocalKafkaCluster(
-        ports=[(free[2 * i], free[2 * i + 1]) for i in range(3)], data_root=root / "cluster", heap_mb=HEAP_MB
-    )
+    cluster = LocalKafkaCluster.on_free_ports(root / "cluster", heap_mb=HEAP_MB)
     started_s = cluster.start(timeout_s=180)
     print(f"  cluster of 3 ready in {started_s:.1f} s", flush=True)
     try:

@@ -34,6 +34,7 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from confluent_kafka import TopicCollection
 from confluent_kafka.admin import AdminClient
@@ -47,6 +48,7 @@ from infra.kafka.broker import (
     LocalKafkaError,
     _Out,
     _random_cluster_id,
+    find_free_ports,
 )
 
 __all__ = ["DEFAULT_BASE_PORT", "LocalKafkaCluster", "PartitionState", "main"]
@@ -118,6 +120,13 @@ class LocalKafkaCluster:
             )
             for i, (client, controller) in enumerate(ports)
         ]
+
+    @classmethod
+    def on_free_ports(cls, data_root: Path, size: int = DEFAULT_SIZE, **kwargs: Any) -> LocalKafkaCluster:
+        """A cluster on ports free right now: a drill, a test or a bench beside another one never clashes."""
+        free = find_free_ports(2 * size)
+        ports = [(free[2 * i], free[2 * i + 1]) for i in range(size)]
+        return cls(size=size, ports=ports, data_root=data_root, **kwargs)
 
     def _cluster_id(self) -> str:
         path = self.data_root / CLUSTER_ID_FILE

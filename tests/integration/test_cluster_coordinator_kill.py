@@ -31,21 +31,14 @@ from devtools.drills.io import create_topics, send_acked
 from devtools.drills.leader_kill import HEAP_MB, free_port
 from devtools.drills.tally import tally, wait_settled
 from devtools.drills.traffic import Traffic
-from devtools.drills.worker import P2PWorker, Supervisor
-from infra.kafka.broker import JARS_DIR, MARKER_NAME, find_free_ports
+from devtools.drills.worker import Supervisor, p2p_worker
+from infra.kafka.broker import JARS_DIR, MARKER_NAME
 from infra.kafka.cluster import LocalKafkaCluster
 
 pytestmark = pytest.mark.slow
 
 ORDERS = 3_000
 SETTLE_TIMEOUT_S = 240.0
-
-
-class ProbedWorker(P2PWorker):
-    """The drills' worker, measuring its consumer lag every second (the default is every 15 s)."""
-
-    def env(self) -> dict[str, str]:
-        return {**super().env(), "NEXUS_METRICS_LAG_INTERVAL_S": "1"}
 
 
 def group_coordinator(bootstrap: str, group_id: str, timeout_s: float = 30.0) -> int:
@@ -74,13 +67,11 @@ def cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
     Kafka's default broker session (a cluster run without our override)."""
     if not (JARS_DIR / MARKER_NAME).exists() and os.system("command -v mvn >/dev/null") != 0:
         pytest.skip("Kafka jars are not cached and mvn is not installed to fetch them")
-    free = find_free_ports(6)
-    ports = [(free[2 * i], free[2 * i + 1]) for i in range(3)]
     session = {"broker.session.timeout.ms": request.param}
     if request.param == "9000":
         session["broker.heartbeat.interval.ms"] = "2000"  # Kafka's default with it
-    cluster = LocalKafkaCluster(
-        ports=ports, data_root=tmp_path_factory.mktemp("cluster"), heap_mb=HEAP_MB, extra_properties=session
+    cluster = LocalKafkaCluster.on_free_ports(
+        tmp_path_factory.mktemp("cluster"), heap_mb=HEAP_MB, extra_properties=session
     )
     cluster.start(timeout_s=180)
     try:
@@ -97,7 +88,11 @@ def test_killing_the_group_coordinator_is_ridden_out_without_a_restart(
     expected = reference_run(deposits, commands)
     markets, accounts = {c.market_id for c in commands}, {d.account_id for d in deposits}
     create_topics(cluster.bootstrap)
-    worker = ProbedWorker(cluster.bootstrap, f"nexus-coord-{run_id}", tmp_path / "worker", free_port(), free_port())
+    # The drills' worker, measuring its consumer lag every second (the default is every 15 s).
+    worker = p2p_worker(
+        cluster.bootstrap, f"nexus-coord-{run_id}", tmp_path / "worker", free_port(), free_port(),
+        NEXUS_METRICS_LAG_INTERVAL_S="1",
+    )  # fmt: skip
     supervisor = Supervisor(worker)
     worker.start()
     supervisor.start()

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from devtools.drills.leader_kill import HEAP_MB, run_leader_kill_drill
-from infra.kafka.broker import JARS_DIR, MARKER_NAME, find_free_ports
+from infra.kafka.broker import JARS_DIR, MARKER_NAME
 from infra.kafka.cluster import LocalKafkaCluster
 from tests.support.recon_check import reconcile_window
 
@@ -37,9 +37,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalKafkaClus
     """Its own 3-node cluster (the session broker is single-node and shared): free ports, data in a tmp dir."""
     if not (JARS_DIR / MARKER_NAME).exists() and os.system("command -v mvn >/dev/null") != 0:
         pytest.skip("Kafka jars are not cached and mvn is not installed to fetch them")
-    free = find_free_ports(6)
-    ports = [(free[2 * i], free[2 * i + 1]) for i in range(3)]
-    cluster = LocalKafkaCluster(ports=ports, data_root=tmp_path_factory.mktemp("cluster"), heap_mb=HEAP_MB)
+    cluster = LocalKafkaCluster.on_free_ports(tmp_path_factory.mktemp("cluster"), heap_mb=HEAP_MB)
     cluster.start(timeout_s=180)
     try:
         yield cluster

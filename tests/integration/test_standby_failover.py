@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from devtools.drills.failover import FailoverFigures, run_failover_drill
-from infra.kafka.broker import JARS_DIR, MARKER_NAME, find_free_ports
+from infra.kafka.broker import JARS_DIR, MARKER_NAME
 from infra.kafka.cluster import LocalKafkaCluster
 from tests.support.recon_check import reconcile_window
 
@@ -29,8 +29,7 @@ RTO_BOUND_S = 60.0
 
 
 def _cluster(root: Path) -> LocalKafkaCluster:
-    client, controller = find_free_ports(2)
-    return LocalKafkaCluster(size=1, ports=[(client, controller)], data_root=root, heap_mb=HEAP_MB)
+    return LocalKafkaCluster.on_free_ports(root, size=1, heap_mb=HEAP_MB)
 
 
 @pytest.fixture(scope="module")
