@@ -19,9 +19,9 @@ from typing import Protocol
 from confluent_kafka import Producer
 
 from devtools.chaos.plan import Event, Fault, FaultKind
+from devtools.drills.worker import READY_MARK
 from streams.kafka.clients import producer_config
 
-READY_MARK = "Worker ready"
 #: A worker that keeps exiting on its own is a finding, not something to restart for ever.
 UNPLANNED_RESTARTS_MAX = 20
 READY_TIMEOUT_S = 180.0  # a worker restarted on a loaded machine, catching up on a busy cluster

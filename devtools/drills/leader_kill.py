@@ -21,7 +21,7 @@ from devtools.drills.flow import reference_run, seeded_flow
 from devtools.drills.io import create_topics, send_acked
 from devtools.drills.tally import market_partitions, tally, wait_settled
 from devtools.drills.traffic import Traffic
-from devtools.drills.worker import P2PWorker, Supervisor
+from devtools.drills.worker import Supervisor, WorkerProcess, p2p_worker
 from infra.kafka.cluster import LocalKafkaCluster
 
 INPUT_TOPICS = (ENERGY_ORDERS, LEDGER_COMMANDS)
@@ -94,8 +94,8 @@ def kill_busiest_leader(cluster: LocalKafkaCluster) -> tuple[tuple[str, int], in
     return (topic, partition), victim, led, killed_at
 
 
-def worker_for(bootstrap: str, workdir: Path, run_id: str) -> P2PWorker:
-    return P2PWorker(bootstrap, f"nexus-dr-{run_id}", workdir / "worker", free_port(), free_port())
+def worker_for(bootstrap: str, workdir: Path, run_id: str) -> WorkerProcess:
+    return p2p_worker(bootstrap, f"nexus-dr-{run_id}", workdir / "worker", free_port(), free_port())
 
 
 def run_leader_kill_drill(
