@@ -41,35 +41,93 @@ _COMMAND_TYPES: dict[str, type[LedgerCommand]] = {
 }
 
 
-def open_sequenced(
-    path: Path, topic_id: str, sql: dict[str, str], creates: tuple[str, ...], forgets: tuple[str, ...]
-) -> tuple[sqlite3.Connection, int]:
-    """A state file whose rows carry a sequence (this store, ``settled_store``), and the sequence its rows reach.
+class SequencedFile:
+    """A state file whose rows carry a sequence: this store and ``settled_store``'s (the module docstring says
+    why). Subclasses keep their recent entries and say which rows they make (``_recent_rows``); this class writes
+    them with the sequence they reach in one transaction, forgets rows past a restored point, and checks that the
+    sequence has no gap.
 
-    Its tables are made by the ``creates`` statements; a file of another ``ledger.commands`` is emptied by the
-    ``forgets`` ones (each deletes the rows past a sequence, here 0). ``sql`` has ``meta`` and ``set_meta``.
+    Its tables are made by the ``creates`` statements of ``sql``; a file of another ``ledger.commands`` is emptied by
+    the ``forgets`` ones (each deletes the rows past a sequence). ``sql`` also has ``meta`` and ``set_meta``.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # WAL, synchronous=NORMAL: a commit survives the process's death, not a power cut (which the sequence
-    # check covers); the flush before a snapshot is synchronous=FULL (durable when it returns).
-    con = sqlite3.connect(path, check_same_thread=False, timeout=30, isolation_level=None)
-    con.execute("PRAGMA journal_mode=WAL")
-    con.execute("PRAGMA synchronous=NORMAL")
-    con.isolation_level = "DEFERRED"
 
-    def meta(key: str) -> str | None:
-        row = con.execute(sql["meta"], (key,)).fetchone()
+    durable = True
+
+    def __init__(
+        self, path: Path, topic_id: str, sql: dict[str, str], creates: tuple[str, ...], forgets: tuple[str, ...]
+    ) -> None:
+        self.path, self._sql, self._forgets = path, sql, forgets
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # WAL, synchronous=NORMAL: a commit survives the process's death, not a power cut (which the sequence
+        # check covers); the flush before a snapshot is synchronous=FULL (durable when it returns).
+        con = self._con = sqlite3.connect(path, check_same_thread=False, timeout=30, isolation_level=None)
+        con.execute("PRAGMA journal_mode=WAL")
+        con.execute("PRAGMA synchronous=NORMAL")
+        con.isolation_level = "DEFERRED"
+        with con:
+            for statement in creates:
+                con.execute(sql[statement])
+            if self._meta("topic_id") != topic_id:  # another ledger.commands (recreated topic, other cluster)
+                for statement in forgets:
+                    con.execute(sql[statement], (0,))
+                con.execute(sql["set_meta"], ("topic_id", topic_id))
+                con.execute(sql["set_meta"], ("last_seq", "0"))
+        self._flushed_seq = self._last_seq = int(self._meta("last_seq") or 0)
+
+    def _meta(self, key: str) -> str | None:
+        row = self._con.execute(self._sql["meta"], (key,)).fetchone()
         return None if row is None else str(row[0])
 
-    with con:
-        for statement in creates:
-            con.execute(sql[statement])
-        if meta("topic_id") != topic_id:  # another ledger.commands (recreated topic, other cluster)
-            for statement in forgets:
-                con.execute(sql[statement], (0,))
-            con.execute(sql["set_meta"], ("topic_id", topic_id))
-            con.execute(sql["set_meta"], ("last_seq", "0"))
-    return con, int(meta("last_seq") or 0)
+    # ------------------------------------------------------------------ what a subclass keeps
+
+    def _recent_rows(self) -> list[tuple[str, list[tuple[int, str, bytes]]]]:
+        """The recent entries as (put statement, rows of sequence, id, body), to be written."""
+        raise NotImplementedError
+
+    def _drop_recent_after(self, seq: int) -> None:
+        raise NotImplementedError
+
+    def _clear_recent(self) -> None:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ the sequence
+
+    def _advance(self, seq: int) -> None:
+        assert seq == self._last_seq + 1, f"{type(self).__name__}: sequence {seq} after {self._last_seq}"
+        self._last_seq = seq
+
+    def last_seq(self) -> int:
+        return self._last_seq
+
+    def forget_after(self, seq: int) -> None:
+        assert seq >= 0
+        self._drop_recent_after(seq)
+        if seq < self._flushed_seq:
+            with self._con:
+                for statement in self._forgets:
+                    self._con.execute(self._sql[statement], (seq,))
+                self._con.execute(self._sql["set_meta"], ("last_seq", str(seq)))
+            self._flushed_seq = seq
+        self._last_seq = min(self._last_seq, seq)
+
+    def flush(self, *, durable: bool = False) -> None:
+        """Write the recent entries and the sequence they reach in one transaction (``durable``: fsynced)."""
+        if self._last_seq == self._flushed_seq:
+            return
+        if durable:
+            self._con.execute("PRAGMA synchronous=FULL")
+        with self._con:
+            for statement, rows in self._recent_rows():
+                self._con.executemany(self._sql[statement], rows)
+            self._con.execute(self._sql["set_meta"], ("last_seq", str(self._last_seq)))
+        if durable:
+            self._con.execute("PRAGMA synchronous=NORMAL")
+        self._flushed_seq = self._last_seq
+        self._clear_recent()
+
+    def close(self) -> None:
+        self.flush(durable=True)
+        self._con.close()
 
 
 def encode_entry(command: LedgerCommand, result: TransferResult) -> bytes:
@@ -98,23 +156,14 @@ def decode_resolution(pending_id: str, body: bytes) -> HoldResolution:
     return HoldResolution(pending_id, PendingState(state), posted_units, resolved_by, resolved_at_ms)
 
 
-class SqliteIdStore:
+class SqliteIdStore(SequencedFile):
     """``domain.ledger.IdStore`` in a SQLite file (see the module docstring). Used by the ledger's thread only."""
 
-    durable = True
-
     def __init__(self, path: Path, topic_id: str) -> None:
-        self.path = path
-        self._con, self._flushed_seq = open_sequenced(
-            path,
-            topic_id,
-            SQL,
-            ("create_meta", "create_transfers", "create_resolutions"),
-            ("forget_transfers_after", "forget_resolutions_after"),
-        )
+        creates = ("create_meta", "create_transfers", "create_resolutions")
+        super().__init__(path, topic_id, SQL, creates, ("forget_transfers_after", "forget_resolutions_after"))
         self._recent: dict[str, tuple[int, LedgerCommand, TransferResult]] = {}  # not yet in the file
         self._recent_resolutions: dict[str, tuple[int, HoldResolution]] = {}
-        self._last_seq = self._flushed_seq
 
     # ------------------------------------------------------------------ the IdStore protocol
 
@@ -133,31 +182,14 @@ class SqliteIdStore:
         return None if row is None else decode_resolution(pending_id, row[0])
 
     def put(self, seq: int, command: LedgerCommand, result: TransferResult) -> None:
-        assert seq == self._last_seq + 1, f"id sequence {seq} after {self._last_seq}"
+        self._advance(seq)
         self._recent[command.transfer_id] = (seq, command, result)
-        self._last_seq = seq
         if len(self._recent) + len(self._recent_resolutions) >= FLUSH_ROWS:
             self.flush()
 
     def put_resolution(self, seq: int, resolution: HoldResolution) -> None:
-        assert seq == self._last_seq + 1, f"id sequence {seq} after {self._last_seq}"
+        self._advance(seq)
         self._recent_resolutions[resolution.pending_id] = (seq, resolution)
-        self._last_seq = seq
-
-    def last_seq(self) -> int:
-        return self._last_seq
-
-    def forget_after(self, seq: int) -> None:
-        assert seq >= 0
-        self._recent = {k: e for k, e in self._recent.items() if e[0] <= seq}
-        self._recent_resolutions = {k: e for k, e in self._recent_resolutions.items() if e[0] <= seq}
-        if seq < self._flushed_seq:
-            with self._con:
-                self._con.execute(SQL["forget_transfers_after"], (seq,))
-                self._con.execute(SQL["forget_resolutions_after"], (seq,))
-                self._con.execute(SQL["set_meta"], ("last_seq", str(seq)))
-            self._flushed_seq = seq
-        self._last_seq = min(self._last_seq, seq)
 
     def count(self) -> int:
         (count,) = self._con.execute(SQL["count_transfers"]).fetchone()
@@ -169,24 +201,15 @@ class SqliteIdStore:
     def in_memory(self) -> int:
         return len(self._recent) + len(self._recent_resolutions)
 
-    def flush(self, *, durable: bool = False) -> None:
-        """Write the recent entries and the sequence they reach in one transaction (``durable``: fsynced)."""
-        if self._last_seq == self._flushed_seq:
-            return
-        if durable:
-            self._con.execute("PRAGMA synchronous=FULL")
+    def _recent_rows(self) -> list[tuple[str, list[tuple[int, str, bytes]]]]:
         transfers = [(seq, transfer_id, encode_entry(c, r)) for transfer_id, (seq, c, r) in self._recent.items()]
         resolutions = [(seq, pid, encode_resolution(r)) for pid, (seq, r) in self._recent_resolutions.items()]
-        with self._con:
-            self._con.executemany(SQL["put_transfer"], transfers)
-            self._con.executemany(SQL["put_resolution"], resolutions)
-            self._con.execute(SQL["set_meta"], ("last_seq", str(self._last_seq)))
-        if durable:
-            self._con.execute("PRAGMA synchronous=NORMAL")
-        self._flushed_seq = self._last_seq
+        return [("put_transfer", transfers), ("put_resolution", resolutions)]
+
+    def _drop_recent_after(self, seq: int) -> None:
+        self._recent = {k: e for k, e in self._recent.items() if e[0] <= seq}
+        self._recent_resolutions = {k: e for k, e in self._recent_resolutions.items() if e[0] <= seq}
+
+    def _clear_recent(self) -> None:
         self._recent.clear()
         self._recent_resolutions.clear()
-
-    def close(self) -> None:
-        self.flush(durable=True)
-        self._con.close()

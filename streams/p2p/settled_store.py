@@ -19,7 +19,7 @@ import orjson
 from domain.order_book import Side, Trade
 from domain.trade_settlement import EnergySource, SettledTrade
 from infra.sql_state import load_statements
-from streams.p2p.id_store import FLUSH_ROWS, open_sequenced
+from streams.p2p.id_store import FLUSH_ROWS, SequencedFile
 
 SQL = load_statements("trade_settled.sql")
 
@@ -41,18 +41,12 @@ def decode_settled(body: bytes) -> SettledTrade:
     )
 
 
-class SqliteSettledStore:
+class SqliteSettledStore(SequencedFile):
     """``domain.trade_settlement.SettledStore`` in a SQLite file (module docstring). The ledger's thread only."""
 
-    durable = True
-
     def __init__(self, path: Path, topic_id: str) -> None:
-        self.path = path
-        self._con, self._flushed_seq = open_sequenced(
-            path, topic_id, SQL, ("create_meta", "create_settled"), ("forget_settled_after",)
-        )
+        super().__init__(path, topic_id, SQL, ("create_meta", "create_settled"), ("forget_settled_after",))
         self._recent: dict[str, tuple[int, SettledTrade]] = {}  # not yet in the file
-        self._last_seq = self._flushed_seq
 
     # ------------------------------------------------------------------ the SettledStore protocol
 
@@ -64,24 +58,10 @@ class SqliteSettledStore:
         return None if row is None else decode_settled(row[0])
 
     def put(self, seq: int, settled: SettledTrade) -> None:
-        assert seq == self._last_seq + 1, f"settled sequence {seq} after {self._last_seq}"
+        self._advance(seq)
         self._recent[settled.trade.trade_id] = (seq, settled)
-        self._last_seq = seq
         if len(self._recent) >= FLUSH_ROWS:
             self.flush()
-
-    def last_seq(self) -> int:
-        return self._last_seq
-
-    def forget_after(self, seq: int) -> None:
-        assert seq >= 0
-        self._recent = {k: e for k, e in self._recent.items() if e[0] <= seq}
-        if seq < self._flushed_seq:
-            with self._con:
-                self._con.execute(SQL["forget_settled_after"], (seq,))
-                self._con.execute(SQL["set_meta"], ("last_seq", str(seq)))
-            self._flushed_seq = seq
-        self._last_seq = min(self._last_seq, seq)
 
     def count(self) -> int:
         (count,) = self._con.execute(SQL["count_settled"]).fetchone()
@@ -93,21 +73,11 @@ class SqliteSettledStore:
     def in_memory(self) -> int:
         return len(self._recent)
 
-    def flush(self, *, durable: bool = False) -> None:
-        """Write the recent entries and the sequence they reach in one transaction (``durable``: fsynced)."""
-        if self._last_seq == self._flushed_seq:
-            return
-        if durable:
-            self._con.execute("PRAGMA synchronous=FULL")
-        rows = [(seq, trade_id, encode_settled(s)) for trade_id, (seq, s) in self._recent.items()]
-        with self._con:
-            self._con.executemany(SQL["put_settled"], rows)
-            self._con.execute(SQL["set_meta"], ("last_seq", str(self._last_seq)))
-        if durable:
-            self._con.execute("PRAGMA synchronous=NORMAL")
-        self._flushed_seq = self._last_seq
-        self._recent.clear()
+    def _recent_rows(self) -> list[tuple[str, list[tuple[int, str, bytes]]]]:
+        return [("put_settled", [(seq, trade_id, encode_settled(s)) for trade_id, (seq, s) in self._recent.items()])]
 
-    def close(self) -> None:
-        self.flush(durable=True)
-        self._con.close()
+    def _drop_recent_after(self, seq: int) -> None:
+        self._recent = {k: e for k, e in self._recent.items() if e[0] <= seq}
+
+    def _clear_recent(self) -> None:
+        self._recent.clear()
