@@ -49,7 +49,6 @@ class StandbyRegion:
     broker: LocalKafka = field(init=False)
     mirror: LocalMirror = field(init=False)
     _mirroring: threading.Event = field(default_factory=threading.Event)
-    _thread: threading.Thread | None = None
 
     def __post_init__(self) -> None:
         self.broker, self.mirror = standby_broker(self.settings), standby_mirror(self.settings)
@@ -59,8 +58,7 @@ class StandbyRegion:
 
     def start_mirror(self) -> None:
         self.mirror.stop()  # one left over by a killed demo
-        self._thread = threading.Thread(target=self._start_mirror, name="standby-mirror", daemon=True)
-        self._thread.start()
+        threading.Thread(target=self._start_mirror, name="standby-mirror", daemon=True).start()
 
     def _start_mirror(self) -> None:
         try:
