@@ -45,6 +45,7 @@ from pydantic import ValidationError
 
 from contracts import topics as t
 from domain.timeconv import to_ms
+from streams.kafka.clients import watermarks
 from streams.settings import get_settings
 
 # The topics the warehouse snapshots (the registry's, consumed by Component.WAREHOUSE).
@@ -454,7 +455,7 @@ def _assign_window(
     bounds: dict[tuple[str, int], tuple[int, int]] = {}
     assign = []
     for s_tp, e_tp in zip(starts, ends, strict=True):
-        _low, high = consumer.get_watermark_offsets(TopicPartition(s_tp.topic, s_tp.partition), timeout=timeout_s)
+        _low, high = watermarks(consumer, s_tp.topic, s_tp.partition, timeout_s)
         first = s_tp.offset if s_tp.offset >= 0 else high
         stop = e_tp.offset if e_tp.offset >= 0 else high
         bounds[(s_tp.topic, s_tp.partition)] = (first, stop)

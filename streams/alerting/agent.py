@@ -37,7 +37,7 @@ from typing import Any, cast
 
 import faust
 import httpx
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer
 
 from contracts import models as m
 from contracts import topics
@@ -46,6 +46,7 @@ from domain.alert_rules import AlertEngine, Entity, Notice, Observation, RulesCo
 from streams.alerting import metrics
 from streams.alerting.alertmanager import post_alerts
 from streams.kafka import ingress
+from streams.kafka.clients import watermarks
 from streams.kafka.faust_app import Outbox, decode
 from streams.kafka.partition_log import read_partition
 from streams.settings import Settings
@@ -391,7 +392,7 @@ def read_compacted(bootstrap: str, topic: Topic) -> list[tuple[bytes | None, byt
     )
     try:
         partitions = list(probe.list_topics(topic.name, timeout=10).topics[topic.name].partitions)
-        ends = {p: probe.get_watermark_offsets(TopicPartition(topic.name, p), timeout=10)[1] for p in partitions}
+        ends = {p: watermarks(probe, topic.name, p, 10)[1] for p in partitions}
     finally:
         probe.close()
     records: list[tuple[bytes | None, bytes | None]] = []

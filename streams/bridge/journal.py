@@ -15,7 +15,7 @@ from collections.abc import Iterable, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer
 
 from contracts.bridge_codec import (
     intent_of_journal,
@@ -27,7 +27,7 @@ from contracts.construct import dump_json
 from contracts.topics import BRIDGE_PAYOUTS_JOURNAL
 from domain.bridge import PayoutIntent, Result, bridge_tx_id_for
 from streams.bridge.result_index import JournalProgress, ResultIndex
-from streams.kafka.clients import AsyncProducer, consumer_config
+from streams.kafka.clients import AsyncProducer, consumer_config, watermarks
 from streams.kafka.partition_log import read_partition
 
 log = logging.getLogger("nexus.bridge")
@@ -136,9 +136,7 @@ class KafkaJournal:
         results into the index as they come (blocking: call it in a thread)."""
         consumer = Consumer(consumer_config(self.bootstrap, f"nexus-journal-{uuid.uuid4().hex}"))
         try:
-            low, high = consumer.get_watermark_offsets(
-                TopicPartition(BRIDGE_PAYOUTS_JOURNAL.name, partition), timeout=30
-            )
+            low, high = watermarks(consumer, BRIDGE_PAYOUTS_JOURNAL.name, partition, 30)
         finally:
             consumer.close()
         start = low

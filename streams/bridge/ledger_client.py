@@ -23,7 +23,7 @@ from contracts import models as m
 from contracts.topics import LEDGER_COMMANDS, LEDGER_OUTCOMES
 from domain.bridge import LEDGER_TIMEOUT, LedgerRejected, Reward
 from domain.ledger import Reference
-from streams.kafka.clients import AsyncProducer, consume_now, consumer_config
+from streams.kafka.clients import AsyncProducer, consume_now, consumer_config, watermarks
 
 
 class LedgerOutcomes:
@@ -45,7 +45,7 @@ class LedgerOutcomes:
         meta = self._consumer.list_topics(name, timeout=30).topics[name]
         assignment = []
         for p in sorted(meta.partitions):
-            _low, high = self._consumer.get_watermark_offsets(TopicPartition(name, p), timeout=30)
+            _low, high = watermarks(self._consumer, name, p, 30)
             assignment.append(TopicPartition(name, p, high))
         self._consumer.assign(assignment)
         self._thread.start()

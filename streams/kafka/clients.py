@@ -167,6 +167,20 @@ def produce_bounded(producer: Any, topic: str, value: bytes | None, key: bytes |
 
 WATERMARK_ATTEMPTS_MAX = 30  # x WATERMARK_RETRY_S: a fresh broker elects its partition leaders within seconds
 WATERMARK_RETRY_S = 0.5
+# librdkafka raises these from get_watermark_offsets with retriable() False, yet each passes once a leader is
+# elected or a broker answers again, so they are retried by code rather than by the flag.
+WATERMARK_TRANSIENT_CODES = frozenset(
+    {
+        KafkaError.NOT_LEADER_FOR_PARTITION,
+        KafkaError.LEADER_NOT_AVAILABLE,
+        KafkaError.UNKNOWN_TOPIC_OR_PART,
+        KafkaError.FENCED_LEADER_EPOCH,
+        KafkaError.REQUEST_TIMED_OUT,
+        KafkaError._TIMED_OUT,
+        KafkaError._TRANSPORT,
+        KafkaError._ALL_BROKERS_DOWN,
+    }
+)
 
 
 def watermarks(consumer: Any, topic: str, partition: int, timeout_s: float) -> tuple[int, int]:
@@ -177,9 +191,11 @@ def watermarks(consumer: Any, topic: str, partition: int, timeout_s: float) -> t
             low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout_s)
             return int(low), int(high)
         except KafkaException as exc:
-            if not exc.args[0].retriable() or attempt == WATERMARK_ATTEMPTS_MAX - 1:
+            error = exc.args[0]
+            transient = error.retriable() or error.code() in WATERMARK_TRANSIENT_CODES
+            if not transient or attempt == WATERMARK_ATTEMPTS_MAX - 1:
                 raise
-            log.info("%s[%d]: %s; retrying", topic, partition, exc.args[0].str())
+            log.info("%s[%d]: %s; retrying", topic, partition, error.str())
             time.sleep(WATERMARK_RETRY_S)
     raise AssertionError("unreachable")
 

@@ -27,7 +27,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, Top
 from contracts.topics import NOTIFICATIONS_DELIVERIES, NOTIFICATIONS_HOLDERS
 from streams.bridge.offsets import OffsetTracker
 from streams.kafka import event_loop, ingress
-from streams.kafka.clients import AsyncProducer, consume_now, consumer_config, describe, must_exit
+from streams.kafka.clients import AsyncProducer, consume_now, consumer_config, describe, must_exit, watermarks
 from streams.kafka.topic_admin import ensure_topics
 from streams.notifications.channels import build_channels
 from streams.notifications.notifier import Notifier
@@ -61,9 +61,7 @@ class DoneReader:
     def read_new(self, timeout_s: float = CATCH_UP_TIMEOUT_S) -> list[str]:
         """The ids recorded since the last call, up to the topic's end as of this call (blocking)."""
         name = NOTIFICATIONS_DELIVERIES.name
-        ends = {
-            p: self.consumer.get_watermark_offsets(TopicPartition(name, p), timeout=30)[1] for p in self.next_offset
-        }
+        ends = {p: watermarks(self.consumer, name, p, 30)[1] for p in self.next_offset}
         ids: list[str] = []
         deadline = time.monotonic() + timeout_s
         while any(self.next_offset[p] < end for p, end in ends.items()):

@@ -43,7 +43,7 @@ from contracts.topics import GOVERNANCE_PARAMETERS, GOVERNANCE_PAUSE, LEDGER_TRA
 from streams.bridge.fx_listener import FxRatesListener
 from streams.bridge.parameter_listener import ParameterListener
 from streams.bridge.pause_listener import PauseListener, wait_started
-from streams.kafka.clients import consume_now, consumer_config, producer_config
+from streams.kafka.clients import consume_now, consumer_config, producer_config, watermarks
 from streams.kafka.service_loop import Outputs, position_of, run_until_stopped
 from streams.kafka.topic_admin import ensure_topics
 from streams.ops import health, logs
@@ -108,9 +108,7 @@ class PayoutLoop:
                 start = offsets.get(f"{topic.name}:{p}", OFFSET_BEGINNING)
                 assignment.append(TopicPartition(topic.name, p, start))
                 if topic in CATCH_UP_TOPICS:
-                    low, high = self.consumer.get_watermark_offsets(
-                        TopicPartition(topic.name, p), timeout=METADATA_TIMEOUT_S
-                    )
+                    low, high = watermarks(self.consumer, topic.name, p, METADATA_TIMEOUT_S)
                     if high > max(low, start):
                         self.catch_up[(topic.name, p)] = high
         self.consumer.assign(assignment)

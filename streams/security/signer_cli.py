@@ -36,7 +36,7 @@ from contracts import models as m
 from contracts.topics import GOVERNANCE_APPROVALS, GOVERNANCE_MULTISIG, GOVERNANCE_REQUESTS, Topic
 from domain import governance as g
 from domain.money import kaus_text
-from streams.kafka.clients import consume_now
+from streams.kafka.clients import consume_now, watermarks
 from streams.security.governance import GovernanceSettings, load_signers, public_key_pem, sign_hash, to_request
 from streams.security.settings import get_security_settings
 from streams.settings import get_settings
@@ -73,7 +73,7 @@ def read_topic(bootstrap: str, topic: Topic, key: bytes | None = None) -> list[A
             raise CliError(f"cannot reach Kafka at {bootstrap} ({exc}); set NEXUS_KAFKA_BOOTSTRAP_SERVERS") from None
         ends = {}
         for p in meta.partitions:
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic.name, p), timeout=TIMEOUT_S)
+            low, high = watermarks(consumer, topic.name, p, TIMEOUT_S)
             if high > low:
                 ends[p] = high
         consumer.assign([TopicPartition(topic.name, p, 0) for p in ends])

@@ -83,13 +83,15 @@ def test_watermarks_wait_for_a_partition_leader_then_give_up_on_other_errors(mon
 
     monkeypatch.setattr(clients, "WATERMARK_RETRY_S", 0.0)
 
-    class Fresh:  # a broker just started: no leader for two asks
+    class Fresh:  # a broker just started: no leader for two asks, raised as librdkafka does (not flagged retriable)
         calls = 0
 
         def get_watermark_offsets(self, tp: Any, timeout: float) -> tuple[int, int]:
             self.calls += 1
-            if self.calls <= 2:
-                raise KafkaException(KafkaError(KafkaError.NOT_LEADER_FOR_PARTITION, "no leader", retriable=True))
+            if self.calls == 1:
+                raise KafkaException(KafkaError(KafkaError.LEADER_NOT_AVAILABLE, "electing"))
+            if self.calls == 2:
+                raise KafkaException(KafkaError(KafkaError.NOT_LEADER_FOR_PARTITION, "Not leader for partition"))
             return 0, 7
 
     fresh = Fresh()
