@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from tests.support import schema_check
 from tests.support.kafka_io import KafkaIO
@@ -25,6 +26,12 @@ from tests.support.workers import WorkerProcess
 # The ledger's epoch timer would declare yesterday's dividend epoch in every test that starts a ledger: off unless
 # a test turns it on (tests/integration/test_dividend_epochs_e2e.py). Worker processes inherit it.
 os.environ.setdefault("NEXUS_DIVIDEND_TIMER_EVERY_S", "0")
+
+# CI draws the same property-test examples on every run, so a red CI is reproducible and a green one is not luck;
+# a developer's runs draw new examples, which is where new counter-examples come from.
+settings.register_profile("ci", derandomize=True, print_blob=True)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 
 def free_port() -> int:
