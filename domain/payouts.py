@@ -83,7 +83,9 @@ decision lost in a crash comes back under the id whose intent the shell may alre
 **Failures**: a FAILED result (after the gateway's own failover) consumes its trigger — the schedule's
 period, the queued dividends — and holds the account for ``retry_after_failure_ms`` (default one hour)
 before anything else pays, so a provider that declines an account is not retried in a loop; the K-AUS
-stays in the balance for the next trigger.
+stays in the balance for the next trigger. A failure of the platform's own moment (the ledger did not answer,
+the rate went stale or moved: :data:`TRANSIENT_FAILURES`) says nothing about the account and holds it only
+``retry_after_transient_ms`` (a minute); a refusal because money out was paused holds it not at all.
 """
 
 from __future__ import annotations
@@ -254,10 +256,28 @@ class PayoutConfig:
     max_rules_per_account: int = 20
     retry_after_refusal_ms: int = 86_400_000  # back-off after the signers refused (or let expire) an approval
     approval_outcomes_max: int = 10_000  # outcomes read before their payout was gated (a replay), remembered
+    retry_after_transient_ms: int = 60_000  # back-off after a failure of the platform's moment (TRANSIENT_FAILURES)
 
     def __post_init__(self) -> None:
         assert self.retry_after_failure_ms >= 0 and self.max_rules_per_account >= 1
         assert self.retry_after_refusal_ms >= 0 and self.approval_outcomes_max >= 1
+        assert self.retry_after_transient_ms >= 0
+
+    def back_off_ms(self, failure_code: str) -> int:
+        """How long a FAILED payout with the bridge's ``failure_code`` holds the holder's account."""
+        if failure_code == "PAUSED":
+            return 0
+        if failure_code in TRANSIENT_FAILURES:
+            return min(self.retry_after_transient_ms, self.retry_after_failure_ms)  # never longer than a decline's
+        return self.retry_after_failure_ms
+
+
+# Bridge failures that judge neither the holder's account nor its provider: the ledger refused or did not answer
+# the hold in time (a restart), the balance moved under the decision, the rate was stale or moved past its limits.
+# Declines, a failed provider call, no rail, an amount out of limits, and any code not listed back off fully.
+TRANSIENT_FAILURES = frozenset(  # domain.bridge.ReasonCode values (it imports this module, so named as text)
+    {"HOLD_REJECTED", "INSUFFICIENT_FUNDS", "STALE_RATE", "SLIPPAGE", "RATE_LOCK_EXPIRED", "HOLD_INSUFFICIENT"}
+)
 
 
 def approval_request_id(payout_id: str) -> str:
@@ -799,11 +819,10 @@ class AutoPayouts:
         return self.evaluate(account_id, available, now_ms)
 
     def on_result(
-        self, payout_id: str, paid: bool, available: int, now_ms: int, back_off: bool = True
+        self, payout_id: str, paid: bool, available: int, now_ms: int, failure_code: str = ""
     ) -> list[Decision]:
         """The payout's final result (after the gateway's failover); unknown or repeated ids change nothing.
-        ``back_off`` False: a failure that says nothing about the rule or its provider (the bridge refused it
-        because money out was paused) does not delay the account's next payout."""
+        A failure holds the account for :meth:`PayoutConfig.back_off_ms` of the bridge's ``failure_code``."""
         account_id = self._in_flight.pop(payout_id, None)
         if account_id is None:
             return []
@@ -813,8 +832,9 @@ class AutoPayouts:
         acc.in_flight = None
         if decision.trigger is Trigger.THRESHOLD:
             self._threshold_seq[decision.rule_id] = self._threshold_seq.get(decision.rule_id, 0) + 1
-        if not paid and back_off:
-            acc.not_before_ms = now_ms + self._config.retry_after_failure_ms
+        wait_ms = 0 if paid else self._config.back_off_ms(failure_code)
+        if wait_ms:
+            acc.not_before_ms = now_ms + wait_ms
             self._queue(account_id, acc, acc.not_before_ms)
         return self.evaluate(account_id, available, now_ms)
 
@@ -935,6 +955,7 @@ class AutoPayouts:
                 "max_rules_per_account": self._config.max_rules_per_account,
                 "retry_after_refusal_ms": self._config.retry_after_refusal_ms,
                 "approval_outcomes_max": self._config.approval_outcomes_max,
+                "retry_after_transient_ms": self._config.retry_after_transient_ms,
             },
             "versions": dict(sorted(self._versions.items())),
             "periods": dict(sorted(self._periods.items())),

@@ -190,7 +190,15 @@ class Pending:
     paid: bool = False
     source: str = ""
     amount_units: int = 0
-    back_off: bool = True  # False: a failure that delays nothing (the bridge refused it: money out was paused)
+    failure_code: str = ""  # a failed payout's bridge reason code: how long it holds the account (the core decides)
+
+
+def _pending_from_dict(row: dict[str, Any]) -> Pending:
+    """A state written before failure codes were kept says only whether a failure backed off (False: paused)."""
+    row = dict(row)
+    if "back_off" in row:
+        row.setdefault("failure_code", "" if row.pop("back_off") else "PAUSED")
+    return Pending(**row)
 
 
 def to_rule(rule: m.AutoPayoutRule) -> Rule:
@@ -264,10 +272,11 @@ class PayoutService:
         self._dirty: set[str] = set()
         self.book = AutoPayouts(
             PayoutConfig(
-                settings.retry_after_failure_ms,
-                settings.max_rules_per_account,
-                settings.retry_after_refusal_ms,
-                settings.remembered_ids_max,
+                retry_after_failure_ms=settings.retry_after_failure_ms,
+                max_rules_per_account=settings.max_rules_per_account,
+                retry_after_refusal_ms=settings.retry_after_refusal_ms,
+                approval_outcomes_max=settings.remembered_ids_max,
+                retry_after_transient_ms=settings.retry_after_transient_ms,
             )
         )
         self.mirror = BalanceMirror(settings.mirror_window)
@@ -459,10 +468,9 @@ class PayoutService:
         self.sent.pop(payout_id, None)
         if in_flight and not any(p.kind == "result" and p.id == payout_id for p in self.pending):
             deadline = wall_ms + self.settings.mirror_wait_ms
-            refused_paused = isinstance(result, m.BridgeSettlementFailed) and result.reason_code == "PAUSED"
-            back_off = not refused_paused  # a pause says nothing about the rule or its provider
+            code = result.reason_code if isinstance(result, m.BridgeSettlementFailed) else ""
             self.pending.append(
-                Pending("result", payout_id, result.payer_account_id, deadline, paid=paid, back_off=back_off)
+                Pending("result", payout_id, result.payer_account_id, deadline, paid=paid, failure_code=code)
             )
         return out + self._release(wall_ms)
 
@@ -629,7 +637,7 @@ class PayoutService:
             if p.kind == "dividend":
                 decisions = self.book.on_dividend(p.id, p.account_id, p.source, p.amount_units, available, now)
             else:
-                decisions = self.book.on_result(p.id, p.paid, available, now, p.back_off)
+                decisions = self.book.on_result(p.id, p.paid, available, now, p.failure_code)
             out += self._act(decisions, wall_ms)
         return out
 
@@ -943,7 +951,7 @@ class PayoutService:
         self.contacts = {a: self._sealed_contacts(Contacts(**c)) for a, c in data["contacts"].items()}
         self.sealed_accounts = dict(data.get("sealed_accounts", {}))
         self.sent = {s["payout_id"]: Sent(**s) for s in data["sent"]}
-        self.pending = [Pending(**p) for p in data["pending"]]
+        self.pending = [_pending_from_dict(p) for p in data["pending"]]
         self.reported = OrderedDict.fromkeys(data["reported"])
         self.waits = OrderedDict.fromkeys(data["waits"])
         self.offsets = {k: int(v) for k, v in data["offsets"].items()}

@@ -25,6 +25,8 @@ class PayoutSettings(BaseSettings):
     remembered_ids_max: int = Field(default=100_000, ge=1)
     # Back-off after a FAILED payout before the holder's account pays again (domain.payouts.PayoutConfig).
     retry_after_failure_ms: int = Field(default=3_600_000, ge=0)
+    # ... and after a failure of the platform's moment, e.g. a ledger restart (domain.payouts.TRANSIENT_FAILURES)
+    retry_after_transient_ms: int = Field(default=60_000, ge=0)
     max_rules_per_account: int = Field(default=20, ge=1)
     # For demos and tests only: the rules' clock (schedules) runs this far ahead of the wall clock. The FX
     # rates' freshness and every record's timestamp keep the wall clock.

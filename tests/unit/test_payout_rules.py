@@ -9,6 +9,7 @@ import pytest
 
 from domain.money import Currency
 from domain.payouts import (
+    TRANSIENT_FAILURES,
     Action,
     AutoPayouts,
     KycStatus,
@@ -310,3 +311,36 @@ def test_payout_ids_fit_the_wire_and_are_deterministic() -> None:
     assert payout_id("r", long_trigger) == payout_id("r", long_trigger)
     assert len(payout_id("r" * 64, long_trigger)) <= 100
     assert payout_id("r", long_trigger) != payout_id("r", long_trigger + "x")
+
+
+@pytest.mark.parametrize(
+    ("code", "wait_ms"),
+    [
+        ("PROVIDER_DECLINED", 3_600_000),  # the provider judged the account: an hour
+        ("NO_RAIL", 3_600_000),
+        ("SOMETHING_NEW", 3_600_000),  # a code the core does not know backs off fully
+        ("", 3_600_000),
+        ("HOLD_REJECTED", 60_000),  # the ledger did not answer (a restart): a minute
+        ("STALE_RATE", 60_000),
+        ("PAUSED", 0),  # refused because money out was paused: no back-off at all
+    ],
+)
+def test_a_failure_backs_off_by_what_it_says_about_the_account(code: str, wait_ms: int) -> None:
+    book = verified_book(threshold_rule())
+    assert pays(book.evaluate("acct-1", 2_000 * K, T0)) == [("r-thr:T0", 500 * K)]
+    again = book.on_result("r-thr:T0", False, 2_000 * K, T0 + 10, code)
+    if wait_ms:
+        assert again == [] and book.tick(T0 + 10 + wait_ms - 1, lambda _: 2_000 * K) == []
+        again = book.tick(T0 + 10 + wait_ms, lambda _: 2_000 * K)
+    assert pays(again) == [("r-thr:T1", 500 * K)]
+
+
+def test_a_transient_failure_never_backs_off_longer_than_a_decline() -> None:
+    config = PayoutConfig(retry_after_failure_ms=30_000, retry_after_transient_ms=60_000)
+    assert config.back_off_ms("HOLD_REJECTED") == config.back_off_ms("PROVIDER_DECLINED") == 30_000
+
+
+def test_the_transient_failures_are_codes_the_bridge_gives() -> None:
+    from domain.bridge import ReasonCode
+
+    assert {c.value for c in ReasonCode} >= TRANSIENT_FAILURES and "PAUSED" in {c.value for c in ReasonCode}

@@ -77,7 +77,7 @@ def test_core_a_failure_without_back_off_lets_the_next_payout_go_at_once() -> No
     book.put_rule(to_rule(rule()), 1, T0)
     book.set_kyc(HOLDER, KycStatus.VERIFIED, 1, 0, T0)
     [pay] = book.evaluate(HOLDER, 2_000 * K, T0)
-    [again] = book.on_result(pay.payout_id, False, 2_000 * K, T0 + 1, back_off=False)
+    [again] = book.on_result(pay.payout_id, False, 2_000 * K, T0 + 1, "PAUSED")
     assert (again.action, again.payout_id) == (Action.PAY, "r-thr:T1")
 
 

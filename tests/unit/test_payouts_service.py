@@ -360,7 +360,38 @@ def test_a_failed_result_is_reported_notified_and_backs_the_account_off() -> Non
     assert "Nothing was debited" in of(out, NOTIFICATIONS_HOLDERS)[0].text
     assert of(out, BRIDGE_REQUESTS) == []  # backed off: the balance is still above the threshold
     assert h.service.book.in_flight(HOLDER) is None
-    [retry] = of(h.tick(3_600_000), PAYOUT_REQUESTS)  # after the back-off, the next threshold payout
+    assert of(h.tick(3_599_999), PAYOUT_REQUESTS) == []  # a decline backs off an hour
+    [retry] = of(h.tick(1), PAYOUT_REQUESTS)  # after the back-off, the next threshold payout
+    assert retry.payout_id == "r-thr:T1"
+
+
+def test_a_payout_the_ledger_did_not_hold_in_time_is_asked_again_after_a_minute_not_an_hour() -> None:
+    h = Harness()
+    payout_id, _units = paid_once(h)
+    # the P2P worker was restarting: the bridge's hold went unanswered, nothing moved (no hold, no void)
+    reason = "ledger refused the hold: LEDGER_TIMEOUT: no answer in 10.0s"
+    out = h.send(BRIDGE_SETTLEMENTS_FAILED, failed(payout_id, reason_code="HOLD_REJECTED", failed_phase="BALANCE_LOCK",
+                                                   reason=reason, rail=None))  # fmt: skip
+    [result] = of(out, PAYOUT_RESULTS)
+    assert (result.status, result.reason_code) == ("FAILED", "HOLD_REJECTED")
+    assert of(h.tick(5_000), PAYOUT_REQUESTS) == []  # the mirror wait: no movement to wait for, then applied
+    assert h.service.book.in_flight(HOLDER) is None
+    assert of(h.tick(54_999), PAYOUT_REQUESTS) == []
+    [retry] = of(h.tick(1), PAYOUT_REQUESTS)  # a minute after the failure: the next threshold payout
+    assert retry.payout_id == "r-thr:T1"
+
+
+def test_a_result_waiting_in_a_state_written_before_failure_codes_keeps_its_back_off() -> None:
+    h = Harness()
+    payout_id, _units = paid_once(h)
+    state = h.service.to_dict()
+    assert state["pending"] == []
+    # how the previous version wrote a paused refusal waiting for the mirror: no code, "back_off": False
+    row = {"kind": "result", "id": payout_id, "account_id": HOLDER, "deadline_ms": h.now_ms + 5_000, "paid": False,
+           "source": "", "amount_units": 0, "back_off": False}  # fmt: skip
+    h.service = PayoutService(h.settings, h.book, {**state, "pending": [row]})
+    assert [p.failure_code for p in h.service.pending] == ["PAUSED"]
+    [retry] = of(h.tick(5_000), PAYOUT_REQUESTS)  # applied at the mirror's deadline: no back-off, paid again at once
     assert retry.payout_id == "r-thr:T1"
 
 
