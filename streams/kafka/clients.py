@@ -179,6 +179,7 @@ WATERMARK_TRANSIENT_CODES = frozenset(
         KafkaError._TIMED_OUT,
         KafkaError._TRANSPORT,
         KafkaError._ALL_BROKERS_DOWN,
+        KafkaError._DESTROY_BROKER,  # a broker handle dropped while its broker restarts
     }
 )
 
