@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 # unset, the runtime is the setting NEXUS_RUNTIME (default faust, streams/settings.py).
 RUNTIME ?=
 
-.PHONY: setup run test test-fast stop cluster cluster-stop standby standby-stop failover lint typecheck schemas bench clean
+.PHONY: setup run test test-fast stop cluster cluster-stop standby standby-stop standby-monitor failover lint typecheck schemas bench clean
 
 setup: $(STAMP_PLATFORM) $(STAMP_AIRFLOW) system-deps kafka-jars
 
@@ -81,6 +81,10 @@ standby: kafka-jars
 standby-stop: $(STAMP_PLATFORM)
 	-$(VENV)/bin/python -m infra.kafka.mirror stop
 	$(VENV)/bin/python -m infra.kafka.cluster stop $(STANDBY)
+
+# The standby's replication delay on :9470/metrics (NexusStandbyReplicationBehind pages when it passes the RPO).
+standby-monitor: $(STAMP_PLATFORM)
+	$(VENV)/bin/python -m infra.kafka.replication_monitor
 
 failover: $(STAMP_PLATFORM)
 	$(VENV)/bin/python -m infra.kafka.failover to-standby

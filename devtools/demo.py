@@ -456,10 +456,12 @@ class Scraping:
 
     @classmethod
     def start(
-        cls, settings: Settings, workers: list[Worker], alertmanager_url: str, console: Console
+        cls, settings: Settings, workers: list[Worker], alertmanager_url: str, console: Console, standby: bool
     ) -> Scraping | None:
         host = url_host(settings.metrics_host)
         targets = [Target(w.name, f"{host}:{w.metrics_port}") for w in workers if w.metrics_port]
+        if standby:  # the replication delay (devtools/standby_demo.py serves it)
+            targets.append(Target("replication-monitor", f"{host}:{settings.standby_monitor_port}"))
         prometheus = LocalPrometheus(targets=targets, alertmanager_url=alertmanager_url, settings=settings,
                                      interval="1s", resend_delay="1s")  # fmt: skip
         prometheus.stop()  # one left over by a killed demo
@@ -660,7 +662,9 @@ class Demo:
         with console.status("starting Alertmanager, the notification sink and the dashboard…"):
             self.monitoring = MonitoringStack(with_deadmansswitch(settings), console).start()
         with console.status("starting Prometheus…"):
-            self.scraping = Scraping.start(settings, self.workers, self.monitoring.alertmanager_url, console)
+            self.scraping = Scraping.start(
+                settings, self.workers, self.monitoring.alertmanager_url, console, standby=self.standby is not None
+            )
         self.bridge = BridgeDemo(settings, settings.provider_sim_port)
         with console.status("starting the payout-provider simulator…"):
             sim_s = self.bridge.start()

@@ -24,6 +24,8 @@ class Settings(BaseSettings):
     # The demo's standby region (devtools/standby_demo.py): a second local broker MirrorMaker 2 copies to.
     standby_kafka_port: int = 19192
     standby_kafka_controller_port: int = 19193
+    # ... and its replication monitor's /metrics (infra.kafka.replication_monitor, scraped by the demo's Prometheus)
+    standby_monitor_port: int = 19194
     # Replication of the topics streams.kafka.topic_admin creates. None = from the cluster's size: min(3, brokers),
     # and min.insync.replicas 2 from 3 replicas on (1 below), so the single local broker and a 3-broker cluster
     # both work unchanged (docs/disaster-recovery.md).

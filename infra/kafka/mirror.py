@@ -40,9 +40,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 
+from domain.replication import Tail
 from infra.kafka.broker import LOCAL_ROOT, LocalKafkaError, _Out, ensure_jars
 from infra.processes import DataDirFiles, DataPath, ManagedProcess, cmdline_matches, tail_file
 
@@ -50,12 +51,13 @@ __all__ = [
     "CHECKPOINTS_SUFFIX",
     "MIRROR_LIBS_DIR",
     "LocalMirror",
-    "TailRecord",
     "decode_checkpoint_key",
     "lagging_partitions",
     "main",
     "mirror_properties",
     "mirrored",
+    "mirrored_partitions",
+    "read_tails",
 ]
 
 MIRROR_DIR = Path(__file__).resolve().parent / "mirror"
@@ -158,17 +160,8 @@ def decode_checkpoint_key(key: bytes) -> tuple[str, str, int]:
     return parts[0], parts[1], partition
 
 
-@dataclass(frozen=True)
-class TailRecord:
-    """A partition's last committed record, as far as the caught-up check compares it (MM2 keeps all three)."""
-
-    timestamp_ms: int
-    key: bytes | None
-    value: bytes | None
-
-
 def lagging_partitions(
-    source: dict[tuple[str, int], TailRecord | None], target: dict[tuple[str, int], list[TailRecord]]
+    source: dict[tuple[str, int], Tail | None], target: dict[tuple[str, int], list[Tail]]
 ) -> list[tuple[str, int]]:
     """The source partitions whose last committed record is not yet among the target partition's last records
     (a partition without records on the source is never behind)."""
@@ -184,14 +177,14 @@ def lagging_partitions(
 # --------------------------------------------------------------------------------------------------------------------
 
 
-def _partitions(bootstrap: str, timeout_s: float) -> list[tuple[str, int]]:
+def mirrored_partitions(bootstrap: str, timeout_s: float) -> list[tuple[str, int]]:
     meta = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0}).list_topics(timeout=timeout_s)
     return sorted((name, p) for name, t in meta.topics.items() if mirrored(name) for p in t.partitions)
 
 
 def read_tails(
     bootstrap: str, partitions: Iterable[tuple[str, int]], timeout_s: float
-) -> dict[tuple[str, int], list[TailRecord]]:
+) -> dict[tuple[str, int], list[Tail]]:
     """The last committed records (up to ``TAIL_RECORDS``) of each partition, oldest first; [] for an empty one."""
     consumer = Consumer(
         {
@@ -203,12 +196,17 @@ def read_tails(
         }
     )
     try:
-        tails: dict[tuple[str, int], list[TailRecord]] = {}
+        tails: dict[tuple[str, int], list[Tail]] = {}
         wanted: dict[tuple[str, int], int] = {}
         assign = []
         for topic, partition in partitions:
             tails[(topic, partition)] = []
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout_s)
+            try:
+                low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout_s)
+            except KafkaException as exc:
+                if exc.args[0].code() != KafkaError.UNKNOWN_TOPIC_OR_PART:
+                    raise
+                continue  # deleted since it was listed: nothing to compare
             if high > low:
                 wanted[(topic, partition)] = high
                 assign.append(TopicPartition(topic, partition, max(low, high - TAIL_RECORDS)))
@@ -219,7 +217,7 @@ def read_tails(
                 name, index, offset = msg.topic(), msg.partition(), msg.offset()
                 if msg.error() or name is None or index is None or offset is None:
                     continue
-                tails[(name, index)].append(TailRecord(msg.timestamp()[1], msg.key(), msg.value()))
+                tails[(name, index)].append(Tail(msg.timestamp()[1], msg.key(), msg.value()))
                 if offset >= wanted.get((name, index), 0) - 1:
                     wanted.pop((name, index), None)
             # A partition ending in transaction markers never hands out its last offset: its position tells.
@@ -313,8 +311,8 @@ class LocalMirror(DataDirFiles):
 
     def _topics_created(self, remaining_s: float) -> bool:
         try:
-            wanted = {t for t, _p in _partitions(self.source_bootstrap, min(5.0, remaining_s))}
-            have = {t for t, _p in _partitions(self.target_bootstrap, min(5.0, remaining_s))}
+            wanted = {t for t, _p in mirrored_partitions(self.source_bootstrap, min(5.0, remaining_s))}
+            have = {t for t, _p in mirrored_partitions(self.target_bootstrap, min(5.0, remaining_s))}
         except Exception:  # a cluster not answering yet
             time.sleep(0.5)
             return False
@@ -329,7 +327,7 @@ class LocalMirror(DataDirFiles):
 
     def lagging(self, timeout_s: float = ADMIN_TIMEOUT_S) -> list[tuple[str, int]]:
         """The source partitions whose last committed record the target does not have yet."""
-        partitions = _partitions(self.source_bootstrap, timeout_s)
+        partitions = mirrored_partitions(self.source_bootstrap, timeout_s)
         source = {tp: (tail[-1] if tail else None) for tp, tail in read_tails(
             self.source_bootstrap, partitions, timeout_s).items()}  # fmt: skip
         return lagging_partitions(source, read_tails(self.target_bootstrap, partitions, timeout_s))

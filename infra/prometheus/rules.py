@@ -31,6 +31,8 @@ class Tuning:
     breaker_open_for: str = "0m"  # an open breaker pages at once; it half-opens after its 30 s cool-down
     snapshot_age_max_s: int = 1_800  # three missed snapshots at the default 600 s period
     snapshot_for: str = "5m"
+    standby_delay_max_s: int = 60  # spec §9.1: RPO < 1 minute
+    standby_delay_for: str = "2m"  # MM2 pauses copying while its tasks rebalance (a restart): tens of seconds
 
 
 @dataclass(frozen=True)
@@ -94,6 +96,15 @@ def alerts(t: Tuning) -> list[PlatformAlert]:
             {"severity": "warning", "channel": "email", "escalation": "L2"},
             "The newest ledger snapshot of {{ $labels.topic }}[{{ $labels.partition }}] is {{ $value }} s old",
             "A restart would replay ledger.commands from an old snapshot (a long recovery).",
+        ),
+        PlatformAlert(
+            "NexusStandbyReplicationBehind",
+            f"max by (topic) (nexus_standby_replication_delay_seconds) > {t.standby_delay_max_s}",
+            t.standby_delay_for,
+            {"severity": "critical", "channel": "pagerduty", "escalation": "immediate"},
+            "The standby region lacks {{ $labels.topic }} records older than {{ $value }} s",
+            f"MirrorMaker 2 is not keeping the standby within the {t.standby_delay_max_s} s RPO: losing the primary "
+            "now would lose more than that.",
         ),
     ]
 

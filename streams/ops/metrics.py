@@ -99,6 +99,13 @@ HOLDS_OPEN = Gauge(
     ["topic", "partition"],
     registry=REGISTRY,
 )
+STANDBY_DELAY = Gauge(
+    "nexus_standby_replication_delay_seconds",
+    "Age of the oldest record of the partition the standby region does not have yet (the RPO were the primary lost "
+    "now); infra.kafka.replication_monitor",
+    ["topic", "partition"],
+    registry=REGISTRY,
+)
 HEARTBEAT_AGE = Gauge(
     "nexus_worker_heartbeat_age_seconds",
     "Seconds since the worker's loop last went round (what /healthz judges)",

@@ -169,9 +169,9 @@ def _assert_governed(out: str) -> None:
 
 
 # Issue 20 item 5: every process serving /metrics, per runtime, as Prometheus labels it (its `component`).
-SCRAPED = {
-    "faust": {"worker", "payouts", "notifier", "audit", "governance", "status"},
-    "plain": {"p2p", "bridge", "worker", "payouts", "notifier", "audit", "governance", "status"},
+SCRAPED = {  # and the standby region's replication monitor (devtools/standby_demo.py serves it in the demo)
+    "faust": {"worker", "payouts", "notifier", "audit", "governance", "status", "replication-monitor"},
+    "plain": {"p2p", "bridge", "worker", "payouts", "notifier", "audit", "governance", "status", "replication-monitor"},
 }
 
 
@@ -205,6 +205,10 @@ def _assert_standby(out: str, data_dir: Path) -> None:
     caught_up = re.search(r"standby region: caught up in [\d.]+ s: .*?(\d+) consumer groups' offsets translated", out)
     assert caught_up, "\n".join(line for line in out.splitlines() if "standby" in line)
     assert int(caught_up.group(1)) >= 2  # the P2P or Faust worker's group and the bridge's at least
+    # the replication monitor probed both regions while MM2 ran, and found the standby within the RPO at the end
+    delay = re.search(r"replication delay ([\d.]+) s now, worst [\d.]+ s over (\d+) probes of (\d+) partitions", out)
+    assert delay, "\n".join(line for line in out.splitlines() if "standby" in line)
+    assert float(delay.group(1)) < 60 and int(delay.group(2)) >= 1 and int(delay.group(3)) >= 20
     assert not (data_dir / "kafka" / "mirror" / "mirror.pid").exists()  # MirrorMaker 2 stopped with the demo
 
 

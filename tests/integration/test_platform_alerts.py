@@ -10,20 +10,24 @@ from __future__ import annotations
 
 import socket
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
+from confluent_kafka.admin import AdminClient, NewTopic
 
 from devtools.alert_sink import Record, Sink
 from domain.rails import CircuitBreaker, Rail
 from infra.alertmanager.launcher import LocalAlertmanager, Timings
+from infra.kafka.replication_monitor import ReplicationMonitor
 from infra.prometheus.launcher import LocalPrometheus, Target
 from infra.prometheus.rules import Tuning
 from streams.kafka import ingress
 from streams.ops import health, metrics
 from streams.settings import Settings
 from tests.integration.alerting_fixtures import classify
+from tests.support.kafka_io import KafkaIO
 
 pytestmark = [pytest.mark.slow]
 
@@ -37,6 +41,8 @@ TUNING = Tuning(
     breaker_open_for="0s",
     snapshot_age_max_s=60,
     snapshot_for="0s",
+    standby_delay_max_s=3,
+    standby_delay_for="0s",
 )
 
 
@@ -162,6 +168,27 @@ def test_a_ledger_snapshot_too_old_fires_and_resolves(stack: PlatformStack) -> N
     since = stack.wait(("email", "NexusLedgerSnapshotTooOld", "firing"), since)
     metrics.set_snapshot_age("test.platform.snapshots", 0, 1)
     stack.wait(("email", "NexusLedgerSnapshotTooOld", "resolved"), since)
+
+
+def test_a_standby_that_stops_receiving_pages_and_resolves_once_it_has_the_records(
+    stack: PlatformStack, kafka_bootstrap: str, kafka: KafkaIO
+) -> None:
+    """The real monitor on the session broker as the primary: with the standby unreachable nothing counts as copied
+    and the delay grows past the RPO; pointed at a standby holding every record (the primary itself), it resolves."""
+    topic = f"test.replication.{uuid.uuid4().hex[:8]}"
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})  # kept: a client collected drops its futures
+    admin.create_topics([NewTopic(topic, 1, 1)])[topic].result(30)
+    kafka.produce_acked(topic, b"k", b"a record the standby lacks")
+    since = stack.mark()
+    monitor = ReplicationMonitor(kafka_bootstrap, f"127.0.0.1:{free_port()}", interval_s=1.0, timeout_s=3.0).start()
+    try:
+        since = stack.wait(("pagerduty", "NexusStandbyReplicationBehind", "firing"), since, timeout_s=60)
+        assert monitor.delays[(topic, 0)] > TUNING.standby_delay_max_s and monitor.error is not None
+        monitor.standby = kafka_bootstrap  # a standby with every record of the primary
+        stack.wait(("pagerduty", "NexusStandbyReplicationBehind", "resolved"), since, timeout_s=60)
+        assert monitor.delays[(topic, 0)] == 0.0
+    finally:
+        monitor.stop()
 
 
 def test_the_watchdog_keeps_pinging_the_dead_mans_switch_until_prometheus_stops(stack: PlatformStack) -> None:

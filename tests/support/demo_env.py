@@ -18,6 +18,7 @@ PORT_SETTINGS = [
     "KAFKA_CONTROLLER_PORT",
     "STANDBY_KAFKA_PORT",  # the standby region's broker (devtools/standby_demo.py); MirrorMaker 2 listens on none
     "STANDBY_KAFKA_CONTROLLER_PORT",
+    "STANDBY_MONITOR_PORT",  # the replication delay's /metrics (infra/kafka/replication_monitor.py)
     "WORKER_WEB_PORT",
     "METRICS_PORT",  # the first of METRICS_PORTS consecutive ports: one per process serving /metrics
     "ALERTMANAGER_PORT",

@@ -7,8 +7,9 @@ import struct
 
 import pytest
 
+from domain.replication import Tail
 from infra.kafka.failover import DownDetector, platform_group, rewind_offsets
-from infra.kafka.mirror import TailRecord, decode_checkpoint_key, lagging_partitions, mirror_properties, mirrored
+from infra.kafka.mirror import decode_checkpoint_key, lagging_partitions, mirror_properties, mirrored
 
 
 def _props(target_size: int = 3) -> dict[str, str]:
@@ -68,13 +69,13 @@ def test_a_checkpoint_key_names_its_group_topic_and_partition() -> None:
 
 
 def test_a_partition_is_caught_up_once_its_last_record_is_on_the_target() -> None:
-    last, older = TailRecord(2_000, b"k", b"v2"), TailRecord(1_000, b"k", b"v1")
+    last, older = Tail(2_000, b"k", b"v2"), Tail(1_000, b"k", b"v1")
     source = {("energy.orders", 0): last, ("energy.orders", 1): last, ("ledger.commands", 0): None}
     target = {("energy.orders", 0): [older, last], ("energy.orders", 1): [older]}
     assert lagging_partitions(source, target) == [("energy.orders", 1)]  # an empty source partition is never behind
     assert lagging_partitions(source, {**target, ("energy.orders", 1): [last]}) == []
     # The same value written at another time is another record.
-    assert lagging_partitions({("t", 0): last}, {("t", 0): [TailRecord(2_001, b"k", b"v2")]}) == [("t", 0)]
+    assert lagging_partitions({("t", 0): last}, {("t", 0): [Tail(2_001, b"k", b"v2")]}) == [("t", 0)]
 
 
 @pytest.mark.parametrize(
