@@ -3,7 +3,9 @@
 MirrorMaker 2 does not keep offsets (the standby's offsets differ), but it keeps each record's key, value and
 timestamp. So a prober reads the last records of every partition on both sides, and this tracker remembers, per
 partition, when it first saw each new primary tail (a *mark*). A mark is replicated once the standby holds that
-record, or a record timestamped after it (a partition's records are appended in time order by its producers).
+record, or a record timestamped after it (the copies keep the primary's broker times, in order), or the primary's
+current last record (MM2 copies a partition in order). Records of one broker batch share one time, so a mark
+among more same-time records than the standby's tail shows waits for one of these to tell.
 The delay of a partition is the age of its oldest mark not yet replicated; 0 when the standby has everything.
 
 Bounded: at most ``marks_max`` marks a partition. When full, the newest mark takes the newer tail but keeps its
@@ -67,6 +69,8 @@ class ReplicationDelay(Generic[K]):
                     marks[-1] = _Mark(marks[-1].seen_s, tail)
             if standby is not None:
                 copies = standby.get(key, ())
+                if tail is not None and tail in copies:  # MM2 copies a partition in order: it has all before
+                    marks.clear()
                 while marks and replicated(marks[0].tail, copies):
                     marks.popleft()
             delays[key] = max(0.0, now_s - marks[0].seen_s) if marks else 0.0

@@ -88,3 +88,12 @@ def test_the_monitor_sets_the_gauge_and_counts_an_unreadable_standby_as_holding_
     standby["tails"] = {P: [rec(7)]}
     assert monitor.probe() == {P: 0.0} and gauge._value.get() == 0.0 and monitor.error is None
     assert (monitor.probes, monitor.worst_delay_s) == (3, 30.0)
+
+
+def test_a_mark_lost_among_same_time_records_clears_once_the_standby_has_the_primarys_last() -> None:
+    tracker: ReplicationDelay[tuple[str, int]] = ReplicationDelay()
+    batch = [Tail(5_000, b"k", str(i).encode()) for i in range(40)]  # one broker batch: one LogAppendTime
+    tracker.observe(0.0, {P: batch[10]}, {P: []})  # probed mid-way (the first part of the batch seen)
+    # the standby copied up to batch[29]: batch[10] is neither among its last 16 nor older than them (over-stated)
+    assert tracker.observe(20.0, {P: batch[39]}, {P: batch[14:30]}) == {P: 20.0}
+    assert tracker.observe(21.0, {P: batch[39]}, {P: batch[24:40]}) == {P: 0.0}  # the primary's last is there
