@@ -169,10 +169,11 @@ def _assert_governed(out: str) -> None:
 
 
 # Issue 20 item 5: every process serving /metrics, per runtime, as Prometheus labels it (its `component`).
-SCRAPED = {  # and the standby region's replication monitor (devtools/standby_demo.py serves it in the demo)
-    "faust": {"worker", "payouts", "notifier", "audit", "governance", "status", "replication-monitor"},
-    "plain": {"p2p", "bridge", "worker", "payouts", "notifier", "audit", "governance", "status", "replication-monitor"},
+SCRAPED = {  # each on its own port from NEXUS_METRICS_PORT up
+    "faust": {"worker", "payouts", "notifier", "audit", "governance", "status"},
+    "plain": {"p2p", "bridge", "worker", "payouts", "notifier", "audit", "governance", "status"},
 }
+STANDBY_SCRAPED = "replication-monitor"  # on NEXUS_STANDBY_MONITOR_PORT (devtools/standby_demo.py)
 
 
 def _assert_scraped(out: str, data_dir: Path, runtime: str) -> None:
@@ -182,7 +183,7 @@ def _assert_scraped(out: str, data_dir: Path, runtime: str) -> None:
     rows = re.findall(r"│ Prometheus +│ (\d+)/(\d+) targets up(.*?) +│", out)
     assert rows, out[-6000:]
     up, total, which = rows[-1]
-    expected = SCRAPED[runtime]
+    expected = SCRAPED[runtime] | {STANDBY_SCRAPED}
     assert (int(up), int(total)) == (len(expected), len(expected)), rows[-1]
     assert set(which.strip(" ()").split(", ")) == expected, which
     sink = [json.loads(line) for line in (data_dir / "alertmanager" / "sink.jsonl").read_text().splitlines()]

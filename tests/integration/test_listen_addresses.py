@@ -5,9 +5,9 @@ Faust worker (its web server and, through the alerting agent, the Prometheus met
 the notification sink (HTTP and SMTP), the dashboard, the payout-provider simulator, the KYC webhook receiver and
 simulator, the settlement API (issue 19), Prometheus and the /metrics and /healthz endpoint of every process that
 serves one (issue 20 item 5: the Faust worker, payouts, notifier, audit log, governance and status read model, each
-on its own port from NEXUS_METRICS_PORT up). Once the demo says it streams, the test lists the listening TCP
-sockets (``/proc/net/tcp``, ``/proc/net/tcp6``) that belong to the demo's process tree and asserts each is on
-127.0.0.0/8 or ::1. Only the port settings change (free ports and a private data dir), never an address or the
+on its own port from NEXUS_METRICS_PORT up; the standby's replication monitor on NEXUS_STANDBY_MONITOR_PORT). Once
+the demo says it streams, the test lists the listening TCP sockets (``/proc/net/tcp``, ``/proc/net/tcp6``) that
+belong to the demo's process tree and asserts each is on 127.0.0.0/8 or ::1. Only the port settings change (free ports and a private data dir), never an address or the
 runtime (Faust, the default). The plain runtime's loops serve only their /metrics (its demo test checks they are
 scraped); its demo is left out because stopping it alone takes over a minute here.
 """
