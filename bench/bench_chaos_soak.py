@@ -26,8 +26,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 
 from devtools.drills.leader_kill import HEAP_MB
 from devtools.provider_sim.launcher import ProviderSimProcess
+from infra.kafka.broker import find_free_ports
 from infra.kafka.cluster import LocalKafkaCluster
-from tests.support.chaos_soak import SoakSettings, free_port, run_soak
+from tests.support.chaos_soak import SoakSettings, run_soak
 
 DEFAULT_SEED = 20261206
 
@@ -54,7 +55,9 @@ def main() -> int:
         root.mkdir(parents=True, exist_ok=True)
         cluster = LocalKafkaCluster.on_free_ports(root / "cluster", heap_mb=HEAP_MB)
         keys = root / "provider-keys"
-        sim = ProviderSimProcess(port=free_port(), state_dir=root / "sim", env={"NEXUS_PROVIDER_KEYS_DIR": str(keys)})
+        sim = ProviderSimProcess(
+            port=find_free_ports(1)[0], state_dir=root / "sim", env={"NEXUS_PROVIDER_KEYS_DIR": str(keys)}
+        )
         console.print(f"cluster of 3 ready in {cluster.start(timeout_s=180):.1f} s")
         sim.start()
         try:

@@ -18,7 +18,6 @@ import sys
 import tempfile
 import time
 import uuid
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -26,17 +25,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from devtools.drills.failover import FailoverFigures, run_failover_drill
 from devtools.drills.leader_kill import HEAP_MB
 from infra.kafka.cluster import LocalKafkaCluster
-from tests.support.recon_check import reconcile_window
+from tests.support.recon_check import reconcile_drill
 
 BATCH = 50
 
 
 def _ties_out(bootstrap: str, figures: FailoverFigures, db: Path) -> bool:
-    start = datetime.fromtimestamp(figures.window_s[0], UTC) - timedelta(minutes=1)
-    tie_out = reconcile_window(
-        bootstrap, start, datetime.now(UTC) + timedelta(minutes=1), db,
-        accounts=figures.accounts, markets=figures.markets,
-    )  # fmt: skip
+    tie_out = reconcile_drill(bootstrap, figures, db)
     try:
         tie_out.assert_exact()
     except AssertionError as exc:

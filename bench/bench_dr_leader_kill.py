@@ -22,11 +22,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from datetime import UTC, datetime, timedelta
 
 from devtools.drills.leader_kill import HEAP_MB, DrillFigures, run_leader_kill_drill
 from infra.kafka.cluster import LocalKafkaCluster
-from tests.support.recon_check import reconcile_window
+from tests.support.recon_check import reconcile_drill
 
 BATCH = 50
 
@@ -46,11 +45,7 @@ def one_run(args: argparse.Namespace, root: Path) -> tuple[DrillFigures, bool]:
             every_s=BATCH / args.rate,
             kill_after_s=args.kill_after_s,
         )
-        start = datetime.fromtimestamp(figures.window_s[0], UTC) - timedelta(minutes=1)
-        tie_out = reconcile_window(
-            cluster.bootstrap, start, datetime.now(UTC) + timedelta(minutes=1), root / "recon.duckdb",
-            accounts=figures.accounts, markets=figures.markets,
-        )  # fmt: skip
+        tie_out = reconcile_drill(cluster.bootstrap, figures, root / "recon.duckdb")
         try:
             tie_out.assert_exact()
         except AssertionError as exc:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
-from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import KafkaException, Producer, TopicPartition
 
 from contracts.topics import Topic
+from infra.kafka.mirror import probe_consumer
 from streams.kafka.topic_admin import ensure_topics
 from streams.settings import Settings
 
@@ -28,21 +28,10 @@ def create_topics(bootstrap: str) -> None:
     ensure_topics(Settings(kafka_bootstrap_servers=bootstrap))
 
 
-def _reader(bootstrap: str) -> Consumer:
-    return Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"dr-drill-read-{uuid.uuid4().hex}",  # assign() only, never commits
-            "enable.auto.commit": False,
-            "log_level": 0,
-        }
-    )
-
-
 def read_topic(bootstrap: str, topic: Topic | str, since_ms: int | None = None) -> list[Record]:
     """Every record of ``topic`` (from the first at or after ``since_ms``, if given) up to its end now."""
     name = topic if isinstance(topic, str) else topic.name
-    consumer = _reader(bootstrap)
+    consumer = probe_consumer(bootstrap, "drill-read")
     try:
         partitions = list(consumer.list_topics(name, timeout=READ_TIMEOUT_S).topics[name].partitions)
         ends = {p: consumer.get_watermark_offsets(TopicPartition(name, p), timeout=READ_TIMEOUT_S) for p in partitions}

@@ -8,12 +8,11 @@ through the new leader. Settlements of trades in flight, or of markets whose par
 
 from __future__ import annotations
 
-import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import TopicPartition
 
 from contracts import models as m
 from contracts.topics import ENERGY_ORDERS, ENERGY_SETTLEMENTS, ENERGY_TRADES, LEDGER_COMMANDS, LEDGER_TRANSFERS
@@ -22,7 +21,9 @@ from devtools.drills.io import create_topics, send_acked
 from devtools.drills.tally import market_partitions, tally, wait_settled
 from devtools.drills.traffic import Traffic
 from devtools.drills.worker import Supervisor, WorkerProcess, p2p_worker
+from infra.kafka.broker import find_free_ports
 from infra.kafka.cluster import LocalKafkaCluster
+from infra.kafka.mirror import probe_consumer
 
 INPUT_TOPICS = (ENERGY_ORDERS, LEDGER_COMMANDS)
 FLOW_TOPICS = (ENERGY_ORDERS, LEDGER_COMMANDS, ENERGY_TRADES, ENERGY_SETTLEMENTS, LEDGER_TRANSFERS)
@@ -63,15 +64,9 @@ class DrillFigures:
         )
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def busiest_input_partition(bootstrap: str) -> tuple[str, int]:
     """The input partition holding the most records (the ledger's single partition, in this flow)."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "dr-drill-probe", "enable.auto.commit": False})
+    consumer = probe_consumer(bootstrap, "drill-probe")
     try:
         sizes = {}
         for topic in INPUT_TOPICS:
@@ -95,7 +90,7 @@ def kill_busiest_leader(cluster: LocalKafkaCluster) -> tuple[tuple[str, int], in
 
 
 def worker_for(bootstrap: str, workdir: Path, run_id: str) -> WorkerProcess:
-    return p2p_worker(bootstrap, f"nexus-dr-{run_id}", workdir / "worker", free_port(), free_port())
+    return p2p_worker(bootstrap, f"nexus-dr-{run_id}", workdir / "worker", *find_free_ports(2))
 
 
 def run_leader_kill_drill(

@@ -30,12 +30,11 @@ import argparse
 import os
 import sys
 import time
-import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, KafkaException, TopicPartition
+from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from infra.kafka.broker import LOCAL_ROOT, LocalKafkaError, _Out
@@ -48,6 +47,7 @@ from infra.kafka.mirror import (
     STANDBY,
     LocalMirror,
     decode_checkpoint_key,
+    probe_consumer,
 )
 
 __all__ = [
@@ -200,7 +200,7 @@ def wait_groups_empty(bootstrap: str, app_id: str, timeout_s: float = MEMBERS_GO
 def last_checkpoints(bootstrap: str, topic: str, groups: Iterable[str]) -> dict[str, int]:
     """When MM2 last checkpointed each group (the newest record time on ``topic`` for it, ms)."""
     wanted, found = set(groups), dict[str, int]()
-    consumer = _reader(bootstrap)
+    consumer = probe_consumer(bootstrap, "failover")
     try:
         meta = consumer.list_topics(topic, timeout=ADMIN_TIMEOUT_S).topics.get(topic)
         if meta is None or meta.error is not None:
@@ -227,17 +227,6 @@ def last_checkpoints(bootstrap: str, topic: str, groups: Iterable[str]) -> dict[
         consumer.close()
 
 
-def _reader(bootstrap: str) -> Consumer:
-    return Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"nexus-failover-{uuid.uuid4().hex}",  # assign() only, never commits
-            "enable.auto.commit": False,
-            "log_level": 0,
-        }
-    )
-
-
 def committed_offsets(bootstrap: str, group: str) -> dict[tuple[str, int], int]:
     admin = _admin(bootstrap)
     futures = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)], request_timeout=ADMIN_TIMEOUT_S)
@@ -248,7 +237,7 @@ def committed_offsets(bootstrap: str, group: str) -> dict[tuple[str, int], int]:
 def plan_rewind(bootstrap: str, group: str, checkpoint_ms: int | None, window_s: float) -> Rewind:
     """Where ``group`` must restart from: its committed offsets moved back to ``checkpoint_ms − window_s``."""
     committed = committed_offsets(bootstrap, group)
-    consumer = _reader(bootstrap)
+    consumer = probe_consumer(bootstrap, "failover")
     try:
         ends, starts = {}, {}
         for tp in committed:

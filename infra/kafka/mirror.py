@@ -57,6 +57,7 @@ __all__ = [
     "mirror_properties",
     "mirrored",
     "mirrored_partitions",
+    "probe_consumer",
     "read_tails",
 ]
 
@@ -182,19 +183,24 @@ def mirrored_partitions(bootstrap: str, timeout_s: float) -> list[tuple[str, int
     return sorted((name, p) for name, t in meta.topics.items() if mirrored(name) for p in t.partitions)
 
 
+def probe_consumer(bootstrap: str, purpose: str, **config: object) -> Consumer:
+    """A consumer for ``assign()`` reads only: a group of its own that never commits, librdkafka's log quiet."""
+    return Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"nexus-{purpose}-{uuid.uuid4().hex}",
+            "enable.auto.commit": False,
+            "log_level": 0,
+            **config,
+        }
+    )
+
+
 def read_tails(
     bootstrap: str, partitions: Iterable[tuple[str, int]], timeout_s: float
 ) -> dict[tuple[str, int], list[Tail]]:
     """The last committed records (up to ``TAIL_RECORDS``) of each partition, oldest first; [] for an empty one."""
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"nexus-mirror-probe-{uuid.uuid4().hex}",  # assign(), never commits
-            "enable.auto.commit": False,
-            "isolation.level": "read_committed",
-            "log_level": 0,
-        }
-    )
+    consumer = probe_consumer(bootstrap, "mirror-probe", **{"isolation.level": "read_committed"})
     try:
         tails: dict[tuple[str, int], list[Tail]] = {}
         wanted: dict[tuple[str, int], int] = {}

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -21,7 +20,7 @@ import pytest
 from devtools.drills.leader_kill import HEAP_MB, run_leader_kill_drill
 from infra.kafka.broker import JARS_DIR, MARKER_NAME
 from infra.kafka.cluster import LocalKafkaCluster
-from tests.support.recon_check import reconcile_window
+from tests.support.recon_check import reconcile_drill
 
 pytestmark = pytest.mark.slow
 
@@ -60,10 +59,6 @@ def test_killing_the_busiest_partitions_leader_loses_and_duplicates_nothing(
     assert figures.balances_exact and figures.conserved, figures.summary()
     assert figures.rto_s < RTO_BOUND_S, figures.summary()
     assert figures.busiest_partition in figures.led
-    start = datetime.fromtimestamp(figures.window_s[0], UTC) - timedelta(minutes=1)
-    tie_out = reconcile_window(
-        cluster.bootstrap, start, datetime.now(UTC) + timedelta(minutes=1), tmp_path / "recon.duckdb",
-        accounts=figures.accounts, markets=figures.markets,
-    )  # fmt: skip
+    tie_out = reconcile_drill(cluster.bootstrap, figures, tmp_path / "recon.duckdb")
     tie_out.assert_exact()
     assert tie_out.settlements == figures.trades_expected, tie_out

@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from devtools.drills.failover import FailoverFigures, run_failover_drill
+from devtools.drills.failover import run_failover_drill
 from infra.kafka.broker import JARS_DIR, MARKER_NAME
 from infra.kafka.cluster import LocalKafkaCluster
-from tests.support.recon_check import reconcile_window
+from tests.support.recon_check import reconcile_drill
 
 pytestmark = pytest.mark.slow
 
@@ -47,15 +46,6 @@ def regions(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalKaf
         standby.stop()
 
 
-def _reconciled(bootstrap: str, figures: FailoverFigures, db: Path) -> None:
-    start = datetime.fromtimestamp(figures.window_s[0], UTC) - timedelta(minutes=1)
-    tie_out = reconcile_window(
-        bootstrap, start, datetime.now(UTC) + timedelta(minutes=1), db,
-        accounts=figures.accounts, markets=figures.markets,
-    )  # fmt: skip
-    tie_out.assert_exact()
-
-
 @pytest.mark.timeout(420)
 def test_losing_the_whole_primary_fails_over_to_the_standby_and_back(
     regions: tuple[LocalKafkaCluster, LocalKafkaCluster], run_id: str, tmp_path: Path
@@ -71,9 +61,9 @@ def test_losing_the_whole_primary_fails_over_to_the_standby_and_back(
     assert t.balances_exact and t.conserved, figures.summary()
     assert t.rto_s < RTO_BOUND_S, figures.summary()
     assert figures.rpo_records <= figures.resent, "every order the standby lacked was re-sent"
-    _reconciled(standby.bootstrap, figures, tmp_path / "standby.duckdb")
+    reconcile_drill(standby.bootstrap, figures, tmp_path / "standby.duckdb").assert_exact()
     assert figures.failback is not None
     back = figures.failback.tally
     assert (back.lost, back.conflicts, back.settled) == (0, 0, back.trades_expected), figures.summary()
     assert back.trades_expected > t.trades_expected and back.balances_exact and back.conserved, figures.summary()
-    _reconciled(primary.bootstrap, figures, tmp_path / "primary.duckdb")
+    reconcile_drill(primary.bootstrap, figures, tmp_path / "primary.duckdb").assert_exact()

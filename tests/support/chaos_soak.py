@@ -10,7 +10,6 @@ a supervisor, while the fault runner SIGKILLs them and restarts brokers; then th
 from __future__ import annotations
 
 import json
-import socket
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable
@@ -45,6 +44,7 @@ from devtools.drills.flow import reference_run
 from devtools.provider_sim.launcher import ProviderSimProcess
 from domain.bridge import bridge_tx_id_for
 from domain.trade_settlement import SYS_DIVIDENDS, SYS_FEES, SYS_MINT
+from infra.kafka.broker import find_free_ports
 from infra.kafka.cluster import LocalKafkaCluster
 from streams.bridge.providers.base import uuid_for_key
 from tests.support.kafka_io import KafkaIO
@@ -73,12 +73,6 @@ class SoakSettings:
     bridge_runtime: str = "plain"  # or "faust": the bridge agent in a Faust worker (python -m streams.worker)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def soak_workers(
     bootstrap: str, workdir: Path, tag: str, sim: ProviderSimProcess, keys: Path, bridge_runtime: str = "plain"
 ) -> dict[str, WorkerProcess]:
@@ -93,12 +87,13 @@ def soak_workers(
         "bridge": bridges[bridge_runtime],
         "payouts": ("streams.payouts", {}),
     }
-    return {
-        name: WorkerProcess(
-            bootstrap, f"nexus-chaos-{name}-{tag}", workdir / name, free_port(), free_port(), env, module=module
+    workers = {}
+    for name, (module, env) in envs.items():
+        web_port, metrics_port = find_free_ports(2)
+        workers[name] = WorkerProcess(
+            bootstrap, f"nexus-chaos-{name}-{tag}", workdir / name, web_port, metrics_port, env, module=module
         )
-        for name, (module, env) in envs.items()
-    }
+    return workers
 
 
 class Soak(NamedTuple):

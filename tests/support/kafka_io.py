@@ -9,9 +9,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import Consumer, Producer, TopicPartition
 
 from contracts.topics import Topic
+from streams.kafka.clients import watermarks
 from streams.kafka.topic_admin import ensure_topics
 from streams.settings import Settings
 
@@ -113,7 +114,7 @@ class KafkaIO:
             partitions = list(meta.topics[name].partitions)
             ends = {}
             for p in partitions:
-                ends[p] = _high_watermark(consumer, TopicPartition(name, p), timeout_s)
+                ends[p] = watermarks(consumer, name, p, timeout_s)[1]
             wanted = {p: end for p, end in ends.items() if end > 0}
             consumer.assign([TopicPartition(name, p, 0) for p in wanted])
             records: list[Record] = []
@@ -148,19 +149,3 @@ class KafkaIO:
                 return records
             time.sleep(poll_s)
         raise AssertionError(f"timed out after {timeout_s}s waiting on {topic}; saw {len(records)} records")
-
-
-# A partition of a topic just created (or a broker just started) has no leader for a moment: asked then, the broker
-# answers NOT_LEADER / LEADER_NOT_AVAILABLE. Those are retried for the call's timeout; any other error is raised.
-_LEADER_MOVING = (KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE)
-
-
-def _high_watermark(consumer: Consumer, partition: TopicPartition, timeout_s: float) -> int:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            return int(consumer.get_watermark_offsets(partition, timeout=timeout_s)[1])
-        except KafkaException as exc:
-            if exc.args[0].code() not in _LEADER_MOVING or time.monotonic() >= deadline:
-                raise
-            time.sleep(0.2)

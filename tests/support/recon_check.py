@@ -12,9 +12,9 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from contracts import topics as t
 from warehouse import quality
@@ -141,3 +141,19 @@ def reconcile_window(
         rejected=int(rejected),
         checks=checks,
     )
+
+
+class DrillWindow(Protocol):
+    """What a DR drill's figures say of its traffic (devtools/drills)."""
+
+    window_s: tuple[float, float]
+    accounts: list[str]
+    markets: list[str]
+
+
+def reconcile_drill(bootstrap: str, drill: DrillWindow, db_path: Path) -> TieOut:
+    """``reconcile_window`` over a drill: from a minute before its first record to a minute from now, its accounts
+    and markets only (the cluster may hold other runs' records)."""
+    start = datetime.fromtimestamp(drill.window_s[0], UTC) - timedelta(minutes=1)
+    end = datetime.now(UTC) + timedelta(minutes=1)
+    return reconcile_window(bootstrap, start, end, db_path, accounts=drill.accounts, markets=drill.markets)

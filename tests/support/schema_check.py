@@ -23,11 +23,12 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka import Consumer, TopicPartition
 from jsonschema import Draft202012Validator, FormatChecker
 from jsonschema.exceptions import ValidationError, best_match
 
 from contracts.topics import TOPICS, PayloadTopic, Topic, closed_schema
+from streams.kafka.clients import watermarks
 from tests.support.kafka_io import BAD_INPUT_HEADER
 
 SCHEMAS_DIR = Path(__file__).resolve().parents[2] / "contracts" / "schemas"
@@ -271,18 +272,5 @@ def _watermarks(consumer: Consumer, topics: list[str], timeout_s: float) -> dict
         if topic not in existing:
             continue
         for partition in existing[topic].partitions:
-            marks[(topic, partition)] = _watermark(consumer, TopicPartition(topic, partition), timeout_s)
+            marks[(topic, partition)] = watermarks(consumer, topic, partition, timeout_s)
     return marks
-
-
-def _watermark(consumer: Consumer, where: TopicPartition, timeout_s: float) -> tuple[int, int]:
-    """(low, high), waiting out a partition whose leader is still being elected (just after topics are made)."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            low, high = consumer.get_watermark_offsets(where, timeout=timeout_s)
-            return low, high
-        except KafkaException:  # e.g. NOT_LEADER_FOR_PARTITION, not flagged retriable by librdkafka
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.5)

@@ -6,12 +6,11 @@ import time
 import uuid
 from collections.abc import Callable, Iterable
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import Consumer, TopicPartition
 
 from contracts.topics import Topic
+from streams.kafka.clients import watermarks
 from tests.support.kafka_io import Record
-
-_NO_LEADER_YET = (KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE)
 
 
 class TopicTail:
@@ -35,21 +34,10 @@ class TopicTail:
         assignment = []
         for name in self.names:
             for p in sorted(self._consumer.list_topics(name, timeout=timeout_s).topics[name].partitions):
-                assignment.append(TopicPartition(name, p, self._end(TopicPartition(name, p), deadline)))
+                high = watermarks(self._consumer, name, p, max(0.1, deadline - time.monotonic()))[1]
+                assignment.append(TopicPartition(name, p, high))
         self._consumer.assign(assignment)
         return self
-
-    def _end(self, tp: TopicPartition, deadline: float) -> int:
-        while True:  # topics just created (a fresh broker) have no leader for a moment
-            try:
-                _low, high = self._consumer.get_watermark_offsets(tp, timeout=max(0.1, deadline - time.monotonic()))
-                return int(high)
-            except KafkaException as exc:
-                if not exc.args[0].retriable() and exc.args[0].code() not in _NO_LEADER_YET:
-                    raise
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
 
     def poll(self, timeout_s: float = 0.2) -> list[Record]:
         """Read what arrived (waiting up to ``timeout_s`` for the first record); returns the new records."""
