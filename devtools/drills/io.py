@@ -10,6 +10,7 @@ from confluent_kafka import KafkaException, Producer, TopicPartition
 
 from contracts.topics import Topic
 from infra.kafka.mirror import probe_consumer
+from streams.kafka.clients import watermarks
 from streams.kafka.topic_admin import ensure_topics
 from streams.settings import Settings
 
@@ -34,7 +35,7 @@ def read_topic(bootstrap: str, topic: Topic | str, since_ms: int | None = None) 
     consumer = probe_consumer(bootstrap, "drill-read")
     try:
         partitions = list(consumer.list_topics(name, timeout=READ_TIMEOUT_S).topics[name].partitions)
-        ends = {p: consumer.get_watermark_offsets(TopicPartition(name, p), timeout=READ_TIMEOUT_S) for p in partitions}
+        ends = {p: watermarks(consumer, name, p, READ_TIMEOUT_S) for p in partitions}
         starts = {p: low for p, (low, _high) in ends.items()}
         if since_ms is not None:
             asked = [TopicPartition(name, p, since_ms) for p in partitions]

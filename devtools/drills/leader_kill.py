@@ -12,8 +12,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from confluent_kafka import TopicPartition
-
 from contracts import models as m
 from contracts.topics import ENERGY_ORDERS, ENERGY_SETTLEMENTS, ENERGY_TRADES, LEDGER_COMMANDS, LEDGER_TRANSFERS
 from devtools.drills.flow import reference_run, seeded_flow
@@ -24,6 +22,7 @@ from devtools.drills.worker import Supervisor, WorkerProcess, p2p_worker
 from infra.kafka.broker import find_free_ports
 from infra.kafka.cluster import LocalKafkaCluster
 from infra.kafka.mirror import probe_consumer
+from streams.kafka.clients import watermarks
 
 INPUT_TOPICS = (ENERGY_ORDERS, LEDGER_COMMANDS)
 FLOW_TOPICS = (ENERGY_ORDERS, LEDGER_COMMANDS, ENERGY_TRADES, ENERGY_SETTLEMENTS, LEDGER_TRANSFERS)
@@ -71,7 +70,7 @@ def busiest_input_partition(bootstrap: str) -> tuple[str, int]:
         sizes = {}
         for topic in INPUT_TOPICS:
             for p in consumer.list_topics(topic.name, timeout=10).topics[topic.name].partitions:
-                low, high = consumer.get_watermark_offsets(TopicPartition(topic.name, p), timeout=10)
+                low, high = watermarks(consumer, topic.name, p, 10)
                 sizes[(topic.name, p)] = high - low
         return max(sizes, key=lambda k: sizes[k])
     finally:

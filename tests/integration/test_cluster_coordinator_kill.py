@@ -28,11 +28,11 @@ from confluent_kafka.admin import AdminClient
 from contracts.topics import LEDGER_COMMANDS
 from devtools.drills.flow import reference_run, seeded_flow
 from devtools.drills.io import create_topics, send_acked
-from devtools.drills.leader_kill import HEAP_MB, free_port
+from devtools.drills.leader_kill import HEAP_MB
 from devtools.drills.tally import tally, wait_settled
 from devtools.drills.traffic import Traffic
 from devtools.drills.worker import Supervisor, p2p_worker
-from infra.kafka.broker import JARS_DIR, MARKER_NAME
+from infra.kafka.broker import JARS_DIR, MARKER_NAME, find_free_ports
 from infra.kafka.cluster import LocalKafkaCluster
 
 pytestmark = pytest.mark.slow
@@ -90,7 +90,7 @@ def test_killing_the_group_coordinator_is_ridden_out_without_a_restart(
     create_topics(cluster.bootstrap)
     # The drills' worker, measuring its consumer lag every second (the default is every 15 s).
     worker = p2p_worker(
-        cluster.bootstrap, f"nexus-coord-{run_id}", tmp_path / "worker", free_port(), free_port(),
+        cluster.bootstrap, f"nexus-coord-{run_id}", tmp_path / "worker", *find_free_ports(2),
         NEXUS_METRICS_LAG_INTERVAL_S="1",
     )  # fmt: skip
     supervisor = Supervisor(worker)
