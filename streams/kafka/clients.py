@@ -167,9 +167,9 @@ def produce_bounded(producer: Any, topic: str, value: bytes | None, key: bytes |
 
 WATERMARK_ATTEMPTS_MAX = 30  # x WATERMARK_RETRY_S: a fresh broker elects its partition leaders within seconds
 WATERMARK_RETRY_S = 0.5
-# librdkafka raises these from get_watermark_offsets with retriable() False, yet each passes once a leader is
-# elected or a broker answers again, so they are retried by code rather than by the flag.
-WATERMARK_TRANSIENT_CODES = frozenset(
+# librdkafka raises these (from get_watermark_offsets, admin futures) with retriable() False, yet each passes once
+# a leader is elected or a broker answers again, so they are retried by code rather than by the flag.
+TRANSIENT_CODES = frozenset(
     {
         KafkaError.NOT_LEADER_FOR_PARTITION,
         KafkaError.LEADER_NOT_AVAILABLE,
@@ -180,9 +180,14 @@ WATERMARK_TRANSIENT_CODES = frozenset(
         KafkaError._TIMED_OUT,
         KafkaError._TRANSPORT,
         KafkaError._ALL_BROKERS_DOWN,
-        KafkaError._DESTROY_BROKER,  # a broker handle dropped while its broker restarts
+        KafkaError._DESTROY_BROKER,  # a broker handle dropped: its broker restarts, or a bootstrap handle retired
     }
 )
+
+
+def is_transient(error: KafkaError) -> bool:
+    """Whether asking again shortly can succeed: the flag, or a code librdkafka leaves unflagged."""
+    return bool(error.retriable()) or error.code() in TRANSIENT_CODES
 
 
 def watermarks(consumer: Any, topic: str, partition: int, timeout_s: float) -> tuple[int, int]:
@@ -194,8 +199,7 @@ def watermarks(consumer: Any, topic: str, partition: int, timeout_s: float) -> t
             return int(low), int(high)
         except KafkaException as exc:
             error = exc.args[0]
-            transient = error.retriable() or error.code() in WATERMARK_TRANSIENT_CODES
-            if not transient or attempt == WATERMARK_ATTEMPTS_MAX - 1:
+            if not is_transient(error) or attempt == WATERMARK_ATTEMPTS_MAX - 1:
                 raise
             log.info("%s[%d]: %s; retrying", topic, partition, error.str())
             time.sleep(WATERMARK_RETRY_S)

@@ -20,9 +20,10 @@ or more gets the wanted ``min.insync.replicas``.
 from __future__ import annotations
 
 import logging
+import time
 from typing import NamedTuple
 
-from confluent_kafka import TopicCollection
+from confluent_kafka import KafkaException, TopicCollection
 from confluent_kafka.admin import (
     AdminClient,
     AlterConfigOpType,
@@ -32,9 +33,12 @@ from confluent_kafka.admin import (
 )
 
 from contracts.topics import TOPICS, Topic
+from streams.kafka.clients import is_transient
 from streams.settings import Settings
 
 TIMEOUT_S = 30.0
+ENSURE_ATTEMPTS_MAX = 10  # x ENSURE_RETRY_S: a cluster that just started settles its broker handles in seconds
+ENSURE_RETRY_S = 1.0
 MIN_ISR = "min.insync.replicas"
 REPLICAS_TOLERATING_ONE_LOSS = 3  # acks=all with 2 in sync: one broker may fail, no acknowledged write lost
 
@@ -65,8 +69,31 @@ def replication(settings: Settings) -> Replication:
 
 
 def ensure_topics(settings: Settings, topics: list[Topic] | None = None) -> list[str]:
-    """Create missing topics from the registry; return the names created."""
+    """Create missing topics from the registry; return the names created.
+
+    Asked again, with a new client, after a transient error: on a cluster that just started, librdkafka retires
+    its bootstrap broker handles once it learns the brokers' ids and fails requests in flight on them with
+    ``_DESTROY_BROKER``. Every step is idempotent, so a retry only finishes what the first try began."""
     wanted = topics if topics is not None else list(TOPICS.values())
+    created: list[str] = []
+    for attempt in range(ENSURE_ATTEMPTS_MAX):
+        try:
+            _ensure_once(settings, wanted, created)
+            return created
+        except (KafkaException, RuntimeError) as exc:
+            cause = exc if isinstance(exc, KafkaException) else exc.__cause__
+            if not isinstance(cause, KafkaException) or not is_transient(cause.args[0]):
+                raise
+            if attempt == ENSURE_ATTEMPTS_MAX - 1:
+                raise
+            log.info("topics not ensured yet (%s); retrying", cause.args[0].str())
+            time.sleep(ENSURE_RETRY_S)
+    raise AssertionError("unreachable")
+
+
+def _ensure_once(settings: Settings, wanted: list[Topic], created: list[str]) -> None:
+    """One pass of ``ensure_topics``; appends to ``created`` as it creates, so after a retry the caller still
+    learns the topics an earlier pass made."""
     admin = AdminClient({"bootstrap.servers": settings.bootstrap_servers})
     metadata = admin.list_topics(timeout=TIMEOUT_S)
     listed = set(metadata.topics)
@@ -81,19 +108,22 @@ def ensure_topics(settings: Settings, topics: list[Topic] | None = None) -> list
         for t in wanted
         if t.name not in listed
     ]
-    created = []
+    failed: list[RuntimeError] = []  # raised after every answer is in, so ``created`` misses none that was made
     for name, future in admin.create_topics(new, operation_timeout=TIMEOUT_S).items() if new else ():
         try:
             future.result(timeout=TIMEOUT_S)
             created.append(name)
         except Exception as exc:  # TOPIC_ALREADY_EXISTS: made meanwhile, or not yet in the metadata listed above
             if "TOPIC_ALREADY_EXISTS" not in str(exc):
-                raise RuntimeError(f"could not create topic {name}: {exc}") from exc
+                failure = RuntimeError(f"could not create topic {name}: {exc}")
+                failure.__cause__ = exc
+                failed.append(failure)
+    if failed:
+        raise failed[0]
     # Every topic this call did not create existed already, whatever the listing said: its configs are set.
     existing = [t for t in wanted if t.name not in created]
     _enforce_configs(admin, existing, _min_insync_by_topic(admin, existing, copies))
     check_partitions(admin, wanted)
-    return created
 
 
 def check_partitions(admin: AdminClient, topics: list[Topic]) -> None:

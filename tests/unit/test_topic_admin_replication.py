@@ -39,3 +39,86 @@ def test_a_cluster_node_names_every_voter_and_replicates_three_times(tmp_path) -
     assert alone["default.replication.factor"] == alone["min.insync.replicas"] == "1"
     with pytest.raises(ValueError, match="must include this node"):
         LocalKafka(port=30002, controller_port=30009, node_id=2, voters=voters, data_dir=tmp_path)
+
+
+class _Cluster:
+    """Topics on a fake cluster, shared by every AdminClient made on it; ``fail_next`` answers the next
+    create_topics for that topic with the error instead of creating it."""
+
+    def __init__(self) -> None:
+        self.topics: dict[str, int] = {}
+        self.fail_next: dict[str, int] = {}
+        self.clients = 0
+
+
+def _fake_admin(cluster: _Cluster):  # type: ignore[no-untyped-def]
+    from concurrent.futures import Future
+    from types import SimpleNamespace
+
+    from confluent_kafka import KafkaError, KafkaException
+
+    def done(value: object = None, error: int | None = None) -> Future[object]:
+        future: Future[object] = Future()
+        if error is None:
+            future.set_result(value)
+        else:
+            future.set_exception(KafkaException(KafkaError(error, "as librdkafka says")))
+        return future
+
+    class Admin:
+        def __init__(self, config: dict[str, str]) -> None:
+            cluster.clients += 1
+
+        def list_topics(self, timeout: float) -> SimpleNamespace:
+            one = SimpleNamespace(replicas=[1])
+            topics = {n: SimpleNamespace(partitions=dict.fromkeys(range(p), one)) for n, p in cluster.topics.items()}
+            return SimpleNamespace(topics=topics, brokers={1: object()})
+
+        def create_topics(self, new: list[object], operation_timeout: float) -> dict[str, Future[object]]:
+            answers = {}
+            for topic in new:
+                name = topic.topic  # type: ignore[attr-defined]
+                if name in cluster.fail_next:
+                    answers[name] = done(error=cluster.fail_next.pop(name))
+                    continue
+                cluster.topics[name] = topic.num_partitions  # type: ignore[attr-defined]
+                answers[name] = done()
+            return answers
+
+        def incremental_alter_configs(self, resources: list[object]) -> dict[object, Future[object]]:
+            return {r: done() for r in resources}
+
+    return Admin
+
+
+def test_ensure_topics_asks_again_after_a_retired_broker_handle_and_reports_every_topic_it_made(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """On a cluster that just started, librdkafka (2.10+) retires its bootstrap broker handles and fails requests
+    in flight on them with _DESTROY_BROKER; the platform's start must not die of it (the soak's did)."""
+    from confluent_kafka import KafkaError
+
+    from contracts.topics import TOPICS
+    from streams.kafka import topic_admin
+
+    cluster = _Cluster()
+    cluster.fail_next["energy.orders"] = KafkaError._DESTROY_BROKER
+    monkeypatch.setattr(topic_admin, "AdminClient", _fake_admin(cluster))
+    monkeypatch.setattr(topic_admin, "ENSURE_RETRY_S", 0.0)
+    created = topic_admin.ensure_topics(Settings())
+    assert sorted(created) == sorted(TOPICS) == sorted(cluster.topics)
+    assert cluster.clients >= 2  # asked again with a new client: the old one's handles are gone
+
+
+def test_ensure_topics_does_not_retry_an_error_only_an_operator_fixes(monkeypatch: pytest.MonkeyPatch) -> None:
+    from confluent_kafka import KafkaError
+
+    from streams.kafka import topic_admin
+
+    cluster = _Cluster()
+    cluster.fail_next["energy.orders"] = KafkaError.TOPIC_AUTHORIZATION_FAILED
+    monkeypatch.setattr(topic_admin, "AdminClient", _fake_admin(cluster))
+    monkeypatch.setattr(topic_admin, "ENSURE_RETRY_S", 0.0)
+    with pytest.raises(RuntimeError, match=r"could not create topic energy\.orders.*TOPIC_AUTHORIZATION_FAILED"):
+        topic_admin.ensure_topics(Settings())
+    assert cluster.clients == 1 and "energy.orders" not in cluster.topics
