@@ -108,18 +108,17 @@ def _ensure_once(settings: Settings, wanted: list[Topic], created: list[str]) ->
         for t in wanted
         if t.name not in listed
     ]
-    failed: list[RuntimeError] = []  # raised after every answer is in, so ``created`` misses none that was made
+    failed: list[tuple[str, Exception]] = []  # raised after every answer is in: ``created`` misses none made
     for name, future in admin.create_topics(new, operation_timeout=TIMEOUT_S).items() if new else ():
         try:
             future.result(timeout=TIMEOUT_S)
             created.append(name)
         except Exception as exc:  # TOPIC_ALREADY_EXISTS: made meanwhile, or not yet in the metadata listed above
             if "TOPIC_ALREADY_EXISTS" not in str(exc):
-                failure = RuntimeError(f"could not create topic {name}: {exc}")
-                failure.__cause__ = exc
-                failed.append(failure)
+                failed.append((name, exc))
     if failed:
-        raise failed[0]
+        topic, error = failed[0]
+        raise RuntimeError(f"could not create topic {topic}: {error}") from error
     # Every topic this call did not create existed already, whatever the listing said: its configs are set.
     existing = [t for t in wanted if t.name not in created]
     _enforce_configs(admin, existing, _min_insync_by_topic(admin, existing, copies))
