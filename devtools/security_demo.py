@@ -78,8 +78,9 @@ log = logging.getLogger("nexus.demo.security")
 KAUS = 1_000_000
 DAY_S = 86_400
 # What the 24 h timelock of a request below 50,000 K-AUS lasts in the demo (48 h: twice that), short enough that a
-# payout approved by 4 signers is paid within the demo test's 20 s of streaming (devtools/governed_demo.py).
-DEMO_TIMELOCK_S = 5
+# payout approved by 4 signers is paid, and the pause that waits for it signed, within the demo test's 20 s of
+# streaming on a loaded machine (devtools/governed_demo.py); long enough that the panel shows requests waiting in it.
+DEMO_TIMELOCK_S = 3
 PAUSE_S = 6.0  # how long the platform stays paused
 PAUSE_AFTER_WAIT_S = 60.0  # the longest the pause waits for the scenes it must not meet
 TREASURY, OPS = "treasury:main", "treasury:ops"

@@ -83,9 +83,9 @@ def _assert_money_out(out: str) -> None:
 
 def _assert_security(out: str) -> None:
     """Issue 18: what the security scene reliably shows 20 s into a run: the HSM's keys published by the key manager,
-    checkpoints signed by its signing key, the treasury transfer signed 3/5 (in its 40 s timelock, or executed on a
-    slow run) and the emergency pause executed with 2/5. The rest of the scene (unpause, rotation, verifier) comes
-    later; a run by hand shows it."""
+    checkpoints signed by its signing key, the treasury transfer signed 3/5 (in its scaled timelock, or executed)
+    and the emergency pause executed with 2/5. The rest of the scene (unpause, rotation, verifier) comes later; a
+    run by hand shows it."""
     assert "Security: multi-sig governance, pause, HSM keys, audit log" in out, out[-6000:]
     assert re.search(
         r"│ request TREASURY_TRANSFER +│ 1,000\.000000 K-AUS, (APPROVED 3/3, in its timelock|EXECUTED 3/3)", out
