@@ -137,8 +137,7 @@ def run_failover_drill(
         switched_at = time.time()
         traffic.redirect(standby.bootstrap)
         move_worker(supervisor, standby.bootstrap, workdir / "worker-standby")
-        traffic.join(timeout=settle_timeout_s)
-        assert traffic.error is None, f"the traffic failed: {traffic.error!r}"
+        traffic.finish(settle_timeout_s)
         wait_settled(standby.bootstrap, expected[0], markets, settle_timeout_s)
         figures = FailoverFigures(
             primary_nodes=primary.size,

@@ -28,6 +28,9 @@ INPUT_TOPICS = (ENERGY_ORDERS, LEDGER_COMMANDS)
 FLOW_TOPICS = (ENERGY_ORDERS, LEDGER_COMMANDS, ENERGY_TRADES, ENERGY_SETTLEMENTS, LEDGER_TRANSFERS)
 # Three JVMs and the worker share a 2-core machine with other work: modest heaps (the default is 512 MB).
 HEAP_MB = 384
+# The order producer replaces a client that has not had a batch acknowledged for this long (see Traffic): well past
+# a failover (under 30 s measured on a loaded machine), well inside the RTO bound the tests assert.
+RESEND_AFTER_S = 30.0
 
 
 @dataclass
@@ -48,6 +51,8 @@ class DrillFigures:
     rejoin_s: float
     send_s: float
     worker_restarts: int = 0  # the worker exited and its supervisor started it again
+    resends: int = 0  # the order producer gave up on a stuck batch and re-sent what the cluster lacked
+    acked_lost: int = 0  # orders the cluster acknowledged and then did not have
     led: list[str] = field(default_factory=list)  # the partitions the killed node led
     window_s: tuple[float, float] = (0.0, 0.0)  # wall clock: deposits sent .. every trade settled
     accounts: list[str] = field(default_factory=list)
@@ -58,7 +63,8 @@ class DrillFigures:
             f"killed node {self.killed_node} (leader of {self.busiest_partition}, {len(self.led)} partitions of the "
             f"flow): RTO {self.rto_s:.2f} s, rejoined the ISR in {self.rejoin_s:.1f} s; {self.orders} orders in "
             f"{self.send_s:.1f} s, {self.trades_expected} trades, {self.settled} settled, {self.lost} lost, "
-            f"{self.duplicated} duplicated, {self.conflicts} conflicting; worker restarts {self.worker_restarts}; "
+            f"{self.duplicated} duplicated, {self.conflicts} conflicting; worker restarts {self.worker_restarts}, "
+            f"producer resends {self.resends}, acknowledged orders lost {self.acked_lost}; "
             f"balances exact: {self.balances_exact}, K-AUS conserved: {self.conserved}"
         )
 
@@ -117,12 +123,14 @@ def run_leader_kill_drill(
     try:
         began = time.time()
         send_acked(cluster.bootstrap, LEDGER_COMMANDS, deposits)
-        traffic = Traffic(cluster.bootstrap, commands, batch, every_s)
+        traffic = Traffic(
+            cluster.bootstrap, commands, batch, every_s,
+            client_log=workdir / "traffic-client.log", resend_after_s=RESEND_AFTER_S,
+        )  # fmt: skip
         traffic.start()
         time.sleep(kill_after_s)
         (topic, partition), victim, led, killed_at = kill_busiest_leader(cluster)
-        traffic.join(timeout=settle_timeout_s)
-        assert traffic.error is None, f"the traffic failed: {traffic.error!r}"
+        traffic.finish(settle_timeout_s)
         wait_settled(cluster.bootstrap, expected[0], markets, settle_timeout_s)
         on = market_partitions(cluster.bootstrap, markets)
 
@@ -142,10 +150,15 @@ def run_leader_kill_drill(
             send_s=traffic.finished - traffic.started,
             led=led,
             worker_restarts=supervisor.restarts,
+            resends=traffic.resends,
+            acked_lost=len(traffic.lost_acked_s),
             window_s=(began, ended),
             accounts=sorted(accounts),
             markets=sorted(markets),
             **figures._asdict(),
         )
+    except BaseException as exc:  # what the worker said is the first thing to read when a drill fails
+        exc.add_note(f"the worker's log ends:\n{supervisor.worker.log_text(since_start=False)[-4000:]}")
+        raise
     finally:
         supervisor.close()

@@ -108,6 +108,16 @@ def last_sent(trade: m.Trade, sent_at: dict[tuple[str, str], float]) -> float:
 
 def wait_settled(bootstrap: str, trade_ids: Iterable[str], markets: set[str], timeout_s: float) -> None:
     """Wait until every one of ``trade_ids`` has a settlement on ``bootstrap``, then a second for late copies."""
-    wanted = set(trade_ids)
-    wait_until(lambda: {s.trade_id for s, _at in settled_times(bootstrap, markets)} >= wanted, timeout_s, "settled")
+    wanted, settled = set(trade_ids), set[str]()
+
+    def all_settled() -> bool:
+        settled.update(s.trade_id for s, _at in settled_times(bootstrap, markets))
+        return settled >= wanted
+
+    try:
+        wait_until(all_settled, timeout_s, "settled")
+    except TimeoutError as exc:
+        missing = sorted(wanted - settled)
+        exc.add_note(f"{len(wanted) - len(missing)}/{len(wanted)} trades settled; not settled: {missing[:5]}")
+        raise
     time.sleep(1)

@@ -9,10 +9,12 @@ replay window back from its last acknowledgement: what it sent before was mirror
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import Counter
 from collections.abc import Sequence
+from pathlib import Path
 
 from confluent_kafka import Producer
 
@@ -21,6 +23,7 @@ from contracts.topics import ENERGY_ORDERS
 from devtools.drills.io import read_topic
 
 FLUSH_POLL_S = 0.25
+DELIVERY_TIMEOUT_SHARE = 0.75  # of resend_after_s: librdkafka fails the records before the client is replaced
 
 
 def missing_on(bootstrap: str, values: Sequence[bytes], sent: Sequence[int], since_ms: int) -> list[int]:
@@ -47,7 +50,14 @@ class Traffic(threading.Thread):
     """Sends the commands in batches at a steady pace; notes when each was first sent and acknowledged."""
 
     def __init__(
-        self, bootstrap: str, commands: Sequence[m.OrderCommand], batch: int, every_s: float, window_s: float = 60.0
+        self,
+        bootstrap: str,
+        commands: Sequence[m.OrderCommand],
+        batch: int,
+        every_s: float,
+        window_s: float = 60.0,
+        client_log: Path | None = None,
+        resend_after_s: float | None = None,
     ) -> None:
         super().__init__(name="dr-traffic", daemon=True)
         self.commands, self.batch, self.every_s, self.window_s = commands, batch, every_s, window_s
@@ -59,6 +69,14 @@ class Traffic(threading.Thread):
         self.missing_at_redirect: list[int] = []
         self.lost_acked_s: dict[int, float] = {}  # index -> when the dead region acknowledged it
         self.redirected = threading.Event()
+        # Same cluster: a batch not acknowledged this long is given up by its client and re-sent, where missing, by a
+        # new one, as an upstream system with a delivery timeout would (None: wait, as for a region that may return).
+        self.resend_after_s = resend_after_s
+        self.resends = 0
+        self.delivery_errors: Counter[str] = Counter()  # why records were not acknowledged, for a failed drill
+        self.client_log_path = client_log
+        self._client_log = _client_logger(client_log) if client_log else None
+        self._cluster = bootstrap
         self._producer = self._connect(bootstrap)
         self._redirect_to: str | None = None
         self._redirect_asked = threading.Event()
@@ -78,11 +96,18 @@ class Traffic(threading.Thread):
         self._redirect_asked.set()
 
     def _connect(self, bootstrap: str) -> Producer:
-        return Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 5, "log_level": 0})
+        config = {"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 5, "log_level": 0}
+        if self.resend_after_s:  # the client itself has given up on a record before it is replaced
+            config["message.timeout.ms"] = int(self.resend_after_s * 1000 * DELIVERY_TIMEOUT_SHARE)
+        if self._client_log:  # the client's view of leader changes, retries and its producer id, for a failed drill
+            config.update(debug="broker,topic,eos,msg", log_level=7, logger=self._client_log)
+        return Producer(config)
 
     def _send(self, i: int) -> None:
         def acked(err: object, _msg: object) -> None:
-            if err is None and not self.acked_s[i]:
+            if err is not None:
+                self.delivery_errors[str(err)] += 1
+            elif not self.acked_s[i]:
                 self.acked_s[i] = time.time()
 
         c = self.commands[i]
@@ -103,31 +128,72 @@ class Traffic(threading.Thread):
             self.error = exc
         self.finished = time.time()
 
+    def finish(self, timeout_s: float) -> None:
+        """Wait for the last acknowledgement; a traffic that failed or is still waiting fails the drill, saying
+        how far it got and what the brokers answered."""
+        self.join(timeout_s)
+        if self.error is not None or self.is_alive():
+            acked = sum(1 for at in self.acked_s if at)
+            raise AssertionError(
+                f"the traffic {'failed: ' + repr(self.error) if self.error else f'is not done after {timeout_s:.0f} s'}"
+                f" ({acked}/{len(self.commands)} orders acknowledged; delivery errors: "
+                f"{dict(self.delivery_errors.most_common(3)) or 'none'})"
+                + (f"\nits client's log ends:\n{_tail(self.client_log_path)}" if self.client_log_path else "")
+            )
+
     def _await_acks(self, chunk: range) -> None:
-        """Flush until the chunk is acknowledged; a redirect meanwhile re-sends what the new region lacks."""
+        """Flush until the chunk is acknowledged; a redirect meanwhile re-sends what the new region lacks, and a
+        chunk stuck past ``resend_after_s`` what this cluster lacks."""
         deadline = time.monotonic() + 600.0  # bounded: a region that never comes back ends the drill
+        stuck_at = time.monotonic() + (self.resend_after_s or 600.0)
         while any(not self.acked_s[i] for i in chunk):
             if time.monotonic() > deadline:
                 raise TimeoutError(f"orders {chunk.start}..{chunk.stop - 1} not acknowledged in 600 s")
             if self._redirect_asked.is_set():
-                self._move(chunk.stop)
+                assert self._redirect_to is not None
+                self._redirect_asked.clear()
+                self.missing_at_redirect = self._resend_missing(chunk.stop, self._redirect_to)
+                self.redirected.set()
+            elif self.resend_after_s and time.monotonic() > stuck_at:
+                self.resends += 1
+                self._resend_missing(chunk.stop, self._cluster)
+                stuck_at = time.monotonic() + self.resend_after_s
             self._producer.flush(FLUSH_POLL_S)
 
-    def _move(self, sent_until: int) -> None:
-        assert self._redirect_to is not None
-        self._redirect_asked.clear()
-        self._producer.purge()  # what the dead region never took is re-sent below if the new one lacks it
+    def _resend_missing(self, sent_until: int, bootstrap: str) -> list[int]:
+        """Drop the producer, connect a new one to ``bootstrap`` and re-send, in order, the recent records it lacks
+        (returned). One it lacks that was acknowledged is noted in ``lost_acked_s``: the dead region's RPO, or on
+        the same cluster an acknowledged record lost."""
+        self._producer.purge()  # what the old client never delivered is re-sent below if the cluster lacks it
         self._producer.flush(0)
-        self._producer = self._connect(self._redirect_to)
+        self._producer, self._cluster = self._connect(bootstrap), bootstrap
         last_ack = max(self.acked_s[:sent_until], default=0.0) or self.started
         since_ms = int((last_ack - self.window_s) * 1000)
         recent = [i for i in range(sent_until) if self.sent_s[i] * 1000 >= since_ms]
-        self.missing_at_redirect = missing_on(self._redirect_to, self.values, recent, since_ms)
-        for i in self.missing_at_redirect:
-            if self.acked_s[i]:  # acknowledged by the dead region, never mirrored: the RPO
+        missing = missing_on(bootstrap, self.values, recent, since_ms)
+        confirmed_at = time.time()
+        for i in set(recent) - set(missing):  # there, though the old client may never have heard so
+            self.acked_s[i] = self.acked_s[i] or confirmed_at
+        for i in missing:
+            if self.acked_s[i]:
                 self.lost_acked_s[i] = self.acked_s[i]
             self.acked_s[i] = 0.0
-        for i in self.missing_at_redirect:
+        for i in missing:
             self._send(i)
         self._producer.flush(60)
-        self.redirected.set()
+        return missing
+
+
+def _client_logger(path: Path) -> logging.Logger:
+    """A logger of its own writing librdkafka's debug lines to ``path`` (not propagated to the test's log)."""
+    logger = logging.getLogger(f"drill.traffic.{path}")
+    logger.propagate = False
+    logger.setLevel(logging.DEBUG)
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+    logger.addHandler(handler)
+    return logger
+
+
+def _tail(path: Path, lines: int = 60) -> str:
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else "(none)"

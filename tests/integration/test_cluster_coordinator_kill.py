@@ -28,7 +28,7 @@ from confluent_kafka.admin import AdminClient
 from contracts.topics import LEDGER_COMMANDS
 from devtools.drills.flow import reference_run, seeded_flow
 from devtools.drills.io import create_topics, send_acked
-from devtools.drills.leader_kill import HEAP_MB
+from devtools.drills.leader_kill import HEAP_MB, RESEND_AFTER_S
 from devtools.drills.tally import tally, wait_settled
 from devtools.drills.traffic import Traffic
 from devtools.drills.worker import Supervisor, p2p_worker
@@ -98,22 +98,24 @@ def test_killing_the_group_coordinator_is_ridden_out_without_a_restart(
     supervisor.start()
     try:
         send_acked(cluster.bootstrap, LEDGER_COMMANDS, deposits)
-        traffic = Traffic(cluster.bootstrap, commands, batch=40, every_s=0.25)
+        traffic = Traffic(
+            cluster.bootstrap, commands, batch=40, every_s=0.25,
+            client_log=tmp_path / "traffic-client.log", resend_after_s=RESEND_AFTER_S,
+        )  # fmt: skip
         traffic.start()
         time.sleep(4)  # mid-traffic: the worker is matching and settling
         group = f"{worker.app_id}-plain"  # streams.kafka.commits.client_configs
         coordinator = group_coordinator(cluster.bootstrap, group)
         killed_at = time.time()
         assert cluster.kill(coordinator) is not None
-        traffic.join(timeout=SETTLE_TIMEOUT_S)
-        assert traffic.error is None, f"the traffic failed: {traffic.error!r}"
+        traffic.finish(SETTLE_TIMEOUT_S)
         wait_settled(cluster.bootstrap, expected[0], markets, SETTLE_TIMEOUT_S)  # then a second for late copies
         figures = tally(cluster.bootstrap, expected, markets, accounts, traffic.sent_at, killed_at)
         moved_to = group_coordinator(cluster.bootstrap, group)
         log = worker.log_path.read_text(errors="replace")  # every start's output
         summary = (
             f"coordinator {coordinator} killed, now {moved_to}; worker starts {worker.starts}, restarts "
-            f"{supervisor.restarts}; {figures}"
+            f"{supervisor.restarts}; producer resends {traffic.resends}; {figures}"
         )
         print(summary)
         assert moved_to != coordinator
@@ -121,7 +123,7 @@ def test_killing_the_group_coordinator_is_ridden_out_without_a_restart(
             f"{summary}\n{log[-6000:]}"
         )
         assert figures.trades_expected > 300, "the seeded flow must trade enough to be a real test"
-        assert (figures.lost, figures.duplicated, figures.conflicts) == (0, 0, 0), summary
+        assert (figures.lost, figures.duplicated, figures.conflicts, len(traffic.lost_acked_s)) == (0, 0, 0, 0), summary
         assert figures.settled == figures.trades_expected and figures.balances_exact and figures.conserved, summary
     finally:
         supervisor.close()

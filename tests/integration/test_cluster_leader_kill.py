@@ -51,7 +51,7 @@ def test_killing_the_busiest_partitions_leader_loses_and_duplicates_nothing(
     figures = run_leader_kill_drill(cluster, tmp_path, run_id, orders=3_000, batch=40, every_s=0.25, kill_after_s=4)
     print(figures.summary())
     assert figures.trades_expected > 300, "the seeded flow must trade enough to be a real test"
-    assert (figures.lost, figures.conflicts) == (0, 0), figures.summary()
+    assert (figures.lost, figures.conflicts, figures.acked_lost) == (0, 0, 0), figures.summary()
     # A restarted worker replays and repeats outputs, identical ones (by design: docs/state-and-recovery.md);
     # without a restart the failover itself must repeat nothing.
     assert figures.duplicated == 0 or figures.worker_restarts > 0, figures.summary()

@@ -7,9 +7,10 @@ simulator, the settlement API (issue 19), Prometheus and the /metrics and /healt
 serves one (issue 20 item 5: the Faust worker, payouts, notifier, audit log, governance and status read model, each
 on its own port from NEXUS_METRICS_PORT up; the standby's replication monitor on NEXUS_STANDBY_MONITOR_PORT). Once
 the demo says it streams, the test lists the listening TCP sockets (``/proc/net/tcp``, ``/proc/net/tcp6``) that
-belong to the demo's process tree and asserts each is on 127.0.0.0/8 or ::1. Only the port settings change (free ports and a private data dir), never an address or the
-runtime (Faust, the default). The plain runtime's loops serve only their /metrics (its demo test checks they are
-scraped); its demo is left out because stopping it alone takes over a minute here.
+belong to the demo's process tree and asserts each is on 127.0.0.0/8 or ::1. Only the port settings change (free
+ports and a private data dir), never an address or the runtime (Faust, the default). The plain runtime's loops
+serve only their /metrics (its demo test checks they are scraped); its demo is left out because stopping it alone
+takes over a minute here.
 """
 
 from __future__ import annotations

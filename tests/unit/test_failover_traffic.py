@@ -1,10 +1,15 @@
-"""What a redirected producer re-sends: the records the new region lacks, in the order they were first sent."""
+"""What the drills' producer re-sends, after a redirect or a stuck client: the records the cluster lacks, in the order
+they were first sent."""
 
 from __future__ import annotations
 
 from collections import Counter
+from typing import Any
 
-from devtools.drills.traffic import unmatched
+import pytest
+
+from devtools.drills.flow import seeded_flow
+from devtools.drills.traffic import Traffic, unmatched
 
 
 def test_only_what_the_new_region_lacks_is_re_sent_in_send_order() -> None:
@@ -23,3 +28,46 @@ def test_records_of_others_on_the_topic_change_nothing() -> None:
     there = Counter([b"someone-else", b"a"])
     assert unmatched([b"a", b"b"], [0, 1], there) == [1]
     assert there == Counter([b"someone-else", b"a"])  # the caller's count is left as it was
+
+
+class _Client:
+    """A producer stand-in: ``stuck`` never hears back (a client wedged after a leader died); otherwise every
+    record is acknowledged at the next flush."""
+
+    def __init__(self, stuck: bool) -> None:
+        self.stuck = stuck
+        self.sent: list[bytes] = []
+        self.pending: list[Any] = []
+
+    def produce(self, _topic: str, value: bytes, _key: bytes, on_delivery: Any) -> None:
+        self.sent.append(value)
+        self.pending.append(on_delivery)
+
+    def flush(self, _timeout_s: float) -> int:
+        if not self.stuck:
+            for acked in self.pending:
+                acked(None, None)
+            self.pending = []
+        return len(self.pending)
+
+    def purge(self) -> None:
+        self.pending = []
+
+
+@pytest.mark.timeout(30)  # without the replacement the traffic waits for acknowledgements for 600 s
+def test_a_stuck_client_is_replaced_and_only_what_the_cluster_lacks_is_re_sent(monkeypatch: pytest.MonkeyPatch) -> None:
+    _deposits, commands = seeded_flow("resend", 12)
+    stuck, fresh = _Client(stuck=True), _Client(stuck=False)
+    clients = [stuck, fresh]
+    monkeypatch.setattr(Traffic, "_connect", lambda _self, _bootstrap: clients.pop(0))
+    traffic = Traffic("cluster:9092", commands[:6], batch=6, every_s=0.0, resend_after_s=0.3)
+    on_the_cluster = Counter(traffic.values[i] for i in (0, 1, 3))  # written, but the stuck client never heard so
+    monkeypatch.setattr(
+        "devtools.drills.traffic.missing_on",
+        lambda _bootstrap, values, sent, _since_ms: unmatched(values, sent, on_the_cluster),
+    )
+    traffic.run()
+    assert traffic.error is None and traffic.resends == 1
+    assert stuck.sent == traffic.values
+    assert fresh.sent == [traffic.values[i] for i in (2, 4, 5)]  # what the cluster lacked, in send order
+    assert all(traffic.acked_s) and traffic.lost_acked_s == {}
