@@ -21,6 +21,7 @@ from confluent_kafka import Producer
 from contracts import models as m
 from contracts.topics import ENERGY_ORDERS
 from devtools.drills.io import read_topic
+from infra.processes import tail_file
 
 FLUSH_POLL_S = 0.25
 DELIVERY_TIMEOUT_SHARE = 0.75  # of resend_after_s: librdkafka fails the records before the client is replaced
@@ -133,12 +134,13 @@ class Traffic(threading.Thread):
         how far it got and what the brokers answered."""
         self.join(timeout_s)
         if self.error is not None or self.is_alive():
+            state = f"failed: {self.error!r}" if self.error else f"is not done after {timeout_s:.0f} s"
             acked = sum(1 for at in self.acked_s if at)
+            errors = dict(self.delivery_errors.most_common(3)) or "none"
+            client = f"\nits client's log ends:\n{tail_file(self.client_log_path, 60)}" if self.client_log_path else ""
             raise AssertionError(
-                f"the traffic {'failed: ' + repr(self.error) if self.error else f'is not done after {timeout_s:.0f} s'}"
-                f" ({acked}/{len(self.commands)} orders acknowledged; delivery errors: "
-                f"{dict(self.delivery_errors.most_common(3)) or 'none'})"
-                + (f"\nits client's log ends:\n{_tail(self.client_log_path)}" if self.client_log_path else "")
+                f"the traffic {state} ({acked}/{len(self.commands)} orders acknowledged; delivery errors: {errors})"
+                + client
             )
 
     def _await_acks(self, chunk: range) -> None:
@@ -193,7 +195,3 @@ def _client_logger(path: Path) -> logging.Logger:
     handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
     logger.addHandler(handler)
     return logger
-
-
-def _tail(path: Path, lines: int = 60) -> str:
-    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else "(none)"
