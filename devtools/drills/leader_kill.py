@@ -94,6 +94,20 @@ def kill_busiest_leader(cluster: LocalKafkaCluster) -> tuple[tuple[str, int], in
     return (topic, partition), victim, led, killed_at
 
 
+def note_failure(exc: BaseException, cluster: LocalKafkaCluster, worker: WorkerProcess) -> None:
+    """What to read first when a kill drill fails: the flow's partitions whose failover is not over (led by no
+    running node, or a running replica out of sync), and the end of the worker's log."""
+    try:
+        running = set(cluster.running())
+        states = cluster.partitions(t.name for t in FLOW_TOPICS)
+        moving = [s for s in states if s.leader not in running or (set(s.replicas) & running) - set(s.isr)]
+        shown = [f"{s.topic}[{s.partition}] leader={s.leader} isr={list(s.isr)}" for s in moving]
+        exc.add_note(f"nodes running {sorted(running)}; partitions whose failover is not over: {shown or 'none'}")
+    except Exception as describe_error:  # a cluster too far gone to describe says so itself
+        exc.add_note(f"the cluster could not describe the flow's partitions: {describe_error!r}")
+    exc.add_note(f"the worker's log ends:\n{worker.log_text(since_start=False)[-4000:]}")
+
+
 def worker_for(bootstrap: str, workdir: Path, run_id: str) -> WorkerProcess:
     return p2p_worker(bootstrap, f"nexus-dr-{run_id}", workdir / "worker", *find_free_ports(2))
 
@@ -157,8 +171,8 @@ def run_leader_kill_drill(
             markets=sorted(markets),
             **figures._asdict(),
         )
-    except BaseException as exc:  # what the worker said is the first thing to read when a drill fails
-        exc.add_note(f"the worker's log ends:\n{supervisor.worker.log_text(since_start=False)[-4000:]}")
+    except BaseException as exc:
+        note_failure(exc, cluster, supervisor.worker)
         raise
     finally:
         supervisor.close()

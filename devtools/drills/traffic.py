@@ -16,15 +16,17 @@ from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
-from confluent_kafka import Producer
+from confluent_kafka import KafkaError, KafkaException, Producer
 
 from contracts import models as m
 from contracts.topics import ENERGY_ORDERS
 from devtools.drills.io import read_topic
 from infra.processes import tail_file
+from streams.kafka.clients import is_transient
 
 FLUSH_POLL_S = 0.25
 DELIVERY_TIMEOUT_SHARE = 0.75  # of resend_after_s: librdkafka fails the records before the client is replaced
+RECHECK_AFTER_S = 5.0  # a cluster that could not say what it has (a new leader catching up) is asked again
 
 
 def missing_on(bootstrap: str, values: Sequence[bytes], sent: Sequence[int], since_ms: int) -> list[int]:
@@ -75,6 +77,7 @@ class Traffic(threading.Thread):
         self.resend_after_s = resend_after_s
         self.resends = 0
         self.delivery_errors: Counter[str] = Counter()  # why records were not acknowledged, for a failed drill
+        self.check_errors: Counter[str] = Counter()  # why a cluster could not say what it has (asked again)
         self.client_log_path = client_log
         self._client_log = _client_logger(client_log) if client_log else None
         self._cluster = bootstrap
@@ -137,10 +140,11 @@ class Traffic(threading.Thread):
             state = f"failed: {self.error!r}" if self.error else f"is not done after {timeout_s:.0f} s"
             acked = sum(1 for at in self.acked_s if at)
             errors = dict(self.delivery_errors.most_common(3)) or "none"
+            checks = dict(self.check_errors.most_common(3)) or "none"
             client = f"\nits client's log ends:\n{tail_file(self.client_log_path, 60)}" if self.client_log_path else ""
             raise AssertionError(
-                f"the traffic {state} ({acked}/{len(self.commands)} orders acknowledged; delivery errors: {errors})"
-                + client
+                f"the traffic {state} ({acked}/{len(self.commands)} orders acknowledged; delivery errors: {errors}; "
+                f"failed checks of what the cluster has: {checks})" + client
             )
 
     def _await_acks(self, chunk: range) -> None:
@@ -153,26 +157,35 @@ class Traffic(threading.Thread):
                 raise TimeoutError(f"orders {chunk.start}..{chunk.stop - 1} not acknowledged in 600 s")
             if self._redirect_asked.is_set():
                 assert self._redirect_to is not None
-                self._redirect_asked.clear()
-                self.missing_at_redirect = self._resend_missing(chunk.stop, self._redirect_to)
-                self.redirected.set()
+                missing = self._resend_missing(chunk.stop, self._redirect_to)
+                if missing is not None:  # else asked again at the next turn
+                    self._redirect_asked.clear()
+                    self.missing_at_redirect = missing
+                    self.redirected.set()
             elif self.resend_after_s and time.monotonic() > stuck_at:
                 self.resends += 1
-                self._resend_missing(chunk.stop, self._cluster)
-                stuck_at = time.monotonic() + self.resend_after_s
+                done = self._resend_missing(chunk.stop, self._cluster) is not None
+                stuck_at = time.monotonic() + (self.resend_after_s if done else RECHECK_AFTER_S)
             self._producer.flush(FLUSH_POLL_S)
 
-    def _resend_missing(self, sent_until: int, bootstrap: str) -> list[int]:
+    def _resend_missing(self, sent_until: int, bootstrap: str) -> list[int] | None:
         """Drop the producer, connect a new one to ``bootstrap`` and re-send, in order, the recent records it lacks
         (returned). One it lacks that was acknowledged is noted in ``lost_acked_s``: the dead region's RPO, or on
-        the same cluster an acknowledged record lost."""
+        the same cluster an acknowledged record lost. None, with nothing sent, when the cluster cannot say yet what
+        it has: just after a leader moved, the new leader answers "high watermark not caught up" for a while."""
         self._producer.purge()  # what the old client never delivered is re-sent below if the cluster lacks it
         self._producer.flush(0)
         self._producer, self._cluster = self._connect(bootstrap), bootstrap
         last_ack = max(self.acked_s[:sent_until], default=0.0) or self.started
         since_ms = int((last_ack - self.window_s) * 1000)
         recent = [i for i in range(sent_until) if self.sent_s[i] * 1000 >= since_ms]
-        missing = missing_on(bootstrap, self.values, recent, since_ms)
+        try:
+            missing = missing_on(bootstrap, self.values, recent, since_ms)
+        except (KafkaException, TimeoutError) as exc:
+            if not _passes(exc):
+                raise
+            self.check_errors[str(exc)] += 1
+            return None
         confirmed_at = time.time()
         for i in set(recent) - set(missing):  # there, though the old client may never have heard so
             self.acked_s[i] = self.acked_s[i] or confirmed_at
@@ -186,12 +199,19 @@ class Traffic(threading.Thread):
         return missing
 
 
+def _passes(exc: KafkaException | TimeoutError) -> bool:
+    """Whether asking again shortly can succeed: a read that timed out, or an error Kafka clears by itself."""
+    error = exc.args[0] if isinstance(exc, KafkaException) and exc.args else None
+    return isinstance(exc, TimeoutError) or (isinstance(error, KafkaError) and is_transient(error))
+
+
 def _client_logger(path: Path) -> logging.Logger:
     """A logger of its own writing librdkafka's debug lines to ``path`` (not propagated to the test's log)."""
     logger = logging.getLogger(f"drill.traffic.{path}")
     logger.propagate = False
     logger.setLevel(logging.DEBUG)
     handler = logging.FileHandler(path)
+    handler.addFilter(lambda record: not record.getMessage().startswith("WAKEUP "))  # flush's per-poll noise
     handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
     logger.addHandler(handler)
     return logger

@@ -7,6 +7,7 @@ from collections import Counter
 from typing import Any
 
 import pytest
+from confluent_kafka import KafkaError, KafkaException
 
 from devtools.drills.flow import seeded_flow
 from devtools.drills.traffic import Traffic, unmatched
@@ -71,3 +72,47 @@ def test_a_stuck_client_is_replaced_and_only_what_the_cluster_lacks_is_re_sent(m
     assert stuck.sent == traffic.values
     assert fresh.sent == [traffic.values[i] for i in (2, 4, 5)]  # what the cluster lacked, in send order
     assert all(traffic.acked_s) and traffic.lost_acked_s == {}
+
+
+def _stuck_then_fresh(monkeypatch: pytest.MonkeyPatch, clients: list[_Client]) -> Traffic:
+    _deposits, commands = seeded_flow("resend", 12)
+    monkeypatch.setattr(Traffic, "_connect", lambda _self, _bootstrap: clients.pop(0))
+    monkeypatch.setattr("devtools.drills.traffic.RECHECK_AFTER_S", 0.1)
+    return Traffic("cluster:9092", commands[:6], batch=6, every_s=0.0, resend_after_s=0.3)
+
+
+@pytest.mark.timeout(30)
+def test_a_cluster_that_cannot_say_yet_what_it_has_is_asked_again_before_anything_is_re_sent(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    stuck, asked_too_soon, fresh = _Client(stuck=True), _Client(stuck=False), _Client(stuck=False)
+    traffic = _stuck_then_fresh(monkeypatch, [stuck, asked_too_soon, fresh])
+    on_the_cluster = Counter(traffic.values[i] for i in (0, 1, 3))
+    catching_up = KafkaException(KafkaError(KafkaError.OFFSET_NOT_AVAILABLE, "high watermark is not caught up"))
+    answers: list[Any] = [catching_up, on_the_cluster]
+
+    def missing_on(_bootstrap: str, values: list[bytes], sent: list[int], _since_ms: int) -> list[int]:
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return unmatched(values, sent, answer)
+
+    monkeypatch.setattr("devtools.drills.traffic.missing_on", missing_on)
+    traffic.run()
+    assert traffic.error is None and traffic.resends == 2 and sum(traffic.check_errors.values()) == 1
+    assert asked_too_soon.sent == []  # nothing sent while what the cluster has was unknown
+    assert fresh.sent == [traffic.values[i] for i in (2, 4, 5)]
+    assert all(traffic.acked_s) and traffic.lost_acked_s == {}
+
+
+@pytest.mark.timeout(30)
+def test_a_cluster_refusing_the_check_for_good_fails_the_traffic(monkeypatch: pytest.MonkeyPatch) -> None:
+    traffic = _stuck_then_fresh(monkeypatch, [_Client(stuck=True), _Client(stuck=False)])
+    denied = KafkaException(KafkaError(KafkaError.TOPIC_AUTHORIZATION_FAILED, "not authorised"))
+
+    def missing_on(*_args: object) -> list[int]:
+        raise denied
+
+    monkeypatch.setattr("devtools.drills.traffic.missing_on", missing_on)
+    traffic.run()
+    assert traffic.error is denied and not all(traffic.acked_s)
