@@ -3,6 +3,8 @@ that are part of a topic's meaning survive an override and are checked on existi
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterable
 from typing import Any
 
 import pytest
@@ -13,11 +15,28 @@ from contracts.topics import DAY_MS, KEEP_FOREVER, LEDGER_COMMANDS, Topic
 from streams.kafka.topic_admin import ensure_topics, partition_counts
 from streams.settings import Settings
 
+KEPT_FOREVER = {"retention.ms": "-1", "retention.bytes": "-1"}
+APPLIED_WITHIN_S = 15.0
+
 
 def retention_of(admin: AdminClient, name: str) -> dict[str, str]:
+    return configs_of(admin, name, ("retention.ms", "retention.bytes"))
+
+
+def configs_of(admin: AdminClient, name: str, keys: Iterable[str]) -> dict[str, str]:
     resource = ConfigResource(ConfigResource.Type.TOPIC, name)
     entries = admin.describe_configs([resource])[resource].result(timeout=30)
-    return {k: entries[k].value for k in ("retention.ms", "retention.bytes")}
+    return {k: entries[k].value for k in keys}
+
+
+def configs_once_applied(admin: AdminClient, name: str, want: dict[str, str]) -> dict[str, str]:
+    """The topic's configs that ``want`` names, read again until they match or APPLIED_WITHIN_S passes. KRaft
+    answers an alter once the controller has committed it; each broker applies it from the metadata log a moment
+    later, and describe_configs reads the broker's copy (a stale read seen once in CI)."""
+    deadline = time.monotonic() + APPLIED_WITHIN_S
+    while (seen := configs_of(admin, name, want)) != want and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return seen
 
 
 def test_the_ledger_input_and_an_existing_fold_input_are_kept_forever(kafka_bootstrap: str, run_id: str) -> None:
@@ -31,10 +50,10 @@ def test_the_ledger_input_and_an_existing_fold_input_are_kept_forever(kafka_boot
     fold_input = Topic(name, m.LedgerCommand, "command_id", "a fold's input", retention_ms=KEEP_FOREVER)
 
     assert ensure_topics(settings, [fold_input]) == []  # it existed: nothing created, its retention fixed
-    assert retention_of(admin, name) == {"retention.ms": "-1", "retention.bytes": "-1"}
+    assert configs_once_applied(admin, name, KEPT_FOREVER) == KEPT_FOREVER
 
     ensure_topics(settings, [LEDGER_COMMANDS])
-    assert retention_of(admin, LEDGER_COMMANDS.name) == {"retention.ms": "-1", "retention.bytes": "-1"}
+    assert configs_once_applied(admin, LEDGER_COMMANDS.name, KEPT_FOREVER) == KEPT_FOREVER
     other = f"test.plain.{run_id}"
     ensure_topics(settings, [Topic(other, m.LedgerCommand, "command_id", "an ordinary topic", retention_ms=DAY_MS)])
     assert retention_of(admin, other)["retention.ms"] == str(DAY_MS)  # ordinary topics keep their bounds
@@ -86,9 +105,8 @@ def test_an_existing_topic_gets_broker_timestamps_and_records_carry_the_append_t
     admin.create_topics([NewTopic(name, 1, 1)])[name].result(timeout=30)  # made before: CreateTime
     stamped = Topic(name, m.LedgerCommand, "command_id", "a ledger-like input", broker_timestamps=True)
     ensure_topics(settings, [stamped])
-    resource = ConfigResource(ConfigResource.Type.TOPIC, name)
-    config = admin.describe_configs([resource])[resource].result(timeout=30)
-    assert config["message.timestamp.type"].value == "LogAppendTime"
+    broker_time = {"message.timestamp.type": "LogAppendTime"}
+    assert configs_once_applied(admin, name, broker_time) == broker_time  # the broker applies it, then the send
 
     # A producer whose clock is ten years ahead stamps its record so; the broker's time replaces it.
     producer = Producer({"bootstrap.servers": kafka_bootstrap})
@@ -99,9 +117,7 @@ def test_an_existing_topic_gets_broker_timestamps_and_records_carry_the_append_t
     assert offset == 0 and record_ms is not None
     assert abs(record_ms - datetime.now(UTC).timestamp() * 1000) < 60_000  # the append time, not ahead_ms
     ensure_topics(settings, [LEDGER_COMMANDS])
-    resource = ConfigResource(ConfigResource.Type.TOPIC, LEDGER_COMMANDS.name)
-    config = admin.describe_configs([resource])[resource].result(timeout=30)
-    assert config["message.timestamp.type"].value == "LogAppendTime"
+    assert configs_once_applied(admin, LEDGER_COMMANDS.name, broker_time) == broker_time
 
 
 def test_a_topic_missing_from_the_listing_but_already_made_still_gets_its_configs(
@@ -124,4 +140,4 @@ def test_a_topic_missing_from_the_listing_but_already_made_still_gets_its_config
     monkeypatch.setattr(topic_admin, "AdminClient", StaleListing)
     fold_input = Topic(name, m.LedgerCommand, "command_id", "a fold's input", retention_ms=KEEP_FOREVER)
     assert ensure_topics(Settings(kafka_bootstrap_servers=kafka_bootstrap), [fold_input]) == []
-    assert retention_of(admin, name) == {"retention.ms": "-1", "retention.bytes": "-1"}
+    assert configs_once_applied(admin, name, KEPT_FOREVER) == KEPT_FOREVER
