@@ -29,17 +29,20 @@ def create_topics(bootstrap: str) -> None:
     ensure_topics(Settings(kafka_bootstrap_servers=bootstrap))
 
 
-def read_topic(bootstrap: str, topic: Topic | str, since_ms: int | None = None) -> list[Record]:
-    """Every record of ``topic`` (from the first at or after ``since_ms``, if given) up to its end now."""
+def read_topic(
+    bootstrap: str, topic: Topic | str, since_ms: int | None = None, call_timeout_s: float = READ_TIMEOUT_S
+) -> list[Record]:
+    """Every record of ``topic`` (from the first at or after ``since_ms``, if given) up to its end now; each metadata
+    or offsets request waits up to ``call_timeout_s``."""
     name = topic if isinstance(topic, str) else topic.name
     consumer = probe_consumer(bootstrap, "drill-read")
     try:
-        partitions = list(consumer.list_topics(name, timeout=READ_TIMEOUT_S).topics[name].partitions)
-        ends = {p: watermarks(consumer, name, p, READ_TIMEOUT_S) for p in partitions}
+        partitions = list(consumer.list_topics(name, timeout=call_timeout_s).topics[name].partitions)
+        ends = {p: watermarks(consumer, name, p, call_timeout_s) for p in partitions}
         starts = {p: low for p, (low, _high) in ends.items()}
         if since_ms is not None:
             asked = [TopicPartition(name, p, since_ms) for p in partitions]
-            for tp in consumer.offsets_for_times(asked, timeout=READ_TIMEOUT_S):
+            for tp in consumer.offsets_for_times(asked, timeout=call_timeout_s):
                 starts[tp.partition] = tp.offset if tp.offset >= 0 else ends[tp.partition][1]
         left = {p for p in partitions if ends[p][1] > starts[p]}
         consumer.assign([TopicPartition(name, p, starts[p]) for p in left])

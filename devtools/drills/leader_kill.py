@@ -8,6 +8,7 @@ through the new leader. Settlements of trades in flight, or of markets whose par
 
 from __future__ import annotations
 
+import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +20,7 @@ from devtools.drills.io import create_topics, send_acked
 from devtools.drills.tally import market_partitions, tally, wait_settled
 from devtools.drills.traffic import Traffic
 from devtools.drills.worker import Supervisor, WorkerProcess, p2p_worker
-from infra.kafka.broker import find_free_ports
+from infra.kafka.broker import LocalKafka, find_free_ports
 from infra.kafka.cluster import LocalKafkaCluster
 from infra.kafka.mirror import probe_consumer
 from streams.kafka.clients import watermarks
@@ -105,7 +106,47 @@ def note_failure(exc: BaseException, cluster: LocalKafkaCluster, worker: WorkerP
         exc.add_note(f"nodes running {sorted(running)}; partitions whose failover is not over: {shown or 'none'}")
     except Exception as describe_error:  # a cluster too far gone to describe says so itself
         exc.add_note(f"the cluster could not describe the flow's partitions: {describe_error!r}")
+    for node in cluster.nodes:
+        exc.add_note(f"node {node.node_id}'s failover lines (ISR, fencing, quorum):\n{failover_lines(node.server_log)}")
+        if node.is_running():
+            exc.add_note(f"node {node.node_id}'s replica fetchers now:\n{fetcher_threads(node)}")
     exc.add_note(f"the worker's log ends:\n{worker.log_text(since_start=False)[-4000:]}")
+
+
+def fetcher_threads(node: LocalKafka, frames: int = 6) -> str:
+    """The node's replica fetcher threads (state, top frames), every blocked thread and any deadlock the JVM
+    reports, from a thread dump (``jcmd``) saved beside its log: why survivors stopped replicating each other."""
+    pid = node.pid
+    if pid is None:
+        return "(not running)"
+    try:
+        dump = subprocess.run(["jcmd", str(pid), "Thread.print"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"(no thread dump: {exc!r})"
+    saved = node.server_log.parent / f"threads-{int(time.time())}.txt"
+    saved.write_text(dump)
+    lines, shown = dump.splitlines(), []
+    for i, line in enumerate(lines):
+        blocked = line.startswith('"') and "BLOCKED" in "".join(lines[i + 1 : i + 2])
+        if line.startswith('"ReplicaFetcherThread') or blocked:
+            shown += lines[i : i + frames]
+        elif "deadlock" in line:
+            shown.append(line)
+    return "\n".join([*shown, f"(whole dump: {saved})"])
+
+
+FAILOVER_MARKS = ("ISR", "encing broker", "transition to", "ERROR")
+
+
+def failover_lines(server_log: Path, lines: int = 25) -> str:
+    """The last ISR changes, fencings, quorum transitions and errors of one node's log (infra/kafka/log4j.properties
+    logs them at INFO), without the reconnect warnings that fill it while a node is down."""
+    try:
+        text = server_log.read_text(errors="replace")  # at most 10 MB: the appender rolls over there
+    except OSError as exc:
+        return f"(unreadable: {exc})"
+    found = [line for line in text.splitlines() if any(mark in line for mark in FAILOVER_MARKS)]
+    return "\n".join(found[-lines:]) or "(none)"
 
 
 def worker_for(bootstrap: str, workdir: Path, run_id: str) -> WorkerProcess:

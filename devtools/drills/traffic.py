@@ -27,13 +27,15 @@ from streams.kafka.clients import is_transient
 FLUSH_POLL_S = 0.25
 DELIVERY_TIMEOUT_SHARE = 0.75  # of resend_after_s: librdkafka fails the records before the client is replaced
 RECHECK_AFTER_S = 5.0  # a cluster that could not say what it has (a new leader catching up) is asked again
+CHECK_CALL_TIMEOUT_S = 10.0  # per request of that check: a cluster in failover is asked again, not waited on
 
 
 def missing_on(bootstrap: str, values: Sequence[bytes], sent: Sequence[int], since_ms: int) -> list[int]:
     """Of the sent indices (in send order), those whose record is not on ``bootstrap``'s energy.orders among the
     records from ``since_ms`` on. Mirroring copies a prefix of each partition, so what is missing is each market's
     last records, and re-sending them in order rebuilds the primary's order exactly."""
-    there = Counter(r.value for r in read_topic(bootstrap, ENERGY_ORDERS, since_ms) if r.value is not None)
+    records = read_topic(bootstrap, ENERGY_ORDERS, since_ms, call_timeout_s=CHECK_CALL_TIMEOUT_S)
+    there = Counter(r.value for r in records if r.value is not None)
     return unmatched(values, sent, there)
 
 
