@@ -10,18 +10,19 @@ balances split between them, and every hold would be refused), and the bridge's 
 ``bridge.requests``' partition numbers. ``NEXUS_TOPIC_PARTITIONS_OVERRIDE`` does not apply to the first, and
 an existing topic that breaks either rule stops the start with what to change.
 
-Replication follows the cluster (``replication_for``): on up to 3 brokers every partition is on all of them, and
-from 3 replicas on a write with ``acks=all`` (every producer of ours) needs 2 in-sync copies, so losing one broker
-loses no acknowledged record. ``NEXUS_TOPIC_REPLICATION_FACTOR`` / ``NEXUS_TOPIC_MIN_INSYNC_REPLICAS`` override it.
-An existing topic keeps its replicas (only a reassignment changes them; the start logs the shortfall); one with 3
-or more gets the wanted ``min.insync.replicas``.
+Replication follows the cluster (``replication_for`` of ``cluster_size``): on up to 3 brokers every partition is on
+all of them, and from 3 replicas on a write with ``acks=all`` (every producer of ours) needs 2 in-sync copies, so
+losing one broker loses no acknowledged record. ``NEXUS_TOPIC_REPLICATION_FACTOR`` /
+``NEXUS_TOPIC_MIN_INSYNC_REPLICAS`` override it. An existing topic keeps its replicas (only a reassignment changes
+them; the start logs the shortfall); one with more than the wanted ``min.insync.replicas`` gets it, one with no more
+is left as it is (it could not lose a broker and still take writes).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from confluent_kafka import KafkaException, TopicCollection
 from confluent_kafka.admin import (
@@ -40,6 +41,7 @@ TIMEOUT_S = 30.0
 ENSURE_ATTEMPTS_MAX = 10  # x ENSURE_RETRY_S: a cluster that just started settles its broker handles in seconds
 ENSURE_RETRY_S = 1.0
 MIN_ISR = "min.insync.replicas"
+DEFAULT_FACTOR = "default.replication.factor"
 REPLICAS_TOLERATING_ONE_LOSS = 3  # acks=all with 2 in sync: one broker may fail, no acknowledged write lost
 
 log = logging.getLogger("nexus.topics")
@@ -62,10 +64,28 @@ def replication_for(brokers: int, settings: Settings) -> Replication:
 
 
 def replication(settings: Settings) -> Replication:
-    """``replication_for`` the cluster at ``settings.bootstrap_servers`` (one metadata request), for clients that
-    create topics themselves (Faust's changelogs)."""
+    """``replication_for`` the cluster at ``settings.bootstrap_servers``, for clients that create topics themselves
+    (Faust's changelogs)."""
     admin = AdminClient({"bootstrap.servers": settings.bootstrap_servers})
-    return replication_for(len(admin.list_topics(timeout=TIMEOUT_S).brokers), settings)
+    return replication_for(cluster_size(admin, admin.list_topics(timeout=TIMEOUT_S)), settings)
+
+
+def cluster_size(admin: AdminClient, metadata: Any) -> int:
+    """The brokers replication is sized for: those the metadata lists now, or the cluster's own
+    ``default.replication.factor`` where that is more. A broker missing from one answer (a cluster just started,
+    a broker restarting) must not leave topics with fewer copies for good: a 3-node cluster once got topics with 2,
+    and losing either of their nodes stopped writes to them."""
+    listed = len(metadata.brokers)
+    if not listed:
+        return listed
+    resource = ConfigResource(ConfigResource.Type.BROKER, str(min(metadata.brokers)))
+    try:
+        entries = admin.describe_configs([resource])[resource].result(timeout=TIMEOUT_S)
+        default = int(entries[DEFAULT_FACTOR].value)
+    except (KafkaException, KeyError, ValueError, TypeError) as exc:
+        log.warning("%s not readable (%s); sizing replication for the %d broker(s) listed", DEFAULT_FACTOR, exc, listed)
+        return listed
+    return max(listed, default)
 
 
 def ensure_topics(settings: Settings, topics: list[Topic] | None = None) -> list[str]:
@@ -97,7 +117,7 @@ def _ensure_once(settings: Settings, wanted: list[Topic], created: list[str]) ->
     admin = AdminClient({"bootstrap.servers": settings.bootstrap_servers})
     metadata = admin.list_topics(timeout=TIMEOUT_S)
     listed = set(metadata.topics)
-    copies = replication_for(len(metadata.brokers), settings)
+    copies = replication_for(cluster_size(admin, metadata), settings)
     new = [
         NewTopic(
             t.name,
@@ -170,7 +190,7 @@ def _min_insync_by_topic(admin: AdminClient, topics: list[Topic], copies: Replic
                 "(kafka-reassign-partitions.sh) to survive a broker loss",
                 t.name, have, copies.factor,
             )  # fmt: skip
-        if have >= copies.min_insync > 1:
+        if have > copies.min_insync > 1:  # one copy may be lost and writes go on
             wanted[t.name] = str(copies.min_insync)
     return wanted
 

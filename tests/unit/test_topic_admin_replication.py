@@ -45,10 +45,13 @@ class _Cluster:
     """Topics on a fake cluster, shared by every AdminClient made on it; ``fail_next`` answers the next
     create_topics for that topic with the error instead of creating it."""
 
-    def __init__(self) -> None:
+    def __init__(self, brokers: int = 1, default_factor: str | None = "1", replicas: int = 1) -> None:
         self.topics: dict[str, int] = {}
         self.fail_next: dict[str, int] = {}
         self.clients = 0
+        self.brokers, self.default_factor, self.replicas = brokers, default_factor, replicas  # None: not readable
+        self.made: dict[str, tuple[int, str]] = {}  # replication factor and min.insync.replicas of each topic made
+        self.altered: dict[str, dict[str, str]] = {}
 
 
 def _fake_admin(cluster: _Cluster):  # type: ignore[no-untyped-def]
@@ -70,9 +73,15 @@ def _fake_admin(cluster: _Cluster):  # type: ignore[no-untyped-def]
             cluster.clients += 1
 
         def list_topics(self, timeout: float) -> SimpleNamespace:
-            one = SimpleNamespace(replicas=[1])
+            one = SimpleNamespace(replicas=list(range(1, cluster.replicas + 1)))
             topics = {n: SimpleNamespace(partitions=dict.fromkeys(range(p), one)) for n, p in cluster.topics.items()}
-            return SimpleNamespace(topics=topics, brokers={1: object()})
+            return SimpleNamespace(topics=topics, brokers={b: object() for b in range(1, cluster.brokers + 1)})
+
+        def describe_configs(self, resources: list[object]) -> dict[object, Future[object]]:
+            if cluster.default_factor is None:
+                return {r: done(error=KafkaError.CLUSTER_AUTHORIZATION_FAILED) for r in resources}
+            entry = SimpleNamespace(value=cluster.default_factor)
+            return {r: done({"default.replication.factor": entry}) for r in resources}
 
         def create_topics(self, new: list[object], operation_timeout: float) -> dict[str, Future[object]]:
             answers = {}
@@ -82,10 +91,14 @@ def _fake_admin(cluster: _Cluster):  # type: ignore[no-untyped-def]
                     answers[name] = done(error=cluster.fail_next.pop(name))
                     continue
                 cluster.topics[name] = topic.num_partitions  # type: ignore[attr-defined]
+                cluster.made[name] = (topic.replication_factor, topic.config["min.insync.replicas"])  # type: ignore[attr-defined]
                 answers[name] = done()
             return answers
 
         def incremental_alter_configs(self, resources: list[object]) -> dict[object, Future[object]]:
+            for r in resources:
+                entries = r.incremental_configs  # type: ignore[attr-defined]
+                cluster.altered[r.name] = {e.name: e.value for e in entries}  # type: ignore[attr-defined]
             return {r: done() for r in resources}
 
     return Admin
@@ -122,3 +135,40 @@ def test_ensure_topics_does_not_retry_an_error_only_an_operator_fixes(monkeypatc
     with pytest.raises(RuntimeError, match=r"could not create topic energy\.orders.*TOPIC_AUTHORIZATION_FAILED"):
         topic_admin.ensure_topics(Settings())
     assert cluster.clients == 1 and "energy.orders" not in cluster.topics
+
+
+def test_a_broker_missing_from_the_listing_does_not_leave_topics_with_fewer_copies(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A 3-node cluster whose answering broker had not yet seen the third lists 2: the topics still get the
+    cluster's own default of 3 copies (2 in sync), not 2 copies that stop taking writes when either node is lost."""
+    from streams.kafka import topic_admin
+
+    cluster = _Cluster(brokers=2, default_factor="3")
+    monkeypatch.setattr(topic_admin, "AdminClient", _fake_admin(cluster))
+    topic_admin.ensure_topics(Settings())
+    assert set(cluster.made.values()) == {(3, "2")}
+
+
+def test_an_unreadable_default_sizes_replication_for_the_brokers_listed(monkeypatch: pytest.MonkeyPatch) -> None:
+    from streams.kafka import topic_admin
+
+    cluster = _Cluster(brokers=3, default_factor=None)
+    monkeypatch.setattr(topic_admin, "AdminClient", _fake_admin(cluster))
+    topic_admin.ensure_topics(Settings())
+    assert set(cluster.made.values()) == {(3, "2")}
+
+
+@pytest.mark.parametrize(("replicas", "min_insync"), [(2, None), (3, "2")])
+def test_an_existing_topic_gets_two_in_sync_only_if_it_could_still_lose_a_copy(
+    monkeypatch: pytest.MonkeyPatch, replicas: int, min_insync: str | None
+) -> None:
+    """Two copies with 2 in sync would stop writes at the loss of either node: such a topic is left as it is."""
+    from contracts.topics import ENERGY_ORDERS
+    from streams.kafka import topic_admin
+
+    cluster = _Cluster(brokers=3, default_factor="3", replicas=replicas)
+    cluster.topics[ENERGY_ORDERS.name] = 4
+    monkeypatch.setattr(topic_admin, "AdminClient", _fake_admin(cluster))
+    topic_admin.ensure_topics(Settings(), [ENERGY_ORDERS])
+    assert cluster.altered.get(ENERGY_ORDERS.name, {}).get("min.insync.replicas") == min_insync
