@@ -13,6 +13,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from confluent_kafka import KafkaException
+
 from contracts import models as m
 from contracts.topics import ENERGY_ORDERS, ENERGY_SETTLEMENTS, ENERGY_TRADES, LEDGER_COMMANDS, LEDGER_TRANSFERS
 from devtools.drills.flow import reference_run, seeded_flow
@@ -95,6 +97,24 @@ def kill_busiest_leader(cluster: LocalKafkaCluster) -> tuple[tuple[str, int], in
     return (topic, partition), victim, led, killed_at
 
 
+def create_flow_topics(cluster: LocalKafkaCluster) -> None:
+    """The platform's topics, as its start makes them, each of the flow's partitions checked to be on every node: a
+    topic made with fewer copies stops taking writes when a node holding one is killed, and the drill would measure
+    that instead of a failover."""
+    create_topics(cluster.bootstrap)
+    deadline = time.monotonic() + 30.0
+    while True:
+        try:  # the broker answering may not know a topic just made yet
+            states = cluster.partitions(t.name for t in FLOW_TOPICS)
+            break
+        except KafkaException:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+    short = [s for s in states if len(s.replicas) < cluster.size]
+    assert not short, f"partitions made with fewer than {cluster.size} copies: {short[:5]}"
+
+
 def note_failure(exc: BaseException, cluster: LocalKafkaCluster, worker: WorkerProcess) -> None:
     """What to read first when a kill drill fails: the flow's partitions whose failover is not over (led by no
     running node, or a running replica out of sync), and the end of the worker's log."""
@@ -171,7 +191,7 @@ def run_leader_kill_drill(
     expected = reference_run(deposits, commands)
     markets = {c.market_id for c in commands}
     accounts = {d.account_id for d in deposits}
-    create_topics(cluster.bootstrap)
+    create_flow_topics(cluster)
     supervisor = Supervisor(worker_for(cluster.bootstrap, workdir, run_id))
     supervisor.worker.start()
     supervisor.start()

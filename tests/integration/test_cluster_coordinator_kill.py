@@ -27,8 +27,8 @@ from confluent_kafka.admin import AdminClient
 
 from contracts.topics import LEDGER_COMMANDS
 from devtools.drills.flow import reference_run, seeded_flow
-from devtools.drills.io import create_topics, send_acked
-from devtools.drills.leader_kill import HEAP_MB, RESEND_AFTER_S, note_failure
+from devtools.drills.io import send_acked
+from devtools.drills.leader_kill import HEAP_MB, RESEND_AFTER_S, create_flow_topics, note_failure
 from devtools.drills.tally import tally, wait_settled
 from devtools.drills.traffic import Traffic
 from devtools.drills.worker import Supervisor, p2p_worker
@@ -87,7 +87,7 @@ def test_killing_the_group_coordinator_is_ridden_out_without_a_restart(
     deposits, commands = seeded_flow(run_id, ORDERS, tag="C")
     expected = reference_run(deposits, commands)
     markets, accounts = {c.market_id for c in commands}, {d.account_id for d in deposits}
-    create_topics(cluster.bootstrap)
+    create_flow_topics(cluster)
     # The drills' worker, measuring its consumer lag every second (the default is every 15 s).
     worker = p2p_worker(
         cluster.bootstrap, f"nexus-coord-{run_id}", tmp_path / "worker", *find_free_ports(2),
