@@ -16,13 +16,13 @@ from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
-from confluent_kafka import KafkaError, KafkaException, Producer
+from confluent_kafka import KafkaException, Producer
 
 from contracts import models as m
 from contracts.topics import ENERGY_ORDERS
 from devtools.drills.io import read_topic
 from infra.processes import tail_file
-from streams.kafka.clients import is_transient
+from streams.kafka.clients import raised_transient
 
 FLUSH_POLL_S = 0.25
 DELIVERY_TIMEOUT_SHARE = 0.75  # of resend_after_s: librdkafka fails the records before the client is replaced
@@ -154,16 +154,20 @@ class Traffic(threading.Thread):
         chunk stuck past ``resend_after_s`` what this cluster lacks."""
         deadline = time.monotonic() + 600.0  # bounded: a region that never comes back ends the drill
         stuck_at = time.monotonic() + (self.resend_after_s or 600.0)
+        redirect_at = 0.0  # a redirect whose check failed is tried again RECHECK_AFTER_S later
         while any(not self.acked_s[i] for i in chunk):
             if time.monotonic() > deadline:
                 raise TimeoutError(f"orders {chunk.start}..{chunk.stop - 1} not acknowledged in 600 s")
             if self._redirect_asked.is_set():
                 assert self._redirect_to is not None
-                missing = self._resend_missing(chunk.stop, self._redirect_to)
-                if missing is not None:  # else asked again at the next turn
-                    self._redirect_asked.clear()
-                    self.missing_at_redirect = missing
-                    self.redirected.set()
+                if time.monotonic() >= redirect_at:
+                    missing = self._resend_missing(chunk.stop, self._redirect_to)
+                    if missing is None:
+                        redirect_at = time.monotonic() + RECHECK_AFTER_S
+                    else:
+                        self._redirect_asked.clear()
+                        self.missing_at_redirect = missing
+                        self.redirected.set()
             elif self.resend_after_s and time.monotonic() > stuck_at:
                 self.resends += 1
                 done = self._resend_missing(chunk.stop, self._cluster) is not None
@@ -184,7 +188,7 @@ class Traffic(threading.Thread):
         try:
             missing = missing_on(bootstrap, self.values, recent, since_ms)
         except (KafkaException, TimeoutError) as exc:
-            if not _passes(exc):
+            if not (isinstance(exc, TimeoutError) or raised_transient(exc)):  # else it passes: asked again
                 raise
             self.check_errors[str(exc)] += 1
             return None
@@ -199,12 +203,6 @@ class Traffic(threading.Thread):
             self._send(i)
         self._producer.flush(60)
         return missing
-
-
-def _passes(exc: KafkaException | TimeoutError) -> bool:
-    """Whether asking again shortly can succeed: a read that timed out, or an error Kafka clears by itself."""
-    error = exc.args[0] if isinstance(exc, KafkaException) and exc.args else None
-    return isinstance(exc, TimeoutError) or (isinstance(error, KafkaError) and is_transient(error))
 
 
 def _client_logger(path: Path) -> logging.Logger:

@@ -190,6 +190,12 @@ def is_transient(error: KafkaError) -> bool:
     return bool(error.retriable()) or error.code() in TRANSIENT_CODES
 
 
+def raised_transient(exc: BaseException | None) -> bool:
+    """``is_transient`` of a raised KafkaException's error; False for any other exception."""
+    error = exc.args[0] if isinstance(exc, KafkaException) and exc.args else None
+    return isinstance(error, KafkaError) and is_transient(error)
+
+
 def watermarks(consumer: Any, topic: str, partition: int, timeout_s: float) -> tuple[int, int]:
     """(low, high) offsets of a partition; retried while the partition has no leader yet (a broker just started,
     a leader moving): a listener that starts with its broker must not die of it."""

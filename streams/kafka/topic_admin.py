@@ -34,7 +34,7 @@ from confluent_kafka.admin import (
 )
 
 from contracts.topics import TOPICS, Topic
-from streams.kafka.clients import is_transient
+from streams.kafka.clients import raised_transient
 from streams.settings import Settings
 
 TIMEOUT_S = 30.0
@@ -102,11 +102,9 @@ def ensure_topics(settings: Settings, topics: list[Topic] | None = None) -> list
             return created
         except (KafkaException, RuntimeError) as exc:
             cause = exc if isinstance(exc, KafkaException) else exc.__cause__
-            if not isinstance(cause, KafkaException) or not is_transient(cause.args[0]):
+            if not raised_transient(cause) or attempt == ENSURE_ATTEMPTS_MAX - 1:
                 raise
-            if attempt == ENSURE_ATTEMPTS_MAX - 1:
-                raise
-            log.info("topics not ensured yet (%s); retrying", cause.args[0].str())
+            log.info("topics not ensured yet (%s); retrying", cause)
             time.sleep(ENSURE_RETRY_S)
     raise AssertionError("unreachable")
 
